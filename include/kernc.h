@@ -1,0 +1,288 @@
+/*
+ * kernc.h - the public C API of kernc, a compiler for model graphs.
+ *
+ * Everything a user touches goes through this header: a context (errors, log, options), graphs
+ * built with the builder API or parsed from text, printing, verification and graphviz output.
+ * Conventions:
+ *   - Functions return kc_status; the message that explains a failure (node, op, file) is in
+ *     kc_last_error(ctx).
+ *   - Builder calls return kc_val{0} on failure and leave a sticky error on the graph, so nested
+ *     builder calls stay readable; kc_graph_status() reports it once at the end.
+ *   - No global mutable state: everything hangs off a kc_context. Not thread-safe per context.
+ */
+#ifndef KERNC_H
+#define KERNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status and context ------------------------------------------------------------------ */
+
+typedef enum kc_status {
+  KC_OK = 0,
+  KC_ERR_PARSE,       /* text IR or protobuf could not be read */
+  KC_ERR_SHAPE,       /* shapes do not fit the op (at build, verify or run time) */
+  KC_ERR_TYPE,        /* dtypes do not fit the op */
+  KC_ERR_VERIFY,      /* graph structure is broken (use before def, cycle, arity...) */
+  KC_ERR_UNSUPPORTED, /* op, dtype or feature kernc does not handle */
+  KC_ERR_IO,          /* a file could not be opened, read or written */
+  KC_ERR_NOMEM,       /* allocation failed */
+  KC_ERR_INVALID_ARG, /* the caller passed something meaningless */
+  KC_ERR_RUNTIME,     /* a failure while running compiled code */
+  KC_ERR_INTERNAL,    /* a kernc bug: an internal invariant did not hold */
+} kc_status;
+
+/* Short, static, human-readable name of a status ("parse error", ...). */
+const char *kc_status_str(kc_status s);
+
+typedef struct kc_context kc_context;
+
+/* Log levels passed to the log callback. */
+enum { KC_LOG_ERROR = 0, KC_LOG_WARN = 1, KC_LOG_INFO = 2, KC_LOG_DEBUG = 3 };
+typedef void (*kc_log_fn)(void *user, int level, const char *msg);
+
+/* Options that live on a context; read and write them through kc_context_options(). */
+typedef struct kc_options {
+  int threads;     /* worker threads for running code; 0 = number of cores */
+  int verify_each; /* run the verifier after every pass */
+  int log_level;   /* highest level passed to the log callback */
+} kc_options;
+
+/* Create a context with default options; NULL when out of memory. */
+kc_context *kc_context_new(void);
+/* Free a context (graphs made with it must be freed first). */
+void kc_context_free(kc_context *ctx);
+/* The context's options, writable. */
+kc_options *kc_context_options(kc_context *ctx);
+/* Install a log callback (NULL to silence); messages up to options.log_level reach it. */
+void kc_context_set_log(kc_context *ctx, kc_log_fn fn, void *user);
+/* The message of the most recent error on this context, "" when none. */
+const char *kc_last_error(const kc_context *ctx);
+/* Forget the most recent error. */
+void kc_clear_error(kc_context *ctx);
+
+/* ---- dtypes and dims --------------------------------------------------------------------- */
+
+typedef enum kc_dtype {
+  KC_DT_NONE = 0,
+  KC_F32,
+  KC_F16,
+  KC_BF16,
+  KC_F64,
+  KC_I64,
+  KC_I32,
+  KC_I16,
+  KC_I8,
+  KC_U64,
+  KC_U32,
+  KC_U16,
+  KC_U8,
+  KC_BOOL,
+  KC_DT_COUNT
+} kc_dtype;
+
+/* Text name of a dtype ("f32", "i64", "bool"...). */
+const char *kc_dtype_name(kc_dtype t);
+/* Size of one element in bytes. */
+size_t kc_dtype_size(kc_dtype t);
+/* The dtype named by s, or KC_DT_NONE. */
+kc_dtype kc_dtype_parse(const char *s);
+
+/*
+ * A dimension: >= 0 is a known size, < 0 names a symbolic expression owned by one graph
+ * (a symbol such as "batch", or a product/sum/quotient of symbols and integers).
+ */
+typedef int64_t kc_dim;
+#define KC_MAX_RANK 8
+
+/* ---- graph --------------------------------------------------------------------------------- */
+
+typedef struct kc_graph kc_graph;
+
+/* An SSA value of a graph: typed integer id, 0 = none. Ids are the %N of the text form. */
+typedef struct kc_val {
+  uint32_t id;
+} kc_val;
+
+/* Create an empty graph named name (may be NULL). */
+kc_graph *kc_graph_new(kc_context *ctx, const char *name);
+/* Free a graph and everything it owns. NULL is fine. */
+void kc_graph_free(kc_graph *g);
+/* The context a graph reports to. */
+kc_context *kc_graph_context(const kc_graph *g);
+/* The sticky builder error: KC_OK, or the status of the first failed builder call. */
+kc_status kc_graph_status(const kc_graph *g);
+
+/* The symbol named name (created on first use). */
+kc_dim kc_sym(kc_graph *g, const char *name);
+/* Symbolic arithmetic on dims; integers fold, results are canonical so equal dims compare ==. */
+kc_dim kc_dim_mul(kc_graph *g, kc_dim a, kc_dim b);
+kc_dim kc_dim_add(kc_graph *g, kc_dim a, kc_dim b);
+/* Write dim d as text ("768", "B", "B*S") into buf; returns buf. */
+const char *kc_dim_str(const kc_graph *g, kc_dim d, char *buf, size_t size);
+
+/* Number of values / inputs / outputs of a graph. */
+uint32_t kc_graph_num_inputs(const kc_graph *g);
+uint32_t kc_graph_num_outputs(const kc_graph *g);
+kc_val kc_graph_input(const kc_graph *g, uint32_t i);
+kc_val kc_graph_output(const kc_graph *g, uint32_t i);
+/* Name of input/output i ("" when unnamed). */
+const char *kc_graph_input_name(const kc_graph *g, uint32_t i);
+const char *kc_graph_output_name(const kc_graph *g, uint32_t i);
+
+/* dtype, rank and dims of a value (dims holds rank entries; may be NULL). */
+kc_dtype kc_val_dtype(const kc_graph *g, kc_val v);
+int kc_val_rank(const kc_graph *g, kc_val v);
+void kc_val_dims(const kc_graph *g, kc_val v, kc_dim *dims);
+
+/* ---- builder: sources and outputs ------------------------------------------------------- */
+
+/* A graph input of dtype t and the given dims (use kc_sym for symbolic ones). */
+kc_val kc_input(kc_graph *g, const char *name, kc_dtype t, int rank, const kc_dim *dims);
+/* A named weight; data (rank/dims elements of t) is copied into the graph. */
+kc_val kc_weight(kc_graph *g, const char *name, kc_dtype t, int rank, const int64_t *dims,
+                 const void *data);
+/* A constant tensor; data is copied. Printed inline, so keep it small. */
+kc_val kc_constant(kc_graph *g, kc_dtype t, int rank, const int64_t *dims, const void *data);
+/* Scalar constants. */
+kc_val kc_const_f32(kc_graph *g, float v);
+kc_val kc_const_i64(kc_graph *g, int64_t v);
+/* A 1-D i64 constant, for shapes and axes. */
+kc_val kc_const_i64s(kc_graph *g, int n, const int64_t *v);
+/* Mark v as a graph output named name (may be NULL). */
+void kc_output(kc_graph *g, kc_val v, const char *name);
+
+/* ---- builder: one function per op of ir/ops.def ------------------------------------------
+ * Semantics are those of the ONNX operator of the same name (latest opset), unless noted.
+ * Optional inputs take kc_val{0}. */
+
+kc_val kc_add(kc_graph *g, kc_val a, kc_val b);
+kc_val kc_sub(kc_graph *g, kc_val a, kc_val b);
+kc_val kc_mul(kc_graph *g, kc_val a, kc_val b);
+kc_val kc_div(kc_graph *g, kc_val a, kc_val b);
+kc_val kc_pow(kc_graph *g, kc_val a, kc_val b);
+kc_val kc_min(kc_graph *g, kc_val a, kc_val b);
+kc_val kc_max(kc_graph *g, kc_val a, kc_val b);
+kc_val kc_equal(kc_graph *g, kc_val a, kc_val b);
+kc_val kc_less(kc_graph *g, kc_val a, kc_val b);
+kc_val kc_greater(kc_graph *g, kc_val a, kc_val b);
+kc_val kc_and(kc_graph *g, kc_val a, kc_val b);
+kc_val kc_sqrt(kc_graph *g, kc_val x);
+kc_val kc_reciprocal(kc_graph *g, kc_val x);
+kc_val kc_neg(kc_graph *g, kc_val x);
+kc_val kc_abs(kc_graph *g, kc_val x);
+kc_val kc_exp(kc_graph *g, kc_val x);
+kc_val kc_log(kc_graph *g, kc_val x);
+kc_val kc_erf(kc_graph *g, kc_val x);
+kc_val kc_tanh(kc_graph *g, kc_val x);
+kc_val kc_sigmoid(kc_graph *g, kc_val x);
+kc_val kc_relu(kc_graph *g, kc_val x);
+kc_val kc_sin(kc_graph *g, kc_val x);
+kc_val kc_cos(kc_graph *g, kc_val x);
+kc_val kc_not(kc_graph *g, kc_val x);
+kc_val kc_identity(kc_graph *g, kc_val x);
+/* Gelu; tanh_approx selects the tanh form (ONNX approximate="tanh"). */
+kc_val kc_gelu(kc_graph *g, kc_val x, int tanh_approx);
+/* Clip x to [lo, hi]; either bound may be kc_val{0}. */
+kc_val kc_clip(kc_graph *g, kc_val x, kc_val lo, kc_val hi);
+kc_val kc_softmax(kc_graph *g, kc_val x, int64_t axis);
+kc_val kc_log_softmax(kc_graph *g, kc_val x, int64_t axis);
+kc_val kc_matmul(kc_graph *g, kc_val a, kc_val b);
+/* alpha * op(a) @ op(b) + beta * c; c may be kc_val{0}. */
+kc_val kc_gemm(kc_graph *g, kc_val a, kc_val b, kc_val c, float alpha, float beta, int trans_a,
+               int trans_b);
+/* Reductions over naxes axes (naxes 0: all axes). */
+kc_val kc_reduce_mean(kc_graph *g, kc_val x, int naxes, const int64_t *axes, int keepdims);
+kc_val kc_reduce_sum(kc_graph *g, kc_val x, int naxes, const int64_t *axes, int keepdims);
+kc_val kc_reduce_max(kc_graph *g, kc_val x, int naxes, const int64_t *axes, int keepdims);
+/* ONNX LayerNormalization (first output only); bias may be kc_val{0}. */
+kc_val kc_layer_normalization(kc_graph *g, kc_val x, kc_val scale, kc_val bias, int64_t axis,
+                              float eps);
+/* ONNX RMSNormalization. */
+kc_val kc_rms_normalization(kc_graph *g, kc_val x, kc_val scale, int64_t axis, float eps);
+kc_val kc_cast(kc_graph *g, kc_val x, kc_dtype to);
+/* Reshape to the i64 shape tensor `shape` (ONNX: 0 copies, -1 infers). */
+kc_val kc_reshape(kc_graph *g, kc_val x, kc_val shape);
+/* Transpose by perm (NULL: reverse the axes). */
+kc_val kc_transpose(kc_graph *g, kc_val x, int n, const int64_t *perm);
+kc_val kc_gather(kc_graph *g, kc_val data, kc_val indices, int64_t axis);
+kc_val kc_concat(kc_graph *g, int n, const kc_val *xs, int64_t axis);
+/* Split into n outputs along axis; sizes may be NULL for equal parts. Writes outs[n]. */
+kc_status kc_split(kc_graph *g, kc_val x, int64_t axis, int n, const int64_t *sizes, kc_val *outs);
+/* Slice with i64 tensors; axes and steps may be kc_val{0}. */
+kc_val kc_slice(kc_graph *g, kc_val x, kc_val starts, kc_val ends, kc_val axes, kc_val steps);
+kc_val kc_squeeze(kc_graph *g, kc_val x, int naxes, const int64_t *axes);
+kc_val kc_unsqueeze(kc_graph *g, kc_val x, int naxes, const int64_t *axes);
+kc_val kc_expand(kc_graph *g, kc_val x, kc_val shape);
+kc_val kc_shape(kc_graph *g, kc_val x);
+/* A tensor of shape `shape` (i64 1-D) filled with value (a 1-element constant, or 0.0f32). */
+kc_val kc_constant_of_shape(kc_graph *g, kc_val shape, kc_val value);
+kc_val kc_range(kc_graph *g, kc_val start, kc_val limit, kc_val delta);
+/* Upper (upper != 0) or lower triangle; k may be kc_val{0}. */
+kc_val kc_trilu(kc_graph *g, kc_val x, kc_val k, int upper);
+kc_val kc_where(kc_graph *g, kc_val cond, kc_val a, kc_val b);
+kc_val kc_dropout(kc_graph *g, kc_val x);
+kc_val kc_flatten(kc_graph *g, kc_val x, int64_t axis);
+
+/* kernc's own fused ops. */
+
+/* LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta (beta optional). */
+kc_val kc_layer_norm(kc_graph *g, kc_val x, kc_val gamma, kc_val beta, float eps);
+/* RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * gamma. */
+kc_val kc_rms_norm(kc_graph *g, kc_val x, kc_val gamma, float eps);
+/* Rotary embedding (ONNX RotaryEmbedding semantics); position_ids may be kc_val{0}. */
+kc_val kc_rotary(kc_graph *g, kc_val x, kc_val cos_cache, kc_val sin_cache, kc_val position_ids,
+                 int64_t heads, int interleaved);
+
+/* Mask kinds of the attention op. */
+typedef enum kc_mask_kind {
+  KC_MASK_NONE = 0,
+  KC_MASK_CAUSAL,   /* key j visible to query i iff j <= i + past length */
+  KC_MASK_PADDING,  /* mask input is [B, S_kv], nonzero/true = keep */
+  KC_MASK_ADDITIVE, /* mask input is added to the scores, broadcast to [B, H, S, S_kv] */
+} kc_mask_kind;
+
+typedef struct kc_attention_desc {
+  int64_t heads;    /* query heads */
+  int64_t kv_heads; /* key/value heads (GQA/MQA); 0 = heads */
+  float scale;      /* score scale; 0 = 1/sqrt(head size) */
+  kc_mask_kind mask;
+} kc_attention_desc;
+
+/*
+ * Multi-head attention. q: [B, S, heads*D], k/v: [B, S_kv, kv_heads*D]; mask as mask kind says
+ * (kc_val{0} for none/causal). Returns [B, S, heads*D].
+ */
+kc_val kc_attention(kc_graph *g, kc_val q, kc_val k, kc_val v, kc_val mask,
+                    const kc_attention_desc *desc);
+
+/* Activations usable in a matmul epilogue. */
+typedef enum kc_act { KC_ACT_NONE = 0, KC_ACT_RELU, KC_ACT_GELU, KC_ACT_GELU_TANH } kc_act;
+
+/* act(a @ b + bias) + residual; bias and residual may be kc_val{0}. */
+kc_val kc_matmul_ep(kc_graph *g, kc_val a, kc_val b, kc_val bias, kc_val residual, kc_act act);
+
+/* ---- text form, verifier, graphviz --------------------------------------------------------- */
+
+/* Print g as text IR to f. */
+kc_status kc_graph_print(const kc_graph *g, FILE *f);
+/* Print g as text IR into a malloc'd string (caller frees); NULL on failure. */
+char *kc_graph_print_str(const kc_graph *g);
+/* Parse text IR; filename is used in error messages (file:line:col, the line and a caret). */
+kc_status kc_graph_parse(kc_context *ctx, const char *text, const char *filename, kc_graph **out);
+/* Read and parse a .kir file. */
+kc_status kc_graph_parse_file(kc_context *ctx, const char *path, kc_graph **out);
+/* Check every structural and type rule; the first violation is described in the error buffer. */
+kc_status kc_graph_verify(kc_graph *g);
+/* Write g in graphviz dot syntax. */
+kc_status kc_graph_dot(const kc_graph *g, FILE *f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KERNC_H */

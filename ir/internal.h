@@ -1,0 +1,317 @@
+/*
+ * ir/internal.h - kernc's IR as seen by kernc's own modules (frontend, passes, codegen).
+ *
+ * Invariants:
+ *   - A graph owns an arena; strings, dims, attributes and tensors live in it and die with
+ *     kc_graph_free. Values and nodes live in growable arrays indexed by id, so a kc_val stays
+ *     valid across reallocation; never keep a kc_value* or kc_node* across a call that adds one.
+ *   - Value id 0 is "none". vals[v.id].def is the index+1 of the defining node (0: graph input).
+ *   - nodes[] is in program (topological) order. Deleted nodes have op KC_OP_NOP until
+ *     kc_graph_compact() drops them.
+ *   - Symbolic dims are hash-consed in g->dexprs, so two equal dims are the same kc_dim.
+ *   - Analyses (use counts) are recomputed on demand, never kept in sync by hand.
+ */
+#ifndef KERNC_IR_INTERNAL_H
+#define KERNC_IR_INTERNAL_H
+
+#include "kernc.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+/* ---- invariants ---------------------------------------------------------------------------- */
+
+void kc_assert_fail(const char *file, int line, const char *expr);
+/* For kernc's own invariants only; never for user input. */
+#define KC_ASSERT(e) ((e) ? (void)0 : kc_assert_fail(__FILE__, __LINE__, #e))
+
+/* ---- context ------------------------------------------------------------------------------- */
+
+#define KC_ERRBUF_SIZE 8192
+
+struct kc_context {
+  kc_options opts;
+  kc_log_fn log_fn;
+  void *log_user;
+  char err[KC_ERRBUF_SIZE];
+};
+
+/* Replace the error message with fmt...; returns s so callers can `return kc_errorf(...)`. */
+kc_status kc_errorf(kc_context *ctx, kc_status s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Append a line to the error message (tool logs, notes). */
+void kc_error_append(kc_context *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void kc_logf(kc_context *ctx, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- arena ---------------------------------------------------------------------------------- */
+
+typedef struct kc_arena_chunk kc_arena_chunk;
+typedef struct kc_arena {
+  kc_arena_chunk *head;
+} kc_arena;
+
+/* Zeroed memory that lives as long as the arena; NULL only when out of memory. */
+void *kc_arena_alloc(kc_arena *a, size_t size);
+char *kc_arena_strdup(kc_arena *a, const char *s);
+void *kc_arena_memdup(kc_arena *a, const void *p, size_t size);
+void kc_arena_free(kc_arena *a);
+
+/* ---- ops ------------------------------------------------------------------------------------- */
+
+typedef enum kc_op {
+  KC_OP_NOP = 0, /* a deleted node */
+#define OP(id, ...) KC_OP_##id,
+#include "ops.def"
+#undef OP
+  KC_OP_COUNT
+} kc_op;
+
+/* Fusion class of an op, after TVM's pattern kinds. */
+typedef enum kc_op_class {
+  KC_CLASS_SOURCE,    /* weights and constants */
+  KC_CLASS_ELEMWISE,  /* out[i] = f(in[i]) */
+  KC_CLASS_BROADCAST, /* elementwise with numpy broadcasting */
+  KC_CLASS_INJECTIVE, /* each output element reads one input element (data movement) */
+  KC_CLASS_REDUCE,    /* reduces or normalizes along axes */
+  KC_CLASS_OPAQUE,    /* anything else */
+} kc_op_class;
+
+enum {
+  KC_OPF_COMMUTATIVE = 1 << 0, /* inputs 0 and 1 may be swapped */
+  KC_OPF_VIEW = 1 << 1,        /* output shares the input's buffer (reshape-like) */
+  KC_OPF_BODY = 1 << 2,        /* node carries a body graph (fused regions) */
+};
+
+struct kc_node;
+typedef kc_status (*kc_shape_fn)(kc_graph *g, struct kc_node *n);
+
+typedef struct kc_op_info {
+  const char *name;
+  int min_in, max_in, min_out, max_out; /* max -1: variadic */
+  kc_shape_fn shape;
+  kc_op_class cls;
+  unsigned flags;
+  const char *attrs; /* schema, see ops.def */
+} kc_op_info;
+
+extern const kc_op_info kc_ops[KC_OP_COUNT];
+/* The op named name, or KC_OP_NOP. */
+kc_op kc_op_lookup(const char *name);
+
+/* ---- attributes ------------------------------------------------------------------------------ */
+
+typedef enum kc_attr_kind {
+  KC_ATTR_INT,
+  KC_ATTR_FLOAT,
+  KC_ATTR_STRING,
+  KC_ATTR_INTS,
+  KC_ATTR_FLOATS,
+  KC_ATTR_DTYPE,
+  KC_ATTR_TENSOR, /* index into g->tensors */
+} kc_attr_kind;
+
+typedef struct kc_attr {
+  const char *name;
+  kc_attr_kind kind;
+  union {
+    int64_t i;
+    double f;
+    const char *s;
+    kc_dtype t;
+    uint32_t tensor;
+    struct {
+      const int64_t *v;
+      uint32_t n;
+    } ints;
+    struct {
+      const double *v;
+      uint32_t n;
+    } floats;
+  } u;
+} kc_attr;
+
+/* ---- tensors (weights and constant data) ------------------------------------------------- */
+
+typedef struct kc_tensor {
+  const char *name; /* NULL: anonymous constant, printed inline */
+  kc_dtype dtype;
+  int rank;
+  int64_t dims[KC_MAX_RANK];
+  const void *data; /* NULL: not bound (e.g. a weight from a .kir file) */
+  size_t nbytes;
+} kc_tensor;
+
+/* ---- symbolic dims ----------------------------------------------------------------------------
+ */
+
+typedef enum kc_dexpr_kind { KC_DX_SYM, KC_DX_ADD, KC_DX_MUL, KC_DX_DIV, KC_DX_MOD } kc_dexpr_kind;
+
+typedef struct kc_dexpr {
+  kc_dexpr_kind kind;
+  const char *name; /* KC_DX_SYM */
+  kc_dim a, b;      /* operands of the others */
+} kc_dexpr;
+
+#define KC_DIM_IS_SYM(d) ((d) < 0)
+/* Expression index of a symbolic dim. */
+#define KC_DIM_EXPR(d) ((uint32_t)(-(d)-1))
+
+kc_dim kc_dim_div(kc_graph *g, kc_dim a, kc_dim b); /* floor division */
+kc_dim kc_dim_mod(kc_graph *g, kc_dim a, kc_dim b);
+kc_dim kc_dim_sub(kc_graph *g, kc_dim a, kc_dim b);
+/* A fresh symbol "unkN" for a size only known at run time. */
+kc_dim kc_dim_fresh(kc_graph *g);
+/* Parse a dim expression ("B*S+1") at *p, advancing it; -1... on error returns false. */
+bool kc_dim_parse(kc_graph *g, const char **p, kc_dim *out);
+/* Evaluate d with symbol values from lookup(user, name) (false if unbound). */
+bool kc_dim_eval(const kc_graph *g, kc_dim d,
+                 bool (*lookup)(void *user, const char *name, int64_t *v), void *user,
+                 int64_t *out);
+/* Copy dim d of graph src into graph dst (symbols matched by name). */
+kc_dim kc_dim_import(kc_graph *dst, const kc_graph *src, kc_dim d);
+
+/* ---- values and nodes -------------------------------------------------------------------------
+ */
+
+typedef struct kc_value {
+  kc_dtype dtype;
+  int rank; /* -1: not yet inferred */
+  kc_dim dims[KC_MAX_RANK];
+  uint32_t def;     /* index+1 of the defining node in g->nodes, 0 for graph inputs */
+  uint32_t def_out; /* which output of that node */
+  const char *name; /* graph input name, or the ONNX value name; may be NULL */
+  /*
+   * Known contents of small integer tensors (shapes, axes, indices): nknown elements, each a
+   * kc_dim (constant or symbolic). Filled by shape inference, so Shape->Gather->Concat->Reshape
+   * chains resolve to static or symbolic shapes. NULL when unknown.
+   */
+  const kc_dim *known;
+  uint32_t nknown;
+} kc_value;
+
+typedef struct kc_node {
+  kc_op op;
+  uint32_t nin, nout, nattr;
+  kc_val *in;  /* nin entries; id 0 = absent optional input */
+  kc_val *out; /* nout entries */
+  kc_attr *attrs;
+  const char *loc; /* ONNX node name, for messages; may be NULL */
+  kc_graph *body;  /* KC_OPF_BODY ops: the region, owned by this graph */
+} kc_node;
+
+typedef struct kc_graph_output {
+  kc_val v;
+  const char *name;
+} kc_output_slot;
+
+struct kc_graph {
+  kc_context *ctx;
+  kc_arena arena;
+  const char *name;
+
+  kc_value *vals; /* [0] unused */
+  uint32_t nvals, capvals;
+  kc_node *nodes;
+  uint32_t nnodes, capnodes;
+
+  kc_val *inputs;
+  uint32_t ninputs, capinputs;
+  kc_output_slot *outputs;
+  uint32_t noutputs, capoutputs;
+
+  kc_tensor *tensors;
+  uint32_t ntensors, captensors;
+
+  kc_dexpr *dexprs;
+  uint32_t ndexprs, capdexprs;
+  uint32_t nfresh; /* counter for kc_dim_fresh */
+
+  kc_graph **bodies; /* body graphs owned here (freed with this graph) */
+  uint32_t nbodies, capbodies;
+
+  kc_status sticky; /* first builder error */
+};
+
+static inline kc_value *kc_value_of(const kc_graph *g, kc_val v) { return &g->vals[v.id]; }
+static inline bool kc_val_ok(kc_val v) { return v.id != 0; }
+
+/* A new value with no type yet (rank -1), defined by nothing. */
+kc_val kc_graph_new_value(kc_graph *g);
+/* Add a graph input value of the given type. */
+kc_val kc_graph_add_input(kc_graph *g, const char *name, kc_dtype t, int rank, const kc_dim *dims);
+/*
+ * Append a node with nin inputs and nout fresh output values (written to outs, may be NULL);
+ * attributes are attached afterwards with kc_node_set_*. Returns the node index.
+ * Shapes are not inferred here; see kc_node_infer.
+ */
+uint32_t kc_graph_add_node(kc_graph *g, kc_op op, uint32_t nin, const kc_val *in, uint32_t nout,
+                           kc_val *outs);
+/* Same, but with existing (untyped, undefined) output values; used by the parser. */
+uint32_t kc_graph_add_node_with_outputs(kc_graph *g, kc_op op, uint32_t nin, const kc_val *in,
+                                        uint32_t nout, const kc_val *outs);
+/* Add a tensor to the table; data is copied when copy is true, else borrowed (must outlive g). */
+uint32_t kc_graph_add_tensor(kc_graph *g, const char *name, kc_dtype t, int rank,
+                             const int64_t *dims, const void *data, bool copy);
+/* A new body graph owned by g (for fused regions). */
+kc_graph *kc_graph_new_body(kc_graph *g, const char *name);
+
+/* Set attributes on node n (copies names, strings and arrays into the arena). */
+void kc_node_set_int(kc_graph *g, uint32_t n, const char *name, int64_t v);
+void kc_node_set_float(kc_graph *g, uint32_t n, const char *name, double v);
+void kc_node_set_string(kc_graph *g, uint32_t n, const char *name, const char *v);
+void kc_node_set_ints(kc_graph *g, uint32_t n, const char *name, uint32_t cnt, const int64_t *v);
+void kc_node_set_floats(kc_graph *g, uint32_t n, const char *name, uint32_t cnt, const double *v);
+void kc_node_set_dtype(kc_graph *g, uint32_t n, const char *name, kc_dtype v);
+void kc_node_set_tensor(kc_graph *g, uint32_t n, const char *name, uint32_t tensor);
+
+/* The attribute called name on node n, or NULL. */
+const kc_attr *kc_node_attr(const kc_node *n, const char *name);
+/* Attribute values with the op table's default when absent (and def when no default either). */
+int64_t kc_node_int(const kc_node *n, const char *name, int64_t def);
+double kc_node_float(const kc_node *n, const char *name, double def);
+const char *kc_node_string(const kc_node *n, const char *name, const char *def);
+/* Find the schema entry for attribute name of op: kind letter and default text; false if none. */
+bool kc_op_attr_schema(kc_op op, const char *name, char *kind, const char **def, bool *required);
+
+/* Run the op's shape function for node n, typing its outputs. */
+kc_status kc_node_infer(kc_graph *g, uint32_t n);
+/* Infer every node in order. */
+kc_status kc_graph_infer(kc_graph *g);
+
+/* Known integer contents of v (see kc_value.known); NULL when unknown. */
+const kc_dim *kc_value_known(const kc_graph *g, kc_val v, uint32_t *n);
+/* Number of elements of v when all dims are known, else -1. */
+int64_t kc_value_numel(const kc_graph *g, kc_val v);
+
+/* Error about node n: prefixes "node '<loc>' (<op>): " and returns s. */
+kc_status kc_node_errorf(kc_graph *g, const kc_node *n, kc_status s, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Record the first builder error on g (sticky). */
+void kc_graph_fail(kc_graph *g, kc_status s);
+
+/* Replace every use of old (node inputs and graph outputs) with new. */
+void kc_graph_replace_uses(kc_graph *g, kc_val old, kc_val new_v);
+/* Drop KC_OP_NOP nodes and renumber nothing (ids are stable). */
+void kc_graph_compact(kc_graph *g);
+/* Number of uses of each value (array of g->nvals, caller frees). */
+uint32_t *kc_graph_use_counts(const kc_graph *g);
+
+/* Printing helpers shared by print.c and dot.c. */
+void kc_type_fprint(const kc_graph *g, FILE *f, kc_val v);
+/* Shortest text that reads back to the same double / float bits. */
+void kc_fmt_double(char *buf, size_t size, double v);
+void kc_fmt_float(char *buf, size_t size, float v);
+
+/* f16 / bf16 conversions (bit patterns). */
+float kc_f16_to_f32(uint16_t h);
+uint16_t kc_f32_to_f16(float f);
+float kc_bf16_to_f32(uint16_t h);
+uint16_t kc_f32_to_bf16(float f);
+
+/* dtype class helpers */
+bool kc_dtype_is_float(kc_dtype t);
+bool kc_dtype_is_int(kc_dtype t);
+
+#endif /* KERNC_IR_INTERNAL_H */
