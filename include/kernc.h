@@ -282,6 +282,11 @@ kc_status kc_graph_verify(kc_graph *g);
 /* Write g in graphviz dot syntax. */
 kc_status kc_graph_dot(const kc_graph *g, FILE *f);
 
+/* ---- ONNX frontend ------------------------------------------------------------------------- */
+
+/* Load an ONNX model (external data read relative to its folder) into a new, typed graph. */
+kc_status kc_onnx_load(kc_context *ctx, const char *path, kc_graph **out);
+
 #ifdef __cplusplus
 }
 #endif
