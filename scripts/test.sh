@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# scripts/test.sh - the whole test suite: set-up, then a plain build and a sanitizer build
+# (AddressSanitizer + UndefinedBehaviorSanitizer), each running the cmocka tests through CTest
+# and the ONNX backend node test suites through `kernc check`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+
+jobs=$(nproc)
+status=0
+
+run_suite() { # build dir, cmake flags...
+  local dir=$1
+  shift
+  echo "=== $dir: configure and build"
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$dir" -j"$jobs" >/dev/null 2>"$dir.build.log" || {
+    cat "$dir.build.log"
+    return 1
+  }
+  echo "=== $dir: unit tests (cmocka via ctest)"
+  local rc=0
+  ctest --test-dir "$dir" -V -j"$jobs" >"$dir.ctest.log" 2>&1 || rc=1
+  # each test's cmocka summary, then ctest's own
+  grep -E '^[0-9]+: (\[=+\] [0-9]+ test|\[  (PASSED|FAILED|SKIPPED) +\])|^[0-9]+: Test command|tests passed' \
+    "$dir.ctest.log" | sed -E 's/^[0-9]+: Test command: ([^ ]+).*/--- \1/'
+  if ((rc)); then
+    ctest --test-dir "$dir" --rerun-failed --output-on-failure || true
+    return 1
+  fi
+  if [ -x tests/onnx_suites.sh ]; then
+    echo "=== $dir: ONNX backend node tests"
+    tests/onnx_suites.sh "$dir/kernc" || return 1
+  fi
+}
+
+run_suite build || status=1
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+  run_suite build-asan -DKERNC_SANITIZE=ON || status=1
+
+if ((status)); then echo "test.sh: FAILED"; else echo "test.sh: all passed"; fi
+exit $status
