@@ -146,7 +146,18 @@ typedef struct kc_tensor {
 /* ---- symbolic dims ----------------------------------------------------------------------------
  */
 
-typedef enum kc_dexpr_kind { KC_DX_SYM, KC_DX_ADD, KC_DX_MUL, KC_DX_DIV, KC_DX_MOD } kc_dexpr_kind;
+/*
+ * KC_DX_CONST is a negative integer (value in a): a negative kc_dim names an expression, so
+ * negative coefficients and the -1 of a reshape shape tensor need an expression of their own.
+ */
+typedef enum kc_dexpr_kind {
+  KC_DX_SYM,
+  KC_DX_ADD,
+  KC_DX_MUL,
+  KC_DX_DIV,
+  KC_DX_MOD,
+  KC_DX_CONST
+} kc_dexpr_kind;
 
 typedef struct kc_dexpr {
   kc_dexpr_kind kind;
@@ -161,6 +172,12 @@ typedef struct kc_dexpr {
 kc_dim kc_dim_div(kc_graph *g, kc_dim a, kc_dim b); /* floor division */
 kc_dim kc_dim_mod(kc_graph *g, kc_dim a, kc_dim b);
 kc_dim kc_dim_sub(kc_graph *g, kc_dim a, kc_dim b);
+/* The dim for any integer v (negative ones become KC_DX_CONST expressions). */
+kc_dim kc_dim_int(kc_graph *g, int64_t v);
+/* True when d is an integer constant (negative included); its value goes to *v. */
+bool kc_dim_const(const kc_graph *g, kc_dim d, int64_t *v);
+/* True when b divides a exactly (12*S by 4, B*S by S); the quotient goes to *q. */
+bool kc_dim_div_exact(kc_graph *g, kc_dim a, kc_dim b, kc_dim *q);
 /* A fresh symbol "unkN" for a size only known at run time. */
 kc_dim kc_dim_fresh(kc_graph *g);
 /* Parse a dim expression ("B*S+1") at *p, advancing it; -1... on error returns false. */
@@ -300,6 +317,8 @@ uint32_t *kc_graph_use_counts(const kc_graph *g);
 
 /* Printing helpers shared by print.c and dot.c. */
 void kc_type_fprint(const kc_graph *g, FILE *f, kc_val v);
+/* kc_graph_print with text after "# kir 1  " on the first line (pass manager: "after=X (i/n)"). */
+kc_status kc_graph_print_header(const kc_graph *g, FILE *f, const char *header);
 /* Shortest text that reads back to the same double / float bits. */
 void kc_fmt_double(char *buf, size_t size, double v);
 void kc_fmt_float(char *buf, size_t size, float v);

@@ -1,9 +1,148 @@
-/* tools/cmd_check.c - `kernc check`: placeholder until the ONNX frontend lands. */
+/*
+ * tools/cmd_check.c - `kernc check DIR...`: run ONNX backend node tests (model.onnx plus
+ * test_data_set_*) through import, verification and shape inference; one line per test and a
+ * summary line "N passed, N failed, N skipped".
+ *
+ * The checking itself is library code (frontend/frontend.h, kc_onnx_check_dir); this file only
+ * collects folders, prints and picks the exit code: 1 when anything failed, 2 on bad usage.
+ */
+#include "frontend/frontend.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
-#include <stdio.h>
+
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* A growable list of folder paths. */
+typedef struct path_list {
+  char **v;
+  size_t n, cap;
+} path_list;
+
+static bool list_add(path_list *l, const char *p) {
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    char **v = realloc(l->v, cap * sizeof *v);
+    if (!v) return false;
+    l->v = v;
+    l->cap = cap;
+  }
+  return (l->v[l->n] = strdup(p)) ? (l->n++, true) : false;
+}
+
+static void list_free(path_list *l) {
+  for (size_t i = 0; i < l->n; i++)
+    free(l->v[i]);
+  free(l->v);
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every subdirectory of dir, sorted by name. */
+static bool add_suite(path_list *l, const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return false;
+  size_t first = l->n;
+  struct dirent *e;
+  bool ok = true;
+  while (ok && (e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) ok = list_add(l, path);
+  }
+  closedir(d);
+  qsort(l->v + first, l->n - first, sizeof *l->v, cmp_str);
+  return ok;
+}
+
+/* The test's name: the folder's last component. */
+static const char *test_name(char *path) {
+  size_t len = strlen(path);
+  while (len > 1 && path[len - 1] == '/')
+    path[--len] = 0;
+  const char *s = strrchr(path, '/');
+  return s ? s + 1 : path;
+}
+
+/* Keep each result on one line. */
+static void one_line(char *s) {
+  for (; *s; s++)
+    if (*s == '\n' || *s == '\r') *s = ' ';
+}
+
 int cmd_check(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "kernc check: not built yet\n");
-  return 1;
+  bool quiet = false;
+  const char *suite = NULL;
+  cli_cmd cmd = {
+      .name = "kernc check",
+      .args = "DIR...",
+      .about = "Check ONNX backend node tests: each DIR holds model.onnx and test_data_set_*/\n"
+               "input_N.pb, output_N.pb. The model is imported and verified, input dims bind\n"
+               "its symbols, and the inferred output dtypes and shapes must match the expected\n"
+               "outputs. Prints PASS, FAIL or SKIP (unsupported) per test and a summary line.\n"
+               "Exit status: 1 when a test failed, 2 on bad usage, else 0.",
+      .max_pos = argc,
+  };
+  cli_add(&cmd,
+          (cli_opt){"quiet", 'q', NULL, "print only FAIL lines and the summary", &quiet, NULL});
+  cli_add(&cmd, (cli_opt){"suite", 0, "DIR", "also check every subdirectory of DIR", NULL, &suite});
+  const char **pos = malloc((size_t)(argc + 1) * sizeof *pos);
+  if (!pos) return fprintf(stderr, "kernc: out of memory\n"), 1;
+  int npos, rc;
+  if ((rc = cli_parse(&cmd, argc, argv, pos, &npos)) >= 0) {
+    free(pos);
+    return rc;
+  }
+  path_list dirs = {0};
+  bool ok = true;
+  for (int i = 0; i < npos && ok; i++)
+    ok = list_add(&dirs, pos[i]);
+  free(pos);
+  if (ok && suite && !add_suite(&dirs, suite)) {
+    list_free(&dirs);
+    fprintf(stderr, "kernc check: cannot read suite folder '%s'\n", suite);
+    return 1;
+  }
+  if (!dirs.n) {
+    list_free(&dirs);
+    return cli_usage_error(&cmd, suite ? "suite '%s' has no test folders" : "missing DIR%s",
+                           suite ? suite : "");
+  }
+  kc_context *ctx = kc_context_new();
+  if (!ctx || !ok) {
+    list_free(&dirs);
+    kc_context_free(ctx);
+    return fprintf(stderr, "kernc: out of memory\n"), 1;
+  }
+  size_t counts[3] = {0, 0, 0};
+  char msg[KC_ERRBUF_SIZE];
+  for (size_t i = 0; i < dirs.n; i++) {
+    kc_clear_error(ctx);
+    kc_check_result r = kc_onnx_check_dir(ctx, dirs.v[i], msg, sizeof msg);
+    counts[r]++;
+    one_line(msg);
+    const char *name = test_name(dirs.v[i]);
+    if (r == KC_CHECK_FAIL)
+      printf("FAIL %s: %s\n", name, msg);
+    else if (quiet)
+      continue;
+    else if (r == KC_CHECK_SKIP)
+      printf("SKIP %s: %s\n", name, msg);
+    else if (msg[0])
+      printf("PASS %s (%s)\n", name, msg);
+    else
+      printf("PASS %s\n", name);
+    fflush(stdout);
+  }
+  printf("%zu passed, %zu failed, %zu skipped\n", counts[KC_CHECK_PASS], counts[KC_CHECK_FAIL],
+         counts[KC_CHECK_SKIP]);
+  list_free(&dirs);
+  kc_context_free(ctx);
+  return counts[KC_CHECK_FAIL] ? 1 : 0;
 }

@@ -1,0 +1,212 @@
+/*
+ * bench/matmul_bench.c - kernc's generated f32 matmul beside OpenBLAS's cblas_sgemm, in one
+ * process, on the same data: GFLOP/s (median of --runs after warm-up), the ratio, the max
+ * relative error against OpenBLAS, and peak RSS.
+ *
+ *   matmul_bench [--size N | --mnk M,N,K] [--runs R] [--threads 1,2] [--split m|n]
+ *                [--mr X --nv X --kc X --mc X --nc X --unroll X] [--dump DIR]
+ *
+ * OpenBLAS picks its kernels when the library loads, from OPENBLAS_CORETYPE; on these
+ * machines only SkylakeX gives its real speed. So when the variable is unset the benchmark
+ * sets it and re-executes itself; run it with OPENBLAS_CORETYPE=... to choose another.
+ * kernc and OpenBLAS runs alternate, so both see the same machine state.
+ */
+#include "codegen/codegen.h"
+#include "runtime/runtime.h"
+
+#include <cblas.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+void openblas_set_num_threads(int);
+
+typedef struct mm_task {
+  kc_matmul_fn fn;
+  const float *a, *b;
+  float *c, *ws;
+  int64_t ws_stride; /* floats per thread slice */
+  const int64_t *args;
+} mm_task;
+
+static void run_slice(void *arg, int64_t begin, int64_t end, int thread) {
+  mm_task *t = arg;
+  t->fn(t->a, t->b, t->c, t->ws + t->ws_stride * thread, t->args, begin, end);
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static float *alloc_floats(size_t n) {
+  size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+  float *p = aligned_alloc(64, bytes ? bytes : 64);
+  if (!p) {
+    fprintf(stderr, "matmul_bench: out of memory\n");
+    exit(1);
+  }
+  return p;
+}
+
+typedef struct opts {
+  int64_t m, n, k;
+  int runs;
+  int threads[8], nthreads;
+  char split;
+  kc_matmul_cfg cfg;
+  const char *dump;
+} opts;
+
+static int parse_args(int argc, char **argv, opts *o) {
+  *o = (opts){.m = 1024, .n = 1024, .k = 1024, .runs = 15, .threads = {1, 2}, .nthreads = 2,
+              .split = 'm'};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!v) goto bad;
+    i++;
+    if (!strcmp(a, "--size")) o->m = o->n = o->k = atoll(v);
+    else if (!strcmp(a, "--mnk")) {
+      long long m, n, k;
+      if (sscanf(v, "%lld,%lld,%lld", &m, &n, &k) != 3) goto bad;
+      o->m = m, o->n = n, o->k = k;
+    } else if (!strcmp(a, "--runs")) o->runs = atoi(v);
+    else if (!strcmp(a, "--threads")) {
+      o->nthreads = 0;
+      for (char *s = (char *)v; *s && o->nthreads < 8;) {
+        o->threads[o->nthreads++] = (int)strtol(s, &s, 10);
+        if (*s == ',') s++;
+        else if (*s) goto bad;
+      }
+    } else if (!strcmp(a, "--split")) o->split = v[0];
+    else if (!strcmp(a, "--mr")) o->cfg.mr = atoi(v);
+    else if (!strcmp(a, "--nv")) o->cfg.nv = atoi(v);
+    else if (!strcmp(a, "--kc")) o->cfg.kc = atoi(v);
+    else if (!strcmp(a, "--mc")) o->cfg.mc = atoi(v);
+    else if (!strcmp(a, "--nc")) o->cfg.nc = atoi(v);
+    else if (!strcmp(a, "--unroll")) o->cfg.unroll = atoi(v);
+    else if (!strcmp(a, "--dump")) o->dump = v;
+    else goto bad;
+  }
+  if (o->runs < 1) o->runs = 1;
+  return 0;
+bad:
+  fprintf(stderr, "usage: matmul_bench [--size N | --mnk M,N,K] [--runs R] [--threads 1,2]\n"
+                  "       [--split m|n] [--mr X --nv X --kc X --mc X --nc X --unroll X]"
+                  " [--dump DIR]\n");
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  if (!getenv("OPENBLAS_CORETYPE")) {
+    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    execv("/proc/self/exe", argv);
+    perror("matmul_bench: re-exec with OPENBLAS_CORETYPE=SkylakeX failed; continuing");
+  }
+  opts o;
+  if (parse_args(argc, argv, &o)) return 2;
+
+  kc_context *ctx = kc_context_new();
+  kc_cpu *cpu = NULL;
+  kc_pool *pool = NULL;
+  kc_matmul_kernel kern;
+  if (!ctx || kc_cpu_new(ctx, &cpu) != KC_OK || (o.dump && kc_cpu_set_dump_dir(cpu, o.dump)) ||
+      kc_cpu_matmul(cpu, "kc_matmul_bench", &o.cfg, &kern) != KC_OK ||
+      kc_pool_new(ctx, 1, &pool) != KC_OK) {
+    fprintf(stderr, "matmul_bench: %s\n", ctx ? kc_last_error(ctx) : "out of memory");
+    return 1;
+  }
+  const kc_cpu_info *h = kc_cpu_host(cpu);
+  int64_t M = o.m, N = o.n, K = o.k;
+  printf("matmul %lldx%lldx%lld f32, median of %d runs | host %s, %d f32 lanes | kernc tile "
+         "%dx%d, kc=%d mc=%d nc=%d unroll=%d, split %c | OpenBLAS core %s\n",
+         (long long)M, (long long)N, (long long)K, o.runs, h->name, h->f32_lanes, kern.cfg.mr,
+         (int)kern.unit_n, kern.cfg.kc, kern.cfg.mc, kern.cfg.nc, kern.cfg.unroll, o.split,
+         getenv("OPENBLAS_CORETYPE"));
+
+  float *A = alloc_floats((size_t)(M * K)), *B = alloc_floats((size_t)(K * N));
+  float *C = alloc_floats((size_t)(M * N)), *R = alloc_floats((size_t)(M * N));
+  unsigned seed = 12345;
+  for (int64_t i = 0; i < M * K; i++) A[i] = (float)rand_r(&seed) / RAND_MAX * 2 - 1;
+  for (int64_t i = 0; i < K * N; i++) B[i] = (float)rand_r(&seed) / RAND_MAX * 2 - 1;
+  double flops = 2.0 * (double)M * (double)N * (double)K;
+  double *tk = malloc(sizeof(double) * (size_t)o.runs);
+  double *tb = malloc(sizeof(double) * (size_t)o.runs);
+  int64_t ws_stride = (kern.ws_floats + 15) / 16 * 16;
+
+  printf("%8s %16s %18s %8s %14s\n", "threads", "kernc GFLOP/s", "OpenBLAS GFLOP/s", "ratio",
+         "max rel err");
+  for (int ti = 0; ti < o.nthreads; ti++) {
+    int t = o.threads[ti];
+    if (kc_pool_set_threads(pool, t) != KC_OK) {
+      fprintf(stderr, "matmul_bench: %s\n", kc_last_error(ctx));
+      return 1;
+    }
+    t = kc_pool_threads(pool);
+    openblas_set_num_threads(t);
+    int64_t args[KC_MM_NARGS];
+    kc_matmul_args_rowmajor(args, M, N, K);
+    /* Splitting rows packs B once per thread and A once in all: A packing is the dearer. */
+    if (o.split == 'm' && t > 1)
+      args[KC_MM_MTILE] = ((M + t - 1) / t + kern.cfg.mr - 1) / kern.cfg.mr * kern.cfg.mr;
+    float *ws = alloc_floats((size_t)(ws_stride * t));
+    mm_task task = {kern.fn, A, B, C, ws, ws_stride, args};
+    int64_t units = kc_matmul_units(&kern, args);
+
+    for (int w = 0; w < 3; w++) {
+      kc_pool_run(pool, run_slice, &task, units, 0);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
+                  (int)K, B, (int)N, 0.0f, R, (int)N);
+    }
+    for (int r = 0; r < o.runs; r++) {
+      double t0 = now();
+      kc_pool_run(pool, run_slice, &task, units, 0);
+      double t1 = now();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
+                  (int)K, B, (int)N, 0.0f, R, (int)N);
+      double t2 = now();
+      tk[r] = t1 - t0;
+      tb[r] = t2 - t1;
+    }
+    double maxdiff = 0, maxref = 0;
+    for (int64_t i = 0; i < M * N; i++) {
+      double d = fabs((double)C[i] - (double)R[i]);
+      if (d > maxdiff || isnan(d)) maxdiff = isnan(d) ? INFINITY : d;
+      if (fabs((double)R[i]) > maxref) maxref = fabs((double)R[i]);
+    }
+    double gk = flops / median(tk, o.runs) * 1e-9, gb = flops / median(tb, o.runs) * 1e-9;
+    printf("%8d %16.1f %18.1f %8.3f %14.2e\n", t, gk, gb, gk / gb,
+           maxref > 0 ? maxdiff / maxref : maxdiff);
+    free(ws);
+  }
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  printf("peak RSS: %.1f MiB\n", ru.ru_maxrss / 1024.0);
+
+  free(tk);
+  free(tb);
+  free(A);
+  free(B);
+  free(C);
+  free(R);
+  kc_pool_free(pool);
+  kc_cpu_free(cpu);
+  kc_context_free(ctx);
+  return 0;
+}

@@ -1,0 +1,112 @@
+/*
+ * codegen/codegen.h - kernc-internal API of the code generators (CPU now, CUDA later).
+ *
+ * Callers (the executor, tests, benchmarks) see no LLVM type here: a kc_cpu is the host target
+ * (ORC LLJIT, host target machine, host facts), and each emitter returns a plain function
+ * pointer to generated code plus what the caller must provide to run it.
+ *
+ * Kernel ABI (every CPU kernel): a function over buffer pointers and a range [begin, end) of
+ * its outer loop, counted in "work units" the kernel defines. The thread pool splits
+ * [0, units) into ranges; the kernel never knows about threads. Scratch memory (packing
+ * buffers) comes from the caller as a workspace pointer: one private slice per concurrent call,
+ * so nothing allocates inside a run.
+ *
+ * Invariants:
+ *   - A kc_cpu owns every kernel it compiled; kernel pointers die with kc_cpu_free.
+ *   - A kc_cpu is used from one thread at a time for compiling; the compiled kernels may run
+ *     on any number of threads at once (they keep no state outside their arguments).
+ */
+#ifndef KERNC_CODEGEN_H
+#define KERNC_CODEGEN_H
+
+#include "kernc.h"
+
+#include <stdint.h>
+
+/* ---- host CPU target ------------------------------------------------------------------------ */
+
+typedef struct kc_cpu kc_cpu;
+
+/* What the emitters size their kernels by. */
+typedef struct kc_cpu_info {
+  char name[64];     /* LLVM's name of the host CPU ("sapphirerapids") */
+  int f32_lanes;     /* f32 lanes of the widest usable vector: 16 AVX-512, 8 AVX2, 4 SSE */
+  int vec_regs;      /* architectural vector registers: 32 with AVX-512, else 16 */
+  int has_fma;       /* fused multiply-add in hardware */
+  long l1d_bytes;    /* per core; a guess when the OS does not say */
+  long l2_bytes;     /* per core; a guess when the OS does not say */
+} kc_cpu_info;
+
+/* Create the host target: initializes LLVM's native target, builds the LLJIT. */
+kc_status kc_cpu_new(kc_context *ctx, kc_cpu **out);
+/* Free the target and all code it compiled. NULL is fine. */
+void kc_cpu_free(kc_cpu *cpu);
+/* Facts about the host CPU. */
+const kc_cpu_info *kc_cpu_host(const kc_cpu *cpu);
+/* Write NAME.ll (optimized IR) and NAME.s of every later module into dir (NULL: stop). */
+kc_status kc_cpu_set_dump_dir(kc_cpu *cpu, const char *dir);
+
+/* ---- matmul (f32) -------------------------------------------------------------------------- */
+
+/*
+ * Indices into the int64 argument vector of a matmul kernel. All counts are in elements.
+ * C[b] (M x N, row stride LDC, column stride 1) = A[b] (M x K) @ B[b] (K x N), for b < BATCH,
+ * with A[b][i][k] at a + b*BSA + i*RSA + k*CSA and B[b][k][j] at b + b*BSB + k*RSB + j*CSB.
+ * Transposed operands are only strides (RSA = 1 reads A^T). A batch stride of 0 broadcasts.
+ * Work units are (batch, row tile of MTILE rows, column panel of kc_matmul_kernel.unit_n
+ * columns), column panel fastest; MTILE = M gives whole-column splits, which packing prefers.
+ */
+enum {
+  KC_MM_M,
+  KC_MM_N,
+  KC_MM_K,
+  KC_MM_RSA,
+  KC_MM_CSA,
+  KC_MM_RSB,
+  KC_MM_CSB,
+  KC_MM_LDC,
+  KC_MM_BATCH,
+  KC_MM_BSA,
+  KC_MM_BSB,
+  KC_MM_BSC,
+  KC_MM_MTILE,
+  KC_MM_NARGS
+};
+
+/*
+ * void kern(const float *a, const float *b, float *c, float *ws, const int64_t *args,
+ *           int64_t begin, int64_t end)
+ * computes the work units [begin, end). ws: 64-byte aligned, ws_floats floats, private to
+ * this call. C is overwritten (beta = 0); with K = 0 it is zeroed.
+ */
+typedef void (*kc_matmul_fn)(const float *a, const float *b, float *c, float *ws,
+                             const int64_t *args, int64_t begin, int64_t end);
+
+/* Blocking of the generated matmul. Zero fields are chosen from the host. */
+typedef struct kc_matmul_cfg {
+  int mr;     /* rows of the register tile */
+  int nv;     /* vectors per row of the register tile (NR = nv * lanes columns) */
+  int kc;     /* depth of a packed panel (L1: a KC x NR slice of B stays there) */
+  int mc;     /* rows of a packed A block (L2) */
+  int nc;     /* columns of a packed B block (L3) */
+  int unroll; /* unroll of the micro-kernel's k loop */
+} kc_matmul_cfg;
+
+typedef struct kc_matmul_kernel {
+  kc_matmul_fn fn;
+  kc_matmul_cfg cfg; /* the blocking it was built with, zero fields resolved */
+  int64_t unit_n;    /* columns per work unit (= NR) */
+  int64_t ws_floats; /* workspace floats one call needs */
+} kc_matmul_kernel;
+
+/* The blocking kc_cpu_matmul would choose for this host, with cfg's nonzero fields kept. */
+void kc_matmul_cfg_resolve(const kc_cpu *cpu, kc_matmul_cfg *cfg);
+/* Generate, optimize and JIT a matmul kernel named name (unique per kc_cpu); cfg may be NULL. */
+kc_status kc_cpu_matmul(kc_cpu *cpu, const char *name, const kc_matmul_cfg *cfg,
+                        kc_matmul_kernel *out);
+/* Fill args for plain row-major C[M,N] = A[M,K] @ B[K,N] (one batch, MTILE = M). */
+void kc_matmul_args_rowmajor(int64_t *args, int64_t m, int64_t n, int64_t k);
+/* Number of work units of one call with these args. */
+int64_t kc_matmul_units(const kc_matmul_kernel *k, const int64_t *args);
+
+#endif /* KERNC_CODEGEN_H */

@@ -1,0 +1,451 @@
+/*
+ * codegen/cpu/matmul.c - the f32 matmul emitter: a blocked, packed GEMM in the style of
+ * Goto/BLIS, generated as LLVM IR for the host's vector width.
+ *
+ * Structure of the generated module (all but the entry point internal):
+ *   entry(a, b, c, ws, args, begin, end)  decodes work units into (batch, row tile, columns)
+ *   block(...)       jc (NC columns, L3) -> pc (KC deep) -> pack B -> ic (MC rows, L2) ->
+ *                    pack A -> jr (NR) -> ir (MR) -> ukernel
+ *   pack_b           KC x NC slice of B into NR-wide row panels, zero-padded past N
+ *   pack_a           MC x KC slice of A, row by row (a copy), zero rows up to a multiple of MR
+ *   ukernel          MR x NR register tile: MR*NV vector accumulators live across the k loop;
+ *                    per k, NV vector loads of packed B, MR broadcasts from MR packed A rows,
+ *                    MR*NV
+ *                    llvm.fmuladd; then C = acc (first K slice) or C += acc, masked at edges.
+ *
+ * Invariants:
+ *   - Sizes and strides are runtime values (one kernel serves every batch size); only the
+ *     blocking (MR, NV, KC, MC, NC) is baked in.
+ *   - ws holds the packed A block at ws[0] and the packed B block after it; both start on
+ *     64-byte boundaries; packed A rows start on one, and so (for 16 lanes) does every NR-wide
+ *     B row, so vector loads of packed data are aligned.
+ *   - Blocks are balanced (K = 1030 is cut 344+343+343, not 384+384+262) so no tiny last
+ *     slice pays a full store pass.
+ *   - Packed panels are zero-padded, so the micro-kernel always computes full tiles and only
+ *     the stores are masked.
+ */
+#include "cpu.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct mm_gen {
+  kc_ir ir;
+  int W, MR, NV, NR, KC, MC, NC, U;
+  unsigned balign; /* alignment of packed B vectors: NR*4 bytes apart from a 64-byte base */
+  unsigned aalign; /* alignment of packed A vectors: rows start 64-byte aligned */
+  LLVMTypeRef vt;
+  LLVMValueRef ukernel, pack_a, pack_b, block;
+} mm_gen;
+
+static int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
+
+/* Row stride of the packed A block for depth kc: whole 64-byte lines, never a multiple of
+ * 256 floats (1 KiB), so packed rows spread over L1 sets. Must match a_stride(). */
+static int64_t a_stride_c(int64_t kc) { return round_up(kc, 16) + 16; }
+
+/* Floats of the packed A block; a multiple of 16, so the B block after it is 64-byte aligned. */
+static int64_t ap_floats(const kc_matmul_cfg *c) {
+  return round_up(c->mc, c->mr) * a_stride_c(c->kc);
+}
+
+void kc_matmul_cfg_resolve(const kc_cpu *cpu, kc_matmul_cfg *c) {
+  const kc_cpu_info *h = kc_cpu_host(cpu);
+  int nr;
+  if (c->nv <= 0) c->nv = 2;
+  nr = c->nv * h->f32_lanes;
+  /* Accumulators plus NV B vectors plus a broadcast register must fit in the register file. */
+  if (c->mr <= 0) c->mr = (h->vec_regs - c->nv - 2) / c->nv;
+  if (c->mr > 16) c->mr = 16;
+  if (c->mr < 1) c->mr = 1;
+  /* A KC x NR sliver of B stays in L1 while A panels stream past it: give it about 2/3. */
+  if (c->kc <= 0) c->kc = (int)(h->l1d_bytes * 2 / 3 / (nr * 4)) / 8 * 8;
+  if (c->kc < 16) c->kc = 16;
+  /* The MC x KC block of A lives in L2 beside the B sliver and C lines: about half of it. */
+  if (c->mc <= 0) c->mc = (int)(h->l2_bytes / 2 / (c->kc * 4)) / c->mr * c->mr;
+  if (c->mc < c->mr) c->mc = c->mr;
+  c->mc = (int)round_up(c->mc, c->mr);
+  if (c->nc <= 0) c->nc = 4096;
+  c->nc = (int)round_up(c->nc, nr);
+  if (c->unroll <= 0) c->unroll = 4;
+}
+
+void kc_matmul_args_rowmajor(int64_t *a, int64_t m, int64_t n, int64_t k) {
+  memset(a, 0, KC_MM_NARGS * sizeof *a);
+  a[KC_MM_M] = m;
+  a[KC_MM_N] = n;
+  a[KC_MM_K] = k;
+  a[KC_MM_RSA] = k;
+  a[KC_MM_CSA] = 1;
+  a[KC_MM_RSB] = n;
+  a[KC_MM_CSB] = 1;
+  a[KC_MM_LDC] = n;
+  a[KC_MM_BATCH] = 1;
+  a[KC_MM_MTILE] = m;
+}
+
+/* Must agree with the decoding emitted in emit_entry. */
+int64_t kc_matmul_units(const kc_matmul_kernel *k, const int64_t *a) {
+  int64_t m = a[KC_MM_M], n = a[KC_MM_N], batch = a[KC_MM_BATCH];
+  if (m <= 0 || n <= 0 || batch <= 0) return 0;
+  int64_t mtile = a[KC_MM_MTILE] > 0 ? a[KC_MM_MTILE] : m;
+  return batch * ((m + mtile - 1) / mtile) * ((n + k->unit_n - 1) / k->unit_n);
+}
+
+/* ---- micro-kernel ---------------------------------------------------------------------------- */
+
+/* One k step: acc[i][v] += A[i][k] * B[k][v*W..]; arow[i] points at packed row i. */
+static void ukernel_step(mm_gen *g, LLVMValueRef *arow, LLVMValueRef bp, LLVMValueRef k,
+                         LLVMValueRef *acc) {
+  kc_ir *ir = &g->ir;
+  LLVMValueRef bv[8];
+  LLVMValueRef brow = kc_ir_gepf(ir, bp, kc_ir_mul(ir, k, kc_ir_i64(ir, g->NR)));
+  for (int v = 0; v < g->NV; v++)
+    bv[v] = kc_ir_load(ir, g->vt, kc_ir_gepf(ir, brow, kc_ir_i64(ir, v * g->W)), g->balign);
+  for (int i = 0; i < g->MR; i++) {
+    LLVMValueRef a = kc_ir_load(ir, ir->t_f32, kc_ir_gepf(ir, arow[i], k), 4);
+    LLVMValueRef s = kc_ir_splat(ir, a, (unsigned)g->W);
+    for (int v = 0; v < g->NV; v++)
+      acc[i * g->NV + v] = kc_ir_fmuladd(ir, s, bv[v], acc[i * g->NV + v]);
+  }
+}
+
+/* Write one row of the tile: C[row][v*W..] (+)= acc; masks NULL for a full row. */
+static void store_row(mm_gen *g, LLVMValueRef crow, LLVMValueRef *acc, LLVMValueRef *masks,
+                      bool accumulate) {
+  kc_ir *ir = &g->ir;
+  for (int v = 0; v < g->NV; v++) {
+    LLVMValueRef p = kc_ir_gepf(ir, crow, kc_ir_i64(ir, v * g->W));
+    LLVMValueRef x = acc[v];
+    if (masks) {
+      if (accumulate)
+        x = LLVMBuildFAdd(ir->b, x,
+                          kc_ir_masked_load(ir, g->vt, p, 4, masks[v], kc_ir_zero(g->vt)), "");
+      kc_ir_masked_store(ir, x, p, 4, masks[v]);
+    } else {
+      if (accumulate) x = LLVMBuildFAdd(ir->b, x, kc_ir_load(ir, g->vt, p, 4), "");
+      kc_ir_store(ir, x, p, 4);
+    }
+  }
+}
+
+/* All rows: full tile when masks is NULL, else rows < mr with column masks. */
+static void store_tile(mm_gen *g, LLVMValueRef c, LLVMValueRef ldc, LLVMValueRef mr,
+                       LLVMValueRef *acc, LLVMValueRef *masks, bool accumulate) {
+  kc_ir *ir = &g->ir;
+  for (int i = 0; i < g->MR; i++) {
+    kc_if row;
+    if (masks) kc_if_begin(ir, &row, kc_ir_lt(ir, kc_ir_i64(ir, i), mr));
+    LLVMValueRef crow = kc_ir_gepf(ir, c, kc_ir_mul(ir, kc_ir_i64(ir, i), ldc));
+    store_row(g, crow, acc + i * g->NV, masks, accumulate);
+    if (masks) kc_if_end(ir, &row);
+  }
+}
+
+/* ukernel(kc, ap, astride, bp, c, ldc, mr, nr, first): one MR x NR tile of C. */
+static void emit_ukernel(mm_gen *g) {
+  kc_ir *ir = &g->ir;
+  LLVMTypeRef ps[9] = {ir->t_i64, ir->t_ptr, ir->t_i64, ir->t_ptr, ir->t_ptr,
+                       ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i1};
+  LLVMValueRef fn = g->ukernel = kc_ir_func(ir, "ukernel", ir->t_void, ps, 9, true);
+  kc_ir_param_attr(ir, fn, 1, "noalias");
+  kc_ir_param_attr(ir, fn, 3, "noalias");
+  kc_ir_param_attr(ir, fn, 4, "noalias");
+  LLVMValueRef kc = LLVMGetParam(fn, 0), ap = LLVMGetParam(fn, 1), astride = LLVMGetParam(fn, 2);
+  LLVMValueRef bp = LLVMGetParam(fn, 3), c = LLVMGetParam(fn, 4), ldc = LLVMGetParam(fn, 5);
+  LLVMValueRef mr = LLVMGetParam(fn, 6), nr = LLVMGetParam(fn, 7), first = LLVMGetParam(fn, 8);
+  int nacc = g->MR * g->NV;
+  LLVMValueRef acc[KC_LOOP_MAX_CARRY], arow[KC_LOOP_MAX_CARRY];
+
+  /* The C tile is touched only after the k loop; start its lines on their way now. */
+  for (int i = 0; i < g->MR; i++) {
+    LLVMValueRef crow = kc_ir_gepf(ir, c, kc_ir_mul(ir, kc_ir_i64(ir, i), ldc));
+    for (int off = 0; off < g->NR; off += 16)
+      kc_ir_prefetch(ir, kc_ir_gepf(ir, crow, kc_ir_i64(ir, off)), 1);
+    arow[i] = kc_ir_gepf(ir, ap, kc_ir_mul(ir, kc_ir_i64(ir, i), astride));
+  }
+
+  for (int i = 0; i < nacc; i++) acc[i] = kc_ir_zero(g->vt);
+  LLVMValueRef kmain = LLVMBuildAnd(ir->b, kc, kc_ir_i64(ir, -(int64_t)g->U), "");
+  kc_loop l;
+  LLVMValueRef k = kc_loop_begin(ir, &l, kc_ir_i64(ir, 0), kmain, kc_ir_i64(ir, g->U),
+                                 (unsigned)nacc, acc);
+  memcpy(acc, l.carry, nacc * sizeof *acc);
+  for (int u = 0; u < g->U; u++)
+    ukernel_step(g, arow, bp, kc_ir_add(ir, k, kc_ir_i64(ir, u)), acc);
+  kc_loop_end(ir, &l, acc);
+  memcpy(acc, l.carry, nacc * sizeof *acc);
+
+  kc_loop r;
+  k = kc_loop_begin(ir, &r, kmain, kc, kc_ir_i64(ir, 1), (unsigned)nacc, acc);
+  memcpy(acc, r.carry, nacc * sizeof *acc);
+  ukernel_step(g, arow, bp, k, acc);
+  kc_loop_end(ir, &r, acc);
+  memcpy(acc, r.carry, nacc * sizeof *acc);
+
+  LLVMValueRef full =
+      LLVMBuildAnd(ir->b, LLVMBuildICmp(ir->b, LLVMIntEQ, mr, kc_ir_i64(ir, g->MR), ""),
+                   LLVMBuildICmp(ir->b, LLVMIntEQ, nr, kc_ir_i64(ir, g->NR), ""), "");
+  kc_if f, ff, ef;
+  kc_if_begin(ir, &f, full);
+  kc_if_begin(ir, &ff, first);
+  store_tile(g, c, ldc, mr, acc, NULL, false);
+  kc_if_else(ir, &ff);
+  store_tile(g, c, ldc, mr, acc, NULL, true);
+  kc_if_end(ir, &ff);
+  kc_if_else(ir, &f);
+  LLVMValueRef masks[8];
+  for (int v = 0; v < g->NV; v++) masks[v] = kc_ir_lane_mask(ir, (unsigned)g->W, v * g->W, nr);
+  kc_if_begin(ir, &ef, first);
+  store_tile(g, c, ldc, mr, acc, masks, false);
+  kc_if_else(ir, &ef);
+  store_tile(g, c, ldc, mr, acc, masks, true);
+  kc_if_end(ir, &ef);
+  kc_if_end(ir, &f);
+  LLVMBuildRetVoid(ir->b);
+}
+
+/* ---- packing ------------------------------------------------------------------------------- */
+
+/*
+ * pack_b(bp, b, rsb, csb, kc, nc): bp[jp*kc + k*NR + j] = B[k][jp + j], 0 past nc.
+ * k is the outer loop so B is read along its rows: with k inner, every access would be a
+ * row stride apart and defeat the hardware prefetcher.
+ */
+static void emit_pack_b(mm_gen *g) {
+  kc_ir *ir = &g->ir;
+  LLVMTypeRef ps[6] = {ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
+  LLVMValueRef fn = g->pack_b = kc_ir_func(ir, "pack_b", ir->t_void, ps, 6, true);
+  kc_ir_param_attr(ir, fn, 0, "noalias");
+  kc_ir_param_attr(ir, fn, 1, "noalias");
+  LLVMValueRef bp = LLVMGetParam(fn, 0), b = LLVMGetParam(fn, 1), rsb = LLVMGetParam(fn, 2);
+  LLVMValueRef csb = LLVMGetParam(fn, 3), kc = LLVMGetParam(fn, 4), nc = LLVMGetParam(fn, 5);
+  LLVMValueRef zero = kc_ir_zero(g->vt);
+
+  kc_if unit;
+  kc_if_begin(ir, &unit, LLVMBuildICmp(ir->b, LLVMIntEQ, csb, kc_ir_i64(ir, 1), ""));
+  for (int pass = 0; pass < 2; pass++) {
+    bool contiguous = pass == 0;
+    if (!contiguous) kc_if_else(ir, &unit);
+    kc_loop lj, lk;
+    LLVMValueRef k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, kc_ir_i64(ir, 1), 0, NULL);
+    LLVMValueRef row = kc_ir_mul(ir, k, rsb);
+    LLVMValueRef dstk = kc_ir_gepf(ir, bp, kc_ir_mul(ir, k, kc_ir_i64(ir, g->NR)));
+    LLVMValueRef jp = kc_loop_begin(ir, &lj, kc_ir_i64(ir, 0), nc, kc_ir_i64(ir, g->NR), 0, NULL);
+    LLVMValueRef rem = kc_ir_sub(ir, nc, jp);
+    LLVMValueRef dst = kc_ir_gepf(ir, dstk, kc_ir_mul(ir, jp, kc));
+    for (int v = 0; v < g->NV; v++) {
+      LLVMValueRef mask = kc_ir_lane_mask(ir, (unsigned)g->W, v * g->W, rem);
+      LLVMValueRef col = kc_ir_add(ir, jp, kc_ir_i64(ir, v * g->W)), x;
+      if (contiguous) {
+        x = kc_ir_masked_load(ir, g->vt, kc_ir_gepf(ir, b, kc_ir_add(ir, row, col)), 4, mask,
+                              zero);
+      } else {
+        LLVMValueRef idx =
+            kc_ir_iota(ir, (unsigned)g->W, kc_ir_add(ir, row, kc_ir_mul(ir, col, csb)), csb);
+        x = kc_ir_masked_gather(ir, g->vt, kc_ir_gepf(ir, b, idx), 4, mask, zero);
+      }
+      kc_ir_store(ir, x, kc_ir_gepf(ir, dst, kc_ir_i64(ir, v * g->W)), g->balign);
+    }
+    kc_loop_end(ir, &lj, NULL);
+    kc_loop_end(ir, &lk, NULL);
+  }
+  kc_if_end(ir, &unit);
+  LLVMBuildRetVoid(ir->b);
+}
+
+/*
+ * pack_a(ap, a, rsa, csa, mc, kc, astride): ap[i*astride + k] = A[i][k] for i < mc rounded up
+ * to MR (0 past mc). Panels keep A's rows, so with unit column stride packing is a copy; the
+ * micro-kernel broadcasts from MR row streams. astride (a multiple of 16 floats, >= kc) also
+ * keeps the rows off a 4 KiB stride, which would put them all in one L1 set.
+ */
+static void emit_pack_a(mm_gen *g) {
+  kc_ir *ir = &g->ir;
+  LLVMTypeRef ps[7] = {ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64,
+                       ir->t_i64, ir->t_i64, ir->t_i64};
+  LLVMValueRef fn = g->pack_a = kc_ir_func(ir, "pack_a", ir->t_void, ps, 7, true);
+  kc_ir_param_attr(ir, fn, 0, "noalias");
+  kc_ir_param_attr(ir, fn, 1, "noalias");
+  LLVMValueRef ap = LLVMGetParam(fn, 0), a = LLVMGetParam(fn, 1), rsa = LLVMGetParam(fn, 2);
+  LLVMValueRef csa = LLVMGetParam(fn, 3), mc = LLVMGetParam(fn, 4), kc = LLVMGetParam(fn, 5);
+  LLVMValueRef astride = LLVMGetParam(fn, 6);
+  LLVMValueRef zero = kc_ir_zero(g->vt), wc = kc_ir_i64(ir, g->W);
+
+  kc_loop li, lk;
+  LLVMValueRef i = kc_loop_begin(ir, &li, kc_ir_i64(ir, 0), kc_ir_roundup(ir, mc, g->MR),
+                                 kc_ir_i64(ir, 1), 0, NULL);
+  LLVMValueRef dst = kc_ir_gepf(ir, ap, kc_ir_mul(ir, i, astride));
+  LLVMValueRef src = kc_ir_gepf(ir, a, kc_ir_mul(ir, i, rsa));
+  kc_if have, unit;
+  kc_if_begin(ir, &have, kc_ir_lt(ir, i, mc));
+  kc_if_begin(ir, &unit, LLVMBuildICmp(ir->b, LLVMIntEQ, csa, kc_ir_i64(ir, 1), ""));
+  LLVMValueRef k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, wc, 0, NULL);
+  LLVMValueRef mask = kc_ir_lane_mask(ir, (unsigned)g->W, 0, kc_ir_sub(ir, kc, k));
+  LLVMValueRef x = kc_ir_masked_load(ir, g->vt, kc_ir_gepf(ir, src, k), 4, mask, zero);
+  kc_ir_store(ir, x, kc_ir_gepf(ir, dst, k), g->aalign);
+  kc_loop_end(ir, &lk, NULL);
+  kc_if_else(ir, &unit);
+  k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, kc_ir_i64(ir, 1), 0, NULL);
+  x = kc_ir_load(ir, ir->t_f32, kc_ir_gepf(ir, src, kc_ir_mul(ir, k, csa)), 4);
+  kc_ir_store(ir, x, kc_ir_gepf(ir, dst, k), 4);
+  kc_loop_end(ir, &lk, NULL);
+  kc_if_end(ir, &unit);
+  kc_if_else(ir, &have);
+  /* Rows past mc are computed and never stored; zeros keep denormal garbage out of FMAs. */
+  k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, wc, 0, NULL);
+  kc_ir_store(ir, zero, kc_ir_gepf(ir, dst, k), g->aalign);
+  kc_loop_end(ir, &lk, NULL);
+  kc_if_end(ir, &have);
+  kc_loop_end(ir, &li, NULL);
+  LLVMBuildRetVoid(ir->b);
+}
+
+/* ---- blocking ------------------------------------------------------------------------------ */
+
+static LLVMValueRef a_stride(kc_ir *ir, LLVMValueRef kc) {
+  return kc_ir_add(ir, kc_ir_roundup(ir, kc, 16), kc_ir_i64(ir, 16));
+}
+
+/* Split n into cdiv(n, max) near-equal blocks, each rounded up to a multiple of mult. */
+static LLVMValueRef balanced(kc_ir *ir, LLVMValueRef n, int64_t max, int64_t mult) {
+  LLVMValueRef nb = kc_ir_max(ir, kc_ir_cdiv(ir, n, kc_ir_i64(ir, max)), kc_ir_i64(ir, 1));
+  return kc_ir_roundup(ir, kc_ir_cdiv(ir, n, nb), mult);
+}
+
+/* block(a, b, c, ap, bp, m, n, k, rsa, csa, rsb, csb, ldc): one C[m x n] = A @ B. */
+static void emit_block(mm_gen *g) {
+  kc_ir *ir = &g->ir;
+  LLVMTypeRef ps[13] = {ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_ptr,
+                        ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64,
+                        ir->t_i64, ir->t_i64, ir->t_i64};
+  LLVMValueRef fn = g->block = kc_ir_func(ir, "block", ir->t_void, ps, 13, true);
+  LLVMValueRef p[13];
+  for (unsigned i = 0; i < 13; i++) p[i] = LLVMGetParam(fn, i);
+  LLVMValueRef a = p[0], b = p[1], c = p[2], ap = p[3], bp = p[4], m = p[5], n = p[6], k = p[7];
+  LLVMValueRef rsa = p[8], csa = p[9], rsb = p[10], csb = p[11], ldc = p[12];
+  LLVMValueRef one = kc_ir_i64(ir, 1);
+
+  LLVMValueRef ncb = balanced(ir, n, g->NC, g->NR);
+  LLVMValueRef kcb = balanced(ir, k, g->KC, 1);
+  LLVMValueRef mcb = balanced(ir, m, g->MC, g->MR);
+  /* K = 0 still makes one pass so C is zeroed. */
+  LLVMValueRef nk = kc_ir_max(ir, kc_ir_cdiv(ir, k, kc_ir_max(ir, kcb, one)), one);
+
+  kc_loop ljc, lpc, lic, ljr, lir;
+  LLVMValueRef jc = kc_loop_begin(ir, &ljc, kc_ir_i64(ir, 0), n, ncb, 0, NULL);
+  LLVMValueRef nc = kc_ir_min(ir, ncb, kc_ir_sub(ir, n, jc));
+  LLVMValueRef pi = kc_loop_begin(ir, &lpc, kc_ir_i64(ir, 0), nk, one, 0, NULL);
+  LLVMValueRef pc = kc_ir_mul(ir, pi, kcb);
+  LLVMValueRef kc = kc_ir_min(ir, kcb, kc_ir_sub(ir, k, pc));
+  LLVMValueRef astride = a_stride(ir, kc);
+  LLVMValueRef first = LLVMBuildICmp(ir->b, LLVMIntEQ, pi, kc_ir_i64(ir, 0), "");
+  LLVMValueRef bsrc = kc_ir_gepf(ir, b, kc_ir_add(ir, kc_ir_mul(ir, pc, rsb), kc_ir_mul(ir, jc, csb)));
+  LLVMValueRef args_b[6] = {bp, bsrc, rsb, csb, kc, nc};
+  LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->pack_b), g->pack_b, args_b, 6, "");
+
+  LLVMValueRef ic = kc_loop_begin(ir, &lic, kc_ir_i64(ir, 0), m, mcb, 0, NULL);
+  LLVMValueRef mc = kc_ir_min(ir, mcb, kc_ir_sub(ir, m, ic));
+  LLVMValueRef asrc = kc_ir_gepf(ir, a, kc_ir_add(ir, kc_ir_mul(ir, ic, rsa), kc_ir_mul(ir, pc, csa)));
+  LLVMValueRef args_a[7] = {ap, asrc, rsa, csa, mc, kc, astride};
+  LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->pack_a), g->pack_a, args_a, 7, "");
+
+  LLVMValueRef cblk = kc_ir_gepf(ir, c, kc_ir_add(ir, kc_ir_mul(ir, ic, ldc), jc));
+  LLVMValueRef jr = kc_loop_begin(ir, &ljr, kc_ir_i64(ir, 0), nc, kc_ir_i64(ir, g->NR), 0, NULL);
+  LLVMValueRef nr = kc_ir_min(ir, kc_ir_i64(ir, g->NR), kc_ir_sub(ir, nc, jr));
+  LLVMValueRef bpan = kc_ir_gepf(ir, bp, kc_ir_mul(ir, jr, kc));
+  LLVMValueRef ir_ = kc_loop_begin(ir, &lir, kc_ir_i64(ir, 0), mc, kc_ir_i64(ir, g->MR), 0, NULL);
+  LLVMValueRef mr = kc_ir_min(ir, kc_ir_i64(ir, g->MR), kc_ir_sub(ir, mc, ir_));
+  LLVMValueRef apan = kc_ir_gepf(ir, ap, kc_ir_mul(ir, ir_, astride));
+  LLVMValueRef ctile = kc_ir_gepf(ir, cblk, kc_ir_add(ir, kc_ir_mul(ir, ir_, ldc), jr));
+  LLVMValueRef args_u[9] = {kc, apan, astride, bpan, ctile, ldc, mr, nr, first};
+  LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->ukernel), g->ukernel, args_u, 9, "");
+  kc_loop_end(ir, &lir, NULL);
+  kc_loop_end(ir, &ljr, NULL);
+  kc_loop_end(ir, &lic, NULL);
+  kc_loop_end(ir, &lpc, NULL);
+  kc_loop_end(ir, &ljc, NULL);
+  LLVMBuildRetVoid(ir->b);
+}
+
+/* The exported kernel: walk work units [begin, end), one block call per run of panels. */
+static void emit_entry(mm_gen *g, const char *name) {
+  kc_ir *ir = &g->ir;
+  LLVMTypeRef ps[7] = {ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64};
+  LLVMValueRef fn = kc_ir_func(ir, name, ir->t_void, ps, 7, false);
+  LLVMValueRef a = LLVMGetParam(fn, 0), b = LLVMGetParam(fn, 1), c = LLVMGetParam(fn, 2);
+  LLVMValueRef ws = LLVMGetParam(fn, 3), args = LLVMGetParam(fn, 4);
+  LLVMValueRef begin = LLVMGetParam(fn, 5), end = LLVMGetParam(fn, 6);
+  LLVMValueRef v[KC_MM_NARGS];
+  for (int i = 0; i < KC_MM_NARGS; i++)
+    v[i] = kc_ir_load(ir, ir->t_i64, kc_ir_gepi64(ir, args, kc_ir_i64(ir, i)), 8);
+  LLVMValueRef m = v[KC_MM_M], n = v[KC_MM_N], one = kc_ir_i64(ir, 1);
+  LLVMValueRef mtile = LLVMBuildSelect(ir->b, kc_ir_lt(ir, kc_ir_i64(ir, 0), v[KC_MM_MTILE]),
+                                       v[KC_MM_MTILE], kc_ir_max(ir, m, one), "");
+  LLVMValueRef nn = kc_ir_cdiv(ir, n, kc_ir_i64(ir, g->NR));
+  LLVMValueRef per_b = kc_ir_mul(ir, kc_ir_cdiv(ir, m, mtile), nn);
+  kc_matmul_cfg cfg = {.mr = g->MR, .kc = g->KC, .mc = g->MC};
+  LLVMValueRef ap = ws, bp = kc_ir_gepf(ir, ws, kc_ir_i64(ir, ap_floats(&cfg)));
+
+  kc_loop lu;
+  LLVMValueRef u = kc_loop_begin(ir, &lu, begin, end, NULL, 0, NULL);
+  LLVMValueRef bi = LLVMBuildSDiv(ir->b, u, per_b, "");
+  LLVMValueRef r = LLVMBuildSRem(ir->b, u, per_b, "");
+  LLVMValueRef mi = LLVMBuildSDiv(ir->b, r, nn, "");
+  LLVMValueRef nj = LLVMBuildSRem(ir->b, r, nn, "");
+  LLVMValueRef run = kc_ir_min(ir, kc_ir_sub(ir, nn, nj), kc_ir_sub(ir, end, u));
+  LLVMValueRef m0 = kc_ir_mul(ir, mi, mtile);
+  LLVMValueRef m1 = kc_ir_min(ir, m, kc_ir_add(ir, m0, mtile));
+  LLVMValueRef n0 = kc_ir_mul(ir, nj, kc_ir_i64(ir, g->NR));
+  LLVMValueRef n1 = kc_ir_min(ir, n, kc_ir_mul(ir, kc_ir_add(ir, nj, run), kc_ir_i64(ir, g->NR)));
+  LLVMValueRef aoff = kc_ir_add(ir, kc_ir_mul(ir, bi, v[KC_MM_BSA]), kc_ir_mul(ir, m0, v[KC_MM_RSA]));
+  LLVMValueRef boff = kc_ir_add(ir, kc_ir_mul(ir, bi, v[KC_MM_BSB]), kc_ir_mul(ir, n0, v[KC_MM_CSB]));
+  LLVMValueRef coff = kc_ir_add(ir, kc_ir_mul(ir, bi, v[KC_MM_BSC]),
+                                kc_ir_add(ir, kc_ir_mul(ir, m0, v[KC_MM_LDC]), n0));
+  LLVMValueRef bargs[13] = {kc_ir_gepf(ir, a, aoff), kc_ir_gepf(ir, b, boff), kc_ir_gepf(ir, c, coff),
+                            ap, bp, kc_ir_sub(ir, m1, m0), kc_ir_sub(ir, n1, n0), v[KC_MM_K],
+                            v[KC_MM_RSA], v[KC_MM_CSA], v[KC_MM_RSB], v[KC_MM_CSB], v[KC_MM_LDC]};
+  LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->block), g->block, bargs, 13, "");
+  kc_loop_end_next(ir, &lu, kc_ir_add(ir, u, run), NULL);
+  LLVMBuildRetVoid(ir->b);
+}
+
+kc_status kc_cpu_matmul(kc_cpu *cpu, const char *name, const kc_matmul_cfg *cfg,
+                        kc_matmul_kernel *out) {
+  memset(out, 0, sizeof *out);
+  kc_matmul_cfg c = {0};
+  if (cfg) c = *cfg;
+  kc_matmul_cfg_resolve(cpu, &c);
+  if (c.nv > 8 || c.mr * c.nv > KC_LOOP_MAX_CARRY)
+    return kc_errorf(cpu->ctx, KC_ERR_INVALID_ARG, "matmul: register tile %dx%d vectors is too big",
+                     c.mr, c.nv);
+  mm_gen g = {.W = kc_cpu_host(cpu)->f32_lanes, .MR = c.mr, .NV = c.nv, .KC = c.kc, .MC = c.mc,
+              .NC = c.nc, .U = c.unroll};
+  g.NR = g.NV * g.W;
+  g.balign = 64;
+  while ((g.NR * 4) % g.balign || (g.W * 4) % g.balign) g.balign /= 2;
+  g.aalign = g.W * 4 < 64 ? (unsigned)g.W * 4 : 64;
+  /* The k loop is unrolled by masking kc with -U, so U must be a power of two. */
+  while (g.U & (g.U - 1)) g.U &= g.U - 1;
+  c.unroll = g.U;
+
+  LLVMModuleRef mod = kc_cpu_module_new(cpu, name);
+  kc_ir_init(&g.ir, mod);
+  g.vt = kc_ir_vf32(&g.ir, (unsigned)g.W);
+  emit_ukernel(&g);
+  emit_pack_a(&g);
+  emit_pack_b(&g);
+  emit_block(&g);
+  emit_entry(&g, name);
+  kc_ir_dispose(&g.ir);
+
+  kc_status s = kc_cpu_module_add(cpu, mod);
+  if (s != KC_OK) return s;
+  void *fn;
+  if ((s = kc_cpu_lookup(cpu, name, &fn)) != KC_OK) return s;
+  out->fn = (kc_matmul_fn)(uintptr_t)fn;
+  out->cfg = c;
+  out->unit_n = g.NR;
+  out->ws_floats = ap_floats(&c) + round_up(c.nc, g.NR) * c.kc;
+  return KC_OK;
+}

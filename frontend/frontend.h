@@ -1,0 +1,31 @@
+/*
+ * frontend/frontend.h - the frontend's library functions beyond kc_onnx_load (which is in
+ * kernc.h): reading one TensorProto .pb file and checking an ONNX backend test folder, used by
+ * `kernc check` and the tests. Nothing here exposes protobuf types.
+ */
+#ifndef KERNC_FRONTEND_H
+#define KERNC_FRONTEND_H
+
+#include "ir/internal.h"
+
+/* A tensor read from a .pb file; it owns its memory (free with kc_pb_tensor_free). */
+typedef struct kc_pb_tensor {
+  kc_tensor t; /* name (may be NULL), dtype, rank, dims, data */
+  kc_arena arena;
+} kc_pb_tensor;
+
+/* Read one serialized TensorProto (raw_data or typed fields; external data refused). */
+kc_status kc_tensor_pb_read(kc_context *ctx, const char *path, kc_pb_tensor *out);
+void kc_pb_tensor_free(kc_pb_tensor *t);
+
+typedef enum kc_check_result { KC_CHECK_PASS, KC_CHECK_FAIL, KC_CHECK_SKIP } kc_check_result;
+
+/*
+ * Check one ONNX backend test folder: import DIR/model.onnx, verify it, and for every
+ * DIR/test_data_set_* bind the symbols from the input dims and compare the inferred output
+ * dtypes and shapes with output_N.pb. Unsupported models SKIP. msg gets one line: the reason
+ * (FAIL, SKIP) or a note ("" or which outputs were compared by rank and dtype only).
+ */
+kc_check_result kc_onnx_check_dir(kc_context *ctx, const char *dir, char *msg, size_t size);
+
+#endif /* KERNC_FRONTEND_H */

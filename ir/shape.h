@@ -1,0 +1,75 @@
+/*
+ * ir/shape.h - helpers shared by the shape functions (ir/shape_*.c); private to them.
+ *
+ * A shape function checks what it relies on, then types every present output (dtype, rank,
+ * dims) and, for small integer tensors whose contents follow from known inputs, their known
+ * values. Conventions kept by all of them:
+ *   - kc_node_infer has already checked that every present input is typed (rank >= 0);
+ *   - outputs with id 0 (absent optional outputs) are skipped;
+ *   - kc_shp_set clears known values, so re-running inference never leaves stale contents;
+ *   - a size that depends on an input whose contents are unknown becomes a fresh symbol; when
+ *     even the rank is unknown the op is KC_ERR_UNSUPPORTED, naming the input.
+ */
+#ifndef KERNC_IR_SHAPE_H
+#define KERNC_IR_SHAPE_H
+
+#include "internal.h"
+
+/* Largest tensor whose contents are tracked as known values. */
+#define KC_KNOWN_MAX 64
+
+/* Input/output counts against the op table, and required inputs present (KC_ERR_VERIFY). */
+kc_status kc_shp_arity(kc_graph *g, const kc_node *n);
+/* Input i of n, or NULL when absent (past nin or id 0). */
+const kc_value *kc_shp_in(const kc_graph *g, const kc_node *n, uint32_t i);
+/* Type output i of n (no-op when that output is absent); clears its known values. */
+void kc_shp_set(kc_graph *g, const kc_node *n, uint32_t i, kc_dtype t, int rank,
+                const kc_dim *dims);
+/* Type output i like value v. */
+void kc_shp_set_like(kc_graph *g, const kc_node *n, uint32_t i, kc_val v);
+/* Attach known contents (cnt dims, copied into the arena) to output i. */
+void kc_shp_set_known(kc_graph *g, const kc_node *n, uint32_t i, uint32_t cnt, const kc_dim *v);
+
+/* Normalize axis (negative counts from the end) into [0, rank); KC_ERR_SHAPE naming what. */
+kc_status kc_shp_axis(kc_graph *g, const kc_node *n, const char *what, int64_t axis, int rank,
+                      int *out);
+/*
+ * Numpy broadcasting of two shapes into (rank, dims). 1 broadcasts; equal dims match; two
+ * different integers are an error; a symbol against an integer takes the integer (the only
+ * size that can be right), two different symbols take the first.
+ */
+kc_status kc_shp_bcast(kc_graph *g, const kc_node *n, int ra, const kc_dim *da, int rb,
+                       const kc_dim *db, int *rank, kc_dim *dims);
+/* Input i must broadcast one way to shape (rank, dims) (scale, bias, mask operands). */
+kc_status kc_shp_bcast_to(kc_graph *g, const kc_node *n, uint32_t i, int rank, const kc_dim *dims);
+/* Could dims a and b be equal? False only when both are integers and differ. */
+bool kc_shp_dims_match(const kc_graph *g, kc_dim a, kc_dim b);
+
+/* Dtype checks on input i; the message names the input and what was expected. */
+kc_status kc_shp_need_float(kc_graph *g, const kc_node *n, uint32_t i);
+kc_status kc_shp_need_numeric(kc_graph *g, const kc_node *n, uint32_t i);
+kc_status kc_shp_need_int(kc_graph *g, const kc_node *n, uint32_t i);
+kc_status kc_shp_need_dtype(kc_graph *g, const kc_node *n, uint32_t i, kc_dtype t);
+/* Inputs i and j have the same dtype. */
+kc_status kc_shp_same_dtype(kc_graph *g, const kc_node *n, uint32_t i, uint32_t j);
+/* Input i has rank in [lo, hi]. */
+kc_status kc_shp_need_rank(kc_graph *g, const kc_node *n, uint32_t i, int lo, int hi);
+
+/* Known contents of v, all integer constants: true with up to max values in out, count in *n. */
+bool kc_shp_known_ints(const kc_graph *g, kc_val v, int64_t *out, uint32_t max, uint32_t *n);
+/* Scalar value of a known or constant single-element tensor, as a double. */
+bool kc_shp_scalar(const kc_graph *g, kc_val v, double *out);
+/* Length of 1-D (or rank 0: 1) integer-sized input i, or -1 when symbolic. */
+int64_t kc_shp_len(const kc_graph *g, const kc_node *n, uint32_t i);
+/* Product of dims. */
+kc_dim kc_shp_prod(kc_graph *g, int rank, const kc_dim *dims);
+/* Fill dims with fresh symbols. */
+void kc_shp_fresh(kc_graph *g, int rank, kc_dim *dims);
+/* "[B,S,384]" into buf. */
+const char *kc_shp_fmt(const kc_graph *g, int rank, const kc_dim *dims, char *buf, size_t size);
+/* Error: the contents of input i are needed to know the output rank (KC_ERR_UNSUPPORTED). */
+kc_status kc_shp_rank_unknown(kc_graph *g, const kc_node *n, uint32_t i, const char *what);
+/* True when t is an integer type whose values known-value tracking covers (i64, i32). */
+bool kc_shp_tracked(kc_dtype t);
+
+#endif /* KERNC_IR_SHAPE_H */

@@ -1,0 +1,74 @@
+/*
+ * passes/passes.h - the pass manager: the registry of passes, named pipelines, and running a
+ * pipeline with instrumentation (print before/after, print-changed, dump-dir, verify-each).
+ *
+ * A pass is a name and a function over a graph; it reports failure through kc_status and the
+ * context's error buffer like every kc_ call. Passes never print or verify themselves: the manager
+ * does that around them (MLIR's instrumentation), so every pass gets it for free.
+ * Invariants: the registry and the pipeline table are static const (no global mutable state);
+ * a kc_pipeline is a plain value that owns nothing.
+ */
+#ifndef KERNC_PASSES_H
+#define KERNC_PASSES_H
+
+#include "kernc.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+/* What a running pass sees besides its graph. */
+typedef struct kc_pass_ctx {
+  kc_context *ctx;
+  const char *name; /* the running pass */
+  int index, count; /* its position in the pipeline, 1-based, and the pipeline's length */
+  bool changed;     /* a pass may set it when it rewrote something (informational) */
+} kc_pass_ctx;
+
+typedef struct kc_pass {
+  const char *name; /* as written in --passes */
+  kc_status (*run)(kc_graph *g, kc_pass_ctx *pc);
+  const char *help; /* one line for `kernc opt --list-passes` */
+} kc_pass;
+
+#define KC_MAX_PIPELINE 128
+
+/* A sequence of passes to run in order (a pass may appear more than once). */
+typedef struct kc_pipeline {
+  const kc_pass *passes[KC_MAX_PIPELINE];
+  int n;
+} kc_pipeline;
+
+/* Instrumentation around a pipeline run; zero-initialized means none. */
+typedef struct kc_pass_options {
+  bool print_before_all;
+  bool print_after_all;
+  bool print_changed;       /* print after a pass only when the printed IR differs */
+  bool verify_each;         /* verify after every pass (also on: ctx options, or a debug build) */
+  bool no_print_on_fail;    /* do not print the IR when a pass or the verifier fails */
+  const char *print_before; /* comma separated pass names; NULL for none */
+  const char *print_after;
+  const char *dump_dir; /* write DIR/00_input.kir, then DIR/NN_<pass>.kir after each pass */
+  FILE *out;            /* where printed IR goes; NULL: stderr */
+} kc_pass_options;
+
+/* Number of registered passes, and pass i of the registry (NULL when out of range). */
+int kc_pass_count(void);
+const kc_pass *kc_pass_at(int i);
+/* The registered pass named name, or NULL. */
+const kc_pass *kc_pass_lookup(const char *name);
+
+/* Number of named pipelines, name and pass list of pipeline i (NULL when out of range). */
+int kc_pipeline_count(void);
+const char *kc_pipeline_name(int i);
+const char *kc_pipeline_text(int i);
+
+/* Parse "a,b,c": pass names or pipeline names (expanded); blanks ignored, "" is no passes.
+ * An unknown name is KC_ERR_INVALID_ARG, with a message listing the known passes. */
+kc_status kc_pipeline_parse(kc_context *ctx, const char *text, kc_pipeline *out);
+/* The named pipeline (e.g. "default"). */
+kc_status kc_pipeline_named(kc_context *ctx, const char *name, kc_pipeline *out);
+/* Run p on g with instrumentation opts (NULL: none). Stops at the first failing pass; the error
+ * names the pass. */
+kc_status kc_pipeline_run(const kc_pipeline *p, kc_graph *g, const kc_pass_options *opts);
+
+#endif /* KERNC_PASSES_H */

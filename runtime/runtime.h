@@ -1,0 +1,43 @@
+/*
+ * runtime/runtime.h - kernc-internal API of the runtime: the thread pool (memory plan,
+ * executor and KV-cache join it later).
+ *
+ * The pool is an object (no global state): a kc_context or a compiled model owns one. It runs
+ * fn(arg, begin, end, thread) over a range [0, n) split across its threads; generated kernels
+ * take exactly such a range, so the pool never knows what a kernel does.
+ *
+ * Invariants:
+ *   - One caller at a time: kc_pool_run and kc_pool_set_threads are not reentrant and must not
+ *     race each other; the calling thread takes part in the work as thread 0.
+ *   - thread is in [0, kc_pool_threads) and is unique among the calls running at once, so it
+ *     can index per-thread scratch (kernel workspaces).
+ *   - kc_pool_run returns only after every call of fn has returned.
+ */
+#ifndef KERNC_RUNTIME_H
+#define KERNC_RUNTIME_H
+
+#include "kernc.h"
+
+#include <stdint.h>
+
+typedef struct kc_pool kc_pool;
+
+/* One piece of work: the units [begin, end) of a range, on thread `thread`. */
+typedef void (*kc_task_fn)(void *arg, int64_t begin, int64_t end, int thread);
+
+/* A pool using `threads` threads including the caller (<= 0: one per online CPU). */
+kc_status kc_pool_new(kc_context *ctx, int threads, kc_pool **out);
+/* Stop and join the workers. NULL is fine. */
+void kc_pool_free(kc_pool *p);
+/* Threads a run uses, the caller included. */
+int kc_pool_threads(const kc_pool *p);
+/* Change the thread count (<= 0: one per online CPU); workers are started as needed. */
+kc_status kc_pool_set_threads(kc_pool *p, int threads);
+/*
+ * Run fn over [0, n). grain <= 0: split into min(threads, n) contiguous near-equal ranges, one
+ * per thread (for kernels whose ranges share packed data, e.g. matmul). grain > 0: threads
+ * take ranges of grain units from a shared counter until none is left (load balancing).
+ */
+void kc_pool_run(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain);
+
+#endif /* KERNC_RUNTIME_H */

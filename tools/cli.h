@@ -1,0 +1,76 @@
+/*
+ * tools/cli.h - flag parsing and error reporting shared by the kernc subcommands.
+ *
+ * Conventions every subcommand gets from here: --name=VALUE or --name VALUE, -o FILE, -h and
+ * --help (usage on stdout, exit 0), `--` ends options, bad usage prints one line and a hint on
+ * stderr and exits 2, failures print "kernc: <message>" on stderr and exit 1.
+ * Invariants: option tables live on the caller's stack and point at its locals (no global state).
+ */
+#ifndef KERNC_TOOLS_CLI_H
+#define KERNC_TOOLS_CLI_H
+
+#include "kernc.h"
+#include "passes/passes.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+typedef struct cli_opt {
+  const char *name;   /* long name without "--" */
+  char short_name;    /* e.g. 'o'; 0 for none */
+  const char *meta;   /* value placeholder in --help ("LIST"); NULL: a flag without value */
+  const char *help;   /* one line */
+  bool *flag;         /* set when a flag is given */
+  const char **value; /* set to the value of a valued option */
+} cli_opt;
+
+#define CLI_MAX_OPTS 32
+
+typedef struct cli_cmd {
+  const char *name;  /* "kernc opt" */
+  const char *args;  /* positional part of the usage line: "FILE.kir" */
+  const char *about; /* a paragraph after the usage line */
+  cli_opt opts[CLI_MAX_OPTS];
+  int nopts;
+  int min_pos, max_pos; /* positional arguments allowed */
+} cli_cmd;
+
+/* Append an option to cmd's table. */
+void cli_add(cli_cmd *cmd, cli_opt opt);
+/*
+ * Parse argv[1..argc-1] against cmd (argv[0] is the subcommand's name). Positionals go to
+ * pos[0..*npos-1] (pos holds max_pos entries). Returns -1 to go on, or the exit code to return
+ * now: 0 after --help, 2 after bad usage (message and hint already printed).
+ */
+int cli_parse(const cli_cmd *cmd, int argc, char **argv, const char **pos, int *npos);
+/* Usage line, about text and the option list. */
+void cli_help(const cli_cmd *cmd, FILE *f);
+/* Print "<cmd>: <message>" and the --help hint on stderr; returns 2. */
+int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Print "kernc: [file: ]<last error>" on stderr; returns 1. file may be NULL. */
+int cli_fail(kc_context *ctx, kc_status s, const char *file);
+
+/* The pass-manager flags shared by opt and dump. */
+typedef struct cli_pass_flags {
+  const char *passes; /* NULL: the default pipeline */
+  const char *print_before, *print_after, *dump_dir;
+  bool print_before_all, print_after_all, print_changed, verify_each, list_passes;
+} cli_pass_flags;
+
+/* Add --passes, --print-*, --dump-dir, --verify-each and --list-passes to cmd. */
+void cli_add_pass_opts(cli_cmd *cmd, cli_pass_flags *pf);
+/* Print the registered passes and pipelines (for --list-passes). */
+void cli_list_passes(FILE *f);
+/* Parse pf->passes (or take the default pipeline) and run it on g; printed IR goes to ir_out.
+ * Returns an exit code: 0, or 1 after printing the error. */
+int cli_run_passes(kc_context *ctx, kc_graph *g, const cli_pass_flags *pf, FILE *ir_out);
+
+/* Load FILE: text IR (.kir, or "-" for stdin) or, when allow_onnx and FILE ends in .onnx, an ONNX
+ * model. */
+kc_status cli_load(kc_context *ctx, const char *path, bool allow_onnx, kc_graph **out);
+/* Open path for writing ("-" or NULL: stdout); NULL after printing an error. */
+FILE *cli_open_out(const char *path);
+/* Close what cli_open_out opened; returns an exit code (1 when the write failed). */
+int cli_close_out(FILE *f, const char *path);
+
+#endif /* KERNC_TOOLS_CLI_H */
