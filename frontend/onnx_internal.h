@@ -16,10 +16,13 @@
 #include "ir/internal.h"
 #include "onnx.pb-c.h"
 
-/* The newest opset of the default domain whose op versions kernc knows (onnx 1.22). */
+/*
+ * Default-domain opsets kernc reads: from 7 (multidirectional broadcasting everywhere) to the
+ * newest whose op versions kernc knows (27, onnx 1.22; see onnx_ops.c for 24..27).
+ */
 #define KC_ONNX_OPSET_MIN 7
 #define KC_ONNX_OPSET_MAX 27
-/* IR versions whose protobuf layout kernc reads. */
+/* IR versions whose protobuf layout kernc reads (12 and 13 only added fields and dtypes). */
 #define KC_ONNX_IR_MIN 3
 #define KC_ONNX_IR_MAX 13
 

@@ -182,8 +182,13 @@ static kc_status check_io(onnx_imp *im, const Onnx__GraphProto *gp) {
   return KC_OK;
 }
 
-/* Where a value name comes from while ordering: a node (index+1) or the graph (GRAPH_SRC). */
-#define GRAPH_SRC UINT32_MAX
+/*
+ * Where a value name comes from while ordering: a node (index+1), an initializer or a graph
+ * input (both >= INIT_SRC). A graph input may repeat an initializer's name (IR < 4 models list
+ * every initializer as an input too); any other repeated name is an error.
+ */
+#define INIT_SRC (UINT32_MAX - 1)
+#define INPUT_SRC UINT32_MAX
 
 static kc_status define(onnx_imp *im, onnx_names *src, const char *name, uint32_t from,
                         const char *what) {
@@ -204,10 +209,10 @@ static kc_status order_nodes(onnx_imp *im, const Onnx__GraphProto *gp, uint32_t 
   kc_status s = KC_OK;
   uint32_t n = (uint32_t)gp->n_node, *indeg = NULL, *start = NULL, *edges = NULL, *queue = NULL;
   for (size_t i = 0; i < gp->n_initializer && s == KC_OK; i++)
-    s = define(im, &src, gp->initializer[i]->name, GRAPH_SRC, "initializer");
+    s = define(im, &src, gp->initializer[i]->name, INIT_SRC, "initializer");
   for (size_t i = 0; i < gp->n_input && s == KC_OK; i++)
-    if (!kc_onnx_names_get(&src, gp->input[i]->name).id)
-      s = define(im, &src, gp->input[i]->name, GRAPH_SRC, "graph input");
+    if (kc_onnx_names_get(&src, gp->input[i]->name).id != INIT_SRC)
+      s = define(im, &src, gp->input[i]->name, INPUT_SRC, "graph input");
   for (uint32_t i = 0; i < n && s == KC_OK; i++) {
     const Onnx__NodeProto *np = gp->node[i];
     for (size_t j = 0; j < np->n_output && s == KC_OK; j++)
@@ -231,7 +236,7 @@ static kc_status order_nodes(onnx_imp *im, const Onnx__GraphProto *gp, uint32_t 
                       im->path, desc, np->op_type, np->input[j]);
         goto done;
       }
-      if (from != GRAPH_SRC) {
+      if (from < INIT_SRC) {
         nedges++;
         if (from - 1 >= i) sorted = false;
       }
@@ -262,8 +267,8 @@ static kc_status order_nodes(onnx_imp *im, const Onnx__GraphProto *gp, uint32_t 
       const Onnx__NodeProto *np = gp->node[i];
       for (size_t j = 0; j < np->n_input; j++) {
         uint32_t from =
-            np->input[j] && *np->input[j] ? kc_onnx_names_get(&src, np->input[j]).id : GRAPH_SRC;
-        if (from == GRAPH_SRC) continue;
+            np->input[j] && *np->input[j] ? kc_onnx_names_get(&src, np->input[j]).id : INPUT_SRC;
+        if (from >= INIT_SRC) continue;
         if (pass == 0) {
           start[from]++; /* start[p+1] counts edges of producer p */
           indeg[i]++;

@@ -54,22 +54,26 @@ static kc_status check_arity(onnx_imp *im, const Onnx__NodeProto *np, kc_op op, 
 
 /*
  * The one-to-one mapping: op(in...) with np's attributes minus skip. extra (nextra values)
- * replace inputs from position at (rewrites of attributes into inputs); set, when not NULL,
- * adds attributes before inference.
+ * become the inputs from position at (attributes rewritten into inputs). The node is made and
+ * its attributes set; the caller may add more before finish() infers it.
  */
 typedef struct emit_spec {
   kc_op op;
   const char *const *skip;
   uint32_t at, nextra;
   const kc_val *extra;
-  uint32_t nout_min; /* at least this many IR outputs */
 } emit_spec;
 
 static kc_status emit_node(onnx_imp *im, const Onnx__NodeProto *np, const emit_spec *sp,
                            uint32_t *node) {
   uint32_t nin = trimmed(np->input, np->n_input), nout = trimmed(np->output, np->n_output);
-  if (sp->nextra) nin = sp->at + sp->nextra;
-  if (nout < sp->nout_min) nout = sp->nout_min;
+  if (sp->nextra) {
+    /* the rewritten attributes take the places of inputs the old form did not have */
+    if (nin > sp->at)
+      return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes %u input%s at opset %lld", sp->at,
+                       sp->at == 1 ? "" : "s", (long long)im->opset);
+    nin = sp->at + sp->nextra;
+  }
   kc_status s = check_arity(im, np, sp->op, nin, nout);
   if (s != KC_OK) return s;
   kc_val in[16];
@@ -400,5 +404,10 @@ const onnx_op *kc_onnx_op_find(const char *op_type) {
 }
 
 kc_status kc_onnx_import_node(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  /* a named input whose producer gave no value (an output the IR op does not have) */
+  for (size_t i = 0; i < np->n_input; i++)
+    if (np->input[i] && np->input[i][0] && !kc_onnx_input(im, np, i).id)
+      return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "input '%s' has no value in kernc's graph",
+                       np->input[i]);
   return row->import ? row->import(im, np, row) : import_generic(im, np, row);
 }

@@ -310,6 +310,9 @@ static int64_t floor_mod(int64_t a, int64_t b) {
   return a - floor_div(a, b) * b;
 }
 
+/* Is a a multiple of c (c != 0) with a quotient that fits? INT64_MIN / -1 does not. */
+static bool divides(int64_t a, int64_t c) { return c == -1 ? a != INT64_MIN : a % c == 0; }
+
 /* Does term t contain every atom of m (as a multiset)? If so, *rest = t without them. */
 static bool term_divides(const term *t, const term *m, term *rest) {
   *rest = *t;
@@ -329,11 +332,11 @@ static bool poly_div_term(const kc_graph *g, const poly *p, const term *m, poly 
   q->ok = true;
   q->n = 0;
   q->k = 0;
-  if (p->k % m->c != 0 || (p->k != 0 && m->n > 0)) return false;
+  if (!divides(p->k, m->c) || (p->k != 0 && m->n > 0)) return false;
   q->k = p->k / m->c;
   for (int i = 0; i < p->n; i++) {
     term r;
-    if (p->t[i].c % m->c != 0 || !term_divides(&p->t[i], m, &r)) return false;
+    if (!divides(p->t[i].c, m->c) || !term_divides(&p->t[i], m, &r)) return false;
     r.c = p->t[i].c / m->c;
     add_term(g, q, &r);
   }
@@ -346,6 +349,7 @@ kc_dim kc_dim_div(kc_graph *g, kc_dim a, kc_dim b) {
   if (cb && vb == 0) return node(g, KC_DX_DIV, a, b, NULL); /* undefined: left symbolic */
   if (ca && cb) return kc_dim_int(g, floor_div(va, vb));
   if (cb && vb == 1) return a;
+  if (cb && vb == -1) return kc_dim_mul(g, a, b);
   if (a == b) return 1;
   if (ca && va == 0) return 0;
   poly p, d, q;
@@ -360,7 +364,7 @@ kc_dim kc_dim_div(kc_graph *g, kc_dim a, kc_dim b) {
   poly out = {.ok = true}, rest = {.ok = true};
   for (int i = 0; i < p.n; i++) {
     term t = p.t[i];
-    if (t.c % vb == 0) {
+    if (divides(t.c, vb)) {
       t.c /= vb;
       add_term(g, &out, &t);
     } else {
@@ -457,6 +461,13 @@ static void print_factors(const kc_graph *g, sbuf *s, kc_dim d, bool *first) {
   *first = false;
 }
 
+/* Is the first factor of product d a quotient or remainder? */
+static bool div_first(const kc_graph *g, kc_dim d) {
+  while (KC_DIM_IS_SYM(d) && expr(g, d)->kind == KC_DX_MUL)
+    d = expr(g, d)->a;
+  return KC_DIM_IS_SYM(d) && (expr(g, d)->kind == KC_DX_DIV || expr(g, d)->kind == KC_DX_MOD);
+}
+
 /* |v| for v < 0, without overflow at INT64_MIN. */
 static unsigned long long magnitude(int64_t v) { return (unsigned long long)-(v + 1) + 1; }
 
@@ -474,7 +485,19 @@ static void print_term(const kc_graph *g, sbuf *s, kc_dim d, bool first) {
     const kc_dexpr *e = expr(g, d);
     if (e->kind == KC_DX_MUL && kc_dim_const(g, e->a, &v) && v < 0) {
       put(s, "-");
-      if (v != -1) put(s, "%llu*", magnitude(v));
+      bool f = true; /* a printed coefficient is the first factor: "-2*(S/2)", not "-2*S/2" */
+      if (v != -1) {
+        put(s, "%llu", magnitude(v));
+        f = false;
+      }
+      print_factors(g, s, e->b, &f);
+      return;
+    }
+  }
+  if (first && KC_DIM_IS_SYM(d)) { /* "-S", but "-1*(S/2)": unary minus binds tighter than / */
+    const kc_dexpr *e = expr(g, d);
+    if (e->kind == KC_DX_MUL && kc_dim_const(g, e->a, &v) && v == -1 && !div_first(g, e->b)) {
+      put(s, "-");
       bool f = true;
       print_factors(g, s, e->b, &f);
       return;
@@ -510,7 +533,7 @@ static void print_dim(const kc_graph *g, sbuf *s, kc_dim d) {
   case KC_DX_CONST: put(s, "%lld", (long long)e->a); return;
   case KC_DX_SYM: put(s, "%s", e->name); return;
   case KC_DX_ADD: print_terms(g, s, d, &first); return;
-  case KC_DX_MUL: print_factors(g, s, d, &first); return;
+  case KC_DX_MUL: print_term(g, s, d, true); return;
   case KC_DX_DIV:
   case KC_DX_MOD: {
     /* left-associative: the left side needs parentheses only when it is a sum */

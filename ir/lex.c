@@ -22,9 +22,10 @@ static bool ident_char(char c) { return isalnum((unsigned char)c) || c == '_'; }
 
 bool kc_text_is_ident(const char *s) {
   if (!s || !ident_start(*s)) return false;
-  while (*++s)
-    if (!ident_char(*s)) return false;
-  return true;
+  size_t n = 1;
+  while (s[n])
+    if (!ident_char(s[n++])) return false;
+  return n <= KC_TEXT_MAX_IDENT;
 }
 
 bool kc_text_bare_ok(const char *s) {

@@ -2,7 +2,8 @@
  * ir/parse.c - reads text IR (.kir) into a graph; ir/print.c writes it (its header shows the
  * form and the printing rules). The grammar read here:
  *
- *   file    := comment* 'graph' graph EOF         comment := '#' to end of line, anywhere
+ *   file    := comment* 'graph' graph EOF         comment := '#' to end of line, anywhere;
+ *                                                 a leading "# kir N" names the version
  *   graph   := '@' NAME '(' [input {',' input}] ')' '{' stmt* 'return' [out {',' out}] '}'
  *   input   := '%'N ':' type [STRING]             out := '%'N [STRING]
  *   stmt    := res {',' res} '=' OP operands [attrs] ':' type {',' type} ['graph' graph]
@@ -34,7 +35,6 @@
  */
 #include "text.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,7 +283,7 @@ static bool parse_return(kc_lexer *lx, kc_graph *g) {
 static bool parse_graph(kc_lexer *lx, kc_graph *parent, kc_graph **out) {
   kc_arena tmp = {0};
   const char *name = NULL;
-  char buf[256];
+  char buf[KC_TEXT_MAX_IDENT + 1];
   *out = NULL;
   if (!kc_lex_expect(lx, '@', "'@' and the graph's name")) return false;
   if (*lx->p == '"') {

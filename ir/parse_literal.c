@@ -46,7 +46,8 @@ bool kc_parse_type(kc_lexer *lx, kc_graph *g, kc_ptype *t) {
   return kc_lex_expect(lx, ']', "',' or ']' in the type");
 }
 
-/* The static dims of a tensor type; tensors cannot have symbolic or unknown shapes. */
+/* The static dims of a tensor type (tensors cannot have symbolic or unknown shapes), and its
+ * element count, which must fit in memory as bytes of the widest dtype. */
 static bool tensor_dims(kc_lexer *lx, const kc_ptype *t, int64_t *dims, size_t *numel) {
   if (t->absent || t->dt == KC_DT_NONE || t->rank < 0)
     return kc_lex_error(lx, t->at, "a tensor needs a dtype and a shape");
@@ -55,7 +56,7 @@ static bool tensor_dims(kc_lexer *lx, const kc_ptype *t, int64_t *dims, size_t *
     if (KC_DIM_IS_SYM(t->dims[i]))
       return kc_lex_error(lx, t->at, "a tensor's dims must be integers, not symbols");
     dims[i] = t->dims[i];
-    if (dims[i] && *numel > MAX_DENSE_BYTES / (size_t)dims[i])
+    if (dims[i] && *numel > SIZE_MAX / 8 / (size_t)dims[i])
       return kc_lex_error(lx, t->at, "tensor is too large");
     *numel *= (size_t)dims[i];
   }
@@ -164,6 +165,9 @@ bool kc_parse_dense(kc_lexer *lx, kc_graph *g, const kc_ptype *t, uint32_t *ti) 
   if (!kc_lex_accept_word(lx, "dense") || !kc_lex_expect(lx, '<', "'<' after dense")) return false;
   unsigned char *data = NULL;
   if (!kc_lex_accept(lx, '?')) {
+    if (numel * es > MAX_DENSE_BYTES)
+      return kc_lex_error(lx, lx->p, "dense literal is too large (over %zu bytes)",
+                          MAX_DENSE_BYTES);
     data = kc_arena_alloc(&g->arena, numel * es);
     if (!data) return kc_lex_nomem(lx);
     kc_lex_skip(lx);
@@ -292,7 +296,7 @@ static bool parse_attr_value(kc_lexer *lx, kc_graph *g, uint32_t ni, const char 
     }
     return true;
   }
-  char id[256];
+  char id[KC_TEXT_MAX_IDENT + 1];
   if ((isalpha((unsigned char)*at) || *at == '_') && kc_lex_ident(lx, id, sizeof id, "a value")) {
     kc_dtype dt = kc_dtype_parse(id);
     if (dt != KC_DT_NONE) {
@@ -312,7 +316,7 @@ bool kc_parse_attrs(kc_lexer *lx, kc_graph *g, uint32_t ni) {
   do {
     kc_lex_skip(lx);
     const char *at = lx->p, *name;
-    char buf[256];
+    char buf[KC_TEXT_MAX_IDENT + 1];
     if (*at == '"') {
       if (!kc_lex_string(lx, &g->arena, &name)) return false;
     } else {

@@ -86,7 +86,7 @@ void kc_type_fprint(const kc_graph *g, FILE *f, kc_val v) {
   fprintf(f, "%s[", kc_dtype_name(val->dtype));
   if (val->rank < 0) fputc('*', f);
   for (int i = 0; i < val->rank; i++) {
-    char buf[256];
+    char buf[1024];
     if (i) fputc(',', f);
     fputs(kc_dim_str(g, val->dims[i], buf, sizeof buf), f);
   }

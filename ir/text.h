@@ -8,8 +8,8 @@
  *
  * The reader works on a cursor into one NUL-terminated source text instead of a token stream,
  * so symbolic dims can be handed to kc_dim_parse (ir/dim.c) as raw text and a `dense<...>`
- * literal can be re-read once the type that follows it is known. After the first error
- * `failed` is set and every later call fails too, so callers only propagate `false`.
+ * literal can be re-read once the type that follows it is known. The first error sets `failed`
+ * and keeps its message (later reports are dropped), so callers only propagate `false`.
  */
 #ifndef KERNC_IR_TEXT_H
 #define KERNC_IR_TEXT_H
@@ -18,7 +18,10 @@
 
 #define KC_KIR_VERSION 1
 
-/* s is [A-Za-z_][A-Za-z0-9_]* */
+/* Longest identifier written bare; longer names are quoted, so readers use fixed buffers. */
+#define KC_TEXT_MAX_IDENT 127
+
+/* s is [A-Za-z_][A-Za-z0-9_]* and at most KC_TEXT_MAX_IDENT bytes long */
 bool kc_text_is_ident(const char *s);
 /*
  * A string attribute may be written bare when it is an identifier that cannot be read as

@@ -303,6 +303,20 @@ static void t_strings_and_forms(void **st) {
                    KC_ERR_PARSE);
   assert_non_null(strstr(kc_last_error(ctx), "v2:1:7: error: unsupported kir version 2"));
   assert_int_equal(kc_graph_parse_file(ctx, "/nonexistent/x.kir", &g), KC_ERR_IO);
+
+  /* an identifier too long for the reader's buffers is written quoted, as string and name */
+  char longid[201], src[1024];
+  memset(longid, 'a', 200);
+  longid[200] = 0;
+  snprintf(src, sizeof src,
+           "graph @g(%%1: f32[2]) {\n  %%2 = gelu(%%1) {\"%s\"=\"%s\"} : f32[2]\n"
+           "  return %%2\n}\n",
+           longid, longid);
+  assert_int_equal(kc_graph_parse(ctx, src, "long", &g), KC_OK);
+  out = kc_graph_print_str(g);
+  assert_string_equal(out + strlen("# kir 1\n"), src);
+  free(out);
+  kc_graph_free(g);
   kc_context_free(ctx);
 }
 

@@ -89,7 +89,7 @@ LLVMValueRef kc_ir_lt(kc_ir *ir, LLVMValueRef a, LLVMValueRef b);
 
 /* Vectors. */
 LLVMValueRef kc_ir_splat(kc_ir *ir, LLVMValueRef scalar, unsigned lanes);
-/* <lanes x i1>: lane + offset < limit (limit an i64 value). */
+/* <lanes x i1>: lane + offset < limit (limit an i64 value; offset + lanes < 2^31). */
 LLVMValueRef kc_ir_lane_mask(kc_ir *ir, unsigned lanes, int64_t offset, LLVMValueRef limit);
 /* <lanes x i64> constant 0, 1, ..., lanes-1 scaled by stride and added to a splat of base. */
 LLVMValueRef kc_ir_iota(kc_ir *ir, unsigned lanes, LLVMValueRef base, LLVMValueRef stride);

@@ -9,6 +9,7 @@
  */
 #include "cpu.h"
 
+#include <stdint.h>
 #include <string.h>
 
 void kc_ir_init(kc_ir *ir, LLVMModuleRef mod) {
@@ -137,8 +138,16 @@ LLVMValueRef kc_ir_iota(kc_ir *ir, unsigned lanes, LLVMValueRef base, LLVMValueR
 }
 
 LLVMValueRef kc_ir_lane_mask(kc_ir *ir, unsigned lanes, int64_t offset, LLVMValueRef limit) {
-  LLVMValueRef idx = kc_ir_iota(ir, lanes, kc_ir_i64(ir, offset), NULL);
-  return LLVMBuildICmp(ir->b, LLVMIntSLT, idx, kc_ir_splat(ir, limit, lanes), "");
+  /* Clamped to [offset, offset + lanes], the limit fits i32, and an i32 compare is one
+   * instruction where an i64 one over 16 lanes is two plus a mask merge. */
+  LLVMValueRef lim = kc_ir_min(ir, limit, kc_ir_i64(ir, offset + (int64_t)lanes));
+  lim = kc_ir_max(ir, lim, kc_ir_i64(ir, offset));
+  lim = LLVMBuildTrunc(ir->b, lim, ir->t_i32, "");
+  LLVMValueRef c[64];
+  KC_ASSERT(lanes <= 64 && offset + lanes < INT32_MAX);
+  for (unsigned i = 0; i < lanes; i++) c[i] = kc_ir_i32(ir, (int32_t)(offset + i));
+  LLVMValueRef idx = LLVMConstVector(c, lanes);
+  return LLVMBuildICmp(ir->b, LLVMIntSLT, idx, kc_ir_splat(ir, lim, lanes), "");
 }
 
 LLVMValueRef kc_ir_intrinsic(kc_ir *ir, const char *name, LLVMTypeRef *types, unsigned ntypes,

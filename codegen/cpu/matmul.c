@@ -7,18 +7,17 @@
  *   block(...)       jc (NC columns, L3) -> pc (KC deep) -> pack B -> ic (MC rows, L2) ->
  *                    pack A -> jr (NR) -> ir (MR) -> ukernel
  *   pack_b           KC x NC slice of B into NR-wide row panels, zero-padded past N
- *   pack_a           MC x KC slice of A, row by row (a copy), zero rows up to a multiple of MR
+ *   pack_a           MC x KC slice of A into MR-tall column panels, zero-padded past M
  *   ukernel          MR x NR register tile: MR*NV vector accumulators live across the k loop;
- *                    per k, NV vector loads of packed B, MR broadcasts from MR packed A rows,
- *                    MR*NV
+ *                    per k, NV vector loads of packed B, MR broadcasts of packed A, MR*NV
  *                    llvm.fmuladd; then C = acc (first K slice) or C += acc, masked at edges.
  *
  * Invariants:
  *   - Sizes and strides are runtime values (one kernel serves every batch size); only the
  *     blocking (MR, NV, KC, MC, NC) is baked in.
  *   - ws holds the packed A block at ws[0] and the packed B block after it; both start on
- *     64-byte boundaries; packed A rows start on one, and so (for 16 lanes) does every NR-wide
- *     B row, so vector loads of packed data are aligned.
+ *     64-byte boundaries, and (for 16 lanes) so does every NR-wide B row, so B loads are
+ *     aligned.
  *   - Blocks are balanced (K = 1030 is cut 344+343+343, not 384+384+262) so no tiny last
  *     slice pays a full store pass.
  *   - Packed panels are zero-padded, so the micro-kernel always computes full tiles and only
@@ -33,20 +32,15 @@ typedef struct mm_gen {
   kc_ir ir;
   int W, MR, NV, NR, KC, MC, NC, U;
   unsigned balign; /* alignment of packed B vectors: NR*4 bytes apart from a 64-byte base */
-  unsigned aalign; /* alignment of packed A vectors: rows start 64-byte aligned */
   LLVMTypeRef vt;
   LLVMValueRef ukernel, pack_a, pack_b, block;
 } mm_gen;
 
 static int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
 
-/* Row stride of the packed A block for depth kc: whole 64-byte lines, never a multiple of
- * 256 floats (1 KiB), so packed rows spread over L1 sets. Must match a_stride(). */
-static int64_t a_stride_c(int64_t kc) { return round_up(kc, 16) + 16; }
-
-/* Floats of the packed A block; a multiple of 16, so the B block after it is 64-byte aligned. */
+/* Floats of the packed A block, rounded so the B block after it starts 64-byte aligned. */
 static int64_t ap_floats(const kc_matmul_cfg *c) {
-  return round_up(c->mc, c->mr) * a_stride_c(c->kc);
+  return round_up(round_up(c->mc, c->mr) * c->kc, 16);
 }
 
 void kc_matmul_cfg_resolve(const kc_cpu *cpu, kc_matmul_cfg *c) {
@@ -94,16 +88,17 @@ int64_t kc_matmul_units(const kc_matmul_kernel *k, const int64_t *a) {
 
 /* ---- micro-kernel ---------------------------------------------------------------------------- */
 
-/* One k step: acc[i][v] += A[i][k] * B[k][v*W..]; arow[i] points at packed row i. */
-static void ukernel_step(mm_gen *g, LLVMValueRef *arow, LLVMValueRef bp, LLVMValueRef k,
+/* One k step: acc[i][v] += A[i][k] * B[k][v*W..]; packed A holds A[i][k] at ap[k*MR + i]. */
+static void ukernel_step(mm_gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef k,
                          LLVMValueRef *acc) {
   kc_ir *ir = &g->ir;
   LLVMValueRef bv[8];
   LLVMValueRef brow = kc_ir_gepf(ir, bp, kc_ir_mul(ir, k, kc_ir_i64(ir, g->NR)));
   for (int v = 0; v < g->NV; v++)
     bv[v] = kc_ir_load(ir, g->vt, kc_ir_gepf(ir, brow, kc_ir_i64(ir, v * g->W)), g->balign);
+  LLVMValueRef acol = kc_ir_gepf(ir, ap, kc_ir_mul(ir, k, kc_ir_i64(ir, g->MR)));
   for (int i = 0; i < g->MR; i++) {
-    LLVMValueRef a = kc_ir_load(ir, ir->t_f32, kc_ir_gepf(ir, arow[i], k), 4);
+    LLVMValueRef a = kc_ir_load(ir, ir->t_f32, kc_ir_gepf(ir, acol, kc_ir_i64(ir, i)), 4);
     LLVMValueRef s = kc_ir_splat(ir, a, (unsigned)g->W);
     for (int v = 0; v < g->NV; v++)
       acc[i * g->NV + v] = kc_ir_fmuladd(ir, s, bv[v], acc[i * g->NV + v]);
@@ -142,27 +137,24 @@ static void store_tile(mm_gen *g, LLVMValueRef c, LLVMValueRef ldc, LLVMValueRef
   }
 }
 
-/* ukernel(kc, ap, astride, bp, c, ldc, mr, nr, first): one MR x NR tile of C. */
+/* ukernel(kc, ap, bp, c, ldc, mr, nr, first): one MR x NR tile of C. */
 static void emit_ukernel(mm_gen *g) {
   kc_ir *ir = &g->ir;
-  LLVMTypeRef ps[9] = {ir->t_i64, ir->t_ptr, ir->t_i64, ir->t_ptr, ir->t_ptr,
+  LLVMTypeRef ps[8] = {ir->t_i64, ir->t_ptr, ir->t_ptr, ir->t_ptr,
                        ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i1};
-  LLVMValueRef fn = g->ukernel = kc_ir_func(ir, "ukernel", ir->t_void, ps, 9, true);
-  kc_ir_param_attr(ir, fn, 1, "noalias");
-  kc_ir_param_attr(ir, fn, 3, "noalias");
-  kc_ir_param_attr(ir, fn, 4, "noalias");
-  LLVMValueRef kc = LLVMGetParam(fn, 0), ap = LLVMGetParam(fn, 1), astride = LLVMGetParam(fn, 2);
-  LLVMValueRef bp = LLVMGetParam(fn, 3), c = LLVMGetParam(fn, 4), ldc = LLVMGetParam(fn, 5);
-  LLVMValueRef mr = LLVMGetParam(fn, 6), nr = LLVMGetParam(fn, 7), first = LLVMGetParam(fn, 8);
+  LLVMValueRef fn = g->ukernel = kc_ir_func(ir, "ukernel", ir->t_void, ps, 8, true);
+  for (unsigned i = 1; i <= 3; i++) kc_ir_param_attr(ir, fn, i, "noalias");
+  LLVMValueRef kc = LLVMGetParam(fn, 0), ap = LLVMGetParam(fn, 1), bp = LLVMGetParam(fn, 2);
+  LLVMValueRef c = LLVMGetParam(fn, 3), ldc = LLVMGetParam(fn, 4);
+  LLVMValueRef mr = LLVMGetParam(fn, 5), nr = LLVMGetParam(fn, 6), first = LLVMGetParam(fn, 7);
   int nacc = g->MR * g->NV;
-  LLVMValueRef acc[KC_LOOP_MAX_CARRY], arow[KC_LOOP_MAX_CARRY];
+  LLVMValueRef acc[KC_LOOP_MAX_CARRY];
 
   /* The C tile is touched only after the k loop; start its lines on their way now. */
   for (int i = 0; i < g->MR; i++) {
     LLVMValueRef crow = kc_ir_gepf(ir, c, kc_ir_mul(ir, kc_ir_i64(ir, i), ldc));
     for (int off = 0; off < g->NR; off += 16)
       kc_ir_prefetch(ir, kc_ir_gepf(ir, crow, kc_ir_i64(ir, off)), 1);
-    arow[i] = kc_ir_gepf(ir, ap, kc_ir_mul(ir, kc_ir_i64(ir, i), astride));
   }
 
   for (int i = 0; i < nacc; i++) acc[i] = kc_ir_zero(g->vt);
@@ -172,14 +164,14 @@ static void emit_ukernel(mm_gen *g) {
                                  (unsigned)nacc, acc);
   memcpy(acc, l.carry, nacc * sizeof *acc);
   for (int u = 0; u < g->U; u++)
-    ukernel_step(g, arow, bp, kc_ir_add(ir, k, kc_ir_i64(ir, u)), acc);
+    ukernel_step(g, ap, bp, kc_ir_add(ir, k, kc_ir_i64(ir, u)), acc);
   kc_loop_end(ir, &l, acc);
   memcpy(acc, l.carry, nacc * sizeof *acc);
 
   kc_loop r;
   k = kc_loop_begin(ir, &r, kmain, kc, kc_ir_i64(ir, 1), (unsigned)nacc, acc);
   memcpy(acc, r.carry, nacc * sizeof *acc);
-  ukernel_step(g, arow, bp, k, acc);
+  ukernel_step(g, ap, bp, k, acc);
   kc_loop_end(ir, &r, acc);
   memcpy(acc, r.carry, nacc * sizeof *acc);
 
@@ -254,58 +246,132 @@ static void emit_pack_b(mm_gen *g) {
   LLVMBuildRetVoid(ir->b);
 }
 
+/* In-register transpose of W rows of W lanes: swap off-diagonal blocks of size W/2 .. 1. */
+static void transpose(mm_gen *g, LLVMValueRef *r) {
+  kc_ir *ir = &g->ir;
+  int w = g->W;
+  for (int bs = w / 2; bs >= 1; bs /= 2) {
+    LLVMValueRef lo[64], hi[64];
+    for (int j = 0; j < w; j++) {
+      lo[j] = kc_ir_i32(ir, (j & bs) ? w + j - bs : j);
+      hi[j] = kc_ir_i32(ir, (j & bs) ? w + j : j + bs);
+    }
+    LLVMValueRef mlo = LLVMConstVector(lo, (unsigned)w), mhi = LLVMConstVector(hi, (unsigned)w);
+    for (int i = 0; i < w; i++) {
+      if (i & bs) continue;
+      LLVMValueRef a = r[i], b = r[i + bs];
+      r[i] = LLVMBuildShuffleVector(ir->b, a, b, mlo, "");
+      r[i + bs] = LLVMBuildShuffleVector(ir->b, a, b, mhi, "");
+    }
+  }
+}
+
 /*
- * pack_a(ap, a, rsa, csa, mc, kc, astride): ap[i*astride + k] = A[i][k] for i < mc rounded up
- * to MR (0 past mc). Panels keep A's rows, so with unit column stride packing is a copy; the
- * micro-kernel broadcasts from MR row streams. astride (a multiple of 16 floats, >= kc) also
- * keeps the rows off a 4 KiB stride, which would put them all in one L1 set.
+ * W columns k0.. of one panel with row-major A: W row loads (rows past `rows` and lanes off
+ * kmask read as 0), a transpose, and one MR-lane store per k. Only the first `kleft` k are
+ * stored when kleft is given (the tail of kc).
+ */
+static void pack_a_cols(mm_gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rsa,
+                        LLVMValueRef k0, LLVMValueRef *rowmask, LLVMValueRef kmask,
+                        LLVMValueRef kleft) {
+  kc_ir *ir = &g->ir;
+  LLVMValueRef r[64];
+  for (int j = 0; j < g->W; j++) {
+    if (j >= g->MR) {
+      r[j] = kc_ir_zero(g->vt);
+      continue;
+    }
+    LLVMValueRef m = kmask ? LLVMBuildAnd(ir->b, rowmask[j], kmask, "") : rowmask[j];
+    LLVMValueRef p = kc_ir_gepf(ir, src, kc_ir_add(ir, kc_ir_mul(ir, kc_ir_i64(ir, j), rsa), k0));
+    r[j] = kc_ir_masked_load(ir, g->vt, p, 4, m, kc_ir_zero(g->vt));
+  }
+  transpose(g, r);
+  LLVMValueRef smask = kc_ir_lane_mask(ir, (unsigned)g->W, 0, kc_ir_i64(ir, g->MR));
+  for (int kk = 0; kk < g->W; kk++) {
+    kc_if in;
+    if (kleft) kc_if_begin(ir, &in, kc_ir_lt(ir, kc_ir_i64(ir, kk), kleft));
+    LLVMValueRef d = kc_ir_mul(ir, kc_ir_add(ir, k0, kc_ir_i64(ir, kk)), kc_ir_i64(ir, g->MR));
+    kc_ir_masked_store(ir, r[kk], kc_ir_gepf(ir, dst, d), 4, smask);
+    if (kleft) kc_if_end(ir, &in);
+  }
+}
+
+/*
+ * pack_a(ap, a, rsa, csa, mc, kc): ap[ip*kc + k*MR + i] = A[ip + i][k], 0 past mc, so each
+ * k of a panel is MR contiguous floats the micro-kernel broadcasts from. Row-major A (csa 1)
+ * is transposed W x W in registers; column-major A (rsa 1) is a copy of MR floats per k;
+ * anything else goes element by element.
  */
 static void emit_pack_a(mm_gen *g) {
   kc_ir *ir = &g->ir;
-  LLVMTypeRef ps[7] = {ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64,
-                       ir->t_i64, ir->t_i64, ir->t_i64};
-  LLVMValueRef fn = g->pack_a = kc_ir_func(ir, "pack_a", ir->t_void, ps, 7, true);
+  LLVMTypeRef ps[6] = {ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
+  LLVMValueRef fn = g->pack_a = kc_ir_func(ir, "pack_a", ir->t_void, ps, 6, true);
   kc_ir_param_attr(ir, fn, 0, "noalias");
   kc_ir_param_attr(ir, fn, 1, "noalias");
   LLVMValueRef ap = LLVMGetParam(fn, 0), a = LLVMGetParam(fn, 1), rsa = LLVMGetParam(fn, 2);
   LLVMValueRef csa = LLVMGetParam(fn, 3), mc = LLVMGetParam(fn, 4), kc = LLVMGetParam(fn, 5);
-  LLVMValueRef astride = LLVMGetParam(fn, 6);
-  LLVMValueRef zero = kc_ir_zero(g->vt), wc = kc_ir_i64(ir, g->W);
+  LLVMValueRef mrc = kc_ir_i64(ir, g->MR), one = kc_ir_i64(ir, 1), zero = kc_ir_zero(g->vt);
+  bool vec = g->MR <= g->W;
 
   kc_loop li, lk;
-  LLVMValueRef i = kc_loop_begin(ir, &li, kc_ir_i64(ir, 0), kc_ir_roundup(ir, mc, g->MR),
-                                 kc_ir_i64(ir, 1), 0, NULL);
-  LLVMValueRef dst = kc_ir_gepf(ir, ap, kc_ir_mul(ir, i, astride));
-  LLVMValueRef src = kc_ir_gepf(ir, a, kc_ir_mul(ir, i, rsa));
-  kc_if have, unit;
-  kc_if_begin(ir, &have, kc_ir_lt(ir, i, mc));
-  kc_if_begin(ir, &unit, LLVMBuildICmp(ir->b, LLVMIntEQ, csa, kc_ir_i64(ir, 1), ""));
-  LLVMValueRef k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, wc, 0, NULL);
-  LLVMValueRef mask = kc_ir_lane_mask(ir, (unsigned)g->W, 0, kc_ir_sub(ir, kc, k));
-  LLVMValueRef x = kc_ir_masked_load(ir, g->vt, kc_ir_gepf(ir, src, k), 4, mask, zero);
-  kc_ir_store(ir, x, kc_ir_gepf(ir, dst, k), g->aalign);
-  kc_loop_end(ir, &lk, NULL);
-  kc_if_else(ir, &unit);
-  k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, kc_ir_i64(ir, 1), 0, NULL);
-  x = kc_ir_load(ir, ir->t_f32, kc_ir_gepf(ir, src, kc_ir_mul(ir, k, csa)), 4);
-  kc_ir_store(ir, x, kc_ir_gepf(ir, dst, k), 4);
-  kc_loop_end(ir, &lk, NULL);
-  kc_if_end(ir, &unit);
-  kc_if_else(ir, &have);
-  /* Rows past mc are computed and never stored; zeros keep denormal garbage out of FMAs. */
-  k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, wc, 0, NULL);
-  kc_ir_store(ir, zero, kc_ir_gepf(ir, dst, k), g->aalign);
-  kc_loop_end(ir, &lk, NULL);
-  kc_if_end(ir, &have);
+  LLVMValueRef ip = kc_loop_begin(ir, &li, kc_ir_i64(ir, 0), mc, mrc, 0, NULL);
+  LLVMValueRef rows = kc_ir_min(ir, mrc, kc_ir_sub(ir, mc, ip));
+  LLVMValueRef dst = kc_ir_gepf(ir, ap, kc_ir_mul(ir, ip, kc));
+  LLVMValueRef src = kc_ir_gepf(ir, a, kc_ir_mul(ir, ip, rsa));
+  kc_if rowmajor, colmajor;
+  if (vec) {
+    kc_if_begin(ir, &rowmajor, LLVMBuildICmp(ir->b, LLVMIntEQ, csa, one, ""));
+    LLVMValueRef rowmask[64];
+    for (int j = 0; j < g->MR; j++)
+      rowmask[j] = kc_ir_splat(ir, kc_ir_lt(ir, kc_ir_i64(ir, j), rows), (unsigned)g->W);
+    LLVMValueRef kfull = LLVMBuildAnd(ir->b, kc, kc_ir_i64(ir, -(int64_t)g->W), "");
+    LLVMValueRef k0 = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kfull, kc_ir_i64(ir, g->W), 0, NULL);
+    pack_a_cols(g, dst, src, rsa, k0, rowmask, NULL, NULL);
+    kc_loop_end(ir, &lk, NULL);
+    kc_if tail;
+    kc_if_begin(ir, &tail, kc_ir_lt(ir, kfull, kc));
+    LLVMValueRef kleft = kc_ir_sub(ir, kc, kfull);
+    pack_a_cols(g, dst, src, rsa, kfull, rowmask, kc_ir_lane_mask(ir, (unsigned)g->W, 0, kleft),
+                kleft);
+    kc_if_end(ir, &tail);
+    kc_if_else(ir, &rowmajor);
+
+    kc_if_begin(ir, &colmajor, LLVMBuildICmp(ir->b, LLVMIntEQ, rsa, one, ""));
+    LLVMValueRef lmask = kc_ir_lane_mask(ir, (unsigned)g->W, 0, rows);
+    LLVMValueRef smask = kc_ir_lane_mask(ir, (unsigned)g->W, 0, mrc);
+    LLVMValueRef k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, one, 0, NULL);
+    LLVMValueRef x =
+        kc_ir_masked_load(ir, g->vt, kc_ir_gepf(ir, src, kc_ir_mul(ir, k, csa)), 4, lmask, zero);
+    kc_ir_masked_store(ir, x, kc_ir_gepf(ir, dst, kc_ir_mul(ir, k, mrc)), 4, smask);
+    kc_loop_end(ir, &lk, NULL);
+    kc_if_else(ir, &colmajor);
+  }
+  for (int i = 0; i < g->MR; i++) {
+    kc_if have;
+    kc_if_begin(ir, &have, kc_ir_lt(ir, kc_ir_i64(ir, i), rows));
+    LLVMValueRef srow = kc_ir_gepf(ir, src, kc_ir_mul(ir, kc_ir_i64(ir, i), rsa));
+    LLVMValueRef k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, one, 0, NULL);
+    LLVMValueRef x = kc_ir_load(ir, ir->t_f32, kc_ir_gepf(ir, srow, kc_ir_mul(ir, k, csa)), 4);
+    LLVMValueRef d = kc_ir_add(ir, kc_ir_mul(ir, k, mrc), kc_ir_i64(ir, i));
+    kc_ir_store(ir, x, kc_ir_gepf(ir, dst, d), 4);
+    kc_loop_end(ir, &lk, NULL);
+    kc_if_else(ir, &have);
+    /* Rows past mc are computed and never stored; zeros keep denormal garbage out of FMAs. */
+    k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, one, 0, NULL);
+    d = kc_ir_add(ir, kc_ir_mul(ir, k, mrc), kc_ir_i64(ir, i));
+    kc_ir_store(ir, LLVMConstReal(ir->t_f32, 0.0), kc_ir_gepf(ir, dst, d), 4);
+    kc_loop_end(ir, &lk, NULL);
+    kc_if_end(ir, &have);
+  }
+  if (vec) {
+    kc_if_end(ir, &colmajor);
+    kc_if_end(ir, &rowmajor);
+  }
   kc_loop_end(ir, &li, NULL);
   LLVMBuildRetVoid(ir->b);
 }
 
 /* ---- blocking ------------------------------------------------------------------------------ */
-
-static LLVMValueRef a_stride(kc_ir *ir, LLVMValueRef kc) {
-  return kc_ir_add(ir, kc_ir_roundup(ir, kc, 16), kc_ir_i64(ir, 16));
-}
 
 /* Split n into cdiv(n, max) near-equal blocks, each rounded up to a multiple of mult. */
 static LLVMValueRef balanced(kc_ir *ir, LLVMValueRef n, int64_t max, int64_t mult) {
@@ -338,7 +404,6 @@ static void emit_block(mm_gen *g) {
   LLVMValueRef pi = kc_loop_begin(ir, &lpc, kc_ir_i64(ir, 0), nk, one, 0, NULL);
   LLVMValueRef pc = kc_ir_mul(ir, pi, kcb);
   LLVMValueRef kc = kc_ir_min(ir, kcb, kc_ir_sub(ir, k, pc));
-  LLVMValueRef astride = a_stride(ir, kc);
   LLVMValueRef first = LLVMBuildICmp(ir->b, LLVMIntEQ, pi, kc_ir_i64(ir, 0), "");
   LLVMValueRef bsrc = kc_ir_gepf(ir, b, kc_ir_add(ir, kc_ir_mul(ir, pc, rsb), kc_ir_mul(ir, jc, csb)));
   LLVMValueRef args_b[6] = {bp, bsrc, rsb, csb, kc, nc};
@@ -347,8 +412,8 @@ static void emit_block(mm_gen *g) {
   LLVMValueRef ic = kc_loop_begin(ir, &lic, kc_ir_i64(ir, 0), m, mcb, 0, NULL);
   LLVMValueRef mc = kc_ir_min(ir, mcb, kc_ir_sub(ir, m, ic));
   LLVMValueRef asrc = kc_ir_gepf(ir, a, kc_ir_add(ir, kc_ir_mul(ir, ic, rsa), kc_ir_mul(ir, pc, csa)));
-  LLVMValueRef args_a[7] = {ap, asrc, rsa, csa, mc, kc, astride};
-  LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->pack_a), g->pack_a, args_a, 7, "");
+  LLVMValueRef args_a[6] = {ap, asrc, rsa, csa, mc, kc};
+  LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->pack_a), g->pack_a, args_a, 6, "");
 
   LLVMValueRef cblk = kc_ir_gepf(ir, c, kc_ir_add(ir, kc_ir_mul(ir, ic, ldc), jc));
   LLVMValueRef jr = kc_loop_begin(ir, &ljr, kc_ir_i64(ir, 0), nc, kc_ir_i64(ir, g->NR), 0, NULL);
@@ -356,10 +421,10 @@ static void emit_block(mm_gen *g) {
   LLVMValueRef bpan = kc_ir_gepf(ir, bp, kc_ir_mul(ir, jr, kc));
   LLVMValueRef ir_ = kc_loop_begin(ir, &lir, kc_ir_i64(ir, 0), mc, kc_ir_i64(ir, g->MR), 0, NULL);
   LLVMValueRef mr = kc_ir_min(ir, kc_ir_i64(ir, g->MR), kc_ir_sub(ir, mc, ir_));
-  LLVMValueRef apan = kc_ir_gepf(ir, ap, kc_ir_mul(ir, ir_, astride));
+  LLVMValueRef apan = kc_ir_gepf(ir, ap, kc_ir_mul(ir, ir_, kc));
   LLVMValueRef ctile = kc_ir_gepf(ir, cblk, kc_ir_add(ir, kc_ir_mul(ir, ir_, ldc), jr));
-  LLVMValueRef args_u[9] = {kc, apan, astride, bpan, ctile, ldc, mr, nr, first};
-  LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->ukernel), g->ukernel, args_u, 9, "");
+  LLVMValueRef args_u[8] = {kc, apan, bpan, ctile, ldc, mr, nr, first};
+  LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->ukernel), g->ukernel, args_u, 8, "");
   kc_loop_end(ir, &lir, NULL);
   kc_loop_end(ir, &ljr, NULL);
   kc_loop_end(ir, &lic, NULL);
@@ -424,7 +489,6 @@ kc_status kc_cpu_matmul(kc_cpu *cpu, const char *name, const kc_matmul_cfg *cfg,
   g.NR = g.NV * g.W;
   g.balign = 64;
   while ((g.NR * 4) % g.balign || (g.W * 4) % g.balign) g.balign /= 2;
-  g.aalign = g.W * 4 < 64 ? (unsigned)g.W * 4 : 64;
   /* The k loop is unrolled by masking kc with -U, so U must be a power of two. */
   while (g.U & (g.U - 1)) g.U &= g.U - 1;
   c.unroll = g.U;

@@ -132,8 +132,7 @@ def main():
     save(model(nodes, [], [vi("y", [5, 20])], opset=13), "constants.onnx")
     # typed initializer fields: int32_data for f16 bits and int8, int64_data, double_data
     inits = [
-        helper.make_tensor("h", TensorProto.FLOAT16, [2],
-                           np.array([1.5, -2.0], np.float16).view(np.uint16).tolist(), raw=False),
+        helper.make_tensor("h", TensorProto.FLOAT16, [2], [1.5, -2.0]),  # int32_data bits
         helper.make_tensor("i8", TensorProto.INT8, [3], [-1, 2, 127]),
         helper.make_tensor("i64", TensorProto.INT64, [2], [7, -9]),
         helper.make_tensor("f64", TensorProto.DOUBLE, [1], [0.25]),

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# tests/onnx_suites.sh [KERNC] - run the ONNX backend node tests through `kernc check`:
+# Debian's libonnx-testdata (opset <= 17) and the node tests of the onnx 1.22 wheel (opset <= 23
+# and newer), found through python3 (or $PYTHON). Prints FAIL lines and each suite's counts.
+# Exits 1 when a test fails, a suite is missing, or fewer tests pass than the suite's floor (so
+# a regression that turns passes into skips is caught too).
+set -uo pipefail
+
+kernc=${1:-build/kernc}
+py=${PYTHON:-python3}
+if [ ! -x "$kernc" ]; then
+  echo "onnx_suites: no kernc program at '$kernc' (pass its path)" >&2
+  exit 1
+fi
+
+debian=/usr/share/libonnx-testdata/data/node
+pypi=$("$py" -c 'import onnx, os; print(os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "node"))' 2>/dev/null || true)
+
+status=0
+# name, folder, least number of passes expected
+run() {
+  local name=$1 dir=$2 floor=$3 out rc summary passed
+  if [ -z "$dir" ] || [ ! -d "$dir" ]; then
+    echo "$name: suite not found${dir:+ at $dir} (scripts/setup.sh installs it)"
+    status=1
+    return
+  fi
+  out=$("$kernc" check --quiet --suite "$dir")
+  rc=$?
+  printf '%s\n' "$out" | grep '^FAIL ' | sed "s/^/$name: /"
+  summary=$(printf '%s\n' "$out" | tail -n 1)
+  echo "$name ($dir): $summary"
+  passed=${summary%% passed*}
+  if [ "$rc" -ne 0 ]; then
+    status=1
+  elif ! [ "$passed" -ge "$floor" ] 2>/dev/null; then
+    echo "$name: only $passed passed, expected at least $floor"
+    status=1
+  fi
+}
+
+run "libonnx-testdata" "$debian" 320
+run "onnx-1.22" "$pypi" 500
+exit $status

@@ -1,0 +1,421 @@
+/*
+ * tests/test_onnx.c - the ONNX frontend: kc_onnx_load on broken models (each must fail with a
+ * status and a message naming the file and, where there is one, the node and op), on models
+ * that use external data, typed tensor fields, Constant nodes and older opsets, and
+ * `kernc check` on a three-test suite. Run as: test_onnx KERNC_PROGRAM TESTS_DIR.
+ *
+ * The models come from tests/onnx/make_models.py (committed); truncated, random, empty and
+ * symlinked cases are made here in a temporary folder, removed at the end.
+ */
+/* realpath is XSI */
+#define _XOPEN_SOURCE 700
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "frontend/frontend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct env {
+  const char *kernc; /* the kernc program */
+  char models[1024]; /* tests/onnx */
+  char tmp[256];     /* scratch folder */
+  kc_context *ctx;
+} env;
+
+static char *path_in(const char *dir, const char *name, char *buf, size_t size) {
+  snprintf(buf, size, "%s/%s", dir, name);
+  return buf;
+}
+
+/* Load models/name, expecting status want; returns the message (in ctx). */
+static const char *load_fails(env *e, const char *dir, const char *name, kc_status want) {
+  char path[4096];
+  kc_graph *g = (kc_graph *)1;
+  kc_status s = kc_onnx_load(e->ctx, path_in(dir, name, path, sizeof path), &g);
+  if (s != want) fprintf(stderr, "%s: got %s: %s\n", name, kc_status_str(s), kc_last_error(e->ctx));
+  assert_int_equal(s, want);
+  assert_null(g);
+  const char *msg = kc_last_error(e->ctx);
+  assert_non_null(strstr(msg, name)); /* every message names the file */
+  return msg;
+}
+
+static void has(const char *msg, const char *part) {
+  if (!strstr(msg, part)) fprintf(stderr, "'%s' not in: %s\n", part, msg);
+  assert_non_null(strstr(msg, part));
+}
+
+static kc_graph *load_ok(env *e, const char *dir, const char *name) {
+  char path[4096];
+  kc_graph *g = NULL;
+  kc_status s = kc_onnx_load(e->ctx, path_in(dir, name, path, sizeof path), &g);
+  if (s != KC_OK) fprintf(stderr, "%s: %s\n", name, kc_last_error(e->ctx));
+  assert_int_equal(s, KC_OK);
+  assert_non_null(g);
+  assert_int_equal(kc_graph_verify(g), KC_OK);
+  return g;
+}
+
+static void write_file(const char *path, const void *data, size_t n) {
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(data, 1, n, f), n);
+  fclose(f);
+}
+
+static unsigned char *read_file(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  fseek(f, 0, SEEK_END);
+  *n = (size_t)ftell(f);
+  fseek(f, 0, SEEK_SET);
+  unsigned char *b = malloc(*n + 1);
+  assert_non_null(b);
+  assert_int_equal(fread(b, 1, *n, f), *n);
+  fclose(f);
+  return b;
+}
+
+/* ---- broken files ---- */
+
+static void t_empty(void **st) {
+  env *e = *st;
+  char p[4096];
+  write_file(path_in(e->tmp, "empty.onnx", p, sizeof p), "", 0);
+  has(load_fails(e, e->tmp, "empty.onnx", KC_ERR_PARSE), "empty");
+}
+
+static void t_truncated(void **st) {
+  env *e = *st;
+  char p[4096];
+  size_t n;
+  unsigned char *b = read_file(path_in(e->models, "old_opsets.onnx", p, sizeof p), &n);
+  /* every cut point must fail cleanly, never crash */
+  for (size_t cut = 1; cut < n; cut += 7) {
+    write_file(path_in(e->tmp, "truncated.onnx", p, sizeof p), b, cut);
+    kc_graph *g = NULL;
+    kc_status s = kc_onnx_load(e->ctx, p, &g);
+    if (s == KC_OK) kc_graph_free(g); /* a cut at a field boundary can still be a model */
+  }
+  write_file(p, b, n / 2);
+  has(load_fails(e, e->tmp, "truncated.onnx", KC_ERR_PARSE), "truncated or corrupt");
+  free(b);
+}
+
+static void t_random(void **st) {
+  env *e = *st;
+  char p[4096];
+  unsigned char buf[4096];
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (int round = 0; round < 50; round++) {
+    for (size_t i = 0; i < sizeof buf; i++) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      buf[i] = (unsigned char)(x >> 56);
+    }
+    write_file(path_in(e->tmp, "random.onnx", p, sizeof p), buf, sizeof buf);
+    kc_graph *g = (kc_graph *)1;
+    kc_status s = kc_onnx_load(e->ctx, p, &g);
+    assert_int_not_equal(s, KC_OK);
+    assert_null(g);
+    has(kc_last_error(e->ctx), "random.onnx");
+  }
+}
+
+static void t_missing_file(void **st) {
+  env *e = *st;
+  has(load_fails(e, e->tmp, "no_such_model.onnx", KC_ERR_IO), "cannot open");
+}
+
+/* ---- broken graphs ---- */
+
+static void t_cycle(void **st) {
+  env *e = *st;
+  const char *m = load_fails(e, e->models, "cycle.onnx", KC_ERR_VERIFY);
+  has(m, "cycle");
+  has(m, "Add");
+}
+
+static void t_undefined_input(void **st) {
+  env *e = *st;
+  const char *m = load_fails(e, e->models, "undefined_input.onnx", KC_ERR_VERIFY);
+  has(m, "'ghost'");
+  has(m, "'add_ghost'");
+  has(m, "Add");
+}
+
+static void t_size_mismatch(void **st) {
+  env *e = *st;
+  const char *m = load_fails(e, e->models, "size_mismatch.onnx", KC_ERR_PARSE);
+  has(m, "initializer 'w'");
+  has(m, "20 bytes");
+  m = load_fails(e, e->models, "typed_size_mismatch.onnx", KC_ERR_PARSE);
+  has(m, "5 f32 elements");
+}
+
+static void t_bad_dtype(void **st) {
+  env *e = *st;
+  has(load_fails(e, e->models, "bad_dtype.onnx", KC_ERR_UNSUPPORTED), "float8e4m3fn");
+  const char *m = load_fails(e, e->models, "string_input.onnx", KC_ERR_UNSUPPORTED);
+  has(m, "string");
+  has(m, "'x'");
+}
+
+static void t_too_few_inputs(void **st) {
+  env *e = *st;
+  const char *m = load_fails(e, e->models, "too_few_inputs.onnx", KC_ERR_VERIFY);
+  has(m, "'lonely_add'");
+  has(m, "Add");
+  has(m, "has 1 input");
+}
+
+static void t_unsupported_ops(void **st) {
+  env *e = *st;
+  const char *m = load_fails(e, e->models, "unsupported_ops.onnx", KC_ERR_UNSUPPORTED);
+  /* every op, once, with its opset, domain when not default, and its first node */
+  has(m, "unsupported ops Mod(opset 17), Hardmax(opset 17), com.microsoft.FusedMatMul(opset 1)");
+  has(m, "'mod1'");
+  has(m, "'hm'");
+  has(m, "'fmm'");
+  assert_null(strstr(m, "mod2"));
+}
+
+static void t_sequence(void **st) {
+  env *e = *st;
+  has(load_fails(e, e->models, "sequence_io.onnx", KC_ERR_UNSUPPORTED), "sequence");
+}
+
+/* ---- external data ---- */
+
+static void t_external_ok(void **st) {
+  env *e = *st;
+  kc_graph *g = load_ok(e, e->models, "external.onnx");
+  const kc_tensor *w = NULL;
+  for (uint32_t i = 0; i < g->ntensors; i++)
+    if (g->tensors[i].name && strcmp(g->tensors[i].name, "w") == 0) w = &g->tensors[i];
+  assert_non_null(w);
+  assert_int_equal(w->dtype, KC_F32);
+  assert_int_equal(w->rank, 2);
+  assert_int_equal(w->dims[0], 3);
+  assert_int_equal(w->dims[1], 4);
+  assert_int_equal(w->nbytes, 48);
+  const float *d = w->data;
+  for (int i = 0; i < 12; i++)
+    assert_true(d[i] == (float)i * 0.5f); /* the 16 padding bytes were skipped */
+  kc_graph_free(g);
+}
+
+static void t_external_escapes(void **st) {
+  env *e = *st;
+  has(load_fails(e, e->models, "escape_dotdot.onnx", KC_ERR_INVALID_ARG), "leaves");
+  has(load_fails(e, e->models, "escape_dotdot2.onnx", KC_ERR_INVALID_ARG), "leaves");
+  has(load_fails(e, e->models, "escape_absolute.onnx", KC_ERR_INVALID_ARG), "absolute");
+  has(load_fails(e, e->models, "missing_external.onnx", KC_ERR_IO), "missing.bin");
+}
+
+static void t_external_symlink(void **st) {
+  env *e = *st;
+  char src[4096], dst[4096], target[4096], link[4096];
+  size_t n;
+  unsigned char *b = read_file(path_in(e->models, "symlink_external.onnx", src, sizeof src), &n);
+  write_file(path_in(e->tmp, "symlink_external.onnx", dst, sizeof dst), b, n);
+  free(b);
+  /* a link to a file outside the model's folder is refused */
+  char *real = realpath(path_in(e->models, "weights.bin", target, sizeof target), NULL);
+  assert_non_null(real);
+  path_in(e->tmp, "link.bin", link, sizeof link);
+  unlink(link);
+  assert_int_equal(symlink(real, link), 0);
+  free(real);
+  has(load_fails(e, e->tmp, "symlink_external.onnx", KC_ERR_INVALID_ARG), "outside");
+  /* a link to a file inside it is fine */
+  b = read_file(target, &n);
+  write_file(path_in(e->tmp, "inside.bin", src, sizeof src), b, n);
+  free(b);
+  unlink(link);
+  assert_int_equal(symlink("inside.bin", link), 0);
+  kc_graph_free(load_ok(e, e->tmp, "symlink_external.onnx"));
+}
+
+/* ---- good models ---- */
+
+/* The weight or constant tensor named name. */
+static const kc_tensor *tensor(const kc_graph *g, const char *name) {
+  for (uint32_t i = 0; i < g->ntensors; i++)
+    if (g->tensors[i].name && strcmp(g->tensors[i].name, name) == 0) return &g->tensors[i];
+  fail_msg("no tensor %s", name);
+  return NULL;
+}
+
+static void t_typed_fields(void **st) {
+  env *e = *st;
+  kc_graph *g = load_ok(e, e->models, "typed_fields.onnx");
+  const uint16_t *h = tensor(g, "h")->data;
+  assert_true(kc_f16_to_f32(h[0]) == 1.5f && kc_f16_to_f32(h[1]) == -2.0f);
+  const int8_t *i8 = tensor(g, "i8")->data;
+  assert_true(i8[0] == -1 && i8[1] == 2 && i8[2] == 127);
+  const int64_t *i64 = tensor(g, "i64")->data;
+  assert_true(i64[0] == 7 && i64[1] == -9);
+  assert_true(*(const double *)tensor(g, "f64")->data == 0.25);
+  const uint32_t *u32 = tensor(g, "u32")->data;
+  assert_true(u32[0] == 4000000000u && u32[1] == 1);
+  const uint8_t *bl = tensor(g, "b")->data;
+  assert_true(bl[0] == 1 && bl[1] == 0);
+  assert_int_equal(tensor(g, "i8")->dtype, KC_I8);
+  kc_graph_free(g);
+}
+
+static void t_constants(void **st) {
+  env *e = *st;
+  kc_graph *g = load_ok(e, e->models, "constants.onnx");
+  int nconst = 0, nweight = 0;
+  for (uint32_t i = 0; i < g->nnodes; i++) {
+    nconst += g->nodes[i].op == KC_OP_CONSTANT;
+    nweight += g->nodes[i].op == KC_OP_WEIGHT;
+  }
+  assert_int_equal(nconst, 1);  /* value_ints [5, 20] */
+  assert_int_equal(nweight, 1); /* the 100-element value */
+  assert_true(((const float *)tensor(g, "big")->data)[99] == 99.0f);
+  kc_val y = kc_graph_output(g, 0);
+  kc_dim d[KC_MAX_RANK];
+  kc_val_dims(g, y, d);
+  assert_int_equal(kc_val_rank(g, y), 2);
+  assert_true(d[0] == 5 && d[1] == 20);
+  kc_graph_free(g);
+}
+
+static void t_old_opsets(void **st) {
+  env *e = *st;
+  kc_graph *g = load_ok(e, e->models, "old_opsets.onnx");
+  kc_dim n = kc_sym(g, "N"), d[KC_MAX_RANK];
+  assert_int_equal(kc_graph_num_outputs(g), 3);
+  for (uint32_t i = 0; i < 3; i++) {
+    kc_val v = kc_graph_output(g, i);
+    assert_int_equal(kc_val_dtype(g, v), KC_F32); /* the opset-9 Dropout mask has x's dtype */
+    assert_int_equal(kc_val_rank(g, v), 2);
+    kc_val_dims(g, v, d);
+    assert_true(d[0] == n && d[1] == 1);
+  }
+  /* opset-9 Softmax(axis=1) on rank 3 is flatten -> softmax -> reshape */
+  bool flatten = false;
+  for (uint32_t i = 0; i < g->nnodes; i++) {
+    if (g->nodes[i].op == KC_OP_FLATTEN) flatten = true;
+    if (g->nodes[i].op == KC_OP_SOFTMAX) assert_int_equal(kc_node_int(&g->nodes[i], "axis", 0), -1);
+  }
+  assert_true(flatten);
+  kc_graph_free(g);
+}
+
+/* ---- kernc check ---- */
+
+static int run(const char *cmd) {
+  int rc = system(cmd);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void t_check_library(void **st) {
+  env *e = *st;
+  char dir[4096], msg[1024];
+  snprintf(dir, sizeof dir, "%s/check_suite/test_pass", e->models);
+  assert_int_equal(kc_onnx_check_dir(e->ctx, dir, msg, sizeof msg), KC_CHECK_PASS);
+  snprintf(dir, sizeof dir, "%s/check_suite/test_fail", e->models);
+  assert_int_equal(kc_onnx_check_dir(e->ctx, dir, msg, sizeof msg), KC_CHECK_FAIL);
+  has(msg, "expected f32[3,2], inferred f32[2,3]");
+  snprintf(dir, sizeof dir, "%s/check_suite/test_skip", e->models);
+  assert_int_equal(kc_onnx_check_dir(e->ctx, dir, msg, sizeof msg), KC_CHECK_SKIP);
+  has(msg, "unsupported ops Mod(opset 17)");
+  kc_pb_tensor t;
+  snprintf(dir, sizeof dir, "%s/check_suite/test_fail/test_data_set_0/output_0.pb", e->models);
+  assert_int_equal(kc_tensor_pb_read(e->ctx, dir, &t), KC_OK);
+  assert_true(t.t.dtype == KC_F32 && t.t.rank == 2 && t.t.dims[0] == 3 && t.t.dims[1] == 2);
+  assert_true(((const float *)t.t.data)[5] == 1.0f);
+  kc_pb_tensor_free(&t);
+}
+
+static void t_check_cli(void **st) {
+  env *e = *st;
+  char cmd[16384], out[2048];
+  snprintf(out, sizeof out, "%s/check.txt", e->tmp);
+  snprintf(cmd, sizeof cmd, "'%s' check --suite '%s/check_suite' > '%s'", e->kernc, e->models, out);
+  assert_int_equal(run(cmd), 1);
+  size_t n;
+  char *text = (char *)read_file(out, &n);
+  text[n] = 0;
+  has(text, "PASS test_pass\n");
+  has(text, "FAIL test_fail: output 'y'");
+  has(text, "SKIP test_skip: unsupported ops Mod(opset 17)");
+  has(text, "\n1 passed, 1 failed, 1 skipped\n");
+  free(text);
+  snprintf(cmd, sizeof cmd,
+           "'%s' check --quiet '%s/check_suite/test_pass' '%s/check_suite/test_skip' > '%s'",
+           e->kernc, e->models, e->models, out);
+  assert_int_equal(run(cmd), 0);
+  text = (char *)read_file(out, &n);
+  text[n] = 0;
+  assert_string_equal(text, "1 passed, 0 failed, 1 skipped\n");
+  free(text);
+  snprintf(cmd, sizeof cmd, "'%s' check 2>/dev/null", e->kernc);
+  assert_int_equal(run(cmd), 2);
+  snprintf(cmd, sizeof cmd, "'%s' check --help >/dev/null", e->kernc);
+  assert_int_equal(run(cmd), 0);
+}
+
+static int setup(void **st) {
+  env *e = *st;
+  e->ctx = kc_context_new();
+  return e->ctx ? 0 : -1;
+}
+
+static int teardown(void **st) {
+  env *e = *st;
+  kc_context_free(e->ctx);
+  e->ctx = NULL;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: test_onnx KERNC_PROGRAM TESTS_DIR\n");
+    return 2;
+  }
+  env e = {.kernc = argv[1]};
+  snprintf(e.models, sizeof e.models, "%s/onnx", argv[2]);
+  snprintf(e.tmp, sizeof e.tmp, "/tmp/kc_test_onnx_XXXXXX");
+  if (!mkdtemp(e.tmp)) return perror("mkdtemp"), 1;
+  void *state = &e;
+#define T(f) cmocka_unit_test_prestate_setup_teardown(f, setup, teardown, state)
+  const struct CMUnitTest tests[] = {
+      T(t_empty),
+      T(t_truncated),
+      T(t_random),
+      T(t_missing_file),
+      T(t_cycle),
+      T(t_undefined_input),
+      T(t_size_mismatch),
+      T(t_bad_dtype),
+      T(t_too_few_inputs),
+      T(t_unsupported_ops),
+      T(t_sequence),
+      T(t_external_ok),
+      T(t_external_escapes),
+      T(t_external_symlink),
+      T(t_typed_fields),
+      T(t_constants),
+      T(t_old_opsets),
+      T(t_check_library),
+      T(t_check_cli),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", e.tmp);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", e.tmp);
+  return rc;
+}
