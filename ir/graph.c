@@ -261,7 +261,14 @@ void kc_graph_replace_uses(kc_graph *g, kc_val old, kc_val new_v) {
 void kc_graph_compact(kc_graph *g) {
   uint32_t w = 0;
   for (uint32_t r = 0; r < g->nnodes; r++) {
-    if (g->nodes[r].op == KC_OP_NOP) continue;
+    if (g->nodes[r].op == KC_OP_NOP) {
+      /* results of a dropped node are defined by nothing now */
+      for (uint32_t j = 0; j < g->nodes[r].nout; j++) {
+        kc_value *v = g->nodes[r].out[j].id ? &g->vals[g->nodes[r].out[j].id] : NULL;
+        if (v && v->def == r + 1) v->def = 0;
+      }
+      continue;
+    }
     if (w != r) g->nodes[w] = g->nodes[r];
     for (uint32_t j = 0; j < g->nodes[w].nout; j++)
       if (g->nodes[w].out[j].id) g->vals[g->nodes[w].out[j].id].def = w + 1;

@@ -249,6 +249,9 @@ static void t_sticky(void **st) {
   assert_int_equal(kc_graph_verify(g), KC_ERR_SHAPE);
   g->sticky = KC_OK;
   assert_int_equal(kc_graph_verify(g), KC_OK);
+  /* dropping the failed nodes leaves a graph that still verifies */
+  kc_graph_compact(g);
+  assert_int_equal(kc_graph_verify(g), KC_OK);
   kc_graph_free(g);
 }
 
