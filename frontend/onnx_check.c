@@ -119,15 +119,19 @@ static bool check_output(const kc_graph *g, uint32_t idx, const kc_tensor *t, bi
   return ok;
 }
 
+/* path = SET/PREFIX_N.pb; false when it does not fit (then no such file is used). */
+static bool pb_path(char *path, size_t size, const char *set, const char *prefix, uint32_t n) {
+  int len = snprintf(path, size, "%s/%s_%u.pb", set, prefix, n);
+  return len > 0 && (size_t)len < size;
+}
+
 /* Number of consecutive PREFIX_N.pb files in set. */
 static uint32_t count_pb(const char *set, const char *prefix) {
   uint32_t n = 0;
   char path[4096];
   struct stat st;
-  for (;; n++) {
-    snprintf(path, sizeof path, "%s/%s_%u.pb", set, prefix, n);
-    if (stat(path, &st) != 0) return n;
-  }
+  for (;; n++)
+    if (!pb_path(path, sizeof path, set, prefix, n) || stat(path, &st) != 0) return n;
 }
 
 /*
@@ -148,8 +152,7 @@ static kc_check_result check_set(kc_context *ctx, const kc_graph *g, const char 
   /* symbol names in b point into g; tensors are freed as soon as they are compared */
   for (uint32_t i = 0; i < nin; i++) {
     kc_pb_tensor t;
-    snprintf(path, sizeof path, "%s/input_%u.pb", set, i);
-    if (kc_tensor_pb_read(ctx, path, &t) != KC_OK) {
+    if (!pb_path(path, sizeof path, set, "input", i) || kc_tensor_pb_read(ctx, path, &t) != KC_OK) {
       snprintf(msg, size, "%s", kc_last_error(ctx));
       return KC_CHECK_FAIL;
     }
@@ -163,8 +166,8 @@ static kc_check_result check_set(kc_context *ctx, const kc_graph *g, const char 
   }
   for (uint32_t i = 0; i < nout; i++) {
     kc_pb_tensor t;
-    snprintf(path, sizeof path, "%s/output_%u.pb", set, i);
-    if (kc_tensor_pb_read(ctx, path, &t) != KC_OK) {
+    if (!pb_path(path, sizeof path, set, "output", i) ||
+        kc_tensor_pb_read(ctx, path, &t) != KC_OK) {
       snprintf(msg, size, "%s", kc_last_error(ctx));
       return KC_CHECK_FAIL;
     }

@@ -45,8 +45,8 @@ static kc_status slurp(kc_context *ctx, const char *path, unsigned char **buf, s
 
 kc_status kc_tensor_pb_read(kc_context *ctx, const char *path, kc_pb_tensor *out) {
   memset(out, 0, sizeof *out);
-  unsigned char *buf;
-  size_t len;
+  unsigned char *buf = NULL;
+  size_t len = 0;
   kc_status s = slurp(ctx, path, &buf, &len);
   if (s != KC_OK) return s;
   ProtobufCAllocator alloc = {arena_alloc, arena_free, &out->arena};
