@@ -3,13 +3,19 @@
  * process, on the same data: GFLOP/s (median of --runs after warm-up), the ratio, the max
  * relative error against OpenBLAS, and peak RSS.
  *
- *   matmul_bench [--size N | --mnk M,N,K] [--runs R] [--threads 1,2] [--split m|n]
- *                [--mr X --nv X --kc X --mc X --nc X --unroll X] [--dump DIR]
+ *   matmul_bench [--size N | --mnk M,N,K] [--runs R] [--rounds B] [--threads 1,2]
+ *                [--split a|m|n] [--mr X --nv X --kc X --mc X --nc X --unroll X] [--dump DIR]
+ *
+ * --split: how threads share C: a (auto, kc_matmul_args_split), m (row tiles), n (columns).
  *
  * OpenBLAS picks its kernels when the library loads, from OPENBLAS_CORETYPE; on these
  * machines only SkylakeX gives its real speed. So when the variable is unset the benchmark
  * sets it and re-executes itself; run it with OPENBLAS_CORETYPE=... to choose another.
- * kernc and OpenBLAS runs alternate, so both see the same machine state.
+ *
+ * Timing: kernc and OpenBLAS run in alternating blocks (--rounds of each, with warm-up), so
+ * both see the same machine state over time. Not run by run: OpenBLAS's idle workers spin for
+ * a while after each call and would steal a core from kernc's next run (and kernc's pool
+ * spins briefly too), so a pause separates the blocks.
  */
 #include "codegen/codegen.h"
 #include "runtime/runtime.h"
@@ -67,7 +73,7 @@ static float *alloc_floats(size_t n) {
 
 typedef struct opts {
   int64_t m, n, k;
-  int runs;
+  int runs, rounds;
   int threads[8], nthreads;
   char split;
   kc_matmul_cfg cfg;
@@ -75,8 +81,8 @@ typedef struct opts {
 } opts;
 
 static int parse_args(int argc, char **argv, opts *o) {
-  *o = (opts){.m = 1024, .n = 1024, .k = 1024, .runs = 15, .threads = {1, 2}, .nthreads = 2,
-              .split = 'm'};
+  *o = (opts){.m = 1024, .n = 1024, .k = 1024, .runs = 15, .rounds = 3, .threads = {1, 2},
+              .nthreads = 2, .split = 'a'};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) goto bad;
@@ -104,12 +110,14 @@ static int parse_args(int argc, char **argv, opts *o) {
     else if (!strcmp(a, "--dump")) o->dump = v;
     else goto bad;
   }
-  if (o->runs < 1) o->runs = 1;
+  if (o->rounds < 1) o->rounds = 1;
+  if (o->runs < o->rounds) o->runs = o->rounds;
+  o->runs = (o->runs + o->rounds - 1) / o->rounds * o->rounds;
   return 0;
 bad:
-  fprintf(stderr, "usage: matmul_bench [--size N | --mnk M,N,K] [--runs R] [--threads 1,2]\n"
-                  "       [--split m|n] [--mr X --nv X --kc X --mc X --nc X --unroll X]"
-                  " [--dump DIR]\n");
+  fprintf(stderr, "usage: matmul_bench [--size N | --mnk M,N,K] [--runs R] [--rounds B]\n"
+                  "       [--threads 1,2] [--split a|m|n] [--mr X --nv X --kc X --mc X --nc X\n"
+                  "       --unroll X] [--dump DIR]\n");
   return 1;
 }
 
@@ -135,9 +143,9 @@ int main(int argc, char **argv) {
   const kc_cpu_info *h = kc_cpu_host(cpu);
   int64_t M = o.m, N = o.n, K = o.k;
   printf("matmul %lldx%lldx%lld f32, median of %d runs | host %s, %d f32 lanes | kernc tile "
-         "%dx%d, kc=%d mc=%d nc=%d unroll=%d, split %c | OpenBLAS core %s\n",
+         "%dx%d, kc=%d mc=%d nc=%d unroll=%d | OpenBLAS core %s\n",
          (long long)M, (long long)N, (long long)K, o.runs, h->name, h->f32_lanes, kern.cfg.mr,
-         (int)kern.unit_n, kern.cfg.kc, kern.cfg.mc, kern.cfg.nc, kern.cfg.unroll, o.split,
+         (int)kern.unit_n, kern.cfg.kc, kern.cfg.mc, kern.cfg.nc, kern.cfg.unroll,
          getenv("OPENBLAS_CORETYPE"));
 
   float *A = alloc_floats((size_t)(M * K)), *B = alloc_floats((size_t)(K * N));
@@ -148,10 +156,9 @@ int main(int argc, char **argv) {
   double flops = 2.0 * (double)M * (double)N * (double)K;
   double *tk = malloc(sizeof(double) * (size_t)o.runs);
   double *tb = malloc(sizeof(double) * (size_t)o.runs);
-  int64_t ws_stride = (kern.ws_floats + 15) / 16 * 16;
 
-  printf("%8s %16s %18s %8s %14s\n", "threads", "kernc GFLOP/s", "OpenBLAS GFLOP/s", "ratio",
-         "max rel err");
+  printf("%8s %6s %16s %18s %8s %14s\n", "threads", "split", "kernc GFLOP/s",
+         "OpenBLAS GFLOP/s", "ratio", "max rel err");
   for (int ti = 0; ti < o.nthreads; ti++) {
     int t = o.threads[ti];
     if (kc_pool_set_threads(pool, t) != KC_OK) {
@@ -162,27 +169,29 @@ int main(int argc, char **argv) {
     openblas_set_num_threads(t);
     int64_t args[KC_MM_NARGS];
     kc_matmul_args_rowmajor(args, M, N, K);
-    /* Splitting rows packs B once per thread and A once in all: A packing is the dearer. */
+    if (o.split == 'a') kc_matmul_args_split(&kern, args, t);
     if (o.split == 'm' && t > 1)
       args[KC_MM_MTILE] = ((M + t - 1) / t + kern.cfg.mr - 1) / kern.cfg.mr * kern.cfg.mr;
-    float *ws = alloc_floats((size_t)(ws_stride * t));
-    mm_task task = {kern.fn, A, B, C, ws, ws_stride, args};
+    float *ws = alloc_floats((size_t)(kern.ws_floats * t));
+    mm_task task = {kern.fn, A, B, C, ws, kern.ws_floats, args};
     int64_t units = kc_matmul_units(&kern, args);
+    int per = o.runs / o.rounds;
+    const struct timespec pause = {0, 250 * 1000 * 1000};
 
-    for (int w = 0; w < 3; w++) {
-      kc_pool_run(pool, run_slice, &task, units, 0);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
-                  (int)K, B, (int)N, 0.0f, R, (int)N);
-    }
-    for (int r = 0; r < o.runs; r++) {
-      double t0 = now();
-      kc_pool_run(pool, run_slice, &task, units, 0);
-      double t1 = now();
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
-                  (int)K, B, (int)N, 0.0f, R, (int)N);
-      double t2 = now();
-      tk[r] = t1 - t0;
-      tb[r] = t2 - t1;
+    for (int round = 0; round < o.rounds; round++) {
+      for (int r = -2; r < per; r++) {
+        double t0 = now();
+        kc_pool_run(pool, run_slice, &task, units, 0);
+        if (r >= 0) tk[round * per + r] = now() - t0;
+      }
+      nanosleep(&pause, NULL);
+      for (int r = -2; r < per; r++) {
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
+                    (int)K, B, (int)N, 0.0f, R, (int)N);
+        if (r >= 0) tb[round * per + r] = now() - t0;
+      }
+      nanosleep(&pause, NULL);
     }
     double maxdiff = 0, maxref = 0;
     for (int64_t i = 0; i < M * N; i++) {
@@ -191,7 +200,8 @@ int main(int argc, char **argv) {
       if (fabs((double)R[i]) > maxref) maxref = fabs((double)R[i]);
     }
     double gk = flops / median(tk, o.runs) * 1e-9, gb = flops / median(tb, o.runs) * 1e-9;
-    printf("%8d %16.1f %18.1f %8.3f %14.2e\n", t, gk, gb, gk / gb,
+    const char *split = args[KC_MM_MTILE] < M ? "rows" : t > 1 ? "cols" : "-";
+    printf("%8d %6s %16.1f %18.1f %8.3f %14.2e\n", t, split, gk, gb, gk / gb,
            maxref > 0 ? maxdiff / maxref : maxdiff);
     free(ws);
   }

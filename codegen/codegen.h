@@ -96,7 +96,7 @@ typedef struct kc_matmul_kernel {
   kc_matmul_fn fn;
   kc_matmul_cfg cfg; /* the blocking it was built with, zero fields resolved */
   int64_t unit_n;    /* columns per work unit (= NR) */
-  int64_t ws_floats; /* workspace floats one call needs */
+  int64_t ws_floats; /* workspace floats one call needs; a multiple of 16 (64 bytes) */
 } kc_matmul_kernel;
 
 /* The blocking kc_cpu_matmul would choose for this host, with cfg's nonzero fields kept. */
@@ -106,6 +106,12 @@ kc_status kc_cpu_matmul(kc_cpu *cpu, const char *name, const kc_matmul_cfg *cfg,
                         kc_matmul_kernel *out);
 /* Fill args for plain row-major C[M,N] = A[M,K] @ B[K,N] (one batch, MTILE = M). */
 void kc_matmul_args_rowmajor(int64_t *args, int64_t m, int64_t n, int64_t k);
+/*
+ * Set args' MTILE for a static split over `threads` threads: row tiles when every thread
+ * gets enough rows (each thread then packs all of B, the cheaper operand to pack), else
+ * whole columns (each packs all of A).
+ */
+void kc_matmul_args_split(const kc_matmul_kernel *k, int64_t *args, int threads);
 /* Number of work units of one call with these args. */
 int64_t kc_matmul_units(const kc_matmul_kernel *k, const int64_t *args);
 

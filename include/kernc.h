@@ -282,6 +282,44 @@ kc_status kc_graph_verify(kc_graph *g);
 /* Write g in graphviz dot syntax. */
 kc_status kc_graph_dot(const kc_graph *g, FILE *f);
 
+/* ---- compile and run ------------------------------------------------------------------------ */
+
+typedef struct kc_module kc_module;
+
+/* A tensor handed to or returned by kc_run: dtype, shape and row-major contiguous data. */
+typedef struct kc_tensor_desc {
+  const char *name; /* graph input/output name; NULL: match by position */
+  kc_dtype dtype;
+  int rank;
+  int64_t dims[KC_MAX_RANK];
+  void *data;
+} kc_tensor_desc;
+
+typedef struct kc_compile_options {
+  const char *target; /* "cpu" (default) */
+  const char *passes; /* pass list; NULL: the target's default pipeline, "": none */
+  int threads;        /* 0: the context's option (0 there: one per core) */
+} kc_compile_options;
+
+/* Compile a copy of g for a target (the CPU: JIT through ORC); g itself is not changed. */
+kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_options *opts,
+                     kc_module **out);
+/*
+ * Run m on nin inputs (by name when named, else by position). Writes nout output descriptors:
+ * their data points into memory owned by m, valid until the next kc_run or kc_module_free.
+ * A missing input, a wrong dtype or a shape that contradicts the model is an error naming it.
+ */
+kc_status kc_run(kc_module *m, const kc_tensor_desc *inputs, uint32_t nin, kc_tensor_desc *outputs,
+                 uint32_t nout);
+/* Free a module and everything it compiled. NULL is fine. */
+void kc_module_free(kc_module *m);
+/* The graph a module runs (after its passes); owned by the module. */
+const kc_graph *kc_module_graph(const kc_module *m);
+/* Change the number of threads kc_run uses (<= 0: one per core). */
+kc_status kc_module_set_threads(kc_module *m, int threads);
+/* Bytes of the intermediate arena at its largest so far (the memory plan's peak). */
+size_t kc_module_peak_bytes(const kc_module *m);
+
 /* ---- ONNX frontend ------------------------------------------------------------------------- */
 
 /* Load an ONNX model (external data read relative to its folder) into a new, typed graph. */

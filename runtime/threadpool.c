@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define SPIN_ITERS 20000
+#define SPIN_ITERS 2000
 
 typedef struct worker {
   struct kc_pool *pool;

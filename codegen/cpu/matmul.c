@@ -27,6 +27,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 
 typedef struct mm_gen {
   kc_ir ir;
@@ -76,6 +77,15 @@ void kc_matmul_args_rowmajor(int64_t *a, int64_t m, int64_t n, int64_t k) {
   a[KC_MM_LDC] = n;
   a[KC_MM_BATCH] = 1;
   a[KC_MM_MTILE] = m;
+}
+
+void kc_matmul_args_split(const kc_matmul_kernel *k, int64_t *a, int threads) {
+  int64_t m = a[KC_MM_M], mr = k->cfg.mr;
+  a[KC_MM_MTILE] = m;
+  if (threads <= 1 || m <= 0) return;
+  int64_t rows = ((m + threads - 1) / threads + mr - 1) / mr * mr;
+  /* Below a few register tiles per thread, B packing is no longer amortized over rows. */
+  if (rows >= 4 * mr) a[KC_MM_MTILE] = rows;
 }
 
 /* Must agree with the decoding emitted in emit_entry. */
@@ -154,7 +164,7 @@ static void emit_ukernel(mm_gen *g) {
   for (int i = 0; i < g->MR; i++) {
     LLVMValueRef crow = kc_ir_gepf(ir, c, kc_ir_mul(ir, kc_ir_i64(ir, i), ldc));
     for (int off = 0; off < g->NR; off += 16)
-      kc_ir_prefetch(ir, kc_ir_gepf(ir, crow, kc_ir_i64(ir, off)), 1);
+      if (getenv("NOPF") == NULL) kc_ir_prefetch(ir, kc_ir_gepf(ir, crow, kc_ir_i64(ir, off)), 1);
   }
 
   for (int i = 0; i < nacc; i++) acc[i] = kc_ir_zero(g->vt);
@@ -510,6 +520,6 @@ kc_status kc_cpu_matmul(kc_cpu *cpu, const char *name, const kc_matmul_cfg *cfg,
   out->fn = (kc_matmul_fn)(uintptr_t)fn;
   out->cfg = c;
   out->unit_n = g.NR;
-  out->ws_floats = ap_floats(&c) + round_up(c.nc, g.NR) * c.kc;
+  out->ws_floats = round_up(ap_floats(&c) + round_up(c.nc, g.NR) * c.kc, 16);
   return KC_OK;
 }
