@@ -115,4 +115,28 @@ void kc_matmul_args_split(const kc_matmul_kernel *k, int64_t *args, int threads)
 /* Number of work units of one call with these args. */
 int64_t kc_matmul_units(const kc_matmul_kernel *k, const int64_t *args);
 
+/* ---- graph lowering (codegen/cpu/lower.c) ------------------------------------------------- */
+
+/* The kernel ABI of codegen/cpu/emit.h, as the runtime sees it. */
+typedef void (*kc_kernel_fn)(void *const *bufs, const int64_t *dims, void *ws, int64_t begin,
+                             int64_t end);
+typedef int64_t (*kc_units_fn)(const int64_t *dims);
+
+/* The compiled kernel of one node. */
+typedef struct kc_cpu_kernel {
+  kc_kernel_fn fn;   /* NULL when no_kernel */
+  kc_units_fn units; /* work units for the node's concrete dims */
+  int64_t grain;     /* 0: one contiguous range per thread; > 0: chunks of grain units */
+  int64_t ws_bytes;  /* per-thread scratch */
+  int no_kernel;     /* views and sources: the runtime aliases or binds data */
+} kc_cpu_kernel;
+
+struct kc_graph;
+/*
+ * Emit, optimize and JIT the kernels of every node of g in one module; kernels[i] is node i's.
+ * The dims argument of node i's kernel holds the concrete dims of its inputs, then its outputs,
+ * each value's rank entries back to back (absent optional inputs contribute none).
+ */
+kc_status kc_cpu_compile_graph(kc_cpu *cpu, const struct kc_graph *g, kc_cpu_kernel *kernels);
+
 #endif /* KERNC_CODEGEN_H */
