@@ -24,16 +24,6 @@ static uint32_t trimmed(char **names, size_t n) {
   return (uint32_t)n;
 }
 
-/* "2", "1 to 3" or "at least 1". */
-static const char *count_range(int lo, int hi, char *buf, size_t size) {
-  if (hi < 0)
-    snprintf(buf, size, "at least %d", lo);
-  else if (lo == hi)
-    snprintf(buf, size, "%d", lo);
-  else
-    snprintf(buf, size, "%d to %d", lo, hi);
-  return buf;
-}
 
 /* Check np's input/output counts against IR op op (after rewrites added inputs). */
 static kc_status check_arity(onnx_imp *im, const Onnx__NodeProto *np, kc_op op, uint32_t nin,
@@ -43,12 +33,12 @@ static kc_status check_arity(onnx_imp *im, const Onnx__NodeProto *np, kc_op op, 
   if ((int)nin < info->min_in || (info->max_in >= 0 && (int)nin > info->max_in))
     return kc_errorf(im->ctx, KC_ERR_VERIFY, "has %u input%s; %s takes %s", nin,
                      nin == 1 ? "" : "s", np->op_type,
-                     count_range(info->min_in, info->max_in, buf, sizeof buf));
+                     kc_arity_text(info->min_in, info->max_in, buf, sizeof buf));
   if (nout < 1 || (int)nout < info->min_out || (info->max_out >= 0 && (int)nout > info->max_out))
     return kc_errorf(
         im->ctx, KC_ERR_VERIFY, "has %u output%s; %s gives %s", nout, nout == 1 ? "" : "s",
         np->op_type,
-        count_range(info->min_out > 1 ? info->min_out : 1, info->max_out, buf, sizeof buf));
+        kc_arity_text(info->min_out > 1 ? info->min_out : 1, info->max_out, buf, sizeof buf));
   return KC_OK;
 }
 

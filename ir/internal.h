@@ -99,6 +99,8 @@ typedef struct kc_op_info {
 extern const kc_op_info kc_ops[KC_OP_COUNT];
 /* The op named name, or KC_OP_NOP. */
 kc_op kc_op_lookup(const char *name);
+/* An arity range as text: "2", "1 to 3" or "at least 1" (hi < 0: variadic). */
+const char *kc_arity_text(int lo, int hi, char *buf, size_t size);
 
 /* ---- attributes ------------------------------------------------------------------------------ */
 

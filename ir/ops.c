@@ -6,6 +6,7 @@
  */
 #include "internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define OP(id, name, mini, maxi, mino, maxo, shape, cls, flags, attrs)                             \
@@ -44,4 +45,14 @@ bool kc_op_attr_schema(kc_op op, const char *name, char *kind, const char **def,
     p = *end ? end + 1 : end;
   }
   return false;
+}
+
+const char *kc_arity_text(int lo, int hi, char *buf, size_t size) {
+  if (hi < 0)
+    snprintf(buf, size, "at least %d", lo);
+  else if (lo == hi)
+    snprintf(buf, size, "%d", lo);
+  else
+    snprintf(buf, size, "%d to %d", lo, hi);
+  return buf;
 }

@@ -129,15 +129,6 @@ static void collect_defs(vctx *c) {
   }
 }
 
-static const char *count_range(int lo, int hi, char *buf, size_t size) {
-  if (hi < 0)
-    snprintf(buf, size, "at least %d", lo);
-  else if (lo == hi)
-    snprintf(buf, size, "%d", lo);
-  else
-    snprintf(buf, size, "%d to %d", lo, hi);
-  return buf;
-}
 
 static kc_status check_arity(vctx *c, uint32_t ni) {
   kc_graph *g = c->g;
@@ -146,10 +137,10 @@ static kc_status check_arity(vctx *c, uint32_t ni) {
   char want[64];
   if ((int64_t)n->nin < op->min_in || (op->max_in >= 0 && (int64_t)n->nin > op->max_in))
     return node_err(g, ni, KC_ERR_VERIFY, "takes %s input(s), has %u",
-                    count_range(op->min_in, op->max_in, want, sizeof want), n->nin);
+                    kc_arity_text(op->min_in, op->max_in, want, sizeof want), n->nin);
   if ((int64_t)n->nout < op->min_out || (op->max_out >= 0 && (int64_t)n->nout > op->max_out))
     return node_err(g, ni, KC_ERR_VERIFY, "gives %s result(s), has %u",
-                    count_range(op->min_out, op->max_out, want, sizeof want), n->nout);
+                    kc_arity_text(op->min_out, op->max_out, want, sizeof want), n->nout);
   if ((n->nin && !n->in) || (n->nattr && !n->attrs))
     return node_err(g, ni, KC_ERR_VERIFY, "has a missing operand or attribute array");
   return KC_OK;
