@@ -81,34 +81,53 @@ typedef struct opts {
 } opts;
 
 static int parse_args(int argc, char **argv, opts *o) {
-  *o = (opts){.m = 1024, .n = 1024, .k = 1024, .runs = 15, .rounds = 3, .threads = {1, 2},
-              .nthreads = 2, .split = 'a'};
+  *o = (opts){.m = 1024,
+              .n = 1024,
+              .k = 1024,
+              .runs = 15,
+              .rounds = 3,
+              .threads = {1, 2},
+              .nthreads = 2,
+              .split = 'a'};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) goto bad;
     i++;
-    if (!strcmp(a, "--size")) o->m = o->n = o->k = atoll(v);
+    if (!strcmp(a, "--size"))
+      o->m = o->n = o->k = atoll(v);
     else if (!strcmp(a, "--mnk")) {
       long long m, n, k;
       if (sscanf(v, "%lld,%lld,%lld", &m, &n, &k) != 3) goto bad;
       o->m = m, o->n = n, o->k = k;
-    } else if (!strcmp(a, "--runs")) o->runs = atoi(v);
+    } else if (!strcmp(a, "--runs"))
+      o->runs = atoi(v);
     else if (!strcmp(a, "--threads")) {
       o->nthreads = 0;
       for (char *s = (char *)v; *s && o->nthreads < 8;) {
         o->threads[o->nthreads++] = (int)strtol(s, &s, 10);
-        if (*s == ',') s++;
-        else if (*s) goto bad;
+        if (*s == ',')
+          s++;
+        else if (*s)
+          goto bad;
       }
-    } else if (!strcmp(a, "--split")) o->split = v[0];
-    else if (!strcmp(a, "--mr")) o->cfg.mr = atoi(v);
-    else if (!strcmp(a, "--nv")) o->cfg.nv = atoi(v);
-    else if (!strcmp(a, "--kc")) o->cfg.kc = atoi(v);
-    else if (!strcmp(a, "--mc")) o->cfg.mc = atoi(v);
-    else if (!strcmp(a, "--nc")) o->cfg.nc = atoi(v);
-    else if (!strcmp(a, "--unroll")) o->cfg.unroll = atoi(v);
-    else if (!strcmp(a, "--dump")) o->dump = v;
-    else goto bad;
+    } else if (!strcmp(a, "--split"))
+      o->split = v[0];
+    else if (!strcmp(a, "--mr"))
+      o->cfg.mr = atoi(v);
+    else if (!strcmp(a, "--nv"))
+      o->cfg.nv = atoi(v);
+    else if (!strcmp(a, "--kc"))
+      o->cfg.kc = atoi(v);
+    else if (!strcmp(a, "--mc"))
+      o->cfg.mc = atoi(v);
+    else if (!strcmp(a, "--nc"))
+      o->cfg.nc = atoi(v);
+    else if (!strcmp(a, "--unroll"))
+      o->cfg.unroll = atoi(v);
+    else if (!strcmp(a, "--dump"))
+      o->dump = v;
+    else
+      goto bad;
   }
   if (o->rounds < 1) o->rounds = 1;
   if (o->runs < o->rounds) o->runs = o->rounds;
@@ -151,14 +170,16 @@ int main(int argc, char **argv) {
   float *A = alloc_floats((size_t)(M * K)), *B = alloc_floats((size_t)(K * N));
   float *C = alloc_floats((size_t)(M * N)), *R = alloc_floats((size_t)(M * N));
   unsigned seed = 12345;
-  for (int64_t i = 0; i < M * K; i++) A[i] = (float)rand_r(&seed) / RAND_MAX * 2 - 1;
-  for (int64_t i = 0; i < K * N; i++) B[i] = (float)rand_r(&seed) / RAND_MAX * 2 - 1;
+  for (int64_t i = 0; i < M * K; i++)
+    A[i] = (float)((double)rand_r(&seed) / RAND_MAX * 2 - 1);
+  for (int64_t i = 0; i < K * N; i++)
+    B[i] = (float)((double)rand_r(&seed) / RAND_MAX * 2 - 1);
   double flops = 2.0 * (double)M * (double)N * (double)K;
   double *tk = malloc(sizeof(double) * (size_t)o.runs);
   double *tb = malloc(sizeof(double) * (size_t)o.runs);
 
-  printf("%8s %6s %16s %18s %8s %14s\n", "threads", "split", "kernc GFLOP/s",
-         "OpenBLAS GFLOP/s", "ratio", "max rel err");
+  printf("%8s %6s %16s %18s %8s %14s\n", "threads", "split", "kernc GFLOP/s", "OpenBLAS GFLOP/s",
+         "ratio", "max rel err");
   for (int ti = 0; ti < o.nthreads; ti++) {
     int t = o.threads[ti];
     if (kc_pool_set_threads(pool, t) != KC_OK) {

@@ -29,12 +29,12 @@ typedef struct kc_cpu kc_cpu;
 
 /* What the emitters size their kernels by. */
 typedef struct kc_cpu_info {
-  char name[64];     /* LLVM's name of the host CPU ("sapphirerapids") */
-  int f32_lanes;     /* f32 lanes of the widest usable vector: 16 AVX-512, 8 AVX2, 4 SSE */
-  int vec_regs;      /* architectural vector registers: 32 with AVX-512, else 16 */
-  int has_fma;       /* fused multiply-add in hardware */
-  long l1d_bytes;    /* per core; a guess when the OS does not say */
-  long l2_bytes;     /* per core; a guess when the OS does not say */
+  char name[64];  /* LLVM's name of the host CPU ("sapphirerapids") */
+  int f32_lanes;  /* f32 lanes of the widest usable vector: 16 AVX-512, 8 AVX2, 4 SSE */
+  int vec_regs;   /* architectural vector registers: 32 with AVX-512, else 16 */
+  int has_fma;    /* fused multiply-add in hardware */
+  long l1d_bytes; /* per core; a guess when the OS does not say */
+  long l2_bytes;  /* per core; a guess when the OS does not say */
 } kc_cpu_info;
 
 /* Create the host target: initializes LLVM's native target, builds the LLJIT. */
@@ -76,8 +76,9 @@ enum {
 /*
  * void kern(const float *a, const float *b, float *c, float *ws, const int64_t *args,
  *           int64_t begin, int64_t end)
- * computes the work units [begin, end). ws: 64-byte aligned, ws_floats floats, private to
- * this call. C is overwritten (beta = 0); with K = 0 it is zeroed.
+ * computes the work units [begin, end) (within [0, kc_matmul_units)). ws: 64-byte aligned,
+ * ws_floats floats, private to this call. C is overwritten (beta = 0); K = 0 zeroes it.
+ * Calls on disjoint unit ranges write disjoint parts of C, so they may run concurrently.
  */
 typedef void (*kc_matmul_fn)(const float *a, const float *b, float *c, float *ws,
                              const int64_t *args, int64_t begin, int64_t end);

@@ -74,9 +74,11 @@ static void *worker_main(void *vw) {
   worker *w = vw;
   kc_pool *p = w->pool;
   for (;;) {
-    for (int i = 0; i < SPIN_ITERS && atomic_load(&p->gen) == w->gen_seen; i++) cpu_relax();
+    for (int i = 0; i < SPIN_ITERS && atomic_load(&p->gen) == w->gen_seen; i++)
+      cpu_relax();
     pthread_mutex_lock(&p->mu);
-    while (atomic_load(&p->gen) == w->gen_seen && !p->stop) pthread_cond_wait(&p->wake, &p->mu);
+    while (atomic_load(&p->gen) == w->gen_seen && !p->stop)
+      pthread_cond_wait(&p->wake, &p->mu);
     if (p->stop) {
       pthread_mutex_unlock(&p->mu);
       break;
@@ -187,10 +189,12 @@ void kc_pool_run(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain)
 
   do_part(p, 0);
 
-  for (int i = 0; i < SPIN_ITERS && atomic_load(&p->pending) > 0; i++) cpu_relax();
+  for (int i = 0; i < SPIN_ITERS && atomic_load(&p->pending) > 0; i++)
+    cpu_relax();
   if (atomic_load(&p->pending) > 0) {
     pthread_mutex_lock(&p->mu);
-    while (atomic_load(&p->pending) > 0) pthread_cond_wait(&p->done, &p->mu);
+    while (atomic_load(&p->pending) > 0)
+      pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
   }
 }

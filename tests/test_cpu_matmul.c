@@ -8,6 +8,7 @@
  * 1 vs 2 threads (bitwise equal: each element sums in the same order), and dynamic chunks.
  * C starts as NaN so every element must be written.
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS for the guard pages */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +21,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 typedef struct fixture {
   kc_context *ctx;
@@ -78,13 +81,15 @@ static void run(fixture *f, const kc_matmul_kernel *k, const float *a, const flo
 
 static float *rand_floats(int64_t n, unsigned *seed) {
   float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof *p);
-  for (int64_t i = 0; i < n; i++) p[i] = (float)rand_r(seed) / (float)RAND_MAX * 2.0f - 1.0f;
+  for (int64_t i = 0; i < n; i++)
+    p[i] = (float)rand_r(seed) / (float)RAND_MAX * 2.0f - 1.0f;
   return p;
 }
 
 static float *nan_floats(int64_t n) {
   float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof *p);
-  for (int64_t i = 0; i < n; i++) p[i] = NAN;
+  for (int64_t i = 0; i < n; i++)
+    p[i] = NAN;
   return p;
 }
 
@@ -122,15 +127,18 @@ static void plain(fixture *f, int64_t m, int64_t n, int64_t k) {
     check(a, b, c1, x);
     run(f, ks[ki], a, b, c2, x, 2, 0); /* column split */
     assert_memory_equal(c1, c2, (size_t)(m * n) * sizeof *c1);
-    for (int64_t i = 0; i < m * n; i++) c2[i] = NAN;
+    for (int64_t i = 0; i < m * n; i++)
+      c2[i] = NAN;
     x[KC_MM_MTILE] = (m + 1) / 2; /* row split */
     run(f, ks[ki], a, b, c2, x, 2, 0);
     assert_memory_equal(c1, c2, (size_t)(m * n) * sizeof *c1);
-    for (int64_t i = 0; i < m * n; i++) c2[i] = NAN;
+    for (int64_t i = 0; i < m * n; i++)
+      c2[i] = NAN;
     x[KC_MM_MTILE] = 3; /* many small units, handed out dynamically */
     run(f, ks[ki], a, b, c2, x, 2, 1);
     assert_memory_equal(c1, c2, (size_t)(m * n) * sizeof *c1);
-    for (int64_t i = 0; i < m * n; i++) c1[i] = c2[i] = NAN;
+    for (int64_t i = 0; i < m * n; i++)
+      c1[i] = c2[i] = NAN;
   }
   free(a);
   free(b);
@@ -172,7 +180,8 @@ static void t_k_zero(void **state) {
   float *c = nan_floats(6 * 40);
   kc_matmul_args_rowmajor(x, 6, 40, 0);
   run(f, &f->def, a, b, c, x, 2, 0);
-  for (int i = 0; i < 6 * 40; i++) assert_true(c[i] == 0.0f);
+  for (int i = 0; i < 6 * 40; i++)
+    assert_true(c[i] == 0.0f);
   free(c);
 }
 
@@ -255,6 +264,59 @@ static void t_large_threads(void **state) {
   plain(f, 300, 257, 310);
 }
 
+/* n floats ending exactly at an inaccessible page, so any read or write past them faults. */
+typedef struct guarded {
+  void *base;
+  size_t len;
+  float *p;
+} guarded;
+
+static guarded guard_alloc(int64_t n) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = (size_t)n * sizeof(float);
+  size_t data = (bytes + page - 1) / page * page;
+  guarded g = {NULL, data + page, NULL};
+  g.base = mmap(NULL, g.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(g.base != MAP_FAILED);
+  assert_int_equal(mprotect((char *)g.base + data, page, PROT_NONE), 0);
+  g.p = (float *)((char *)g.base + data - bytes);
+  return g;
+}
+
+static void guard_free(guarded *g) { munmap(g->base, g->len); }
+
+/* Generated code must stay inside A, B, C and its workspace at every edge. */
+static void t_no_overrun(void **state) {
+  fixture *f = *state;
+  int64_t sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {19, 67, 33}, {6, 64, 16}, {50, 130, 390}};
+  const kc_matmul_kernel *ks[2] = {&f->def, &f->tiny};
+  for (unsigned si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+    int64_t m = sizes[si][0], n = sizes[si][1], k = sizes[si][2];
+    unsigned seed = 5;
+    guarded a = guard_alloc(m * k), b = guard_alloc(k * n), c = guard_alloc(m * n);
+    for (int64_t i = 0; i < m * k; i++)
+      a.p[i] = (float)rand_r(&seed) / (float)RAND_MAX;
+    for (int64_t i = 0; i < k * n; i++)
+      b.p[i] = (float)rand_r(&seed) / (float)RAND_MAX;
+    for (int ki = 0; ki < 2; ki++) {
+      /* the workspace must be 64-byte aligned, so it ends within 60 bytes of the guard */
+      guarded ws = guard_alloc(ks[ki]->ws_floats + 15);
+      float *wsp = (float *)((uintptr_t)ws.p / 64 * 64);
+      int64_t x[KC_MM_NARGS];
+      kc_matmul_args_rowmajor(x, m, n, k);
+      ks[ki]->fn(a.p, b.p, c.p, wsp, x, 0, kc_matmul_units(ks[ki], x));
+      check(a.p, b.p, c.p, x);
+      /* transposed B reads B with the gather path */
+      x[KC_MM_RSB] = 1, x[KC_MM_CSB] = k;
+      ks[ki]->fn(a.p, b.p, c.p, wsp, x, 0, kc_matmul_units(ks[ki], x));
+      check(a.p, b.p, c.p, x);
+      guard_free(&ws);
+    }
+    guard_free(&a);
+    guard_free(&b);
+    guard_free(&c);
+  }
+}
+
 /* ---- thread pool ----------------------------------------------------------------------------- */
 
 typedef struct cover {
@@ -266,7 +328,8 @@ typedef struct cover {
 static void mark(void *arg, int64_t begin, int64_t end, int thread) {
   cover *c = arg;
   if (thread < 0 || thread >= c->nthreads) c->bad_thread = 1;
-  for (int64_t i = begin; i < end; i++) __atomic_fetch_add(&c->hits[i], 1, __ATOMIC_RELAXED);
+  for (int64_t i = begin; i < end; i++)
+    __atomic_fetch_add(&c->hits[i], 1, __ATOMIC_RELAXED);
 }
 
 static void t_pool_covers_range(void **state) {
@@ -279,8 +342,10 @@ static void t_pool_covers_range(void **state) {
       for (int64_t grain = 0; grain <= 7; grain += 7) {
         int n = ns[ni];
         cover c = {calloc((size_t)n + 1, sizeof(int)), 0, threads};
-        for (int rep = 0; rep < 3; rep++) kc_pool_run(f->pool, mark, &c, n, grain);
-        for (int i = 0; i < n; i++) assert_int_equal(c.hits[i], 3);
+        for (int rep = 0; rep < 3; rep++)
+          kc_pool_run(f->pool, mark, &c, n, grain);
+        for (int i = 0; i < n; i++)
+          assert_int_equal(c.hits[i], 3);
         assert_false(c.bad_thread);
         free(c.hits);
       }
@@ -289,10 +354,15 @@ static void t_pool_covers_range(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_tiny_sizes),     cmocka_unit_test(t_odd_sizes),
-      cmocka_unit_test(t_block_boundaries), cmocka_unit_test(t_k_zero),
-      cmocka_unit_test(t_empty),          cmocka_unit_test(t_transposed),
-      cmocka_unit_test(t_batched),        cmocka_unit_test(t_large_threads),
+      cmocka_unit_test(t_tiny_sizes),
+      cmocka_unit_test(t_odd_sizes),
+      cmocka_unit_test(t_block_boundaries),
+      cmocka_unit_test(t_k_zero),
+      cmocka_unit_test(t_empty),
+      cmocka_unit_test(t_transposed),
+      cmocka_unit_test(t_batched),
+      cmocka_unit_test(t_large_threads),
+      cmocka_unit_test(t_no_overrun),
       cmocka_unit_test(t_pool_covers_range),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -25,9 +25,9 @@
 struct kc_cpu {
   kc_context *ctx;
   kc_cpu_info info;
-  char *triple;              /* LLVM-owned (LLVMDisposeMessage) */
-  char *features;            /* LLVM-owned */
-  LLVMTargetMachineRef tm;   /* for the pass pipeline; the JIT has its own copy */
+  char *triple;            /* LLVM-owned (LLVMDisposeMessage) */
+  char *features;          /* LLVM-owned */
+  LLVMTargetMachineRef tm; /* for the pass pipeline; the JIT has its own copy */
   LLVMOrcThreadSafeContextRef tsc;
   LLVMOrcLLJITRef jit;
   char *dump_dir; /* malloc'd; NULL: no dumps */
@@ -37,8 +37,12 @@ struct kc_cpu {
 
 /* A new empty module in the JIT's context, with the host triple and data layout. */
 LLVMModuleRef kc_cpu_module_new(kc_cpu *cpu, const char *name);
+/* Flags of kc_cpu_module_add. */
+enum {
+  KC_CPU_MOD_HANDVEC = 1 << 0, /* loops are vectorized and unrolled by the emitter already */
+};
 /* Verify, run the O3 pipeline for the host, and hand the module to the JIT (consumes it). */
-kc_status kc_cpu_module_add(kc_cpu *cpu, LLVMModuleRef mod);
+kc_status kc_cpu_module_add(kc_cpu *cpu, LLVMModuleRef mod, unsigned flags);
 /* Address of a JIT'd function (compiles its module on first lookup). */
 kc_status kc_cpu_lookup(kc_cpu *cpu, const char *name, void **addr);
 /* Put an LLVM error (consumed) into the context's error buffer with a prefix. */
@@ -83,7 +87,7 @@ LLVMValueRef kc_ir_sub(kc_ir *ir, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef kc_ir_mul(kc_ir *ir, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef kc_ir_min(kc_ir *ir, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef kc_ir_max(kc_ir *ir, LLVMValueRef a, LLVMValueRef b);
-LLVMValueRef kc_ir_cdiv(kc_ir *ir, LLVMValueRef a, LLVMValueRef b);     /* ceil(a/b), a>=0 */
+LLVMValueRef kc_ir_cdiv(kc_ir *ir, LLVMValueRef a, LLVMValueRef b);      /* ceil(a/b), a>=0 */
 LLVMValueRef kc_ir_roundup(kc_ir *ir, LLVMValueRef a, int64_t multiple); /* a >= 0 */
 LLVMValueRef kc_ir_lt(kc_ir *ir, LLVMValueRef a, LLVMValueRef b);
 
@@ -106,6 +110,17 @@ void kc_ir_prefetch(kc_ir *ir, LLVMValueRef p, int rw);
 /* Call intrinsic name overloaded on types[0..ntypes). */
 LLVMValueRef kc_ir_intrinsic(kc_ir *ir, const char *name, LLVMTypeRef *types, unsigned ntypes,
                              LLVMValueRef *args, unsigned nargs);
+
+/* ---- matmul.c ---------------------------------------------------------------------------------
+ */
+
+/*
+ * Emit the f32 matmul (kc_matmul_fn ABI, see codegen.h) as function `name` into ir's module,
+ * with internal helpers name_*; for graph lowering, where a wrapper with the node kernel ABI
+ * fills the args vector and calls it. Fills out (fn NULL) and *fn. Moves the builder.
+ */
+kc_status kc_matmul_emit(kc_cpu *cpu, kc_ir *ir, const char *name, const kc_matmul_cfg *cfg,
+                         bool internal, kc_matmul_kernel *out, LLVMValueRef *fn);
 
 /* ---- structured control flow ------------------------------------------------------------- */
 

@@ -51,9 +51,9 @@ void kc_ir_param_attr(kc_ir *ir, LLVMValueRef fn, unsigned i, const char *attr) 
 }
 
 void kc_ir_fn_attr(kc_ir *ir, LLVMValueRef fn, const char *key, const char *val) {
-  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
-                          LLVMCreateStringAttribute(ir->ctx, key, (unsigned)strlen(key), val,
-                                                    (unsigned)strlen(val)));
+  LLVMAddAttributeAtIndex(
+      fn, LLVMAttributeFunctionIndex,
+      LLVMCreateStringAttribute(ir->ctx, key, (unsigned)strlen(key), val, (unsigned)strlen(val)));
 }
 
 LLVMValueRef kc_ir_i64(kc_ir *ir, int64_t v) {
@@ -131,7 +131,8 @@ LLVMValueRef kc_ir_splat(kc_ir *ir, LLVMValueRef scalar, unsigned lanes) {
 LLVMValueRef kc_ir_iota(kc_ir *ir, unsigned lanes, LLVMValueRef base, LLVMValueRef stride) {
   LLVMValueRef c[64];
   KC_ASSERT(lanes <= 64);
-  for (unsigned i = 0; i < lanes; i++) c[i] = kc_ir_i64(ir, i);
+  for (unsigned i = 0; i < lanes; i++)
+    c[i] = kc_ir_i64(ir, i);
   LLVMValueRef idx = LLVMConstVector(c, lanes);
   if (stride) idx = LLVMBuildNSWMul(ir->b, idx, kc_ir_splat(ir, stride, lanes), "");
   return LLVMBuildNSWAdd(ir->b, idx, kc_ir_splat(ir, base, lanes), "");
@@ -145,7 +146,8 @@ LLVMValueRef kc_ir_lane_mask(kc_ir *ir, unsigned lanes, int64_t offset, LLVMValu
   lim = LLVMBuildTrunc(ir->b, lim, ir->t_i32, "");
   LLVMValueRef c[64];
   KC_ASSERT(lanes <= 64 && offset + lanes < INT32_MAX);
-  for (unsigned i = 0; i < lanes; i++) c[i] = kc_ir_i32(ir, (int32_t)(offset + i));
+  for (unsigned i = 0; i < lanes; i++)
+    c[i] = kc_ir_i32(ir, (int32_t)(offset + i));
   LLVMValueRef idx = LLVMConstVector(c, lanes);
   return LLVMBuildICmp(ir->b, LLVMIntSLT, idx, kc_ir_splat(ir, lim, lanes), "");
 }

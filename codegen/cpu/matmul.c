@@ -4,7 +4,7 @@
  *
  * Structure of the generated module (all but the entry point internal):
  *   entry(a, b, c, ws, args, begin, end)  decodes work units into (batch, row tile, columns)
- *   block(...)       jc (NC columns, L3) -> pc (KC deep) -> pack B -> ic (MC rows, L2) ->
+ *   block(...)       jc (NC columns) -> pc (KC deep) -> pack B -> ic (MC rows, L2) ->
  *                    pack A -> jr (NR) -> ir (MR) -> ukernel
  *   pack_b           KC x NC slice of B into NR-wide row panels, zero-padded past N
  *   pack_a           MC x KC slice of A into MR-tall column panels, zero-padded past M
@@ -18,8 +18,8 @@
  *   - ws holds the packed A block at ws[0] and the packed B block after it; both start on
  *     64-byte boundaries, and (for 16 lanes) so does every NR-wide B row, so B loads are
  *     aligned.
- *   - Blocks are balanced (K = 1030 is cut 344+343+343, not 384+384+262) so no tiny last
- *     slice pays a full store pass.
+ *   - Blocks are balanced (K = 1030 with KC 384 is cut 344+344+342, not 384+384+262) so no tiny
+ * last slice pays a full store pass.
  *   - Packed panels are zero-padded, so the micro-kernel always computes full tiles and only
  *     the stores are masked.
  */
@@ -29,7 +29,8 @@
 #include <string.h>
 
 typedef struct mm_gen {
-  kc_ir ir;
+  kc_ir *ir;
+  const char *name; /* the entry point; helpers are name_ukernel, name_pack_a, ... */
   int W, MR, NV, NR, KC, MC, NC, U;
   unsigned balign; /* alignment of packed B vectors: NR*4 bytes apart from a 64-byte base */
   LLVMTypeRef vt;
@@ -37,6 +38,13 @@ typedef struct mm_gen {
 } mm_gen;
 
 static int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
+
+/* Start internal helper NAME_suffix (names stay unique when many kernels share a module). */
+static LLVMValueRef helper(mm_gen *g, const char *suffix, LLVMTypeRef *params, unsigned n) {
+  char full[256];
+  snprintf(full, sizeof full, "%s_%s", g->name, suffix);
+  return kc_ir_func(g->ir, full, g->ir->t_void, params, n, true);
+}
 
 /* Floats of the packed A block, rounded so the B block after it starts 64-byte aligned. */
 static int64_t ap_floats(const kc_matmul_cfg *c) {
@@ -107,7 +115,7 @@ int64_t kc_matmul_units(const kc_matmul_kernel *k, const int64_t *a) {
 /* One k step: acc[i][v] += A[i][k] * B[k][v*W..]; packed A holds A[i][k] at ap[k*MR + i]. */
 static void ukernel_step(mm_gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef k,
                          LLVMValueRef *acc) {
-  kc_ir *ir = &g->ir;
+  kc_ir *ir = g->ir;
   LLVMValueRef bv[8];
   LLVMValueRef brow = kc_ir_gepf(ir, bp, kc_ir_mul(ir, k, kc_ir_i64(ir, g->NR)));
   for (int v = 0; v < g->NV; v++)
@@ -124,14 +132,14 @@ static void ukernel_step(mm_gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueR
 /* Write one row of the tile: C[row][v*W..] (+)= acc; masks NULL for a full row. */
 static void store_row(mm_gen *g, LLVMValueRef crow, LLVMValueRef *acc, LLVMValueRef *masks,
                       bool accumulate) {
-  kc_ir *ir = &g->ir;
+  kc_ir *ir = g->ir;
   for (int v = 0; v < g->NV; v++) {
     LLVMValueRef p = kc_ir_gepf(ir, crow, kc_ir_i64(ir, v * g->W));
     LLVMValueRef x = acc[v];
     if (masks) {
       if (accumulate)
-        x = LLVMBuildFAdd(ir->b, x,
-                          kc_ir_masked_load(ir, g->vt, p, 4, masks[v], kc_ir_zero(g->vt)), "");
+        x = LLVMBuildFAdd(ir->b, x, kc_ir_masked_load(ir, g->vt, p, 4, masks[v], kc_ir_zero(g->vt)),
+                          "");
       kc_ir_masked_store(ir, x, p, 4, masks[v]);
     } else {
       if (accumulate) x = LLVMBuildFAdd(ir->b, x, kc_ir_load(ir, g->vt, p, 4), "");
@@ -143,7 +151,7 @@ static void store_row(mm_gen *g, LLVMValueRef crow, LLVMValueRef *acc, LLVMValue
 /* All rows: full tile when masks is NULL, else rows < mr with column masks. */
 static void store_tile(mm_gen *g, LLVMValueRef c, LLVMValueRef ldc, LLVMValueRef mr,
                        LLVMValueRef *acc, LLVMValueRef *masks, bool accumulate) {
-  kc_ir *ir = &g->ir;
+  kc_ir *ir = g->ir;
   for (int i = 0; i < g->MR; i++) {
     kc_if row;
     if (masks) kc_if_begin(ir, &row, kc_ir_lt(ir, kc_ir_i64(ir, i), mr));
@@ -155,11 +163,12 @@ static void store_tile(mm_gen *g, LLVMValueRef c, LLVMValueRef ldc, LLVMValueRef
 
 /* ukernel(kc, ap, bp, c, ldc, mr, nr, first): one MR x NR tile of C. */
 static void emit_ukernel(mm_gen *g) {
-  kc_ir *ir = &g->ir;
+  kc_ir *ir = g->ir;
   LLVMTypeRef ps[8] = {ir->t_i64, ir->t_ptr, ir->t_ptr, ir->t_ptr,
                        ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i1};
-  LLVMValueRef fn = g->ukernel = kc_ir_func(ir, "ukernel", ir->t_void, ps, 8, true);
-  for (unsigned i = 1; i <= 3; i++) kc_ir_param_attr(ir, fn, i, "noalias");
+  LLVMValueRef fn = g->ukernel = helper(g, "ukernel", ps, 8);
+  for (unsigned i = 1; i <= 3; i++)
+    kc_ir_param_attr(ir, fn, i, "noalias");
   LLVMValueRef kc = LLVMGetParam(fn, 0), ap = LLVMGetParam(fn, 1), bp = LLVMGetParam(fn, 2);
   LLVMValueRef c = LLVMGetParam(fn, 3), ldc = LLVMGetParam(fn, 4);
   LLVMValueRef mr = LLVMGetParam(fn, 5), nr = LLVMGetParam(fn, 6), first = LLVMGetParam(fn, 7);
@@ -173,11 +182,12 @@ static void emit_ukernel(mm_gen *g) {
       kc_ir_prefetch(ir, kc_ir_gepf(ir, crow, kc_ir_i64(ir, off)), 1);
   }
 
-  for (int i = 0; i < nacc; i++) acc[i] = kc_ir_zero(g->vt);
+  for (int i = 0; i < nacc; i++)
+    acc[i] = kc_ir_zero(g->vt);
   LLVMValueRef kmain = LLVMBuildAnd(ir->b, kc, kc_ir_i64(ir, -(int64_t)g->U), "");
   kc_loop l;
-  LLVMValueRef k = kc_loop_begin(ir, &l, kc_ir_i64(ir, 0), kmain, kc_ir_i64(ir, g->U),
-                                 (unsigned)nacc, acc);
+  LLVMValueRef k =
+      kc_loop_begin(ir, &l, kc_ir_i64(ir, 0), kmain, kc_ir_i64(ir, g->U), (unsigned)nacc, acc);
   memcpy(acc, l.carry, nacc * sizeof *acc);
   for (int u = 0; u < g->U; u++)
     ukernel_step(g, ap, bp, kc_ir_add(ir, k, kc_ir_i64(ir, u)), acc);
@@ -203,7 +213,8 @@ static void emit_ukernel(mm_gen *g) {
   kc_if_end(ir, &ff);
   kc_if_else(ir, &f);
   LLVMValueRef masks[8];
-  for (int v = 0; v < g->NV; v++) masks[v] = kc_ir_lane_mask(ir, (unsigned)g->W, v * g->W, nr);
+  for (int v = 0; v < g->NV; v++)
+    masks[v] = kc_ir_lane_mask(ir, (unsigned)g->W, v * g->W, nr);
   kc_if_begin(ir, &ef, first);
   store_tile(g, c, ldc, mr, acc, masks, false);
   kc_if_else(ir, &ef);
@@ -215,20 +226,43 @@ static void emit_ukernel(mm_gen *g) {
 
 /* ---- packing ------------------------------------------------------------------------------- */
 
+/* One NR-wide row of a B panel: columns jp.. of B row `row` (an element offset) to dst.
+ * rem: columns left from jp, for the last, partial panel (masked, zero-filled); NULL: full. */
+static void pack_b_row(mm_gen *g, LLVMValueRef dst, LLVMValueRef b, LLVMValueRef row,
+                       LLVMValueRef jp, LLVMValueRef csb, LLVMValueRef rem, bool contiguous) {
+  kc_ir *ir = g->ir;
+  LLVMValueRef zero = kc_ir_zero(g->vt);
+  for (int v = 0; v < g->NV; v++) {
+    LLVMValueRef col = kc_ir_add(ir, jp, kc_ir_i64(ir, v * g->W)), x;
+    LLVMValueRef mask = rem ? kc_ir_lane_mask(ir, (unsigned)g->W, v * g->W, rem) : NULL;
+    if (contiguous) {
+      LLVMValueRef p = kc_ir_gepf(ir, b, kc_ir_add(ir, row, col));
+      x = mask ? kc_ir_masked_load(ir, g->vt, p, 4, mask, zero) : kc_ir_load(ir, g->vt, p, 4);
+    } else {
+      if (!mask) mask = LLVMConstAllOnes(LLVMVectorType(ir->t_i1, (unsigned)g->W));
+      LLVMValueRef idx =
+          kc_ir_iota(ir, (unsigned)g->W, kc_ir_add(ir, row, kc_ir_mul(ir, col, csb)), csb);
+      x = kc_ir_masked_gather(ir, g->vt, kc_ir_gepf(ir, b, idx), 4, mask, zero);
+    }
+    kc_ir_store(ir, x, kc_ir_gepf(ir, dst, kc_ir_i64(ir, v * g->W)), g->balign);
+  }
+}
+
 /*
  * pack_b(bp, b, rsb, csb, kc, nc): bp[jp*kc + k*NR + j] = B[k][jp + j], 0 past nc.
  * k is the outer loop so B is read along its rows: with k inner, every access would be a
- * row stride apart and defeat the hardware prefetcher.
+ * row stride apart and defeat the hardware prefetcher. Full panels load without masks.
  */
 static void emit_pack_b(mm_gen *g) {
-  kc_ir *ir = &g->ir;
+  kc_ir *ir = g->ir;
   LLVMTypeRef ps[6] = {ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
-  LLVMValueRef fn = g->pack_b = kc_ir_func(ir, "pack_b", ir->t_void, ps, 6, true);
+  LLVMValueRef fn = g->pack_b = helper(g, "pack_b", ps, 6);
   kc_ir_param_attr(ir, fn, 0, "noalias");
   kc_ir_param_attr(ir, fn, 1, "noalias");
   LLVMValueRef bp = LLVMGetParam(fn, 0), b = LLVMGetParam(fn, 1), rsb = LLVMGetParam(fn, 2);
   LLVMValueRef csb = LLVMGetParam(fn, 3), kc = LLVMGetParam(fn, 4), nc = LLVMGetParam(fn, 5);
-  LLVMValueRef zero = kc_ir_zero(g->vt);
+  LLVMValueRef nrc = kc_ir_i64(ir, g->NR);
+  LLVMValueRef jfull = kc_ir_mul(ir, LLVMBuildSDiv(ir->b, nc, nrc, ""), nrc);
 
   kc_if unit;
   kc_if_begin(ir, &unit, LLVMBuildICmp(ir->b, LLVMIntEQ, csb, kc_ir_i64(ir, 1), ""));
@@ -236,26 +270,17 @@ static void emit_pack_b(mm_gen *g) {
     bool contiguous = pass == 0;
     if (!contiguous) kc_if_else(ir, &unit);
     kc_loop lj, lk;
+    kc_if tail;
     LLVMValueRef k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, kc_ir_i64(ir, 1), 0, NULL);
     LLVMValueRef row = kc_ir_mul(ir, k, rsb);
-    LLVMValueRef dstk = kc_ir_gepf(ir, bp, kc_ir_mul(ir, k, kc_ir_i64(ir, g->NR)));
-    LLVMValueRef jp = kc_loop_begin(ir, &lj, kc_ir_i64(ir, 0), nc, kc_ir_i64(ir, g->NR), 0, NULL);
-    LLVMValueRef rem = kc_ir_sub(ir, nc, jp);
-    LLVMValueRef dst = kc_ir_gepf(ir, dstk, kc_ir_mul(ir, jp, kc));
-    for (int v = 0; v < g->NV; v++) {
-      LLVMValueRef mask = kc_ir_lane_mask(ir, (unsigned)g->W, v * g->W, rem);
-      LLVMValueRef col = kc_ir_add(ir, jp, kc_ir_i64(ir, v * g->W)), x;
-      if (contiguous) {
-        x = kc_ir_masked_load(ir, g->vt, kc_ir_gepf(ir, b, kc_ir_add(ir, row, col)), 4, mask,
-                              zero);
-      } else {
-        LLVMValueRef idx =
-            kc_ir_iota(ir, (unsigned)g->W, kc_ir_add(ir, row, kc_ir_mul(ir, col, csb)), csb);
-        x = kc_ir_masked_gather(ir, g->vt, kc_ir_gepf(ir, b, idx), 4, mask, zero);
-      }
-      kc_ir_store(ir, x, kc_ir_gepf(ir, dst, kc_ir_i64(ir, v * g->W)), g->balign);
-    }
+    LLVMValueRef dstk = kc_ir_gepf(ir, bp, kc_ir_mul(ir, k, nrc));
+    LLVMValueRef jp = kc_loop_begin(ir, &lj, kc_ir_i64(ir, 0), jfull, nrc, 0, NULL);
+    pack_b_row(g, kc_ir_gepf(ir, dstk, kc_ir_mul(ir, jp, kc)), b, row, jp, csb, NULL, contiguous);
     kc_loop_end(ir, &lj, NULL);
+    kc_if_begin(ir, &tail, kc_ir_lt(ir, jfull, nc));
+    pack_b_row(g, kc_ir_gepf(ir, dstk, kc_ir_mul(ir, jfull, kc)), b, row, jfull, csb,
+               kc_ir_sub(ir, nc, jfull), contiguous);
+    kc_if_end(ir, &tail);
     kc_loop_end(ir, &lk, NULL);
   }
   kc_if_end(ir, &unit);
@@ -264,7 +289,7 @@ static void emit_pack_b(mm_gen *g) {
 
 /* In-register transpose of W rows of W lanes: swap off-diagonal blocks of size W/2 .. 1. */
 static void transpose(mm_gen *g, LLVMValueRef *r) {
-  kc_ir *ir = &g->ir;
+  kc_ir *ir = g->ir;
   int w = g->W;
   for (int bs = w / 2; bs >= 1; bs /= 2) {
     LLVMValueRef lo[64], hi[64];
@@ -290,7 +315,7 @@ static void transpose(mm_gen *g, LLVMValueRef *r) {
 static void pack_a_cols(mm_gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rsa,
                         LLVMValueRef k0, LLVMValueRef *rowmask, LLVMValueRef kmask,
                         LLVMValueRef kleft) {
-  kc_ir *ir = &g->ir;
+  kc_ir *ir = g->ir;
   LLVMValueRef r[64];
   for (int j = 0; j < g->W; j++) {
     if (j >= g->MR) {
@@ -319,9 +344,9 @@ static void pack_a_cols(mm_gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValue
  * anything else goes element by element.
  */
 static void emit_pack_a(mm_gen *g) {
-  kc_ir *ir = &g->ir;
+  kc_ir *ir = g->ir;
   LLVMTypeRef ps[6] = {ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
-  LLVMValueRef fn = g->pack_a = kc_ir_func(ir, "pack_a", ir->t_void, ps, 6, true);
+  LLVMValueRef fn = g->pack_a = helper(g, "pack_a", ps, 6);
   kc_ir_param_attr(ir, fn, 0, "noalias");
   kc_ir_param_attr(ir, fn, 1, "noalias");
   LLVMValueRef ap = LLVMGetParam(fn, 0), a = LLVMGetParam(fn, 1), rsa = LLVMGetParam(fn, 2);
@@ -397,13 +422,13 @@ static LLVMValueRef balanced(kc_ir *ir, LLVMValueRef n, int64_t max, int64_t mul
 
 /* block(a, b, c, ap, bp, m, n, k, rsa, csa, rsb, csb, ldc): one C[m x n] = A @ B. */
 static void emit_block(mm_gen *g) {
-  kc_ir *ir = &g->ir;
-  LLVMTypeRef ps[13] = {ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_ptr,
-                        ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64,
-                        ir->t_i64, ir->t_i64, ir->t_i64};
-  LLVMValueRef fn = g->block = kc_ir_func(ir, "block", ir->t_void, ps, 13, true);
+  kc_ir *ir = g->ir;
+  LLVMTypeRef ps[13] = {ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64,
+                        ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
+  LLVMValueRef fn = g->block = helper(g, "block", ps, 13);
   LLVMValueRef p[13];
-  for (unsigned i = 0; i < 13; i++) p[i] = LLVMGetParam(fn, i);
+  for (unsigned i = 0; i < 13; i++)
+    p[i] = LLVMGetParam(fn, i);
   LLVMValueRef a = p[0], b = p[1], c = p[2], ap = p[3], bp = p[4], m = p[5], n = p[6], k = p[7];
   LLVMValueRef rsa = p[8], csa = p[9], rsb = p[10], csb = p[11], ldc = p[12];
   LLVMValueRef one = kc_ir_i64(ir, 1);
@@ -421,13 +446,15 @@ static void emit_block(mm_gen *g) {
   LLVMValueRef pc = kc_ir_mul(ir, pi, kcb);
   LLVMValueRef kc = kc_ir_min(ir, kcb, kc_ir_sub(ir, k, pc));
   LLVMValueRef first = LLVMBuildICmp(ir->b, LLVMIntEQ, pi, kc_ir_i64(ir, 0), "");
-  LLVMValueRef bsrc = kc_ir_gepf(ir, b, kc_ir_add(ir, kc_ir_mul(ir, pc, rsb), kc_ir_mul(ir, jc, csb)));
+  LLVMValueRef bsrc =
+      kc_ir_gepf(ir, b, kc_ir_add(ir, kc_ir_mul(ir, pc, rsb), kc_ir_mul(ir, jc, csb)));
   LLVMValueRef args_b[6] = {bp, bsrc, rsb, csb, kc, nc};
   LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->pack_b), g->pack_b, args_b, 6, "");
 
   LLVMValueRef ic = kc_loop_begin(ir, &lic, kc_ir_i64(ir, 0), m, mcb, 0, NULL);
   LLVMValueRef mc = kc_ir_min(ir, mcb, kc_ir_sub(ir, m, ic));
-  LLVMValueRef asrc = kc_ir_gepf(ir, a, kc_ir_add(ir, kc_ir_mul(ir, ic, rsa), kc_ir_mul(ir, pc, csa)));
+  LLVMValueRef asrc =
+      kc_ir_gepf(ir, a, kc_ir_add(ir, kc_ir_mul(ir, ic, rsa), kc_ir_mul(ir, pc, csa)));
   LLVMValueRef args_a[6] = {ap, asrc, rsa, csa, mc, kc};
   LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->pack_a), g->pack_a, args_a, 6, "");
 
@@ -449,11 +476,11 @@ static void emit_block(mm_gen *g) {
   LLVMBuildRetVoid(ir->b);
 }
 
-/* The exported kernel: walk work units [begin, end), one block call per run of panels. */
-static void emit_entry(mm_gen *g, const char *name) {
-  kc_ir *ir = &g->ir;
+/* The kernel (kc_matmul_fn): walk work units [begin, end), one block call per run of panels. */
+static LLVMValueRef emit_entry(mm_gen *g, bool internal) {
+  kc_ir *ir = g->ir;
   LLVMTypeRef ps[7] = {ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64};
-  LLVMValueRef fn = kc_ir_func(ir, name, ir->t_void, ps, 7, false);
+  LLVMValueRef fn = kc_ir_func(ir, g->name, ir->t_void, ps, 7, internal);
   LLVMValueRef a = LLVMGetParam(fn, 0), b = LLVMGetParam(fn, 1), c = LLVMGetParam(fn, 2);
   LLVMValueRef ws = LLVMGetParam(fn, 3), args = LLVMGetParam(fn, 4);
   LLVMValueRef begin = LLVMGetParam(fn, 5), end = LLVMGetParam(fn, 6);
@@ -479,20 +506,33 @@ static void emit_entry(mm_gen *g, const char *name) {
   LLVMValueRef m1 = kc_ir_min(ir, m, kc_ir_add(ir, m0, mtile));
   LLVMValueRef n0 = kc_ir_mul(ir, nj, kc_ir_i64(ir, g->NR));
   LLVMValueRef n1 = kc_ir_min(ir, n, kc_ir_mul(ir, kc_ir_add(ir, nj, run), kc_ir_i64(ir, g->NR)));
-  LLVMValueRef aoff = kc_ir_add(ir, kc_ir_mul(ir, bi, v[KC_MM_BSA]), kc_ir_mul(ir, m0, v[KC_MM_RSA]));
-  LLVMValueRef boff = kc_ir_add(ir, kc_ir_mul(ir, bi, v[KC_MM_BSB]), kc_ir_mul(ir, n0, v[KC_MM_CSB]));
+  LLVMValueRef aoff =
+      kc_ir_add(ir, kc_ir_mul(ir, bi, v[KC_MM_BSA]), kc_ir_mul(ir, m0, v[KC_MM_RSA]));
+  LLVMValueRef boff =
+      kc_ir_add(ir, kc_ir_mul(ir, bi, v[KC_MM_BSB]), kc_ir_mul(ir, n0, v[KC_MM_CSB]));
   LLVMValueRef coff = kc_ir_add(ir, kc_ir_mul(ir, bi, v[KC_MM_BSC]),
                                 kc_ir_add(ir, kc_ir_mul(ir, m0, v[KC_MM_LDC]), n0));
-  LLVMValueRef bargs[13] = {kc_ir_gepf(ir, a, aoff), kc_ir_gepf(ir, b, boff), kc_ir_gepf(ir, c, coff),
-                            ap, bp, kc_ir_sub(ir, m1, m0), kc_ir_sub(ir, n1, n0), v[KC_MM_K],
-                            v[KC_MM_RSA], v[KC_MM_CSA], v[KC_MM_RSB], v[KC_MM_CSB], v[KC_MM_LDC]};
+  LLVMValueRef bargs[13] = {kc_ir_gepf(ir, a, aoff),
+                            kc_ir_gepf(ir, b, boff),
+                            kc_ir_gepf(ir, c, coff),
+                            ap,
+                            bp,
+                            kc_ir_sub(ir, m1, m0),
+                            kc_ir_sub(ir, n1, n0),
+                            v[KC_MM_K],
+                            v[KC_MM_RSA],
+                            v[KC_MM_CSA],
+                            v[KC_MM_RSB],
+                            v[KC_MM_CSB],
+                            v[KC_MM_LDC]};
   LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->block), g->block, bargs, 13, "");
   kc_loop_end_next(ir, &lu, kc_ir_add(ir, u, run), NULL);
   LLVMBuildRetVoid(ir->b);
+  return fn;
 }
 
-kc_status kc_cpu_matmul(kc_cpu *cpu, const char *name, const kc_matmul_cfg *cfg,
-                        kc_matmul_kernel *out) {
+kc_status kc_matmul_emit(kc_cpu *cpu, kc_ir *ir, const char *name, const kc_matmul_cfg *cfg,
+                         bool internal, kc_matmul_kernel *out, LLVMValueRef *fn) {
   memset(out, 0, sizeof *out);
   kc_matmul_cfg c = {0};
   if (cfg) c = *cfg;
@@ -500,32 +540,51 @@ kc_status kc_cpu_matmul(kc_cpu *cpu, const char *name, const kc_matmul_cfg *cfg,
   if (c.nv > 8 || c.mr * c.nv > KC_LOOP_MAX_CARRY)
     return kc_errorf(cpu->ctx, KC_ERR_INVALID_ARG, "matmul: register tile %dx%d vectors is too big",
                      c.mr, c.nv);
-  mm_gen g = {.W = kc_cpu_host(cpu)->f32_lanes, .MR = c.mr, .NV = c.nv, .KC = c.kc, .MC = c.mc,
-              .NC = c.nc, .U = c.unroll};
+  mm_gen g = {.ir = ir,
+              .name = name,
+              .W = kc_cpu_host(cpu)->f32_lanes,
+              .MR = c.mr,
+              .NV = c.nv,
+              .KC = c.kc,
+              .MC = c.mc,
+              .NC = c.nc,
+              .U = c.unroll};
   g.NR = g.NV * g.W;
   g.balign = 64;
-  while ((g.NR * 4) % g.balign || (g.W * 4) % g.balign) g.balign /= 2;
+  while ((g.NR * 4) % g.balign || (g.W * 4) % g.balign)
+    g.balign /= 2;
   /* The k loop is unrolled by masking kc with -U, so U must be a power of two. */
-  while (g.U & (g.U - 1)) g.U &= g.U - 1;
+  while (g.U & (g.U - 1))
+    g.U &= g.U - 1;
   c.unroll = g.U;
 
-  LLVMModuleRef mod = kc_cpu_module_new(cpu, name);
-  kc_ir_init(&g.ir, mod);
-  g.vt = kc_ir_vf32(&g.ir, (unsigned)g.W);
+  g.vt = kc_ir_vf32(ir, (unsigned)g.W);
   emit_ukernel(&g);
   emit_pack_a(&g);
   emit_pack_b(&g);
   emit_block(&g);
-  emit_entry(&g, name);
-  kc_ir_dispose(&g.ir);
-
-  kc_status s = kc_cpu_module_add(cpu, mod);
-  if (s != KC_OK) return s;
-  void *fn;
-  if ((s = kc_cpu_lookup(cpu, name, &fn)) != KC_OK) return s;
-  out->fn = (kc_matmul_fn)(uintptr_t)fn;
+  *fn = emit_entry(&g, internal);
   out->cfg = c;
   out->unit_n = g.NR;
   out->ws_floats = round_up(ap_floats(&c) + round_up(c.nc, g.NR) * c.kc, 16);
+  return KC_OK;
+}
+
+kc_status kc_cpu_matmul(kc_cpu *cpu, const char *name, const kc_matmul_cfg *cfg,
+                        kc_matmul_kernel *out) {
+  LLVMModuleRef mod = kc_cpu_module_new(cpu, name);
+  kc_ir ir;
+  LLVMValueRef fn;
+  kc_ir_init(&ir, mod);
+  kc_status s = kc_matmul_emit(cpu, &ir, name, cfg, false, out, &fn);
+  kc_ir_dispose(&ir);
+  if (s != KC_OK) {
+    LLVMDisposeModule(mod);
+    return s;
+  }
+  if ((s = kc_cpu_module_add(cpu, mod, KC_CPU_MOD_HANDVEC)) != KC_OK) return s;
+  void *addr;
+  if ((s = kc_cpu_lookup(cpu, name, &addr)) != KC_OK) return s;
+  out->fn = (kc_matmul_fn)(uintptr_t)addr;
   return KC_OK;
 }
