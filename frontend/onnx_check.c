@@ -1,14 +1,16 @@
 /*
  * frontend/onnx_check.c - the conformance check behind `kernc check`: one ONNX backend test
- * folder (model.onnx + test_data_set_N/input_K.pb, output_K.pb) against kernc's import and
- * shape inference.
+ * folder (model.onnx + test_data_set_N/input_K.pb, output_K.pb) against kernc's import,
+ * shape inference, and the values the compiled model computes.
  *
  * Invariants:
- *   - The model is imported and verified once per folder; each data set only binds symbols.
+ *   - The model is imported and verified once per folder, and compiled (JIT) at most once, at
+ *     the first data set whose shapes check; each data set binds symbols, runs and compares.
  *   - Input dims bind the graph's symbols (a symbol bound to two values, or a static dim that
  *     differs, is a failure); output dims are evaluated with those bindings. A dim that does
- *     not evaluate depends on data (a fresh symbol): that output is compared by rank and dtype
- *     only, and the note says so.
+ *     not evaluate depends on data (a fresh symbol): the run's concrete dims settle it; with
+ *     shapes_only that output is compared by rank and dtype only, and the note says so.
+ *   - Every failure to compile or run is a FAIL: each op of the table is in scope.
  *   - An import that fails as KC_ERR_UNSUPPORTED is a SKIP, anything else a FAIL; so is a data
  *     set whose inputs contradict the model's declared input types (a broken test).
  */
@@ -134,12 +136,78 @@ static uint32_t count_pb(const char *set, const char *prefix) {
     if (!pb_path(path, sizeof path, set, prefix, n) || stat(path, &st) != 0) return n;
 }
 
+/* What a folder's data sets share: the graph, the options, the module compiled on demand. */
+typedef struct checker {
+  kc_context *ctx;
+  const kc_graph *g;
+  const kc_check_options *opts;
+  kc_module *m; /* compiled at the first data set that gets that far */
+} checker;
+
+static void free_tensors(kc_pb_tensor *t, uint32_t n) {
+  for (uint32_t i = 0; t && i < n; i++)
+    kc_pb_tensor_free(&t[i]);
+  free(t);
+}
+
+/* Read SET/PREFIX_i.pb for i < n into t (calloc'd by the caller); false with msg on failure. */
+static bool read_all(kc_context *ctx, const char *set, const char *prefix, kc_pb_tensor *t,
+                     uint32_t n, char *msg, size_t size) {
+  char path[4096];
+  for (uint32_t i = 0; i < n; i++)
+    if (!pb_path(path, sizeof path, set, prefix, i) ||
+        kc_tensor_pb_read(ctx, path, &t[i]) != KC_OK) {
+      snprintf(msg, size, "%s", kc_last_error(ctx));
+      return false;
+    }
+  return true;
+}
+
+/* Compile (once), run on the data set's inputs and compare every output's values. */
+static kc_check_result check_values(checker *c, kc_pb_tensor *ins, uint32_t nin,
+                                    const kc_pb_tensor *outs, uint32_t nout, char *msg,
+                                    size_t size) {
+  kc_compile_options co = {.target = "cpu", .passes = NULL, .threads = c->opts->threads};
+  if (!c->m && kc_compile(c->ctx, c->g, &co, &c->m) != KC_OK) {
+    snprintf(msg, size, "compile: %s", kc_last_error(c->ctx));
+    return KC_CHECK_FAIL;
+  }
+  kc_tensor_desc *in = calloc(nin + 1, sizeof *in), *out = calloc(nout + 1, sizeof *out);
+  kc_check_result r = KC_CHECK_FAIL;
+  if (!in || !out) {
+    snprintf(msg, size, "out of memory");
+    goto done;
+  }
+  for (uint32_t i = 0; i < nin; i++) { /* by position: data sets follow the graph's inputs */
+    const kc_tensor *t = &ins[i].t;
+    kc_dtype gt = kc_val_dtype(c->g, kc_graph_input(c->g, i));
+    in[i].dtype = same_dtype(t->dtype, gt) ? gt : t->dtype;
+    in[i].rank = t->rank;
+    memcpy(in[i].dims, t->dims, sizeof t->dims);
+    in[i].data = (void *)t->data;
+  }
+  if (kc_run(c->m, in, nin, out, nout) != KC_OK) {
+    snprintf(msg, size, "run: %s", kc_last_error(c->ctx));
+    goto done;
+  }
+  r = KC_CHECK_PASS;
+  for (uint32_t i = 0; i < nout && r == KC_CHECK_PASS; i++)
+    if (!kc_check_compare(kc_graph_output_name(c->g, i), &out[i], &outs[i].t, KC_CHECK_RTOL,
+                          KC_CHECK_ATOL, msg, size))
+      r = KC_CHECK_FAIL;
+done:
+  free(in);
+  free(out);
+  return r;
+}
+
 /*
  * One data set. Input data that contradicts the model's own declared input dtypes or shapes is
  * a broken test, not a kernc result: SKIP, saying so (two of Debian's castlike tests).
  */
-static kc_check_result check_set(kc_context *ctx, const kc_graph *g, const char *set, char *note,
-                                 size_t note_size, char *msg, size_t size) {
+static kc_check_result check_set(checker *c, const char *set, char *note, size_t note_size,
+                                 char *msg, size_t size) {
+  const kc_graph *g = c->g;
   uint32_t nin = count_pb(set, "input"), nout = count_pb(set, "output");
   const char *base = strrchr(set, '/') ? strrchr(set, '/') + 1 : set;
   if (nin != kc_graph_num_inputs(g) || nout != kc_graph_num_outputs(g)) {
@@ -147,42 +215,40 @@ static kc_check_result check_set(kc_context *ctx, const kc_graph *g, const char 
              kc_graph_num_inputs(g), kc_graph_num_outputs(g));
     return KC_CHECK_FAIL;
   }
-  bindings b = {.n = 0};
-  char path[4096];
-  /* symbol names in b point into g; tensors are freed as soon as they are compared */
+  kc_pb_tensor *ins = calloc(nin + 1, sizeof *ins), *outs = calloc(nout + 1, sizeof *outs);
+  kc_check_result r = KC_CHECK_FAIL;
+  bindings b = {.n = 0}; /* symbol names in b point into g */
+  if (!ins || !outs) {
+    snprintf(msg, size, "out of memory");
+    goto done;
+  }
+  if (!read_all(c->ctx, set, "input", ins, nin, msg, size) ||
+      !read_all(c->ctx, set, "output", outs, nout, msg, size))
+    goto done;
   for (uint32_t i = 0; i < nin; i++) {
-    kc_pb_tensor t;
-    if (!pb_path(path, sizeof path, set, "input", i) || kc_tensor_pb_read(ctx, path, &t) != KC_OK) {
-      snprintf(msg, size, "%s", kc_last_error(ctx));
-      return KC_CHECK_FAIL;
-    }
     char why[1024];
-    bool ok = bind_input(g, i, &t.t, &b, why, sizeof why);
-    kc_pb_tensor_free(&t);
-    if (!ok) {
+    if (!bind_input(g, i, &ins[i].t, &b, why, sizeof why)) {
       snprintf(msg, size, "test data does not fit the model's declared inputs: %s", why);
-      return KC_CHECK_SKIP;
+      r = KC_CHECK_SKIP;
+      goto done;
     }
   }
   for (uint32_t i = 0; i < nout; i++) {
-    kc_pb_tensor t;
-    if (!pb_path(path, sizeof path, set, "output", i) ||
-        kc_tensor_pb_read(ctx, path, &t) != KC_OK) {
-      snprintf(msg, size, "%s", kc_last_error(ctx));
-      return KC_CHECK_FAIL;
-    }
     bool partial = false;
-    bool ok = check_output(g, i, &t.t, &b, &partial, msg, size);
-    kc_pb_tensor_free(&t);
-    if (!ok) return KC_CHECK_FAIL;
+    if (!check_output(g, i, &outs[i].t, &b, &partial, msg, size)) goto done;
     char quoted[300];
     snprintf(quoted, sizeof quoted, "'%s'", kc_graph_output_name(g, i));
-    if (partial && !strstr(note, quoted)) {
+    /* computed values settle data-dependent dims, so the note is for shape-only checks */
+    if (c->opts->shapes_only && partial && !strstr(note, quoted)) {
       size_t l = strlen(note);
       snprintf(note + l, note_size - l, "%s%s", l ? ", " : "", quoted);
     }
   }
-  return KC_CHECK_PASS;
+  r = c->opts->shapes_only ? KC_CHECK_PASS : check_values(c, ins, nin, outs, nout, msg, size);
+done:
+  free_tensors(ins, nin);
+  free_tensors(outs, nout);
+  return r;
 }
 
 static int cmp_str(const void *a, const void *b) {
@@ -219,6 +285,12 @@ static const char *strip_path(const char *msg, const char *path) {
 }
 
 kc_check_result kc_onnx_check_dir(kc_context *ctx, const char *dir, char *msg, size_t size) {
+  kc_check_options opts = {.shapes_only = false, .threads = 0};
+  return kc_onnx_check_dir_opts(ctx, dir, &opts, msg, size);
+}
+
+kc_check_result kc_onnx_check_dir_opts(kc_context *ctx, const char *dir,
+                                       const kc_check_options *opts, char *msg, size_t size) {
   msg[0] = 0;
   char model[4096];
   snprintf(model, sizeof model, "%s/model.onnx", dir);
@@ -241,10 +313,12 @@ kc_check_result kc_onnx_check_dir(kc_context *ctx, const char *dir, char *msg, s
     r = KC_CHECK_FAIL;
   }
   char note[512] = "", set[4096];
+  checker c = {ctx, g, opts, NULL};
   for (uint32_t i = 0; i < n && r == KC_CHECK_PASS; i++) {
     snprintf(set, sizeof set, "%s/%s", dir, sets[i]);
-    r = check_set(ctx, g, set, note, sizeof note, msg, size);
+    r = check_set(&c, set, note, sizeof note, msg, size);
   }
+  kc_module_free(c.m);
   if (r == KC_CHECK_PASS && note[0])
     snprintf(msg, size, "dims of %s depend on data: rank and dtype compared", note);
   for (uint32_t i = 0; i < n; i++)

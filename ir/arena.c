@@ -4,6 +4,10 @@
  * Chunks are a linked list; a request larger than the default chunk gets a chunk of its own,
  * so big constant tensors do not waste space. Memory is zeroed and aligned to 64 bytes
  * (enough for any dtype and for AVX-512 loads of weight data).
+ *
+ * Marks: chunks are only ever added in front of the head or right behind it, so the chunks
+ * added since a mark are those in front of the marked head plus those between it and the chunk
+ * that followed it then; release frees exactly those and restores the head's fill.
  */
 #include "internal.h"
 
@@ -63,4 +67,28 @@ void kc_arena_free(kc_arena *a) {
     c = n;
   }
   a->head = NULL;
+}
+
+kc_arena_pos kc_arena_mark(const kc_arena *a) {
+  kc_arena_pos m = {a->head, a->head ? a->head->next : NULL, a->head ? a->head->used : 0};
+  return m;
+}
+
+void kc_arena_release(kc_arena *a, kc_arena_pos m) {
+  kc_arena_chunk *c = a->head;
+  while (c && c != m.head) { /* in front of the marked head: all new */
+    kc_arena_chunk *n = c->next;
+    free(c);
+    c = n;
+  }
+  a->head = c;
+  if (!c) return; /* the mark was of an empty arena */
+  kc_arena_chunk *b = c->next;
+  while (b && b != m.next) { /* big chunks slipped in behind the marked head */
+    kc_arena_chunk *n = b->next;
+    free(b);
+    b = n;
+  }
+  c->next = b;
+  c->used = m.used;
 }

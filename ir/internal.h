@@ -57,6 +57,14 @@ void *kc_arena_alloc(kc_arena *a, size_t size);
 char *kc_arena_strdup(kc_arena *a, const char *s);
 void *kc_arena_memdup(kc_arena *a, const void *p, size_t size);
 void kc_arena_free(kc_arena *a);
+/* A point to roll an arena back to: everything allocated after it is freed by release. */
+typedef struct kc_arena_pos {
+  kc_arena_chunk *head, *next; /* head chunk then, and the chunk that followed it */
+  size_t used;                 /* head's fill then */
+} kc_arena_pos;
+kc_arena_pos kc_arena_mark(const kc_arena *a);
+/* Free what was allocated since mark m of a (m still valid: not released past it before). */
+void kc_arena_release(kc_arena *a, kc_arena_pos m);
 
 /* ---- ops ------------------------------------------------------------------------------------- */
 
@@ -312,6 +320,12 @@ void kc_graph_fail(kc_graph *g, kc_status s);
 
 /* Replace every use of old (node inputs and graph outputs) with new. */
 void kc_graph_replace_uses(kc_graph *g, kc_val old, kc_val new_v);
+/*
+ * Deep copy of g (values, nodes, attributes, tensors, dims, bodies) with the same ids. With
+ * share_data the clone's tensors point at g's data (g must then outlive the clone), else the
+ * data is copied into the clone's arena. NULL when out of memory.
+ */
+kc_graph *kc_graph_clone(const kc_graph *g, bool share_data);
 /* Drop KC_OP_NOP nodes and renumber nothing (ids are stable). */
 void kc_graph_compact(kc_graph *g);
 /* Number of uses of each value (array of g->nvals, caller frees). */

@@ -40,4 +40,16 @@ kc_status kc_pool_set_threads(kc_pool *p, int threads);
  */
 void kc_pool_run(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain);
 
+/* ---- NumPy .npy files (runtime/npy.c) ------------------------------------------------------ */
+
+/* Read a .npy file (format 1.0-3.0, little-endian, C order); out->data is malloc'd. */
+kc_status kc_npy_read(kc_context *ctx, const char *path, kc_tensor_desc *out);
+/* The same from memory; `what` names the source in messages. */
+kc_status kc_npy_read_mem(kc_context *ctx, const void *buf, size_t len, const char *what,
+                          kc_tensor_desc *out);
+/* Write t as a .npy file (bf16 as its u16 bits: numpy has no bfloat16). */
+kc_status kc_npy_write(kc_context *ctx, const char *path, const kc_tensor_desc *t);
+/* Free the data of a descriptor kc_npy_read filled. */
+void kc_npy_free(kc_tensor_desc *t);
+
 #endif /* KERNC_RUNTIME_H */

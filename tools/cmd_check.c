@@ -1,7 +1,8 @@
 /*
  * tools/cmd_check.c - `kernc check DIR...`: run ONNX backend node tests (model.onnx plus
- * test_data_set_*) through import, verification and shape inference; one line per test and a
- * summary line "N passed, N failed, N skipped".
+ * test_data_set_*) through import, verification, shape inference, and compiling and running
+ * the model to compare values; one line per test and a summary line
+ * "N passed, N failed, N skipped".
  *
  * The checking itself is library code (frontend/frontend.h, kc_onnx_check_dir); this file only
  * collects folders, prints and picks the exit code: 1 when anything failed, 2 on bad usage.
@@ -77,27 +78,44 @@ static void one_line(char *s) {
 }
 
 int cmd_check(int argc, char **argv) {
-  bool quiet = false;
-  const char *suite = NULL;
+  bool quiet = false, shapes_only = false;
+  const char *suite = NULL, *threads = NULL;
   cli_cmd cmd = {
       .name = "kernc check",
       .args = "DIR...",
       .about = "Check ONNX backend node tests: each DIR holds model.onnx and test_data_set_*/\n"
                "input_N.pb, output_N.pb. The model is imported and verified, input dims bind\n"
                "its symbols, and the inferred output dtypes and shapes must match the expected\n"
-               "outputs. Prints PASS, FAIL or SKIP (unsupported) per test and a summary line.\n"
+               "outputs; then the model is compiled, run on the inputs, and the outputs must\n"
+               "match (floats: |got-want| <= 1e-7 + 1e-3*|want|; integers and bool exactly).\n"
+               "Prints PASS, FAIL or SKIP (unsupported import) per test and a summary line.\n"
                "Exit status: 1 when a test failed, 2 on bad usage, else 0.",
       .max_pos = argc,
   };
   cli_add(&cmd,
           (cli_opt){"quiet", 'q', NULL, "print only FAIL lines and the summary", &quiet, NULL});
   cli_add(&cmd, (cli_opt){"suite", 0, "DIR", "also check every subdirectory of DIR", NULL, &suite});
+  cli_add(&cmd, (cli_opt){"threads", 0, "N", "threads running the compiled models (default: all)",
+                          NULL, &threads});
+  /* TEMPORARY: until every emitter family exists; the lead removes it */
+  cli_add(&cmd, (cli_opt){"shapes-only", 0, NULL, "compare shapes and dtypes only, run nothing",
+                          &shapes_only, NULL});
   const char **pos = malloc((size_t)(argc + 1) * sizeof *pos);
   if (!pos) return fprintf(stderr, "kernc: out of memory\n"), 1;
   int npos, rc;
   if ((rc = cli_parse(&cmd, argc, argv, pos, &npos)) >= 0) {
     free(pos);
     return rc;
+  }
+  kc_check_options opts = {.shapes_only = shapes_only, .threads = 0};
+  if (threads) {
+    char *end;
+    long n = strtol(threads, &end, 10);
+    if (*end || end == threads || n < 1 || n > 4096) {
+      free(pos);
+      return cli_usage_error(&cmd, "--threads needs a positive number, got '%s'", threads);
+    }
+    opts.threads = (int)n;
   }
   path_list dirs = {0};
   bool ok = true;
@@ -124,7 +142,7 @@ int cmd_check(int argc, char **argv) {
   char msg[KC_ERRBUF_SIZE];
   for (size_t i = 0; i < dirs.n; i++) {
     kc_clear_error(ctx);
-    kc_check_result r = kc_onnx_check_dir(ctx, dirs.v[i], msg, sizeof msg);
+    kc_check_result r = kc_onnx_check_dir_opts(ctx, dirs.v[i], &opts, msg, sizeof msg);
     counts[r]++;
     one_line(msg);
     const char *name = test_name(dirs.v[i]);

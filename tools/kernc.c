@@ -22,7 +22,8 @@ typedef struct command {
 static const command commands[] = {
     {"opt", cmd_opt, "read text IR, run passes, print text IR"},
     {"dump", cmd_dump, "print a model or text IR as text or graphviz, after passes"},
-    {"check", cmd_check, "load an ONNX model and report what kernc cannot handle"},
+    {"check", cmd_check, "run ONNX backend node tests and compare shapes and values"},
+    {"run", cmd_run, "compile a model for this CPU and run it on .npy inputs"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 

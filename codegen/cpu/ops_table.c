@@ -7,7 +7,7 @@
 const kc_cpu_op kc_cpu_ops[KC_OP_COUNT] = {
 #define OP(id, ...) [KC_OP_##id] = {
 #define CPU(family, scalar)                                                                        \
-  kc_lower_##family, kc_scalar_##scalar                                                              \
+  kc_lower_##family, kc_scalar_##scalar                                                            \
   }                                                                                                \
   ,
 #include "ir/ops.def"

@@ -1,0 +1,126 @@
+/*
+ * runtime/internal.h - private to runtime/: the compiled module (kc_module of kernc.h), its
+ * static memory facts, and the steps of a run (bind inputs, plan memory, execute).
+ *
+ * A module holds two copies of the graph: `g`, the compiled one (its integer dims are baked
+ * into the kernels), and `sg`, the shape graph, where every run re-infers concrete shapes
+ * with the IR's own shape functions (one source of truth for shapes). sg's per-run state
+ * (types, known values, new dim expressions, fresh-symbol counter) is rolled back at the start
+ * of each run, so repeated runs do not grow memory.
+ *
+ * Storage (decided once at compile time, per value, through its root):
+ *   - a value's root is itself, or for the result of a no_kernel node (views) the root of its
+ *     input 0: a view aliases its input's storage;
+ *   - INPUT roots are the caller's buffers (never written), SOURCE roots the tensor data of a
+ *     weight or constant, COMPUTED roots are written by kernels;
+ *   - a COMPUTED root that a graph output refers to (first come) lives in that output's
+ *     module-owned buffer; any other output is copied into its own buffer after the run;
+ *   - every other COMPUTED root gets an offset in the arena, by liveness [first, last] in node
+ *     order (uses through views included), first fit, planned per run from concrete sizes.
+ * Invariants: per-run scratch is sized at compile time; a run allocates only when a buffer
+ * (arena, an output) must grow, so repeated runs of the same shapes allocate nothing there.
+ */
+#ifndef KERNC_RUNTIME_INTERNAL_H
+#define KERNC_RUNTIME_INTERNAL_H
+
+#include "codegen/codegen.h"
+#include "ir/internal.h"
+#include "runtime/runtime.h"
+
+enum { KC_RT_COMPUTED, KC_RT_INPUT, KC_RT_SOURCE };
+
+#define KC_RT_ALIGN 64
+
+/* Static storage facts of one value. */
+typedef struct kc_rt_val {
+  uint32_t root;    /* value whose storage this one is */
+  uint8_t kind;     /* KC_RT_* of the root */
+  uint32_t input;   /* INPUT roots: graph input index */
+  const void *data; /* SOURCE roots: tensor data */
+  uint32_t first;   /* COMPUTED roots: index of the defining node */
+  uint32_t last;    /* COMPUTED roots: last node reading it (through views too) */
+  int32_t output;   /* COMPUTED roots: graph output whose buffer holds it, else -1 */
+} kc_rt_val;
+
+/* A symbol bound by the inputs of a run. */
+typedef struct kc_rt_binding {
+  const char *name;
+  int64_t value;
+  uint32_t input; /* the input that bound it, for messages */
+} kc_rt_binding;
+
+/* One arena block of a run's plan. */
+typedef struct kc_rt_block {
+  size_t off, size;
+  uint32_t last;
+} kc_rt_block;
+
+struct kc_module {
+  kc_context *ctx;
+  kc_graph *g;  /* compiled graph, after passes */
+  kc_graph *sg; /* shape graph: clone of g, re-inferred per run */
+  kc_arena_pos sg_mark;
+  uint32_t sg_ndexprs, sg_nfresh;
+
+  kc_cpu *cpu;
+  kc_cpu_kernel *kernels; /* per node of g */
+  kc_pool *pool;
+
+  kc_rt_val *rv;   /* per value */
+  uint32_t *order; /* COMPUTED roots held in the arena, by first */
+  uint32_t norder;
+  bool *out_copy;    /* per output: copied from its root after the run */
+  uint32_t max_bufs; /* most inputs+outputs of a node */
+  uint32_t max_dims; /* most dims entries of a node */
+
+  /* per-run scratch, sized at compile time */
+  size_t *nbytes; /* per value */
+  size_t *off;    /* per value: arena offset, SIZE_MAX when not in the arena */
+  void **vbuf;    /* per value */
+  kc_rt_block *live;
+  kc_rt_binding *bind;
+  uint32_t nbind;
+  const kc_tensor_desc **in_of; /* per graph input: the caller's descriptor */
+  void **bufs;
+  int64_t *dims;
+
+  unsigned char *arena; /* intermediates */
+  size_t arena_cap, peak;
+  uint32_t nlive;      /* plan state of the run: live arena blocks, */
+  size_t total;        /* arena bytes placed so far, */
+  uint32_t next_order; /* next entry of order[] to place, */
+  uint32_t planned;    /* nodes whose results are placed */
+  void **out_buf; /* per output, module-owned */
+  size_t *out_cap;
+  unsigned char *ws; /* per-thread kernel workspaces, ws_stride bytes each */
+  size_t ws_stride;
+  int ws_threads;
+  _Alignas(KC_RT_ALIGN) unsigned char empty[KC_RT_ALIGN]; /* storage of zero-size tensors */
+};
+
+/* module.c: the static analysis of storage (roots, liveness, output claims). */
+kc_status kc_rt_analyze(kc_module *m);
+/* Size the per-thread workspaces for the pool's thread count. */
+kc_status kc_rt_workspace(kc_module *m);
+
+/* bind.c: check the caller's inputs against g, then type sg with their concrete shapes. */
+kc_status kc_rt_bind(kc_module *m, const kc_tensor_desc *inputs, uint32_t nin);
+
+/* bind.c: make the results of nodes [from, ...) concrete; *stop is the first node that is not
+ * (its sizes wait for computed data) or nnodes. Errors only for sizes that contradict g. */
+kc_status kc_rt_concrete(kc_module *m, uint32_t from, uint32_t *stop);
+/* bind.c: give node `stop`'s small inputs their computed contents and re-infer from it on;
+ * KC_ERR_UNSUPPORTED naming the node when its sizes still depend on data. */
+kc_status kc_rt_settle(kc_module *m, uint32_t stop);
+
+/* plan.c: start a run's plan (graph inputs bound, nothing placed). */
+kc_status kc_rt_plan_reset(kc_module *m);
+/* plan.c: sizes, arena offsets and buffers of every value nodes [planned, end) define. */
+kc_status kc_rt_plan_upto(kc_module *m, uint32_t end);
+/* plan.c: buffers of the outputs that are copies (after the whole graph is planned). */
+kc_status kc_rt_plan_outputs(kc_module *m);
+
+/* exec.c: run the kernels of nodes [from, to) in order. */
+void kc_rt_execute(kc_module *m, uint32_t from, uint32_t to);
+
+#endif /* KERNC_RUNTIME_INTERNAL_H */

@@ -1,0 +1,387 @@
+/*
+ * tests/test_runtime.c - compile and run (runtime/): builder graphs JIT'd through kc_compile and
+ * run with kc_run, every number checked against values computed here.
+ *
+ * Covered: kernels chained through the arena (intermediates reused, outputs in their own
+ * buffers), one module run with different symbolic batch sizes, sizes that follow from the
+ * contents of small integer inputs (range), a size that depends on computed data refused by
+ * name, outputs that are inputs or views (copied), every input error (count, name, missing,
+ * dtype, rank, static dim, a symbol bound to two values) naming the input, 1 vs 2 threads
+ * giving identical bytes, peak bytes not growing over repeated runs, and (when the emitter
+ * families exist) elementwise math, views and weights. Tests whose families are still stubs
+ * skip. Everything is freed: the suite runs under ASan with leak detection.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "kernc.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct env {
+  kc_context *ctx;
+  kc_graph *g;
+  kc_module *m;
+} env;
+
+static int setup(void **st) {
+  env *e = calloc(1, sizeof *e);
+  e->ctx = kc_context_new();
+  e->g = kc_graph_new(e->ctx, "t");
+  *st = e;
+  return 0;
+}
+
+static int teardown(void **st) {
+  env *e = *st;
+  kc_module_free(e->m);
+  kc_graph_free(e->g);
+  kc_context_free(e->ctx);
+  free(e);
+  return 0;
+}
+
+/* Compile e->g with `threads`; skip the test while a family it needs is a stub. */
+static void compile(env *e, int threads) {
+  assert_int_equal(kc_graph_status(e->g), KC_OK);
+  kc_compile_options o = {.target = "cpu", .passes = "", .threads = threads};
+  kc_status s = kc_compile(e->ctx, e->g, &o, &e->m);
+  if (s == KC_ERR_UNSUPPORTED && strstr(kc_last_error(e->ctx), "no CPU emitter")) {
+    print_message("skipped: %s\n", kc_last_error(e->ctx));
+    skip();
+  }
+  if (s != KC_OK) print_error("%s\n", kc_last_error(e->ctx));
+  assert_int_equal(s, KC_OK);
+}
+
+static kc_tensor_desc desc(const char *name, kc_dtype t, int rank, const int64_t *dims,
+                           void *data) {
+  kc_tensor_desc d = {name, t, rank, {0}, data};
+  for (int i = 0; i < rank; i++)
+    d.dims[i] = dims[i];
+  return d;
+}
+
+/* kc_run must fail with status s and a message holding each of the given words. */
+static void run_fails(env *e, const kc_tensor_desc *in, uint32_t nin, kc_status s, const char *w1,
+                      const char *w2) {
+  kc_tensor_desc out[4];
+  kc_status got = kc_run(e->m, in, nin, out, kc_graph_num_outputs(e->g));
+  const char *msg = kc_last_error(e->ctx);
+  if (got != s || !strstr(msg, w1) || (w2 && !strstr(msg, w2)))
+    print_error("status %d, message: %s\n", got, msg);
+  assert_int_equal(got, s);
+  assert_non_null(strstr(msg, w1));
+  if (w2) assert_non_null(strstr(msg, w2));
+}
+
+static float *iota(size_t n, float scale) {
+  float *p = malloc((n ? n : 1) * sizeof *p);
+  for (size_t i = 0; i < n; i++)
+    p[i] = (float)i * scale - 3.0f;
+  return p;
+}
+
+/* ---- kernels through the arena ------------------------------------------------------------ */
+
+/* x[B,3] -> t1 = x^T -> t2 = t1^T (= x) -> t3 = t2^T; outputs t3 and t2. */
+static void build_chain(env *e) {
+  kc_val x = kc_input(e->g, "x", KC_F32, 2, (kc_dim[]){kc_sym(e->g, "B"), 3});
+  kc_val t1 = kc_transpose(e->g, x, 0, NULL);
+  kc_val t2 = kc_transpose(e->g, t1, 0, NULL);
+  kc_output(e->g, kc_transpose(e->g, t2, 0, NULL), "t3");
+  kc_output(e->g, t2, "t2");
+}
+
+static void check_chain(env *e, int64_t b) {
+  float *x = iota((size_t)b * 3, 0.5f);
+  kc_tensor_desc in = desc("x", KC_F32, 2, (int64_t[]){b, 3}, x), out[2];
+  assert_int_equal(kc_run(e->m, &in, 1, out, 2), KC_OK);
+  assert_string_equal(out[0].name, "t3");
+  assert_true(out[0].rank == 2 && out[0].dims[0] == 3 && out[0].dims[1] == b);
+  assert_true(out[1].rank == 2 && out[1].dims[0] == b && out[1].dims[1] == 3);
+  const float *t3 = out[0].data, *t2 = out[1].data;
+  for (int64_t i = 0; i < b; i++)
+    for (int j = 0; j < 3; j++) {
+      assert_true(t2[i * 3 + j] == x[i * 3 + j]);
+      assert_true(t3[j * b + i] == x[i * 3 + j]);
+    }
+  assert_ptr_not_equal(out[0].data, x);
+  free(x);
+}
+
+static void t_chain_and_batches(void **st) {
+  env *e = *st;
+  build_chain(e);
+  compile(e, 2);
+  check_chain(e, 4);
+  size_t peak4 = kc_module_peak_bytes(e->m);
+  assert_true(peak4 >= 4 * 3 * sizeof(float)); /* t1 lives in the arena */
+  check_chain(e, 1000);
+  check_chain(e, 1);
+  check_chain(e, 0);
+  size_t peak = kc_module_peak_bytes(e->m);
+  assert_true(peak >= 1000 * 3 * sizeof(float));
+  for (int i = 0; i < 5; i++)
+    check_chain(e, 4);
+  assert_int_equal(kc_module_peak_bytes(e->m), peak);
+}
+
+static void t_threads_identical(void **st) {
+  env *e = *st;
+  build_chain(e);
+  compile(e, 1);
+  const int64_t b = 777;
+  float *x = iota(b * 3, 0.25f);
+  kc_tensor_desc in = desc("x", KC_F32, 2, (int64_t[]){b, 3}, x), out[2];
+  assert_int_equal(kc_run(e->m, &in, 1, out, 2), KC_OK);
+  float *one = malloc(b * 3 * sizeof *one);
+  memcpy(one, out[0].data, b * 3 * sizeof *one);
+  assert_int_equal(kc_module_set_threads(e->m, 2), KC_OK);
+  assert_int_equal(kc_run(e->m, &in, 1, out, 2), KC_OK);
+  assert_memory_equal(one, out[0].data, b * 3 * sizeof *one);
+  assert_int_equal(kc_module_set_threads(e->m, 0), KC_OK);
+  assert_int_equal(kc_run(e->m, &in, 1, out, 2), KC_OK);
+  assert_memory_equal(one, out[0].data, b * 3 * sizeof *one);
+  free(one);
+  free(x);
+}
+
+/* ---- storage corner cases ------------------------------------------------------------------ */
+
+/* An output that is a graph input, twice, plus one that is a kernel result. */
+static void t_output_is_input(void **st) {
+  env *e = *st;
+  kc_val x = kc_input(e->g, "x", KC_I32, 1, (kc_dim[]){kc_sym(e->g, "N")});
+  kc_output(e->g, x, "a");
+  kc_output(e->g, x, "b");
+  kc_output(e->g, kc_transpose(e->g, x, 0, NULL), "c");
+  compile(e, 0);
+  int32_t xs[5] = {1, -2, 3, -4, 5};
+  kc_tensor_desc in = desc(NULL, KC_I32, 1, (int64_t[]){5}, xs), out[3];
+  assert_int_equal(kc_run(e->m, &in, 1, out, 3), KC_OK);
+  for (int k = 0; k < 3; k++) {
+    assert_ptr_not_equal(out[k].data, xs); /* module-owned copies: the caller's data is theirs */
+    assert_memory_equal(out[k].data, xs, sizeof xs);
+  }
+  assert_ptr_not_equal(out[0].data, out[1].data);
+  /* fewer outputs than the graph has is fine; more is an error */
+  assert_int_equal(kc_run(e->m, &in, 1, out, 1), KC_OK);
+  kc_tensor_desc many[4];
+  assert_int_equal(kc_run(e->m, &in, 1, many, 4), KC_ERR_INVALID_ARG);
+  assert_int_equal(kc_graph_num_outputs(kc_module_graph(e->m)), 3);
+}
+
+/* range(0, n, 1) from a scalar input: the size follows from the input's contents. */
+static void t_size_from_input_contents(void **st) {
+  env *e = *st;
+  kc_val n = kc_input(e->g, "n", KC_I64, 0, NULL);
+  kc_val z = kc_input(e->g, "zero", KC_I64, 0, NULL);
+  kc_val one = kc_input(e->g, "one", KC_I64, 0, NULL);
+  kc_output(e->g, kc_range(e->g, z, n, one), "r");
+  compile(e, 0);
+  for (int64_t len = 0; len < 70; len += 23) {
+    int64_t zero = 0, step = 1;
+    kc_tensor_desc in[3] = {desc("one", KC_I64, 0, NULL, &step), desc("n", KC_I64, 0, NULL, &len),
+                            desc("zero", KC_I64, 0, NULL, &zero)},
+                   out;
+    assert_int_equal(kc_run(e->m, in, 3, &out, 1), KC_OK);
+    assert_true(out.rank == 1 && out.dims[0] == len);
+    for (int64_t i = 0; i < len; i++)
+      assert_int_equal(((const int64_t *)out.data)[i], i);
+  }
+}
+
+/* A float range's length is not known before it runs: refused, naming the node. */
+static void t_size_from_computed_data(void **st) {
+  env *e = *st;
+  kc_val a = kc_input(e->g, "a", KC_F32, 0, NULL);
+  kc_val b = kc_input(e->g, "b", KC_F32, 0, NULL);
+  kc_val c = kc_input(e->g, "c", KC_F32, 0, NULL);
+  kc_output(e->g, kc_range(e->g, a, b, c), "r");
+  compile(e, 0);
+  float v[3] = {0, 10, 1};
+  kc_tensor_desc in[3] = {desc("a", KC_F32, 0, NULL, &v[0]), desc("b", KC_F32, 0, NULL, &v[1]),
+                          desc("c", KC_F32, 0, NULL, &v[2])};
+  run_fails(e, in, 3, KC_ERR_UNSUPPORTED, "range", "depends on data");
+}
+
+/* ---- input errors ------------------------------------------------------------------------- */
+
+static void t_input_errors(void **st) {
+  env *e = *st;
+  kc_dim s = kc_sym(e->g, "S");
+  kc_val x = kc_input(e->g, "x", KC_F32, 2, (kc_dim[]){s, 4});
+  kc_val y = kc_input(e->g, "y", KC_F32, 2, (kc_dim[]){s, 2});
+  kc_output(e->g, kc_transpose(e->g, x, 0, NULL), "xt");
+  kc_output(e->g, kc_transpose(e->g, y, 0, NULL), "yt");
+  compile(e, 0);
+  float buf[7 * 4] = {0};
+  kc_tensor_desc ok[2] = {desc("x", KC_F32, 2, (int64_t[]){5, 4}, buf),
+                          desc("y", KC_F32, 2, (int64_t[]){5, 2}, buf)},
+                 bad[3];
+  kc_tensor_desc out[2];
+  assert_int_equal(kc_run(e->m, ok, 2, out, 2), KC_OK);
+  /* missing */
+  run_fails(e, ok, 1, KC_ERR_INVALID_ARG, "'y'", "missing");
+  /* wrong dtype */
+  memcpy(bad, ok, sizeof ok);
+  bad[1].dtype = KC_F64;
+  run_fails(e, bad, 2, KC_ERR_TYPE, "'y'", "f64");
+  /* wrong rank */
+  memcpy(bad, ok, sizeof ok);
+  bad[0].rank = 3;
+  bad[0].dims[2] = 1;
+  run_fails(e, bad, 2, KC_ERR_SHAPE, "'x'", "rank 3");
+  /* static dim */
+  memcpy(bad, ok, sizeof ok);
+  bad[0].dims[1] = 3;
+  run_fails(e, bad, 2, KC_ERR_SHAPE, "'x'", "dim 1 must be 4");
+  /* one symbol, two values */
+  memcpy(bad, ok, sizeof ok);
+  bad[1].dims[0] = 7;
+  run_fails(e, bad, 2, KC_ERR_SHAPE, "'S'", "input 'x'");
+  assert_non_null(strstr(kc_last_error(e->ctx), "'y'"));
+  /* unknown name, given twice, too many */
+  memcpy(bad, ok, sizeof ok);
+  bad[1].name = "z";
+  run_fails(e, bad, 2, KC_ERR_INVALID_ARG, "'z'", NULL);
+  bad[1].name = "x";
+  run_fails(e, bad, 2, KC_ERR_INVALID_ARG, "'x'", "twice");
+  memcpy(bad, ok, sizeof ok);
+  bad[2] = ok[0];
+  run_fails(e, bad, 3, KC_ERR_INVALID_ARG, "takes 2", NULL);
+  /* no data */
+  memcpy(bad, ok, sizeof ok);
+  bad[0].data = NULL;
+  run_fails(e, bad, 2, KC_ERR_INVALID_ARG, "'x'", "no data");
+  /* by position, and still fine after all that */
+  bad[0] = ok[0];
+  bad[0].name = bad[1].name = NULL;
+  assert_int_equal(kc_run(e->m, bad, 2, out, 2), KC_OK);
+  assert_true(out[0].dims[0] == 4 && out[0].dims[1] == 5);
+}
+
+static void t_compile_errors(void **st) {
+  env *e = *st;
+  kc_val x = kc_input(e->g, "x", KC_F32, 1, (kc_dim[]){3});
+  kc_output(e->g, kc_transpose(e->g, x, 0, NULL), "y");
+  kc_compile_options o = {.target = "gpu9000"};
+  assert_int_equal(kc_compile(e->ctx, e->g, &o, &e->m), KC_ERR_UNSUPPORTED);
+  assert_null(e->m);
+  assert_non_null(strstr(kc_last_error(e->ctx), "gpu9000"));
+  o = (kc_compile_options){.passes = "no-such-pass"};
+  assert_int_not_equal(kc_compile(e->ctx, e->g, &o, &e->m), KC_OK);
+  assert_null(e->m);
+  /* a weight without data (as a .kir file declares them) */
+  kc_graph *g = NULL;
+  assert_int_equal(kc_graph_parse(e->ctx,
+                                  "graph @w(%1: f32[3] \"x\") {\n"
+                                  "  %2 = weight \"w.bias\" : f32[3]\n"
+                                  "  %3 = transpose(%2) : f32[3]\n"
+                                  "  return %3\n"
+                                  "}\n",
+                                  "w.kir", &g),
+                   KC_OK);
+  kc_status s = kc_compile(e->ctx, g, NULL, &e->m);
+  if (!(s == KC_ERR_UNSUPPORTED && strstr(kc_last_error(e->ctx), "no CPU emitter"))) {
+    assert_int_equal(s, KC_ERR_INVALID_ARG);
+    assert_non_null(strstr(kc_last_error(e->ctx), "w.bias"));
+  }
+  assert_null(e->m);
+  kc_graph_free(g);
+}
+
+/* ---- with the elementwise, view and source families --------------------------------------- */
+
+/* relu(x + w) with a weight broadcast over the rows; x is freed before the run. */
+static void t_add_relu_weight(void **st) {
+  env *e = *st;
+  float w[4] = {0.5f, -1.0f, 2.0f, -0.25f};
+  kc_val x = kc_input(e->g, "x", KC_F32, 2, (kc_dim[]){kc_sym(e->g, "B"), 4});
+  kc_val wv = kc_weight(e->g, "w", KC_F32, 1, (int64_t[]){4}, w);
+  kc_output(e->g, kc_relu(e->g, kc_add(e->g, x, wv)), "y");
+  compile(e, 2);
+  kc_graph_free(e->g); /* the module holds its own copy, weights included */
+  e->g = kc_graph_new(e->ctx, "unused");
+  for (int64_t b = 1; b <= 301; b += 100) {
+    float *xs = iota((size_t)b * 4, 0.01f);
+    kc_tensor_desc in = desc("x", KC_F32, 2, (int64_t[]){b, 4}, xs), out;
+    assert_int_equal(kc_run(e->m, &in, 1, &out, 1), KC_OK);
+    for (int64_t i = 0; i < b * 4; i++) {
+      float want = xs[i] + w[i % 4];
+      assert_true(((const float *)out.data)[i] == (want > 0 ? want : 0));
+    }
+    free(xs);
+  }
+}
+
+/* reshape to a constant shape: a view that needs no kernel; its output is copied. */
+static void t_views(void **st) {
+  env *e = *st;
+  kc_val x = kc_input(e->g, "x", KC_F32, 2, (kc_dim[]){2, 6});
+  kc_val r = kc_reshape(e->g, x, kc_const_i64s(e->g, 3, (int64_t[]){3, 2, 2}));
+  kc_val t =
+      kc_transpose(e->g, kc_reshape(e->g, r, kc_const_i64s(e->g, 2, (int64_t[]){4, 3})), 0, NULL);
+  kc_output(e->g, r, "r");
+  kc_output(e->g, kc_flatten(e->g, t, 1), "t");
+  compile(e, 0);
+  float xs[12];
+  for (int i = 0; i < 12; i++)
+    xs[i] = (float)i;
+  kc_tensor_desc in = desc("x", KC_F32, 2, (int64_t[]){2, 6}, xs), out[2];
+  assert_int_equal(kc_run(e->m, &in, 1, out, 2), KC_OK);
+  assert_true(out[0].rank == 3 && out[0].dims[0] == 3);
+  assert_memory_equal(out[0].data, xs, sizeof xs);
+  assert_ptr_not_equal(out[0].data, xs);
+  assert_true(out[1].rank == 2 && out[1].dims[0] == 3 && out[1].dims[1] == 4);
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 4; j++)
+      assert_true(((const float *)out[1].data)[i * 4 + j] == xs[j * 3 + i]);
+}
+
+/* Reshape to a shape given as an input: its contents settle the output's dims. */
+static void t_reshape_by_input(void **st) {
+  env *e = *st;
+  kc_val x = kc_input(e->g, "x", KC_F32, 1, (kc_dim[]){kc_sym(e->g, "N")});
+  kc_val shape = kc_input(e->g, "shape", KC_I64, 1, (kc_dim[]){2});
+  kc_output(e->g, kc_transpose(e->g, kc_reshape(e->g, x, shape), 0, NULL), "y");
+  compile(e, 0);
+  float xs[12];
+  for (int i = 0; i < 12; i++)
+    xs[i] = (float)i;
+  int64_t sh[2] = {-1, 4};
+  kc_tensor_desc in[2] = {desc("x", KC_F32, 1, (int64_t[]){12}, xs),
+                          desc("shape", KC_I64, 1, (int64_t[]){2}, sh)},
+                 out;
+  assert_int_equal(kc_run(e->m, in, 2, &out, 1), KC_OK);
+  assert_true(out.rank == 2 && out.dims[0] == 4 && out.dims[1] == 3);
+  for (int i = 0; i < 4; i++)
+    for (int j = 0; j < 3; j++)
+      assert_true(((const float *)out.data)[i * 3 + j] == xs[j * 4 + i]);
+  sh[0] = 5; /* 5*4 != 12: the shape function says so, naming the node */
+  kc_tensor_desc o2;
+  assert_int_not_equal(kc_run(e->m, in, 2, &o2, 1), KC_OK);
+  assert_non_null(strstr(kc_last_error(e->ctx), "reshape"));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(t_chain_and_batches, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_threads_identical, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_output_is_input, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_size_from_input_contents, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_size_from_computed_data, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_input_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_compile_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_add_relu_weight, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_views, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_reshape_by_input, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

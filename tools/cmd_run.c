@@ -1,0 +1,222 @@
+/*
+ * tools/cmd_run.c - `kernc run MODEL --input NAME=FILE.npy ...`: load a model (.onnx or text
+ * IR), compile it for the CPU (JIT), run it once on .npy inputs, and write each output as
+ * DIR/NAME.npy (--output-dir) or print its name, dtype, shape and first values.
+ *
+ * --input may repeat, which the shared flag parser does not do: those arguments are taken out
+ * of argv here before the rest goes through cli_parse (they still appear in --help).
+ * A bf16 input may come as a u16 array (numpy has no bfloat16); the bits are taken as they are.
+ */
+#include "ir/internal.h"
+#include "runtime/runtime.h"
+#include "tools/cli.h"
+#include "tools/commands.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define SHOW_VALUES 8
+
+typedef struct run_args {
+  const char **input; /* "NAME=FILE" or "FILE" (by position), as given */
+  int ninput;
+  char **rest; /* argv without the --input arguments */
+  int nrest;
+} run_args;
+
+/* Split --input NAME=FILE / --input=NAME=FILE out of argv; 2 on bad usage, else -1. */
+static int take_inputs(const cli_cmd *cmd, int argc, char **argv, run_args *a) {
+  for (int i = 0; i < argc; i++) {
+    const char *s = argv[i];
+    bool only_pos = a->nrest > 0 && strcmp(a->rest[a->nrest - 1], "--") == 0;
+    if (i > 0 && !only_pos && (strcmp(s, "--input") == 0 || strcmp(s, "-i") == 0)) {
+      if (i + 1 >= argc) return cli_usage_error(cmd, "option '%s' needs NAME=FILE.npy", s);
+      a->input[a->ninput++] = argv[++i];
+    } else if (i > 0 && !only_pos && strncmp(s, "--input=", 8) == 0) {
+      a->input[a->ninput++] = s + 8;
+    } else if (i > 0 && !only_pos && strncmp(s, "-i", 2) == 0) {
+      a->input[a->ninput++] = s + 2;
+    } else {
+      a->rest[a->nrest++] = argv[i];
+    }
+  }
+  return -1;
+}
+
+/* Graph input index named name, or -1. */
+static int input_index(const kc_graph *g, const char *name) {
+  for (uint32_t i = 0; i < kc_graph_num_inputs(g); i++)
+    if (strcmp(kc_graph_input_name(g, i), name) == 0) return (int)i;
+  return -1;
+}
+
+/* Read every --input into in[] (graph order); exit code on failure, -1 when all are there. */
+static int read_inputs(kc_context *ctx, const kc_graph *g, const run_args *a, kc_tensor_desc *in) {
+  uint32_t n = kc_graph_num_inputs(g);
+  for (int k = 0; k < a->ninput; k++) {
+    const char *eq = strchr(a->input[k], '='), *file = eq ? eq + 1 : a->input[k];
+    char name[256];
+    int idx = k;
+    if (eq) {
+      snprintf(name, sizeof name, "%.*s", (int)(eq - a->input[k]), a->input[k]);
+      idx = input_index(g, name);
+    }
+    if (idx < 0 || (uint32_t)idx >= n) {
+      fprintf(stderr, "kernc: the model has no input %s%s%s; its inputs are:", eq ? "'" : "#",
+              eq ? name : "", eq ? "'" : "");
+      for (uint32_t i = 0; i < n; i++)
+        fprintf(stderr, " '%s'", kc_graph_input_name(g, i));
+      fprintf(stderr, "\n");
+      return 1;
+    }
+    if (in[idx].data) {
+      fprintf(stderr, "kernc: input '%s' is given twice\n", kc_graph_input_name(g, (uint32_t)idx));
+      return 1;
+    }
+    kc_status s = kc_npy_read(ctx, file, &in[idx]);
+    if (s != KC_OK) return cli_fail(ctx, s, file);
+    kc_dtype want = kc_val_dtype(g, kc_graph_input(g, (uint32_t)idx));
+    if (want == KC_BF16 && in[idx].dtype == KC_U16) in[idx].dtype = KC_BF16;
+    in[idx].name = kc_graph_input_name(g, (uint32_t)idx);
+  }
+  bool missing = false;
+  for (uint32_t i = 0; i < n; i++)
+    if (!in[i].name) {
+      fprintf(stderr, "%s '%s'",
+              missing ? "," : "kernc: missing input(s):", kc_graph_input_name(g, i));
+      missing = true;
+    }
+  if (missing) fprintf(stderr, " (give each as --input NAME=FILE.npy)\n");
+  return missing ? 1 : -1;
+}
+
+static void print_value(const kc_tensor_desc *t, size_t i) {
+  const void *p = t->data;
+  switch (t->dtype) {
+  case KC_F32: printf("%.9g", ((const float *)p)[i]); break;
+  case KC_F64: printf("%.17g", ((const double *)p)[i]); break;
+  case KC_F16: printf("%.5g", (double)kc_f16_to_f32(((const uint16_t *)p)[i])); break;
+  case KC_BF16: printf("%.4g", (double)kc_bf16_to_f32(((const uint16_t *)p)[i])); break;
+  case KC_I64: printf("%lld", (long long)((const int64_t *)p)[i]); break;
+  case KC_I32: printf("%d", ((const int32_t *)p)[i]); break;
+  case KC_I16: printf("%d", ((const int16_t *)p)[i]); break;
+  case KC_I8: printf("%d", ((const int8_t *)p)[i]); break;
+  case KC_U64: printf("%llu", (unsigned long long)((const uint64_t *)p)[i]); break;
+  case KC_U32: printf("%u", ((const uint32_t *)p)[i]); break;
+  case KC_U16: printf("%u", ((const uint16_t *)p)[i]); break;
+  case KC_U8: printf("%u", ((const uint8_t *)p)[i]); break;
+  case KC_BOOL: printf("%s", ((const uint8_t *)p)[i] ? "true" : "false"); break;
+  default: printf("?"); break;
+  }
+}
+
+static void print_output(const kc_tensor_desc *t, const char *name) {
+  size_t n = 1;
+  printf("%s: %s[", name, kc_dtype_name(t->dtype));
+  for (int d = 0; d < t->rank; d++) {
+    printf("%s%lld", d ? "," : "", (long long)t->dims[d]);
+    n *= (size_t)t->dims[d];
+  }
+  printf("] =");
+  for (size_t i = 0; i < n && i < SHOW_VALUES; i++) {
+    putchar(' ');
+    print_value(t, i);
+  }
+  printf("%s\n", n > SHOW_VALUES ? " ..." : "");
+}
+
+/* DIR/NAME.npy, with characters a file name cannot hold replaced. */
+static int write_output(kc_context *ctx, const char *dir, const char *name,
+                        const kc_tensor_desc *t) {
+  char path[4096];
+  int len = snprintf(path, sizeof path, "%s/%s.npy", dir, name);
+  if (len < 0 || (size_t)len >= sizeof path) {
+    fprintf(stderr, "kernc: output path too long for '%s'\n", name);
+    return 1;
+  }
+  for (char *p = path + strlen(dir) + 1; *p; p++)
+    if (*p == '/' || *p == '\\' || *p == ':') *p = '_';
+  kc_status s = kc_npy_write(ctx, path, t);
+  if (s != KC_OK) return cli_fail(ctx, s, NULL);
+  printf("%s\n", path);
+  return 0;
+}
+
+static int run_model(kc_context *ctx, const kc_graph *g, const run_args *a, int threads,
+                     const char *out_dir) {
+  uint32_t nin = kc_graph_num_inputs(g), nout = kc_graph_num_outputs(g);
+  kc_tensor_desc *in = calloc(nin + 1, sizeof *in), *out = calloc(nout + 1, sizeof *out);
+  kc_module *m = NULL;
+  int rc = in && out ? read_inputs(ctx, g, a, in) : (fprintf(stderr, "kernc: out of memory\n"), 1);
+  kc_compile_options co = {.target = "cpu", .passes = NULL, .threads = threads};
+  kc_status s = KC_OK;
+  if (rc < 0 && (s = kc_compile(ctx, g, &co, &m)) != KC_OK) rc = cli_fail(ctx, s, NULL);
+  if (rc < 0 && (s = kc_run(m, in, nin, out, nout)) != KC_OK) rc = cli_fail(ctx, s, NULL);
+  if (rc < 0 && out_dir && mkdir(out_dir, 0777) != 0) {
+    struct stat st;
+    if (stat(out_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+      fprintf(stderr, "kernc: cannot create output folder '%s'\n", out_dir);
+      rc = 1;
+    }
+  }
+  for (uint32_t k = 0; rc < 0 && k < nout; k++) {
+    char fallback[32];
+    snprintf(fallback, sizeof fallback, "output_%u", k);
+    const char *name = out[k].name ? out[k].name : fallback;
+    if (out_dir)
+      rc = write_output(ctx, out_dir, name, &out[k]) ? 1 : -1;
+    else
+      print_output(&out[k], name);
+  }
+  kc_module_free(m);
+  for (uint32_t i = 0; in && i < nin; i++)
+    kc_npy_free(&in[i]);
+  free(in);
+  free(out);
+  return rc < 0 ? 0 : rc;
+}
+
+int cmd_run(int argc, char **argv) {
+  const char *out_dir = NULL, *threads = NULL;
+  const char *unused = NULL; /* --input is taken out of argv before parsing (it repeats) */
+  cli_cmd cmd = {
+      .name = "kernc run",
+      .args = "MODEL",
+      .about = "Compile MODEL (.onnx, or text IR .kir) for this CPU, run it once on the given\n"
+               "inputs and write or print its outputs. Without --output-dir each output is\n"
+               "printed as NAME: DTYPE[SHAPE] = first values.",
+      .min_pos = 1,
+      .max_pos = 1,
+  };
+  cli_add(&cmd, (cli_opt){"input", 'i', "NAME=FILE.npy",
+                          "an input as a .npy file (repeat for each input)", NULL, &unused});
+  cli_add(&cmd,
+          (cli_opt){"output-dir", 'o', "DIR", "write each output as DIR/NAME.npy", NULL, &out_dir});
+  cli_add(&cmd, (cli_opt){"threads", 0, "N", "threads to run on (default: one per core)", NULL,
+                          &threads});
+  run_args a = {0};
+  a.input = calloc((size_t)argc + 1, sizeof *a.input);
+  a.rest = calloc((size_t)argc + 1, sizeof *a.rest);
+  const char *pos[1];
+  int npos, rc = a.input && a.rest ? take_inputs(&cmd, argc, argv, &a) : 1;
+  if (rc < 0) rc = cli_parse(&cmd, a.nrest, a.rest, pos, &npos);
+  long nthreads = 0;
+  if (rc < 0 && threads) {
+    char *end;
+    nthreads = strtol(threads, &end, 10);
+    if (*end || end == threads || nthreads < 1 || nthreads > 4096)
+      rc = cli_usage_error(&cmd, "--threads needs a positive number, got '%s'", threads);
+  }
+  kc_context *ctx = rc < 0 ? kc_context_new() : NULL;
+  kc_graph *g = NULL;
+  if (rc < 0 && !ctx) rc = (fprintf(stderr, "kernc: out of memory\n"), 1);
+  kc_status s;
+  if (rc < 0 && (s = cli_load(ctx, pos[0], true, &g)) != KC_OK) rc = cli_fail(ctx, s, pos[0]);
+  if (rc < 0) rc = run_model(ctx, g, &a, (int)nthreads, out_dir);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+  free(a.input);
+  free(a.rest);
+  return rc;
+}
