@@ -102,6 +102,9 @@ typedef struct kc_matmul_kernel {
 
 /* The blocking kc_cpu_matmul would choose for this host, with cfg's nonzero fields kept. */
 void kc_matmul_cfg_resolve(const kc_cpu *cpu, kc_matmul_cfg *cfg);
+/* What a kernel generated with cfg looks like (fn NULL): resolved blocking, unit_n, ws_floats;
+ * for callers that reuse a core already emitted into their module. */
+void kc_matmul_describe(const kc_cpu *cpu, const kc_matmul_cfg *cfg, kc_matmul_kernel *out);
 /* Generate, optimize and JIT a matmul kernel named name (unique per kc_cpu); cfg may be NULL. */
 kc_status kc_cpu_matmul(kc_cpu *cpu, const char *name, const kc_matmul_cfg *cfg,
                         kc_matmul_kernel *out);

@@ -241,10 +241,9 @@ static kc_status make_concrete(kc_module *m, const kc_node *n, bool *pending) {
         l += (size_t)snprintf(cb + l, sizeof cb - l, "%s%s", d ? "," : "",
                               kc_dim_str(m->g, cv->dims[d], one, sizeof one));
       }
-      return kc_node_errorf(sg, n, KC_ERR_SHAPE,
-                            "result %%%u is %s[%s] for these inputs, but was compiled as %s[%s]",
-                            n->out[j].id, kc_dtype_name(v->dtype), sb, kc_dtype_name(cv->dtype),
-                            cb);
+      return kc_node_errorf(
+          sg, n, KC_ERR_SHAPE, "result %%%u is %s[%s] for these inputs, but was compiled as %s[%s]",
+          n->out[j].id, kc_dtype_name(v->dtype), sb, kc_dtype_name(cv->dtype), cb);
     }
   }
   return KC_OK;

@@ -16,7 +16,8 @@
  *   - a COMPUTED root that a graph output refers to (first come) lives in that output's
  *     module-owned buffer; any other output is copied into its own buffer after the run;
  *   - every other COMPUTED root gets an offset in the arena, by liveness [first, last] in node
- *     order (uses through views included), first fit, planned per run from concrete sizes.
+ *     order (uses through views included), first fit, planned per run from concrete sizes (in
+ *     stages when later sizes depend on data computed by earlier nodes; see runtime/plan.c).
  * Invariants: per-run scratch is sized at compile time; a run allocates only when a buffer
  * (arena, an output) must grow, so repeated runs of the same shapes allocate nothing there.
  */
@@ -90,7 +91,7 @@ struct kc_module {
   size_t total;        /* arena bytes placed so far, */
   uint32_t next_order; /* next entry of order[] to place, */
   uint32_t planned;    /* nodes whose results are placed */
-  void **out_buf; /* per output, module-owned */
+  void **out_buf;      /* per output, module-owned */
   size_t *out_cap;
   unsigned char *ws; /* per-thread kernel workspaces, ws_stride bytes each */
   size_t ws_stride;

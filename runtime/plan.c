@@ -80,8 +80,7 @@ static bool grow(unsigned char **buf, size_t *cap, size_t size, size_t keep) {
 
 static void *root_buf(kc_module *m, uint32_t v) {
   const kc_rt_val *r = &m->rv[v];
-  if (r->kind == KC_RT_INPUT)
-    return m->in_of[r->input]->data ? m->in_of[r->input]->data : m->empty;
+  if (r->kind == KC_RT_INPUT) return m->in_of[r->input]->data ? m->in_of[r->input]->data : m->empty;
   if (r->kind == KC_RT_SOURCE) return (void *)r->data;
   if (r->output >= 0) return m->out_buf[r->output];
   return m->off[v] != SIZE_MAX ? m->arena + m->off[v] : m->empty;

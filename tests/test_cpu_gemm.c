@@ -174,6 +174,29 @@ static void gfree(void *p, size_t bytes) {
 
 static size_t nbytes(kc_dtype t, int64_t n) { return (size_t)(n > 0 ? n : 1) * kc_dtype_size(t); }
 
+/* bf16 is the top half of an f32 (round to nearest even); C has no bf16 arithmetic type. */
+static uint16_t to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+static float from_bf16(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* v rounded to what dtype t can hold, so references see the kernel's inputs. */
+static void quantize(kc_dtype t, double *v, int64_t n) {
+  for (int64_t i = 0; v && i < n; i++) {
+    if (t == KC_F32) v[i] = (float)v[i];
+    if (t == KC_F16) v[i] = (_Float16)v[i];
+    if (t == KC_BF16) v[i] = from_bf16(to_bf16((float)v[i]));
+  }
+}
+
 static void *typed(kc_dtype t, const double *v, int64_t n) {
   void *p = galloc(nbytes(t, n));
   for (int64_t i = 0; i < n; i++) {
@@ -182,6 +205,8 @@ static void *typed(kc_dtype t, const double *v, int64_t n) {
     case KC_F64: ((double *)p)[i] = v[i]; break;
     case KC_I32: ((int32_t *)p)[i] = (int32_t)v[i]; break;
     case KC_I64: ((int64_t *)p)[i] = (int64_t)v[i]; break;
+    case KC_F16: ((_Float16 *)p)[i] = (_Float16)v[i]; break;
+    case KC_BF16: ((uint16_t *)p)[i] = to_bf16((float)v[i]); break;
     default: fail();
     }
   }
@@ -194,6 +219,8 @@ static double get(kc_dtype t, const void *p, int64_t i) {
   case KC_F64: return ((const double *)p)[i];
   case KC_I32: return ((const int32_t *)p)[i];
   case KC_I64: return (double)((const int64_t *)p)[i];
+  case KC_F16: return ((const _Float16 *)p)[i];
+  case KC_BF16: return from_bf16(((const uint16_t *)p)[i]);
   default: fail(); return 0;
   }
 }
@@ -214,6 +241,8 @@ static void poison(kc_dtype t, void *p, int64_t n) {
     if (t == KC_F64) ((double *)p)[i] = NAN;
     if (t == KC_I32) ((int32_t *)p)[i] = INT32_MIN;
     if (t == KC_I64) ((int64_t *)p)[i] = INT64_MIN;
+    if (t == KC_F16) ((_Float16 *)p)[i] = (_Float16)NAN;
+    if (t == KC_BF16) ((uint16_t *)p)[i] = 0x7fc0;
   }
 }
 
@@ -233,8 +262,8 @@ static int put_dims(int64_t *dims, int n, const opnd *o) {
 }
 
 /* Run the kernel over units [begin, end) with a fresh workspace. */
-static void run_range(const kc_cpu_kernel *k, void *const *bufs, const int64_t *dims,
-                      int64_t begin, int64_t end) {
+static void run_range(const kc_cpu_kernel *k, void *const *bufs, const int64_t *dims, int64_t begin,
+                      int64_t end) {
   void *ws = k->ws_bytes ? aligned_alloc(64, ((size_t)k->ws_bytes + 63) / 64 * 64) : NULL;
   k->fn(bufs, dims, ws, begin, end);
   free(ws);
@@ -242,16 +271,20 @@ static void run_range(const kc_cpu_kernel *k, void *const *bufs, const int64_t *
 
 static void check_out(const mcase *c, const void *out, const double *ref, const double *mag,
                       int64_t n, const char *how) {
+  /* f16/bf16 accumulate in f32 and round once: half an ulp of the result */
   double tol = c->dt == KC_F32 ? 2e-6 : c->dt == KC_F64 ? 1e-13 : 0;
+  if (c->dt == KC_F16) tol = 1e-3;
+  if (c->dt == KC_BF16) tol = 8e-3;
   /* f32 gelu goes through vmath's vector erf / tanh, polynomial approximations */
   if (c->dt == KC_F32 && c->op == OP_EP && (c->act == KC_ACT_GELU || c->act == KC_ACT_GELU_TANH))
     tol = 2e-5;
   for (int64_t i = 0; i < n; i++) {
     double got = get(c->dt, out, i);
     if (!(fabs(got - ref[i]) <= tol * (mag[i] + 1))) {
-      fail_msg("%s: out[%lld] = %.9g, reference %.9g (op %d act %d, dtype %s, A rank %d, B rank %d)",
-               how, (long long)i, got, ref[i], c->op, (int)c->act, kc_dtype_name(c->dt), c->a.rank,
-               c->b.rank);
+      fail_msg(
+          "%s: out[%lld] = %.9g, reference %.9g (op %d act %d, dtype %s, A rank %d, B rank %d)",
+          how, (long long)i, got, ref[i], c->op, (int)c->act, kc_dtype_name(c->dt), c->a.rank,
+          c->b.rank);
     }
   }
 }
@@ -286,6 +319,10 @@ static void run_case(const mcase *c) {
   double *av = rand_vals(c->dt, numel(&c->a), &seed), *bv = rand_vals(c->dt, numel(&c->b), &seed);
   double *xv = c->x.rank >= 0 ? rand_vals(c->dt, numel(&c->x), &seed) : NULL;
   double *yv = c->y.rank >= 0 ? rand_vals(c->dt, numel(&c->y), &seed) : NULL;
+  quantize(c->dt, av, numel(&c->a));
+  quantize(c->dt, bv, numel(&c->b));
+  quantize(c->dt, xv, c->x.rank >= 0 ? numel(&c->x) : 0);
+  quantize(c->dt, yv, c->y.rank >= 0 ? numel(&c->y) : 0);
   double *ref = malloc((size_t)(n + 1) * sizeof *ref), *mag = malloc((size_t)(n + 1) * sizeof *mag);
   reference(c, av, bv, xv, yv, ref, mag);
 
@@ -338,16 +375,22 @@ static void run_case(const mcase *c) {
 
 #define R(...)                                                                                     \
   {                                                                                                \
-    .rank = sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t), .d = {__VA_ARGS__}                 \
+    .rank = sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t), .d = { __VA_ARGS__ }               \
   }
-#define NONE {.rank = -1}
-#define SCALAR {.rank = 0}
+#define NONE                                                                                       \
+  { .rank = -1 }
+#define SCALAR                                                                                     \
+  { .rank = 0 }
+
+static void gemm(opnd a, opnd b, opnd c, float alpha, float beta, int ta, int tb, kc_dtype t);
+static void ep(kc_dtype t, opnd a, opnd b, opnd bias, opnd res, kc_act act);
 
 static void mm(kc_dtype t, opnd a, opnd b) {
   run_case(&(mcase){.op = OP_MATMUL, .dt = t, .a = a, .b = b, .x = NONE, .y = NONE});
 }
 
-/* ---- tests ------------------------------------------------------------------------------------ */
+/* ---- tests ------------------------------------------------------------------------------------
+ */
 
 static void t_matmul_2d(void **state) {
   mm(KC_F32, (opnd)R(5, 7), (opnd)R(7, 9));
@@ -363,6 +406,29 @@ static void t_matmul_1d(void **state) {
   mm(KC_F32, (opnd)R(7), (opnd)R(7));
   mm(KC_F32, (opnd)R(7), (opnd)R(2, 3, 7, 9));
   mm(KC_F32, (opnd)R(2, 3, 5, 7), (opnd)R(7));
+}
+
+/* N = 1: dot products along K (main loop, tail, epilogue on a scalar). */
+static void t_matmul_vector(void **state) {
+  mm(KC_F32, (opnd)R(37, 300), (opnd)R(300, 1));
+  mm(KC_F32, (opnd)R(2, 3, 9, 130), (opnd)R(130));
+  mm(KC_F32, (opnd)R(3, 1, 64), (opnd)R(2, 1, 64, 1));
+  mm(KC_F64, (opnd)R(5, 67), (opnd)R(67));
+  mm(KC_I32, (opnd)R(5, 67), (opnd)R(3, 67, 1));
+  gemm((opnd)R(9, 150), (opnd)R(1, 150), (opnd)R(9, 1), 0.5f, 2, 0, 1, KC_F32);
+  gemm((opnd)R(150, 9), (opnd)R(150, 1), (opnd)R(1), 1, 1, 1, 0, KC_F32); /* A^T: the core */
+  ep(KC_F32, (opnd)R(4, 9, 200), (opnd)R(200, 1), (opnd)R(1), (opnd)R(4, 9, 1), KC_ACT_GELU);
+  ep(KC_F16, (opnd)R(9, 200), (opnd)R(200), (opnd)R(1), (opnd)R(9), KC_ACT_RELU);
+}
+
+/* One or two rows per product: f32 streams B through the loop nest instead of packing it. */
+static void t_few_rows(void **state) {
+  mm(KC_F32, (opnd)R(1, 300), (opnd)R(300, 200));
+  mm(KC_F32, (opnd)R(2, 1, 2, 33), (opnd)R(3, 33, 70)); /* [2,3,2,70] */
+  mm(KC_F32, (opnd){.rank = 3, .d = {4, 1, 64}, .sym = {"B"}}, (opnd)R(64, 100));
+  gemm((opnd)R(40, 1), (opnd)R(40, 70), (opnd)R(70), 1, 1, 1, 0, KC_F32);
+  ep(KC_F32, (opnd)R(1, 1, 50), (opnd)R(50, 130), (opnd)R(130), (opnd)R(1, 1, 130),
+     KC_ACT_GELU_TANH);
 }
 
 static void t_matmul_batched(void **state) {
@@ -427,6 +493,13 @@ static void t_gemm(void **state) {
   gemm(a, b, (opnd)NONE, 3, 1, 0, 0, KC_F32);    /* alpha only */
   gemm((opnd)R(70, 130), (opnd)R(93, 130), (opnd)R(93), 1, 1, 0, 1, KC_F32);
   gemm((opnd)R(K, M), (opnd)R(K, N), (opnd)R(M, 1), 2, 3, 1, 0, KC_I32);
+  gemm((opnd)R(K, M), (opnd)R(N, K), (opnd)R(N), 0.5f, 2, 1, 1, KC_F16); /* gathered B^T */
+  /* symbolic M; C of the output's shape, and a column whose stride is known at run time */
+  opnd sa = {.rank = 2, .d = {M, K}, .sym = {"M"}};
+  gemm(sa, b, (opnd){.rank = 2, .d = {M, N}, .sym = {"M"}}, 1, 2, 0, 0, KC_F32);
+  gemm(sa, b, (opnd){.rank = 2, .d = {M, 1}, .sym = {"M", "Q"}}, 1, 2, 0, 0, KC_F32);
+  gemm(sa, b, (opnd){.rank = 2, .d = {M, N}, .sym = {"M", "Q"}}, 1, 2, 0, 0, KC_F32);
+  gemm(sa, b, (opnd){.rank = 2, .d = {1, N}, .sym = {"P", "Q"}}, 1, 2, 0, 0, KC_F64);
 }
 
 static void ep(kc_dtype t, opnd a, opnd b, opnd bias, opnd res, kc_act act) {
@@ -447,16 +520,17 @@ static void t_matmul_ep(void **state) {
      KC_ACT_RELU);
   ep(KC_F32, (opnd)R(3, 100, 64), (opnd)R(64, 150), (opnd)R(150), (opnd)R(3, 100, 150),
      KC_ACT_GELU);
-  ep(KC_F32, (opnd){.rank = 3, .d = {2, 6, 16}, .sym = {"B", "S"}}, (opnd)R(16, 40),
-     (opnd)R(40), (opnd){.rank = 3, .d = {2, 6, 40}, .sym = {"B", "S"}}, KC_ACT_GELU_TANH);
+  ep(KC_F32, (opnd){.rank = 3, .d = {2, 6, 16}, .sym = {"B", "S"}}, (opnd)R(16, 40), (opnd)R(40),
+     (opnd){.rank = 3, .d = {2, 6, 40}, .sym = {"B", "S"}}, KC_ACT_GELU_TANH);
   ep(KC_I32, (opnd)R(5, 7), (opnd)R(7, 9), (opnd)R(9), (opnd)R(5, 9), KC_ACT_RELU);
+  ep(KC_F16, (opnd)R(2, 5, 7), (opnd)R(7, 40), (opnd)R(40), (opnd)R(5, 40), KC_ACT_GELU);
   ep(KC_F32, (opnd)R(7), (opnd)R(7, 9), (opnd)R(9), (opnd)R(9), KC_ACT_RELU);
   ep(KC_F32, (opnd)R(5, 7), (opnd)R(7), (opnd)R(1), (opnd)R(5), KC_ACT_RELU);
 }
 
 static void t_generic_dtypes(void **state) {
-  kc_dtype ts[] = {KC_F64, KC_I32, KC_I64};
-  for (int i = 0; i < 3; i++) {
+  kc_dtype ts[] = {KC_F64, KC_I32, KC_I64, KC_F16, KC_BF16};
+  for (int i = 0; i < 5; i++) {
     mm(ts[i], (opnd)R(5, 7), (opnd)R(7, 9));
     mm(ts[i], (opnd)R(3, 17, 20), (opnd)R(20, 70));
     mm(ts[i], (opnd)R(2, 1, 5, 7), (opnd)R(1, 3, 7, 9));
@@ -468,12 +542,84 @@ static void t_generic_dtypes(void **state) {
   }
 }
 
+/* Two f32 kernels in one module share the core: y = relu((a @ b) @ c + bias), both run. */
+static void t_shared_core(void **state) {
+  enum { M = 9, K = 13, N = 21, P = 35 };
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = kc_graph_new(ctx, "two");
+  kc_val a = kc_input(g, "a", KC_F32, 2, (kc_dim[]){M, K});
+  kc_val b = kc_input(g, "b", KC_F32, 2, (kc_dim[]){K, N});
+  kc_val c = kc_input(g, "c", KC_F32, 2, (kc_dim[]){N, P});
+  kc_val bias = kc_input(g, "bias", KC_F32, 1, (kc_dim[]){P});
+  kc_val t = kc_matmul(g, a, b);
+  kc_output(g, kc_matmul_ep(g, t, c, bias, (kc_val){0}, KC_ACT_RELU), "y");
+  assert_int_equal(kc_graph_status(g), KC_OK);
+  kc_cpu *cpu;
+  assert_int_equal(kc_cpu_new(ctx, &cpu), KC_OK);
+  kc_cpu_kernel ks[2];
+  assert_int_equal(g->nnodes, 2);
+  if (kc_cpu_compile_graph(cpu, g, ks) != KC_OK) fail_msg("%s", kc_last_error(ctx));
+  unsigned seed = 3;
+  double *av = rand_vals(KC_F32, M * K, &seed), *bv = rand_vals(KC_F32, K * N, &seed);
+  double *cv = rand_vals(KC_F32, N * P, &seed), *biv = rand_vals(KC_F32, P, &seed);
+  float *fa = typed(KC_F32, av, M * K), *fb = typed(KC_F32, bv, K * N);
+  float *fc = typed(KC_F32, cv, N * P), *fbias = typed(KC_F32, biv, P);
+  float *ft = galloc(M * N * sizeof(float)), *fy = galloc(M * P * sizeof(float));
+  poison(KC_F32, ft, M * N);
+  poison(KC_F32, fy, M * P);
+  int64_t d0[] = {M, K, K, N, M, N}, d1[] = {M, N, N, P, P, M, P};
+  run_range(&ks[0], (void *[]){fa, fb, ft}, d0, 0, ks[0].units(d0));
+  run_range(&ks[1], (void *[]){ft, fc, fbias, fy}, d1, 0, ks[1].units(d1));
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < P; j++) {
+      double s = biv[j], mag = fabs(biv[j]);
+      for (int n = 0; n < N; n++) {
+        double tv = 0, tm = 0;
+        for (int k = 0; k < K; k++) {
+          tv += av[i * K + k] * bv[k * N + n];
+          tm += fabs(av[i * K + k] * bv[k * N + n]);
+        }
+        s += tv * cv[n * P + j];
+        mag += tm * fabs(cv[n * P + j]);
+      }
+      s = s < 0 ? 0 : s;
+      assert_true(fabs(fy[i * P + j] - s) <= 1e-5 * (mag + 1));
+    }
+  gfree(fa, M * K * sizeof(float)), gfree(fb, K * N * sizeof(float));
+  gfree(fc, N * P * sizeof(float)), gfree(fbias, P * sizeof(float));
+  gfree(ft, M * N * sizeof(float)), gfree(fy, M * P * sizeof(float));
+  free(av), free(bv), free(cv), free(biv);
+  kc_cpu_free(cpu);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
+/* Unsupported combinations fail lowering with a message naming the node, not a crash. */
+static void t_unsupported(void **state) {
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = kc_graph_new(ctx, "bad");
+  kc_val a = kc_input(g, "a", KC_I32, 2, (kc_dim[]){2, 3});
+  kc_val b = kc_input(g, "b", KC_I32, 2, (kc_dim[]){3, 4});
+  kc_output(g, kc_matmul_ep(g, a, b, (kc_val){0}, (kc_val){0}, KC_ACT_GELU), "y");
+  assert_int_equal(kc_graph_status(g), KC_OK);
+  kc_cpu *cpu;
+  assert_int_equal(kc_cpu_new(ctx, &cpu), KC_OK);
+  kc_cpu_kernel ks[1];
+  assert_int_equal(kc_cpu_compile_graph(cpu, g, ks), KC_ERR_UNSUPPORTED);
+  assert_non_null(strstr(kc_last_error(ctx), "gelu"));
+  kc_cpu_free(cpu);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_matmul_2d),       cmocka_unit_test(t_matmul_1d),
-      cmocka_unit_test(t_matmul_batched),  cmocka_unit_test(t_matmul_symbolic),
-      cmocka_unit_test(t_gemm),            cmocka_unit_test(t_matmul_ep),
-      cmocka_unit_test(t_generic_dtypes),
+      cmocka_unit_test(t_matmul_2d),      cmocka_unit_test(t_matmul_1d),
+      cmocka_unit_test(t_matmul_vector),  cmocka_unit_test(t_few_rows),
+      cmocka_unit_test(t_matmul_batched), cmocka_unit_test(t_matmul_symbolic),
+      cmocka_unit_test(t_gemm),           cmocka_unit_test(t_matmul_ep),
+      cmocka_unit_test(t_generic_dtypes), cmocka_unit_test(t_shared_core),
+      cmocka_unit_test(t_unsupported),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

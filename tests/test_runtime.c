@@ -4,12 +4,13 @@
  *
  * Covered: kernels chained through the arena (intermediates reused, outputs in their own
  * buffers), one module run with different symbolic batch sizes, sizes that follow from the
- * contents of small integer inputs (range), a size that depends on computed data refused by
- * name, outputs that are inputs or views (copied), every input error (count, name, missing,
- * dtype, rank, static dim, a symbol bound to two values) naming the input, 1 vs 2 threads
- * giving identical bytes, peak bytes not growing over repeated runs, and (when the emitter
- * families exist) elementwise math, views and weights. Tests whose families are still stubs
- * skip. Everything is freed: the suite runs under ASan with leak detection.
+ * contents of small inputs (range), sizes that follow from computed data (staged runs), a size
+ * no data settles refused by name, outputs that are inputs or views (copied), every input error
+ * (count, name, missing, dtype, rank, static dim, a symbol bound to two values) naming the input, 1
+ * vs 2 threads giving identical bytes, peak bytes not growing over repeated runs, and (when the
+ * emitter families exist) elementwise math, views and weights. Tests whose families are still stubs
+ * skip. `kernc run` (argv[1], the program) with .npy files in and out, printed outputs, and
+ * missing inputs listed. Everything is freed: the suite runs under ASan with leak detection.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,10 +19,14 @@
 #include <cmocka.h>
 
 #include "kernc.h"
+#include "runtime/runtime.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 typedef struct env {
   kc_context *ctx;
@@ -132,24 +137,54 @@ static void t_chain_and_batches(void **st) {
   assert_int_equal(kc_module_peak_bytes(e->m), peak);
 }
 
+/*
+ * 1 thread, 2 threads and one per core give the same bytes: transposes, and (when their
+ * families exist) a row softmax, a matmul with a weight and a sum over rows.
+ */
 static void t_threads_identical(void **st) {
   env *e = *st;
-  build_chain(e);
+  enum { K = 64, N = 48 };
+  kc_val x = kc_input(e->g, "x", KC_F32, 2, (kc_dim[]){kc_sym(e->g, "B"), K});
+  float *w = iota(K * N, 0.001f);
+  kc_val s = kc_softmax(e->g, kc_transpose(e->g, kc_transpose(e->g, x, 0, NULL), 0, NULL), -1);
+  kc_val y = kc_matmul(e->g, s, kc_weight(e->g, "w", KC_F32, 2, (int64_t[]){K, N}, w));
+  kc_output(e->g, y, "y");
+  kc_output(e->g, kc_reduce_sum(e->g, y, 1, (int64_t[]){1}, 0), "sum");
+  free(w);
   compile(e, 1);
   const int64_t b = 777;
-  float *x = iota(b * 3, 0.25f);
-  kc_tensor_desc in = desc("x", KC_F32, 2, (int64_t[]){b, 3}, x), out[2];
+  float *xs = iota(b * K, 0.0125f);
+  kc_tensor_desc in = desc("x", KC_F32, 2, (int64_t[]){b, K}, xs), out[2];
   assert_int_equal(kc_run(e->m, &in, 1, out, 2), KC_OK);
-  float *one = malloc(b * 3 * sizeof *one);
-  memcpy(one, out[0].data, b * 3 * sizeof *one);
-  assert_int_equal(kc_module_set_threads(e->m, 2), KC_OK);
-  assert_int_equal(kc_run(e->m, &in, 1, out, 2), KC_OK);
-  assert_memory_equal(one, out[0].data, b * 3 * sizeof *one);
-  assert_int_equal(kc_module_set_threads(e->m, 0), KC_OK);
-  assert_int_equal(kc_run(e->m, &in, 1, out, 2), KC_OK);
-  assert_memory_equal(one, out[0].data, b * 3 * sizeof *one);
+  float *one = malloc(b * N * sizeof *one), *sum = malloc(b * sizeof *sum);
+  memcpy(one, out[0].data, b * N * sizeof *one);
+  memcpy(sum, out[1].data, b * sizeof *sum);
+  for (int threads = 2; threads >= 0; threads -= 2) {
+    assert_int_equal(kc_module_set_threads(e->m, threads), KC_OK);
+    assert_int_equal(kc_run(e->m, &in, 1, out, 2), KC_OK);
+    assert_memory_equal(one, out[0].data, b * N * sizeof *one);
+    assert_memory_equal(sum, out[1].data, b * sizeof *sum);
+  }
+  /* and the numbers are right: row 5 against a double-precision reference */
+  double p[K], z = 0, mx = -1e30;
+  for (int k = 0; k < K; k++)
+    mx = fmax(mx, xs[5 * K + k]);
+  for (int k = 0; k < K; k++)
+    z += p[k] = exp(xs[5 * K + k] - mx);
+  float *wr = iota(K * N, 0.001f);
+  double total = 0;
+  for (int j = 0; j < N; j++) {
+    double acc = 0;
+    for (int k = 0; k < K; k++)
+      acc += p[k] / z * wr[k * N + j];
+    assert_true(fabs(one[5 * N + j] - acc) <= 1e-5 + 1e-4 * fabs(acc));
+    total += acc;
+  }
+  assert_true(fabs(sum[5] - total) <= 1e-4 + 1e-4 * fabs(total));
+  free(wr);
   free(one);
-  free(x);
+  free(sum);
+  free(xs);
 }
 
 /* ---- storage corner cases ------------------------------------------------------------------ */
@@ -197,18 +232,58 @@ static void t_size_from_input_contents(void **st) {
   }
 }
 
-/* A float range's length is not known before it runs: refused, naming the node. */
-static void t_size_from_computed_data(void **st) {
+/*
+ * A float range over integer values gets its length from the inputs; over fractional ones it
+ * cannot (sizes are integers of the shape graph): refused, naming the node.
+ */
+static void t_size_from_float_inputs(void **st) {
   env *e = *st;
   kc_val a = kc_input(e->g, "a", KC_F32, 0, NULL);
   kc_val b = kc_input(e->g, "b", KC_F32, 0, NULL);
   kc_val c = kc_input(e->g, "c", KC_F32, 0, NULL);
   kc_output(e->g, kc_range(e->g, a, b, c), "r");
   compile(e, 0);
-  float v[3] = {0, 10, 1};
+  float v[3] = {-2, 10, 3};
   kc_tensor_desc in[3] = {desc("a", KC_F32, 0, NULL, &v[0]), desc("b", KC_F32, 0, NULL, &v[1]),
-                          desc("c", KC_F32, 0, NULL, &v[2])};
+                          desc("c", KC_F32, 0, NULL, &v[2])},
+                 out;
+  assert_int_equal(kc_run(e->m, in, 3, &out, 1), KC_OK);
+  assert_true(out.rank == 1 && out.dims[0] == 4);
+  assert_true(((const float *)out.data)[3] == 7.0f);
+  v[1] = 2.5f;
+  v[2] = 0.5f;
   run_fails(e, in, 3, KC_ERR_UNSUPPORTED, "range", "depends on data");
+}
+
+/*
+ * range(0, cast(n), 1): the length is computed data, so the run goes in stages (cast first).
+ * t1 is placed in the arena before the stage boundary and read after it, while the second
+ * stage grows the arena: its contents must survive.
+ */
+static void t_size_from_computed_data(void **st) {
+  env *e = *st;
+  kc_val x = kc_input(e->g, "x", KC_F32, 2, (kc_dim[]){kc_sym(e->g, "B"), 3});
+  kc_val n = kc_input(e->g, "n", KC_I64, 0, NULL);
+  kc_val t1 = kc_transpose(e->g, x, 0, NULL);
+  kc_val c = kc_cast(e->g, n, KC_F32);
+  kc_output(e->g, kc_range(e->g, kc_const_f32(e->g, 0), c, kc_const_f32(e->g, 1)), "r");
+  kc_val u = kc_transpose(e->g, x, 0, NULL);
+  kc_output(e->g, kc_transpose(e->g, t1, 0, NULL), "y");
+  kc_output(e->g, kc_transpose(e->g, u, 0, NULL), "w");
+  compile(e, 0);
+  for (int64_t len = 5; len < 300; len += 100) {
+    float *xs = iota(len * 3, 1.0f);
+    kc_tensor_desc in[2] = {desc("x", KC_F32, 2, (int64_t[]){len, 3}, xs),
+                            desc("n", KC_I64, 0, NULL, &len)},
+                   out[3];
+    assert_int_equal(kc_run(e->m, in, 2, out, 3), KC_OK);
+    assert_true(out[0].rank == 1 && out[0].dims[0] == len);
+    for (int64_t i = 0; i < len; i++)
+      assert_true(((const float *)out[0].data)[i] == (float)i);
+    assert_memory_equal(out[1].data, xs, (size_t)len * 3 * sizeof(float));
+    assert_memory_equal(out[2].data, xs, (size_t)len * 3 * sizeof(float));
+    free(xs);
+  }
 }
 
 /* ---- input errors ------------------------------------------------------------------------- */
@@ -370,12 +445,91 @@ static void t_reshape_by_input(void **st) {
   assert_non_null(strstr(kc_last_error(e->ctx), "reshape"));
 }
 
-int main(void) {
+/* ---- kernc run --------------------------------------------------------------------------- */
+
+typedef struct cli_env {
+  const char *kernc;
+  char dir[64];
+} cli_env;
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...) {
+  char cmd[8192];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  int rc = system(cmd);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  char *b = calloc(1, 1 << 16);
+  size_t n = fread(b, 1, (1 << 16) - 1, f);
+  b[n] = 0;
+  fclose(f);
+  return b;
+}
+
+static void t_cli_run(void **st) {
+  cli_env *c = *st;
+  kc_context *ctx = kc_context_new();
+  char path[256];
+  snprintf(path, sizeof path, "%s/m.kir", c->dir);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs("graph @m(%1: f32[B,3] \"x\") {\n"
+        "  %2 = transpose(%1) : f32[3,B]\n"
+        "  return %2 \"y\", %1 \"same\"\n"
+        "}\n",
+        f);
+  fclose(f);
+  float xs[6] = {1, 2, 3, 4, 5, 6};
+  kc_tensor_desc x = desc(NULL, KC_F32, 2, (int64_t[]){2, 3}, xs), y;
+  snprintf(path, sizeof path, "%s/x.npy", c->dir);
+  assert_int_equal(kc_npy_write(ctx, path, &x), KC_OK);
+  const char *d = c->dir;
+  assert_int_equal(sh("'%s' run '%s/m.kir' --input x='%s/x.npy' -o '%s/out' --threads 2 >/dev/null",
+                      c->kernc, d, d, d),
+                   0);
+  snprintf(path, sizeof path, "%s/out/y.npy", c->dir);
+  assert_int_equal(kc_npy_read(ctx, path, &y), KC_OK);
+  assert_true(y.dtype == KC_F32 && y.rank == 2 && y.dims[0] == 3 && y.dims[1] == 2);
+  assert_memory_equal(y.data, ((float[]){1, 4, 2, 5, 3, 6}), 6 * sizeof(float));
+  kc_npy_free(&y);
+  /* printed: name, dtype, shape, values */
+  assert_int_equal(sh("'%s' run '%s/m.kir' -i '%s/x.npy' > '%s/o.txt'", c->kernc, d, d, d), 0);
+  snprintf(path, sizeof path, "%s/o.txt", c->dir);
+  char *text = slurp(path);
+  assert_string_equal(text, "y: f32[3,2] = 1 4 2 5 3 6\nsame: f32[2,3] = 1 2 3 4 5 6\n");
+  free(text);
+  /* missing inputs are listed; bad usage exits 2 */
+  assert_int_equal(sh("'%s' run '%s/m.kir' 2> '%s/e.txt'", c->kernc, d, d), 1);
+  snprintf(path, sizeof path, "%s/e.txt", c->dir);
+  text = slurp(path);
+  assert_non_null(strstr(text, "missing input(s): 'x'"));
+  free(text);
+  assert_int_equal(sh("'%s' run '%s/m.kir' --threads 0 2>/dev/null", c->kernc, d), 2);
+  assert_int_equal(sh("'%s' run 2>/dev/null", c->kernc), 2);
+  assert_int_equal(sh("rm -rf '%s/out' '%s'/*.npy '%s'/*.txt '%s/m.kir'", d, d, d, d), 0);
+  kc_context_free(ctx);
+}
+
+int main(int argc, char **argv) {
+  cli_env c = {.kernc = argc > 1 ? argv[1] : NULL};
+  snprintf(c.dir, sizeof c.dir, "/tmp/kc_run_XXXXXX");
+  if (c.kernc && !mkdtemp(c.dir)) return 1;
+  const struct CMUnitTest cli[] = {cmocka_unit_test_prestate(t_cli_run, &c)};
+  int failed = c.kernc ? cmocka_run_group_tests_name("kernc run", cli, NULL, NULL) : 0;
+  if (c.kernc) rmdir(c.dir);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_chain_and_batches, setup, teardown),
       cmocka_unit_test_setup_teardown(t_threads_identical, setup, teardown),
       cmocka_unit_test_setup_teardown(t_output_is_input, setup, teardown),
       cmocka_unit_test_setup_teardown(t_size_from_input_contents, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_size_from_float_inputs, setup, teardown),
       cmocka_unit_test_setup_teardown(t_size_from_computed_data, setup, teardown),
       cmocka_unit_test_setup_teardown(t_input_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(t_compile_errors, setup, teardown),
@@ -383,5 +537,5 @@ int main(void) {
       cmocka_unit_test_setup_teardown(t_views, setup, teardown),
       cmocka_unit_test_setup_teardown(t_reshape_by_input, setup, teardown),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return failed + cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,6 +32,9 @@
 enum { Q, K, V, MASK, PAST_K, PAST_V, COS, SIN };
 enum { M_NONE, M_CAUSAL, M_PADDING, M_ADDITIVE };
 
+/* Independent accumulator chains of the P @ V update. */
+#define PV_CHAINS 4
+
 typedef struct att {
   kc_cpu_emit *e;
   kc_ir *ir;
@@ -191,6 +194,18 @@ static LLVMValueRef vmax(kc_ir *ir, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildSelect(ir->b, LLVMBuildFCmp(ir->b, LLVMRealOGT, a, b, ""), a, b, "");
 }
 
+static LLVMValueRef fadd(kc_ir *ir, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildFAdd(ir->b, a, b, "");
+}
+
+/* op over v[0..n) as a balanced tree (a chain would serialize on the op's latency). */
+static LLVMValueRef tree(kc_ir *ir, const LLVMValueRef *v, unsigned n,
+                         LLVMValueRef (*op)(kc_ir *, LLVMValueRef, LLVMValueRef)) {
+  if (n == 1) return v[0];
+  unsigned h = n / 2;
+  return op(ir, tree(ir, v, h, op), tree(ir, v + h, n - h, op));
+}
+
 /* Additive mask values of key position kpos for the unit's rows (0 past the last row). */
 static LLVMValueRef additive(att *A, LLVMValueRef kpos) {
   kc_ir *ir = A->ir;
@@ -243,7 +258,7 @@ static void key_block(void *user, LLVMValueRef j0, LLVMValueRef tail, LLVMValueR
   }
   kc_loop_end(ir, &ld_, next);
   /* masks */
-  LLVMValueRef ninf = fconst(A, -INFINITY, W), mb = ninf;
+  LLVMValueRef ninf = fconst(A, -INFINITY, W), mb;
   LLVMValueRef qpos = kc_ir_iota(ir, W, kc_ir_add(ir, A->i0, A->P), NULL);
   for (unsigned jj = 0; jj < W; jj++) {
     LLVMValueRef sj = ld_.carry[jj];
@@ -265,8 +280,8 @@ static void key_block(void *user, LLVMValueRef j0, LLVMValueRef tail, LLVMValueR
     }
     if (keep) sj = LLVMBuildSelect(b, keep, sj, ninf, "");
     s[jj] = sj;
-    mb = vmax(ir, mb, sj);
   }
+  mb = tree(ir, s, W, vmax);
   /* online softmax: rescale by exp(m - m_new); a row with nothing visible yet keeps m = -inf
    * and uses 0 as its reference so exp never sees -inf - -inf */
   LLVMValueRef m = carry[0], l = carry[1];
@@ -274,24 +289,29 @@ static void key_block(void *user, LLVMValueRef j0, LLVMValueRef tail, LLVMValueR
   LLVMValueRef none = LLVMBuildFCmp(b, LLVMRealOEQ, mnew, ninf, "");
   LLVMValueRef muse = LLVMBuildSelect(b, none, fconst(A, 0, W), mnew, "");
   LLVMValueRef corr = kc_rv_exp(ir, LLVMBuildFSub(b, m, muse, ""));
-  LLVMValueRef p[64], psum = fconst(A, 0, W);
-  for (unsigned jj = 0; jj < W; jj++) {
+  LLVMValueRef p[64];
+  for (unsigned jj = 0; jj < W; jj++)
     p[jj] = kc_rv_exp(ir, LLVMBuildFSub(b, s[jj], muse, ""));
-    psum = LLVMBuildFAdd(b, psum, p[jj], "");
-  }
+  LLVMValueRef psum = tree(ir, p, W, fadd);
   carry[0] = mnew;
   carry[1] = kc_ir_fmuladd(ir, l, corr, psum);
   /* accT[dv] = accT[dv] * corr + sum_jj p[jj] * v[jj][dv] */
   kc_loop lv;
   LLVMValueRef dv = kc_loop_begin(ir, &lv, zero, i64c(A, A->Dv), one, 0, NULL);
   LLVMValueRef ap = kc_ir_gepf(ir, A->accT, kc_ir_mul(ir, dv, i64c(A, W)));
-  LLVMValueRef acc = LLVMBuildFMul(b, kc_ir_load(ir, LLVMTypeOf(corr), ap, 4), corr, "");
+  /* PV_CHAINS independent fma chains: one chain of W dependent fmas would run at the fma
+   * latency, not its throughput */
+  LLVMValueRef part[PV_CHAINS];
+  part[0] = LLVMBuildFMul(b, kc_ir_load(ir, LLVMTypeOf(corr), ap, 4), corr, "");
   for (unsigned jj = 0; jj < W; jj++) {
     LLVMValueRef row = kc_ir_add(ir, kr->vbase, kc_ir_mul(ir, jc[jj], kr->vstride));
-    LLVMValueRef vv = ld(A, A->t, kr->vsrc, kc_ir_add(ir, row, dv));
-    acc = kc_ir_fmuladd(ir, p[jj], kc_ir_splat(ir, vv, W), acc);
+    LLVMValueRef vv = kc_ir_splat(ir, ld(A, A->t, kr->vsrc, kc_ir_add(ir, row, dv)), W);
+    unsigned c = jj % PV_CHAINS;
+    part[c] = c == jj ? (c == 0 ? kc_ir_fmuladd(ir, p[jj], vv, part[0])
+                                : LLVMBuildFMul(b, p[jj], vv, ""))
+                      : kc_ir_fmuladd(ir, p[jj], vv, part[c]);
   }
-  kc_ir_store(ir, acc, ap, 4);
+  kc_ir_store(ir, tree(ir, part, W < PV_CHAINS ? W : PV_CHAINS, fadd), ap, 4);
   kc_loop_end(ir, &lv, NULL);
 }
 

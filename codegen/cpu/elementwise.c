@@ -194,8 +194,7 @@ static int64_t rows_grain(const ew *w) {
   return grain < 1 ? 1 : grain;
 }
 
-/* ---- kernel: strides ---------------------------------------------------------------------------
- */
+/* ---- kernel: strides ------------------------------------------------------------------------- */
 
 /* Stride of input i at output axis a (not BCAST): the product of its later dims, or 0 at run
  * time when its dim there is 1 (UNKNOWN). */
@@ -225,8 +224,7 @@ static void setup_strides(ew *w) {
   w->out_ptr = kc_emit_out_ptr(w->e, 0);
 }
 
-/* ---- kernel: loads, stores, one step ------------------------------------------------------------
- */
+/* ---- kernel: loads, stores, one step --------------------------------------------------------- */
 
 static LLVMValueRef load(ew *w, kc_dtype t, LLVMValueRef ptr, LLVMValueRef idx, unsigned lanes,
                          LLVMValueRef mask) {
@@ -358,8 +356,7 @@ static kc_status inner(ew *w, LLVMValueRef j0, LLVMValueRef j1) {
   return KC_OK;
 }
 
-/* ---- kernel: outer walk -------------------------------------------------------------------------
- */
+/* ---- kernel: outer walk ---------------------------------------------------------------------- */
 
 static kc_status emit_flat(ew *w) {
   kc_ir *ir = w->ir;

@@ -22,7 +22,9 @@
  * kc_emit_store do the conversions, so scalar functions only ever see compute types.
  *
  * Invariants: emitters never allocate at run time, never call back into kernc, and define
- * exactly NAME and NAME_units (plus internal helpers with names starting with NAME_).
+ * exactly NAME and NAME_units (plus internal helpers with names starting with NAME_). An
+ * internal helper shared by many kernels of a module is defined once under a kc_ name and
+ * looked up first (the f32 matmul core, kc_matmul_core_f32: see lower_matmul.c).
  */
 #ifndef KERNC_CODEGEN_CPU_EMIT_H
 #define KERNC_CODEGEN_CPU_EMIT_H

@@ -44,6 +44,12 @@ typedef struct mm_plan {
   int outer;
   bool a_full, b_full;
   bool fold; /* A batched, B broadcast over the core batch: one matmul with M = batch * M */
+  /* N is 1 and A's rows are contiguous: every dtype takes lower_matmul_gen.c's dot products
+   * (the f32 core would compute a whole zero-padded column panel per output column). */
+  bool dot;
+  /* Every product has at most 2 rows (static) and B is not transposed: f32 takes the loop
+   * nest too, which streams B once per row; the core would pack all of B for 1-2 rows. */
+  bool few_rows;
   /* epilogue */
   bool ep;
   int act;
@@ -96,7 +102,7 @@ LLVMValueRef mm_units_begin(kc_cpu_emit *e);
 
 /* ---- lower_matmul_gen.c ---------------------------------------------------------------------- */
 
-/* The loop-nest kernel for every dtype but f32 (NAME and NAME_units). */
+/* The loop-nest kernel for every dtype but f32, and dot products (NAME and NAME_units). */
 kc_status mm_lower_generic(kc_cpu_emit *e, const mm_plan *p);
 
 #endif /* KERNC_CODEGEN_CPU_LOWER_MATMUL_H */

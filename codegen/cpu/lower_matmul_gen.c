@@ -9,6 +9,9 @@
  * row is masked. f16/bf16 accumulate in f32 (their compute type) and round once at the store;
  * integers accumulate in their own type with wrap-around, as numpy does.
  *
+ * With N = 1 (matrix times vector; any dtype, f32 included) a unit is one output element
+ * instead: a dot product vectorized along K, where both operands are contiguous.
+ *
  * Batch dims are all handled by per-dim strides (0 where an operand broadcasts), so any
  * broadcasting works; the per-unit index arithmetic is a few divisions, small next to K.
  *
@@ -78,6 +81,56 @@ static void block(kc_cpu_emit *e, const mm_plan *p, gen *g, LLVMValueRef *masks)
   }
 }
 
+/* Sum of the lanes of v, pairwise (a tree, not a chain, so it stays short). */
+static LLVMValueRef hsum(kc_ir *ir, bool fp, LLVMValueRef v, unsigned lanes) {
+  for (unsigned w = lanes / 2; w >= 1; w /= 2) {
+    LLVMValueRef lo[64], hi[64];
+    for (unsigned i = 0; i < w; i++) {
+      lo[i] = kc_ir_i32(ir, (int32_t)i);
+      hi[i] = kc_ir_i32(ir, (int32_t)(w + i));
+    }
+    LLVMValueRef poison = LLVMGetPoison(LLVMTypeOf(v));
+    LLVMValueRef a = LLVMBuildShuffleVector(ir->b, v, poison, LLVMConstVector(lo, w), "");
+    LLVMValueRef b = LLVMBuildShuffleVector(ir->b, v, poison, LLVMConstVector(hi, w), "");
+    v = fp ? LLVMBuildFAdd(ir->b, a, b, "") : LLVMBuildAdd(ir->b, a, b, "");
+  }
+  return LLVMBuildExtractElement(ir->b, v, kc_ir_i32(ir, 0), "");
+}
+
+/* One output element (N = 1): A's row and B's column are both contiguous along K, so the
+ * product is U vector accumulators over K, a masked tail, and one horizontal sum. */
+static void dot(kc_cpu_emit *e, const mm_plan *p, gen *g) {
+  kc_ir *ir = e->ir;
+  bool fp = kc_dtype_is_float(p->dt);
+  LLVMValueRef acc[MM_GEN_U], step = kc_ir_i64(ir, (int64_t)g->lanes * MM_GEN_U);
+  for (int u = 0; u < MM_GEN_U; u++)
+    acc[u] = LLVMConstNull(g->vt);
+  LLVMValueRef kfull = kc_ir_sub(ir, g->k, LLVMBuildSRem(ir->b, g->k, step, ""));
+  kc_loop l, t;
+  LLVMValueRef k = kc_loop_begin(ir, &l, kc_ir_i64(ir, 0), kfull, step, MM_GEN_U, acc);
+  for (int u = 0; u < MM_GEN_U; u++) {
+    LLVMValueRef ku = kc_ir_add(ir, k, kc_ir_i64(ir, (int64_t)u * g->lanes));
+    LLVMValueRef av = mm_load(e, p->dt, g->a, kc_ir_add(ir, g->arow, ku), g->lanes, NULL);
+    LLVMValueRef bv = mm_load(e, p->dt, g->b, kc_ir_add(ir, g->bbase, ku), g->lanes, NULL);
+    acc[u] = fp ? kc_ir_fmuladd(ir, av, bv, l.carry[u])
+                : LLVMBuildAdd(ir->b, LLVMBuildMul(ir->b, av, bv, ""), l.carry[u], "");
+  }
+  kc_loop_end(ir, &l, acc);
+  LLVMValueRef sum = l.carry[0];
+  for (int u = 1; u < MM_GEN_U; u++)
+    sum = fp ? LLVMBuildFAdd(ir->b, sum, l.carry[u], "") : LLVMBuildAdd(ir->b, sum, l.carry[u], "");
+  k = kc_loop_begin(ir, &t, kfull, g->k, kc_ir_i64(ir, g->lanes), 1, &sum);
+  LLVMValueRef mask = kc_ir_lane_mask(ir, g->lanes, 0, kc_ir_sub(ir, g->k, k));
+  LLVMValueRef av = mm_load(e, p->dt, g->a, kc_ir_add(ir, g->arow, k), g->lanes, mask);
+  LLVMValueRef bv = mm_load(e, p->dt, g->b, kc_ir_add(ir, g->bbase, k), g->lanes, mask);
+  sum = fp ? kc_ir_fmuladd(ir, av, bv, t.carry[0])
+           : LLVMBuildAdd(ir->b, LLVMBuildMul(ir->b, av, bv, ""), t.carry[0], "");
+  kc_loop_end(ir, &t, &sum);
+  LLVMValueRef v = hsum(ir, fp, t.carry[0], g->lanes);
+  if (p->ep) v = mm_ep_apply(e, p, &g->rt, g->offs, kc_ir_i64(ir, 0), 1, NULL, v);
+  mm_store(e, p->dt, g->c, g->crow, v, 1, NULL);
+}
+
 kc_status mm_lower_generic(kc_cpu_emit *e, const mm_plan *p) {
   kc_ir *ir = e->ir;
   gen g = {0};
@@ -85,7 +138,9 @@ kc_status mm_lower_generic(kc_cpu_emit *e, const mm_plan *p) {
   size_t csize = p->dt == KC_F16 || p->dt == KC_BF16 ? 4 : kc_dtype_size(p->dt);
   g.lanes = (unsigned)(64 / csize);
   g.vt = LLVMVectorType(ct, g.lanes);
-  unsigned cb = g.lanes * MM_GEN_U;
+  unsigned cb = p->dot ? 1 : g.lanes * MM_GEN_U;
+  e->grain = 0;
+  e->ws_bytes = 0;
 
   LLVMValueRef udims = mm_units_begin(e);
   LLVMBuildRet(ir->b, units_value(e, p, udims, cb));
@@ -121,6 +176,12 @@ kc_status mm_lower_generic(kc_cpu_emit *e, const mm_plan *p) {
   g.bbase = boff;
   g.crow = kc_ir_mul(ir, row, n);
   if (p->ep) mm_ep_row(e, p, &g.rt, row, g.offs);
+  if (p->dot) {
+    dot(e, p, &g);
+    kc_loop_end(ir, &l, NULL);
+    kc_emit_kernel_end(e);
+    return KC_OK;
+  }
   LLVMValueRef cols = kc_ir_sub(ir, n, g.j0);
   kc_if full;
   kc_if_begin(ir, &full, kc_ir_lt(ir, kc_ir_i64(ir, cb - 1), cols));
@@ -133,7 +194,5 @@ kc_status mm_lower_generic(kc_cpu_emit *e, const mm_plan *p) {
   kc_if_end(ir, &full);
   kc_loop_end(ir, &l, NULL);
   kc_emit_kernel_end(e);
-  e->grain = 0;
-  e->ws_bytes = 0;
   return KC_OK;
 }

@@ -531,6 +531,18 @@ static LLVMValueRef emit_entry(mm_gen *g, bool internal) {
   return fn;
 }
 
+void kc_matmul_describe(const kc_cpu *cpu, const kc_matmul_cfg *cfg, kc_matmul_kernel *out) {
+  kc_matmul_cfg c = {0};
+  if (cfg) c = *cfg;
+  kc_matmul_cfg_resolve(cpu, &c);
+  while (c.unroll & (c.unroll - 1)) /* as kc_matmul_emit: a power of two */
+    c.unroll &= c.unroll - 1;
+  memset(out, 0, sizeof *out);
+  out->cfg = c;
+  out->unit_n = (int64_t)c.nv * kc_cpu_host(cpu)->f32_lanes;
+  out->ws_floats = round_up(ap_floats(&c) + round_up(c.nc, out->unit_n) * c.kc, 16);
+}
+
 kc_status kc_matmul_emit(kc_cpu *cpu, kc_ir *ir, const char *name, const kc_matmul_cfg *cfg,
                          bool internal, kc_matmul_kernel *out, LLVMValueRef *fn) {
   memset(out, 0, sizeof *out);
@@ -564,9 +576,7 @@ kc_status kc_matmul_emit(kc_cpu *cpu, kc_ir *ir, const char *name, const kc_matm
   emit_pack_b(&g);
   emit_block(&g);
   *fn = emit_entry(&g, internal);
-  out->cfg = c;
-  out->unit_n = g.NR;
-  out->ws_floats = round_up(ap_floats(&c) + round_up(c.nc, g.NR) * c.kc, 16);
+  kc_matmul_describe(cpu, cfg, out);
   return KC_OK;
 }
 

@@ -28,7 +28,7 @@ typedef struct nrm {
   int sm, bm; /* trailing x dims the scale / bias span (-1: no bias) */
   LLVMValueRef x, y, scale, bias;
   LLVMValueRef base, shift;     /* row offset; the statistics pass's shift (splat) */
-  LLVMValueRef mean, inv, d1; /* splats for the apply pass; mean = shift + d1 */
+  LLVMValueRef mean, inv, d1;   /* splats for the apply pass; mean = shift + d1 */
   LLVMValueRef off, soff, boff; /* apply pass: offsets of the current period */
 } nrm;
 
@@ -72,7 +72,8 @@ static void apply_body(void *user, LLVMValueRef k, LLVMValueRef mask, LLVMValueR
   LLVMValueRef idx = kc_ir_add(ir, R->off, k);
   LLVMValueRef x = load_x(R, R->x, R->t, idx, mask, NULL);
   /* (x - K) - d1 rather than x - mean: x - K is exact, and mean = K + d1 rounded is not */
-  LLVMValueRef c = R->rms ? x : LLVMBuildFSub(ir->b, LLVMBuildFSub(ir->b, x, R->shift, ""), R->d1, "");
+  LLVMValueRef c =
+      R->rms ? x : LLVMBuildFSub(ir->b, LLVMBuildFSub(ir->b, x, R->shift, ""), R->d1, "");
   LLVMValueRef v = LLVMBuildFMul(ir->b, c, R->inv, "");
   LLVMValueRef s = load_x(R, R->scale, R->t, kc_ir_add(ir, R->soff, k), mask, NULL);
   if (R->bias) {

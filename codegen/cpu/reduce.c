@@ -7,14 +7,16 @@
  * output has 1 and the input does not), without keepdims from the axes buffer. Axes of size 1
  * count as reduced either way, since reducing them changes nothing.
  *
- * Work unit: one row of the output's last dim (OL elements, or 1 element for a scalar output),
- * so the units function needs only the output dims. Two kernel shapes, chosen at run time (and
- * folded when the dims are static):
+ * Work unit: a tile of up to 4 vectors of consecutive output elements within one row of the
+ * output's last dim (OL elements; a scalar output is one row of 1), so the units function needs
+ * only the output dims. Two kernel shapes, chosen at run time (folded when the dims are static):
  *   - row mode, when the input's innermost non-trivial axes are reduced: each output element
  *     sums a contiguous run of L elements with vectors (masked tail), looping over any other
  *     reduced axes around it;
- *   - column mode, otherwise: the unit's OL output elements are contiguous in the input too,
- *     so vectors span output elements and the loop nest walks the reduced axes.
+ *   - column mode, otherwise: output elements of one output row are consecutive in the input
+ *     too (the last output dim is then the input's innermost non-trivial axis, or OL is 1), so
+ *     the tile's vectors span output elements, stay in registers, and the loop nest walks the
+ *     reduced axes reading the tile's contiguous span at each step.
  * Empty reductions give the identity: sum 0, max -inf (the type's minimum for integers),
  * mean 0/0 (nan; 0 for integers rather than a division by zero).
  */
@@ -192,30 +194,36 @@ static LLVMValueRef finish(red *R, LLVMValueRef v) {
 
 /* ---- loop nest over the reduced axes -------------------------------------------------- */
 
+/* Column mode keeps this many vectors of output elements in registers per unit. */
+#define COL_VECS 4
+
 typedef void (*leaf_fn)(red *R, LLVMValueRef off, void *user, LLVMValueRef *acc);
 
 static bool is_one(LLVMValueRef v) {
   return LLVMIsAConstantInt(v) && LLVMConstIntGetSExtValue(v) == 1;
 }
 
-/* for each index over trip[a..r): leaf(offset); acc is carried through every level. */
-static void nest(red *R, int a, const LLVMValueRef *trip, LLVMValueRef off, LLVMValueRef *acc,
-                 leaf_fn leaf, void *user) {
+/* for each index over trip[a..r): leaf(offset); acc[nacc] is carried through every level. */
+static void nest(red *R, int a, const LLVMValueRef *trip, LLVMValueRef off, unsigned nacc,
+                 LLVMValueRef *acc, leaf_fn leaf, void *user) {
   if (a == R->r) {
     leaf(R, off, user, acc);
     return;
   }
   if (is_one(trip[a])) {
-    nest(R, a + 1, trip, off, acc, leaf, user);
+    nest(R, a + 1, trip, off, nacc, acc, leaf, user);
     return;
   }
   kc_ir *ir = R->ir;
   kc_loop l;
-  LLVMValueRef i = kc_loop_begin(ir, &l, kc_ir_i64(ir, 0), trip[a], kc_ir_i64(ir, 1), 1, acc);
-  LLVMValueRef cur = l.carry[0];
-  nest(R, a + 1, trip, kc_ir_add(ir, off, kc_ir_mul(ir, i, R->stride[a])), &cur, leaf, user);
-  kc_loop_end(ir, &l, &cur);
-  *acc = l.carry[0];
+  LLVMValueRef i = kc_loop_begin(ir, &l, kc_ir_i64(ir, 0), trip[a], kc_ir_i64(ir, 1), nacc, acc);
+  LLVMValueRef cur[COL_VECS];
+  for (unsigned k = 0; k < nacc; k++)
+    cur[k] = l.carry[k];
+  nest(R, a + 1, trip, kc_ir_add(ir, off, kc_ir_mul(ir, i, R->stride[a])), nacc, cur, leaf, user);
+  kc_loop_end(ir, &l, cur);
+  for (unsigned k = 0; k < nacc; k++)
+    acc[k] = l.carry[k];
 }
 
 typedef struct {
@@ -237,46 +245,65 @@ static void row_leaf(red *R, LLVMValueRef off, void *user, LLVMValueRef *acc) {
   kc_rv_for(R->e, kc_ir_i64(R->ir, 0), R->run, R->lanes, 1, acc, run_body, &c);
 }
 
-/* Column mode, innermost: one (masked) vector of output elements. */
+/* Column mode, innermost: COL_VECS masked vectors of consecutive output elements. */
 static void col_leaf(red *R, LLVMValueRef off, void *user, LLVMValueRef *acc) {
-  LLVMValueRef mask = user;
-  LLVMValueRef x = kc_rv_load(R->e, R->t, R->x, off, R->lanes, mask, identity(R, R->lanes));
-  acc[0] = combine(R, acc[0], x);
-}
-
-typedef struct {
-  red *R;
-  LLVMValueRef base, o0;
-} col_ctx;
-
-static void col_body(void *user, LLVMValueRef c, LLVMValueRef mask, LLVMValueRef *carry) {
-  col_ctx *cc = user;
-  red *R = cc->R;
-  LLVMValueRef acc = identity(R, R->lanes);
-  nest(R, 0, R->trip_col, kc_ir_add(R->ir, cc->base, c), &acc, col_leaf, mask);
-  kc_rv_store(R->e, R->t, R->y, kc_ir_add(R->ir, cc->o0, c), finish(R, acc), R->lanes, mask);
+  const LLVMValueRef *masks = user;
+  for (unsigned k = 0; k < COL_VECS; k++) {
+    LLVMValueRef idx = kc_ir_add(R->ir, off, kc_ir_i64(R->ir, (int64_t)(k * R->lanes)));
+    LLVMValueRef x = kc_rv_load(R->e, R->t, R->x, idx, R->lanes, masks[k], identity(R, R->lanes));
+    acc[k] = combine(R, acc[k], x);
+  }
 }
 
 /* ---- the kernel ----------------------------------------------------------------------- */
 
+/* Output elements a unit owns at most: COL_VECS vectors of one output row. */
+static int64_t tile_of(const kc_cpu_emit *e) {
+  return COL_VECS * (int64_t)kc_rv_lanes(e, kc_value_of(e->g, e->n->in[0])->dtype);
+}
+
+/* Units: tiles of the output's last dim, times the other output dims. */
+static LLVMValueRef units(kc_cpu_emit *e, LLVMValueRef dims) {
+  int ro = kc_value_of(e->g, e->n->out[0])->rank;
+  if (ro == 0) return kc_ir_i64(e->ir, 1);
+  LLVMValueRef rows = kc_emit_numel(e, dims, true, 0, 0, ro - 1);
+  LLVMValueRef ol = kc_emit_dim(e, dims, true, 0, ro - 1);
+  return kc_ir_mul(e->ir, rows, kc_ir_cdiv(e->ir, ol, kc_ir_i64(e->ir, tile_of(e))));
+}
+
+/* Unit u: output elements [o0, o0 + cnt) of one output row. */
 static void emit_unit(red *R, LLVMValueRef u, LLVMValueRef ol, LLVMValueRef rowmode) {
   kc_ir *ir = R->ir;
-  LLVMValueRef o0 = kc_ir_mul(ir, u, ol), zero = kc_ir_i64(ir, 0), one = kc_ir_i64(ir, 1);
+  LLVMValueRef zero = kc_ir_i64(ir, 0), one = kc_ir_i64(ir, 1);
+  LLVMValueRef tile = kc_ir_i64(ir, tile_of(R->e));
+  LLVMValueRef nt = kc_ir_cdiv(ir, ol, tile);
+  LLVMValueRef first = kc_ir_mul(ir, LLVMBuildSRem(ir->b, u, nt, ""), tile);
+  LLVMValueRef o0 = kc_ir_add(ir, kc_ir_mul(ir, LLVMBuildSDiv(ir->b, u, nt, ""), ol), first);
+  LLVMValueRef cnt = kc_ir_min(ir, tile, kc_ir_sub(ir, ol, first));
   kc_if c;
   kc_if_begin(ir, &c, rowmode);
   {
     kc_loop l;
-    LLVMValueRef k = kc_loop_begin(ir, &l, zero, ol, one, 0, NULL);
+    LLVMValueRef k = kc_loop_begin(ir, &l, zero, cnt, one, 0, NULL);
     LLVMValueRef o = kc_ir_add(ir, o0, k);
     LLVMValueRef acc = identity(R, R->lanes);
-    nest(R, 0, R->trip_row, decompose(R, o), &acc, row_leaf, NULL);
+    nest(R, 0, R->trip_row, decompose(R, o), 1, &acc, row_leaf, NULL);
     kc_emit_store(R->e, R->t, R->y, o, finish(R, hcombine(R, acc)), 1);
     kc_loop_end(ir, &l, NULL);
   }
   kc_if_else(ir, &c);
   {
-    col_ctx cc = {R, decompose(R, o0), o0};
-    kc_rv_for(R->e, zero, ol, R->lanes, 0, NULL, col_body, &cc);
+    /* the unit's output elements are consecutive in the input too (see the header) */
+    LLVMValueRef masks[COL_VECS], acc[COL_VECS];
+    for (unsigned k = 0; k < COL_VECS; k++) {
+      masks[k] = kc_ir_lane_mask(ir, R->lanes, (int64_t)(k * R->lanes), cnt);
+      acc[k] = identity(R, R->lanes);
+    }
+    nest(R, 0, R->trip_col, decompose(R, o0), COL_VECS, acc, col_leaf, masks);
+    for (unsigned k = 0; k < COL_VECS; k++) {
+      LLVMValueRef at = kc_ir_add(ir, o0, kc_ir_i64(ir, (int64_t)(k * R->lanes)));
+      kc_rv_store(R->e, R->t, R->y, at, finish(R, acc[k]), R->lanes, masks[k]);
+    }
   }
   kc_if_end(ir, &c);
 }
@@ -326,6 +353,6 @@ kc_status kc_lower_reduce(kc_cpu_emit *e) {
   emit_unit(&R, u, ol, rowmode);
   kc_loop_end(ir, &l, NULL);
   kc_emit_kernel_end(e);
-  kc_emit_units_outer(e, 0, 0, ro - 1);
+  kc_emit_units_custom(e, units);
   return KC_OK;
 }

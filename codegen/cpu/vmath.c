@@ -15,9 +15,11 @@
  *   tanh: |x| < 0.625: x + x^3 P(x^2), degree 4 [4e-9]; else (1 - t) / (1 + t), t = e^(-2|x|),
  *         where t <= 0.29 so the subtraction cannot cancel.
  *   erf:  |x| < 1: x P(x^2), degree 6 [1e-9]; else 1 - erfc(|x|) with the sign of x.
- *   erfc: |x| < 1: 1 - erf(x); z >= 1: t e^(-z^2 + P(t)), t = 1/(1 + z/2), P of degree 8 fitted to
- *         log(erfc(z)) + z^2 - log(t) on [1, 10] [3e-9] (the form of Numerical Recipes' erfcc,
- *         with new coefficients); erfc(-z) = 2 - erfc(z).
+ *   erfc: |x| < 0.6: 1 - erf(x); z >= 0.6: t e^(-z^2 + P(t)), t = 1/(1 + z/2), P of degree 8
+ *         fitted to log(erfc(z)) + z^2 - log(t) on [0.6, 10] [2e-8] (the form of Numerical
+ *         Recipes' erfcc, with new coefficients), the exponent carried in two parts;
+ *         erfc(-z) = 2 - erfc(z).
+ *   gelu: x/2 erfc(-x/sqrt2) with -x/sqrt2 in two parts; the tanh form as x sigmoid(2u).
  *   sigmoid: t = e^(-|x|), 1/(1+t) for x >= 0 and t/(1+t) below, so it never cancels.
  * Special values are selected explicitly at the end: nan in gives nan out, and the infinities
  * give the limits. f64 uses libm (llvm.exp/llvm.log/llvm.tanh intrinsics, erf by name).
@@ -32,8 +34,7 @@
 
 #define M_SQRT1_2_ 0.70710678118654752440 /* 1/sqrt(2); M_SQRT1_2 is not C11 */
 
-/* ---- typed constants and small helpers --------------------------------------------------------
- */
+/* ---- typed constants and small helpers ------------------------------------------------------- */
 
 static LLVMTypeRef elem_type(LLVMTypeRef t) {
   return LLVMGetTypeKind(t) == LLVMVectorTypeKind ? LLVMGetElementType(t) : t;
@@ -143,8 +144,7 @@ static LLVMValueRef libm_f64(kc_ir *ir, const char *name, LLVMValueRef x) {
   return r;
 }
 
-/* ---- exp --------------------------------------------------------------------------------------
- */
+/* ---- exp ------------------------------------------------------------------------------------- */
 
 static const double exp_p[5] = {0.499999935, 0.166665207, 0.0416683874, 0.00836870984,
                                 0.0013814613};
@@ -187,8 +187,7 @@ LLVMValueRef kc_vmath_exp(kc_ir *ir, LLVMValueRef x) {
   return is_f64(x) ? kc_vm_call1(ir, "llvm.exp", x) : exp_f32(ir, x);
 }
 
-/* ---- log --------------------------------------------------------------------------------------
- */
+/* ---- log ------------------------------------------------------------------------------------- */
 
 static const double log_q[8] = {0.333333317, -0.25000821,  0.200012269, -0.166233573,
                                 0.142017582, -0.131601831, 0.127615756, -0.0763449302};
@@ -227,8 +226,7 @@ LLVMValueRef kc_vmath_log(kc_ir *ir, LLVMValueRef x) {
   return is_f64(x) ? kc_vm_call1(ir, "llvm.log", x) : log_f32(ir, x);
 }
 
-/* ---- tanh, sigmoid ----------------------------------------------------------------------------
- */
+/* ---- tanh, sigmoid --------------------------------------------------------------------------- */
 
 static const double tanh_p[5] = {-0.333332819, 0.133314422, -0.0537397152, 0.0206390876,
                                  -0.00570498742};
@@ -257,16 +255,14 @@ LLVMValueRef kc_vmath_sigmoid(kc_ir *ir, LLVMValueRef x) {
   return sel(ir, fcmp(ir, LLVMRealOLT, x, FC(0.0)), vmul(ir, e, s), s);
 }
 
-/* ---- erf --------------------------------------------------------------------------------------
- */
+/* ---- erf ------------------------------------------------------------------------------------- */
 
 static const double erf_small[7] = {1.12837917,    -0.376126258,    0.112835852,   -0.0268538131,
                                     0.00518832957, -0.000801020851, 7.85390674e-05};
-static const double erfc_p[9] = {-1.26549826,  0.99968487,    0.377818977,
-                                 0.0716611571, -0.0728214503, -0.0661127464,
-                                 -0.449607432, 0.64384898,    -0.240188506};
+static const double erfc_p[9] = {-1.26544581,  0.998441122, 0.390239316, 0.00338727962, 0.153450474,
+                                 -0.529979866, 0.126097333, 0.247444893, -0.123982548};
 
-/* erfc(z + zl) for z >= 1 (nan stays nan), zl a low part (NULL: none): t e^(-z^2 + P(t)),
+/* erfc(z + zl) for z >= 0.6 (nan stays nan), zl a low part (NULL: none): t e^(-z^2 + P(t)),
  * t = 1 / (1 + z/2); 0 past z = 10, where it is below the smallest f32 anyway. */
 static LLVMValueRef erfc_big_f32(kc_ir *ir, LLVMValueRef z, LLVMValueRef zl) {
   LLVMTypeRef t = LLVMTypeOf(z);
@@ -294,7 +290,7 @@ static LLVMValueRef erf_f32(kc_ir *ir, LLVMValueRef x) {
   return sel(ir, fcmp(ir, LLVMRealOLT, ax, FC(1.0)), small, big);
 }
 
-/* erfc(x + xl), xl a low part (NULL: none). Below 1, 1 - erf(x) >= 0.157 loses nothing (the
+/* erfc(x + xl), xl a low part (NULL: none). Below 0.6, 1 - erf(x) >= 0.39 loses little (the
  * low part enters through erf' = 2/sqrt(pi) e^(-x^2), about 1.13 there); erfc(-z) = 2 -
  * erfc(z). */
 static LLVMValueRef erfc2_f32(kc_ir *ir, LLVMValueRef x, LLVMValueRef xl) {
@@ -310,7 +306,7 @@ static LLVMValueRef erfc2_f32(kc_ir *ir, LLVMValueRef x, LLVMValueRef xl) {
   }
   LLVMValueRef big = erfc_big_f32(ir, ax, zl);
   big = sel(ir, neg, vsub(ir, FC(2.0), big), big);
-  return sel(ir, fcmp(ir, LLVMRealOLT, ax, FC(1.0)), small, big);
+  return sel(ir, fcmp(ir, LLVMRealOLT, ax, FC(0.6)), small, big);
 }
 
 LLVMValueRef kc_vmath_erf(kc_ir *ir, LLVMValueRef x) {
@@ -321,8 +317,7 @@ LLVMValueRef kc_vmath_erfc(kc_ir *ir, LLVMValueRef x) {
   return is_f64(x) ? libm_f64(ir, "erfc", x) : erfc2_f32(ir, x, NULL);
 }
 
-/* ---- gelu -------------------------------------------------------------------------------------
- */
+/* ---- gelu ------------------------------------------------------------------------------------ */
 
 LLVMValueRef kc_vmath_gelu(kc_ir *ir, LLVMValueRef x) {
   LLVMTypeRef t = LLVMTypeOf(x);
@@ -347,8 +342,7 @@ LLVMValueRef kc_vmath_gelu_tanh(kc_ir *ir, LLVMValueRef x) {
   return vmul(ir, x, kc_vmath_sigmoid(ir, u2));
 }
 
-/* ---- sin, cos ---------------------------------------------------------------------------------
- */
+/* ---- sin, cos -------------------------------------------------------------------------------- */
 
 LLVMValueRef kc_vmath_sin(kc_ir *ir, LLVMValueRef x) { return kc_vm_call1(ir, "llvm.sin", x); }
 
