@@ -90,6 +90,7 @@ enum {
   KC_OPF_COMMUTATIVE = 1 << 0, /* inputs 0 and 1 may be swapped */
   KC_OPF_VIEW = 1 << 1,        /* output shares the input's buffer (reshape-like) */
   KC_OPF_BODY = 1 << 2,        /* node carries a body graph (fused regions) */
+  KC_OPF_RANDOM = 1 << 3,      /* may draw random numbers (training-mode dropout) */
 };
 
 struct kc_node;

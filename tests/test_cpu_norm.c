@@ -326,6 +326,24 @@ static void t_reduce_edge(void **st) {
     kc_module_free(m);
     kc_graph_free(g);
   }
+  /* i64 max down the columns (column mode): all negative, so the identity must be INT64_MIN */
+  int64_t lx[5 * 19], first = 0;
+  for (int i = 0; i < 5 * 19; i++)
+    lx[i] = -1000000000000LL - (i * 7919) % 1013;
+  kc_graph *g = kc_graph_new(ctx, "i64");
+  kc_val x = kc_input(g, "x", KC_I64, 2, (const kc_dim[]){5, 19});
+  kc_output(g, reduce_node(g, KC_OP_REDUCE_MAX, x, kc_const_i64s(g, 1, &first), 1, 0), "y");
+  int64_t dl[2] = {5, 19};
+  kc_tensor_desc in = tensor("x", KC_I64, 2, dl, lx), out;
+  kc_module *m = run(g, &in, 1, &out, 1, 1);
+  for (int k = 0; k < 19; k++) {
+    int64_t want = INT64_MIN;
+    for (int r = 0; r < 5; r++)
+      want = lx[r * 19 + k] > want ? lx[r * 19 + k] : want;
+    assert_int_equal(((int64_t *)out.data)[k], want);
+  }
+  kc_module_free(m);
+  kc_graph_free(g);
 }
 
 /* ---- softmax ------------------------------------------------------------------------------- */

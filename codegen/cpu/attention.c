@@ -307,9 +307,9 @@ static void key_block(void *user, LLVMValueRef j0, LLVMValueRef tail, LLVMValueR
     LLVMValueRef row = kc_ir_add(ir, kr->vbase, kc_ir_mul(ir, jc[jj], kr->vstride));
     LLVMValueRef vv = kc_ir_splat(ir, ld(A, A->t, kr->vsrc, kc_ir_add(ir, row, dv)), W);
     unsigned c = jj % PV_CHAINS;
-    part[c] = c == jj ? (c == 0 ? kc_ir_fmuladd(ir, p[jj], vv, part[0])
-                                : LLVMBuildFMul(b, p[jj], vv, ""))
-                      : kc_ir_fmuladd(ir, p[jj], vv, part[c]);
+    part[c] =
+        c == jj ? (c == 0 ? kc_ir_fmuladd(ir, p[jj], vv, part[0]) : LLVMBuildFMul(b, p[jj], vv, ""))
+                : kc_ir_fmuladd(ir, p[jj], vv, part[c]);
   }
   kc_ir_store(ir, tree(ir, part, W < PV_CHAINS ? W : PV_CHAINS, fadd), ap, 4);
   kc_loop_end(ir, &lv, NULL);

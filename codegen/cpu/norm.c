@@ -18,6 +18,9 @@
  */
 #include "rowvec.h"
 
+/* Independent accumulator copies of the statistics pass. */
+#define UNROLL 4
+
 typedef struct nrm {
   kc_cpu_emit *e;
   kc_ir *ir;
@@ -98,8 +101,15 @@ static void statistics(nrm *R, LLVMValueRef n, double eps) {
     LLVMValueRef two = kc_rv_load(R->e, R->t, R->x, R->base, 2, m2, NULL);
     R->shift = kc_ir_splat(ir, LLVMBuildExtractElement(ir->b, two, kc_ir_i32(ir, 0), ""), R->lanes);
   }
-  LLVMValueRef acc[2] = {cconst(R, 0), cconst(R, 0)};
-  kc_rv_for(R->e, zero, n, R->lanes, 2, acc, stats_body, R);
+  /* UNROLL copies of (sum, sum of squares): independent fadd chains */
+  LLVMValueRef acc[2 * UNROLL];
+  for (unsigned k = 0; k < 2 * UNROLL; k++)
+    acc[k] = cconst(R, 0);
+  kc_rv_for_unrolled(R->e, zero, n, R->lanes, UNROLL, 2, acc, stats_body, R);
+  for (unsigned k = 1; k < UNROLL; k++) {
+    acc[0] = LLVMBuildFAdd(ir->b, acc[0], acc[2 * k], "");
+    acc[1] = LLVMBuildFAdd(ir->b, acc[1], acc[2 * k + 1], "");
+  }
   LLVMValueRef nf = LLVMBuildSIToFP(ir->b, n, et, "");
   LLVMValueRef d1 = LLVMBuildFDiv(ir->b, kc_rv_hsum(ir, acc[0]), nf, "");
   LLVMValueRef var = LLVMBuildFDiv(ir->b, kc_rv_hsum(ir, acc[1]), nf, "");

@@ -41,7 +41,6 @@ typedef struct red {
   LLVMValueRef trip_col[KC_MAX_RANK]; /* dim where reduced, else 1 */
   LLVMValueRef trip_row[KC_MAX_RANK]; /* the same without the inner run */
   LLVMValueRef run;                   /* L: the contiguous reduced run (row mode) */
-  LLVMValueRef base;                  /* leaf: offset of the current element */
 } red;
 
 /* ---- which axes ------------------------------------------------------------------------- */
@@ -242,7 +241,15 @@ static void run_body(void *user, LLVMValueRef i, LLVMValueRef mask, LLVMValueRef
 
 static void row_leaf(red *R, LLVMValueRef off, void *user, LLVMValueRef *acc) {
   run_ctx c = {R, off};
-  kc_rv_for(R->e, kc_ir_i64(R->ir, 0), R->run, R->lanes, 1, acc, run_body, &c);
+  /* COL_VECS independent chains, so the combine's latency does not bound the loop */
+  LLVMValueRef accs[COL_VECS];
+  accs[0] = acc[0];
+  for (unsigned k = 1; k < COL_VECS; k++)
+    accs[k] = identity(R, R->lanes);
+  kc_rv_for_unrolled(R->e, kc_ir_i64(R->ir, 0), R->run, R->lanes, COL_VECS, 1, accs, run_body, &c);
+  for (unsigned k = 1; k < COL_VECS; k++)
+    accs[0] = combine(R, accs[0], accs[k]);
+  acc[0] = accs[0];
 }
 
 /* Column mode, innermost: COL_VECS masked vectors of consecutive output elements. */

@@ -82,6 +82,30 @@ void kc_rv_for(kc_cpu_emit *e, LLVMValueRef start, LLVMValueRef end, unsigned la
     carry[c] = t.carry[c];
 }
 
+void kc_rv_for_unrolled(kc_cpu_emit *e, LLVMValueRef start, LLVMValueRef end, unsigned lanes,
+                        unsigned unroll, unsigned ncarry, LLVMValueRef *carry, kc_rv_body body,
+                        void *user) {
+  kc_ir *ir = e->ir;
+  unsigned n = unroll * ncarry;
+  KC_ASSERT(n <= KC_LOOP_MAX_CARRY);
+  LLVMValueRef step = kc_ir_i64(ir, (int64_t)(lanes * unroll));
+  LLVMValueRef len = kc_ir_max(ir, kc_ir_sub(ir, end, start), kc_ir_i64(ir, 0));
+  LLVMValueRef full =
+      kc_ir_add(ir, start, kc_ir_mul(ir, LLVMBuildSDiv(ir->b, len, step, ""), step));
+  kc_loop l;
+  LLVMValueRef i = kc_loop_begin(ir, &l, start, full, step, n, carry);
+  LLVMValueRef cur[KC_LOOP_MAX_CARRY];
+  for (unsigned c = 0; c < n; c++)
+    cur[c] = l.carry[c];
+  for (unsigned u = 0; u < unroll; u++)
+    body(user, kc_ir_add(ir, i, kc_ir_i64(ir, (int64_t)(u * lanes))), NULL, cur + u * ncarry);
+  kc_loop_end(ir, &l, cur);
+  for (unsigned c = 0; c < n; c++)
+    carry[c] = l.carry[c];
+  /* the rest (fewer than unroll vectors) on copy 0 */
+  kc_rv_for(e, full, end, lanes, ncarry, carry, body, user);
+}
+
 static bool is_float(LLVMValueRef v) {
   LLVMTypeRef t = LLVMTypeOf(v);
   if (LLVMGetTypeKind(t) == LLVMVectorTypeKind) t = LLVMGetElementType(t);

@@ -40,6 +40,16 @@ typedef void (*kc_rv_body)(void *user, LLVMValueRef i, LLVMValueRef mask, LLVMVa
 void kc_rv_for(kc_cpu_emit *e, LLVMValueRef start, LLVMValueRef end, unsigned lanes,
                unsigned ncarry, LLVMValueRef *carry, kc_rv_body body, void *user);
 
+/*
+ * The same with `unroll` copies of the carried values: full vectors run unroll at a time, copy u
+ * of the body getting carry + u * ncarry, so a reduction has unroll independent dependency
+ * chains; leftover full vectors and the tail use copy 0. carry holds unroll * ncarry values (all
+ * initialised by the caller), and the caller combines the copies afterwards.
+ */
+void kc_rv_for_unrolled(kc_cpu_emit *e, LLVMValueRef start, LLVMValueRef end, unsigned lanes,
+                        unsigned unroll, unsigned ncarry, LLVMValueRef *carry, kc_rv_body body,
+                        void *user);
+
 /* Horizontal sum of a float or integer vector (reassociated: a tree, not a chain). */
 LLVMValueRef kc_rv_hsum(kc_ir *ir, LLVMValueRef v);
 /* Horizontal maximum of a float vector, NaN-propagating (ONNX max semantics). */

@@ -17,6 +17,9 @@
 
 #include <math.h>
 
+/* Independent accumulators of a row pass (the fadd/max latency would bound a single one). */
+#define UNROLL 4
+
 typedef struct sm {
   kc_cpu_emit *e;
   kc_ir *ir;
@@ -82,8 +85,13 @@ static void passes(sm *S, LLVMValueRef len, bool row) {
   LLVMValueRef zero = kc_ir_i64(ir, 0);
   LLVMValueRef acc = kc_emit_const(ir, S->t, -INFINITY, S->lanes);
   if (row) {
-    kc_rv_for(S->e, zero, len, S->lanes, 1, &acc, max_body, S);
-    acc = kc_ir_splat(ir, kc_rv_hmax(ir, acc), S->lanes);
+    LLVMValueRef accs[UNROLL];
+    for (unsigned u = 0; u < UNROLL; u++)
+      accs[u] = acc;
+    kc_rv_for_unrolled(S->e, zero, len, S->lanes, UNROLL, 1, accs, max_body, S);
+    for (unsigned u = 1; u < UNROLL; u++)
+      accs[0] = fast_max(ir, accs[0], accs[u]);
+    acc = kc_ir_splat(ir, kc_rv_hmax(ir, accs[0]), S->lanes);
   } else {
     kc_loop l;
     LLVMValueRef k = kc_loop_begin(ir, &l, zero, len, kc_ir_i64(ir, 1), 1, &acc);
@@ -95,8 +103,13 @@ static void passes(sm *S, LLVMValueRef len, bool row) {
   S->max = acc;
   acc = kc_emit_const(ir, S->t, 0, S->lanes);
   if (row) {
-    kc_rv_for(S->e, zero, len, S->lanes, 1, &acc, sum_body, S);
-    acc = kc_ir_splat(ir, kc_rv_hsum(ir, acc), S->lanes);
+    LLVMValueRef accs[UNROLL];
+    for (unsigned u = 0; u < UNROLL; u++)
+      accs[u] = acc;
+    kc_rv_for_unrolled(S->e, zero, len, S->lanes, UNROLL, 1, accs, sum_body, S);
+    for (unsigned u = 1; u < UNROLL; u++)
+      accs[0] = LLVMBuildFAdd(ir->b, accs[0], accs[u], "");
+    acc = kc_ir_splat(ir, kc_rv_hsum(ir, accs[0]), S->lanes);
   } else {
     kc_loop l;
     LLVMValueRef k = kc_loop_begin(ir, &l, zero, len, kc_ir_i64(ir, 1), 1, &acc);
