@@ -143,4 +143,25 @@ struct kc_graph;
  */
 kc_status kc_cpu_compile_graph(kc_cpu *cpu, const struct kc_graph *g, kc_cpu_kernel *kernels);
 
+/* ---- ahead-of-time objects (codegen/cpu/aot_object.c) ------------------------------------- */
+
+/* A graph lowered for an object file: the module of kc_cpu_compile_graph, not JIT'd. */
+typedef struct kc_cpu_obj kc_cpu_obj;
+struct kc_aot_model;
+/* Lower every node of g (as kc_cpu_compile_graph does); kernels[] gets the static facts only. */
+kc_status kc_cpu_obj_lower(kc_cpu *cpu, const struct kc_graph *g, kc_cpu_kernel *kernels,
+                           kc_cpu_obj **out);
+/*
+ * Add the tables of model (codegen/aot.h; its pointers are the caller's, its fn/units/weights/
+ * eval_dims fields are ignored: the object gets the kernels of each step's node, the weights
+ * file, and a dims function computing slot i as slot_dims[i] of g from the symbols
+ * model->syms[]), entry points NAME_create/_run/_free/_error, optimize for the host CPU and write
+ * a position-independent object to obj_path. weights_path (NULL when there are none) is pulled
+ * in by the assembler (.incbin), so weights never pass through LLVM constants.
+ */
+kc_status kc_cpu_obj_write(kc_cpu_obj *o, const struct kc_aot_model *model, const kc_dim *slot_dims,
+                           const char *weights_path, const char *obj_path);
+/* Free the object's module. NULL is fine. */
+void kc_cpu_obj_free(kc_cpu_obj *o);
+
 #endif /* KERNC_CODEGEN_H */

@@ -71,19 +71,14 @@ kc_status kc_onnx_import_attention(onnx_imp *im, const Onnx__NodeProto *np, cons
     if (np->output[i] && np->output[i][0])
       return kc_errorf(ctx, KC_ERR_UNSUPPORTED, "the qk_matmul_output output is not supported");
   const Onnx__AttributeProto *softcap = kc_onnx_attr(np, "softcap");
-  if (softcap && softcap->f != 0)
-    return kc_errorf(ctx, KC_ERR_UNSUPPORTED, "softcap=%g is not supported", softcap->f);
   int causal = (int)attr_int(np, "is_causal", 0);
-  if (causal && mask.id)
-    return kc_errorf(ctx, KC_ERR_UNSUPPORTED,
-                     "is_causal together with attn_mask is not supported (one mask per call)");
 
   int rank = kc_value_of(im->g, q)->rank;
   if (rank != 3 && rank != 4)
     return kc_errorf(ctx, KC_ERR_SHAPE, "Q has rank %d; Attention takes 3 or 4", rank);
   if (kc_value_of(im->g, k)->rank != rank || kc_value_of(im->g, v)->rank != rank)
     return kc_errorf(ctx, KC_ERR_SHAPE, "Q, K and V must have the same rank");
-  int64_t heads, kv_heads, dq, dv;
+  int64_t heads, kv_heads;
   kc_status s = KC_OK;
   if (rank == 4) {
     heads = static_dim(im, q, 1);
@@ -91,21 +86,12 @@ kc_status kc_onnx_import_attention(onnx_imp *im, const Onnx__NodeProto *np, cons
     if (heads <= 0 || kv_heads <= 0)
       return kc_errorf(ctx, KC_ERR_UNSUPPORTED,
                        "the head counts (dim 1 of Q and K) must be static");
-    dq = static_dim(im, q, 3);
-    dv = static_dim(im, v, 3);
   } else {
     heads = attr_int(np, "q_num_heads", 0);
     kv_heads = attr_int(np, "kv_num_heads", 0);
     if (heads <= 0 || kv_heads <= 0)
       return kc_errorf(ctx, KC_ERR_VERIFY, "3-D inputs need q_num_heads and kv_num_heads");
-    int64_t hq = static_dim(im, q, 2), hv = static_dim(im, v, 2);
-    dq = hq >= 0 ? hq / heads : -1;
-    dv = hv >= 0 ? hv / kv_heads : -1;
   }
-  if (dq >= 0 && dv >= 0 && dq != dv)
-    return kc_errorf(ctx, KC_ERR_UNSUPPORTED,
-                     "value head size %lld differs from the query/key head size %lld",
-                     (long long)dv, (long long)dq);
   if (rank == 4) {
     q = heads_in(im, q, &s);
     if (s == KC_OK) k = heads_in(im, k, &s);
@@ -115,7 +101,7 @@ kc_status kc_onnx_import_attention(onnx_imp *im, const Onnx__NodeProto *np, cons
 
   const char *mask_kind = causal ? "causal" : "none";
   if (mask.id) {
-    mask_kind = "additive";
+    mask_kind = causal ? "causal" : "additive";
     if (kc_value_of(im->g, mask)->dtype == KC_BOOL) {
       kc_dtype t = kc_value_of(im->g, q)->dtype;
       kc_val w[3] = {mask, kc_onnx_const_scalar(im, t, 0.0, &s), {0}};
@@ -136,6 +122,7 @@ kc_status kc_onnx_import_attention(onnx_imp *im, const Onnx__NodeProto *np, cons
   kc_node_set_string(im->g, ni, "mask", mask_kind);
   const Onnx__AttributeProto *scale = kc_onnx_attr(np, "scale");
   if (scale) kc_node_set_float(im->g, ni, "scale", scale->f);
+  if (softcap && softcap->f != 0) kc_node_set_float(im->g, ni, "softcap", softcap->f);
   if ((s = kc_onnx_infer(im, ni)) != KC_OK) return s;
   kc_val y = outs[0];
   if (rank == 4 && (y = heads_out(im, y, heads, &s), s != KC_OK)) return s;

@@ -320,6 +320,24 @@ kc_status kc_module_set_threads(kc_module *m, int threads);
 /* Bytes of the intermediate arena at its largest so far (the memory plan's peak). */
 size_t kc_module_peak_bytes(const kc_module *m);
 
+/* Time spent in one node's kernel, summed over the kc_run calls made while profiling is on. */
+typedef struct kc_node_profile {
+  uint32_t node;   /* index into the nodes of kc_module_graph(m), in run order */
+  uint32_t value;  /* id of the node's first result: the %N of the text form */
+  const char *op;  /* op name as in the text form ("matmul"); static */
+  const char *loc; /* ONNX node name; NULL when the node has none; owned by the module */
+  uint64_t calls;  /* launches of the kernel (one per run, unless the node did not run) */
+  uint64_t ns;     /* nanoseconds around the launches, monotonic clock, all threads joined */
+} kc_node_profile;
+
+/* Turn per-kernel timing on (every counter restarts at zero) or off; off costs one branch. */
+kc_status kc_module_set_profile(kc_module *m, int on);
+/*
+ * The profile of every node that has a kernel (views and sources have none), in node order:
+ * writes min(count, cap) entries to out and returns count (out may be NULL when cap is 0).
+ */
+uint32_t kc_module_profile(const kc_module *m, kc_node_profile *out, uint32_t cap);
+
 /* ---- ONNX frontend ------------------------------------------------------------------------- */
 
 /* Load an ONNX model (external data read relative to its folder) into a new, typed graph. */

@@ -90,6 +90,7 @@ static kc_status attn_mask(kc_graph *g, kc_node *n, kc_dim b, int64_t heads, kc_
                            kc_dim total) {
   const char *mask = kc_node_string(n, "mask", "none");
   bool has = kc_shp_in(g, n, MASK) != NULL;
+  if (strcmp(mask, "causal") == 0 && has) mask = "additive";
   if (strcmp(mask, "none") == 0 || strcmp(mask, "causal") == 0) {
     if (has)
       return kc_node_errorf(g, n, KC_ERR_SHAPE, "mask=%s takes no mask input (%%%u)", mask,

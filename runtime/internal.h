@@ -26,11 +26,10 @@
 
 #include "codegen/codegen.h"
 #include "ir/internal.h"
+#include "runtime/plan_core.h"
 #include "runtime/runtime.h"
 
 enum { KC_RT_COMPUTED, KC_RT_INPUT, KC_RT_SOURCE };
-
-#define KC_RT_ALIGN 64
 
 /* Static storage facts of one value. */
 typedef struct kc_rt_val {
@@ -43,18 +42,17 @@ typedef struct kc_rt_val {
   int32_t output;   /* COMPUTED roots: graph output whose buffer holds it, else -1 */
 } kc_rt_val;
 
+/* Per-node kernel timing, summed over runs while profiling is on (runtime/profile.c). */
+typedef struct kc_rt_prof {
+  uint64_t ns, calls;
+} kc_rt_prof;
+
 /* A symbol bound by the inputs of a run. */
 typedef struct kc_rt_binding {
   const char *name;
   int64_t value;
   uint32_t input; /* the input that bound it, for messages */
 } kc_rt_binding;
-
-/* One arena block of a run's plan. */
-typedef struct kc_rt_block {
-  size_t off, size;
-  uint32_t last;
-} kc_rt_block;
 
 struct kc_module {
   kc_context *ctx;
@@ -96,6 +94,8 @@ struct kc_module {
   unsigned char *ws; /* per-thread kernel workspaces, ws_stride bytes each */
   size_t ws_stride;
   int ws_threads;
+  bool profile;    /* time every kernel launch into prof[] */
+  kc_rt_prof *prof; /* per node; NULL until profiling is first turned on */
   _Alignas(KC_RT_ALIGN) unsigned char empty[KC_RT_ALIGN]; /* storage of zero-size tensors */
 };
 

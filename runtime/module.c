@@ -247,6 +247,7 @@ void kc_module_free(kc_module *m) {
   free(m->in_of);
   free(m->bufs);
   free(m->dims);
+  free(m->prof);
   kc_graph_free(m->sg); /* before g: it shares g's tensor data */
   kc_graph_free(m->g);
   free(m);

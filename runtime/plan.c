@@ -9,10 +9,10 @@
  * ones one stage over the whole graph would give; an arena that must grow keeps what earlier
  * stages wrote.
  *
+ * Placement itself is the graph-free core in runtime/plan_core.c, shared with the AOT runtime.
+ *
  * Invariants:
- *   - Two arena blocks overlap only when their live ranges [first, last] do not: a block is
- *     freed before node i is placed only when its last use is < i, so a kernel never writes
- *     over its own inputs.
+ *   - Two arena blocks overlap only when their live ranges [first, last] do not (plan_core.h).
  *   - Offsets and sizes are multiples of KC_RT_ALIGN (64): every buffer is aligned for AVX-512.
  *   - The arena and output buffers only grow, and only when a run needs more than they hold;
  *     m->peak is the largest arena a run has needed.
@@ -38,44 +38,11 @@ static kc_status size_of(kc_module *m, uint32_t v) {
   return KC_OK;
 }
 
-/* Lowest offset where size bytes fit between the live blocks (kept sorted by offset). */
-static size_t first_fit(const kc_rt_block *live, uint32_t n, size_t size, uint32_t *at) {
-  size_t cur = 0;
-  uint32_t i = 0;
-  for (; i < n; i++) {
-    if (live[i].off >= cur + size) break;
-    if (live[i].off + live[i].size > cur) cur = live[i].off + live[i].size;
-  }
-  *at = i;
-  return cur;
-}
-
-/* Arena offset of root v, first fit among the blocks still live at its defining node. */
+/* Arena offset of root v, placed by the shared first-fit core (runtime/plan_core.c). */
 static void place(kc_module *m, uint32_t v) {
-  uint32_t first = m->rv[v].first, w = 0;
-  for (uint32_t i = 0; i < m->nlive; i++) /* drop blocks dead before this node */
-    if (m->live[i].last >= first) m->live[w++] = m->live[i];
-  m->nlive = w;
-  size_t size = ROUND_UP(m->nbytes[v]);
-  if (!size) return; /* zero-size: points at m->empty */
-  uint32_t at;
-  m->off[v] = first_fit(m->live, m->nlive, size, &at);
-  memmove(&m->live[at + 1], &m->live[at], (m->nlive - at) * sizeof *m->live);
-  m->live[at] = (kc_rt_block){m->off[v], size, m->rv[v].last};
-  m->nlive++;
-  if (m->off[v] + size > m->total) m->total = m->off[v] + size;
-}
-
-/* Make *buf hold at least size bytes, keeping its first `keep` bytes. */
-static bool grow(unsigned char **buf, size_t *cap, size_t size, size_t keep) {
-  if (size <= *cap && *buf) return true;
-  unsigned char *nb = aligned_alloc(KC_RT_ALIGN, size ? size : KC_RT_ALIGN);
-  if (!nb) return false;
-  if (keep && *buf) memcpy(nb, *buf, keep);
-  free(*buf);
-  *buf = nb;
-  *cap = size ? size : KC_RT_ALIGN;
-  return true;
+  size_t off = kc_plan_place(m->live, &m->nlive, &m->total, m->rv[v].first, m->rv[v].last,
+                             m->nbytes[v]);
+  if (off != SIZE_MAX) m->off[v] = off; /* zero-size: stays unplaced, points at m->empty */
 }
 
 static void *root_buf(kc_module *m, uint32_t v) {
@@ -120,7 +87,7 @@ kc_status kc_rt_plan_upto(kc_module *m, uint32_t end) {
   size_t before = m->total; /* bytes of the arena earlier stages may have written */
   for (; m->next_order < m->norder && m->rv[m->order[m->next_order]].first < end; m->next_order++)
     place(m, m->order[m->next_order]);
-  if (m->total > m->arena_cap && !grow(&m->arena, &m->arena_cap, m->total, before))
+  if (m->total > m->arena_cap && !kc_plan_grow(&m->arena, &m->arena_cap, m->total, before))
     return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory: the arena of @%s needs %zu bytes",
                      g->name, m->total);
   if (m->total > m->peak) m->peak = m->total;
@@ -129,7 +96,7 @@ kc_status kc_rt_plan_upto(kc_module *m, uint32_t end) {
       uint32_t v = g->nodes[i].out[j].id;
       int32_t k = v ? m->rv[v].output : -1;
       if (k >= 0 && m->rv[v].root == v &&
-          !grow((unsigned char **)&m->out_buf[k], &m->out_cap[k], ROUND_UP(m->nbytes[v]), 0))
+          !kc_plan_grow((unsigned char **)&m->out_buf[k], &m->out_cap[k], ROUND_UP(m->nbytes[v]), 0))
         return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory: output '%s' needs %zu bytes",
                          kc_graph_output_name(g, (uint32_t)k), m->nbytes[v]);
     }
@@ -148,7 +115,7 @@ kc_status kc_rt_plan_outputs(kc_module *m) {
   for (uint32_t k = 0; k < g->noutputs; k++) {
     uint32_t v = g->outputs[k].v.id;
     if (m->out_copy[k] &&
-        !grow((unsigned char **)&m->out_buf[k], &m->out_cap[k], ROUND_UP(m->nbytes[v]), 0))
+        !kc_plan_grow((unsigned char **)&m->out_buf[k], &m->out_cap[k], ROUND_UP(m->nbytes[v]), 0))
       return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory: output '%s' needs %zu bytes",
                        kc_graph_output_name(g, k), m->nbytes[v]);
   }

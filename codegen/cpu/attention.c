@@ -5,12 +5,17 @@
  * query i iff j <= i + P) / padding ([B, T], nonzero = keep) / additive (broadcast to
  * [B, heads, S, T]); past K/V [B, kv_heads, P, D] before the new keys; present K/V outputs;
  * rotary (cos/sin [max_pos, R/2]) applied to q and the new keys at positions P + index.
+ * Ahead of the op table, the kernel also honours a `softcap` attribute (scores become
+ * softcap * tanh(scores / softcap) before masking, as ONNX Attention) and mask=causal together
+ * with a mask input (causal plus additive, ONNX's is_causal with attn_mask).
  *
- * Work unit: (batch, query head, block of W query rows), W = the host's f32 lanes; units are
- * handed out dynamically (grain 1) since causal blocks differ in cost. Per unit, FlashAttention
- * style, never materializing S x T:
+ * Work unit: (batch, kv head, block of W query slots), W = the host's f32 lanes, where the
+ * slots of a kv head are its (query row, query head of the group) pairs, row-major: the query
+ * heads sharing a kv head share its key blocks, and a decoding step (one row) still fills
+ * `group` lanes. Units are handed out dynamically (grain 1) since causal blocks differ in cost.
+ * Per unit, FlashAttention style, never materializing S x T:
  *   - the unit's queries, scaled (and rotated), are staged transposed in the workspace as
- *     QT[d][lane], so one vector holds dimension d of all W rows;
+ *     QT[d][lane], so one vector holds dimension d of all W slots;
  *   - keys stream in blocks of W: scores s[jj] (one vector over the rows per key jj) are
  *     sum_d QT[d] * k[jj][d] with k broadcast; masks set -inf; an online softmax keeps the
  *     running max m and sum l per row and rescales the accumulator accT[dv][lane] (workspace)
@@ -20,17 +25,19 @@
  * Full key blocks and the one partial block are separate code, so full blocks address keys
  * with constant offsets when the layout is static; the partial block clamps its key index
  * (in bounds) and masks the extra keys out. Causal units stop at their last visible key.
- * Present K/V are written by the unit with the group's first query head and the first query
- * block; every unit reads keys from past_k/k (never from present), so no unit waits on another.
+ * Present K/V are written by the first slot block of each (batch, kv head); every unit reads
+ * keys from past_k/k (never from present), so no unit waits on another.
  * Arithmetic is f32 whatever the input type (f16/bf16/f64 convert on load and store).
  */
 #include "rowvec.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <string.h>
 
 enum { Q, K, V, MASK, PAST_K, PAST_V, COS, SIN };
-enum { M_NONE, M_CAUSAL, M_PADDING, M_ADDITIVE };
+/* What the mask input is (causal is a flag of its own: it may come with an additive input). */
+enum { M_NONE, M_PADDING, M_ADDITIVE };
 
 /* Independent accumulator chains of the P @ V update. */
 #define PV_CHAINS 4
@@ -41,15 +48,17 @@ typedef struct att {
   kc_dtype t, mt; /* q/k/v dtype; mask dtype */
   unsigned W;
   int rank, mask;
-  bool rotary, interleaved, past, pres_k, pres_v;
+  bool causal, rotary, interleaved, past, pres_k, pres_v;
+  double softcap; /* > 0: scores become softcap * tanh(scores / softcap) before the masks */
   int64_t heads, kvh, group, D, Dv;
   double scale;
   LLVMValueRef q, k, v, m, pk, pv, cosp, sinp, y, prk, prv; /* buffers */
   LLVMValueRef S, Skv, P, T, maxpos, half, cw;
   LLVMValueRef qs[3], ks[3], vs[3], ys[3]; /* strides of batch, sequence, head */
   LLVMValueRef ms[4];                      /* additive mask strides over [B, heads, S, T] */
-  LLVMValueRef b, h, hk, i0, nrows, rowmask;
-  LLVMValueRef qT, accT, linv; /* workspace */
+  LLVMValueRef b, hk, s0, nrows, rowmask;  /* unit: batch, kv head, first slot, valid lanes */
+  LLVMValueRef qposv, moffv;               /* per lane: query position + P (i32), mask offset */
+  LLVMValueRef qT, accT, linv;             /* workspace */
 } att;
 
 /* A block of keys in one source (past or new). */
@@ -160,7 +169,22 @@ static void copy_present(att *A, LLVMValueRef dst, LLVMValueRef past, LLVMValueR
 
 /* ---- one unit ------------------------------------------------------------------------------- */
 
-/* QT[d][lane] = scale * q[row i0 + lane][d] (rotated), zero for lanes past the last row. */
+/* Query row i and head h of lane `lane` (slot s0 + lane = i * group + head in group). */
+static void slot_of(att *A, LLVMValueRef lane, LLVMValueRef *i, LLVMValueRef *h) {
+  kc_ir *ir = A->ir;
+  LLVMValueRef r = kc_ir_add(ir, A->s0, lane), g = i64c(A, A->group);
+  *i = LLVMBuildUDiv(ir->b, r, g, "");
+  *h = kc_ir_add(ir, kc_ir_mul(ir, A->hk, g), LLVMBuildURem(ir->b, r, g, ""));
+}
+
+/* Offset of row i, head h in a tensor with strides st (batch, sequence, head). */
+static LLVMValueRef row_of(att *A, const LLVMValueRef *st, LLVMValueRef i, LLVMValueRef h) {
+  kc_ir *ir = A->ir;
+  LLVMValueRef o = kc_ir_add(ir, kc_ir_mul(ir, A->b, st[0]), kc_ir_mul(ir, i, st[1]));
+  return kc_ir_add(ir, o, kc_ir_mul(ir, h, st[2]));
+}
+
+/* QT[d][lane] = scale * q[row, head of the lane][d] (rotated), zero for lanes past the last. */
 static void stage_queries(att *A) {
   kc_ir *ir = A->ir;
   LLVMValueRef one = i64c(A, 1), zero = i64c(A, 0), W = i64c(A, A->W);
@@ -168,11 +192,11 @@ static void stage_queries(att *A) {
   LLVMValueRef d = kc_loop_begin(ir, &z, zero, i64c(A, A->D), one, 0, NULL);
   kc_ir_store(ir, fconst(A, 0, A->W), kc_ir_gepf(ir, A->qT, kc_ir_mul(ir, d, W)), 4);
   kc_loop_end(ir, &z, NULL);
-  LLVMValueRef base = kc_ir_add(ir, kc_ir_mul(ir, A->b, A->qs[0]), kc_ir_mul(ir, A->h, A->qs[2]));
   kc_loop li;
   LLVMValueRef lane = kc_loop_begin(ir, &li, zero, A->nrows, one, 0, NULL);
-  LLVMValueRef i = kc_ir_add(ir, A->i0, lane);
-  LLVMValueRef row = kc_ir_add(ir, base, kc_ir_mul(ir, i, A->qs[1]));
+  LLVMValueRef i, h;
+  slot_of(A, lane, &i, &h);
+  LLVMValueRef row = row_of(A, A->qs, i, h);
   kc_loop ld_;
   d = kc_loop_begin(ir, &ld_, zero, i64c(A, A->D), one, 0, NULL);
   rotpair r = {0};
@@ -209,10 +233,8 @@ static LLVMValueRef tree(kc_ir *ir, const LLVMValueRef *v, unsigned n,
 /* Additive mask values of key position kpos for the unit's rows (0 past the last row). */
 static LLVMValueRef additive(att *A, LLVMValueRef kpos) {
   kc_ir *ir = A->ir;
-  LLVMValueRef base = kc_ir_add(ir, kc_ir_mul(ir, A->b, A->ms[0]), kc_ir_mul(ir, A->h, A->ms[1]));
-  base = kc_ir_add(ir, base, kc_ir_mul(ir, A->i0, A->ms[2]));
-  base = kc_ir_add(ir, base, kc_ir_mul(ir, kpos, A->ms[3]));
-  LLVMValueRef idx = kc_ir_iota(ir, A->W, base, A->ms[2]);
+  LLVMValueRef base = kc_ir_add(ir, kc_ir_mul(ir, A->b, A->ms[0]), kc_ir_mul(ir, kpos, A->ms[3]));
+  LLVMValueRef idx = LLVMBuildAdd(ir->b, A->moffv, kc_ir_splat(ir, base, A->W), "");
   LLVMTypeRef st = kc_emit_storage_type(ir, A->mt);
   LLVMValueRef ptrs = LLVMBuildGEP2(ir->b, st, A->m, &idx, 1, "");
   LLVMTypeRef vt = LLVMVectorType(st, A->W);
@@ -257,17 +279,24 @@ static void key_block(void *user, LLVMValueRef j0, LLVMValueRef tail, LLVMValueR
     next[jj] = kc_ir_fmuladd(ir, qv, kc_ir_splat(ir, kv, W), ld_.carry[jj]);
   }
   kc_loop_end(ir, &ld_, next);
-  /* masks */
+  /* softcap, then masks */
   LLVMValueRef ninf = fconst(A, -INFINITY, W), mb;
-  LLVMValueRef qpos = kc_ir_iota(ir, W, kc_ir_add(ir, A->i0, A->P), NULL);
+  if (A->softcap > 0) {
+    LLVMValueRef c = fconst(A, A->softcap, W), rc = fconst(A, 1 / A->softcap, W);
+    for (unsigned jj = 0; jj < W; jj++)
+      ld_.carry[jj] =
+          LLVMBuildFMul(b, kc_vmath_tanh(ir, LLVMBuildFMul(b, ld_.carry[jj], rc, "")), c, "");
+  }
   for (unsigned jj = 0; jj < W; jj++) {
     LLVMValueRef sj = ld_.carry[jj];
     LLVMValueRef kpos = kc_ir_add(ir, kr->pos0, jc[jj]);
     LLVMValueRef keep = ok[jj] ? kc_ir_splat(ir, ok[jj], W) : NULL;
-    if (A->mask == M_CAUSAL) {
-      LLVMValueRef vis = LLVMBuildICmp(b, LLVMIntSGE, qpos, kc_ir_splat(ir, kpos, W), "");
+    if (A->causal) {
+      LLVMValueRef kp = kc_ir_splat(ir, LLVMBuildTrunc(b, kpos, ir->t_i32, ""), W);
+      LLVMValueRef vis = LLVMBuildICmp(b, LLVMIntSGE, A->qposv, kp, "");
       keep = keep ? LLVMBuildAnd(b, keep, vis, "") : vis;
-    } else if (A->mask == M_PADDING) {
+    }
+    if (A->mask == M_PADDING) {
       LLVMValueRef mv =
           kc_emit_load(A->e, A->mt, A->m, kc_ir_add(ir, kc_ir_mul(ir, A->b, A->T), kpos), 1);
       LLVMValueRef nz = A->mt == KC_BOOL
@@ -321,26 +350,38 @@ static void stream(att *A, const keyrange *kr, LLVMValueRef *carry) {
   kc_rv_for(A->e, i64c(A, 0), kr->end, A->W, 2, carry, key_block, &bk);
 }
 
+/*
+ * Unit u: batch b, kv head hk and a block of W query slots; slot r is query row r / group of
+ * query head hk * group + r % group, so the heads sharing a kv head share its key blocks (and a
+ * decoding step with one query row still fills group lanes).
+ */
 static void emit_unit(att *A, LLVMValueRef u) {
   kc_ir *ir = A->ir;
   LLVMBuilderRef b = ir->b;
-  LLVMValueRef one = i64c(A, 1), zero = i64c(A, 0), Wv = i64c(A, A->W);
-  LLVMValueRef nqb = kc_ir_cdiv(ir, A->S, Wv);
-  LLVMValueRef hq = LLVMBuildSDiv(b, u, nqb, "");
-  LLVMValueRef qb = LLVMBuildSRem(b, u, nqb, "");
-  A->b = LLVMBuildSDiv(b, hq, i64c(A, A->heads), "");
-  A->h = LLVMBuildSRem(b, hq, i64c(A, A->heads), "");
-  A->hk = LLVMBuildSDiv(b, A->h, i64c(A, A->group), "");
-  A->i0 = kc_ir_mul(ir, qb, Wv);
-  A->nrows = kc_ir_min(ir, Wv, kc_ir_sub(ir, A->S, A->i0));
+  LLVMValueRef one = i64c(A, 1), zero = i64c(A, 0), Wv = i64c(A, A->W), g = i64c(A, A->group);
+  LLVMValueRef nslots = kc_ir_mul(ir, A->S, g);
+  LLVMValueRef nblk = kc_ir_cdiv(ir, nslots, Wv);
+  LLVMValueRef bh = LLVMBuildSDiv(b, u, nblk, "");
+  LLVMValueRef blk = LLVMBuildSRem(b, u, nblk, "");
+  A->b = LLVMBuildSDiv(b, bh, i64c(A, A->kvh), "");
+  A->hk = LLVMBuildSRem(b, bh, i64c(A, A->kvh), "");
+  A->s0 = kc_ir_mul(ir, blk, Wv);
+  A->nrows = kc_ir_min(ir, Wv, kc_ir_sub(ir, nslots, A->s0));
   A->rowmask = kc_ir_lane_mask(ir, A->W, 0, A->nrows);
+  /* per lane: row i + P (for causal) and the additive mask's head/row offset */
+  LLVMValueRef slot = kc_ir_iota(ir, A->W, A->s0, NULL), gv = kc_ir_splat(ir, g, A->W);
+  LLVMValueRef iv = LLVMBuildUDiv(b, slot, gv, "");
+  LLVMValueRef hv = LLVMBuildAdd(b, kc_ir_splat(ir, kc_ir_mul(ir, A->hk, g), A->W),
+                                 LLVMBuildURem(b, slot, gv, ""), "");
+  A->qposv = LLVMBuildTrunc(b, LLVMBuildAdd(b, iv, kc_ir_splat(ir, A->P, A->W), ""),
+                            kc_emit_vec_type(ir->t_i32, A->W), "");
+  if (A->mask == M_ADDITIVE)
+    A->moffv = LLVMBuildAdd(b, LLVMBuildMul(b, hv, kc_ir_splat(ir, A->ms[1], A->W), ""),
+                            LLVMBuildMul(b, iv, kc_ir_splat(ir, A->ms[2], A->W), ""), "");
 
   if (A->pres_k || A->pres_v) {
-    LLVMValueRef first = LLVMBuildAnd(
-        b, LLVMBuildICmp(b, LLVMIntEQ, qb, zero, ""),
-        LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildSRem(b, A->h, i64c(A, A->group), ""), zero, ""), "");
     kc_if c;
-    kc_if_begin(ir, &c, first);
+    kc_if_begin(ir, &c, LLVMBuildICmp(b, LLVMIntEQ, blk, zero, ""));
     if (A->pres_k) copy_present(A, A->prk, A->pk, A->k, A->ks, A->D, A->rotary);
     if (A->pres_v) copy_present(A, A->prv, A->pv, A->v, A->vs, A->Dv, false);
     kc_if_end(ir, &c);
@@ -369,7 +410,11 @@ static void emit_unit(att *A, LLVMValueRef u) {
     stream(A, &past, carry);
   }
   LLVMValueRef end = A->Skv;
-  if (A->mask == M_CAUSAL) end = kc_ir_min(ir, end, kc_ir_add(ir, A->i0, A->nrows));
+  if (A->causal) {
+    /* keys past the block's last query row are masked for all of its lanes */
+    LLVMValueRef last = LLVMBuildUDiv(b, kc_ir_sub(ir, kc_ir_add(ir, A->s0, A->nrows), one), g, "");
+    end = kc_ir_min(ir, end, kc_ir_add(ir, last, one));
+  }
   keyrange cur = {
       .kbase = kc_ir_add(ir, kc_ir_mul(ir, A->b, A->ks[0]), kc_ir_mul(ir, A->hk, A->ks[2])),
       .kstride = A->ks[1],
@@ -388,10 +433,11 @@ static void emit_unit(att *A, LLVMValueRef u) {
   LLVMValueRef empty = LLVMBuildFCmp(b, LLVMRealOEQ, l, fconst(A, 0, A->W), "");
   LLVMValueRef inv = LLVMBuildFDiv(b, fconst(A, 1, A->W), l, "");
   kc_ir_store(ir, LLVMBuildSelect(b, empty, fconst(A, 0, A->W), inv, ""), A->linv, 4);
-  LLVMValueRef ybase = kc_ir_add(ir, kc_ir_mul(ir, A->b, A->ys[0]), kc_ir_mul(ir, A->h, A->ys[2]));
   kc_loop li;
   LLVMValueRef lane = kc_loop_begin(ir, &li, zero, A->nrows, one, 0, NULL);
-  LLVMValueRef row = kc_ir_add(ir, ybase, kc_ir_mul(ir, kc_ir_add(ir, A->i0, lane), A->ys[1]));
+  LLVMValueRef i, h;
+  slot_of(A, lane, &i, &h);
+  LLVMValueRef row = row_of(A, A->ys, i, h);
   LLVMValueRef il = kc_ir_load(ir, ir->t_f32, kc_ir_gepf(ir, A->linv, lane), 4);
   kc_loop lo;
   dv = kc_loop_begin(ir, &lo, zero, i64c(A, A->Dv), one, 0, NULL);
@@ -439,11 +485,12 @@ static void mask_strides(att *A) {
 
 static LLVMValueRef units(kc_cpu_emit *e, LLVMValueRef dims) {
   const kc_value *q = kc_value_of(e->g, e->n->in[Q]);
-  int64_t heads = kc_node_int(e->n, "heads", 1);
+  int64_t heads = kc_node_int(e->n, "heads", 1), kvh = kc_node_int(e->n, "kv_heads", heads);
   LLVMValueRef s = kc_emit_dim(e, dims, false, Q, q->rank == 3 ? 1 : 2);
+  LLVMValueRef slots = kc_ir_mul(e->ir, s, kc_ir_i64(e->ir, heads / kvh));
   LLVMValueRef w = kc_ir_i64(e->ir, kc_cpu_host(e->cpu)->f32_lanes);
-  LLVMValueRef bh = kc_ir_mul(e->ir, kc_emit_dim(e, dims, false, Q, 0), kc_ir_i64(e->ir, heads));
-  return kc_ir_mul(e->ir, bh, kc_ir_cdiv(e->ir, s, w));
+  LLVMValueRef bh = kc_ir_mul(e->ir, kc_emit_dim(e, dims, false, Q, 0), kc_ir_i64(e->ir, kvh));
+  return kc_ir_mul(e->ir, bh, kc_ir_cdiv(e->ir, slots, w));
 }
 
 static bool present(const kc_node *n, uint32_t i) { return n->nin > i && n->in[i].id; }
@@ -473,14 +520,18 @@ static kc_status configure(kc_cpu_emit *e, att *A) {
                           (long long)A->D, (long long)A->Dv);
   const kc_attr *sc = kc_node_attr(n, "scale");
   A->scale = sc ? sc->u.f : 1.0 / sqrt((double)A->D);
+  /* softcap is not in the op's schema yet; the kernel honours it once it is */
+  A->softcap = kc_node_float(n, "softcap", 0);
   const char *mask = kc_node_string(n, "mask", "none");
-  A->mask = strcmp(mask, "causal") == 0     ? M_CAUSAL
-            : strcmp(mask, "padding") == 0  ? M_PADDING
+  A->causal = strcmp(mask, "causal") == 0;
+  A->mask = strcmp(mask, "padding") == 0    ? M_PADDING
             : strcmp(mask, "additive") == 0 ? M_ADDITIVE
                                             : M_NONE;
-  if (A->mask == M_NONE && strcmp(mask, "none") != 0)
+  if (A->mask == M_NONE && !A->causal && strcmp(mask, "none") != 0)
     return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "mask kind '%s'", mask);
-  if ((A->mask == M_PADDING || A->mask == M_ADDITIVE) != present(n, MASK))
+  /* causal with a mask input adds it (ONNX is_causal with attn_mask), if the op allows it */
+  if (A->causal && present(n, MASK)) A->mask = M_ADDITIVE;
+  if ((A->mask != M_NONE) != present(n, MASK))
     return kc_node_errorf(g, n, KC_ERR_SHAPE, "mask=%s and the mask input disagree", mask);
   if (present(n, MASK)) A->mt = kc_value_of(g, n->in[MASK])->dtype;
   A->past = present(n, PAST_K) && present(n, PAST_V);

@@ -41,12 +41,25 @@ LLVMModuleRef kc_cpu_module_new(kc_cpu *cpu, const char *name);
 enum {
   KC_CPU_MOD_HANDVEC = 1 << 0, /* loops are vectorized and unrolled by the emitter already */
 };
-/* Verify, run the O3 pipeline for the host, and hand the module to the JIT (consumes it). */
+/* Verify and run the O3 pipeline for the host (and dump, when asked); mod stays the caller's. */
+kc_status kc_cpu_module_optimize(kc_cpu *cpu, LLVMModuleRef mod, unsigned flags);
+/* kc_cpu_module_optimize, then hand the module to the JIT (consumes it). */
 kc_status kc_cpu_module_add(kc_cpu *cpu, LLVMModuleRef mod, unsigned flags);
 /* Address of a JIT'd function (compiles its module on first lookup). */
 kc_status kc_cpu_lookup(kc_cpu *cpu, const char *name, void **addr);
 /* Put an LLVM error (consumed) into the context's error buffer with a prefix. */
 kc_status kc_cpu_llvm_error(kc_cpu *cpu, LLVMErrorRef err, const char *what);
+
+/* ---- lower.c --------------------------------------------------------------------------------- */
+
+/* Symbol of node `index`'s kernel ("k3_matmul"; its units function adds "_units"). */
+void kc_cpu_kernel_name(char *buf, size_t size, uint32_t index, kc_op op);
+/*
+ * Emit the kernels of every node of g into a new module (the caller's, not optimized); fills the
+ * static facts of kernels[] (grain, ws_bytes, no_kernel; fn and units stay NULL).
+ */
+kc_status kc_cpu_lower_module(kc_cpu *cpu, const kc_graph *g, kc_cpu_kernel *kernels,
+                              LLVMModuleRef *out);
 
 /* ---- emit_util.c: IR building --------------------------------------------------------------- */
 

@@ -1,8 +1,10 @@
 /*
- * codegen/cpu/elementwise.c - kc_lower_elementwise: the kernel of every op whose CPU column
- * says `elementwise` (unary math, cast, clip, the broadcasting binary ops, variadic min/max,
- * comparisons, logic, where). The math of each op is its kc_scalar_<op>; this file only walks
- * the output and feeds it operands.
+ * codegen/cpu/elementwise.c - the loop machinery of elementwise kernels (kc_ew_lower, see
+ * ewplan.h) and kc_lower_elementwise, the kernel of every op whose CPU column says
+ * `elementwise` (unary math, cast, clip, the broadcasting binary ops, variadic min/max,
+ * comparisons, logic, where). The math of each op is its kc_scalar_<op>; the machinery only
+ * walks the output, feeds operands to an evaluator and stores what it returns, so fused
+ * regions (fused.c) run on the same loops with their body as the evaluator.
  *
  * Plan (at compile time, from the graph's dims):
  *   - Each input gets a kind per output axis: FULL (its dim is the output's, same kc_dim),
@@ -28,12 +30,12 @@
  * never go past its own extent (broadcast axes have stride 0); masked tails touch no memory
  * outside the row.
  */
-#include "vmath.h"
+#include "ewplan.h"
 
 #include <string.h>
 
-#define EW_CHUNK 8192    /* flat mode: elements per work unit */
-#define EW_MAX_OPS 64    /* inputs of one node (variadic min/max) */
+#define EW_CHUNK 8192 /* flat mode: elements per work unit */
+#define EW_MAX_OPS KC_EW_MAX_OPS
 #define EW_GRAIN 16384   /* elements a thread should get at least, per dynamic chunk */
 #define EW_SYM_GUESS 128 /* size assumed for a symbolic dim when sizing the grain */
 
@@ -55,23 +57,22 @@ typedef struct ew {
   kc_cpu_emit *e;
   kc_ir *ir;
   const kc_node *n;
-  kc_scalar_fn fn;
-  kc_dtype in_dt, out_dt;
-  uint32_t nops;
+  const kc_ew_eval *ev;
+  uint32_t nops, nout;
   ew_operand *op;
+  kc_dtype out_dt[EW_MAX_OPS];
   int R;
   const kc_dim *odims;
   int ng; /* groups of output axes, each [glo, ghi) */
   int glo[KC_MAX_RANK], ghi[KC_MAX_RANK];
   unsigned lanes;
-  LLVMValueRef out_ptr, obase;
+  LLVMValueRef out_ptr[EW_MAX_OPS], obase; /* outputs share one shape, so one offset */
   LLVMValueRef gdim[KC_MAX_RANK];
 } ew;
 
 /* ---- plan ------------------------------------------------------------------------------------ */
 
-/* The value of a one-element constant input as a compute-typed LLVM constant, or NULL. */
-static LLVMValueRef const_scalar(kc_ir *ir, const kc_graph *g, kc_val v) {
+const kc_tensor *kc_ew_const_tensor(const kc_graph *g, kc_val v) {
   const kc_value *val = &g->vals[v.id];
   if (!val->def) return NULL;
   const kc_node *d = &g->nodes[val->def - 1];
@@ -83,6 +84,12 @@ static LLVMValueRef const_scalar(kc_ir *ir, const kc_graph *g, kc_val v) {
     numel *= t->dims[i];
   if (numel != 1 || !t->data || t->dtype != val->dtype || t->nbytes < kc_dtype_size(t->dtype))
     return NULL;
+  return t;
+}
+
+LLVMValueRef kc_ew_const_scalar(kc_ir *ir, const kc_graph *g, kc_val v) {
+  const kc_tensor *t = kc_ew_const_tensor(g, v);
+  if (!t) return NULL;
   LLVMTypeRef ct = kc_emit_compute_type(ir, t->dtype);
   union {
     float f;
@@ -125,7 +132,7 @@ static void classify(ew *w) {
     const kc_value *val = &g->vals[v.id];
     o->dt = val->dtype;
     o->rank = val->rank;
-    o->cval = const_scalar(w->ir, g, v);
+    o->cval = kc_ew_const_scalar(w->ir, g, v);
     int off = w->R - o->rank;
     for (int a = 0; a < w->R; a++) {
       kc_dim d = a < off ? 1 : val->dims[a - off];
@@ -161,18 +168,22 @@ static void group(ew *w) {
   }
 }
 
-/* Bytes of a dtype's compute type (bool's i1 counts 1, f16/bf16 compute as 4). */
-static unsigned compute_bytes(kc_dtype t) {
+unsigned kc_ew_compute_bytes(kc_dtype t) {
   if (t == KC_BOOL) return 1;
   if (t == KC_F16 || t == KC_BF16) return 4;
   return (unsigned)kc_dtype_size(t);
 }
 
+/* One register of the widest compute type anywhere in the step: inputs, outputs and what the
+ * evaluator holds in between. */
 static unsigned pick_lanes(const ew *w) {
-  unsigned widest = compute_bytes(w->out_dt);
+  unsigned widest = w->ev->inner_bytes;
+  for (uint32_t k = 0; k < w->nout; k++)
+    if (kc_ew_compute_bytes(w->out_dt[k]) > widest) widest = kc_ew_compute_bytes(w->out_dt[k]);
   for (uint32_t i = 0; i < w->nops; i++)
-    if (w->op[i].present && compute_bytes(w->op[i].dt) > widest)
-      widest = compute_bytes(w->op[i].dt);
+    if (w->op[i].present && kc_ew_compute_bytes(w->op[i].dt) > widest)
+      widest = kc_ew_compute_bytes(w->op[i].dt);
+  if (widest < 1) widest = 1;
   unsigned bytes = (unsigned)kc_cpu_host(w->e->cpu)->f32_lanes * 4;
   unsigned lanes = bytes / widest;
   return lanes < 1 ? 1 : lanes > 64 ? 64 : lanes;
@@ -221,7 +232,8 @@ static void setup_strides(ew *w) {
       o->gstride[gi] = o->k[a] == K_BCAST ? kc_ir_i64(w->ir, 0) : axis_stride(w, i, a);
     }
   }
-  w->out_ptr = kc_emit_out_ptr(w->e, 0);
+  for (uint32_t k = 0; k < w->nout; k++)
+    w->out_ptr[k] = kc_emit_out_ptr(w->e, k);
 }
 
 /* ---- kernel: loads, stores, one step --------------------------------------------------------- */
@@ -240,24 +252,36 @@ static LLVMValueRef load(ew *w, kc_dtype t, LLVMValueRef ptr, LLVMValueRef idx, 
   return v;
 }
 
-static void store(ew *w, LLVMValueRef idx, LLVMValueRef v, unsigned lanes, LLVMValueRef mask) {
+/* Output k's values v at element idx of every output. */
+static void store(ew *w, uint32_t k, LLVMValueRef idx, LLVMValueRef v, unsigned lanes,
+                  LLVMValueRef mask) {
+  kc_dtype t = w->out_dt[k];
   if (!mask) {
-    kc_emit_store(w->e, w->out_dt, w->out_ptr, idx, v, lanes);
+    kc_emit_store(w->e, t, w->out_ptr[k], idx, v, lanes);
     return;
   }
   kc_ir *ir = w->ir;
-  kc_dtype t = w->out_dt;
   LLVMTypeRef st = kc_emit_storage_type(ir, t), vt = kc_emit_vec_type(st, lanes);
   if (t == KC_BOOL) v = LLVMBuildZExt(ir->b, v, vt, "");
   if (t == KC_F16 || t == KC_BF16) v = LLVMBuildFPTrunc(ir->b, v, vt, "");
-  LLVMValueRef addr = LLVMBuildGEP2(ir->b, st, w->out_ptr, &idx, 1, "");
+  LLVMValueRef addr = LLVMBuildGEP2(ir->b, st, w->out_ptr[k], &idx, 1, "");
   kc_ir_masked_store(ir, v, addr, (unsigned)kc_dtype_size(t), mask);
 }
 
-/* args[i] for one step at inner index j: vectors of `lanes` from inputs marked in `vec`
- * (loaded at base + j), splats[i] for the rest. Returns the op's result or NULL. */
-static LLVMValueRef step(ew *w, LLVMValueRef j, unsigned lanes, LLVMValueRef mask, const bool *vec,
-                         LLVMValueRef *splats) {
+/* Evaluate args and store every output at oidx; false when the evaluator fails. */
+static bool eval_store(ew *w, LLVMValueRef *args, LLVMValueRef oidx, unsigned lanes,
+                       LLVMValueRef mask) {
+  LLVMValueRef outs[EW_MAX_OPS];
+  if (!w->ev->fn(w->ev->user, w->ir, lanes, args, outs)) return false;
+  for (uint32_t k = 0; k < w->nout; k++)
+    store(w, k, oidx, outs[k], lanes, mask);
+  return true;
+}
+
+/* One step at inner index j: vectors of `lanes` from inputs marked in `vec` (loaded at
+ * base + j), splats[i] for the rest; the outputs go to obase + j. */
+static bool step(ew *w, LLVMValueRef j, unsigned lanes, LLVMValueRef mask, const bool *vec,
+                 LLVMValueRef *splats) {
   LLVMValueRef args[EW_MAX_OPS];
   for (uint32_t i = 0; i < w->nops; i++) {
     ew_operand *o = &w->op[i];
@@ -268,7 +292,7 @@ static LLVMValueRef step(ew *w, LLVMValueRef j, unsigned lanes, LLVMValueRef mas
     else
       args[i] = splats[i];
   }
-  return w->fn(w->ir, w->n, w->in_dt, w->out_dt, args);
+  return eval_store(w, args, kc_ir_add(w->ir, w->obase, j), lanes, mask);
 }
 
 /* ---- kernel: inner loops
@@ -290,18 +314,14 @@ static kc_status inner_vector(ew *w, LLVMValueRef j0, LLVMValueRef j1, const boo
   kc_loop l;
   LLVMValueRef end = kc_ir_sub(ir, j1, kc_ir_i64(ir, (int64_t)L - 1));
   LLVMValueRef j = kc_loop_begin(ir, &l, j0, end, kc_ir_i64(ir, L), 0, NULL);
-  LLVMValueRef r = step(w, j, L, NULL, vec, splats);
-  if (!r) return KC_ERR_UNSUPPORTED;
-  store(w, kc_ir_add(ir, w->obase, j), r, L, NULL);
+  if (!step(w, j, L, NULL, vec, splats)) return KC_ERR_UNSUPPORTED;
   kc_loop_end(ir, &l, NULL);
   /* the tail: one masked vector (the loop's counter on exit is where it stopped) */
   LLVMValueRef jt = l.iv;
   kc_if c;
   kc_if_begin(ir, &c, kc_ir_lt(ir, jt, j1));
   LLVMValueRef mask = kc_ir_lane_mask(ir, L, 0, kc_ir_sub(ir, j1, jt));
-  r = step(w, jt, L, mask, vec, splats);
-  if (!r) return KC_ERR_UNSUPPORTED;
-  store(w, kc_ir_add(ir, w->obase, jt), r, L, mask);
+  if (!step(w, jt, L, mask, vec, splats)) return KC_ERR_UNSUPPORTED;
   kc_if_end(ir, &c);
   return KC_OK;
 }
@@ -325,9 +345,7 @@ static kc_status inner_strided(ew *w, LLVMValueRef j0, LLVMValueRef j1) {
       args[i] = kc_emit_load(w->e, o->dt, o->ptr, idx, 1);
     }
   }
-  LLVMValueRef r = w->fn(ir, w->n, w->in_dt, w->out_dt, args);
-  if (!r) return KC_ERR_UNSUPPORTED;
-  store(w, kc_ir_add(ir, w->obase, j), r, 1, NULL);
+  if (!eval_store(w, args, kc_ir_add(ir, w->obase, j), 1, NULL)) return KC_ERR_UNSUPPORTED;
   kc_loop_end(ir, &l, NULL);
   return KC_OK;
 }
@@ -399,23 +417,18 @@ static kc_status emit_rows(ew *w) {
   return KC_OK;
 }
 
-kc_status kc_lower_elementwise(kc_cpu_emit *e) {
+kc_status kc_ew_lower(kc_cpu_emit *e, const kc_ew_eval *ev) {
   const kc_node *n = e->n;
-  kc_graph *g = (kc_graph *)e->g;
-  kc_scalar_fn fn = kc_cpu_ops[n->op].scalar;
-  if (!fn || fn == kc_scalar_none || n->nout != 1 || n->nin < 1)
-    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "not an elementwise op");
-  if (n->nin > EW_MAX_OPS)
-    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "%u inputs, at most %d are supported", n->nin,
-                          EW_MAX_OPS);
+  const kc_graph *g = e->g;
+  KC_ASSERT(n->nin <= EW_MAX_OPS && n->nout >= 1 && n->nout <= EW_MAX_OPS);
   ew_operand ops[EW_MAX_OPS];
   memset(ops, 0, sizeof ops);
   const kc_value *out = &g->vals[n->out[0].id];
-  ew w = {.e = e, .ir = e->ir, .n = n, .fn = fn, .nops = n->nin, .op = ops};
+  ew w = {.e = e, .ir = e->ir, .n = n, .ev = ev, .nops = n->nin, .nout = n->nout, .op = ops};
   w.R = out->rank;
   w.odims = out->dims;
-  w.out_dt = out->dtype;
-  w.in_dt = n->in[0].id ? g->vals[n->in[0].id].dtype : w.out_dt;
+  for (uint32_t k = 0; k < n->nout; k++)
+    w.out_dt[k] = g->vals[n->out[k].id].dtype;
   classify(&w);
   group(&w);
   w.lanes = pick_lanes(&w);
@@ -432,9 +445,41 @@ kc_status kc_lower_elementwise(kc_cpu_emit *e) {
   kc_emit_kernel_begin(e);
   setup_strides(&w);
   kc_status s = flat ? emit_flat(&w) : emit_rows(&w);
+  if (s != KC_OK) return s;
+  kc_emit_kernel_end(e);
+  return KC_OK;
+}
+
+/* ---- kc_lower_elementwise: one op ------------------------------------------------------------ */
+
+typedef struct one_op {
+  const kc_node *n;
+  kc_scalar_fn fn;
+  kc_dtype in_dt, out_dt;
+} one_op;
+
+static bool eval_one(void *user, kc_ir *ir, unsigned lanes, LLVMValueRef *args,
+                     LLVMValueRef *outs) {
+  const one_op *o = user;
+  outs[0] = o->fn(ir, o->n, o->in_dt, o->out_dt, args);
+  return outs[0] != NULL;
+}
+
+kc_status kc_lower_elementwise(kc_cpu_emit *e) {
+  const kc_node *n = e->n;
+  kc_graph *g = (kc_graph *)e->g;
+  kc_scalar_fn fn = kc_cpu_ops[n->op].scalar;
+  if (!fn || fn == kc_scalar_none || n->nout != 1 || n->nin < 1)
+    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "not an elementwise op");
+  if (n->nin > EW_MAX_OPS)
+    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "%u inputs, at most %d are supported", n->nin,
+                          EW_MAX_OPS);
+  kc_dtype out_dt = g->vals[n->out[0].id].dtype;
+  one_op o = {n, fn, n->in[0].id ? g->vals[n->in[0].id].dtype : out_dt, out_dt};
+  kc_ew_eval ev = {eval_one, &o, 0};
+  kc_status s = kc_ew_lower(e, &ev);
   if (s != KC_OK)
     return kc_node_errorf(g, n, s, "no CPU code for %s on %s -> %s", kc_ops[n->op].name,
-                          kc_dtype_name(w.in_dt), kc_dtype_name(w.out_dt));
-  kc_emit_kernel_end(e);
+                          kc_dtype_name(o.in_dt), kc_dtype_name(o.out_dt));
   return KC_OK;
 }

@@ -198,13 +198,12 @@ static void dump_module(kc_cpu *cpu, LLVMModuleRef mod) {
   LLVMDisposeMessage(msg);
 }
 
-kc_status kc_cpu_module_add(kc_cpu *cpu, LLVMModuleRef mod, unsigned flags) {
+kc_status kc_cpu_module_optimize(kc_cpu *cpu, LLVMModuleRef mod, unsigned flags) {
   char *msg = NULL;
   if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
     kc_status s = kc_errorf(cpu->ctx, KC_ERR_INTERNAL, "LLVM: generated module is invalid: %s",
                             msg ? msg : "");
     LLVMDisposeMessage(msg);
-    LLVMDisposeModule(mod);
     return s;
   }
   LLVMDisposeMessage(msg);
@@ -218,14 +217,19 @@ kc_status kc_cpu_module_add(kc_cpu *cpu, LLVMModuleRef mod, unsigned flags) {
   LLVMPassBuilderOptionsSetLoopUnrolling(opts, auto_loops);
   LLVMErrorRef err = LLVMRunPasses(mod, "default<O3>", cpu->tm, opts);
   LLVMDisposePassBuilderOptions(opts);
-  if (err) {
-    LLVMDisposeModule(mod);
-    return kc_cpu_llvm_error(cpu, err, "optimizing");
-  }
+  if (err) return kc_cpu_llvm_error(cpu, err, "optimizing");
   if (cpu->dump_dir) dump_module(cpu, mod);
+  return KC_OK;
+}
 
+kc_status kc_cpu_module_add(kc_cpu *cpu, LLVMModuleRef mod, unsigned flags) {
+  kc_status s = kc_cpu_module_optimize(cpu, mod, flags);
+  if (s != KC_OK) {
+    LLVMDisposeModule(mod);
+    return s;
+  }
   LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, cpu->tsc);
-  err = LLVMOrcLLJITAddLLVMIRModule(cpu->jit, LLVMOrcLLJITGetMainJITDylib(cpu->jit), tsm);
+  LLVMErrorRef err = LLVMOrcLLJITAddLLVMIRModule(cpu->jit, LLVMOrcLLJITGetMainJITDylib(cpu->jit), tsm);
   if (err) return kc_cpu_llvm_error(cpu, err, "adding a module to the JIT");
   return KC_OK;
 }

@@ -1,6 +1,8 @@
 /*
  * codegen/cpu/lower.c - graph lowering: every node of a graph becomes one kernel of the ABI in
- * codegen/cpu/emit.h, all of them in one LLVM module that is optimized and JIT'd once.
+ * codegen/cpu/emit.h, all of them in one LLVM module (kc_cpu_lower_module), which is then either
+ * optimized and JIT'd once (kc_cpu_compile_graph) or written as an object with the tables of a
+ * compiled model (codegen/cpu/aot_object.c): both paths build the very same kernels.
  *
  * Invariants:
  *   - Kernel symbols are "k<node index>_<op name>" (units: "..._units"), so one kc_cpu lowers
@@ -19,7 +21,7 @@
 
 #define NAME_MAX_LEN 96
 
-static void kernel_name(char *buf, size_t size, uint32_t index, kc_op op) {
+void kc_cpu_kernel_name(char *buf, size_t size, uint32_t index, kc_op op) {
   snprintf(buf, size, "k%u_%s", index, kc_ops[op].name);
 }
 
@@ -61,7 +63,7 @@ static kc_status emit_node(kc_cpu *cpu, kc_ir *ir, const kc_graph *g, uint32_t n
   uint32_t *offs = malloc((size_t)(n->nin + n->nout + 1) * sizeof *offs);
   if (!offs) return kc_errorf(cpu->ctx, KC_ERR_NOMEM, "out of memory lowering the graph");
   char name[NAME_MAX_LEN];
-  kernel_name(name, sizeof name, ni, n->op);
+  kc_cpu_kernel_name(name, sizeof name, ni, n->op);
   kc_cpu_emit e = {.cpu = cpu, .ir = ir, .g = g, .n = n, .name = name};
   e.in_dims = offs;
   e.out_dims = offs + n->nin;
@@ -88,7 +90,7 @@ static kc_status lookup_all(kc_cpu *cpu, const kc_graph *g, kc_cpu_kernel *kerne
   for (uint32_t i = 0; i < g->nnodes; i++) {
     if (kernels[i].no_kernel) continue;
     char name[NAME_MAX_LEN], units[NAME_MAX_LEN + 8];
-    kernel_name(name, sizeof name, i, g->nodes[i].op);
+    kc_cpu_kernel_name(name, sizeof name, i, g->nodes[i].op);
     snprintf(units, sizeof units, "%s_units", name);
     void *fn, *un;
     kc_status s = kc_cpu_lookup(cpu, name, &fn);
@@ -101,7 +103,9 @@ static kc_status lookup_all(kc_cpu *cpu, const kc_graph *g, kc_cpu_kernel *kerne
   return KC_OK;
 }
 
-kc_status kc_cpu_compile_graph(kc_cpu *cpu, const kc_graph *g, kc_cpu_kernel *kernels) {
+kc_status kc_cpu_lower_module(kc_cpu *cpu, const kc_graph *g, kc_cpu_kernel *kernels,
+                              LLVMModuleRef *out) {
+  *out = NULL;
   memset(kernels, 0, (size_t)g->nnodes * sizeof *kernels);
   char modname[128];
   snprintf(modname, sizeof modname, "graph_%s", g->name ? g->name : "main");
@@ -109,16 +113,28 @@ kc_status kc_cpu_compile_graph(kc_cpu *cpu, const kc_graph *g, kc_cpu_kernel *ke
   kc_ir ir;
   kc_ir_init(&ir, mod);
   kc_status s = KC_OK;
-  bool any = false;
-  for (uint32_t i = 0; i < g->nnodes && s == KC_OK; i++) {
+  for (uint32_t i = 0; i < g->nnodes && s == KC_OK; i++)
     s = emit_node(cpu, &ir, g, i, &kernels[i]);
-    any = any || !kernels[i].no_kernel;
-  }
   kc_ir_dispose(&ir);
-  if (s != KC_OK || !any) {
+  if (s != KC_OK) {
     LLVMDisposeModule(mod);
-    if (s != KC_OK) memset(kernels, 0, (size_t)g->nnodes * sizeof *kernels);
+    memset(kernels, 0, (size_t)g->nnodes * sizeof *kernels);
     return s;
+  }
+  *out = mod;
+  return KC_OK;
+}
+
+kc_status kc_cpu_compile_graph(kc_cpu *cpu, const kc_graph *g, kc_cpu_kernel *kernels) {
+  LLVMModuleRef mod;
+  kc_status s = kc_cpu_lower_module(cpu, g, kernels, &mod);
+  if (s != KC_OK) return s;
+  bool any = false;
+  for (uint32_t i = 0; i < g->nnodes; i++)
+    any = any || !kernels[i].no_kernel;
+  if (!any) { /* nothing to JIT: views and sources only */
+    LLVMDisposeModule(mod);
+    return KC_OK;
   }
   s = kc_cpu_module_add(cpu, mod, 0); /* consumes mod */
   if (s == KC_OK) s = lookup_all(cpu, g, kernels);

@@ -7,6 +7,8 @@
  *   - layer norm sums d = x - K and d*d with K the row's first element (the shifted-data
  *     variance: one pass, without the cancellation of sum(x*x) - sum(x)^2 when |mean| >> std);
  *   - rms norm sums x*x.
+ * The apply pass centres as (x - K) - (mean - K), not x - mean: x - K is exact, while the mean
+ * rounded to f32 is off by an ulp of |mean|, which matters when |mean| >> std.
  * Statistics are computed in f32 (f64 for f64 inputs), ONNX's stash_type=1. Mean and InvStdDev
  * (f32, one per row) are written when those outputs exist.
  *
