@@ -328,6 +328,7 @@ typedef struct kc_node_profile {
   const char *loc; /* ONNX node name; NULL when the node has none; owned by the module */
   uint64_t calls;  /* launches of the kernel (one per run, unless the node did not run) */
   uint64_t ns;     /* nanoseconds around the launches, monotonic clock, all threads joined */
+  uint64_t min_ns; /* the fastest single launch (0 when none): robust on a busy machine */
 } kc_node_profile;
 
 /* Turn per-kernel timing on (every counter restarts at zero) or off; off costs one branch. */
@@ -337,6 +338,27 @@ kc_status kc_module_set_profile(kc_module *m, int on);
  * writes min(count, cap) entries to out and returns count (out may be NULL when cap is 0).
  */
 uint32_t kc_module_profile(const kc_module *m, kc_node_profile *out, uint32_t cap);
+
+/* ---- ahead-of-time compilation ---------------------------------------------------------------- */
+
+typedef struct kc_export_options {
+  const char *name;    /* C prefix of the entry points; NULL: from so_path (libNAME.so: NAME) */
+  const char *passes;  /* as kc_compile_options.passes */
+  const char *cc;      /* C compiler that links the library; NULL: $CC, else "cc" */
+  const char *runtime; /* kernc's runtime archive; NULL: $KERNC_RT, the build's, or the one
+                          next to the running program (libkernc_rt.a) */
+  const char *source;  /* what g came from, named in the header's comment; may be NULL */
+} kc_export_options;
+
+/*
+ * Compile g ahead of time into the shared library so_path, which needs neither libkernc nor LLVM
+ * (weights included), and write its C header to header_path (NULL: NAME.h next to so_path),
+ * declaring NAME_create/_run/_free/_error and listing inputs and outputs with dtypes and shapes.
+ * Sizes must follow from the input shapes; a graph whose sizes depend on computed data is
+ * KC_ERR_UNSUPPORTED naming the node (kc_compile runs those).
+ */
+kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options *opts,
+                    const char *so_path, const char *header_path);
 
 /* ---- ONNX frontend ------------------------------------------------------------------------- */
 

@@ -2,7 +2,8 @@
  * ir/shape_shape.c - shape functions of sources and shape computations: weight, constant,
  * shape, constant_of_shape, range.
  *
- * These are where known contents start: a small integer constant knows its data, shape knows
+ * These are where known contents start: a small integer constant (or weight with data, as ONNX
+ * initializers holding axes or shapes are) knows its data, shape knows
  * its input's dims (symbols included), range and constant_of_shape know what they generate.
  * A weight's type is printed in the text form and set by the builder, so it is kept, not
  * inferred; the tensor of the same name is a fallback and must agree when both exist.
@@ -59,13 +60,15 @@ kc_status shape_source(kc_graph *g, kc_node *n) {
   if (o->rank < 0 || o->dtype == KC_DT_NONE) {
     if (!t) return kc_node_errorf(g, n, KC_ERR_TYPE, "weight '%s' has no type", name ? name : "");
     kc_shp_set(g, n, 0, t->dtype, t->rank, t->dims);
+    tensor_known(g, n, t);
     return KC_OK;
   }
   if (!t) return KC_OK; /* a weight bound later (e.g. from a .kir file) */
   bool same = t->dtype == o->dtype && t->rank == o->rank;
   for (int i = 0; same && i < t->rank; i++)
     same = t->dims[i] == o->dims[i];
-  if (same) return KC_OK;
+  /* small integer initializers (Unsqueeze axes, Gather indices, Reshape shapes) feed shapes */
+  if (same) return tensor_known(g, n, t), KC_OK;
   char sa[256], sb[256];
   return kc_node_errorf(g, n, KC_ERR_SHAPE, "weight '%s' is %s%s but its data is %s%s", name,
                         kc_dtype_name(o->dtype), kc_shp_fmt(g, o->rank, o->dims, sa, sizeof sa),

@@ -17,14 +17,17 @@
 
 /* Every pass kc_pipeline_parse can name, in --list-passes order. */
 static const kc_pass *const registry[] = {
-    NULL,
+    &kc_pass_infer, &kc_pass_canonicalize, &kc_pass_fold, &kc_pass_cse, &kc_pass_dce, NULL,
 };
 
 /* Named pipelines; a name here may also appear inside --passes and expands in place. */
 static const struct {
   const char *name, *passes;
 } pipelines[] = {
-    {"default", ""},
+    /* shapes first (rewrites rely on them), canonical forms before folding (a known shape is a
+     * constant), then merge what folding made equal, then drop what nothing reads */
+    {"default", "infer,canonicalize,fold,cse,dce"},
+    {"cpu", "default"},
     {NULL, NULL},
 };
 
@@ -135,6 +138,10 @@ kc_status kc_pipeline_named(kc_context *ctx, const char *name, kc_pipeline *out)
     return kc_errorf(ctx, KC_ERR_INVALID_ARG, "unknown pipeline '%s' (%s)", name ? name : "",
                      known_names(known, sizeof known));
   return parse_into(ctx, pipelines[i].passes, out, 1);
+}
+
+kc_status kc_pipeline_for_target(kc_context *ctx, const char *target, kc_pipeline *out) {
+  return kc_pipeline_named(ctx, target && pipeline_index(target) >= 0 ? target : "default", out);
 }
 
 /* ---- instrumentation ------------------------------------------------------------------------ */
@@ -259,7 +266,7 @@ static kc_status run_one(const kc_pass *pass, kc_graph *g, const kc_pass_options
   char *before = NULL;
   if (o->print_changed && !(before = ir_text(g))) return KC_ERR_NOMEM;
 
-  kc_pass_ctx pc = {ctx, pass->name, i, n, false};
+  kc_pass_ctx pc = {ctx, pass->name, i, n, false, o, out};
   char prefix[256];
   s = pass->run(g, &pc);
   if (s != KC_OK) {

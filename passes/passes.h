@@ -16,12 +16,16 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+struct kc_pass_options;
+
 /* What a running pass sees besides its graph. */
 typedef struct kc_pass_ctx {
   kc_context *ctx;
   const char *name; /* the running pass */
   int index, count; /* its position in the pipeline, 1-based, and the pipeline's length */
   bool changed;     /* a pass may set it when it rewrote something (informational) */
+  const struct kc_pass_options *opts; /* the run's options (never NULL) */
+  FILE *log; /* where passes write what the options ask for (--explain-fusion); never NULL */
 } kc_pass_ctx;
 
 typedef struct kc_pass {
@@ -48,8 +52,15 @@ typedef struct kc_pass_options {
   const char *print_before; /* comma separated pass names; NULL for none */
   const char *print_after;
   const char *dump_dir; /* write DIR/00_input.kir, then DIR/NN_<pass>.kir after each pass */
-  FILE *out;            /* where printed IR goes; NULL: stderr */
+  FILE *out;            /* where printed IR and explanations go; NULL: stderr */
+  bool explain_fusion;  /* rewrite passes say, per candidate root, why a pattern did not fire */
+  int64_t fold_limit;   /* fold: largest result folded, in elements; 0: KC_FOLD_LIMIT */
 } kc_pass_options;
+
+/* Results larger than this many elements are not folded by default. */
+#define KC_FOLD_LIMIT 65536
+/* Folded results up to this many elements become inline constants, larger ones named weights. */
+#define KC_FOLD_INLINE_MAX 64
 
 /* Number of registered passes, and pass i of the registry (NULL when out of range). */
 int kc_pass_count(void);
@@ -67,8 +78,17 @@ const char *kc_pipeline_text(int i);
 kc_status kc_pipeline_parse(kc_context *ctx, const char *text, kc_pipeline *out);
 /* The named pipeline (e.g. "default"). */
 kc_status kc_pipeline_named(kc_context *ctx, const char *name, kc_pipeline *out);
+/* The default pipeline of a target: the pipeline named like the target ("cpu"), else "default". */
+kc_status kc_pipeline_for_target(kc_context *ctx, const char *target, kc_pipeline *out);
 /* Run p on g with instrumentation opts (NULL: none). Stops at the first failing pass; the error
  * names the pass. */
 kc_status kc_pipeline_run(const kc_pipeline *p, kc_graph *g, const kc_pass_options *opts);
+
+/* The registered passes (one file each in passes/). */
+extern const kc_pass kc_pass_infer;
+extern const kc_pass kc_pass_dce;
+extern const kc_pass kc_pass_cse;
+extern const kc_pass kc_pass_canonicalize;
+extern const kc_pass kc_pass_fold;
 
 #endif /* KERNC_PASSES_H */

@@ -78,8 +78,7 @@ kc_aot_inst *kc_aot_create(const kc_aot_model *d, int threads) {
   m->out_buf = calloc(no, sizeof *m->out_buf);
   m->out_cap = calloc(no, sizeof *m->out_cap);
   bool ok = m->ctx && m->syms && m->bound_by && m->slots && m->step_dims && m->nbytes && m->off &&
-            m->vbuf &&
-            m->bufs && m->live && m->out_buf && m->out_cap;
+            m->vbuf && m->bufs && m->live && m->out_buf && m->out_cap;
   if (ok) ok = kc_pool_new(m->ctx, threads, &m->pool) == KC_OK;
   if (ok && d->max_ws > 0) {
     m->ws_stride = ROUND_UP((size_t)d->max_ws);
@@ -151,8 +150,8 @@ static kc_status check_input(kc_aot_inst *m, int64_t k, const kc_tensor_desc *t)
                        (long long)have);
     numel *= have;
     if (id->kind == KC_AOT_DIM_STATIC && have != id->value)
-      return kc_errorf(m->ctx, KC_ERR_SHAPE, "input '%s' is %s, but dim %d must be %lld",
-                       io->name, fmt_dims(t, tb, sizeof tb), i, (long long)id->value);
+      return kc_errorf(m->ctx, KC_ERR_SHAPE, "input '%s' is %s, but dim %d must be %lld", io->name,
+                       fmt_dims(t, tb, sizeof tb), i, (long long)id->value);
     if (id->kind != KC_AOT_DIM_SYM) continue;
     if (m->bound_by[id->value] < 0) {
       m->syms[id->value] = have;

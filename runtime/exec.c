@@ -70,8 +70,11 @@ void kc_rt_execute(kc_module *m, uint32_t from, uint32_t to) {
     }
     uint64_t t0 = now_ns();
     kc_pool_run(m->pool, run_range, &l, units, k->grain);
-    m->prof[i].ns += now_ns() - t0;
-    m->prof[i].calls++;
+    uint64_t dt = now_ns() - t0;
+    kc_rt_prof *p = &m->prof[i];
+    if (!p->calls || dt < p->min_ns) p->min_ns = dt;
+    p->ns += dt;
+    p->calls++;
   }
 }
 
@@ -115,7 +118,8 @@ kc_status kc_run(kc_module *m, const kc_tensor_desc *inputs, uint32_t nin, kc_te
     s = kc_rt_concrete(m, start, &stop);
     if (s == KC_OK) s = kc_rt_plan_upto(m, stop);
     if (s != KC_OK) break;
-    kc_rt_execute(m, start, stop);
+    if (m->cuda && (s = kc_rt_cuda_execute(m, start, stop)) != KC_OK) break;
+    if (!m->cuda) kc_rt_execute(m, start, stop);
     if (stop == m->g->nnodes) break;
     s = kc_rt_settle(m, stop);
     start = stop;

@@ -44,7 +44,7 @@ typedef struct kc_rt_val {
 
 /* Per-node kernel timing, summed over runs while profiling is on (runtime/profile.c). */
 typedef struct kc_rt_prof {
-  uint64_t ns, calls;
+  uint64_t ns, calls, min_ns;
 } kc_rt_prof;
 
 /* A symbol bound by the inputs of a run. */
@@ -62,6 +62,7 @@ struct kc_module {
   uint32_t sg_ndexprs, sg_nfresh;
 
   kc_cpu *cpu;
+  struct kc_rt_cuda *cuda; /* target "cuda" (runtime/cuda_exec.c); NULL for the CPU */
   kc_cpu_kernel *kernels; /* per node of g */
   kc_pool *pool;
 
@@ -94,11 +95,14 @@ struct kc_module {
   unsigned char *ws; /* per-thread kernel workspaces, ws_stride bytes each */
   size_t ws_stride;
   int ws_threads;
-  bool profile;    /* time every kernel launch into prof[] */
+  bool profile;     /* time every kernel launch into prof[] */
   kc_rt_prof *prof; /* per node; NULL until profiling is first turned on */
   _Alignas(KC_RT_ALIGN) unsigned char empty[KC_RT_ALIGN]; /* storage of zero-size tensors */
 };
 
+/* module.c: run the passes named by `passes` on m->g (kc_compile_options.passes; shared by
+ * kc_compile and kc_export so both compile the same graph). */
+kc_status kc_rt_passes(kc_module *m, const char *passes);
 /* module.c: the static analysis of storage (roots, liveness, output claims). */
 kc_status kc_rt_analyze(kc_module *m);
 /* Size the per-thread workspaces for the pool's thread count. */
@@ -120,6 +124,14 @@ kc_status kc_rt_plan_reset(kc_module *m);
 kc_status kc_rt_plan_upto(kc_module *m, uint32_t end);
 /* plan.c: buffers of the outputs that are copies (after the whole graph is planned). */
 kc_status kc_rt_plan_outputs(kc_module *m);
+
+/* cuda_exec.c, target "cuda": open device 0 (KC_ERR_UNSUPPORTED "CUDA target unavailable: ..."
+ * without a driver, a device or the toolkit), compile and load the kernels of m->g (filling
+ * m->kernels[].no_kernel), run nodes [from, to) on the device, free what m->cuda holds. */
+kc_status kc_rt_cuda_open(kc_module *m);
+kc_status kc_rt_cuda_compile(kc_module *m);
+kc_status kc_rt_cuda_execute(kc_module *m, uint32_t from, uint32_t to);
+void kc_rt_cuda_free(kc_module *m);
 
 /* exec.c: run the kernels of nodes [from, to) in order. */
 void kc_rt_execute(kc_module *m, uint32_t from, uint32_t to);

@@ -158,12 +158,13 @@ kc_status kc_rt_workspace(kc_module *m) {
   return KC_OK;
 }
 
-/* Passes asked for by name; NULL and "" run none (the default pipeline comes later). */
-static kc_status run_passes(kc_module *m, const char *passes) {
-  if (!passes || !*passes) return KC_OK;
+/* The passes named by `passes`; NULL: the CPU target's default pipeline; "": none. */
+kc_status kc_rt_passes(kc_module *m, const char *passes) {
   kc_pipeline p;
-  kc_status s = kc_pipeline_parse(m->ctx, passes, &p);
+  kc_status s = passes ? kc_pipeline_parse(m->ctx, passes, &p)
+                       : kc_pipeline_for_target(m->ctx, "cpu", &p);
   if (s != KC_OK) return s;
+  if (p.n == 0) return KC_OK;
   kc_pass_options po = {.no_print_on_fail = true}; /* a library does not print */
   s = kc_pipeline_run(&p, m->g, &po);
   if (s == KC_OK) kc_graph_compact(m->g);
@@ -181,14 +182,18 @@ static kc_status make_shape_graph(kc_module *m) {
 }
 
 static kc_status compile(kc_module *m, const kc_compile_options *opts) {
-  kc_status s = run_passes(m, opts ? opts->passes : NULL);
+  kc_status s = kc_rt_passes(m, opts ? opts->passes : NULL);
   if (s == KC_OK) s = kc_graph_verify(m->g);
   if (s != KC_OK) return s;
   m->kernels = calloc(m->g->nnodes + 1, sizeof *m->kernels);
   if (!m->kernels)
     return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory compiling @%s", m->g->name);
-  if ((s = kc_cpu_new(m->ctx, &m->cpu)) != KC_OK) return s;
-  if ((s = kc_cpu_compile_graph(m->cpu, m->g, m->kernels)) != KC_OK) return s;
+  if (m->cuda) {
+    if ((s = kc_rt_cuda_compile(m)) != KC_OK) return s;
+  } else {
+    if ((s = kc_cpu_new(m->ctx, &m->cpu)) != KC_OK) return s;
+    if ((s = kc_cpu_compile_graph(m->cpu, m->g, m->kernels)) != KC_OK) return s;
+  }
   if ((s = kc_rt_analyze(m)) != KC_OK) return s;
   if ((s = make_shape_graph(m)) != KC_OK) return s;
   int threads = opts && opts->threads ? opts->threads : m->ctx->opts.threads;
@@ -202,9 +207,10 @@ kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_option
   *out = NULL;
   if (!g) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_compile: no graph");
   const char *target = opts && opts->target ? opts->target : "cpu";
-  if (strcmp(target, "cpu") != 0)
-    return kc_errorf(ctx, KC_ERR_UNSUPPORTED, "kc_compile: unknown target '%s' (known: cpu)",
-                     target);
+  bool cuda = strcmp(target, "cuda") == 0;
+  if (!cuda && strcmp(target, "cpu") != 0)
+    return kc_errorf(ctx, KC_ERR_UNSUPPORTED,
+                     "kc_compile: unknown target '%s' (known: cpu, cuda)", target);
   if (kc_graph_status(g) != KC_OK)
     return kc_errorf(ctx, kc_graph_status(g),
                      "graph @%s has a failed builder call (%s); see the first error reported",
@@ -214,8 +220,9 @@ kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_option
   m->ctx = ctx;
   /* the data is copied too: the caller may free g while the module lives */
   m->g = kc_graph_clone(g, false);
-  kc_status s =
-      m->g ? compile(m, opts) : kc_errorf(ctx, KC_ERR_NOMEM, "out of memory copying @%s", g->name);
+  kc_status s = m->g ? KC_OK : kc_errorf(ctx, KC_ERR_NOMEM, "out of memory copying @%s", g->name);
+  if (s == KC_OK && cuda) s = kc_rt_cuda_open(m); /* no device: fail before any work */
+  if (s == KC_OK) s = compile(m, opts);
   if (s != KC_OK) {
     kc_module_free(m);
     return s;
@@ -227,6 +234,7 @@ kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_option
 void kc_module_free(kc_module *m) {
   if (!m) return;
   kc_pool_free(m->pool);
+  kc_rt_cuda_free(m);
   kc_cpu_free(m->cpu);
   if (m->out_buf)
     for (uint32_t k = 0; k < m->g->noutputs; k++)

@@ -48,6 +48,7 @@ uint32_t kc_module_profile(const kc_module *m, kc_node_profile *out, uint32_t ca
           .loc = n->loc,
           .calls = m->prof ? m->prof[i].calls : 0,
           .ns = m->prof ? m->prof[i].ns : 0,
+          .min_ns = m->prof ? m->prof[i].min_ns : 0,
       };
     }
     count++;

@@ -216,11 +216,11 @@ static void t_cli_bench(void **st) {
   has(out, "peak arena   ");
   has(out, "peak RSS     ");
   has(out, "kernels      4: ");
-  has(out, "share      us/run  op");
-  has(out, "matmul             %8 f32[B,S,8]");
+  has(out, "share       us/run  op");
+  has(out, "matmul               %8 f32[B,S,8]");
   has(out, "proj\n");
-  has(out, "gather             %4 f32[B,S,16]");
-  has(out, "relu               %6 f32[B,S,16]");
+  has(out, "gather               %4 f32[B,S,16]");
+  has(out, "relu                 %6 f32[B,S,16]");
   assert_null(strstr(out, "other ("));
   assert_null(strstr(out, "calls)")); /* every kernel ran once per timed run */
   free(out);

@@ -142,6 +142,12 @@ void cli_add_pass_opts(cli_cmd *cmd, cli_pass_flags *pf) {
                          &pf->dump_dir});
   cli_add(cmd, (cli_opt){"verify-each", 0, NULL, "run the verifier after every pass",
                          &pf->verify_each, NULL});
+  cli_add(cmd, (cli_opt){"explain-fusion", 0, NULL,
+                         "say per candidate node why a rewrite pattern did not fire",
+                         &pf->explain_fusion, NULL});
+  cli_add(cmd, (cli_opt){"fold-limit", 0, "N",
+                         "fold: largest result to evaluate at compile time, in elements (65536)",
+                         NULL, &pf->fold_limit});
 }
 
 void cli_list_passes(FILE *f) {
@@ -158,6 +164,15 @@ void cli_list_passes(FILE *f) {
 
 int cli_run_passes(kc_context *ctx, kc_graph *g, const cli_pass_flags *pf, FILE *ir_out) {
   kc_pipeline p;
+  long long limit = 0;
+  if (pf->fold_limit) {
+    char *end;
+    limit = strtoll(pf->fold_limit, &end, 10);
+    if (*end || end == pf->fold_limit || limit < 1) {
+      fprintf(stderr, "kernc: --fold-limit needs a positive number, got '%s'\n", pf->fold_limit);
+      return 2;
+    }
+  }
   kc_status s =
       pf->passes ? kc_pipeline_parse(ctx, pf->passes, &p) : kc_pipeline_named(ctx, "default", &p);
   if (s != KC_OK) return cli_fail(ctx, s, NULL);
@@ -170,6 +185,8 @@ int cli_run_passes(kc_context *ctx, kc_graph *g, const cli_pass_flags *pf, FILE 
       .print_after = pf->print_after,
       .dump_dir = pf->dump_dir,
       .out = ir_out,
+      .explain_fusion = pf->explain_fusion,
+      .fold_limit = limit,
   };
   s = kc_pipeline_run(&p, g, &o);
   return s == KC_OK ? 0 : cli_fail(ctx, s, NULL);

@@ -54,15 +54,18 @@ int cli_fail(kc_context *ctx, kc_status s, const char *file);
 typedef struct cli_pass_flags {
   const char *passes; /* NULL: the default pipeline */
   const char *print_before, *print_after, *dump_dir;
+  const char *fold_limit; /* --fold-limit=N; NULL: the default */
   bool print_before_all, print_after_all, print_changed, verify_each, list_passes;
+  bool explain_fusion;
 } cli_pass_flags;
 
-/* Add --passes, --print-*, --dump-dir, --verify-each and --list-passes to cmd. */
+/* Add --passes, --print-*, --dump-dir, --verify-each, --explain-fusion, --fold-limit and
+ * --list-passes to cmd. */
 void cli_add_pass_opts(cli_cmd *cmd, cli_pass_flags *pf);
 /* Print the registered passes and pipelines (for --list-passes). */
 void cli_list_passes(FILE *f);
 /* Parse pf->passes (or take the default pipeline) and run it on g; printed IR goes to ir_out.
- * Returns an exit code: 0, or 1 after printing the error. */
+ * Returns an exit code: 0, 1 after printing the error, 2 for a bad --fold-limit. */
 int cli_run_passes(kc_context *ctx, kc_graph *g, const cli_pass_flags *pf, FILE *ir_out);
 
 /* Load FILE: text IR (.kir, or "-" for stdin) or, when allow_onnx and FILE ends in .onnx, an ONNX

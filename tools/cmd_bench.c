@@ -312,7 +312,9 @@ static void fill(void *p, kc_dtype t, size_t n, float scale, int64_t hi, rng *r)
   }
 }
 
-static bool is_float(kc_dtype t) { return t == KC_F32 || t == KC_F64 || t == KC_F16 || t == KC_BF16; }
+static bool is_float(kc_dtype t) {
+  return t == KC_F32 || t == KC_F64 || t == KC_F16 || t == KC_BF16;
+}
 
 /* Weights a text IR names without data get uniform values; returns how many, -1 on no memory. */
 static int fill_weights(kc_graph *g, rng *r) {
@@ -467,7 +469,7 @@ static int print_kernels(const kc_module *m, int iters, int top, double run_ms) 
     free(p);
     return -1;
   }
-  printf("  %6s %11s  %-18s %-24s %s\n", "share", "us/run", "op", "result", "node");
+  printf("  %6s %12s %10s  %-20s %-24s %s\n", "share", "us/run", "min us", "op", "result", "node");
   uint32_t shown = top > 0 && (uint32_t)top < n ? (uint32_t)top : n;
   for (uint32_t i = 0; i < shown; i++) {
     char type[96], dim[48];
@@ -480,8 +482,8 @@ static int print_kernels(const kc_module *m, int iters, int top, double run_ms) 
       len += snprintf(type + len, sizeof type - (size_t)len, "%s%s", d ? "," : "",
                       kc_dim_str(g, dims[d], dim, sizeof dim));
     if (len > 0 && (size_t)len < sizeof type) snprintf(type + len, sizeof type - (size_t)len, "]");
-    printf("  %5.1f%% %11.3f  %-18s ", total ? 100.0 * (double)p[i].ns / (double)total : 0,
-           (double)p[i].ns / iters / 1e3, p[i].op);
+    printf("  %5.1f%% %12.3f %10.3f  %-20s ", total ? 100.0 * (double)p[i].ns / (double)total : 0,
+           (double)p[i].ns / iters / 1e3, (double)p[i].min_ns / 1e3, p[i].op);
     if (p[i].loc)
       printf("%-24s %s", type, p[i].loc);
     else
@@ -493,23 +495,35 @@ static int print_kernels(const kc_module *m, int iters, int top, double run_ms) 
     uint64_t rest = 0;
     for (uint32_t i = shown; i < n; i++)
       rest += p[i].ns;
-    printf("  %5.1f%% %11.3f  other (%u kernels)\n",
-           total ? 100.0 * (double)rest / (double)total : 0, (double)rest / iters / 1e3, n - shown);
+    printf("  %5.1f%% %12.3f %10s  other (%u kernels)\n",
+           total ? 100.0 * (double)rest / (double)total : 0, (double)rest / iters / 1e3, "",
+           n - shown);
   }
   free(p);
   return -1;
 }
 
-/* ---- the benchmark ---------------------------------------------------------------------------- */
+/* ---- the benchmark ----------------------------------------------------------------------------
+ */
 
 typedef struct bench_opts {
   long threads, iters, warmup, top;
   const char *passes;
 } bench_opts;
 
+/* After a failed run: defaulted dims are the likeliest cause (a model's tables are shorter). */
+static void default_hint(const syms *s) {
+  int n = 0;
+  for (int i = 0; i < s->n; i++)
+    if (strcmp(s->b[i].how, "default") == 0)
+      fprintf(stderr, "%s%s=%lld", n++ ? ", " : "kernc: note: defaulted dims ", s->b[i].name,
+              (long long)s->b[i].value);
+  if (n) fprintf(stderr, "; give other values with --dim SYM=N\n");
+}
+
 /* Compile, warm up, time and report; in[] holds every input. Exit code or -1. */
 static int measure(kc_context *ctx, const kc_graph *g, const kc_tensor_desc *in,
-                   const bench_opts *o) {
+                   const bench_opts *o, const syms *sy) {
   uint32_t nin = kc_graph_num_inputs(g), nout = kc_graph_num_outputs(g);
   kc_compile_options co = {.target = "cpu", .passes = o->passes, .threads = (int)o->threads};
   kc_module *m = NULL;
@@ -524,7 +538,10 @@ static int measure(kc_context *ctx, const kc_graph *g, const kc_tensor_desc *in,
   for (long i = 0; rc < 0 && i < o->warmup + o->iters; i++) {
     if (i == o->warmup && (s = kc_module_set_profile(m, 1)) != KC_OK) rc = cli_fail(ctx, s, NULL);
     t0 = now_ms();
-    if (rc < 0 && (s = kc_run(m, in, nin, out, nout)) != KC_OK) rc = cli_fail(ctx, s, NULL);
+    if (rc < 0 && (s = kc_run(m, in, nin, out, nout)) != KC_OK) {
+      rc = cli_fail(ctx, s, NULL);
+      default_hint(sy);
+    }
     double t = now_ms() - t0;
     if (i == 0) first_ms = t;
     if (i >= o->warmup) ms[i - o->warmup] = t;
@@ -596,8 +613,8 @@ static int bench(const cli_cmd *cmd, const char *path, const bench_args *a, cons
   if (rc < 0) {
     printf("model        %s (graph @%s, %u nodes; loaded in %.1f ms)\n", path, g->name, g->nnodes,
            load_ms);
-    if (weights) printf("weights      %d without data: random uniform, scaled by 1/sqrt(rows)\n",
-                        weights);
+    if (weights)
+      printf("weights      %d without data: random uniform, scaled by 1/sqrt(rows)\n", weights);
     if (s->n) printf("dims        ");
     for (int i = 0; i < s->n; i++)
       printf(" %s=%lld (%s)%s", s->b[i].name, (long long)s->b[i].value, s->b[i].how,
@@ -605,7 +622,8 @@ static int bench(const cli_cmd *cmd, const char *path, const bench_args *a, cons
     printf("inputs%s\n", nin ? "" : "       (none)");
     rc = make_inputs(g, in, owned, s, &r);
   }
-  if (rc < 0) rc = measure(ctx, g, in, o);
+  fflush(stdout); /* the header before compile messages and errors, in order */
+  if (rc < 0) rc = measure(ctx, g, in, o, s);
   for (uint32_t i = 0; in && i < nin; i++)
     if (owned[i])
       free(in[i].data);
@@ -635,8 +653,8 @@ int cmd_bench(int argc, char **argv) {
   };
   cli_add(&cmd, (cli_opt){"input", 'i', "NAME=FILE.npy",
                           "an input as a .npy file (repeat; others are random)", NULL, &unused});
-  cli_add(&cmd, (cli_opt){"dim", 0, "SYM=N", "value of a symbolic input dim (repeat)", NULL,
-                          &unused});
+  cli_add(&cmd,
+          (cli_opt){"dim", 0, "SYM=N", "value of a symbolic input dim (repeat)", NULL, &unused});
   cli_add(&cmd, (cli_opt){"threads", 0, "N", "threads to run on (default: one per core)", NULL,
                           &threads});
   cli_add(&cmd, (cli_opt){"iters", 0, "N", "timed runs (default 20)", NULL, &iters});

@@ -15,7 +15,9 @@ int cmd_opt(int argc, char **argv) {
       .name = "kernc opt",
       .args = "FILE.kir",
       .about = "Read text IR (FILE.kir, or - for stdin), verify it, run passes and print the\n"
-               "resulting text IR. IR printed by --print-* goes to stderr.",
+               "resulting text IR. Without --passes the default pipeline runs; --passes= runs\n"
+               "none (the text round-trips). IR printed by --print-* and --explain-fusion\n"
+               "reasons go to stderr.",
       .max_pos = 1, /* FILE is checked after --list-passes, which needs none */
   };
   cli_add(&cmd, (cli_opt){"output", 'o', "FILE", "write the result to FILE (default: stdout)", NULL,

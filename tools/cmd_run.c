@@ -144,12 +144,12 @@ static int write_output(kc_context *ctx, const char *dir, const char *name,
 }
 
 static int run_model(kc_context *ctx, const kc_graph *g, const run_args *a, int threads,
-                     const char *out_dir) {
+                     const char *out_dir, const char *passes) {
   uint32_t nin = kc_graph_num_inputs(g), nout = kc_graph_num_outputs(g);
   kc_tensor_desc *in = calloc(nin + 1, sizeof *in), *out = calloc(nout + 1, sizeof *out);
   kc_module *m = NULL;
   int rc = in && out ? read_inputs(ctx, g, a, in) : (fprintf(stderr, "kernc: out of memory\n"), 1);
-  kc_compile_options co = {.target = "cpu", .passes = NULL, .threads = threads};
+  kc_compile_options co = {.target = "cpu", .passes = passes, .threads = threads};
   kc_status s = KC_OK;
   if (rc < 0 && (s = kc_compile(ctx, g, &co, &m)) != KC_OK) rc = cli_fail(ctx, s, NULL);
   if (rc < 0 && (s = kc_run(m, in, nin, out, nout)) != KC_OK) rc = cli_fail(ctx, s, NULL);
@@ -178,7 +178,7 @@ static int run_model(kc_context *ctx, const kc_graph *g, const run_args *a, int 
 }
 
 int cmd_run(int argc, char **argv) {
-  const char *out_dir = NULL, *threads = NULL;
+  const char *out_dir = NULL, *threads = NULL, *passes = NULL;
   const char *unused = NULL; /* --input is taken out of argv before parsing (it repeats) */
   cli_cmd cmd = {
       .name = "kernc run",
@@ -195,6 +195,9 @@ int cmd_run(int argc, char **argv) {
           (cli_opt){"output-dir", 'o', "DIR", "write each output as DIR/NAME.npy", NULL, &out_dir});
   cli_add(&cmd, (cli_opt){"threads", 0, "N", "threads to run on (default: one per core)", NULL,
                           &threads});
+  cli_add(&cmd, (cli_opt){"passes", 0, "LIST",
+                          "passes to compile with (default: the target's pipeline; empty: none)",
+                          NULL, &passes});
   run_args a = {0};
   a.input = calloc((size_t)argc + 1, sizeof *a.input);
   a.rest = calloc((size_t)argc + 1, sizeof *a.rest);
@@ -213,7 +216,7 @@ int cmd_run(int argc, char **argv) {
   if (rc < 0 && !ctx) rc = (fprintf(stderr, "kernc: out of memory\n"), 1);
   kc_status s;
   if (rc < 0 && (s = cli_load(ctx, pos[0], true, &g)) != KC_OK) rc = cli_fail(ctx, s, pos[0]);
-  if (rc < 0) rc = run_model(ctx, g, &a, (int)nthreads, out_dir);
+  if (rc < 0) rc = run_model(ctx, g, &a, (int)nthreads, out_dir, passes);
   kc_graph_free(g);
   kc_context_free(ctx);
   free(a.input);

@@ -9,6 +9,7 @@ int cmd_opt(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_compile(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
 #endif

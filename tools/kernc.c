@@ -24,6 +24,7 @@ static const command commands[] = {
     {"dump", cmd_dump, "print a model or text IR as text or graphviz, after passes"},
     {"check", cmd_check, "run ONNX backend node tests and compare shapes and values"},
     {"run", cmd_run, "compile a model for this CPU and run it on .npy inputs"},
+    {"compile", cmd_compile, "compile a model ahead of time into a .so and a C header"},
     {"bench", cmd_bench, "time a model's runs and kernels on this CPU (random inputs by default)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)

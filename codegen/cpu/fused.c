@@ -109,6 +109,14 @@ static kc_status check_body_node(kc_graph *g, const kc_node *n, const kc_graph *
                           id, op, bn->nin, bn->nout);
   if (bn->op == KC_OP_IDENTITY && !bn->in[0].id)
     return kc_node_errorf(g, n, KC_ERR_VERIFY, "body node %%%u (identity) has no input", id);
+  /* a body input standing for an absent node input has no value to compute with */
+  for (uint32_t k = 0; k < bn->nin; k++) {
+    if (!bn->in[k].id || kc_value_of(body, bn->in[k])->def) continue;
+    for (uint32_t i = 0; i < body->ninputs; i++)
+      if (body->inputs[i].id == bn->in[k].id && !n->in[i].id)
+        return kc_node_errorf(g, n, KC_ERR_VERIFY,
+                              "input %u is absent but body node %%%u (%s) reads it", i, id, op);
+  }
   return KC_OK;
 }
 

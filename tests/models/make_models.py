@@ -2,50 +2,63 @@
 """tests/models/make_models.py - small transformer models exported from PyTorch, with reference
 outputs, for `kernc check tests/models/*/` (tests/test_models.c runs it).
 
-Run with Debian's Python (python3-torch 1.13 CPU, python3-onnx 1.12):
+Run with Debian's Python (python3-torch 1.13 CPU, python3-onnx 1.12, numpy):
 
     /usr/bin/python3 tests/models/make_models.py
 
 It rewrites tests/models/NAME/model.onnx and tests/models/NAME/test_data_set_N/{input,output}_N.pb
 (ONNX backend test layout, one TensorProto per file, N in graph input/output order) for:
 
-  bert_tiny   BERT-style encoder, written as Hugging Face's BertModel: word + token-type + position
-              embeddings (position_ids a registered arange buffer sliced to the sequence), LayerNorm
-              (eps 1e-12), the extended padding mask (1 - m[:, None, None, :]) * -10000 built from an
-              int64 [B,S] mask (Unsqueeze, Cast, Sub, Mul) and added to Q.K^T / sqrt(d), softmax, .V,
-              head split/merge by view + permute, erf GELU (nn.GELU()), post-LN residuals, 2 layers,
-              pooler (first token -> dense -> tanh). Inputs input_ids, token_type_ids,
-              attention_mask (int64 [B,S]); outputs last_hidden_state [B,S,64], pooler_output [B,64].
-              Opset 17, so LayerNorm exports as LayerNormalization.
-  gpt2_tiny   GPT-2-style decoder, written as Hugging Face's GPT2Model: Conv1D layers (addmm on the
-              flattened input, so Gemm + Reshape), fused c_attn split into q/k/v (Split), causal mask
-              from a registered lower-triangular bool buffer sliced to [S,S] and applied with
-              torch.where(mask, w, finfo.min), scores divided by sqrt(d), tanh GELU
+  bert_tiny   BERT-style encoder, written as Hugging Face's BertModel: word + token-type +
+              position embeddings (position_ids a registered arange buffer sliced to the
+              sequence), LayerNorm (eps 1e-12), the extended padding mask
+              (1 - m[:, None, None, :]) * -10000 built from an int64 [B,S] mask (Unsqueeze, Cast,
+              Sub, Mul) and added to Q.K^T / sqrt(d), softmax, .V, head split/merge by view +
+              permute, erf GELU (nn.GELU()), post-LN residuals, 2 layers, pooler (first token ->
+              dense -> tanh). Inputs input_ids, token_type_ids, attention_mask (int64 [B,S]);
+              outputs last_hidden_state [B,S,64], pooler_output [B,64]. Opset 17, so LayerNorm
+              exports as LayerNormalization.
+  gpt2_tiny   GPT-2-style decoder, written as Hugging Face's GPT2Model: Conv1D layers (addmm on
+              the flattened input, so Gemm + Reshape), fused c_attn split into q/k/v (Split),
+              causal mask from a registered lower-triangular bool buffer sliced to [S,S] and
+              applied with torch.where(mask, w, finfo.min), scores divided by sqrt(d), tanh GELU
               (nn.GELU(approximate='tanh'), exported as its formula with Tanh), pre-LN, final LN,
-              tied embeddings (logits = h @ wte^T), position_ids from torch.arange (Range), 2 layers.
-              Input input_ids; output logits [B,S,vocab]. Exported at opset 13 on purpose, so
-              LayerNorm comes out decomposed (ReduceMean, Sub, Pow, Add, Sqrt, Div) as older
-              exporters write it: a second spelling of the same math for the canonicalizer.
-  llama_tiny  Llama-style decoder, written as Hugging Face's LlamaModel (4.3x): RMSNorm written out
-              (x * rsqrt(mean(x^2) + eps) * w), rotary embedding in rotate-half form with cos/sin
-              computed in the graph from positions (Range, inv_freq buffer, outer product, Concat,
-              Cos, Sin), grouped-query attention (4 query heads, 2 kv heads; k/v repeated with
-              expand + reshape as repeat_kv), additive causal mask built as HF's _make_causal_mask
-              (full(finfo.min), arange comparison, masked_fill -> Where) added to the scores,
-              SwiGLU MLP (down(silu(gate(x)) * up(x)), silu exported as x * Sigmoid(x)), untied lm
-              head, 2 layers. Input input_ids; output logits [B,S,vocab]. Opset 17.
+              tied embeddings (logits = h @ wte^T), position_ids from torch.arange (Range), 2
+              layers. Input input_ids; output logits [B,S,vocab]. Exported at opset 13 on
+              purpose, so LayerNorm comes out decomposed (ReduceMean, Sub, Pow, Add, Sqrt, Div)
+              as older exporters write it: a second spelling of the same math for the
+              canonicalizer.
+  llama_tiny  Llama-style decoder, written as Hugging Face's LlamaModel: RMSNorm written out
+              (x * rsqrt(mean(x^2) + eps) * w), rotary embedding in rotate-half form (Slice, Neg,
+              Concat) with cos/sin computed in the graph from position_ids = arange(S) as
+              transformers >= 4.38 does (inv_freq buffer expanded, MatMul with the positions,
+              Transpose, Concat, Cos, Sin), grouped-query attention (4 query heads, 2 kv heads;
+              k/v repeated with expand + reshape as repeat_kv), additive causal mask built as
+              transformers 4.3x's _make_causal_mask (full(finfo.min), arange comparison,
+              masked_fill -> Where) added to the scores, SwiGLU MLP (down(silu(gate(x)) * up(x)),
+              silu exported as x * Sigmoid(x)), untied lm head, 2 layers. Input input_ids; output
+              logits [B,S,vocab]. Opset 17.
 
 Every model has dynamic batch and sequence axes (dynamic_axes) and two data sets: B=1, S=7 and
 B=2, S=12; bert's second set has padding in row 1 of its attention mask (the last 4 positions).
-Reference outputs are PyTorch's float32 forward pass (torch.manual_seed, eval(), no_grad()).
-Weights use PyTorch's default init except LayerNorm/RMSNorm weights and biases, which are
-randomized (1 + 0.1 N(0,1), 0.1 N(0,1)) so that a dropped or swapped gamma/beta shows.
+Weights: PyTorch's default init, except LayerNorm/RMSNorm weights and biases, randomized
+(1 + 0.1 N(0,1), 0.1 N(0,1)) so that a dropped or swapped gamma/beta shows, and GPT-2's Conv1D
+(N(0, 0.25/fan_in)) and embeddings (wte std 0.1, wpe std 0.2). Seeds are fixed (torch.manual_seed
+per model, torch.Generator for inputs); the script rewrites byte-identical files.
 
-As a check that the tolerance kernc check applies (|got - want| <= 1e-7 + 1e-3 |want|) is
-meaningful and reachable, the script also runs each model in float64 and prints the worst
-element of PyTorch's own float32 result against it, in units of that tolerance (must be < 1;
-it is a few percent), and the output magnitudes. It exports with the ONNX exporter's constant
-folding on (the default), checks every model with onnx.checker, and writes nothing else.
+Reference outputs: the PyTorch forward pass (eval(), no_grad()) of the same module in float64
+(model.double(), the float32 weights exactly), rounded to float32. kernc check compares each
+element with |got - want| <= 1e-7 + 1e-3 |want|; float32 code run on O(1) activations has
+absolute errors of a few 1e-7 on every output, so an element within ~1e-4 of zero can fail any
+float32 implementation. The script therefore also runs the float32 model and asserts that
+PyTorch's own float32 result uses under a quarter of that tolerance against the references
+(printed per output, with the output magnitudes); the weight scales above and the seeds were
+picked so that it holds (e.g. GPT-2's tied logits at wte std 0.5 reached 20 in magnitude and
+PyTorch's float32 result 1.7x the tolerance). Tolerances are never loosened here.
+
+Export: torch.onnx.export with constant folding (the default), checked with onnx.checker.
+Not covered: Einsum (transformers < 4.38 computed the rotary frequencies with
+torch.einsum("i,j->ij"); kernc has no Einsum, so the newer matmul form is used).
 The opset-23 model is made by tests/models/make_opset23.py (needs the PyPI onnx 1.22).
 """
 import copy
@@ -404,14 +417,9 @@ def write_pb(arr, path):
         f.write(numpy_helper.from_array(np.ascontiguousarray(arr)).SerializeToString())
 
 
-def in_ulps(got, want):
+def in_tolerance(got, want):
     """Largest |got - want| / (ATOL + RTOL |want|): below 1 passes kernc check's comparison."""
-    r = np.abs(got - want) / (ATOL + RTOL * np.abs(want))
-    i = np.unravel_index(np.argmax(r), r.shape)
-    if os.environ.get("DEBUG"):
-        print("    worst at", i, "want", want[i], "err", abs(got - want)[i], "median err",
-              np.median(np.abs(got - want)), "max err", np.abs(got - want).max())
-    return float(r.max())
+    return float(np.max(np.abs(got.astype(np.float64) - want) / (ATOL + RTOL * np.abs(want))))
 
 
 def build(name, model, in_names, out_names, make_inputs, opset):
@@ -444,7 +452,7 @@ def build(name, model, in_names, out_names, make_inputs, opset):
         for j, (y32, y64) in enumerate(zip(outs, outs64)):
             y = y64.numpy().astype(np.float32)
             write_pb(y, os.path.join(d, "output_%d.pb" % j))
-            margin = in_ulps(y32.numpy(), y)
+            margin = in_tolerance(y32.numpy(), y)
             print("  %s set %d %s %s: |y| max %.3g, min %.3g; torch f32 at %.3f of the "
                   "tolerance" % (name, i, out_names[j], list(y.shape), np.abs(y).max(),
                                  np.abs(y).min(), margin))

@@ -22,16 +22,21 @@ It rewrites tests/models/opset23_tiny/model.onnx and test_data_set_{0,1}/{input,
            Attention 4D (kv heads from K's shape) with an explicit scale=0.3 and a bool attn_mask
            [B,1,S,S] = And(Trilu(ConstantOfShape([S,S], true)), Unsqueeze(Cast(attention_mask)))
            (causal and padding in one mask, is_causal=0), Transpose + Reshape back
+  head     RMSNormalization -> MatMul lm_head[64,100] -> logits float [batch, seq, 100]
 
+The small int64 operands (Gather index, Unsqueeze axes, Reshape shapes) are initializers, as
+onnx.helper users and ONNX Runtime's optimizer write them, not Constant nodes.
 is_causal=1 together with a bool attn_mask is not used: onnx 1.22's reference turns the bool
 mask into (1 - m) * -inf, which is NaN where m is true.
-  head     RMSNormalization -> MatMul lm_head[64,100] -> logits float [batch, seq, 100]
 
 Data sets: B=1, S=7 (no padding) and B=2, S=12 (row 1: last 4 positions padded).
 Reference outputs come from onnx.reference.ReferenceEvaluator. The same graph is also built in
-float64 (same weights); the written references are the float64 evaluation rounded to float32,
-and the script asserts that the float32 evaluation is within a quarter of kernc check's tolerance
-(|got - want| <= 1e-7 + 1e-3 |want|) of them, so the tolerance is reachable by float32 code.
+float64 (the same float32 weights); the written references are the float64 evaluation rounded to
+float32, and the script asserts that the float32 evaluation is within a quarter of kernc check's
+tolerance (|got - want| <= 1e-7 + 1e-3 |want|) of them, so the tolerance is reachable by float32
+code (the seed was picked so that it holds: this model's float32 error is ~4e-7 relative, and an
+output element near zero can otherwise fail any float32 implementation). Weights: N(0, 1/fan_in)
+matrices, N(0, 0.25) embeddings, norm weights 1 + 0.1 N(0,1), numpy default_rng(7).
 """
 import os
 import shutil
@@ -49,7 +54,7 @@ SHAPES = [(1, 7), (2, 12)]
 
 
 def weights(rng):
-    """Every weight in float64, keyed by initializer name."""
+    """Every weight (float32 values held in float64), keyed by initializer name."""
     w = {"wte": rng.standard_normal((VOCAB, HID)) * 0.5}
     for i in range(LAYERS):
         p = "l%d." % i
@@ -64,7 +69,8 @@ def weights(rng):
     inv_freq = 1.0 / (10000.0 ** (np.arange(0, HD, 2) / HD))
     freqs = np.outer(np.arange(MAXPOS), inv_freq)  # [MAXPOS, HD/2]
     w["cos_cache"], w["sin_cache"] = np.cos(freqs), np.sin(freqs)
-    return w
+    # rounded to float32 first, so that both builds hold the same values
+    return {k: v.astype(np.float32).astype(np.float64) for k, v in w.items()}
 
 
 def build(w, dt):
@@ -162,7 +168,7 @@ def in_tolerance(got, want):
 
 
 def main():
-    rng = np.random.default_rng(int(os.environ.get("SEED", 23)))
+    rng = np.random.default_rng(7)
     w = weights(rng)
     m32, m64 = build(w, TensorProto.FLOAT), build(w, TensorProto.DOUBLE)
     onnx.checker.check_model(m32, full_check=True)

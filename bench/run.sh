@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# bench/run.sh - kernc beside ONNX Runtime on transformer models, and kernc's matmul beside
+# OpenBLAS, in one command (see bench/README.md):
+#   1. pip-installs onnxruntime and numpy into the python3 on PATH when missing;
+#   2. builds libkernc and matmul_bench (Release) in $KERNC_BUILD (default build-bench/), which
+#      is incremental: nothing is rebuilt when nothing changed;
+#   3. exports the models with random weights into bench/models/ (git-ignored) with Debian's
+#      Python + PyTorch (bench/export_models.py), again only when missing or when the export
+#      script changed;
+#   4. runs bench/ort_bench.py: latency (median, alternating runs), ratio, peak RSS, compile time;
+#   5. runs matmul_bench (1 and 2 threads): kernc's matmul GFLOP/s and the ratio to OpenBLAS.
+# Environment: THREADS (default 2), KERNC_BUILD, PYTHON (default python3), TORCH_PYTHON (default
+# /usr/bin/python3). Extra arguments go to ort_bench.py (e.g. --row-budget-s 20 --rows 0,1).
+# Writes bench/models/results.md and results.json. Exits non-zero when a step failed or kernc's
+# outputs disagree with ORT's, after running every step it could.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${KERNC_BUILD:-$ROOT/build-bench}
+MODELS=$ROOT/bench/models
+PY=${PYTHON:-python3}
+TORCH_PY=${TORCH_PYTHON:-/usr/bin/python3}
+THREADS=${THREADS:-2}
+T0=$(date +%s)
+status=0
+
+phase() { echo; echo "### $* ($(($(date +%s) - T0)) s)"; }
+die() { echo "run.sh: $*" >&2; exit 1; }
+
+echo "kernc bench, $(date -u '+%Y-%m-%d %H:%M UTC'), $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
+
+phase "1/5 Python packages"
+if ! "$PY" -c 'import onnxruntime, numpy' 2>/dev/null; then
+  echo "pip installing onnxruntime numpy into $("$PY" -c 'import sys; print(sys.executable)')"
+  "$PY" -m pip install -q onnxruntime numpy || die "pip install onnxruntime numpy failed"
+fi
+"$PY" -c 'import onnxruntime as o, numpy as n; print("onnxruntime", o.__version__, "numpy", n.__version__)'
+if ! "$TORCH_PY" -c 'import torch, onnx' 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian python3-torch python3-onnx (the models are exported with PyTorch)"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+      --no-install-recommends python3-torch python3-onnx python3-numpy >/dev/null ||
+      die "apt-get install python3-torch failed"
+  else
+    die "$TORCH_PY needs torch and onnx to export the models (Debian: apt-get install python3-torch python3-onnx)"
+  fi
+fi
+
+phase "2/5 build kernc (Release, $BUILD)"
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null || die "cmake configure failed"
+cmake --build "$BUILD" --target kernc -j"$(nproc)" >"$BUILD/bench-build.log" 2>&1 ||
+  { tail -30 "$BUILD/bench-build.log"; die "building libkernc failed (log: $BUILD/bench-build.log)"; }
+if ! cmake --build "$BUILD" --target matmul_bench -j"$(nproc)" >>"$BUILD/bench-build.log" 2>&1; then
+  echo "matmul_bench not built (OpenBLAS missing? see $BUILD/bench-build.log); step 5 is skipped"
+fi
+echo "built $BUILD/libkernc.so"
+
+phase "3/5 export models into $MODELS"
+mkdir -p "$MODELS"
+stamp=$(sha256sum "$ROOT/bench/export_models.py" | cut -c1-16)
+if [ -f "$MODELS/minilm.onnx" ] && [ -f "$MODELS/gpt2.onnx" ] &&
+   [ "$(cat "$MODELS/.stamp" 2>/dev/null)" = "$stamp" ]; then
+  echo "models up to date (delete $MODELS to export again)"
+else
+  rm -f "$MODELS/.stamp"
+  "$TORCH_PY" -W ignore "$ROOT/bench/export_models.py" "$MODELS" 2>&1 | grep -v -i warn ||
+    true
+  [ -f "$MODELS/minilm.onnx" ] && [ -f "$MODELS/gpt2.onnx" ] || die "exporting the models failed"
+  echo "$stamp" >"$MODELS/.stamp"
+fi
+
+phase "4/5 kernc vs ONNX Runtime ($THREADS threads)"
+"$PY" "$ROOT/bench/ort_bench.py" --lib "$BUILD/libkernc.so" --models "$MODELS" \
+  --threads "$THREADS" --markdown "$MODELS/results.md" --json "$MODELS/results.json" "$@" ||
+  status=1
+
+phase "5/5 matmul: kernc vs OpenBLAS (GFLOP/s, 1 and 2 threads)"
+if [ -x "$BUILD/bench/matmul_bench" ]; then
+  "$BUILD/bench/matmul_bench" --size 1024 --threads 1,2 || status=1
+  echo
+  # the shape of GPT-2's c_fc on 128 tokens: where the transformer rows spend most of their time
+  "$BUILD/bench/matmul_bench" --mnk 128,3072,768 --threads 1,2 || status=1
+else
+  echo "skipped: $BUILD/bench/matmul_bench was not built"
+  status=1
+fi
+
+phase "done: status $status"
+exit $status

@@ -1,0 +1,398 @@
+/*
+ * codegen/cpu/aot_object.c - the object file of a model compiled ahead of time: the graph's
+ * kernels (lowered exactly as for the JIT), the tables of codegen/aot.h as constant data, the
+ * dims function, the weights, and the entry points NAME_create/_run/_free/_error that hand the
+ * tables to the AOT runtime linked beside it (runtime/aot_rt.c).
+ *
+ * Weights never become LLVM constants: module-level assembly pulls the weights file in with
+ * .incbin (LLVM's integrated assembler copies it as bytes), so a 500 MB model costs a file copy,
+ * not a giant constant through the optimizer. On x86-64 they go to .lrodata, which linkers place
+ * after all other data, so RIP-relative references of the code stay short whatever their size.
+ *
+ * Invariants:
+ *   - Only the four entry points are exported: every other definition is made internal (kernels,
+ *     tables) or hidden (the weights, the runtime's functions), so two models link side by side.
+ *   - The object is position independent (for -shared) and built for the host CPU, like the JIT.
+ *   - Table structs are written field by field as i64/ptr in codegen/aot.h's order; the static
+ *     asserts below tie each writer to the struct's size.
+ */
+#include "codegen/aot.h"
+#include "codegen/cpu/aot_emit.h"
+
+#include <llvm-c/Target.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+_Static_assert(sizeof(kc_aot_value) == KC_AOT_VALUE_WORDS * 8, "kc_aot_value layout");
+_Static_assert(sizeof(kc_aot_step) == KC_AOT_STEP_WORDS * 8, "kc_aot_step layout");
+_Static_assert(sizeof(kc_aot_io) == KC_AOT_IO_WORDS * 8, "kc_aot_io layout");
+_Static_assert(sizeof(kc_aot_idim) == KC_AOT_IDIM_WORDS * 8, "kc_aot_idim layout");
+_Static_assert(sizeof(kc_aot_model) == KC_AOT_MODEL_WORDS * 8, "kc_aot_model layout");
+
+#define NAME_MAX_LEN 160
+
+struct kc_cpu_obj {
+  kc_cpu *cpu;
+  const kc_graph *g;
+  LLVMModuleRef mod;
+};
+
+kc_status kc_cpu_obj_lower(kc_cpu *cpu, const kc_graph *g, kc_cpu_kernel *kernels,
+                           kc_cpu_obj **out) {
+  *out = NULL;
+  kc_cpu_obj *o = calloc(1, sizeof *o);
+  if (!o) return kc_errorf(cpu->ctx, KC_ERR_NOMEM, "out of memory lowering @%s", g->name);
+  o->cpu = cpu;
+  o->g = g;
+  kc_status s = kc_cpu_lower_module(cpu, g, kernels, &o->mod);
+  if (s != KC_OK) {
+    free(o);
+    return s;
+  }
+  *out = o;
+  return KC_OK;
+}
+
+void kc_cpu_obj_free(kc_cpu_obj *o) {
+  if (!o) return;
+  if (o->mod) LLVMDisposeModule(o->mod);
+  free(o);
+}
+
+/* ---- constant data ---------------------------------------------------------------------------
+ */
+
+static LLVMValueRef i64c(kc_ir *ir, int64_t v) { return kc_ir_i64(ir, v); }
+static LLVMValueRef nullp(kc_ir *ir) { return LLVMConstNull(ir->t_ptr); }
+
+/* A private constant global holding init; returns it (a ptr). */
+static LLVMValueRef private_const(kc_ir *ir, const char *name, LLVMValueRef init) {
+  LLVMValueRef gv = LLVMAddGlobal(ir->mod, LLVMTypeOf(init), name);
+  LLVMSetInitializer(gv, init);
+  LLVMSetGlobalConstant(gv, 1);
+  LLVMSetLinkage(gv, LLVMPrivateLinkage);
+  LLVMSetUnnamedAddress(gv, LLVMGlobalUnnamedAddr);
+  return gv;
+}
+
+static LLVMValueRef cstr(kc_ir *ir, const char *s) {
+  if (!s) return nullp(ir);
+  return private_const(ir, ".str", LLVMConstStringInContext(ir->ctx, s, (unsigned)strlen(s), 0));
+}
+
+static LLVMValueRef cstruct(kc_ir *ir, LLVMValueRef *fields, unsigned n) {
+  return LLVMConstStructInContext(ir->ctx, fields, n, 0);
+}
+
+/* A constant array of n elements (all of one type) as a private global; NULL pointer when empty. */
+static LLVMValueRef carray(kc_ir *ir, const char *name, LLVMValueRef *elems, int64_t n) {
+  if (n <= 0) return nullp(ir);
+  return private_const(ir, name, LLVMConstArray2(LLVMTypeOf(elems[0]), elems, (uint64_t)n));
+}
+
+static LLVMValueRef i64_array(kc_ir *ir, const char *name, const int64_t *v, int64_t n,
+                              bool *oom) {
+  LLVMValueRef *e = malloc((size_t)(n > 0 ? n : 1) * sizeof *e);
+  if (!e) {
+    *oom = true;
+    return nullp(ir);
+  }
+  for (int64_t i = 0; i < n; i++)
+    e[i] = i64c(ir, v[i]);
+  LLVMValueRef r = carray(ir, name, e, n);
+  free(e);
+  return r;
+}
+
+static LLVMValueRef values_table(kc_ir *ir, const kc_aot_model *m, bool *oom) {
+  LLVMValueRef *e = malloc((size_t)(m->nvalues + 1) * sizeof *e);
+  if (!e) {
+    *oom = true;
+    return nullp(ir);
+  }
+  for (int64_t i = 0; i < m->nvalues; i++) {
+    const kc_aot_value *v = &m->values[i];
+    LLVMValueRef f[KC_AOT_VALUE_WORDS] = {i64c(ir, v->storage), i64c(ir, v->dtype),
+                                          i64c(ir, v->rank),    i64c(ir, v->dims),
+                                          i64c(ir, v->ref),     i64c(ir, v->first),
+                                          i64c(ir, v->last)};
+    e[i] = cstruct(ir, f, KC_AOT_VALUE_WORDS);
+  }
+  LLVMValueRef r = carray(ir, "kc_values", e, m->nvalues);
+  free(e);
+  return r;
+}
+
+/* Steps with the kernels of their nodes: fn and units by the lowering's symbol names. */
+static kc_status steps_table(kc_cpu_obj *o, kc_ir *ir, const kc_aot_model *m, LLVMValueRef *out) {
+  *out = nullp(ir);
+  LLVMValueRef *e = malloc((size_t)(m->nsteps + 1) * sizeof *e);
+  if (!e) return kc_errorf(o->cpu->ctx, KC_ERR_NOMEM, "out of memory writing the step table");
+  for (int64_t i = 0; i < m->nsteps; i++) {
+    const kc_aot_step *s = &m->steps[i];
+    char name[NAME_MAX_LEN], units[NAME_MAX_LEN + 8];
+    kc_cpu_kernel_name(name, sizeof name, (uint32_t)s->node, o->g->nodes[s->node].op);
+    snprintf(units, sizeof units, "%s_units", name);
+    LLVMValueRef fn = LLVMGetNamedFunction(o->mod, name), un = LLVMGetNamedFunction(o->mod, units);
+    if (!fn || !un) {
+      free(e);
+      return kc_node_errorf((kc_graph *)o->g, &o->g->nodes[s->node], KC_ERR_INTERNAL,
+                            "AOT: no kernel %s in the lowered module", name);
+    }
+    LLVMValueRef f[KC_AOT_STEP_WORDS] = {
+        fn,
+        un,
+        cstr(ir, name),
+        i64c(ir, s->node),
+        i64c(ir, s->grain),
+        i64c(ir, s->ws_bytes),
+        i64c(ir, s->nbufs),
+        i64c(ir, s->bufs),
+        i64c(ir, s->ndims),
+        i64c(ir, s->dims),
+    };
+    e[i] = cstruct(ir, f, KC_AOT_STEP_WORDS);
+  }
+  *out = carray(ir, "kc_steps", e, m->nsteps);
+  free(e);
+  return KC_OK;
+}
+
+static LLVMValueRef io_table(kc_ir *ir, const char *name, const kc_aot_io *io, int64_t n,
+                             bool *oom) {
+  LLVMValueRef *e = malloc((size_t)(n + 1) * sizeof *e);
+  if (!e) {
+    *oom = true;
+    return nullp(ir);
+  }
+  for (int64_t i = 0; i < n; i++) {
+    LLVMValueRef f[KC_AOT_IO_WORDS] = {cstr(ir, io[i].name), i64c(ir, io[i].value),
+                                       i64c(ir, io[i].copy)};
+    e[i] = cstruct(ir, f, KC_AOT_IO_WORDS);
+  }
+  LLVMValueRef r = carray(ir, name, e, n);
+  free(e);
+  return r;
+}
+
+static LLVMValueRef idims_table(kc_ir *ir, const kc_aot_model *m, bool *oom) {
+  int64_t n = m->ninputs * KC_MAX_RANK;
+  LLVMValueRef *e = malloc((size_t)(n + 1) * sizeof *e);
+  if (!e) {
+    *oom = true;
+    return nullp(ir);
+  }
+  for (int64_t i = 0; i < n; i++) {
+    const kc_aot_idim *d = &m->idims[i];
+    LLVMValueRef f[KC_AOT_IDIM_WORDS] = {i64c(ir, d->kind), i64c(ir, d->value),
+                                         cstr(ir, d->text)};
+    e[i] = cstruct(ir, f, KC_AOT_IDIM_WORDS);
+  }
+  LLVMValueRef r = carray(ir, "kc_idims", e, n);
+  free(e);
+  return r;
+}
+
+static LLVMValueRef syms_table(kc_ir *ir, const kc_aot_model *m, bool *oom) {
+  LLVMValueRef *e = malloc((size_t)(m->nsyms + 1) * sizeof *e);
+  if (!e) {
+    *oom = true;
+    return nullp(ir);
+  }
+  for (int64_t i = 0; i < m->nsyms; i++)
+    e[i] = cstr(ir, m->syms[i]);
+  LLVMValueRef r = carray(ir, "kc_syms", e, m->nsyms);
+  free(e);
+  return r;
+}
+
+/* ---- weights ---------------------------------------------------------------------------------
+ */
+
+/* path with '\' and '"' escaped for an assembler string; false when it does not fit. */
+static bool asm_quote(const char *path, char *buf, size_t size) {
+  size_t j = 0;
+  for (const char *p = path; *p; p++) {
+    if (j + 3 >= size) return false;
+    if (*p == '\\' || *p == '"') buf[j++] = '\\';
+    buf[j++] = *p;
+  }
+  buf[j] = 0;
+  return true;
+}
+
+/* The hidden symbol NAME_weights: the bytes of weights_path, 64-byte aligned, read-only. */
+static kc_status weights_symbol(kc_cpu_obj *o, kc_ir *ir, const char *prefix,
+                                const char *weights_path, LLVMValueRef *out) {
+  *out = nullp(ir);
+  if (!weights_path) return KC_OK;
+  char sym[NAME_MAX_LEN], quoted[4096], text[sizeof quoted + 4 * NAME_MAX_LEN + 128];
+  snprintf(sym, sizeof sym, "%s_weights", prefix);
+  if (!asm_quote(weights_path, quoted, sizeof quoted))
+    return kc_errorf(o->cpu->ctx, KC_ERR_INVALID_ARG, "weights path is too long: %s",
+                     weights_path);
+  bool x86_64 = strncmp(o->cpu->triple, "x86_64", 6) == 0;
+  snprintf(text, sizeof text,
+           "\t.pushsection %s,\"a\",@progbits\n\t.balign 64\n\t.globl %s\n\t.hidden %s\n%s:\n"
+           "\t.incbin \"%s\"\n\t.popsection\n",
+           x86_64 ? ".lrodata.kc_weights" : ".rodata.kc_weights", sym, sym, sym, quoted);
+  LLVMAppendModuleInlineAsm(o->mod, text, strlen(text));
+  LLVMValueRef gv = LLVMAddGlobal(o->mod, LLVMInt8TypeInContext(ir->ctx), sym);
+  LLVMSetVisibility(gv, LLVMHiddenVisibility);
+  LLVMSetGlobalConstant(gv, 1);
+  *out = gv;
+  return KC_OK;
+}
+
+/* ---- entry points ----------------------------------------------------------------------------
+ */
+
+/* A hidden declaration of a runtime function (defined in the archive linked beside). */
+static LLVMValueRef runtime_fn(kc_ir *ir, const char *name, LLVMTypeRef ret, LLVMTypeRef *params,
+                               unsigned n) {
+  LLVMValueRef fn = LLVMAddFunction(ir->mod, name, LLVMFunctionType(ret, params, n, 0));
+  LLVMSetVisibility(fn, LLVMHiddenVisibility);
+  return fn;
+}
+
+/* PREFIX_suffix(params...) { return rt(extra?, params...); } */
+static void entry(kc_ir *ir, const char *prefix, const char *suffix, LLVMValueRef rt,
+                  LLVMTypeRef ret, LLVMTypeRef *params, unsigned n, LLVMValueRef model) {
+  char name[NAME_MAX_LEN];
+  snprintf(name, sizeof name, "%s_%s", prefix, suffix);
+  LLVMValueRef fn = kc_ir_func(ir, name, ret, params, n, false);
+  LLVMValueRef args[4];
+  unsigned na = 0;
+  if (model) args[na++] = model;
+  for (unsigned i = 0; i < n; i++)
+    args[na++] = LLVMGetParam(fn, i);
+  LLVMTypeRef rtt = LLVMGlobalGetValueType(rt);
+  LLVMValueRef r = LLVMBuildCall2(ir->b, rtt, rt, args, na, "");
+  if (LLVMGetTypeKind(ret) == LLVMVoidTypeKind)
+    LLVMBuildRetVoid(ir->b);
+  else
+    LLVMBuildRet(ir->b, r);
+}
+
+static void entry_points(kc_ir *ir, const char *prefix, LLVMValueRef model) {
+  LLVMTypeRef p = ir->t_ptr, i32 = ir->t_i32;
+  LLVMTypeRef create_p[2] = {p, i32}, run_p[3] = {p, p, p};
+  LLVMValueRef create = runtime_fn(ir, "kc_aot_create", p, create_p, 2);
+  LLVMValueRef run = runtime_fn(ir, "kc_aot_run", i32, run_p, 3);
+  LLVMValueRef fr = runtime_fn(ir, "kc_aot_free", ir->t_void, &p, 1);
+  LLVMValueRef err = runtime_fn(ir, "kc_aot_error", p, &p, 1);
+  entry(ir, prefix, "create", create, p, &i32, 1, model);
+  entry(ir, prefix, "run", run, i32, run_p, 3, NULL);
+  entry(ir, prefix, "free", fr, ir->t_void, &p, 1, NULL);
+  entry(ir, prefix, "error", err, p, &p, 1, NULL);
+}
+
+/* Everything defined here but the entry points becomes internal: kernels may share names with
+ * another model's in the same program, and LLVM may drop what nothing uses. */
+static void internalize(LLVMModuleRef mod, const char *prefix) {
+  size_t plen = strlen(prefix);
+  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
+    if (LLVMIsDeclaration(f)) continue;
+    size_t len;
+    const char *name = LLVMGetValueName2(f, &len);
+    bool api = len > plen && strncmp(name, prefix, plen) == 0 && name[plen] == '_' &&
+               (strcmp(name + plen, "_create") == 0 || strcmp(name + plen, "_run") == 0 ||
+                strcmp(name + plen, "_free") == 0 || strcmp(name + plen, "_error") == 0);
+    if (!api) LLVMSetLinkage(f, LLVMInternalLinkage);
+  }
+  for (LLVMValueRef gv = LLVMGetFirstGlobal(mod); gv; gv = LLVMGetNextGlobal(gv))
+    if (!LLVMIsDeclaration(gv) && LLVMGetLinkage(gv) == LLVMExternalLinkage)
+      LLVMSetLinkage(gv, LLVMInternalLinkage);
+}
+
+/* ---- the object --------------------------------------------------------------------------------
+ */
+
+static kc_status emit_object(kc_cpu_obj *o, const char *path) {
+  kc_cpu *cpu = o->cpu;
+  LLVMTargetRef target;
+  char *msg = NULL;
+  if (LLVMGetTargetFromTriple(cpu->triple, &target, &msg)) {
+    kc_status s = kc_errorf(cpu->ctx, KC_ERR_UNSUPPORTED, "LLVM: no target for %s: %s",
+                            cpu->triple, msg ? msg : "");
+    LLVMDisposeMessage(msg);
+    return s;
+  }
+  /* the JIT's CPU and features, but position independent code for a shared library */
+  LLVMTargetMachineRef tm =
+      LLVMCreateTargetMachine(target, cpu->triple, cpu->info.name, cpu->features,
+                              LLVMCodeGenLevelAggressive, LLVMRelocPIC, LLVMCodeModelDefault);
+  if (!tm) return kc_errorf(cpu->ctx, KC_ERR_INTERNAL, "LLVM: cannot create a PIC target machine");
+  kc_status s = KC_OK;
+  if (LLVMTargetMachineEmitToFile(tm, o->mod, path, LLVMObjectFile, &msg)) {
+    s = kc_errorf(cpu->ctx, KC_ERR_IO, "writing object %s: %s", path, msg ? msg : "");
+    LLVMDisposeMessage(msg);
+  }
+  LLVMDisposeTargetMachine(tm);
+  return s;
+}
+
+/* Entries of buf_values: the steps' ranges end there. */
+static int64_t nbuf_values(const kc_aot_model *m) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < m->nsteps; i++)
+    if (m->steps[i].bufs + m->steps[i].nbufs > n) n = m->steps[i].bufs + m->steps[i].nbufs;
+  return n;
+}
+
+kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_aot_model *m, const kc_dim *slot_dims,
+                           const char *weights_path, const char *obj_path) {
+  /* module assembly (the weights' .incbin) goes through the target's assembly parser, which
+   * the JIT never needs; without it LLVM aborts instead of reporting */
+  if (LLVMInitializeNativeAsmParser())
+    return kc_errorf(o->cpu->ctx, KC_ERR_UNSUPPORTED, "LLVM has no assembly parser for %s",
+                     o->cpu->triple);
+  kc_ir ir;
+  kc_ir_init(&ir, o->mod);
+  bool oom = false;
+  char name[NAME_MAX_LEN];
+  LLVMValueRef dims_fn, steps, weights;
+  snprintf(name, sizeof name, "%s_dims", m->name);
+  kc_status s = kc_aot_emit_dims(&ir, o->g, name, slot_dims, m->nslots, m->syms, m->nsyms,
+                                 &dims_fn);
+  if (s == KC_OK) s = steps_table(o, &ir, m, &steps);
+  if (s == KC_OK) s = weights_symbol(o, &ir, m->name, weights_path, &weights);
+  if (s != KC_OK) {
+    kc_ir_dispose(&ir);
+    return s;
+  }
+  LLVMValueRef f[KC_AOT_MODEL_WORDS] = {
+      cstr(&ir, m->name),
+      i64c(&ir, m->nvalues),
+      i64c(&ir, m->nsteps),
+      i64c(&ir, m->ninputs),
+      i64c(&ir, m->noutputs),
+      i64c(&ir, m->nsyms),
+      i64c(&ir, m->nslots),
+      i64c(&ir, m->narena),
+      i64c(&ir, m->nstep_dims),
+      values_table(&ir, m, &oom),
+      steps,
+      io_table(&ir, "kc_inputs", m->inputs, m->ninputs, &oom),
+      io_table(&ir, "kc_outputs", m->outputs, m->noutputs, &oom),
+      idims_table(&ir, m, &oom),
+      syms_table(&ir, m, &oom),
+      i64_array(&ir, "kc_buf_values", m->buf_values, nbuf_values(m), &oom),
+      i64_array(&ir, "kc_dim_slots", m->dim_slots, m->nstep_dims, &oom),
+      i64_array(&ir, "kc_arena_order", m->arena_order, m->narena, &oom),
+      weights,
+      i64c(&ir, m->weights_bytes),
+      dims_fn,
+      i64c(&ir, m->max_ws),
+  };
+  snprintf(name, sizeof name, "%s_model", m->name);
+  LLVMValueRef model = private_const(&ir, name, cstruct(&ir, f, KC_AOT_MODEL_WORDS));
+  LLVMSetLinkage(model, LLVMInternalLinkage);
+  entry_points(&ir, m->name, model);
+  kc_ir_dispose(&ir);
+  if (oom) return kc_errorf(o->cpu->ctx, KC_ERR_NOMEM, "out of memory writing the model tables");
+  internalize(o->mod, m->name);
+  s = kc_cpu_module_optimize(o->cpu, o->mod, 0);
+  return s == KC_OK ? emit_object(o, obj_path) : s;
+}

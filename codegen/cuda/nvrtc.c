@@ -1,0 +1,222 @@
+/*
+ * codegen/cuda/nvrtc.c - CUDA C to cubin or PTX through NVRTC, with a cache.
+ *
+ * A request is (source, arch, cubin or PTX). Its key is two independent 64-bit hashes of the
+ * source plus its length, the arch and the kind; the in-memory cache keeps every image this
+ * object compiled, and an optional folder keeps them as files named by the key, so a second
+ * process compiling the same model skips NVRTC. The device library includes cuda_fp16.h and
+ * cuda_bf16.h from the toolkit's include folder (KERNC_CUDA_INCLUDE_DIR at build time, or
+ * $KERNC_CUDA_INCLUDE), since NVRTC does not ship them built in.
+ *
+ * Invariants: images are owned here and live until kc_nvrtc_free; a failed compile leaves the
+ * cache unchanged and puts NVRTC's log into the error buffer.
+ */
+#include "codegen/cuda/cuda.h"
+#include "ir/internal.h"
+
+#include <nvrtc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef KERNC_CUDA_INCLUDE_DIR
+#define KERNC_CUDA_INCLUDE_DIR "/usr/local/cuda/include"
+#endif
+
+typedef struct entry {
+  uint64_t h1, h2;
+  size_t srclen;
+  int arch;
+  bool ptx;
+  void *data;
+  size_t size;
+} entry;
+
+struct kc_nvrtc {
+  kc_context *ctx;
+  entry *e;
+  size_t n, cap;
+  char *dir;
+  int *archs; /* NVRTC's supported archs, ascending */
+  int narchs;
+  uint64_t hits, compiles;
+};
+
+kc_status kc_nvrtc_new(kc_context *ctx, kc_nvrtc **out) {
+  kc_nvrtc *nv = calloc(1, sizeof *nv);
+  if (!nv) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory");
+  nv->ctx = ctx;
+  int n = 0;
+  if (nvrtcGetNumSupportedArchs(&n) == NVRTC_SUCCESS && n > 0) {
+    nv->archs = calloc((size_t)n, sizeof *nv->archs);
+    if (nv->archs && nvrtcGetSupportedArchs(nv->archs) == NVRTC_SUCCESS) nv->narchs = n;
+  }
+  *out = nv;
+  return KC_OK;
+}
+
+void kc_nvrtc_free(kc_nvrtc *nv) {
+  if (!nv) return;
+  for (size_t i = 0; i < nv->n; i++)
+    free(nv->e[i].data);
+  free(nv->e);
+  free(nv->dir);
+  free(nv->archs);
+  free(nv);
+}
+
+kc_status kc_nvrtc_set_cache_dir(kc_nvrtc *nv, const char *dir) {
+  free(nv->dir);
+  nv->dir = dir ? strdup(dir) : NULL;
+  return dir && !nv->dir ? kc_errorf(nv->ctx, KC_ERR_NOMEM, "out of memory") : KC_OK;
+}
+
+int kc_nvrtc_arch_for(kc_nvrtc *nv, int cc, bool *exact) {
+  int best = 0;
+  for (int i = 0; i < nv->narchs; i++)
+    if (nv->archs[i] <= cc && nv->archs[i] > best) best = nv->archs[i];
+  *exact = best == cc;
+  return best;
+}
+
+void kc_nvrtc_stats(const kc_nvrtc *nv, uint64_t *hits, uint64_t *compiles) {
+  *hits = nv->hits;
+  *compiles = nv->compiles;
+}
+
+static void hash(const char *s, uint64_t *h1, uint64_t *h2, size_t *len) {
+  uint64_t a = 0xcbf29ce484222325ULL, b = 5381;
+  size_t n = 0;
+  for (; s[n]; n++) {
+    a = (a ^ (unsigned char)s[n]) * 0x100000001b3ULL;
+    b = b * 33 + (unsigned char)s[n];
+  }
+  *h1 = a;
+  *h2 = b;
+  *len = n;
+}
+
+static void file_name(const kc_nvrtc *nv, const entry *k, char *buf, size_t size) {
+  snprintf(buf, size, "%s/%016llx%016llx-%zx-%s_%d.%s", nv->dir, (unsigned long long)k->h1,
+           (unsigned long long)k->h2, k->srclen, k->ptx ? "compute" : "sm", k->arch,
+           k->ptx ? "ptx" : "cubin");
+}
+
+static entry *find(kc_nvrtc *nv, const entry *k) {
+  for (size_t i = 0; i < nv->n; i++) {
+    entry *e = &nv->e[i];
+    if (e->h1 == k->h1 && e->h2 == k->h2 && e->srclen == k->srclen && e->arch == k->arch &&
+        e->ptx == k->ptx)
+      return e;
+  }
+  return NULL;
+}
+
+/* Add k with data (taken over); NULL when out of memory (data freed). */
+static entry *add(kc_nvrtc *nv, const entry *k, void *data, size_t size) {
+  if (nv->n == nv->cap) {
+    size_t cap = nv->cap ? nv->cap * 2 : 16;
+    entry *e = realloc(nv->e, cap * sizeof *e);
+    if (!e) {
+      free(data);
+      return NULL;
+    }
+    nv->e = e;
+    nv->cap = cap;
+  }
+  entry *e = &nv->e[nv->n++];
+  *e = *k;
+  e->data = data;
+  e->size = size;
+  return e;
+}
+
+/* The image of k from the cache folder, or NULL. */
+static void *read_file(const kc_nvrtc *nv, const entry *k, size_t *size) {
+  char path[4096];
+  file_name(nv, k, path, sizeof path);
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  void *data = NULL;
+  long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+  if (len > 0 && fseek(f, 0, SEEK_SET) == 0 && (data = malloc((size_t)len + 1))) {
+    if (fread(data, 1, (size_t)len, f) != (size_t)len) {
+      free(data);
+      data = NULL;
+    } else {
+      ((char *)data)[len] = 0;
+      *size = (size_t)len;
+    }
+  }
+  fclose(f);
+  return data;
+}
+
+/* Best effort: a cache that cannot be written only costs time. */
+static void write_file(const kc_nvrtc *nv, const entry *e) {
+  char path[4096], tmp[4200];
+  file_name(nv, e, path, sizeof path);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "wb");
+  if (!f) return;
+  bool ok = fwrite(e->data, 1, e->size, f) == e->size;
+  if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) remove(tmp);
+}
+
+static kc_status fail(kc_nvrtc *nv, nvrtcProgram p, nvrtcResult r, const char *name, const entry *k) {
+  kc_status s = kc_errorf(nv->ctx, r == NVRTC_ERROR_OUT_OF_MEMORY ? KC_ERR_NOMEM : KC_ERR_INTERNAL,
+                          "NVRTC could not compile %s for %s_%d: %s", name,
+                          k->ptx ? "compute" : "sm", k->arch, nvrtcGetErrorString(r));
+  size_t len = 0;
+  if (p && nvrtcGetProgramLogSize(p, &len) == NVRTC_SUCCESS && len > 1) {
+    char *log = malloc(len);
+    if (log && nvrtcGetProgramLog(p, log) == NVRTC_SUCCESS) kc_error_append(nv->ctx, "%s", log);
+    free(log);
+  }
+  return s;
+}
+
+/* Run NVRTC for k; the image goes to *data / *size (malloc'd; PTX NUL-terminated). */
+static kc_status run_nvrtc(kc_nvrtc *nv, const char *src, const char *name, const entry *k,
+                           void **data, size_t *size) {
+  char arch[64], inc[4096];
+  snprintf(arch, sizeof arch, "--gpu-architecture=%s_%d", k->ptx ? "compute" : "sm", k->arch);
+  const char *dir = getenv("KERNC_CUDA_INCLUDE");
+  snprintf(inc, sizeof inc, "-I%s", dir && *dir ? dir : KERNC_CUDA_INCLUDE_DIR);
+  const char *opts[] = {arch, inc, "--std=c++17"};
+  nvrtcProgram p = NULL;
+  nvrtcResult r = nvrtcCreateProgram(&p, src, name, 0, NULL, NULL);
+  if (r == NVRTC_SUCCESS) r = nvrtcCompileProgram(p, 3, opts);
+  if (r == NVRTC_SUCCESS)
+    r = k->ptx ? nvrtcGetPTXSize(p, size) : nvrtcGetCUBINSize(p, size);
+  if (r == NVRTC_SUCCESS && !(*data = malloc(*size + 1))) r = NVRTC_ERROR_OUT_OF_MEMORY;
+  if (r == NVRTC_SUCCESS) {
+    r = k->ptx ? nvrtcGetPTX(p, *data) : nvrtcGetCUBIN(p, *data);
+    ((char *)*data)[*size] = 0;
+    if (r != NVRTC_SUCCESS) free(*data);
+  }
+  kc_status s = r == NVRTC_SUCCESS ? KC_OK : fail(nv, p, r, name, k);
+  nvrtcDestroyProgram(&p);
+  return s;
+}
+
+kc_status kc_nvrtc_compile(kc_nvrtc *nv, const char *src, const char *name, int arch, bool ptx,
+                           kc_cuda_image *out) {
+  entry k = {.arch = arch, .ptx = ptx};
+  hash(src, &k.h1, &k.h2, &k.srclen);
+  entry *e = find(nv, &k);
+  void *data = NULL;
+  size_t size = 0;
+  if (!e && nv->dir && (data = read_file(nv, &k, &size))) e = add(nv, &k, data, size);
+  if (e) {
+    nv->hits++;
+  } else {
+    kc_status s = run_nvrtc(nv, src, name, &k, &data, &size);
+    if (s != KC_OK) return s;
+    nv->compiles++;
+    if (!(e = add(nv, &k, data, size))) return kc_errorf(nv->ctx, KC_ERR_NOMEM, "out of memory");
+    if (nv->dir) write_file(nv, e);
+  }
+  *out = (kc_cuda_image){.data = e->data, .size = e->size, .ptx = ptx, .arch = arch};
+  return KC_OK;
+}

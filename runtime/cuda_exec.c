@@ -1,0 +1,303 @@
+/*
+ * runtime/cuda_exec.c - the CUDA side of a module (target "cuda"): open the device, compile
+ * every kernel of the graph in one NVRTC program for its SM (a cubin; PTX for the driver to
+ * JIT when NVRTC does not know the SM), and run nodes on the device.
+ *
+ * Memory follows the host plan (runtime/plan.c) rather than a second planner: the device
+ * arena has the host arena's layout, so a value lives at the same offset on both sides; graph
+ * inputs, outputs and weights get device buffers of their own. The host arena is then a mirror
+ * that only holds what the host must read: the small inputs of a node whose sizes wait for
+ * computed data (staged runs) and the results copied out at the end.
+ *
+ * Invariants: device buffers only grow; weights are uploaded once, at their first use; a stage
+ * returns after cuCtxSynchronize, so kernel failures surface as the run's status. Without the
+ * toolkit (no KERNC_HAVE_CUDA) the target only reports itself unavailable.
+ */
+#include "runtime/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef KERNC_HAVE_CUDA
+
+#include "codegen/cuda/cuda.h"
+
+typedef struct kc_rt_cuda kc_rt_cuda;
+
+struct kc_rt_cuda {
+  kc_cuda_dev *dev;
+  kc_nvrtc *nv;
+  kc_cuda_mod *mod;
+  kc_cuda_kernel_info *info; /* per node */
+  void **fn;                 /* per node */
+  kc_dptr arena, empty;
+  size_t arena_cap;
+  kc_dptr *in_buf, *out_buf, *src_buf; /* per graph input, graph output, value */
+  size_t *in_cap, *out_cap;
+  uint64_t *bufs, *words;
+  int64_t *dims;
+};
+
+kc_status kc_rt_cuda_open(kc_module *m) {
+  kc_rt_cuda *c = calloc(1, sizeof *c);
+  if (!c) return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory");
+  kc_status s = kc_cuda_dev_open(m->ctx, 0, &c->dev);
+  if (s != KC_OK) {
+    free(c);
+    return s;
+  }
+  m->cuda = c;
+  return KC_OK;
+}
+
+void kc_rt_cuda_free(kc_module *m) {
+  kc_rt_cuda *c = m->cuda;
+  if (!c) return;
+  if (c->in_buf)
+    for (uint32_t i = 0; i < m->g->ninputs; i++)
+      kc_cuda_free(c->dev, c->in_buf[i]);
+  if (c->out_buf)
+    for (uint32_t i = 0; i < m->g->noutputs; i++)
+      kc_cuda_free(c->dev, c->out_buf[i]);
+  if (c->src_buf)
+    for (uint32_t v = 0; v < m->g->nvals; v++)
+      kc_cuda_free(c->dev, c->src_buf[v]);
+  kc_cuda_free(c->dev, c->arena);
+  kc_cuda_free(c->dev, c->empty);
+  kc_cuda_mod_unload(c->mod);
+  kc_cuda_dev_close(c->dev);
+  kc_nvrtc_free(c->nv);
+  free(c->info);
+  free(c->fn);
+  free(c->in_buf);
+  free(c->out_buf);
+  free(c->src_buf);
+  free(c->in_cap);
+  free(c->out_cap);
+  free(c->bufs);
+  free(c->words);
+  free(c->dims);
+  free(c);
+  m->cuda = NULL;
+}
+
+/* Every kernel of g in one program; *src (owned by prog) is its text. */
+static kc_status emit_all(kc_module *m, kc_cuda_prog *prog, const char **src) {
+  const kc_graph *g = m->g;
+  kc_rt_cuda *c = m->cuda;
+  for (uint32_t i = 0; i < g->nnodes; i++) {
+    char name[96];
+    kc_cuda_kernel_name(name, sizeof name, i, kc_ops[g->nodes[i].op].name);
+    kc_status s = kc_cuda_prog_add(prog, g, i, name, &c->info[i]);
+    if (s != KC_OK) return s;
+    m->kernels[i].no_kernel = c->info[i].no_kernel;
+  }
+  *src = kc_cuda_prog_source(prog);
+  return *src ? KC_OK : kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory");
+}
+
+static kc_status load_all(kc_module *m, const char *src) {
+  kc_rt_cuda *c = m->cuda;
+  bool exact;
+  int cc = kc_cuda_dev_cc(c->dev), arch = kc_nvrtc_arch_for(c->nv, cc, &exact);
+  if (!arch)
+    return kc_errorf(m->ctx, KC_ERR_UNSUPPORTED,
+                     "CUDA target unavailable: NVRTC cannot build for %s (sm_%d)",
+                     kc_cuda_dev_name(c->dev), cc);
+  kc_cuda_image img;
+  kc_status s = kc_nvrtc_compile(c->nv, src, m->g->name ? m->g->name : "model", arch, !exact, &img);
+  if (s == KC_OK) s = kc_cuda_mod_load(c->dev, &img, &c->mod);
+  for (uint32_t i = 0; i < m->g->nnodes && s == KC_OK; i++) {
+    if (c->info[i].no_kernel) continue;
+    char name[96];
+    kc_cuda_kernel_name(name, sizeof name, i, kc_ops[m->g->nodes[i].op].name);
+    s = kc_cuda_mod_function(c->mod, name, &c->fn[i]);
+  }
+  return s;
+}
+
+kc_status kc_rt_cuda_compile(kc_module *m) {
+  kc_rt_cuda *c = m->cuda;
+  const kc_graph *g = m->g;
+  size_t nn = g->nnodes + 1, most = 1;
+  for (uint32_t i = 0; i < g->nnodes; i++) {
+    size_t k = g->nodes[i].nin + g->nodes[i].nout;
+    if (k > most) most = k;
+  }
+  c->info = calloc(nn, sizeof *c->info);
+  c->fn = calloc(nn, sizeof *c->fn);
+  c->in_buf = calloc(g->ninputs + 1, sizeof *c->in_buf);
+  c->in_cap = calloc(g->ninputs + 1, sizeof *c->in_cap);
+  c->out_buf = calloc(g->noutputs + 1, sizeof *c->out_buf);
+  c->out_cap = calloc(g->noutputs + 1, sizeof *c->out_cap);
+  c->src_buf = calloc(g->nvals + 1, sizeof *c->src_buf);
+  c->bufs = calloc(most + 1, sizeof *c->bufs);
+  c->dims = calloc((size_t)g->nvals * KC_MAX_RANK + 1, sizeof *c->dims);
+  c->words = calloc(most + (size_t)g->nvals * KC_MAX_RANK + 2, sizeof *c->words);
+  if (!c->info || !c->fn || !c->in_buf || !c->in_cap || !c->out_buf || !c->out_cap ||
+      !c->src_buf || !c->bufs || !c->dims || !c->words)
+    return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory compiling @%s for CUDA", g->name);
+  kc_cuda_prog *prog = NULL;
+  const char *src = NULL;
+  kc_status s = kc_cuda_prog_new(m->ctx, &prog);
+  if (s == KC_OK) s = emit_all(m, prog, &src);
+  if (s == KC_OK) s = kc_nvrtc_new(m->ctx, &c->nv);
+  const char *dir = getenv("KERNC_CUDA_CACHE");
+  if (s == KC_OK && dir && *dir) s = kc_nvrtc_set_cache_dir(c->nv, dir);
+  if (s == KC_OK) s = load_all(m, src);
+  kc_cuda_prog_free(prog);
+  if (s == KC_OK) s = kc_cuda_alloc(c->dev, KC_RT_ALIGN, &c->empty);
+  return s;
+}
+
+/* Make *buf hold size bytes (contents not kept). */
+static kc_status reserve(kc_rt_cuda *c, kc_dptr *buf, size_t *cap, size_t size) {
+  if (*buf && *cap >= size) return KC_OK;
+  kc_cuda_free(c->dev, *buf);
+  *buf = 0;
+  *cap = 0;
+  kc_status s = kc_cuda_alloc(c->dev, size, buf);
+  if (s == KC_OK) *cap = size;
+  return s;
+}
+
+/* The arena at m->total bytes, keeping what earlier stages wrote. */
+static kc_status grow_arena(kc_module *m) {
+  kc_rt_cuda *c = m->cuda;
+  if (c->arena && c->arena_cap >= m->total) return KC_OK;
+  kc_dptr nb;
+  kc_status s = kc_cuda_alloc(c->dev, m->total, &nb);
+  if (s == KC_OK && c->arena) s = kc_cuda_dtod(c->dev, nb, c->arena, c->arena_cap);
+  if (s != KC_OK) return s;
+  kc_cuda_free(c->dev, c->arena);
+  c->arena = nb;
+  c->arena_cap = m->total;
+  return KC_OK;
+}
+
+/* Device address of value v (its root's storage). */
+static kc_status dev_of(kc_module *m, uint32_t v, kc_dptr *out) {
+  kc_rt_cuda *c = m->cuda;
+  uint32_t r = m->rv[v].root;
+  const kc_rt_val *rv = &m->rv[r];
+  *out = c->empty;
+  if (!m->nbytes[r]) return KC_OK;
+  if (rv->kind == KC_RT_INPUT) {
+    *out = c->in_buf[rv->input];
+  } else if (rv->kind == KC_RT_SOURCE) {
+    if (!c->src_buf[r]) { /* first use: upload the weight once */
+      kc_status s = kc_cuda_alloc(c->dev, m->nbytes[r], &c->src_buf[r]);
+      if (s == KC_OK) s = kc_cuda_htod(c->dev, c->src_buf[r], rv->data, m->nbytes[r]);
+      if (s != KC_OK) return s;
+    }
+    *out = c->src_buf[r];
+  } else if (rv->output >= 0) {
+    *out = c->out_buf[rv->output];
+  } else if (m->off[r] != SIZE_MAX) {
+    *out = c->arena + m->off[r];
+  }
+  return KC_OK;
+}
+
+static kc_status upload_inputs(kc_module *m) {
+  kc_rt_cuda *c = m->cuda;
+  kc_status s = KC_OK;
+  for (uint32_t k = 0; k < m->g->ninputs && s == KC_OK; k++) {
+    size_t size = m->nbytes[m->g->inputs[k].id];
+    if (!size) continue;
+    s = reserve(c, &c->in_buf[k], &c->in_cap[k], size);
+    if (s == KC_OK) s = kc_cuda_htod(c->dev, c->in_buf[k], m->in_of[k]->data, size);
+  }
+  return s;
+}
+
+/* Output buffers of the roots nodes [from, to) define. */
+static kc_status reserve_outputs(kc_module *m, uint32_t from, uint32_t to) {
+  kc_rt_cuda *c = m->cuda;
+  kc_status s = KC_OK;
+  for (uint32_t i = from; i < to && s == KC_OK; i++)
+    for (uint32_t j = 0; j < m->g->nodes[i].nout && s == KC_OK; j++) {
+      uint32_t v = m->g->nodes[i].out[j].id;
+      int32_t k = v ? m->rv[v].output : -1;
+      if (k >= 0 && m->rv[v].root == v && m->nbytes[v])
+        s = reserve(c, &c->out_buf[k], &c->out_cap[k], m->nbytes[v]);
+    }
+  return s;
+}
+
+/* Concrete dims of node n's operands, the kernel ABI's layout. */
+static uint32_t node_dims(kc_module *m, const kc_node *n, int64_t *dims) {
+  uint32_t nd = 0;
+  for (uint32_t j = 0; j < n->nin + n->nout; j++) {
+    kc_val v = j < n->nin ? n->in[j] : n->out[j - n->nin];
+    if (!v.id) continue;
+    const kc_value *val = kc_value_of(m->sg, v);
+    for (int d = 0; d < val->rank; d++)
+      dims[nd++] = val->dims[d];
+  }
+  return nd;
+}
+
+static kc_status launch(kc_module *m, uint32_t i) {
+  kc_rt_cuda *c = m->cuda;
+  const kc_node *n = &m->g->nodes[i];
+  const kc_cuda_kernel_info *k = &c->info[i];
+  kc_status s = KC_OK;
+  for (uint32_t j = 0; j < n->nin + n->nout && s == KC_OK; j++) {
+    kc_val v = j < n->nin ? n->in[j] : n->out[j - n->nin];
+    c->bufs[j] = 0;
+    if (v.id) s = dev_of(m, v.id, &c->bufs[j]);
+  }
+  if (s != KC_OK) return s;
+  node_dims(m, n, c->dims);
+  int64_t units = kc_cuda_units(&k->launch, c->dims);
+  if (units <= 0) return KC_OK;
+  kc_cuda_pack(k, c->bufs, c->dims, units, c->words);
+  return kc_cuda_launch_kernel(c->dev, c->fn[i], kc_cuda_grid(&k->launch, units),
+                               (uint32_t)k->launch.block, c->words);
+}
+
+/* Device -> host mirror of the COMPUTED root of v (the host reads it next). */
+static kc_status fetch(kc_module *m, uint32_t v) {
+  uint32_t r = m->rv[v].root;
+  if (m->rv[r].kind != KC_RT_COMPUTED || !m->nbytes[r]) return KC_OK;
+  kc_dptr p;
+  kc_status s = dev_of(m, v, &p);
+  return s == KC_OK ? kc_cuda_dtoh(m->cuda->dev, m->vbuf[v], p, m->nbytes[r]) : s;
+}
+
+kc_status kc_rt_cuda_execute(kc_module *m, uint32_t from, uint32_t to) {
+  kc_rt_cuda *c = m->cuda;
+  const kc_graph *g = m->g;
+  kc_status s = from == 0 ? upload_inputs(m) : KC_OK;
+  if (s == KC_OK) s = grow_arena(m);
+  if (s == KC_OK) s = reserve_outputs(m, from, to);
+  for (uint32_t i = from; i < to && s == KC_OK; i++)
+    if (!c->info[i].no_kernel && c->fn[i]) s = launch(m, i);
+  if (s == KC_OK) s = kc_cuda_sync(c->dev);
+  if (s != KC_OK) return s;
+  if (to < g->nnodes) /* the next stage settles node `to` from its inputs' contents */
+    for (uint32_t j = 0; j < g->nodes[to].nin && s == KC_OK; j++)
+      if (g->nodes[to].in[j].id) s = fetch(m, g->nodes[to].in[j].id);
+  if (to == g->nnodes)
+    for (uint32_t k = 0; k < g->noutputs && s == KC_OK; k++)
+      s = fetch(m, g->outputs[k].v.id);
+  return s;
+}
+
+#else /* !KERNC_HAVE_CUDA */
+
+kc_status kc_rt_cuda_open(kc_module *m) {
+  return kc_errorf(m->ctx, KC_ERR_UNSUPPORTED,
+                   "CUDA target unavailable: kernc was built without the CUDA toolkit (NVRTC)");
+}
+
+void kc_rt_cuda_free(kc_module *m) { (void)m; }
+
+kc_status kc_rt_cuda_compile(kc_module *m) { return kc_rt_cuda_open(m); }
+
+kc_status kc_rt_cuda_execute(kc_module *m, uint32_t from, uint32_t to) {
+  return kc_errorf(m->ctx, KC_ERR_INTERNAL, "CUDA execution without the CUDA target");
+}
+
+#endif

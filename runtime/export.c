@@ -1,0 +1,199 @@
+/*
+ * runtime/export.c - kc_export: ahead-of-time compilation of a graph into a shared library and
+ * its C header.
+ *
+ * The steps are kc_compile's up to the JIT (copy the graph, run the passes, verify, lower every
+ * node into one LLVM module, analyze storage with kc_rt_analyze), then: the tables of a run
+ * (runtime/export_plan.c), the weights file, one object with kernels, tables, dims function,
+ * weights and entry points (codegen/cpu/aot_object.c), the link with the runtime archive
+ * (runtime/export_link.c), and the header (runtime/export_header.c).
+ *
+ * Invariants:
+ *   - Intermediate files live in a fresh folder next to the library (same file system, so a
+ *     500 MB weights file is not copied into a RAM-backed /tmp), removed whatever happens.
+ *   - The library appears at so_path only complete: it is linked in that folder and renamed.
+ *   - The caller's graph is not changed and its weight data is not copied (the module's graph
+ *     shares it for the duration of the call).
+ */
+#include "runtime/export.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PATH_LEN 4096
+#define NAME_LEN 128
+
+/* snprintf for paths; the callers have checked that their parts fit (check_paths). */
+__attribute__((format(printf, 3, 4))) static void fmt_path(char *buf, size_t size, const char *fmt,
+                                                           ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, size, fmt, ap);
+  va_end(ap);
+}
+
+static bool is_ident(const char *s) {
+  if (!*s || isdigit((unsigned char)*s)) return false;
+  for (; *s; s++)
+    if (!isalnum((unsigned char)*s) && *s != '_') return false;
+  return true;
+}
+
+/* The model's C prefix: given, or libNAME.so's NAME made an identifier. */
+static kc_status model_name(kc_context *ctx, const char *given, const char *so_path, char *buf) {
+  if (given) {
+    if (strlen(given) >= NAME_LEN || !is_ident(given))
+      return kc_errorf(ctx, KC_ERR_INVALID_ARG,
+                       "model name '%s' is not a C identifier of at most %d characters", given,
+                       NAME_LEN - 1);
+    strcpy(buf, given);
+    return KC_OK;
+  }
+  const char *base = strrchr(so_path, '/');
+  base = base ? base + 1 : so_path;
+  if (strncmp(base, "lib", 3) == 0 && base[3] && base[3] != '.') base += 3;
+  size_t j = 0;
+  if (isdigit((unsigned char)*base)) buf[j++] = '_';
+  for (; *base && *base != '.' && j + 1 < NAME_LEN; base++)
+    buf[j++] = isalnum((unsigned char)*base) || *base == '_' ? *base : '_';
+  buf[j] = 0;
+  if (!j) strcpy(buf, "model");
+  return KC_OK;
+}
+
+/* dir of path ("." when none) into buf. */
+static void dir_of(const char *path, char *buf, size_t size) {
+  const char *slash = strrchr(path, '/');
+  if (!slash)
+    snprintf(buf, size, ".");
+  else if (slash == path)
+    snprintf(buf, size, "/");
+  else
+    fmt_path(buf, size, "%.*s", (int)(slash - path), path);
+}
+
+typedef struct job {
+  kc_context *ctx;
+  const kc_export_options *opts;
+  const char *so_path, *header_path;
+  char name[NAME_LEN];
+  char tmp[PATH_LEN]; /* the intermediate files' folder; "" when not made */
+  char runtime[PATH_LEN];
+  kc_module *m;
+  kc_cpu_obj *obj;
+  kc_export_plan plan;
+} job;
+
+static kc_status check_paths(job *j) {
+  char dir[PATH_LEN];
+  struct stat st;
+  dir_of(j->so_path, dir, sizeof dir);
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+    return kc_errorf(j->ctx, KC_ERR_IO, "cannot write %s: folder '%s' does not exist", j->so_path,
+                     dir);
+  if (strlen(j->so_path) + NAME_LEN + 64 >= PATH_LEN)
+    return kc_errorf(j->ctx, KC_ERR_INVALID_ARG, "path too long: %s", j->so_path);
+  if (j->header_path) {
+    dir_of(j->header_path, dir, sizeof dir);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+      return kc_errorf(j->ctx, KC_ERR_IO, "cannot write %s: folder '%s' does not exist",
+                       j->header_path, dir);
+  }
+  return KC_OK;
+}
+
+/* kc_compile's preparation, lowering into an object's module instead of the JIT. */
+static kc_status lower(job *j, const kc_graph *g) {
+  kc_module *m = j->m = calloc(1, sizeof *j->m);
+  if (!m) return kc_errorf(j->ctx, KC_ERR_NOMEM, "out of memory compiling @%s", g->name);
+  m->ctx = j->ctx;
+  m->g = kc_graph_clone(g, true); /* g outlives the call: its weights are not copied */
+  if (!m->g) return kc_errorf(j->ctx, KC_ERR_NOMEM, "out of memory copying @%s", g->name);
+  kc_status s = kc_rt_passes(m, j->opts ? j->opts->passes : NULL);
+  if (s == KC_OK) s = kc_graph_verify(m->g);
+  if (s != KC_OK) return s;
+  m->kernels = calloc(m->g->nnodes + 1, sizeof *m->kernels);
+  if (!m->kernels) return kc_errorf(j->ctx, KC_ERR_NOMEM, "out of memory compiling @%s", g->name);
+  if ((s = kc_cpu_new(j->ctx, &m->cpu)) != KC_OK) return s;
+  if ((s = kc_cpu_obj_lower(m->cpu, m->g, m->kernels, &j->obj)) != KC_OK) return s;
+  return kc_rt_analyze(m);
+}
+
+static void path_in(const job *j, char *buf, const char *file) {
+  fmt_path(buf, PATH_LEN, "%s/%s", j->tmp, file);
+}
+
+static kc_status build(job *j, const kc_graph *g) {
+  kc_status s = check_paths(j);
+  if (s == KC_OK) s = model_name(j->ctx, j->opts ? j->opts->name : NULL, j->so_path, j->name);
+  if (s == KC_OK)
+    s = kc_export_find_runtime(j->ctx, j->opts ? j->opts->runtime : NULL, j->runtime,
+                               sizeof j->runtime);
+  if (s == KC_OK) s = lower(j, g);
+  if (s == KC_OK) s = kc_export_plan_build(j->m, j->name, &j->plan);
+  if (s != KC_OK) return s;
+
+  char dir[PATH_LEN], weights[PATH_LEN], obj[PATH_LEN], so[PATH_LEN], header[PATH_LEN];
+  dir_of(j->so_path, dir, sizeof dir);
+  fmt_path(j->tmp, sizeof j->tmp, "%s/.kernc-%s-XXXXXX", dir, j->name);
+  if (!mkdtemp(j->tmp)) {
+    s = kc_errorf(j->ctx, KC_ERR_IO, "cannot make a folder in %s: %s", dir, strerror(errno));
+    j->tmp[0] = 0;
+    return s;
+  }
+  path_in(j, weights, "weights.bin");
+  path_in(j, obj, "model.o");
+  path_in(j, so, "model.so");
+  bool has_weights = j->plan.model.weights_bytes > 0;
+  if (has_weights && (s = kc_export_write_weights(j->ctx, &j->plan, weights)) != KC_OK) return s;
+  s = kc_cpu_obj_write(j->obj, &j->plan.model, j->plan.slot_dims, has_weights ? weights : NULL,
+                       obj);
+  if (s == KC_OK) s = kc_export_link(j->ctx, j->opts ? j->opts->cc : NULL, obj, j->runtime, so);
+  if (s != KC_OK) return s;
+  if (rename(so, j->so_path) != 0)
+    return kc_errorf(j->ctx, KC_ERR_IO, "cannot write %s: %s", j->so_path, strerror(errno));
+  if (!j->header_path) {
+    fmt_path(header, sizeof header, "%s/%s.h", dir, j->name);
+    j->header_path = header;
+  }
+  s = kc_export_header(j->ctx, j->m->g, &j->plan, j->opts ? j->opts->source : NULL, j->so_path,
+                       j->header_path);
+  j->header_path = NULL; /* header[] goes out of scope */
+  return s;
+}
+
+/* Remove the intermediate files and their folder (best effort: the error, if any, stays). */
+static void cleanup(job *j) {
+  if (!j->tmp[0]) return;
+  const char *files[] = {"weights.bin", "model.o", "model.so"};
+  char path[PATH_LEN];
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    path_in(j, path, files[i]);
+    unlink(path);
+  }
+  rmdir(j->tmp);
+}
+
+kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options *opts,
+                    const char *so_path, const char *header_path) {
+  if (!ctx) return KC_ERR_INVALID_ARG;
+  if (!g || !so_path || !*so_path)
+    return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_export: no graph or no library path");
+  if (kc_graph_status(g) != KC_OK)
+    return kc_errorf(ctx, kc_graph_status(g),
+                     "graph @%s has a failed builder call (%s); see the first error reported",
+                     g->name, kc_status_str(kc_graph_status(g)));
+  job j = {.ctx = ctx, .opts = opts, .so_path = so_path, .header_path = header_path};
+  kc_status s = build(&j, g);
+  cleanup(&j);
+  kc_cpu_obj_free(j.obj); /* before the module: its kc_cpu made the LLVM module */
+  kc_export_plan_free(&j.plan);
+  kc_module_free(j.m);
+  return s;
+}

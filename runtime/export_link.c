@@ -1,0 +1,147 @@
+/*
+ * runtime/export_link.c - the file side of kc_export: the weights file the object pulls in, the
+ * runtime archive (kernc_rt, built by CMake from kernc's own runtime sources), and the C
+ * compiler that links object and archive into the model's shared library.
+ *
+ * Invariants:
+ *   - The library depends on libc, libm and libpthread only: the archive is linked whole into
+ *     it with its symbols kept local (--exclude-libs), so two models, or a model and libkernc,
+ *     load side by side.
+ *   - A failing compiler's command line and output end up in the error message, whole.
+ */
+#include "runtime/export.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef KERNC_RT_ARCHIVE
+#define KERNC_RT_ARCHIVE ""
+#endif
+
+#define CMD_MAX 16384
+
+kc_status kc_export_write_weights(kc_context *ctx, const kc_export_plan *p, const char *path) {
+  FILE *f = fopen(path, "wb");
+  if (!f) return kc_errorf(ctx, KC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+  static const unsigned char zeros[KC_RT_ALIGN];
+  int64_t at = 0;
+  bool ok = true;
+  for (int64_t i = 0; i < p->nweights && ok; i++) {
+    const kc_export_weight *w = &p->weights[i];
+    for (; at < w->off && ok; at++) /* padding to the weight's aligned offset */
+      ok = fwrite(zeros, 1, 1, f) == 1;
+    if (ok && w->bytes) ok = fwrite(w->data, 1, w->bytes, f) == w->bytes;
+    at += (int64_t)w->bytes;
+  }
+  for (; at < p->model.weights_bytes && ok; at++)
+    ok = fwrite(zeros, 1, 1, f) == 1;
+  if (fclose(f) != 0) ok = false;
+  return ok ? KC_OK : kc_errorf(ctx, KC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+}
+
+static bool readable(const char *path) { return path && *path && access(path, R_OK) == 0; }
+
+kc_status kc_export_find_runtime(kc_context *ctx, const char *given, char *buf, size_t size) {
+  const char *env = getenv("KERNC_RT");
+  if (given || (env && *env)) { /* asked for by name: that one or an error */
+    const char *p = given ? given : env;
+    if (!readable(p))
+      return kc_errorf(ctx, KC_ERR_IO, "kernc's runtime archive %s%s cannot be read",
+                       given ? "" : "($KERNC_RT) ", p);
+    snprintf(buf, size, "%s", p);
+    return KC_OK;
+  }
+  if (readable(KERNC_RT_ARCHIVE)) {
+    snprintf(buf, size, "%s", KERNC_RT_ARCHIVE);
+    return KC_OK;
+  }
+  /* an installed kernc: the archive next to the program, or in ../lib */
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    const char *tries[] = {"%s/libkernc_rt.a", "%s/../lib/libkernc_rt.a"};
+    for (size_t i = 0; i < sizeof tries / sizeof *tries; i++) {
+      snprintf(buf, size, tries[i], exe);
+      if (readable(buf)) return KC_OK;
+    }
+  }
+  return kc_errorf(ctx, KC_ERR_IO,
+                   "kernc's runtime archive libkernc_rt.a was not found (not at '%s', nor next to "
+                   "the running program); give its path in $KERNC_RT",
+                   KERNC_RT_ARCHIVE);
+}
+
+/* s in single quotes for /bin/sh, appended to cmd; false when it does not fit. */
+static bool append_quoted(char *cmd, size_t size, const char *s) {
+  size_t l = strlen(cmd);
+  if (l + 3 >= size) return false;
+  cmd[l++] = ' ';
+  cmd[l++] = '\'';
+  for (; *s; s++) {
+    const char *piece = *s == '\'' ? "'\\''" : NULL;
+    size_t pl = piece ? 4 : 1;
+    if (l + pl + 2 >= size) return false;
+    if (piece)
+      memcpy(cmd + l, piece, pl);
+    else
+      cmd[l] = *s;
+    l += pl;
+  }
+  cmd[l++] = '\'';
+  cmd[l] = 0;
+  return true;
+}
+
+kc_status kc_export_link(kc_context *ctx, const char *cc, const char *obj_path, const char *runtime,
+                         const char *so_path) {
+  const char *env = getenv("CC");
+  if (!cc) cc = env && *env ? env : "cc";
+  char *cmd = malloc(CMD_MAX);
+  if (!cmd) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory linking %s", so_path);
+  /* $CC may carry its own flags ("ccache gcc"), so it goes to the shell as it is */
+  snprintf(cmd, CMD_MAX, "%s -shared -o", cc);
+  bool fits = append_quoted(cmd, CMD_MAX, so_path) && append_quoted(cmd, CMD_MAX, obj_path) &&
+              append_quoted(cmd, CMD_MAX, runtime);
+  size_t l = strlen(cmd);
+  const char *tail = " -Wl,--exclude-libs,ALL -Wl,-z,noexecstack -lm -lpthread 2>&1";
+  if (!fits || l + strlen(tail) + 1 > CMD_MAX) {
+    free(cmd);
+    return kc_errorf(ctx, KC_ERR_INVALID_ARG, "paths too long to link %s", so_path);
+  }
+  strcpy(cmd + l, tail);
+  FILE *pipe = popen(cmd, "r");
+  if (!pipe) {
+    kc_status s =
+        kc_errorf(ctx, KC_ERR_IO, "cannot run the C compiler (%s): %s", cmd, strerror(errno));
+    free(cmd);
+    return s;
+  }
+  char out[4096];
+  size_t n = fread(out, 1, sizeof out - 1, pipe);
+  out[n] = 0;
+  while (fgetc(pipe) != EOF) /* drain what did not fit, so the compiler is not blocked */
+    ;
+  int st = pclose(pipe);
+  kc_status s = KC_OK;
+  if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    int code = st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    cmd[strlen(cmd) - 5] = 0; /* drop " 2>&1" from what is shown */
+    if (code == 127)
+      s = kc_errorf(ctx, KC_ERR_IO,
+                    "the C compiler '%s' was not found, so %s cannot be linked (set $CC)", cc,
+                    so_path);
+    else
+      s = kc_errorf(ctx, KC_ERR_IO, "the C compiler failed linking %s (exit %d): %s", so_path, code,
+                    cmd);
+    if (n) kc_error_append(ctx, "%s", out);
+  }
+  free(cmd);
+  return s;
+}

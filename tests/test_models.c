@@ -1,0 +1,177 @@
+/*
+ * tests/test_models.c - the small transformer models of tests/models end to end through
+ * `kernc check` (argv[1]: the kernc binary, argv[2]: tests/).
+ *
+ * Each folder tests/models/NAME holding a model.onnx (bert_tiny, gpt2_tiny, llama_tiny exported
+ * from PyTorch by tests/models/make_models.py; opset23_tiny built by tests/models/make_opset23.py)
+ * must PASS, not SKIP, both with the default pipeline and with `--passes=` (nothing fused), so
+ * fused and unfused graphs are held to the same reference outputs. The second run is skipped,
+ * saying so, while `kernc check` has no --passes flag. One negative test copies a model with one
+ * reference value moved by 1% and expects FAIL, so a check that stopped comparing values shows.
+ * Commands go through /bin/sh (popen); paths are single-quoted.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_MODELS 64
+
+static const char *kernc, *tests;
+static char tmp[64]; /* scratch folder, removed at the end */
+
+typedef struct model {
+  char name[256], dir[4096];
+} model;
+
+/* Run cmd (stderr joined to stdout); its output into *out (malloc'd). Exit code. */
+static int run(const char *cmd, char **out) {
+  char full[16384];
+  snprintf(full, sizeof full, "%s 2>&1", cmd);
+  FILE *p = popen(full, "r");
+  if (!p) fail_msg("popen failed: %s", cmd);
+  size_t len = 0, cap = 4096, n;
+  char *buf = malloc(cap);
+  while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+    len += n;
+    if (cap - len < 2) buf = realloc(buf, cap *= 2);
+  }
+  buf[len] = 0;
+  int st = pclose(p);
+  *out = buf;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* Whether `kernc check` takes --passes (the pass pipeline override). */
+static int check_has_passes(void) {
+  static int known = -1;
+  if (known < 0) {
+    char cmd[4200], *out;
+    snprintf(cmd, sizeof cmd, "'%s' check --help", kernc);
+    run(cmd, &out);
+    known = strstr(out, "--passes") != NULL;
+    free(out);
+  }
+  return known;
+}
+
+/* `kernc check FLAGS DIR` must exit 0 and print "PASS NAME". */
+static void expect_pass(const model *m, const char *flags) {
+  char cmd[8400], want[300], *out;
+  snprintf(cmd, sizeof cmd, "'%s' check %s '%s'", kernc, flags, m->dir);
+  int rc = run(cmd, &out);
+  snprintf(want, sizeof want, "PASS %s", m->name);
+  int ok = rc == 0 && strstr(out, want) != NULL;
+  if (!ok) print_error("$ %s\n%s(exit %d)\n", cmd, out, rc);
+  free(out);
+  assert_true(ok);
+}
+
+static void test_default_pipeline(void **state) { expect_pass(*state, ""); }
+
+static void test_no_fusion(void **state) {
+  if (!check_has_passes()) {
+    print_message("kernc check has no --passes flag yet; unfused run skipped\n");
+    skip();
+  }
+  expect_pass(*state, "--passes=");
+}
+
+/* Copy bert_tiny with its last reference value of set 1 scaled by 1.01: check must FAIL. */
+static void test_wrong_reference_fails(void **state) {
+  (void)state;
+  char cmd[8400], path[4200], want[64], *out;
+  snprintf(cmd, sizeof cmd, "cp -r '%s/models/bert_tiny' '%s/'", tests, tmp);
+  assert_int_equal(system(cmd), 0);
+  /* onnx writes raw_data, the highest field number, last: the file ends with the floats */
+  snprintf(path, sizeof path, "%s/bert_tiny/test_data_set_1/output_0.pb", tmp);
+  FILE *f = fopen(path, "r+b");
+  assert_non_null(f);
+  float v;
+  assert_int_equal(fseek(f, -4, SEEK_END), 0);
+  assert_int_equal(fread(&v, 4, 1, f), 1);
+  v = v * 1.01f + 1e-6f;
+  assert_int_equal(fseek(f, -4, SEEK_END), 0);
+  assert_int_equal(fwrite(&v, 4, 1, f), 1);
+  fclose(f);
+  snprintf(cmd, sizeof cmd, "'%s' check '%s/bert_tiny'", kernc, tmp);
+  int rc = run(cmd, &out);
+  snprintf(want, sizeof want, "FAIL bert_tiny");
+  int ok = rc == 1 && strstr(out, want) != NULL;
+  if (!ok) print_error("$ %s\n%s(exit %d)\n", cmd, out, rc);
+  free(out);
+  assert_true(ok);
+}
+
+static int cmp_model(const void *a, const void *b) {
+  return strcmp(((const model *)a)->name, ((const model *)b)->name);
+}
+
+/* Every tests/models/NAME folder with a model.onnx, sorted by name. */
+static int find_models(model *ms) {
+  char dir[4000];
+  snprintf(dir, sizeof dir, "%.3900s/models", tests);
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) && n < MAX_MODELS) {
+    char onnx[8400];
+    struct stat st;
+    if (e->d_name[0] == '.') continue;
+    snprintf(onnx, sizeof onnx, "%s/%s/model.onnx", dir, e->d_name);
+    if (stat(onnx, &st) != 0) continue;
+    snprintf(ms[n].name, sizeof ms[n].name, "%s", e->d_name);
+    snprintf(ms[n].dir, sizeof ms[n].dir, "%.3800s/%.255s", dir, e->d_name);
+    n++;
+  }
+  closedir(d);
+  qsort(ms, (size_t)n, sizeof *ms, cmp_model);
+  return n;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: %s KERNC TESTS_DIR\n", argv[0]);
+    return 2;
+  }
+  kernc = argv[1];
+  tests = argv[2];
+  static model ms[MAX_MODELS];
+  int n = find_models(ms);
+  if (n < 4) {
+    fprintf(stderr, "test_models: expected at least 4 models under %s/models, found %d\n", tests,
+            n);
+    return 1;
+  }
+  snprintf(tmp, sizeof tmp, "/tmp/kc_models_XXXXXX");
+  if (!mkdtemp(tmp)) return perror("mkdtemp"), 1;
+
+  static struct CMUnitTest t[2 * MAX_MODELS + 1];
+  static char names[2 * MAX_MODELS][300];
+  int nt = 0;
+  for (int i = 0; i < n; i++) {
+    snprintf(names[nt], sizeof names[nt], "%.255s (default pipeline)", ms[i].name);
+    t[nt] = (struct CMUnitTest){names[nt], test_default_pipeline, NULL, NULL, &ms[i]};
+    nt++;
+    snprintf(names[nt], sizeof names[nt], "%.255s (--passes=)", ms[i].name);
+    t[nt] = (struct CMUnitTest){names[nt], test_no_fusion, NULL, NULL, &ms[i]};
+    nt++;
+  }
+  t[nt++] = (struct CMUnitTest){"a wrong reference value fails", test_wrong_reference_fails, NULL,
+                                NULL, NULL};
+  int rc = _cmocka_run_group_tests("models", t, (size_t)nt, NULL, NULL);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+  if (system(cmd) != 0) fprintf(stderr, "test_models: could not remove %s\n", tmp);
+  return rc;
+}
