@@ -35,6 +35,11 @@ class kc_compile_options(C.Structure):
     _fields_ = [("target", C.c_char_p), ("passes", C.c_char_p), ("threads", C.c_int)]
 
 
+_libc = C.CDLL(None)
+_libc.free.argtypes = [C.c_void_p]
+_libc.free.restype = None
+
+
 class KerncError(RuntimeError):
     pass
 
@@ -58,6 +63,7 @@ def load(path):
         "kc_module_graph": (P, [P]),
         "kc_module_set_threads": (C.c_int, [P, C.c_int]),
         "kc_module_peak_bytes": (C.c_size_t, [P]),
+        "kc_graph_print_str": (P, [P]),  # malloc'd char *: a void * so that it can be freed
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)
@@ -103,6 +109,16 @@ class Module:
 
     def set_threads(self, n):
         self._check(self.lib.kc_module_set_threads(self.mod, n), "kc_module_set_threads")
+
+    def graph_text(self):
+        """The text IR of the graph the module runs (after its passes)."""
+        p = self.lib.kc_graph_print_str(self.lib.kc_module_graph(self.mod))
+        if not p:
+            raise KerncError("kc_graph_print_str failed")
+        try:
+            return C.string_at(p).decode()
+        finally:
+            _libc.free(C.c_void_p(p))
 
     def peak_bytes(self):
         return self.lib.kc_module_peak_bytes(self.mod)

@@ -161,7 +161,21 @@ def child_rss(args, engine, row_index):
     for line in p.stdout.splitlines():
         if line.startswith("RSS-JSON "):
             return json.loads(line[9:])
-    return {"error": "child exited %d: %s" % (p.returncode, (p.stderr or p.stdout)[-2000:])}
+    how = "killed by signal %d" % -p.returncode if p.returncode < 0 else "exited %d" % p.returncode
+    tail = (p.stderr or p.stdout).strip()[-2000:]
+    return {"error": "child process %s%s" % (how, ": " + tail if tail else ""), "crashed": True}
+
+
+def op_summary(text):
+    """'N kernels-or-views: op count, ...' from the text IR (sources: inputs, weights, constants
+    left out), so the log shows which fusions fired."""
+    import collections
+    import re
+    ops = collections.Counter(m.group(1) for m in re.finditer(r"^\s*%[^=]*=\s*([A-Za-z_][\w.]*)",
+                                                              text, re.M))
+    for src in ("weight", "const", "constant", "input"):
+        ops.pop(src, None)
+    return "%d nodes; %s" % (sum(ops.values()), ", ".join("%s %d" % kv for kv in ops.most_common()))
 
 
 # ---- timing ------------------------------------------------------------------------------------
@@ -169,6 +183,44 @@ def child_rss(args, engine, row_index):
 
 def pct(v, q):
     return float(np.percentile(np.array(v), q))
+
+
+class CpuMeter:
+    """CPU time the rest of the machine uses, in cores: all CPUs' busy time from /proc/stat minus
+    this process's own (its threads included), over wall time. Other work on these 2-core
+    machines is what makes timings move, so the log says how much there was."""
+
+    HZ = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _busy():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / CpuMeter.HZ  # all but idle and iowait
+
+    def __init__(self):
+        t = os.times()
+        self.t0, self.b0, self.own0 = time.monotonic(), self._busy(), t.user + t.system
+
+    def other_cores(self):
+        t = os.times()
+        wall = time.monotonic() - self.t0
+        other = (self._busy() - self.b0) - (t.user + t.system - self.own0)
+        return max(0.0, other / wall) if wall > 0 else 0.0
+
+
+def wait_quiet(args, log):
+    """Wait up to --quiet-wait seconds for the rest of the machine to use < --quiet-cores."""
+    t0 = time.monotonic()
+    while True:
+        m = CpuMeter()
+        time.sleep(0.5)
+        other = m.other_cores()
+        waited = time.monotonic() - t0
+        if other < args.quiet_cores or waited >= args.quiet_wait:
+            if waited > 0.6:
+                log("    waited %.0f s for a quieter machine (other work now %.2f cores)" % (waited, other))
+            return
 
 
 def alternate(runs, args, log):
@@ -229,7 +281,7 @@ def machine():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description="kernc beside ONNX Runtime on transformer models (bench/README.md)")
     ap.add_argument("--lib", default=os.path.join(HERE, "..", "build-bench", "libkernc.so"))
     ap.add_argument("--models", default=os.path.join(HERE, "models"))
     ap.add_argument("--threads", type=int, default=2)
@@ -240,6 +292,10 @@ def main():
                     help="time for the alternating runs of one row")
     ap.add_argument("--gap-ms", type=float, default=5.0, help="pause between runs")
     ap.add_argument("--rss-runs", type=int, default=3)
+    ap.add_argument("--quiet-wait", type=float, default=60.0,
+                    help="before timing a row, wait up to this many seconds for other work on "
+                    "the machine to drop below --quiet-cores (0: do not wait)")
+    ap.add_argument("--quiet-cores", type=float, default=0.25)
     ap.add_argument("--rows", default="", help="comma-separated row indices (default: all)")
     ap.add_argument("--markdown", help="write the table here too")
     ap.add_argument("--json", help="write all figures here as JSON")
@@ -268,12 +324,27 @@ def main():
     for model, idxs in by_model.items():
         path = os.path.join(args.models, model)
         log("\n== %s (%s, %.0f MiB)" % (ROWS[idxs[0]][0], path, os.path.getsize(path) / 2**20))
-        engines, errors = {}, {}
+        # Peak RSS first, each engine alone in a child process; this also shows whether an
+        # engine crashes on the model (a kernc bug must not take the timing process down).
+        rss, errors = {}, {}
+        for i in idxs:
+            for w in ("kernc", "ORT"):
+                rss[i, w] = child_rss(args, w, i)
+                if rss[i, w].get("crashed"):
+                    errors[w] = "%s %s: %s" % (ROWS[i][0], ROWS[i][2], rss[i, w]["error"])
+                    log("  %s crashed on %s %s in its RSS child: %s" % (w, ROWS[i][0], ROWS[i][2],
+                                                                       rss[i, w]["error"]))
+                    failed = True
+        engines = {}
         for which in ("kernc", "ORT"):
+            if which in errors:
+                continue
             try:
                 engines[which] = make_engine(which, args, path)
                 log("  %s: %s %.2f s" % (which, "load + compile" if which == "kernc" else
                                          "session creation", engines[which].init_s))
+                if which == "kernc":
+                    log("  kernc graph after its passes: %s" % op_summary(engines[which].mod.graph_text()))
             except Exception as e:
                 errors[which] = "%s: %s" % (type(e).__name__, e)
                 log("  %s FAILED to load/compile: %s" % (which, errors[which]))
@@ -294,7 +365,11 @@ def main():
                     failed = True
             live = [(w, engines[w].bind(inputs)) for w in engines if w not in r["errors"]]
             if live:
+                wait_quiet(args, log)
+                meter = CpuMeter()
                 times = alternate(live, args, log)
+                r["other_cores"] = meter.other_cores()
+                log("    other work on the machine while timing: %.2f cores" % r["other_cores"])
                 for w, ts in times.items():
                     ms = [t * 1e3 for t in ts]
                     r[w] = {"median_ms": float(np.median(ms)), "p10_ms": pct(ms, 10),
@@ -305,6 +380,7 @@ def main():
                            r[w]["first_ms"]))
                 if "kernc" in r and "ORT" in r:
                     r["ratio"] = r["kernc"]["median_ms"] / r["ORT"]["median_ms"]
+                    r["ratio_p10"] = r["kernc"]["p10_ms"] / r["ORT"]["p10_ms"]
                     d, ref, why = compare(r["kernc_outputs"], r["ORT_outputs"])
                     r["max_abs_diff"], r["max_abs_ref"] = d, ref
                     tol = 1e-3 * max(1.0, ref)
@@ -317,7 +393,7 @@ def main():
                 r.pop(w + "_outputs", None)
                 if w in r["errors"]:
                     continue
-                rs = child_rss(args, "kernc" if w == "kernc" else "ort", i)
+                rs = rss[i, w]
                 if "error" in rs:
                     log("    %s RSS child failed: %s" % (w, rs["error"]))
                     continue
@@ -337,21 +413,24 @@ def main():
 
     # ---- the table
     head = ("| model | shape (batch x seq) | kernc ms (median) | ORT ms (median) | kernc/ORT | "
-            "kernc peak RSS | ORT peak RSS | kernc compile s | ORT session s | max abs diff |")
-    lines = [head, "|" + "---|" * 10]
+            "kernc peak RSS | ORT peak RSS | kernc compile s | ORT session s | max abs diff | "
+            "kernc/ORT at p10 | other load (cores) |")
+    lines = [head, "|" + "---|" * 12]
     for r in results:
         k, o = r.get("kernc", {}), r.get("ORT", {})
 
         def ms(d):
             return "%.2f" % d["median_ms"] if "median_ms" in d else "-"
         kcell = ms(k) if "kernc" not in r["errors"] else "FAILED"
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             r["model"], r["shape"], kcell, ms(o),
             "%.2f" % r["ratio"] if "ratio" in r else "-",
             fmt_mib(k.get("peak_rss_kib", 0)), fmt_mib(o.get("peak_rss_kib", 0)),
             "%.2f" % k["init_s"] if "init_s" in k else "-",
             "%.2f" % o["init_s"] if "init_s" in o else "-",
-            "%.2g" % r["max_abs_diff"] if "max_abs_diff" in r else "-"))
+            "%.2g" % r["max_abs_diff"] if "max_abs_diff" in r else "-",
+            "%.2f" % r["ratio_p10"] if "ratio_p10" in r else "-",
+            "%.2f" % r["other_cores"] if "other_cores" in r else "-"))
     load1 = os.getloadavg()
     notes = ["", "threads %d (both); peak RSS of each engine in its own process, including the "
              "python3 + numpy baseline of %s; 1-min load average %.2f at start, %.2f at end"

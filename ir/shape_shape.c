@@ -2,9 +2,9 @@
  * ir/shape_shape.c - shape functions of sources and shape computations: weight, constant,
  * shape, constant_of_shape, range.
  *
- * These are where known contents start: a small integer constant (or weight with data, as ONNX
- * initializers holding axes or shapes are) knows its data, shape knows
- * its input's dims (symbols included), range and constant_of_shape know what they generate.
+ * These are where known contents start: a small integer constant or weight with data (ONNX
+ * initializers often hold axes, indices and shapes) knows its data, shape knows its input's dims
+ * (symbols included), range and constant_of_shape know what they generate.
  * A weight's type is printed in the text form and set by the builder, so it is kept, not
  * inferred; the tensor of the same name is a fallback and must agree when both exist.
  */

@@ -7,6 +7,7 @@
  * through the replacement table before a node is hashed, so chains of duplicates collapse in the
  * same walk. Constants count as equal when their data is (anonymous) or their name is (named);
  * weights when their name is.
+ * Commutative ops (KC_OPF_COMMUTATIVE) match with their first two operands in either order.
  * Invariants: random ops (KC_OPF_RANDOM: training dropout) and ops with a body are never merged;
  * the kept node is always the earlier one, so program order stays valid.
  */
@@ -21,42 +22,19 @@ static uint64_t mix(uint64_t h, uint64_t v) {
   return h;
 }
 
-static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  for (size_t i = 0; i < n; i++)
-    h = (h ^ b[i]) * 0x100000001b3ull;
-  return h;
+/* add(a, b) and add(b, a) are one computation. */
+static bool commutes(const kc_node *n) {
+  return (kc_ops[n->op].flags & KC_OPF_COMMUTATIVE) && n->nin >= 2;
 }
 
-static uint64_t hash_tensor(const kc_graph *g, uint32_t ti, uint64_t h) {
-  if (ti >= g->ntensors) return h;
-  const kc_tensor *t = &g->tensors[ti];
-  if (t->name) return hash_bytes(h, t->name, strlen(t->name));
-  h = mix(h, (uint64_t)t->dtype * 131 + t->nbytes);
-  return t->data ? hash_bytes(h, t->data, t->nbytes < 256 ? t->nbytes : 256) : h;
-}
-
-/* Attributes are hashed order-independently (sum), since their stored order may differ. */
-static uint64_t hash_node(const kc_graph *g, const kc_node *n) {
+/* Operands only: attributes may be spelled out or left to their defaults, so equal nodes can
+ * differ in their stored attributes; same_node decides. */
+static uint64_t hash_node(const kc_node *n) {
   uint64_t h = mix(mix(n->op, n->nin), n->nout);
+  bool swap = commutes(n) && n->in[1].id < n->in[0].id; /* hash the operands in one order */
   for (uint32_t j = 0; j < n->nin; j++)
-    h = mix(h, n->in[j].id);
-  uint64_t attrs = 0;
-  for (uint32_t a = 0; a < n->nattr; a++) {
-    const kc_attr *at = &n->attrs[a];
-    uint64_t x = hash_bytes(mix(0, at->kind), at->name, strlen(at->name));
-    switch (at->kind) {
-    case KC_ATTR_INT: x = mix(x, (uint64_t)at->u.i); break;
-    case KC_ATTR_FLOAT: x = hash_bytes(x, &at->u.f, sizeof at->u.f); break;
-    case KC_ATTR_STRING: x = at->u.s ? hash_bytes(x, at->u.s, strlen(at->u.s)) : x; break;
-    case KC_ATTR_INTS: x = hash_bytes(x, at->u.ints.v, at->u.ints.n * sizeof(int64_t)); break;
-    case KC_ATTR_FLOATS: x = hash_bytes(x, at->u.floats.v, at->u.floats.n * sizeof(double)); break;
-    case KC_ATTR_DTYPE: x = mix(x, at->u.t); break;
-    case KC_ATTR_TENSOR: x = hash_tensor(g, at->u.tensor, x); break;
-    }
-    attrs += x;
-  }
-  return mix(h, attrs);
+    h = mix(h, n->in[swap && j < 2 ? 1 - j : j].id);
+  return h;
 }
 
 static bool same_tensor(const kc_graph *g, uint32_t a, uint32_t b) {
@@ -90,6 +68,27 @@ static bool same_attr(const kc_graph *g, const kc_attr *a, const kc_attr *b) {
   return false;
 }
 
+/* Every attribute of a is b's too, or b leaves it at a default a spells out (softmax axis=-1). */
+static bool attrs_within(const kc_graph *g, const kc_node *a, const kc_node *b) {
+  for (uint32_t i = 0; i < a->nattr; i++) {
+    const kc_attr *x = &a->attrs[i], *y = kc_node_attr(b, x->name);
+    if (y) {
+      if (!same_attr(g, x, y)) return false;
+      continue;
+    }
+    char kind;
+    const char *def;
+    bool required;
+    if (!kc_op_attr_schema(a->op, x->name, &kind, &def, &required) || !def) return false;
+    bool same = (x->kind == KC_ATTR_INT && x->u.i == kc_node_int(b, x->name, x->u.i + 1)) ||
+                (x->kind == KC_ATTR_FLOAT && x->u.f == kc_node_float(b, x->name, x->u.f + 1)) ||
+                (x->kind == KC_ATTR_STRING && x->u.s &&
+                 strcmp(x->u.s, kc_node_string(b, x->name, "")) == 0 && *x->u.s);
+    if (!same) return false;
+  }
+  return true;
+}
+
 static bool same_type(const kc_graph *g, kc_val a, kc_val b) {
   if (!a.id || !b.id) return a.id == b.id;
   const kc_value *x = kc_value_of(g, a), *y = kc_value_of(g, b);
@@ -100,18 +99,14 @@ static bool same_type(const kc_graph *g, kc_val a, kc_val b) {
 }
 
 static bool same_node(const kc_graph *g, const kc_node *a, const kc_node *b) {
-  if (a->op != b->op || a->nin != b->nin || a->nout != b->nout || a->nattr != b->nattr)
-    return false;
+  if (a->op != b->op || a->nin != b->nin || a->nout != b->nout) return false;
+  bool swapped = commutes(a) && a->in[0].id == b->in[1].id && a->in[1].id == b->in[0].id;
   for (uint32_t j = 0; j < a->nin; j++)
-    if (a->in[j].id != b->in[j].id) return false;
+    if (a->in[j].id != b->in[swapped && j < 2 ? 1 - j : j].id) return false;
   /* results must all be there or absent alike, and typed alike (weights print their type) */
   for (uint32_t j = 0; j < a->nout; j++)
     if (!same_type(g, a->out[j], b->out[j])) return false;
-  for (uint32_t i = 0; i < a->nattr; i++) {
-    const kc_attr *y = kc_node_attr(b, a->attrs[i].name);
-    if (!y || !same_attr(g, &a->attrs[i], y)) return false;
-  }
-  return true;
+  return attrs_within(g, a, b) && attrs_within(g, b, a);
 }
 
 static bool mergeable(const kc_node *n) {
@@ -137,7 +132,7 @@ static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
     for (uint32_t j = 0; j < n->nin; j++)
       if (n->in[j].id && repl[n->in[j].id].id) n->in[j] = repl[n->in[j].id];
     if (!mergeable(n)) continue;
-    uint32_t slot = (uint32_t)hash_node(g, n) & (cap - 1);
+    uint32_t slot = (uint32_t)hash_node(n) & (cap - 1);
     for (; table[slot]; slot = (slot + 1) & (cap - 1)) {
       const kc_node *k = &g->nodes[table[slot] - 1];
       if (!same_node(g, k, n)) continue;

@@ -73,6 +73,7 @@ static void expect_calls(const kc_module *m, uint64_t calls, bool timed) {
   for (uint32_t i = 0; i < n; i++) {
     assert_int_equal(p[i].calls, calls);
     if (!timed) assert_int_equal(p[i].ns, 0);
+    if (!timed) assert_int_equal(p[i].min_ns, 0);
   }
 }
 
@@ -107,6 +108,7 @@ static void t_profile_api(void **st) {
   uint64_t total = 0;
   for (int i = 0; i < 3; i++) {
     assert_int_equal(p[i].calls, 5);
+    assert_true(p[i].min_ns > 0 && p[i].min_ns * 5 <= p[i].ns);
     total += p[i].ns;
   }
   assert_true(total > 0);
@@ -216,7 +218,7 @@ static void t_cli_bench(void **st) {
   has(out, "peak arena   ");
   has(out, "peak RSS     ");
   has(out, "kernels      4: ");
-  has(out, "share       us/run  op");
+  has(out, "share       us/run     min us  op");
   has(out, "matmul               %8 f32[B,S,8]");
   has(out, "proj\n");
   has(out, "gather               %4 f32[B,S,16]");

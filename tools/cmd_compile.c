@@ -23,13 +23,13 @@ int cmd_compile(int argc, char **argv) {
   };
   cli_add(&cmd, (cli_opt){"output", 'o', "libNAME.so", "the shared library to write (required)",
                           NULL, &out});
-  cli_add(&cmd, (cli_opt){"name", 0, "NAME",
-                          "C prefix of the entry points (default: NAME of libNAME.so)", NULL,
-                          &name});
+  cli_add(&cmd,
+          (cli_opt){"name", 0, "NAME", "C prefix of the entry points (default: NAME of libNAME.so)",
+                    NULL, &name});
   cli_add(&cmd, (cli_opt){"header", 0, "FILE", "the header to write (default: NAME.h beside -o)",
                           NULL, &header});
-  cli_add(&cmd, (cli_opt){"passes", 0, "LIST", "passes to run before code generation", NULL,
-                          &passes});
+  cli_add(&cmd,
+          (cli_opt){"passes", 0, "LIST", "passes to run before code generation", NULL, &passes});
   const char *pos[1];
   int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
   if (rc >= 0) return rc;

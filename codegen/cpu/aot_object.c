@@ -91,8 +91,7 @@ static LLVMValueRef carray(kc_ir *ir, const char *name, LLVMValueRef *elems, int
   return private_const(ir, name, LLVMConstArray2(LLVMTypeOf(elems[0]), elems, (uint64_t)n));
 }
 
-static LLVMValueRef i64_array(kc_ir *ir, const char *name, const int64_t *v, int64_t n,
-                              bool *oom) {
+static LLVMValueRef i64_array(kc_ir *ir, const char *name, const int64_t *v, int64_t n, bool *oom) {
   LLVMValueRef *e = malloc((size_t)(n > 0 ? n : 1) * sizeof *e);
   if (!e) {
     *oom = true;
@@ -113,10 +112,9 @@ static LLVMValueRef values_table(kc_ir *ir, const kc_aot_model *m, bool *oom) {
   }
   for (int64_t i = 0; i < m->nvalues; i++) {
     const kc_aot_value *v = &m->values[i];
-    LLVMValueRef f[KC_AOT_VALUE_WORDS] = {i64c(ir, v->storage), i64c(ir, v->dtype),
-                                          i64c(ir, v->rank),    i64c(ir, v->dims),
-                                          i64c(ir, v->ref),     i64c(ir, v->first),
-                                          i64c(ir, v->last)};
+    LLVMValueRef f[KC_AOT_VALUE_WORDS] = {
+        i64c(ir, v->storage), i64c(ir, v->dtype), i64c(ir, v->rank), i64c(ir, v->dims),
+        i64c(ir, v->ref),     i64c(ir, v->first), i64c(ir, v->last)};
     e[i] = cstruct(ir, f, KC_AOT_VALUE_WORDS);
   }
   LLVMValueRef r = carray(ir, "kc_values", e, m->nvalues);
@@ -185,8 +183,7 @@ static LLVMValueRef idims_table(kc_ir *ir, const kc_aot_model *m, bool *oom) {
   }
   for (int64_t i = 0; i < n; i++) {
     const kc_aot_idim *d = &m->idims[i];
-    LLVMValueRef f[KC_AOT_IDIM_WORDS] = {i64c(ir, d->kind), i64c(ir, d->value),
-                                         cstr(ir, d->text)};
+    LLVMValueRef f[KC_AOT_IDIM_WORDS] = {i64c(ir, d->kind), i64c(ir, d->value), cstr(ir, d->text)};
     e[i] = cstruct(ir, f, KC_AOT_IDIM_WORDS);
   }
   LLVMValueRef r = carray(ir, "kc_idims", e, n);
@@ -230,8 +227,7 @@ static kc_status weights_symbol(kc_cpu_obj *o, kc_ir *ir, const char *prefix,
   char sym[NAME_MAX_LEN], quoted[4096], text[sizeof quoted + 4 * NAME_MAX_LEN + 128];
   snprintf(sym, sizeof sym, "%s_weights", prefix);
   if (!asm_quote(weights_path, quoted, sizeof quoted))
-    return kc_errorf(o->cpu->ctx, KC_ERR_INVALID_ARG, "weights path is too long: %s",
-                     weights_path);
+    return kc_errorf(o->cpu->ctx, KC_ERR_INVALID_ARG, "weights path is too long: %s", weights_path);
   bool x86_64 = strncmp(o->cpu->triple, "x86_64", 6) == 0;
   snprintf(text, sizeof text,
            "\t.pushsection %s,\"a\",@progbits\n\t.balign 64\n\t.globl %s\n\t.hidden %s\n%s:\n"
@@ -314,8 +310,8 @@ static kc_status emit_object(kc_cpu_obj *o, const char *path) {
   LLVMTargetRef target;
   char *msg = NULL;
   if (LLVMGetTargetFromTriple(cpu->triple, &target, &msg)) {
-    kc_status s = kc_errorf(cpu->ctx, KC_ERR_UNSUPPORTED, "LLVM: no target for %s: %s",
-                            cpu->triple, msg ? msg : "");
+    kc_status s = kc_errorf(cpu->ctx, KC_ERR_UNSUPPORTED, "LLVM: no target for %s: %s", cpu->triple,
+                            msg ? msg : "");
     LLVMDisposeMessage(msg);
     return s;
   }
@@ -354,8 +350,8 @@ kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_aot_model *m, const kc_dim *s
   char name[NAME_MAX_LEN];
   LLVMValueRef dims_fn, steps, weights;
   snprintf(name, sizeof name, "%s_dims", m->name);
-  kc_status s = kc_aot_emit_dims(&ir, o->g, name, slot_dims, m->nslots, m->syms, m->nsyms,
-                                 &dims_fn);
+  kc_status s =
+      kc_aot_emit_dims(&ir, o->g, name, slot_dims, m->nslots, m->syms, m->nsyms, &dims_fn);
   if (s == KC_OK) s = steps_table(o, &ir, m, &steps);
   if (s == KC_OK) s = weights_symbol(o, &ir, m->name, weights_path, &weights);
   if (s != KC_OK) {

@@ -76,7 +76,7 @@ kc_status kc_cu_elementwise(kc_cuda_emit *e, kc_cu_body_fn body, void *user) {
     for (int j = 0; j < ngen; j++)
       kc_cu_printf(e->t, "%s %s = 0", j ? "," : "", offs[j]);
     kc_cu_puts(e->t, ";\n");
-    kc_cu_decompose(e, 4, "idx", true, 0, R, ngen, snames, offs, need);
+    kc_cu_decompose(e, 4, "idx", true, 0, 0, R, ngen, snames, offs, need);
   }
   for (uint32_t i = 0; i < n->nin; i++) {
     if (!n->in[i].id) continue;

@@ -142,13 +142,25 @@ void kc_cu_units_dims_except(kc_cuda_emit *e, bool out, uint32_t i, int from, in
 void kc_cu_bcast_strides(kc_cuda_emit *e, uint32_t i, int R, const kc_dim *odims,
                          const char *name);
 /*
- * Emit code that turns flat index `idx` (row-major over the dims of input/output v, rank R)
- * into offsets: offs[j] += coordinate * snames[j]_<axis> for each of nops stride sets. need
- * (NULL: all) marks the axes whose coordinate any set uses; the others are only divided out.
+ * Emit code that turns flat index `idx` (row-major over dims [first, first + R) of input /
+ * output v) into offsets: offs[j] += coordinate k * snames[j]_<k> for each of nops stride
+ * sets, k in [0, R). need (NULL: all) marks the axes whose coordinate any set uses; the others
+ * are only divided out.
  */
-void kc_cu_decompose(kc_cuda_emit *e, int indent, const char *idx, bool out, uint32_t v, int R,
-                     int nops, const char *const *snames, const char *const *offs,
-                     const bool *need);
+void kc_cu_decompose(kc_cuda_emit *e, int indent, const char *idx, bool out, uint32_t v,
+                     int first, int R, int nops, const char *const *snames,
+                     const char *const *offs, const bool *need);
+
+/* Contents of input i when shape inference knows them as integers (axes, perms): the count
+ * (at most max), or -1. */
+int kc_cu_known_ints(kc_cuda_emit *e, uint32_t i, int64_t *out, int max);
+/* Accumulator type of sums and maxima over dtype t: float for f16/bf16/f32, double, 64-bit
+ * integers, else 32-bit ones of t's signedness (wide enough for warp shuffles; results wrap
+ * back to t when stored). */
+const char *kc_cu_acc_type(kc_dtype t);
+
+/* softmax.c: threads per block of a block-per-row kernel with rows of L (<= 0: unknown). */
+int kc_cu_row_block(int64_t L);
 
 /* ---- scalar.c: the one table of elementwise math ------------------------------------------ */
 

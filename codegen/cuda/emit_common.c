@@ -13,20 +13,20 @@
 #include <string.h>
 
 const char *kc_cu_stype(kc_dtype t) {
-  switch (t) {
+  switch (t) { /* one-token names (prelude.c), so S{} and (S)x parse for every dtype */
   case KC_F32: return "float";
-  case KC_F16: return "__half";
-  case KC_BF16: return "__nv_bfloat16";
+  case KC_F16: return "kc_f16";
+  case KC_BF16: return "kc_bf16";
   case KC_F64: return "double";
-  case KC_I64: return "long long";
+  case KC_I64: return "kc_i64";
   case KC_I32: return "int";
-  case KC_I16: return "short";
-  case KC_I8: return "signed char";
-  case KC_U64: return "unsigned long long";
-  case KC_U32: return "unsigned int";
-  case KC_U16: return "unsigned short";
-  case KC_U8:
-  case KC_BOOL: return "unsigned char";
+  case KC_I16: return "kc_i16";
+  case KC_I8: return "kc_i8";
+  case KC_U64: return "kc_u64";
+  case KC_U32: return "kc_u32";
+  case KC_U16: return "kc_u16";
+  case KC_U8: return "kc_u8";
+  case KC_BOOL: return "kc_bool";
   default: return "void";
   }
 }
@@ -125,7 +125,7 @@ void kc_cu_store(kc_cuda_emit *e, int indent, kc_dtype t, const char *ptr, const
   switch (t) {
   case KC_F16: conv = kc_cu_fmt(e, "__float2half_rn((float)(%s))", v); break;
   case KC_BF16: conv = kc_cu_fmt(e, "__float2bfloat16_rn((float)(%s))", v); break;
-  case KC_BOOL: conv = kc_cu_fmt(e, "(unsigned char)((%s) ? 1 : 0)", v); break;
+  case KC_BOOL: conv = kc_cu_fmt(e, "(kc_bool)((%s) ? 1 : 0)", v); break;
   default: conv = kc_cu_fmt(e, "(%s)(%s)", kc_cu_stype(t), v); break;
   }
   kc_cu_printf(e->t, "%*s%s[%s] = %s;\n", indent, "", ptr, idx, conv);
@@ -139,9 +139,8 @@ const char *kc_cu_literal(kc_cuda_emit *e, kc_dtype t, const void *data) {
   switch (t) {
   case KC_F32: return kc_cu_fmt(e, "__int_as_float(0x%08llx)", b);
   case KC_F64: return kc_cu_fmt(e, "__longlong_as_double(0x%016llxLL)", b);
-  case KC_F16: return kc_cu_fmt(e, "__half2float(__ushort_as_half((unsigned short)0x%04llx))", b);
-  case KC_BF16:
-    return kc_cu_fmt(e, "__bfloat162float(__ushort_as_bfloat16((unsigned short)0x%04llx))", b);
+  case KC_F16: return kc_cu_fmt(e, "__half2float(__ushort_as_half((kc_u16)0x%04llx))", b);
+  case KC_BF16: return kc_cu_fmt(e, "__bfloat162float(__ushort_as_bfloat16((kc_u16)0x%04llx))", b);
   case KC_BOOL: return b & 0xff ? "true" : "false";
   default: return kc_cu_fmt(e, "((%s)0x%llxULL)", kc_cu_stype(t), b);
   }
@@ -193,17 +192,18 @@ void kc_cu_bcast_strides(kc_cuda_emit *e, uint32_t i, int R, const kc_dim *odims
   }
 }
 
-void kc_cu_decompose(kc_cuda_emit *e, int indent, const char *idx, bool out, uint32_t v, int R,
-                     int nops, const char *const *snames, const char *const *offs,
-                     const bool *need) {
+void kc_cu_decompose(kc_cuda_emit *e, int indent, const char *idx, bool out, uint32_t v,
+                     int first, int R, int nops, const char *const *snames,
+                     const char *const *offs, const bool *need) {
   const kc_value *val = kc_cu_val(e, out, v);
+  const kc_dim *dims = val->dims + first;
   int lo = R;
   for (int k = 0; k < R && lo == R; k++)
-    if (val->dims[k] != 1 && (!need || need[k])) lo = k;
+    if (dims[k] != 1 && (!need || need[k])) lo = k;
   kc_cu_printf(e->t, "%*s{\n%*s  i64 r_ = %s;\n", indent, "", indent, "", idx);
   for (int k = R - 1; k >= lo; k--) {
-    if (val->dims[k] == 1) continue;
-    const char *d = kc_cu_dim(e, out, v, k);
+    if (dims[k] == 1) continue;
+    const char *d = kc_cu_dim(e, out, v, first + k);
     if (need && !need[k]) {
       kc_cu_printf(e->t, "%*s  r_ /= %s;\n", indent, "", d);
       continue;
@@ -218,4 +218,29 @@ void kc_cu_decompose(kc_cuda_emit *e, int indent, const char *idx, bool out, uin
     kc_cu_puts(e->t, " }\n");
   }
   kc_cu_printf(e->t, "%*s}\n", indent, "");
+}
+
+int kc_cu_known_ints(kc_cuda_emit *e, uint32_t i, int64_t *out, int max) {
+  uint32_t n = 0;
+  const kc_dim *k = kc_value_known(e->g, e->n->in[i], &n);
+  if (!k || n > (uint32_t)max) return -1;
+  for (uint32_t j = 0; j < n; j++)
+    if (!kc_dim_const(e->g, k[j], &out[j])) return -1;
+  return (int)n;
+}
+
+const char *kc_cu_acc_type(kc_dtype t) {
+  switch (t) {
+  case KC_F64: return "double";
+  case KC_I64: return "long long";
+  case KC_U64: return "unsigned long long";
+  case KC_I32:
+  case KC_I16:
+  case KC_I8:
+  case KC_BOOL: return "int";
+  case KC_U32:
+  case KC_U16:
+  case KC_U8: return "unsigned int";
+  default: return "float";
+  }
 }

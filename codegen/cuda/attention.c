@@ -1,0 +1,306 @@
+/*
+ * codegen/cuda/attention.c - kc_cuda_lower_attention: kernc's fused attention op (ir/ops.def),
+ * and the device library section with its kernel template (kc_attention).
+ *
+ * Layouts, masks, GQA, past / present K/V and rotary are those of the CPU kernel
+ * (codegen/cpu/attention.c): q [B,S,heads*D] or [B,heads,S,D]; k/v [B,S_kv,kv_heads*D] or
+ * [B,kv_heads,S_kv,D]; query head h reads kv head h / (heads / kv_heads); mask none / causal
+ * (key j visible to query i iff j <= i + P) / padding ([B, T], nonzero keeps) / additive
+ * (broadcast to [B, heads, S, T]), causal with a mask input adds it; past K/V [B, kv_heads, P, D]
+ * come before the new keys; rotary (cos/sin [max_pos, R/2]) turns q and the new keys at
+ * positions P + index; a `softcap` attribute, when a graph carries one, caps the scores. A row
+ * whose keys are all masked gives 0.
+ *
+ * The kernel never materializes S x T: a block of 4 warps per (batch, head, 16 query rows) streams
+ * tiles of BC keys through shared memory with an online softmax (see the template's comment).
+ * The head sizes must be static (they size registers and shared memory); BC is the largest power
+ * of two up to 32 whose tiles fit 47 KB of static shared memory with the 16 staged queries.
+ * Arithmetic is f32 whatever the dtype.
+ */
+#include "codegen/cuda/emit.h"
+
+#include <math.h>
+#include <string.h>
+
+/* clang-format off */
+const char kc_cu_sec_attention[] =
+    "/* Attention parameters the kernel wrapper fills from its arguments. Strides: batch, sequence,\n"
+    " * head of q, k, v, y; ms: the additive mask's over [B, heads, S, T]. */\n"
+    "struct kc_att_p {\n"
+    "  const void *q, *k, *v, *m, *pk, *pv, *cs, *sn;\n"
+    "  void *y, *prk, *prv;\n"
+    "  i64 S, P, T;\n"
+    "  i64 qs0, qs1, qs2, ks0, ks1, ks2, vs0, vs1, vs2, ys0, ys1, ys2;\n"
+    "  i64 ms0, ms1, ms2, ms3;\n"
+    "  i64 maxpos, cw, half;\n"
+    "  float scale, softcap;\n"
+    "};\n"
+    "\n"
+    "/* Element d of the head vector at x + base, rotated to position pos when ROT (f32). */\n"
+    "template <class T, class TC, bool ROT, bool INTER>\n"
+    "__device__ __forceinline__ float kc_att_elem(const T *x, i64 base, int d, i64 pos, const kc_att_p &p) {\n"
+    "  if constexpr (!ROT) {\n"
+    "    return (float)kc_f(x[base + d]);\n"
+    "  } else {\n"
+    "    if (d >= 2 * p.half) return (float)kc_f(x[base + d]);\n"
+    "    pos = pos < 0 ? 0 : pos >= p.maxpos ? p.maxpos - 1 : pos;\n"
+    "    bool second;\n"
+    "    i64 c, i0, i1;\n"
+    "    if constexpr (INTER) {\n"
+    "      second = d & 1, c = d >> 1, i0 = base + d - (d & 1), i1 = i0 + 1;\n"
+    "    } else {\n"
+    "      second = d >= p.half, c = second ? d - p.half : d, i0 = base + c, i1 = i0 + p.half;\n"
+    "    }\n"
+    "    const float x1 = (float)kc_f(x[i0]), x2 = (float)kc_f(x[i1]);\n"
+    "    const float co = (float)kc_f(((const TC *)p.cs)[pos * p.cw + c]);\n"
+    "    const float si = (float)kc_f(((const TC *)p.sn)[pos * p.cw + c]);\n"
+    "    return second ? x1 * si + x2 * co : x1 * co - x2 * si;\n"
+    "  }\n"
+    "}\n"
+    "\n"
+    "/*\n"
+    " * FlashAttention-style attention. Unit u = (batch b, query head h, block of QB query rows); 4\n"
+    " * warps, each owning QB/4 rows. Per tile of BC keys (past keys first, then the new ones, rotated\n"
+    " * when ROT), K and V are staged in shared memory as f32; lane j scores key j against a row, the\n"
+    " * warp keeps the row's running max m and sum l (online softmax) and rescales its accumulator\n"
+    " * (lane owns output dims lane + 32 t) before adding p_j * V[j]. Masks: causal (key j visible to\n"
+    " * query i iff j <= i + P; later tiles are skipped), padding (MASK 1: m[b, j] != 0 keeps), additive\n"
+    " * (MASK 2). A row with no visible key writes 0. Present K/V are written by the unit with the\n"
+    " * group's first head and the first query block, from past and new keys (never from present).\n"
+    " */\n"
+    "template <class T, class MT, class TC, int D, int DV, int BC, int HEADS, int GROUP, bool CAUSAL,\n"
+    "          int MASK, bool ROT, bool INTER, bool PAST, bool PRK, bool PRV>\n"
+    "__device__ void kc_attention(const kc_att_p &p, i64 units) {\n"
+    "  constexpr int QB = 16, RW = QB / 4, DVL = (DV + 31) / 32, KVH = HEADS / GROUP;\n"
+    "  __shared__ float Qs[QB][D];\n"
+    "  __shared__ float Ks[BC][D + 1];\n"
+    "  __shared__ float Vs[BC][DV];\n"
+    "  const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;\n"
+    "  const T *pk = (const T *)p.pk, *pv = (const T *)p.pv;\n"
+    "  const MT *mk = (const MT *)p.m;\n"
+    "  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;\n"
+    "  const i64 nqb = (p.S + QB - 1) / QB;\n"
+    "  for (i64 u = blockIdx.x; u < units; u += gridDim.x) {\n"
+    "    const i64 qb = u % nqb, h = u / nqb % HEADS, b = u / nqb / HEADS, hk = h / GROUP;\n"
+    "    const i64 i0 = qb * QB, bk = b * KVH + hk;\n"
+    "    if constexpr (PRK || PRV) {\n"
+    "      if (qb == 0 && h % GROUP == 0) {\n"
+    "        if constexpr (PRK)\n"
+    "          for (i64 e = threadIdx.x; e < p.T * D; e += blockDim.x) {\n"
+    "            const i64 j = e / D;\n"
+    "            const int d = (int)(e % D);\n"
+    "            float x;\n"
+    "            if (PAST && j < p.P) x = (float)kc_f(pk[(bk * p.P + j) * D + d]);\n"
+    "            else x = kc_att_elem<T, TC, ROT, INTER>(k, b * p.ks0 + (j - p.P) * p.ks1 + hk * p.ks2, d, j, p);\n"
+    "            ((T *)p.prk)[bk * p.T * D + e] = kc_st<T>::to(x);\n"
+    "          }\n"
+    "        if constexpr (PRV)\n"
+    "          for (i64 e = threadIdx.x; e < p.T * DV; e += blockDim.x) {\n"
+    "            const i64 j = e / DV;\n"
+    "            const int d = (int)(e % DV);\n"
+    "            ((T *)p.prv)[bk * p.T * DV + e] = PAST && j < p.P ? pv[(bk * p.P + j) * DV + d]\n"
+    "                                                             : v[b * p.vs0 + (j - p.P) * p.vs1 + hk * p.vs2 + d];\n"
+    "          }\n"
+    "      }\n"
+    "    }\n"
+    "    for (int e = threadIdx.x; e < QB * D; e += blockDim.x) {\n"
+    "      const int r = e / D, d = e % D;\n"
+    "      const i64 i = i0 + r;\n"
+    "      Qs[r][d] = i < p.S ? kc_att_elem<T, TC, ROT, INTER>(q, b * p.qs0 + i * p.qs1 + h * p.qs2, d, p.P + i, p) * p.scale : 0.0f;\n"
+    "    }\n"
+    "    float m[RW], l[RW], acc[RW][DVL];\n"
+    "#pragma unroll\n"
+    "    for (int rr = 0; rr < RW; rr++) {\n"
+    "      m[rr] = -KC_INF, l[rr] = 0;\n"
+    "#pragma unroll\n"
+    "      for (int t = 0; t < DVL; t++) acc[rr][t] = 0;\n"
+    "    }\n"
+    "    i64 kend = p.T;\n"
+    "    if constexpr (CAUSAL) kend = kc_min(kend, p.P + kc_min(i0 + QB, p.S));\n"
+    "    for (i64 j0 = 0; j0 < kend; j0 += BC) {\n"
+    "      __syncthreads(); /* Q staged; the previous tile consumed */\n"
+    "      for (int e = threadIdx.x; e < BC * D; e += blockDim.x) {\n"
+    "        const int jj = e / D, d = e % D;\n"
+    "        const i64 j = j0 + jj;\n"
+    "        float x = 0;\n"
+    "        if (j < p.T) {\n"
+    "          if (PAST && j < p.P) x = (float)kc_f(pk[(bk * p.P + j) * D + d]);\n"
+    "          else x = kc_att_elem<T, TC, ROT, INTER>(k, b * p.ks0 + (j - p.P) * p.ks1 + hk * p.ks2, d, j, p);\n"
+    "        }\n"
+    "        Ks[jj][d] = x;\n"
+    "      }\n"
+    "      for (int e = threadIdx.x; e < BC * DV; e += blockDim.x) {\n"
+    "        const int jj = e / DV, d = e % DV;\n"
+    "        const i64 j = j0 + jj;\n"
+    "        float x = 0;\n"
+    "        if (j < p.T)\n"
+    "          x = (float)kc_f(PAST && j < p.P ? pv[(bk * p.P + j) * DV + d]\n"
+    "                                          : v[b * p.vs0 + (j - p.P) * p.vs1 + hk * p.vs2 + d]);\n"
+    "        Vs[jj][d] = x;\n"
+    "      }\n"
+    "      __syncthreads();\n"
+    "#pragma unroll\n"
+    "      for (int rr = 0; rr < RW; rr++) {\n"
+    "        const int r = w * RW + rr;\n"
+    "        const i64 i = i0 + r, j = j0 + lane;\n"
+    "        if (i >= p.S) continue; /* the same for the whole warp */\n"
+    "        float s = -KC_INF;\n"
+    "        if (lane < BC && j < kend) {\n"
+    "          float dot = 0;\n"
+    "#pragma unroll 8\n"
+    "          for (int d = 0; d < D; d++) dot += Qs[r][d] * Ks[lane][d];\n"
+    "          if (p.softcap > 0) dot = p.softcap * tanhf(dot / p.softcap);\n"
+    "          bool keep = true;\n"
+    "          if constexpr (CAUSAL) keep = j <= i + p.P;\n"
+    "          if constexpr (MASK == 1) keep = keep && kc_f(mk[b * p.T + j]) != 0;\n"
+    "          if constexpr (MASK == 2) dot += (float)kc_f(mk[b * p.ms0 + h * p.ms1 + i * p.ms2 + j * p.ms3]);\n"
+    "          s = keep ? dot : -KC_INF;\n"
+    "        }\n"
+    "        const float mn = fmaxf(m[rr], kc_warp_reduce(s, kc_op_max()));\n"
+    "        const float mu = mn == -KC_INF ? 0.0f : mn; /* nothing visible yet: no -inf - -inf */\n"
+    "        const float pj = s == -KC_INF ? 0.0f : expf(s - mu);\n"
+    "        const float corr = m[rr] == -KC_INF ? 0.0f : expf(m[rr] - mu);\n"
+    "        l[rr] = l[rr] * corr + kc_warp_reduce(pj, kc_op_sum());\n"
+    "        m[rr] = mn;\n"
+    "#pragma unroll\n"
+    "        for (int t = 0; t < DVL; t++) acc[rr][t] *= corr;\n"
+    "        for (int jj = 0; jj < BC; jj++) {\n"
+    "          const float pb = __shfl_sync(0xffffffffu, pj, jj);\n"
+    "#pragma unroll\n"
+    "          for (int t = 0; t < DVL; t++)\n"
+    "            if (lane + 32 * t < DV) acc[rr][t] += pb * Vs[jj][lane + 32 * t];\n"
+    "        }\n"
+    "      }\n"
+    "    }\n"
+    "#pragma unroll\n"
+    "    for (int rr = 0; rr < RW; rr++) {\n"
+    "      const i64 i = i0 + w * RW + rr;\n"
+    "      if (i >= p.S) continue;\n"
+    "      const float inv = l[rr] > 0 ? 1.0f / l[rr] : 0.0f;\n"
+    "#pragma unroll\n"
+    "      for (int t = 0; t < DVL; t++)\n"
+    "        if (lane + 32 * t < DV)\n"
+    "          ((T *)p.y)[b * p.ys0 + i * p.ys1 + h * p.ys2 + lane + 32 * t] = kc_st<T>::to(acc[rr][t] * inv);\n"
+    "    }\n"
+    "    __syncthreads(); /* Qs is restaged by the next unit */\n"
+    "  }\n"
+    "}\n"
+    ;
+/* clang-format on */
+
+enum { Q, K, V, MASK, PAST_K, PAST_V, COS, SIN };
+#define ATT_QB 16
+#define ATT_BLOCK 128
+#define ATT_SMEM (47 * 1024)
+
+/* Batch, sequence and head strides of a [B,S,H*dh] (rank 3) or [B,H,S,dh] tensor. */
+static void strides(kc_cuda_emit *e, int rank, const char *name, const char *S, int64_t H,
+                    int64_t dh) {
+  if (rank == 3)
+    kc_cu_printf(e->t, "  p.%s0 = %s * %lldLL; p.%s1 = %lldLL; p.%s2 = %lldLL;\n", name, S,
+                 (long long)(H * dh), name, (long long)(H * dh), name, (long long)dh);
+  else
+    kc_cu_printf(e->t, "  p.%s0 = %s * %lldLL; p.%s1 = %lldLL; p.%s2 = %s * %lldLL;\n", name, S,
+                 (long long)(H * dh), name, (long long)dh, name, S, (long long)dh);
+}
+
+/* The additive mask's strides over [B, heads, S, T] (0 along broadcast dims). */
+static void mask_strides(kc_cuda_emit *e) {
+  const kc_value *m = kc_cu_val(e, false, MASK);
+  for (int a = 0; a < 4; a++) {
+    int ma = a - (4 - m->rank);
+    const char *s = "0LL";
+    if (ma >= 0 && m->dims[ma] != 1) {
+      const char *st = kc_cu_numel(e, false, MASK, ma + 1, m->rank);
+      s = KC_DIM_IS_SYM(m->dims[ma])
+              ? kc_cu_fmt(e, "(%s == 1LL ? 0LL : %s)", kc_cu_dim(e, false, MASK, ma), st)
+              : st;
+    }
+    kc_cu_printf(e->t, "  p.ms%d = %s;\n", a, s);
+  }
+}
+
+static int pick_bc(int64_t D, int64_t Dv) {
+  for (int bc = 32; bc >= 1; bc /= 2)
+    if ((ATT_QB * D + bc * (D + 1 + Dv)) * 4 <= ATT_SMEM) return bc;
+  return 0;
+}
+
+kc_status kc_cuda_lower_attention(kc_cuda_emit *e) {
+  const kc_node *n = e->n;
+  const kc_value *q = kc_cu_val(e, false, Q), *k = kc_cu_val(e, false, K),
+                 *v = kc_cu_val(e, false, V);
+  int rank = q->rank;
+  int64_t heads = kc_node_int(n, "heads", 0), kvh = kc_node_int(n, "kv_heads", heads);
+  if (heads <= 0 || kvh <= 0 || heads % kvh || (rank != 3 && rank != 4))
+    return kc_cu_fail(e, KC_ERR_SHAPE, "heads %lld, kv_heads %lld, rank %d", (long long)heads,
+                      (long long)kvh, rank);
+  kc_dim dq = q->dims[rank - 1], dk = k->dims[rank - 1], dv = v->dims[rank - 1];
+  if (KC_DIM_IS_SYM(dq) || KC_DIM_IS_SYM(dk) || KC_DIM_IS_SYM(dv))
+    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "the head sizes must be static");
+  int64_t D = rank == 3 ? dq / heads : dq, Dv = rank == 3 ? dv / kvh : dv;
+  int64_t Dk = rank == 3 ? dk / kvh : dk;
+  int bc = pick_bc(D, Dv);
+  if (D <= 0 || Dv <= 0 || Dk != D || !bc)
+    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "head sizes D %lld, D_k %lld, D_v %lld",
+                      (long long)D, (long long)Dk, (long long)Dv);
+  kc_dtype t = q->dtype;
+  if (!kc_dtype_is_float(t) || k->dtype != t || v->dtype != t)
+    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "q, k, v of %s, %s, %s", kc_dtype_name(t),
+                      kc_dtype_name(k->dtype), kc_dtype_name(v->dtype));
+  const char *mask = kc_node_string(n, "mask", "none");
+  bool causal = !strcmp(mask, "causal"), has_mask = kc_cu_present(e, false, MASK);
+  int mk = !strcmp(mask, "padding") ? 1 : !strcmp(mask, "additive") ? 2 : 0;
+  if (!mk && !causal && strcmp(mask, "none"))
+    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "mask kind '%s'", mask);
+  if (causal && has_mask) mk = 2;
+  if ((mk != 0) != has_mask)
+    return kc_cu_fail(e, KC_ERR_SHAPE, "mask=%s and the mask input disagree", mask);
+  bool past = kc_cu_present(e, false, PAST_K) && kc_cu_present(e, false, PAST_V);
+  bool rot = kc_cu_present(e, false, COS) && kc_cu_present(e, false, SIN);
+  const kc_attr *sc = kc_node_attr(n, "scale");
+  double scale = sc ? sc->u.f : 1.0 / sqrt((double)D);
+  const char *st = kc_cu_stype(t);
+
+  e->sections |= KC_CU_SEC_ATTENTION;
+  kc_cu_launch_blocks(e, ATT_BLOCK);
+  kc_cu_units_dims(e, false, Q, 0, 1, 1);
+  kc_cu_units_const(e, heads);
+  kc_cu_units_dims(e, false, Q, rank == 3 ? 1 : 2, rank == 3 ? 2 : 3, ATT_QB);
+  kc_cu_begin(e, ATT_BLOCK);
+  kc_cu_puts(e->t, "  kc_att_p p = {};\n");
+  static const char *const in_name[] = {"q", "k", "v", "m", "pk", "pv", "cs", "sn"};
+  for (uint32_t i = 0; i < 8 && i < n->nin; i++)
+    if (kc_cu_present(e, false, i)) kc_cu_printf(e->t, "  p.%s = in%u;\n", in_name[i], i);
+  static const char *const out_name[] = {"y", "prk", "prv"};
+  bool prk = kc_cu_present(e, true, 1), prv = kc_cu_present(e, true, 2);
+  for (uint32_t i = 0; i < 3 && i < n->nout; i++)
+    if (kc_cu_present(e, true, i)) kc_cu_printf(e->t, "  p.%s = out%u;\n", out_name[i], i);
+  int sdim = rank == 3 ? 1 : 2;
+  char S[64], Skv[64];
+  snprintf(S, sizeof S, "%s", kc_cu_dim(e, false, Q, sdim));
+  snprintf(Skv, sizeof Skv, "%s", kc_cu_dim(e, false, K, sdim));
+  kc_cu_printf(e->t, "  p.S = %s;\n  p.P = %s;\n  p.T = p.P + %s;\n", S,
+               past ? kc_cu_dim(e, false, PAST_K, 2) : "0LL", Skv);
+  strides(e, rank, "qs", S, heads, D);
+  strides(e, rank, "ks", Skv, kvh, D);
+  strides(e, rank, "vs", Skv, kvh, Dv);
+  strides(e, rank, "ys", S, heads, Dv);
+  if (mk == 2) mask_strides(e);
+  if (rot)
+    kc_cu_printf(e->t, "  p.maxpos = %s;\n  p.cw = %s;\n  p.half = kc_min(p.cw, %lldLL);\n",
+                 kc_cu_dim(e, false, COS, 0), kc_cu_dim(e, false, COS, 1), (long long)(D / 2));
+  kc_cu_printf(e->t, "  p.scale = %.9gf;\n  p.softcap = %.9gf;\n", scale,
+               kc_node_float(n, "softcap", 0));
+  kc_cu_printf(e->t,
+               "  kc_attention<%s, %s, %s, %lld, %lld, %d, %lld, %lld, %s, %d, %s, %s, %s, %s, %s>(p, "
+               "a.units);\n",
+               st, has_mask ? kc_cu_stype(kc_cu_val(e, false, MASK)->dtype) : "float",
+               rot ? kc_cu_stype(kc_cu_val(e, false, COS)->dtype) : st, (long long)D,
+               (long long)Dv, bc, (long long)heads, (long long)(heads / kvh),
+               causal ? "true" : "false", mk, rot ? "true" : "false",
+               kc_node_int(n, "rotary_interleaved", 0) ? "true" : "false", past ? "true" : "false",
+               prk ? "true" : "false", prv ? "true" : "false");
+  kc_cu_end(e);
+  return KC_OK;
+}

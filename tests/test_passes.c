@@ -1,0 +1,712 @@
+/*
+ * tests/test_passes.c - the passes and the rewrite matcher (argv[1]: the kernc binary, argv[2]:
+ * tests/).
+ *
+ *   - every tests/kir/passes/NAME.kir (lit style) runs through `kernc opt`: its first line is
+ *     `# RUN: ARGS` (the pass list and flags), then comes the input graph, then a line
+ *     `# CHECK:` and the exact expected output. The output must match byte for byte, read back
+ *     (parse + verify) to the same text, and be a fixpoint: the same passes change it no more;
+ *   - the default pipeline runs on every tests/kir/golden file and the result verifies;
+ *   - the matcher in C: commutative operands in both orders with backtracking, capture
+ *     consistency, the interior-use and graph-output rules, predicates, malformed patterns, and
+ *     the reasons --explain-fusion prints; the driver: type-checked replacements, ping-pong
+ *     detection;
+ *   - fold computes what the reference computes (data of a folded weight) and kc_compile runs
+ *     the default pipeline unless told otherwise.
+ * Commands go through /bin/sh (popen); paths are single-quoted.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "ir/internal.h"
+#include "passes/match.h"
+#include "passes/passes.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct env {
+  const char *kernc, *tests;
+  char tmp[64];
+} env;
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = malloc((size_t)size + 1);
+  size_t n = fread(buf, 1, (size_t)size, f);
+  buf[n] = 0;
+  fclose(f);
+  return buf;
+}
+
+static void spit(const char *path, const char *text, size_t len) {
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(text, 1, len, f), len);
+  fclose(f);
+}
+
+/* Run cmd through the shell; stdout into *out (malloc'd), stderr into *err. Exit code. */
+static int run(const env *e, const char *cmd, char **out, char **err) {
+  char full[16384], errpath[128];
+  snprintf(errpath, sizeof errpath, "%s/stderr.txt", e->tmp);
+  snprintf(full, sizeof full, "%s 2>'%s'", cmd, errpath);
+  FILE *p = popen(full, "r");
+  if (!p) fail_msg("popen failed: %s", cmd);
+  size_t len = 0, cap = 4096, n;
+  char *buf = malloc(cap);
+  while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+    len += n;
+    if (cap - len < 2) buf = realloc(buf, cap *= 2);
+  }
+  buf[len] = 0;
+  int st = pclose(p);
+  *out = buf;
+  *err = slurp(errpath);
+  if (!*err) *err = calloc(1, 1);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* Sorted paths of the .kir files in tests/kir/<sub>; count in *n. */
+static char **kir_files(const env *e, const char *sub, int *n) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/kir/%s", e->tests, sub);
+  char **list = NULL;
+  *n = 0;
+  DIR *d = opendir(dir);
+  if (!d) return NULL;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    size_t len = strlen(de->d_name);
+    if (len < 5 || strcmp(de->d_name + len - 4, ".kir") != 0) continue;
+    list = realloc(list, (size_t)(*n + 1) * sizeof *list);
+    list[*n] = malloc(strlen(dir) + len + 2);
+    sprintf(list[*n], "%s/%s", dir, de->d_name);
+    (*n)++;
+  }
+  closedir(d);
+  for (int i = 1; i < *n; i++) /* insertion sort: a stable order for messages */
+    for (int j = i; j > 0 && strcmp(list[j - 1], list[j]) > 0; j--) {
+      char *t = list[j];
+      list[j] = list[j - 1];
+      list[j - 1] = t;
+    }
+  return list;
+}
+
+static void free_list(char **list, int n) {
+  for (int i = 0; i < n; i++)
+    free(list[i]);
+  free(list);
+}
+
+/* The first line where two texts differ, for messages. */
+static int first_diff_line(const char *a, const char *b) {
+  int line = 1;
+  for (; *a && *a == *b; a++, b++)
+    if (*a == '\n') line++;
+  return line;
+}
+
+/* ---- lit-style pass tests --------------------------------------------------------------------- */
+
+typedef struct lit {
+  char args[1024];
+  char *input, *expect; /* malloc'd */
+} lit;
+
+/* Split a pass test file; false with a reason in why. */
+static bool lit_split(const char *text, lit *t, char *why, size_t size) {
+  if (strncmp(text, "# RUN:", 6) != 0) {
+    snprintf(why, size, "first line is not '# RUN: ARGS'");
+    return false;
+  }
+  const char *nl = strchr(text, '\n');
+  if (!nl) {
+    snprintf(why, size, "nothing after the RUN line");
+    return false;
+  }
+  snprintf(t->args, sizeof t->args, "%.*s", (int)(nl - text - 6), text + 6);
+  const char *check = strstr(nl, "\n# CHECK:\n");
+  if (!check) {
+    snprintf(why, size, "no '# CHECK:' line");
+    return false;
+  }
+  t->input = strndup(nl + 1, (size_t)(check - nl));
+  t->expect = strdup(check + strlen("\n# CHECK:\n"));
+  return true;
+}
+
+static void t_lit_files(void **state) {
+  const env *e = *state;
+  int n;
+  char **files = kir_files(e, "passes", &n);
+  if (n < 20) fail_msg("only %d tests/kir/passes/*.kir files (20 or more expected)", n);
+  kc_context *ctx = kc_context_new();
+  int failed = 0;
+  for (int i = 0; i < n; i++) {
+    char *text = slurp(files[i]), why[256], in[256], out2[256], cmd[8192];
+    lit t = {0};
+    if (!text || !lit_split(text, &t, why, sizeof why)) {
+      print_error("%s: %s\n", files[i], text ? why : "unreadable");
+      failed++;
+      free(text);
+      continue;
+    }
+    snprintf(in, sizeof in, "%s/in.kir", e->tmp);
+    spit(in, t.input, strlen(t.input));
+    snprintf(cmd, sizeof cmd, "'%s' opt '%s' %s", e->kernc, in, t.args);
+    char *out, *err;
+    int rc = run(e, cmd, &out, &err);
+    if (rc != 0 || strcmp(out, t.expect) != 0) {
+      print_error("%s: kernc opt%s exit %d, output differs from CHECK at line %d\nstderr: %s\n"
+                  "got:\n%s\nwant:\n%s\n",
+                  files[i], t.args, rc, first_diff_line(out, t.expect), err, out, t.expect);
+      failed++;
+    } else {
+      /* the output reads back to itself and verifies */
+      kc_graph *g = NULL;
+      kc_status s = kc_graph_parse(ctx, out, files[i], &g);
+      if (s == KC_OK) s = kc_graph_verify(g);
+      char *again = s == KC_OK ? kc_graph_print_str(g) : NULL;
+      if (s != KC_OK || !again || strcmp(again, out) != 0) {
+        print_error("%s: the output does not read back: %s\n", files[i],
+                    s != KC_OK ? kc_last_error(ctx) : "printed differently");
+        failed++;
+      }
+      free(again);
+      kc_graph_free(g);
+      /* and is a fixpoint of the same passes */
+      snprintf(out2, sizeof out2, "%s/out.kir", e->tmp);
+      spit(out2, out, strlen(out));
+      snprintf(cmd, sizeof cmd, "'%s' opt '%s' %s", e->kernc, out2, t.args);
+      char *out3, *err3;
+      rc = run(e, cmd, &out3, &err3);
+      if (rc != 0 || strcmp(out3, out) != 0) {
+        print_error("%s: running the passes again changes the output (exit %d, line %d): %s\n%s",
+                    files[i], rc, first_diff_line(out3, out), err3, out3);
+        failed++;
+      }
+      free(out3);
+      free(err3);
+    }
+    free(out);
+    free(err);
+    free(t.input);
+    free(t.expect);
+    free(text);
+  }
+  kc_context_free(ctx);
+  free_list(files, n);
+  if (failed) fail_msg("%d of %d pass test files failed", failed, n);
+}
+
+/* The default pipeline accepts every golden file, and what it makes verifies and reads back. */
+static void t_default_pipeline_on_golden(void **state) {
+  const env *e = *state;
+  int n;
+  char **files = kir_files(e, "golden", &n);
+  if (n == 0) fail_msg("no tests/kir/golden/*.kir files");
+  kc_context *ctx = kc_context_new();
+  for (int i = 0; i < n; i++) {
+    char cmd[8192], *out, *err;
+    snprintf(cmd, sizeof cmd, "'%s' opt '%s' --verify-each", e->kernc, files[i]);
+    int rc = run(e, cmd, &out, &err);
+    if (rc != 0) fail_msg("%s: default pipeline: exit %d: %s", files[i], rc, err);
+    kc_graph *g = NULL;
+    kc_status s = kc_graph_parse(ctx, out, files[i], &g);
+    if (s == KC_OK) s = kc_graph_verify(g);
+    if (s != KC_OK) fail_msg("%s: output does not verify: %s", files[i], kc_last_error(ctx));
+    kc_graph_free(g);
+    free(out);
+    free(err);
+  }
+  kc_context_free(ctx);
+  free_list(files, n);
+}
+
+/* ---- the matcher ---------------------------------------------------------------------------- */
+
+static kc_graph *parse(kc_context *ctx, const char *text) {
+  kc_graph *g = NULL;
+  kc_status s = kc_graph_parse(ctx, text, "test.kir", &g);
+  if (s == KC_OK) s = kc_graph_verify(g);
+  if (s != KC_OK) fail_msg("parse: %s", kc_last_error(ctx));
+  return g;
+}
+
+/* Index of the node defining %id. */
+static uint32_t node_of(const kc_graph *g, uint32_t id) {
+  assert_true(id < g->nvals && g->vals[id].def > 0);
+  return g->vals[id].def - 1;
+}
+
+/* Match pat at the node defining %root; why gets the reason on failure. */
+static bool try_match(kc_graph *g, const kc_pat *pat, int nrows, uint32_t root, kc_match *m,
+                      char *why, size_t size) {
+  char bad[256];
+  if (!kc_pat_check(pat, nrows, bad, sizeof bad)) fail_msg("malformed test pattern: %s", bad);
+  kc_uses u;
+  assert_int_equal(kc_uses_compute(g, &u), KC_OK);
+  bool ok = kc_pat_match(g, &u, pat, nrows, node_of(g, root), m, why, size);
+  kc_uses_free(&u);
+  return ok;
+}
+
+enum { Q, K, V, MASK, SCALE, A, B };
+
+static bool softmax_last(const kc_graph *g, const kc_node *n, char *why, size_t size) {
+  int64_t axis = kc_node_int(n, "axis", -1);
+  int rank = kc_value_of(g, n->in[0])->rank;
+  if (axis == -1 || axis == rank - 1) return true;
+  snprintf(why, size, "softmax axis is %lld, not last", (long long)axis);
+  return false;
+}
+
+/* softmax(matmul(q, transpose(k)) * scale + mask) @ v  ->  attention(q, k, v, mask) */
+static const kc_pat attn[] = {
+    P_OP(MATMUL, P_SUB(1), P_CAP(V)),
+    P_OPIF(SOFTMAX, softmax_last, P_SUB(2)),
+    P_OP(ADD, P_SUB(3), P_CAP(MASK)),
+    P_OP(MUL, P_SUB(4), P_CONST_SCALAR(SCALE)),
+    P_OP(MATMUL, P_CAP(Q), P_SUB(5)),
+    P_OP(TRANSPOSE, P_CAP(K)),
+};
+
+/* The same attention block with the commutative operands in the other order: mask + x and
+ * scale * x; softmax's axis as given. */
+static char *attn_graph(bool swapped, const char *axis, bool mul_shared, bool add_output) {
+  static char buf[4096];
+  snprintf(buf, sizeof buf,
+           "graph @attn(%%1: f32[2,8,4] \"q\", %%2: f32[2,8,4] \"k\", %%3: f32[2,8,4] \"v\", "
+           "%%4: f32[2,8,8] \"mask\") {\n"
+           "  %%5 = transpose(%%2) {perm=[0, 2, 1]} : f32[2,4,8]\n"
+           "  %%6 = matmul(%%1, %%5) : f32[2,8,8]\n"
+           "  %%7 = constant dense<0.5> : f32[]\n"
+           "  %%8 = mul(%s) : f32[2,8,8]\n"
+           "  %%9 = add(%s) : f32[2,8,8]\n"
+           "  %%10 = softmax(%%9) {axis=%s} : f32[2,8,8]\n"
+           "  %%11 = matmul(%%10, %%3) : f32[2,8,4]\n"
+           "  return %%11%s%s\n"
+           "}\n",
+           swapped ? "%7, %6" : "%6, %7", swapped ? "%4, %8" : "%8, %4", axis,
+           mul_shared ? ", %8" : "", add_output ? ", %9" : "");
+  return buf;
+}
+
+static void t_match_attention(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  for (int swapped = 0; swapped < 2; swapped++) {
+    kc_graph *g = parse(ctx, attn_graph(swapped, "-1", false, false));
+    kc_match m;
+    char why[256];
+    if (!try_match(g, attn, KC_LEN(attn), 11, &m, why, sizeof why))
+      fail_msg("order %d: no match: %s", swapped, why);
+    assert_int_equal(m.cap[Q].id, 1);
+    assert_int_equal(m.cap[K].id, 2);
+    assert_int_equal(m.cap[V].id, 3);
+    assert_int_equal(m.cap[MASK].id, 4);
+    assert_int_equal(m.cap[SCALE].id, 7);
+    assert_int_equal(m.node[0], node_of(g, 11));
+    assert_int_equal(m.node[3], node_of(g, 8));
+    assert_int_equal(m.node[5], node_of(g, 5));
+    kc_graph_free(g);
+  }
+  kc_context_free(ctx);
+}
+
+static void expect_no_match(kc_context *ctx, const char *text, const kc_pat *pat, int nrows,
+                            uint32_t root, const char *want) {
+  kc_graph *g = parse(ctx, text);
+  kc_match m;
+  char why[256];
+  if (try_match(g, pat, nrows, root, &m, why, sizeof why)) fail_msg("matched; wanted: %s", want);
+  if (!strstr(why, want)) fail_msg("reason \"%s\", wanted \"%s\"", why, want);
+  kc_graph_free(g);
+}
+
+static void t_match_rules(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  /* an interior node with a second use, or that is a graph output, is not matched */
+  expect_no_match(ctx, attn_graph(false, "-1", true, false), attn, KC_LEN(attn), 11,
+                  "row 3: interior %8 (mul) has 2 uses");
+  expect_no_match(ctx, attn_graph(true, "-1", false, true), attn, KC_LEN(attn), 11,
+                  "row 2: interior %9 (add) is a graph output");
+  /* a row's predicate reports its own reason */
+  expect_no_match(ctx, attn_graph(false, "1", false, false), attn, KC_LEN(attn), 11,
+                  "row 1: %10 (softmax): softmax axis is 1, not last");
+  /* the furthest failure is kept: here the scale is not a constant */
+  expect_no_match(ctx,
+                  "graph @g(%1: f32[2,8,4], %2: f32[2,8,4], %3: f32[2,8,4], %4: f32[2,8,8], "
+                  "%5: f32[]) {\n"
+                  "  %6 = transpose(%2) {perm=[0, 2, 1]} : f32[2,4,8]\n"
+                  "  %7 = matmul(%1, %6) : f32[2,8,8]\n"
+                  "  %8 = mul(%7, %5) : f32[2,8,8]\n"
+                  "  %9 = add(%8, %4) : f32[2,8,8]\n"
+                  "  %10 = softmax(%9) : f32[2,8,8]\n"
+                  "  %11 = matmul(%10, %3) : f32[2,8,4]\n"
+                  "  return %11\n}\n",
+                  attn, KC_LEN(attn), 11, "%5 (graph input) is not a constant");
+  kc_context_free(ctx);
+}
+
+/* add(mul(x, y), x): the capture X must be the same value in both rows */
+static const kc_pat fma_like[] = {
+    P_OP(ADD, P_SUB(1), P_CAP(A)),
+    P_OP(MUL, P_CAP(A), P_CAP(B)),
+};
+
+static void t_match_captures(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  /* add(%2, mul(%1, %2)): both commutative orders must be undone and retried to bind A = %2 */
+  kc_graph *g = parse(ctx, "graph @g(%1: f32[4], %2: f32[4]) {\n"
+                           "  %3 = mul(%1, %2) : f32[4]\n"
+                           "  %4 = add(%2, %3) : f32[4]\n"
+                           "  return %4\n}\n");
+  kc_match m;
+  char why[256];
+  if (!try_match(g, fma_like, KC_LEN(fma_like), 4, &m, why, sizeof why)) fail_msg("%s", why);
+  assert_int_equal(m.cap[A].id, 2);
+  assert_int_equal(m.cap[B].id, 1);
+  kc_graph_free(g);
+  /* add(%5, mul(%1, %2)) with %5 neither of them: the capture cannot agree */
+  expect_no_match(ctx,
+                  "graph @g(%1: f32[4], %2: f32[4], %5: f32[4]) {\n"
+                  "  %3 = mul(%1, %2) : f32[4]\n"
+                  "  %4 = add(%5, %3) : f32[4]\n"
+                  "  return %4\n}\n",
+                  fma_like, KC_LEN(fma_like), 4, "captured before as slot");
+  /* not commutative: sub(mul(x, y), x) matches only in the written order */
+  static const kc_pat sub_pat[] = {
+      P_OP(SUB, P_SUB(1), P_CAP(A)),
+      P_OP(MUL, P_CAP(A), P_CAP(B)),
+  };
+  expect_no_match(ctx,
+                  "graph @g(%1: f32[4], %2: f32[4]) {\n"
+                  "  %3 = mul(%1, %2) : f32[4]\n"
+                  "  %4 = sub(%1, %3) : f32[4]\n"
+                  "  return %4\n}\n",
+                  sub_pat, KC_LEN(sub_pat), 4, "row 0 operand 0: %1 is graph input, not mul");
+  /* alternatives, absent operands and P_REST */
+  static const kc_pat alt[] = {
+      P_OP2(DIV, MUL, P_CAP(A), P_CONST_EQ(B, 2.0)),
+  };
+  g = parse(ctx, "graph @g(%1: f32[4]) {\n"
+                 "  %2 = constant dense<2.0> : f32[]\n"
+                 "  %3 = div(%1, %2) : f32[4]\n"
+                 "  %4 = mul(%2, %3) : f32[4]\n"
+                 "  return %4\n}\n");
+  assert_true(try_match(g, alt, KC_LEN(alt), 4, &m, why, sizeof why));
+  assert_int_equal(m.cap[A].id, 3);
+  assert_true(try_match(g, alt, KC_LEN(alt), 3, &m, why, sizeof why));
+  kc_graph_free(g);
+  static const kc_pat clip_none[] = {
+      P_OP(CLIP, P_CAP(A), P_ABSENT, P_CONST(B)),
+  };
+  expect_no_match(ctx,
+                  "graph @g(%1: f32[4]) {\n"
+                  "  %2 = constant dense<0.0> : f32[]\n"
+                  "  %3 = clip(%1, %2, %2) : f32[4]\n"
+                  "  return %3\n}\n",
+                  clip_none, KC_LEN(clip_none), 3, "the pattern wants it absent");
+  static const kc_pat relu_only[] = {
+      P_OP(CONCAT, P_CAP(A)),
+  };
+  expect_no_match(ctx,
+                  "graph @g(%1: f32[4]) {\n"
+                  "  %2 = concat(%1, %1) {axis=0} : f32[8]\n"
+                  "  return %2\n}\n",
+                  relu_only, KC_LEN(relu_only), 2, "has operand 1, the pattern takes 1");
+  kc_context_free(ctx);
+}
+
+static void t_pattern_check(void **state) {
+  (void)state;
+  char why[256];
+  static const kc_pat unreached[] = {
+      P_OP(RELU, P_CAP(A)),
+      P_OP(EXP, P_CAP(A)),
+  };
+  assert_false(kc_pat_check(unreached, KC_LEN(unreached), why, sizeof why));
+  assert_non_null(strstr(why, "row 1 is used by 0 operands"));
+  static const kc_pat backwards[] = {
+      P_OP(RELU, P_SUB(0)),
+  };
+  assert_false(kc_pat_check(backwards, KC_LEN(backwards), why, sizeof why));
+  static const kc_pat twice[] = {
+      P_OP(ADD, P_SUB(1), P_SUB(1)),
+      P_OP(EXP, P_CAP(A)),
+  };
+  assert_false(kc_pat_check(twice, KC_LEN(twice), why, sizeof why));
+  assert_true(kc_pat_check(attn, KC_LEN(attn), why, sizeof why));
+}
+
+/* ---- the driver ------------------------------------------------------------------------------ */
+
+/* exp(log(x)) -> x, for the driver tests */
+static const kc_pat exp_log[] = {
+    P_OP(EXP, P_SUB(1)),
+    P_OP(LOG, P_CAP(A)),
+};
+
+static kc_status to_a(kc_rewriter *rw, const kc_match *m) {
+  kc_rw_replace(rw, kc_rw_out(rw, m, 0, 0), m->cap[A]);
+  return KC_OK;
+}
+
+/* A wrong rewrite: relu(x) -> reduce_sum(x), whose type differs. */
+static const kc_pat relu_pat[] = {
+    P_OP(RELU, P_CAP(A)),
+};
+
+static kc_status wrong_type(kc_rewriter *rw, const kc_match *m) {
+  kc_val out;
+  uint32_t ni = kc_rw_node(rw, KC_OP_REDUCE_SUM, 1, &m->cap[A], 1, &out);
+  kc_node_set_int(kc_rw_graph(rw), ni, "keepdims", 0);
+  kc_rw_replace(rw, kc_rw_out(rw, m, 0, 0), out);
+  return KC_OK;
+}
+
+/* Two rules that undo each other: neg(x) -> neg(neg(neg(x)))... never settles. */
+static const kc_pat neg_pat[] = {
+    P_OP(NEG, P_CAP(A)),
+};
+
+static kc_status grow_negs(kc_rewriter *rw, const kc_match *m) {
+  kc_val a = kc_rw_op(rw, KC_OP_NEG, 1, &m->cap[A]);
+  a = kc_rw_op(rw, KC_OP_NEG, 1, &a);
+  kc_rw_replace(rw, kc_rw_out(rw, m, 0, 0), kc_rw_op(rw, KC_OP_NEG, 1, &a));
+  return KC_OK;
+}
+
+static kc_status run_rules(kc_graph *g, const kc_rule *rules, int n, char **log) {
+  size_t len = 0;
+  FILE *f = open_memstream(log, &len);
+  kc_pass_options o = {.explain_fusion = true, .out = f};
+  kc_pass_ctx pc = {g->ctx, "test-rules", 1, 1, false, &o, f};
+  kc_status s = kc_rules_run(g, &pc, rules, n, true);
+  fclose(f);
+  return s;
+}
+
+static void t_driver(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  const char *text = "graph @g(%1: f32[4] \"x\") {\n"
+                     "  %2 = log(%1) : f32[4]\n"
+                     "  %3 = exp(%2) : f32[4]\n"
+                     "  %4 = log(%3) : f32[4]\n"
+                     "  %5 = exp(%4) : f32[4]\n"
+                     "  %6 = log(%1) : f32[4]\n"
+                     "  %7 = exp(%6) : f32[4]\n"
+                     "  %8 = relu(%6) : f32[4]\n"
+                     "  return %5, %7, %8\n}\n";
+  kc_graph *g = parse(ctx, text);
+  static const kc_rule rules[] = {KC_RULE("exp-log", exp_log, to_a)};
+  char *log = NULL;
+  assert_int_equal(run_rules(g, rules, KC_LEN(rules), &log), KC_OK);
+  char *out = kc_graph_print_str(g);
+  /* %5 collapses twice (the second match sees the first's result); %7 stays: %6 has 2 uses */
+  assert_string_equal(out, "# kir 1\n"
+                           "graph @g(%1: f32[4] \"x\") {\n"
+                           "  %6 = log(%1) : f32[4]\n"
+                           "  %7 = exp(%6) : f32[4]\n"
+                           "  %8 = relu(%6) : f32[4]\n"
+                           "  return %1, %7, %8\n}\n");
+  assert_non_null(strstr(log, "test-rules: exp-log at %3 (exp): rewritten"));
+  assert_non_null(strstr(log, "test-rules: exp-log at %7 (exp): row 1: interior %6 (log) has 2"));
+  assert_int_equal(kc_graph_verify(g), KC_OK);
+  free(out);
+  free(log);
+  kc_graph_free(g);
+
+  /* a replacement of another type is refused, with the reason */
+  g = parse(ctx, "graph @g(%1: f32[4]) {\n  %2 = relu(%1) : f32[4]\n  return %2\n}\n");
+  static const kc_rule bad[] = {KC_RULE("wrong", relu_pat, wrong_type)};
+  assert_int_equal(run_rules(g, bad, KC_LEN(bad), &log), KC_OK);
+  assert_non_null(strstr(log, "replacement %3 is f32[] but %2 is f32[4]"));
+  out = kc_graph_print_str(g);
+  assert_non_null(strstr(out, "%2 = relu(%1)"));
+  assert_null(strstr(out, "reduce_sum"));
+  assert_int_equal(kc_graph_verify(g), KC_OK);
+  free(out);
+  free(log);
+  kc_graph_free(g);
+
+  /* rules that never settle are an error, not a hang */
+  g = parse(ctx, "graph @g(%1: f32[4]) {\n  %2 = neg(%1) : f32[4]\n  return %2\n}\n");
+  static const kc_rule loop[] = {KC_RULE("grow", neg_pat, grow_negs)};
+  assert_int_equal(run_rules(g, loop, KC_LEN(loop), &log), KC_ERR_INTERNAL);
+  assert_non_null(strstr(kc_last_error(ctx), "still rewrite"));
+  free(log);
+  kc_graph_free(g);
+
+  /* a malformed pattern is reported before anything runs */
+  static const kc_pat bad_pat[] = {P_OP(RELU, P_SUB(0))};
+  static const kc_rule bad_rule[] = {KC_RULE("bad", bad_pat, to_a)};
+  g = parse(ctx, "graph @g(%1: f32[4]) {\n  %2 = relu(%1) : f32[4]\n  return %2\n}\n");
+  assert_int_equal(run_rules(g, bad_rule, KC_LEN(bad_rule), &log), KC_ERR_INTERNAL);
+  free(log);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
+/* --explain-fusion through the program: the reasons go to stderr, the IR to stdout. */
+static void t_explain_cli(void **state) {
+  const env *e = *state;
+  char path[256], cmd[8192], *out, *err;
+  snprintf(path, sizeof path, "%s/explain.kir", e->tmp);
+  const char *text = "graph @g(%1: f32[4] \"x\", %2: f32[4] \"y\") {\n"
+                     "  %3 = div(%1, %2) : f32[4]\n"
+                     "  return %3\n}\n";
+  spit(path, text, strlen(text));
+  snprintf(cmd, sizeof cmd, "'%s' opt '%s' --passes=canonicalize --explain-fusion", e->kernc, path);
+  assert_int_equal(run(e, cmd, &out, &err), 0);
+  assert_non_null(strstr(out, "div(%1, %2)"));
+  assert_null(strstr(out, "explain"));
+  free(out);
+  free(err);
+  snprintf(cmd, sizeof cmd, "'%s' opt '%s' --fold-limit=x", e->kernc, path);
+  assert_int_equal(run(e, cmd, &out, &err), 2);
+  assert_non_null(strstr(err, "--fold-limit"));
+  free(out);
+  free(err);
+}
+
+/* ---- fold and kc_compile -------------------------------------------------------------------- */
+
+static void t_fold_data(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  /* an upper-triangular 16x16 mask: over 64 elements, so a named weight with the right data */
+  kc_graph *g = parse(ctx, "graph @g(%1: f32[16,16] \"x\") {\n"
+                           "  %2 = constant dense<[16, 16]> : i64[2]\n"
+                           "  %3 = constant_of_shape(%2) {value=dense<3.0> : f32[1]} : f32[16,16]\n"
+                           "  %4 = trilu(%3) : f32[16,16]\n"
+                           "  %5 = add(%1, %4) : f32[16,16]\n"
+                           "  return %5\n}\n");
+  kc_pipeline p;
+  assert_int_equal(kc_pipeline_parse(ctx, "fold", &p), KC_OK);
+  assert_int_equal(kc_pipeline_run(&p, g, NULL), KC_OK);
+  const kc_node *w = &g->nodes[node_of(g, g->nodes[g->nnodes - 1].in[1].id)];
+  assert_int_equal(w->op, KC_OP_WEIGHT);
+  const char *name = kc_node_string(w, "name", "");
+  const kc_tensor *t = NULL;
+  for (uint32_t i = 0; i < g->ntensors; i++)
+    if (g->tensors[i].name && strcmp(g->tensors[i].name, name) == 0) t = &g->tensors[i];
+  assert_non_null(t);
+  assert_non_null(t->data);
+  const float *d = t->data;
+  for (int r = 0; r < 16; r++)
+    for (int c = 0; c < 16; c++)
+      assert_true(d[r * 16 + c] == (c >= r ? 3.0f : 0.0f));
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
+/* kc_compile: NULL runs the default pipeline (the div becomes a mul), "" runs none. */
+static void t_compile_pipeline(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = parse(ctx, "graph @g(%1: f32[4] \"x\") {\n"
+                           "  %2 = constant dense<4.0> : f32[]\n"
+                           "  %3 = div(%1, %2) : f32[4]\n"
+                           "  %4 = identity(%3) : f32[4]\n"
+                           "  return %4 \"y\"\n}\n");
+  const char *lists[] = {NULL, "", "canonicalize"};
+  const int nodes[] = {3, 4, 3};
+  for (int k = 0; k < 3; k++) {
+    kc_compile_options co = {.target = "cpu", .passes = lists[k], .threads = 1};
+    kc_module *m = NULL;
+    if (kc_compile(ctx, g, &co, &m) != KC_OK) fail_msg("compile: %s", kc_last_error(ctx));
+    const kc_graph *mg = kc_module_graph(m);
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < mg->nnodes; i++)
+      live += mg->nodes[i].op != KC_OP_NOP;
+    float x[4] = {1, 2, -4, 8};
+    kc_tensor_desc in = {.name = "x", .dtype = KC_F32, .rank = 1, .dims = {4}, .data = x}, out;
+    assert_int_equal(kc_run(m, &in, 1, &out, 1), KC_OK);
+    const float *y = out.data;
+    for (int i = 0; i < 4; i++)
+      assert_true(y[i] == x[i] / 4.0f);
+    if ((int)live != nodes[k])
+      fail_msg("passes %s: %u nodes after compile, want %d", lists[k] ? lists[k] : "NULL", live,
+               nodes[k]);
+    kc_module_free(m);
+  }
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
+static void t_pipelines(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  kc_pipeline p;
+  assert_int_equal(kc_pipeline_for_target(ctx, "cpu", &p), KC_OK);
+  assert_int_equal(p.n, 5);
+  assert_string_equal(p.passes[0]->name, "infer");
+  assert_string_equal(p.passes[4]->name, "dce");
+  assert_int_equal(kc_pipeline_for_target(ctx, "nosuchtarget", &p), KC_OK);
+  assert_int_equal(p.n, 5);
+  assert_int_equal(kc_pipeline_parse(ctx, "", &p), KC_OK);
+  assert_int_equal(p.n, 0);
+  for (int i = 0; i < kc_pass_count(); i++)
+    assert_ptr_equal(kc_pass_lookup(kc_pass_at(i)->name), kc_pass_at(i));
+  kc_context_free(ctx);
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+static env the_env;
+
+static int setup(void **state) {
+  snprintf(the_env.tmp, sizeof the_env.tmp, "/tmp/kc_passes_XXXXXX");
+  if (!mkdtemp(the_env.tmp)) return -1;
+  *state = &the_env;
+  return 0;
+}
+
+static int teardown(void **state) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", the_env.tmp);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: %s KERNC TESTS_DIR\n", argv[0]);
+    return 2;
+  }
+  the_env.kernc = argv[1];
+  the_env.tests = argv[2];
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(t_match_attention),
+      cmocka_unit_test(t_match_rules),
+      cmocka_unit_test(t_match_captures),
+      cmocka_unit_test(t_pattern_check),
+      cmocka_unit_test(t_driver),
+      cmocka_unit_test(t_pipelines),
+      cmocka_unit_test(t_fold_data),
+      cmocka_unit_test(t_compile_pipeline),
+      cmocka_unit_test(t_explain_cli),
+      cmocka_unit_test(t_lit_files),
+      cmocka_unit_test(t_default_pipeline_on_golden),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
