@@ -28,6 +28,7 @@ phase() { echo; echo "### $* ($(($(date +%s) - T0)) s)"; }
 die() { echo "run.sh: $*" >&2; exit 1; }
 
 echo "kernc bench, $(date -u '+%Y-%m-%d %H:%M UTC'), $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
+echo "tree: $(git -C "$ROOT" log -1 --format='%h %s' 2>/dev/null | cut -c1-80)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
 
 phase "1/5 Python packages"
 if ! "$PY" -c 'import onnxruntime, numpy' 2>/dev/null; then

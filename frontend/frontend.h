@@ -23,6 +23,7 @@ typedef enum kc_check_result { KC_CHECK_PASS, KC_CHECK_FAIL, KC_CHECK_SKIP } kc_
 typedef struct kc_check_options {
   bool shapes_only; /* TEMPORARY (until every emitter exists): compare inferred shapes only */
   int threads;      /* threads running the compiled model; 0: the context's default */
+  const char *target; /* kc_compile_options.target: NULL or "cpu", "cuda" */
 } kc_check_options;
 
 /*

@@ -45,13 +45,17 @@ static bool is_ident(const char *s) {
   return true;
 }
 
-/* The model's C prefix: given, or libNAME.so's NAME made an identifier. */
+/*
+ * The model's C prefix: given, or libNAME.so's NAME made an identifier. "kc_" is kernc's: the
+ * object calls kc_aot_run, so a model named kc_aot would define the function it calls.
+ */
 static kc_status model_name(kc_context *ctx, const char *given, const char *so_path, char *buf) {
   if (given) {
-    if (strlen(given) >= NAME_LEN || !is_ident(given))
+    if (strlen(given) >= NAME_LEN || !is_ident(given) || strncmp(given, "kc_", 3) == 0)
       return kc_errorf(ctx, KC_ERR_INVALID_ARG,
-                       "model name '%s' is not a C identifier of at most %d characters", given,
-                       NAME_LEN - 1);
+                       "model name '%s' is not a C identifier of at most %d characters that does "
+                       "not start with kc_",
+                       given, NAME_LEN - 1);
     strcpy(buf, given);
     return KC_OK;
   }
@@ -59,7 +63,10 @@ static kc_status model_name(kc_context *ctx, const char *given, const char *so_p
   base = base ? base + 1 : so_path;
   if (strncmp(base, "lib", 3) == 0 && base[3] && base[3] != '.') base += 3;
   size_t j = 0;
-  if (isdigit((unsigned char)*base)) buf[j++] = '_';
+  if (isdigit((unsigned char)*base) || strncmp(base, "kc_", 3) == 0) {
+    strcpy(buf, "model_");
+    j = 6;
+  }
   for (; *base && *base != '.' && j + 1 < NAME_LEN; base++)
     buf[j++] = isalnum((unsigned char)*base) || *base == '_' ? *base : '_';
   buf[j] = 0;

@@ -103,7 +103,7 @@ static void one_line(char *s) {
 
 int cmd_check(int argc, char **argv) {
   bool quiet = false, shapes_only = false;
-  const char *suite = NULL, *threads = NULL, *exclude = NULL;
+  const char *suite = NULL, *threads = NULL, *exclude = NULL, *target = "cpu";
   cli_cmd cmd = {
       .name = "kernc check",
       .args = "DIR...",
@@ -123,6 +123,8 @@ int cmd_check(int argc, char **argv) {
                           NULL, &threads});
   cli_add(&cmd, (cli_opt){"shapes-only", 0, NULL, "compare shapes and dtypes only, run nothing",
                           &shapes_only, NULL});
+  cli_add(&cmd, (cli_opt){"target", 0, "cpu|cuda", "where to run the models (default: cpu)", NULL,
+                          &target});
   cli_add(&cmd, (cli_opt){"exclude", 0, "FILE",
                           "skip the tests FILE lists (\"NAME reason\" lines), printing the reason",
                           NULL, &exclude});
@@ -133,7 +135,11 @@ int cmd_check(int argc, char **argv) {
     free(pos);
     return rc;
   }
-  kc_check_options opts = {.shapes_only = shapes_only, .threads = 0};
+  kc_check_options opts = {.shapes_only = shapes_only, .threads = 0, .target = target};
+  if (strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0) {
+    free(pos);
+    return cli_usage_error(&cmd, "--target is cpu or cuda, got '%s'", target);
+  }
   if (threads) {
     char *end;
     long n = strtol(threads, &end, 10);

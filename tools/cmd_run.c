@@ -1,7 +1,8 @@
 /*
  * tools/cmd_run.c - `kernc run MODEL --input NAME=FILE.npy ...`: load a model (.onnx or text
- * IR), compile it for the CPU (JIT), run it once on .npy inputs, and write each output as
- * DIR/NAME.npy (--output-dir) or print its name, dtype, shape and first values.
+ * IR), compile it for the CPU (JIT; --target=cuda: the GPU through NVRTC), run it once on .npy
+ * inputs, and write each output as DIR/NAME.npy (--output-dir) or print its name, dtype, shape
+ * and first values.
  *
  * --input may repeat, which the shared flag parser does not do: those arguments are taken out
  * of argv here before the rest goes through cli_parse (they still appear in --help).
@@ -144,12 +145,12 @@ static int write_output(kc_context *ctx, const char *dir, const char *name,
 }
 
 static int run_model(kc_context *ctx, const kc_graph *g, const run_args *a, int threads,
-                     const char *out_dir, const char *passes) {
+                     const char *out_dir, const char *passes, const char *target) {
   uint32_t nin = kc_graph_num_inputs(g), nout = kc_graph_num_outputs(g);
   kc_tensor_desc *in = calloc(nin + 1, sizeof *in), *out = calloc(nout + 1, sizeof *out);
   kc_module *m = NULL;
   int rc = in && out ? read_inputs(ctx, g, a, in) : (fprintf(stderr, "kernc: out of memory\n"), 1);
-  kc_compile_options co = {.target = "cpu", .passes = passes, .threads = threads};
+  kc_compile_options co = {.target = target, .passes = passes, .threads = threads};
   kc_status s = KC_OK;
   if (rc < 0 && (s = kc_compile(ctx, g, &co, &m)) != KC_OK) rc = cli_fail(ctx, s, NULL);
   if (rc < 0 && (s = kc_run(m, in, nin, out, nout)) != KC_OK) rc = cli_fail(ctx, s, NULL);
@@ -178,14 +179,14 @@ static int run_model(kc_context *ctx, const kc_graph *g, const run_args *a, int 
 }
 
 int cmd_run(int argc, char **argv) {
-  const char *out_dir = NULL, *threads = NULL, *passes = NULL;
+  const char *out_dir = NULL, *threads = NULL, *passes = NULL, *target = "cpu";
   const char *unused = NULL; /* --input is taken out of argv before parsing (it repeats) */
   cli_cmd cmd = {
       .name = "kernc run",
       .args = "MODEL",
-      .about = "Compile MODEL (.onnx, or text IR .kir) for this CPU, run it once on the given\n"
-               "inputs and write or print its outputs. Without --output-dir each output is\n"
-               "printed as NAME: DTYPE[SHAPE] = first values.",
+      .about = "Compile MODEL (.onnx, or text IR .kir) for this CPU (or --target=cuda: the GPU),\n"
+               "run it once on the given inputs and write or print its outputs. Without\n"
+               "--output-dir each output is printed as NAME: DTYPE[SHAPE] = first values.",
       .min_pos = 1,
       .max_pos = 1,
   };
@@ -198,6 +199,7 @@ int cmd_run(int argc, char **argv) {
   cli_add(&cmd, (cli_opt){"passes", 0, "LIST",
                           "passes to compile with (default: the target's pipeline; empty: none)",
                           NULL, &passes});
+  cli_add(&cmd, (cli_opt){"target", 0, "cpu|cuda", "where to run (default: cpu)", NULL, &target});
   run_args a = {0};
   a.input = calloc((size_t)argc + 1, sizeof *a.input);
   a.rest = calloc((size_t)argc + 1, sizeof *a.rest);
@@ -211,12 +213,14 @@ int cmd_run(int argc, char **argv) {
     if (*end || end == threads || nthreads < 1 || nthreads > 4096)
       rc = cli_usage_error(&cmd, "--threads needs a positive number, got '%s'", threads);
   }
+  if (rc < 0 && strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0)
+    rc = cli_usage_error(&cmd, "--target is cpu or cuda, got '%s'", target);
   kc_context *ctx = rc < 0 ? kc_context_new() : NULL;
   kc_graph *g = NULL;
   if (rc < 0 && !ctx) rc = (fprintf(stderr, "kernc: out of memory\n"), 1);
   kc_status s;
   if (rc < 0 && (s = cli_load(ctx, pos[0], true, &g)) != KC_OK) rc = cli_fail(ctx, s, pos[0]);
-  if (rc < 0) rc = run_model(ctx, g, &a, (int)nthreads, out_dir, passes);
+  if (rc < 0) rc = run_model(ctx, g, &a, (int)nthreads, out_dir, passes, target);
   kc_graph_free(g);
   kc_context_free(ctx);
   free(a.input);

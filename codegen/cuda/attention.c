@@ -290,7 +290,7 @@ kc_status kc_cuda_lower_attention(kc_cuda_emit *e) {
   if (rot)
     kc_cu_printf(e->t, "  p.maxpos = %s;\n  p.cw = %s;\n  p.half = kc_min(p.cw, %lldLL);\n",
                  kc_cu_dim(e, false, COS, 0), kc_cu_dim(e, false, COS, 1), (long long)(D / 2));
-  kc_cu_printf(e->t, "  p.scale = %.9gf;\n  p.softcap = %.9gf;\n", scale,
+  kc_cu_printf(e->t, "  p.scale = (float)%.17g;\n  p.softcap = (float)%.17g;\n", scale,
                kc_node_float(n, "softcap", 0));
   kc_cu_printf(e->t,
                "  kc_attention<%s, %s, %s, %lld, %lld, %d, %lld, %lld, %s, %d, %s, %s, %s, %s, %s>(p, "

@@ -183,10 +183,11 @@ static kc_status run_nvrtc(kc_nvrtc *nv, const char *src, const char *name, cons
   snprintf(arch, sizeof arch, "--gpu-architecture=%s_%d", k->ptx ? "compute" : "sm", k->arch);
   const char *dir = getenv("KERNC_CUDA_INCLUDE");
   snprintf(inc, sizeof inc, "-I%s", dir && *dir ? dir : KERNC_CUDA_INCLUDE_DIR);
-  const char *opts[] = {arch, inc, "--std=c++17"};
+  /* -w: generated code declares strides it may not use; a log is for errors */
+  const char *opts[] = {arch, inc, "--std=c++17", "-w"};
   nvrtcProgram p = NULL;
   nvrtcResult r = nvrtcCreateProgram(&p, src, name, 0, NULL, NULL);
-  if (r == NVRTC_SUCCESS) r = nvrtcCompileProgram(p, 3, opts);
+  if (r == NVRTC_SUCCESS) r = nvrtcCompileProgram(p, (int)(sizeof opts / sizeof *opts), opts);
   if (r == NVRTC_SUCCESS)
     r = k->ptx ? nvrtcGetPTXSize(p, size) : nvrtcGetCUBINSize(p, size);
   if (r == NVRTC_SUCCESS && !(*data = malloc(*size + 1))) r = NVRTC_ERROR_OUT_OF_MEMORY;

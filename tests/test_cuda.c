@@ -1,0 +1,474 @@
+/*
+ * tests/test_cuda.c - the CUDA target (argv[1]: the kernc program, argv[2]: tests/).
+ *
+ * Without a GPU (and without the driver):
+ *   - kc_compile with target "cuda" fails with KC_ERR_UNSUPPORTED and "CUDA target unavailable:
+ *     <reason>", the CPU target still compiles and runs the same graph, and `kernc run
+ *     --target=cuda` prints "kernc: CUDA target unavailable: ..." and exits non-zero;
+ *   - every kernel of every in-scope ONNX backend node test (the onnx 1.22 wheel's and Debian's
+ *     libonnx-testdata; in scope = kc_onnx_load accepts the model) and of every golden .kir
+ *     graph is emitted as CUDA C, compiled by NVRTC to PTX for compute_80 and compute_90, and the
+ *     PTX is checked by the toolkit's ptxas for sm_80 and sm_90. Identical kernels are compiled
+ *     once, the distinct ones in programs of KERNELS_PER_PROGRAM (NVRTC's start-up cost is per
+ *     program). Every op of ir/ops.def must be covered and nothing may fail; the counts and the
+ *     time are printed.
+ * With a GPU: every in-scope node test that passes on the CPU must pass on the CUDA target too
+ * (kc_onnx_check_dir_opts, values compared); without one that test skip()s saying why.
+ * Without the CUDA toolkit (KERNC_HAVE_CUDA undefined) only the first group runs.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "frontend/frontend.h"
+#include "ir/internal.h"
+#ifdef KERNC_HAVE_CUDA
+#include "codegen/cuda/cuda.h"
+#endif
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KERNELS_PER_PROGRAM 160
+
+typedef struct env {
+  const char *kernc, *tests;
+  char tmp[64];      /* scratch folder, removed at the end */
+  bool device;       /* a GPU and its driver are there */
+  char nodev[512];   /* why not */
+  char **dirs;       /* in-scope candidates: node test folders of both suites, sorted */
+  size_t ndirs;
+} env;
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Append every subfolder of dir that holds a model.onnx. */
+static void add_suite(env *e, const char *dir) {
+  DIR *d = dir ? opendir(dir) : NULL;
+  if (!d) return;
+  struct dirent *de;
+  size_t first = e->ndirs;
+  while ((de = readdir(d))) {
+    if (de->d_name[0] == '.') continue;
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s/model.onnx", dir, de->d_name);
+    if (stat(path, &st) != 0) continue;
+    e->dirs = realloc(e->dirs, (e->ndirs + 1) * sizeof *e->dirs);
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    e->dirs[e->ndirs++] = strdup(path);
+  }
+  closedir(d);
+  qsort(e->dirs + first, e->ndirs - first, sizeof *e->dirs, cmp_str);
+}
+
+/* The onnx wheel's node tests, through python3 (or $PYTHON). */
+static void pypi_suite(char *buf, size_t size) {
+  const char *py = getenv("PYTHON");
+  char cmd[512];
+  snprintf(cmd, sizeof cmd,
+           "%s -c 'import onnx, os; print(os.path.join(os.path.dirname(onnx.__file__), "
+           "\"backend\", \"test\", \"data\", \"node\"))' 2>/dev/null",
+           py && *py ? py : "python3");
+  buf[0] = 0;
+  FILE *p = popen(cmd, "r");
+  if (!p) return;
+  if (!fgets(buf, (int)size, p)) buf[0] = 0;
+  pclose(p);
+  buf[strcspn(buf, "\n")] = 0;
+}
+
+static int setup(env *e) {
+  snprintf(e->tmp, sizeof e->tmp, "/tmp/kc_cuda_XXXXXX");
+  if (!mkdtemp(e->tmp)) return -1;
+  kc_context *ctx = kc_context_new();
+#ifdef KERNC_HAVE_CUDA
+  kc_cuda_dev *d = NULL;
+  e->device = kc_cuda_dev_open(ctx, 0, &d) == KC_OK;
+  kc_cuda_dev_close(d);
+#endif
+  snprintf(e->nodev, sizeof e->nodev, "%s", e->device ? "" : kc_last_error(ctx));
+  kc_context_free(ctx);
+  char pypi[4096];
+  pypi_suite(pypi, sizeof pypi);
+  add_suite(e, pypi[0] ? pypi : NULL);
+  add_suite(e, "/usr/share/libonnx-testdata/data/node");
+  return 0;
+}
+
+static void teardown(env *e) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", e->tmp);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", e->tmp);
+  for (size_t i = 0; i < e->ndirs; i++)
+    free(e->dirs[i]);
+  free(e->dirs);
+}
+
+/* ---- without a device: the target says so --------------------------------------------------- */
+
+static void unavailable_compile(void **state) {
+  env *e = *state;
+  if (e->device) {
+    skip(); /* a GPU is here: the device test covers compile and run */
+    return;
+  }
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = kc_graph_new(ctx, "relu");
+  kc_dim d[1] = {4};
+  kc_output(g, kc_relu(g, kc_input(g, "x", KC_F32, 1, d)), "y");
+  kc_module *m = NULL;
+  kc_compile_options co = {.target = "cuda"};
+  assert_int_equal(kc_compile(ctx, g, &co, &m), KC_ERR_UNSUPPORTED);
+  assert_null(m);
+  assert_non_null(strstr(kc_last_error(ctx), "CUDA target unavailable: "));
+  print_message("kc_compile(target=cuda): %s\n", kc_last_error(ctx));
+  /* the CPU target is unaffected */
+  co.target = "cpu";
+  assert_int_equal(kc_compile(ctx, g, &co, &m), KC_OK);
+  float x[4] = {-1, 2, -3, 4};
+  kc_tensor_desc in = {.name = "x", .dtype = KC_F32, .rank = 1, .dims = {4}, .data = x}, out;
+  assert_int_equal(kc_run(m, &in, 1, &out, 1), KC_OK);
+  assert_true(((float *)out.data)[0] == 0 && ((float *)out.data)[3] == 4);
+  kc_module_free(m);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
+static void unavailable_run(void **state) {
+  env *e = *state;
+  if (e->device) {
+    skip();
+    return;
+  }
+  char cmd[8192], out[4096] = "";
+  snprintf(cmd, sizeof cmd, "'%s' run --target=cuda '%s/kir/golden/constants.kir' 2>&1", e->kernc,
+           e->tests);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  size_t n = fread(out, 1, sizeof out - 1, p);
+  out[n] = 0;
+  int st = pclose(p);
+  print_message("kernc run --target=cuda: %s", out);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) != 0);
+  assert_non_null(strstr(out, "kernc: CUDA target unavailable: "));
+}
+
+#ifdef KERNC_HAVE_CUDA
+
+/* ---- every kernel through NVRTC and ptxas ----------------------------------------------------- */
+
+#define PLACEHOLDER "KC_KERNEL_"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+typedef struct corpus {
+  char **text; /* distinct kernels, named kern<index> */
+  unsigned *sections;
+  size_t n, cap;
+  uint64_t *hash; /* open addressing over text, 0 = empty; index in slot[] */
+  size_t *slot, tcap;
+  size_t emitted, graphs, failures;
+  bool covered[KC_OP_COUNT];
+} corpus;
+
+static uint64_t fnv(const char *s) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+  return h ? h : 1;
+}
+
+/* text with the placeholder name replaced by kern<n> (malloc'd). */
+static char *rename_kernel(const char *text, size_t n) {
+  const char *at = strstr(text, PLACEHOLDER "(");
+  assert_non_null(at);
+  char name[32];
+  snprintf(name, sizeof name, "kern%zu", n);
+  size_t len = strlen(text), pl = strlen(PLACEHOLDER), nl = strlen(name);
+  char *out = malloc(len - pl + nl + 1);
+  memcpy(out, text, (size_t)(at - text));
+  memcpy(out + (at - text), name, nl);
+  strcpy(out + (at - text) + nl, at + pl);
+  return out;
+}
+
+static void corpus_grow(corpus *c) {
+  size_t tcap = c->tcap ? c->tcap * 2 : 4096;
+  uint64_t *hash = calloc(tcap, sizeof *hash);
+  size_t *slot = calloc(tcap, sizeof *slot);
+  for (size_t i = 0; i < c->tcap; i++) {
+    if (!c->hash[i]) continue;
+    size_t j = c->hash[i] & (tcap - 1);
+    while (hash[j])
+      j = (j + 1) & (tcap - 1);
+    hash[j] = c->hash[i];
+    slot[j] = c->slot[i];
+  }
+  free(c->hash);
+  free(c->slot);
+  c->hash = hash;
+  c->slot = slot;
+  c->tcap = tcap;
+}
+
+/* Keep text (named PLACEHOLDER) unless an identical kernel is there already. */
+static void corpus_add(corpus *c, const char *text, unsigned sections) {
+  if (2 * (c->n + 1) > c->tcap) corpus_grow(c);
+  /* compare under the placeholder name: the stored text is renamed */
+  uint64_t h = fnv(text);
+  size_t j = h & (c->tcap - 1);
+  for (; c->hash[j]; j = (j + 1) & (c->tcap - 1)) {
+    if (c->hash[j] != h) continue;
+    char *mine = rename_kernel(text, c->slot[j]);
+    bool same = strcmp(mine, c->text[c->slot[j]]) == 0;
+    free(mine);
+    if (same) return;
+  }
+  if (c->n == c->cap) {
+    c->cap = c->cap ? c->cap * 2 : 1024;
+    c->text = realloc(c->text, c->cap * sizeof *c->text);
+    c->sections = realloc(c->sections, c->cap * sizeof *c->sections);
+  }
+  c->hash[j] = h;
+  c->slot[j] = c->n;
+  c->sections[c->n] = sections;
+  c->text[c->n] = rename_kernel(text, c->n);
+  c->n++;
+}
+
+/* Emit every node of g; failures are reported and counted. */
+static void corpus_graph(corpus *c, kc_context *ctx, const kc_graph *g, const char *what) {
+  c->graphs++;
+  for (uint32_t i = 0; i < g->nnodes; i++) {
+    char *text = NULL;
+    unsigned sections = 0;
+    kc_cuda_kernel_info info;
+    kc_clear_error(ctx);
+    kc_status s = kc_cuda_emit_node(ctx, g, i, PLACEHOLDER, &text, &sections, &info);
+    if (s != KC_OK) {
+      print_message("FAIL emit %s: %s\n", what, kc_last_error(ctx));
+      c->failures++;
+      continue;
+    }
+    c->covered[g->nodes[i].op] = true;
+    if (!text) continue;
+    c->emitted++;
+    corpus_add(c, text, sections);
+    free(text);
+  }
+}
+
+/* Weights of a .kir file have no data; give them zeros so constant-reading emitters work. */
+static void bind_zeros(kc_graph *g, void **keep, size_t *nkeep) {
+  for (uint32_t i = 0; i < g->ntensors; i++) {
+    kc_tensor *t = &g->tensors[i];
+    if (t->data) continue;
+    size_t n = kc_dtype_size(t->dtype);
+    for (int d = 0; d < t->rank; d++)
+      n *= (size_t)t->dims[d];
+    keep[*nkeep] = calloc(n ? n : 1, 1);
+    t->data = keep[(*nkeep)++];
+    t->nbytes = n;
+  }
+}
+
+static size_t golden_graphs(corpus *c, kc_context *ctx, const char *tests) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/kir/golden", tests);
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  struct dirent *de;
+  size_t n = 0;
+  while ((de = readdir(d))) {
+    size_t len = strlen(de->d_name);
+    if (len < 5 || strcmp(de->d_name + len - 4, ".kir") != 0) continue;
+    char path[8192];
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    kc_graph *g = NULL;
+    if (kc_graph_parse_file(ctx, path, &g) != KC_OK) {
+      print_message("FAIL parse %s: %s\n", path, kc_last_error(ctx));
+      c->failures++;
+      continue;
+    }
+    void *keep[256];
+    size_t nkeep = 0;
+    if (g->ntensors <= 256) bind_zeros(g, keep, &nkeep);
+    corpus_graph(c, ctx, g, path);
+    kc_graph_free(g);
+    for (size_t k = 0; k < nkeep; k++)
+      free(keep[k]);
+    n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/* Compile kernels [from, to) as one program for arch; NVRTC and ptxas failures are counted. */
+static void check_program(env *e, corpus *c, kc_context *ctx, kc_nvrtc *nv, size_t from, size_t to,
+                          int arch) {
+  kc_cuda_prog *p = NULL;
+  assert_int_equal(kc_cuda_prog_new(ctx, &p), KC_OK);
+  for (size_t i = from; i < to; i++)
+    assert_int_equal(kc_cuda_prog_add_text(p, c->text[i], c->sections[i]), KC_OK);
+  const char *src = kc_cuda_prog_source(p);
+  assert_non_null(src);
+  char name[64];
+  snprintf(name, sizeof name, "kernels_%zu_%zu.cu", from, to);
+  kc_cuda_image img;
+  kc_clear_error(ctx);
+  if (kc_nvrtc_compile(nv, src, name, arch, true, &img) != KC_OK) {
+    print_message("FAIL nvrtc %s compute_%d: %.6000s\n", name, arch, kc_last_error(ctx));
+    c->failures++;
+    kc_cuda_prog_free(p);
+    return;
+  }
+  char path[256], cmd[1024];
+  snprintf(path, sizeof path, "%s/%s.%d.ptx", e->tmp, name, arch);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  assert_int_equal(fwrite(img.data, 1, strlen(img.data), f), strlen(img.data));
+  fclose(f);
+  snprintf(cmd, sizeof cmd, "'%s/ptxas' -arch=sm_%d '%s' -o /dev/null", KERNC_CUDA_BIN_DIR, arch,
+           path);
+  int rc = system(cmd);
+  if (rc != 0) {
+    print_message("FAIL ptxas sm_%d on %s (status %d)\n", arch, name, rc);
+    c->failures++;
+  }
+  remove(path);
+  kc_cuda_prog_free(p);
+}
+
+static void kernels_nvrtc_ptxas(void **state) {
+  env *e = *state;
+  double t0 = now_s();
+  kc_context *ctx = kc_context_new();
+  corpus c = {0};
+  size_t scope = 0;
+  for (size_t i = 0; i < e->ndirs; i++) {
+    char path[8192];
+    snprintf(path, sizeof path, "%s/model.onnx", e->dirs[i]);
+    kc_graph *g = NULL;
+    if (kc_onnx_load(ctx, path, &g) != KC_OK) continue; /* out of scope */
+    scope++;
+    corpus_graph(&c, ctx, g, e->dirs[i]);
+    kc_graph_free(g);
+  }
+  size_t golden = golden_graphs(&c, ctx, e->tests);
+  double t1 = now_s();
+
+  kc_nvrtc *nv = NULL;
+  assert_int_equal(kc_nvrtc_new(ctx, &nv), KC_OK);
+  static const int archs[] = {80, 90};
+  size_t programs = 0;
+  for (size_t from = 0; from < c.n; from += KERNELS_PER_PROGRAM, programs++) {
+    size_t to = from + KERNELS_PER_PROGRAM < c.n ? from + KERNELS_PER_PROGRAM : c.n;
+    for (size_t a = 0; a < sizeof archs / sizeof *archs; a++)
+      check_program(e, &c, ctx, nv, from, to, archs[a]);
+  }
+  /* the cache answers a program it compiled before */
+  uint64_t hits0, hits, compiles;
+  kc_nvrtc_stats(nv, &hits0, &compiles);
+  if (c.n) check_program(e, &c, ctx, nv, 0, c.n < KERNELS_PER_PROGRAM ? c.n : KERNELS_PER_PROGRAM, 80);
+  kc_nvrtc_stats(nv, &hits, &compiles);
+  double t2 = now_s();
+
+  size_t ncov = 0;
+  for (int op = 1; op < KC_OP_COUNT; op++) {
+    if (c.covered[op]) {
+      ncov++;
+      continue;
+    }
+    print_message("FAIL op %s is not covered by any test graph\n", kc_ops[op].name);
+    c.failures++;
+  }
+  print_message("cuda: %zu node tests in scope of %zu, %zu golden graphs; %zu kernels emitted, "
+                "%zu distinct, in %zu programs compiled by NVRTC for compute_80 and compute_90 "
+                "and checked by ptxas for sm_80 and sm_90; ops covered %zu/%d; %zu failures; "
+                "%.1f s (emit %.1f s, NVRTC + ptxas %.1f s)\n",
+                scope, e->ndirs, golden, c.emitted, c.n, programs, ncov, KC_OP_COUNT - 1,
+                c.failures, t2 - t0, t1 - t0, t2 - t1);
+  assert_true(hits > hits0 || c.n == 0);
+  assert_true(c.emitted > 0);
+  assert_int_equal(c.failures, 0);
+  for (size_t i = 0; i < c.n; i++)
+    free(c.text[i]);
+  free(c.text);
+  free(c.sections);
+  free(c.hash);
+  free(c.slot);
+  kc_nvrtc_free(nv);
+  kc_context_free(ctx);
+}
+
+/* ---- with a device: node tests by value --------------------------------------------------- */
+
+static void device_node_tests(void **state) {
+  env *e = *state;
+  if (!e->device) {
+    print_message("no GPU: %s\n", e->nodev);
+    skip();
+    return;
+  }
+  kc_context *ctx = kc_context_new();
+  size_t pass = 0, fail = 0, cpu_fail = 0;
+  char msg[KC_ERRBUF_SIZE];
+  for (size_t i = 0; i < e->ndirs; i++) {
+    kc_check_options cpu = {.target = "cpu"}, gpu = {.target = "cuda"};
+    kc_clear_error(ctx);
+    if (kc_onnx_check_dir_opts(ctx, e->dirs[i], &cpu, msg, sizeof msg) != KC_CHECK_PASS) {
+      cpu_fail++; /* out of scope here: the CPU does not pass it either */
+      continue;
+    }
+    kc_clear_error(ctx);
+    if (kc_onnx_check_dir_opts(ctx, e->dirs[i], &gpu, msg, sizeof msg) == KC_CHECK_PASS) {
+      pass++;
+    } else {
+      print_message("FAIL cuda %s: %s\n", e->dirs[i], msg);
+      fail++;
+    }
+  }
+  print_message("cuda on the device: %zu node tests pass, %zu fail (%zu not passing on the CPU)\n",
+                pass, fail, cpu_fail);
+  kc_context_free(ctx);
+  assert_int_equal(fail, 0);
+}
+
+#endif /* KERNC_HAVE_CUDA */
+
+int main(int argc, char **argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: %s KERNC TESTS_DIR\n", argv[0]);
+    return 2;
+  }
+  env e = {.kernc = argv[1], .tests = argv[2]};
+  if (setup(&e) != 0) return 1;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_prestate(unavailable_compile, &e),
+      cmocka_unit_test_prestate(unavailable_run, &e),
+#ifdef KERNC_HAVE_CUDA
+      cmocka_unit_test_prestate(kernels_nvrtc_ptxas, &e),
+      cmocka_unit_test_prestate(device_node_tests, &e),
+#endif
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  teardown(&e);
+  return rc;
+}
