@@ -163,4 +163,7 @@ class Module:
         self.close()
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: ctypes or the library may be gone already
+            pass

@@ -239,9 +239,8 @@ def alternate(runs, args, log):
     log("    %d warm-up runs each; ~%.0f ms per round -> %d timed runs each" %
         (args.warmup + 1, per_round * 1e3, n))
     times = {name: [] for name, _ in runs}
-    for i in range(n):
-        order = runs if i % 2 == 0 else runs[::-1]  # neither engine always goes first
-        for name, fn in order:
+    for _ in range(n):  # strictly alternating: every run follows a run of the other engine
+        for name, fn in runs:
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)

@@ -204,8 +204,7 @@ static const kc_pat dropout[] = {
 
 static kc_status drop_dropout(kc_rewriter *rw, const kc_match *m) {
   kc_val mask = kc_rw_out(rw, m, 0, 1);
-  if (mask.id && kc_rw_uses(rw, mask))
-    return kc_rw_decline(rw, "its mask %%%u is used", mask.id);
+  if (mask.id && kc_rw_uses(rw, mask)) return kc_rw_decline(rw, "its mask %%%u is used", mask.id);
   return replace_root(rw, m, m->cap[X]);
 }
 
@@ -302,8 +301,8 @@ static kc_status compose_transposes(kc_rewriter *rw, const kc_match *m) {
   kc_graph *g = kc_rw_graph(rw);
   int64_t p1[KC_MAX_RANK], p2[KC_MAX_RANK], perm[KC_MAX_RANK];
   int r1, r2;
-  if (!get_perm(g, &g->nodes[m->node[1]], p1, &r1) || !get_perm(g, &g->nodes[m->node[0]], p2, &r2) ||
-      r1 != r2)
+  if (!get_perm(g, &g->nodes[m->node[1]], p1, &r1) ||
+      !get_perm(g, &g->nodes[m->node[0]], p2, &r2) || r1 != r2)
     return kc_rw_decline(rw, "malformed perm");
   for (int i = 0; i < r1; i++)
     perm[i] = p1[p2[i]];

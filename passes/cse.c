@@ -53,8 +53,7 @@ static bool same_attr(const kc_graph *g, const kc_attr *a, const kc_attr *b) {
   switch (a->kind) {
   case KC_ATTR_INT: return a->u.i == b->u.i;
   case KC_ATTR_FLOAT: return memcmp(&a->u.f, &b->u.f, sizeof a->u.f) == 0; /* bits: -0.0, nan */
-  case KC_ATTR_STRING:
-    return a->u.s == b->u.s || (a->u.s && b->u.s && strcmp(a->u.s, b->u.s) == 0);
+  case KC_ATTR_STRING: return a->u.s == b->u.s || (a->u.s && b->u.s && strcmp(a->u.s, b->u.s) == 0);
   case KC_ATTR_INTS:
     return a->u.ints.n == b->u.ints.n &&
            (!a->u.ints.n || memcmp(a->u.ints.v, b->u.ints.v, a->u.ints.n * sizeof(int64_t)) == 0);

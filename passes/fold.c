@@ -159,7 +159,8 @@ static kc_status evaluate(kc_graph *g, const bool *keep_in, uint32_t nkeep, cons
   uint32_t w = 0;
   for (int pass = 0; pass < 2; pass++)
     for (uint32_t i = 0; i < sub->nnodes; i++)
-      if (sub->nodes[i].op != KC_OP_NOP && (kc_ops[sub->nodes[i].op].cls == KC_CLASS_SOURCE) == !pass)
+      if (sub->nodes[i].op != KC_OP_NOP &&
+          (kc_ops[sub->nodes[i].op].cls == KC_CLASS_SOURCE) == !pass)
         order[w++] = sub->nodes[i];
   memcpy(sub->nodes, order, w * sizeof *order);
   sub->nnodes = w;
@@ -183,8 +184,7 @@ static kc_status evaluate(kc_graph *g, const bool *keep_in, uint32_t nkeep, cons
   if ((s = kc_compile(g->ctx, sub, &co, mod)) != KC_OK) goto done;
   s = kc_run(*mod, NULL, 0, outs, nt);
 done:
-  if (s == KC_ERR_NOMEM && !kc_last_error(g->ctx)[0])
-    kc_errorf(g->ctx, s, "out of memory in fold");
+  if (s == KC_ERR_NOMEM && !kc_last_error(g->ctx)[0]) kc_errorf(g->ctx, s, "out of memory in fold");
   free(used_tensor);
   free(used_src);
   free(keep);
@@ -217,12 +217,13 @@ static kc_status materialize(folder *f, kc_val v, uint32_t anchor, const kc_tens
   char name[64];
   bool inline_const = numel <= KC_FOLD_INLINE_MAX;
   if (!inline_const) fresh_name(g, v.id, name, sizeof name);
-  uint32_t ti = kc_graph_add_tensor(g, inline_const ? NULL : name, r->dtype, r->rank, dims,
-                                    r->data, true);
+  uint32_t ti =
+      kc_graph_add_tensor(g, inline_const ? NULL : name, r->dtype, r->rank, dims, r->data, true);
   kc_val out;
-  uint32_t ni = ti == UINT32_MAX ? ti
-                                 : kc_graph_add_node(g, inline_const ? KC_OP_CONSTANT : KC_OP_WEIGHT,
-                                                     0, NULL, 1, &out);
+  uint32_t ni =
+      ti == UINT32_MAX
+          ? ti
+          : kc_graph_add_node(g, inline_const ? KC_OP_CONSTANT : KC_OP_WEIGHT, 0, NULL, 1, &out);
   if (ni == UINT32_MAX || g->sticky != KC_OK)
     return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in fold");
   if (inline_const)
@@ -255,7 +256,8 @@ static bool fold_all(folder *f, kc_status *st) {
     for (uint32_t k = 0; k < f->ntargets && s == KC_OK; k++)
       s = materialize(f, f->targets[k], f->anchor[k], &outs[k]);
   bool ok = s == KC_OK;
-  if (s == KC_ERR_NOMEM || (s != KC_OK && g->nnodes > f->first_new)) *st = s;
+  if (s == KC_ERR_NOMEM || (s != KC_OK && g->nnodes > f->first_new))
+    *st = s;
   else if (!ok)
     kc_clear_error(g->ctx);
   kc_module_free(m);

@@ -4,6 +4,7 @@
  *
  * Adding a pass: define `const kc_pass kc_pass_<name>` in passes/<name>.c, declare it in
  * passes/passes.h, and list it in `registry` below; list it in a pipeline to run it by default.
+ * Rewrite passes build on the matcher (passes/match.h); shared helpers are in passes/internal.h.
  * Invariants: both tables are static const and NULL-terminated; instrumentation never changes
  * the graph, so a run with and without --print-* options gives the same result.
  */
@@ -17,7 +18,10 @@
 
 /* Every pass kc_pipeline_parse can name, in --list-passes order. */
 static const kc_pass *const registry[] = {
-    &kc_pass_infer, &kc_pass_canonicalize, &kc_pass_fold, &kc_pass_cse, &kc_pass_dce, NULL,
+    &kc_pass_infer, &kc_pass_canonicalize, &kc_pass_fold, &kc_pass_cse, &kc_pass_dce,
+    &kc_pass_fuse_norm, &kc_pass_fuse_gelu, &kc_pass_fuse_attention, &kc_pass_fuse_epilogue,
+    &kc_pass_fuse_elementwise,
+    NULL,
 };
 
 /* Named pipelines; a name here may also appear inside --passes and expands in place. */
@@ -25,8 +29,13 @@ static const struct {
   const char *name, *passes;
 } pipelines[] = {
     /* shapes first (rewrites rely on them), canonical forms before folding (a known shape is a
-     * constant), then merge what folding made equal, then drop what nothing reads */
-    {"default", "infer,canonicalize,fold,cse,dce"},
+     * constant), canonical forms again for the constants folding made (an exported scale
+     * 1/sqrt(cast(shape)) is only a constant after fold, and only then does div become mul),
+     * then merge what is now equal; then the fusions, specific patterns before the generic
+     * elementwise one (fuse-attention goes after fuse-gelu, before fuse-epilogue), then drop
+     * what nothing reads */
+    {"default", "infer,canonicalize,fold,canonicalize,cse,fuse-norm,fuse-gelu,fuse-attention,"
+                "fuse-epilogue,fuse-elementwise,dce"},
     {"cpu", "default"},
     {NULL, NULL},
 };

@@ -3,7 +3,9 @@
  *
  * Matching is a depth-first search over a list of goals ("operand k of row r must be this
  * value"), kept as an immutable linked list on the C stack, so backtracking (the second order of
- * a commutative op) needs no undo beyond the capture slots and the row-to-node table.
+ * a commutative op) needs no undo beyond the capture slots and the rows bound so far. A row
+ * named by several operands (a shared node) is matched at its first visit and compared after;
+ * that all uses of its result are inside the match is checked once every goal is met.
  * The driver sweeps the graph in program order; rewrites append their nodes, which are moved
  * right before their root at the end of the sweep (one pass over the node array), and sweeps
  * repeat until one rewrites nothing.
@@ -90,15 +92,14 @@ bool kc_pat_check(const kc_pat *pat, int nrows, char *why, size_t size) {
     snprintf(why, size, "%d rows (1 to %d)", nrows, KC_PAT_MAX_ROWS);
     return false;
   }
-  int refs[KC_PAT_MAX_ROWS] = {0};
   for (int r = 0; r < nrows; r++) {
     bool rest;
     int na = row_nargs(&pat[r], &rest);
     for (int a = 0; a < na; a++) {
       const kc_pat_arg *x = &pat[r].args[a];
       bool slot = x->kind == KC_ARG_CAP || x->kind == KC_ARG_CONST;
-      if (x->kind == KC_ARG_SUB && (x->index <= r || x->index >= nrows)) {
-        snprintf(why, size, "row %d operand %d: row %d is not a later row of the pattern", r, a,
+      if (x->kind == KC_ARG_SUB && (x->index <= 0 || x->index >= nrows || x->index == r)) {
+        snprintf(why, size, "row %d operand %d: row %d is not another row below the root", r, a,
                  x->index);
         return false;
       }
@@ -106,13 +107,26 @@ bool kc_pat_check(const kc_pat *pat, int nrows, char *why, size_t size) {
         snprintf(why, size, "row %d operand %d: slot %d out of range", r, a, x->index);
         return false;
       }
-      if (x->kind == KC_ARG_SUB) refs[x->index]++;
     }
   }
-  /* sub-rows point only forward, so reached-once means the rows form a tree under row 0 */
+  /* every row hangs under row 0 (a cycle cannot match an acyclic graph, so it only fails) */
+  uint32_t reached = 1, todo = 1;
+  while (todo) {
+    int r = __builtin_ctz(todo);
+    todo &= todo - 1;
+    bool rest;
+    int na = row_nargs(&pat[r], &rest);
+    for (int a = 0; a < na; a++) {
+      const kc_pat_arg *x = &pat[r].args[a];
+      if (x->kind == KC_ARG_SUB && !(reached & (1u << x->index))) {
+        reached |= 1u << x->index;
+        todo |= 1u << x->index;
+      }
+    }
+  }
   for (int r = 1; r < nrows; r++)
-    if (refs[r] != 1) {
-      snprintf(why, size, "row %d is used by %d operands (exactly one wanted)", r, refs[r]);
+    if (!(reached & (1u << r))) {
+      snprintf(why, size, "row %d is not reached from row 0", r);
       return false;
     }
   return true;
@@ -150,9 +164,12 @@ typedef struct mstate {
   const kc_graph *g;
   const kc_uses *u;
   const kc_pat *pat;
+  int nrows;
   kc_match *m;
-  int matched; /* rows matched on the current path */
-  int best;    /* rows matched when the kept reason was written */
+  int refs[KC_PAT_MAX_ROWS]; /* operands naming each row */
+  uint32_t bound;            /* rows matched on the current path (bit per row) */
+  int matched;               /* how many */
+  int best;                  /* rows matched when the kept reason was written */
   char *why;
   size_t size;
 } mstate;
@@ -230,6 +247,7 @@ static bool match_node(mstate *s, int row, uint32_t ni, const goal *rest) {
       return failf(s, "row %d: %%%u (%s) has operand %u, the pattern takes %d", row, id,
                    kc_ops[n->op].name, j, na);
   s->m->node[row] = ni;
+  s->bound |= 1u << row;
   s->matched++;
   int orders = (kc_ops[n->op].flags & KC_OPF_COMMUTATIVE) && na >= 2 && n->nin >= 2 &&
                        n->in[0].id != n->in[1].id
@@ -245,6 +263,7 @@ static bool match_node(mstate *s, int row, uint32_t ni, const goal *rest) {
     if (solve(s, na ? &kids[0] : rest)) return true;
   }
   s->matched--;
+  s->bound &= ~(1u << row);
   return false;
 }
 
@@ -259,28 +278,57 @@ static bool match_sub(mstate *s, const goal *gl) {
     return failf(s, "row %d operand %d is absent, not %s", gl->row, gl->opnd,
                  ops_text(p, ops, sizeof ops));
   uint32_t def = g->vals[v.id].def;
+  if (s->bound & (1u << row)) { /* a shared row: the node it matched already */
+    uint32_t id = g->nodes[s->m->node[row]].out[0].id;
+    if (v.id == id) return solve(s, gl->next);
+    return failf(s, "row %d operand %d: %%%u is not %%%u, matched by row %d before", gl->row,
+                 gl->opnd, v.id, id, row);
+  }
   if (!def || !op_ok(p, g->nodes[def - 1].op))
-    return failf(s, "row %d operand %d: %%%u is %s, not %s", gl->row, gl->opnd, v.id,
-                 def_op(g, v), ops_text(p, ops, sizeof ops));
+    return failf(s, "row %d operand %d: %%%u is %s, not %s", gl->row, gl->opnd, v.id, def_op(g, v),
+                 ops_text(p, ops, sizeof ops));
   const kc_node *n = &g->nodes[def - 1];
   if (g->vals[v.id].def_out != 0)
     return failf(s, "row %d operand %d: %%%u is result %u of %s, not its first", gl->row, gl->opnd,
                  v.id, g->vals[v.id].def_out, kc_ops[n->op].name);
+  /* more uses than the pattern has operands for this row: one is outside (the exact count, for
+   * shared rows, is checked at the end by interior_ok) */
   for (uint32_t j = 0; j < n->nout; j++) {
     uint32_t o = n->out[j].id;
     if (!o || o >= s->u->n) continue;
     if (s->u->output[o])
       return failf(s, "row %d: interior %%%u (%s) is a graph output", row, o, kc_ops[n->op].name);
-    uint32_t want = j == 0 ? 1 : 0;
-    if (s->u->count[o] != want)
+    uint32_t most = j == 0 ? (uint32_t)s->refs[row] : 0;
+    if (s->u->count[o] > most)
       return failf(s, "row %d: interior %%%u (%s) has %u uses", row, o, kc_ops[n->op].name,
                    s->u->count[o]);
   }
   return match_node(s, row, def - 1, gl->next);
 }
 
+/* Every use of a shared interior node's result is an operand of a matched node. */
+static bool interior_ok(mstate *s) {
+  const kc_graph *g = s->g;
+  for (int r = 1; r < s->nrows; r++) {
+    if (s->refs[r] < 2) continue; /* one operand, at most one use: checked on the way */
+    uint32_t id = g->nodes[s->m->node[r]].out[0].id, inside = 0;
+    for (int k = 0; k < s->nrows; k++) {
+      bool seen = false; /* two rows on one node: count its operands once */
+      for (int q = 0; q < k && !seen; q++)
+        seen = s->m->node[q] == s->m->node[k];
+      const kc_node *n = &g->nodes[s->m->node[k]];
+      for (uint32_t j = 0; !seen && j < n->nin; j++)
+        inside += n->in[j].id == id;
+    }
+    if (s->u->count[id] != inside)
+      return failf(s, "row %d: interior %%%u (%s) has %u uses, %u of them in the pattern", r, id,
+                   kc_ops[g->nodes[s->m->node[r]].op].name, s->u->count[id], inside);
+  }
+  return true;
+}
+
 static bool solve(mstate *s, const goal *gl) {
-  if (!gl) return true;
+  if (!gl) return interior_ok(s);
   const kc_pat_arg *a = gl->arg;
   switch (a->kind) {
   case KC_ARG_ANY: return solve(s, gl->next);
@@ -317,7 +365,12 @@ bool kc_pat_match(const kc_graph *g, const kc_uses *u, const kc_pat *pat, int nr
   memset(m, 0, sizeof *m);
   m->nrows = nrows;
   if (why && size) why[0] = 0;
-  mstate s = {g, u, pat, m, 0, -1, why, size};
+  mstate s = {
+      .g = g, .u = u, .pat = pat, .nrows = nrows, .m = m, .best = -1, .why = why, .size = size};
+  for (int r = 0; r < nrows; r++)
+    for (int a = 0; a < KC_PAT_MAX_ARGS && pat[r].args[a].kind != KC_ARG_END; a++)
+      if (pat[r].args[a].kind == KC_ARG_SUB && pat[r].args[a].index < KC_PAT_MAX_ROWS)
+        s.refs[pat[r].args[a].index]++;
   const kc_node *n = &g->nodes[root];
   if (!op_ok(&pat[0], n->op)) {
     char ops[128];
@@ -342,8 +395,8 @@ struct kc_rewriter {
   uint32_t fresh;     /* g->ndexprs when the rewrite began */
   repl *repl;
   uint32_t nrepl, caprepl;
-  kc_status err; /* first failure inside a kc_rw_* call */
-  char why[512]; /* decline reason */
+  kc_status err;    /* first failure inside a kc_rw_* call */
+  char why[512];    /* decline reason */
   uint32_t *anchor; /* per node appended this sweep: the root it goes before */
   uint32_t nanchor, capanchor;
   uint32_t *stack; /* dead-node worklist */

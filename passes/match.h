@@ -2,9 +2,11 @@
  * passes/match.h - declarative rewrite rules: patterns as static const rows, one matcher, and a
  * driver that runs a rule set to a fixpoint (tinygrad's PatternMatcher, MLIR's DRR).
  *
- * A pattern is an array of rows; row 0 matches the root, every other row is reached from exactly
- * one P_SUB operand (the rows form a tree). Each row names the op (or alternatives), an optional
- * predicate on the node (attributes), and what each operand must be:
+ * A pattern is an array of rows; row 0 matches the root, every other row is reached from it
+ * through P_SUB operands. A row named by several operands is one node read several times
+ * (x - mean in a layer norm feeds both the variance and the division), so patterns are DAGs.
+ * Each row names the op (or alternatives), an optional predicate on the node (attributes), and
+ * what each operand must be:
  *
  *   enum { X, C };                         capture slots, named by the rule's author
  *   // div(x, c) with c a float constant  ->  mul(x, 1/c)
@@ -21,8 +23,9 @@
  *   ... kc_rules_run(g, pc, rules, KC_LEN(rules), false);
  *
  * The matcher, not the rules, owns what every rewrite must respect:
- *   - an interior node (matched by a row other than 0) has exactly one use, and none of its
- *     results is a graph output, so the rewrite may drop it;
+ *   - an interior node (matched by a row other than 0) is read only by the matched nodes (one
+ *     use, for a row named once), and none of its results is a graph output, so the rewrite may
+ *     drop it;
  *   - a commutative op (KC_OPF_COMMUTATIVE) matches its first two operands in either order, with
  *     backtracking: a choice that fails deeper is undone and the other order tried;
  *   - a capture slot used twice must see the same value both times;
@@ -89,29 +92,31 @@ typedef struct kc_pat {
 } kc_pat;
 
 /* Operands. */
-#define P_SUB(row) {.kind = KC_ARG_SUB, .index = (row)}
-#define P_CAP(slot) {.kind = KC_ARG_CAP, .index = (slot)}
-#define P_CONST(slot) {.kind = KC_ARG_CONST, .index = (slot)}
+/* clang-format off */
+#define P_SUB(row)           {.kind = KC_ARG_SUB, .index = (row)}
+#define P_CAP(slot)          {.kind = KC_ARG_CAP, .index = (slot)}
+#define P_CONST(slot)        {.kind = KC_ARG_CONST, .index = (slot)}
 #define P_CONST_SCALAR(slot) {.kind = KC_ARG_CONST, .index = (slot), .check = KC_CC_SCALAR}
-#define P_CONST_EQ(slot, v) {.kind = KC_ARG_CONST, .index = (slot), .check = KC_CC_EQ, .value = (v)}
-#define P_CONST_FLOAT(slot) {.kind = KC_ARG_CONST, .index = (slot), .check = KC_CC_FLOAT}
-#define P_CONST_INTS(slot) {.kind = KC_ARG_CONST, .index = (slot), .check = KC_CC_INTS}
-#define P_ANY {.kind = KC_ARG_ANY}
-#define P_ABSENT {.kind = KC_ARG_ABSENT}
-#define P_REST {.kind = KC_ARG_REST}
+#define P_CONST_EQ(slot, v)  {.kind = KC_ARG_CONST, .index = (slot), .check = KC_CC_EQ, .value = (v)}
+#define P_CONST_FLOAT(slot)  {.kind = KC_ARG_CONST, .index = (slot), .check = KC_CC_FLOAT}
+#define P_CONST_INTS(slot)   {.kind = KC_ARG_CONST, .index = (slot), .check = KC_CC_INTS}
+#define P_ANY                {.kind = KC_ARG_ANY}
+#define P_ABSENT             {.kind = KC_ARG_ABSENT}
+#define P_REST               {.kind = KC_ARG_REST}
 
 /* Rows: op, op with a predicate, alternatives (op A or op B...), any op. At least one operand. */
-#define P_OP(op, ...) {.ops = {KC_OP_##op}, .args = {__VA_ARGS__}}
-#define P_OPIF(op, pred_fn, ...) {.ops = {KC_OP_##op}, .pred = (pred_fn), .args = {__VA_ARGS__}}
-#define P_OP2(a, b, ...) {.ops = {KC_OP_##a, KC_OP_##b}, .args = {__VA_ARGS__}}
-#define P_OP2IF(a, b, pred_fn, ...)                                                                \
+#define P_OP(op, ...)             {.ops = {KC_OP_##op}, .args = {__VA_ARGS__}}
+#define P_OPIF(op, pred_fn, ...)  {.ops = {KC_OP_##op}, .pred = (pred_fn), .args = {__VA_ARGS__}}
+#define P_OP2(a, b, ...)          {.ops = {KC_OP_##a, KC_OP_##b}, .args = {__VA_ARGS__}}
+#define P_OP2IF(a, b, pred_fn, ...) \
   {.ops = {KC_OP_##a, KC_OP_##b}, .pred = (pred_fn), .args = {__VA_ARGS__}}
-#define P_OP3(a, b, c, ...) {.ops = {KC_OP_##a, KC_OP_##b, KC_OP_##c}, .args = {__VA_ARGS__}}
-#define P_OP4(a, b, c, d, ...)                                                                     \
+#define P_OP3(a, b, c, ...)       {.ops = {KC_OP_##a, KC_OP_##b, KC_OP_##c}, .args = {__VA_ARGS__}}
+#define P_OP4(a, b, c, d, ...) \
   {.ops = {KC_OP_##a, KC_OP_##b, KC_OP_##c, KC_OP_##d}, .args = {__VA_ARGS__}}
-#define P_OP4IF(a, b, c, d, pred_fn, ...)                                                          \
+#define P_OP4IF(a, b, c, d, pred_fn, ...) \
   {.ops = {KC_OP_##a, KC_OP_##b, KC_OP_##c, KC_OP_##d}, .pred = (pred_fn), .args = {__VA_ARGS__}}
-#define P_ANYOP(pred_fn, ...) {.ops = {KC_OP_NOP}, .pred = (pred_fn), .args = {__VA_ARGS__}}
+#define P_ANYOP(pred_fn, ...)     {.ops = {KC_OP_NOP}, .pred = (pred_fn), .args = {__VA_ARGS__}}
+/* clang-format on */
 
 /* What a successful match found. */
 typedef struct kc_match {
@@ -132,7 +137,8 @@ typedef struct kc_uses {
 kc_status kc_uses_compute(const kc_graph *g, kc_uses *u);
 void kc_uses_free(kc_uses *u);
 
-/* Is the pattern well formed (rows reached once each, indices in range)? The reason goes to why. */
+/* Is the pattern well formed (sub-rows name rows other than 0 and their own, every row reached
+ * from row 0, slots in range)? The reason goes to why. */
 bool kc_pat_check(const kc_pat *pat, int nrows, char *why, size_t size);
 /* Does row 0's op list admit op? (The driver tries a pattern only on such roots.) */
 bool kc_pat_root_op(const kc_pat *pat, kc_op op);
@@ -161,7 +167,8 @@ typedef struct kc_rule {
   kc_rewrite_fn rewrite;
 } kc_rule;
 
-#define KC_RULE(name, pat, fn) {(name), (pat), KC_LEN(pat), (fn)}
+#define KC_RULE(name, pat, fn)                                                                     \
+  { (name), (pat), KC_LEN(pat), (fn) }
 
 /*
  * Run rules over g until none fires (a fixpoint), then delete dead nodes. Nodes are visited in
@@ -184,7 +191,8 @@ bool kc_rw_is_output(const kc_rewriter *rw, kc_val v);
 /*
  * A new node placed before the root: nin inputs, nout fresh results (written to outs, may be
  * NULL). Set attributes with kc_node_set_* on the returned index; results are typed when the
- * rewrite returns, or now with kc_rw_infer. UINT32_MAX when out of memory.
+ * rewrite returns, or now with kc_rw_infer. UINT32_MAX when out of memory: return KC_OK then,
+ * the driver reports it.
  */
 uint32_t kc_rw_node(kc_rewriter *rw, kc_op op, uint32_t nin, const kc_val *in, uint32_t nout,
                     kc_val *outs);

@@ -90,5 +90,10 @@ extern const kc_pass kc_pass_dce;
 extern const kc_pass kc_pass_cse;
 extern const kc_pass kc_pass_canonicalize;
 extern const kc_pass kc_pass_fold;
+extern const kc_pass kc_pass_fuse_norm;
+extern const kc_pass kc_pass_fuse_gelu;
+extern const kc_pass kc_pass_fuse_attention;
+extern const kc_pass kc_pass_fuse_epilogue;
+extern const kc_pass kc_pass_fuse_elementwise;
 
 #endif /* KERNC_PASSES_H */

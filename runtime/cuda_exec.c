@@ -10,13 +10,16 @@
  * computed data (staged runs) and the results copied out at the end.
  *
  * Invariants: device buffers only grow; weights are uploaded once, at their first use; a stage
- * returns after cuCtxSynchronize, so kernel failures surface as the run's status. Without the
- * toolkit (no KERNC_HAVE_CUDA) the target only reports itself unavailable.
+ * returns after cuCtxSynchronize, so kernel failures surface as the run's status. With
+ * profiling on (kc_module_set_profile) every launch is waited for, so a node's time is its
+ * kernel's. Without the toolkit (no KERNC_HAVE_CUDA) the target only reports itself
+ * unavailable.
  */
 #include "runtime/internal.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef KERNC_HAVE_CUDA
 
@@ -134,8 +137,8 @@ kc_status kc_rt_cuda_compile(kc_module *m) {
   c->bufs = calloc(most + 1, sizeof *c->bufs);
   c->dims = calloc((size_t)g->nvals * KC_MAX_RANK + 1, sizeof *c->dims);
   c->words = calloc(most + (size_t)g->nvals * KC_MAX_RANK + 2, sizeof *c->words);
-  if (!c->info || !c->fn || !c->in_buf || !c->in_cap || !c->out_buf || !c->out_cap ||
-      !c->src_buf || !c->bufs || !c->dims || !c->words)
+  if (!c->info || !c->fn || !c->in_buf || !c->in_cap || !c->out_buf || !c->out_cap || !c->src_buf ||
+      !c->bufs || !c->dims || !c->words)
     return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory compiling @%s for CUDA", g->name);
   kc_cuda_prog *prog = NULL;
   const char *src = NULL;
@@ -266,6 +269,26 @@ static kc_status fetch(kc_module *m, uint32_t v) {
   return s == KC_OK ? kc_cuda_dtoh(m->cuda->dev, m->vbuf[v], p, m->nbytes[r]) : s;
 }
 
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Node i's kernel; with profiling on, waited for and timed (launch to completion). */
+static kc_status run_node(kc_module *m, uint32_t i) {
+  if (!m->profile || !m->prof) return launch(m, i);
+  uint64_t t0 = now_ns();
+  kc_status s = launch(m, i);
+  if (s == KC_OK) s = kc_cuda_sync(m->cuda->dev);
+  uint64_t dt = now_ns() - t0;
+  kc_rt_prof *p = &m->prof[i];
+  if (!p->calls || dt < p->min_ns) p->min_ns = dt;
+  p->ns += dt;
+  p->calls++;
+  return s;
+}
+
 kc_status kc_rt_cuda_execute(kc_module *m, uint32_t from, uint32_t to) {
   kc_rt_cuda *c = m->cuda;
   const kc_graph *g = m->g;
@@ -273,7 +296,7 @@ kc_status kc_rt_cuda_execute(kc_module *m, uint32_t from, uint32_t to) {
   if (s == KC_OK) s = grow_arena(m);
   if (s == KC_OK) s = reserve_outputs(m, from, to);
   for (uint32_t i = from; i < to && s == KC_OK; i++)
-    if (!c->info[i].no_kernel && c->fn[i]) s = launch(m, i);
+    if (!c->info[i].no_kernel && c->fn[i]) s = run_node(m, i);
   if (s == KC_OK) s = kc_cuda_sync(c->dev);
   if (s != KC_OK) return s;
   if (to < g->nnodes) /* the next stage settles node `to` from its inputs' contents */

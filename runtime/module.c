@@ -158,11 +158,11 @@ kc_status kc_rt_workspace(kc_module *m) {
   return KC_OK;
 }
 
-/* The passes named by `passes`; NULL: the CPU target's default pipeline; "": none. */
+/* The passes named by `passes`; NULL: the target's default pipeline; "": none. */
 kc_status kc_rt_passes(kc_module *m, const char *passes) {
   kc_pipeline p;
   kc_status s = passes ? kc_pipeline_parse(m->ctx, passes, &p)
-                       : kc_pipeline_for_target(m->ctx, "cpu", &p);
+                       : kc_pipeline_for_target(m->ctx, m->cuda ? "cuda" : "cpu", &p);
   if (s != KC_OK) return s;
   if (p.n == 0) return KC_OK;
   kc_pass_options po = {.no_print_on_fail = true}; /* a library does not print */

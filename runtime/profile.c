@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Nodes that launch a kernel: the ones kc_rt_execute times. */
+/* Nodes that launch a kernel: the ones kc_rt_execute (or the CUDA executor) times. */
 static bool has_kernel(const kc_module *m, uint32_t i) {
-  return !m->kernels[i].no_kernel && m->kernels[i].fn;
+  return !m->kernels[i].no_kernel && (m->kernels[i].fn || m->cuda);
 }
 
 kc_status kc_module_set_profile(kc_module *m, int on) {

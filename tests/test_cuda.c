@@ -7,8 +7,9 @@
  *     --target=cuda` prints "kernc: CUDA target unavailable: ..." and exits non-zero;
  *   - every kernel of every in-scope ONNX backend node test (the onnx 1.22 wheel's and Debian's
  *     libonnx-testdata; in scope = kc_onnx_load accepts the model) and of every golden .kir
- *     graph is emitted as CUDA C, compiled by NVRTC to PTX for compute_80 and compute_90, and the
- *     PTX is checked by the toolkit's ptxas for sm_80 and sm_90. Identical kernels are compiled
+ *     graph, as loaded and after the CUDA target's default pipeline, is emitted as CUDA C,
+ *     compiled by NVRTC to PTX for compute_80 and compute_90, and the PTX is checked by the
+ *     toolkit's ptxas for sm_80 and sm_90. Identical kernels are compiled
  *     once, the distinct ones in programs of KERNELS_PER_PROGRAM (NVRTC's start-up cost is per
  *     program). Every op of ir/ops.def must be covered and nothing may fail; the counts and the
  *     time are printed.
@@ -24,6 +25,7 @@
 
 #include "frontend/frontend.h"
 #include "ir/internal.h"
+#include "passes/passes.h"
 #ifdef KERNC_HAVE_CUDA
 #include "codegen/cuda/cuda.h"
 #endif
@@ -41,10 +43,10 @@
 
 typedef struct env {
   const char *kernc, *tests;
-  char tmp[64];      /* scratch folder, removed at the end */
-  bool device;       /* a GPU and its driver are there */
-  char nodev[512];   /* why not */
-  char **dirs;       /* in-scope candidates: node test folders of both suites, sorted */
+  char tmp[64];    /* scratch folder, removed at the end */
+  bool device;     /* a GPU and its driver are there */
+  char nodev[512]; /* why not */
+  char **dirs;     /* in-scope candidates: node test folders of both suites, sorted */
   size_t ndirs;
 } env;
 
@@ -168,7 +170,8 @@ static void unavailable_run(void **state) {
 
 #ifdef KERNC_HAVE_CUDA
 
-/* ---- every kernel through NVRTC and ptxas ----------------------------------------------------- */
+/* ---- every kernel through NVRTC and ptxas -----------------------------------------------------
+ */
 
 #define PLACEHOLDER "KC_KERNEL_"
 
@@ -184,7 +187,7 @@ typedef struct corpus {
   size_t n, cap;
   uint64_t *hash; /* open addressing over text, 0 = empty; index in slot[] */
   size_t *slot, tcap;
-  size_t emitted, graphs, failures;
+  size_t emitted, graphs, failures, unpiped;
   bool covered[KC_OP_COUNT];
 } corpus;
 
@@ -275,6 +278,22 @@ static void corpus_graph(corpus *c, kc_context *ctx, const kc_graph *g, const ch
   }
 }
 
+/* g after the CUDA target's default pipeline, as kc_compile would lower it. A pipeline that
+ * fails is the passes' business (their tests): counted, not a failure here. */
+static void corpus_piped(corpus *c, kc_context *ctx, const kc_graph *g, const char *what) {
+  kc_graph *h = kc_graph_clone(g, true);
+  kc_pipeline p;
+  kc_pass_options po = {.no_print_on_fail = true};
+  if (h && kc_pipeline_for_target(ctx, "cuda", &p) == KC_OK &&
+      kc_pipeline_run(&p, h, &po) == KC_OK) {
+    kc_graph_compact(h);
+    corpus_graph(c, ctx, h, what);
+  } else {
+    c->unpiped++;
+  }
+  kc_graph_free(h);
+}
+
 /* Weights of a .kir file have no data; give them zeros so constant-reading emitters work. */
 static void bind_zeros(kc_graph *g, void **keep, size_t *nkeep) {
   for (uint32_t i = 0; i < g->ntensors; i++) {
@@ -311,6 +330,7 @@ static size_t golden_graphs(corpus *c, kc_context *ctx, const char *tests) {
     size_t nkeep = 0;
     if (g->ntensors <= 256) bind_zeros(g, keep, &nkeep);
     corpus_graph(c, ctx, g, path);
+    corpus_piped(c, ctx, g, path);
     kc_graph_free(g);
     for (size_t k = 0; k < nkeep; k++)
       free(keep[k]);
@@ -369,6 +389,7 @@ static void kernels_nvrtc_ptxas(void **state) {
     if (kc_onnx_load(ctx, path, &g) != KC_OK) continue; /* out of scope */
     scope++;
     corpus_graph(&c, ctx, g, e->dirs[i]);
+    corpus_piped(&c, ctx, g, e->dirs[i]);
     kc_graph_free(g);
   }
   size_t golden = golden_graphs(&c, ctx, e->tests);
@@ -386,7 +407,8 @@ static void kernels_nvrtc_ptxas(void **state) {
   /* the cache answers a program it compiled before */
   uint64_t hits0, hits, compiles;
   kc_nvrtc_stats(nv, &hits0, &compiles);
-  if (c.n) check_program(e, &c, ctx, nv, 0, c.n < KERNELS_PER_PROGRAM ? c.n : KERNELS_PER_PROGRAM, 80);
+  if (c.n)
+    check_program(e, &c, ctx, nv, 0, c.n < KERNELS_PER_PROGRAM ? c.n : KERNELS_PER_PROGRAM, 80);
   kc_nvrtc_stats(nv, &hits, &compiles);
   double t2 = now_s();
 
@@ -399,11 +421,12 @@ static void kernels_nvrtc_ptxas(void **state) {
     print_message("FAIL op %s is not covered by any test graph\n", kc_ops[op].name);
     c.failures++;
   }
-  print_message("cuda: %zu node tests in scope of %zu, %zu golden graphs; %zu kernels emitted, "
-                "%zu distinct, in %zu programs compiled by NVRTC for compute_80 and compute_90 "
-                "and checked by ptxas for sm_80 and sm_90; ops covered %zu/%d; %zu failures; "
-                "%.1f s (emit %.1f s, NVRTC + ptxas %.1f s)\n",
-                scope, e->ndirs, golden, c.emitted, c.n, programs, ncov, KC_OP_COUNT - 1,
+  print_message("cuda: %zu node tests in scope of %zu, %zu golden graphs, each as loaded and "
+                "after the cuda pipeline (%zu where it failed: as loaded only); %zu kernels "
+                "emitted, %zu distinct, in %zu programs compiled by NVRTC for compute_80 and "
+                "compute_90 and checked by ptxas for sm_80 and sm_90; ops covered %zu/%d; %zu "
+                "failures; %.1f s (emit %.1f s, NVRTC + ptxas %.1f s)\n",
+                scope, e->ndirs, golden, c.unpiped, c.emitted, c.n, programs, ncov, KC_OP_COUNT - 1,
                 c.failures, t2 - t0, t1 - t0, t2 - t1);
   assert_true(hits > hits0 || c.n == 0);
   assert_true(c.emitted > 0);

@@ -509,6 +509,7 @@ static int print_kernels(const kc_module *m, int iters, int top, double run_ms) 
 typedef struct bench_opts {
   long threads, iters, warmup, top;
   const char *passes;
+  const char *target; /* "cpu" or "cuda" */
 } bench_opts;
 
 /* After a failed run: defaulted dims are the likeliest cause (a model's tables are shorter). */
@@ -525,7 +526,7 @@ static void default_hint(const syms *s) {
 static int measure(kc_context *ctx, const kc_graph *g, const kc_tensor_desc *in,
                    const bench_opts *o, const syms *sy) {
   uint32_t nin = kc_graph_num_inputs(g), nout = kc_graph_num_outputs(g);
-  kc_compile_options co = {.target = "cpu", .passes = o->passes, .threads = (int)o->threads};
+  kc_compile_options co = {.target = o->target, .passes = o->passes, .threads = (int)o->threads};
   kc_module *m = NULL;
   double t0 = now_ms();
   kc_status s = kc_compile(ctx, g, &co, &m);
@@ -548,6 +549,7 @@ static int measure(kc_context *ctx, const kc_graph *g, const kc_tensor_desc *in,
   }
   if (rc < 0) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (strcmp(o->target, "cpu") != 0) printf("target       %s\n", o->target);
     if (o->threads)
       printf("threads      %ld\n", o->threads);
     else
@@ -639,6 +641,7 @@ static int bench(const cli_cmd *cmd, const char *path, const bench_args *a, cons
 
 int cmd_bench(int argc, char **argv) {
   const char *threads = NULL, *iters = NULL, *warmup = NULL, *top = NULL, *passes = NULL;
+  const char *target = "cpu";
   const char *unused = NULL; /* --input and --dim are taken out of argv before parsing */
   cli_cmd cmd = {
       .name = "kernc bench",
@@ -664,6 +667,7 @@ int cmd_bench(int argc, char **argv) {
   cli_add(&cmd, (cli_opt){"passes", 0, "LIST",
                           "passes to compile with (default: the target's pipeline; empty: none)",
                           NULL, &passes});
+  cli_add(&cmd, (cli_opt){"target", 0, "cpu|cuda", "where to run (default: cpu)", NULL, &target});
   bench_args a = {0};
   a.input = calloc((size_t)argc + 1, sizeof *a.input);
   a.dim = calloc((size_t)argc + 1, sizeof *a.dim);
@@ -673,7 +677,10 @@ int cmd_bench(int argc, char **argv) {
   int rc = a.input && a.dim && a.rest ? take_repeated(&cmd, argc, argv, &a)
                                       : (fprintf(stderr, "kernc: out of memory\n"), 1);
   if (rc < 0) rc = cli_parse(&cmd, a.nrest, a.rest, pos, &npos);
-  bench_opts o = {.threads = 0, .iters = 20, .warmup = 3, .top = 15, .passes = passes};
+  bench_opts o = {
+      .threads = 0, .iters = 20, .warmup = 3, .top = 15, .passes = passes, .target = target};
+  if (rc < 0 && strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0)
+    rc = cli_usage_error(&cmd, "--target is cpu or cuda, got '%s'", target);
   if (rc < 0 && threads) rc = parse_int(&cmd, "--threads", threads, 1, 4096, &o.threads);
   if (rc < 0 && iters) rc = parse_int(&cmd, "--iters", iters, 1, 100000000, &o.iters);
   if (rc < 0 && warmup) rc = parse_int(&cmd, "--warmup", warmup, 0, 100000000, &o.warmup);

@@ -7,9 +7,10 @@
 #include "tools/commands.h"
 
 #include <stdio.h>
+#include <string.h>
 
 int cmd_compile(int argc, char **argv) {
-  const char *out = NULL, *name = NULL, *header = NULL, *passes = NULL;
+  const char *out = NULL, *name = NULL, *header = NULL, *passes = NULL, *target = "cpu";
   cli_cmd cmd = {
       .name = "kernc compile",
       .args = "MODEL",
@@ -30,10 +31,20 @@ int cmd_compile(int argc, char **argv) {
                           NULL, &header});
   cli_add(&cmd,
           (cli_opt){"passes", 0, "LIST", "passes to run before code generation", NULL, &passes});
+  cli_add(&cmd, (cli_opt){"target", 0, "cpu", "the target (only cpu: CUDA kernels are compiled "
+                                              "at run time, kernc run --target=cuda)",
+                          NULL, &target});
   const char *pos[1];
   int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
   if (rc >= 0) return rc;
   if (!out) return cli_usage_error(&cmd, "missing -o libNAME.so");
+  if (strcmp(target, "cuda") == 0) {
+    fprintf(stderr, "kernc: compile: ahead-of-time export targets the CPU only; the CUDA target "
+                    "compiles its kernels at run time (kernc run --target=cuda)\n");
+    return 1;
+  }
+  if (strcmp(target, "cpu") != 0)
+    return cli_usage_error(&cmd, "--target is cpu, got '%s'", target);
   kc_context *ctx = kc_context_new();
   if (!ctx) return (fprintf(stderr, "kernc: out of memory\n"), 1);
   kc_graph *g = NULL;

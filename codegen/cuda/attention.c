@@ -242,8 +242,8 @@ kc_status kc_cuda_lower_attention(kc_cuda_emit *e) {
   int64_t Dk = rank == 3 ? dk / kvh : dk;
   int bc = pick_bc(D, Dv);
   if (D <= 0 || Dv <= 0 || Dk != D || !bc)
-    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "head sizes D %lld, D_k %lld, D_v %lld",
-                      (long long)D, (long long)Dk, (long long)Dv);
+    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "head sizes D %lld, D_k %lld, D_v %lld", (long long)D,
+                      (long long)Dk, (long long)Dv);
   kc_dtype t = q->dtype;
   if (!kc_dtype_is_float(t) || k->dtype != t || v->dtype != t)
     return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "q, k, v of %s, %s, %s", kc_dtype_name(t),
@@ -292,15 +292,15 @@ kc_status kc_cuda_lower_attention(kc_cuda_emit *e) {
                  kc_cu_dim(e, false, COS, 0), kc_cu_dim(e, false, COS, 1), (long long)(D / 2));
   kc_cu_printf(e->t, "  p.scale = (float)%.17g;\n  p.softcap = (float)%.17g;\n", scale,
                kc_node_float(n, "softcap", 0));
-  kc_cu_printf(e->t,
-               "  kc_attention<%s, %s, %s, %lld, %lld, %d, %lld, %lld, %s, %d, %s, %s, %s, %s, %s>(p, "
-               "a.units);\n",
-               st, has_mask ? kc_cu_stype(kc_cu_val(e, false, MASK)->dtype) : "float",
-               rot ? kc_cu_stype(kc_cu_val(e, false, COS)->dtype) : st, (long long)D,
-               (long long)Dv, bc, (long long)heads, (long long)(heads / kvh),
-               causal ? "true" : "false", mk, rot ? "true" : "false",
-               kc_node_int(n, "rotary_interleaved", 0) ? "true" : "false", past ? "true" : "false",
-               prk ? "true" : "false", prv ? "true" : "false");
+  kc_cu_printf(
+      e->t,
+      "  kc_attention<%s, %s, %s, %lld, %lld, %d, %lld, %lld, %s, %d, %s, %s, %s, %s, %s>(p, "
+      "a.units);\n",
+      st, has_mask ? kc_cu_stype(kc_cu_val(e, false, MASK)->dtype) : "float",
+      rot ? kc_cu_stype(kc_cu_val(e, false, COS)->dtype) : st, (long long)D, (long long)Dv, bc,
+      (long long)heads, (long long)(heads / kvh), causal ? "true" : "false", mk,
+      rot ? "true" : "false", kc_node_int(n, "rotary_interleaved", 0) ? "true" : "false",
+      past ? "true" : "false", prk ? "true" : "false", prv ? "true" : "false");
   kc_cu_end(e);
   return KC_OK;
 }

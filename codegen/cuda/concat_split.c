@@ -19,8 +19,8 @@ static kc_status lower(kc_cuda_emit *e, bool concat) {
   kc_cu_launch_threads(e, 256);
   kc_cu_units_dims(e, whole_out, 0, 0, R, 1);
   kc_cu_begin(e, 256);
-  kc_cu_printf(e->t, "  const i64 post = %s, total = %s;\n", kc_cu_numel(e, whole_out, 0, axis + 1, R),
-               kc_cu_dim(e, whole_out, 0, axis));
+  kc_cu_printf(e->t, "  const i64 post = %s, total = %s;\n",
+               kc_cu_numel(e, whole_out, 0, axis + 1, R), kc_cu_dim(e, whole_out, 0, axis));
   kc_cu_puts(e->t, "  KC_THREADS(idx) {\n"
                    "    const i64 q = idx % post, p = idx / post / total;\n"
                    "    i64 t = idx / post % total;\n");

@@ -80,8 +80,8 @@ kc_status kc_cuda_emit_node(kc_context *ctx, const struct kc_graph *g, uint32_t 
 /* Add kernel text made by kc_cuda_emit_node to the program. */
 kc_status kc_cuda_prog_add_text(kc_cuda_prog *p, const char *text, unsigned sections);
 /* Emit node ni of g into the program as kernel name (no_kernel nodes add nothing). */
-kc_status kc_cuda_prog_add(kc_cuda_prog *p, const struct kc_graph *g, uint32_t ni,
-                           const char *name, kc_cuda_kernel_info *info);
+kc_status kc_cuda_prog_add(kc_cuda_prog *p, const struct kc_graph *g, uint32_t ni, const char *name,
+                           kc_cuda_kernel_info *info);
 /* The whole program: device library (the sections used) and every kernel added; owned by p,
  * valid until the next add. NULL when out of memory. */
 const char *kc_cuda_prog_source(kc_cuda_prog *p);

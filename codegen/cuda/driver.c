@@ -45,8 +45,8 @@ typedef struct cu_api {
   cu_result (*ModuleLoadData)(cu_module *, const void *);
   cu_result (*ModuleUnload)(cu_module);
   cu_result (*ModuleGetFunction)(cu_function *, cu_module, const char *);
-  cu_result (*LaunchKernel)(cu_function, unsigned, unsigned, unsigned, unsigned, unsigned,
-                            unsigned, unsigned, cu_stream, void **, void **);
+  cu_result (*LaunchKernel)(cu_function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                            unsigned, cu_stream, void **, void **);
   cu_result (*GetErrorName)(cu_result, const char **);
 } cu_api;
 
@@ -122,7 +122,8 @@ static const char *resolve(kc_cuda_dev *d) {
 static kc_status open_device(kc_cuda_dev *d, int ordinal) {
   cu_api *a = &d->api;
   cu_result r = a->Init(0);
-  if (r == CU_ERROR_NO_DEVICE) return unavailable(d->ctx, "%s", "no CUDA device (cuInit: CUDA_ERROR_NO_DEVICE)");
+  if (r == CU_ERROR_NO_DEVICE)
+    return unavailable(d->ctx, "%s", "no CUDA device (cuInit: CUDA_ERROR_NO_DEVICE)");
   if (r != 0) {
     char why[128];
     snprintf(why, sizeof why, "cuInit failed: %s (%d)", err_name(d, r), r);

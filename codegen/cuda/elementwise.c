@@ -81,7 +81,9 @@ kc_status kc_cu_elementwise(kc_cuda_emit *e, kc_cu_body_fn body, void *user) {
   for (uint32_t i = 0; i < n->nin; i++) {
     if (!n->in[i].id) continue;
     kc_dtype t = kc_cu_val(e, false, i)->dtype;
-    const char *idx = kind[i] == K_SAME ? "idx" : kind[i] == K_SCALAR ? "0" : kc_cu_fmt(e, "o%u", i);
+    const char *idx = kind[i] == K_SAME     ? "idx"
+                      : kind[i] == K_SCALAR ? "0"
+                                            : kc_cu_fmt(e, "o%u", i);
     kc_cu_printf(e->t, "    const %s x%u = %s;\n", kc_cu_ctype(t), i,
                  kc_cu_load(e, t, kc_cu_fmt(e, "in%u", i), idx));
   }

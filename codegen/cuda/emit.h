@@ -139,17 +139,16 @@ void kc_cu_units_dims_except(kc_cuda_emit *e, bool out, uint32_t i, int from, in
  * of input i along output axis k when i broadcasts to the output numpy-style (0 along axes it
  * lacks or has as 1).
  */
-void kc_cu_bcast_strides(kc_cuda_emit *e, uint32_t i, int R, const kc_dim *odims,
-                         const char *name);
+void kc_cu_bcast_strides(kc_cuda_emit *e, uint32_t i, int R, const kc_dim *odims, const char *name);
 /*
  * Emit code that turns flat index `idx` (row-major over dims [first, first + R) of input /
  * output v) into offsets: offs[j] += coordinate k * snames[j]_<k> for each of nops stride
  * sets, k in [0, R). need (NULL: all) marks the axes whose coordinate any set uses; the others
  * are only divided out.
  */
-void kc_cu_decompose(kc_cuda_emit *e, int indent, const char *idx, bool out, uint32_t v,
-                     int first, int R, int nops, const char *const *snames,
-                     const char *const *offs, const bool *need);
+void kc_cu_decompose(kc_cuda_emit *e, int indent, const char *idx, bool out, uint32_t v, int first,
+                     int R, int nops, const char *const *snames, const char *const *offs,
+                     const bool *need);
 
 /* Contents of input i when shape inference knows them as integers (axes, perms): the count
  * (at most max), or -1. */

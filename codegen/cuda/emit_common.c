@@ -76,8 +76,10 @@ const char *kc_cu_numel(kc_cuda_emit *e, bool out, uint32_t i, int from, int to)
     }
     const char *d = kc_cu_dim(e, out, i, a);
     int n = snprintf(buf + len, sizeof buf - len, "%s", d);
-    if (n < 0 || (size_t)n + 1 >= sizeof buf - len) e->ring_overflow = true;
-    else len += (size_t)n, buf[len++] = '*', buf[len] = 0;
+    if (n < 0 || (size_t)n + 1 >= sizeof buf - len)
+      e->ring_overflow = true;
+    else
+      len += (size_t)n, buf[len++] = '*', buf[len] = 0;
   }
   return kc_cu_fmt(e, "(%s%lldLL)", buf, c);
 }
@@ -94,7 +96,8 @@ kc_status kc_cu_fail(kc_cuda_emit *e, kc_status s, const char *fmt, ...) {
 void kc_cu_begin(kc_cuda_emit *e, int block) {
   const kc_node *n = e->n;
   uint32_t nb = n->nin + n->nout;
-  kc_cu_printf(e->t, "extern \"C\" __global__ void __launch_bounds__(%d) %s(const kc_args<%u, %u> a) {\n",
+  kc_cu_printf(e->t,
+               "extern \"C\" __global__ void __launch_bounds__(%d) %s(const kc_args<%u, %u> a) {\n",
                block, e->name, nb ? nb : 1, e->ndims ? e->ndims : 1);
   for (uint32_t i = 0; i < n->nin; i++) {
     if (!n->in[i].id) continue;
@@ -192,9 +195,9 @@ void kc_cu_bcast_strides(kc_cuda_emit *e, uint32_t i, int R, const kc_dim *odims
   }
 }
 
-void kc_cu_decompose(kc_cuda_emit *e, int indent, const char *idx, bool out, uint32_t v,
-                     int first, int R, int nops, const char *const *snames,
-                     const char *const *offs, const bool *need) {
+void kc_cu_decompose(kc_cuda_emit *e, int indent, const char *idx, bool out, uint32_t v, int first,
+                     int R, int nops, const char *const *snames, const char *const *offs,
+                     const bool *need) {
   const kc_value *val = kc_cu_val(e, out, v);
   const kc_dim *dims = val->dims + first;
   int lo = R;

@@ -25,9 +25,8 @@ static const char *name_of(kc_cuda_emit *e, const kc_graph *b, kc_val v) {
 static kc_status body_constant(kc_cuda_emit *e, const kc_graph *b, const kc_node *bn) {
   const kc_value *v = kc_value_of(b, bn->out[0]);
   const kc_attr *a = kc_node_attr(bn, "value");
-  const kc_tensor *t = a && a->kind == KC_ATTR_TENSOR && a->u.tensor < b->ntensors
-                           ? &b->tensors[a->u.tensor]
-                           : NULL;
+  const kc_tensor *t =
+      a && a->kind == KC_ATTR_TENSOR && a->u.tensor < b->ntensors ? &b->tensors[a->u.tensor] : NULL;
   if (!t || !t->data || kc_value_numel(b, bn->out[0]) != 1 || t->dtype != v->dtype)
     return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "fused body constant %%%u is not one element",
                       bn->out[0].id);
@@ -40,8 +39,8 @@ static kc_status body_op(kc_cuda_emit *e, const kc_graph *b, const kc_node *bn) 
   kc_op_class c = kc_ops[bn->op].cls;
   if ((c != KC_CLASS_ELEMWISE && c != KC_CLASS_BROADCAST) || bn->nout < 1 || !bn->out[0].id ||
       bn->nin > 16)
-    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "%s (%%%u) inside a fused region",
-                      kc_ops[bn->op].name, bn->out[0].id);
+    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "%s (%%%u) inside a fused region", kc_ops[bn->op].name,
+                      bn->out[0].id);
   const char *args[16];
   for (uint32_t i = 0; i < bn->nin; i++)
     args[i] = bn->in[i].id ? name_of(e, b, bn->in[i]) : NULL;

@@ -22,13 +22,14 @@ kc_status kc_cuda_lower_gather(kc_cuda_emit *e) {
   kc_cu_printf(e->t, "  const i64 post = %s, len = %s, nidx = %s;\n",
                kc_cu_numel(e, false, 0, axis + 1, r), kc_cu_dim(e, false, 0, axis),
                kc_cu_numel(e, false, 1, 0, ix->rank));
-  kc_cu_printf(e->t, "  KC_THREADS(idx) {\n"
-                     "    const i64 q = idx %% post, t = idx / post, j = t %% nidx, p = t / nidx;\n"
-                     "    i64 k = (i64)in1[j];\n"
-                     "    if (k < 0) k += len;\n"
-                     "    k = k < 0 ? 0 : k >= len ? len - 1 : k;\n"
-                     "    out0[idx] = len > 0 ? in0[(p * len + k) * post + q] : %s{};\n"
-                     "  }\n",
+  kc_cu_printf(e->t,
+               "  KC_THREADS(idx) {\n"
+               "    const i64 q = idx %% post, t = idx / post, j = t %% nidx, p = t / nidx;\n"
+               "    i64 k = (i64)in1[j];\n"
+               "    if (k < 0) k += len;\n"
+               "    k = k < 0 ? 0 : k >= len ? len - 1 : k;\n"
+               "    out0[idx] = len > 0 ? in0[(p * len + k) * post + q] : %s{};\n"
+               "  }\n",
                kc_cu_stype(x->dtype));
   kc_cu_end(e);
   return KC_OK;

@@ -27,9 +27,7 @@ uint32_t kc_cuda_grid(const kc_cuda_launch *l, int64_t units) {
   return g < 1 ? 1 : g > GRID_CAP ? GRID_CAP : (uint32_t)g;
 }
 
-size_t kc_cuda_arg_words(const kc_cuda_kernel_info *k) {
-  return (size_t)k->nbufs + k->ndims + 1;
-}
+size_t kc_cuda_arg_words(const kc_cuda_kernel_info *k) { return (size_t)k->nbufs + k->ndims + 1; }
 
 void kc_cuda_pack(const kc_cuda_kernel_info *k, const uint64_t *bufs, const int64_t *dims,
                   int64_t units, uint64_t *words) {

@@ -99,8 +99,7 @@ static kc_status plan(kc_cuda_emit *e, mm *p) {
   p->rb = kc_cu_val(e, false, 1)->rank;
   p->ro = kc_cu_val(e, true, 0)->rank;
   if (!kc_dtype_is_float(p->dt) && !kc_dtype_is_int(p->dt))
-    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "%s of %s", kc_ops[n->op].name,
-                      kc_dtype_name(p->dt));
+    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "%s of %s", kc_ops[n->op].name, kc_dtype_name(p->dt));
   if (kc_cu_val(e, false, 1)->dtype != p->dt)
     return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "operands of different dtypes");
   if (p->ra < 1 || p->rb < 1 || (p->gemm && (p->ra != 2 || p->rb != 2)))
@@ -144,8 +143,9 @@ static kc_status epilogue(kc_cuda_emit *e, const mm *p, const int *ops, int nops
   for (int j = 0; j < nops; j++) {
     int i = ops[j];
     kc_dtype t = kc_cu_val(e, false, (uint32_t)i)->dtype;
-    const char *off = kc_cu_fmt(e, "oe%d%s%s", i, p->has_m ? kc_cu_fmt(e, " + m * e%d_%d", i, p->nb) : "",
-                                p->has_n ? kc_cu_fmt(e, " + n * e%d_%d", i, p->nb + p->has_m) : "");
+    const char *off =
+        kc_cu_fmt(e, "oe%d%s%s", i, p->has_m ? kc_cu_fmt(e, " + m * e%d_%d", i, p->nb) : "",
+                  p->has_n ? kc_cu_fmt(e, " + n * e%d_%d", i, p->nb + p->has_m) : "");
     kc_cu_printf(e->t, "        const %s c%d = (%s)%s;\n", p->acc, i, p->acc,
                  kc_cu_load(e, t, kc_cu_fmt(e, "in%d", i), off));
   }
@@ -166,7 +166,10 @@ static kc_status epilogue(kc_cuda_emit *e, const mm *p, const int *ops, int nops
     return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "act=%s on %s", act, kc_dtype_name(p->dt));
   if (kc_cu_present(e, false, 2)) kc_cu_puts(e->t, "        v = kc_add(v, c2);\n");
   if (relu || gelu || gtanh)
-    kc_cu_printf(e->t, "        v = %s(v);\n", relu ? "kc_relu" : gelu ? "kc_gelu" : "kc_gelu_tanh");
+    kc_cu_printf(e->t, "        v = %s(v);\n",
+                 relu   ? "kc_relu"
+                 : gelu ? "kc_gelu"
+                        : "kc_gelu_tanh");
   if (kc_cu_present(e, false, 3)) kc_cu_puts(e->t, "        v = kc_add(v, c3);\n");
   return KC_OK;
 }
@@ -209,14 +212,16 @@ kc_status kc_cuda_lower_matmul(kc_cuda_emit *e) {
   kc_cu_puts(e->t, ";\n");
   kc_cu_decompose(e, 4, "bi", true, 0, 0, p.nb, 2 + nops, sn, on, NULL);
   kc_cu_printf(e->t, "    %s acc[4][4];\n", p.acc);
-  kc_cu_printf(e->t, "    kc_mm_tile<%s>(in0 + oa, in1 + ob, M, N, K, rsa, csa, rsb, csb, tm * %d, "
-                     "tn * %d, acc);\n",
+  kc_cu_printf(e->t,
+               "    kc_mm_tile<%s>(in0 + oa, in1 + ob, M, N, K, rsa, csa, rsb, csb, tm * %d, "
+               "tn * %d, acc);\n",
                p.acc, MM_TILE, MM_TILE);
-  kc_cu_printf(e->t, "    for (int i = 0; i < 4; i++)\n"
-                     "      for (int j = 0; j < 4; j++) {\n"
-                     "        const i64 m = tm * %d + ty + 16 * i, n = tn * %d + tx + 16 * j;\n"
-                     "        if (m >= M || n >= N) continue;\n"
-                     "        %s v = acc[i][j];\n",
+  kc_cu_printf(e->t,
+               "    for (int i = 0; i < 4; i++)\n"
+               "      for (int j = 0; j < 4; j++) {\n"
+               "        const i64 m = tm * %d + ty + 16 * i, n = tn * %d + tx + 16 * j;\n"
+               "        if (m >= M || n >= N) continue;\n"
+               "        %s v = acc[i][j];\n",
                MM_TILE, MM_TILE, p.acc);
   if ((s = epilogue(e, &p, ops, nops)) != KC_OK) return s;
   kc_cu_store(e, 8, o->dtype, "out0", "(bi * M + m) * N + n", "v");

@@ -65,20 +65,23 @@ kc_status kc_cuda_lower_norm(kc_cuda_emit *e) {
   const char *xj = kc_cu_load(e, t, "in0", "base + j");
   kc_cu_printf(e->t, "  KC_BLOCKS(u) {\n    const i64 base = u * N;\n    %s s = 0;\n", ct);
   if (!rms) {
-    kc_cu_printf(e->t, "    for (i64 j = threadIdx.x; j < N; j += blockDim.x) s += (%s)%s;\n",
-                 ct, xj);
+    kc_cu_printf(e->t, "    for (i64 j = threadIdx.x; j < N; j += blockDim.x) s += (%s)%s;\n", ct,
+                 xj);
     kc_cu_printf(e->t, "    const %s mean = kc_block_reduce(s, kc_op_sum()) / (%s)N;\n", ct, ct);
-    kc_cu_printf(e->t, "    s = 0;\n    for (i64 j = threadIdx.x; j < N; j += blockDim.x) {\n"
-                       "      const %s d = (%s)%s - mean;\n      s += d * d;\n    }\n",
+    kc_cu_printf(e->t,
+                 "    s = 0;\n    for (i64 j = threadIdx.x; j < N; j += blockDim.x) {\n"
+                 "      const %s d = (%s)%s - mean;\n      s += d * d;\n    }\n",
                  ct, ct, xj);
   } else {
     kc_cu_printf(e->t, "    const %s mean = 0;\n", ct);
-    kc_cu_printf(e->t, "    for (i64 j = threadIdx.x; j < N; j += blockDim.x) {\n"
-                       "      const %s d = (%s)%s;\n      s += d * d;\n    }\n",
+    kc_cu_printf(e->t,
+                 "    for (i64 j = threadIdx.x; j < N; j += blockDim.x) {\n"
+                 "      const %s d = (%s)%s;\n      s += d * d;\n    }\n",
                  ct, ct, xj);
   }
-  kc_cu_printf(e->t, "    const %s inv = (%s)1 / kc_sqrt(kc_block_reduce(s, kc_op_sum()) / (%s)N + "
-                     "eps);\n",
+  kc_cu_printf(e->t,
+               "    const %s inv = (%s)1 / kc_sqrt(kc_block_reduce(s, kc_op_sum()) / (%s)N + "
+               "eps);\n",
                ct, ct, ct);
   kc_cu_puts(e->t, "    for (i64 j = threadIdx.x; j < N; j += blockDim.x) {\n");
   if (gs || gb) {
@@ -92,15 +95,17 @@ kc_status kc_cuda_lower_norm(kc_cuda_emit *e) {
     kc_cu_printf(e->t, "      i64 %s = 0%s%s;\n", on[0], k > 1 ? ", " : "", k > 1 ? "obi = 0" : "");
     kc_cu_decompose(e, 6, "j", false, 0, axis, R - axis, k, sn, on, need);
   }
-  const char *y = kc_cu_fmt(e, "((%s)%s - mean) * inv * (%s)%s%s", ct, xj, ct,
-                            kc_cu_load(e, t, "in1", si),
-                            has_bias ? kc_cu_fmt(e, " + (%s)%s", ct, kc_cu_load(e, t, "in2", bi)) : "");
+  const char *y =
+      kc_cu_fmt(e, "((%s)%s - mean) * inv * (%s)%s%s", ct, xj, ct, kc_cu_load(e, t, "in1", si),
+                has_bias ? kc_cu_fmt(e, " + (%s)%s", ct, kc_cu_load(e, t, "in2", bi)) : "");
   kc_cu_store(e, 6, kc_cu_val(e, true, 0)->dtype, "out0", "base + j", y);
   kc_cu_puts(e->t, "    }\n");
   if (kc_cu_present(e, true, 1) || kc_cu_present(e, true, 2)) {
     kc_cu_puts(e->t, "    if (threadIdx.x == 0) {\n");
-    if (kc_cu_present(e, true, 1)) kc_cu_store(e, 6, kc_cu_val(e, true, 1)->dtype, "out1", "u", "mean");
-    if (kc_cu_present(e, true, 2)) kc_cu_store(e, 6, kc_cu_val(e, true, 2)->dtype, "out2", "u", "inv");
+    if (kc_cu_present(e, true, 1))
+      kc_cu_store(e, 6, kc_cu_val(e, true, 1)->dtype, "out1", "u", "mean");
+    if (kc_cu_present(e, true, 2))
+      kc_cu_store(e, 6, kc_cu_val(e, true, 2)->dtype, "out2", "u", "inv");
     kc_cu_puts(e->t, "    }\n");
   }
   kc_cu_puts(e->t, "  }\n");

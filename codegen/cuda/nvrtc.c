@@ -163,7 +163,8 @@ static void write_file(const kc_nvrtc *nv, const entry *e) {
   if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) remove(tmp);
 }
 
-static kc_status fail(kc_nvrtc *nv, nvrtcProgram p, nvrtcResult r, const char *name, const entry *k) {
+static kc_status fail(kc_nvrtc *nv, nvrtcProgram p, nvrtcResult r, const char *name,
+                      const entry *k) {
   kc_status s = kc_errorf(nv->ctx, r == NVRTC_ERROR_OUT_OF_MEMORY ? KC_ERR_NOMEM : KC_ERR_INTERNAL,
                           "NVRTC could not compile %s for %s_%d: %s", name,
                           k->ptx ? "compute" : "sm", k->arch, nvrtcGetErrorString(r));
@@ -188,8 +189,7 @@ static kc_status run_nvrtc(kc_nvrtc *nv, const char *src, const char *name, cons
   nvrtcProgram p = NULL;
   nvrtcResult r = nvrtcCreateProgram(&p, src, name, 0, NULL, NULL);
   if (r == NVRTC_SUCCESS) r = nvrtcCompileProgram(p, (int)(sizeof opts / sizeof *opts), opts);
-  if (r == NVRTC_SUCCESS)
-    r = k->ptx ? nvrtcGetPTXSize(p, size) : nvrtcGetCUBINSize(p, size);
+  if (r == NVRTC_SUCCESS) r = k->ptx ? nvrtcGetPTXSize(p, size) : nvrtcGetCUBINSize(p, size);
   if (r == NVRTC_SUCCESS && !(*data = malloc(*size + 1))) r = NVRTC_ERROR_OUT_OF_MEMORY;
   if (r == NVRTC_SUCCESS) {
     r = k->ptx ? nvrtcGetPTX(p, *data) : nvrtcGetCUBIN(p, *data);

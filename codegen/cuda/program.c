@@ -72,8 +72,14 @@ kc_status kc_cuda_emit_node(kc_context *ctx, const kc_graph *g, uint32_t ni, con
     offs[i] = nd;
     if (v.id) nd += (uint32_t)kc_value_of(g, v)->rank;
   }
-  *e = (kc_cuda_emit){.ctx = ctx, .g = g, .n = n, .name = name, .in_dims = offs,
-                      .out_dims = offs + n->nin, .ndims = nd, .t = &t};
+  *e = (kc_cuda_emit){.ctx = ctx,
+                      .g = g,
+                      .n = n,
+                      .name = name,
+                      .in_dims = offs,
+                      .out_dims = offs + n->nin,
+                      .ndims = nd,
+                      .t = &t};
   s = kc_cuda_ops[n->op](e);
   if (s == KC_OK && t.oom) s = kc_errorf(ctx, KC_ERR_NOMEM, "out of memory emitting CUDA C");
   if (s == KC_OK && e->ring_overflow)

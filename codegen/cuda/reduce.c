@@ -42,15 +42,18 @@ kc_status kc_cuda_lower_reduce(kc_cuda_emit *e) {
       if (a >= 0 && a < R) red[a] = true;
     }
     for (int k = 0; k < R; k++)
-      kc_cu_printf(e->t, "  const bool r%d = %s;\n", k, nax == 0 ? (noop ? "false" : "true")
-                                                          : red[k] ? "true" : "false");
+      kc_cu_printf(e->t, "  const bool r%d = %s;\n", k,
+                   nax == 0 ? (noop ? "false" : "true")
+                   : red[k] ? "true"
+                            : "false");
   } else {
     kc_cu_printf(e->t, "  const i64 na = %s;\n", kc_cu_dim(e, false, 1, 0));
     for (int k = 0; k < R; k++)
       kc_cu_printf(e->t, "  bool r%d = na == 0 && %s;\n", k, noop ? "false" : "true");
-    kc_cu_printf(e->t, "  for (i64 j = 0; j < na; j++) {\n"
-                       "    i64 ax = (i64)in1[j];\n"
-                       "    if (ax < 0) ax += %d;\n",
+    kc_cu_printf(e->t,
+                 "  for (i64 j = 0; j < na; j++) {\n"
+                 "    i64 ax = (i64)in1[j];\n"
+                 "    if (ax < 0) ax += %d;\n",
                  R);
     for (int k = 0; k < R; k++)
       kc_cu_printf(e->t, "    r%d = r%d || ax == %d;\n", k, k, k);
@@ -69,8 +72,7 @@ kc_status kc_cuda_lower_reduce(kc_cuda_emit *e) {
   kc_cu_puts(e->t, "    for (i64 r = KC_LANE; r < nred; r += 32) {\n"
                    "      i64 rr = r, off = base;\n");
   for (int k = R - 1; k >= 0; k--)
-    kc_cu_printf(e->t, "      if (r%d) { off += (rr %% xd%d) * xs%d; rr /= xd%d; }\n", k, k, k,
-                 k);
+    kc_cu_printf(e->t, "      if (r%d) { off += (rr %% xd%d) * xs%d; rr /= xd%d; }\n", k, k, k, k);
   kc_cu_printf(e->t, "      acc = %s(acc, (%s)%s);\n", is_max ? "kc_max" : "kc_add", acc,
                kc_cu_load(e, t, "in0", "off"));
   kc_cu_printf(e->t, "    }\n    acc = kc_warp_reduce(acc, %s());\n",

@@ -39,11 +39,12 @@ kc_status kc_cuda_lower_rotary(kc_cuda_emit *e) {
                kc_cu_dim(e, false, 1, 0));
   kc_cu_printf(e->t, "  const i64 half = kc_min(%s, D / 2);\n",
                rdim > 0 ? kc_cu_fmt(e, "%lldLL", (long long)(rdim / 2)) : "width");
-  kc_cu_printf(e->t, "  KC_THREADS(idx) {\n"
-                     "    const i64 d = idx %% D, row = idx / D;\n"
-                     "    const i64 s = %s, b = row / (H * S);\n"
-                     "    %s y;\n"
-                     "    if (d < 2 * half) {\n",
+  kc_cu_printf(e->t,
+               "  KC_THREADS(idx) {\n"
+               "    const i64 d = idx %% D, row = idx / D;\n"
+               "    const i64 s = %s, b = row / (H * S);\n"
+               "    %s y;\n"
+               "    if (d < 2 * half) {\n",
                R == 4 ? "row % S" : "row / H % S", ct);
   if (pos)
     kc_cu_puts(e->t, "      i64 p = (i64)in3[b * S + s];\n"
@@ -55,14 +56,17 @@ kc_status kc_cuda_lower_rotary(kc_cuda_emit *e) {
     kc_cu_puts(e->t, "      const i64 c = crow + d / 2, i0 = idx - (d & 1);\n"
                      "      const bool second = d & 1;\n");
   else
-    kc_cu_puts(e->t, "      const bool second = d >= half;\n"
-                     "      const i64 c = crow + (second ? d - half : d), i0 = second ? idx - half : idx;\n");
+    kc_cu_puts(
+        e->t,
+        "      const bool second = d >= half;\n"
+        "      const i64 c = crow + (second ? d - half : d), i0 = second ? idx - half : idx;\n");
   kc_cu_printf(e->t, "      const %s x1 = %s, x2 = %s;\n", ct, kc_cu_load(e, t, "in0", "i0"),
                kc_cu_load(e, t, "in0", inter ? "i0 + 1" : "i0 + half"));
   kc_cu_printf(e->t, "      const %s cs = %s, sn = %s;\n", ct, kc_cu_load(e, t, "in1", "c"),
                kc_cu_load(e, t, "in2", "c"));
-  kc_cu_printf(e->t, "      y = second ? x1 * sn + x2 * cs : x1 * cs - x2 * sn;\n"
-                     "    } else {\n      y = %s;\n    }\n",
+  kc_cu_printf(e->t,
+               "      y = second ? x1 * sn + x2 * cs : x1 * cs - x2 * sn;\n"
+               "    } else {\n      y = %s;\n    }\n",
                kc_cu_load(e, t, "in0", "idx"));
   kc_cu_store(e, 4, t, "out0", "idx", "y");
   kc_cu_puts(e->t, "  }\n");

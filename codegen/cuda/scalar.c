@@ -101,8 +101,8 @@ static bool fold(const char *fn, const char *const *args, uint32_t nargs, char *
 
 static bool cast(kc_dtype in, kc_dtype out, const char *x, char *buf, size_t size) {
   int n;
-  if (in == out || (strcmp(kc_cu_ctype(in), kc_cu_ctype(out)) == 0 && out != KC_F16 &&
-                    out != KC_BF16))
+  if (in == out ||
+      (strcmp(kc_cu_ctype(in), kc_cu_ctype(out)) == 0 && out != KC_F16 && out != KC_BF16))
     n = snprintf(buf, size, "%s", x);
   else if (out == KC_BOOL)
     n = snprintf(buf, size, "(%s != 0)", x);
@@ -138,9 +138,9 @@ kc_status kc_cu_scalar(const kc_node *n, kc_dtype in, kc_dtype out, const char *
              ? (size_t)snprintf(lo, sizeof lo, "%s", args[0]) < sizeof lo
              : (size_t)snprintf(lo, sizeof lo, "kc_clip_lo(%s, %s)", args[0], args[1]) < sizeof lo;
     if (ok)
-      ok = nargs < 3 || !args[2] ? (size_t)snprintf(buf, size, "%s", lo) < size
-                                 : (size_t)snprintf(buf, size, "kc_clip_hi(%s, %s)", lo, args[2]) <
-                                       size;
+      ok = nargs < 3 || !args[2]
+               ? (size_t)snprintf(buf, size, "%s", lo) < size
+               : (size_t)snprintf(buf, size, "kc_clip_hi(%s, %s)", lo, args[2]) < size;
     break;
   }
   default: ok = subst(s->expr, args, nargs, buf, size); break;

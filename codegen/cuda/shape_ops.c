@@ -66,8 +66,9 @@ kc_status kc_cuda_lower_range(kc_cuda_emit *e) {
   kc_cu_begin(e, 256);
   kc_cu_printf(e->t, "  const %s start = %s, delta = %s;\n", ct, kc_cu_load(e, t, "in0", "0"),
                kc_cu_load(e, t, "in2", "0"));
-  kc_cu_printf(e->t, "  KC_THREADS(idx) {\n    const %s v = kc_add(start, kc_mul((%s)idx, delta));\n",
-               ct, ct);
+  kc_cu_printf(e->t,
+               "  KC_THREADS(idx) {\n    const %s v = kc_add(start, kc_mul((%s)idx, delta));\n", ct,
+               ct);
   kc_cu_store(e, 4, t, "out0", "idx", "v");
   kc_cu_puts(e->t, "  }\n");
   kc_cu_end(e);

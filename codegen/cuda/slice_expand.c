@@ -22,17 +22,18 @@ kc_status kc_cuda_lower_slice(kc_cuda_emit *e) {
   for (int k = 0; k < R; k++)
     kc_cu_printf(e->t, "  xd[%d] = %s; st[%d] = 0; sp[%d] = 1;\n", k, kc_cu_dim(e, false, 0, k), k,
                  k);
-  kc_cu_printf(e->t, "  for (i64 j = 0; j < %s; j++) {\n"
-                     "    i64 ax = %s;\n"
-                     "    if (ax < 0) ax += %d;\n"
-                     "    if (ax < 0 || ax >= %d) continue;\n"
-                     "    const i64 step = %s, d = xd[ax];\n"
-                     "    i64 s = (i64)in1[j];\n"
-                     "    if (s < 0) s += d;\n"
-                     "    const i64 hi = step > 0 ? d : d - 1;\n"
-                     "    st[ax] = s < 0 ? 0 : s > hi ? hi : s;\n"
-                     "    sp[ax] = step;\n"
-                     "  }\n",
+  kc_cu_printf(e->t,
+               "  for (i64 j = 0; j < %s; j++) {\n"
+               "    i64 ax = %s;\n"
+               "    if (ax < 0) ax += %d;\n"
+               "    if (ax < 0 || ax >= %d) continue;\n"
+               "    const i64 step = %s, d = xd[ax];\n"
+               "    i64 s = (i64)in1[j];\n"
+               "    if (s < 0) s += d;\n"
+               "    const i64 hi = step > 0 ? d : d - 1;\n"
+               "    st[ax] = s < 0 ? 0 : s > hi ? hi : s;\n"
+               "    sp[ax] = step;\n"
+               "  }\n",
                kc_cu_dim(e, false, 1, 0), axes ? "(i64)in3[j]" : "j", R, R,
                steps ? "(i64)in4[j]" : "1");
   kc_cu_puts(e->t, "  i64 base = 0;\n");

@@ -33,23 +33,25 @@ kc_status kc_cuda_lower_softmax(kc_cuda_emit *e) {
   kc_cu_launch_blocks(e, block);
   kc_cu_units_dims_except(e, false, 0, 0, R, axis);
   kc_cu_begin(e, block);
-  kc_cu_printf(e->t, "  const i64 L = %s, inner = %s;\n",
-               R ? kc_cu_dim(e, false, 0, axis) : "1LL", kc_cu_numel(e, false, 0, axis + 1, R));
-  kc_cu_printf(e->t, "  KC_BLOCKS(u) {\n"
-                     "    const i64 base = (u / inner) * L * inner + u %% inner;\n"
-                     "    %s m = -(%s)KC_INF, s = 0;\n"
-                     "    for (i64 j = threadIdx.x; j < L; j += blockDim.x)\n"
-                     "      m = kc_max(m, (%s)%s);\n"
-                     "    m = kc_block_reduce(m, kc_op_max());\n"
-                     "    for (i64 j = threadIdx.x; j < L; j += blockDim.x)\n"
-                     "      s += kc_exp((%s)%s - m);\n"
-                     "    s = kc_block_reduce(s, kc_op_sum());\n",
+  kc_cu_printf(e->t, "  const i64 L = %s, inner = %s;\n", R ? kc_cu_dim(e, false, 0, axis) : "1LL",
+               kc_cu_numel(e, false, 0, axis + 1, R));
+  kc_cu_printf(e->t,
+               "  KC_BLOCKS(u) {\n"
+               "    const i64 base = (u / inner) * L * inner + u %% inner;\n"
+               "    %s m = -(%s)KC_INF, s = 0;\n"
+               "    for (i64 j = threadIdx.x; j < L; j += blockDim.x)\n"
+               "      m = kc_max(m, (%s)%s);\n"
+               "    m = kc_block_reduce(m, kc_op_max());\n"
+               "    for (i64 j = threadIdx.x; j < L; j += blockDim.x)\n"
+               "      s += kc_exp((%s)%s - m);\n"
+               "    s = kc_block_reduce(s, kc_op_sum());\n",
                ct, ct, ct, kc_cu_load(e, t, "in0", "base + j * inner"), ct,
                kc_cu_load(e, t, "in0", "base + j * inner"));
   bool log_form = e->n->op == KC_OP_LOG_SOFTMAX;
   kc_cu_printf(e->t, "    const %s ls = kc_log(s), is = (%s)1 / s;\n", ct, ct);
-  kc_cu_printf(e->t, "    for (i64 j = threadIdx.x; j < L; j += blockDim.x) {\n"
-                     "      const %s d = (%s)%s - m;\n",
+  kc_cu_printf(e->t,
+               "    for (i64 j = threadIdx.x; j < L; j += blockDim.x) {\n"
+               "      const %s d = (%s)%s - m;\n",
                ct, ct, kc_cu_load(e, t, "in0", "base + j * inner"));
   kc_cu_store(e, 6, kc_cu_val(e, true, 0)->dtype, "out0", "base + j * inner",
               log_form ? "d - ls" : "kc_exp(d) * is");

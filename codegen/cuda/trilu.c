@@ -17,11 +17,13 @@ kc_status kc_cuda_lower_trilu(kc_cuda_emit *e) {
   kc_cu_printf(e->t, "  const i64 cols = %s, rows = %s;\n", kc_cu_dim(e, false, 0, R - 1),
                kc_cu_dim(e, false, 0, R - 2));
   kc_cu_printf(e->t, "  i64 k = %s;\n", kc_cu_present(e, false, 1) ? "(i64)in1[0]" : "0");
-  kc_cu_puts(e->t, "  k = k > ((i64)1 << 40) ? ((i64)1 << 40) : k < -((i64)1 << 40) ? -((i64)1 << 40) : k;\n"
-                   "  KC_THREADS(idx) {\n"
-                   "    const i64 j = idx % cols, i = idx / cols % rows;\n");
-  kc_cu_printf(e->t, "    out0[idx] = j - i %s k ? in0[idx] : %s{};\n  }\n", upper ? ">=" : "<=",
-               kc_cu_stype(x->dtype));
+  kc_cu_puts(
+      e->t,
+      "  k = k > ((i64)1 << 40) ? ((i64)1 << 40) : k < -((i64)1 << 40) ? -((i64)1 << 40) : k;\n"
+      "  KC_THREADS(idx) {\n"
+      "    const i64 j = idx % cols, i = idx / cols % rows;\n");
+  kc_cu_printf(e->t, "    out0[idx] = j - i %s k ? in0[idx] : %s{};\n  }\n",
+               upper ? ">=" : "<=", kc_cu_stype(x->dtype));
   kc_cu_end(e);
   return KC_OK;
 }

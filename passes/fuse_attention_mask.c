@@ -1,0 +1,409 @@
+/*
+ * passes/fuse_attention_mask.c - what a mask on attention scores means, for fuse-attention:
+ * causal (no tensor at all), padding (the [B, T] keep mask it is built from) or additive (the
+ * tensor as it is).
+ *
+ * A mask is evaluated abstractly as a function with two values, value = pred ? on : off, where
+ * pred is one of
+ *   TRI  "key j is at or before query i": the value's last two axes are (i, j);
+ *   PAD  "pad[b, j] != 0" for an int/bool pad [B, T]: the value is pad itself ([B, T]) or has
+ *        it in axes 0 and 3 ([B, ., ., T], broadcast over heads and queries).
+ * Leaves: constant (or weight) data checked element by element, trilu of a uniform value,
+ * comparisons of two index ramps (range(c, n, 1) plus a constant, viewed along an axis), and the
+ * pad tensor itself. Elementwise ops, where, casts, slices at the top-left corner and views that
+ * keep the indexed axes carry the two values through. Anything else is "unknown", which the
+ * caller turns into an additive mask (an added tensor) or no fusion (a where condition).
+ * BERT's form (1 - cast(m[:, None, None, :])) * -10000 thus evaluates to PAD with on 0, off
+ * -10000, i.e. mask=padding on m. An integer pad is taken as 0/1 (what tokenizers give) where
+ * it is cast to a float; a bool one is exact. The fused kernel gives a row whose keys are all
+ * masked an output of 0, where the exported graph (-10000 added, not -inf) would average all
+ * its values: the one place where padding and the graph differ, and what the issue asks for.
+ * Invariants: reads the graph only; a TRI value's last two dims and a PAD value's axes 0 and 3
+ * are those of every value it was computed from (no broadcast along an indexed axis), checked at
+ * each step.
+ */
+#include "passes/fuse_attention.h"
+
+#include <math.h>
+#include <string.h>
+
+#define MAX_DEPTH 32
+
+enum { U_UNIFORM, U_TRI, U_PAD };
+
+/* value = pred ? on : off (U_UNIFORM: on == off everywhere) */
+typedef struct tv {
+  int base;
+  kc_val pad; /* U_PAD: the [B, T] tensor */
+  double on, off;
+} tv;
+
+/* value = index along axis `axis` (counted from the end, 1 = last) + off */
+typedef struct ramp {
+  int axis;
+  int64_t off;
+} ramp;
+
+static bool eval(const kc_graph *g, kc_val v, int depth, bool under_cast, tv *out);
+
+static const kc_value *val(const kc_graph *g, kc_val v) { return kc_value_of(g, v); }
+
+static bool same(const kc_graph *g, kc_dim a, kc_dim b) { return kc_dim_same(g, a, b); }
+
+/* Does x index the predicate's axes exactly as y, its consumer's result, does? */
+static bool aligned(const kc_graph *g, kc_val x, kc_val y, const tv *t) {
+  const kc_value *a = val(g, x), *b = val(g, y);
+  switch (t->base) {
+  case U_TRI:
+    return a->rank >= 2 && b->rank >= 2 && same(g, a->dims[a->rank - 2], b->dims[b->rank - 2]) &&
+           same(g, a->dims[a->rank - 1], b->dims[b->rank - 1]);
+  case U_PAD:
+    if (a->rank != b->rank) return false;
+    if (a->rank == 2) return same(g, a->dims[0], b->dims[0]) && same(g, a->dims[1], b->dims[1]);
+    return a->rank == 4 && same(g, a->dims[0], b->dims[0]) && same(g, a->dims[3], b->dims[3]);
+  default: return true;
+  }
+}
+
+static tv uniform(double c) { return (tv){U_UNIFORM, {0}, c, c}; }
+
+/* Constant data: uniform, or lower-triangular over its last two axes (the same in every
+ * leading slice). */
+static bool eval_data(const kc_tensor *t, tv *out) {
+  size_t n = kc_tensor_numel(t);
+  if (!n) return false;
+  double v0 = kc_tensor_get(t, 0);
+  bool flat = true;
+  for (size_t i = 1; i < n && flat; i++)
+    flat = kc_tensor_get(t, i) == v0;
+  if (flat) {
+    *out = uniform(v0);
+    return true;
+  }
+  if (t->rank < 2) return false;
+  int64_t rows = t->dims[t->rank - 2], cols = t->dims[t->rank - 1];
+  if (rows < 2 || cols < 2) return false;
+  double on = v0, off = kc_tensor_get(t, 1);
+  for (size_t k = 0; k < n; k++) {
+    int64_t j = (int64_t)(k % (size_t)cols), i = (int64_t)(k / (size_t)cols) % rows;
+    if (kc_tensor_get(t, k) != (j <= i ? on : off)) return false;
+  }
+  *out = (tv){U_TRI, {0}, on, off};
+  return true;
+}
+
+/* ---- index ramps -------------------------------------------------------------------------- */
+
+static bool integral(double x) { return x == floor(x) && fabs(x) < 9007199254740992.0; }
+
+static bool ramp_of(const kc_graph *g, kc_val v, int depth, ramp *r) {
+  if (!v.id || depth > MAX_DEPTH) return false;
+  const kc_tensor *t = kc_fa_data(g, v);
+  if (t) { /* [c, c+1, c+2, ...] */
+    size_t n = kc_tensor_numel(t);
+    if (t->rank != 1 || n < 2) return false;
+    double c = kc_tensor_get(t, 0);
+    for (size_t i = 1; i < n; i++)
+      if (kc_tensor_get(t, i) != c + (double)i) return false;
+    if (!integral(c)) return false;
+    *r = (ramp){1, (int64_t)c};
+    return true;
+  }
+  const kc_node *n = kc_fa_def(g, v);
+  if (!n) return false;
+  double c, step;
+  switch (n->op) {
+  case KC_OP_RANGE:
+    if (!kc_fa_scalar(g, n->in[0], &c) || !integral(c) || !kc_fa_scalar(g, n->in[2], &step) ||
+        step != 1)
+      return false;
+    *r = (ramp){1, (int64_t)c};
+    return true;
+  case KC_OP_ADD:
+  case KC_OP_SUB:
+    for (int k = 0; k < 2; k++) {
+      if (n->op == KC_OP_SUB && k == 0) continue; /* c - ramp runs backwards */
+      if (!kc_fa_scalar(g, n->in[k], &c) || !integral(c) || !ramp_of(g, n->in[1 - k], depth + 1, r))
+        continue;
+      r->off += n->op == KC_OP_SUB ? -(int64_t)c : (int64_t)c;
+      return true;
+    }
+    return false;
+  case KC_OP_CAST: return ramp_of(g, n->in[0], depth + 1, r);
+  case KC_OP_EXPAND:
+  case KC_OP_RESHAPE:
+  case KC_OP_UNSQUEEZE:
+  case KC_OP_SQUEEZE: {
+    ramp in;
+    if (!ramp_of(g, n->in[0], depth + 1, &in)) return false;
+    const kc_value *a = val(g, n->in[0]), *b = val(g, n->out[0]);
+    if (in.axis > a->rank) return false;
+    kc_dim d = a->dims[a->rank - in.axis];
+    if (d == 1) return false;
+    if (n->op == KC_OP_EXPAND) { /* broadcast: the ramp's axis keeps its place from the end */
+      if (b->rank < a->rank || !same(g, b->dims[b->rank - in.axis], d)) return false;
+      *r = in;
+      return true;
+    }
+    for (int i = 0; i < a->rank; i++) /* a view of a ramp: only unit axes come and go */
+      if (i != a->rank - in.axis && a->dims[i] != 1) return false;
+    int found = -1;
+    for (int i = 0; i < b->rank; i++) {
+      if (b->dims[i] == 1) continue;
+      if (found >= 0 || !same(g, b->dims[i], d)) return false;
+      found = i;
+    }
+    if (found < 0) return false;
+    *r = (ramp){b->rank - found, in.off};
+    return true;
+  }
+  default: return false;
+  }
+}
+
+bool kc_fa_is_positions(const kc_graph *g, kc_val v) {
+  ramp r;
+  return ramp_of(g, v, 0, &r) && r.axis == 1 && r.off == 0;
+}
+
+/* less/greater of a ramp along the keys (j) and one along the queries (i): TRI when it says
+ * exactly j <= i (1 on, 0 off) or j > i (0 on, 1 off). */
+static bool eval_ramps(const kc_graph *g, const kc_node *n, tv *out) {
+  ramp a, b;
+  if (!ramp_of(g, n->in[0], 0, &a) || !ramp_of(g, n->in[1], 0, &b)) return false;
+  if (a.axis == b.axis || a.axis > 2 || b.axis > 2) return false;
+  bool less = n->op == KC_OP_LESS;
+  /* as "j - i < k" (lt) or "j - i > k" */
+  int64_t k = a.axis == 1 ? b.off - a.off : a.off - b.off;
+  bool lt = a.axis == 1 ? less : !less;
+  if (lt && k == 1) *out = (tv){U_TRI, {0}, 1, 0};
+  else if (!lt && k == 0) *out = (tv){U_TRI, {0}, 0, 1};
+  else return false;
+  return true;
+}
+
+/* ---- ops ---------------------------------------------------------------------------------- */
+
+/* Combine operands' two-valued functions: the same predicate (or a uniform value), aligned. */
+static bool join(const kc_graph *g, const kc_node *n, const tv *ops, int nops, tv *out) {
+  *out = uniform(0);
+  for (int k = 0; k < nops; k++) {
+    if (ops[k].base == U_UNIFORM) continue;
+    if (out->base != U_UNIFORM &&
+        (out->base != ops[k].base || out->pad.id != ops[k].pad.id))
+      return false;
+    if (!aligned(g, n->in[k], n->out[0], &ops[k])) return false;
+    out->base = ops[k].base;
+    out->pad = ops[k].pad;
+  }
+  return true;
+}
+
+static double apply2(kc_op op, double a, double b) {
+  switch (op) {
+  case KC_OP_ADD: return a + b;
+  case KC_OP_SUB: return a - b;
+  /* 0 * -inf is taken as 0: (1 - m) * -inf means "masked where m is 0" */
+  case KC_OP_MUL: return a == 0 || b == 0 ? 0 : a * b;
+  case KC_OP_AND: return a != 0 && b != 0;
+  case KC_OP_EQUAL: return a == b;
+  case KC_OP_LESS: return a < b;
+  case KC_OP_GREATER: return a > b;
+  default: return NAN;
+  }
+}
+
+static bool eval_cast(kc_dtype to, tv *t) {
+  double *v[2] = {&t->on, &t->off};
+  for (int k = 0; k < 2; k++) {
+    if (to == KC_BOOL) *v[k] = *v[k] != 0;
+    else if (kc_dtype_is_int(to)) {
+      if (!integral(*v[k])) return false;
+    } else if (!kc_dtype_is_float(to)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+static bool eval_view(const kc_graph *g, const kc_node *n, int depth, bool under_cast, tv *out) {
+  if (!eval(g, n->in[0], depth + 1, under_cast, out)) return false;
+  const kc_value *a = val(g, n->in[0]), *b = val(g, n->out[0]);
+  switch (out->base) {
+  case U_TRI: return aligned(g, n->in[0], n->out[0], out);
+  case U_PAD:
+    if (a->rank == 2 && b->rank == 4 && n->op != KC_OP_EXPAND) /* [B, T] -> [B, 1, 1, T] */
+      return same(g, a->dims[0], b->dims[0]) && same(g, a->dims[1], b->dims[3]) &&
+             b->dims[1] == 1 && b->dims[2] == 1;
+    if (a->rank == 4 && n->op == KC_OP_EXPAND) return aligned(g, n->in[0], n->out[0], out);
+    if (a->rank != b->rank) return false;
+    for (int i = 0; i < a->rank; i++)
+      if (!same(g, a->dims[i], b->dims[i])) return false;
+    return true;
+  default: return true;
+  }
+}
+
+/* A slice of a TRI value that keeps its top-left corner (start 0, step 1 on the last two axes). */
+static bool eval_slice(const kc_graph *g, const kc_node *n, int depth, tv *out) {
+  if (!eval(g, n->in[0], depth + 1, false, out)) return false;
+  if (out->base == U_UNIFORM) return true;
+  if (out->base != U_TRI) return false;
+  int r = val(g, n->in[0])->rank;
+  const kc_tensor *st = kc_fa_data(g, n->in[1]);
+  const kc_tensor *ax = n->nin > 3 && n->in[3].id ? kc_fa_data(g, n->in[3]) : NULL;
+  const kc_tensor *sp = n->nin > 4 && n->in[4].id ? kc_fa_data(g, n->in[4]) : NULL;
+  if (!st || (n->nin > 3 && n->in[3].id && !ax) || (n->nin > 4 && n->in[4].id && !sp))
+    return false;
+  size_t k = kc_tensor_numel(st);
+  for (size_t e = 0; e < k; e++) {
+    int64_t axis = ax ? (int64_t)kc_tensor_get(ax, e) : (int64_t)e;
+    if (axis < 0) axis += r;
+    if (axis < r - 2) continue;
+    if (kc_tensor_get(st, e) != 0 || (sp && kc_tensor_get(sp, e) != 1)) return false;
+  }
+  return true;
+}
+
+/* trilu(c everywhere): lower with the diagonal (upper=0, k=0) or strictly upper (upper=1, k=1). */
+static bool eval_trilu(const kc_graph *g, const kc_node *n, int depth, tv *out) {
+  tv in;
+  if (!eval(g, n->in[0], depth + 1, false, &in) || in.base != U_UNIFORM) return false;
+  int64_t k = 0;
+  if (n->nin > 1 && n->in[1].id && !kc_fa_int1(g, n->in[1], &k)) return false;
+  bool upper = kc_node_int(n, "upper", 1) != 0;
+  if (val(g, n->in[0])->rank < 2) return false;
+  if (!upper && k == 0) *out = (tv){U_TRI, {0}, in.on, 0};
+  else if (upper && k == 1) *out = (tv){U_TRI, {0}, 0, in.on};
+  else return false;
+  return true;
+}
+
+static bool eval(const kc_graph *g, kc_val v, int depth, bool under_cast, tv *out) {
+  if (!v.id || depth > MAX_DEPTH) return false;
+  const kc_tensor *t = kc_fa_data(g, v);
+  if (t) return eval_data(t, out);
+  const kc_node *n = kc_fa_def(g, v);
+  const kc_value *x = val(g, v);
+  tv ops[3];
+  if (n && n->nout == 1) {
+    switch (n->op) {
+    case KC_OP_CONSTANT_OF_SHAPE: {
+      const kc_attr *a = kc_node_attr(n, "value");
+      if (!a) {
+        *out = uniform(0);
+        return true;
+      }
+      if (a->kind != KC_ATTR_TENSOR || a->u.tensor >= g->ntensors) return false;
+      const kc_tensor *c = &g->tensors[a->u.tensor];
+      if (!c->data || kc_tensor_numel(c) != 1) return false;
+      *out = uniform(kc_tensor_get(c, 0));
+      return true;
+    }
+    case KC_OP_IDENTITY:
+    case KC_OP_RESHAPE:
+    case KC_OP_UNSQUEEZE:
+    case KC_OP_SQUEEZE:
+    case KC_OP_FLATTEN:
+    case KC_OP_EXPAND: return eval_view(g, n, depth, under_cast, out);
+    case KC_OP_SLICE: return eval_slice(g, n, depth, out);
+    case KC_OP_TRILU: return eval_trilu(g, n, depth, out);
+    case KC_OP_CAST:
+      return eval(g, n->in[0], depth + 1, true, out) &&
+             aligned(g, n->in[0], n->out[0], out) && eval_cast(x->dtype, out);
+    case KC_OP_NOT:
+    case KC_OP_NEG:
+      if (!eval(g, n->in[0], depth + 1, false, out) || !aligned(g, n->in[0], v, out)) return false;
+      out->on = n->op == KC_OP_NOT ? out->on == 0 : -out->on;
+      out->off = n->op == KC_OP_NOT ? out->off == 0 : -out->off;
+      return true;
+    case KC_OP_LESS:
+    case KC_OP_GREATER:
+      if (eval_ramps(g, n, out)) return true;
+      /* else a comparison of masks with values, as the ops below */
+      /* fall through */
+    case KC_OP_ADD:
+    case KC_OP_SUB:
+    case KC_OP_MUL:
+    case KC_OP_AND:
+    case KC_OP_EQUAL:
+      if (!eval(g, n->in[0], depth + 1, false, &ops[0]) ||
+          !eval(g, n->in[1], depth + 1, false, &ops[1]) || !join(g, n, ops, 2, out))
+        return false;
+      out->on = apply2(n->op, ops[0].on, ops[1].on);
+      out->off = apply2(n->op, ops[0].off, ops[1].off);
+      return true;
+    case KC_OP_WHERE:
+      for (int k = 0; k < 3; k++)
+        if (!eval(g, n->in[k], depth + 1, false, &ops[k])) return false;
+      if (!join(g, n, ops, 3, out)) return false;
+      out->on = ops[0].on != 0 ? ops[1].on : ops[2].on;
+      out->off = ops[0].off != 0 ? ops[1].off : ops[2].off;
+      return true;
+    default: break;
+    }
+  }
+  /* the pad tensor itself: bool, or an integer one read through a cast (taken as 0/1) */
+  if (x->rank == 2 && (x->dtype == KC_BOOL || (under_cast && kc_dtype_is_int(x->dtype)))) {
+    *out = (tv){U_PAD, v, 1, 0};
+    return true;
+  }
+  return false;
+}
+
+/* ---- classification ------------------------------------------------------------------------ */
+
+/* A TRI mask m covers scores [B, H, S, T] exactly in its last two axes. */
+static bool fits_tri(const kc_graph *g, kc_val m, kc_val scores) {
+  const kc_value *x = val(g, m), *s = val(g, scores);
+  return x->rank >= 2 && x->rank <= 4 && s->rank == 4 &&
+         same(g, x->dims[x->rank - 2], s->dims[2]) && same(g, x->dims[x->rank - 1], s->dims[3]);
+}
+
+/* A PAD mask m is [B, ., ., T] over scores [B, H, S, T], from a pad [B, T]. */
+static bool fits_pad(const kc_graph *g, kc_val m, kc_val pad, kc_val scores) {
+  const kc_value *x = val(g, m), *p = val(g, pad), *s = val(g, scores);
+  return x->rank == 4 && p->rank == 2 && s->rank == 4 && same(g, p->dims[0], s->dims[0]) &&
+         same(g, p->dims[1], s->dims[3]);
+}
+
+bool kc_fa_mask_added(const kc_graph *g, kc_val m, kc_val scores, kc_fa_mask *out, char *why,
+                      size_t size) {
+  const kc_value *x = val(g, m), *q = val(g, scores);
+  if (x->dtype != q->dtype || x->rank > 4) {
+    snprintf(why, size, "added mask %%%u is not a %s tensor of rank 4 or less", m.id,
+             kc_dtype_name(q->dtype));
+    return false;
+  }
+  *out = (kc_fa_mask){false, KC_FA_IN_ADDITIVE, m, {0}};
+  tv t;
+  if (!eval(g, m, 0, false, &t) || t.on != 0 || !(t.off <= KC_FA_NEG_BIG)) return true;
+  if (t.base == U_TRI && fits_tri(g, m, scores)) *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}};
+  if (t.base == U_PAD && fits_pad(g, m, t.pad, scores))
+    *out = (kc_fa_mask){false, KC_FA_IN_PADDING, t.pad, m};
+  return true;
+}
+
+bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, kc_val scores, kc_fa_mask *out,
+                      char *why, size_t size) {
+  tv t;
+  if (!eval(g, c, 0, false, &t) || t.base == U_UNIFORM) {
+    snprintf(why, size, "where condition %%%u is neither a causal nor a padding mask", c.id);
+    return false;
+  }
+  bool ok = keep ? t.on != 0 && t.off == 0 : t.on == 0 && t.off != 0;
+  if (ok && t.base == U_TRI && fits_tri(g, c, scores)) {
+    *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}};
+    return true;
+  }
+  if (ok && t.base == U_PAD && fits_pad(g, c, t.pad, scores)) {
+    *out = (kc_fa_mask){false, KC_FA_IN_PADDING, t.pad, {0}};
+    return true;
+  }
+  snprintf(why, size, "where condition %%%u %s", c.id,
+           t.base == U_TRI ? (ok ? "is causal but not over the scores' last two axes"
+                                 : "is triangular but not causal (which keys it keeps)")
+                           : (ok ? "is a padding mask not laid out as [B, 1, 1, T]"
+                                 : "keeps the padded keys"));
+  return false;
+}
