@@ -296,12 +296,16 @@ typedef struct kc_tensor_desc {
 } kc_tensor_desc;
 
 typedef struct kc_compile_options {
-  const char *target; /* "cpu" (default) */
+  const char *target; /* "cpu" (default) or "cuda" */
   const char *passes; /* pass list; NULL: the target's default pipeline, "": none */
   int threads;        /* 0: the context's option (0 there: one per core) */
 } kc_compile_options;
 
-/* Compile a copy of g for a target (the CPU: JIT through ORC); g itself is not changed. */
+/*
+ * Compile a copy of g for a target (the CPU: JIT through ORC; "cuda": CUDA C through NVRTC for
+ * the GPU found, run through the driver); g itself is not changed. Without a GPU, its driver or
+ * the CUDA toolkit, "cuda" fails with KC_ERR_UNSUPPORTED, "CUDA target unavailable: <reason>".
+ */
 kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_options *opts,
                      kc_module **out);
 /*

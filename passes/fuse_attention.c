@@ -82,7 +82,7 @@ bool kc_fa_same_dim(const kc_graph *g, kc_val a, int ia, kc_val b, int ib) {
 
 /* ---- patterns ------------------------------------------------------------------------------- */
 
-enum { Q, KT, V, SC, SCALE, MASK, COND, FILL, FILLI };
+enum { Q, KT, V, SC, SCALE, MASK, COND, FILL, FILLI, K };
 
 static bool softmax_last(const kc_graph *g, const kc_node *n, char *why, size_t size) {
   int r = kc_value_of(g, n->in[0])->rank;
@@ -364,6 +364,7 @@ static kc_status rewrite(fa *F, const kc_match *m) {
       return kc_rw_decline(rw, "the mask broadcasts scores %%%u to a larger shape", qk.id);
   int64_t heads = kc_fa_dim(g, qk, 1);
   if (heads <= 0) return kc_rw_decline(rw, "the number of heads of %%%u is not static", qk.id);
+  kc_fa_scores ss = {qv->dtype, qv->dims[0], qv->dims[2], qv->dims[3]};
 
   /* scale and masks */
   double scale = 1, fill;
@@ -377,10 +378,10 @@ static kc_status rewrite(fa *F, const kc_match *m) {
     kc_val fv = keep ? sm.cap[FILL] : sm.cap[FILLI];
     if (!kc_fa_scalar(g, fv, &fill) || !(fill <= KC_FA_NEG_BIG))
       return kc_rw_decline(rw, "where fills %%%u, not a large negative constant", fv.id);
-    if (!kc_fa_mask_where(g, sm.cap[COND], keep, qk, &wm, why, sizeof why))
+    if (!kc_fa_mask_where(g, sm.cap[COND], keep, &ss, &wm, why, sizeof why))
       return kc_rw_decline(rw, "%s", why);
   }
-  if (sm.cap[MASK].id && !kc_fa_mask_added(g, sm.cap[MASK], qk, &am, why, sizeof why))
+  if (sm.cap[MASK].id && !kc_fa_mask_added(g, sm.cap[MASK], &ss, &am, why, sizeof why))
     return kc_rw_decline(rw, "%s", why);
   if (!combine_masks(F, &wm, &am, &mask)) return KC_OK;
 
@@ -472,8 +473,170 @@ static kc_status fuse(kc_rewriter *rw, const kc_match *m) {
   return s;
 }
 
+/* ---- attention ops made elsewhere (the ONNX Attention import, or a fusion above) ------------ */
+
+enum { A_Q, A_K, A_V, A_MASK, A_PAST_K, A_PAST_V, A_COS, A_SIN };
+
+static bool in_present(const kc_node *n, uint32_t i) { return n->nin > i && n->in[i].id; }
+
+static bool no_past(const kc_node *n, char *why, size_t size) {
+  if (!in_present(n, A_PAST_K) && !in_present(n, A_PAST_V)) return true;
+  snprintf(why, size, "it has past K/V (positions start after them)");
+  return false;
+}
+
+static bool additive_mask(const kc_graph *g, const kc_node *n, char *why, size_t size) {
+  (void)g;
+  if (strcmp(kc_node_string(n, "mask", "none"), "additive") == 0) return no_past(n, why, size);
+  snprintf(why, size, "mask is %s, not additive", kc_node_string(n, "mask", "none"));
+  return false;
+}
+
+static bool unrotated(const kc_graph *g, const kc_node *n, char *why, size_t size) {
+  (void)g;
+  if (!in_present(n, A_COS)) return no_past(n, why, size);
+  snprintf(why, size, "it has its cos/sin already");
+  return false;
+}
+
+/* The scores of attention node n: dtype, batch, query and key lengths. */
+static kc_fa_scores op_scores(const kc_graph *g, const kc_node *n) {
+  const kc_value *q = kc_value_of(g, n->in[A_Q]), *k = kc_value_of(g, n->in[A_K]);
+  int sa = q->rank == 3 ? 1 : 2;
+  return (kc_fa_scores){q->dtype, q->dims[0], q->dims[sa], k->dims[sa]};
+}
+
+/*
+ * A copy of the matched attention op with inputs in[0..nin) and attribute `mask` set to mask
+ * (NULL: dropped, i.e. none) and rotary_interleaved to interleaved (< 0: as it was); its results
+ * replace the op's.
+ */
+static kc_status rebuild(kc_rewriter *rw, const kc_match *m, const kc_val *in, uint32_t nin,
+                         const char *mask, int64_t interleaved) {
+  kc_graph *g = kc_rw_graph(rw);
+  const kc_node *n = &g->nodes[m->node[0]];
+  kc_attr attrs[16];
+  kc_val outs[3] = {{0}}, olds[3] = {{0}};
+  uint32_t nattr = n->nattr < 16 ? n->nattr : 16, nout = n->nout < 3 ? n->nout : 3;
+  memcpy(attrs, n->attrs, nattr * sizeof *attrs);
+  for (uint32_t j = 0; j < nout; j++)
+    olds[j] = n->out[j];
+  uint32_t ni = kc_rw_node(rw, KC_OP_ATTENTION, nin, in, nout, outs);
+  if (ni == UINT32_MAX) return KC_OK;
+  for (uint32_t i = 0; i < nattr; i++) {
+    const kc_attr *a = &attrs[i];
+    if (strcmp(a->name, "mask") == 0 || (interleaved >= 0 && !strcmp(a->name, "rotary_interleaved")))
+      continue;
+    switch (a->kind) {
+    case KC_ATTR_INT: kc_node_set_int(g, ni, a->name, a->u.i); break;
+    case KC_ATTR_FLOAT: kc_node_set_float(g, ni, a->name, a->u.f); break;
+    case KC_ATTR_STRING: kc_node_set_string(g, ni, a->name, a->u.s); break;
+    case KC_ATTR_INTS: kc_node_set_ints(g, ni, a->name, a->u.ints.n, a->u.ints.v); break;
+    case KC_ATTR_FLOATS: kc_node_set_floats(g, ni, a->name, a->u.floats.n, a->u.floats.v); break;
+    case KC_ATTR_DTYPE: kc_node_set_dtype(g, ni, a->name, a->u.t); break;
+    case KC_ATTR_TENSOR: kc_node_set_tensor(g, ni, a->name, a->u.tensor); break;
+    }
+  }
+  if (mask) kc_node_set_string(g, ni, "mask", mask);
+  if (interleaved > 0) kc_node_set_int(g, ni, "rotary_interleaved", interleaved);
+  if (kc_rw_infer(rw, ni) != KC_OK) return KC_OK;
+  for (uint32_t j = 0; j < nout; j++)
+    if (olds[j].id) kc_rw_replace(rw, olds[j], outs[j]);
+  return KC_OK;
+}
+
+/* attention(q, k, v, m) {mask=additive} with m causal, padding, or where(and(causal, padding),
+ * 0, -big)  ->  mask=causal (no input), mask=padding (the [B, T] mask), or mask=causal with
+ * where(padding, 0, -big) [B, 1, 1, T] */
+static const kc_pat op_mask[] = {
+    P_OPIF(ATTENTION, additive_mask, P_CAP(Q), P_CAP(K), P_CAP(V), P_CAP(MASK), P_REST),
+};
+
+static kc_status refine_mask(kc_rewriter *rw, const kc_match *m) {
+  kc_graph *g = kc_rw_graph(rw);
+  const kc_node *n = &g->nodes[m->node[0]];
+  kc_fa_scores sc = op_scores(g, n);
+  kc_val in[8] = {{0}}, cond, zero, fill;
+  uint32_t nin = n->nin < 8 ? n->nin : 8;
+  char why[256];
+  kc_fa_mask mk;
+  memcpy(in, n->in, nin * sizeof *in);
+  if (kc_fa_mask_causal_and(g, m->cap[MASK], &sc, &cond, &zero, &fill)) {
+    kc_val w[3] = {cond, zero, fill};
+    in[A_MASK] = kc_rw_op(rw, KC_OP_WHERE, 3, w);
+    return in[A_MASK].id ? rebuild(rw, m, in, nin, "causal", -1) : KC_OK;
+  }
+  if (!kc_fa_mask_added(g, m->cap[MASK], &sc, &mk, why, sizeof why)) return kc_rw_decline(rw, "%s", why);
+  if (mk.kind == KC_FA_IN_ADDITIVE) return kc_rw_decline(rw, "mask %%%u is no causal or padding mask", m->cap[MASK].id);
+  in[A_MASK] = mk.input;
+  if (!mk.causal) return rebuild(rw, m, in, nin, "padding", -1);
+  while (nin > A_MASK && !in[nin - 1].id)
+    nin--;
+  return rebuild(rw, m, in, nin, "causal", -1);
+}
+
+/*
+ * v as the op reads it = rotary(x, ...): the rotary itself (3-D with num_heads = heads, or 4-D),
+ * or reshape(transpose(rotary(transpose(reshape(x [B,S,H*D]))))) (a 4-D rotary between a head
+ * split and merge). x, with *rot the rotary node's index; {0} when neither.
+ */
+static kc_val rotary_source(const kc_graph *g, kc_val v, int64_t heads, uint32_t *rot) {
+  const kc_node *n = kc_fa_def(g, v);
+  int r = kc_value_of(g, v)->rank;
+  if (n && n->op == KC_OP_ROTARY) {
+    if (r == 3 && kc_node_int(n, "num_heads", 0) != heads) return (kc_val){0};
+    if (r == 4 && kc_fa_dim(g, v, 1) != heads) return (kc_val){0};
+    *rot = g->vals[v.id].def - 1;
+    return n->in[0];
+  }
+  if (!n || n->op != KC_OP_RESHAPE || r != 3) return (kc_val){0};
+  kc_val r4 = through_transpose(g, n->in[0], P0213);
+  const kc_node *rn = kc_fa_def(g, r4);
+  if (!rn || rn->op != KC_OP_ROTARY || kc_value_of(g, r4)->rank != 4 || kc_fa_dim(g, r4, 1) != heads)
+    return (kc_val){0};
+  kc_val split = through_transpose(g, rn->in[0], P0213);
+  kc_val x = split.id ? split_source(g, split) : (kc_val){0};
+  for (int i = 0; x.id && i < 3; i++)
+    if (!kc_fa_same_dim(g, x, i, v, i)) return (kc_val){0};
+  if (x.id) *rot = g->vals[r4.id].def - 1;
+  return x;
+}
+
+/* attention(rotary(q, cos, sin, pos), rotary(k, cos, sin, pos), ...) with pos[b, s] = s and no
+ * past  ->  attention(q, k, ..., _, _, cos, sin) {rotary_interleaved}: the kernel rotates at
+ * positions 0, 1, ... itself */
+static const kc_pat op_rot[] = {
+    P_OPIF(ATTENTION, unrotated, P_CAP(Q), P_CAP(K), P_REST),
+};
+
+static kc_status fold_rotary(kc_rewriter *rw, const kc_match *m) {
+  kc_graph *g = kc_rw_graph(rw);
+  const kc_node *n = &g->nodes[m->node[0]];
+  int64_t heads = kc_node_int(n, "heads", 0), kvh = kc_node_int(n, "kv_heads", heads);
+  uint32_t rq = 0, rk = 0;
+  kc_val xq = rotary_source(g, m->cap[Q], heads, &rq), xk = rotary_source(g, m->cap[K], kvh, &rk);
+  if (!xq.id || !xk.id) return kc_rw_decline(rw, "q and k are not both rotated by rotary ops");
+  const kc_node *a = &g->nodes[rq], *b = &g->nodes[rk];
+  for (uint32_t i = 1; i < 4; i++)
+    if (!in_present(a, i) || !in_present(b, i) || a->in[i].id != b->in[i].id)
+      return kc_rw_decline(rw, "q and k rotaries differ in their caches or positions");
+  int64_t il = kc_node_int(a, "interleaved", 0), rd = kc_node_int(a, "rotary_embedding_dim", 0);
+  int64_t half = kc_fa_dim(g, a->in[1], 1);
+  if (il != kc_node_int(b, "interleaved", 0) || rd != kc_node_int(b, "rotary_embedding_dim", 0) ||
+      (rd && rd != 2 * half))
+    return kc_rw_decline(rw, "q and k rotaries differ, or rotate another width than the cache");
+  if (!kc_fa_is_positions(g, a->in[3]))
+    return kc_rw_decline(rw, "rotary positions %%%u are not 0, 1, ..., S-1", a->in[3].id);
+  kc_val in[8] = {{0}};
+  memcpy(in, n->in, (n->nin < 8 ? n->nin : 8) * sizeof *in);
+  in[A_Q] = xq, in[A_K] = xk, in[A_COS] = a->in[1], in[A_SIN] = a->in[2];
+  return rebuild(rw, m, in, 8, kc_node_string(n, "mask", NULL), il);
+}
+
 static const kc_rule rules[] = {
     KC_RULE("attention", attn, fuse),
+    KC_RULE("attention-mask", op_mask, refine_mask),
+    KC_RULE("attention-rotary", op_rot, fold_rotary),
 };
 
 static kc_status run(kc_graph *g, kc_pass_ctx *pc) {

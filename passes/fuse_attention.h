@@ -35,6 +35,12 @@ bool kc_fa_same_dim(const kc_graph *g, kc_val a, int ia, kc_val b, int ib);
 
 /* ---- masks (fuse_attention_mask.c) --------------------------------------------------------- */
 
+/* The scores a mask applies to, [B, heads, S, T]: their dtype and sizes. */
+typedef struct kc_fa_scores {
+  kc_dtype dtype;
+  kc_dim b, s, t;
+} kc_fa_scores;
+
 /* What the fused attention gets as its mask input. */
 typedef enum kc_fa_input {
   KC_FA_IN_NONE,
@@ -50,17 +56,24 @@ typedef struct kc_fa_mask {
 } kc_fa_mask;
 
 /*
- * m is added to scores [B, H, S, T]: causal (no tensor), padding (the [B, T] keep mask it is
- * built from) or additive (m itself). False (reason in why) when m cannot be an additive mask.
+ * m is added to the scores: causal (no tensor), padding (the [B, T] keep mask it is built from)
+ * or additive (m itself). False (reason in why) when m cannot be an additive mask.
  */
-bool kc_fa_mask_added(const kc_graph *g, kc_val m, kc_val scores, kc_fa_mask *out, char *why,
-                      size_t size);
+bool kc_fa_mask_added(const kc_graph *g, kc_val m, const kc_fa_scores *sc, kc_fa_mask *out,
+                      char *why, size_t size);
 /*
  * where(c, scores, fill) (keep: true keeps a score) or where(c, fill, scores), fill a large
  * negative: causal or padding; false (reason in why) for any other condition.
  */
-bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, kc_val scores, kc_fa_mask *out,
-                      char *why, size_t size);
+bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, const kc_fa_scores *sc,
+                      kc_fa_mask *out, char *why, size_t size);
+/*
+ * m = where(and(causal, pad), 0, fill) (either order), fill a large negative, pad a padding
+ * condition [B, 1, 1, T]: the causal part needs no tensor, the rest is where(pad, 0, fill),
+ * whose operands go to cond, zero and fill.
+ */
+bool kc_fa_mask_causal_and(const kc_graph *g, kc_val m, const kc_fa_scores *sc, kc_val *cond,
+                           kc_val *zero, kc_val *fill);
 /* v [..., S] holds its index along the last axis (range(0, S, 1), viewed or broadcast)? */
 bool kc_fa_is_positions(const kc_graph *g, kc_val v);
 

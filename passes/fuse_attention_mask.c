@@ -353,50 +353,49 @@ static bool eval(const kc_graph *g, kc_val v, int depth, bool under_cast, tv *ou
 
 /* ---- classification ------------------------------------------------------------------------ */
 
-/* A TRI mask m covers scores [B, H, S, T] exactly in its last two axes. */
-static bool fits_tri(const kc_graph *g, kc_val m, kc_val scores) {
-  const kc_value *x = val(g, m), *s = val(g, scores);
-  return x->rank >= 2 && x->rank <= 4 && s->rank == 4 &&
-         same(g, x->dims[x->rank - 2], s->dims[2]) && same(g, x->dims[x->rank - 1], s->dims[3]);
+/* A TRI mask m covers the scores [B, H, S, T] exactly in its last two axes. */
+static bool fits_tri(const kc_graph *g, kc_val m, const kc_fa_scores *sc) {
+  const kc_value *x = val(g, m);
+  return x->rank >= 2 && x->rank <= 4 && same(g, x->dims[x->rank - 2], sc->s) &&
+         same(g, x->dims[x->rank - 1], sc->t);
 }
 
-/* A PAD mask m is [B, ., ., T] over scores [B, H, S, T], from a pad [B, T]. */
-static bool fits_pad(const kc_graph *g, kc_val m, kc_val pad, kc_val scores) {
-  const kc_value *x = val(g, m), *p = val(g, pad), *s = val(g, scores);
-  return x->rank == 4 && p->rank == 2 && s->rank == 4 && same(g, p->dims[0], s->dims[0]) &&
-         same(g, p->dims[1], s->dims[3]);
+/* A PAD mask m is [B, ., ., T] over the scores [B, H, S, T], from a pad [B, T]. */
+static bool fits_pad(const kc_graph *g, kc_val m, kc_val pad, const kc_fa_scores *sc) {
+  const kc_value *x = val(g, m), *p = val(g, pad);
+  return x->rank == 4 && p->rank == 2 && same(g, p->dims[0], sc->b) && same(g, p->dims[1], sc->t);
 }
 
-bool kc_fa_mask_added(const kc_graph *g, kc_val m, kc_val scores, kc_fa_mask *out, char *why,
-                      size_t size) {
-  const kc_value *x = val(g, m), *q = val(g, scores);
-  if (x->dtype != q->dtype || x->rank > 4) {
+bool kc_fa_mask_added(const kc_graph *g, kc_val m, const kc_fa_scores *sc, kc_fa_mask *out,
+                      char *why, size_t size) {
+  const kc_value *x = val(g, m);
+  if (x->dtype != sc->dtype || x->rank > 4) {
     snprintf(why, size, "added mask %%%u is not a %s tensor of rank 4 or less", m.id,
-             kc_dtype_name(q->dtype));
+             kc_dtype_name(sc->dtype));
     return false;
   }
   *out = (kc_fa_mask){false, KC_FA_IN_ADDITIVE, m, {0}};
   tv t;
   if (!eval(g, m, 0, false, &t) || t.on != 0 || !(t.off <= KC_FA_NEG_BIG)) return true;
-  if (t.base == U_TRI && fits_tri(g, m, scores)) *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}};
-  if (t.base == U_PAD && fits_pad(g, m, t.pad, scores))
+  if (t.base == U_TRI && fits_tri(g, m, sc)) *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}};
+  if (t.base == U_PAD && fits_pad(g, m, t.pad, sc))
     *out = (kc_fa_mask){false, KC_FA_IN_PADDING, t.pad, m};
   return true;
 }
 
-bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, kc_val scores, kc_fa_mask *out,
-                      char *why, size_t size) {
+bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, const kc_fa_scores *sc,
+                      kc_fa_mask *out, char *why, size_t size) {
   tv t;
   if (!eval(g, c, 0, false, &t) || t.base == U_UNIFORM) {
     snprintf(why, size, "where condition %%%u is neither a causal nor a padding mask", c.id);
     return false;
   }
   bool ok = keep ? t.on != 0 && t.off == 0 : t.on == 0 && t.off != 0;
-  if (ok && t.base == U_TRI && fits_tri(g, c, scores)) {
+  if (ok && t.base == U_TRI && fits_tri(g, c, sc)) {
     *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}};
     return true;
   }
-  if (ok && t.base == U_PAD && fits_pad(g, c, t.pad, scores)) {
+  if (ok && t.base == U_PAD && fits_pad(g, c, t.pad, sc)) {
     *out = (kc_fa_mask){false, KC_FA_IN_PADDING, t.pad, {0}};
     return true;
   }
@@ -405,5 +404,27 @@ bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, kc_val scores, kc_
                                  : "is triangular but not causal (which keys it keeps)")
                            : (ok ? "is a padding mask not laid out as [B, 1, 1, T]"
                                  : "keeps the padded keys"));
+  return false;
+}
+
+bool kc_fa_mask_causal_and(const kc_graph *g, kc_val m, const kc_fa_scores *sc, kc_val *cond,
+                           kc_val *zero, kc_val *fill) {
+  const kc_node *n = kc_fa_def(g, m);
+  double z, f;
+  if (!n || n->op != KC_OP_WHERE || !kc_fa_scalar(g, n->in[1], &z) || z != 0 ||
+      !kc_fa_scalar(g, n->in[2], &f) || !(f <= KC_FA_NEG_BIG))
+    return false;
+  const kc_node *a = kc_fa_def(g, n->in[0]);
+  if (!a || a->op != KC_OP_AND) return false;
+  for (int k = 0; k < 2; k++) {
+    kc_val c = a->in[k], p = a->in[1 - k];
+    tv tc, tp;
+    if (eval(g, c, 0, false, &tc) && tc.base == U_TRI && tc.on != 0 && tc.off == 0 &&
+        fits_tri(g, c, sc) && eval(g, p, 0, false, &tp) && tp.base == U_PAD && tp.on != 0 &&
+        tp.off == 0 && fits_pad(g, p, tp.pad, sc)) {
+      *cond = p, *zero = n->in[1], *fill = n->in[2];
+      return true;
+    }
+  }
   return false;
 }

@@ -55,6 +55,9 @@ typedef struct fz {
   uint32_t *heap, nheap; /* candidate producers of the region being grown, latest first */
   bool *queued;         /* per node: in the heap for the current region */
   kc_val *map;          /* per value: its value in the body being built */
+  uint8_t *bound;       /* per dim expression: 1 its symbols are all bound by graph inputs,
+                           2 not, 0 not looked at yet */
+  uint32_t ndx;         /* dim expressions when the pass began (bound's size) */
 } fz;
 
 /* A region: members (node indices, ascending once built), root = the last. */
@@ -66,7 +69,49 @@ typedef struct region {
 
 /* ---- fusibility ----------------------------------------------------------------------------- */
 
-static bool fusible(const kc_graph *g, const kc_node *n, const char **why) {
+/* Does dim d (of a graph input) mention the symbol called name? */
+static bool input_names(const kc_graph *g, kc_dim d, const char *name, int depth) {
+  if (!KC_DIM_IS_SYM(d) || depth > 64) return false;
+  uint32_t e = KC_DIM_EXPR(d);
+  if (e >= g->ndexprs) return false;
+  const kc_dexpr *x = &g->dexprs[e];
+  if (x->kind == KC_DX_SYM) return strcmp(x->name, name) == 0;
+  if (x->kind == KC_DX_CONST) return false;
+  return input_names(g, x->a, name, depth + 1) || input_names(g, x->b, name, depth + 1);
+}
+
+/*
+ * Is every symbol of dim d one a graph input's dims name? A size that data decides (range over
+ * a computed length: a fresh unkN) is settled at run time by re-running the shape function of
+ * the node that makes it and of those after; a fused node's shape comes from its body, typed
+ * once at compile time, so it would keep the unsettled symbol. Such values stay unfused.
+ */
+static bool dim_bound(fz *f, kc_dim d, int depth) {
+  const kc_graph *g = f->g;
+  if (!KC_DIM_IS_SYM(d)) return true;
+  uint32_t e = KC_DIM_EXPR(d);
+  if (e >= f->ndx || depth > 64) return false;
+  if (f->bound[e]) return f->bound[e] == 1;
+  const kc_dexpr *x = &g->dexprs[e];
+  bool ok;
+  if (x->kind == KC_DX_CONST) {
+    ok = true;
+  } else if (x->kind == KC_DX_SYM) {
+    ok = false;
+    for (uint32_t i = 0; i < g->ninputs && !ok; i++) {
+      const kc_value *v = kc_value_of(g, g->inputs[i]);
+      for (int k = 0; k < v->rank && !ok; k++)
+        ok = input_names(g, v->dims[k], x->name, 0);
+    }
+  } else {
+    ok = dim_bound(f, x->a, depth + 1) && dim_bound(f, x->b, depth + 1);
+  }
+  f->bound[e] = ok ? 1 : 2;
+  return ok;
+}
+
+static bool fusible(fz *f, const kc_node *n, const char **why) {
+  const kc_graph *g = f->g;
   kc_op_class cls = kc_ops[n->op].cls;
   unsigned fl = kc_ops[n->op].flags;
   *why = "";
@@ -91,6 +136,11 @@ static bool fusible(const kc_graph *g, const kc_node *n, const char **why) {
     *why = "a shape computation (its contents are known to shape inference)";
     return false;
   }
+  for (int d = 0; d < o->rank; d++)
+    if (!dim_bound(f, o->dims[d], 0)) {
+      *why = "its size depends on data (settled at run time)";
+      return false;
+    }
   for (uint32_t k = 0; k < n->nattr; k++)
     if (n->attrs[k].kind == KC_ATTR_TENSOR) {
       *why = "a tensor attribute";
@@ -146,7 +196,10 @@ static kc_status fz_init(fz *f, kc_graph *g, kc_pass_ctx *pc) {
   f->heap = malloc(nn * sizeof *f->heap);
   f->queued = calloc(nn, sizeof *f->queued);
   f->map = calloc(nv, sizeof *f->map);
-  if (!f->ustart || !f->is_out || !f->region || !f->in_stamp || !f->heap || !f->queued || !f->map)
+  f->ndx = g->ndexprs;
+  f->bound = calloc(f->ndx + 1, sizeof *f->bound);
+  if (!f->ustart || !f->is_out || !f->region || !f->in_stamp || !f->heap || !f->queued ||
+      !f->map || !f->bound)
     return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in fuse-elementwise");
   uint32_t total = 0;
   for (uint32_t i = 0; i < f->nn; i++) {
@@ -187,6 +240,7 @@ static void fz_free(fz *f) {
   free(f->heap);
   free(f->queued);
   free(f->map);
+  free(f->bound);
 }
 
 /* ---- the heap of candidate producers (max node index first) --------------------------------- */
@@ -280,7 +334,7 @@ static bool can_join(fz *f, int32_t rid, const region *r, uint32_t p, bool *extr
   const kc_value *rv = kc_value_of(g, root_y);
   const char *nf;
   why[0] = 0;
-  if (!fusible(g, n, &nf)) return false;
+  if (!fusible(f, n, &nf)) return false;
   if (!fits(g, y, rv->rank, rv->dims)) {
     snprintf(why, size, "its shape does not broadcast to the region's");
     return false;
@@ -519,7 +573,7 @@ static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
   uint32_t used = 0;
   for (uint32_t i = f.nn; s == KC_OK && i-- > 0;) {
     const char *why;
-    if (f.region[i] >= 0 || !fusible(g, &g->nodes[i], &why)) continue;
+    if (f.region[i] >= 0 || !fusible(&f, &g->nodes[i], &why)) continue;
     region *r = &regs[nregs];
     r->member = members + used;
     grow(&f, (int32_t)nregs, i, r);

@@ -404,12 +404,23 @@ static void kernels_nvrtc_ptxas(void **state) {
     for (size_t a = 0; a < sizeof archs / sizeof *archs; a++)
       check_program(e, &c, ctx, nv, from, to, archs[a]);
   }
-  /* the cache answers a program it compiled before */
-  uint64_t hits0, hits, compiles;
+  /* the cache answers a program it compiled before, from memory and from its folder */
+  uint64_t hits0, hits, compiles, dhits, dcompiles;
   kc_nvrtc_stats(nv, &hits0, &compiles);
-  if (c.n)
-    check_program(e, &c, ctx, nv, 0, c.n < KERNELS_PER_PROGRAM ? c.n : KERNELS_PER_PROGRAM, 80);
+  size_t first = c.n < KERNELS_PER_PROGRAM ? c.n : KERNELS_PER_PROGRAM;
+  if (c.n) check_program(e, &c, ctx, nv, 0, first, 80);
   kc_nvrtc_stats(nv, &hits, &compiles);
+  kc_nvrtc *d1 = NULL, *d2 = NULL;
+  assert_int_equal(kc_nvrtc_new(ctx, &d1), KC_OK);
+  assert_int_equal(kc_nvrtc_new(ctx, &d2), KC_OK);
+  assert_int_equal(kc_nvrtc_set_cache_dir(d1, e->tmp), KC_OK);
+  assert_int_equal(kc_nvrtc_set_cache_dir(d2, e->tmp), KC_OK);
+  if (c.n) check_program(e, &c, ctx, d1, 0, 1, 80);
+  if (c.n) check_program(e, &c, ctx, d2, 0, 1, 80);
+  kc_nvrtc_stats(d2, &dhits, &dcompiles);
+  assert_true(c.n == 0 || (dhits == 1 && dcompiles == 0));
+  kc_nvrtc_free(d1);
+  kc_nvrtc_free(d2);
   double t2 = now_s();
 
   size_t ncov = 0;

@@ -96,7 +96,8 @@ kc_status kc_cuda_lower_norm(kc_cuda_emit *e) {
     kc_cu_decompose(e, 6, "j", false, 0, axis, R - axis, k, sn, on, need);
   }
   const char *y =
-      kc_cu_fmt(e, "((%s)%s - mean) * inv * (%s)%s%s", ct, xj, ct, kc_cu_load(e, t, "in1", si),
+      kc_cu_fmt(e, "((%s)%s - mean) * inv * (%s)%s%s", ct, kc_cu_load(e, t, "in0", "base + j"), ct,
+                kc_cu_load(e, t, "in1", si),
                 has_bias ? kc_cu_fmt(e, " + (%s)%s", ct, kc_cu_load(e, t, "in2", bi)) : "");
   kc_cu_store(e, 6, kc_cu_val(e, true, 0)->dtype, "out0", "base + j", y);
   kc_cu_puts(e->t, "    }\n");

@@ -3,8 +3,9 @@
  *
  * A request is (source, arch, cubin or PTX). Its key is two independent 64-bit hashes of the
  * source plus its length, the arch and the kind; the in-memory cache keeps every image this
- * object compiled, and an optional folder keeps them as files named by the key, so a second
- * process compiling the same model skips NVRTC. The device library includes cuda_fp16.h and
+ * object compiled, and an optional folder keeps them as files named by the key and NVRTC's
+ * version, so a second process compiling the same model skips NVRTC (the runtime uses
+ * $KERNC_CUDA_CACHE as that folder when it is set). The device library includes cuda_fp16.h and
  * cuda_bf16.h from the toolkit's include folder (KERNC_CUDA_INCLUDE_DIR at build time, or
  * $KERNC_CUDA_INCLUDE), since NVRTC does not ship them built in.
  *
@@ -39,6 +40,7 @@ struct kc_nvrtc {
   char *dir;
   int *archs; /* NVRTC's supported archs, ascending */
   int narchs;
+  int version; /* major * 100 + minor: part of a cached file's name */
   uint64_t hits, compiles;
 };
 
@@ -46,7 +48,8 @@ kc_status kc_nvrtc_new(kc_context *ctx, kc_nvrtc **out) {
   kc_nvrtc *nv = calloc(1, sizeof *nv);
   if (!nv) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory");
   nv->ctx = ctx;
-  int n = 0;
+  int n = 0, major = 0, minor = 0;
+  if (nvrtcVersion(&major, &minor) == NVRTC_SUCCESS) nv->version = major * 100 + minor;
   if (nvrtcGetNumSupportedArchs(&n) == NVRTC_SUCCESS && n > 0) {
     nv->archs = calloc((size_t)n, sizeof *nv->archs);
     if (nv->archs && nvrtcGetSupportedArchs(nv->archs) == NVRTC_SUCCESS) nv->narchs = n;
@@ -97,8 +100,8 @@ static void hash(const char *s, uint64_t *h1, uint64_t *h2, size_t *len) {
 }
 
 static void file_name(const kc_nvrtc *nv, const entry *k, char *buf, size_t size) {
-  snprintf(buf, size, "%s/%016llx%016llx-%zx-%s_%d.%s", nv->dir, (unsigned long long)k->h1,
-           (unsigned long long)k->h2, k->srclen, k->ptx ? "compute" : "sm", k->arch,
+  snprintf(buf, size, "%s/%016llx%016llx-%zx-nvrtc%d-%s_%d.%s", nv->dir, (unsigned long long)k->h1,
+           (unsigned long long)k->h2, k->srclen, nv->version, k->ptx ? "compute" : "sm", k->arch,
            k->ptx ? "ptx" : "cubin");
 }
 
