@@ -21,9 +21,10 @@ void kc_pb_tensor_free(kc_pb_tensor *t);
 typedef enum kc_check_result { KC_CHECK_PASS, KC_CHECK_FAIL, KC_CHECK_SKIP } kc_check_result;
 
 typedef struct kc_check_options {
-  bool shapes_only; /* TEMPORARY (until every emitter exists): compare inferred shapes only */
-  int threads;      /* threads running the compiled model; 0: the context's default */
+  bool shapes_only;   /* compare inferred shapes and dtypes only, run nothing */
+  int threads;        /* threads running the compiled model; 0: the context's default */
   const char *target; /* kc_compile_options.target: NULL or "cpu", "cuda" */
+  const char *passes; /* pass list for kc_compile; NULL: the target's default pipeline */
 } kc_check_options;
 
 /*

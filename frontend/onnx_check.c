@@ -174,7 +174,8 @@ static const char *first_random_op(const kc_graph *g) {
 static kc_check_result check_values(checker *c, kc_pb_tensor *ins, uint32_t nin,
                                     const kc_pb_tensor *outs, uint32_t nout, char *msg,
                                     size_t size) {
-  kc_compile_options co = {.target = c->opts->target, .passes = NULL, .threads = c->opts->threads};
+  kc_compile_options co = {
+      .target = c->opts->target, .passes = c->opts->passes, .threads = c->opts->threads};
   if (!c->m && kc_compile(c->ctx, c->g, &co, &c->m) != KC_OK) {
     snprintf(msg, size, "compile: %s", kc_last_error(c->ctx));
     return KC_CHECK_FAIL;

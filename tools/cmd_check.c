@@ -103,7 +103,7 @@ static void one_line(char *s) {
 
 int cmd_check(int argc, char **argv) {
   bool quiet = false, shapes_only = false;
-  const char *suite = NULL, *threads = NULL, *exclude = NULL, *target = "cpu";
+  const char *suite = NULL, *threads = NULL, *exclude = NULL, *target = "cpu", *passes = NULL;
   cli_cmd cmd = {
       .name = "kernc check",
       .args = "DIR...",
@@ -125,6 +125,10 @@ int cmd_check(int argc, char **argv) {
                           &shapes_only, NULL});
   cli_add(&cmd, (cli_opt){"target", 0, "cpu|cuda", "where to run the models (default: cpu)", NULL,
                           &target});
+  cli_add(&cmd, (cli_opt){"passes", 0, "LIST",
+                          "passes run before code generation (default: the target's pipeline; "
+                          "empty: none)",
+                          NULL, &passes});
   cli_add(&cmd, (cli_opt){"exclude", 0, "FILE",
                           "skip the tests FILE lists (\"NAME reason\" lines), printing the reason",
                           NULL, &exclude});
@@ -135,7 +139,8 @@ int cmd_check(int argc, char **argv) {
     free(pos);
     return rc;
   }
-  kc_check_options opts = {.shapes_only = shapes_only, .threads = 0, .target = target};
+  kc_check_options opts = {
+      .shapes_only = shapes_only, .threads = 0, .target = target, .passes = passes};
   if (strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0) {
     free(pos);
     return cli_usage_error(&cmd, "--target is cpu or cuda, got '%s'", target);
