@@ -139,13 +139,22 @@ typedef struct form {
   int nrows;
 } form;
 
-#define FORM(p) {#p, p, KC_LEN(p)}
+#define FORM(p)                                                                                    \
+  { #p, p, KC_LEN(p) }
 
 static const form forms[] = {
-    FORM(s_scaled_keep_add), FORM(s_scaled_drop_add), FORM(s_scaled_add_keep),
-    FORM(s_scaled_add_drop), FORM(s_scaled_add),      FORM(s_scaled_keep),
-    FORM(s_scaled_drop),     FORM(s_add),             FORM(s_keep),
-    FORM(s_drop),            FORM(s_scaled),          FORM(s_plain),
+    FORM(s_scaled_keep_add),
+    FORM(s_scaled_drop_add),
+    FORM(s_scaled_add_keep),
+    FORM(s_scaled_add_drop),
+    FORM(s_scaled_add),
+    FORM(s_scaled_keep),
+    FORM(s_scaled_drop),
+    FORM(s_add),
+    FORM(s_keep),
+    FORM(s_drop),
+    FORM(s_scaled),
+    FORM(s_plain),
 };
 
 /* ---- q, k and v ------------------------------------------------------------------------------ */
@@ -259,8 +268,7 @@ static void peel(fa *F, kc_val v, side_kind kind, bool rot, side *s) {
   s->scale = 1;
   for (int i = 0; i < 8; i++) {
     if (kind != SIDE_V && peel_scale(g, &v, &s->scale)) continue;
-    if (kind != SIDE_V && rot && !s->rot.x.id &&
-        kc_fa_rotate_half(g, &F->u, v, &s->rot, NULL, 0)) {
+    if (kind != SIDE_V && rot && !s->rot.x.id && kc_fa_rotate_half(g, &F->u, v, &s->rot, NULL, 0)) {
       v = s->rot.x;
       continue;
     }
@@ -354,8 +362,8 @@ static kc_status rewrite(fa *F, const kc_match *m) {
       snprintf(first, sizeof first, "%s: %s", forms[i].name, why);
   }
   if (!f)
-    return kc_rw_decline(rw, "scores %%%u (%s) are no q @ kT form (%s)", sc.id,
-                         kc_ops[sn->op].name, first[0] ? first : "no form starts with that op");
+    return kc_rw_decline(rw, "scores %%%u (%s) are no q @ kT form (%s)", sc.id, kc_ops[sn->op].name,
+                         first[0] ? first : "no form starts with that op");
   kc_val qk = g->nodes[sm.node[f->nrows - 1]].out[0];
   const kc_value *qv = kc_value_of(g, qk);
   if (qv->rank != 4) return kc_rw_decline(rw, "scores %%%u are not [B, heads, S, T]", qk.id);
@@ -390,8 +398,8 @@ static kc_status rewrite(fa *F, const kc_match *m) {
   peel(F, sm.cap[Q], SIDE_Q, true, &q);
   resolve_k(F, sm.cap[KT], true, &k);
   peel(F, m->cap[V], SIDE_V, false, &v);
-  bool rot = q.rot.x.id && k.rot.x.id && q.rot.cos.id == k.rot.cos.id &&
-             q.rot.sin.id == k.rot.sin.id;
+  bool rot =
+      q.rot.x.id && k.rot.x.id && q.rot.cos.id == k.rot.cos.id && q.rot.sin.id == k.rot.sin.id;
   if (!rot && (q.rot.x.id || k.rot.x.id)) {
     q = (side){0};
     peel(F, sm.cap[Q], SIDE_Q, false, &q);
@@ -429,7 +437,7 @@ static kc_status rewrite(fa *F, const kc_match *m) {
   kc_node_set_int(g, ni, "heads", heads);
   if (kvh != heads) kc_node_set_int(g, ni, "kv_heads", kvh);
   kc_node_set_float(g, ni, "scale", scale);
-  const char *kind = mask.causal                         ? "causal"
+  const char *kind = mask.causal                      ? "causal"
                      : mask.kind == KC_FA_IN_PADDING  ? "padding"
                      : mask.kind == KC_FA_IN_ADDITIVE ? "additive"
                                                       : NULL;
@@ -442,14 +450,15 @@ static kc_status rewrite(fa *F, const kc_match *m) {
     kc_rw_replace(rw, out, y);
     return KC_OK;
   }
-  uint32_t t = kc_rw_uses(rw, out) == 1 && !kc_rw_is_output(rw, out) ? sole_reader(g, out)
-                                                                     : UINT32_MAX;
+  uint32_t t =
+      kc_rw_uses(rw, out) == 1 && !kc_rw_is_output(rw, out) ? sole_reader(g, out) : UINT32_MAX;
   if (t != UINT32_MAX && g->nodes[t].op == KC_OP_TRANSPOSE && perm_is(&g->nodes[t], P0213)) {
     kc_val tv = g->nodes[t].out[0];
-    uint32_t r = kc_rw_uses(rw, tv) == 1 && !kc_rw_is_output(rw, tv) ? sole_reader(g, tv)
-                                                                      : UINT32_MAX;
+    uint32_t r =
+        kc_rw_uses(rw, tv) == 1 && !kc_rw_is_output(rw, tv) ? sole_reader(g, tv) : UINT32_MAX;
     if (r != UINT32_MAX && g->nodes[r].op == KC_OP_RESHAPE &&
-        kc_value_of(g, g->nodes[r].out[0])->rank == 3 && kc_fa_same_dim(g, g->nodes[r].out[0], 0, y, 0) &&
+        kc_value_of(g, g->nodes[r].out[0])->rank == 3 &&
+        kc_fa_same_dim(g, g->nodes[r].out[0], 0, y, 0) &&
         kc_fa_same_dim(g, g->nodes[r].out[0], 1, y, 1) &&
         kc_fa_same_dim(g, g->nodes[r].out[0], 2, y, 2)) {
       kc_rw_replace(rw, g->nodes[r].out[0], y);
@@ -507,9 +516,9 @@ static kc_fa_scores op_scores(const kc_graph *g, const kc_node *n) {
 }
 
 /*
- * A copy of the matched attention op with inputs in[0..nin) and attribute `mask` set to mask
- * (NULL: dropped, i.e. none) and rotary_interleaved to interleaved (< 0: as it was); its results
- * replace the op's.
+ * A copy of the matched attention op with inputs in[0..nin), attribute `mask` set to mask (NULL:
+ * as it was) and rotary_interleaved to interleaved (< 0: as it was); its results replace the
+ * op's.
  */
 static kc_status rebuild(kc_rewriter *rw, const kc_match *m, const kc_val *in, uint32_t nin,
                          const char *mask, int64_t interleaved) {
@@ -525,7 +534,8 @@ static kc_status rebuild(kc_rewriter *rw, const kc_match *m, const kc_val *in, u
   if (ni == UINT32_MAX) return KC_OK;
   for (uint32_t i = 0; i < nattr; i++) {
     const kc_attr *a = &attrs[i];
-    if (strcmp(a->name, "mask") == 0 || (interleaved >= 0 && !strcmp(a->name, "rotary_interleaved")))
+    if ((mask && !strcmp(a->name, "mask")) ||
+        (interleaved >= 0 && !strcmp(a->name, "rotary_interleaved")))
       continue;
     switch (a->kind) {
     case KC_ATTR_INT: kc_node_set_int(g, ni, a->name, a->u.i); break;
@@ -566,8 +576,10 @@ static kc_status refine_mask(kc_rewriter *rw, const kc_match *m) {
     in[A_MASK] = kc_rw_op(rw, KC_OP_WHERE, 3, w);
     return in[A_MASK].id ? rebuild(rw, m, in, nin, "causal", -1) : KC_OK;
   }
-  if (!kc_fa_mask_added(g, m->cap[MASK], &sc, &mk, why, sizeof why)) return kc_rw_decline(rw, "%s", why);
-  if (mk.kind == KC_FA_IN_ADDITIVE) return kc_rw_decline(rw, "mask %%%u is no causal or padding mask", m->cap[MASK].id);
+  if (!kc_fa_mask_added(g, m->cap[MASK], &sc, &mk, why, sizeof why))
+    return kc_rw_decline(rw, "%s", why);
+  if (mk.kind == KC_FA_IN_ADDITIVE)
+    return kc_rw_decline(rw, "mask %%%u is no causal or padding mask", m->cap[MASK].id);
   in[A_MASK] = mk.input;
   if (!mk.causal) return rebuild(rw, m, in, nin, "padding", -1);
   while (nin > A_MASK && !in[nin - 1].id)
@@ -592,7 +604,8 @@ static kc_val rotary_source(const kc_graph *g, kc_val v, int64_t heads, uint32_t
   if (!n || n->op != KC_OP_RESHAPE || r != 3) return (kc_val){0};
   kc_val r4 = through_transpose(g, n->in[0], P0213);
   const kc_node *rn = kc_fa_def(g, r4);
-  if (!rn || rn->op != KC_OP_ROTARY || kc_value_of(g, r4)->rank != 4 || kc_fa_dim(g, r4, 1) != heads)
+  if (!rn || rn->op != KC_OP_ROTARY || kc_value_of(g, r4)->rank != 4 ||
+      kc_fa_dim(g, r4, 1) != heads)
     return (kc_val){0};
   kc_val split = through_transpose(g, rn->in[0], P0213);
   kc_val x = split.id ? split_source(g, split) : (kc_val){0};
@@ -630,7 +643,7 @@ static kc_status fold_rotary(kc_rewriter *rw, const kc_match *m) {
   kc_val in[8] = {{0}};
   memcpy(in, n->in, (n->nin < 8 ? n->nin : 8) * sizeof *in);
   in[A_Q] = xq, in[A_K] = xk, in[A_COS] = a->in[1], in[A_SIN] = a->in[2];
-  return rebuild(rw, m, in, 8, kc_node_string(n, "mask", NULL), il);
+  return rebuild(rw, m, in, 8, NULL, il);
 }
 
 static const kc_rule rules[] = {

@@ -176,9 +176,12 @@ static bool eval_ramps(const kc_graph *g, const kc_node *n, tv *out) {
   /* as "j - i < k" (lt) or "j - i > k" */
   int64_t k = a.axis == 1 ? b.off - a.off : a.off - b.off;
   bool lt = a.axis == 1 ? less : !less;
-  if (lt && k == 1) *out = (tv){U_TRI, {0}, 1, 0};
-  else if (!lt && k == 0) *out = (tv){U_TRI, {0}, 0, 1};
-  else return false;
+  if (lt && k == 1)
+    *out = (tv){U_TRI, {0}, 1, 0};
+  else if (!lt && k == 0)
+    *out = (tv){U_TRI, {0}, 0, 1};
+  else
+    return false;
   return true;
 }
 
@@ -189,8 +192,7 @@ static bool join(const kc_graph *g, const kc_node *n, const tv *ops, int nops, t
   *out = uniform(0);
   for (int k = 0; k < nops; k++) {
     if (ops[k].base == U_UNIFORM) continue;
-    if (out->base != U_UNIFORM &&
-        (out->base != ops[k].base || out->pad.id != ops[k].pad.id))
+    if (out->base != U_UNIFORM && (out->base != ops[k].base || out->pad.id != ops[k].pad.id))
       return false;
     if (!aligned(g, n->in[k], n->out[0], &ops[k])) return false;
     out->base = ops[k].base;
@@ -216,7 +218,8 @@ static double apply2(kc_op op, double a, double b) {
 static bool eval_cast(kc_dtype to, tv *t) {
   double *v[2] = {&t->on, &t->off};
   for (int k = 0; k < 2; k++) {
-    if (to == KC_BOOL) *v[k] = *v[k] != 0;
+    if (to == KC_BOOL)
+      *v[k] = *v[k] != 0;
     else if (kc_dtype_is_int(to)) {
       if (!integral(*v[k])) return false;
     } else if (!kc_dtype_is_float(to)) {
@@ -253,8 +256,7 @@ static bool eval_slice(const kc_graph *g, const kc_node *n, int depth, tv *out) 
   const kc_tensor *st = kc_fa_data(g, n->in[1]);
   const kc_tensor *ax = n->nin > 3 && n->in[3].id ? kc_fa_data(g, n->in[3]) : NULL;
   const kc_tensor *sp = n->nin > 4 && n->in[4].id ? kc_fa_data(g, n->in[4]) : NULL;
-  if (!st || (n->nin > 3 && n->in[3].id && !ax) || (n->nin > 4 && n->in[4].id && !sp))
-    return false;
+  if (!st || (n->nin > 3 && n->in[3].id && !ax) || (n->nin > 4 && n->in[4].id && !sp)) return false;
   size_t k = kc_tensor_numel(st);
   for (size_t e = 0; e < k; e++) {
     int64_t axis = ax ? (int64_t)kc_tensor_get(ax, e) : (int64_t)e;
@@ -273,9 +275,12 @@ static bool eval_trilu(const kc_graph *g, const kc_node *n, int depth, tv *out) 
   if (n->nin > 1 && n->in[1].id && !kc_fa_int1(g, n->in[1], &k)) return false;
   bool upper = kc_node_int(n, "upper", 1) != 0;
   if (val(g, n->in[0])->rank < 2) return false;
-  if (!upper && k == 0) *out = (tv){U_TRI, {0}, in.on, 0};
-  else if (upper && k == 1) *out = (tv){U_TRI, {0}, 0, in.on};
-  else return false;
+  if (!upper && k == 0)
+    *out = (tv){U_TRI, {0}, in.on, 0};
+  else if (upper && k == 1)
+    *out = (tv){U_TRI, {0}, 0, in.on};
+  else
+    return false;
   return true;
 }
 
@@ -309,8 +314,8 @@ static bool eval(const kc_graph *g, kc_val v, int depth, bool under_cast, tv *ou
     case KC_OP_SLICE: return eval_slice(g, n, depth, out);
     case KC_OP_TRILU: return eval_trilu(g, n, depth, out);
     case KC_OP_CAST:
-      return eval(g, n->in[0], depth + 1, true, out) &&
-             aligned(g, n->in[0], n->out[0], out) && eval_cast(x->dtype, out);
+      return eval(g, n->in[0], depth + 1, true, out) && aligned(g, n->in[0], n->out[0], out) &&
+             eval_cast(x->dtype, out);
     case KC_OP_NOT:
     case KC_OP_NEG:
       if (!eval(g, n->in[0], depth + 1, false, out) || !aligned(g, n->in[0], v, out)) return false;
@@ -400,10 +405,10 @@ bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, const kc_fa_scores
     return true;
   }
   snprintf(why, size, "where condition %%%u %s", c.id,
-           t.base == U_TRI ? (ok ? "is causal but not over the scores' last two axes"
-                                 : "is triangular but not causal (which keys it keeps)")
-                           : (ok ? "is a padding mask not laid out as [B, 1, 1, T]"
-                                 : "keeps the padded keys"));
+           t.base == U_TRI
+               ? (ok ? "is causal but not over the scores' last two axes"
+                     : "is triangular but not causal (which keys it keeps)")
+               : (ok ? "is a padding mask not laid out as [B, 1, 1, T]" : "keeps the padded keys"));
   return false;
 }
 

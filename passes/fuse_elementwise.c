@@ -33,6 +33,8 @@
 #include "passes/internal.h"
 #include "passes/match.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,19 +47,19 @@ typedef struct fz {
   kc_graph *g;
   kc_pass_ctx *pc;
   bool explain;
-  uint32_t nn, nv;      /* nodes and values when the pass began */
-  uint32_t *ustart;     /* users of value v: user[ustart[v] .. ustart[v + 1]) (node indices) */
-  uint32_t *user;       /* a node reading v twice is listed twice */
-  bool *is_out;         /* per value: a graph output */
-  int32_t *region;      /* per node: its region, -1: none */
-  uint32_t *in_stamp;   /* per value: the growth (stamp) that counts it as a region input */
-  uint32_t stamp;       /* the current growth's stamp, one per grow() call */
+  uint32_t nn, nv;       /* nodes and values when the pass began */
+  uint32_t *ustart;      /* users of value v: user[ustart[v] .. ustart[v + 1]) (node indices) */
+  uint32_t *user;        /* a node reading v twice is listed twice */
+  bool *is_out;          /* per value: a graph output */
+  int32_t *region;       /* per node: its region, -1: none */
+  uint32_t *in_stamp;    /* per value: the growth (stamp) that counts it as a region input */
+  uint32_t stamp;        /* the current growth's stamp, one per grow() call */
   uint32_t *heap, nheap; /* candidate producers of the region being grown, latest first */
-  bool *queued;         /* per node: in the heap for the current region */
-  kc_val *map;          /* per value: its value in the body being built */
-  uint8_t *bound;       /* per dim expression: 1 its symbols are all bound by graph inputs,
-                           2 not, 0 not looked at yet */
-  uint32_t ndx;         /* dim expressions when the pass began (bound's size) */
+  bool *queued;          /* per node: in the heap for the current region */
+  kc_val *map;           /* per value: its value in the body being built */
+  uint8_t *bound;        /* per dim expression: 1 its symbols are all bound by graph inputs,
+                            2 not, 0 not looked at yet */
+  uint32_t ndx;          /* dim expressions when the pass began (bound's size) */
 } fz;
 
 /* A region: members (node indices, ascending once built), root = the last. */
@@ -198,8 +200,8 @@ static kc_status fz_init(fz *f, kc_graph *g, kc_pass_ctx *pc) {
   f->map = calloc(nv, sizeof *f->map);
   f->ndx = g->ndexprs;
   f->bound = calloc(f->ndx + 1, sizeof *f->bound);
-  if (!f->ustart || !f->is_out || !f->region || !f->in_stamp || !f->heap || !f->queued ||
-      !f->map || !f->bound)
+  if (!f->ustart || !f->is_out || !f->region || !f->in_stamp || !f->heap || !f->queued || !f->map ||
+      !f->bound)
     return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in fuse-elementwise");
   uint32_t total = 0;
   for (uint32_t i = 0; i < f->nn; i++) {
@@ -323,11 +325,11 @@ static void add_inputs(fz *f, uint32_t ni) {
 }
 
 /*
- * Can producer p join region rid (root at index root, output shape of value `shape`)? *extra:
- * it becomes an extra output. False with the reason in why (NULL: nothing worth saying).
+ * Can producer p join region rid (r: its root and counts so far)? *extra: it becomes an extra
+ * output. False with the reason in why (empty: nothing worth saying, p is not fusible).
  */
-static bool can_join(fz *f, int32_t rid, const region *r, uint32_t p, bool *extra,
-                     char *why, size_t size) {
+static bool can_join(fz *f, int32_t rid, const region *r, uint32_t p, bool *extra, char *why,
+                     size_t size) {
   const kc_graph *g = f->g;
   const kc_node *n = &g->nodes[p];
   kc_val y = n->out[0], root_y = g->nodes[r->root].out[0];
@@ -391,8 +393,8 @@ static void grow(fz *f, int32_t rid, uint32_t root, region *r) {
     if (!can_join(f, rid, r, p, &extra, why, sizeof why)) {
       if (why[0])
         note(f, "%%%u (%s) stays out of the region at %%%u (%s): %s", g->nodes[p].out[0].id,
-             kc_ops[g->nodes[p].op].name, g->nodes[root].out[0].id,
-             kc_ops[g->nodes[root].op].name, why);
+             kc_ops[g->nodes[p].op].name, g->nodes[root].out[0].id, kc_ops[g->nodes[root].op].name,
+             why);
       continue;
     }
     r->ninputs = inputs_with(f, p, r->ninputs);
@@ -484,7 +486,8 @@ static kc_status build(fz *f, int32_t rid, const region *r, kc_val *repl, bool *
       bool seen = false;
       for (uint32_t k = 0; k < nin && !seen; k++)
         seen = ins[k].id == v.id;
-      if (!seen && nin < MAX_INPUTS) ins[nin++] = v;
+      if (!seen && nin < MAX_INPUTS)
+        ins[nin++] = v;
       else if (!seen)
         return KC_OK; /* cannot happen: growth counted the inputs */
     }
@@ -606,8 +609,7 @@ static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
     for (uint32_t i = 0; i < g->nnodes; i++) {
       kc_node *n = &g->nodes[i];
       for (uint32_t j = 0; j < n->nin; j++)
-        if (n->in[j].id && n->in[j].id < f.nv && repl[n->in[j].id].id)
-          n->in[j] = repl[n->in[j].id];
+        if (n->in[j].id && n->in[j].id < f.nv && repl[n->in[j].id].id) n->in[j] = repl[n->in[j].id];
     }
     for (uint32_t i = 0; i < g->noutputs; i++) {
       uint32_t id = g->outputs[i].v.id;

@@ -197,8 +197,7 @@ static kc_status to_rows(kc_rewriter *rw, const kc_match *m) {
   const kc_value *a = kc_value_of(g, mm->in[0]), *b = kc_value_of(g, m->cap[W]);
   const kc_value *x = kc_value_of(g, m->cap[X]);
   if (a->rank != 2 || b->rank != 2)
-    return kc_rw_decline(rw, "a product of rank %d by rank %d, not two matrices", a->rank,
-                         b->rank);
+    return kc_rw_decline(rw, "a product of rank %d by rank %d, not two matrices", a->rank, b->rank);
   if (e.res.id) return kc_rw_decline(rw, "the product has a residual of the flattened shape");
   if (x->rank < 1 || !kc_dim_same(g, x->dims[x->rank - 1], a->dims[1]))
     return kc_rw_decline(rw, "the flattening reshape regroups rows (last dim is not K)");
@@ -240,8 +239,7 @@ static kc_status take_act(kc_rewriter *rw, const kc_match *m) {
   const kc_graph *g = kc_rw_graph(rw);
   const kc_node *n = &g->nodes[m->node[0]];
   epi e = epilogue_of(&g->nodes[m->node[1]]);
-  if (strcmp(e.act, "none") != 0)
-    return kc_rw_decline(rw, "the product has act=%s already", e.act);
+  if (strcmp(e.act, "none") != 0) return kc_rw_decline(rw, "the product has act=%s already", e.act);
   if (e.res.id) return kc_rw_decline(rw, "the product adds a residual before it");
   if (n->op == KC_OP_RELU) {
     e.act = "relu";

@@ -9,7 +9,7 @@
  * both operand orders of every mul and add. x^3 is pow(x, 3) or (x * x) * x. Division by
  * sqrt(2) is usually a multiplication by 1/sqrt(2) after canonicalize; both are accepted.
  * The irrational constants are compared with a relative tolerance (exporters round them to
- * f32, some to fewer digits), 0.5, 1 and 3 exactly.
+ * f32, some to fewer digits; f16 and bf16 constants within an ulp), 0.5, 1 and 3 exactly.
  * silu, x * sigmoid(x), is not gelu and is left alone (fuse-elementwise takes it).
  *
  * Invariants: the patterns capture x everywhere it appears, so the matcher makes every
@@ -64,11 +64,16 @@ static const kc_pat tanh_mul_b[] = {OUTER_B, TANH_FACTOR, CUBE_MUL};
 /* x * ((1 + tanh(c * (x + k * ((x * x) * x)))) * 0.5)  ->  gelu(x) {tanh} */
 static const kc_pat tanh_mul_c[] = {OUTER_C, TANH_FACTOR, CUBE_MUL};
 
-/* Is constant v within REL_TOL of want? The value goes to *got for messages. */
+/* Is constant v within REL_TOL of want, or within an ulp of its dtype (f16 stores 0.044715 as
+ * 0.0447083, 1.5e-4 off)? The value goes to *got for messages. */
 static bool near(const kc_graph *g, kc_val v, double want, double *got) {
   const kc_tensor *t = kc_const_tensor(g, v);
   *got = t && kc_tensor_numel(t) == 1 ? kc_tensor_get(t, 0) : NAN;
-  return fabs(*got - want) <= REL_TOL * fabs(want);
+  double tol = !t                    ? REL_TOL
+               : t->dtype == KC_F16  ? 1.0 / 1024
+               : t->dtype == KC_BF16 ? 1.0 / 128
+                                     : REL_TOL;
+  return fabs(*got - want) <= tol * fabs(want);
 }
 
 static kc_status make_gelu(kc_rewriter *rw, const kc_match *m, bool tanh_form) {

@@ -29,7 +29,8 @@ static bool concat_last(const kc_graph *g, const kc_node *n, char *why, size_t s
   return false;
 }
 
-/* slice(x, start, end, axes, steps) taking x[..., D/2:] (upper) or x[..., :D/2] along the last axis */
+/* slice(x, start, end, axes, steps) taking x[..., D/2:] (upper) or x[..., :D/2] along the last axis
+ */
 static bool slice_half(const kc_graph *g, const kc_node *n, bool upper, char *why, size_t size) {
   int r = kc_value_of(g, n->in[0])->rank;
   int64_t d = kc_fa_dim(g, n->in[0], -1), out = kc_fa_dim(g, n->out[0], -1);
@@ -157,6 +158,7 @@ kc_val kc_fa_rot_cache(kc_rewriter *rw, kc_val c) {
   int64_t d = kc_fa_dim(g, c, -1);
   kc_val h;
   if (!half_of(g, rw, c, d, 0, &h)) return (kc_val){0};
+  if (kc_value_of(g, h)->rank == 2) return h; /* constant data comes as [S, D/2] already */
   int64_t shape[2] = {-1, d / 2};
   kc_val in[2] = {h, kc_rw_const_i64s(rw, 2, shape)};
   if (!in[1].id) return in[1];
