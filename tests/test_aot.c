@@ -584,8 +584,9 @@ static bool run_sets(kc_context *ctx, const kc_graph *g, model *m, const char *d
   return ok;
 }
 
+/* passes: the pass list of kc_export (NULL: the default pipeline, "": nothing fused). */
 static nt_result node_test(const aot_env *e, const char *suite, const char *name, int index,
-                           char *msg, size_t size) {
+                           const char *passes, char *msg, size_t size) {
   kc_context *ctx = kc_context_new();
   char dir[1400], file[1500], so[256], sym[32];
   snprintf(dir, sizeof dir, "%s/%s", suite, name);
@@ -598,7 +599,8 @@ static nt_result node_test(const aot_env *e, const char *suite, const char *name
   const char *random = NULL; /* an op drawing random numbers: values may not match (kernc check) */
   for (uint32_t i = 0; s == KC_OK && i < g->nnodes; i++)
     if (kc_ops[g->nodes[i].op].flags & KC_OPF_RANDOM) random = kc_ops[g->nodes[i].op].name;
-  if (s == KC_OK) s = kc_export(ctx, g, &(kc_export_options){.name = sym}, so, NULL);
+  if (s == KC_OK)
+    s = kc_export(ctx, g, &(kc_export_options){.name = sym, .passes = passes}, so, NULL);
   if (s != KC_OK) {
     snprintf(msg, size, "%s", kc_last_error(ctx));
     r = s == KC_ERR_UNSUPPORTED ? NT_REFUSED : NT_FAIL;
@@ -678,7 +680,7 @@ static void t_onnx_nodes(void **st) {
       refused++;
       continue;
     }
-    nt_result r = node_test(e, suite, name, (int)i, msg, sizeof msg);
+    nt_result r = node_test(e, suite, name, (int)i, NULL, msg, sizeof msg);
     if (r == NT_PASS) pass++;
     if (r == NT_PASS && names) print_message("PASS %s\n", name);
     if (r == NT_FAIL) {
@@ -700,19 +702,26 @@ static void t_onnx_nodes(void **st) {
   assert_int_equal(fail, 0);
 }
 
-/* The tiny transformer models of tests/models (symbolic batch and sequence) through AOT. */
+/*
+ * The tiny transformer models of tests/models (symbolic batch and sequence) through AOT, fused
+ * (the default pipeline) and unfused (no passes): both against the same references.
+ */
 static void t_models(void **st) {
   aot_env *e = *st;
   static const char *const models[] = {"bert_tiny", "gpt2_tiny", "llama_tiny", "opset23_tiny"};
+  static const char *const pipelines[] = {NULL, ""};
   char suite[1024];
   snprintf(suite, sizeof suite, "%s/models", e->tests);
-  int fail = 0;
-  for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
-    char msg[2048] = "";
-    nt_result r = node_test(e, suite, models[i], 1000 + (int)i, msg, sizeof msg);
-    if (r != NT_PASS) print_error("%s %s: %s\n", r == NT_FAIL ? "FAIL" : "REFUSED", models[i], msg);
-    fail += r != NT_PASS;
-  }
+  int fail = 0, index = 1000;
+  for (size_t p = 0; p < 2; p++)
+    for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
+      char msg[2048] = "";
+      nt_result r = node_test(e, suite, models[i], index++, pipelines[p], msg, sizeof msg);
+      if (r != NT_PASS)
+        print_error("%s %s (%s): %s\n", r == NT_FAIL ? "FAIL" : "REFUSED", models[i],
+                    pipelines[p] ? "unfused" : "fused", msg);
+      fail += r != NT_PASS;
+    }
   assert_int_equal(fail, 0);
 }
 
