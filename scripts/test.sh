@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # scripts/test.sh - the whole test suite: set-up, then a plain build and a sanitizer build
 # (AddressSanitizer + UndefinedBehaviorSanitizer), each running the cmocka tests through CTest
-# and the ONNX backend node test suites through `kernc check`.
+# and the ONNX backend node test suites through `kernc check`; and a build with the CUDA
+# toolkit hidden, running the unit tests (the CPU target must not need CUDA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
 jobs=$(nproc)
 status=0
+rm -f build*.ctest.log build*.suites.log
 
-run_suite() { # build dir, cmake flags...
+run_suite() { # build dir, cmake flags...; SUITES=0 skips the ONNX node test suites
   local dir=$1
   shift
   echo "=== $dir: configure and build"
@@ -28,15 +30,30 @@ run_suite() { # build dir, cmake flags...
     ctest --test-dir "$dir" --rerun-failed --output-on-failure || true
     return 1
   fi
-  if [ -x tests/onnx_suites.sh ]; then
+  if [ "${SUITES:-1}" = 1 ] && [ -x tests/onnx_suites.sh ]; then
     echo "=== $dir: ONNX backend node tests"
-    tests/onnx_suites.sh "$dir/kernc" || return 1
+    tests/onnx_suites.sh "$dir/kernc" | tee "$dir.suites.log"
+    ((PIPESTATUS[0] == 0)) || return 1
   fi
 }
 
 run_suite build || status=1
+# the CPU build must not depend on the CUDA toolkit: configure with it hidden, run the unit tests
+SUITES=0 run_suite build-nocuda -DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=ON || status=1
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
   run_suite build-asan -DKERNC_SANITIZE=ON || status=1
 
+# one closing line over every build: cmocka test cases plus ONNX node tests
+sum() { # extended regex with one number group, files...
+  local re=$1
+  shift
+  cat "$@" 2>/dev/null | sed -nE "s/.*$re.*/\1/p" | awk '{ n += $1 } END { print n + 0 }'
+}
+logs=(build*.ctest.log)
+suites=(build*.suites.log)
+passed=$(($(sum '\[  PASSED  \] ([0-9]+) test' "${logs[@]}") + $(sum ': ([0-9]+) passed,' "${suites[@]}")))
+failed=$(($(sum '\[  FAILED  \] ([0-9]+) test' "${logs[@]}") + $(sum ' ([0-9]+) failed,' "${suites[@]}")))
+skipped=$(($(sum '\[  SKIPPED \] ([0-9]+) test' "${logs[@]}") + $(sum ' ([0-9]+) skipped' "${suites[@]}")))
 if ((status)); then echo "test.sh: FAILED"; else echo "test.sh: all passed"; fi
+echo "total: $passed passed, $failed failed, $skipped skipped"
 exit $status
