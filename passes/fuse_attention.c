@@ -19,6 +19,10 @@
  * With q, k and v all split from [B, S, H*D] tensors the op takes those, and its result replaces
  * the head merge (transpose(0,2,1,3) + reshape to [B,S,H*D]) that follows, or is split back to
  * [B, H, S, D]; otherwise it takes the 4-D tensors ([B, H, S, D], which the op also accepts).
+ * Two more rules improve attention ops made elsewhere (the ONNX Attention importer): an
+ * additive mask the analysis names becomes causal / padding (or causal plus the padding part
+ * alone), and rotary ops on q and k at positions 0, 1, ... become the op's cos/sin. CSE runs
+ * after a change, so layers sharing cos/sin share the caches built from them.
  * Near misses are reported by the driver under --explain-fusion, with the reason.
  * Invariants: the result computes what the graph computes, up to a row whose keys are all masked
  * (0 here; see fuse_attention_mask.c) and large negatives standing for -inf; nodes are added only
@@ -26,7 +30,6 @@
  */
 #include "passes/fuse_attention.h"
 
-#include <math.h>
 #include <string.h>
 
 /* ---- graph reading, shared with the other fuse-attention files ------------------------------ */

@@ -27,7 +27,10 @@
 #include <math.h>
 #include <string.h>
 
+/* index ramps: the longest chain of ops looked through */
 #define MAX_DEPTH 32
+/* masks: the most values one evaluation visits (a shared value counts each time) */
+#define BUDGET 256
 
 enum { U_UNIFORM, U_TRI, U_PAD };
 
@@ -44,7 +47,7 @@ typedef struct ramp {
   int64_t off;
 } ramp;
 
-static bool eval(const kc_graph *g, kc_val v, int depth, bool under_cast, tv *out);
+static bool eval(const kc_graph *g, kc_val v, int *left, bool under_cast, tv *out);
 
 static const kc_value *val(const kc_graph *g, kc_val v) { return kc_value_of(g, v); }
 
@@ -229,8 +232,8 @@ static bool eval_cast(kc_dtype to, tv *t) {
   return true;
 }
 
-static bool eval_view(const kc_graph *g, const kc_node *n, int depth, bool under_cast, tv *out) {
-  if (!eval(g, n->in[0], depth + 1, under_cast, out)) return false;
+static bool eval_view(const kc_graph *g, const kc_node *n, int *left, bool under_cast, tv *out) {
+  if (!eval(g, n->in[0], left, under_cast, out)) return false;
   const kc_value *a = val(g, n->in[0]), *b = val(g, n->out[0]);
   switch (out->base) {
   case U_TRI: return aligned(g, n->in[0], n->out[0], out);
@@ -248,8 +251,8 @@ static bool eval_view(const kc_graph *g, const kc_node *n, int depth, bool under
 }
 
 /* A slice of a TRI value that keeps its top-left corner (start 0, step 1 on the last two axes). */
-static bool eval_slice(const kc_graph *g, const kc_node *n, int depth, tv *out) {
-  if (!eval(g, n->in[0], depth + 1, false, out)) return false;
+static bool eval_slice(const kc_graph *g, const kc_node *n, int *left, tv *out) {
+  if (!eval(g, n->in[0], left, false, out)) return false;
   if (out->base == U_UNIFORM) return true;
   if (out->base != U_TRI) return false;
   int r = val(g, n->in[0])->rank;
@@ -268,9 +271,9 @@ static bool eval_slice(const kc_graph *g, const kc_node *n, int depth, tv *out) 
 }
 
 /* trilu(c everywhere): lower with the diagonal (upper=0, k=0) or strictly upper (upper=1, k=1). */
-static bool eval_trilu(const kc_graph *g, const kc_node *n, int depth, tv *out) {
+static bool eval_trilu(const kc_graph *g, const kc_node *n, int *left, tv *out) {
   tv in;
-  if (!eval(g, n->in[0], depth + 1, false, &in) || in.base != U_UNIFORM) return false;
+  if (!eval(g, n->in[0], left, false, &in) || in.base != U_UNIFORM) return false;
   int64_t k = 0;
   if (n->nin > 1 && n->in[1].id && !kc_fa_int1(g, n->in[1], &k)) return false;
   bool upper = kc_node_int(n, "upper", 1) != 0;
@@ -284,8 +287,18 @@ static bool eval_trilu(const kc_graph *g, const kc_node *n, int depth, tv *out) 
   return true;
 }
 
-static bool eval(const kc_graph *g, kc_val v, int depth, bool under_cast, tv *out) {
-  if (!v.id || depth > MAX_DEPTH) return false;
+static bool eval_binary(const kc_graph *g, const kc_node *n, int *left, tv *out) {
+  tv ops[2];
+  if (!eval(g, n->in[0], left, false, &ops[0]) || !eval(g, n->in[1], left, false, &ops[1]) ||
+      !join(g, n, ops, 2, out))
+    return false;
+  out->on = apply2(n->op, ops[0].on, ops[1].on);
+  out->off = apply2(n->op, ops[0].off, ops[1].off);
+  return true;
+}
+
+static bool eval(const kc_graph *g, kc_val v, int *left, bool under_cast, tv *out) {
+  if (!v.id || --*left < 0) return false;
   const kc_tensor *t = kc_fa_data(g, v);
   if (t) return eval_data(t, out);
   const kc_node *n = kc_fa_def(g, v);
@@ -310,37 +323,29 @@ static bool eval(const kc_graph *g, kc_val v, int depth, bool under_cast, tv *ou
     case KC_OP_UNSQUEEZE:
     case KC_OP_SQUEEZE:
     case KC_OP_FLATTEN:
-    case KC_OP_EXPAND: return eval_view(g, n, depth, under_cast, out);
-    case KC_OP_SLICE: return eval_slice(g, n, depth, out);
-    case KC_OP_TRILU: return eval_trilu(g, n, depth, out);
+    case KC_OP_EXPAND: return eval_view(g, n, left, under_cast, out);
+    case KC_OP_SLICE: return eval_slice(g, n, left, out);
+    case KC_OP_TRILU: return eval_trilu(g, n, left, out);
     case KC_OP_CAST:
-      return eval(g, n->in[0], depth + 1, true, out) && aligned(g, n->in[0], n->out[0], out) &&
+      return eval(g, n->in[0], left, true, out) && aligned(g, n->in[0], n->out[0], out) &&
              eval_cast(x->dtype, out);
     case KC_OP_NOT:
     case KC_OP_NEG:
-      if (!eval(g, n->in[0], depth + 1, false, out) || !aligned(g, n->in[0], v, out)) return false;
+      if (!eval(g, n->in[0], left, false, out) || !aligned(g, n->in[0], v, out)) return false;
       out->on = n->op == KC_OP_NOT ? out->on == 0 : -out->on;
       out->off = n->op == KC_OP_NOT ? out->off == 0 : -out->off;
       return true;
     case KC_OP_LESS:
-    case KC_OP_GREATER:
-      if (eval_ramps(g, n, out)) return true;
-      /* else a comparison of masks with values, as the ops below */
-      /* fall through */
+    case KC_OP_GREATER: /* index ramps, else masks compared with values */
+      return eval_ramps(g, n, out) || eval_binary(g, n, left, out);
     case KC_OP_ADD:
     case KC_OP_SUB:
     case KC_OP_MUL:
     case KC_OP_AND:
-    case KC_OP_EQUAL:
-      if (!eval(g, n->in[0], depth + 1, false, &ops[0]) ||
-          !eval(g, n->in[1], depth + 1, false, &ops[1]) || !join(g, n, ops, 2, out))
-        return false;
-      out->on = apply2(n->op, ops[0].on, ops[1].on);
-      out->off = apply2(n->op, ops[0].off, ops[1].off);
-      return true;
+    case KC_OP_EQUAL: return eval_binary(g, n, left, out);
     case KC_OP_WHERE:
       for (int k = 0; k < 3; k++)
-        if (!eval(g, n->in[k], depth + 1, false, &ops[k])) return false;
+        if (!eval(g, n->in[k], left, false, &ops[k])) return false;
       if (!join(g, n, ops, 3, out)) return false;
       out->on = ops[0].on != 0 ? ops[1].on : ops[2].on;
       out->off = ops[0].off != 0 ? ops[1].off : ops[2].off;
@@ -381,7 +386,8 @@ bool kc_fa_mask_added(const kc_graph *g, kc_val m, const kc_fa_scores *sc, kc_fa
   }
   *out = (kc_fa_mask){false, KC_FA_IN_ADDITIVE, m, {0}};
   tv t;
-  if (!eval(g, m, 0, false, &t) || t.on != 0 || !(t.off <= KC_FA_NEG_BIG)) return true;
+  int left = BUDGET;
+  if (!eval(g, m, &left, false, &t) || t.on != 0 || !(t.off <= KC_FA_NEG_BIG)) return true;
   if (t.base == U_TRI && fits_tri(g, m, sc)) *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}};
   if (t.base == U_PAD && fits_pad(g, m, t.pad, sc))
     *out = (kc_fa_mask){false, KC_FA_IN_PADDING, t.pad, m};
@@ -391,7 +397,8 @@ bool kc_fa_mask_added(const kc_graph *g, kc_val m, const kc_fa_scores *sc, kc_fa
 bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, const kc_fa_scores *sc,
                       kc_fa_mask *out, char *why, size_t size) {
   tv t;
-  if (!eval(g, c, 0, false, &t) || t.base == U_UNIFORM) {
+  int left = BUDGET;
+  if (!eval(g, c, &left, false, &t) || t.base == U_UNIFORM) {
     snprintf(why, size, "where condition %%%u is neither a causal nor a padding mask", c.id);
     return false;
   }
@@ -424,8 +431,9 @@ bool kc_fa_mask_causal_and(const kc_graph *g, kc_val m, const kc_fa_scores *sc, 
   for (int k = 0; k < 2; k++) {
     kc_val c = a->in[k], p = a->in[1 - k];
     tv tc, tp;
-    if (eval(g, c, 0, false, &tc) && tc.base == U_TRI && tc.on != 0 && tc.off == 0 &&
-        fits_tri(g, c, sc) && eval(g, p, 0, false, &tp) && tp.base == U_PAD && tp.on != 0 &&
+    int left = BUDGET;
+    if (eval(g, c, &left, false, &tc) && tc.base == U_TRI && tc.on != 0 && tc.off == 0 &&
+        fits_tri(g, c, sc) && eval(g, p, &left, false, &tp) && tp.base == U_PAD && tp.on != 0 &&
         tp.off == 0 && fits_pad(g, p, tp.pad, sc)) {
       *cond = p, *zero = n->in[1], *fill = n->in[2];
       return true;

@@ -1,0 +1,199 @@
+/*
+ * examples/next_token.c - run a GPT-2-style model compiled ahead of time by kernc on a prompt of
+ * token ids: print the five likeliest next tokens with their probabilities, then extend the
+ * prompt greedily by a few tokens.
+ *
+ * Built against the header that `kernc compile examples/gpt2_tiny.onnx -o DIR/libgpt2.so` writes
+ * (DIR/gpt2.h) and linked with DIR/libgpt2.so; it needs neither kernc nor LLVM. The model takes
+ * input_ids i64[batch, seq] and returns logits f32[batch, seq, vocab]; this program runs batch 1.
+ * There is no tokenizer: a prompt is a file of integer ids (`#` starts a comment). Generation
+ * re-runs the whole sequence for every new token, since the model has no KV cache yet.
+ *
+ * usage: next_token PROMPT_FILE [NEW_TOKENS]
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 199309L /* clock_gettime */
+#endif
+
+#include "gpt2.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Facts of the example model that its header does not carry as constants: the token table (wte)
+ * has 100 rows and the position table (wpe) 64, so ids are 0..99 and sequences at most 64 long.
+ * The ids are checked here because an id outside the table is not the model's to catch. */
+#define VOCAB 100
+#define MAX_SEQ 64
+#define TOP_K 5
+
+/* Reads whitespace-separated ids from `path` into ids[0..*n); 0 on success, else prints why. */
+static int read_prompt(const char *path, int64_t *ids, int cap, int *n) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "next_token: cannot open %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  char word[64];
+  int line = 1, c, rc = 0;
+  *n = 0;
+  while (rc == 0 && (c = fgetc(f)) != EOF) {
+    if (c == '\n') line++;
+    if (c == '#') { /* a comment runs to the end of the line */
+      while ((c = fgetc(f)) != EOF && c != '\n') {
+      }
+      line++;
+      continue;
+    }
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ',') continue;
+    int len = 0;
+    while (c != EOF && c != ' ' && c != '\t' && c != '\n' && c != '\r' && c != ',' && c != '#') {
+      if (len < (int)sizeof word - 1) word[len++] = (char)c;
+      c = fgetc(f);
+    }
+    word[len] = '\0';
+    if (c != EOF) ungetc(c, f);
+    char *end;
+    errno = 0;
+    long long v = strtoll(word, &end, 10);
+    if (*end || errno || v < 0 || v >= VOCAB) {
+      fprintf(stderr, "%s:%d: '%s' is not a token id (ids are integers 0 to %d; no tokenizer)\n",
+              path, line, word, VOCAB - 1);
+      rc = -1;
+    } else if (*n == cap) {
+      fprintf(stderr, "%s:%d: more than %d ids: the model's context is %d tokens\n", path, line,
+              cap, MAX_SEQ);
+      rc = -1;
+    } else {
+      ids[(*n)++] = v;
+    }
+  }
+  if (rc == 0 && *n == 0) {
+    fprintf(stderr, "next_token: %s holds no token ids\n", path);
+    rc = -1;
+  }
+  fclose(f);
+  return rc;
+}
+
+/* Runs the model on ids[0..n) (batch 1) and points *last at the n-1'th row of logits, *vocab at
+ * its length. 0 on success, else prints the model's error. */
+static int run(gpt2_t *m, const int64_t *ids, int n, const float **last, int *vocab) {
+  gpt2_tensor in[gpt2_NUM_INPUTS] = {
+      [gpt2_INPUT_input_ids] = {.name = "input_ids",
+                                .dtype = KC_MODEL_I64,
+                                .rank = 2,
+                                .dims = {1, n},
+                                .data = (void *)ids},
+  };
+  gpt2_tensor out[gpt2_NUM_OUTPUTS];
+  int rc = gpt2_run(m, in, out);
+  if (rc != 0) {
+    fprintf(stderr, "next_token: gpt2_run failed (status %d): %s\n", rc, gpt2_error(m));
+    return -1;
+  }
+  const gpt2_tensor *lg = &out[gpt2_OUTPUT_logits];
+  if (lg->dtype != KC_MODEL_F32 || lg->rank != 3 || lg->dims[0] != 1 || lg->dims[1] != n ||
+      lg->dims[2] != VOCAB) {
+    fprintf(stderr, "next_token: the logits are not f32[1,%d,%d]: another model?\n", n, VOCAB);
+    return -1;
+  }
+  *vocab = (int)lg->dims[2];
+  *last = (const float *)lg->data + (size_t)(n - 1) * (size_t)*vocab;
+  return 0;
+}
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+static void print_ids(const char *caption, const int64_t *ids, int from, int to) {
+  printf("%s", caption);
+  for (int i = from; i < to; i++)
+    printf(" %lld", (long long)ids[i]);
+  printf("\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || argc > 3 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+    fprintf(stderr, "usage: %s PROMPT_FILE [NEW_TOKENS]  (a prompt is token ids, no text)\n",
+            argv[0]);
+    return 2;
+  }
+  int new_tokens = 8;
+  if (argc == 3) {
+    char *end;
+    long v = strtol(argv[2], &end, 10);
+    if (*end || v < 0 || v >= MAX_SEQ) {
+      fprintf(stderr, "next_token: NEW_TOKENS must be 0 to %d, not '%s'\n", MAX_SEQ - 1, argv[2]);
+      return 2;
+    }
+    new_tokens = (int)v;
+  }
+
+  int64_t ids[MAX_SEQ];
+  int n;
+  if (read_prompt(argv[1], ids, MAX_SEQ, &n) != 0) return 1;
+  if (n + new_tokens > MAX_SEQ) {
+    new_tokens = MAX_SEQ - n;
+    fprintf(stderr, "next_token: only %d new tokens fit in the context of %d\n", new_tokens,
+            MAX_SEQ);
+  }
+
+  gpt2_t *m = gpt2_create(0);
+  if (!m) {
+    fprintf(stderr, "next_token: gpt2_create: out of memory\n");
+    return 1;
+  }
+  int rc = 1, vocab;
+  const float *logits;
+  print_ids("prompt:", ids, 0, n);
+  double t0 = now_ms();
+  if (run(m, ids, n, &logits, &vocab) != 0) goto done;
+  double t1 = now_ms();
+
+  /* softmax over the last position, in double, shifted by the maximum so exp cannot overflow */
+  double *p = malloc((size_t)vocab * sizeof *p), max = logits[0], sum = 0;
+  if (!p) {
+    fprintf(stderr, "next_token: out of memory\n");
+    goto done;
+  }
+  for (int v = 1; v < vocab; v++)
+    if (logits[v] > max) max = logits[v];
+  for (int v = 0; v < vocab; v++)
+    sum += p[v] = exp(logits[v] - max);
+  printf("next token, top %d of %d (seq %d, %.2f ms):\n", TOP_K, vocab, n, t1 - t0);
+  for (int k = 0; k < TOP_K && k < vocab; k++) { /* selection: the vocabulary is small */
+    int best = 0;
+    for (int v = 1; v < vocab; v++)
+      if (p[v] > p[best]) best = v;
+    printf("  id %3d   p = %.4f\n", best, p[best] / sum);
+    p[best] = -1;
+  }
+  free(p);
+
+  double t2 = now_ms();
+  int n0 = n;
+  for (int step = 0; step < new_tokens; step++) {
+    if (run(m, ids, n, &logits, &vocab) != 0) goto done;
+    int best = 0;
+    for (int v = 1; v < vocab; v++)
+      if (logits[v] > logits[best]) best = v;
+    ids[n++] = best;
+  }
+  double t3 = now_ms();
+  printf("greedy, %d new tokens (the whole sequence re-run per token, no KV cache; %.2f ms):\n",
+         new_tokens, t3 - t2);
+  print_ids("  prompt:", ids, 0, n0);
+  print_ids("  new:   ", ids, n0, n);
+  rc = 0;
+done:
+  gpt2_free(m);
+  return rc;
+}
