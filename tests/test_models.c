@@ -86,6 +86,64 @@ static void test_no_fusion(void **state) {
   expect_pass(*state, "--passes=");
 }
 
+/* Occurrences of needle in hay. */
+static int count(const char *hay, const char *needle) {
+  int n = 0;
+  for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+    n++;
+  return n;
+}
+
+/*
+ * What the default pipeline must make of each exported model (2 layers each): one attention per
+ * layer with the right mask kind, every norm and every GELU fused, no softmax left. `have` lists
+ * "text=count" pairs counted in `kernc dump`'s IR; `gone` lists ops that must not remain.
+ */
+typedef struct fusion_expect {
+  const char *model;
+  const char *have[6];
+  const char *gone[6];
+} fusion_expect;
+
+static const fusion_expect fusions[] = {
+    {"bert_tiny",
+     {"= attention(=2", "mask=padding=2", "= layer_norm(=5", "act=gelu}=2"},
+     {"= softmax(", "= reduce_mean(", "= erf(", "= layer_normalization(", "= gelu("}},
+    {"gpt2_tiny",
+     {"= attention(=2", "mask=causal=2", "= layer_norm(=5", "act=gelu_tanh}=2"},
+     {"= softmax(", "= reduce_mean(", "= tanh(", "= pow(", "= where("}},
+    {"llama_tiny",
+     {"= attention(=2", "mask=causal=2", "kv_heads=2=2", "= rms_norm(=5"},
+     {"= softmax(", "= reduce_mean(", "= sqrt(", "= reciprocal("}},
+    {"opset23_tiny",
+     {"= attention(=2", "= rms_norm(=5"},
+     {"= softmax(", "= rms_normalization(", "= rotary("}},
+};
+
+static void test_fusions(void **state) {
+  const fusion_expect *f = *state;
+  char cmd[8400], *out;
+  snprintf(cmd, sizeof cmd, "'%s' dump '%s/models/%s/model.onnx'", kernc, tests, f->model);
+  assert_int_equal(run(cmd, &out), 0);
+  int bad = 0;
+  for (int i = 0; i < 6 && f->have[i]; i++) {
+    char text[64];
+    const char *eq = strrchr(f->have[i], '=');
+    snprintf(text, sizeof text, "%.*s", (int)(eq - f->have[i]), f->have[i]);
+    int want = atoi(eq + 1), got = count(out, text);
+    if (got != want) print_error("%s: '%s' %d times, expected %d\n", f->model, text, got, want);
+    bad += got != want;
+  }
+  for (int i = 0; i < 6 && f->gone[i]; i++) {
+    int got = count(out, f->gone[i]);
+    if (got) print_error("%s: '%s' still there %d times\n", f->model, f->gone[i], got);
+    bad += got != 0;
+  }
+  if (bad) print_error("$ %s\n%s\n", cmd, out);
+  free(out);
+  assert_int_equal(bad, 0);
+}
+
 /* Copy bert_tiny with its last reference value of set 1 scaled by 1.01: check must FAIL. */
 static void test_wrong_reference_fails(void **state) {
   (void)state;
@@ -156,7 +214,7 @@ int main(int argc, char **argv) {
   snprintf(tmp, sizeof tmp, "/tmp/kc_models_XXXXXX");
   if (!mkdtemp(tmp)) return perror("mkdtemp"), 1;
 
-  static struct CMUnitTest t[2 * MAX_MODELS + 1];
+  static struct CMUnitTest t[2 * MAX_MODELS + 8];
   static char names[2 * MAX_MODELS][300];
   int nt = 0;
   for (int i = 0; i < n; i++) {
@@ -169,6 +227,11 @@ int main(int argc, char **argv) {
   }
   t[nt++] = (struct CMUnitTest){"a wrong reference value fails", test_wrong_reference_fails, NULL,
                                 NULL, NULL};
+  static char fnames[sizeof fusions / sizeof *fusions][300];
+  for (size_t i = 0; i < sizeof fusions / sizeof *fusions; i++) {
+    snprintf(fnames[i], sizeof fnames[i], "%s fused by the default pipeline", fusions[i].model);
+    t[nt++] = (struct CMUnitTest){fnames[i], test_fusions, NULL, NULL, (void *)&fusions[i]};
+  }
   int rc = _cmocka_run_group_tests("models", t, (size_t)nt, NULL, NULL);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
