@@ -2,8 +2,8 @@
 # scripts/main.sh - the main job: set up, build kernc, compile the example GPT-2-style model
 # (examples/gpt2_tiny.onnx) into a shared library, build examples/next_token.c against its header
 # and run it on examples/prompt.txt, then show how one layer changes through the passes. Every
-# command it runs is printed with a leading '$'; all it writes goes under build/, so it is safe to
-# run again (a second run rebuilds nothing and takes seconds).
+# command it runs is printed with a leading '$'. All it writes goes under the build folder
+# (build/, or $KERNC_BUILD), so it is safe to run again; a second run rebuilds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -14,10 +14,10 @@ show() {   # print a command, then run it
   printf '$ %s\n' "$*" >&3
   "$@"
 }
-b=${KERNC_BUILD:-build} # the build folder (KERNC_BUILD=DIR to use another)
+b=${KERNC_BUILD:-build}
 out=$b/example
 
-step "1. build kernc (cmake, RelWithDebInfo, in $b/; about a minute the first time)"
+step "1. build kernc (cmake, RelWithDebInfo, in $b/; some 10 s on two cores the first time)"
 show cmake -S . -B "$b" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 show cmake --build "$b" -j"$(nproc)" --target kernc_tool example_mlp >/dev/null
 
@@ -26,10 +26,11 @@ echo "   examples/gpt2_tiny.onnx: GPT-2-style decoder, 2 layers, width 64, 4 hea
 echo "   (random weights, no tokenizer: prompts are token ids). input_ids i64[batch,seq] -> logits"
 mkdir -p "$out"
 show "$b/kernc" compile examples/gpt2_tiny.onnx -o "$out/libgpt2.so"
-ls -l "$out/libgpt2.so" "$out/gpt2.h" | awk '{print "   " $5 " bytes  " $NF}'
+wc -c "$out/libgpt2.so" "$out/gpt2.h" | awk '$2 != "total" {printf "   %8d bytes  %s\n", $1, $2}'
 grep -E '^(gpt2_t|int|const char|void) .*gpt2_' "$out/gpt2.h" | sed 's/^/   /'
 
 step "3. build a C program against the header (no kernc, no LLVM at run time) and run it"
+# shellcheck disable=SC2016 # $ORIGIN is for the dynamic loader: next_token finds the .so beside it
 show "${CC:-cc}" -std=c11 -O2 -Wall -Wextra -I"$out" examples/next_token.c -o "$out/next_token" \
   -L"$out" -lgpt2 -Wl,-rpath,'$ORIGIN' -lm
 show "$out/next_token" examples/prompt.txt 8
@@ -38,7 +39,8 @@ step "4. how layer 0 (ONNX names /h.0/...) changes through the passes"
 # the IR after each pass that changed it, then the pipeline's result (its header has no after=)
 show "$b/kernc" dump examples/gpt2_tiny.onnx --print-changed >"$out/changed.kir"
 awk -v layer=0 -f examples/one_layer.awk "$out/changed.kir" >"$out/layer0.kir"
-echo "   layer 0's ops after each pass that changed the graph (all of it: $out/layer0.kir):"
+echo "   (whole model: $out/changed.kir; layer 0 by examples/one_layer.awk: $out/layer0.kir)"
+echo "   layer 0's ops after each pass that changed the graph:"
 sed -nE 's/^# kir 1  after=([^ ]+) \(([0-9/]+)\)  \[layer 0: ([0-9]+) ops\]/\1 \2 \3/p' \
   "$out/layer0.kir" | awk '{printf "     %-16s %-6s %4d ops\n", $1, $2, $3}'
 echo "   its attention entering fuse-attention (after fuse-gelu; loc(...) dropped):"
@@ -46,9 +48,12 @@ awk '/^# kir/ {on = /after=fuse-gelu/; next}
   on && /\/h\.0\/attn\/Split"/ {p = 1}
   p {print; if (done) exit; if (/\/h\.0\/attn\/Transpose_4"/) done = 1}' "$out/layer0.kir" |
   sed -E 's/ loc\("[^"]*"\)$//; s/^/   /'
-echo "   layer 0 at the end of the pipeline, what the code generator gets:"
-awk '/^# kir/ {on = !/after=/; next} on' "$out/layer0.kir" | sed -E 's/ loc\("[^"]*"\)$//; s/^/   /'
+echo "   layer 0 at the end, what the code generator gets: those ops are one attention; bias,"
+echo "   GELU and residual adds ride in matmul epilogues (matmul_ep); LayerNorm is layer_norm:"
+awk '/^# kir/ {on = !/after=/; next} on' "$out/layer0.kir" |
+  sed -E 's/ loc\("[^"]*"\)$//; s/^/   /'
 
-step "5. examples/mlp.c: a two-layer MLP built with the C builder API; its IR prints and parses back"
+step "5. examples/mlp.c: a two-layer MLP built with the C builder API, printed as kernc IR"
 "$b/example_mlp" | tee "$b/mlp.kir" | sed 's/^/   /'
-"$b/kernc" opt "$b/mlp.kir" --passes= | diff -u "$b/mlp.kir" - && echo "   (round trip through kernc opt: identical)"
+"$b/kernc" opt "$b/mlp.kir" --passes= | diff -u "$b/mlp.kir" - &&
+  echo "   (parsed and printed back by kernc opt: identical)"
