@@ -24,7 +24,6 @@ static uint32_t trimmed(char **names, size_t n) {
   return (uint32_t)n;
 }
 
-
 /* Check np's input/output counts against IR op op (after rewrites added inputs). */
 static kc_status check_arity(onnx_imp *im, const Onnx__NodeProto *np, kc_op op, uint32_t nin,
                              uint32_t nout) {

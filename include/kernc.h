@@ -343,7 +343,8 @@ kc_status kc_module_set_profile(kc_module *m, int on);
  */
 uint32_t kc_module_profile(const kc_module *m, kc_node_profile *out, uint32_t cap);
 
-/* ---- ahead-of-time compilation ---------------------------------------------------------------- */
+/* ---- ahead-of-time compilation ----------------------------------------------------------------
+ */
 
 typedef struct kc_export_options {
   const char *name;    /* C prefix of the entry points; NULL: from so_path (libNAME.so: NAME) */

@@ -129,7 +129,6 @@ static void collect_defs(vctx *c) {
   }
 }
 
-
 static kc_status check_arity(vctx *c, uint32_t ni) {
   kc_graph *g = c->g;
   const kc_node *n = &g->nodes[ni];

@@ -18,8 +18,15 @@
 
 /* Every pass kc_pipeline_parse can name, in --list-passes order. */
 static const kc_pass *const registry[] = {
-    &kc_pass_infer, &kc_pass_canonicalize, &kc_pass_fold, &kc_pass_cse, &kc_pass_dce,
-    &kc_pass_fuse_norm, &kc_pass_fuse_gelu, &kc_pass_fuse_attention, &kc_pass_fuse_epilogue,
+    &kc_pass_infer,
+    &kc_pass_canonicalize,
+    &kc_pass_fold,
+    &kc_pass_cse,
+    &kc_pass_dce,
+    &kc_pass_fuse_norm,
+    &kc_pass_fuse_gelu,
+    &kc_pass_fuse_attention,
+    &kc_pass_fuse_epilogue,
     &kc_pass_fuse_elementwise,
     NULL,
 };

@@ -63,7 +63,7 @@ struct kc_module {
 
   kc_cpu *cpu;
   struct kc_rt_cuda *cuda; /* target "cuda" (runtime/cuda_exec.c); NULL for the CPU */
-  kc_cpu_kernel *kernels; /* per node of g */
+  kc_cpu_kernel *kernels;  /* per node of g */
   kc_pool *pool;
 
   kc_rt_val *rv;   /* per value */

@@ -209,8 +209,8 @@ kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_option
   const char *target = opts && opts->target ? opts->target : "cpu";
   bool cuda = strcmp(target, "cuda") == 0;
   if (!cuda && strcmp(target, "cpu") != 0)
-    return kc_errorf(ctx, KC_ERR_UNSUPPORTED,
-                     "kc_compile: unknown target '%s' (known: cpu, cuda)", target);
+    return kc_errorf(ctx, KC_ERR_UNSUPPORTED, "kc_compile: unknown target '%s' (known: cpu, cuda)",
+                     target);
   if (kc_graph_status(g) != KC_OK)
     return kc_errorf(ctx, kc_graph_status(g),
                      "graph @%s has a failed builder call (%s); see the first error reported",

@@ -40,8 +40,8 @@ static kc_status size_of(kc_module *m, uint32_t v) {
 
 /* Arena offset of root v, placed by the shared first-fit core (runtime/plan_core.c). */
 static void place(kc_module *m, uint32_t v) {
-  size_t off = kc_plan_place(m->live, &m->nlive, &m->total, m->rv[v].first, m->rv[v].last,
-                             m->nbytes[v]);
+  size_t off =
+      kc_plan_place(m->live, &m->nlive, &m->total, m->rv[v].first, m->rv[v].last, m->nbytes[v]);
   if (off != SIZE_MAX) m->off[v] = off; /* zero-size: stays unplaced, points at m->empty */
 }
 
@@ -96,7 +96,8 @@ kc_status kc_rt_plan_upto(kc_module *m, uint32_t end) {
       uint32_t v = g->nodes[i].out[j].id;
       int32_t k = v ? m->rv[v].output : -1;
       if (k >= 0 && m->rv[v].root == v &&
-          !kc_plan_grow((unsigned char **)&m->out_buf[k], &m->out_cap[k], ROUND_UP(m->nbytes[v]), 0))
+          !kc_plan_grow((unsigned char **)&m->out_buf[k], &m->out_cap[k], ROUND_UP(m->nbytes[v]),
+                        0))
         return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory: output '%s' needs %zu bytes",
                          kc_graph_output_name(g, (uint32_t)k), m->nbytes[v]);
     }

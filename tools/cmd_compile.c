@@ -31,8 +31,9 @@ int cmd_compile(int argc, char **argv) {
                           NULL, &header});
   cli_add(&cmd,
           (cli_opt){"passes", 0, "LIST", "passes to run before code generation", NULL, &passes});
-  cli_add(&cmd, (cli_opt){"target", 0, "cpu", "the target (only cpu: CUDA kernels are compiled "
-                                              "at run time, kernc run --target=cuda)",
+  cli_add(&cmd, (cli_opt){"target", 0, "cpu",
+                          "the target (only cpu: CUDA kernels are compiled "
+                          "at run time, kernc run --target=cuda)",
                           NULL, &target});
   const char *pos[1];
   int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
@@ -43,8 +44,7 @@ int cmd_compile(int argc, char **argv) {
                     "compiles its kernels at run time (kernc run --target=cuda)\n");
     return 1;
   }
-  if (strcmp(target, "cpu") != 0)
-    return cli_usage_error(&cmd, "--target is cpu, got '%s'", target);
+  if (strcmp(target, "cpu") != 0) return cli_usage_error(&cmd, "--target is cpu, got '%s'", target);
   kc_context *ctx = kc_context_new();
   if (!ctx) return (fprintf(stderr, "kernc: out of memory\n"), 1);
   kc_graph *g = NULL;

@@ -60,7 +60,7 @@ typedef LLVMValueRef (*kc_scalar_fn)(kc_ir *ir, const kc_node *n, kc_dtype in, k
 
 #define OP(id, ...)
 #define CPU(family, scalar)                                                                        \
-  kc_status kc_lower_##family(kc_cpu_emit *e);                                                       \
+  kc_status kc_lower_##family(kc_cpu_emit *e);                                                     \
   LLVMValueRef kc_scalar_##scalar(kc_ir *ir, const kc_node *n, kc_dtype in, kc_dtype out,          \
                                   LLVMValueRef *args);
 #include "ir/ops.def"

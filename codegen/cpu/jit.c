@@ -229,7 +229,8 @@ kc_status kc_cpu_module_add(kc_cpu *cpu, LLVMModuleRef mod, unsigned flags) {
     return s;
   }
   LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, cpu->tsc);
-  LLVMErrorRef err = LLVMOrcLLJITAddLLVMIRModule(cpu->jit, LLVMOrcLLJITGetMainJITDylib(cpu->jit), tsm);
+  LLVMErrorRef err =
+      LLVMOrcLLJITAddLLVMIRModule(cpu->jit, LLVMOrcLLJITGetMainJITDylib(cpu->jit), tsm);
   if (err) return kc_cpu_llvm_error(cpu, err, "adding a module to the JIT");
   return KC_OK;
 }
