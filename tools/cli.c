@@ -6,6 +6,7 @@
  * the subcommand returns it from main, so the same code can run under a test harness.
  */
 #include "tools/cli.h"
+#include "runtime/runtime.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -248,4 +249,40 @@ int cli_close_out(FILE *f, const char *path) {
     return 1;
   }
   return 0;
+}
+
+int cli_read_inputs(kc_context *ctx, const kc_graph *g, int nargs, const char *const *args,
+                    kc_tensor_desc *in) {
+  uint32_t n = kc_graph_num_inputs(g);
+  for (int k = 0; k < nargs; k++) {
+    const char *eq = strchr(args[k], '='), *file = eq ? eq + 1 : args[k];
+    char name[256] = "";
+    int idx = eq ? -1 : k;
+    if (eq) {
+      snprintf(name, sizeof name, "%.*s", (int)(eq - args[k]), args[k]);
+      for (uint32_t i = 0; i < n; i++)
+        if (strcmp(kc_graph_input_name(g, i), name) == 0) idx = (int)i;
+    }
+    if (idx < 0 || (uint32_t)idx >= n) {
+      if (eq)
+        fprintf(stderr, "kernc: the model has no input '%s'; its inputs are:", name);
+      else
+        fprintf(stderr, "kernc: the model has only %u inputs; they are:", n);
+      for (uint32_t i = 0; i < n; i++)
+        fprintf(stderr, " '%s'", kc_graph_input_name(g, i));
+      fprintf(stderr, "\n");
+      return 1;
+    }
+    if (in[idx].data) {
+      fprintf(stderr, "kernc: input '%s' is given twice\n", kc_graph_input_name(g, (uint32_t)idx));
+      return 1;
+    }
+    kc_status s = kc_npy_read(ctx, file, &in[idx]);
+    if (s != KC_OK) return cli_fail(ctx, s, file);
+    /* old writers store bf16 as u16: take the model's word for it */
+    kc_dtype want = kc_val_dtype(g, kc_graph_input(g, (uint32_t)idx));
+    if (want == KC_BF16 && in[idx].dtype == KC_U16) in[idx].dtype = KC_BF16;
+    in[idx].name = kc_graph_input_name(g, (uint32_t)idx);
+  }
+  return -1;
 }

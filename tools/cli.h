@@ -49,6 +49,12 @@ void cli_help(const cli_cmd *cmd, FILE *f);
 int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Print "kernc: [file: ]<last error>" on stderr; returns 1. file may be NULL. */
 int cli_fail(kc_context *ctx, kc_status s, const char *file);
+/*
+ * Read `--input` arguments ("NAME=FILE.npy", or FILE for the k-th input) into in[] in graph
+ * input order; inputs not given keep data NULL. Exit code on failure (said on stderr), else -1.
+ */
+int cli_read_inputs(kc_context *ctx, const kc_graph *g, int nargs, const char *const *args,
+                    kc_tensor_desc *in);
 
 /* The pass-manager flags shared by opt and dump. */
 typedef struct cli_pass_flags {

@@ -345,33 +345,7 @@ static void print_dims(const int64_t *dims, int rank) {
 /* Read the --input files into in[] (graph order); exit code on failure, else -1. */
 static int read_inputs(kc_context *ctx, const kc_graph *g, const bench_args *a,
                        kc_tensor_desc *in) {
-  uint32_t n = kc_graph_num_inputs(g);
-  for (int k = 0; k < a->ninput; k++) {
-    const char *eq = strchr(a->input[k], '='), *file = eq ? eq + 1 : a->input[k];
-    int idx = eq ? -1 : k;
-    for (uint32_t i = 0; eq && i < n; i++)
-      if (strlen(kc_graph_input_name(g, i)) == (size_t)(eq - a->input[k]) &&
-          strncmp(kc_graph_input_name(g, i), a->input[k], (size_t)(eq - a->input[k])) == 0)
-        idx = (int)i;
-    if (idx < 0 || (uint32_t)idx >= n) {
-      fprintf(stderr, "kernc: the model has no input '%.*s'; its inputs are:",
-              eq ? (int)(eq - a->input[k]) : (int)strlen(file), a->input[k]);
-      for (uint32_t i = 0; i < n; i++)
-        fprintf(stderr, " '%s'", kc_graph_input_name(g, i));
-      fprintf(stderr, "\n");
-      return 1;
-    }
-    if (in[idx].data) {
-      fprintf(stderr, "kernc: input '%s' is given twice\n", kc_graph_input_name(g, (uint32_t)idx));
-      return 1;
-    }
-    kc_status s = kc_npy_read(ctx, file, &in[idx]);
-    if (s != KC_OK) return cli_fail(ctx, s, file);
-    kc_dtype want = kc_val_dtype(g, kc_graph_input(g, (uint32_t)idx));
-    if (want == KC_BF16 && in[idx].dtype == KC_U16) in[idx].dtype = KC_BF16;
-    in[idx].name = kc_graph_input_name(g, (uint32_t)idx);
-  }
-  return -1;
+  return cli_read_inputs(ctx, g, a->ninput, a->input, in);
 }
 
 /* Make up every input not read from a file; prints one line per input. Exit code or -1. */

@@ -45,42 +45,11 @@ static int take_inputs(const cli_cmd *cmd, int argc, char **argv, run_args *a) {
   return -1;
 }
 
-/* Graph input index named name, or -1. */
-static int input_index(const kc_graph *g, const char *name) {
-  for (uint32_t i = 0; i < kc_graph_num_inputs(g); i++)
-    if (strcmp(kc_graph_input_name(g, i), name) == 0) return (int)i;
-  return -1;
-}
-
 /* Read every --input into in[] (graph order); exit code on failure, -1 when all are there. */
 static int read_inputs(kc_context *ctx, const kc_graph *g, const run_args *a, kc_tensor_desc *in) {
   uint32_t n = kc_graph_num_inputs(g);
-  for (int k = 0; k < a->ninput; k++) {
-    const char *eq = strchr(a->input[k], '='), *file = eq ? eq + 1 : a->input[k];
-    char name[256];
-    int idx = k;
-    if (eq) {
-      snprintf(name, sizeof name, "%.*s", (int)(eq - a->input[k]), a->input[k]);
-      idx = input_index(g, name);
-    }
-    if (idx < 0 || (uint32_t)idx >= n) {
-      fprintf(stderr, "kernc: the model has no input %s%s%s; its inputs are:", eq ? "'" : "#",
-              eq ? name : "", eq ? "'" : "");
-      for (uint32_t i = 0; i < n; i++)
-        fprintf(stderr, " '%s'", kc_graph_input_name(g, i));
-      fprintf(stderr, "\n");
-      return 1;
-    }
-    if (in[idx].data) {
-      fprintf(stderr, "kernc: input '%s' is given twice\n", kc_graph_input_name(g, (uint32_t)idx));
-      return 1;
-    }
-    kc_status s = kc_npy_read(ctx, file, &in[idx]);
-    if (s != KC_OK) return cli_fail(ctx, s, file);
-    kc_dtype want = kc_val_dtype(g, kc_graph_input(g, (uint32_t)idx));
-    if (want == KC_BF16 && in[idx].dtype == KC_U16) in[idx].dtype = KC_BF16;
-    in[idx].name = kc_graph_input_name(g, (uint32_t)idx);
-  }
+  int rc = cli_read_inputs(ctx, g, a->ninput, a->input, in);
+  if (rc >= 0) return rc;
   bool missing = false;
   for (uint32_t i = 0; i < n; i++)
     if (!in[i].name) {
