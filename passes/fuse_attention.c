@@ -397,7 +397,7 @@ static kc_status rewrite(fa *F, const kc_match *m) {
   if (!combine_masks(F, &wm, &am, &mask)) return KC_OK;
 
   /* q, k, v; rotary only when q and k share it */
-  side q, k, v = {0};
+  side q = {0}, k = {0}, v = {0};
   peel(F, sm.cap[Q], SIDE_Q, true, &q);
   resolve_k(F, sm.cap[KT], true, &k);
   peel(F, m->cap[V], SIDE_V, false, &v);
