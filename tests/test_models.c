@@ -5,10 +5,9 @@
  * Each folder tests/models/NAME holding a model.onnx (bert_tiny, gpt2_tiny, llama_tiny exported
  * from PyTorch by tests/models/make_models.py; opset23_tiny built by tests/models/make_opset23.py)
  * must PASS, not SKIP, both with the default pipeline and with `--passes=` (nothing fused), so
- * fused and unfused graphs are held to the same reference outputs. The second run is skipped,
- * saying so, while `kernc check` has no --passes flag. One negative test copies a model with one
- * reference value moved by 1% and expects FAIL, so a check that stopped comparing values shows.
- * Commands go through /bin/sh (popen); paths are single-quoted.
+ * fused and unfused graphs are held to the same reference outputs. One negative test copies a model
+ * with one reference value moved by 1% and expects FAIL, so a check that stopped comparing values
+ * shows. Commands go through /bin/sh (popen); paths are single-quoted.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -51,19 +50,6 @@ static int run(const char *cmd, char **out) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
-/* Whether `kernc check` takes --passes (the pass pipeline override). */
-static int check_has_passes(void) {
-  static int known = -1;
-  if (known < 0) {
-    char cmd[4200], *out;
-    snprintf(cmd, sizeof cmd, "'%s' check --help", kernc);
-    run(cmd, &out);
-    known = strstr(out, "--passes") != NULL;
-    free(out);
-  }
-  return known;
-}
-
 /* `kernc check FLAGS DIR` must exit 0 and print "PASS NAME". */
 static void expect_pass(const model *m, const char *flags) {
   char cmd[8400], want[300], *out;
@@ -78,13 +64,7 @@ static void expect_pass(const model *m, const char *flags) {
 
 static void test_default_pipeline(void **state) { expect_pass(*state, ""); }
 
-static void test_no_fusion(void **state) {
-  if (!check_has_passes()) {
-    print_message("kernc check has no --passes flag yet; unfused run skipped\n");
-    skip();
-  }
-  expect_pass(*state, "--passes=");
-}
+static void test_no_fusion(void **state) { expect_pass(*state, "--passes="); }
 
 /* Occurrences of needle in hay. */
 static int count(const char *hay, const char *needle) {
