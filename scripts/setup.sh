@@ -3,7 +3,8 @@
 # there already, so it is safe to run any number of times. Sourced by main.sh and test.sh.
 set -euo pipefail
 
-KERNC_DEBS=(cmake make gcc pkg-config llvm-19-dev libprotobuf-c-dev protobuf-c-compiler
+# g++: tests/cuda_emu compiles the CUDA target's kernels as host C++ where no GPU is
+KERNC_DEBS=(cmake make gcc g++ pkg-config llvm-19-dev libprotobuf-c-dev protobuf-c-compiler
   libonnx-dev libonnx-testdata libcmocka-dev graphviz libopenblas-dev clang-format
   python3-onnx python3-numpy)
 

@@ -107,6 +107,9 @@ static int setup(env *e) {
   pypi_suite(pypi, sizeof pypi);
   add_suite(e, pypi[0] ? pypi : NULL);
   add_suite(e, "/usr/share/libonnx-testdata/data/node");
+  char models[4096];
+  snprintf(models, sizeof models, "%s/models", e->tests);
+  add_suite(e, models);
   return 0;
 }
 
@@ -485,11 +488,26 @@ static void device_node_tests(void **state) {
   assert_int_equal(fail, 0);
 }
 
+/* The emulated run must really be on tests/cuda_emu's driver: its device name says so. */
+static void emulated_device(void **state) {
+  env *e = *state;
+  assert_true(e->device);
+  kc_context *ctx = kc_context_new();
+  kc_cuda_dev *d = NULL;
+  assert_int_equal(kc_cuda_dev_open(ctx, 0, &d), KC_OK);
+  const char *name = kc_cuda_dev_name(d);
+  print_message("device: %s\n", name);
+  assert_non_null(strstr(name, "host emulation"));
+  kc_cuda_dev_close(d);
+  kc_context_free(ctx);
+}
+
 #endif /* KERNC_HAVE_CUDA */
 
 int main(int argc, char **argv) {
-  if (argc < 3) {
-    fprintf(stderr, "usage: %s KERNC TESTS_DIR\n", argv[0]);
+  bool emulated = argc == 4 && strcmp(argv[3], "--emulated") == 0;
+  if (argc < 3 || (argc > 3 && !emulated)) {
+    fprintf(stderr, "usage: %s KERNC TESTS_DIR [--emulated]\n", argv[0]);
     return 2;
   }
   env e = {.kernc = argv[1], .tests = argv[2]};
@@ -502,7 +520,18 @@ int main(int argc, char **argv) {
       cmocka_unit_test_prestate(device_node_tests, &e),
 #endif
   };
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+#ifdef KERNC_HAVE_CUDA
+  /* under tests/cuda_emu's driver and NVRTC (LD_LIBRARY_PATH): the device tests alone */
+  const struct CMUnitTest emulated_tests[] = {
+      cmocka_unit_test_prestate(emulated_device, &e),
+      cmocka_unit_test_prestate(device_node_tests, &e),
+  };
+  int rc = emulated ? cmocka_run_group_tests(emulated_tests, NULL, NULL)
+                    : cmocka_run_group_tests(tests, NULL, NULL);
+#else
+  int rc = emulated ? (fprintf(stderr, "--emulated needs the CUDA target\n"), 1)
+                    : cmocka_run_group_tests(tests, NULL, NULL);
+#endif
   teardown(&e);
   return rc;
 }

@@ -1,0 +1,3 @@
+/* tests/cuda_emu/include/cuda_bf16.h - the emulation's stand-in for CUDA's header. */
+#pragma once
+#include "kc_emu_device.h"
