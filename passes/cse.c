@@ -9,10 +9,11 @@
  * weights when their name is.
  * Commutative ops (KC_OPF_COMMUTATIVE) match with their first two operands in either order.
  * Invariants: random ops (KC_OPF_RANDOM: training dropout) and ops with a body are never merged;
- * the kept node is always the earlier one, so program order stays valid.
+ * the kept node is always the earlier one, so program order stays valid; it keeps its own loc,
+ * or takes the dropped node's when it has none (kc_rewrite_loc's rule).
  */
+#include "passes/internal.h"
 #include "passes/passes.h"
-#include "ir/internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -133,10 +134,11 @@ static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
     if (!mergeable(n)) continue;
     uint32_t slot = (uint32_t)hash_node(n) & (cap - 1);
     for (; table[slot]; slot = (slot + 1) & (cap - 1)) {
-      const kc_node *k = &g->nodes[table[slot] - 1];
+      kc_node *k = &g->nodes[table[slot] - 1];
       if (!same_node(g, k, n)) continue;
       for (uint32_t j = 0; j < n->nout; j++)
         if (n->out[j].id) repl[n->out[j].id] = k->out[j];
+      k->loc = kc_rewrite_loc(g, table[slot] - 1, &i, 1);
       n->op = KC_OP_NOP; /* every reader is later and reads k's results from now on */
       merged++;
       break;

@@ -10,8 +10,9 @@
  * alone, in program order, and the ones that fail stay as they are.
  * Invariants: random ops (KC_OPF_RANDOM) are never folded; nothing larger than the limit
  * (pc->opts->fold_limit, default KC_FOLD_LIMIT elements) is computed, results or intermediates;
- * new sources sit right before the node that defined the value they replace; the inner compile
- * runs no passes (it would fold again).
+ * new sources sit right before the node that defined the value they replace and carry its loc
+ * (kc_rewrite_loc's rule, that node being the root); the inner compile runs no passes (it would
+ * fold again).
  */
 #include "passes/internal.h"
 #include "passes/match.h"
@@ -226,6 +227,7 @@ static kc_status materialize(folder *f, kc_val v, uint32_t anchor, const kc_tens
           : kc_graph_add_node(g, inline_const ? KC_OP_CONSTANT : KC_OP_WEIGHT, 0, NULL, 1, &out);
   if (ni == UINT32_MAX || g->sticky != KC_OK)
     return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in fold");
+  g->nodes[ni].loc = kc_rewrite_loc(g, anchor, NULL, 0);
   if (inline_const)
     kc_node_set_tensor(g, ni, "value", ti);
   else

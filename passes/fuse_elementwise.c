@@ -438,14 +438,20 @@ static bool read_outside(const fz *f, int32_t rid, kc_val y) {
   return false;
 }
 
-/* "fused:a+b+c" from the members' ONNX names (NULL when none has one). */
+/* "fused:a+b+c" from the members' ONNX names, each once (nodes a rewrite made for one ONNX node
+ * share its name); NULL when none has one. */
 static const char *region_loc(kc_graph *g, const region *r) {
   char buf[MAX_LOC + 8];
   size_t len = (size_t)snprintf(buf, sizeof buf, "fused:");
   bool any = false;
   for (uint32_t i = 0; i < r->nmember; i++) {
     const char *l = g->nodes[r->member[i]].loc;
-    if (!l) continue;
+    bool seen = false;
+    for (uint32_t j = 0; l && j < i && !seen; j++) {
+      const char *p = g->nodes[r->member[j]].loc;
+      seen = p && strcmp(p, l) == 0;
+    }
+    if (!l || seen) continue;
     if (len + strlen(l) + 1 > MAX_LOC) {
       snprintf(buf + len, sizeof buf - len, "%s...", any ? "+" : "");
       break;

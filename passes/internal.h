@@ -1,6 +1,7 @@
 /*
  * passes/internal.h - helpers shared by the passes (not by anyone else): dead-node removal,
- * placing appended nodes in program order, and comparing types across a rewrite.
+ * placing appended nodes in program order, comparing types across a rewrite, and the one rule
+ * for which ONNX node name (loc) a node made by a rewrite carries.
  *
  * Invariants: every helper leaves vals[].def consistent with g->nodes; none prints.
  */
@@ -33,5 +34,17 @@ bool kc_dim_is_new(const kc_graph *g, kc_dim d, uint32_t fresh);
 bool kc_type_fits(kc_graph *g, kc_val a, kc_val b, uint32_t fresh, bool adopt);
 /* "f32[B,768]" into buf. */
 const char *kc_type_str(const kc_graph *g, kc_val v, char *buf, size_t size);
+
+/*
+ * The loc a node made by a rewrite takes, so run-time errors and dumps still name an ONNX node:
+ * that of `root`, the node whose result the rewrite replaces (the new node's result stands for
+ * it), or when root has none, that of the first of nodes[0..n) (the match, nearest the root
+ * first) with one; NULL if none.
+ * (fuse-elementwise names a region "fused:a+b+..." by all its members instead: a region joins
+ * several independent ONNX computations and may replace several of their results.)
+ */
+const char *kc_rewrite_loc(const kc_graph *g, uint32_t root, const uint32_t *nodes, uint32_t n);
+/* Nodes [first, g->nnodes) without a loc of their own take loc (arena string of g, or NULL). */
+void kc_rewrite_set_loc(kc_graph *g, uint32_t first, const char *loc);
 
 #endif /* KERNC_PASSES_INTERNAL_H */

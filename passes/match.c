@@ -8,7 +8,10 @@
  * that all uses of its result are inside the match is checked once every goal is met.
  * The driver sweeps the graph in program order; rewrites append their nodes, which are moved
  * right before their root at the end of the sweep (one pass over the node array), and sweeps
- * repeat until one rewrites nothing.
+ * repeat until one rewrites nothing. Every node a rewrite makes carries a loc by one rule
+ * (kc_rewrite_loc), set here, not in the rules: that of the node whose result the rewrite
+ * replaces first (the root, or the head merge fuse-attention's result stands for), else of the
+ * nearest matched node with one.
  * Invariants: use counts (kc_uses) are exact for every match: rewrites change uses only through
  * finish(), which counts the new nodes, moves the counts of replaced values and deletes what
  * became dead; the graph is in program order after every sweep.
@@ -390,7 +393,9 @@ struct kc_rewriter {
   kc_graph *g;
   kc_pass_ctx *pc;
   kc_uses u;
-  uint32_t root;      /* node index of the match's root */
+  uint32_t root;                     /* node index of the match's root */
+  uint32_t matched[KC_PAT_MAX_ROWS]; /* the match's nodes, row order (root first), for locs */
+  uint32_t nmatched;
   uint32_t first_new; /* g->nnodes when the rewrite began: later nodes are its own */
   uint32_t fresh;     /* g->ndexprs when the rewrite began */
   repl *repl;
@@ -614,6 +619,9 @@ static kc_status finish(kc_rewriter *rw, kc_status cb, bool *done) {
       if (n->in[j].id) rw->u.count[n->in[j].id]++;
     rw->anchor[rw->nanchor++] = rw->root;
   }
+  uint32_t def = g->vals[rw->repl[0].old.id].def; /* still its definer: nothing died yet */
+  kc_rewrite_set_loc(g, rw->first_new,
+                     kc_rewrite_loc(g, def ? def - 1 : rw->root, rw->matched, rw->nmatched));
   for (uint32_t k = 0; k < rw->nrepl; k++) {
     repl r = rw->repl[k];
     if (r.old.id == r.new_v.id) continue;
@@ -644,6 +652,9 @@ static kc_status try_rule(kc_rewriter *rw, const kc_rule *r, uint32_t ni, bool e
     return KC_OK;
   }
   rw->root = ni;
+  /* row order: the root, then rows 1 and on, which hang nearest it */
+  rw->nmatched = (uint32_t)m.nrows;
+  memcpy(rw->matched, m.node, sizeof m.node);
   rw->first_new = g->nnodes;
   rw->fresh = g->ndexprs;
   rw->nrepl = 0;

@@ -1,6 +1,7 @@
 /*
  * passes/util.c - helpers shared by the passes: placing appended nodes in program order,
- * comparing types across a rewrite, and reading and writing constant tensors.
+ * comparing types across a rewrite, the loc of rewritten nodes, and reading and writing constant
+ * tensors.
  *
  * Invariants: kc_graph_place keeps every value's def pointing at the node that defines it;
  * tensor helpers never read past t->nbytes.
@@ -80,6 +81,23 @@ const char *kc_type_str(const kc_graph *g, kc_val v, char *buf, size_t size) {
   }
   if (len < size) snprintf(buf + len, size - len, "]");
   return buf;
+}
+
+/* ---- locs ---------------------------------------------------------------------------------- */
+
+/* The root's name first: it is the node whose result the user's model reads next, so an error
+ * about the fused node points where the rewritten value was made; the op in the message (e.g.
+ * "attention") says what was fused. A loc string lives in g's arena: sharing it is safe. */
+const char *kc_rewrite_loc(const kc_graph *g, uint32_t root, const uint32_t *nodes, uint32_t n) {
+  if (root < g->nnodes && g->nodes[root].loc) return g->nodes[root].loc;
+  for (uint32_t i = 0; i < n; i++)
+    if (nodes[i] < g->nnodes && g->nodes[nodes[i]].loc) return g->nodes[nodes[i]].loc;
+  return NULL;
+}
+
+void kc_rewrite_set_loc(kc_graph *g, uint32_t first, const char *loc) {
+  for (uint32_t i = first; loc && i < g->nnodes; i++)
+    if (!g->nodes[i].loc) g->nodes[i].loc = loc;
 }
 
 /* ---- constant tensors ---------------------------------------------------------------------- */
