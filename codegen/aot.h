@@ -113,8 +113,21 @@ kc_aot_inst *kc_aot_create(const kc_aot_model *d, int threads);
 /* Run on d->ninputs inputs (in order; a non-NULL name must match); fills d->noutputs outputs,
  * whose data the instance owns until the next run. 0, or a kc_status with kc_aot_error set. */
 int kc_aot_run(kc_aot_inst *m, const kc_tensor_desc *inputs, kc_tensor_desc *outputs);
-/* The message of the last failure ("" when none). */
+/* The message of the last failure ("" when none); for m NULL, why the last create on this
+ * thread failed ("no model" when none did). */
 const char *kc_aot_error(const kc_aot_inst *m);
 void kc_aot_free(kc_aot_inst *m);
+
+/* ---- the CPU check (runtime/aot_cpu_check.c) ------------------------------------------------ */
+
+/* kc_aot_create after checking this CPU against `target` (the object's recorded string); NULL
+ * when a feature is missing or memory is out, kc_aot_error(NULL) then says why. */
+kc_aot_inst *kc_aot_create_checked(const kc_aot_model *d, const char *target, int threads);
+/* Of LLVM's feature list `features` ("+avx2,+fma,..."; "-" entries ignored), the features this
+ * CPU lacks into lacks and those this runtime cannot test into unknown (comma-separated names,
+ * "" when none; either buffer may be NULL). Returns how many are lacking. */
+int kc_aot_cpu_lacks(const char *features, char *lacks, size_t lsize, char *unknown, size_t usize);
+/* Why the last create on this thread failed ("" when none did). */
+const char *kc_aot_create_error(void);
 
 #endif /* KERNC_CODEGEN_AOT_H */

@@ -163,5 +163,12 @@ kc_status kc_cpu_obj_write(kc_cpu_obj *o, const struct kc_aot_model *model, cons
                            const char *weights_path, const char *obj_path);
 /* Free the object's module. NULL is fine. */
 void kc_cpu_obj_free(kc_cpu_obj *o);
+/*
+ * The CUDA target (kc_export): an object without CPU kernels (host code for the architecture's
+ * baseline CPU), whose steps the device blob at blob_path launches (codegen/aot_cuda.h; pulled
+ * in like the weights); NAME_create is then kc_aot_cuda_create. Set the blob before writing.
+ */
+kc_status kc_cpu_obj_new(kc_cpu *cpu, const struct kc_graph *g, kc_cpu_obj **out);
+kc_status kc_cpu_obj_set_cuda(kc_cpu_obj *o, const char *blob_path);
 
 #endif /* KERNC_CODEGEN_H */

@@ -24,10 +24,10 @@
 #include <string.h>
 #include <time.h>
 
-/* Facts of the example model that its header does not carry as constants: the token table (wte)
- * has 100 rows and the position table (wpe) 64, so ids are 0..99 and sequences at most 64 long.
- * The ids are checked here because an id outside the table is not the model's to catch. */
-#define VOCAB 100
+/* The vocabulary is the logits' last dim, which the header carries; the position table (wpe) has
+ * 64 rows, a weight's shape the header does not carry, so sequences are at most 64 long. The ids
+ * are checked here because an id outside the table is not the model's to catch. */
+#define VOCAB ((int)gpt2_OUTPUT_logits_DIM_2)
 #define MAX_SEQ 64
 #define TOP_K 5
 
@@ -85,9 +85,9 @@ static int read_prompt(const char *path, int64_t *ids, int cap, int *n) {
 static int run(gpt2_t *m, const int64_t *ids, int n, const float **last, int *vocab) {
   gpt2_tensor in[gpt2_NUM_INPUTS] = {
       [gpt2_INPUT_input_ids] = {.name = "input_ids",
-                                .dtype = KC_MODEL_I64,
-                                .rank = 2,
-                                .dims = {1, n},
+                                .dtype = gpt2_INPUT_input_ids_DTYPE,
+                                .rank = gpt2_INPUT_input_ids_RANK,
+                                .dims = gpt2_INPUT_input_ids_DIMS(1, n),
                                 .data = (void *)ids},
   };
   gpt2_tensor out[gpt2_NUM_OUTPUTS];
@@ -97,8 +97,9 @@ static int run(gpt2_t *m, const int64_t *ids, int n, const float **last, int *vo
     return -1;
   }
   const gpt2_tensor *lg = &out[gpt2_OUTPUT_logits];
-  if (lg->dtype != KC_MODEL_F32 || lg->rank != 3 || lg->dims[0] != 1 || lg->dims[1] != n ||
-      lg->dims[2] != VOCAB) {
+  const int64_t want[] = gpt2_OUTPUT_logits_DIMS(1, n);
+  if (lg->dtype != gpt2_OUTPUT_logits_DTYPE || lg->rank != gpt2_OUTPUT_logits_RANK ||
+      memcmp(lg->dims, want, sizeof want) != 0) {
     fprintf(stderr, "next_token: the logits are not f32[1,%d,%d]: another model?\n", n, VOCAB);
     return -1;
   }
@@ -148,7 +149,7 @@ int main(int argc, char **argv) {
 
   gpt2_t *m = gpt2_create(0);
   if (!m) {
-    fprintf(stderr, "next_token: gpt2_create: out of memory\n");
+    fprintf(stderr, "next_token: gpt2_create: %s\n", gpt2_error(NULL)); /* e.g. CPU features */
     return 1;
   }
   int rc = 1, vocab;

@@ -353,6 +353,11 @@ typedef struct kc_export_options {
   const char *runtime; /* kernc's runtime archive; NULL: $KERNC_RT, the build's, or the one
                           next to the running program (libkernc_rt.a) */
   const char *source;  /* what g came from, named in the header's comment; may be NULL */
+
+  const char *target;     /* "cpu" (NULL: the default) or "cuda": kernels compiled by NVRTC now and
+                             embedded; the library then needs only the CUDA driver to run */
+  const char *cuda_archs; /* "cuda": "80,86,90" (cubins; "compute_80": PTX, else PTX for the
+                             lowest is added); NULL: "80,90" and PTX for compute_80 */
 } kc_export_options;
 
 /*
@@ -360,7 +365,8 @@ typedef struct kc_export_options {
  * (weights included), and write its C header to header_path (NULL: NAME.h next to so_path),
  * declaring NAME_create/_run/_free/_error and listing inputs and outputs with dtypes and shapes.
  * Sizes must follow from the input shapes; a graph whose sizes depend on computed data is
- * KC_ERR_UNSUPPORTED naming the node (kc_compile runs those).
+ * KC_ERR_UNSUPPORTED naming the node (kc_compile runs those). Target "cuda" writes the same entry
+ * points and header; without the CUDA toolkit it is KC_ERR_UNSUPPORTED.
  */
 kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options *opts,
                     const char *so_path, const char *header_path);

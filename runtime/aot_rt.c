@@ -5,7 +5,17 @@
  *
  * Part of the runtime archive kernc_rt that `kernc compile` links into each model's .so, so it
  * sees no graph, no LLVM and no protobuf: only the tables, the pool and the planner core. Errors
- * go to the instance's kc_context, as everywhere in kernc.
+ * go to the instance's kc_context, as everywhere in kernc. The CUDA target's runtime
+ * (runtime/aot_cuda_rt.c) shares the instance, the input checks and the plan of a run through
+ * runtime/aot_internal.h and takes over the run and free through its hooks.
+ *
+ * CPU check: NAME_create passes the target the object records ("kernc-target triple=...
+ * cpu=... features=+a,+b,..."), and no code of the model runs until this CPU is known to have
+ * every feature in it. x86-64 features are decided with cpuid and xgetbv exactly as LLVM's host
+ * detection decides them (llvm/lib/TargetParser/Host.cpp, getHostCPUFeatures, LLVM 19): the
+ * recorded list came from that detection on the compiling machine, so the same rule on this
+ * machine says what it lacks. A feature the table does not know is not checked (tests compare
+ * the table with LLVM on the test machine); on other architectures nothing is checked.
  *
  * Invariants:
  *   - Nothing runs before every input has been checked and every size computed; each error names
@@ -17,8 +27,7 @@
  */
 #include "codegen/aot.h"
 #include "ir/internal.h"
-#include "runtime/plan_core.h"
-#include "runtime/runtime.h"
+#include "runtime/aot_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -28,28 +37,6 @@ _Static_assert(sizeof(kc_aot_step) == KC_AOT_STEP_WORDS * 8, "kc_aot_step layout
 _Static_assert(sizeof(kc_aot_io) == KC_AOT_IO_WORDS * 8, "kc_aot_io layout");
 _Static_assert(sizeof(kc_aot_idim) == KC_AOT_IDIM_WORDS * 8, "kc_aot_idim layout");
 _Static_assert(sizeof(kc_aot_model) == KC_AOT_MODEL_WORDS * 8, "kc_aot_model layout");
-
-struct kc_aot_inst {
-  const kc_aot_model *d;
-  kc_context *ctx;
-  kc_pool *pool;
-  int64_t *syms;
-  int64_t *bound_by; /* per symbol: input that bound it in this run, -1: not yet */
-  int64_t *slots;
-  int64_t *step_dims; /* every step's dims, gathered */
-  size_t *nbytes;     /* per value */
-  size_t *off;        /* per value: arena offset, SIZE_MAX when not placed */
-  void **vbuf;        /* per value */
-  void **bufs;        /* one step's buffers */
-  kc_rt_block *live;
-  unsigned char *arena;
-  size_t arena_cap, peak;
-  unsigned char **out_buf; /* per output */
-  size_t *out_cap;
-  unsigned char *ws; /* per-thread workspaces, ws_stride bytes each */
-  size_t ws_stride;
-  _Alignas(KC_RT_ALIGN) unsigned char empty[KC_RT_ALIGN]; /* storage of zero-size tensors */
-};
 
 #define ROUND_UP(x) (((x) + KC_RT_ALIGN - 1) / KC_RT_ALIGN * KC_RT_ALIGN)
 
@@ -94,6 +81,7 @@ kc_aot_inst *kc_aot_create(const kc_aot_model *d, int threads) {
 
 void kc_aot_free(kc_aot_inst *m) {
   if (!m) return;
+  if (m->dev_free) m->dev_free(m);
   kc_pool_free(m->pool);
   for (int64_t k = 0; m->out_buf && k < m->d->noutputs; k++)
     free(m->out_buf[k]);
@@ -114,7 +102,11 @@ void kc_aot_free(kc_aot_inst *m) {
   free(m);
 }
 
-const char *kc_aot_error(const kc_aot_inst *m) { return m ? kc_last_error(m->ctx) : "no model"; }
+const char *kc_aot_error(const kc_aot_inst *m) {
+  if (m) return kc_last_error(m->ctx);
+  const char *why = kc_aot_create_error();
+  return why[0] ? why : "no model";
+}
 
 /* "[2,3]" of a caller's tensor. */
 static const char *fmt_dims(const kc_tensor_desc *t, char *buf, size_t size) {
@@ -237,26 +229,34 @@ static kc_status sizes(kc_aot_inst *m) {
   return KC_OK;
 }
 
-/* Arena offsets, grown buffers, and the buffer of every value. */
-static kc_status plan(kc_aot_inst *m, const kc_tensor_desc *in) {
+/* Arena offsets (*total bytes), the host output buffers, every step's dims. */
+static kc_status place(kc_aot_inst *m, size_t *total) {
   const kc_aot_model *d = m->d;
   uint32_t nlive = 0;
-  size_t total = 0;
+  *total = 0;
   for (int64_t i = 0; i < d->narena; i++) {
     int64_t v = d->arena_order[i];
-    m->off[v] = kc_plan_place(m->live, &nlive, &total, (uint32_t)d->values[v].first,
+    m->off[v] = kc_plan_place(m->live, &nlive, total, (uint32_t)d->values[v].first,
                               (uint32_t)d->values[v].last, m->nbytes[v]);
   }
-  if (total > m->arena_cap && !kc_plan_grow(&m->arena, &m->arena_cap, total, 0))
-    return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory: the arena of %s needs %zu bytes",
-                     d->name, total);
-  if (total > m->peak) m->peak = total;
+  if (*total > m->peak) m->peak = *total;
   for (int64_t k = 0; k < d->noutputs; k++) {
     size_t n = m->nbytes[d->outputs[k].value];
     if (!kc_plan_grow(&m->out_buf[k], &m->out_cap[k], n, 0))
       return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory: output '%s' needs %zu bytes",
                        d->outputs[k].name, n);
   }
+  for (int64_t i = 0; i < d->nstep_dims; i++)
+    m->step_dims[i] = m->slots[d->dim_slots[i]];
+  return KC_OK;
+}
+
+/* The host arena of total bytes and the buffer of every value. */
+static kc_status plan(kc_aot_inst *m, const kc_tensor_desc *in, size_t total) {
+  const kc_aot_model *d = m->d;
+  if (total > m->arena_cap && !kc_plan_grow(&m->arena, &m->arena_cap, total, 0))
+    return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory: the arena of %s needs %zu bytes",
+                     d->name, total);
   for (int64_t v = 0; v < d->nvalues; v++) {
     const kc_aot_value *val = &d->values[v];
     void *p = m->empty;
@@ -271,8 +271,6 @@ static kc_status plan(kc_aot_inst *m, const kc_tensor_desc *in) {
   }
   for (int64_t v = 0; v < d->nvalues; v++)
     if (d->values[v].storage == KC_AOT_VIEW) m->vbuf[v] = m->vbuf[d->values[v].ref];
-  for (int64_t i = 0; i < d->nstep_dims; i++)
-    m->step_dims[i] = m->slots[d->dim_slots[i]];
   return KC_OK;
 }
 
@@ -304,13 +302,21 @@ static void execute(kc_aot_inst *m) {
   }
 }
 
-static void describe(kc_aot_inst *m, kc_tensor_desc *out) {
+/* Outputs whose value lives elsewhere (an input, a weight, the arena) into their own buffer. */
+static void copy_outputs(kc_aot_inst *m) {
+  const kc_aot_model *d = m->d;
+  for (int64_t k = 0; k < d->noutputs; k++) {
+    const kc_aot_io *io = &d->outputs[k];
+    if (io->copy && m->nbytes[io->value])
+      memcpy(m->out_buf[k], m->vbuf[io->value], m->nbytes[io->value]);
+  }
+}
+
+void kc_aot_describe(kc_aot_inst *m, kc_tensor_desc *out) {
   const kc_aot_model *d = m->d;
   for (int64_t k = 0; k < d->noutputs; k++) {
     const kc_aot_io *io = &d->outputs[k];
     const kc_aot_value *v = &d->values[io->value];
-    if (io->copy && m->nbytes[io->value])
-      memcpy(m->out_buf[k], m->vbuf[io->value], m->nbytes[io->value]);
     memset(&out[k], 0, sizeof out[k]);
     out[k].name = io->name;
     out[k].dtype = (kc_dtype)v->dtype;
@@ -321,16 +327,25 @@ static void describe(kc_aot_inst *m, kc_tensor_desc *out) {
   }
 }
 
+kc_status kc_aot_prepare(kc_aot_inst *m, const kc_tensor_desc *inputs, size_t *total) {
+  kc_status s = shapes(m, inputs);
+  if (s == KC_OK) s = sizes(m);
+  if (s == KC_OK) s = place(m, total);
+  return s;
+}
+
 int kc_aot_run(kc_aot_inst *m, const kc_tensor_desc *inputs, kc_tensor_desc *outputs) {
   if (!m) return KC_ERR_INVALID_ARG;
   kc_clear_error(m->ctx);
   if ((m->d->ninputs && !inputs) || (m->d->noutputs && !outputs))
     return kc_errorf(m->ctx, KC_ERR_INVALID_ARG, "%s_run: inputs or outputs is NULL", m->d->name);
-  kc_status s = shapes(m, inputs);
-  if (s == KC_OK) s = sizes(m);
-  if (s == KC_OK) s = plan(m, inputs);
+  if (m->dev_run) return m->dev_run(m, inputs, outputs);
+  size_t total;
+  kc_status s = kc_aot_prepare(m, inputs, &total);
+  if (s == KC_OK) s = plan(m, inputs, total);
   if (s != KC_OK) return s;
   execute(m);
-  describe(m, outputs);
+  copy_outputs(m);
+  kc_aot_describe(m, outputs);
   return KC_OK;
 }

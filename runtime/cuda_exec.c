@@ -84,16 +84,17 @@ void kc_rt_cuda_free(kc_module *m) {
   m->cuda = NULL;
 }
 
-/* Every kernel of g in one program; *src (owned by prog) is its text. */
-static kc_status emit_all(kc_module *m, kc_cuda_prog *prog, const char **src) {
+/* Shared with kc_export (runtime/export_cuda.c), so the JIT and the AOT library run the same
+ * program. */
+kc_status kc_rt_cuda_emit(kc_module *m, kc_cuda_prog *prog, kc_cuda_kernel_info *info,
+                          const char **src) {
   const kc_graph *g = m->g;
-  kc_rt_cuda *c = m->cuda;
   for (uint32_t i = 0; i < g->nnodes; i++) {
     char name[96];
     kc_cuda_kernel_name(name, sizeof name, i, kc_ops[g->nodes[i].op].name);
-    kc_status s = kc_cuda_prog_add(prog, g, i, name, &c->info[i]);
+    kc_status s = kc_cuda_prog_add(prog, g, i, name, &info[i]);
     if (s != KC_OK) return s;
-    m->kernels[i].no_kernel = c->info[i].no_kernel;
+    m->kernels[i].no_kernel = info[i].no_kernel;
   }
   *src = kc_cuda_prog_source(prog);
   return *src ? KC_OK : kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory");
@@ -143,7 +144,7 @@ kc_status kc_rt_cuda_compile(kc_module *m) {
   kc_cuda_prog *prog = NULL;
   const char *src = NULL;
   kc_status s = kc_cuda_prog_new(m->ctx, &prog);
-  if (s == KC_OK) s = emit_all(m, prog, &src);
+  if (s == KC_OK) s = kc_rt_cuda_emit(m, prog, c->info, &src);
   if (s == KC_OK) s = kc_nvrtc_new(m->ctx, &c->nv);
   const char *dir = getenv("KERNC_CUDA_CACHE");
   if (s == KC_OK && dir && *dir) s = kc_nvrtc_set_cache_dir(c->nv, dir);
@@ -253,11 +254,7 @@ static kc_status launch(kc_module *m, uint32_t i) {
   }
   if (s != KC_OK) return s;
   node_dims(m, n, c->dims);
-  int64_t units = kc_cuda_units(&k->launch, c->dims);
-  if (units <= 0) return KC_OK;
-  kc_cuda_pack(k, c->bufs, c->dims, units, c->words);
-  return kc_cuda_launch_kernel(c->dev, c->fn[i], kc_cuda_grid(&k->launch, units),
-                               (uint32_t)k->launch.block, c->words);
+  return kc_cuda_run_kernel(c->dev, c->fn[i], k, c->bufs, c->dims, c->words);
 }
 
 /* Device -> host mirror of the COMPUTED root of v (the host reads it next). */

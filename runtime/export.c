@@ -94,6 +94,7 @@ typedef struct job {
   char runtime[PATH_LEN];
   kc_module *m;
   kc_cpu_obj *obj;
+  kc_export_cuda *cuda; /* target "cuda" (runtime/export_cuda.c); NULL for the CPU */
   kc_export_plan plan;
 } job;
 
@@ -115,6 +116,10 @@ static kc_status check_paths(job *j) {
   return KC_OK;
 }
 
+static bool is_cuda(const job *j) {
+  return j->opts && j->opts->target && strcmp(j->opts->target, "cuda") == 0;
+}
+
 /* kc_compile's preparation, lowering into an object's module instead of the JIT. */
 static kc_status lower(job *j, const kc_graph *g) {
   kc_module *m = j->m = calloc(1, sizeof *j->m);
@@ -128,8 +133,12 @@ static kc_status lower(job *j, const kc_graph *g) {
   m->kernels = calloc(m->g->nnodes + 1, sizeof *m->kernels);
   if (!m->kernels) return kc_errorf(j->ctx, KC_ERR_NOMEM, "out of memory compiling @%s", g->name);
   if ((s = kc_cpu_new(j->ctx, &m->cpu)) != KC_OK) return s;
-  if ((s = kc_cpu_obj_lower(m->cpu, m->g, m->kernels, &j->obj)) != KC_OK) return s;
-  return kc_rt_analyze(m);
+  if (is_cuda(j)) /* CUDA kernels; the object holds only the host side */
+    s = kc_export_cuda_lower(m, j->opts->cuda_archs, &j->cuda);
+  if (s == KC_OK)
+    s = is_cuda(j) ? kc_cpu_obj_new(m->cpu, m->g, &j->obj)
+                   : kc_cpu_obj_lower(m->cpu, m->g, m->kernels, &j->obj);
+  return s == KC_OK ? kc_rt_analyze(m) : s;
 }
 
 static void path_in(const job *j, char *buf, const char *file) {
@@ -159,6 +168,12 @@ static kc_status build(job *j, const kc_graph *g) {
   path_in(j, so, "model.so");
   bool has_weights = j->plan.model.weights_bytes > 0;
   if (has_weights && (s = kc_export_write_weights(j->ctx, &j->plan, weights)) != KC_OK) return s;
+  if (j->cuda) {
+    char blob[PATH_LEN];
+    path_in(j, blob, "cuda.bin");
+    if ((s = kc_export_cuda_write(j->cuda, &j->plan, blob)) != KC_OK) return s;
+    if ((s = kc_cpu_obj_set_cuda(j->obj, blob)) != KC_OK) return s;
+  }
   s = kc_cpu_obj_write(j->obj, &j->plan.model, j->plan.slot_dims, has_weights ? weights : NULL,
                        obj);
   if (s == KC_OK) s = kc_export_link(j->ctx, j->opts ? j->opts->cc : NULL, obj, j->runtime, so);
@@ -169,8 +184,10 @@ static kc_status build(job *j, const kc_graph *g) {
     fmt_path(header, sizeof header, "%s/%s.h", dir, j->name);
     j->header_path = header;
   }
-  s = kc_export_header(j->ctx, j->m->g, &j->plan, j->opts ? j->opts->source : NULL, j->so_path,
-                       j->header_path);
+  char cuda[256] = "CUDA ";
+  if (j->cuda) kc_export_cuda_describe(j->cuda, cuda + 5, sizeof cuda - 5);
+  s = kc_export_header(j->ctx, j->m->g, &j->plan, j->opts ? j->opts->source : NULL,
+                       j->cuda ? cuda : kc_cpu_host(j->m->cpu)->name, j->so_path, j->header_path);
   j->header_path = NULL; /* header[] goes out of scope */
   return s;
 }
@@ -178,7 +195,7 @@ static kc_status build(job *j, const kc_graph *g) {
 /* Remove the intermediate files and their folder (best effort: the error, if any, stays). */
 static void cleanup(job *j) {
   if (!j->tmp[0]) return;
-  const char *files[] = {"weights.bin", "model.o", "model.so"};
+  const char *files[] = {"weights.bin", "cuda.bin", "model.o", "model.so"};
   char path[PATH_LEN];
   for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
     path_in(j, path, files[i]);
@@ -196,10 +213,14 @@ kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options 
     return kc_errorf(ctx, kc_graph_status(g),
                      "graph @%s has a failed builder call (%s); see the first error reported",
                      g->name, kc_status_str(kc_graph_status(g)));
+  if (opts && opts->target && strcmp(opts->target, "cpu") != 0 && strcmp(opts->target, "cuda") != 0)
+    return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_export: unknown target '%s' (known: cpu, cuda)",
+                     opts->target);
   job j = {.ctx = ctx, .opts = opts, .so_path = so_path, .header_path = header_path};
   kc_status s = build(&j, g);
   cleanup(&j);
   kc_cpu_obj_free(j.obj); /* before the module: its kc_cpu made the LLVM module */
+  kc_export_cuda_free(j.cuda);
   kc_export_plan_free(&j.plan);
   kc_module_free(j.m);
   return s;

@@ -48,8 +48,20 @@ kc_status kc_export_find_runtime(kc_context *ctx, const char *given, char *buf, 
 kc_status kc_export_link(kc_context *ctx, const char *cc, const char *obj_path, const char *runtime,
                          const char *so_path);
 
-/* export_header.c: the C header of the model (see kc_export in kernc.h). */
+/* export_header.c: the C header of the model (see kc_export in kernc.h); cpu is LLVM's name of
+ * the CPU the kernels were built for. */
 kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_export_plan *p,
-                           const char *source, const char *so_path, const char *path);
+                           const char *source, const char *cpu, const char *so_path,
+                           const char *path);
+
+/* export_cuda.c, target "cuda": the kernels as the CUDA JIT builds them (filling
+ * m->kernels[].no_kernel), compiled by NVRTC for archs (kc_export_options.cuda_archs); the
+ * device blob of codegen/aot_cuda.h for plan p into path; the images as text ("sm_80, ...");
+ * free (NULL is fine). */
+typedef struct kc_export_cuda kc_export_cuda;
+kc_status kc_export_cuda_lower(kc_module *m, const char *archs, kc_export_cuda **out);
+kc_status kc_export_cuda_write(kc_export_cuda *c, const kc_export_plan *p, const char *path);
+void kc_export_cuda_describe(const kc_export_cuda *c, char *buf, size_t size);
+void kc_export_cuda_free(kc_export_cuda *c);
 
 #endif /* KERNC_RUNTIME_EXPORT_H */

@@ -1,7 +1,14 @@
 /*
  * runtime/export_header.c - the C header of a compiled model: the entry points, the tensor type
- * they take, index macros, and a comment listing inputs, outputs (dtype, shape with symbols) and
- * where each symbol is bound.
+ * they take, a comment listing inputs, outputs (dtype, shape with symbols) and where each symbol
+ * is bound, and per input and output an index macro and size macros (dtype, element size, rank,
+ * each dim, the dims as an initializer, element and byte counts), so a program sizes its buffers
+ * from the header instead of numbers copied out of the model.
+ *
+ * Size macros: a dim that is an integer is an integer macro (NAME_OUTPUT_logits_DIM_2 100); the
+ * dims of a tensor with a symbolic dim, and its DIMS/NUMEL/BYTES, are function-like macros taking
+ * every symbol of the model in NAME_SYM_* order (NAME_INPUT_ids_DIM_1(batch, seq)), with the
+ * expression kernc computes (S+1, 2*S, floor division) written in C on int64_t.
  *
  * Invariants:
  *   - kc_model_tensor has kc_tensor_desc's layout (name, dtype as an int-sized enum, rank,
@@ -15,6 +22,9 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* s with every byte that is not [A-Za-z0-9_] replaced by '_'. */
@@ -23,6 +33,14 @@ static void ident(const char *s, char *buf, size_t size) {
   for (; *s && j + 1 < size; s++)
     buf[j++] = isalnum((unsigned char)*s) || *s == '_' ? *s : '_';
   buf[j] = 0;
+}
+
+/* The C name of a dtype's KC_MODEL_ constant ("KC_MODEL_F32"). */
+static void dtype_macro(kc_dtype t, char *buf, size_t size) {
+  size_t j = (size_t)snprintf(buf, size, "KC_MODEL_");
+  for (const char *s = kc_dtype_name(t); *s && j + 1 < size; s++)
+    buf[j++] = (char)toupper((unsigned char)*s);
+  buf[j < size ? j : size - 1] = 0;
 }
 
 /* s for a comment: printable ASCII, and no end of comment. */
@@ -79,12 +97,9 @@ static void common_types(FILE *f) {
              "/* Element types: the same codes in every kernc model header. */\n"
              "typedef enum kc_model_dtype {\n");
   for (int t = 1; t < KC_DT_COUNT; t++) {
-    char up[32];
-    size_t j = 0;
-    for (const char *s = kc_dtype_name((kc_dtype)t); *s && j + 1 < sizeof up; s++)
-      up[j++] = (char)toupper((unsigned char)*s);
-    up[j] = 0;
-    fprintf(f, "  KC_MODEL_%s = %d,\n", up, t);
+    char up[48];
+    dtype_macro((kc_dtype)t, up, sizeof up);
+    fprintf(f, "  %s = %d,\n", up, t);
   }
   fprintf(f,
           "} kc_model_dtype;\n\n"
@@ -96,29 +111,249 @@ static void common_types(FILE *f) {
           KC_MAX_RANK);
 }
 
-/* NAME_INPUT_x / NAME_OUTPUT_y index macros, skipping names that clash once made identifiers. */
-static void index_macros(FILE *f, const char *prefix, const char *what, const kc_aot_io *io,
-                         int64_t n) {
-  for (int64_t k = 0; k < n; k++) {
-    char id[256], other[256];
-    ident(io[k].name, id, sizeof id);
-    bool clash = false;
-    for (int64_t j = 0; j < n && !clash; j++) {
-      ident(io[j].name, other, sizeof other);
-      clash = j != k && strcmp(id, other) == 0;
+/* ---- size macros ------------------------------------------------------------------------ */
+
+#define SYM_LEN 128
+
+/* The macro parameter of each symbol: its name made an identifier, or kc_symK when that is not
+ * a usable parameter (empty, a digit first, reserved, a name the macro bodies use, or the same as
+ * an earlier one). */
+typedef struct sym_params {
+  int64_t n;
+  char (*name)[SYM_LEN];
+  char list[4096]; /* "batch, seq": the parameter list, also the argument list */
+} sym_params;
+
+/* The parameters of m's symbols (kc_symK for all when the names do not fit in the list); false
+ * when out of memory or even those do not fit. */
+static bool sym_params_make(const kc_aot_model *m, sym_params *sp) {
+  sp->n = m->nsyms;
+  sp->name = calloc((size_t)m->nsyms + 1, sizeof *sp->name);
+  if (!sp->name) return false;
+  for (int short_names = 0; short_names < 2; short_names++) {
+    sp->list[0] = 0;
+    for (int64_t k = 0; k < m->nsyms; k++) {
+      char *id = sp->name[k];
+      ident(m->syms[k], id, SYM_LEN);
+      bool ok = !short_names && id[0] && !isdigit((unsigned char)id[0]) &&
+                strncmp(id, "__", 2) != 0 && strcmp(id, "defined") != 0 &&
+                strcmp(id, "int64_t") != 0 && strncmp(id, "kc_sym", 6) != 0 &&
+                strncmp(id, "KC_MODEL_", 9) != 0 &&
+                strncmp(id, m->name, strlen(m->name)) != 0; /* the macros the bodies name */
+      for (int64_t j = 0; j < k && ok; j++)
+        ok = strcmp(sp->name[j], id) != 0;
+      if (!ok) snprintf(id, SYM_LEN, "kc_sym%lld", (long long)k);
+      size_t l = strlen(sp->list);
+      snprintf(sp->list + l, sizeof sp->list - l, "%s%s", k ? ", " : "", id);
     }
-    if (!clash) fprintf(f, "#define %s_%s_%s %lld\n", prefix, what, id, (long long)k);
+    if (strlen(sp->list) + 1 < sizeof sp->list) return true;
+  }
+  return false;
+}
+
+/* A growing string: text past the end is dropped and marks it cut. */
+typedef struct sbuf {
+  char *p;
+  size_t size, len;
+  bool cut;
+} sbuf;
+
+__attribute__((format(printf, 2, 3))) static void put(sbuf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(b->p + b->len, b->size - b->len, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= b->size - b->len)
+    b->cut = true;
+  else
+    b->len += (size_t)n;
+}
+
+/* d of g as a C expression on int64_t over the symbol parameters; false when it names a symbol
+ * that is not the model's (the exporter refuses such graphs first) or is too deep. */
+static bool dim_c(const kc_graph *g, const kc_aot_model *m, const sym_params *sp, kc_dim d, sbuf *b,
+                  int depth) {
+  int64_t c;
+  if (depth > 64) return false;
+  if (kc_dim_const(g, d, &c)) {
+    put(b, c < 0 ? "(%lldLL)" : c > INT32_MAX ? "%lldLL" : "%lld", (long long)c);
+    return true;
+  }
+  const kc_dexpr *e = &g->dexprs[KC_DIM_EXPR(d)];
+  if (e->kind == KC_DX_SYM) {
+    for (int64_t k = 0; k < m->nsyms; k++)
+      if (strcmp(m->syms[k], e->name) == 0) {
+        put(b, "((int64_t)(%s))", sp->name[k]);
+        return true;
+      }
+    return false;
+  }
+  static const char *const open[] = {[KC_DX_ADD] = "(",
+                                     [KC_DX_MUL] = "(",
+                                     [KC_DX_DIV] = "KC_MODEL_FLOORDIV(",
+                                     [KC_DX_MOD] = "KC_MODEL_FLOORMOD("};
+  static const char *const mid[] = {
+      [KC_DX_ADD] = " + ", [KC_DX_MUL] = " * ", [KC_DX_DIV] = ", ", [KC_DX_MOD] = ", "};
+  if (e->kind != KC_DX_ADD && e->kind != KC_DX_MUL && e->kind != KC_DX_DIV && e->kind != KC_DX_MOD)
+    return false;
+  put(b, "%s", open[e->kind]);
+  if (!dim_c(g, m, sp, e->a, b, depth + 1)) return false;
+  put(b, "%s", mid[e->kind]);
+  if (!dim_c(g, m, sp, e->b, b, depth + 1)) return false;
+  put(b, ")");
+  return true;
+}
+
+/* other is id + "_" + a suffix of the size macros: id's size macros would clash with other's
+ * index macro. */
+static bool suffix_clash(const char *id, const char *other) {
+  static const char *const suffixes[] = {"DTYPE", "ELEM_SIZE", "RANK", "DIMS", "NUMEL", "BYTES"};
+  size_t l = strlen(id);
+  if (strncmp(other, id, l) != 0 || other[l] != '_') return false;
+  const char *rest = other + l + 1;
+  for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++)
+    if (strcmp(rest, suffixes[i]) == 0) return true;
+  if (strncmp(rest, "DIM_", 4) != 0 || !rest[4]) return false;
+  for (rest += 4; *rest; rest++)
+    if (!isdigit((unsigned char)*rest)) return false;
+  return true;
+}
+
+/* The size macros of tensor P (value v of g); false when a dim cannot be written in C. */
+static bool size_macros(FILE *f, const kc_graph *g, const kc_aot_model *m, const sym_params *sp,
+                        const char *P, int64_t v) {
+  const kc_value *val = &g->vals[v];
+  char dt[48], body[KC_MAX_RANK][1024];
+  bool symbolic = false;
+  for (int i = 0; i < val->rank; i++) {
+    sbuf b = {body[i], sizeof body[i], 0, false};
+    int64_t c;
+    symbolic |= !kc_dim_const(g, val->dims[i], &c);
+    if (!dim_c(g, m, sp, val->dims[i], &b, 0) || b.cut) return false;
+  }
+  /* the argument list of function-like macros: "(batch, seq)" or nothing */
+  char args[sizeof sp->list + 2];
+  snprintf(args, sizeof args, symbolic ? "(%s)" : "", sp->list);
+  dtype_macro(val->dtype, dt, sizeof dt);
+  size_t esize = kc_dtype_size(val->dtype);
+  fprintf(f, "#define %s_DTYPE %s\n#define %s_ELEM_SIZE %zu\n#define %s_RANK %d\n", P, dt, P, esize,
+          P, val->rank);
+  for (int i = 0; i < val->rank; i++) {
+    int64_t c;
+    bool fixed = kc_dim_const(g, val->dims[i], &c);
+    fprintf(f, "#define %s_DIM_%d%s %s\n", P, i, fixed ? "" : args, body[i]);
+  }
+  fprintf(f, "#define %s_DIMS%s {", P, args);
+  for (int i = 0; i < val->rank; i++)
+    fprintf(f, "%s%s", i ? ", " : "", body[i]);
+  fprintf(f, "%s}\n#define %s_NUMEL%s ((int64_t)1", val->rank ? "" : "0", P, args);
+  for (int i = 0; i < val->rank; i++) {
+    int64_t c;
+    fprintf(f, " * %s_DIM_%d%s", P, i, kc_dim_const(g, val->dims[i], &c) ? "" : args);
+  }
+  fprintf(f, ")\n#define %s_BYTES%s (%s_NUMEL%s * %zu)\n", P, args, P, args, esize);
+  return true;
+}
+
+/* Per tensor: NAME_INPUT_x (its index) and its size macros, skipping names that clash once made
+ * identifiers. */
+static void tensor_macros(FILE *f, const kc_graph *g, const kc_aot_model *m, const sym_params *sp,
+                          const char *what, const kc_aot_io *io, int64_t n) {
+  for (int64_t k = 0; k < n; k++) {
+    char id[256], other[256], P[512], type[512], name[256];
+    ident(io[k].name, id, sizeof id);
+    bool clash = false, sizes_clash = false;
+    for (int64_t j = 0; j < n && !clash; j++) {
+      if (j == k) continue;
+      ident(io[j].name, other, sizeof other);
+      clash = strcmp(id, other) == 0;
+      sizes_clash |= suffix_clash(id, other);
+    }
+    comment_text(io[k].name, name, sizeof name);
+    type_text(g, io[k].value, type, sizeof type);
+    comment_text(type, P, sizeof P);
+    fprintf(f, "\n/* %s %lld '%s': %s */\n", what, (long long)k, name, P);
+    if (clash) {
+      fprintf(f, "/* (no macros: another %s has the same C name) */\n", what);
+      continue;
+    }
+    char up[16];
+    size_t j = 0;
+    for (; what[j] && j + 1 < sizeof up; j++)
+      up[j] = (char)toupper((unsigned char)what[j]);
+    up[j] = 0;
+    snprintf(P, sizeof P, "%s_%s_%s", m->name, up, id);
+    fprintf(f, "#define %s %lld\n", P, (long long)k);
+    if (sizes_clash || !size_macros(f, g, m, sp, P, io[k].value))
+      fprintf(f, "/* (no size macros: their names clash, or a dim is not expressible in C) */\n");
   }
 }
 
+/* Symbols, the floor division helpers, and every tensor's macros. */
+static kc_status all_macros(kc_context *ctx, FILE *f, const kc_graph *g, const kc_aot_model *m) {
+  sym_params sp;
+  if (!sym_params_make(m, &sp)) {
+    bool oom = !sp.name;
+    free(sp.name);
+    return kc_errorf(ctx, oom ? KC_ERR_NOMEM : KC_ERR_UNSUPPORTED, "%s writing the header of %s",
+                     oom ? "out of memory" : "too many symbols", m->name);
+  }
+  const char *N = m->name;
+  fprintf(f, "\n/* Sizes of the inputs and outputs: per tensor, DTYPE, ELEM_SIZE (bytes), RANK, "
+             "DIM_i,\n * DIMS (an initializer of kc_model_tensor.dims), NUMEL and BYTES "
+             "(int64_t).");
+  if (sp.n)
+    fprintf(f,
+            " An integer\n * dim is an integer macro. The other macros of a tensor with a symbolic "
+            "dim take every\n * symbol, in %s_SYM_ order: %s_INPUT_x_DIMS(%s). */\n",
+            N, N, sp.list);
+  else
+    fprintf(f, " */\n");
+  fprintf(f, "#define %s_NUM_SYMS %lld\n", N, (long long)sp.n);
+  for (int64_t k = 0; k < sp.n; k++)
+    fprintf(f, "#define %s_SYM_%s %lld\n", N, sp.name[k], (long long)k);
+  fprintf(f, "#ifndef KC_MODEL_FLOORDIV\n"
+             "/* floor(a / b) and a - b * floor(a / b), as kernc computes sizes (b != 0) */\n"
+             "#define KC_MODEL_FLOORDIV(a, b) ((a) / (b) - ((a) %% (b) != 0 && ((a) %% (b) < 0) "
+             "!= ((b) < 0)))\n"
+             "#define KC_MODEL_FLOORMOD(a, b) ((a) %% (b) + ((a) %% (b) != 0 && ((a) %% (b) < 0) "
+             "!= ((b) < 0)) * (b))\n#endif\n");
+  tensor_macros(f, g, m, &sp, "input", m->inputs, m->ninputs);
+  tensor_macros(f, g, m, &sp, "output", m->outputs, m->noutputs);
+  free(sp.name);
+  return KC_OK;
+}
+
+/* What the library needs of the machine; cpu is "CUDA <images>" for the CUDA target. */
+static const char *target_text(const char *cpu, const char *N, char *buf, size_t size) {
+  if (strncmp(cpu, "CUDA ", 5) == 0)
+    snprintf(
+        buf, size,
+        " * Its kernels run on a CUDA GPU, compiled for: %s\n"
+        " * (the driver compiles PTX for newer GPUs). It needs only the CUDA driver, opened by\n"
+        " * %s_create; without a driver, or a GPU that none of these fits, %s_create returns\n"
+        " * NULL and %s_error(NULL) says why.\n",
+        cpu + 5, N, N, N);
+  else
+    snprintf(
+        buf, size,
+        " * Its kernels are built for the CPU it was compiled on (LLVM's '%s') and use its\n"
+        " * features, which the library records; on a CPU that lacks one, %s_create returns NULL\n"
+        " * and %s_error(NULL) names what is missing.\n",
+        cpu, N, N);
+  return buf;
+}
+
 kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_export_plan *p,
-                           const char *source, const char *so_path, const char *path) {
+                           const char *source, const char *cpu, const char *so_path,
+                           const char *path) {
   const kc_aot_model *m = &p->model;
   const char *N = m->name;
   FILE *f = fopen(path, "w");
   if (!f) return kc_errorf(ctx, KC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-  char src[512], lib[512];
+  char src[512], lib[512], cpu_name[128], why[1024];
   comment_text(source ? source : g->name ? g->name : "a graph", src, sizeof src);
+  comment_text(cpu && *cpu ? cpu : "?", cpu_name, sizeof cpu_name);
   const char *base = strrchr(so_path, '/');
   comment_text(base ? base + 1 : so_path, lib, sizeof lib);
   fprintf(
@@ -126,40 +361,46 @@ kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_export_p
       "/*\n * %s.h - the C interface of %s. Generated by kernc: do not edit.\n"
       " * Compiled from %s.\n"
       " *\n * The library needs neither kernc nor LLVM at run time; link it (-l) or dlopen it.\n"
-      " * Its kernels are built for the CPU it was compiled on and need the same features.\n"
+      "%s"
       " *\n * Inputs, all of them, in this order:\n",
-      N, lib, src);
+      N, lib, src, target_text(cpu_name, N, why, sizeof why));
   list_io(f, g, m->inputs, m->ninputs);
   fprintf(f, " * Outputs, owned by the model, valid until the next %s_run or %s_free:\n", N, N);
   list_io(f, g, m->outputs, m->noutputs);
   list_syms(f, p);
   fprintf(f,
           " *\n * Use:\n"
-          " *   %s_t *m = %s_create(0);  (threads; 0: one per core)\n"
+          " *   %s_t *m = %s_create(0);  (threads; 0: one per core. NULL: see %s_error(NULL))\n"
           " *   %s_tensor in[%s_NUM_INPUTS] = {...}, out[%s_NUM_OUTPUTS];\n"
           " *   if (%s_run(m, in, out) != 0) fprintf(stderr, \"%%s\\n\", %s_error(m));\n"
           " *   %s_free(m);\n"
           " * A model runs one call at a time; use one model per thread to run in parallel.\n */\n"
           "#ifndef %s_H_INCLUDED\n#define %s_H_INCLUDED\n\n#include <stdint.h>\n\n"
           "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
-          N, N, N, N, N, N, N, N, N, N);
+          N, N, N, N, N, N, N, N, N, N, N);
   common_types(f);
   fprintf(f, "typedef struct %s %s_t;\ntypedef kc_model_tensor %s_tensor;\n\n", N, N, N);
   fprintf(f, "#define %s_NUM_INPUTS %lld\n#define %s_NUM_OUTPUTS %lld\n", N, (long long)m->ninputs,
           N, (long long)m->noutputs);
-  index_macros(f, N, "INPUT", m->inputs, m->ninputs);
-  index_macros(f, N, "OUTPUT", m->outputs, m->noutputs);
-  fprintf(f,
-          "\n/* A model running on `threads` threads (<= 0: one per core); NULL when out of "
-          "memory. */\n%s_t *%s_create(int threads);\n"
-          "/* Run on %s_NUM_INPUTS inputs; fills %s_NUM_OUTPUTS outputs. 0 on success, else an\n"
-          " * error code (a kc_status of kernc.h) and %s_error says what is wrong. */\n"
-          "int %s_run(%s_t *model, const %s_tensor *inputs, %s_tensor *outputs);\n"
-          "/* The message of the last failed %s_run (\"\" after a success). */\n"
-          "const char *%s_error(const %s_t *model);\n"
-          "/* Free the model and its outputs. NULL is fine. */\nvoid %s_free(%s_t *model);\n\n"
-          "#ifdef __cplusplus\n}\n#endif\n#endif /* %s_H_INCLUDED */\n",
-          N, N, N, N, N, N, N, N, N, N, N, N, N, N, N);
+  kc_status s = all_macros(ctx, f, g, m);
+  if (s != KC_OK) {
+    fclose(f);
+    return s;
+  }
+  fprintf(
+      f,
+      "\n/* A model running on `threads` threads (<= 0: one per core); NULL when this CPU lacks "
+      "a\n * feature the kernels use, or out of memory: %s_error(NULL) says which. */\n"
+      "%s_t *%s_create(int threads);\n"
+      "/* Run on %s_NUM_INPUTS inputs; fills %s_NUM_OUTPUTS outputs. 0 on success, else an\n"
+      " * error code (a kc_status of kernc.h) and %s_error says what is wrong. */\n"
+      "int %s_run(%s_t *model, const %s_tensor *inputs, %s_tensor *outputs);\n"
+      "/* The message of the last failed %s_run (\"\" after a success); with NULL, why the "
+      "last\n * %s_create of this thread returned NULL. */\n"
+      "const char *%s_error(const %s_t *model);\n"
+      "/* Free the model and its outputs. NULL is fine. */\nvoid %s_free(%s_t *model);\n\n"
+      "#ifdef __cplusplus\n}\n#endif\n#endif /* %s_H_INCLUDED */\n",
+      N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N);
   if (fclose(f) != 0)
     return kc_errorf(ctx, KC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
   return KC_OK;

@@ -4,9 +4,9 @@
  * compiler that links object and archive into the model's shared library.
  *
  * Invariants:
- *   - The library depends on libc, libm and libpthread only: the archive is linked whole into
- *     it with its symbols kept local (--exclude-libs), so two models, or a model and libkernc,
- *     load side by side.
+ *   - The library depends on libc, libm and libpthread only (and the dynamic loader, for the
+ *     runtime's thread-local create error): the archive is linked whole into it with its symbols
+ *     kept local (--exclude-libs), so two models, or a model and libkernc, load side by side.
  *   - A failing compiler's command line and output end up in the error message, whole.
  */
 #include "runtime/export.h"

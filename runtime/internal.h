@@ -47,6 +47,17 @@ typedef struct kc_rt_prof {
   uint64_t ns, calls, min_ns;
 } kc_rt_prof;
 
+/*
+ * Per-node cost of running its kernel on one thread, measured (runtime/exec.c): the fastest
+ * nanoseconds per unit seen in `samples` launches with the dims hashed in `key`. A kernel
+ * expected to take less than KC_RT_SERIAL_NS runs on the calling thread alone.
+ */
+typedef struct kc_rt_cost {
+  uint64_t key;
+  float ns_per_unit;
+  uint32_t samples;
+} kc_rt_cost;
+
 /* A symbol bound by the inputs of a run. */
 typedef struct kc_rt_binding {
   const char *name;
@@ -95,6 +106,7 @@ struct kc_module {
   unsigned char *ws; /* per-thread kernel workspaces, ws_stride bytes each */
   size_t ws_stride;
   int ws_threads;
+  kc_rt_cost *cost; /* per node: serial cost samples, deciding serial vs pool runs */
   bool profile;     /* time every kernel launch into prof[] */
   kc_rt_prof *prof; /* per node; NULL until profiling is first turned on */
   _Alignas(KC_RT_ALIGN) unsigned char empty[KC_RT_ALIGN]; /* storage of zero-size tensors */
@@ -132,6 +144,12 @@ kc_status kc_rt_cuda_open(kc_module *m);
 kc_status kc_rt_cuda_compile(kc_module *m);
 kc_status kc_rt_cuda_execute(kc_module *m, uint32_t from, uint32_t to);
 void kc_rt_cuda_free(kc_module *m);
+/* cuda_exec.c: every kernel of m->g into prog (info[i]: node i's launch; m->kernels[].no_kernel
+ * filled), *src the program's text; also what kc_export --target=cuda compiles. */
+struct kc_cuda_prog;
+struct kc_cuda_kernel_info;
+kc_status kc_rt_cuda_emit(kc_module *m, struct kc_cuda_prog *prog, struct kc_cuda_kernel_info *info,
+                          const char **src);
 
 /* exec.c: run the kernels of nodes [from, to) in order. */
 void kc_rt_execute(kc_module *m, uint32_t from, uint32_t to);

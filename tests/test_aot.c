@@ -14,6 +14,15 @@
  * on every data set and compared with output_N.pb: at least 30 must pass, none may fail; and
  * the tiny BERT, GPT-2 and Llama models of tests/models (symbolic batch and sequence) the same way.
  * KERNC_AOT_ALL=1 runs every node test of the suite instead of the list (refusals are counted).
+ *
+ * The header's size macros: the MLP driver sizes and describes its tensors with them and checks
+ * them against the outputs; for every node test and model above, a program built against the
+ * generated header prints every macro for the first data set's symbol values, and they must
+ * equal the dtypes and dims of the inputs and of the outputs the run returned; symbol and tensor
+ * names that are no C identifiers get usable macros or none. The CPU check: the
+ * runtime's cpuid detection agrees with LLVM's on every feature LLVM reports for this machine;
+ * the library records exactly the features LLVM compiled it for; and a copy of a library whose
+ * record names a feature this CPU lacks refuses to create, naming it through NAME_error(NULL).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,12 +30,21 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "codegen/aot.h" /* the AOT runtime's CPU check, linked here through libkernc */
 #include "frontend/frontend.h"
 #include "kernc.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+
+#include <ctype.h>
 #include <dirent.h>
 #include <dlfcn.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +79,10 @@ static char *slurp(const char *path) {
   buf[got] = 0;
   fclose(f);
   return buf;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static const char *cc(void) {
@@ -101,6 +123,10 @@ static void model_close(model *m) {
   if (m->so) dlclose(m->so);
   m->so = NULL;
 }
+
+static bool check_header(const aot_env *e, const kc_graph *g, const char *sym,
+                         const kc_tensor_desc *in, const kc_tensor_desc *out, char *msg,
+                         size_t size);
 
 /* ---- the MLP ----------------------------------------------------------------------------------
  */
@@ -156,22 +182,41 @@ static void mlp_reference(long b, const float *w1, const float *b1, const float 
 static const char *driver_src =
     "#include \"mlp.h\"\n"
     "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n"
+    /* the header's size macros, fixed ones at compile time */
+    "_Static_assert(mlp_INPUT_x_DTYPE == KC_MODEL_F32 && mlp_INPUT_x_ELEM_SIZE == 4, \"x\");\n"
+    "_Static_assert(mlp_INPUT_x_RANK == 2 && mlp_INPUT_x_DIM_1 == %d, \"x dims\");\n"
+    "_Static_assert(mlp_OUTPUT_y_DIM_1 == %d && mlp_OUTPUT_hidden_DIM_1 == %d, \"y, hidden\");\n"
+    "_Static_assert(mlp_NUM_SYMS == 1 && mlp_SYM_batch == 0, \"symbols\");\n"
+    "_Static_assert(KC_MODEL_FLOORDIV(-7, 2) == -4 && KC_MODEL_FLOORMOD(-7, 2) == 1, \"floor\");\n"
+    "_Static_assert(KC_MODEL_FLOORDIV(7, -2) == -4 && KC_MODEL_FLOORMOD(7, -2) == -1, \"floor\");\n"
+    "_Static_assert(KC_MODEL_FLOORDIV(6, 3) == 2 && KC_MODEL_FLOORMOD(6, 3) == 0, \"floor\");\n"
     "static float xval(long i) { return (float)((i * 37) %% 101 - 50) / 25.0f; }\n"
     "int main(int argc, char **argv) {\n"
     "  if (argc != 4) return 3;\n"
     "  FILE *f = fopen(argv[3], \"wb\");\n"
     "  mlp_t *m = mlp_create(2);\n"
+    "  if (!m) fprintf(stderr, \"%%s\\n\", mlp_error(NULL));\n"
     "  if (!f || !m) return 4;\n"
     "  for (int run = 1; run <= 2; run++) {\n"
     "    long b = atol(argv[run]);\n"
-    "    float *x = malloc((size_t)(b ? b : 1) * %d * sizeof *x);\n"
-    "    for (long i = 0; i < b * %d; i++) x[i] = xval(i);\n"
-    "    mlp_tensor in[mlp_NUM_INPUTS] = {{\"x\", KC_MODEL_F32, 2, {b, %d}, x}};\n"
+    "    float *x = malloc((size_t)mlp_INPUT_x_BYTES(b) + 1);\n"
+    "    for (long i = 0; i < mlp_INPUT_x_NUMEL(b); i++) x[i] = xval(i);\n"
+    "    mlp_tensor in[mlp_NUM_INPUTS] = {\n"
+    "        {\"x\", mlp_INPUT_x_DTYPE, mlp_INPUT_x_RANK, mlp_INPUT_x_DIMS(b), x}};\n"
     "    mlp_tensor out[mlp_NUM_OUTPUTS];\n"
     "    if (mlp_run(m, in, out) != 0) { fprintf(stderr, \"%%s\\n\", mlp_error(m)); return 1; }\n"
+    "    const int64_t want[mlp_NUM_OUTPUTS][2] = {\n"
+    "        [mlp_OUTPUT_y] = mlp_OUTPUT_y_DIMS(b), [mlp_OUTPUT_hidden] = "
+    "mlp_OUTPUT_hidden_DIMS(b),\n"
+    "        [mlp_OUTPUT_x_copy] = mlp_OUTPUT_x_copy_DIMS(b)};\n"
+    "    const int64_t bytes[mlp_NUM_OUTPUTS] = {mlp_OUTPUT_y_BYTES(b), "
+    "mlp_OUTPUT_hidden_BYTES(b),\n"
+    "                                            mlp_OUTPUT_x_copy_BYTES(b)};\n"
     "    for (int k = 0; k < mlp_NUM_OUTPUTS; k++) {\n"
     "      long n = 1;\n"
     "      for (int d = 0; d < out[k].rank; d++) n *= (long)out[k].dims[d];\n"
+    "      if (out[k].rank != 2 || memcmp(out[k].dims, want[k], sizeof want[k]) != 0 ||\n"
+    "          (int64_t)(n * sizeof(float)) != bytes[k]) return 5;\n"
     "      fwrite(&out[k].rank, sizeof(int), 1, f);\n"
     "      fwrite(out[k].dims, sizeof(int64_t), (size_t)out[k].rank, f);\n"
     "      fwrite(out[k].data, sizeof(float), (size_t)n, f);\n"
@@ -253,12 +298,14 @@ static void t_mlp_driver(void **st) {
   assert_non_null(strstr(h, "f32[batch,8]"));
   assert_non_null(strstr(h, "mlp_t *mlp_create(int threads);"));
   assert_non_null(strstr(h, "#define mlp_OUTPUT_hidden 1"));
+  assert_non_null(strstr(h, "#define mlp_OUTPUT_y_DIM_0(batch) ((int64_t)(batch))"));
+  assert_non_null(strstr(h, "#define mlp_OUTPUT_y_DIM_1 8\n"));
   free(h);
 
   /* a program that knows only the header and the library */
   snprintf(path, sizeof path, "%s/drv.c", e->dir);
   FILE *f = fopen(path, "w");
-  fprintf(f, driver_src, IN, IN, IN, IN - 1);
+  fprintf(f, driver_src, IN, OUT, HID, IN - 1);
   fclose(f);
   assert_int_equal(sh("%s -std=c11 -Wall -Wextra -Werror -o '%s/drv' '%s/drv.c' -I'%s' -L'%s' "
                       "-lmlp -Wl,-rpath,'%s'",
@@ -324,7 +371,8 @@ static void t_mlp_driver(void **st) {
   kc_context_free(ctx);
 }
 
-/* Dims that are expressions: an input's S+1 checked against the data, an output's 2*S+1. */
+/* Dims that are expressions: an input's S+1 checked against the data, an output's 2*S+1, and
+ * the floor division of a slice by step 2 (in the header's macros too). */
 static void t_dim_exprs(void **st) {
   aot_env *e = *st;
   kc_context *ctx = kc_context_new();
@@ -333,6 +381,10 @@ static void t_dim_exprs(void **st) {
   kc_val xs[2] = {kc_input(g, "x", KC_F32, 1, &S),
                   kc_input(g, "y", KC_F32, 1, (kc_dim[]){kc_dim_add(g, S, 1)})};
   kc_output(g, kc_concat(g, 2, xs, 0), "z");
+  kc_val one = kc_const_i64s(g, 1, (int64_t[]){1}),
+         big = kc_const_i64s(g, 1, (int64_t[]){INT64_MAX});
+  kc_val zero = kc_const_i64s(g, 1, (int64_t[]){0}), two = kc_const_i64s(g, 1, (int64_t[]){2});
+  kc_output(g, kc_slice(g, xs[0], one, big, zero, two), "odd"); /* x[1::2]: (S-1+1)/2 */
   char so[256];
   snprintf(so, sizeof so, "%s/libcat.so", e->dir);
   kc_status s = kc_export(ctx, g, NULL, so, NULL);
@@ -342,18 +394,64 @@ static void t_dim_exprs(void **st) {
   assert_true(model_open(&m, so, "cat"));
   void *inst = m.create(0);
   float x[4] = {1, 2, 3, 0}, y[5] = {4, 5, 6, 7, 8};
-  kc_tensor_desc in[2] = {{NULL, KC_F32, 1, {3}, x}, {NULL, KC_F32, 1, {4}, y}}, out[1];
+  kc_tensor_desc in[2] = {{NULL, KC_F32, 1, {3}, x}, {NULL, KC_F32, 1, {4}, y}}, out[2];
   assert_int_equal(m.run(inst, in, out), KC_OK);
   assert_int_equal(out[0].dims[0], 7);
   assert_memory_equal(out[0].data, ((float[]){1, 2, 3, 4, 5, 6, 7}), 7 * sizeof(float));
+  assert_int_equal(out[1].dims[0], 1);
+  /* the header's macros compute S+1, 2*S+1 and the slice's size from S */
+  char msg[2048] = "", path[300];
+  if (!check_header(e, g, "cat", in, out, msg, sizeof msg)) fail_msg("%s", msg);
+  snprintf(path, sizeof path, "%s/cat.h", e->dir);
+  char *h = slurp(path);
+  assert_non_null(strstr(h, "KC_MODEL_FLOORDIV(") && strstr(h, "#define cat_OUTPUT_odd_DIM_0(S)"));
+  free(h);
   in[1].dims[0] = 5;
   assert_int_equal(m.run(inst, in, out), KC_ERR_SHAPE);
   assert_non_null(strstr(m.error(inst), "input 'y' is [5], but dim 0 must be S+1 = 4"));
   in[0].dims[0] = 4; /* S = 4 now: y fits, and the output grows */
   assert_int_equal(m.run(inst, in, out), KC_OK);
   assert_int_equal(out[0].dims[0], 9);
+  assert_int_equal(out[1].dims[0], 2);
+  if (!check_header(e, g, "cat", in, out, msg, sizeof msg)) fail_msg("%s", msg);
   m.free(inst);
   model_close(&m);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
+/* Names that are not C identifiers: symbols get usable macro parameters (kc_symK where two
+ * would be the same, or a name is no identifier), tensors whose C names clash get no macros. */
+static void t_header_names(void **st) {
+  aot_env *e = *st;
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = kc_graph_new(ctx, "w");
+  kc_val xs[3] = {kc_input(g, "p", KC_F32, 1, (kc_dim[]){kc_sym(g, "a-b")}),
+                  kc_input(g, "q", KC_F32, 1, (kc_dim[]){kc_sym(g, "a_b")}),
+                  kc_input(g, "r", KC_F32, 1, (kc_dim[]){kc_sym(g, "2x")})};
+  kc_output(g, kc_concat(g, 3, xs, 0), "y");
+  kc_output(g, kc_relu(g, xs[0]), "in.put");
+  kc_output(g, kc_relu(g, xs[1]), "in-put");
+  char so[256], path[256];
+  snprintf(so, sizeof so, "%s/libw.so", e->dir);
+  kc_status s = kc_export(ctx, g, NULL, so, NULL);
+  if (s != KC_OK) print_error("%s\n", kc_last_error(ctx));
+  assert_int_equal(s, KC_OK);
+  snprintf(path, sizeof path, "%s/w.c", e->dir);
+  FILE *f = fopen(path, "w");
+  fprintf(f,
+          "#include \"w.h\"\n"
+          "_Static_assert(w_NUM_SYMS == 3 && w_SYM_a_b == 0 && w_SYM_kc_sym1 == 1, \"a_b\");\n"
+          "_Static_assert(w_SYM_kc_sym2 == 2 && w_OUTPUT_y == 0, \"2x\");\n"
+          "#if defined(w_OUTPUT_in_put) || defined(w_OUTPUT_in_put_RANK)\n#error clash\n#endif\n"
+          "int main(void) {\n"
+          "  int64_t d[] = w_OUTPUT_y_DIMS(1, 2, 3);\n"
+          "  return w_OUTPUT_y_DIM_0(1, 2, 3) == 6 && d[0] == 6 && w_INPUT_r_DIM_0(1, 2, 3) == 3 "
+          "&& w_OUTPUT_y_BYTES(1, 2, 3) == 24 ? 0 : 1;\n}\n");
+  fclose(f);
+  assert_int_equal(sh("%s -std=c11 -Wall -Wextra -Werror -I'%s' -o '%s/w' '%s/w.c' && '%s/w'", cc(),
+                      e->dir, e->dir, e->dir, e->dir),
+                   0);
   kc_graph_free(g);
   kc_context_free(ctx);
 }
@@ -424,6 +522,166 @@ static void t_cli(void **st) {
   char *err = slurp(path);
   assert_non_null(strstr(err, "does not exist"));
   free(err);
+}
+
+/* ---- the CPU check ------------------------------------------------------------------------ */
+
+/* The entries of LLVM's feature list for this machine starting with sign ('+' or '-'), names
+ * only, comma-separated. */
+static char *host_features(char sign) {
+  char *all = LLVMGetHostCPUFeatures();
+  char *out = calloc(strlen(all) + 2, 1);
+  for (const char *p = all; *p;) {
+    size_t len = strcspn(p, ",");
+    if (len > 1 && p[0] == sign) {
+      if (*out) strcat(out, ",");
+      strncat(out, p + 1, len - 1);
+    }
+    p += len + (p[len] == ',');
+  }
+  LLVMDisposeMessage(all);
+  return out;
+}
+
+/* The name list as a sorted "+a,+b" list, as the object records it. */
+static char *plus_sorted(const char *names) {
+  char *copy = strdup(names), *words[512];
+  size_t n = 0;
+  for (char *w = strtok(copy, ","); w && n < 512; w = strtok(NULL, ","))
+    words[n++] = w;
+  qsort(words, n, sizeof *words, cmp_str);
+  char *out = calloc(strlen(names) + n + 2, 1);
+  for (size_t i = 0; i < n; i++) {
+    if (i) strcat(out, ",");
+    strcat(out, "+");
+    strcat(out, words[i]);
+  }
+  free(copy);
+  return out;
+}
+
+typedef struct thread_arg {
+  model *m;
+  const char **out;
+} thread_arg;
+
+static void *error_of_null(void *arg) {
+  thread_arg *a = arg;
+  *a->out = a->m->error(NULL);
+  return NULL;
+}
+
+static void t_cpu_check(void **st) {
+  aot_env *e = *st;
+#if !defined(__x86_64__)
+  skip(); /* the runtime checks x86-64 features only */
+#else
+  /* the runtime decides every feature LLVM detects on this machine as LLVM does */
+  char *have = host_features('+'), *lack = host_features('-'), *plus = plus_sorted(have);
+  char lacks[4096], unknown[4096];
+  assert_int_equal(kc_aot_cpu_lacks(plus, lacks, sizeof lacks, unknown, sizeof unknown), 0);
+  assert_string_equal(lacks, "");
+  assert_string_equal(unknown, "");
+  char *copy = strdup(lack), *missing = NULL;
+  int nlack = 0;
+  for (char *w = strtok(copy, ","); w; w = strtok(NULL, ",")) {
+    char one[128];
+    snprintf(one, sizeof one, "+%s", w);
+    int got = kc_aot_cpu_lacks(one, lacks, sizeof lacks, unknown, sizeof unknown);
+    /* LLVM 19 reads cpuid leaf 0x24 without setting the subleaf (ECX), so it can miss
+     * avx10.1-512 that subleaf 0 reports; the runtime reads subleaf 0, as Intel specifies */
+    if (got == 0 && !*unknown && strcmp(w, "avx10.1-512") == 0) {
+      unsigned a, b, c, d;
+      __cpuid_count(0x24, 0, a, b, c, d);
+      assert_true((b >> 18) & 1);
+      continue;
+    }
+    if (got != 1 || strcmp(lacks, w) != 0)
+      fail_msg("LLVM says this CPU lacks %s; the runtime says lacking '%s', unknown '%s'", w, lacks,
+               unknown);
+    if (!missing) missing = strdup(w);
+    nlack++;
+  }
+  print_message("CPU check: the runtime agrees with LLVM's detection; LLVM says this CPU lacks "
+                "%d features (%s)\n",
+                nlack, lack);
+  assert_non_null(missing); /* every x86 CPU lacks some feature LLVM knows */
+  assert_int_equal(
+      kc_aot_cpu_lacks("+sse2,-sse2,+no-such,,+", lacks, sizeof lacks, unknown, sizeof unknown), 0);
+  assert_string_equal(unknown, "no-such");
+
+  /* the library records exactly the features LLVM compiled it for */
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = kc_graph_new(ctx, "cpu");
+  kc_output(g, kc_relu(g, kc_input(g, "x", KC_F32, 1, (kc_dim[]){4})), "y");
+  char so[256], lacking_so[256];
+  snprintf(so, sizeof so, "%s/libcpu.so", e->dir);
+  snprintf(lacking_so, sizeof lacking_so, "%s/libcpu_lacking.so", e->dir);
+  assert_int_equal(kc_export(ctx, g, NULL, so, NULL), KC_OK);
+  FILE *f = fopen(so, "rb");
+  assert_non_null(f);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *bytes = malloc((size_t)n + 1);
+  assert_int_equal(fread(bytes, 1, (size_t)n, f), (size_t)n);
+  bytes[n] = 0;
+  fclose(f);
+  char *rec = NULL;
+  for (long i = 0; i + 20 <= n && !rec; i++)
+    if (memcmp(bytes + i, "kernc-target triple=", 20) == 0) rec = bytes + i;
+  assert_non_null(rec);
+  print_message("recorded: %.200s...\n", rec ? rec : "");
+  char *list = strstr(rec, " features=");
+  assert_non_null(list);
+  list += 10;
+  assert_string_equal(list, plus);
+
+  /* a copy whose record names a feature this CPU lacks: create refuses and says why. The first
+   * entries are overwritten with "+missing" and commas (empty entries are skipped). */
+  size_t want = strlen(missing) + 1, at = 0;
+  while (list[at] && (at < want || list[at] != ','))
+    at++;
+  assert_true(at >= want);
+  memset(list, ',', at);
+  list[0] = '+';
+  memcpy(list + 1, missing, strlen(missing));
+  f = fopen(lacking_so, "wb");
+  assert_int_equal(fwrite(bytes, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  free(bytes);
+
+  model m;
+  assert_true(model_open(&m, so, "cpu"));
+  void *inst = m.create(1);
+  assert_non_null(inst);
+  m.free(inst);
+  assert_string_equal(m.error(NULL), "no model");
+  model_close(&m);
+  assert_true(model_open(&m, lacking_so, "cpu"));
+  assert_null(m.create(1));
+  const char *err = m.error(NULL);
+  print_message("create refused: %s\n", err);
+  char expect[256];
+  snprintf(expect, sizeof expect, "this CPU lacks %s ", missing);
+  assert_non_null(strstr(err, "libcpu_lacking.so was compiled for x86_64 CPU '"));
+  assert_non_null(strstr(err, expect));
+  /* the message is this thread's: another thread has not failed */
+  pthread_t th;
+  const char *other = NULL;
+  assert_int_equal(pthread_create(&th, NULL, error_of_null, &(thread_arg){&m, &other}), 0);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_string_equal(other, "no model");
+  model_close(&m);
+
+  free(have);
+  free(lack);
+  free(plus);
+  free(copy);
+  free(missing);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+#endif
 }
 
 /* ---- ONNX backend node tests through the AOT path --------------------------------------------
@@ -547,9 +805,169 @@ static bool read_set(kc_context *ctx, const kc_graph *g, const char *set, const 
   return true;
 }
 
+/* ---- the header's size macros against a run ---------------------------------------------- */
+
+/* One tensor of a header: the prefix of its macros, input or output, and its index. */
+typedef struct hdr_tensor {
+  char prefix[300];
+  bool input, fn; /* fn: its size macros take the symbols */
+  long index;
+} hdr_tensor;
+
+/* The value of `#define name VALUE` in header h, as a long; false when there is no such line. */
+static bool hdr_value(const char *h, const char *name, long *v) {
+  char key[400];
+  snprintf(key, sizeof key, "\n#define %s ", name);
+  const char *p = strstr(h, key);
+  if (!p) return false;
+  *v = strtol(p + strlen(key), NULL, 10);
+  return true;
+}
+
+/*
+ * The size macros of header `sym`.h in e->dir against the tensors of a run: a program built
+ * against the header prints every macro of every tensor, called with the symbol values that
+ * in's dims bind (by the names g's inputs give them), and each must match in/out.
+ */
+static bool check_header(const aot_env *e, const kc_graph *g, const char *sym,
+                         const kc_tensor_desc *in, const kc_tensor_desc *out, char *msg,
+                         size_t size) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/%s.h", e->dir, sym);
+  char *h = slurp(path);
+  if (!h) {
+    snprintf(msg, size, "no header %s", path);
+    return false;
+  }
+  /* the symbol values: lone-symbol dims of the inputs; arguments in the header's SYM order */
+  long nsyms = 0;
+  snprintf(path, sizeof path, "%s_NUM_SYMS", sym);
+  hdr_value(h, path, &nsyms);
+  char args[1024] = "";
+  bool ok = true;
+  for (long k = 0; k < nsyms && ok; k++) {
+    bool found = false;
+    for (uint32_t i = 0; i < kc_graph_num_inputs(g) && !found; i++) {
+      const kc_value *v = kc_value_of(g, kc_graph_input(g, i));
+      for (int d = 0; d < v->rank && !found; d++) {
+        if (!KC_DIM_IS_SYM(v->dims[d])) continue;
+        const kc_dexpr *x = &g->dexprs[KC_DIM_EXPR(v->dims[d])];
+        if (x->kind != KC_DX_SYM) continue;
+        char name[300], id[200];
+        size_t j = 0;
+        for (const char *c = x->name; *c && j + 1 < sizeof id; c++)
+          id[j++] = isalnum((unsigned char)*c) || *c == '_' ? *c : '_';
+        id[j] = 0;
+        snprintf(name, sizeof name, "%s_SYM_%s", sym, id);
+        long idx;
+        if (hdr_value(h, name, &idx) && idx == k) {
+          size_t l = strlen(args);
+          snprintf(args + l, sizeof args - l, "%s(int64_t)%lld", k ? ", " : "",
+                   (long long)in[i].dims[d]);
+          found = true;
+        }
+      }
+    }
+    if (!found) {
+      snprintf(msg, size, "header: symbol %ld is bound by no input dim", k);
+      ok = false;
+    }
+  }
+  /* the tensors: every NAME_{INPUT,OUTPUT}_x with an x_RANK */
+  hdr_tensor *t = calloc(kc_graph_num_inputs(g) + kc_graph_num_outputs(g) + 1, sizeof *t);
+  size_t nt = 0;
+  for (const char *p = h; ok && (p = strstr(p, "\n#define ")); p++) {
+    const char *name = p + 9, *end = name + strcspn(name, " (\n");
+    size_t len = (size_t)(end - name);
+    if (len < 6 || strncmp(end - 5, "_RANK", 5) != 0 || *end != ' ') continue;
+    hdr_tensor *x = &t[nt];
+    snprintf(x->prefix, sizeof x->prefix, "%.*s", (int)(len - 5), name);
+    char in_pre[64], out_pre[64], key[400];
+    snprintf(in_pre, sizeof in_pre, "%s_INPUT_", sym);
+    snprintf(out_pre, sizeof out_pre, "%s_OUTPUT_", sym);
+    x->input = strncmp(x->prefix, in_pre, strlen(in_pre)) == 0;
+    if (!x->input && strncmp(x->prefix, out_pre, strlen(out_pre)) != 0) continue;
+    snprintf(key, sizeof key, "\n#define %s_NUMEL(", x->prefix);
+    x->fn = strstr(h, key) != NULL;
+    ok =
+        hdr_value(h, x->prefix, &x->index) && nt < kc_graph_num_inputs(g) + kc_graph_num_outputs(g);
+    if (!ok) snprintf(msg, size, "header: no index macro %s", x->prefix);
+    nt++;
+  }
+  if (ok && nt != kc_graph_num_inputs(g) + kc_graph_num_outputs(g)) {
+    snprintf(msg, size, "header: size macros for %zu tensors, the model has %u", nt,
+             kc_graph_num_inputs(g) + kc_graph_num_outputs(g));
+    ok = false;
+  }
+  /* a program printing them all */
+  FILE *f = NULL;
+  if (ok) {
+    snprintf(path, sizeof path, "%s/%s_sizes.c", e->dir, sym);
+    f = fopen(path, "w");
+    ok = f != NULL;
+  }
+  if (ok) {
+    fprintf(f, "#include \"%s.h\"\n#include <stdio.h>\nint main(void) {\n", sym);
+    for (size_t i = 0; i < nt; i++) {
+      const hdr_tensor *x = &t[i];
+      const kc_tensor_desc *d = x->input ? &in[x->index] : &out[x->index];
+      char a[1100];
+      snprintf(a, sizeof a, "(%s)", args);
+      const char *A = x->fn ? a : "";
+      fprintf(f, "  { int64_t dims[] = %s_DIMS%s;\n", x->prefix, A);
+      fprintf(f,
+              "    printf(\"%%d %%d %%d %%lld %%lld\", (int)%s_DTYPE, %s_ELEM_SIZE, %s_RANK, "
+              "(long long)%s_NUMEL%s, (long long)%s_BYTES%s);\n",
+              x->prefix, x->prefix, x->prefix, x->prefix, A, x->prefix, A);
+      for (int k = 0; k < d->rank; k++) {
+        char key[400];
+        snprintf(key, sizeof key, "\n#define %s_DIM_%d(", x->prefix, k);
+        fprintf(f, "    printf(\" %%lld %%lld\", (long long)%s_DIM_%d%s, (long long)dims[%d]);\n",
+                x->prefix, k, strstr(h, key) ? a : "", k);
+      }
+      fprintf(f, "    (void)dims; printf(\"\\n\"); }\n");
+    }
+    fprintf(f, "  return 0;\n}\n");
+    fclose(f);
+    ok = sh("%s -std=c11 -Wall -Wextra -Werror -I'%s' -o '%s/%s_sizes' '%s/%s_sizes.c' "
+            "> '%s/%s_sizes.txt' 2>&1 && '%s/%s_sizes' > '%s/%s_sizes.txt'",
+            cc(), e->dir, e->dir, sym, e->dir, sym, e->dir, sym, e->dir, sym, e->dir, sym) == 0;
+    snprintf(path, sizeof path, "%s/%s_sizes.txt", e->dir, sym);
+    char *got = slurp(path);
+    if (!ok) snprintf(msg, size, "header macros do not build: %.1500s", got ? got : "");
+    /* each line against its tensor */
+    const char *line = got;
+    for (size_t i = 0; ok && i < nt && line && *line; i++) {
+      const hdr_tensor *x = &t[i];
+      const kc_tensor_desc *d = x->input ? &in[x->index] : &out[x->index];
+      char *p;
+      long dtype = strtol(line, &p, 10), esize = strtol(p, &p, 10), rank = strtol(p, &p, 10);
+      long long numel = strtoll(p, &p, 10), bytes = strtoll(p, &p, 10), want = 1;
+      ok = dtype == (long)d->dtype && esize == (long)kc_dtype_size(d->dtype) && rank == d->rank;
+      for (int k = 0; k < d->rank && ok; k++) {
+        long long dim = strtoll(p, &p, 10), init = strtoll(p, &p, 10);
+        ok = dim == d->dims[k] && init == d->dims[k];
+        want *= d->dims[k];
+      }
+      ok = ok && numel == want && bytes == want * (long long)esize;
+      if (!ok)
+        snprintf(msg, size, "header macros of %s: '%.*s', the run has %s rank %d", x->prefix,
+                 (int)strcspn(line, "\n"), line, kc_dtype_name(d->dtype), d->rank);
+      line = strchr(line, '\n');
+      line = line ? line + 1 : NULL;
+    }
+    free(got);
+    sh("rm -f '%s/%s_sizes' '%s/%s_sizes.c' '%s/%s_sizes.txt'", e->dir, sym, e->dir, sym, e->dir,
+       sym);
+  }
+  free(t);
+  free(h);
+  return ok;
+}
+
 /* Every data set of an open model; false with msg at the first mismatch. */
-static bool run_sets(kc_context *ctx, const kc_graph *g, model *m, const char *dir, bool *broken,
-                     char *msg, size_t size) {
+static bool run_sets(const aot_env *e, kc_context *ctx, const kc_graph *g, model *m,
+                     const char *sym, const char *dir, bool *broken, char *msg, size_t size) {
   uint32_t nin = kc_graph_num_inputs(g), nout = kc_graph_num_outputs(g);
   void *inst = m->create(1);
   bool ok = inst != NULL;
@@ -570,6 +988,7 @@ static bool run_sets(kc_context *ctx, const kc_graph *g, model *m, const char *d
     for (uint32_t k = 0; ok && k < nout; k++)
       ok =
           kc_check_compare(out[k].name, &out[k], &ot[k].t, KC_CHECK_RTOL, KC_CHECK_ATOL, msg, size);
+    if (ok && set == 0) ok = check_header(e, g, sym, in, out, msg, size);
     for (uint32_t i = 0; i < nin; i++)
       kc_pb_tensor_free(&it[i]);
     for (uint32_t i = 0; i < nout; i++)
@@ -609,7 +1028,7 @@ static nt_result node_test(const aot_env *e, const char *suite, const char *name
     bool broken = false;
     if (!model_open(&m, so, sym))
       snprintf(msg, size, "cannot load %s", so);
-    else if (run_sets(ctx, g, &m, dir, &broken, msg, size))
+    else if (run_sets(e, ctx, g, &m, sym, dir, &broken, msg, size))
       r = NT_PASS;
     else if (random || broken)
       r = NT_REFUSED;
@@ -637,10 +1056,6 @@ static bool is_excluded(const char *list, const char *name) {
   for (const char *p = list; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
     if (strncmp(p, name, len) == 0 && (p[len] == ' ' || p[len] == '\n' || !p[len])) return true;
   return false;
-}
-
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static void t_onnx_nodes(void **st) {
@@ -724,21 +1139,256 @@ static void t_models(void **st) {
   assert_int_equal(fail, 0);
 }
 
+/* ---- --target=cuda ----------------------------------------------------------------------------
+ *
+ * The CUDA target's libraries (runtime/aot_cuda_rt.c). Where a CUDA driver opens (the host
+ * emulation of tests/cuda_emu, which the ctest test_aot_cuda_emulated runs this file under with
+ * --cuda-only and its environment, or a GPU), the test models (fused and unfused) and node tests
+ * of several op families run through the library against the reference outputs. Everywhere, a
+ * library built with --target=cuda links no libcuda or libnvrtc, and without a driver
+ * NAME_create fails with "CUDA target unavailable: ..." (in process and in a child program).
+ * Each test says which parts ran.
+ */
+
+/* A CUDA driver (real or the emulation on LD_LIBRARY_PATH) opens in this process. */
+static bool cuda_driver(void) {
+  void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (h) dlclose(h);
+  return h != NULL;
+}
+
+/*
+ * dir/model.onnx exported with --target=cuda (archs: kc_export_options.cuda_archs) as
+ * libcuda<index>.so (symbol cuda<index>), then: when runs, every data set of dir against its
+ * outputs; else NAME_create must fail saying the target is unavailable (no driver, or no image
+ * for the device). NT_REFUSED: kernc was built without the CUDA toolkit.
+ */
+static nt_result cuda_test(const aot_env *e, const char *dir, int index, const char *passes,
+                           const char *archs, bool runs, char *msg, size_t size) {
+  kc_context *ctx = kc_context_new();
+  char file[1500], so[256], sym[32], header[300];
+  snprintf(file, sizeof file, "%s/model.onnx", dir);
+  snprintf(so, sizeof so, "%s/libcuda%d.so", e->dir, index);
+  snprintf(sym, sizeof sym, "cuda%d", index);
+  kc_graph *g = NULL;
+  nt_result r = NT_FAIL;
+  kc_status s = kc_onnx_load(ctx, file, &g);
+  if (s == KC_OK)
+    s = kc_export(
+        ctx, g,
+        &(kc_export_options){.name = sym, .passes = passes, .target = "cuda", .cuda_archs = archs},
+        so, NULL);
+  model m = {0};
+  bool broken = false;
+  if (s != KC_OK) {
+    snprintf(msg, size, "%s", kc_last_error(ctx));
+    if (strstr(msg, "built without the CUDA toolkit")) r = NT_REFUSED;
+  } else if (!model_open(&m, so, sym)) {
+    snprintf(msg, size, "cannot load %s", so);
+  } else if (runs) {
+    if (run_sets(e, ctx, g, &m, sym, dir, &broken, msg, size)) r = NT_PASS;
+  } else {
+    void *inst = m.create(0);
+    const char *why = m.error(NULL);
+    if (!inst && strstr(why, "CUDA target unavailable: "))
+      r = NT_PASS;
+    else
+      snprintf(msg, size, "create should fail, yet gave %p, error '%s'", inst, why);
+    if (inst) m.free(inst);
+  }
+  model_close(&m);
+  snprintf(header, sizeof header, "%s/%s.h", e->dir, sym);
+  unlink(so);
+  unlink(header);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+  return r;
+}
+
+/* The test models through the CUDA library, fused and unfused (with a driver only). */
+static void t_cuda_models(void **st) {
+  aot_env *e = *st;
+  if (!cuda_driver()) {
+    print_message("CUDA models: not run (no CUDA driver; test_aot_cuda_emulated runs them)\n");
+    return;
+  }
+  static const char *const models[] = {"bert_tiny", "gpt2_tiny", "llama_tiny", "opset23_tiny"};
+  int fail = 0, pass = 0, index = 2000;
+  for (int p = 0; p < 2; p++)
+    for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
+      char dir[1200], msg[2048] = "";
+      snprintf(dir, sizeof dir, "%s/models/%s", e->tests, models[i]);
+      nt_result r = cuda_test(e, dir, index++, p ? "" : NULL, NULL, true, msg, sizeof msg);
+      if (r != NT_PASS)
+        print_error("FAIL %s (%s, cuda): %s\n", models[i], p ? "unfused" : "fused", msg);
+      fail += r != NT_PASS;
+      pass += r == NT_PASS;
+    }
+  print_message("CUDA models (emulated or GPU): %d passed, %d failed\n", pass, fail);
+  assert_int_equal(fail, 0);
+}
+
+/* Node tests of different op families through the CUDA library (with a driver only). */
+static void t_cuda_nodes(void **st) {
+  aot_env *e = *st;
+  static const char *const names[] = {
+      "test_add_bcast",
+      "test_relu",
+      "test_cast_FLOAT_to_FLOAT16",
+      "test_where_example",
+      "test_softmax_axis_1",
+      "test_reduce_mean_default_axes_keepdims_example",
+      "test_matmul_4d",
+      "test_gemm_all_attributes",
+      "test_layer_normalization_4d_axis1",
+      "test_attention_4d_gqa_causal",
+      "test_rotary_embedding",
+      "test_transpose_all_permutations_3",
+      "test_concat_3d_axis_1",
+      "test_gather_negative_indices",
+      "test_tril",
+  };
+  char suite[1024];
+  if (!cuda_driver()) {
+    print_message("CUDA node tests: not run (no CUDA driver)\n");
+    return;
+  }
+  if (!node_dir(suite, sizeof suite)) fail_msg("no ONNX node tests (scripts/setup.sh)");
+  int pass = 0, fail = 0, missing = 0;
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    char dir[1200], path[1300], msg[2048] = "";
+    struct stat sb;
+    snprintf(dir, sizeof dir, "%s/%s", suite, names[i]);
+    snprintf(path, sizeof path, "%s/model.onnx", dir);
+    if (stat(path, &sb) != 0) {
+      missing++;
+      continue;
+    }
+    nt_result r = cuda_test(e, dir, 3000 + (int)i, NULL, NULL, true, msg, sizeof msg);
+    if (r != NT_PASS) print_error("FAIL %s (cuda): %s\n", names[i], msg);
+    fail += r != NT_PASS;
+    pass += r == NT_PASS;
+  }
+  print_message("CUDA node tests: %d passed, %d failed, %d not in the suite\n", pass, fail,
+                missing);
+  assert_int_equal(fail, 0);
+  assert_true(pass >= 10);
+}
+
+/*
+ * Without a driver: bert_tiny's CUDA library links no CUDA library, its NAME_create fails in
+ * process (when this process has no driver) and in a child program built against its header
+ * that runs without LD_LIBRARY_PATH (unless the system itself has a libcuda.so.1).
+ */
+static void t_cuda_unavailable(void **st) {
+  aot_env *e = *st;
+  char dir[1200], msg[2048] = "";
+  snprintf(dir, sizeof dir, "%s/models/bert_tiny", e->tests);
+  bool driver = cuda_driver();
+  if (!driver) {
+    nt_result r = cuda_test(e, dir, 4000, NULL, "compute_80", false, msg, sizeof msg);
+    if (r == NT_REFUSED) { /* no toolkit: the export itself must say so */
+      print_message("CUDA: kernc has no CUDA toolkit; export refused: %s\n", msg);
+      return;
+    }
+    if (r != NT_PASS) fail_msg("in-process create without a driver: %s", msg);
+    print_message("CUDA unavailable (in process): ok\n");
+  }
+  /* the library and a program linked against it, from the CLI */
+  int rc = sh("'%s' compile --target=cuda '%s/model.onnx' -o '%s/libcbert.so' > '%s/c.txt' 2>&1",
+              e->kernc, dir, e->dir, e->dir);
+  if (rc != 0) {
+    char path[200];
+    snprintf(path, sizeof path, "%s/c.txt", e->dir);
+    char *out = slurp(path);
+    bool no_toolkit = out && strstr(out, "built without the CUDA toolkit");
+    if (!no_toolkit) fail_msg("kernc compile --target=cuda failed: %s", out ? out : "");
+    free(out);
+    return;
+  }
+  assert_int_equal(sh("ldd '%s/libcbert.so' > '%s/ldd.txt' 2>&1", e->dir, e->dir), 0);
+  assert_int_not_equal(sh("grep -Eq 'libcuda|libnvrtc|libkernc|libLLVM' '%s/ldd.txt'", e->dir), 0);
+  assert_int_equal(sh("grep -q 'libc.so' '%s/ldd.txt'", e->dir), 0);
+  print_message("CUDA library: ldd shows no libcuda, libnvrtc, libkernc or LLVM\n");
+  char src[300];
+  snprintf(src, sizeof src, "%s/cdrv.c", e->dir);
+  FILE *f = fopen(src, "w");
+  assert_non_null(f);
+  fprintf(f, "#include \"cbert.h\"\n#include <stdio.h>\n"
+             "int main(void) {\n  cbert_t *m = cbert_create(0);\n"
+             "  if (!m) { fprintf(stderr, \"%%s\\n\", cbert_error(NULL)); return 3; }\n"
+             "  cbert_free(m);\n  return 0;\n}\n");
+  fclose(f);
+  assert_int_equal(sh("%s -std=c11 -Wall -Werror -I'%s' -o '%s/cdrv' '%s' -L'%s' -lcbert "
+                      "-Wl,-rpath,'%s'",
+                      cc(), e->dir, e->dir, src, e->dir, e->dir),
+                   0);
+  if (sh("env -u LD_LIBRARY_PATH /sbin/ldconfig -p 2>/dev/null | grep -q 'libcuda.so.1 '") == 0) {
+    print_message("CUDA unavailable (child): not run, this system has a libcuda.so.1\n");
+  } else {
+    rc = sh("env -u LD_LIBRARY_PATH '%s/cdrv' 2> '%s/cdrv.txt'", e->dir, e->dir);
+    assert_int_equal(rc, 3);
+    assert_int_equal(sh("grep -q 'CUDA target unavailable: ' '%s/cdrv.txt'", e->dir), 0);
+    print_message("CUDA unavailable (child without LD_LIBRARY_PATH): ok\n");
+  }
+  if (driver) { /* the same program with the driver this process has */
+    assert_int_equal(sh("'%s/cdrv'", e->dir), 0);
+    print_message("CUDA library created by a C program with the driver: ok\n");
+  }
+}
+
+/* --cuda-arch and --target mistakes are refused before any work. */
+static void t_cuda_cli(void **st) {
+  aot_env *e = *st;
+  char model[1200];
+  snprintf(model, sizeof model, "%s/models/gpt2_tiny/model.onnx", e->tests);
+  const char *out = e->dir;
+  assert_int_not_equal(
+      sh("'%s' compile --cuda-arch=80 '%s' -o '%s/libx.so' 2>/dev/null", e->kernc, model, out), 0);
+  assert_int_not_equal(
+      sh("'%s' compile --target=tpu '%s' -o '%s/libx.so' 2>/dev/null", e->kernc, model, out), 0);
+  int rc = sh("'%s' compile --target=cuda --cuda-arch=8x '%s' -o '%s/libx.so' 2> '%s/e.txt'",
+              e->kernc, model, out, out);
+  assert_int_not_equal(rc, 0);
+  assert_int_equal(sh("grep -Eq 'cuda-arch|CUDA target unavailable' '%s/e.txt'", out), 0);
+  print_message("CUDA CLI: --target and --cuda-arch mistakes refused\n");
+  if (!cuda_driver()) return;
+  /* explicit archs and PTX, through the CLI, run by the library's consumer (run_sets) */
+  rc = sh("'%s' compile --target=cuda --cuda-arch=sm_80,compute_80 '%s' -o '%s/libx.so'", e->kernc,
+          model, out);
+  assert_int_equal(rc, 0);
+  print_message("CUDA CLI: --cuda-arch=sm_80,compute_80 compiles\n");
+  /* the image choice on the (emulated) sm_80: PTX only runs; no image for it is refused */
+  char dir[1200], msg[2048] = "";
+  snprintf(dir, sizeof dir, "%s/models/gpt2_tiny", e->tests);
+  nt_result r = cuda_test(e, dir, 5000, NULL, "compute_80", true, msg, sizeof msg);
+  if (r != NT_PASS) fail_msg("gpt2_tiny with PTX only: %s", msg);
+  r = cuda_test(e, dir, 5001, NULL, "90", false, msg, sizeof msg);
+  if (r != NT_PASS) fail_msg("gpt2_tiny without an image for the device: %s", msg);
+  print_message("CUDA image choice: PTX-only library runs, sm_90-only library refused\n");
+}
+
 int main(int argc, char **argv) {
   aot_env e = {.kernc = argc > 1 ? argv[1] : NULL, .tests = argc > 2 ? argv[2] : NULL};
   snprintf(e.dir, sizeof e.dir, "/tmp/kc_aot_XXXXXX");
   if (!mkdtemp(e.dir)) return 1;
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_prestate(t_mlp_driver, &e),
-      cmocka_unit_test_prestate(t_dim_exprs, &e),
-      cmocka_unit_test_prestate(t_errors, &e),
-      cmocka_unit_test_prestate(t_onnx_nodes, &e),
+      cmocka_unit_test_prestate(t_mlp_driver, &e),   cmocka_unit_test_prestate(t_dim_exprs, &e),
+      cmocka_unit_test_prestate(t_header_names, &e), cmocka_unit_test_prestate(t_errors, &e),
+      cmocka_unit_test_prestate(t_cpu_check, &e),    cmocka_unit_test_prestate(t_onnx_nodes, &e),
   };
   const struct CMUnitTest cli[] = {cmocka_unit_test_prestate(t_cli, &e),
                                    cmocka_unit_test_prestate(t_models, &e)};
-  int failed = cmocka_run_group_tests_name("aot", tests, NULL, NULL);
-  if (e.kernc && e.tests)
+  const struct CMUnitTest cuda[] = {
+      cmocka_unit_test_prestate(t_cuda_unavailable, &e), cmocka_unit_test_prestate(t_cuda_cli, &e),
+      cmocka_unit_test_prestate(t_cuda_models, &e), cmocka_unit_test_prestate(t_cuda_nodes, &e)};
+  /* --cuda-only: the CUDA group alone (test_aot_cuda_emulated, under the host emulation) */
+  bool cuda_only = argc > 3 && strcmp(argv[3], "--cuda-only") == 0;
+  int failed = cuda_only ? 0 : cmocka_run_group_tests_name("aot", tests, NULL, NULL);
+  if (e.kernc && e.tests && !cuda_only)
     failed += cmocka_run_group_tests_name("kernc compile, models", cli, NULL, NULL);
+  if (e.kernc && e.tests)
+    failed += cmocka_run_group_tests_name("kernc compile --target=cuda", cuda, NULL, NULL);
   sh("rm -rf '%s'", e.dir);
   return failed;
 }

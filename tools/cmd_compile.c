@@ -2,6 +2,8 @@
  * tools/cmd_compile.c - `kernc compile MODEL -o libNAME.so`: ahead-of-time compilation through
  * kc_export into a shared library that needs neither kernc nor LLVM, plus its C header (NAME.h
  * next to the library unless --header says where). Silent on success, like the C compilers.
+ * --target=cuda embeds kernels NVRTC compiles now (--cuda-arch) and the library then needs only
+ * the CUDA driver; the header and entry points are the CPU target's.
  */
 #include "tools/cli.h"
 #include "tools/commands.h"
@@ -11,6 +13,7 @@
 
 int cmd_compile(int argc, char **argv) {
   const char *out = NULL, *name = NULL, *header = NULL, *passes = NULL, *target = "cpu";
+  const char *archs = NULL;
   cli_cmd cmd = {
       .name = "kernc compile",
       .args = "MODEL",
@@ -18,7 +21,9 @@ int cmd_compile(int argc, char **argv) {
                "library that needs neither kernc nor LLVM (weights included), and write its C\n"
                "header: NAME_create, NAME_run, NAME_free, NAME_error and the inputs and outputs\n"
                "with dtypes and shapes. Every size must follow from the input shapes. The C\n"
-               "compiler that links the library is $CC, else cc.",
+               "compiler that links the library is $CC, else cc. With --target=cuda the kernels\n"
+               "are compiled by NVRTC for GPUs (--cuda-arch) and embedded: the library needs\n"
+               "only the CUDA driver at run time, and has the same header and entry points.",
       .min_pos = 1,
       .max_pos = 1,
   };
@@ -31,20 +36,19 @@ int cmd_compile(int argc, char **argv) {
                           NULL, &header});
   cli_add(&cmd,
           (cli_opt){"passes", 0, "LIST", "passes to run before code generation", NULL, &passes});
-  cli_add(&cmd, (cli_opt){"target", 0, "cpu",
-                          "the target (only cpu: CUDA kernels are compiled "
-                          "at run time, kernc run --target=cuda)",
-                          NULL, &target});
+  cli_add(&cmd, (cli_opt){"target", 0, "cpu|cuda", "the target (default cpu)", NULL, &target});
+  cli_add(&cmd, (cli_opt){"cuda-arch", 0, "LIST",
+                          "cuda: cubins for these archs, e.g. 80,86,90; compute_NN for PTX, else "
+                          "PTX for the lowest is added (default 80,90)",
+                          NULL, &archs});
   const char *pos[1];
   int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
   if (rc >= 0) return rc;
   if (!out) return cli_usage_error(&cmd, "missing -o libNAME.so");
-  if (strcmp(target, "cuda") == 0) {
-    fprintf(stderr, "kernc: compile: ahead-of-time export targets the CPU only; the CUDA target "
-                    "compiles its kernels at run time (kernc run --target=cuda)\n");
-    return 1;
-  }
-  if (strcmp(target, "cpu") != 0) return cli_usage_error(&cmd, "--target is cpu, got '%s'", target);
+  if (strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0)
+    return cli_usage_error(&cmd, "--target is cpu or cuda, got '%s'", target);
+  if (archs && strcmp(target, "cuda") != 0)
+    return cli_usage_error(&cmd, "--cuda-arch needs --target=cuda");
   kc_context *ctx = kc_context_new();
   if (!ctx) return (fprintf(stderr, "kernc: out of memory\n"), 1);
   kc_graph *g = NULL;
@@ -52,7 +56,8 @@ int cmd_compile(int argc, char **argv) {
   if (s != KC_OK) {
     rc = cli_fail(ctx, s, pos[0]);
   } else {
-    kc_export_options o = {.name = name, .passes = passes, .source = pos[0]};
+    kc_export_options o = {
+        .name = name, .passes = passes, .source = pos[0], .target = target, .cuda_archs = archs};
     s = kc_export(ctx, g, &o, out, header);
     rc = s != KC_OK ? cli_fail(ctx, s, pos[0]) : 0;
   }

@@ -9,10 +9,22 @@
  * not a giant constant through the optimizer. On x86-64 they go to .lrodata, which linkers place
  * after all other data, so RIP-relative references of the code stay short whatever their size.
  *
+ * The CPU the kernels need is recorded as a string (KC_AOT_TARGET_MARK, then triple, LLVM CPU
+ * name and every "+feature" of the very feature list the target machine gets), which NAME_create
+ * hands to the runtime: it checks the features with cpuid before anything of the model runs.
+ *
+ * The CUDA target (kc_cpu_obj_new + kc_cpu_obj_set_cuda) writes the same tables and entry points
+ * without CPU kernels: the steps' fn/units are NULL, the device blob of codegen/aot_cuda.h is
+ * pulled in like the weights, and NAME_create is kc_aot_cuda_create.
+ *
  * Invariants:
  *   - Only the four entry points are exported: every other definition is made internal (kernels,
  *     tables) or hidden (the weights, the runtime's functions), so two models link side by side.
  *   - The object is position independent (for -shared) and built for the host CPU, like the JIT.
+ *   - The entry points are built for the architecture's baseline CPU, not the host's: NAME_create
+ *     runs before the feature check, so it must not itself use an instruction a CPU may lack.
+ *   - The recorded features are the "+" entries of cpu->features, the string emit_object gives
+ *     LLVMCreateTargetMachine: one source for what the code uses and what is checked.
  *   - Table structs are written field by field as i64/ptr in codegen/aot.h's order; the static
  *     asserts below tie each writer to the struct's size.
  */
@@ -23,6 +35,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+
+/* Starts the recorded target string, so `strings libNAME.so | grep kernc-target` shows it. */
+#define KC_AOT_TARGET_MARK "kernc-target"
 
 _Static_assert(sizeof(kc_aot_value) == KC_AOT_VALUE_WORDS * 8, "kc_aot_value layout");
 _Static_assert(sizeof(kc_aot_step) == KC_AOT_STEP_WORDS * 8, "kc_aot_step layout");
@@ -36,7 +51,25 @@ struct kc_cpu_obj {
   kc_cpu *cpu;
   const kc_graph *g;
   LLVMModuleRef mod;
+  char *cuda; /* the CUDA target's device blob (codegen/aot_cuda.h); NULL: CPU kernels */
 };
+
+/* CUDA target: no CPU kernels, host code for the baseline CPU (the library must run on any host
+ * of the architecture: only the driver is required), NAME_create is kc_aot_cuda_create. */
+kc_status kc_cpu_obj_new(kc_cpu *cpu, const kc_graph *g, kc_cpu_obj **out) {
+  *out = calloc(1, sizeof **out);
+  if (!*out) return kc_errorf(cpu->ctx, KC_ERR_NOMEM, "out of memory lowering @%s", g->name);
+  (*out)->cpu = cpu;
+  (*out)->g = g;
+  (*out)->mod = kc_cpu_module_new(cpu, "graph_host");
+  return KC_OK;
+}
+
+kc_status kc_cpu_obj_set_cuda(kc_cpu_obj *o, const char *blob_path) {
+  free(o->cuda);
+  o->cuda = strdup(blob_path);
+  return o->cuda ? KC_OK : kc_errorf(o->cpu->ctx, KC_ERR_NOMEM, "out of memory");
+}
 
 kc_status kc_cpu_obj_lower(kc_cpu *cpu, const kc_graph *g, kc_cpu_kernel *kernels,
                            kc_cpu_obj **out) {
@@ -57,6 +90,7 @@ kc_status kc_cpu_obj_lower(kc_cpu *cpu, const kc_graph *g, kc_cpu_kernel *kernel
 void kc_cpu_obj_free(kc_cpu_obj *o) {
   if (!o) return;
   if (o->mod) LLVMDisposeModule(o->mod);
+  free(o->cuda);
   free(o);
 }
 
@@ -133,6 +167,7 @@ static kc_status steps_table(kc_cpu_obj *o, kc_ir *ir, const kc_aot_model *m, LL
     kc_cpu_kernel_name(name, sizeof name, (uint32_t)s->node, o->g->nodes[s->node].op);
     snprintf(units, sizeof units, "%s_units", name);
     LLVMValueRef fn = LLVMGetNamedFunction(o->mod, name), un = LLVMGetNamedFunction(o->mod, units);
+    if (o->cuda) fn = un = nullp(ir); /* the device blob launches it */
     if (!fn || !un) {
       free(e);
       return kc_node_errorf((kc_graph *)o->g, &o->g->nodes[s->node], KC_ERR_INTERNAL,
@@ -219,13 +254,13 @@ static bool asm_quote(const char *path, char *buf, size_t size) {
   return true;
 }
 
-/* The hidden symbol NAME_weights: the bytes of weights_path, 64-byte aligned, read-only. */
-static kc_status weights_symbol(kc_cpu_obj *o, kc_ir *ir, const char *prefix,
+/* The hidden symbol NAME_<what>: the bytes of weights_path, 64-byte aligned, read-only. */
+static kc_status weights_symbol(kc_cpu_obj *o, kc_ir *ir, const char *prefix, const char *what,
                                 const char *weights_path, LLVMValueRef *out) {
   *out = nullp(ir);
   if (!weights_path) return KC_OK;
   char sym[NAME_MAX_LEN], quoted[4096], text[sizeof quoted + 4 * NAME_MAX_LEN + 128];
-  snprintf(sym, sizeof sym, "%s_weights", prefix);
+  snprintf(sym, sizeof sym, "%s_%s", prefix, what);
   if (!asm_quote(weights_path, quoted, sizeof quoted))
     return kc_errorf(o->cpu->ctx, KC_ERR_INVALID_ARG, "weights path is too long: %s", weights_path);
   bool x86_64 = strncmp(o->cpu->triple, "x86_64", 6) == 0;
@@ -252,15 +287,26 @@ static LLVMValueRef runtime_fn(kc_ir *ir, const char *name, LLVMTypeRef ret, LLV
   return fn;
 }
 
-/* PREFIX_suffix(params...) { return rt(extra?, params...); } */
-static void entry(kc_ir *ir, const char *prefix, const char *suffix, LLVMValueRef rt,
-                  LLVMTypeRef ret, LLVMTypeRef *params, unsigned n, LLVMValueRef model) {
+/* The architecture's baseline CPU (LLVM's name), for code that runs before the feature check. */
+static const char *baseline_cpu(const char *triple) {
+  if (strncmp(triple, "x86_64", 6) == 0) return "x86-64";
+  return "generic";
+}
+
+/* PREFIX_suffix(params...) { return rt(model?, target?, params...); }, for the baseline CPU. */
+static void entry(kc_ir *ir, const char *triple, const char *prefix, const char *suffix,
+                  LLVMValueRef rt, LLVMTypeRef ret, LLVMTypeRef *params, unsigned n,
+                  LLVMValueRef model, LLVMValueRef target) {
   char name[NAME_MAX_LEN];
   snprintf(name, sizeof name, "%s_%s", prefix, suffix);
   LLVMValueRef fn = kc_ir_func(ir, name, ret, params, n, false);
+  /* attributes override the target machine's CPU and features for this function only */
+  kc_ir_fn_attr(ir, fn, "target-cpu", baseline_cpu(triple));
+  kc_ir_fn_attr(ir, fn, "target-features", "");
   LLVMValueRef args[4];
   unsigned na = 0;
   if (model) args[na++] = model;
+  if (target) args[na++] = target;
   for (unsigned i = 0; i < n; i++)
     args[na++] = LLVMGetParam(fn, i);
   LLVMTypeRef rtt = LLVMGlobalGetValueType(rt);
@@ -271,17 +317,59 @@ static void entry(kc_ir *ir, const char *prefix, const char *suffix, LLVMValueRe
     LLVMBuildRet(ir->b, r);
 }
 
-static void entry_points(kc_ir *ir, const char *prefix, LLVMValueRef model) {
+/* NAME_create checks the CPU against target (kc_aot_create_checked) before creating; for the
+ * CUDA target it is kc_aot_cuda_create(model, device blob, threads). */
+static void entry_points(kc_ir *ir, const char *triple, const char *prefix, LLVMValueRef model,
+                         LLVMValueRef target, bool cuda) {
   LLVMTypeRef p = ir->t_ptr, i32 = ir->t_i32;
-  LLVMTypeRef create_p[2] = {p, i32}, run_p[3] = {p, p, p};
-  LLVMValueRef create = runtime_fn(ir, "kc_aot_create", p, create_p, 2);
+  LLVMTypeRef create_p[3] = {p, p, i32}, run_p[3] = {p, p, p};
+  LLVMValueRef create =
+      runtime_fn(ir, cuda ? "kc_aot_cuda_create" : "kc_aot_create_checked", p, create_p, 3);
   LLVMValueRef run = runtime_fn(ir, "kc_aot_run", i32, run_p, 3);
   LLVMValueRef fr = runtime_fn(ir, "kc_aot_free", ir->t_void, &p, 1);
   LLVMValueRef err = runtime_fn(ir, "kc_aot_error", p, &p, 1);
-  entry(ir, prefix, "create", create, p, &i32, 1, model);
-  entry(ir, prefix, "run", run, i32, run_p, 3, NULL);
-  entry(ir, prefix, "free", fr, ir->t_void, &p, 1, NULL);
-  entry(ir, prefix, "error", err, p, &p, 1, NULL);
+  entry(ir, triple, prefix, "create", create, p, &i32, 1, model, target);
+  entry(ir, triple, prefix, "run", run, i32, run_p, 3, NULL, NULL);
+  entry(ir, triple, prefix, "free", fr, ir->t_void, &p, 1, NULL, NULL);
+  entry(ir, triple, prefix, "error", err, p, &p, 1, NULL, NULL);
+}
+
+static int cmp_cstr(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * "kernc-target triple=T cpu=C features=+a,+b,..." into a malloc'd string: the "+" entries of
+ * LLVM's feature list, sorted so the message a CPU mismatch gives reads well. NULL: no memory.
+ */
+static char *target_string(const kc_cpu *cpu) {
+  const char *fs = cpu->features ? cpu->features : "";
+  size_t n = 1, len = strlen(fs);
+  for (const char *c = fs; *c; c++)
+    n += *c == ',';
+  char *copy = malloc(len + 1), **feat = malloc(n * sizeof *feat);
+  char *out = malloc(len + strlen(cpu->triple) + strlen(cpu->info.name) + 64);
+  if (!copy || !feat || !out) {
+    free(copy);
+    free(feat);
+    free(out);
+    return NULL;
+  }
+  memcpy(copy, fs, len + 1);
+  size_t k = 0;
+  for (char *tok = copy, *next; tok; tok = next) {
+    next = strchr(tok, ',');
+    if (next) *next++ = 0;
+    if (tok[0] == '+' && tok[1]) feat[k++] = tok;
+  }
+  qsort(feat, k, sizeof *feat, cmp_cstr);
+  size_t l = (size_t)sprintf(out, KC_AOT_TARGET_MARK " triple=%s cpu=%s features=", cpu->triple,
+                             cpu->info.name);
+  for (size_t i = 0; i < k; i++)
+    l += (size_t)sprintf(out + l, "%s%s", i ? "," : "", feat[i]);
+  free(copy);
+  free(feat);
+  return out;
 }
 
 /* Everything defined here but the entry points becomes internal: kernels may share names with
@@ -316,9 +404,9 @@ static kc_status emit_object(kc_cpu_obj *o, const char *path) {
     return s;
   }
   /* the JIT's CPU and features, but position independent code for a shared library */
-  LLVMTargetMachineRef tm =
-      LLVMCreateTargetMachine(target, cpu->triple, cpu->info.name, cpu->features,
-                              LLVMCodeGenLevelAggressive, LLVMRelocPIC, LLVMCodeModelDefault);
+  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(
+      target, cpu->triple, o->cuda ? baseline_cpu(cpu->triple) : cpu->info.name,
+      o->cuda ? "" : cpu->features, LLVMCodeGenLevelAggressive, LLVMRelocPIC, LLVMCodeModelDefault);
   if (!tm) return kc_errorf(cpu->ctx, KC_ERR_INTERNAL, "LLVM: cannot create a PIC target machine");
   kc_status s = KC_OK;
   if (LLVMTargetMachineEmitToFile(tm, o->mod, path, LLVMObjectFile, &msg)) {
@@ -353,7 +441,9 @@ kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_aot_model *m, const kc_dim *s
   kc_status s =
       kc_aot_emit_dims(&ir, o->g, name, slot_dims, m->nslots, m->syms, m->nsyms, &dims_fn);
   if (s == KC_OK) s = steps_table(o, &ir, m, &steps);
-  if (s == KC_OK) s = weights_symbol(o, &ir, m->name, weights_path, &weights);
+  if (s == KC_OK) s = weights_symbol(o, &ir, m->name, "weights", weights_path, &weights);
+  LLVMValueRef blob = nullp(&ir);
+  if (s == KC_OK && o->cuda) s = weights_symbol(o, &ir, m->name, "cuda", o->cuda, &blob);
   if (s != KC_OK) {
     kc_ir_dispose(&ir);
     return s;
@@ -385,7 +475,12 @@ kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_aot_model *m, const kc_dim *s
   snprintf(name, sizeof name, "%s_model", m->name);
   LLVMValueRef model = private_const(&ir, name, cstruct(&ir, f, KC_AOT_MODEL_WORDS));
   LLVMSetLinkage(model, LLVMInternalLinkage);
-  entry_points(&ir, m->name, model);
+  char *target = target_string(o->cpu);
+  if (target)
+    entry_points(&ir, o->cpu->triple, m->name, model, o->cuda ? blob : cstr(&ir, target),
+                 o->cuda != NULL);
+  oom = oom || !target;
+  free(target);
   kc_ir_dispose(&ir);
   if (oom) return kc_errorf(o->cpu->ctx, KC_ERR_NOMEM, "out of memory writing the model tables");
   internalize(o->mod, m->name);

@@ -148,6 +148,10 @@ kc_status kc_cuda_mod_function(kc_cuda_mod *m, const char *name, void **fn);
 /* Launch fn on grid x block threads with the packed argument block (asynchronous). */
 kc_status kc_cuda_launch_kernel(kc_cuda_dev *d, void *fn, uint32_t grid, uint32_t block,
                                 const uint64_t *words);
+/* Launch node kernel fn described by k on bufs and dims (kc_cuda_units of them; none: nothing
+ * runs); words is scratch of kc_cuda_arg_words entries. Asynchronous, as kc_cuda_launch_kernel. */
+kc_status kc_cuda_run_kernel(kc_cuda_dev *d, void *fn, const kc_cuda_kernel_info *k,
+                             const uint64_t *bufs, const int64_t *dims, uint64_t *words);
 /* Wait for everything launched; reports a kernel's failure. */
 kc_status kc_cuda_sync(kc_cuda_dev *d);
 

@@ -1,6 +1,8 @@
 /*
  * codegen/cuda/launch.c - the host side of the kernel ABI (codegen/cuda/cuda.h): work units
- * from a launch description and concrete dims, the grid, and the packed argument block.
+ * from a launch description and concrete dims, the grid, the packed argument block, and the one
+ * launch both CUDA runtimes use (the JIT's runtime/cuda_exec.c and the AOT runtime/aot_cuda_rt.c,
+ * which is why this file and driver.c must need neither NVRTC nor the graph).
  *
  * Invariants: the packed block has exactly the layout of kc_args<NB, ND> (NB pointers, ND
  * int64 dims, the int64 units, all 8 bytes), so the kernel reads it as its one parameter.
@@ -35,4 +37,13 @@ void kc_cuda_pack(const kc_cuda_kernel_info *k, const uint64_t *bufs, const int6
   memcpy(words, bufs, k->nbufs * sizeof *words);
   memcpy(words + k->nbufs, dims, k->ndims * sizeof *words);
   memcpy(words + k->nbufs + k->ndims, &units, sizeof units);
+}
+
+kc_status kc_cuda_run_kernel(kc_cuda_dev *d, void *fn, const kc_cuda_kernel_info *k,
+                             const uint64_t *bufs, const int64_t *dims, uint64_t *words) {
+  int64_t units = kc_cuda_units(&k->launch, dims);
+  if (units <= 0) return KC_OK; /* an empty result: nothing to launch */
+  kc_cuda_pack(k, bufs, dims, units, words);
+  return kc_cuda_launch_kernel(d, fn, kc_cuda_grid(&k->launch, units), (uint32_t)k->launch.block,
+                               words);
 }
