@@ -6,7 +6,7 @@
 #      is incremental: nothing is rebuilt when nothing changed;
 #   3. exports the models with random weights into bench/models/ (git-ignored) with Debian's
 #      Python + PyTorch (bench/export_models.py), again only when missing or when the export
-#      script changed;
+#      script or tests/models/hf_modules.py changed;
 #   4. runs bench/ort_bench.py: latency (median, alternating runs), ratio, peak RSS, compile time;
 #   5. runs matmul_bench (1 and 2 threads): kernc's matmul GFLOP/s and the ratio to OpenBLAS.
 # Environment: THREADS (default 2), KERNC_BUILD, PYTHON (default python3), TORCH_PYTHON (default
@@ -58,7 +58,7 @@ echo "built $BUILD/libkernc.so"
 
 phase "3/5 export models into $MODELS"
 mkdir -p "$MODELS"
-stamp=$(sha256sum "$ROOT/bench/export_models.py" | cut -c1-16)
+stamp=$(cat "$ROOT/bench/export_models.py" "$ROOT/tests/models/hf_modules.py" | sha256sum | cut -c1-16)
 if [ -f "$MODELS/minilm.onnx" ] && [ -f "$MODELS/gpt2.onnx" ] &&
    [ "$(cat "$MODELS/.stamp" 2>/dev/null)" = "$stamp" ]; then
   echo "models up to date (delete $MODELS to export again)"

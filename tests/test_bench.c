@@ -18,13 +18,12 @@
 
 #include "kernc.h"
 #include "runtime/runtime.h"
+#include "tests/harness.h"
 
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 /* ---- the profile API ------------------------------------------------------------------------ */
 
@@ -39,13 +38,8 @@ static const char *profile_kir = "graph @p(%1: f32[2,8] \"a\", %2: f32[8,4] \"b\
 
 /* Compile text with threads; any failure fails the test. */
 static kc_module *compile_text(kc_context *ctx, const char *text, int threads, kc_graph **g) {
-  assert_int_equal(kc_graph_parse(ctx, text, "profile.kir", g), KC_OK);
-  kc_compile_options o = {.target = "cpu", .passes = "", .threads = threads};
-  kc_module *m = NULL;
-  kc_status s = kc_compile(ctx, *g, &o, &m);
-  if (s != KC_OK) print_error("%s\n", kc_last_error(ctx));
-  assert_int_equal(s, KC_OK);
-  return m;
+  *g = th_parse(ctx, text);
+  return th_compile(ctx, *g, threads);
 }
 
 static void run_n(kc_module *m, int n) {
@@ -135,35 +129,15 @@ typedef struct cli_env {
   char dir[64];
 } cli_env;
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = malloc((size_t)size + 1);
-  size_t n = fread(buf, 1, (size_t)size, f);
-  buf[n] = 0;
-  fclose(f);
-  return buf;
-}
-
 /* Run `kernc bench ARGS` with stdout in *out and stderr in *err (malloc'd); exit code. */
 static int bench(const cli_env *c, char **out, char **err, const char *fmt, ...) {
-  char args[4096], cmd[8192], opath[128], epath[128];
+  char args[4096], cmd[8192];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(args, sizeof args, fmt, ap);
   va_end(ap);
-  snprintf(opath, sizeof opath, "%s/out.txt", c->dir);
-  snprintf(epath, sizeof epath, "%s/err.txt", c->dir);
-  snprintf(cmd, sizeof cmd, "'%s' bench %s >'%s' 2>'%s'", c->kernc, args, opath, epath);
-  int st = system(cmd);
-  *out = slurp(opath);
-  *err = slurp(epath);
-  assert_non_null(*out);
-  assert_non_null(*err);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+  snprintf(cmd, sizeof cmd, "'%s' bench %s", c->kernc, args);
+  return th_exec(cmd, out, err);
 }
 
 static void has(const char *text, const char *what) {
@@ -186,10 +160,7 @@ static void t_cli_bench(void **st) {
   const char *d = c->dir;
   char path[256], *out, *err;
   snprintf(path, sizeof path, "%s/chain.kir", d);
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fputs(chain_kir, f);
-  fclose(f);
+  th_write_file(path, chain_kir, strlen(chain_kir));
 
   /* --passes= keeps every kernel of chain.kir, whatever the default pipeline fuses */
   int rc = bench(c, &out, &err, "'%s/chain.kir' --iters 3 --warmup 1 --passes=", d);
@@ -282,17 +253,15 @@ static void t_cli_bench(void **st) {
   free(out);
   free(err);
 
-  snprintf(path, sizeof path, "rm -f '%s'/*.kir '%s'/*.npy '%s'/*.txt", d, d, d);
-  assert_int_equal(system(path), 0);
+  assert_int_equal(th_sh("rm -f '%s'/*.kir '%s'/*.npy '%s'/*.txt", d, d, d), 0);
 }
 
 int main(int argc, char **argv) {
   cli_env c = {.kernc = argc > 1 ? argv[1] : NULL};
-  snprintf(c.dir, sizeof c.dir, "/tmp/kc_bench_XXXXXX");
-  if (c.kernc && !mkdtemp(c.dir)) return 1;
+  if (c.kernc && !th_mkdtemp(c.dir, sizeof c.dir, "bench")) return 1;
   const struct CMUnitTest cli[] = {cmocka_unit_test_prestate(t_cli_bench, &c)};
   int failed = c.kernc ? cmocka_run_group_tests_name("kernc bench", cli, NULL, NULL) : 0;
-  if (c.kernc) rmdir(c.dir);
+  if (c.kernc) th_rmtree(c.dir);
   const struct CMUnitTest tests[] = {cmocka_unit_test(t_profile_api)};
   return failed + cmocka_run_group_tests_name("profile", tests, NULL, NULL);
 }

@@ -13,40 +13,12 @@
 #include <cmocka.h>
 
 #include "ir/internal.h"
+#include "tests/harness.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static kc_context *ctx;
-
-static int setup(void **st) {
-  (void)st;
-  ctx = kc_context_new();
-  return ctx ? 0 : -1;
-}
-
-static int teardown(void **st) {
-  (void)st;
-  kc_context_free(ctx);
-  return 0;
-}
-
-/* "f32[B,10]" for v. */
-static const char *type_str(kc_graph *g, kc_val v) {
-  static char buf[512];
-  char d[128];
-  kc_dim dims[KC_MAX_RANK];
-  int r = kc_val_rank(g, v);
-  if (r < 0) return "untyped";
-  kc_val_dims(g, v, dims);
-  snprintf(buf, sizeof buf, "%s[", kc_dtype_name(kc_val_dtype(g, v)));
-  for (int i = 0; i < r; i++) {
-    if (i) strcat(buf, ",");
-    strcat(buf, kc_dim_str(g, dims[i], d, sizeof d));
-  }
-  strcat(buf, "]");
-  return buf;
-}
+static kc_context *ctx; /* made in main, shared by every test */
 
 /* A weight of zeros. */
 static kc_val zeros(kc_graph *g, const char *name, int rank, const int64_t *dims) {
@@ -86,15 +58,15 @@ static void t_mlp(void **st) {
   kc_val b1 = zeros(g, "fc1.bias", 1, (int64_t[]){256});
   kc_val w2 = zeros(g, "fc2.weight", 2, (int64_t[]){256, 10});
   kc_val b2 = zeros(g, "fc2.bias", 1, (int64_t[]){10});
-  assert_string_equal(type_str(g, w1), "f32[784,256]");
+  assert_string_equal(th_type_str(g, w1), "f32[784,256]");
   kc_val h = kc_relu(g, kc_add(g, kc_matmul(g, x, w1), b1));
-  assert_string_equal(type_str(g, h), "f32[B,256]");
+  assert_string_equal(th_type_str(g, h), "f32[B,256]");
   kc_val logits = kc_add(g, kc_matmul(g, h, w2), b2);
   kc_val y = kc_softmax(g, logits, -1);
   kc_output(g, y, "probs");
   assert_int_equal(kc_graph_status(g), KC_OK);
-  assert_string_equal(type_str(g, logits), "f32[B,10]");
-  assert_string_equal(type_str(g, y), "f32[B,10]");
+  assert_string_equal(th_type_str(g, logits), "f32[B,10]");
+  assert_string_equal(th_type_str(g, y), "f32[B,10]");
   assert_int_equal(kc_graph_num_outputs(g), 1);
   assert_string_equal(kc_graph_output_name(g, 0), "probs");
   /* the weight's data was copied into the graph */
@@ -128,9 +100,9 @@ static void t_layer_norm(void **st) {
   kc_output(g, y2, "fused");
   kc_output(g, y3, "onnx");
   assert_int_equal(kc_graph_status(g), KC_OK);
-  assert_string_equal(type_str(g, y1), "f32[B,S,768]");
-  assert_string_equal(type_str(g, y2), "f32[B,S,768]");
-  assert_string_equal(type_str(g, y3), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, y1), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, y2), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, y3), "f32[B,S,768]");
   /* eps is stored as the double the float means, so it prints as 1e-05 */
   const kc_node *ln = &g->nodes[kc_value_of(g, y2)->def - 1];
   assert_int_equal(ln->op, KC_OP_LAYER_NORM);
@@ -173,15 +145,15 @@ static void t_attributes(void **st) {
   n = &g->nodes[kc_value_of(g, parts[0])->def - 1];
   assert_int_equal(kc_node_int(n, "num_outputs", 0), 2);
   assert_int_equal(n->nout, 2);
-  assert_string_equal(type_str(g, parts[1]), "f32[B,S,384]");
+  assert_string_equal(th_type_str(g, parts[1]), "f32[B,S,384]");
   kc_val c = kc_cast(g, x, KC_F16);
-  assert_string_equal(type_str(g, c), "f16[B,S,768]");
+  assert_string_equal(th_type_str(g, c), "f16[B,S,768]");
   kc_val t = kc_transpose(g, x, 3, (int64_t[]){1, 0, 2});
-  assert_string_equal(type_str(g, t), "f32[S,B,768]");
+  assert_string_equal(th_type_str(g, t), "f32[S,B,768]");
   kc_val fill = kc_constant_of_shape(g, kc_shape(g, x), kc_const_f32(g, 1.0f));
-  assert_string_equal(type_str(g, fill), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, fill), "f32[B,S,768]");
   kc_val lo = kc_const_f32(g, -1.0f);
-  assert_string_equal(type_str(g, kc_clip(g, x, lo, (kc_val){0})), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, kc_clip(g, x, lo, (kc_val){0})), "f32[B,S,768]");
   kc_output(g, a, NULL);
   kc_output(g, m, NULL);
   kc_output(g, t, NULL);
@@ -194,7 +166,7 @@ static void t_sources(void **st) {
   (void)st;
   kc_graph *g = kc_graph_new(ctx, "src");
   kc_val k = kc_const_i64s(g, 3, (int64_t[]){1, -1, 4});
-  assert_string_equal(type_str(g, k), "i64[3]");
+  assert_string_equal(th_type_str(g, k), "i64[3]");
   uint32_t n;
   const kc_dim *kn = kc_value_known(g, k, &n);
   assert_non_null(kn);
@@ -202,10 +174,11 @@ static void t_sources(void **st) {
   int64_t v;
   assert_true(kc_dim_const(g, kn[1], &v));
   assert_int_equal(v, -1);
-  assert_string_equal(type_str(g, kc_const_f32(g, 2.5f)), "f32[]");
-  assert_string_equal(type_str(g, kc_const_i64(g, 7)), "i64[]");
+  assert_string_equal(th_type_str(g, kc_const_f32(g, 2.5f)), "f32[]");
+  assert_string_equal(th_type_str(g, kc_const_i64(g, 7)), "i64[]");
   uint8_t bytes[6] = {0};
-  assert_string_equal(type_str(g, kc_constant(g, KC_U8, 2, (int64_t[]){2, 3}, bytes)), "u8[2,3]");
+  assert_string_equal(th_type_str(g, kc_constant(g, KC_U8, 2, (int64_t[]){2, 3}, bytes)),
+                      "u8[2,3]");
   assert_int_equal(kc_graph_status(g), KC_OK);
   /* a weight name used twice */
   assert_int_equal(zeros(g, "w", 1, (int64_t[]){4}).id != 0, 1);
@@ -260,5 +233,8 @@ int main(void) {
       cmocka_unit_test(t_mlp),     cmocka_unit_test(t_layer_norm), cmocka_unit_test(t_attributes),
       cmocka_unit_test(t_sources), cmocka_unit_test(t_sticky),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  ctx = kc_context_new();
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  kc_context_free(ctx);
+  return rc;
 }

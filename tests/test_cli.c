@@ -19,96 +19,16 @@
 
 #include "ir/internal.h"
 #include "passes/passes.h"
+#include "tests/harness.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 typedef struct env {
   const char *kernc, *tests;
   char tmp[64]; /* a scratch folder, removed at the end */
 } env;
-
-/* ---- helpers ------------------------------------------------------------------------------- */
-
-/* Run cmd through the shell; its stdout into *out (malloc'd), stderr into *err. Exit code. */
-static int run(const env *e, const char *cmd, char **out, char **err) {
-  char full[16384], errpath[128];
-  snprintf(errpath, sizeof errpath, "%s/stderr.txt", e->tmp);
-  snprintf(full, sizeof full, "%s 2>'%s'", cmd, errpath);
-  FILE *p = popen(full, "r");
-  if (!p) fail_msg("popen failed: %s", cmd);
-  size_t len = 0, cap = 4096;
-  char *buf = malloc(cap);
-  size_t n;
-  while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += n;
-    if (cap - len < 2) buf = realloc(buf, cap *= 2);
-  }
-  buf[len] = 0;
-  int st = pclose(p);
-  if (out)
-    *out = buf;
-  else
-    free(buf);
-  if (err) {
-    FILE *f = fopen(errpath, "r");
-    size_t elen = 0, ecap = 4096;
-    char *eb = malloc(ecap);
-    while (f && (n = fread(eb + elen, 1, ecap - elen - 1, f)) > 0) {
-      elen += n;
-      if (ecap - elen < 2) eb = realloc(eb, ecap *= 2);
-    }
-    eb[elen] = 0;
-    if (f) fclose(f);
-    *err = eb;
-  }
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = malloc((size_t)size + 1);
-  size_t n = fread(buf, 1, (size_t)size, f);
-  buf[n] = 0;
-  fclose(f);
-  return buf;
-}
-
-/* Paths of the .kir files in tests/kir/<sub> starting with prefix; count in *n. */
-static char **kir_files(const env *e, const char *sub, const char *prefix, int *n) {
-  char dir[4096];
-  snprintf(dir, sizeof dir, "%s/kir/%s", e->tests, sub);
-  char **list = NULL;
-  *n = 0;
-  DIR *d = opendir(dir);
-  if (!d) return NULL;
-  struct dirent *de;
-  while ((de = readdir(d))) {
-    size_t len = strlen(de->d_name);
-    if (len < 5 || strcmp(de->d_name + len - 4, ".kir") != 0) continue;
-    if (strncmp(de->d_name, prefix, strlen(prefix)) != 0) continue;
-    list = realloc(list, (size_t)(*n + 1) * sizeof *list);
-    list[*n] = malloc(strlen(dir) + len + 2);
-    sprintf(list[*n], "%s/%s", dir, de->d_name);
-    (*n)++;
-  }
-  closedir(d);
-  return list;
-}
-
-static void free_list(char **list, int n) {
-  for (int i = 0; i < n; i++)
-    free(list[i]);
-  free(list);
-}
 
 /* ---- usage conventions ---------------------------------------------------------------------- */
 
@@ -117,7 +37,7 @@ static void expect_run(const env *e, const char *args, int want_rc, const char *
   char cmd[16384];
   snprintf(cmd, sizeof cmd, "'%s' %s", e->kernc, args);
   char *out, *err;
-  int rc = run(e, cmd, &out, &err);
+  int rc = th_exec(cmd, &out, &err);
   if (rc != want_rc || (want_out && !strstr(out, want_out)) || (want_err && !strstr(err, want_err)))
     fail_msg("kernc %s: exit %d (want %d)\nstdout: %s\nstderr: %s\nwanted stdout \"%s\", "
              "stderr \"%s\"",
@@ -155,13 +75,13 @@ static void t_usage(void **state) {
 static void t_golden_roundtrip(void **state) {
   const env *e = *state;
   int n;
-  char **files = kir_files(e, "golden", "", &n);
+  char **files = th_kir_files(e->tests, "golden", "", &n);
   if (n == 0) fail_msg("no tests/kir/golden/*.kir files");
   for (int i = 0; i < n; i++) {
     char cmd[8192], *out, *err;
     snprintf(cmd, sizeof cmd, "'%s' opt '%s' --passes=", e->kernc, files[i]);
-    int rc = run(e, cmd, &out, &err);
-    char *want = slurp(files[i]);
+    int rc = th_exec(cmd, &out, &err);
+    char *want = th_read_file(files[i], NULL);
     if (rc != 0 || !want || strcmp(out, want) != 0)
       fail_msg("%s: kernc opt exit %d, output differs from the file\nstderr: %s\nstdout:\n%s",
                files[i], rc, err, out);
@@ -169,32 +89,20 @@ static void t_golden_roundtrip(void **state) {
     free(out);
     free(err);
   }
-  free_list(files, n);
-}
-
-static bool read_expect(const char *path, char *buf, size_t size) {
-  FILE *fp = fopen(path, "r");
-  if (!fp) return false;
-  char line[512] = "";
-  bool ok = fgets(line, sizeof line, fp) && strncmp(line, "# expect: ", 10) == 0;
-  fclose(fp);
-  if (!ok) return false;
-  line[strcspn(line, "\r\n")] = 0;
-  snprintf(buf, size, "%s", line + 10);
-  return true;
+  th_free_list(files, n);
 }
 
 static void t_invalid_files(void **state) {
   const env *e = *state;
   int n;
-  char **files = kir_files(e, "invalid", "", &n);
+  char **files = th_kir_files(e->tests, "invalid", "", &n);
   if (n == 0) fail_msg("no tests/kir/invalid/*.kir files");
   for (int i = 0; i < n; i++) {
     char cmd[8192], want[512], *err;
-    if (!read_expect(files[i], want, sizeof want))
+    if (!th_read_expect(files[i], want, sizeof want))
       fail_msg("%s: first line is not '# expect: ...'", files[i]);
     snprintf(cmd, sizeof cmd, "'%s' opt '%s'", e->kernc, files[i]);
-    int rc = run(e, cmd, NULL, &err);
+    int rc = th_exec(cmd, NULL, &err);
     /* a parse error shows file.kir:LINE:COL, a verifier error the node */
     bool named = strstr(err, ".kir:") || strstr(err, "node ");
     if (rc != 1 || !strstr(err, want) || !named || strncmp(err, "kernc: ", 7) != 0)
@@ -202,29 +110,29 @@ static void t_invalid_files(void **state) {
                files[i], rc, err, want);
     free(err);
   }
-  free_list(files, n);
+  th_free_list(files, n);
 }
 
 static void t_dot(void **state) {
   const env *e = *state;
   if (system("command -v dot >/dev/null 2>&1") != 0) skip();
   int n;
-  char **files = kir_files(e, "golden", "", &n);
+  char **files = th_kir_files(e->tests, "golden", "", &n);
   if (n == 0) fail_msg("no tests/kir/golden/*.kir files");
   for (int i = 0; i < n; i++) {
     char cmd[8192], *out, *err;
     snprintf(cmd, sizeof cmd, "'%s' dump --format=dot --passes= '%s' -o '%s/g.dot'", e->kernc,
              files[i], e->tmp);
-    int rc = run(e, cmd, NULL, &err);
+    int rc = th_exec(cmd, NULL, &err);
     if (rc != 0) fail_msg("%s: kernc dump --format=dot exit %d: %s", files[i], rc, err);
     free(err);
     snprintf(cmd, sizeof cmd, "dot -Tsvg '%s/g.dot'", e->tmp);
-    rc = run(e, cmd, &out, &err);
+    rc = th_exec(cmd, &out, &err);
     if (rc != 0 || !strstr(out, "<svg")) fail_msg("%s: dot -Tsvg exit %d: %s", files[i], rc, err);
     free(out);
     free(err);
   }
-  free_list(files, n);
+  th_free_list(files, n);
 }
 
 /* ---- instrumentation through the program ------------------------------------------------------
@@ -233,7 +141,7 @@ static void t_dot(void **state) {
 static void t_instrumentation_flags(void **state) {
   const env *e = *state;
   int n;
-  char **files = kir_files(e, "golden", "", &n);
+  char **files = th_kir_files(e->tests, "golden", "", &n);
   if (n == 0) fail_msg("no tests/kir/golden/*.kir files");
   const char *f = files[0];
   char args[8192];
@@ -249,8 +157,8 @@ static void t_instrumentation_flags(void **state) {
   char cmd[8192], *out, *err;
   char full[16384];
   snprintf(full, sizeof full, "'%s' %s", e->kernc, args);
-  int rc = run(e, full, &out, &err);
-  char *want = slurp(f);
+  int rc = th_exec(full, &out, &err);
+  char *want = th_read_file(f, NULL);
   if (rc != 0 || strcmp(out, want) != 0) fail_msg("dump-dir input: exit %d, %s", rc, err);
   free(want);
   free(out);
@@ -262,7 +170,7 @@ static void t_instrumentation_flags(void **state) {
   snprintf(args, sizeof args, "opt '%s' --passes= -o '%s/out.kir'", f, e->tmp);
   expect_run(e, args, 0, NULL, NULL);
   snprintf(cmd, sizeof cmd, "%s/out.kir", e->tmp);
-  char *got = slurp(cmd), *orig = slurp(f);
+  char *got = th_read_file(cmd, NULL), *orig = th_read_file(f, NULL);
   assert_non_null(got);
   assert_string_equal(got, orig);
   free(got);
@@ -271,7 +179,7 @@ static void t_instrumentation_flags(void **state) {
   expect_run(e, args, 0, "graph @", NULL);
   snprintf(args, sizeof args, "dump '%s' --print-after-all", f);
   expect_run(e, args, 0, "graph @", NULL);
-  free_list(files, n);
+  th_free_list(files, n);
 }
 
 /* ---- the pass manager API ------------------------------------------------------------------ */
@@ -407,7 +315,7 @@ static void t_pipeline_dump_dir(void **state) {
   const char *names[] = {"00_input.kir", "01_nothing.kir", "02_rename.kir"};
   for (int i = 0; i < 3; i++) {
     snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-    char *dumped = slurp(path);
+    char *dumped = th_read_file(path, NULL);
     if (!dumped) fail_msg("%s was not written", path);
     kc_graph *g = NULL;
     if (kc_graph_parse(ctx, dumped, path, &g) != KC_OK)
@@ -429,8 +337,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s KERNC_BINARY TESTS_DIR\n", argv[0]);
     return 2;
   }
-  env e = {argv[1], argv[2], "/tmp/kernc-cli-XXXXXX"};
-  if (!mkdtemp(e.tmp)) {
+  env e = {argv[1], argv[2], ""};
+  if (!th_mkdtemp(e.tmp, sizeof e.tmp, "cli")) {
     perror("mkdtemp");
     return 1;
   }
@@ -446,8 +354,6 @@ int main(int argc, char **argv) {
       cmocka_unit_test_prestate(t_pipeline_dump_dir, &e),
   };
   int rc = cmocka_run_group_tests(t, NULL, NULL);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", e.tmp);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", e.tmp);
+  if (!th_rmtree(e.tmp)) fprintf(stderr, "could not remove %s\n", e.tmp);
   return rc;
 }

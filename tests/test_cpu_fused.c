@@ -21,15 +21,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "codegen/cpu/emit.h"
 #include "runtime/runtime.h"
+#include "tests/harness.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #define MAX_OUT 8
 
@@ -58,36 +56,12 @@ static int teardown(void **st) {
   return 0;
 }
 
-static kc_graph *parse(kc_context *ctx, const char *text) {
-  kc_graph *g = NULL;
-  kc_status s = kc_graph_parse(ctx, text, "test.kir", &g);
-  if (s != KC_OK) print_error("%s\n", kc_last_error(ctx));
-  assert_int_equal(s, KC_OK);
-  return g;
-}
-
-static kc_module *compile(kc_context *ctx, const kc_graph *g, int threads) {
-  kc_compile_options o = {.target = "cpu", .passes = "", .threads = threads};
-  kc_module *m = NULL;
-  kc_status s = kc_compile(ctx, g, &o, &m);
-  if (s != KC_OK) print_error("%s\n", kc_last_error(ctx));
-  assert_int_equal(s, KC_OK);
-  return m;
-}
-
 static void pair_compile(pair *p, const char *fused, const char *unfused) {
-  p->gf = parse(p->ctx, fused);
-  p->gu = parse(p->ctx, unfused);
+  p->gf = th_parse(p->ctx, fused);
+  p->gu = th_parse(p->ctx, unfused);
   assert_true(strstr(fused, "fused(") != NULL && strstr(unfused, "fused(") == NULL);
-  p->mf = compile(p->ctx, p->gf, 2);
-  p->mu = compile(p->ctx, p->gu, 1);
-}
-
-static size_t nbytes(const kc_tensor_desc *d) {
-  size_t n = kc_dtype_size(d->dtype);
-  for (int i = 0; i < d->rank; i++)
-    n *= (size_t)d->dims[i];
-  return n;
+  p->mf = th_compile(p->ctx, p->gf, 2);
+  p->mu = th_compile(p->ctx, p->gu, 1);
 }
 
 /* Run both; their outputs must be the same bytes. out: the fused graph's (valid until the next
@@ -96,28 +70,16 @@ static void pair_run(pair *p, const kc_tensor_desc *in, uint32_t nin, kc_tensor_
                      uint32_t nout) {
   kc_tensor_desc uo[MAX_OUT];
   assert_true(nout <= MAX_OUT && nout == kc_graph_num_outputs(p->gf));
-  kc_status s = kc_run(p->mf, in, nin, out, nout);
-  if (s != KC_OK) print_error("%s\n", kc_last_error(p->ctx));
-  assert_int_equal(s, KC_OK);
-  s = kc_run(p->mu, in, nin, uo, nout);
-  if (s != KC_OK) print_error("%s\n", kc_last_error(p->ctx));
-  assert_int_equal(s, KC_OK);
+  th_run(p->ctx, p->mf, in, nin, out, nout);
+  th_run(p->ctx, p->mu, in, nin, uo, nout);
   for (uint32_t k = 0; k < nout; k++) {
     assert_string_equal(out[k].name, uo[k].name);
     assert_int_equal(out[k].dtype, uo[k].dtype);
     assert_int_equal(out[k].rank, uo[k].rank);
     for (int d = 0; d < out[k].rank; d++)
       assert_int_equal(out[k].dims[d], uo[k].dims[d]);
-    assert_memory_equal(out[k].data, uo[k].data, nbytes(&out[k]));
+    assert_memory_equal(out[k].data, uo[k].data, th_nbytes(&out[k]));
   }
-}
-
-static kc_tensor_desc desc(const char *name, kc_dtype t, int rank, const int64_t *dims,
-                           void *data) {
-  kc_tensor_desc d = {name, t, rank, {0}, data};
-  for (int i = 0; i < rank; i++)
-    d.dims[i] = dims[i];
-  return d;
 }
 
 /* Deterministic values in [lo, hi). */
@@ -177,9 +139,9 @@ static void t_bias_gelu_residual(void **st) {
   for (size_t c = 0; c < sizeof sizes / sizeof *sizes; c++) {
     int64_t B = sizes[c][0], S = sizes[c][1], n = B * S * 768;
     float *x = rnd((size_t)n, -4, 4, 1), *b = rnd(768, -1, 1, 2), *r = rnd((size_t)n, -2, 2, 3);
-    kc_tensor_desc in[3] = {desc("x", KC_F32, 3, (int64_t[]){B, S, 768}, x),
-                            desc("bias", KC_F32, 1, (int64_t[]){768}, b),
-                            desc("residual", KC_F32, 3, (int64_t[]){B, S, 768}, r)};
+    kc_tensor_desc in[3] = {th_desc("x", KC_F32, 3, (int64_t[]){B, S, 768}, x),
+                            th_desc("bias", KC_F32, 1, (int64_t[]){768}, b),
+                            th_desc("residual", KC_F32, 3, (int64_t[]){B, S, 768}, r)};
     kc_tensor_desc out[2];
     pair_run(p, in, 3, out, 2);
     assert_int_equal(out[0].dims[0], B);
@@ -238,8 +200,8 @@ static void swiglu(pair *p, kc_dtype t) {
     }
     bool half = t == KC_F16;
     int64_t dims[3] = {B, S, N};
-    kc_tensor_desc in[2] = {desc("a", t, 3, dims, half ? (void *)a16 : a),
-                            desc("b", t, 3, dims, half ? (void *)b16 : b)};
+    kc_tensor_desc in[2] = {th_desc("a", t, 3, dims, half ? (void *)a16 : a),
+                            th_desc("b", t, 3, dims, half ? (void *)b16 : b)};
     kc_tensor_desc out;
     pair_run(p, in, 2, &out, 1);
     for (int64_t i = 0; i < n; i++) {
@@ -289,10 +251,10 @@ static void t_broadcast_symbolic(void **st) {
     int64_t B = sizes[c][0], S = sizes[c][1], D = sizes[c][2];
     float *x = rnd((size_t)(B * S * D), -2, 2, 6), *col = rnd((size_t)S, -1, 1, 7);
     float *y = rnd((size_t)(B * D), -1, 1, 8), s = 1.5f;
-    kc_tensor_desc in[4] = {desc("x", KC_F32, 3, (int64_t[]){B, S, D}, x),
-                            desc("col", KC_F32, 2, (int64_t[]){S, 1}, col),
-                            desc("s", KC_F32, 0, NULL, &s),
-                            desc("y", KC_F32, 3, (int64_t[]){B, 1, D}, y)};
+    kc_tensor_desc in[4] = {th_desc("x", KC_F32, 3, (int64_t[]){B, S, D}, x),
+                            th_desc("col", KC_F32, 2, (int64_t[]){S, 1}, col),
+                            th_desc("s", KC_F32, 0, NULL, &s),
+                            th_desc("y", KC_F32, 3, (int64_t[]){B, 1, D}, y)};
     kc_tensor_desc out;
     pair_run(p, in, 4, &out, 1);
     const float *z = out.data;
@@ -352,7 +314,7 @@ static void t_mixed_outputs(void **st) {
     int64_t n = sizes[c];
     float *x = rnd((size_t)n, -3, 3, 9);
     x[0] = 0.0f;
-    kc_tensor_desc in = desc("x", KC_F32, 1, &n, x), out[5];
+    kc_tensor_desc in = th_desc("x", KC_F32, 1, &n, x), out[5];
     pair_run(p, &in, 1, out, 5);
     assert_int_equal(out[1].dtype, KC_BOOL);
     assert_int_equal(out[3].dtype, KC_I32);
@@ -405,8 +367,8 @@ static void t_mixed_precision(void **st) {
   uint16_t *x = malloc((size_t)n * 2);
   for (int64_t i = 0; i < n; i++)
     x[i] = kc_f32_to_f16(xf[i]);
-  kc_tensor_desc in[2] = {desc("x", KC_F16, 2, (int64_t[]){B, 64}, x),
-                          desc("y", KC_F32, 1, (int64_t[]){64}, y)},
+  kc_tensor_desc in[2] = {th_desc("x", KC_F16, 2, (int64_t[]){B, 64}, x),
+                          th_desc("y", KC_F32, 1, (int64_t[]){64}, y)},
                  out[2];
   pair_run(p, in, 2, out, 2);
   for (int64_t i = 0; i < n; i++) {
@@ -425,44 +387,23 @@ static void t_mixed_precision(void **st) {
 
 /* Text of the optimized LLVM IR of the fused node of bgr_fused (or f16 SwiGLU), lowered alone. */
 static char *lower_dump(pair *p, const char *text) {
-  kc_cpu *cpu;
-  assert_int_equal(kc_cpu_new(p->ctx, &cpu), KC_OK);
-  char dir[] = "/tmp/kc_fusedll_XXXXXX";
-  assert_non_null(mkdtemp(dir));
-  assert_int_equal(kc_cpu_set_dump_dir(cpu, dir), KC_OK);
-  p->gf = parse(p->ctx, text);
-  const kc_node *n = &p->gf->nodes[0];
-  assert_int_equal(n->op, KC_OP_FUSED);
-  uint32_t offs[16], off = 0;
-  for (uint32_t i = 0; i < n->nin + n->nout; i++) {
-    offs[i] = off;
-    off += (uint32_t)kc_value_of(p->gf, i < n->nin ? n->in[i] : n->out[i - n->nin])->rank;
-  }
-  LLVMModuleRef mod = kc_cpu_module_new(cpu, "fz");
-  kc_ir ir;
-  kc_ir_init(&ir, mod);
-  kc_cpu_emit e = {.cpu = cpu, .ir = &ir, .g = p->gf, .n = n, .name = "fz"};
-  e.in_dims = offs;
-  e.out_dims = offs + n->nin;
-  assert_int_equal(kc_cpu_ops[n->op].emit(&e), KC_OK);
-  kc_ir_dispose(&ir);
-  assert_int_equal(kc_cpu_module_add(cpu, mod, 0), KC_OK);
-  void *fn;
-  assert_int_equal(kc_cpu_lookup(cpu, "fz", &fn), KC_OK);
-  char path[128];
-  snprintf(path, sizeof path, "%s/fz.ll", dir);
-  FILE *f = fopen(path, "r");
-  assert_non_null(f);
-  char *buf = calloc(1, 1 << 22);
-  buf[fread(buf, 1, (1 << 22) - 1, f)] = 0;
-  fclose(f);
-  remove(path);
-  snprintf(path, sizeof path, "%s/fz.s", dir);
-  remove(path);
-  rmdir(dir);
+  th_cpu f = {.ctx = p->ctx};
+  assert_int_equal(kc_cpu_new(p->ctx, &f.cpu), KC_OK);
+  char dir[64], path[160];
+  assert_true(th_mkdtemp(dir, sizeof dir, "fusedll"));
+  assert_int_equal(kc_cpu_set_dump_dir(f.cpu, dir), KC_OK);
+  p->gf = th_parse(p->ctx, text);
+  assert_int_equal(p->gf->nodes[0].op, KC_OP_FUSED);
+  th_kernel k;
+  assert_int_equal(th_lower_node(&f, p->gf, 0, &k), KC_OK);
+  assert_false(k.no_kernel);
+  snprintf(path, sizeof path, "%s/%s.ll", dir, k.name);
+  char *buf = th_read_file(path, NULL);
+  assert_non_null(buf);
+  assert_true(th_rmtree(dir));
   kc_graph_free(p->gf);
   p->gf = NULL;
-  kc_cpu_free(cpu);
+  kc_cpu_free(f.cpu);
   return buf;
 }
 
@@ -495,7 +436,7 @@ static void t_vectorized(void **st) {
 
 /* Compiling text must fail with status s and a message holding word. */
 static void refused(pair *p, const char *text, kc_status s, const char *word) {
-  p->gf = parse(p->ctx, text);
+  p->gf = th_parse(p->ctx, text);
   kc_compile_options o = {.target = "cpu", .passes = ""};
   kc_status got = kc_compile(p->ctx, p->gf, &o, &p->mf);
   const char *msg = kc_last_error(p->ctx);
@@ -557,17 +498,6 @@ typedef struct cli {
   char dir[64];
 } cli;
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-  char cmd[4096];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  int rc = system(cmd);
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
 static void write_npy(kc_context *ctx, const char *dir, const char *name, kc_tensor_desc t) {
   char path[256];
   snprintf(path, sizeof path, "%s/%s.npy", dir, name);
@@ -582,13 +512,13 @@ static void t_cli_golden(void **st) {
   const char *d = c->dir;
   int64_t B = 2, S = 3, n = B * S * 768;
   float *x = rnd((size_t)n, -3, 3, 12), *b = rnd(768, -1, 1, 13), *r = rnd((size_t)n, -1, 1, 14);
-  write_npy(ctx, d, "x", desc(NULL, KC_F32, 3, (int64_t[]){B, S, 768}, x));
-  write_npy(ctx, d, "b", desc(NULL, KC_F32, 1, (int64_t[]){768}, b));
-  write_npy(ctx, d, "r", desc(NULL, KC_F32, 3, (int64_t[]){B, S, 768}, r));
+  write_npy(ctx, d, "x", th_desc(NULL, KC_F32, 3, (int64_t[]){B, S, 768}, x));
+  write_npy(ctx, d, "b", th_desc(NULL, KC_F32, 1, (int64_t[]){768}, b));
+  write_npy(ctx, d, "r", th_desc(NULL, KC_F32, 3, (int64_t[]){B, S, 768}, r));
   assert_int_equal(
-      sh("'%s' run '%s/kir/golden/fused_region.kir' -i x='%s/x.npy' -i bias='%s/b.npy' "
-         "-i residual='%s/r.npy' -o '%s/out' --threads 2 >/dev/null",
-         c->kernc, c->tests, d, d, d, d),
+      th_sh("'%s' run '%s/kir/golden/fused_region.kir' -i x='%s/x.npy' -i bias='%s/b.npy' "
+            "-i residual='%s/r.npy' -o '%s/out' --threads 2 >/dev/null",
+            c->kernc, c->tests, d, d, d, d),
       0);
   kc_tensor_desc half, e;
   char path[256];
@@ -606,11 +536,11 @@ static void t_cli_golden(void **st) {
   kc_npy_free(&half);
   kc_npy_free(&e);
   /* kernc opt with no passes prints the graph back unchanged */
-  assert_int_equal(sh("'%s' opt --passes= '%s/kir/golden/fused_region.kir' -o '%s/o.kir' && "
-                      "cmp -s '%s/kir/golden/fused_region.kir' '%s/o.kir'",
-                      c->kernc, c->tests, d, c->tests, d),
+  assert_int_equal(th_sh("'%s' opt --passes= '%s/kir/golden/fused_region.kir' -o '%s/o.kir' && "
+                         "cmp -s '%s/kir/golden/fused_region.kir' '%s/o.kir'",
+                         c->kernc, c->tests, d, c->tests, d),
                    0);
-  assert_int_equal(sh("rm -rf '%s/out' '%s'/*.npy '%s/o.kir'", d, d, d), 0);
+  assert_int_equal(th_sh("rm -rf '%s/out' '%s'/*.npy '%s/o.kir'", d, d, d), 0);
   free(x);
   free(b);
   free(r);
@@ -619,8 +549,7 @@ static void t_cli_golden(void **st) {
 
 int main(int argc, char **argv) {
   cli c = {.kernc = argc > 1 ? argv[1] : NULL, .tests = argc > 2 ? argv[2] : NULL};
-  snprintf(c.dir, sizeof c.dir, "/tmp/kc_fused_XXXXXX");
-  if (c.kernc && !mkdtemp(c.dir)) return 1;
+  if (c.kernc && !th_mkdtemp(c.dir, sizeof c.dir, "fused")) return 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_bias_gelu_residual, setup, teardown),
       cmocka_unit_test_setup_teardown(t_swiglu_f32, setup, teardown),
@@ -633,6 +562,6 @@ int main(int argc, char **argv) {
       cmocka_unit_test_prestate(t_cli_golden, &c),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
-  if (c.kernc) rmdir(c.dir);
+  if (c.kernc) th_rmtree(c.dir);
   return failed;
 }

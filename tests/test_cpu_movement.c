@@ -16,135 +16,20 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "codegen/cpu/emit.h"
+#include "tests/harness.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct fixture {
-  kc_context *ctx;
-  kc_cpu *cpu;
-  int next; /* kernel names are unique per kc_cpu */
-} fixture;
-
-static int setup(void **state) {
-  fixture *f = calloc(1, sizeof *f);
-  f->ctx = kc_context_new();
-  if (kc_cpu_new(f->ctx, &f->cpu) != KC_OK) return -1;
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  fixture *f = *state;
-  kc_cpu_free(f->cpu);
-  kc_context_free(f->ctx);
-  free(f);
-  return 0;
-}
-
-/* ---- driver --------------------------------------------------------------------------------- */
-
-typedef struct sym {
-  const char *name;
-  int64_t v;
-} sym;
-
-static bool lookup(void *user, const char *name, int64_t *v) {
-  for (const sym *s = user; s && s->name; s++)
-    if (strcmp(s->name, name) == 0) {
-      *v = s->v;
-      return true;
-    }
-  return false;
-}
-
-/* Element count of value v under the symbol bindings (or the explicit dims when given). */
-static int64_t numel_of(const int64_t *d, int rank) {
-  int64_t p = 1;
-  for (int i = 0; i < rank; i++)
-    p *= d[i];
-  return p;
-}
-
-/*
- * Lower the last node of g, run it over bufs (inputs then outputs), check that one call and
- * reversed ranges agree. out_dims (may be NULL) gives the outputs' dims back to back where
- * the graph's dims are not evaluable by syms.
- */
-static void run_last(fixture *f, kc_graph *g, const sym *syms, const int64_t *out_dims,
+/* Run the last node of g over bufs in ranges of 3 units (tests/harness.h); out_dims (may be
+ * NULL) gives the outputs' dims back to back where syms cannot evaluate them. */
+static void run_last(th_cpu *f, kc_graph *g, const th_sym *syms, const int64_t *out_dims,
                      void **bufs) {
-  if (kc_graph_status(g) != KC_OK) fprintf(stderr, "%s\n", kc_last_error(f->ctx));
-  assert_int_equal(kc_graph_status(g), KC_OK);
-  const kc_node *n = &g->nodes[g->nnodes - 1];
-  uint32_t offs[64], off = 0, oi = 0;
-  int64_t dims[256];
-  for (uint32_t i = 0; i < n->nin + n->nout; i++) {
-    bool out = i >= n->nin;
-    kc_val v = out ? n->out[i - n->nin] : n->in[i];
-    offs[i] = off;
-    if (!v.id) continue;
-    const kc_value *val = kc_value_of(g, v);
-    for (int k = 0; k < val->rank; k++, off++) {
-      if (out && out_dims)
-        dims[off] = out_dims[oi++];
-      else
-        assert_true(kc_dim_eval(g, val->dims[k], lookup, (void *)syms, &dims[off]));
-    }
-  }
-  char name[32];
-  snprintf(name, sizeof name, "mv%d", f->next++);
-  LLVMModuleRef mod = kc_cpu_module_new(f->cpu, name);
-  kc_ir ir;
-  kc_ir_init(&ir, mod);
-  kc_cpu_emit e = {.cpu = f->cpu, .ir = &ir, .g = g, .n = n, .name = name};
-  e.in_dims = offs;
-  e.out_dims = offs + n->nin;
-  kc_status s = kc_cpu_ops[n->op].emit(&e);
-  if (s != KC_OK) fprintf(stderr, "%s\n", kc_last_error(f->ctx));
-  assert_int_equal(s, KC_OK);
-  kc_ir_dispose(&ir);
-  s = kc_cpu_module_add(f->cpu, mod, 0);
-  if (s != KC_OK) fprintf(stderr, "%s\n", kc_last_error(f->ctx));
-  assert_int_equal(s, KC_OK);
-  char uname[48];
-  snprintf(uname, sizeof uname, "%s_units", name);
-  void *pf, *pu;
-  assert_int_equal(kc_cpu_lookup(f->cpu, name, &pf), KC_OK);
-  assert_int_equal(kc_cpu_lookup(f->cpu, uname, &pu), KC_OK);
-  kc_kernel_fn fn;
-  kc_units_fn units;
-  memcpy(&fn, &pf, sizeof fn);
-  memcpy(&units, &pu, sizeof units);
-
-  /* output sizes, for poisoning and comparing */
-  size_t bytes[16], total = 0;
-  for (uint32_t i = 0; i < n->nout; i++) {
-    const kc_value *val = kc_value_of(g, n->out[i]);
-    bytes[i] = (size_t)numel_of(dims + offs[n->nin + i], val->rank) * kc_dtype_size(val->dtype);
-    total += bytes[i];
-  }
-  unsigned char *first = malloc(total + 1);
-  int64_t nu = units(dims);
-  assert_true(nu >= 0);
-  for (uint32_t i = 0; i < n->nout; i++)
-    memset(bufs[n->nin + i], 0xAB, bytes[i]);
-  fn(bufs, dims, NULL, 0, nu);
-  size_t at = 0;
-  for (uint32_t i = 0; i < n->nout; i++, at += bytes[i - 1])
-    memcpy(first + at, bufs[n->nin + i], bytes[i]);
-  for (uint32_t i = 0; i < n->nout; i++)
-    memset(bufs[n->nin + i], 0xCD, bytes[i]);
-  for (int64_t hi = nu; hi > 0; hi -= 3)
-    fn(bufs, dims, NULL, hi - 3 > 0 ? hi - 3 : 0, hi);
-  at = 0;
-  for (uint32_t i = 0; i < n->nout; i++, at += bytes[i - 1])
-    assert_memory_equal(first + at, bufs[n->nin + i], bytes[i]);
-  free(first);
+  th_run_last(f, g, syms, out_dims, 3, bufs);
 }
 
-static kc_graph *new_graph(fixture *f) { return kc_graph_new(f->ctx, "t"); }
+static kc_graph *new_graph(th_cpu *f) { return kc_graph_new(f->ctx, "t"); }
 
 /* i64 / i32 scalars and vectors as constants, with their host data for the buffers */
 static kc_val ci64s(kc_graph *g, int n, const int64_t *v) { return kc_const_i64s(g, n, v); }
@@ -161,7 +46,7 @@ static void fill_seq(void *p, size_t esize, int64_t n) {
 /* Reference: out[o] = x[in offset of o's multi-index through perm], element by bytes. */
 static void ref_transpose(const unsigned char *x, unsigned char *out, size_t es, int r,
                           const int64_t *d, const int64_t *perm) {
-  int64_t str[KC_MAX_RANK], od[KC_MAX_RANK], n = numel_of(d, r);
+  int64_t str[KC_MAX_RANK], od[KC_MAX_RANK], n = th_numel(r, d);
   for (int k = r - 1, s = 1; k >= 0; k--) {
     str[k] = s;
     s *= (int)d[k];
@@ -178,7 +63,7 @@ static void ref_transpose(const unsigned char *x, unsigned char *out, size_t es,
   }
 }
 
-static void check_transpose(fixture *f, kc_dtype t, int r, const kc_dim *dims, const sym *syms,
+static void check_transpose(th_cpu *f, kc_dtype t, int r, const kc_dim *dims, const th_sym *syms,
                             const int64_t *perm) {
   kc_graph *g = new_graph(f);
   kc_val x = kc_input(g, "x", t, r, dims);
@@ -186,8 +71,8 @@ static void check_transpose(fixture *f, kc_dtype t, int r, const kc_dim *dims, c
   assert_true(y.id != 0);
   int64_t d[KC_MAX_RANK];
   for (int k = 0; k < r; k++)
-    assert_true(kc_dim_eval(g, dims[k], lookup, (void *)syms, &d[k]));
-  size_t es = kc_dtype_size(t), n = (size_t)numel_of(d, r);
+    assert_true(kc_dim_eval(g, dims[k], th_sym_lookup, (void *)syms, &d[k]));
+  size_t es = kc_dtype_size(t), n = (size_t)th_numel(r, d);
   unsigned char *xb = malloc(n * es + 1), *yb = malloc(n * es + 1), *ref = malloc(n * es + 1);
   fill_seq(xb, es, (int64_t)n);
   ref_transpose(xb, ref, es, r, d, perm);
@@ -201,7 +86,7 @@ static void check_transpose(fixture *f, kc_dtype t, int r, const kc_dim *dims, c
 }
 
 static void test_transpose(void **state) {
-  fixture *f = *state;
+  th_cpu *f = *state;
   int64_t p2[] = {1, 0};
   check_transpose(f, KC_F32, 2, (kc_dim[]){5, 37}, NULL, p2);
   check_transpose(f, KC_I16, 2, (kc_dim[]){67, 1030}, NULL, p2); /* tiles and tails */
@@ -228,7 +113,7 @@ static void test_transpose(void **state) {
 
   /* symbolic dims, default (reversed) perm too */
   kc_graph *g;
-  sym syms[] = {{"B", 3}, {"S", 21}, {NULL, 0}};
+  th_sym syms[] = {{"B", 3}, {"S", 21}, {NULL, 0}};
   for (int c = 0; c < 3; c++) {
     g = new_graph(f);
     kc_dim d[3] = {kc_sym(g, "B"), kc_sym(g, "S"), 8};
@@ -265,7 +150,7 @@ static void test_transpose(void **state) {
 /* ---- gather ---------------------------------------------------------------------------------- */
 
 static void test_gather(void **state) {
-  fixture *f = *state;
+  th_cpu *f = *state;
   /* axis 0, i64 indices [2, 3] with negatives and one out of range (clamped) */
   kc_graph *g = new_graph(f);
   kc_val x = kc_input(g, "x", KC_F32, 2, (kc_dim[]){5, 4});
@@ -293,7 +178,7 @@ static void test_gather(void **state) {
     xs[i] = (int16_t)(i * 3);
   int32_t is[4] = {4, -1, -5, 1};
   int want[4] = {4, 4, 0, 1};
-  sym syms[] = {{"B", 3}, {NULL, 0}};
+  th_sym syms[] = {{"B", 3}, {NULL, 0}};
   void *b2[3] = {xs, is, ys};
   run_last(f, g, syms, NULL, b2);
   for (int p = 0; p < 3; p++)
@@ -321,7 +206,7 @@ static void test_gather(void **state) {
  */
 
 static void test_concat(void **state) {
-  fixture *f = *state;
+  th_cpu *f = *state;
   for (int c = 0; c < 2; c++) {
     int axis = c == 0 ? 1 : -3; /* -3 is axis 0 */
     kc_graph *g = new_graph(f);
@@ -352,7 +237,7 @@ static void test_concat(void **state) {
 }
 
 static void test_split(void **state) {
-  fixture *f = *state;
+  th_cpu *f = *state;
   /* unequal sizes along axis 1 of [2, 7] */
   kc_graph *g = new_graph(f);
   kc_val x = kc_input(g, "x", KC_F32, 2, (kc_dim[]){2, 7});
@@ -379,7 +264,7 @@ static void test_split(void **state) {
   uint8_t xu[24], p0[9], p1[9], p2[6];
   for (int i = 0; i < 24; i++)
     xu[i] = (uint8_t)i;
-  sym syms[] = {{"S", 8}, {NULL, 0}};
+  th_sym syms[] = {{"S", 8}, {NULL, 0}};
   void *b2[4] = {xu, p0, p1, p2};
   run_last(f, g, syms, NULL, b2);
   assert_memory_equal(p0, xu, 9);
@@ -400,7 +285,7 @@ static void ref_slice2(const float *x, int64_t cols, const int64_t *first, const
 }
 
 static void test_slice(void **state) {
-  fixture *f = *state;
+  th_cpu *f = *state;
   float xb[40], yb[40], ref[40];
   for (int i = 0; i < 40; i++)
     xb[i] = (float)i;
@@ -441,7 +326,7 @@ static void test_slice(void **state) {
   int64_t xi[20], yi[20];
   for (int i = 0; i < 20; i++)
     xi[i] = i * 11;
-  sym syms[] = {{"R", 4}, {NULL, 0}};
+  th_sym syms[] = {{"R", 4}, {NULL, 0}};
   int64_t od2[2] = {3, 3};
   void *b3[4] = {xi, st1, en1, yi};
   run_last(f, g, syms, od2, b3);
@@ -455,7 +340,7 @@ static void test_slice(void **state) {
  */
 
 static void test_expand(void **state) {
-  fixture *f = *state;
+  th_cpu *f = *state;
   /* [3, 1] -> [2, 3, 4] */
   kc_graph *g = new_graph(f);
   kc_val x = kc_input(g, "x", KC_F32, 2, (kc_dim[]){3, 1});
@@ -502,7 +387,7 @@ static void test_expand(void **state) {
     x = kc_input(g, "x", KC_F32, 2, d);
     kc_val shape = kc_input(g, "shape", KC_I64, 1, (kc_dim[]){2});
     kc_expand(g, x, shape);
-    sym syms[] = {{"S", 5}, {NULL, 0}};
+    th_sym syms[] = {{"S", 5}, {NULL, 0}};
     int64_t od[2] = {3, 5}, sb[2] = {3, 5};
     float xf[5] = {1, 2, 3, 4, 5}, yf[15];
     if (c) od[0] = 5, od[1] = 3, sb[0] = 5, sb[1] = 3;
@@ -517,7 +402,7 @@ static void test_expand(void **state) {
 /* ---- trilu ------------------------------------------------------------------------------------
  */
 
-static void check_trilu(fixture *f, int upper, bool has_k, int64_t k) {
+static void check_trilu(th_cpu *f, int upper, bool has_k, int64_t k) {
   kc_graph *g = new_graph(f);
   kc_val x = kc_input(g, "x", KC_F32, 3, (kc_dim[]){2, 4, 5});
   kc_val kv = has_k ? kc_input(g, "k", KC_I64, 0, NULL) : (kc_val){0};
@@ -540,7 +425,7 @@ static void check_trilu(fixture *f, int upper, bool has_k, int64_t k) {
 }
 
 static void test_trilu(void **state) {
-  fixture *f = *state;
+  th_cpu *f = *state;
   for (int upper = 0; upper < 2; upper++) {
     check_trilu(f, upper, false, 0);
     check_trilu(f, upper, true, 2);
@@ -555,7 +440,7 @@ static void test_trilu(void **state) {
   kc_trilu(g, x, (kc_val){0}, 0);
   uint8_t xb[12], yb[12];
   memset(xb, 1, sizeof xb);
-  sym syms[] = {{"N", 4}, {NULL, 0}};
+  th_sym syms[] = {{"N", 4}, {NULL, 0}};
   void *bufs[2] = {xb, yb};
   run_last(f, g, syms, NULL, bufs);
   for (int i = 0; i < 4; i++)
@@ -568,8 +453,8 @@ static void test_trilu(void **state) {
  */
 
 static void test_shape(void **state) {
-  fixture *f = *state;
-  sym syms[] = {{"B", 6}, {"S", 11}, {NULL, 0}};
+  th_cpu *f = *state;
+  th_sym syms[] = {{"B", 6}, {"S", 11}, {NULL, 0}};
   int64_t cases[][2] = {{0, 3}, {1, 3}, {-2, -1}, {-10, 10}, {2, 1}};
   for (int c = 0; c < 5; c++) {
     kc_graph *g = new_graph(f);
@@ -596,7 +481,7 @@ static void test_shape(void **state) {
 }
 
 static void test_constant_of_shape(void **state) {
-  fixture *f = *state;
+  th_cpu *f = *state;
   /* i32 7 over [2, 3] */
   kc_graph *g = new_graph(f);
   int64_t shp[2] = {2, 3};
@@ -637,7 +522,7 @@ static void test_constant_of_shape(void **state) {
 }
 
 static void test_range(void **state) {
-  fixture *f = *state;
+  th_cpu *f = *state;
   /* floats from constants: 1, 1.5, ..., 5 (9 values below 5.5) */
   kc_graph *g = new_graph(f);
   float s = 1.0f, l = 5.5f, d = 0.5f;
@@ -705,5 +590,5 @@ int main(void) {
       cmocka_unit_test(test_constant_of_shape),
       cmocka_unit_test(test_range),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, th_cpu_setup, th_cpu_teardown);
 }

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "ir/internal.h"
+#include "tests/harness.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -29,26 +30,7 @@
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static kc_context *ctx;
-
-static int setup(void **st) {
-  (void)st;
-  ctx = kc_context_new();
-  return ctx ? 0 : -1;
-}
-
-static int teardown(void **st) {
-  (void)st;
-  kc_context_free(ctx);
-  return 0;
-}
-
-static int64_t numel(int rank, const int64_t *dims) {
-  int64_t n = 1;
-  for (int i = 0; i < rank; i++)
-    n *= dims[i];
-  return n;
-}
+static kc_context *ctx; /* made in main, shared by every test */
 
 static unsigned seed = 12345;
 
@@ -101,23 +83,11 @@ static float *rand_floats(int64_t n) {
   return p;
 }
 
-static kc_tensor_desc tensor(const char *name, kc_dtype t, int rank, const int64_t *dims,
-                             void *data) {
-  kc_tensor_desc d = {.name = name, .dtype = t, .rank = rank, .data = data};
-  for (int i = 0; i < rank; i++)
-    d.dims[i] = dims[i];
-  return d;
-}
-
 /* Compile g with no passes and run it; outs point into the returned module (caller frees). */
 static kc_module *run(kc_graph *g, const kc_tensor_desc *ins, uint32_t nin, kc_tensor_desc *outs,
                       uint32_t nout, int threads) {
-  kc_module *m = NULL;
-  kc_compile_options o = {.target = "cpu", .passes = "", .threads = threads};
-  kc_status s = kc_compile(ctx, g, &o, &m);
-  if (s != KC_OK) fail_msg("compile: %s", kc_last_error(ctx));
-  s = kc_run(m, ins, nin, outs, nout);
-  if (s != KC_OK) fail_msg("run: %s", kc_last_error(ctx));
+  kc_module *m = th_compile(ctx, g, threads);
+  th_run(ctx, m, ins, nin, outs, nout);
   return m;
 }
 
@@ -140,7 +110,7 @@ enum { K_SUM, K_MEAN, K_MAX };
 /* out[kept coords] over every input element; returns the output element count. */
 static int64_t ref_reduce(int kind, const float *x, int r, const int64_t *dims, const bool *red,
                           double *out) {
-  int64_t nout = 1, n = numel(r, dims);
+  int64_t nout = 1, n = th_numel(r, dims);
   for (int a = 0; a < r; a++)
     if (!red[a]) nout *= dims[a];
   int64_t *cnt = calloc((size_t)(nout ? nout : 1), sizeof *cnt);
@@ -193,7 +163,7 @@ static void one_reduce(int kind, int r, const int64_t *dims, int naxes, const in
   }
   assert_int_equal(kc_graph_status(g), KC_OK);
   kc_output(g, y, "y");
-  int64_t n = numel(r, dims);
+  int64_t n = th_numel(r, dims);
   float *xs = rand_floats(n);
   bool red[KC_MAX_RANK] = {0};
   for (int i = 0; i < naxes; i++)
@@ -202,12 +172,12 @@ static void one_reduce(int kind, int r, const int64_t *dims, int naxes, const in
     red[a] = true;
   double *want = malloc((size_t)(n + 1) * sizeof *want);
   int64_t nout = ref_reduce(kind, xs, r, dims, red, want);
-  kc_tensor_desc ins[2] = {tensor("x", KC_F32, r, dims, xs)};
+  kc_tensor_desc ins[2] = {th_desc("x", KC_F32, r, dims, xs)};
   int64_t na = naxes;
-  ins[1] = tensor("axes", KC_I64, 1, &na, (void *)axes);
+  ins[1] = th_desc("axes", KC_I64, 1, &na, (void *)axes);
   kc_tensor_desc out;
   kc_module *m = run(g, ins, runtime_axes ? 2 : 1, &out, 1, threads);
-  assert_int_equal(numel(out.rank, out.dims), nout);
+  assert_int_equal(th_numel(out.rank, out.dims), nout);
   int want_rank = keep ? r : r - (naxes ? naxes : r);
   assert_int_equal(out.rank, want_rank);
   char what[128];
@@ -262,9 +232,9 @@ static void t_reduce_edge(void **st) {
     kc_val x = kc_input(g, "x", KC_F32, 3, (const kc_dim[]){2, 0, 4});
     kc_output(g, reduce_node(g, reduce_ops[kind], x, kc_const_i64s(g, 1, &ax1), 1, 0), "y");
     float dummy = 0;
-    kc_tensor_desc in = tensor("x", KC_F32, 3, d0, &dummy), out;
+    kc_tensor_desc in = th_desc("x", KC_F32, 3, d0, &dummy), out;
     kc_module *m = run(g, &in, 1, &out, 1, 2);
-    assert_int_equal(numel(out.rank, out.dims), 8);
+    assert_int_equal(th_numel(out.rank, out.dims), 8);
     double want[8];
     for (int i = 0; i < 8; i++)
       want[i] = empty_want[kind];
@@ -284,14 +254,14 @@ static void t_reduce_edge(void **st) {
       kc_val ax = kc_input(g, "axes", KC_I64, 1, &na);
       kc_output(g, reduce_node(g, KC_OP_REDUCE_SUM, x, ax, keep, noop), "y");
       int64_t dummy = 0;
-      kc_tensor_desc in[2] = {tensor("x", KC_F32, 2, d2, xs),
-                              tensor("axes", KC_I64, 1, &zero, &dummy)},
+      kc_tensor_desc in[2] = {th_desc("x", KC_F32, 2, d2, xs),
+                              th_desc("axes", KC_I64, 1, &zero, &dummy)},
                      out;
       kc_module *m = run(g, in, 2, &out, 1, 1);
       double want[5 * 23];
       bool red[2] = {!noop, !noop};
       int64_t nout = ref_reduce(K_SUM, xs, 2, d2, red, want);
-      assert_int_equal(numel(out.rank, out.dims), nout);
+      assert_int_equal(th_numel(out.rank, out.dims), nout);
       assert_int_equal(out.rank, keep || noop ? 2 : 0);
       check_close("empty axes", out.data, want, nout, 1e-5, 1e-5);
       kc_module_free(m);
@@ -312,7 +282,7 @@ static void t_reduce_edge(void **st) {
     kc_val x = kc_input(g, "x", t, 2, (const kc_dim[]){4, 19});
     int64_t last = -1;
     kc_output(g, reduce_node(g, op, x, kc_const_i64s(g, 1, &last), 0, 0), "y");
-    kc_tensor_desc in = tensor("x", t, 2, db, c == 0 ? (void *)bx : (void *)ix), out;
+    kc_tensor_desc in = th_desc("x", t, 2, db, c == 0 ? (void *)bx : (void *)ix), out;
     kc_module *m = run(g, &in, 1, &out, 1, 2);
     assert_int_equal(out.dtype, t);
     for (int r = 0; r < 4; r++) {
@@ -334,7 +304,7 @@ static void t_reduce_edge(void **st) {
   kc_val x = kc_input(g, "x", KC_I64, 2, (const kc_dim[]){5, 19});
   kc_output(g, reduce_node(g, KC_OP_REDUCE_MAX, x, kc_const_i64s(g, 1, &first), 1, 0), "y");
   int64_t dl[2] = {5, 19};
-  kc_tensor_desc in = tensor("x", KC_I64, 2, dl, lx), out;
+  kc_tensor_desc in = th_desc("x", KC_I64, 2, dl, lx), out;
   kc_module *m = run(g, &in, 1, &out, 1, 1);
   for (int k = 0; k < 19; k++) {
     int64_t want = INT64_MIN;
@@ -349,7 +319,8 @@ static void t_reduce_edge(void **st) {
 /* ---- softmax ------------------------------------------------------------------------------- */
 
 static void ref_softmax(bool lg, const float *x, int r, const int64_t *dims, int axis, double *y) {
-  int64_t outer = numel(axis, dims), len = dims[axis], inner = numel(r - axis - 1, dims + axis + 1);
+  int64_t outer = th_numel(axis, dims), len = dims[axis],
+          inner = th_numel(r - axis - 1, dims + axis + 1);
   for (int64_t o = 0; o < outer; o++)
     for (int64_t c = 0; c < inner; c++) {
       const float *p = x + o * len * inner + c;
@@ -374,13 +345,13 @@ static void one_softmax(bool log, int r, const int64_t *dims, int64_t axis, floa
   kc_val x = kc_input(g, "x", KC_F32, r, xd);
   kc_output(g, log ? kc_log_softmax(g, x, axis) : kc_softmax(g, x, axis), "y");
   assert_int_equal(kc_graph_status(g), KC_OK);
-  int64_t n = numel(r, dims);
+  int64_t n = th_numel(r, dims);
   float *xs = rand_floats(n);
   for (int64_t i = 0; i < n; i++)
     xs[i] = xs[i] * 8 + bias;
   double *want = malloc((size_t)n * sizeof *want);
   ref_softmax(log, xs, r, dims, (int)(axis < 0 ? axis + r : axis), want);
-  kc_tensor_desc in = tensor("x", KC_F32, r, dims, xs), out;
+  kc_tensor_desc in = th_desc("x", KC_F32, r, dims, xs), out;
   kc_module *m = run(g, &in, 1, &out, 1, threads);
   char what[96];
   snprintf(what, sizeof what, "%s rank %d axis %lld", log ? "log_softmax" : "softmax", r,
@@ -408,7 +379,7 @@ static void t_softmax(void **st) {
 /* ---- layer / rms normalization ------------------------------------------------------------- */
 
 /*
- * Reference normalization of x[rows, n] (row-major, n = numel(x[axis:])): scale/bias indexed
+ * Reference normalization of x[rows, n] (row-major, n = th_numel(x[axis:])): scale/bias indexed
  * by k mod their element count (they span trailing dims). mean/inv (may be NULL) per row.
  */
 static void ref_norm(bool rms, const float *x, int64_t rows, int64_t n, const float *scale,
@@ -456,17 +427,18 @@ static void one_norm(kc_op op, int r, const int64_t *dims, int axis, int sspan, 
   assert_int_equal(kc_node_infer(g, ni), KC_OK);
   for (int i = 0; i < (stats ? 3 : 1); i++)
     kc_output(g, outs[i], i == 0 ? "y" : i == 1 ? "mean" : "inv");
-  int64_t n = numel(r, dims), rows = numel(axis, dims), len = n / (rows ? rows : 1);
-  int64_t ns = numel(sspan, dims + r - sspan), nb = bspan >= 0 ? numel(bspan, dims + r - bspan) : 1;
+  int64_t n = th_numel(r, dims), rows = th_numel(axis, dims), len = n / (rows ? rows : 1);
+  int64_t ns = th_numel(sspan, dims + r - sspan),
+          nb = bspan >= 0 ? th_numel(bspan, dims + r - bspan) : 1;
   float *xs = rand_floats(n), *ss = rand_floats(ns), *bs = rand_floats(nb);
   for (int64_t i = 0; i < n; i++)
     xs[i] += offset;
   double *want = malloc((size_t)(n + 2 * rows) * sizeof *want);
   ref_norm(rms, xs, rows, len, ss, ns, bspan >= 0 ? bs : NULL, nb, eps, want, want + n,
            want + n + rows);
-  kc_tensor_desc ins[3] = {tensor("x", KC_F32, r, dims, xs),
-                           tensor("scale", KC_F32, sspan, dims + r - sspan, ss),
-                           tensor("bias", KC_F32, bspan, dims + r - (bspan > 0 ? bspan : 0), bs)},
+  kc_tensor_desc ins[3] = {th_desc("x", KC_F32, r, dims, xs),
+                           th_desc("scale", KC_F32, sspan, dims + r - sspan, ss),
+                           th_desc("bias", KC_F32, bspan, dims + r - (bspan > 0 ? bspan : 0), bs)},
                  out[3];
   kc_module *m = run(g, ins, bspan >= 0 ? 3 : 2, out, stats ? 3 : 1, 2);
   char what[96];
@@ -546,7 +518,7 @@ static void one_rotary(int rank, int64_t B, int64_t H, int64_t S, int64_t D, int
   if (rdim) kc_node_set_int(g, ni, "rotary_embedding_dim", rdim);
   assert_int_equal(kc_node_infer(g, ni), KC_OK);
   kc_output(g, y, "y");
-  int64_t n = B * H * S * D, nc = numel(crank, cdims);
+  int64_t n = B * H * S * D, nc = th_numel(crank, cdims);
   float *xs = rand_floats(n), *cs = rand_floats(nc), *ss = rand_floats(nc);
   int64_t *ps = malloc((size_t)(B * S) * sizeof *ps);
   for (int64_t i = 0; i < B * S; i++)
@@ -566,10 +538,10 @@ static void one_rotary(int rank, int64_t B, int64_t H, int64_t S, int64_t D, int
           want[off + k] = v[k];
       }
   int64_t pd[2] = {B, S};
-  kc_tensor_desc ins[4] = {tensor("x", KC_F32, rank, xd, xs),
-                           tensor("cos", KC_F32, crank, cdims, cs),
-                           tensor("sin", KC_F32, crank, cdims, ss),
-                           tensor("pos", KC_I64, 2, pd, ps)},
+  kc_tensor_desc ins[4] = {th_desc("x", KC_F32, rank, xd, xs),
+                           th_desc("cos", KC_F32, crank, cdims, cs),
+                           th_desc("sin", KC_F32, crank, cdims, ss),
+                           th_desc("pos", KC_I64, 2, pd, ps)},
                  out;
   kc_module *m = run(g, ins, pos ? 4 : 3, &out, 1, 2);
   char what[96];
@@ -682,7 +654,7 @@ static void one_attention(const attn_case *c) {
   float *q = rand_floats(nq), *k = rand_floats(nk), *v = rand_floats(nv);
   float *pk = rand_floats(B * KVH * P * D), *pv = rand_floats(B * KVH * P * Dv);
   float *cs = rand_floats(maxpos * c->cw), *sn = rand_floats(maxpos * c->cw);
-  int64_t nm = mr ? numel((int)mr, md) : 1;
+  int64_t nm = mr ? th_numel((int)mr, md) : 1;
   float *am = rand_floats(nm);
   int64_t *pm = malloc((size_t)nm * sizeof *pm);
   uint8_t *bm = malloc((size_t)nm);
@@ -754,18 +726,19 @@ static void one_attention(const attn_case *c) {
                 sc[j] / sum * Vr[((b * KVH + hk) * T + j) * Dv + d];
       }
 
-  kc_tensor_desc ins[8] = {tensor("q", KC_F32, c->rank, qd, q), tensor("k", KC_F32, c->rank, kd, k),
-                           tensor("v", KC_F32, c->rank, vd, v)};
+  kc_tensor_desc ins[8] = {th_desc("q", KC_F32, c->rank, qd, q),
+                           th_desc("k", KC_F32, c->rank, kd, k),
+                           th_desc("v", KC_F32, c->rank, vd, v)};
   uint32_t n_in = 3;
   void *mdata = mt == KC_BOOL ? (void *)bm : mt == KC_I64 ? (void *)pm : (void *)am;
-  if (mr) ins[n_in++] = tensor("mask", mt, (int)mr, md, mdata);
+  if (mr) ins[n_in++] = th_desc("mask", mt, (int)mr, md, mdata);
   if (P) {
-    ins[n_in++] = tensor("past_k", KC_F32, 4, pkd, pk);
-    ins[n_in++] = tensor("past_v", KC_F32, 4, pvd, pv);
+    ins[n_in++] = th_desc("past_k", KC_F32, 4, pkd, pk);
+    ins[n_in++] = th_desc("past_v", KC_F32, 4, pvd, pv);
   }
   if (c->rotary) {
-    ins[n_in++] = tensor("cos", KC_F32, 2, cd, cs);
-    ins[n_in++] = tensor("sin", KC_F32, 2, cd, sn);
+    ins[n_in++] = th_desc("cos", KC_F32, 2, cd, cs);
+    ins[n_in++] = th_desc("sin", KC_F32, 2, cd, sn);
   }
   kc_tensor_desc out[3];
   kc_module *mod = run(g, ins, n_in, out, c->present ? 3 : 1, 2);
@@ -861,7 +834,7 @@ static void t_symbolic(void **st) {
     assert_int_equal(kc_graph_status(g), KC_OK);
     int64_t dims[3] = {B, S, N}, n = B * S * N;
     float *xs = rand_floats(n), *gs = rand_floats(N);
-    kc_tensor_desc ins[2] = {tensor("x", KC_F32, 3, dims, xs), tensor("g", KC_F32, 1, &N, gs)},
+    kc_tensor_desc ins[2] = {th_desc("x", KC_F32, 3, dims, xs), th_desc("g", KC_F32, 1, &N, gs)},
                    out[3];
     kc_module *m = run(g, ins, 2, out, 3, 2);
     double *want = malloc((size_t)n * sizeof *want);
@@ -871,7 +844,7 @@ static void t_symbolic(void **st) {
     check_close("symbolic rms_norm", out[1].data, want, n, 1e-4, 1e-5);
     bool red[3] = {true, false, true};
     int64_t nout = ref_reduce(K_MEAN, xs, 3, dims, red, want);
-    assert_int_equal(numel(out[2].rank, out[2].dims), nout);
+    assert_int_equal(th_numel(out[2].rank, out[2].dims), nout);
     check_close("symbolic reduce_mean", out[2].data, want, nout, 1e-5, 1e-6);
     kc_module_free(m);
     gfree(want);
@@ -900,13 +873,13 @@ static void t_half(void **st) {
   for (int i = 0; i < 77; i++)
     gh[i] = kc_f32_to_f16(gf[i]), gf[i] = kc_f16_to_f32(gh[i]);
   int64_t gd = 77;
-  kc_tensor_desc ins[2] = {tensor("x", KC_F16, 2, dims, xh), tensor("g", KC_F16, 1, &gd, gh)},
+  kc_tensor_desc ins[2] = {th_desc("x", KC_F16, 2, dims, xh), th_desc("g", KC_F16, 1, &gd, gh)},
                  out[3];
   kc_module *m = run(g, ins, 2, out, 3, 1);
   double want[7 * 77];
   float got[7 * 77];
   for (int o = 0; o < 3; o++) {
-    int64_t cnt = numel(out[o].rank, out[o].dims);
+    int64_t cnt = th_numel(out[o].rank, out[o].dims);
     assert_int_equal(out[o].dtype, KC_F16);
     for (int64_t i = 0; i < cnt; i++)
       got[i] = kc_f16_to_f32(((const uint16_t *)out[o].data)[i]);
@@ -932,5 +905,8 @@ int main(void) {
       cmocka_unit_test(t_rotary),      cmocka_unit_test(t_attention),
       cmocka_unit_test(t_symbolic),    cmocka_unit_test(t_half),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  ctx = kc_context_new();
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  kc_context_free(ctx);
+  return rc;
 }

@@ -1,14 +1,15 @@
 /*
  * tests/test_lower.c - graph lowering (codegen/cpu/lower.c): one module per graph, one kernel
- * per node with the dims layout of codegen.h, and a small harness emitter tests can copy:
+ * per node with the dims layout of codegen.h, driven through the harness tests share
+ * (tests/harness.h):
  *
  *   kc_graph *g = ...builder calls...;        // inputs only, or whatever families exist
- *   lowered l;                                // kc_cpu_new + kc_cpu_compile_graph:
- *   assert_true(lower(&l, ctx, g));                // fails the test when lowering fails
+ *   th_lowered l;                             // kc_cpu_new + kc_cpu_compile_graph:
+ *   th_lower_graph(&l, ctx, g);               // fails the test when lowering fails
  *   void *bufs[] = {in0, ..., out0, ...};     // inputs then outputs (absent inputs: NULL)
  *   int64_t dims[] = {...};                   // their concrete dims back to back
- *   run_node(&l, node_index, bufs, dims);     // every work unit, one thread
- *   unlower(&l);
+ *   th_run_node(&l, node_index, bufs, dims);  // every work unit, one thread
+ *   th_lowered_free(&l);
  *
  * Checked here: a transpose kernel run directly (static and symbolic dims), the layout of dims
  * (absent optional inputs contribute none), NOP nodes getting no kernel, and an emitter's error
@@ -22,52 +23,10 @@
 
 #include "codegen/codegen.h"
 #include "ir/internal.h"
+#include "tests/harness.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- harness ----------------------------------------------------------------------------- */
-
-typedef struct lowered {
-  kc_context *ctx;
-  kc_cpu *cpu;
-  kc_cpu_kernel *k; /* per node */
-} lowered;
-
-/* Lower g; every op has an emitter, so a failure fails the test (returns true). */
-static bool lower(lowered *l, kc_context *ctx, const kc_graph *g) {
-  assert_int_equal(kc_graph_status(g), KC_OK);
-  l->ctx = ctx;
-  assert_int_equal(kc_cpu_new(ctx, &l->cpu), KC_OK);
-  l->k = calloc(g->nnodes + 1, sizeof *l->k);
-  kc_status s = kc_cpu_compile_graph(l->cpu, g, l->k);
-  if (s != KC_OK) print_error("%s\n", kc_last_error(ctx));
-  assert_int_equal(s, KC_OK);
-  return true;
-}
-
-static void unlower(lowered *l) {
-  kc_cpu_free(l->cpu);
-  free(l->k);
-}
-
-/* Run node ni's kernel over all its work units on this thread (workspace allocated here). */
-static void run_node(const lowered *l, uint32_t ni, void *const *bufs, const int64_t *dims) {
-  const kc_cpu_kernel *k = &l->k[ni];
-  assert_false(k->no_kernel);
-  assert_non_null(k->fn);
-  void *ws = k->ws_bytes ? aligned_alloc(64, ((size_t)k->ws_bytes + 63) / 64 * 64) : NULL;
-  int64_t n = k->units(dims);
-  assert_true(n >= 0);
-  /* split in two uneven ranges when possible: any split must give the same result */
-  if (n > 1) {
-    k->fn(bufs, dims, ws, 0, n / 3);
-    k->fn(bufs, dims, ws, n / 3, n);
-  } else {
-    k->fn(bufs, dims, ws, 0, n);
-  }
-  free(ws);
-}
 
 /* ---- tests --------------------------------------------------------------------------------- */
 
@@ -76,13 +35,13 @@ static void test_transpose_static(void **state) {
   kc_graph *g = kc_graph_new(ctx, "t");
   kc_val x = kc_input(g, "x", KC_F32, 2, (kc_dim[]){2, 3});
   kc_output(g, kc_transpose(g, x, 0, NULL), "y");
-  lowered l;
-  assert_true(lower(&l, ctx, g));
+  th_lowered l;
+  th_lower_graph(&l, ctx, g);
   float xs[6] = {1, 2, 3, 4, 5, 6}, ys[6] = {0};
-  run_node(&l, 0, (void *[]){xs, ys}, (int64_t[]){2, 3, 3, 2});
+  th_run_node(&l, 0, (void *[]){xs, ys}, (int64_t[]){2, 3, 3, 2});
   float want[6] = {1, 4, 2, 5, 3, 6};
   assert_memory_equal(ys, want, sizeof want);
-  unlower(&l);
+  th_lowered_free(&l);
   kc_graph_free(g);
   kc_context_free(ctx);
 }
@@ -93,8 +52,8 @@ static void test_transpose_symbolic(void **state) {
   kc_graph *g = kc_graph_new(ctx, "t");
   kc_val x = kc_input(g, "x", KC_I32, 3, (kc_dim[]){kc_sym(g, "B"), 2, kc_sym(g, "S")});
   kc_output(g, kc_transpose(g, x, 3, (int64_t[]){2, 0, 1}), "y");
-  lowered l;
-  assert_true(lower(&l, ctx, g));
+  th_lowered l;
+  th_lower_graph(&l, ctx, g);
   enum { B = 3, S = 4 };
   int32_t xs[B][2][S], ys[S][B][2];
   for (int b = 0; b < B; b++)
@@ -102,12 +61,12 @@ static void test_transpose_symbolic(void **state) {
       for (int s = 0; s < S; s++)
         xs[b][i][s] = b * 100 + i * 10 + s;
   memset(ys, 0xff, sizeof ys);
-  run_node(&l, 0, (void *[]){xs, ys}, (int64_t[]){B, 2, S, S, B, 2});
+  th_run_node(&l, 0, (void *[]){xs, ys}, (int64_t[]){B, 2, S, S, B, 2});
   for (int s = 0; s < S; s++)
     for (int b = 0; b < B; b++)
       for (int i = 0; i < 2; i++)
         assert_int_equal(ys[s][b][i], xs[b][i][s]);
-  unlower(&l);
+  th_lowered_free(&l);
   kc_graph_free(g);
   kc_context_free(ctx);
 }
@@ -121,17 +80,17 @@ static void test_module_and_nop(void **state) {
   kc_val dead = kc_transpose(g, x, 0, NULL);
   kc_output(g, kc_transpose(g, t, 0, NULL), "y");
   g->nodes[kc_value_of(g, dead)->def - 1].op = KC_OP_NOP;
-  lowered l;
-  assert_true(lower(&l, ctx, g));
+  th_lowered l;
+  th_lower_graph(&l, ctx, g);
   assert_false(l.k[0].no_kernel);
   assert_true(l.k[1].no_kernel);
   assert_null(l.k[1].fn);
   assert_false(l.k[2].no_kernel);
   float xs[6] = {1, 2, 3, 4, 5, 6}, ts[6], ys[6];
-  run_node(&l, 0, (void *[]){xs, ts}, (int64_t[]){2, 3, 3, 2});
-  run_node(&l, 2, (void *[]){ts, ys}, (int64_t[]){3, 2, 2, 3});
+  th_run_node(&l, 0, (void *[]){xs, ts}, (int64_t[]){2, 3, 3, 2});
+  th_run_node(&l, 2, (void *[]){ts, ys}, (int64_t[]){3, 2, 2, 3});
   assert_memory_equal(xs, ys, sizeof xs);
-  unlower(&l);
+  th_lowered_free(&l);
   kc_graph_free(g);
   kc_context_free(ctx);
 }

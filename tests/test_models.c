@@ -15,13 +15,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tests/harness.h"
+
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #define MAX_MODELS 64
 
@@ -32,29 +32,11 @@ typedef struct model {
   char name[256], dir[4096];
 } model;
 
-/* Run cmd (stderr joined to stdout); its output into *out (malloc'd). Exit code. */
-static int run(const char *cmd, char **out) {
-  char full[16384];
-  snprintf(full, sizeof full, "%s 2>&1", cmd);
-  FILE *p = popen(full, "r");
-  if (!p) fail_msg("popen failed: %s", cmd);
-  size_t len = 0, cap = 4096, n;
-  char *buf = malloc(cap);
-  while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += n;
-    if (cap - len < 2) buf = realloc(buf, cap *= 2);
-  }
-  buf[len] = 0;
-  int st = pclose(p);
-  *out = buf;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
 /* `kernc check FLAGS DIR` must exit 0 and print "PASS NAME". */
 static void expect_pass(const model *m, const char *flags) {
   char cmd[8400], want[300], *out;
-  snprintf(cmd, sizeof cmd, "'%s' check %s '%s'", kernc, flags, m->dir);
-  int rc = run(cmd, &out);
+  snprintf(cmd, sizeof cmd, "'%s' check %s '%s' 2>&1", kernc, flags, m->dir);
+  int rc = th_exec(cmd, &out, NULL);
   snprintf(want, sizeof want, "PASS %s", m->name);
   int ok = rc == 0 && strstr(out, want) != NULL;
   if (!ok) print_error("$ %s\n%s(exit %d)\n", cmd, out, rc);
@@ -103,8 +85,8 @@ static const fusion_expect fusions[] = {
 static void test_fusions(void **state) {
   const fusion_expect *f = *state;
   char cmd[8400], *out;
-  snprintf(cmd, sizeof cmd, "'%s' dump '%s/models/%s/model.onnx'", kernc, tests, f->model);
-  assert_int_equal(run(cmd, &out), 0);
+  snprintf(cmd, sizeof cmd, "'%s' dump '%s/models/%s/model.onnx' 2>&1", kernc, tests, f->model);
+  assert_int_equal(th_exec(cmd, &out, NULL), 0);
   int bad = 0;
   for (int i = 0; i < 6 && f->have[i]; i++) {
     char text[64];
@@ -128,8 +110,7 @@ static void test_fusions(void **state) {
 static void test_wrong_reference_fails(void **state) {
   (void)state;
   char cmd[8400], path[4200], want[64], *out;
-  snprintf(cmd, sizeof cmd, "cp -r '%s/models/bert_tiny' '%s/'", tests, tmp);
-  assert_int_equal(system(cmd), 0);
+  assert_int_equal(th_sh("cp -r '%s/models/bert_tiny' '%s/'", tests, tmp), 0);
   /* onnx writes raw_data, the highest field number, last: the file ends with the floats */
   snprintf(path, sizeof path, "%s/bert_tiny/test_data_set_1/output_0.pb", tmp);
   FILE *f = fopen(path, "r+b");
@@ -141,8 +122,8 @@ static void test_wrong_reference_fails(void **state) {
   assert_int_equal(fseek(f, -4, SEEK_END), 0);
   assert_int_equal(fwrite(&v, 4, 1, f), 1);
   fclose(f);
-  snprintf(cmd, sizeof cmd, "'%s' check '%s/bert_tiny'", kernc, tmp);
-  int rc = run(cmd, &out);
+  snprintf(cmd, sizeof cmd, "'%s' check '%s/bert_tiny' 2>&1", kernc, tmp);
+  int rc = th_exec(cmd, &out, NULL);
   snprintf(want, sizeof want, "FAIL bert_tiny");
   int ok = rc == 1 && strstr(out, want) != NULL;
   if (!ok) print_error("$ %s\n%s(exit %d)\n", cmd, out, rc);
@@ -191,8 +172,7 @@ int main(int argc, char **argv) {
             n);
     return 1;
   }
-  snprintf(tmp, sizeof tmp, "/tmp/kc_models_XXXXXX");
-  if (!mkdtemp(tmp)) return perror("mkdtemp"), 1;
+  if (!th_mkdtemp(tmp, sizeof tmp, "models")) return perror("mkdtemp"), 1;
 
   static struct CMUnitTest t[2 * MAX_MODELS + 8];
   static char names[2 * MAX_MODELS][300];
@@ -213,8 +193,6 @@ int main(int argc, char **argv) {
     t[nt++] = (struct CMUnitTest){fnames[i], test_fusions, NULL, NULL, (void *)&fusions[i]};
   }
   int rc = _cmocka_run_group_tests("models", t, (size_t)nt, NULL, NULL);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-  if (system(cmd) != 0) fprintf(stderr, "test_models: could not remove %s\n", tmp);
+  if (!th_rmtree(tmp)) fprintf(stderr, "test_models: could not remove %s\n", tmp);
   return rc;
 }

@@ -12,6 +12,7 @@
 
 #include "ir/internal.h"
 #include "runtime/runtime.h"
+#include "tests/harness.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,27 +27,17 @@ typedef struct env {
 static int setup(void **st) {
   env *e = calloc(1, sizeof *e);
   e->ctx = kc_context_new();
-  snprintf(e->dir, sizeof e->dir, "/tmp/kc_npy_XXXXXX");
-  if (!mkdtemp(e->dir)) return -1;
+  if (!th_mkdtemp(e->dir, sizeof e->dir, "npy")) return -1;
   *st = e;
   return 0;
 }
 
 static int teardown(void **st) {
   env *e = *st;
-  rmdir(e->dir);
+  th_rmtree(e->dir);
   kc_context_free(e->ctx);
   free(e);
   return 0;
-}
-
-static unsigned char *slurp(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  unsigned char *b = malloc(1 << 16);
-  *n = fread(b, 1, 1 << 16, f);
-  fclose(f);
-  return b;
 }
 
 static void roundtrip(env *e, kc_dtype t, int rank, const int64_t *dims) {
@@ -66,7 +57,8 @@ static void roundtrip(env *e, kc_dtype t, int rank, const int64_t *dims) {
     w.dims[d] = dims[d];
   assert_int_equal(kc_npy_write(e->ctx, path, &w), KC_OK);
   size_t len;
-  unsigned char *file = slurp(path, &len);
+  unsigned char *file = (unsigned char *)th_read_file(path, &len);
+  assert_non_null(file);
   assert_int_equal((len - n) % 64, 0); /* data starts at a multiple of 64 */
   assert_int_equal(file[len - n - 1], '\n');
   free(file);

@@ -16,12 +16,12 @@
 #include <cmocka.h>
 
 #include "frontend/frontend.h"
+#include "tests/harness.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 typedef struct env {
@@ -65,32 +65,12 @@ static kc_graph *load_ok(env *e, const char *dir, const char *name) {
   return g;
 }
 
-static void write_file(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  assert_non_null(f);
-  assert_int_equal(fwrite(data, 1, n, f), n);
-  fclose(f);
-}
-
-static unsigned char *read_file(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  fseek(f, 0, SEEK_END);
-  *n = (size_t)ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *b = malloc(*n + 1);
-  assert_non_null(b);
-  assert_int_equal(fread(b, 1, *n, f), *n);
-  fclose(f);
-  return b;
-}
-
 /* ---- broken files ---- */
 
 static void t_empty(void **st) {
   env *e = *st;
   char p[4096];
-  write_file(path_in(e->tmp, "empty.onnx", p, sizeof p), "", 0);
+  th_write_file(path_in(e->tmp, "empty.onnx", p, sizeof p), "", 0);
   has(load_fails(e, e->tmp, "empty.onnx", KC_ERR_PARSE), "empty");
 }
 
@@ -98,15 +78,16 @@ static void t_truncated(void **st) {
   env *e = *st;
   char p[4096];
   size_t n;
-  unsigned char *b = read_file(path_in(e->models, "old_opsets.onnx", p, sizeof p), &n);
+  char *b = th_read_file(path_in(e->models, "old_opsets.onnx", p, sizeof p), &n);
+  assert_non_null(b);
   /* every cut point must fail cleanly, never crash */
   for (size_t cut = 1; cut < n; cut += 7) {
-    write_file(path_in(e->tmp, "truncated.onnx", p, sizeof p), b, cut);
+    th_write_file(path_in(e->tmp, "truncated.onnx", p, sizeof p), b, cut);
     kc_graph *g = NULL;
     kc_status s = kc_onnx_load(e->ctx, p, &g);
     if (s == KC_OK) kc_graph_free(g); /* a cut at a field boundary can still be a model */
   }
-  write_file(p, b, n / 2);
+  th_write_file(p, b, n / 2);
   has(load_fails(e, e->tmp, "truncated.onnx", KC_ERR_PARSE), "truncated or corrupt");
   free(b);
 }
@@ -121,7 +102,7 @@ static void t_random(void **st) {
       x = x * 6364136223846793005ull + 1442695040888963407ull;
       buf[i] = (unsigned char)(x >> 56);
     }
-    write_file(path_in(e->tmp, "random.onnx", p, sizeof p), buf, sizeof buf);
+    th_write_file(path_in(e->tmp, "random.onnx", p, sizeof p), buf, sizeof buf);
     kc_graph *g = (kc_graph *)1;
     kc_status s = kc_onnx_load(e->ctx, p, &g);
     assert_int_not_equal(s, KC_OK);
@@ -225,8 +206,9 @@ static void t_external_symlink(void **st) {
   env *e = *st;
   char src[4096], dst[4096], target[4096], link[4096];
   size_t n;
-  unsigned char *b = read_file(path_in(e->models, "symlink_external.onnx", src, sizeof src), &n);
-  write_file(path_in(e->tmp, "symlink_external.onnx", dst, sizeof dst), b, n);
+  char *b = th_read_file(path_in(e->models, "symlink_external.onnx", src, sizeof src), &n);
+  assert_non_null(b);
+  th_write_file(path_in(e->tmp, "symlink_external.onnx", dst, sizeof dst), b, n);
   free(b);
   /* a link to a file outside the model's folder is refused */
   char *real = realpath(path_in(e->models, "weights.bin", target, sizeof target), NULL);
@@ -237,8 +219,9 @@ static void t_external_symlink(void **st) {
   free(real);
   has(load_fails(e, e->tmp, "symlink_external.onnx", KC_ERR_INVALID_ARG), "outside");
   /* a link to a file inside it is fine */
-  b = read_file(target, &n);
-  write_file(path_in(e->tmp, "inside.bin", src, sizeof src), b, n);
+  b = th_read_file(target, &n);
+  assert_non_null(b);
+  th_write_file(path_in(e->tmp, "inside.bin", src, sizeof src), b, n);
   free(b);
   unlink(link);
   assert_int_equal(symlink("inside.bin", link), 0);
@@ -316,11 +299,6 @@ static void t_old_opsets(void **st) {
 
 /* ---- kernc check ---- */
 
-static int run(const char *cmd) {
-  int rc = system(cmd);
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
 static void t_check_library(void **st) {
   env *e = *st;
   char dir[4096], msg[1024];
@@ -342,30 +320,22 @@ static void t_check_library(void **st) {
 
 static void t_check_cli(void **st) {
   env *e = *st;
-  char cmd[16384], out[2048];
-  snprintf(out, sizeof out, "%s/check.txt", e->tmp);
-  snprintf(cmd, sizeof cmd, "'%s' check --suite '%s/check_suite' > '%s'", e->kernc, e->models, out);
-  assert_int_equal(run(cmd), 1);
-  size_t n;
-  char *text = (char *)read_file(out, &n);
-  text[n] = 0;
+  char cmd[16384], *text;
+  snprintf(cmd, sizeof cmd, "'%s' check --suite '%s/check_suite'", e->kernc, e->models);
+  assert_int_equal(th_exec(cmd, &text, NULL), 1);
   has(text, "PASS test_pass\n");
   has(text, "FAIL test_fail: output 'y'");
   has(text, "SKIP test_skip: unsupported ops Mod(opset 17)");
   has(text, "\n1 passed, 1 failed, 1 skipped\n");
   free(text);
   snprintf(cmd, sizeof cmd,
-           "'%s' check --quiet '%s/check_suite/test_pass' '%s/check_suite/test_skip' > '%s'",
-           e->kernc, e->models, e->models, out);
-  assert_int_equal(run(cmd), 0);
-  text = (char *)read_file(out, &n);
-  text[n] = 0;
+           "'%s' check --quiet '%s/check_suite/test_pass' '%s/check_suite/test_skip'", e->kernc,
+           e->models, e->models);
+  assert_int_equal(th_exec(cmd, &text, NULL), 0);
   assert_string_equal(text, "1 passed, 0 failed, 1 skipped\n");
   free(text);
-  snprintf(cmd, sizeof cmd, "'%s' check 2>/dev/null", e->kernc);
-  assert_int_equal(run(cmd), 2);
-  snprintf(cmd, sizeof cmd, "'%s' check --help >/dev/null", e->kernc);
-  assert_int_equal(run(cmd), 0);
+  assert_int_equal(th_sh("'%s' check 2>/dev/null", e->kernc), 2);
+  assert_int_equal(th_sh("'%s' check --help >/dev/null", e->kernc), 0);
 }
 
 static int setup(void **st) {
@@ -388,8 +358,7 @@ int main(int argc, char **argv) {
   }
   env e = {.kernc = argv[1]};
   snprintf(e.models, sizeof e.models, "%s/onnx", argv[2]);
-  snprintf(e.tmp, sizeof e.tmp, "/tmp/kc_test_onnx_XXXXXX");
-  if (!mkdtemp(e.tmp)) return perror("mkdtemp"), 1;
+  if (!th_mkdtemp(e.tmp, sizeof e.tmp, "test_onnx")) return perror("mkdtemp"), 1;
   void *state = &e;
 #define T(f) cmocka_unit_test_prestate_setup_teardown(f, setup, teardown, state)
   const struct CMUnitTest tests[] = {
@@ -414,8 +383,6 @@ int main(int argc, char **argv) {
       T(t_check_cli),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", e.tmp);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", e.tmp);
+  if (!th_rmtree(e.tmp)) fprintf(stderr, "could not remove %s\n", e.tmp);
   return rc;
 }

@@ -12,7 +12,8 @@
  *     the reasons --explain-fusion prints; the driver: type-checked replacements, ping-pong
  *     detection;
  *   - fold computes what the reference computes (data of a folded weight) and kc_compile runs
- *     the default pipeline unless told otherwise.
+ *     the default pipeline unless told otherwise;
+ *   - a run-time error inside a fused op names the ONNX node (loc) the fusion kept.
  * Commands go through /bin/sh (popen); paths are single-quoted.
  */
 #include <setjmp.h>
@@ -24,102 +25,16 @@
 #include "ir/internal.h"
 #include "passes/match.h"
 #include "passes/passes.h"
+#include "tests/harness.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 typedef struct env {
   const char *kernc, *tests;
   char tmp[64];
 } env;
-
-/* ---- helpers ------------------------------------------------------------------------------- */
-
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = malloc((size_t)size + 1);
-  size_t n = fread(buf, 1, (size_t)size, f);
-  buf[n] = 0;
-  fclose(f);
-  return buf;
-}
-
-static void spit(const char *path, const char *text, size_t len) {
-  FILE *f = fopen(path, "wb");
-  assert_non_null(f);
-  assert_int_equal(fwrite(text, 1, len, f), len);
-  fclose(f);
-}
-
-/* Run cmd through the shell; stdout into *out (malloc'd), stderr into *err. Exit code. */
-static int run(const env *e, const char *cmd, char **out, char **err) {
-  char full[16384], errpath[128];
-  snprintf(errpath, sizeof errpath, "%s/stderr.txt", e->tmp);
-  snprintf(full, sizeof full, "%s 2>'%s'", cmd, errpath);
-  FILE *p = popen(full, "r");
-  if (!p) fail_msg("popen failed: %s", cmd);
-  size_t len = 0, cap = 4096, n;
-  char *buf = malloc(cap);
-  while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += n;
-    if (cap - len < 2) buf = realloc(buf, cap *= 2);
-  }
-  buf[len] = 0;
-  int st = pclose(p);
-  *out = buf;
-  *err = slurp(errpath);
-  if (!*err) *err = calloc(1, 1);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-/* Sorted paths of the .kir files in tests/kir/<sub>; count in *n. */
-static char **kir_files(const env *e, const char *sub, int *n) {
-  char dir[4096];
-  snprintf(dir, sizeof dir, "%s/kir/%s", e->tests, sub);
-  char **list = NULL;
-  *n = 0;
-  DIR *d = opendir(dir);
-  if (!d) return NULL;
-  struct dirent *de;
-  while ((de = readdir(d))) {
-    size_t len = strlen(de->d_name);
-    if (len < 5 || strcmp(de->d_name + len - 4, ".kir") != 0) continue;
-    list = realloc(list, (size_t)(*n + 1) * sizeof *list);
-    list[*n] = malloc(strlen(dir) + len + 2);
-    sprintf(list[*n], "%s/%s", dir, de->d_name);
-    (*n)++;
-  }
-  closedir(d);
-  for (int i = 1; i < *n; i++) /* insertion sort: a stable order for messages */
-    for (int j = i; j > 0 && strcmp(list[j - 1], list[j]) > 0; j--) {
-      char *t = list[j];
-      list[j] = list[j - 1];
-      list[j - 1] = t;
-    }
-  return list;
-}
-
-static void free_list(char **list, int n) {
-  for (int i = 0; i < n; i++)
-    free(list[i]);
-  free(list);
-}
-
-/* The first line where two texts differ, for messages. */
-static int first_diff_line(const char *a, const char *b) {
-  int line = 1;
-  for (; *a && *a == *b; a++, b++)
-    if (*a == '\n') line++;
-  return line;
-}
 
 /* ---- lit-style pass tests ---------------------------------------------------------------------
  */
@@ -154,12 +69,12 @@ static bool lit_split(const char *text, lit *t, char *why, size_t size) {
 static void t_lit_files(void **state) {
   const env *e = *state;
   int n;
-  char **files = kir_files(e, "passes", &n);
+  char **files = th_kir_files(e->tests, "passes", "", &n);
   if (n < 20) fail_msg("only %d tests/kir/passes/*.kir files (20 or more expected)", n);
   kc_context *ctx = kc_context_new();
   int failed = 0;
   for (int i = 0; i < n; i++) {
-    char *text = slurp(files[i]), why[256], in[256], out2[256], cmd[8192];
+    char *text = th_read_file(files[i], NULL), why[256], in[256], out2[256], cmd[8192];
     lit t = {0};
     if (!text || !lit_split(text, &t, why, sizeof why)) {
       print_error("%s: %s\n", files[i], text ? why : "unreadable");
@@ -168,14 +83,14 @@ static void t_lit_files(void **state) {
       continue;
     }
     snprintf(in, sizeof in, "%s/in.kir", e->tmp);
-    spit(in, t.input, strlen(t.input));
+    th_write_file(in, t.input, strlen(t.input));
     snprintf(cmd, sizeof cmd, "'%s' opt '%s' %s", e->kernc, in, t.args);
     char *out, *err;
-    int rc = run(e, cmd, &out, &err);
+    int rc = th_exec(cmd, &out, &err);
     if (rc != 0 || strcmp(out, t.expect) != 0) {
       print_error("%s: kernc opt%s exit %d, output differs from CHECK at line %d\nstderr: %s\n"
                   "got:\n%s\nwant:\n%s\n",
-                  files[i], t.args, rc, first_diff_line(out, t.expect), err, out, t.expect);
+                  files[i], t.args, rc, th_first_diff_line(out, t.expect), err, out, t.expect);
       failed++;
     } else {
       /* the output reads back to itself and verifies */
@@ -192,13 +107,13 @@ static void t_lit_files(void **state) {
       kc_graph_free(g);
       /* and is a fixpoint of the same passes */
       snprintf(out2, sizeof out2, "%s/out.kir", e->tmp);
-      spit(out2, out, strlen(out));
+      th_write_file(out2, out, strlen(out));
       snprintf(cmd, sizeof cmd, "'%s' opt '%s' %s", e->kernc, out2, t.args);
       char *out3, *err3;
-      rc = run(e, cmd, &out3, &err3);
+      rc = th_exec(cmd, &out3, &err3);
       if (rc != 0 || strcmp(out3, out) != 0) {
         print_error("%s: running the passes again changes the output (exit %d, line %d): %s\n%s",
-                    files[i], rc, first_diff_line(out3, out), err3, out3);
+                    files[i], rc, th_first_diff_line(out3, out), err3, out3);
         failed++;
       }
       free(out3);
@@ -211,7 +126,7 @@ static void t_lit_files(void **state) {
     free(text);
   }
   kc_context_free(ctx);
-  free_list(files, n);
+  th_free_list(files, n);
   if (failed) fail_msg("%d of %d pass test files failed", failed, n);
 }
 
@@ -219,13 +134,13 @@ static void t_lit_files(void **state) {
 static void t_default_pipeline_on_golden(void **state) {
   const env *e = *state;
   int n;
-  char **files = kir_files(e, "golden", &n);
+  char **files = th_kir_files(e->tests, "golden", "", &n);
   if (n == 0) fail_msg("no tests/kir/golden/*.kir files");
   kc_context *ctx = kc_context_new();
   for (int i = 0; i < n; i++) {
     char cmd[8192], *out, *err;
     snprintf(cmd, sizeof cmd, "'%s' opt '%s' --verify-each", e->kernc, files[i]);
-    int rc = run(e, cmd, &out, &err);
+    int rc = th_exec(cmd, &out, &err);
     if (rc != 0) fail_msg("%s: default pipeline: exit %d: %s", files[i], rc, err);
     kc_graph *g = NULL;
     kc_status s = kc_graph_parse(ctx, out, files[i], &g);
@@ -236,16 +151,15 @@ static void t_default_pipeline_on_golden(void **state) {
     free(err);
   }
   kc_context_free(ctx);
-  free_list(files, n);
+  th_free_list(files, n);
 }
 
 /* ---- the matcher ---------------------------------------------------------------------------- */
 
+/* Parse text; it must verify. */
 static kc_graph *parse(kc_context *ctx, const char *text) {
-  kc_graph *g = NULL;
-  kc_status s = kc_graph_parse(ctx, text, "test.kir", &g);
-  if (s == KC_OK) s = kc_graph_verify(g);
-  if (s != KC_OK) fail_msg("parse: %s", kc_last_error(ctx));
+  kc_graph *g = th_parse(ctx, text);
+  if (kc_graph_verify(g) != KC_OK) fail_msg("verify: %s", kc_last_error(ctx));
   return g;
 }
 
@@ -638,15 +552,15 @@ static void t_explain_cli(void **state) {
   const char *text = "graph @g(%1: f32[4] \"x\", %2: f32[4] \"y\") {\n"
                      "  %3 = div(%1, %2) : f32[4]\n"
                      "  return %3\n}\n";
-  spit(path, text, strlen(text));
+  th_write_file(path, text, strlen(text));
   snprintf(cmd, sizeof cmd, "'%s' opt '%s' --passes=canonicalize --explain-fusion", e->kernc, path);
-  assert_int_equal(run(e, cmd, &out, &err), 0);
+  assert_int_equal(th_exec(cmd, &out, &err), 0);
   assert_non_null(strstr(out, "div(%1, %2)"));
   assert_null(strstr(out, "explain"));
   free(out);
   free(err);
   snprintf(cmd, sizeof cmd, "'%s' opt '%s' --fold-limit=x", e->kernc, path);
-  assert_int_equal(run(e, cmd, &out, &err), 2);
+  assert_int_equal(th_exec(cmd, &out, &err), 2);
   assert_non_null(strstr(err, "--fold-limit"));
   free(out);
   free(err);
@@ -717,6 +631,63 @@ static void t_compile_pipeline(void **state) {
   kc_context_free(ctx);
 }
 
+/*
+ * Attention whose additive mask has its own key length M: shapes agree at compile time, so the
+ * mismatch (M != T) shows only when a run binds the sizes, inside the fused op; the error names
+ * the ONNX node the op stands for (the head merge's Reshape), not only "%N (attention)".
+ */
+static void t_runtime_error_loc(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = parse(
+      ctx, "graph @mha(%1: f32[B,S,64] \"q\", %2: f32[B,T,64] \"k\", %3: f32[B,T,64] \"v\", "
+           "%4: f32[B,1,1,M] \"mask\") {\n"
+           "  %5 = constant dense<[0, 0, 4, 16]> : i64[4] loc(\"/attn/Constant\")\n"
+           "  %6 = reshape(%1, %5) : f32[B,S,4,16] loc(\"/attn/q/Reshape\")\n"
+           "  %7 = transpose(%6) {perm=[0, 2, 1, 3]} : f32[B,4,S,16] loc(\"/attn/q/Transpose\")\n"
+           "  %8 = reshape(%2, %5) : f32[B,T,4,16] loc(\"/attn/k/Reshape\")\n"
+           "  %9 = transpose(%8) {perm=[0, 2, 3, 1]} : f32[B,4,16,T] loc(\"/attn/k/Transpose\")\n"
+           "  %10 = reshape(%3, %5) : f32[B,T,4,16] loc(\"/attn/v/Reshape\")\n"
+           "  %11 = transpose(%10) {perm=[0, 2, 1, 3]} : f32[B,4,T,16] loc(\"/attn/v/Transpose\")\n"
+           "  %12 = matmul(%7, %9) : f32[B,4,S,T] loc(\"/attn/MatMul\")\n"
+           "  %13 = constant dense<0.25> : f32[] loc(\"/attn/Constant_1\")\n"
+           "  %14 = mul(%12, %13) : f32[B,4,S,T] loc(\"/attn/Mul\")\n"
+           "  %15 = add(%14, %4) : f32[B,4,S,T] loc(\"/attn/Add\")\n"
+           "  %16 = softmax(%15) {axis=-1} : f32[B,4,S,T] loc(\"/attn/Softmax\")\n"
+           "  %17 = matmul(%16, %11) : f32[B,4,S,16] loc(\"/attn/MatMul_1\")\n"
+           "  %18 = transpose(%17) {perm=[0, 2, 1, 3]} : f32[B,S,4,16] loc(\"/attn/Transpose\")\n"
+           "  %19 = constant dense<[0, 0, 64]> : i64[3] loc(\"/attn/Constant_2\")\n"
+           "  %20 = reshape(%18, %19) : f32[B,S,64] loc(\"/attn/Reshape\")\n"
+           "  return %20 \"y\"\n}\n");
+  kc_compile_options co = {.target = "cpu", .threads = 1}; /* the default pipeline */
+  kc_module *m = NULL;
+  if (kc_compile(ctx, g, &co, &m) != KC_OK) fail_msg("compile: %s", kc_last_error(ctx));
+  const kc_graph *mg = kc_module_graph(m);
+  const kc_node *attn = NULL;
+  for (uint32_t i = 0; i < mg->nnodes; i++)
+    if (mg->nodes[i].op == KC_OP_ATTENTION) attn = &mg->nodes[i];
+  assert_non_null(attn); /* the error below must come from inside the fused op */
+  assert_non_null(attn->loc);
+  assert_string_equal(attn->loc, "/attn/Reshape");
+  static float q[3 * 64], k[5 * 64], v[5 * 64], mask[5];
+  kc_tensor_desc in[4] = {
+      {.name = "q", .dtype = KC_F32, .rank = 3, .dims = {1, 3, 64}, .data = q},
+      {.name = "k", .dtype = KC_F32, .rank = 3, .dims = {1, 5, 64}, .data = k},
+      {.name = "v", .dtype = KC_F32, .rank = 3, .dims = {1, 5, 64}, .data = v},
+      {.name = "mask", .dtype = KC_F32, .rank = 4, .dims = {1, 1, 1, 5}, .data = mask},
+  };
+  kc_tensor_desc out;
+  if (kc_run(m, in, 4, &out, 1) != KC_OK) fail_msg("run: %s", kc_last_error(ctx));
+  in[3].dims[3] = 4; /* M = 4, T = 5 */
+  assert_int_equal(kc_run(m, in, 4, &out, 1), KC_ERR_SHAPE);
+  const char *err = kc_last_error(ctx);
+  if (!strstr(err, "node '/attn/Reshape' (attention, "))
+    fail_msg("the run-time error does not name the ONNX node: %s", err);
+  kc_module_free(m);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
 /* Index of the pass named name in p, or -1. */
 static int pass_index(const kc_pipeline *p, const char *name) {
   for (int i = 0; i < p->n; i++)
@@ -751,16 +722,14 @@ static void t_pipelines(void **state) {
 static env the_env;
 
 static int setup(void **state) {
-  snprintf(the_env.tmp, sizeof the_env.tmp, "/tmp/kc_passes_XXXXXX");
-  if (!mkdtemp(the_env.tmp)) return -1;
+  if (!th_mkdtemp(the_env.tmp, sizeof the_env.tmp, "passes")) return -1;
   *state = &the_env;
   return 0;
 }
 
 static int teardown(void **state) {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", the_env.tmp);
-  return system(cmd) == 0 ? 0 : -1;
+  (void)state;
+  return th_rmtree(the_env.tmp) ? 0 : -1;
 }
 
 int main(int argc, char **argv) {
@@ -771,12 +740,13 @@ int main(int argc, char **argv) {
   the_env.kernc = argv[1];
   the_env.tests = argv[2];
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_match_attention),  cmocka_unit_test(t_match_rules),
-      cmocka_unit_test(t_match_captures),   cmocka_unit_test(t_match_shared_rows),
-      cmocka_unit_test(t_pattern_check),    cmocka_unit_test(t_driver),
-      cmocka_unit_test(t_pipelines),        cmocka_unit_test(t_fold_data),
-      cmocka_unit_test(t_compile_pipeline), cmocka_unit_test(t_explain_cli),
-      cmocka_unit_test(t_lit_files),        cmocka_unit_test(t_default_pipeline_on_golden),
+      cmocka_unit_test(t_match_attention),   cmocka_unit_test(t_match_rules),
+      cmocka_unit_test(t_match_captures),    cmocka_unit_test(t_match_shared_rows),
+      cmocka_unit_test(t_pattern_check),     cmocka_unit_test(t_driver),
+      cmocka_unit_test(t_pipelines),         cmocka_unit_test(t_fold_data),
+      cmocka_unit_test(t_compile_pipeline),  cmocka_unit_test(t_explain_cli),
+      cmocka_unit_test(t_lit_files),         cmocka_unit_test(t_default_pipeline_on_golden),
+      cmocka_unit_test(t_runtime_error_loc),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -20,13 +20,12 @@
 
 #include "kernc.h"
 #include "runtime/runtime.h"
+#include "tests/harness.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 typedef struct env {
   kc_context *ctx;
@@ -52,21 +51,7 @@ static int teardown(void **st) {
 }
 
 /* Compile e->g with `threads`; every op has an emitter, so any failure fails the test. */
-static void compile(env *e, int threads) {
-  assert_int_equal(kc_graph_status(e->g), KC_OK);
-  kc_compile_options o = {.target = "cpu", .passes = "", .threads = threads};
-  kc_status s = kc_compile(e->ctx, e->g, &o, &e->m);
-  if (s != KC_OK) print_error("%s\n", kc_last_error(e->ctx));
-  assert_int_equal(s, KC_OK);
-}
-
-static kc_tensor_desc desc(const char *name, kc_dtype t, int rank, const int64_t *dims,
-                           void *data) {
-  kc_tensor_desc d = {name, t, rank, {0}, data};
-  for (int i = 0; i < rank; i++)
-    d.dims[i] = dims[i];
-  return d;
-}
+static void compile(env *e, int threads) { e->m = th_compile(e->ctx, e->g, threads); }
 
 /* kc_run must fail with status s and a message holding each of the given words. */
 static void run_fails(env *e, const kc_tensor_desc *in, uint32_t nin, kc_status s, const char *w1,
@@ -101,7 +86,7 @@ static void build_chain(env *e) {
 
 static void check_chain(env *e, int64_t b) {
   float *x = iota((size_t)b * 3, 0.5f);
-  kc_tensor_desc in = desc("x", KC_F32, 2, (int64_t[]){b, 3}, x), out[2];
+  kc_tensor_desc in = th_desc("x", KC_F32, 2, (int64_t[]){b, 3}, x), out[2];
   assert_int_equal(kc_run(e->m, &in, 1, out, 2), KC_OK);
   assert_string_equal(out[0].name, "t3");
   assert_true(out[0].rank == 2 && out[0].dims[0] == 3 && out[0].dims[1] == b);
@@ -150,7 +135,7 @@ static void t_threads_identical(void **st) {
   compile(e, 1);
   const int64_t b = 777;
   float *xs = iota(b * K, 0.0125f);
-  kc_tensor_desc in = desc("x", KC_F32, 2, (int64_t[]){b, K}, xs), out[2];
+  kc_tensor_desc in = th_desc("x", KC_F32, 2, (int64_t[]){b, K}, xs), out[2];
   assert_int_equal(kc_run(e->m, &in, 1, out, 2), KC_OK);
   float *one = malloc(b * N * sizeof *one), *sum = malloc(b * sizeof *sum);
   memcpy(one, out[0].data, b * N * sizeof *one);
@@ -194,7 +179,7 @@ static void t_output_is_input(void **st) {
   kc_output(e->g, kc_transpose(e->g, x, 0, NULL), "c");
   compile(e, 0);
   int32_t xs[5] = {1, -2, 3, -4, 5};
-  kc_tensor_desc in = desc(NULL, KC_I32, 1, (int64_t[]){5}, xs), out[3];
+  kc_tensor_desc in = th_desc(NULL, KC_I32, 1, (int64_t[]){5}, xs), out[3];
   assert_int_equal(kc_run(e->m, &in, 1, out, 3), KC_OK);
   for (int k = 0; k < 3; k++) {
     assert_ptr_not_equal(out[k].data, xs); /* module-owned copies: the caller's data is theirs */
@@ -218,8 +203,9 @@ static void t_size_from_input_contents(void **st) {
   compile(e, 0);
   for (int64_t len = 0; len < 70; len += 23) {
     int64_t zero = 0, step = 1;
-    kc_tensor_desc in[3] = {desc("one", KC_I64, 0, NULL, &step), desc("n", KC_I64, 0, NULL, &len),
-                            desc("zero", KC_I64, 0, NULL, &zero)},
+    kc_tensor_desc in[3] = {th_desc("one", KC_I64, 0, NULL, &step),
+                            th_desc("n", KC_I64, 0, NULL, &len),
+                            th_desc("zero", KC_I64, 0, NULL, &zero)},
                    out;
     assert_int_equal(kc_run(e->m, in, 3, &out, 1), KC_OK);
     assert_true(out.rank == 1 && out.dims[0] == len);
@@ -240,8 +226,9 @@ static void t_size_from_float_inputs(void **st) {
   kc_output(e->g, kc_range(e->g, a, b, c), "r");
   compile(e, 0);
   float v[3] = {-2, 10, 3};
-  kc_tensor_desc in[3] = {desc("a", KC_F32, 0, NULL, &v[0]), desc("b", KC_F32, 0, NULL, &v[1]),
-                          desc("c", KC_F32, 0, NULL, &v[2])},
+  kc_tensor_desc in[3] = {th_desc("a", KC_F32, 0, NULL, &v[0]),
+                          th_desc("b", KC_F32, 0, NULL, &v[1]),
+                          th_desc("c", KC_F32, 0, NULL, &v[2])},
                  out;
   assert_int_equal(kc_run(e->m, in, 3, &out, 1), KC_OK);
   assert_true(out.rank == 1 && out.dims[0] == 4);
@@ -269,8 +256,8 @@ static void t_size_from_computed_data(void **st) {
   compile(e, 0);
   for (int64_t len = 5; len < 300; len += 100) {
     float *xs = iota(len * 3, 1.0f);
-    kc_tensor_desc in[2] = {desc("x", KC_F32, 2, (int64_t[]){len, 3}, xs),
-                            desc("n", KC_I64, 0, NULL, &len)},
+    kc_tensor_desc in[2] = {th_desc("x", KC_F32, 2, (int64_t[]){len, 3}, xs),
+                            th_desc("n", KC_I64, 0, NULL, &len)},
                    out[3];
     assert_int_equal(kc_run(e->m, in, 2, out, 3), KC_OK);
     assert_true(out[0].rank == 1 && out[0].dims[0] == len);
@@ -293,8 +280,8 @@ static void t_input_errors(void **st) {
   kc_output(e->g, kc_transpose(e->g, y, 0, NULL), "yt");
   compile(e, 0);
   float buf[7 * 4] = {0};
-  kc_tensor_desc ok[2] = {desc("x", KC_F32, 2, (int64_t[]){5, 4}, buf),
-                          desc("y", KC_F32, 2, (int64_t[]){5, 2}, buf)},
+  kc_tensor_desc ok[2] = {th_desc("x", KC_F32, 2, (int64_t[]){5, 4}, buf),
+                          th_desc("y", KC_F32, 2, (int64_t[]){5, 2}, buf)},
                  bad[3];
   kc_tensor_desc out[2];
   assert_int_equal(kc_run(e->m, ok, 2, out, 2), KC_OK);
@@ -382,7 +369,7 @@ static void t_add_relu_weight(void **st) {
   e->g = kc_graph_new(e->ctx, "unused");
   for (int64_t b = 1; b <= 301; b += 100) {
     float *xs = iota((size_t)b * 4, 0.01f);
-    kc_tensor_desc in = desc("x", KC_F32, 2, (int64_t[]){b, 4}, xs), out;
+    kc_tensor_desc in = th_desc("x", KC_F32, 2, (int64_t[]){b, 4}, xs), out;
     assert_int_equal(kc_run(e->m, &in, 1, &out, 1), KC_OK);
     for (int64_t i = 0; i < b * 4; i++) {
       float want = xs[i] + w[i % 4];
@@ -405,7 +392,7 @@ static void t_views(void **st) {
   float xs[12];
   for (int i = 0; i < 12; i++)
     xs[i] = (float)i;
-  kc_tensor_desc in = desc("x", KC_F32, 2, (int64_t[]){2, 6}, xs), out[2];
+  kc_tensor_desc in = th_desc("x", KC_F32, 2, (int64_t[]){2, 6}, xs), out[2];
   assert_int_equal(kc_run(e->m, &in, 1, out, 2), KC_OK);
   assert_true(out[0].rank == 3 && out[0].dims[0] == 3);
   assert_memory_equal(out[0].data, xs, sizeof xs);
@@ -427,8 +414,8 @@ static void t_reshape_by_input(void **st) {
   for (int i = 0; i < 12; i++)
     xs[i] = (float)i;
   int64_t sh[2] = {-1, 4};
-  kc_tensor_desc in[2] = {desc("x", KC_F32, 1, (int64_t[]){12}, xs),
-                          desc("shape", KC_I64, 1, (int64_t[]){2}, sh)},
+  kc_tensor_desc in[2] = {th_desc("x", KC_F32, 1, (int64_t[]){12}, xs),
+                          th_desc("shape", KC_I64, 1, (int64_t[]){2}, sh)},
                  out;
   assert_int_equal(kc_run(e->m, in, 2, &out, 1), KC_OK);
   assert_true(out.rank == 2 && out.dims[0] == 4 && out.dims[1] == 3);
@@ -448,78 +435,56 @@ typedef struct cli_env {
   char dir[64];
 } cli_env;
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-  char cmd[8192];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  int rc = system(cmd);
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  char *b = calloc(1, 1 << 16);
-  size_t n = fread(b, 1, (1 << 16) - 1, f);
-  b[n] = 0;
-  fclose(f);
-  return b;
-}
-
 static void t_cli_run(void **st) {
   cli_env *c = *st;
   kc_context *ctx = kc_context_new();
   char path[256];
   snprintf(path, sizeof path, "%s/m.kir", c->dir);
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fputs("graph @m(%1: f32[B,3] \"x\") {\n"
-        "  %2 = transpose(%1) : f32[3,B]\n"
-        "  return %2 \"y\", %1 \"same\"\n"
-        "}\n",
-        f);
-  fclose(f);
+  const char *m_kir = "graph @m(%1: f32[B,3] \"x\") {\n"
+                      "  %2 = transpose(%1) : f32[3,B]\n"
+                      "  return %2 \"y\", %1 \"same\"\n"
+                      "}\n";
+  th_write_file(path, m_kir, strlen(m_kir));
   float xs[6] = {1, 2, 3, 4, 5, 6};
-  kc_tensor_desc x = desc(NULL, KC_F32, 2, (int64_t[]){2, 3}, xs), y;
+  kc_tensor_desc x = th_desc(NULL, KC_F32, 2, (int64_t[]){2, 3}, xs), y;
   snprintf(path, sizeof path, "%s/x.npy", c->dir);
   assert_int_equal(kc_npy_write(ctx, path, &x), KC_OK);
   const char *d = c->dir;
-  assert_int_equal(sh("'%s' run '%s/m.kir' --input x='%s/x.npy' -o '%s/out' --threads 2 >/dev/null",
-                      c->kernc, d, d, d),
-                   0);
+  assert_int_equal(
+      th_sh("'%s' run '%s/m.kir' --input x='%s/x.npy' -o '%s/out' --threads 2 >/dev/null", c->kernc,
+            d, d, d),
+      0);
   snprintf(path, sizeof path, "%s/out/y.npy", c->dir);
   assert_int_equal(kc_npy_read(ctx, path, &y), KC_OK);
   assert_true(y.dtype == KC_F32 && y.rank == 2 && y.dims[0] == 3 && y.dims[1] == 2);
   assert_memory_equal(y.data, ((float[]){1, 4, 2, 5, 3, 6}), 6 * sizeof(float));
   kc_npy_free(&y);
   /* printed: name, dtype, shape, values */
-  assert_int_equal(sh("'%s' run '%s/m.kir' -i '%s/x.npy' > '%s/o.txt'", c->kernc, d, d, d), 0);
+  assert_int_equal(th_sh("'%s' run '%s/m.kir' -i '%s/x.npy' > '%s/o.txt'", c->kernc, d, d, d), 0);
   snprintf(path, sizeof path, "%s/o.txt", c->dir);
-  char *text = slurp(path);
+  char *text = th_read_file(path, NULL);
+  assert_non_null(text);
   assert_string_equal(text, "y: f32[3,2] = 1 4 2 5 3 6\nsame: f32[2,3] = 1 2 3 4 5 6\n");
   free(text);
   /* missing inputs are listed; bad usage exits 2 */
-  assert_int_equal(sh("'%s' run '%s/m.kir' 2> '%s/e.txt'", c->kernc, d, d), 1);
+  assert_int_equal(th_sh("'%s' run '%s/m.kir' 2> '%s/e.txt'", c->kernc, d, d), 1);
   snprintf(path, sizeof path, "%s/e.txt", c->dir);
-  text = slurp(path);
+  text = th_read_file(path, NULL);
+  assert_non_null(text);
   assert_non_null(strstr(text, "missing input(s): 'x'"));
   free(text);
-  assert_int_equal(sh("'%s' run '%s/m.kir' --threads 0 2>/dev/null", c->kernc, d), 2);
-  assert_int_equal(sh("'%s' run 2>/dev/null", c->kernc), 2);
-  assert_int_equal(sh("rm -rf '%s/out' '%s'/*.npy '%s'/*.txt '%s/m.kir'", d, d, d, d), 0);
+  assert_int_equal(th_sh("'%s' run '%s/m.kir' --threads 0 2>/dev/null", c->kernc, d), 2);
+  assert_int_equal(th_sh("'%s' run 2>/dev/null", c->kernc), 2);
+  assert_int_equal(th_sh("rm -rf '%s/out' '%s'/*.npy '%s'/*.txt '%s/m.kir'", d, d, d, d), 0);
   kc_context_free(ctx);
 }
 
 int main(int argc, char **argv) {
   cli_env c = {.kernc = argc > 1 ? argv[1] : NULL};
-  snprintf(c.dir, sizeof c.dir, "/tmp/kc_run_XXXXXX");
-  if (c.kernc && !mkdtemp(c.dir)) return 1;
+  if (c.kernc && !th_mkdtemp(c.dir, sizeof c.dir, "run")) return 1;
   const struct CMUnitTest cli[] = {cmocka_unit_test_prestate(t_cli_run, &c)};
   int failed = c.kernc ? cmocka_run_group_tests_name("kernc run", cli, NULL, NULL) : 0;
-  if (c.kernc) rmdir(c.dir);
+  if (c.kernc) th_rmtree(c.dir);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_chain_and_batches, setup, teardown),
       cmocka_unit_test_setup_teardown(t_threads_identical, setup, teardown),

@@ -14,45 +14,17 @@
 #include <cmocka.h>
 
 #include "ir/internal.h"
+#include "tests/harness.h"
 
 #include <string.h>
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static kc_context *ctx;
-
-static int setup(void **st) {
-  (void)st;
-  ctx = kc_context_new();
-  return ctx ? 0 : -1;
-}
-
-static int teardown(void **st) {
-  (void)st;
-  kc_context_free(ctx);
-  return 0;
-}
+static kc_context *ctx; /* made in main, shared by every test */
 
 static const char *dstr(kc_graph *g, kc_dim d) {
   static char buf[256];
   return kc_dim_str(g, d, buf, sizeof buf);
-}
-
-/* "f32[B,S,384]" for v. */
-static const char *type_str(kc_graph *g, kc_val v) {
-  static char buf[512];
-  char d[128];
-  kc_dim dims[KC_MAX_RANK];
-  int r = kc_val_rank(g, v);
-  if (r < 0) return "untyped";
-  kc_val_dims(g, v, dims);
-  snprintf(buf, sizeof buf, "%s[", kc_dtype_name(kc_val_dtype(g, v)));
-  for (int i = 0; i < r; i++) {
-    if (i) strcat(buf, ",");
-    strcat(buf, kc_dim_str(g, dims[i], d, sizeof d));
-  }
-  strcat(buf, "]");
-  return buf;
 }
 
 /* Known values of v as "[B,S,12,32]", or "unknown". */
@@ -252,20 +224,20 @@ static void t_broadcast(void **st) {
   (void)st;
   kc_graph *g = kc_graph_new(ctx, "g");
   kc_val x = input(g, "x", KC_F32, "B,S,384"), b = input(g, "b", KC_F32, "384");
-  assert_string_equal(type_str(g, kc_add(g, x, b)), "f32[B,S,384]");
-  assert_string_equal(type_str(g, kc_add(g, b, x)), "f32[B,S,384]");
+  assert_string_equal(th_type_str(g, kc_add(g, x, b)), "f32[B,S,384]");
+  assert_string_equal(th_type_str(g, kc_add(g, b, x)), "f32[B,S,384]");
   kc_val m = input(g, "m", KC_F32, "B,1,S,S"), h = input(g, "h", KC_F32, "1,12,1,S");
-  assert_string_equal(type_str(g, kc_mul(g, m, h)), "f32[B,12,S,S]");
+  assert_string_equal(th_type_str(g, kc_mul(g, m, h)), "f32[B,12,S,S]");
   /* a symbol against an integer takes the integer; two symbols take the first */
   kc_val s = input(g, "s", KC_F32, "S"), t = input(g, "t", KC_F32, "T");
   kc_val five = input(g, "five", KC_F32, "5");
-  assert_string_equal(type_str(g, kc_sub(g, s, five)), "f32[5]");
-  assert_string_equal(type_str(g, kc_sub(g, five, s)), "f32[5]");
-  assert_string_equal(type_str(g, kc_sub(g, s, t)), "f32[S]");
+  assert_string_equal(th_type_str(g, kc_sub(g, s, five)), "f32[5]");
+  assert_string_equal(th_type_str(g, kc_sub(g, five, s)), "f32[5]");
+  assert_string_equal(th_type_str(g, kc_sub(g, s, t)), "f32[S]");
   /* comparisons give bool, where broadcasts three ways */
   kc_val c = kc_less(g, s, t);
-  assert_string_equal(type_str(g, c), "bool[S]");
-  assert_string_equal(type_str(g, kc_where(g, c, m, kc_const_f32(g, 0))), "f32[B,1,S,S]");
+  assert_string_equal(th_type_str(g, c), "bool[S]");
+  assert_string_equal(th_type_str(g, kc_where(g, c, m, kc_const_f32(g, 0))), "f32[B,1,S,S]");
   assert_int_equal(kc_graph_status(g), KC_OK);
   /* two different integers */
   kc_val four = input(g, "four", KC_F32, "4");
@@ -287,7 +259,7 @@ static void t_dtype_errors(void **st) {
   i = input(g, "i", KC_I64, "4");
   assert_int_equal(kc_sqrt(g, i).id, 0);
   assert_int_equal(kc_graph_status(g), KC_ERR_TYPE);
-  assert_string_equal(type_str(g, kc_cast(g, i, KC_F16)), "f16[4]");
+  assert_string_equal(th_type_str(g, kc_cast(g, i, KC_F16)), "f16[4]");
   kc_graph_free(g);
 }
 
@@ -297,24 +269,25 @@ static void t_reshape(void **st) {
   (void)st;
   kc_graph *g = kc_graph_new(ctx, "g");
   kc_val x = input(g, "x", KC_F32, "B,S,384");
-  assert_string_equal(type_str(g, kc_reshape(g, x, i64s(g, 4, (int64_t[]){0, 0, 12, 32}))),
+  assert_string_equal(th_type_str(g, kc_reshape(g, x, i64s(g, 4, (int64_t[]){0, 0, 12, 32}))),
                       "f32[B,S,12,32]");
-  assert_string_equal(type_str(g, kc_reshape(g, x, i64s(g, 2, (int64_t[]){-1, 384}))),
+  assert_string_equal(th_type_str(g, kc_reshape(g, x, i64s(g, 2, (int64_t[]){-1, 384}))),
                       "f32[B*S,384]");
-  assert_string_equal(type_str(g, kc_reshape(g, x, i64s(g, 3, (int64_t[]){0, -1, 32}))),
+  assert_string_equal(th_type_str(g, kc_reshape(g, x, i64s(g, 3, (int64_t[]){0, -1, 32}))),
                       "f32[B,12*S,32]");
-  assert_string_equal(type_str(g, kc_reshape(g, x, i64s(g, 1, (int64_t[]){-1}))), "f32[384*B*S]");
+  assert_string_equal(th_type_str(g, kc_reshape(g, x, i64s(g, 1, (int64_t[]){-1}))),
+                      "f32[384*B*S]");
   kc_val y = kc_reshape(g, x, i64s(g, 2, (int64_t[]){-1, 384}));
-  assert_string_equal(type_str(g, kc_reshape(g, y, i64s(g, 3, (int64_t[]){0, 12, 32}))),
+  assert_string_equal(th_type_str(g, kc_reshape(g, y, i64s(g, 3, (int64_t[]){0, 12, 32}))),
                       "f32[B*S,12,32]");
-  assert_string_equal(type_str(g, kc_flatten(g, x, 2)), "f32[B*S,384]");
-  assert_string_equal(type_str(g, kc_flatten(g, x, 0)), "f32[1,384*B*S]");
+  assert_string_equal(th_type_str(g, kc_flatten(g, x, 2)), "f32[B*S,384]");
+  assert_string_equal(th_type_str(g, kc_flatten(g, x, 0)), "f32[1,384*B*S]");
   assert_int_equal(kc_graph_status(g), KC_OK);
   kc_graph_free(g);
 
   g = kc_graph_new(ctx, "g");
   kc_val z = input(g, "z", KC_F32, "2,3,4");
-  assert_string_equal(type_str(g, kc_reshape(g, z, i64s(g, 2, (int64_t[]){-1, 6}))), "f32[4,6]");
+  assert_string_equal(th_type_str(g, kc_reshape(g, z, i64s(g, 2, (int64_t[]){-1, 6}))), "f32[4,6]");
   assert_int_equal(kc_reshape(g, z, i64s(g, 2, (int64_t[]){-1, 5})).id, 0);
   assert_int_equal(kc_graph_status(g), KC_ERR_SHAPE);
   kc_graph_free(g);
@@ -327,7 +300,7 @@ static void t_reshape(void **st) {
   g = kc_graph_new(ctx, "g");
   z = input(g, "z", KC_F32, "2,3,4");
   kc_val shp = input(g, "shape", KC_I64, "2");
-  assert_string_equal(type_str(g, kc_reshape(g, z, shp)), "f32[unk0,unk1]");
+  assert_string_equal(th_type_str(g, kc_reshape(g, z, shp)), "f32[unk0,unk1]");
   kc_val shp2 = input(g, "shape2", KC_I64, "N");
   assert_int_equal(kc_reshape(g, z, shp2).id, 0);
   assert_int_equal(kc_graph_status(g), KC_ERR_UNSUPPORTED);
@@ -342,30 +315,30 @@ static void t_head_split(void **st) {
   kc_val x = input(g, "x", KC_F32, "B,S,384");
   kc_val h = kc_reshape(g, x, i64s(g, 4, (int64_t[]){0, 0, 12, 32}));
   kc_val q = kc_transpose(g, h, 4, (int64_t[]){0, 2, 1, 3});
-  assert_string_equal(type_str(g, q), "f32[B,12,S,32]");
+  assert_string_equal(th_type_str(g, q), "f32[B,12,S,32]");
   kc_val kt = kc_transpose(g, h, 4, (int64_t[]){0, 2, 3, 1});
-  assert_string_equal(type_str(g, kt), "f32[B,12,32,S]");
+  assert_string_equal(th_type_str(g, kt), "f32[B,12,32,S]");
   kc_val scores = kc_matmul(g, q, kt);
-  assert_string_equal(type_str(g, scores), "f32[B,12,S,S]");
+  assert_string_equal(th_type_str(g, scores), "f32[B,12,S,S]");
   kc_val p = kc_softmax(g, scores, -1);
   kc_val ctxv = kc_matmul(g, p, q);
-  assert_string_equal(type_str(g, ctxv), "f32[B,12,S,32]");
+  assert_string_equal(th_type_str(g, ctxv), "f32[B,12,S,32]");
   kc_val back = kc_transpose(g, ctxv, 4, (int64_t[]){0, 2, 1, 3});
-  assert_string_equal(type_str(g, kc_reshape(g, back, i64s(g, 3, (int64_t[]){0, 0, -1}))),
+  assert_string_equal(th_type_str(g, kc_reshape(g, back, i64s(g, 3, (int64_t[]){0, 0, -1}))),
                       "f32[B,S,384]");
-  assert_string_equal(type_str(g, kc_transpose(g, x, 0, NULL)), "f32[384,S,B]");
+  assert_string_equal(th_type_str(g, kc_transpose(g, x, 0, NULL)), "f32[384,S,B]");
   /* matmul with 1-D operands and batch broadcast */
   kc_val w = input(g, "w", KC_F32, "384,10"), v = input(g, "v", KC_F32, "384");
-  assert_string_equal(type_str(g, kc_matmul(g, x, w)), "f32[B,S,10]");
-  assert_string_equal(type_str(g, kc_matmul(g, x, v)), "f32[B,S]");
-  assert_string_equal(type_str(g, kc_matmul(g, v, w)), "f32[10]");
+  assert_string_equal(th_type_str(g, kc_matmul(g, x, w)), "f32[B,S,10]");
+  assert_string_equal(th_type_str(g, kc_matmul(g, x, v)), "f32[B,S]");
+  assert_string_equal(th_type_str(g, kc_matmul(g, v, w)), "f32[10]");
   kc_val a3 = input(g, "a3", KC_F32, "1,S,K"), b3 = input(g, "b3", KC_F32, "B,K,7");
-  assert_string_equal(type_str(g, kc_matmul(g, a3, b3)), "f32[B,S,7]");
+  assert_string_equal(th_type_str(g, kc_matmul(g, a3, b3)), "f32[B,S,7]");
   kc_val ga = input(g, "ga", KC_F32, "M,384");
-  assert_string_equal(type_str(g, kc_gemm(g, ga, w, input(g, "c", KC_F32, "10"), 1, 1, 0, 0)),
+  assert_string_equal(th_type_str(g, kc_gemm(g, ga, w, input(g, "c", KC_F32, "10"), 1, 1, 0, 0)),
                       "f32[M,10]");
   kc_val wt = input(g, "wt", KC_F32, "10,384");
-  assert_string_equal(type_str(g, kc_gemm(g, ga, wt, (kc_val){0}, 1, 1, 0, 1)), "f32[M,10]");
+  assert_string_equal(th_type_str(g, kc_gemm(g, ga, wt, (kc_val){0}, 1, 1, 0, 1)), "f32[M,10]");
   assert_int_equal(kc_graph_status(g), KC_OK);
   kc_graph_free(g);
 }
@@ -377,22 +350,22 @@ static void t_shape_chain(void **st) {
   kc_graph *g = kc_graph_new(ctx, "g");
   kc_val x = input(g, "x", KC_F32, "B,S,384");
   kc_val sh = kc_shape(g, x);
-  assert_string_equal(type_str(g, sh), "i64[3]");
+  assert_string_equal(th_type_str(g, sh), "i64[3]");
   assert_string_equal(known_str(g, sh), "[B,S,384]");
   kc_val b = kc_gather(g, sh, kc_const_i64(g, 0), 0);
   kc_val s = kc_gather(g, sh, kc_const_i64(g, 1), 0);
-  assert_string_equal(type_str(g, b), "i64[]");
+  assert_string_equal(th_type_str(g, b), "i64[]");
   assert_string_equal(known_str(g, s), "[S]");
   kc_val ub = kc_unsqueeze(g, b, 1, (int64_t[]){0}), us = kc_unsqueeze(g, s, 1, (int64_t[]){0});
-  assert_string_equal(type_str(g, ub), "i64[1]");
+  assert_string_equal(th_type_str(g, ub), "i64[1]");
   kc_val parts[4] = {ub, us, i64s(g, 1, (int64_t[]){12}), i64s(g, 1, (int64_t[]){32})};
   kc_val cat = kc_concat(g, 4, parts, 0);
   assert_string_equal(known_str(g, cat), "[B,S,12,32]");
-  assert_string_equal(type_str(g, kc_reshape(g, x, cat)), "f32[B,S,12,32]");
+  assert_string_equal(th_type_str(g, kc_reshape(g, x, cat)), "f32[B,S,12,32]");
   /* arithmetic on shape values: [B*S, 384] and [B, S-1] */
   kc_val bs = kc_unsqueeze(g, kc_mul(g, b, s), 1, (int64_t[]){0});
   kc_val cat2 = kc_concat(g, 2, (kc_val[]){bs, i64s(g, 1, (int64_t[]){384})}, 0);
-  assert_string_equal(type_str(g, kc_reshape(g, x, cat2)), "f32[B*S,384]");
+  assert_string_equal(th_type_str(g, kc_reshape(g, x, cat2)), "f32[B*S,384]");
   kc_val s1 = kc_sub(g, s, kc_const_i64(g, 1));
   assert_string_equal(known_str(g, s1), "[S-1]");
   /* slices of the shape, cast, squeeze, range, constant_of_shape, expand */
@@ -405,18 +378,18 @@ static void t_shape_chain(void **st) {
   assert_string_equal(known_str(g, kc_cast(g, head, KC_I32)), "[B,S]");
   assert_string_equal(known_str(g, kc_squeeze(g, ub, 0, NULL)), "[B]");
   kc_val r = kc_range(g, kc_const_i64(g, 0), s, kc_const_i64(g, 1));
-  assert_string_equal(type_str(g, r), "i64[S]");
+  assert_string_equal(th_type_str(g, r), "i64[S]");
   kc_val r3 = kc_range(g, kc_const_i64(g, 2), kc_const_i64(g, 11), kc_const_i64(g, 3));
   assert_string_equal(known_str(g, r3), "[2,5,8]");
   kc_val fr = kc_range(g, kc_const_f32(g, 0), kc_const_f32(g, 1), kc_const_f32(g, 0.25f));
-  assert_string_equal(type_str(g, fr), "f32[4]");
+  assert_string_equal(th_type_str(g, fr), "f32[4]");
   kc_val zeros = kc_constant_of_shape(g, head, (kc_val){0});
-  assert_string_equal(type_str(g, zeros), "f32[B,S]");
+  assert_string_equal(th_type_str(g, zeros), "f32[B,S]");
   kc_val ones = kc_constant_of_shape(g, i64s(g, 1, (int64_t[]){3}), kc_const_i64(g, 1));
-  assert_string_equal(type_str(g, ones), "i64[3]");
+  assert_string_equal(th_type_str(g, ones), "i64[3]");
   assert_string_equal(known_str(g, ones), "[1,1,1]");
   kc_val bias = input(g, "bias", KC_F32, "1,1,384");
-  assert_string_equal(type_str(g, kc_expand(g, bias, sh)), "f32[B,S,384]");
+  assert_string_equal(th_type_str(g, kc_expand(g, bias, sh)), "f32[B,S,384]");
   /* exporters' where(equal(shape, -1), 1, shape) */
   kc_val want = i64s(g, 3, (int64_t[]){-1, 1, 384});
   kc_val sel = kc_where(g, kc_equal(g, want, kc_const_i64(g, -1)), ones, want);
@@ -433,44 +406,44 @@ static void t_movement(void **st) {
   kc_val x = input(g, "x", KC_F32, "B,S,2304");
   kc_val parts[3];
   assert_int_equal(kc_split(g, x, -1, 3, NULL, parts), KC_OK);
-  assert_string_equal(type_str(g, parts[2]), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, parts[2]), "f32[B,S,768]");
   assert_int_equal(kc_split(g, x, 2, 2, (int64_t[]){2048, 256}, parts), KC_OK);
-  assert_string_equal(type_str(g, parts[1]), "f32[B,S,256]");
+  assert_string_equal(th_type_str(g, parts[1]), "f32[B,S,256]");
   kc_val y = input(g, "y", KC_F32, "10,S");
   assert_int_equal(kc_split(g, y, 0, 3, NULL, parts), KC_OK);
-  assert_string_equal(type_str(g, parts[0]), "f32[4,S]");
-  assert_string_equal(type_str(g, parts[2]), "f32[2,S]");
+  assert_string_equal(th_type_str(g, parts[0]), "f32[4,S]");
+  assert_string_equal(th_type_str(g, parts[2]), "f32[2,S]");
   assert_int_equal(kc_split(g, y, 1, 2, NULL, parts), KC_OK);
-  assert_string_equal(type_str(g, parts[0]), "f32[10,(S+1)/2]");
-  assert_string_equal(type_str(g, parts[1]), "f32[10,S-(S+1)/2]");
+  assert_string_equal(th_type_str(g, parts[0]), "f32[10,(S+1)/2]");
+  assert_string_equal(th_type_str(g, parts[1]), "f32[10,S-(S+1)/2]");
   /* slice: symbolic ranges and clamped integer ones */
   kc_val ids = input(g, "ids", KC_I64, "B,S");
   kc_val sl = kc_slice(g, ids, i64s(g, 1, (int64_t[]){1}), i64s(g, 1, (int64_t[]){INT64_MAX}),
                        i64s(g, 1, (int64_t[]){1}), (kc_val){0});
-  assert_string_equal(type_str(g, sl), "i64[B,S-1]");
+  assert_string_equal(th_type_str(g, sl), "i64[B,S-1]");
   kc_val z = input(g, "z", KC_F32, "10,20");
   kc_val sz = kc_slice(g, z, i64s(g, 2, (int64_t[]){-3, 0}), i64s(g, 2, (int64_t[]){100, 20}),
                        i64s(g, 2, (int64_t[]){0, 1}), i64s(g, 2, (int64_t[]){1, 3}));
-  assert_string_equal(type_str(g, sz), "f32[3,7]");
+  assert_string_equal(th_type_str(g, sz), "f32[3,7]");
   kc_val rev = kc_slice(g, z, i64s(g, 1, (int64_t[]){-1}), i64s(g, 1, (int64_t[]){INT64_MIN}),
                         i64s(g, 1, (int64_t[]){0}), i64s(g, 1, (int64_t[]){-1}));
-  assert_string_equal(type_str(g, rev), "f32[10,20]");
+  assert_string_equal(th_type_str(g, rev), "f32[10,20]");
   /* squeeze / unsqueeze */
   kc_val u = kc_unsqueeze(g, ids, 2, (int64_t[]){1, -1});
-  assert_string_equal(type_str(g, u), "i64[B,1,S,1]");
-  assert_string_equal(type_str(g, kc_squeeze(g, u, 0, NULL)), "i64[B,S]");
-  assert_string_equal(type_str(g, kc_squeeze(g, u, 1, (int64_t[]){-1})), "i64[B,1,S]");
+  assert_string_equal(th_type_str(g, u), "i64[B,1,S,1]");
+  assert_string_equal(th_type_str(g, kc_squeeze(g, u, 0, NULL)), "i64[B,S]");
+  assert_string_equal(th_type_str(g, kc_squeeze(g, u, 1, (int64_t[]){-1})), "i64[B,1,S]");
   /* gather of embeddings, concat, trilu */
   kc_val emb = input(g, "emb", KC_F32, "50257,768");
-  assert_string_equal(type_str(g, kc_gather(g, emb, ids, 0)), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, kc_gather(g, emb, ids, 0)), "f32[B,S,768]");
   kc_val c = kc_concat(g, 2, (kc_val[]){x, x}, 1);
-  assert_string_equal(type_str(g, c), "f32[B,2*S,2304]");
+  assert_string_equal(th_type_str(g, c), "f32[B,2*S,2304]");
   kc_val sq = input(g, "sq", KC_F32, "S,S");
-  assert_string_equal(type_str(g, kc_trilu(g, sq, kc_const_i64(g, 1), 1)), "f32[S,S]");
+  assert_string_equal(th_type_str(g, kc_trilu(g, sq, kc_const_i64(g, 1), 1)), "f32[S,S]");
   /* reductions */
-  assert_string_equal(type_str(g, kc_reduce_mean(g, x, 1, (int64_t[]){-1}, 1)), "f32[B,S,1]");
-  assert_string_equal(type_str(g, kc_reduce_sum(g, x, 2, (int64_t[]){0, 2}, 0)), "f32[S]");
-  assert_string_equal(type_str(g, kc_reduce_max(g, x, 0, NULL, 0)), "f32[]");
+  assert_string_equal(th_type_str(g, kc_reduce_mean(g, x, 1, (int64_t[]){-1}, 1)), "f32[B,S,1]");
+  assert_string_equal(th_type_str(g, kc_reduce_sum(g, x, 2, (int64_t[]){0, 2}, 0)), "f32[S]");
+  assert_string_equal(th_type_str(g, kc_reduce_max(g, x, 0, NULL, 0)), "f32[]");
   assert_int_equal(kc_graph_status(g), KC_OK);
   kc_graph_free(g);
 }
@@ -480,22 +453,22 @@ static void t_fused(void **st) {
   kc_graph *g = kc_graph_new(ctx, "g");
   kc_val x = input(g, "x", KC_F32, "B,S,768");
   kc_val gam = input(g, "gamma", KC_F32, "768"), bet = input(g, "beta", KC_F32, "768");
-  assert_string_equal(type_str(g, kc_layer_norm(g, x, gam, bet, 1e-5f)), "f32[B,S,768]");
-  assert_string_equal(type_str(g, kc_rms_norm(g, x, gam, 1e-6f)), "f32[B,S,768]");
-  assert_string_equal(type_str(g, kc_layer_normalization(g, x, gam, (kc_val){0}, -1, 1e-5f)),
+  assert_string_equal(th_type_str(g, kc_layer_norm(g, x, gam, bet, 1e-5f)), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, kc_rms_norm(g, x, gam, 1e-6f)), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, kc_layer_normalization(g, x, gam, (kc_val){0}, -1, 1e-5f)),
                       "f32[B,S,768]");
   kc_attention_desc d = {.heads = 12, .mask = KC_MASK_CAUSAL};
-  assert_string_equal(type_str(g, kc_attention(g, x, x, x, (kc_val){0}, &d)), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, kc_attention(g, x, x, x, (kc_val){0}, &d)), "f32[B,S,768]");
   kc_val kv = input(g, "kv", KC_F32, "B,T,256");
   kc_attention_desc gqa = {.heads = 12, .kv_heads = 4, .mask = KC_MASK_PADDING};
   kc_val pad = input(g, "pad", KC_BOOL, "B,T");
-  assert_string_equal(type_str(g, kc_attention(g, x, kv, kv, pad, &gqa)), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, kc_attention(g, x, kv, kv, pad, &gqa)), "f32[B,S,768]");
   kc_val w = input(g, "w", KC_F32, "768,3072"), bias = input(g, "bias", KC_F32, "3072");
-  assert_string_equal(type_str(g, kc_matmul_ep(g, x, w, bias, (kc_val){0}, KC_ACT_GELU)),
+  assert_string_equal(th_type_str(g, kc_matmul_ep(g, x, w, bias, (kc_val){0}, KC_ACT_GELU)),
                       "f32[B,S,3072]");
   kc_val cosc = input(g, "cos", KC_F32, "2048,32"), sinc = input(g, "sin", KC_F32, "2048,32");
   kc_val pos = input(g, "pos", KC_I64, "B,S");
-  assert_string_equal(type_str(g, kc_rotary(g, x, cosc, sinc, pos, 12, 0)), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, kc_rotary(g, x, cosc, sinc, pos, 12, 0)), "f32[B,S,768]");
   assert_int_equal(kc_graph_status(g), KC_OK);
   /* attention with a past: present K/V grow by S_kv */
   kc_val pk = input(g, "past_k", KC_F32, "B,12,P,64"), pv = input(g, "past_v", KC_F32, "B,12,P,64");
@@ -503,8 +476,8 @@ static void t_fused(void **st) {
   uint32_t ni = kc_graph_add_node(g, KC_OP_ATTENTION, 6, in, 3, outs);
   kc_node_set_int(g, ni, "heads", 12);
   assert_int_equal(kc_node_infer(g, ni), KC_OK);
-  assert_string_equal(type_str(g, outs[0]), "f32[B,S,768]");
-  assert_string_equal(type_str(g, outs[1]), "f32[B,12,P+S,64]");
+  assert_string_equal(th_type_str(g, outs[0]), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, outs[1]), "f32[B,12,P+S,64]");
   /* a fused region: outputs typed from its body */
   kc_val a = input(g, "a", KC_F32, "B,S,768");
   kc_val fout;
@@ -519,8 +492,8 @@ static void t_fused(void **st) {
   kc_graph_add_node(body, KC_OP_RELU, 1, &sum, 1, &r);
   kc_output(body, r, NULL);
   assert_int_equal(kc_node_infer(g, ni), KC_OK);
-  assert_string_equal(type_str(g, fout), "f32[B,S,768]");
-  assert_string_equal(type_str(body, r), "f32[B,S,768]");
+  assert_string_equal(th_type_str(g, fout), "f32[B,S,768]");
+  assert_string_equal(th_type_str(body, r), "f32[B,S,768]");
   kc_graph_free(g);
 }
 
@@ -598,5 +571,8 @@ int main(void) {
       cmocka_unit_test(t_fused),
       cmocka_unit_test(t_errors),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  ctx = kc_context_new();
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  kc_context_free(ctx);
+  return rc;
 }

@@ -15,62 +15,14 @@
 #include <cmocka.h>
 
 #include "ir/internal.h"
+#include "tests/harness.h"
 
 #include <ctype.h>
-#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const char *tests_dir = ".";
-
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 1 << 16, len = 0;
-  char *buf = malloc(cap + 1);
-  size_t n;
-  while (buf && (n = fread(buf + len, 1, cap - len, f)) > 0) {
-    len += n;
-    if (len == cap) buf = realloc(buf, (cap *= 2) + 1);
-  }
-  fclose(f);
-  if (buf) buf[len] = 0;
-  return buf;
-}
-
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sorted paths of dir/<prefix>*.kir; returns the count, *out freed with free_list. */
-static int list_kir(const char *dir, const char *prefix, char ***out) {
-  DIR *d = opendir(dir);
-  int n = 0;
-  *out = NULL;
-  if (!d) return 0;
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    size_t len = strlen(e->d_name);
-    if (len < 5 || strcmp(e->d_name + len - 4, ".kir") != 0 ||
-        strncmp(e->d_name, prefix, strlen(prefix)) != 0)
-      continue;
-    *out = realloc(*out, (size_t)(n + 1) * sizeof **out);
-    size_t sz = strlen(dir) + len + 2;
-    (*out)[n] = malloc(sz);
-    snprintf((*out)[n], sz, "%s/%s", dir, e->d_name);
-    n++;
-  }
-  closedir(d);
-  if (n) qsort(*out, (size_t)n, sizeof **out, cmp_str);
-  return n;
-}
-
-static void free_list(char **l, int n) {
-  for (int i = 0; i < n; i++)
-    free(l[i]);
-  free(l);
-}
 
 /* Print the first differing line of two texts, so a failing golden file is easy to fix. */
 static void show_diff(const char *path, const char *want, const char *got) {
@@ -97,15 +49,14 @@ static void mark_ops(const kc_graph *g, bool *seen, bool *kinds) {
 
 static void t_golden(void **st) {
   (void)st;
-  char dir[1024], **files;
-  snprintf(dir, sizeof dir, "%s/kir/golden", tests_dir);
-  int n = list_kir(dir, "", &files);
+  int n;
+  char **files = th_kir_files(tests_dir, "golden", "", &n);
   assert_true(n >= 22);
   bool seen[KC_OP_COUNT] = {0}, kinds[KC_ATTR_TENSOR + 1] = {0};
   kc_context *ctx = kc_context_new();
   int failures = 0;
   for (int i = 0; i < n; i++) {
-    char *want = read_text(files[i]);
+    char *want = th_read_file(files[i], NULL);
     assert_non_null(want);
     kc_graph *g = NULL, *g2 = NULL;
     if (kc_graph_parse(ctx, want, files[i], &g) != KC_OK) {
@@ -140,7 +91,7 @@ static void t_golden(void **st) {
       fprintf(stderr, "no golden file has attribute kind %d\n", need[k]), failures++;
   assert_int_equal(failures, 0);
   kc_context_free(ctx);
-  free_list(files, n);
+  th_free_list(files, n);
 }
 
 /* A constant node of a 1-D tensor with n elements of dt. */
@@ -336,20 +287,15 @@ static bool has_location(const char *msg, const char *path) {
 
 static void t_invalid(void **st) {
   (void)st;
-  char dir[1024], **files;
-  snprintf(dir, sizeof dir, "%s/kir/invalid", tests_dir);
-  int n = list_kir(dir, "parse-", &files);
+  int n;
+  char **files = th_kir_files(tests_dir, "invalid", "parse-", &n);
   assert_true(n >= 7);
   kc_context *ctx = kc_context_new();
   int failures = 0;
   for (int i = 0; i < n; i++) {
-    char *text = read_text(files[i]);
-    assert_non_null(text);
-    const char *tag = "# expect: ";
-    assert_true(strncmp(text, tag, strlen(tag)) == 0);
     char expect[256];
-    snprintf(expect, sizeof expect, "%.*s", (int)strcspn(text + strlen(tag), "\n"),
-             text + strlen(tag));
+    if (!th_read_expect(files[i], expect, sizeof expect))
+      fail_msg("%s: first line is not '# expect: ...'", files[i]);
     kc_graph *g = NULL;
     kc_status s = kc_graph_parse_file(ctx, files[i], &g);
     const char *msg = kc_last_error(ctx);
@@ -360,11 +306,10 @@ static void t_invalid(void **st) {
       failures++;
     }
     kc_graph_free(g);
-    free(text);
   }
   assert_int_equal(failures, 0);
   kc_context_free(ctx);
-  free_list(files, n);
+  th_free_list(files, n);
 }
 
 int main(int argc, char **argv) {

@@ -13,8 +13,8 @@
 #include <cmocka.h>
 
 #include "ir/internal.h"
+#include "tests/harness.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,34 +387,15 @@ static void t_fused_without_body(void **state) {
 
 /* ---- the .kir files ------------------------------------------------------------------------ */
 
-/* The text after "# expect: " on the first line of path, or false. */
-static bool read_expect(const char *path, char *buf, size_t size) {
-  FILE *fp = fopen(path, "r");
-  if (!fp) return false;
-  char line[512] = "";
-  bool ok = fgets(line, sizeof line, fp) && strncmp(line, "# expect: ", 10) == 0;
-  fclose(fp);
-  if (!ok) return false;
-  line[strcspn(line, "\r\n")] = 0;
-  snprintf(buf, size, "%s", line + 10);
-  return true;
-}
-
 static void t_kir_files(void **state) {
   const char *tests = *state;
-  char dir[4096];
-  snprintf(dir, sizeof dir, "%s/kir/invalid", tests);
-  DIR *d = opendir(dir);
-  if (!d) fail_msg("cannot open %s", dir);
-  int count = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    size_t len = strlen(e->d_name);
-    if (strncmp(e->d_name, "verify-", 7) != 0 || len < 4 || strcmp(e->d_name + len - 4, ".kir"))
-      continue;
-    char path[8192], want[512];
-    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    if (!read_expect(path, want, sizeof want)) fail_msg("%s: no '# expect: ' first line", path);
+  int n;
+  char **files = th_kir_files(tests, "invalid", "verify-", &n);
+  if (n < 8) fail_msg("only %d verify-*.kir files in %s/kir/invalid", n, tests);
+  for (int i = 0; i < n; i++) {
+    const char *path = files[i];
+    char want[512];
+    if (!th_read_expect(path, want, sizeof want)) fail_msg("%s: no '# expect: ' first line", path);
     kc_context *ctx = kc_context_new();
     kc_graph *g = NULL;
     kc_status s = kc_graph_parse_file(ctx, path, &g);
@@ -427,10 +408,8 @@ static void t_kir_files(void **state) {
       fail_msg("%s: message \"%s\" names no node", path, kc_last_error(ctx));
     kc_graph_free(g);
     kc_context_free(ctx);
-    count++;
   }
-  closedir(d);
-  if (count < 8) fail_msg("only %d verify-*.kir files in %s", count, dir);
+  th_free_list(files, n);
 }
 
 int main(int argc, char **argv) {

@@ -1,0 +1,341 @@
+"""tests/models/hf_modules.py - transformer blocks written the way Hugging Face's transformers
+writes them (BertModel, GPT2Model, LlamaModel), in plain PyTorch, so that torch.onnx.export
+produces the op spellings real exported models have. One source for the two scripts that export
+them: tests/models/make_models.py (tiny models with reference outputs for tests/test_models.c)
+and bench/export_models.py (MiniLM- and GPT-2-small-sized models for bench/ort_bench.py).
+
+Sizes and initialization come from a config class each script defines (the attributes each
+model reads are listed on it); nothing here draws random numbers except PyTorch's own module
+initializers, in construction order, so a script that seeds torch before building a model gets
+the same weights every time. Dropout modules are kept where transformers has them: they are
+identity in eval(), export to nothing and consume no random numbers.
+
+Run with Debian's Python (python3-torch 1.13 CPU).
+"""
+import math
+
+import torch
+from torch import nn
+
+
+def randomize_norms(model, gen):
+    """Give every LayerNorm/RMSNorm non-trivial weights (and biases), so that a dropped or
+    swapped gamma/beta shows: weight 1 + 0.1 N(0,1), bias 0.1 N(0,1), drawn from gen."""
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if isinstance(m, (nn.LayerNorm, RMSNorm)):
+            with torch.no_grad():
+                w.copy_(1 + 0.1 * torch.randn(w.shape, generator=gen))
+                if getattr(m, "bias", None) is not None:
+                    m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
+
+
+# ---- BERT (BertModel) ---------------------------------------------------------------------------
+# config: vocab, hidden, heads, layers, inter, max_pos, type_vocab, eps (LayerNorm), pooler (bool),
+# mask_min (what a padded position adds to the scores: -10000.0 before transformers 4.21,
+# finfo(float32).min since)
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(c.vocab, c.hidden)
+        self.position_embeddings = nn.Embedding(c.max_pos, c.hidden)
+        self.token_type_embeddings = nn.Embedding(c.type_vocab, c.hidden)
+        self.LayerNorm = nn.LayerNorm(c.hidden, eps=c.eps)
+        self.dropout = nn.Dropout(0.1)
+        self.register_buffer("position_ids", torch.arange(c.max_pos).expand((1, -1)))
+
+    def forward(self, input_ids, token_type_ids):
+        seq_length = input_ids.size(1)
+        position_ids = self.position_ids[:, :seq_length]
+        e = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+             + self.position_embeddings(position_ids))
+        return self.dropout(self.LayerNorm(e))
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.num_attention_heads = c.heads
+        self.attention_head_size = c.hidden // c.heads
+        self.all_head_size = c.hidden
+        self.query = nn.Linear(c.hidden, c.hidden)
+        self.key = nn.Linear(c.hidden, c.hidden)
+        self.value = nn.Linear(c.hidden, c.hidden)
+        self.dropout = nn.Dropout(0.1)
+
+    def transpose_for_scores(self, x):
+        new_x_shape = x.size()[:-1] + (self.num_attention_heads, self.attention_head_size)
+        return x.view(new_x_shape).permute(0, 2, 1, 3)
+
+    def forward(self, hidden_states, attention_mask):
+        q = self.transpose_for_scores(self.query(hidden_states))
+        k = self.transpose_for_scores(self.key(hidden_states))
+        v = self.transpose_for_scores(self.value(hidden_states))
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        scores = scores / math.sqrt(self.attention_head_size)
+        scores = scores + attention_mask
+        probs = self.dropout(nn.functional.softmax(scores, dim=-1))
+        ctx = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
+        return ctx.view(ctx.size()[:-2] + (self.all_head_size,))
+
+
+class BertLayer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.attention = BertSelfAttention(c)
+        self.attn_out = nn.Linear(c.hidden, c.hidden)
+        self.attn_ln = nn.LayerNorm(c.hidden, eps=c.eps)
+        self.intermediate = nn.Linear(c.hidden, c.inter)
+        self.act = nn.GELU()
+        self.output = nn.Linear(c.inter, c.hidden)
+        self.out_ln = nn.LayerNorm(c.hidden, eps=c.eps)
+        self.dropout = nn.Dropout(0.1)
+
+    def forward(self, h, mask):
+        a = self.attn_ln(self.dropout(self.attn_out(self.attention(h, mask))) + h)
+        return self.out_ln(self.dropout(self.output(self.act(self.intermediate(a)))) + a)
+
+
+class BertModel(nn.Module):
+    """Embeddings, post-LN layers and, when c.pooler, the pooler (first token -> dense -> tanh).
+    Returns last_hidden_state, or (last_hidden_state, pooler_output)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.embeddings = BertEmbeddings(c)
+        self.layers = nn.ModuleList([BertLayer(c) for _ in range(c.layers)])
+        self.pooler = nn.Linear(c.hidden, c.hidden) if c.pooler else None
+        self.mask_min = c.mask_min
+
+    def forward(self, input_ids, token_type_ids, attention_mask):
+        # BertModel.get_extended_attention_mask: (1 - m[:, None, None, :]) * min, in the weights'
+        # dtype
+        ext = attention_mask[:, None, None, :]
+        ext = ext.to(dtype=self.embeddings.word_embeddings.weight.dtype)
+        ext = (1.0 - ext) * self.mask_min
+        h = self.embeddings(input_ids, token_type_ids)
+        for layer in self.layers:
+            h = layer(h, ext)
+        if self.pooler is None:
+            return h
+        pooled = torch.tanh(self.pooler(h[:, 0]))
+        return h, pooled
+
+
+# ---- GPT-2 (GPT2Model + tied LM head) -----------------------------------------------------------
+# config: vocab, hidden, heads, layers, n_ctx, eps, wte_std, wpe_std (embedding init),
+# conv_std(fan_in) and conv_bias_std (Conv1D init)
+
+
+class Conv1D(nn.Module):
+    """Hugging Face's Conv1D: a linear layer with the weight stored [in, out]."""
+
+    def __init__(self, nf, nx, c):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.empty(nx, nf))
+        self.bias = nn.Parameter(torch.empty(nf))
+        nn.init.normal_(self.weight, std=c.conv_std(nx))
+        nn.init.normal_(self.bias, std=c.conv_bias_std)
+
+    def forward(self, x):
+        size_out = x.size()[:-1] + (self.nf,)
+        x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+        return x.view(size_out)
+
+
+class Gpt2Attention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        n = c.n_ctx
+        self.register_buffer(
+            "bias", torch.tril(torch.ones((n, n), dtype=torch.bool)).view(1, 1, n, n))
+        self.num_heads, self.head_dim, self.split_size = c.heads, c.hidden // c.heads, c.hidden
+        self.c_attn = Conv1D(3 * c.hidden, c.hidden, c)
+        self.c_proj = Conv1D(c.hidden, c.hidden, c)
+
+    def _split_heads(self, t):
+        t = t.view(t.size()[:-1] + (self.num_heads, self.head_dim))
+        return t.permute(0, 2, 1, 3)
+
+    def _merge_heads(self, t):
+        t = t.permute(0, 2, 1, 3).contiguous()
+        return t.view(t.size()[:-2] + (self.num_heads * self.head_dim,))
+
+    def forward(self, h):
+        q, k, v = self.c_attn(h).split(self.split_size, dim=2)
+        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
+        w = torch.matmul(q, k.transpose(-1, -2))
+        w = w / torch.full([], v.size(-1) ** 0.5, dtype=w.dtype, device=w.device)
+        query_length, key_length = q.size(-2), k.size(-2)
+        causal_mask = self.bias[:, :, key_length - query_length:key_length, :key_length]
+        mask_value = torch.full([], torch.finfo(w.dtype).min, dtype=w.dtype, device=w.device)
+        w = torch.where(causal_mask, w, mask_value)
+        w = nn.functional.softmax(w, dim=-1)
+        return self.c_proj(self._merge_heads(torch.matmul(w, v)))
+
+
+class Gpt2Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(c.hidden, eps=c.eps)
+        self.attn = Gpt2Attention(c)
+        self.ln_2 = nn.LayerNorm(c.hidden, eps=c.eps)
+        self.c_fc = Conv1D(4 * c.hidden, c.hidden, c)
+        self.act = nn.GELU(approximate="tanh")
+        self.c_proj = Conv1D(c.hidden, 4 * c.hidden, c)
+
+    def forward(self, h):
+        h = h + self.attn(self.ln_1(h))
+        return h + self.c_proj(self.act(self.c_fc(self.ln_2(h))))
+
+
+class Gpt2Model(nn.Module):
+    """Returns the logits of the LM head tied to the token embeddings (h @ wte^T)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.wte = nn.Embedding(c.vocab, c.hidden)
+        self.wpe = nn.Embedding(c.n_ctx, c.hidden)
+        nn.init.normal_(self.wte.weight, std=c.wte_std)
+        nn.init.normal_(self.wpe.weight, std=c.wpe_std)
+        self.h = nn.ModuleList([Gpt2Block(c) for _ in range(c.layers)])
+        self.ln_f = nn.LayerNorm(c.hidden, eps=c.eps)
+
+    def forward(self, input_ids):
+        position_ids = torch.arange(0, input_ids.size(-1), dtype=torch.long).unsqueeze(0)
+        h = self.wte(input_ids) + self.wpe(position_ids)
+        for block in self.h:
+            h = block(h)
+        h = self.ln_f(h)
+        return nn.functional.linear(h, self.wte.weight)  # tied lm head
+
+
+# ---- Llama (LlamaModel + LM head) ---------------------------------------------------------------
+# config: vocab, hidden, heads, kv_heads, layers, inter, eps (RMSNorm), theta (rotary base)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, n, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+        self.variance_epsilon = eps
+
+    def forward(self, x):
+        variance = x.pow(2).mean(-1, keepdim=True)
+        x = x * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * x
+
+
+class RotaryEmbedding(nn.Module):
+    def __init__(self, dim, base):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))
+        self.register_buffer("inv_freq", inv_freq)
+
+    def forward(self, x, position_ids):
+        # transformers >= 4.38: a batched matmul, not the einsum of older versions
+        dt = self.inv_freq.dtype
+        inv_freq_expanded = self.inv_freq[None, :, None].expand(position_ids.shape[0], -1, 1)
+        position_ids_expanded = position_ids[:, None, :].to(dt)
+        freqs = (inv_freq_expanded @ position_ids_expanded).transpose(1, 2)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+
+def rotate_half(x):
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def repeat_kv(h, n_rep):
+    b, kv, s, d = h.shape
+    if n_rep == 1:
+        return h
+    h = h[:, :, None, :, :].expand(b, kv, n_rep, s, d)
+    return h.reshape(b, kv * n_rep, s, d)
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.num_heads, self.num_kv = c.heads, c.kv_heads
+        self.head_dim = c.hidden // c.heads
+        self.q_proj = nn.Linear(c.hidden, c.heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(c.hidden, c.kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(c.hidden, c.kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(c.heads * self.head_dim, c.hidden, bias=False)
+        self.rotary_emb = RotaryEmbedding(self.head_dim, c.theta)
+
+    def forward(self, h, mask, position_ids):
+        bsz, q_len, _ = h.size()
+        q = self.q_proj(h).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(h).view(bsz, q_len, self.num_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(bsz, q_len, self.num_kv, self.head_dim).transpose(1, 2)
+        cos, sin = self.rotary_emb(v, position_ids)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = repeat_kv(k, self.num_heads // self.num_kv)
+        v = repeat_kv(v, self.num_heads // self.num_kv)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.head_dim)
+        w = w + mask
+        w = nn.functional.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        o = torch.matmul(w, v).transpose(1, 2).contiguous()
+        return self.o_proj(o.reshape(bsz, q_len, self.num_heads * self.head_dim))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.gate_proj = nn.Linear(c.hidden, c.inter, bias=False)
+        self.up_proj = nn.Linear(c.hidden, c.inter, bias=False)
+        self.down_proj = nn.Linear(c.inter, c.hidden, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaLayer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c.hidden, c.eps)
+        self.self_attn = LlamaAttention(c)
+        self.post_attention_layernorm = RMSNorm(c.hidden, c.eps)
+        self.mlp = LlamaMLP(c)
+
+    def forward(self, h, mask, position_ids):
+        h = h + self.self_attn(self.input_layernorm(h), mask, position_ids)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+def make_causal_mask(bsz, tgt_len, dtype):
+    """transformers 4.3x's _make_causal_mask (no past): 0 on and below the diagonal, min above."""
+    mask = torch.full((tgt_len, tgt_len), torch.finfo(dtype).min, dtype=dtype)
+    mask_cond = torch.arange(mask.size(-1))
+    mask.masked_fill_(mask_cond < (mask_cond + 1).view(mask.size(-1), 1), 0)
+    mask = mask.to(dtype)
+    return mask[None, None, :, :].expand(bsz, 1, tgt_len, tgt_len)
+
+
+class LlamaModel(nn.Module):
+    """Returns the logits of an untied LM head."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(c.vocab, c.hidden)
+        self.layers = nn.ModuleList([LlamaLayer(c) for _ in range(c.layers)])
+        self.norm = RMSNorm(c.hidden, c.eps)
+        self.lm_head = nn.Linear(c.hidden, c.vocab, bias=False)
+
+    def forward(self, input_ids):
+        bsz, seq = input_ids.shape
+        h = self.embed_tokens(input_ids)
+        mask = make_causal_mask(bsz, seq, h.dtype)
+        position_ids = torch.arange(seq).unsqueeze(0)
+        for layer in self.layers:
+            h = layer(h, mask, position_ids)
+        return self.lm_head(self.norm(h))
