@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # g++: tests/cuda_emu compiles the CUDA target's kernels as host C++ where no GPU is
-KERNC_DEBS=(cmake make gcc g++ pkg-config llvm-19-dev libprotobuf-c-dev protobuf-c-compiler
+# valgrind: test_models runs the pass pipeline under memcheck
+KERNC_DEBS=(cmake make gcc g++ valgrind pkg-config llvm-19-dev libprotobuf-c-dev protobuf-c-compiler
   libonnx-dev libonnx-testdata libcmocka-dev graphviz libopenblas-dev clang-format
   python3-onnx python3-numpy)
 
