@@ -15,8 +15,8 @@
  * What a run does with the tables (runtime/aot_rt.c):
  *   1. check every input's name, dtype and rank; each dim is checked or binds a symbol (idims);
  *   2. eval_dims(syms, slots) computes every dim of every value (the "slots": a value's rank
- *      dims are consecutive, from kc_aot_value.dims); expression dims of inputs are then
- *      compared with the data;
+ *      dims are consecutive, from kc_aot_value.dims) and the requirements after them (slots
+ *      that must not be negative); expression dims of inputs are then compared with the data;
  *   3. byte sizes from the slots; ARENA values get offsets by the shared first-fit planner in
  *      arena_order (their order of definition), live over nodes [first, last];
  *   4. every step launches its kernel over [0, units(dims)) on the thread pool, with bufs =
@@ -101,8 +101,13 @@ typedef struct kc_aot_model {
   int64_t weights_bytes;
   kc_aot_dims_fn eval_dims;
   int64_t max_ws; /* largest ws_bytes of a step */
+  /* Slots [first_req, nslots) are requirements, not dims: each must come out >= 0, and
+   * req_text[i] says which node assumed what (a slice's constant bound within a symbolic dim,
+   * which ONNX would clamp; see runtime/export_plan.c). */
+  int64_t first_req;
+  const char *const *req_text;
 } kc_aot_model;
-#define KC_AOT_MODEL_WORDS 22
+#define KC_AOT_MODEL_WORDS 24
 
 /* ---- the AOT runtime (runtime/aot_rt.c), called by the object's entry points ---------------- */
 

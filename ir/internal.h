@@ -312,6 +312,10 @@ kc_status kc_graph_infer(kc_graph *g);
 const kc_dim *kc_value_known(const kc_graph *g, kc_val v, uint32_t *n);
 /* Number of elements of v when all dims are known, else -1. */
 int64_t kc_value_numel(const kc_graph *g, kc_val v);
+/* What the inferred size of slice node n assumes (ir/shape_index.c): dims that must not be
+ * negative at run time, one per constant bound on a symbolic dim, which ONNX would otherwise
+ * clamp (up to max; axis[i]: the sliced axis). Shape inference of n must have run. */
+uint32_t kc_slice_requirements(kc_graph *g, const kc_node *n, kc_dim *req, int *axis, uint32_t max);
 
 /* Error about node n: prefixes "node '<loc>' (<op>): " and returns s. */
 kc_status kc_node_errorf(kc_graph *g, const kc_node *n, kc_status s, const char *fmt, ...)

@@ -179,7 +179,12 @@ static int64_t slice_int(int64_t d, int64_t start, int64_t end, int64_t step, in
   return span <= 0 ? 0 : (span + st - 1) / st;
 }
 
-/* A bound on a symbolic dim d: negative counts from the end, sentinels clamp. */
+/*
+ * A bound on a symbolic dim d: negative counts from the end, sentinels clamp. ONNX clamps every
+ * bound into the dim, which a polynomial cannot say for a constant against a symbol
+ * (min(S, 1000)): the size assumes such a bound lies inside d, and kc_slice_requirements lists
+ * what that assumes, for a run that cannot re-infer shapes (AOT) to check.
+ */
 static kc_dim sym_bound(kc_graph *g, kc_dim d, kc_dim b, int64_t step) {
   int64_t v;
   if (!kc_dim_const(g, b, &v)) return b;
@@ -196,6 +201,44 @@ static kc_dim slice_sym(kc_graph *g, kc_dim d, kc_dim start, kc_dim end, int64_t
   int64_t st = step > 0 ? step : -step, v;
   kc_dim r = st == 1 ? span : kc_dim_div(g, kc_dim_add(g, span, st - 1), st);
   return kc_dim_const(g, r, &v) && v < 0 ? 0 : r;
+}
+
+/* How far a constant bound v on symbolic d is inside the range ONNX clamps it to (>= 0: no clamp,
+ * the symbolic size holds); 0 for d constant, v symbolic, 0 or a sentinel. */
+static kc_dim bound_margin(kc_graph *g, kc_dim d, kc_dim b, int64_t step, bool is_end) {
+  int64_t v, dv;
+  if (kc_dim_const(g, d, &dv) || !kc_dim_const(g, b, &v) || v == 0 || v >= BIG || v <= -BIG)
+    return 0;
+  if (v > 0) return kc_dim_sub(g, d, kc_dim_int(g, v + (step < 0))); /* v <= d (d-1 backwards) */
+  return kc_dim_add(g, d, kc_dim_int(g, v + (step < 0 && is_end)));  /* d+v >= 0 (>= -1 for the
+                                                                        end going backwards) */
+}
+
+uint32_t kc_slice_requirements(kc_graph *g, const kc_node *n, kc_dim *req, int *axis,
+                               uint32_t max) {
+  const kc_value *x = kc_value_of(g, n->in[0]);
+  uint32_t ns, ne, na = 0, nst = 0, nreq = 0;
+  const kc_dim *st = kc_value_known(g, n->in[1], &ns), *en = kc_value_known(g, n->in[2], &ne);
+  int64_t axes[KC_KNOWN_MAX], steps[KC_KNOWN_MAX];
+  bool has_axes = kc_shp_in(g, n, 3), has_steps = kc_shp_in(g, n, 4);
+  if (!st || !en || ne != ns ||
+      (has_axes && (!kc_shp_known_ints(g, n->in[3], axes, KC_KNOWN_MAX, &na) || na != ns)) ||
+      (has_steps && (!kc_shp_known_ints(g, n->in[4], steps, KC_KNOWN_MAX, &nst) || nst != ns)))
+    return 0;
+  for (uint32_t i = 0; i < ns; i++) {
+    int64_t a = has_axes ? axes[i] : (int64_t)i;
+    if (a < 0) a += x->rank;
+    if (a < 0 || a >= x->rank) continue;
+    int64_t step = has_steps ? steps[i] : 1;
+    kc_dim m[2] = {bound_margin(g, x->dims[a], st[i], step, false),
+                   bound_margin(g, x->dims[a], en[i], step, true)};
+    for (int k = 0; k < 2; k++)
+      if (KC_DIM_IS_SYM(m[k]) && nreq < max) {
+        req[nreq] = m[k];
+        axis[nreq++] = (int)a;
+      }
+  }
+  return nreq;
 }
 
 kc_status shape_slice(kc_graph *g, kc_node *n) {

@@ -189,6 +189,11 @@ static kc_status shapes(kc_aot_inst *m, const kc_tensor_desc *in) {
     st = check_input(m, k, &in[k]);
   if (st != KC_OK) return st;
   int64_t bad = d->eval_dims(m->syms, m->slots);
+  if (bad >= d->first_req && bad < d->nslots)
+    return kc_errorf(m->ctx, KC_ERR_SHAPE,
+                     "%s, which these input shapes break (kc_compile and kernc run, which "
+                     "infer sizes per run, take them)",
+                     d->req_text[bad - d->first_req]);
   if (bad >= 0) {
     for (int64_t v = 0; v < d->nvalues; v++) {
       const kc_aot_value *val = &d->values[v];

@@ -8,6 +8,9 @@
  * every slot from the symbols the inputs bind. Symbols are the lone-symbol dims of the inputs, in
  * input order; a slot that needs any other symbol (a fresh "unkN" from a data-dependent size, or
  * a name no input dim binds) makes the graph unfit for AOT, and the error names its node.
+ * After the values' slots come requirements (kc_slice_requirements): what an inferred size
+ * assumed that only the run's sizes can confirm, each a slot that must not be negative, with a
+ * text naming its node for the run's error.
  */
 #include "runtime/export.h"
 
@@ -200,14 +203,50 @@ static kc_status io(kc_export_plan *p, const kc_module *m) {
   return KC_OK;
 }
 
+/* Requirement slots and texts of every slice (see the file comment). */
+static kc_status requirements(kc_export_plan *p, kc_module *m) {
+  kc_graph *g = m->g;
+  p->model.first_req = p->model.nslots;
+  for (uint32_t i = 0; i < g->nnodes; i++) {
+    const kc_node *n = &g->nodes[i];
+    if (n->op != KC_OP_SLICE) continue;
+    kc_dim req[2 * KC_MAX_RANK];
+    int axis[2 * KC_MAX_RANK];
+    uint32_t k = kc_slice_requirements(g, n, req, axis, 2 * KC_MAX_RANK);
+    for (uint32_t j = 0; j < k; j++) {
+      char dim[128], text[768], *copy;
+      kc_dim_str(g, kc_value_of(g, n->in[0])->dims[axis[j]], dim, sizeof dim);
+      char who[300];
+      if (n->loc)
+        snprintf(who, sizeof who, "node '%s' (slice, %%%u)", n->loc, n->out[0].id);
+      else
+        snprintf(who, sizeof who, "node %%%u (slice)", n->out[0].id);
+      snprintf(text, sizeof text,
+               "%s was compiled assuming its constant bounds on axis %d lie within its size %s "
+               "(ONNX clamps bounds past the end)",
+               who, axis[j], dim);
+      int64_t r = p->model.nslots - p->model.first_req;
+      if (!(copy = malloc(strlen(text) + 1)))
+        return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory planning @%s", g->name);
+      p->req_text[r] = strcpy(copy, text);
+      p->slot_dims[p->model.nslots++] = req[j];
+    }
+  }
+  p->model.req_text = (const char *const *)p->req_text;
+  return KC_OK;
+}
+
 kc_status kc_export_plan_build(kc_module *m, const char *name, kc_export_plan *p) {
   const kc_graph *g = m->g;
   memset(p, 0, sizeof *p);
   size_t nv = g->nvals + 1, nslots = 1, nbufs = 1;
   for (uint32_t v = 1; v < g->nvals; v++)
     nslots += g->vals[v].rank > 0 ? (size_t)g->vals[v].rank : 0;
-  for (uint32_t i = 0; i < g->nnodes; i++)
+  size_t nreq = 1;
+  for (uint32_t i = 0; i < g->nnodes; i++) {
     nbufs += g->nodes[i].nin + g->nodes[i].nout;
+    nreq += g->nodes[i].op == KC_OP_SLICE ? 2 * KC_MAX_RANK : 0;
+  }
   p->values = calloc(nv, sizeof *p->values);
   p->steps = calloc(g->nnodes + 1, sizeof *p->steps);
   p->inputs = calloc(g->ninputs + 1, sizeof *p->inputs);
@@ -217,15 +256,17 @@ kc_status kc_export_plan_build(kc_module *m, const char *name, kc_export_plan *p
   p->buf_values = calloc(nbufs, sizeof *p->buf_values);
   p->dim_slots = calloc(nslots * 2 + nbufs * KC_MAX_RANK, sizeof *p->dim_slots);
   p->arena_order = calloc(m->norder + 1, sizeof *p->arena_order);
-  p->slot_dims = calloc(nslots, sizeof *p->slot_dims);
+  p->slot_dims = calloc(nslots + nreq, sizeof *p->slot_dims);
+  p->req_text = calloc(nreq, sizeof *p->req_text);
   p->weights = calloc(nv, sizeof *p->weights);
   p->names = calloc((size_t)g->ninputs * (KC_MAX_RANK + 1) + g->noutputs + 1, sizeof *p->names);
   if (!p->values || !p->steps || !p->inputs || !p->outputs || !p->idims || !p->syms ||
       !p->buf_values || !p->dim_slots || !p->arena_order || !p->slot_dims || !p->weights ||
-      !p->names)
+      !p->names || !p->req_text)
     return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory planning @%s", g->name);
   kc_status s = input_dims(p, g);
   if (s == KC_OK) s = values(p, m);
+  if (s == KC_OK) s = requirements(p, m);
   if (s == KC_OK) s = io(p, m);
   if (s != KC_OK) return s;
   steps(p, m);
@@ -261,6 +302,9 @@ void kc_export_plan_free(kc_export_plan *p) {
   free(p->dim_slots);
   free(p->arena_order);
   free(p->slot_dims);
+  for (int64_t i = 0; p->req_text && i < p->model.nslots - p->model.first_req; i++)
+    free(p->req_text[i]);
+  free(p->req_text);
   free(p->weights);
   memset(p, 0, sizeof *p);
 }

@@ -416,6 +416,28 @@ static void t_dim_exprs(void **st) {
   if (!check_header(e, g, "cat", in, out, msg, sizeof msg)) fail_msg("%s", msg);
   m.free(inst);
   model_close(&m);
+  /* x[1:1000:2]'s size (999+1)/2 = 500 holds only while S >= 1000, which ONNX would clamp to
+   * S/2: a smaller S is refused, naming the slice, not run with a wrong size */
+  kc_val end = kc_const_i64s(g, 1, (int64_t[]){1000});
+  kc_output(g, kc_slice(g, xs[0], one, end, zero, two), "odd1000");
+  snprintf(so, sizeof so, "%s/libcat2.so", e->dir);
+  assert_int_equal(kc_export(ctx, g, NULL, so, NULL), KC_OK);
+  model m2;
+  assert_true(model_open(&m2, so, "cat2"));
+  void *inst2 = m2.create(0);
+  kc_tensor_desc out3[3];
+  assert_int_equal(m2.run(inst2, in, out3), KC_ERR_SHAPE);
+  print_message("S = 4: %s\n", m2.error(inst2));
+  assert_non_null(strstr(m2.error(inst2), "(slice) was compiled assuming its constant bounds on "
+                                          "axis 0 lie within its size S"));
+  float big_x[1000] = {0}, big_y[1001] = {0};
+  big_x[999] = 42;
+  kc_tensor_desc big_in[2] = {{NULL, KC_F32, 1, {1000}, big_x}, {NULL, KC_F32, 1, {1001}, big_y}};
+  assert_int_equal(m2.run(inst2, big_in, out3), KC_OK);
+  assert_int_equal(out3[2].dims[0], 500);
+  assert_true(((float *)out3[2].data)[499] == 42);
+  m2.free(inst2);
+  model_close(&m2);
   kc_graph_free(g);
   kc_context_free(ctx);
 }

@@ -226,15 +226,17 @@ static LLVMValueRef idims_table(kc_ir *ir, const kc_aot_model *m, bool *oom) {
   return r;
 }
 
-static LLVMValueRef syms_table(kc_ir *ir, const kc_aot_model *m, bool *oom) {
-  LLVMValueRef *e = malloc((size_t)(m->nsyms + 1) * sizeof *e);
+/* A table of n strings (the symbol names, the requirements' texts). */
+static LLVMValueRef strings_table(kc_ir *ir, const char *name, const char *const *strs, int64_t n,
+                                  bool *oom) {
+  LLVMValueRef *e = malloc((size_t)(n + 1) * sizeof *e);
   if (!e) {
     *oom = true;
     return nullp(ir);
   }
-  for (int64_t i = 0; i < m->nsyms; i++)
-    e[i] = cstr(ir, m->syms[i]);
-  LLVMValueRef r = carray(ir, "kc_syms", e, m->nsyms);
+  for (int64_t i = 0; i < n; i++)
+    e[i] = cstr(ir, strs[i]);
+  LLVMValueRef r = carray(ir, name, e, n);
   free(e);
   return r;
 }
@@ -463,7 +465,7 @@ kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_aot_model *m, const kc_dim *s
       io_table(&ir, "kc_inputs", m->inputs, m->ninputs, &oom),
       io_table(&ir, "kc_outputs", m->outputs, m->noutputs, &oom),
       idims_table(&ir, m, &oom),
-      syms_table(&ir, m, &oom),
+      strings_table(&ir, "kc_syms", m->syms, m->nsyms, &oom),
       i64_array(&ir, "kc_buf_values", m->buf_values, nbuf_values(m), &oom),
       i64_array(&ir, "kc_dim_slots", m->dim_slots, m->nstep_dims, &oom),
       i64_array(&ir, "kc_arena_order", m->arena_order, m->narena, &oom),
@@ -471,6 +473,8 @@ kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_aot_model *m, const kc_dim *s
       i64c(&ir, m->weights_bytes),
       dims_fn,
       i64c(&ir, m->max_ws),
+      i64c(&ir, m->first_req),
+      strings_table(&ir, "kc_req_text", m->req_text, m->nslots - m->first_req, &oom),
   };
   snprintf(name, sizeof name, "%s_model", m->name);
   LLVMValueRef model = private_const(&ir, name, cstruct(&ir, f, KC_AOT_MODEL_WORDS));
