@@ -35,6 +35,12 @@ class kc_compile_options(C.Structure):
     _fields_ = [("target", C.c_char_p), ("passes", C.c_char_p), ("threads", C.c_int)]
 
 
+class kc_node_profile(C.Structure):
+    _fields_ = [("node", C.c_uint32), ("value", C.c_uint32), ("op", C.c_char_p),
+                ("loc", C.c_char_p), ("calls", C.c_uint64), ("ns", C.c_uint64),
+                ("min_ns", C.c_uint64)]
+
+
 _libc = C.CDLL(None)
 _libc.free.argtypes = [C.c_void_p]
 _libc.free.restype = None
@@ -64,6 +70,8 @@ def load(path):
         "kc_module_set_threads": (C.c_int, [P, C.c_int]),
         "kc_module_peak_bytes": (C.c_size_t, [P]),
         "kc_graph_print_str": (P, [P]),  # malloc'd char *: a void * so that it can be freed
+        "kc_module_set_profile": (C.c_int, [P, C.c_int]),
+        "kc_module_profile": (C.c_uint32, [P, C.POINTER(kc_node_profile), C.c_uint32]),
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)
@@ -122,6 +130,20 @@ class Module:
 
     def peak_bytes(self):
         return self.lib.kc_module_peak_bytes(self.mod)
+
+    def set_profile(self, on):
+        """Per-kernel timing on (counters restart at zero) or off (kc_module_set_profile)."""
+        self._check(self.lib.kc_module_set_profile(self.mod, 1 if on else 0),
+                    "kc_module_set_profile")
+
+    def profile(self):
+        """[{node, value, op, loc, calls, ns, min_ns}] of every kernel (kc_module_profile)."""
+        n = self.lib.kc_module_profile(self.mod, None, 0)
+        buf = (kc_node_profile * max(n, 1))()
+        n = self.lib.kc_module_profile(self.mod, buf, n)
+        return [{"node": p.node, "value": p.value, "op": p.op.decode(),
+                 "loc": p.loc.decode(errors="replace") if p.loc else None, "calls": p.calls,
+                 "ns": p.ns, "min_ns": p.min_ns} for p in buf[:n]]
 
     def run(self, inputs, copy=True):
         """Run on {name: array} (or a list, by position); returns the outputs as numpy arrays,

@@ -6,11 +6,16 @@ exporting the models (bench/export_models.py); run it by hand as
     python3 bench/ort_bench.py --lib build-bench/libkernc.so --models bench/models [--threads 2]
 
 For each row (MiniLM encoder 1x128 and 8x128, GPT-2 decoder full forward on 1x128 tokens):
-  - latency: both engines loaded in this process; after warm-up, single runs alternate (kernc,
-    ORT, kernc, ORT ...) with a short pause between runs, so that neither engine's idle worker
-    threads (ORT's spin, kernc's pool) still spin on a core when the other engine starts, and both
-    see the same machine state over time. Median (and p10/p90) of N runs each, N chosen from a
-    per-row time budget (--row-budget-s) between --min-iters and --max-iters;
+  - latency: both engines loaded in this process, taking turns by blocks: one untimed run, then
+    --block-runs timed runs back to back, then a wait until the engine's worker threads are idle
+    (no CPU used for --settle-ms, read from /proc/self/task/*/schedstat) before the other engine
+    starts; the first engine alternates between rounds. Each engine is thus timed in its steady
+    state (its own threads hot, its own data in cache) and never beside the other's threads:
+    ORT's intra-op workers spin for tens of ms after a run returns, which, with fixed short
+    pauses between single alternating runs (--method alternate, the old method), kept a core
+    busy during kernc's runs and doubled kernc's times on 2 cores (bench/README.md). Median
+    (and p10/p90) of N runs each, N from a per-row time budget (--row-budget-s) between
+    --min-iters and --max-iters;
   - agreement: max |kernc - ORT| over all outputs of the last run, next to max |ORT|;
   - peak RSS: each engine alone in a child process (this script with --child), which loads and
     compiles the model, runs the row's shape a few times and reports VmHWM from /proc/self/status;
@@ -223,8 +228,78 @@ def wait_quiet(args, log):
             return
 
 
-def alternate(runs, args, log):
-    """runs: [(name, fn)]. Warm-up, estimate, then alternate single runs; returns {name: [s]}."""
+def other_threads_ns():
+    """CPU time (ns) of every thread of this process but the main one: the engines' worker
+    threads (and numpy's, which stay asleep). From /proc/self/task/*/schedstat."""
+    main, total = str(os.getpid()), 0
+    for tid in os.listdir("/proc/self/task"):
+        if tid == main:
+            continue
+        try:
+            with open("/proc/self/task/%s/schedstat" % tid) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):  # a thread that just ended
+            pass
+    return total
+
+
+def settle(args):
+    """Sleep until no thread of this process but the main one has used more than 5% of a core
+    for --settle-ms (worker threads that spin after a run have gone to sleep), at most 2 s.
+    Returns how long they were still busy, in ms (None when they never stopped)."""
+    step, need = 0.001, args.settle_ms / 1000.0
+    t0 = time.perf_counter()
+    last_cpu, last_t, quiet_since = other_threads_ns(), t0, t0
+    while True:
+        time.sleep(step)
+        c, t = other_threads_ns(), time.perf_counter()
+        if (c - last_cpu) > 0.05 * (t - last_t) * 1e9:
+            quiet_since = t
+        last_cpu, last_t = c, t
+        if t - quiet_since >= need:
+            return (quiet_since - t0) * 1e3
+        if t - t0 > 2.0:
+            return None
+
+
+def measure_blocks(runs, args, log):
+    """runs: [(name, fn)]. Engines take turns by blocks: one untimed run, then --block-runs
+    timed runs back to back (the engine's steady state: its own threads hot, its own data in
+    cache), then settle() so that its worker threads are idle before the other engine starts.
+    Returns ({name: [s]}, {name: [ms its threads stayed busy after a block]})."""
+    for _, fn in runs:  # warm-up, each engine alone
+        for _ in range(args.warmup):
+            fn()
+        settle(args)
+    t0 = time.perf_counter()
+    for _, fn in runs:  # one more block-sized round to size N
+        for _ in range(args.block_runs + 1):
+            fn()
+    per_run = (time.perf_counter() - t0) / (len(runs) * (args.block_runs + 1))
+    n = int(min(args.max_iters, max(args.min_iters, args.row_budget_s / (len(runs) * per_run))))
+    nblocks = max(1, -(-n // args.block_runs))
+    log("    blocks: %d per engine of 1 untimed + %d timed runs (%d timed runs each, ~%.1f ms "
+        "per run), engines idle between blocks" % (nblocks, args.block_runs,
+                                                   nblocks * args.block_runs, per_run * 1e3))
+    times = {name: [] for name, _ in runs}
+    busy = {name: [] for name, _ in runs}
+    settle(args)
+    for b in range(nblocks):
+        order = runs if b % 2 == 0 else runs[::-1]  # each engine goes first in half the rounds
+        for name, fn in order:
+            fn()
+            for _ in range(args.block_runs):
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+            busy[name].append(settle(args))
+    return times, busy
+
+
+def measure_alternate(runs, args, log):
+    """The old method, kept to show the interference (bench/README.md): after warm-up, single
+    runs alternate strictly with a fixed --gap-ms pause, so one engine's spinning threads may
+    still run during the other's run. Returns ({name: [s]}, {})."""
     gap = args.gap_ms / 1000.0
     for _ in range(args.warmup):
         for _, fn in runs:
@@ -236,16 +311,16 @@ def alternate(runs, args, log):
         time.sleep(gap)
     per_round = time.perf_counter() - t0
     n = int(min(args.max_iters, max(args.min_iters, args.row_budget_s / per_round)))
-    log("    %d warm-up runs each; ~%.0f ms per round -> %d timed runs each" %
-        (args.warmup + 1, per_round * 1e3, n))
+    log("    alternate: %d warm-up runs each; ~%.0f ms per round -> %d timed runs each, %.0f ms "
+        "gaps" % (args.warmup + 1, per_round * 1e3, n, args.gap_ms))
     times = {name: [] for name, _ in runs}
-    for _ in range(n):  # strictly alternating: every run follows a run of the other engine
+    for _ in range(n):
         for name, fn in runs:
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
             time.sleep(gap)
-    return times
+    return times, {}
 
 
 def compare(a_outs, b_outs):
@@ -288,8 +363,17 @@ def main():
     ap.add_argument("--min-iters", type=int, default=20)
     ap.add_argument("--max-iters", type=int, default=200)
     ap.add_argument("--row-budget-s", type=float, default=45.0,
-                    help="time for the alternating runs of one row")
-    ap.add_argument("--gap-ms", type=float, default=5.0, help="pause between runs")
+                    help="time for the timed runs of one row")
+    ap.add_argument("--method", choices=("blocks", "alternate"), default="blocks",
+                    help="blocks: engines take turns by blocks of runs, each starting when the "
+                    "other's threads are idle (default); alternate: single runs alternate with "
+                    "--gap-ms pauses (the old method; lets ORT's spinning threads overlap kernc's "
+                    "runs, see bench/README.md)")
+    ap.add_argument("--block-runs", type=int, default=5, help="timed runs per block")
+    ap.add_argument("--settle-ms", type=float, default=20.0,
+                    help="blocks: an engine's threads count as idle after this long without "
+                    "using CPU")
+    ap.add_argument("--gap-ms", type=float, default=5.0, help="alternate: pause between runs")
     ap.add_argument("--rss-runs", type=int, default=3)
     ap.add_argument("--quiet-wait", type=float, default=60.0,
                     help="before timing a row, wait up to this many seconds for other work on "
@@ -366,7 +450,8 @@ def main():
             if live:
                 wait_quiet(args, log)
                 meter = CpuMeter()
-                times = alternate(live, args, log)
+                measure = measure_blocks if args.method == "blocks" else measure_alternate
+                times, busy = measure(live, args, log)
                 r["other_cores"] = meter.other_cores()
                 log("    other work on the machine while timing: %.2f cores" % r["other_cores"])
                 for w, ts in times.items():
@@ -374,9 +459,15 @@ def main():
                     r[w] = {"median_ms": float(np.median(ms)), "p10_ms": pct(ms, 10),
                             "p90_ms": pct(ms, 90), "n": len(ms), "init_s": engines[w].init_s,
                             "first_ms": r[w + "_first_ms"]}
-                    log("    %-5s median %8.2f ms  p10 %8.2f  p90 %8.2f  (n=%d, first run %.1f ms)"
+                    spun = ""
+                    if busy.get(w):
+                        ok = [x for x in busy[w] if x is not None]
+                        r[w]["busy_after_ms"] = float(np.median(ok)) if ok else None
+                        spun = ("; threads busy after its blocks: median %.1f ms" % np.median(ok)
+                                if ok else "; threads still busy 2 s after its blocks")
+                    log("    %-5s median %8.2f ms  p10 %8.2f  p90 %8.2f  (n=%d, first run %.1f ms%s)"
                         % (w, r[w]["median_ms"], r[w]["p10_ms"], r[w]["p90_ms"], len(ms),
-                           r[w]["first_ms"]))
+                           r[w]["first_ms"], spun))
                 if "kernc" in r and "ORT" in r:
                     r["ratio"] = r["kernc"]["median_ms"] / r["ORT"]["median_ms"]
                     r["ratio_p10"] = r["kernc"]["p10_ms"] / r["ORT"]["p10_ms"]
@@ -431,9 +522,12 @@ def main():
             "%.2f" % r["ratio_p10"] if "ratio_p10" in r else "-",
             "%.2f" % r["other_cores"] if "other_cores" in r else "-"))
     load1 = os.getloadavg()
-    notes = ["", "threads %d (both); peak RSS of each engine in its own process, including the "
+    notes = ["", "threads %d (both); timing: %s; peak RSS of each engine in its own process, including the "
              "python3 + numpy baseline of %s; 1-min load average %.2f at start, %.2f at end"
-             % (args.threads, fmt_mib(base.get("hwm_kib", 0)), load0[0], load1[0])]
+             % (args.threads, "blocks of %d runs per engine, each started with the other's "
+                "threads idle" % args.block_runs if args.method == "blocks" else
+                "single runs alternating with %.0f ms pauses" % args.gap_ms,
+                fmt_mib(base.get("hwm_kib", 0)), load0[0], load1[0])]
     for r in results:
         for w, e in r["errors"].items():
             notes.append("%s %s: %s FAILED: %s" % (r["model"], r["shape"], w, e.splitlines()[0][:400]))
@@ -445,6 +539,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine(), "threads": args.threads, "ort": ort.__version__,
+                       "method": args.method, "block_runs": args.block_runs,
                        "rss_baseline_kib": base.get("hwm_kib"), "loadavg": [load0, load1],
                        "rows": results}, f, indent=1)
     return 1 if failed else 0

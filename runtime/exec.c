@@ -11,13 +11,27 @@
  *     and ranges of [0, units(dims)) split by the pool with the kernel's grain.
  *   - Nodes run one after another; all parallelism is inside a node, so results do not depend
  *     on the thread count beyond what a kernel's own reduction order does.
- *   - Profiling (runtime/profile.c) times each kernel's pool run, workers joined, with the
- *     monotonic clock; when it is off a launch costs one extra branch and no clock read.
+ *   - Small kernels run on the calling thread alone: a spinning worker starts a range ~0.5 us
+ *     after it is handed out (a sleeping one ~50 us), the caller then waits for it, and the
+ *     worker's share of the results lands in another core's cache for the next kernel to fetch.
+ *     The first SAMPLES launches of a node with given dims are timed (the whole kernel when
+ *     serial, the caller's own ranges when split) and keep the fastest time per unit; a kernel
+ *     then expected to take less than SERIAL_NS runs serially. New dims (a hash of the dims
+ *     array) start the samples over, as the cost per unit may differ. Which thread runs which
+ *     units never changes results (kernels' units are independent).
+ *   - Profiling (runtime/profile.c) times each kernel's launch, workers joined, with the
+ *     monotonic clock; when it is off a launch costs one extra branch and, once a node's cost
+ *     samples are taken, no clock read.
  */
 #include "runtime/internal.h"
 
 #include <string.h>
 #include <time.h>
+
+/* Below this many nanoseconds of work on one thread, a kernel is not split. */
+#define SERIAL_NS 5000.0
+/* Launches timed per node and dims before its decision is fixed. */
+#define SAMPLES 4
 
 typedef struct launch {
   kc_kernel_fn fn;
@@ -47,6 +61,44 @@ static void put_dims(kc_module *m, kc_val v, uint32_t *nd) {
     m->dims[(*nd)++] = val->dims[d];
 }
 
+static uint64_t dims_key(const int64_t *dims, uint32_t nd) {
+  uint64_t h = UINT64_C(0xcbf29ce484222325) ^ nd; /* FNV-1a over the dims */
+  for (uint32_t d = 0; d < nd; d++)
+    h = (h ^ (uint64_t)dims[d]) * UINT64_C(0x100000001b3);
+  return h;
+}
+
+static void add_sample(kc_rt_cost *c, uint64_t ns, int64_t units) {
+  float per = (float)ns / (float)units;
+  if (!c->samples || per < c->ns_per_unit) c->ns_per_unit = per;
+  c->samples++;
+}
+
+/* Run node i's kernel over [0, units): on this thread alone or split by the pool (see top). */
+static void launch_node(kc_module *m, uint32_t i, launch *l, int64_t units, uint32_t nd) {
+  int64_t grain = m->kernels[i].grain;
+  if (units <= 0) return;
+  if (units == 1 || kc_pool_threads(m->pool) <= 1) {
+    run_range(l, 0, units, 0);
+    return;
+  }
+  kc_rt_cost *c = &m->cost[i];
+  uint64_t key = dims_key(m->dims, nd);
+  if (c->key != key) *c = (kc_rt_cost){.key = key};
+  bool sample = c->samples < SAMPLES;
+  if (c->samples && (double)units * c->ns_per_unit < SERIAL_NS) {
+    uint64_t t0 = sample ? now_ns() : 0;
+    run_range(l, 0, units, 0);
+    if (sample) add_sample(c, now_ns() - t0, units);
+  } else if (sample) {
+    uint64_t ns;
+    int64_t self = kc_pool_run_timed(m->pool, run_range, l, units, grain, &ns);
+    if (self > 0) add_sample(c, ns, self);
+  } else {
+    kc_pool_run(m->pool, run_range, l, units, grain);
+  }
+}
+
 void kc_rt_execute(kc_module *m, uint32_t from, uint32_t to) {
   const kc_graph *g = m->g;
   for (uint32_t i = from; i < to; i++) {
@@ -65,11 +117,11 @@ void kc_rt_execute(kc_module *m, uint32_t from, uint32_t to) {
     launch l = {k->fn, m->bufs, m->dims, m->ws, m->ws_stride};
     int64_t units = k->units(m->dims);
     if (!m->profile) {
-      kc_pool_run(m->pool, run_range, &l, units, k->grain);
+      launch_node(m, i, &l, units, nd);
       continue;
     }
     uint64_t t0 = now_ns();
-    kc_pool_run(m->pool, run_range, &l, units, k->grain);
+    launch_node(m, i, &l, units, nd);
     uint64_t dt = now_ns() - t0;
     kc_rt_prof *p = &m->prof[i];
     if (!p->calls || dt < p->min_ns) p->min_ns = dt;

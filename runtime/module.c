@@ -117,6 +117,7 @@ kc_status kc_rt_analyze(kc_module *m) {
   m->out_cap = calloc(no ? no : 1, sizeof *m->out_cap);
   m->bind = calloc((size_t)g->ninputs * KC_MAX_RANK + 1, sizeof *m->bind);
   m->in_of = calloc(g->ninputs + 1, sizeof *m->in_of);
+  m->cost = calloc(g->nnodes + 1, sizeof *m->cost);
   for (uint32_t i = 0; i < g->nnodes; i++) {
     const kc_node *n = &g->nodes[i];
     uint32_t nd = 0;
@@ -130,7 +131,7 @@ kc_status kc_rt_analyze(kc_module *m) {
   m->bufs = calloc(m->max_bufs + 1, sizeof *m->bufs);
   m->dims = calloc(m->max_dims + 1, sizeof *m->dims);
   if (!m->rv || !m->order || !m->nbytes || !m->off || !m->vbuf || !m->live || !m->out_copy ||
-      !m->out_buf || !m->out_cap || !m->bind || !m->in_of || !m->bufs || !m->dims)
+      !m->out_buf || !m->out_cap || !m->bind || !m->in_of || !m->bufs || !m->dims || !m->cost)
     return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory planning graph @%s", g->name);
   kc_status s = find_roots(m);
   if (s != KC_OK) return s;
@@ -256,6 +257,7 @@ void kc_module_free(kc_module *m) {
   free(m->bufs);
   free(m->dims);
   free(m->prof);
+  free(m->cost);
   kc_graph_free(m->sg); /* before g: it shares g's tensor data */
   kc_graph_free(m->g);
   free(m);

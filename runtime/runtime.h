@@ -12,6 +12,9 @@
  *   - thread is in [0, kc_pool_threads) and is unique among the calls running at once, so it
  *     can index per-thread scratch (kernel workspaces).
  *   - kc_pool_run returns only after every call of fn has returned.
+ *   - Any thread may run any range: fn must compute the same results however [0, n) is cut
+ *     and whichever thread runs a piece (the calling thread runs all of them when the workers
+ *     are busy elsewhere).
  */
 #ifndef KERNC_RUNTIME_H
 #define KERNC_RUNTIME_H
@@ -34,11 +37,16 @@ int kc_pool_threads(const kc_pool *p);
 /* Change the thread count (<= 0: one per online CPU); workers are started as needed. */
 kc_status kc_pool_set_threads(kc_pool *p, int threads);
 /*
- * Run fn over [0, n). grain <= 0: split into min(threads, n) contiguous near-equal ranges, one
- * per thread (for kernels whose ranges share packed data, e.g. matmul). grain > 0: threads
- * take ranges of grain units from a shared counter until none is left (load balancing).
+ * Run fn over [0, n). grain <= 0: split into min(threads, n) contiguous near-equal ranges (for
+ * kernels whose ranges share packed data, e.g. matmul). grain > 0: ranges of grain units (more
+ * when there would be over 2^20 of them). Threads, the caller first, take ranges from a shared
+ * counter until none is left; the caller then waits only for ranges that workers took.
  */
 void kc_pool_run(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain);
+/* kc_pool_run that returns the units the calling thread ran itself and, when self_ns is not
+ * NULL, the nanoseconds it spent running them (a serial cost sample; runtime/exec.c). */
+int64_t kc_pool_run_timed(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain,
+                          uint64_t *self_ns);
 
 /* ---- NumPy .npy files (runtime/npy.c) ------------------------------------------------------ */
 

@@ -1,18 +1,39 @@
 /*
  * runtime/threadpool.c - a small persistent pthread pool (see runtime.h for the contract).
  *
- * A run is published under the mutex and announced by bumping `gen`; workers wait for a new
- * generation, do their part, and count `pending` down; the caller does part 0 and then waits
- * for pending == 0. Both sides spin briefly before sleeping on their condition variable,
- * because kernels of a model follow each other within microseconds and a futex wake-up costs
- * more than many small kernels.
+ * A run is cut into parts (one per thread, or chunks of `grain` units) that any thread may
+ * claim: the caller publishes the job by storing a new generation into `ticket`, then claims
+ * and runs parts itself like every worker, and at the end waits only for parts that a worker
+ * has claimed and not yet finished. A worker that is asleep, or not scheduled because the
+ * cores are busy with other work, therefore never delays a run: the caller does its parts.
+ *
+ * Handoff: workers spin on `ticket` for about SPIN_NS after their last part, so a run that
+ * follows within that time costs the caller a few atomic operations and no system call; after
+ * that they sleep on a condition variable, and the caller takes the mutex to wake them only
+ * when some are asleep (`sleepers`). The caller likewise spins for a while before it sleeps
+ * waiting for the last claimed part. Spinning is bounded in time so that idle workers give
+ * the cores back to other work (another engine in the same process, other processes).
  *
  * Invariants:
- *   - Job fields (fn, arg, n, grain, parts) are written only under mu and before gen changes,
- *     and read by a worker only after it has seen the new gen under mu.
- *   - pending counts the workers that take part in the current run and have not finished;
- *     the run returns only at 0, so fn and arg outlive every use.
+ *   - ticket = generation << PART_BITS | next part to claim; a part is claimed by moving
+ *     `next` with a compare-and-swap on the whole ticket, so a claim names its job and a
+ *     thread that saw an older job can never take a part of a newer one.
+ *   - Publishing first closes the ticket (the new generation with next = PART_MASK, past any
+ *     part), then writes the job, then opens it (next = 0). A claim checks next < nparts and
+ *     then swaps the ticket it read, with seq_cst operations: a thread that read a newer job's
+ *     nparts against an older job's ticket finds the ticket changed and fails, so no part
+ *     outside a job is ever claimed.
+ *   - The job fields (fn, arg, n, grain, nparts) are written by the caller only while the
+ *     ticket is closed and no part is running, and fn, arg, n and grain are read by a worker
+ *     only after a successful claim: the job cannot end before that part is done.
+ *   - done counts the finished parts of the current job; the caller returns only when it
+ *     equals nparts, so fn and arg outlive every use.
+ *   - Workers with index >= threads take no part (the thread number stays < kc_pool_threads)
+ *     and sleep until the thread count grows again or the pool stops.
  *   - Worker records are allocated one by one and never move (threads hold pointers to them).
+ *   - Sleep/wake handshakes are Dekker-style on seq_cst atomics (sleepers vs ticket,
+ *     caller_waiting vs done), each sleeper checking its condition under the mutex, so no
+ *     wake-up is lost.
  */
 #include "runtime.h"
 #include "ir/internal.h"
@@ -21,33 +42,45 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
-#define SPIN_ITERS 2000
+#define PART_BITS 24
+#define PART_MASK ((UINT64_C(1) << PART_BITS) - 1)
+/* At most this many parts per run (grain grows instead): `next` stays below PART_MASK, the
+ * mark of a closed ticket. */
+#define MAX_PARTS (INT64_C(1) << 20)
+#define SPIN_NS 100000     /* worker: spin this long after its last part, then sleep */
+#define WAIT_SPIN_NS 50000 /* caller: spin this long for claimed parts, then sleep */
+#define CLOCK_EVERY 64     /* spin iterations between clock reads */
 
 typedef struct worker {
   struct kc_pool *pool;
   int index;         /* thread number, 1.. (0 is the caller) */
-  uint64_t gen_seen; /* last generation this worker handled */
+  uint64_t gen_seen; /* last generation this worker looked at */
   pthread_t tid;
 } worker;
 
 struct kc_pool {
   kc_context *ctx;
   pthread_mutex_t mu;
-  pthread_cond_t wake, done;
+  pthread_cond_t wake, done_cv;
   worker **workers;
-  int nworkers; /* started */
-  int threads;  /* used by a run, caller included */
+  int nworkers;       /* started */
+  atomic_int threads; /* used by a run, caller included */
+  uint64_t gen;       /* caller's: generation of the last job published */
 
-  _Atomic uint64_t gen;
+  /* the current job (see the invariants) */
   kc_task_fn fn;
   void *arg;
-  int64_t n, grain;
-  int parts;
-  atomic_int_fast64_t next; /* dynamic schedule: first unit not yet taken */
-  atomic_int pending;
-  bool stop;
+  int64_t n, grain; /* grain 0: nparts near-equal contiguous parts */
+  _Atomic int64_t nparts;
+
+  _Alignas(64) _Atomic uint64_t ticket;
+  _Alignas(64) _Atomic int64_t done;
+  _Alignas(64) atomic_int sleepers; /* workers blocked on `wake` waiting for a job */
+  atomic_int caller_waiting;        /* the caller is blocked on done_cv */
+  atomic_bool stop;
 };
 
 static inline void cpu_relax(void) {
@@ -56,44 +89,101 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void do_part(kc_pool *p, int idx) {
-  if (p->grain <= 0) {
-    int64_t b = p->n * idx / p->parts, e = p->n * (idx + 1) / p->parts;
-    if (b < e) p->fn(p->arg, b, e, idx);
-    return;
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A bounded spin: spin_on(&s, ns) relaxes once and says whether `ns` have not passed yet. */
+typedef struct spin {
+  unsigned i;
+  uint64_t t0;
+} spin;
+
+static bool spin_on(spin *s, uint64_t ns) {
+  if (++s->i % CLOCK_EVERY == 0) {
+    uint64_t t = now_ns();
+    if (!s->t0)
+      s->t0 = t;
+    else if (t - s->t0 > ns)
+      return false;
   }
+  cpu_relax();
+  return true;
+}
+
+static inline uint64_t gen_of(uint64_t ticket) { return ticket >> PART_BITS; }
+
+/* Claim and run parts of job `gen` as thread `thread` until none is left; returns the units. */
+static int64_t help(kc_pool *p, uint64_t gen, int thread) {
+  int64_t units = 0;
+  uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
   for (;;) {
-    int64_t b = atomic_fetch_add(&p->next, p->grain);
-    if (b >= p->n) break;
-    int64_t e = b + p->grain < p->n ? b + p->grain : p->n;
-    p->fn(p->arg, b, e, idx);
+    if (gen_of(t) != gen) break;
+    int64_t part = (int64_t)(t & PART_MASK);
+    int64_t nparts = atomic_load(&p->nparts); /* seq_cst, as the CAS: see the top */
+    if (part >= nparts) break;
+    if (!atomic_compare_exchange_weak(&p->ticket, &t, t + 1)) continue;
+    /* part is ours: the job's fields stay put until it is counted done */
+    int64_t b, e;
+    if (p->grain > 0) {
+      b = part * p->grain;
+      e = b + p->grain < p->n ? b + p->grain : p->n;
+    } else {
+      b = p->n * part / nparts;
+      e = p->n * (part + 1) / nparts;
+    }
+    if (b < e) p->fn(p->arg, b, e, thread);
+    units += e - b;
+    /* the last part wakes a sleeping caller; nothing of p's job may be read after this add */
+    if (atomic_fetch_add(&p->done, 1) + 1 == nparts && atomic_load(&p->caller_waiting)) {
+      pthread_mutex_lock(&p->mu);
+      pthread_cond_signal(&p->done_cv);
+      pthread_mutex_unlock(&p->mu);
+    }
+    t = atomic_load_explicit(&p->ticket, memory_order_acquire);
   }
+  return units;
+}
+
+/* A job this worker has not looked at is open (seq_cst: pairs with the caller's store of
+ * ticket and load of sleepers, see the top), or the pool stops. */
+static bool new_job(kc_pool *p, worker *w) {
+  uint64_t t = atomic_load(&p->ticket);
+  return (gen_of(t) != w->gen_seen && (t & PART_MASK) != PART_MASK) || atomic_load(&p->stop);
+}
+
+static bool active(kc_pool *p, worker *w) {
+  return w->index < atomic_load_explicit(&p->threads, memory_order_relaxed);
 }
 
 static void *worker_main(void *vw) {
   worker *w = vw;
   kc_pool *p = w->pool;
   for (;;) {
-    for (int i = 0; i < SPIN_ITERS && atomic_load(&p->gen) == w->gen_seen; i++)
-      cpu_relax();
-    pthread_mutex_lock(&p->mu);
-    while (atomic_load(&p->gen) == w->gen_seen && !p->stop)
-      pthread_cond_wait(&p->wake, &p->mu);
-    if (p->stop) {
-      pthread_mutex_unlock(&p->mu);
-      break;
-    }
-    w->gen_seen = atomic_load(&p->gen);
-    bool part = w->index < p->parts;
-    pthread_mutex_unlock(&p->mu);
-    if (!part) continue;
-    do_part(p, w->index);
-    if (atomic_fetch_sub(&p->pending, 1) == 1) {
-      /* Taking the lock orders this signal after the caller's check of pending. */
+    if (!active(p, w)) { /* not used at this thread count: sleep until that changes */
       pthread_mutex_lock(&p->mu);
-      pthread_cond_signal(&p->done);
+      while (!active(p, w) && !atomic_load(&p->stop))
+        pthread_cond_wait(&p->wake, &p->mu);
       pthread_mutex_unlock(&p->mu);
     }
+    spin sp = {0};
+    while (!new_job(p, w) && spin_on(&sp, SPIN_NS))
+      ;
+    if (!new_job(p, w)) {
+      pthread_mutex_lock(&p->mu);
+      atomic_fetch_add(&p->sleepers, 1);
+      while (!new_job(p, w) && active(p, w))
+        pthread_cond_wait(&p->wake, &p->mu);
+      atomic_fetch_sub(&p->sleepers, 1);
+      pthread_mutex_unlock(&p->mu);
+    }
+    if (atomic_load(&p->stop)) break;
+    uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
+    if ((t & PART_MASK) == PART_MASK) continue; /* the next job is being written */
+    w->gen_seen = gen_of(t);
+    if (active(p, w)) help(p, w->gen_seen, w->index);
   }
   return NULL;
 }
@@ -108,13 +198,16 @@ kc_status kc_pool_new(kc_context *ctx, int threads, kc_pool **out) {
   kc_pool *p = calloc(1, sizeof *p);
   if (!p) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory creating the thread pool");
   p->ctx = ctx;
-  p->threads = 1;
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->wake, NULL);
-  pthread_cond_init(&p->done, NULL);
-  atomic_init(&p->gen, 0);
-  atomic_init(&p->next, 0);
-  atomic_init(&p->pending, 0);
+  pthread_cond_init(&p->done_cv, NULL);
+  atomic_init(&p->threads, 1);
+  atomic_init(&p->nparts, 0);
+  atomic_init(&p->ticket, 0);
+  atomic_init(&p->done, 0);
+  atomic_init(&p->sleepers, 0);
+  atomic_init(&p->caller_waiting, 0);
+  atomic_init(&p->stop, false);
   kc_status s = kc_pool_set_threads(p, threads);
   if (s != KC_OK) {
     kc_pool_free(p);
@@ -127,7 +220,7 @@ kc_status kc_pool_new(kc_context *ctx, int threads, kc_pool **out) {
 void kc_pool_free(kc_pool *p) {
   if (!p) return;
   pthread_mutex_lock(&p->mu);
-  p->stop = true;
+  atomic_store(&p->stop, true);
   pthread_cond_broadcast(&p->wake);
   pthread_mutex_unlock(&p->mu);
   for (int i = 0; i < p->nworkers; i++) {
@@ -136,65 +229,101 @@ void kc_pool_free(kc_pool *p) {
   }
   free(p->workers);
   pthread_cond_destroy(&p->wake);
-  pthread_cond_destroy(&p->done);
+  pthread_cond_destroy(&p->done_cv);
   pthread_mutex_destroy(&p->mu);
   free(p);
 }
 
-int kc_pool_threads(const kc_pool *p) { return p->threads; }
+int kc_pool_threads(const kc_pool *p) {
+  return atomic_load_explicit(&((kc_pool *)p)->threads, memory_order_relaxed);
+}
 
 kc_status kc_pool_set_threads(kc_pool *p, int threads) {
   if (threads <= 0) threads = online_cpus();
+  kc_status s = KC_OK;
   if (threads - 1 > p->nworkers) {
     worker **ws = realloc(p->workers, (size_t)(threads - 1) * sizeof *ws);
     if (!ws) return kc_errorf(p->ctx, KC_ERR_NOMEM, "out of memory growing the thread pool");
     p->workers = ws;
     while (p->nworkers < threads - 1) {
       worker *w = calloc(1, sizeof *w);
-      if (!w) return kc_errorf(p->ctx, KC_ERR_NOMEM, "out of memory growing the thread pool");
+      if (!w) {
+        s = kc_errorf(p->ctx, KC_ERR_NOMEM, "out of memory growing the thread pool");
+        break;
+      }
       w->pool = p;
       w->index = p->nworkers + 1;
       /* Set before the thread starts, so a run posted right away is not missed. */
-      w->gen_seen = atomic_load(&p->gen);
+      w->gen_seen = p->gen;
       if (pthread_create(&w->tid, NULL, worker_main, w) != 0) {
         free(w);
-        return kc_errorf(p->ctx, KC_ERR_RUNTIME, "cannot start a worker thread");
+        s = kc_errorf(p->ctx, KC_ERR_RUNTIME, "cannot start a worker thread");
+        break;
       }
       p->workers[p->nworkers++] = w;
     }
   }
-  p->threads = threads;
-  return KC_OK;
+  if (s != KC_OK) threads = p->nworkers + 1 < threads ? p->nworkers + 1 : threads;
+  pthread_mutex_lock(&p->mu);
+  atomic_store(&p->threads, threads);
+  pthread_cond_broadcast(&p->wake); /* parked workers re-check whether they are used */
+  pthread_mutex_unlock(&p->mu);
+  return s;
 }
 
-void kc_pool_run(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain) {
-  if (n <= 0) return;
-  int64_t chunks = grain > 0 ? (n + grain - 1) / grain : n;
-  int parts = chunks < p->threads ? (int)chunks : p->threads;
-  if (parts <= 1) {
-    fn(arg, 0, n, 0);
-    return;
+int64_t kc_pool_run_timed(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain,
+                          uint64_t *self_ns) {
+  if (self_ns) *self_ns = 0;
+  if (n <= 0) return 0;
+  int threads = kc_pool_threads(p);
+  int64_t nparts;
+  if (grain > 0) {
+    if ((n + grain - 1) / grain > MAX_PARTS) grain = (n + MAX_PARTS - 1) / MAX_PARTS;
+    nparts = (n + grain - 1) / grain;
+  } else {
+    nparts = n < threads ? n : threads;
   }
-  pthread_mutex_lock(&p->mu);
+  if (threads <= 1 || nparts <= 1) {
+    uint64_t t0 = self_ns ? now_ns() : 0;
+    fn(arg, 0, n, 0);
+    if (self_ns) *self_ns = now_ns() - t0;
+    return n;
+  }
+  /* close the ticket, write the job, open it (see the top) */
+  uint64_t gen = ++p->gen;
+  atomic_store(&p->ticket, gen << PART_BITS | PART_MASK);
   p->fn = fn;
   p->arg = arg;
   p->n = n;
   p->grain = grain;
-  p->parts = parts;
-  atomic_store(&p->next, 0);
-  atomic_store(&p->pending, parts - 1);
-  atomic_fetch_add(&p->gen, 1);
-  pthread_cond_broadcast(&p->wake);
-  pthread_mutex_unlock(&p->mu);
-
-  do_part(p, 0);
-
-  for (int i = 0; i < SPIN_ITERS && atomic_load(&p->pending) > 0; i++)
-    cpu_relax();
-  if (atomic_load(&p->pending) > 0) {
+  atomic_store(&p->nparts, nparts);
+  atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+  atomic_store(&p->ticket, gen << PART_BITS); /* seq_cst: publishes the job, then ... */
+  if (atomic_load(&p->sleepers) > 0) {        /* ... sees every worker that went to sleep */
     pthread_mutex_lock(&p->mu);
-    while (atomic_load(&p->pending) > 0)
-      pthread_cond_wait(&p->done, &p->mu);
+    pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
   }
+
+  uint64_t t0 = self_ns ? now_ns() : 0;
+  int64_t units = help(p, gen, 0);
+  if (self_ns) *self_ns = now_ns() - t0;
+
+  spin sp = {0};
+  while (atomic_load_explicit(&p->done, memory_order_acquire) != nparts &&
+         spin_on(&sp, WAIT_SPIN_NS))
+    ;
+  if (atomic_load_explicit(&p->done, memory_order_acquire) != nparts) {
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->caller_waiting, 1);
+    while (atomic_load(&p->done) != nparts)
+      pthread_cond_wait(&p->done_cv, &p->mu);
+    atomic_store(&p->caller_waiting, 0);
+    pthread_mutex_unlock(&p->mu);
+  }
+  return units;
+}
+
+void kc_pool_run(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain) {
+  kc_pool_run_timed(p, fn, arg, n, grain, NULL);
 }
