@@ -28,6 +28,7 @@ typedef struct kc_export_plan {
   int64_t *buf_values, *dim_slots, *arena_order;
   kc_dim *slot_dims; /* per slot: the dim of the compiled graph it evaluates */
   char **req_text;   /* per requirement slot (model.first_req on): which node assumed what */
+  int64_t nreq;      /* entries of req_text made so far */
   kc_export_weight *weights;
   int64_t nweights;
   char **names; /* strings made here (input names for unnamed inputs, dim texts) */

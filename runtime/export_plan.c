@@ -229,6 +229,7 @@ static kc_status requirements(kc_export_plan *p, kc_module *m) {
       if (!(copy = malloc(strlen(text) + 1)))
         return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory planning @%s", g->name);
       p->req_text[r] = strcpy(copy, text);
+      p->nreq = r + 1;
       p->slot_dims[p->model.nslots++] = req[j];
     }
   }
@@ -302,7 +303,7 @@ void kc_export_plan_free(kc_export_plan *p) {
   free(p->dim_slots);
   free(p->arena_order);
   free(p->slot_dims);
-  for (int64_t i = 0; p->req_text && i < p->model.nslots - p->model.first_req; i++)
+  for (int64_t i = 0; p->req_text && i < p->nreq; i++)
     free(p->req_text[i]);
   free(p->req_text);
   free(p->weights);
