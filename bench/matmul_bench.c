@@ -3,10 +3,15 @@
  * process, on the same data: GFLOP/s (median of --runs after warm-up), the ratio, the max
  * relative error against OpenBLAS, and peak RSS.
  *
- *   matmul_bench [--size N | --mnk M,N,K] [--runs R] [--rounds B] [--threads 1,2]
+ *   matmul_bench [--size N | --mnk M,N,K[,t] ...] [--runs R] [--rounds B] [--threads 1,2]
  *                [--split a|m|n] [--mr X --nv X --kc X --mc X --nc X --unroll X] [--dump DIR]
  *
+ * Shapes: --size and --mnk may be repeated; ",t" after K gives B transposed (stored [N, K], as
+ * x @ W^T). Without any, the standard rows: 1024^3, the transformer FFN shapes 128x3072x768
+ * and 128x768x3072, and GPT-2's tied LM head 128x50257x768 with B^T.
  * --split: how threads share C: a (auto, kc_matmul_args_split), m (row tiles), n (columns).
+ * Each row prints the median GFLOP/s of both and their ratio, and the ratio of the fastest
+ * runs (least disturbed on a busy machine).
  *
  * OpenBLAS picks its kernels when the library loads, from OPENBLAS_CORETYPE; on these
  * machines only SkylakeX gives its real speed. So when the variable is unset the benchmark
@@ -23,6 +28,7 @@
 #include <cblas.h>
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,8 +77,16 @@ static float *alloc_floats(size_t n) {
   return p;
 }
 
-typedef struct opts {
+typedef struct shape {
   int64_t m, n, k;
+  bool tb; /* B stored transposed, [N, K] */
+} shape;
+
+enum { MAX_SHAPES = 16 };
+
+typedef struct opts {
+  shape shapes[MAX_SHAPES];
+  int nshapes;
   int runs, rounds;
   int threads[8], nthreads;
   char split;
@@ -80,27 +94,35 @@ typedef struct opts {
   const char *dump;
 } opts;
 
+static const shape standard[] = {
+    {1024, 1024, 1024, false},
+    {128, 3072, 768, false},
+    {128, 768, 3072, false},
+    {128, 50257, 768, true},
+};
+
 static int parse_args(int argc, char **argv, opts *o) {
-  *o = (opts){.m = 1024,
-              .n = 1024,
-              .k = 1024,
-              .runs = 15,
-              .rounds = 3,
-              .threads = {1, 2},
-              .nthreads = 2,
-              .split = 'a'};
+  *o = (opts){.runs = 15, .rounds = 3, .threads = {1, 2}, .nthreads = 2, .split = 'a'};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) goto bad;
     i++;
-    if (!strcmp(a, "--size"))
-      o->m = o->n = o->k = atoll(v);
-    else if (!strcmp(a, "--mnk")) {
+    if (!strcmp(a, "--size") || !strcmp(a, "--mnk")) {
+      if (o->nshapes == MAX_SHAPES) goto bad;
+      shape *s = &o->shapes[o->nshapes++];
       long long m, n, k;
-      if (sscanf(v, "%lld,%lld,%lld", &m, &n, &k) != 3) goto bad;
-      o->m = m, o->n = n, o->k = k;
+      char t = 0;
+      if (!strcmp(a, "--size")) {
+        m = n = k = atoll(v);
+      } else {
+        int got = sscanf(v, "%lld,%lld,%lld,%c", &m, &n, &k, &t);
+        if (got < 3 || (got == 4 && t != 't')) goto bad;
+      }
+      *s = (shape){m, n, k, t == 't'};
     } else if (!strcmp(a, "--runs"))
       o->runs = atoi(v);
+    else if (!strcmp(a, "--rounds"))
+      o->rounds = atoi(v);
     else if (!strcmp(a, "--threads")) {
       o->nthreads = 0;
       for (char *s = (char *)v; *s && o->nthreads < 8;) {
@@ -129,15 +151,102 @@ static int parse_args(int argc, char **argv, opts *o) {
     else
       goto bad;
   }
+  if (!o->nshapes) {
+    o->nshapes = (int)(sizeof standard / sizeof *standard);
+    memcpy(o->shapes, standard, sizeof standard);
+  }
   if (o->rounds < 1) o->rounds = 1;
   if (o->runs < o->rounds) o->runs = o->rounds;
   o->runs = (o->runs + o->rounds - 1) / o->rounds * o->rounds;
   return 0;
 bad:
-  fprintf(stderr, "usage: matmul_bench [--size N | --mnk M,N,K] [--runs R] [--rounds B]\n"
+  fprintf(stderr, "usage: matmul_bench [--size N | --mnk M,N,K[,t] ...] [--runs R] [--rounds B]\n"
                   "       [--threads 1,2] [--split a|m|n] [--mr X --nv X --kc X --mc X --nc X\n"
                   "       --unroll X] [--dump DIR]\n");
   return 1;
+}
+
+static double min_of(const double *v, int n) {
+  double m = v[0];
+  for (int i = 1; i < n; i++)
+    m = v[i] < m ? v[i] : m;
+  return m;
+}
+
+/* One shape at every thread count: a table row each. */
+static int bench_shape(const opts *o, const shape *s, kc_context *ctx, kc_pool *pool,
+                       const kc_matmul_kernel *kern) {
+  int64_t M = s->m, N = s->n, K = s->k;
+  float *A = alloc_floats((size_t)(M * K)), *B = alloc_floats((size_t)(K * N));
+  float *C = alloc_floats((size_t)(M * N)), *R = alloc_floats((size_t)(M * N));
+  unsigned seed = 12345;
+  for (int64_t i = 0; i < M * K; i++)
+    A[i] = (float)((double)rand_r(&seed) / RAND_MAX * 2 - 1);
+  for (int64_t i = 0; i < K * N; i++)
+    B[i] = (float)((double)rand_r(&seed) / RAND_MAX * 2 - 1);
+  double flops = 2.0 * (double)M * (double)N * (double)K;
+  double *tk = malloc(sizeof(double) * (size_t)o->runs);
+  double *tb = malloc(sizeof(double) * (size_t)o->runs);
+  char name[64];
+  snprintf(name, sizeof name, "%lldx%lldx%lld%s", (long long)M, (long long)N, (long long)K,
+           s->tb ? " B^T" : "");
+
+  for (int ti = 0; ti < o->nthreads; ti++) {
+    int t = o->threads[ti];
+    if (kc_pool_set_threads(pool, t) != KC_OK) {
+      fprintf(stderr, "matmul_bench: %s\n", kc_last_error(ctx));
+      return 1;
+    }
+    t = kc_pool_threads(pool);
+    openblas_set_num_threads(t);
+    int64_t args[KC_MM_NARGS];
+    kc_matmul_args_rowmajor(args, M, N, K);
+    if (s->tb) args[KC_MM_RSB] = 1, args[KC_MM_CSB] = K;
+    if (o->split == 'a') kc_matmul_args_split(kern, args, t);
+    if (o->split == 'm' && t > 1)
+      args[KC_MM_MTILE] = ((M + t - 1) / t + kern->cfg.mr - 1) / kern->cfg.mr * kern->cfg.mr;
+    float *ws = alloc_floats((size_t)(kern->ws_floats * t));
+    mm_task task = {kern->fn, A, B, C, ws, kern->ws_floats, args};
+    int64_t units = kc_matmul_units(kern, args);
+    int per = o->runs / o->rounds;
+    const struct timespec pause = {0, 250 * 1000 * 1000};
+
+    for (int round = 0; round < o->rounds; round++) {
+      for (int r = -2; r < per; r++) {
+        double t0 = now();
+        kc_pool_run(pool, run_slice, &task, units, 0);
+        if (r >= 0) tk[round * per + r] = now() - t0;
+      }
+      nanosleep(&pause, NULL);
+      for (int r = -2; r < per; r++) {
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, s->tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
+                    (int)K, 1.0f, A, (int)K, B, s->tb ? (int)K : (int)N, 0.0f, R, (int)N);
+        if (r >= 0) tb[round * per + r] = now() - t0;
+      }
+      nanosleep(&pause, NULL);
+    }
+    double maxdiff = 0, maxref = 0;
+    for (int64_t i = 0; i < M * N; i++) {
+      double d = fabs((double)C[i] - (double)R[i]);
+      if (d > maxdiff || isnan(d)) maxdiff = isnan(d) ? INFINITY : d;
+      if (fabs((double)R[i]) > maxref) maxref = fabs((double)R[i]);
+    }
+    double bk = min_of(tk, o->runs), bb = min_of(tb, o->runs);
+    double gk = flops / median(tk, o->runs) * 1e-9, gb = flops / median(tb, o->runs) * 1e-9;
+    const char *split = args[KC_MM_MTILE] < M ? "rows" : t > 1 ? "cols" : "-";
+    printf("%-22s %7d %6s %14.1f %17.1f %8.3f %8.3f %12.2e\n", name, t, split, gk, gb, gk / gb,
+           bb / bk, maxref > 0 ? maxdiff / maxref : maxdiff);
+    fflush(stdout);
+    free(ws);
+  }
+  free(tk);
+  free(tb);
+  free(A);
+  free(B);
+  free(C);
+  free(R);
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -160,84 +269,21 @@ int main(int argc, char **argv) {
     return 1;
   }
   const kc_cpu_info *h = kc_cpu_host(cpu);
-  int64_t M = o.m, N = o.n, K = o.k;
-  printf("matmul %lldx%lldx%lld f32, median of %d runs | host %s, %d f32 lanes | kernc tile "
-         "%dx%d, kc=%d mc=%d nc=%d unroll=%d | OpenBLAS core %s\n",
-         (long long)M, (long long)N, (long long)K, o.runs, h->name, h->f32_lanes, kern.cfg.mr,
-         (int)kern.unit_n, kern.cfg.kc, kern.cfg.mc, kern.cfg.nc, kern.cfg.unroll,
-         getenv("OPENBLAS_CORETYPE"));
+  printf("matmul f32, median of %d runs | host %s, %d f32 lanes | kernc tile %dx%d, kc=%d mc=%d "
+         "nc=%d unroll=%d | OpenBLAS core %s\n",
+         o.runs, h->name, h->f32_lanes, kern.cfg.mr, (int)kern.unit_n, kern.cfg.kc, kern.cfg.mc,
+         kern.cfg.nc, kern.cfg.unroll, getenv("OPENBLAS_CORETYPE"));
+  printf("%-22s %7s %6s %14s %17s %8s %8s %12s\n", "shape (MxNxK)", "threads", "split",
+         "kernc GFLOP/s", "OpenBLAS GFLOP/s", "ratio", "best", "max rel err");
+  int status = 0;
+  for (int si = 0; si < o.nshapes && !status; si++)
+    status = bench_shape(&o, &o.shapes[si], ctx, pool, &kern);
 
-  float *A = alloc_floats((size_t)(M * K)), *B = alloc_floats((size_t)(K * N));
-  float *C = alloc_floats((size_t)(M * N)), *R = alloc_floats((size_t)(M * N));
-  unsigned seed = 12345;
-  for (int64_t i = 0; i < M * K; i++)
-    A[i] = (float)((double)rand_r(&seed) / RAND_MAX * 2 - 1);
-  for (int64_t i = 0; i < K * N; i++)
-    B[i] = (float)((double)rand_r(&seed) / RAND_MAX * 2 - 1);
-  double flops = 2.0 * (double)M * (double)N * (double)K;
-  double *tk = malloc(sizeof(double) * (size_t)o.runs);
-  double *tb = malloc(sizeof(double) * (size_t)o.runs);
-
-  printf("%8s %6s %16s %18s %8s %14s\n", "threads", "split", "kernc GFLOP/s", "OpenBLAS GFLOP/s",
-         "ratio", "max rel err");
-  for (int ti = 0; ti < o.nthreads; ti++) {
-    int t = o.threads[ti];
-    if (kc_pool_set_threads(pool, t) != KC_OK) {
-      fprintf(stderr, "matmul_bench: %s\n", kc_last_error(ctx));
-      return 1;
-    }
-    t = kc_pool_threads(pool);
-    openblas_set_num_threads(t);
-    int64_t args[KC_MM_NARGS];
-    kc_matmul_args_rowmajor(args, M, N, K);
-    if (o.split == 'a') kc_matmul_args_split(&kern, args, t);
-    if (o.split == 'm' && t > 1)
-      args[KC_MM_MTILE] = ((M + t - 1) / t + kern.cfg.mr - 1) / kern.cfg.mr * kern.cfg.mr;
-    float *ws = alloc_floats((size_t)(kern.ws_floats * t));
-    mm_task task = {kern.fn, A, B, C, ws, kern.ws_floats, args};
-    int64_t units = kc_matmul_units(&kern, args);
-    int per = o.runs / o.rounds;
-    const struct timespec pause = {0, 250 * 1000 * 1000};
-
-    for (int round = 0; round < o.rounds; round++) {
-      for (int r = -2; r < per; r++) {
-        double t0 = now();
-        kc_pool_run(pool, run_slice, &task, units, 0);
-        if (r >= 0) tk[round * per + r] = now() - t0;
-      }
-      nanosleep(&pause, NULL);
-      for (int r = -2; r < per; r++) {
-        double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
-                    (int)K, B, (int)N, 0.0f, R, (int)N);
-        if (r >= 0) tb[round * per + r] = now() - t0;
-      }
-      nanosleep(&pause, NULL);
-    }
-    double maxdiff = 0, maxref = 0;
-    for (int64_t i = 0; i < M * N; i++) {
-      double d = fabs((double)C[i] - (double)R[i]);
-      if (d > maxdiff || isnan(d)) maxdiff = isnan(d) ? INFINITY : d;
-      if (fabs((double)R[i]) > maxref) maxref = fabs((double)R[i]);
-    }
-    double gk = flops / median(tk, o.runs) * 1e-9, gb = flops / median(tb, o.runs) * 1e-9;
-    const char *split = args[KC_MM_MTILE] < M ? "rows" : t > 1 ? "cols" : "-";
-    printf("%8d %6s %16.1f %18.1f %8.3f %14.2e\n", t, split, gk, gb, gk / gb,
-           maxref > 0 ? maxdiff / maxref : maxdiff);
-    free(ws);
-  }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   printf("peak RSS: %.1f MiB\n", ru.ru_maxrss / 1024.0);
-
-  free(tk);
-  free(tb);
-  free(A);
-  free(B);
-  free(C);
-  free(R);
   kc_pool_free(pool);
   kc_cpu_free(cpu);
   kc_context_free(ctx);
-  return 0;
+  return status;
 }

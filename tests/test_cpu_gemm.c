@@ -6,8 +6,9 @@
  * Covers 2-D, 1-D operands, batch broadcasting on either side (core batch, folded into M, and
  * looped by the wrapper), symbolic dims (including ones that broadcast only at run time),
  * gemm's transposes, alpha/beta and every C shape, matmul_ep's activations with bias and
- * residual, and the generic kernel (f64, i32, i64). Outputs start as NaN / a sentinel so every
- * element must be written; each kernel runs split in two ranges and once unit by unit.
+ * residual, the generic kernel (f64, i32, i64) and f16/bf16 on the packed core. Outputs start
+ * as NaN / a sentinel so every element must be written; each kernel runs split in two ranges and
+ * once unit by unit.
  */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS for the guard pages */
 #include <setjmp.h>
@@ -492,8 +493,10 @@ static void t_gemm(void **state) {
   gemm(a, b, (opnd)R(M, N), 2, 0, 0, 0, KC_F32); /* beta 0: C ignored */
   gemm(a, b, (opnd)NONE, 3, 1, 0, 0, KC_F32);    /* alpha only */
   gemm((opnd)R(70, 130), (opnd)R(93, 130), (opnd)R(93), 1, 1, 0, 1, KC_F32);
+  /* B^T through the transposing packer, K over two slices, alpha/beta by the hook */
+  gemm((opnd)R(30, 500), (opnd)R(150, 500), (opnd)R(30, 150), 0.5f, 2, 0, 1, KC_F32);
   gemm((opnd)R(K, M), (opnd)R(K, N), (opnd)R(M, 1), 2, 3, 1, 0, KC_I32);
-  gemm((opnd)R(K, M), (opnd)R(N, K), (opnd)R(N), 0.5f, 2, 1, 1, KC_F16); /* gathered B^T */
+  gemm((opnd)R(K, M), (opnd)R(N, K), (opnd)R(N), 0.5f, 2, 1, 1, KC_F16); /* f16 A^T, B^T */
   /* symbolic M; C of the output's shape, and a column whose stride is known at run time */
   opnd sa = {.rank = 2, .d = {M, K}, .sym = {"M"}};
   gemm(sa, b, (opnd){.rank = 2, .d = {M, N}, .sym = {"M"}}, 1, 2, 0, 0, KC_F32);
@@ -522,6 +525,13 @@ static void t_matmul_ep(void **state) {
      KC_ACT_GELU);
   ep(KC_F32, (opnd){.rank = 3, .d = {2, 6, 16}, .sym = {"B", "S"}}, (opnd)R(16, 40), (opnd)R(40),
      (opnd){.rank = 3, .d = {2, 6, 40}, .sym = {"B", "S"}}, KC_ACT_GELU_TANH);
+  /* the f32 core's hook: after the last of several K slices only, over several row blocks,
+   * and with the wrapper's outer loop (row base per outer index) */
+  ep(KC_F32, (opnd)R(2, 90, 800), (opnd)R(800, 150), (opnd)R(150), (opnd)R(2, 90, 150),
+     KC_ACT_GELU);
+  ep(KC_F32, (opnd)R(400, 40), (opnd)R(40, 70), (opnd)R(70), (opnd)R(400, 70), KC_ACT_GELU_TANH);
+  ep(KC_F32, (opnd)R(2, 1, 8, 7), (opnd)R(1, 3, 7, 9), (opnd)R(9), (opnd)R(2, 3, 8, 9),
+     KC_ACT_RELU);
   ep(KC_I32, (opnd)R(5, 7), (opnd)R(7, 9), (opnd)R(9), (opnd)R(5, 9), KC_ACT_RELU);
   ep(KC_F16, (opnd)R(2, 5, 7), (opnd)R(7, 40), (opnd)R(40), (opnd)R(5, 40), KC_ACT_GELU);
   ep(KC_F32, (opnd)R(7), (opnd)R(7, 9), (opnd)R(9), (opnd)R(9), KC_ACT_RELU);
@@ -539,6 +549,18 @@ static void t_generic_dtypes(void **state) {
     mm(ts[i], (opnd)R(7), (opnd)R(7));
     mm(ts[i], (opnd){.rank = 3, .d = {3, 5, 7}, .sym = {"X"}},
        (opnd){.rank = 3, .d = {1, 7, 9}, .sym = {"Y"}});
+  }
+}
+
+/* f16 / bf16 products big enough for the packed core (lower_matmul_half.c): several row and
+ * column blocks, two K slices, batch broadcasting, transposes and the epilogue. */
+static void t_half_core(void **state) {
+  kc_dtype ts[] = {KC_F16, KC_BF16};
+  for (int i = 0; i < 2; i++) {
+    mm(ts[i], (opnd)R(2, 200, 400), (opnd)R(400, 300));
+    mm(ts[i], (opnd)R(2, 1, 20, 30), (opnd)R(1, 3, 30, 270));
+    ep(ts[i], (opnd)R(170, 50), (opnd)R(50, 260), (opnd)R(260), (opnd)R(170, 260), KC_ACT_GELU);
+    gemm((opnd)R(40, 180), (opnd)R(300, 40), (opnd)R(300), 0.5f, 2, 1, 1, ts[i]);
   }
 }
 
@@ -618,8 +640,8 @@ int main(void) {
       cmocka_unit_test(t_matmul_vector),  cmocka_unit_test(t_few_rows),
       cmocka_unit_test(t_matmul_batched), cmocka_unit_test(t_matmul_symbolic),
       cmocka_unit_test(t_gemm),           cmocka_unit_test(t_matmul_ep),
-      cmocka_unit_test(t_generic_dtypes), cmocka_unit_test(t_shared_core),
-      cmocka_unit_test(t_unsupported),
+      cmocka_unit_test(t_generic_dtypes), cmocka_unit_test(t_half_core),
+      cmocka_unit_test(t_shared_core),    cmocka_unit_test(t_unsupported),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,8 @@
  *
  * Covers odd sizes below, at and across every blocking boundary (a second kernel with tiny
  * blocks makes every loop of the generated code iterate with small sizes), K = 0, transposed
- * operands through strides, batches with a broadcast operand, row-tile and column splits,
+ * operands through strides (B^T by the transposing packer), batches with a broadcast operand,
+ * row-tile and column splits and the policy choosing between them,
  * 1 vs 2 threads (bitwise equal: each element sums in the same order), and dynamic chunks.
  * C starts as NaN so every element must be written.
  */
@@ -229,6 +230,51 @@ static void t_transposed(void **state) {
   free(c);
 }
 
+/* B^T (stored [N, K], pitch K + 3) over several panels, K slices and a partial last panel:
+ * the transposing packer, with 1 and 2 threads and both splits giving the same bits. */
+static void t_transposed_large(void **state) {
+  fixture *f = *state;
+  int64_t m = 50, n = 3 * f->def.unit_n + 8, k = 2 * f->def.cfg.kc + 37;
+  unsigned seed = 11;
+  float *a = rand_floats(m * k, &seed), *bt = rand_floats(n * (k + 3), &seed);
+  float *c1 = nan_floats(m * n), *c2 = nan_floats(m * n);
+  const kc_matmul_kernel *ks[2] = {&f->def, &f->tiny};
+  for (int ki = 0; ki < 2; ki++) {
+    int64_t x[KC_MM_NARGS];
+    kc_matmul_args_rowmajor(x, m, n, k);
+    x[KC_MM_RSB] = 1, x[KC_MM_CSB] = k + 3;
+    run(f, ks[ki], a, bt, c1, x, 1, 0);
+    check(a, bt, c1, x);
+    run(f, ks[ki], a, bt, c2, x, 2, 0);
+    assert_memory_equal(c1, c2, (size_t)(m * n) * sizeof *c1);
+    x[KC_MM_MTILE] = 24;
+    run(f, ks[ki], a, bt, c2, x, 2, 0);
+    assert_memory_equal(c1, c2, (size_t)(m * n) * sizeof *c1);
+  }
+  free(a);
+  free(bt);
+  free(c1);
+  free(c2);
+}
+
+/* The split policy: a few hundred rows go by columns (each thread packs half of B, not all of
+ * it); many rows of a narrow product go by rows. */
+static void t_split_policy(void **state) {
+  fixture *f = *state;
+  int64_t x[KC_MM_NARGS];
+  kc_matmul_args_rowmajor(x, 128, 3072, 768);
+  kc_matmul_args_split(&f->def, x, 2);
+  assert_int_equal(x[KC_MM_MTILE], 128);
+  kc_matmul_args_rowmajor(x, 128, 50257, 768);
+  kc_matmul_args_split(&f->def, x, 2);
+  assert_int_equal(x[KC_MM_MTILE], 128);
+  kc_matmul_args_rowmajor(x, 4096, 64, 64);
+  kc_matmul_args_split(&f->def, x, 2);
+  assert_true(x[KC_MM_MTILE] < 4096 && x[KC_MM_MTILE] >= 2048);
+  kc_matmul_args_split(&f->def, x, 1);
+  assert_int_equal(x[KC_MM_MTILE], 4096);
+}
+
 /* [batch, M, K] @ [K, N] with B broadcast (batch stride 0), and a fully batched form. */
 static void t_batched(void **state) {
   fixture *f = *state;
@@ -305,7 +351,7 @@ static void t_no_overrun(void **state) {
       kc_matmul_args_rowmajor(x, m, n, k);
       ks[ki]->fn(a.p, b.p, c.p, wsp, x, 0, kc_matmul_units(ks[ki], x));
       check(a.p, b.p, c.p, x);
-      /* transposed B reads B with the gather path */
+      /* transposed B: the transposing packer */
       x[KC_MM_RSB] = 1, x[KC_MM_CSB] = k;
       ks[ki]->fn(a.p, b.p, c.p, wsp, x, 0, kc_matmul_units(ks[ki], x));
       check(a.p, b.p, c.p, x);
@@ -360,6 +406,8 @@ int main(void) {
       cmocka_unit_test(t_k_zero),
       cmocka_unit_test(t_empty),
       cmocka_unit_test(t_transposed),
+      cmocka_unit_test(t_transposed_large),
+      cmocka_unit_test(t_split_policy),
       cmocka_unit_test(t_batched),
       cmocka_unit_test(t_large_threads),
       cmocka_unit_test(t_no_overrun),

@@ -127,13 +127,25 @@ LLVMValueRef kc_ir_intrinsic(kc_ir *ir, const char *name, LLVMTypeRef *types, un
 /* ---- matmul.c ---------------------------------------------------------------------------------
  */
 
+/* Flags of kc_matmul_emit. */
+enum {
+  KC_MM_EMIT_INTERNAL = 1 << 0, /* internal linkage */
+  /* args has two more slots: an epilogue ep(ctx, c, ldc, row, col, mr, nr) (NULL: none) and
+   * its ctx, called on each tile of C once it is final (see matmul.c) */
+  KC_MM_EMIT_EP_HOOK = 1 << 1,
+  KC_MM_EMIT_F16 = 1 << 2,  /* A and B are f16 (widened as they are packed); C stays f32 */
+  KC_MM_EMIT_BF16 = 1 << 3, /* the same for bf16 */
+};
 /*
  * Emit the f32 matmul (kc_matmul_fn ABI, see codegen.h) as function `name` into ir's module,
  * with internal helpers name_*; for graph lowering, where a wrapper with the node kernel ABI
  * fills the args vector and calls it. Fills out (fn NULL) and *fn. Moves the builder.
  */
 kc_status kc_matmul_emit(kc_cpu *cpu, kc_ir *ir, const char *name, const kc_matmul_cfg *cfg,
-                         bool internal, kc_matmul_kernel *out, LLVMValueRef *fn);
+                         unsigned flags, kc_matmul_kernel *out, LLVMValueRef *fn);
+/* MTILE for an m x n product shared by t threads (i64 values), as kc_matmul_args_split. */
+LLVMValueRef kc_matmul_emit_mtile(kc_ir *ir, const kc_matmul_kernel *k, LLVMValueRef m,
+                                  LLVMValueRef n, LLVMValueRef t);
 
 /* ---- structured control flow ------------------------------------------------------------- */
 

@@ -1,9 +1,10 @@
 /*
  * codegen/cpu/lower_matmul.c - kc_lower_matmul, the CPU family of matmul (ONNX MatMul), gemm
  * and matmul_ep: the plan of a node (batch mapping, epilogue) and the f32 kernel, which wraps
- * the packed core of matmul.c; other dtypes, and products where packing does not pay (N = 1,
- * or 1-2 rows: 3x faster than the core at [1,1024] @ [1024,4096], the core 1.6x faster from 4
- * rows), go to the loop nests of lower_matmul_gen.c.
+ * the packed core of matmul.c; f16/bf16 take the same core through lower_matmul_half.c; f64,
+ * integers, and products where packing does not pay (N = 1, or 1-2 rows: 3x faster than the
+ * core at [1,1024] @ [1024,4096], the core 1.6x faster from 4 rows), go to the loop nests of
+ * lower_matmul_gen.c.
  *
  * f32 batch mapping. The core computes `batch` products with one stride per operand (0 =
  * broadcast). The longest run of trailing output batch dims over which A and B are each
@@ -14,14 +15,17 @@
  * wrapper with per-dim strides: work unit u is (outer index, core unit).
  *
  * Splitting: the core's row tile (MTILE) is chosen from the dims at run time for the thread
- * count known at compile time (the context's option, else the online CPUs), as
- * kc_matmul_args_split does, so threads get whole rows of C (each packs all of B once) when
- * there are rows enough, else column panels. Any split stays correct; only speed depends on it.
+ * count known at compile time (the context's option, else the online CPUs), by the cost model
+ * of kc_matmul_emit_mtile (matmul.c): threads get row tiles (each packs all of B) or column
+ * panels (each packs its own columns of B and all of A), whichever packs less per thread for
+ * the work; so a 128-row product splits by columns. Any split stays correct; only speed
+ * depends on it.
  *
- * Epilogue (gemm alpha/beta/C, matmul_ep bias/act/residual): after each core call on a run of
- * units, the same units' rows x columns of C are rewritten, while they are still in L2 / L3.
- * (Applying it to the register tile inside the core would save that pass: measured 0-5% of
- * the product for bias + relu + residual at 512x768x768 and 1024^3, more with gelu's erf.)
+ * Epilogue (gemm alpha/beta/C, matmul_ep bias/act/residual): a per-node hook function
+ * (lower_matmul_ep.c) that the core calls on each tile of C once its last K slice is stored,
+ * while the tile is in L1; the core gets the hook and its ctx (buffers, dims, row base of the
+ * wrapper's outer index) in two slots after its args. An indirect call per 6x64 tile is noise
+ * next to the tile's K-deep FMA loop, and the core stays one copy per module.
  *
  * The core is emitted once per module, internal, as kc_matmul_core_f32 (helpers
  * kc_matmul_core_f32_*), and every f32 matmul kernel of the module calls it: a copy per node
@@ -221,20 +225,21 @@ typedef struct mm_core {
 
 /* The core's args and unit counts for the node's dims. */
 typedef struct core_vals {
-  LLVMValueRef n, outer; /* N; product of the wrapper-looped batch dims */
+  LLVMValueRef outer; /* product of the wrapper-looped batch dims */
   LLVMValueRef args[KC_MM_NARGS];
   LLVMValueRef nn, per_b, cu; /* column panels; units per product; units per outer index */
 } core_vals;
 
 /*
- * MTILE for m rows of each of nmat products: split each product's rows over the threads it
- * gets, in register-tile multiples, when every piece keeps 4+ tiles; else whole columns.
- * Products that do not share out evenly over the threads (3 over 2) are split across all.
+ * MTILE for m rows of each of nmat products: each product gets the threads it shares (all of
+ * them when the products do not share out evenly, 3 over 2), and kc_matmul_emit_mtile picks
+ * row tiles or whole columns for that many.
  */
-static LLVMValueRef mtile(kc_ir *ir, const mm_core *c, LLVMValueRef m, LLVMValueRef nmat) {
-  LLVMValueRef one = kc_ir_i64(ir, 1), whole = kc_ir_max(ir, m, one);
-  int64_t t = c->threads, mr = c->k.cfg.mr;
-  if (t <= 1) return whole;
+static LLVMValueRef mtile(kc_ir *ir, const mm_core *c, LLVMValueRef m, LLVMValueRef n,
+                          LLVMValueRef nmat) {
+  LLVMValueRef one = kc_ir_i64(ir, 1);
+  int64_t t = c->threads;
+  if (t <= 1) return kc_ir_max(ir, m, one);
   nmat = kc_ir_max(ir, nmat, one);
   LLVMValueRef tc = kc_ir_i64(ir, t);
   LLVMValueRef uneven = LLVMBuildAnd(
@@ -242,10 +247,7 @@ static LLVMValueRef mtile(kc_ir *ir, const mm_core *c, LLVMValueRef m, LLVMValue
       LLVMBuildICmp(ir->b, LLVMIntNE, LLVMBuildSRem(ir->b, nmat, tc, ""), kc_ir_i64(ir, 0), ""),
       kc_ir_lt(ir, nmat, kc_ir_i64(ir, 4 * t)), "");
   LLVMValueRef tpm = LLVMBuildSelect(ir->b, uneven, tc, kc_ir_cdiv(ir, tc, nmat), "");
-  LLVMValueRef rows = kc_ir_roundup(ir, kc_ir_cdiv(ir, m, tpm), mr);
-  LLVMValueRef ok = LLVMBuildAnd(ir->b, kc_ir_lt(ir, one, tpm),
-                                 kc_ir_lt(ir, kc_ir_i64(ir, 4 * mr - 1), rows), "");
-  return LLVMBuildSelect(ir->b, ok, rows, whole, "");
+  return kc_matmul_emit_mtile(ir, &c->k, m, n, tpm);
 }
 
 static void core_vals_build(kc_cpu_emit *e, const mm_plan *p, const mm_core *c, LLVMValueRef dims,
@@ -257,7 +259,6 @@ static void core_vals_build(kc_cpu_emit *e, const mm_plan *p, const mm_core *c, 
   LLVMValueRef inner = kc_emit_numel(e, dims, true, 0, p->outer, p->nb);
   LLVMValueRef zero = kc_ir_i64(ir, 0);
   v->outer = kc_emit_numel(e, dims, true, 0, 0, p->outer);
-  v->n = n;
   a[KC_MM_M] = p->fold ? kc_ir_mul(ir, inner, m) : m;
   a[KC_MM_N] = n;
   a[KC_MM_K] = k;
@@ -270,7 +271,7 @@ static void core_vals_build(kc_cpu_emit *e, const mm_plan *p, const mm_core *c, 
   a[KC_MM_BSA] = p->a_full ? kc_ir_mul(ir, m, k) : zero;
   a[KC_MM_BSB] = p->b_full ? kc_ir_mul(ir, k, n) : zero;
   a[KC_MM_BSC] = kc_ir_mul(ir, m, n);
-  a[KC_MM_MTILE] = mtile(ir, c, a[KC_MM_M], kc_ir_mul(ir, v->outer, a[KC_MM_BATCH]));
+  a[KC_MM_MTILE] = mtile(ir, c, a[KC_MM_M], n, kc_ir_mul(ir, v->outer, a[KC_MM_BATCH]));
   v->nn = kc_ir_cdiv(ir, n, kc_ir_i64(ir, c->k.unit_n));
   v->per_b = kc_ir_mul(ir, kc_ir_cdiv(ir, a[KC_MM_M], a[KC_MM_MTILE]), v->nn);
   v->cu = kc_ir_mul(ir, a[KC_MM_BATCH], v->per_b);
@@ -283,64 +284,10 @@ static int threads_guess(const kc_cpu_emit *e) {
   return n > 0 ? (int)n : 1;
 }
 
-/* Epilogue over rows [r0, r1) x columns [n0, n1) of the f32 output c (row length rt->n). */
-static void ep_rows(kc_cpu_emit *e, const mm_plan *p, const mm_ep_rt *rt, LLVMValueRef c,
-                    LLVMValueRef r0, LLVMValueRef r1, LLVMValueRef n0, LLVMValueRef n1) {
-  kc_ir *ir = e->ir;
-  unsigned w = (unsigned)kc_cpu_host(e->cpu)->f32_lanes;
-  LLVMValueRef wc = kc_ir_i64(ir, w), offs[2];
-  LLVMValueRef jn =
-      kc_ir_add(ir, n0, kc_ir_mul(ir, LLVMBuildSDiv(ir->b, kc_ir_sub(ir, n1, n0), wc, ""), wc));
-  kc_loop lr, lj;
-  LLVMValueRef r = kc_loop_begin(ir, &lr, r0, r1, kc_ir_i64(ir, 1), 0, NULL);
-  mm_ep_row(e, p, rt, r, offs);
-  LLVMValueRef crow = kc_ir_gepf(ir, c, kc_ir_mul(ir, r, rt->n));
-  LLVMValueRef j = kc_loop_begin(ir, &lj, n0, jn, wc, 0, NULL);
-  LLVMValueRef x = mm_load(e, KC_F32, crow, j, w, NULL);
-  mm_store(e, KC_F32, crow, j, mm_ep_apply(e, p, rt, offs, j, w, NULL, x), w, NULL);
-  kc_loop_end(ir, &lj, NULL);
-  kc_if tail;
-  kc_if_begin(ir, &tail, kc_ir_lt(ir, jn, n1));
-  LLVMValueRef mask = kc_ir_lane_mask(ir, w, 0, kc_ir_sub(ir, n1, jn));
-  x = mm_load(e, KC_F32, crow, jn, w, mask);
-  mm_store(e, KC_F32, crow, jn, mm_ep_apply(e, p, rt, offs, jn, w, mask, x), w, mask);
-  kc_if_end(ir, &tail);
-  kc_loop_end(ir, &lr, NULL);
-}
-
 static void call_core(kc_cpu_emit *e, const mm_core *c, LLVMValueRef *ptrs, LLVMValueRef args,
                       LLVMValueRef begin, LLVMValueRef end) {
   LLVMValueRef a[7] = {ptrs[0], ptrs[1], ptrs[2], e->p_ws, args, begin, end};
   LLVMBuildCall2(e->ir->b, LLVMGlobalGetValueType(c->fn), c->fn, a, 7, "");
-}
-
-/* Core units [lb, le) of outer index o, one core call per run of panels, each followed by the
- * epilogue on what it wrote. */
-static void runs_with_epilogue(kc_cpu_emit *e, const mm_plan *p, const mm_core *c,
-                               const core_vals *v, const mm_ep_rt *rt, LLVMValueRef *ptrs,
-                               LLVMValueRef cbase, LLVMValueRef args, LLVMValueRef o,
-                               LLVMValueRef lb, LLVMValueRef le) {
-  kc_ir *ir = e->ir;
-  const LLVMValueRef *a = v->args;
-  LLVMValueRef nr = kc_ir_i64(ir, c->k.unit_n);
-  kc_loop l;
-  LLVMValueRef u = kc_loop_begin(ir, &l, lb, le, NULL, 0, NULL);
-  /* the core's unit order (codegen.h): batch, row tile, column panel fastest */
-  LLVMValueRef bi = LLVMBuildSDiv(ir->b, u, v->per_b, "");
-  LLVMValueRef rem = LLVMBuildSRem(ir->b, u, v->per_b, "");
-  LLVMValueRef mi = LLVMBuildSDiv(ir->b, rem, v->nn, "");
-  LLVMValueRef nj = LLVMBuildSRem(ir->b, rem, v->nn, "");
-  LLVMValueRef run = kc_ir_min(ir, kc_ir_sub(ir, v->nn, nj), kc_ir_sub(ir, le, u));
-  LLVMValueRef next = kc_ir_add(ir, u, run);
-  call_core(e, c, ptrs, args, u, next);
-  LLVMValueRef m0 = kc_ir_mul(ir, mi, a[KC_MM_MTILE]);
-  LLVMValueRef m1 = kc_ir_min(ir, a[KC_MM_M], kc_ir_add(ir, m0, a[KC_MM_MTILE]));
-  LLVMValueRef n0 = kc_ir_mul(ir, nj, nr);
-  LLVMValueRef n1 = kc_ir_min(ir, v->n, kc_ir_mul(ir, kc_ir_add(ir, nj, run), nr));
-  LLVMValueRef rbase =
-      kc_ir_mul(ir, kc_ir_add(ir, kc_ir_mul(ir, o, a[KC_MM_BATCH]), bi), a[KC_MM_M]);
-  ep_rows(e, p, rt, cbase, kc_ir_add(ir, rbase, m0), kc_ir_add(ir, rbase, m1), n0, n1);
-  kc_loop_end_next(ir, &l, next, NULL);
 }
 
 static kc_status lower_f32(kc_cpu_emit *e, const mm_plan *p) {
@@ -350,7 +297,8 @@ static kc_status lower_f32(kc_cpu_emit *e, const mm_plan *p) {
   if (c.fn) {
     kc_matmul_describe(e->cpu, NULL, &c.k);
   } else {
-    kc_status s = kc_matmul_emit(e->cpu, ir, MM_CORE_NAME, NULL, true, &c.k, &c.fn);
+    kc_status s = kc_matmul_emit(e->cpu, ir, MM_CORE_NAME, NULL,
+                                 KC_MM_EMIT_INTERNAL | KC_MM_EMIT_EP_HOOK, &c.k, &c.fn);
     if (s != KC_OK) return s;
   }
 
@@ -358,15 +306,20 @@ static kc_status lower_f32(kc_cpu_emit *e, const mm_plan *p) {
   LLVMValueRef dims = mm_units_begin(e);
   core_vals_build(e, p, &c, dims, &v);
   LLVMBuildRet(ir->b, kc_ir_mul(ir, v.outer, v.cu));
+  LLVMValueRef hook = p->ep ? mm_ep_hook_emit(e, p, (int)c.k.unit_n) : LLVMConstNull(ir->t_ptr);
 
   kc_emit_kernel_begin(e);
   core_vals_build(e, p, &c, e->p_dims, &v);
-  LLVMValueRef args = LLVMBuildAlloca(ir->b, LLVMArrayType(ir->t_i64, KC_MM_NARGS), "args");
+  /* the core's args, then its hook slots */
+  LLVMValueRef args = LLVMBuildAlloca(ir->b, LLVMArrayType(ir->t_i64, KC_MM_NARGS + 2), "args");
+  LLVMValueRef ctx = LLVMBuildAlloca(ir->b, LLVMArrayType(ir->t_i64, MM_EP_CTX_SLOTS), "ep_ctx");
   for (int i = 0; i < KC_MM_NARGS; i++)
     kc_ir_store(ir, v.args[i], kc_ir_gepi64(ir, args, kc_ir_i64(ir, i)), 8);
+  kc_ir_store(ir, hook, kc_ir_gepi64(ir, args, kc_ir_i64(ir, KC_MM_NARGS)), 8);
+  kc_ir_store(ir, ctx, kc_ir_gepi64(ir, args, kc_ir_i64(ir, KC_MM_NARGS + 1)), 8);
+  kc_ir_store(ir, e->p_bufs, kc_ir_gepi64(ir, ctx, kc_ir_i64(ir, MM_EP_CTX_BUFS)), 8);
+  kc_ir_store(ir, e->p_dims, kc_ir_gepi64(ir, ctx, kc_ir_i64(ir, MM_EP_CTX_DIMS)), 8);
   LLVMValueRef base[3] = {kc_emit_in_ptr(e, 0), kc_emit_in_ptr(e, 1), kc_emit_out_ptr(e, 0)};
-  mm_ep_rt rt;
-  if (p->ep) mm_ep_init(e, p, e->p_dims, &rt);
   LLVMValueRef sa[KC_MAX_RANK], sb[KC_MAX_RANK], odim[KC_MAX_RANK];
   for (int d = 0; d < p->outer; d++) {
     sa[d] = mm_batch_stride(e, p, e->p_dims, 0, d);
@@ -374,6 +327,8 @@ static kc_status lower_f32(kc_cpu_emit *e, const mm_plan *p) {
     odim[d] = kc_emit_dim(e, e->p_dims, true, 0, d);
   }
   LLVMValueRef cstep = kc_emit_numel(e, e->p_dims, true, 0, p->outer, p->ro);
+  /* output rows per outer index: the core's rows (batch * M) */
+  LLVMValueRef orows = kc_ir_mul(ir, v.args[KC_MM_BATCH], v.args[KC_MM_M]);
 
   kc_loop l;
   LLVMValueRef u = kc_loop_begin(ir, &l, e->p_begin, e->p_end, NULL, 0, NULL);
@@ -390,10 +345,8 @@ static kc_status lower_f32(kc_cpu_emit *e, const mm_plan *p) {
   }
   LLVMValueRef ptrs[3] = {kc_ir_gepf(ir, base[0], aoff), kc_ir_gepf(ir, base[1], boff),
                           kc_ir_gepf(ir, base[2], kc_ir_mul(ir, o, cstep))};
-  if (p->ep)
-    runs_with_epilogue(e, p, &c, &v, &rt, ptrs, base[2], args, o, lb, le);
-  else
-    call_core(e, &c, ptrs, args, lb, le);
+  kc_ir_store(ir, kc_ir_mul(ir, o, orows), kc_ir_gepi64(ir, ctx, kc_ir_i64(ir, MM_EP_CTX_ROW)), 8);
+  call_core(e, &c, ptrs, args, lb, le);
   kc_loop_end_next(ir, &l, kc_ir_add(ir, first, le), NULL);
   kc_emit_kernel_end(e);
 
@@ -406,5 +359,8 @@ kc_status kc_lower_matmul(kc_cpu_emit *e) {
   mm_plan p;
   kc_status s = plan(e, &p);
   if (s != KC_OK) return s;
-  return p.dt == KC_F32 && !p.dot && !p.few_rows ? lower_f32(e, &p) : mm_lower_generic(e, &p);
+  if (p.dot || p.few_rows) return mm_lower_generic(e, &p);
+  if (p.dt == KC_F32) return lower_f32(e, &p);
+  if (p.dt == KC_F16 || p.dt == KC_BF16) return mm_lower_half(e, &p);
+  return mm_lower_generic(e, &p);
 }

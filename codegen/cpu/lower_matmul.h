@@ -1,14 +1,14 @@
 /*
  * codegen/cpu/lower_matmul.h - private to the matmul family (lower_matmul.c, lower_matmul_ep.c,
- * lower_matmul_gen.c): the compile-time plan of one matmul / gemm / matmul_ep node and the
- * epilogue every kernel of the family applies to its output.
+ * lower_matmul_half.c, lower_matmul_gen.c): the compile-time plan of one matmul / gemm / matmul_ep
+ * node and the epilogue every kernel of the family applies to its output.
  *
  * Shapes, as ONNX MatMul: A [..., M, K] @ B [..., K, N] -> [..., M, N]; a 1-D A is [1, K] and a
  * 1-D B is [K, 1], and the added dim is not in the output. The output's batch dims (nb of them,
  * leading) broadcast A's and B's numpy-style. gemm is 2-D only, with transposes.
  *
- * Epilogue, applied in registers before the output is written (generic path) or to output rows
- * right after the f32 core wrote them:
+ * Epilogue, applied in registers before the output is written (generic path) or by a hook the
+ * f32 core calls on each register tile once it is final (still in L1):
  *   gemm:       y = alpha * y + beta * C      (C broadcast to [M, N])
  *   matmul_ep:  y = act(y + bias) + residual  (both broadcast to the output)
  * Operands are addressed by an output row R (the output viewed as [rows, N]) and a column j:
@@ -81,6 +81,11 @@ void mm_ep_row(kc_cpu_emit *e, const mm_plan *p, const mm_ep_rt *rt, LLVMValueRe
 LLVMValueRef mm_ep_apply(kc_cpu_emit *e, const mm_plan *p, const mm_ep_rt *rt,
                          const LLVMValueRef *offs, LLVMValueRef j, unsigned lanes,
                          LLVMValueRef mask, LLVMValueRef v);
+/* Slots (8 bytes each) of the ctx the f32 kernel hands its epilogue hook. */
+enum { MM_EP_CTX_BUFS, MM_EP_CTX_DIMS, MM_EP_CTX_ROW, MM_EP_CTX_SLOTS };
+/* Emit NAME_ep, the f32 core's epilogue hook for the node, for tiles up to nr_max columns
+ * (builder left in it); returns the function. */
+LLVMValueRef mm_ep_hook_emit(kc_cpu_emit *e, const mm_plan *p, int nr_max);
 /* Masked (mask non-NULL) or plain load / store of `lanes` elements in compute type. */
 LLVMValueRef mm_load(kc_cpu_emit *e, kc_dtype t, LLVMValueRef p, LLVMValueRef idx, unsigned lanes,
                      LLVMValueRef mask);
@@ -100,9 +105,14 @@ void mm_strides(kc_cpu_emit *e, const mm_plan *p, LLVMValueRef m, LLVMValueRef n
 /* Start NAME_units(dims) -> i64; returns its dims parameter (the builder is in its entry). */
 LLVMValueRef mm_units_begin(kc_cpu_emit *e);
 
+/* ---- lower_matmul_half.c ------------------------------------------------------------------ */
+
+/* f16 / bf16 products on the packed core (NAME and NAME_units). */
+kc_status mm_lower_half(kc_cpu_emit *e, const mm_plan *p);
+
 /* ---- lower_matmul_gen.c ---------------------------------------------------------------------- */
 
-/* The loop-nest kernel for every dtype but f32, and dot products (NAME and NAME_units). */
+/* The loop-nest kernel for f64 and integers, dot products, and f16/bf16 with 1-2 rows. */
 kc_status mm_lower_generic(kc_cpu_emit *e, const mm_plan *p);
 
 #endif /* KERNC_CODEGEN_CPU_LOWER_MATMUL_H */

@@ -5,11 +5,17 @@
  *
  * Invariants: operands are addressed by (output row, column); an operand whose shape makes
  * the row offset zero or R * N is recognized at compile time so the common cases (bias [N],
- * residual of the output's shape) cost no index arithmetic per row. gelu uses the vector erf
- * and tanh of vmath.h, so epilogue loops stay vectorized.
+ * residual of the output's shape) cost no index arithmetic per row. gelu and gelu_tanh are
+ * vmath.h's (as the gelu op's), so epilogue loops stay vectorized and agree with unfused graphs.
+ *
+ * The f32 core applies the epilogue through a hook (mm_ep_hook_emit): a small per-node
+ * function the shared core calls on each finished register tile of C, still in L1, so the
+ * epilogue costs no second pass over the output and the core stays one copy per module.
  */
 #include "codegen/cpu/lower_matmul.h"
 #include "codegen/cpu/vmath.h"
+
+#include <stdio.h>
 
 void mm_ep_plan(const kc_cpu_emit *e, mm_plan *p) {
   const kc_value *o = kc_value_of(e->g, e->n->out[0]);
@@ -176,20 +182,9 @@ static LLVMValueRef act(kc_cpu_emit *e, const mm_plan *p, LLVMValueRef v) {
       LLVMValueRef neg = LLVMBuildFCmp(ir->b, LLVMRealOLT, v, LLVMConstNull(t), "");
       return LLVMBuildSelect(ir->b, neg, LLVMConstNull(t), v, "");
     }
-  case MM_ACT_GELU:
-  case MM_ACT_GELU_TANH: {
-    LLVMValueRef h = LLVMBuildFMul(ir->b, v, kc_vm_fconst(t, 0.5), ""), s;
-    if (p->act == MM_ACT_GELU) {
-      s = kc_vmath_erf(ir, LLVMBuildFMul(ir->b, v, kc_vm_fconst(t, 0.70710678118654752440), ""));
-    } else { /* tanh(sqrt(2/pi) * (x + 0.044715 x^3)) */
-      LLVMValueRef x2 = LLVMBuildFMul(ir->b, v, v, "");
-      LLVMValueRef poly = kc_ir_fmuladd(ir, x2, kc_vm_fconst(t, 0.044715), kc_vm_fconst(t, 1.0));
-      LLVMValueRef in = LLVMBuildFMul(ir->b, LLVMBuildFMul(ir->b, v, poly, ""),
-                                      kc_vm_fconst(t, 0.7978845608028654), "");
-      s = kc_vmath_tanh(ir, in);
-    }
-    return kc_ir_fmuladd(ir, h, s, h);
-  }
+  /* one source of truth for the math: the same vmath functions as the gelu op */
+  case MM_ACT_GELU: return kc_vmath_gelu(ir, v);
+  case MM_ACT_GELU_TANH: return kc_vmath_gelu_tanh(ir, v);
   default: return v;
   }
 }
@@ -218,4 +213,50 @@ LLVMValueRef mm_ep_apply(kc_cpu_emit *e, const mm_plan *p, const mm_ep_rt *rt,
   v = act(e, p, v);
   if (p->x[1].in >= 0) v = add(ir, fp, v, load_x(e, p, rt, 1, offs[1], j, lanes, mask));
   return v;
+}
+
+/*
+ * NAME_ep(ctx, c, ldc, row, col, mr, nr), the hook of the f32 core (KC_MM_EMIT_EP_HOOK in
+ * cpu.h): the epilogue on the mr x nr tile at c, whose first element is output row
+ * ctx.rowbase + row, column col. ctx: {bufs, dims, rowbase}, as the kernel fills it. One
+ * loop over rows, W-lane vectors masked by nr (masked loads and stores cost as much as plain
+ * ones with AVX-512, and one body keeps the inlined erf small).
+ */
+LLVMValueRef mm_ep_hook_emit(kc_cpu_emit *e, const mm_plan *p, int nr_max) {
+  kc_ir *ir = e->ir;
+  unsigned w = (unsigned)kc_cpu_host(e->cpu)->f32_lanes;
+  char name[256];
+  snprintf(name, sizeof name, "%s_ep", e->name);
+  LLVMTypeRef ps[7] = {ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
+  LLVMValueRef fn = kc_ir_func(ir, name, ir->t_void, ps, 7, true);
+  LLVMValueRef ctx = LLVMGetParam(fn, 0), c = LLVMGetParam(fn, 1), ldc = LLVMGetParam(fn, 2);
+  LLVMValueRef row = LLVMGetParam(fn, 3), col = LLVMGetParam(fn, 4);
+  LLVMValueRef mr = LLVMGetParam(fn, 5), nr = LLVMGetParam(fn, 6);
+  LLVMValueRef saved = e->p_bufs;
+  e->p_bufs = kc_ir_load(ir, ir->t_ptr, kc_ir_gepi64(ir, ctx, kc_ir_i64(ir, MM_EP_CTX_BUFS)), 8);
+  LLVMValueRef dims =
+      kc_ir_load(ir, ir->t_ptr, kc_ir_gepi64(ir, ctx, kc_ir_i64(ir, MM_EP_CTX_DIMS)), 8);
+  LLVMValueRef r0 = kc_ir_add(
+      ir, kc_ir_load(ir, ir->t_i64, kc_ir_gepi64(ir, ctx, kc_ir_i64(ir, MM_EP_CTX_ROW)), 8), row);
+  mm_ep_rt rt;
+  mm_ep_init(e, p, dims, &rt);
+  LLVMValueRef masks[64];
+  int nv = nr_max / (int)w;
+  for (int v = 0; v < nv; v++)
+    masks[v] = kc_ir_lane_mask(ir, w, (int64_t)v * w, nr);
+  kc_loop l;
+  LLVMValueRef i = kc_loop_begin(ir, &l, kc_ir_i64(ir, 0), mr, kc_ir_i64(ir, 1), 0, NULL);
+  LLVMValueRef offs[2];
+  mm_ep_row(e, p, &rt, kc_ir_add(ir, r0, i), offs);
+  LLVMValueRef crow = kc_ir_gepf(ir, c, kc_ir_mul(ir, i, ldc));
+  for (int v = 0; v < nv; v++) {
+    LLVMValueRef jv = kc_ir_i64(ir, (int64_t)v * w);
+    LLVMValueRef x = mm_load(e, KC_F32, crow, jv, w, masks[v]);
+    x = mm_ep_apply(e, p, &rt, offs, kc_ir_add(ir, col, jv), w, masks[v], x);
+    mm_store(e, KC_F32, crow, jv, x, w, masks[v]);
+  }
+  kc_loop_end(ir, &l, NULL);
+  LLVMBuildRetVoid(ir->b);
+  e->p_bufs = saved;
+  return fn;
 }

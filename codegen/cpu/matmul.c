@@ -4,13 +4,23 @@
  *
  * Structure of the generated module (all but the entry point internal):
  *   entry(a, b, c, ws, args, begin, end)  decodes work units into (batch, row tile, columns)
- *   block(...)       jc (NC columns) -> pc (KC deep) -> pack B -> ic (MC rows, L2) ->
- *                    pack A -> jr (NR) -> ir (MR) -> ukernel
- *   pack_b           KC x NC slice of B into NR-wide row panels, zero-padded past N
- *   pack_a           MC x KC slice of A into MR-tall column panels, zero-padded past M
+ *   block(...)       jc (NC columns) -> pc (KC deep) -> ic (MC rows, L2) -> pack A ->
+ *                    jr (NR; on the first ic block, pack this B panel) -> ir (MR) -> ukernel
+ *                    [-> epilogue hook on the tile, after the last K slice]
+ *   pack_a, pack_b   matmul_pack.c
  *   ukernel          MR x NR register tile: MR*NV vector accumulators live across the k loop;
  *                    per k, NV vector loads of packed B, MR broadcasts of packed A, MR*NV
  *                    llvm.fmuladd; then C = acc (first K slice) or C += acc, masked at edges.
+ *
+ * B panels are packed lazily, each right before the first row block uses it, instead of a
+ * whole KC x NC block (6 MiB) up front: the micro-kernel's first pass over a panel then reads
+ * it from L2, not back from L3. (Measured: within noise of packing the block first, single
+ * thread, at 128 x {768, 3072, 50257} and 1024^3; later passes hit L2 either way.)
+ *
+ * Epilogue hook (KC_MM_EMIT_EP_HOOK, for graph lowering): args[KC_MM_NARGS] is a function
+ * ep(ctx, c, ldc, row, col, mr, nr) and args[KC_MM_NARGS + 1] its ctx; after the last K slice
+ * of each tile the core calls it on the tile it just stored (still in L1), with the tile's
+ * row in the core's row space (batch * M + i) and its column. NULL: no call.
  *
  * Invariants:
  *   - Sizes and strides are runtime values (one kernel serves every batch size); only the
@@ -19,28 +29,21 @@
  *     64-byte boundaries, and (for 16 lanes) so does every NR-wide B row, so B loads are
  *     aligned.
  *   - Blocks are balanced (K = 1030 with KC 384 is cut 344+344+342, not 384+384+262) so no tiny
- * last slice pays a full store pass.
+ *     last slice pays a full store pass.
  *   - Packed panels are zero-padded, so the micro-kernel always computes full tiles and only
  *     the stores are masked.
+ *   - Each element of C sums its K slices in the same order whatever the split, so any split
+ *     gives bitwise the same C.
  */
-#include "cpu.h"
+#include "matmul.h"
 
 #include <stdio.h>
 #include <string.h>
 
-typedef struct mm_gen {
-  kc_ir *ir;
-  const char *name; /* the entry point; helpers are name_ukernel, name_pack_a, ... */
-  int W, MR, NV, NR, KC, MC, NC, U;
-  unsigned balign; /* alignment of packed B vectors: NR*4 bytes apart from a 64-byte base */
-  LLVMTypeRef vt;
-  LLVMValueRef ukernel, pack_a, pack_b, block;
-} mm_gen;
-
 static int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
 
-/* Start internal helper NAME_suffix (names stay unique when many kernels share a module). */
-static LLVMValueRef helper(mm_gen *g, const char *suffix, LLVMTypeRef *params, unsigned n) {
+/* Names stay unique when many kernels share a module. */
+LLVMValueRef mm_helper(mm_gen *g, const char *suffix, LLVMTypeRef *params, unsigned n) {
   char full[256];
   snprintf(full, sizeof full, "%s_%s", g->name, suffix);
   return kc_ir_func(g->ir, full, g->ir->t_void, params, n, true);
@@ -93,13 +96,54 @@ void kc_matmul_args_rowmajor(int64_t *a, int64_t m, int64_t n, int64_t k) {
   a[KC_MM_MTILE] = m;
 }
 
+/*
+ * How threads share one product (MTILE): row tiles, where each thread packs all of B and its
+ * rows of A, or column panels, where each packs its columns of B and all of A (again per NC
+ * columns). The choice minimizes one thread's multiply-adds plus SPLIT_PACK_COST per packed
+ * element, both divided by K, which every term shares:
+ *   rows: rt * nw + P (nw + rt * ceil(n / NC))        rt = its rows, nw = n rounded to NR
+ *   cols: mw * ct + P (ct + mw * ceil(ct / NC))       ct = its columns, mw = m rounded to MR
+ * So a 128-row product splits by columns (each thread packs half of B, not all of it), a
+ * 1024-row one by rows or columns alike. kc_matmul_args_split and kc_matmul_emit_mtile are the
+ * same model, in C and in IR.
+ * P: a packed element is a load and a store, often of B from L3 or memory, where a core does
+ * 32 multiply-adds a cycle.
+ */
+enum { SPLIT_PACK_COST = 16 };
+
+static int64_t cdiv64(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 void kc_matmul_args_split(const kc_matmul_kernel *k, int64_t *a, int threads) {
-  int64_t m = a[KC_MM_M], mr = k->cfg.mr;
+  int64_t m = a[KC_MM_M], n = a[KC_MM_N], t = threads, mr = k->cfg.mr, nr = k->unit_n;
+  int64_t nc = k->cfg.nc, p = SPLIT_PACK_COST;
   a[KC_MM_MTILE] = m;
-  if (threads <= 1 || m <= 0) return;
-  int64_t rows = ((m + threads - 1) / threads + mr - 1) / mr * mr;
-  /* Below a few register tiles per thread, B packing is no longer amortized over rows. */
-  if (rows >= 4 * mr) a[KC_MM_MTILE] = rows;
+  if (t <= 1 || m <= 0 || n <= 0) return;
+  int64_t rt = round_up(cdiv64(m, t), mr), nw = round_up(n, nr);
+  int64_t ct = cdiv64(cdiv64(n, nr), t) * nr, mw = round_up(m, mr);
+  int64_t rows = rt * nw + p * (nw + rt * cdiv64(n, nc));
+  int64_t cols = mw * ct + p * (ct + mw * cdiv64(ct, nc));
+  if (rows < cols) a[KC_MM_MTILE] = rt;
+}
+
+LLVMValueRef kc_matmul_emit_mtile(kc_ir *ir, const kc_matmul_kernel *k, LLVMValueRef m,
+                                  LLVMValueRef n, LLVMValueRef t) {
+  LLVMValueRef one = kc_ir_i64(ir, 1), nr = kc_ir_i64(ir, k->unit_n);
+  LLVMValueRef nc = kc_ir_i64(ir, k->cfg.nc), p = kc_ir_i64(ir, SPLIT_PACK_COST);
+  LLVMValueRef whole = kc_ir_max(ir, m, one);
+  t = kc_ir_max(ir, t, one);
+  LLVMValueRef rt = kc_ir_roundup(ir, kc_ir_cdiv(ir, m, t), k->cfg.mr);
+  LLVMValueRef nw = kc_ir_roundup(ir, n, k->unit_n);
+  LLVMValueRef ct = kc_ir_mul(ir, kc_ir_cdiv(ir, kc_ir_cdiv(ir, n, nr), t), nr);
+  LLVMValueRef mw = kc_ir_roundup(ir, m, k->cfg.mr);
+  LLVMValueRef rows =
+      kc_ir_add(ir, kc_ir_mul(ir, rt, nw),
+                kc_ir_mul(ir, p, kc_ir_add(ir, nw, kc_ir_mul(ir, rt, kc_ir_cdiv(ir, n, nc)))));
+  LLVMValueRef cols =
+      kc_ir_add(ir, kc_ir_mul(ir, mw, ct),
+                kc_ir_mul(ir, p, kc_ir_add(ir, ct, kc_ir_mul(ir, mw, kc_ir_cdiv(ir, ct, nc)))));
+  LLVMValueRef ok = LLVMBuildAnd(ir->b, kc_ir_lt(ir, one, t), kc_ir_lt(ir, rows, cols), "");
+  ok = LLVMBuildAnd(ir->b, ok, kc_ir_lt(ir, kc_ir_i64(ir, 0), n), "");
+  return LLVMBuildSelect(ir->b, ok, rt, whole, "");
 }
 
 /* Must agree with the decoding emitted in emit_entry. */
@@ -166,7 +210,7 @@ static void emit_ukernel(mm_gen *g) {
   kc_ir *ir = g->ir;
   LLVMTypeRef ps[8] = {ir->t_i64, ir->t_ptr, ir->t_ptr, ir->t_ptr,
                        ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i1};
-  LLVMValueRef fn = g->ukernel = helper(g, "ukernel", ps, 8);
+  LLVMValueRef fn = g->ukernel = mm_helper(g, "ukernel", ps, 8);
   for (unsigned i = 1; i <= 3; i++)
     kc_ir_param_attr(ir, fn, i, "noalias");
   LLVMValueRef kc = LLVMGetParam(fn, 0), ap = LLVMGetParam(fn, 1), bp = LLVMGetParam(fn, 2);
@@ -224,194 +268,6 @@ static void emit_ukernel(mm_gen *g) {
   LLVMBuildRetVoid(ir->b);
 }
 
-/* ---- packing ------------------------------------------------------------------------------- */
-
-/* One NR-wide row of a B panel: columns jp.. of B row `row` (an element offset) to dst.
- * rem: columns left from jp, for the last, partial panel (masked, zero-filled); NULL: full. */
-static void pack_b_row(mm_gen *g, LLVMValueRef dst, LLVMValueRef b, LLVMValueRef row,
-                       LLVMValueRef jp, LLVMValueRef csb, LLVMValueRef rem, bool contiguous) {
-  kc_ir *ir = g->ir;
-  LLVMValueRef zero = kc_ir_zero(g->vt);
-  for (int v = 0; v < g->NV; v++) {
-    LLVMValueRef col = kc_ir_add(ir, jp, kc_ir_i64(ir, v * g->W)), x;
-    LLVMValueRef mask = rem ? kc_ir_lane_mask(ir, (unsigned)g->W, v * g->W, rem) : NULL;
-    if (contiguous) {
-      LLVMValueRef p = kc_ir_gepf(ir, b, kc_ir_add(ir, row, col));
-      x = mask ? kc_ir_masked_load(ir, g->vt, p, 4, mask, zero) : kc_ir_load(ir, g->vt, p, 4);
-    } else {
-      if (!mask) mask = LLVMConstAllOnes(LLVMVectorType(ir->t_i1, (unsigned)g->W));
-      LLVMValueRef idx =
-          kc_ir_iota(ir, (unsigned)g->W, kc_ir_add(ir, row, kc_ir_mul(ir, col, csb)), csb);
-      x = kc_ir_masked_gather(ir, g->vt, kc_ir_gepf(ir, b, idx), 4, mask, zero);
-    }
-    kc_ir_store(ir, x, kc_ir_gepf(ir, dst, kc_ir_i64(ir, v * g->W)), g->balign);
-  }
-}
-
-/*
- * pack_b(bp, b, rsb, csb, kc, nc): bp[jp*kc + k*NR + j] = B[k][jp + j], 0 past nc.
- * k is the outer loop so B is read along its rows: with k inner, every access would be a
- * row stride apart and defeat the hardware prefetcher. Full panels load without masks.
- */
-static void emit_pack_b(mm_gen *g) {
-  kc_ir *ir = g->ir;
-  LLVMTypeRef ps[6] = {ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
-  LLVMValueRef fn = g->pack_b = helper(g, "pack_b", ps, 6);
-  kc_ir_param_attr(ir, fn, 0, "noalias");
-  kc_ir_param_attr(ir, fn, 1, "noalias");
-  LLVMValueRef bp = LLVMGetParam(fn, 0), b = LLVMGetParam(fn, 1), rsb = LLVMGetParam(fn, 2);
-  LLVMValueRef csb = LLVMGetParam(fn, 3), kc = LLVMGetParam(fn, 4), nc = LLVMGetParam(fn, 5);
-  LLVMValueRef nrc = kc_ir_i64(ir, g->NR);
-  LLVMValueRef jfull = kc_ir_mul(ir, LLVMBuildSDiv(ir->b, nc, nrc, ""), nrc);
-
-  kc_if unit;
-  kc_if_begin(ir, &unit, LLVMBuildICmp(ir->b, LLVMIntEQ, csb, kc_ir_i64(ir, 1), ""));
-  for (int pass = 0; pass < 2; pass++) {
-    bool contiguous = pass == 0;
-    if (!contiguous) kc_if_else(ir, &unit);
-    kc_loop lj, lk;
-    kc_if tail;
-    LLVMValueRef k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, kc_ir_i64(ir, 1), 0, NULL);
-    LLVMValueRef row = kc_ir_mul(ir, k, rsb);
-    LLVMValueRef dstk = kc_ir_gepf(ir, bp, kc_ir_mul(ir, k, nrc));
-    LLVMValueRef jp = kc_loop_begin(ir, &lj, kc_ir_i64(ir, 0), jfull, nrc, 0, NULL);
-    pack_b_row(g, kc_ir_gepf(ir, dstk, kc_ir_mul(ir, jp, kc)), b, row, jp, csb, NULL, contiguous);
-    kc_loop_end(ir, &lj, NULL);
-    kc_if_begin(ir, &tail, kc_ir_lt(ir, jfull, nc));
-    pack_b_row(g, kc_ir_gepf(ir, dstk, kc_ir_mul(ir, jfull, kc)), b, row, jfull, csb,
-               kc_ir_sub(ir, nc, jfull), contiguous);
-    kc_if_end(ir, &tail);
-    kc_loop_end(ir, &lk, NULL);
-  }
-  kc_if_end(ir, &unit);
-  LLVMBuildRetVoid(ir->b);
-}
-
-/* In-register transpose of W rows of W lanes: swap off-diagonal blocks of size W/2 .. 1. */
-static void transpose(mm_gen *g, LLVMValueRef *r) {
-  kc_ir *ir = g->ir;
-  int w = g->W;
-  for (int bs = w / 2; bs >= 1; bs /= 2) {
-    LLVMValueRef lo[64], hi[64];
-    for (int j = 0; j < w; j++) {
-      lo[j] = kc_ir_i32(ir, (j & bs) ? w + j - bs : j);
-      hi[j] = kc_ir_i32(ir, (j & bs) ? w + j : j + bs);
-    }
-    LLVMValueRef mlo = LLVMConstVector(lo, (unsigned)w), mhi = LLVMConstVector(hi, (unsigned)w);
-    for (int i = 0; i < w; i++) {
-      if (i & bs) continue;
-      LLVMValueRef a = r[i], b = r[i + bs];
-      r[i] = LLVMBuildShuffleVector(ir->b, a, b, mlo, "");
-      r[i + bs] = LLVMBuildShuffleVector(ir->b, a, b, mhi, "");
-    }
-  }
-}
-
-/*
- * W columns k0.. of one panel with row-major A: W row loads (rows past `rows` and lanes off
- * kmask read as 0), a transpose, and one MR-lane store per k. Only the first `kleft` k are
- * stored when kleft is given (the tail of kc).
- */
-static void pack_a_cols(mm_gen *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rsa,
-                        LLVMValueRef k0, LLVMValueRef *rowmask, LLVMValueRef kmask,
-                        LLVMValueRef kleft) {
-  kc_ir *ir = g->ir;
-  LLVMValueRef r[64];
-  for (int j = 0; j < g->W; j++) {
-    if (j >= g->MR) {
-      r[j] = kc_ir_zero(g->vt);
-      continue;
-    }
-    LLVMValueRef m = kmask ? LLVMBuildAnd(ir->b, rowmask[j], kmask, "") : rowmask[j];
-    LLVMValueRef p = kc_ir_gepf(ir, src, kc_ir_add(ir, kc_ir_mul(ir, kc_ir_i64(ir, j), rsa), k0));
-    r[j] = kc_ir_masked_load(ir, g->vt, p, 4, m, kc_ir_zero(g->vt));
-  }
-  transpose(g, r);
-  LLVMValueRef smask = kc_ir_lane_mask(ir, (unsigned)g->W, 0, kc_ir_i64(ir, g->MR));
-  for (int kk = 0; kk < g->W; kk++) {
-    kc_if in;
-    if (kleft) kc_if_begin(ir, &in, kc_ir_lt(ir, kc_ir_i64(ir, kk), kleft));
-    LLVMValueRef d = kc_ir_mul(ir, kc_ir_add(ir, k0, kc_ir_i64(ir, kk)), kc_ir_i64(ir, g->MR));
-    kc_ir_masked_store(ir, r[kk], kc_ir_gepf(ir, dst, d), 4, smask);
-    if (kleft) kc_if_end(ir, &in);
-  }
-}
-
-/*
- * pack_a(ap, a, rsa, csa, mc, kc): ap[ip*kc + k*MR + i] = A[ip + i][k], 0 past mc, so each
- * k of a panel is MR contiguous floats the micro-kernel broadcasts from. Row-major A (csa 1)
- * is transposed W x W in registers; column-major A (rsa 1) is a copy of MR floats per k;
- * anything else goes element by element.
- */
-static void emit_pack_a(mm_gen *g) {
-  kc_ir *ir = g->ir;
-  LLVMTypeRef ps[6] = {ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
-  LLVMValueRef fn = g->pack_a = helper(g, "pack_a", ps, 6);
-  kc_ir_param_attr(ir, fn, 0, "noalias");
-  kc_ir_param_attr(ir, fn, 1, "noalias");
-  LLVMValueRef ap = LLVMGetParam(fn, 0), a = LLVMGetParam(fn, 1), rsa = LLVMGetParam(fn, 2);
-  LLVMValueRef csa = LLVMGetParam(fn, 3), mc = LLVMGetParam(fn, 4), kc = LLVMGetParam(fn, 5);
-  LLVMValueRef mrc = kc_ir_i64(ir, g->MR), one = kc_ir_i64(ir, 1), zero = kc_ir_zero(g->vt);
-  bool vec = g->MR <= g->W;
-
-  kc_loop li, lk;
-  LLVMValueRef ip = kc_loop_begin(ir, &li, kc_ir_i64(ir, 0), mc, mrc, 0, NULL);
-  LLVMValueRef rows = kc_ir_min(ir, mrc, kc_ir_sub(ir, mc, ip));
-  LLVMValueRef dst = kc_ir_gepf(ir, ap, kc_ir_mul(ir, ip, kc));
-  LLVMValueRef src = kc_ir_gepf(ir, a, kc_ir_mul(ir, ip, rsa));
-  kc_if rowmajor, colmajor;
-  if (vec) {
-    kc_if_begin(ir, &rowmajor, LLVMBuildICmp(ir->b, LLVMIntEQ, csa, one, ""));
-    LLVMValueRef rowmask[64];
-    for (int j = 0; j < g->MR; j++)
-      rowmask[j] = kc_ir_splat(ir, kc_ir_lt(ir, kc_ir_i64(ir, j), rows), (unsigned)g->W);
-    LLVMValueRef kfull = LLVMBuildAnd(ir->b, kc, kc_ir_i64(ir, -(int64_t)g->W), "");
-    LLVMValueRef k0 = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kfull, kc_ir_i64(ir, g->W), 0, NULL);
-    pack_a_cols(g, dst, src, rsa, k0, rowmask, NULL, NULL);
-    kc_loop_end(ir, &lk, NULL);
-    kc_if tail;
-    kc_if_begin(ir, &tail, kc_ir_lt(ir, kfull, kc));
-    LLVMValueRef kleft = kc_ir_sub(ir, kc, kfull);
-    pack_a_cols(g, dst, src, rsa, kfull, rowmask, kc_ir_lane_mask(ir, (unsigned)g->W, 0, kleft),
-                kleft);
-    kc_if_end(ir, &tail);
-    kc_if_else(ir, &rowmajor);
-
-    kc_if_begin(ir, &colmajor, LLVMBuildICmp(ir->b, LLVMIntEQ, rsa, one, ""));
-    LLVMValueRef lmask = kc_ir_lane_mask(ir, (unsigned)g->W, 0, rows);
-    LLVMValueRef smask = kc_ir_lane_mask(ir, (unsigned)g->W, 0, mrc);
-    LLVMValueRef k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, one, 0, NULL);
-    LLVMValueRef x =
-        kc_ir_masked_load(ir, g->vt, kc_ir_gepf(ir, src, kc_ir_mul(ir, k, csa)), 4, lmask, zero);
-    kc_ir_masked_store(ir, x, kc_ir_gepf(ir, dst, kc_ir_mul(ir, k, mrc)), 4, smask);
-    kc_loop_end(ir, &lk, NULL);
-    kc_if_else(ir, &colmajor);
-  }
-  for (int i = 0; i < g->MR; i++) {
-    kc_if have;
-    kc_if_begin(ir, &have, kc_ir_lt(ir, kc_ir_i64(ir, i), rows));
-    LLVMValueRef srow = kc_ir_gepf(ir, src, kc_ir_mul(ir, kc_ir_i64(ir, i), rsa));
-    LLVMValueRef k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, one, 0, NULL);
-    LLVMValueRef x = kc_ir_load(ir, ir->t_f32, kc_ir_gepf(ir, srow, kc_ir_mul(ir, k, csa)), 4);
-    LLVMValueRef d = kc_ir_add(ir, kc_ir_mul(ir, k, mrc), kc_ir_i64(ir, i));
-    kc_ir_store(ir, x, kc_ir_gepf(ir, dst, d), 4);
-    kc_loop_end(ir, &lk, NULL);
-    kc_if_else(ir, &have);
-    /* Rows past mc are computed and never stored; zeros keep denormal garbage out of FMAs. */
-    k = kc_loop_begin(ir, &lk, kc_ir_i64(ir, 0), kc, one, 0, NULL);
-    d = kc_ir_add(ir, kc_ir_mul(ir, k, mrc), kc_ir_i64(ir, i));
-    kc_ir_store(ir, LLVMConstReal(ir->t_f32, 0.0), kc_ir_gepf(ir, dst, d), 4);
-    kc_loop_end(ir, &lk, NULL);
-    kc_if_end(ir, &have);
-  }
-  if (vec) {
-    kc_if_end(ir, &colmajor);
-    kc_if_end(ir, &rowmajor);
-  }
-  kc_loop_end(ir, &li, NULL);
-  LLVMBuildRetVoid(ir->b);
-}
-
 /* ---- blocking ------------------------------------------------------------------------------ */
 
 /* Split n into cdiv(n, max) near-equal blocks, each rounded up to a multiple of mult. */
@@ -420,18 +276,50 @@ static LLVMValueRef balanced(kc_ir *ir, LLVMValueRef n, int64_t max, int64_t mul
   return kc_ir_roundup(ir, kc_ir_cdiv(ir, n, nb), mult);
 }
 
-/* block(a, b, c, ap, bp, m, n, k, rsa, csa, rsb, csb, ldc): one C[m x n] = A @ B. */
+/* The hook's type: void ep(ctx, c, ldc, row, col, mr, nr). */
+static LLVMTypeRef ep_type(kc_ir *ir) {
+  LLVMTypeRef ps[7] = {ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
+  return LLVMFunctionType(ir->t_void, ps, 7, 0);
+}
+
+enum {
+  BLK_A,
+  BLK_B,
+  BLK_C,
+  BLK_AP,
+  BLK_BP,
+  BLK_M,
+  BLK_N,
+  BLK_K,
+  BLK_RSA,
+  BLK_CSA,
+  BLK_RSB,
+  BLK_CSB,
+  BLK_LDC,
+  BLK_EP,
+  BLK_CTX,
+  BLK_ROW0,
+  BLK_COL0,
+  BLK_NPARAMS
+};
+
+/*
+ * block(a, b, c, ap, bp, m, n, k, rsa, csa, rsb, csb, ldc, ep, ctx, row0, col0): one
+ * C[m x n] = A @ B; row0 / col0 place the block in the core's row and column space for the
+ * epilogue hook (ep NULL: none).
+ */
 static void emit_block(mm_gen *g) {
   kc_ir *ir = g->ir;
-  LLVMTypeRef ps[13] = {ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64,
-                        ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
-  LLVMValueRef fn = g->block = helper(g, "block", ps, 13);
-  LLVMValueRef p[13];
-  for (unsigned i = 0; i < 13; i++)
+  LLVMTypeRef ps[BLK_NPARAMS];
+  for (int i = 0; i < BLK_NPARAMS; i++)
+    ps[i] = i <= BLK_BP || i == BLK_EP || i == BLK_CTX ? ir->t_ptr : ir->t_i64;
+  LLVMValueRef fn = g->block = mm_helper(g, "block", ps, BLK_NPARAMS);
+  LLVMValueRef p[BLK_NPARAMS];
+  for (unsigned i = 0; i < BLK_NPARAMS; i++)
     p[i] = LLVMGetParam(fn, i);
-  LLVMValueRef a = p[0], b = p[1], c = p[2], ap = p[3], bp = p[4], m = p[5], n = p[6], k = p[7];
-  LLVMValueRef rsa = p[8], csa = p[9], rsb = p[10], csb = p[11], ldc = p[12];
-  LLVMValueRef one = kc_ir_i64(ir, 1);
+  LLVMValueRef m = p[BLK_M], n = p[BLK_N], k = p[BLK_K], ldc = p[BLK_LDC];
+  LLVMValueRef rsa = p[BLK_RSA], csa = p[BLK_CSA], rsb = p[BLK_RSB], csb = p[BLK_CSB];
+  LLVMValueRef one = kc_ir_i64(ir, 1), zero = kc_ir_i64(ir, 0);
 
   LLVMValueRef ncb = balanced(ir, n, g->NC, g->NR);
   LLVMValueRef kcb = balanced(ir, k, g->KC, 1);
@@ -440,34 +328,48 @@ static void emit_block(mm_gen *g) {
   LLVMValueRef nk = kc_ir_max(ir, kc_ir_cdiv(ir, k, kc_ir_max(ir, kcb, one)), one);
 
   kc_loop ljc, lpc, lic, ljr, lir;
-  LLVMValueRef jc = kc_loop_begin(ir, &ljc, kc_ir_i64(ir, 0), n, ncb, 0, NULL);
+  LLVMValueRef jc = kc_loop_begin(ir, &ljc, zero, n, ncb, 0, NULL);
   LLVMValueRef nc = kc_ir_min(ir, ncb, kc_ir_sub(ir, n, jc));
-  LLVMValueRef pi = kc_loop_begin(ir, &lpc, kc_ir_i64(ir, 0), nk, one, 0, NULL);
+  LLVMValueRef pi = kc_loop_begin(ir, &lpc, zero, nk, one, 0, NULL);
   LLVMValueRef pc = kc_ir_mul(ir, pi, kcb);
   LLVMValueRef kc = kc_ir_min(ir, kcb, kc_ir_sub(ir, k, pc));
-  LLVMValueRef first = LLVMBuildICmp(ir->b, LLVMIntEQ, pi, kc_ir_i64(ir, 0), "");
+  LLVMValueRef first = LLVMBuildICmp(ir->b, LLVMIntEQ, pi, zero, "");
+  LLVMValueRef last = LLVMBuildICmp(ir->b, LLVMIntEQ, pi, kc_ir_sub(ir, nk, one), "");
   LLVMValueRef bsrc =
-      kc_ir_gepf(ir, b, kc_ir_add(ir, kc_ir_mul(ir, pc, rsb), kc_ir_mul(ir, jc, csb)));
-  LLVMValueRef args_b[6] = {bp, bsrc, rsb, csb, kc, nc};
-  LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->pack_b), g->pack_b, args_b, 6, "");
+      mm_src_gep(g, p[BLK_B], kc_ir_add(ir, kc_ir_mul(ir, pc, rsb), kc_ir_mul(ir, jc, csb)));
 
-  LLVMValueRef ic = kc_loop_begin(ir, &lic, kc_ir_i64(ir, 0), m, mcb, 0, NULL);
+  LLVMValueRef ic = kc_loop_begin(ir, &lic, zero, m, mcb, 0, NULL);
   LLVMValueRef mc = kc_ir_min(ir, mcb, kc_ir_sub(ir, m, ic));
   LLVMValueRef asrc =
-      kc_ir_gepf(ir, a, kc_ir_add(ir, kc_ir_mul(ir, ic, rsa), kc_ir_mul(ir, pc, csa)));
-  LLVMValueRef args_a[6] = {ap, asrc, rsa, csa, mc, kc};
+      mm_src_gep(g, p[BLK_A], kc_ir_add(ir, kc_ir_mul(ir, ic, rsa), kc_ir_mul(ir, pc, csa)));
+  LLVMValueRef args_a[6] = {p[BLK_AP], asrc, rsa, csa, mc, kc};
   LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->pack_a), g->pack_a, args_a, 6, "");
 
-  LLVMValueRef cblk = kc_ir_gepf(ir, c, kc_ir_add(ir, kc_ir_mul(ir, ic, ldc), jc));
-  LLVMValueRef jr = kc_loop_begin(ir, &ljr, kc_ir_i64(ir, 0), nc, kc_ir_i64(ir, g->NR), 0, NULL);
+  LLVMValueRef cblk = kc_ir_gepf(ir, p[BLK_C], kc_ir_add(ir, kc_ir_mul(ir, ic, ldc), jc));
+  LLVMValueRef jr = kc_loop_begin(ir, &ljr, zero, nc, kc_ir_i64(ir, g->NR), 0, NULL);
   LLVMValueRef nr = kc_ir_min(ir, kc_ir_i64(ir, g->NR), kc_ir_sub(ir, nc, jr));
-  LLVMValueRef bpan = kc_ir_gepf(ir, bp, kc_ir_mul(ir, jr, kc));
-  LLVMValueRef ir_ = kc_loop_begin(ir, &lir, kc_ir_i64(ir, 0), mc, kc_ir_i64(ir, g->MR), 0, NULL);
+  LLVMValueRef bpan = kc_ir_gepf(ir, p[BLK_BP], kc_ir_mul(ir, jr, kc));
+  kc_if pack;
+  kc_if_begin(ir, &pack, LLVMBuildICmp(ir->b, LLVMIntEQ, ic, zero, ""));
+  LLVMValueRef args_b[6] = {bpan, mm_src_gep(g, bsrc, kc_ir_mul(ir, jr, csb)), rsb, csb, kc, nr};
+  LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->pack_b), g->pack_b, args_b, 6, "");
+  kc_if_end(ir, &pack);
+  LLVMValueRef ir_ = kc_loop_begin(ir, &lir, zero, mc, kc_ir_i64(ir, g->MR), 0, NULL);
   LLVMValueRef mr = kc_ir_min(ir, kc_ir_i64(ir, g->MR), kc_ir_sub(ir, mc, ir_));
-  LLVMValueRef apan = kc_ir_gepf(ir, ap, kc_ir_mul(ir, ir_, kc));
+  LLVMValueRef apan = kc_ir_gepf(ir, p[BLK_AP], kc_ir_mul(ir, ir_, kc));
   LLVMValueRef ctile = kc_ir_gepf(ir, cblk, kc_ir_add(ir, kc_ir_mul(ir, ir_, ldc), jr));
   LLVMValueRef args_u[8] = {kc, apan, bpan, ctile, ldc, mr, nr, first};
   LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->ukernel), g->ukernel, args_u, 8, "");
+  if (g->hook) {
+    kc_if ep;
+    LLVMValueRef have = LLVMBuildIsNotNull(ir->b, p[BLK_EP], "");
+    kc_if_begin(ir, &ep, LLVMBuildAnd(ir->b, last, have, ""));
+    LLVMValueRef row = kc_ir_add(ir, p[BLK_ROW0], kc_ir_add(ir, ic, ir_));
+    LLVMValueRef col = kc_ir_add(ir, p[BLK_COL0], kc_ir_add(ir, jc, jr));
+    LLVMValueRef args_e[7] = {p[BLK_CTX], ctile, ldc, row, col, mr, nr};
+    LLVMBuildCall2(ir->b, ep_type(ir), p[BLK_EP], args_e, 7, "");
+    kc_if_end(ir, &ep);
+  }
   kc_loop_end(ir, &lir, NULL);
   kc_loop_end(ir, &ljr, NULL);
   kc_loop_end(ir, &lic, NULL);
@@ -487,6 +389,11 @@ static LLVMValueRef emit_entry(mm_gen *g, bool internal) {
   LLVMValueRef v[KC_MM_NARGS];
   for (int i = 0; i < KC_MM_NARGS; i++)
     v[i] = kc_ir_load(ir, ir->t_i64, kc_ir_gepi64(ir, args, kc_ir_i64(ir, i)), 8);
+  LLVMValueRef ep = LLVMConstNull(ir->t_ptr), ctx = ep;
+  if (g->hook) {
+    ep = kc_ir_load(ir, ir->t_ptr, kc_ir_gepi64(ir, args, kc_ir_i64(ir, KC_MM_NARGS)), 8);
+    ctx = kc_ir_load(ir, ir->t_ptr, kc_ir_gepi64(ir, args, kc_ir_i64(ir, KC_MM_NARGS + 1)), 8);
+  }
   LLVMValueRef m = v[KC_MM_M], n = v[KC_MM_N], one = kc_ir_i64(ir, 1);
   LLVMValueRef mtile = LLVMBuildSelect(ir->b, kc_ir_lt(ir, kc_ir_i64(ir, 0), v[KC_MM_MTILE]),
                                        v[KC_MM_MTILE], kc_ir_max(ir, m, one), "");
@@ -512,20 +419,26 @@ static LLVMValueRef emit_entry(mm_gen *g, bool internal) {
       kc_ir_add(ir, kc_ir_mul(ir, bi, v[KC_MM_BSB]), kc_ir_mul(ir, n0, v[KC_MM_CSB]));
   LLVMValueRef coff = kc_ir_add(ir, kc_ir_mul(ir, bi, v[KC_MM_BSC]),
                                 kc_ir_add(ir, kc_ir_mul(ir, m0, v[KC_MM_LDC]), n0));
-  LLVMValueRef bargs[13] = {kc_ir_gepf(ir, a, aoff),
-                            kc_ir_gepf(ir, b, boff),
-                            kc_ir_gepf(ir, c, coff),
-                            ap,
-                            bp,
-                            kc_ir_sub(ir, m1, m0),
-                            kc_ir_sub(ir, n1, n0),
-                            v[KC_MM_K],
-                            v[KC_MM_RSA],
-                            v[KC_MM_CSA],
-                            v[KC_MM_RSB],
-                            v[KC_MM_CSB],
-                            v[KC_MM_LDC]};
-  LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->block), g->block, bargs, 13, "");
+  LLVMValueRef bargs[BLK_NPARAMS] = {
+      [BLK_A] = mm_src_gep(g, a, aoff),
+      [BLK_B] = mm_src_gep(g, b, boff),
+      [BLK_C] = kc_ir_gepf(ir, c, coff),
+      [BLK_AP] = ap,
+      [BLK_BP] = bp,
+      [BLK_M] = kc_ir_sub(ir, m1, m0),
+      [BLK_N] = kc_ir_sub(ir, n1, n0),
+      [BLK_K] = v[KC_MM_K],
+      [BLK_RSA] = v[KC_MM_RSA],
+      [BLK_CSA] = v[KC_MM_CSA],
+      [BLK_RSB] = v[KC_MM_RSB],
+      [BLK_CSB] = v[KC_MM_CSB],
+      [BLK_LDC] = v[KC_MM_LDC],
+      [BLK_EP] = ep,
+      [BLK_CTX] = ctx,
+      [BLK_ROW0] = kc_ir_add(ir, kc_ir_mul(ir, bi, m), m0),
+      [BLK_COL0] = n0,
+  };
+  LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->block), g->block, bargs, BLK_NPARAMS, "");
   kc_loop_end_next(ir, &lu, kc_ir_add(ir, u, run), NULL);
   LLVMBuildRetVoid(ir->b);
   return fn;
@@ -544,7 +457,7 @@ void kc_matmul_describe(const kc_cpu *cpu, const kc_matmul_cfg *cfg, kc_matmul_k
 }
 
 kc_status kc_matmul_emit(kc_cpu *cpu, kc_ir *ir, const char *name, const kc_matmul_cfg *cfg,
-                         bool internal, kc_matmul_kernel *out, LLVMValueRef *fn) {
+                         unsigned flags, kc_matmul_kernel *out, LLVMValueRef *fn) {
   memset(out, 0, sizeof *out);
   kc_matmul_cfg c = {0};
   if (cfg) c = *cfg;
@@ -560,7 +473,12 @@ kc_status kc_matmul_emit(kc_cpu *cpu, kc_ir *ir, const char *name, const kc_matm
               .KC = c.kc,
               .MC = c.mc,
               .NC = c.nc,
-              .U = c.unroll};
+              .U = c.unroll,
+              .hook = (flags & KC_MM_EMIT_EP_HOOK) != 0,
+              .st = ir->t_f32,
+              .esz = 4};
+  if (flags & KC_MM_EMIT_F16) g.st = LLVMHalfTypeInContext(ir->ctx), g.esz = 2;
+  if (flags & KC_MM_EMIT_BF16) g.st = LLVMBFloatTypeInContext(ir->ctx), g.esz = 2;
   g.NR = g.NV * g.W;
   g.balign = 64;
   while ((g.NR * 4) % g.balign || (g.W * 4) % g.balign)
@@ -572,10 +490,10 @@ kc_status kc_matmul_emit(kc_cpu *cpu, kc_ir *ir, const char *name, const kc_matm
 
   g.vt = kc_ir_vf32(ir, (unsigned)g.W);
   emit_ukernel(&g);
-  emit_pack_a(&g);
-  emit_pack_b(&g);
+  mm_emit_pack_a(&g);
+  mm_emit_pack_b(&g);
   emit_block(&g);
-  *fn = emit_entry(&g, internal);
+  *fn = emit_entry(&g, (flags & KC_MM_EMIT_INTERNAL) != 0);
   kc_matmul_describe(cpu, cfg, out);
   return KC_OK;
 }
@@ -586,7 +504,7 @@ kc_status kc_cpu_matmul(kc_cpu *cpu, const char *name, const kc_matmul_cfg *cfg,
   kc_ir ir;
   LLVMValueRef fn;
   kc_ir_init(&ir, mod);
-  kc_status s = kc_matmul_emit(cpu, &ir, name, cfg, false, out, &fn);
+  kc_status s = kc_matmul_emit(cpu, &ir, name, cfg, 0, out, &fn);
   kc_ir_dispose(&ir);
   if (s != KC_OK) {
     LLVMDisposeModule(mod);
