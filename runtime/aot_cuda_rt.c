@@ -177,31 +177,20 @@ kc_aot_inst *kc_aot_cuda_create(const kc_aot_model *d, const void *blob, int thr
 
 /* ---- run ------------------------------------------------------------------------------------ */
 
-/* Make *buf hold size bytes (contents not kept). */
-static kc_status reserve(dev *c, kc_dptr *buf, size_t *cap, size_t size) {
-  if (*buf && *cap >= size) return KC_OK;
-  kc_cuda_free(c->dev, *buf);
-  *buf = 0;
-  *cap = 0;
-  kc_status s = kc_cuda_alloc(c->dev, size, buf);
-  if (s == KC_OK) *cap = size;
-  return s;
-}
-
 /* The device arena of total bytes, the inputs uploaded, the device address of every value. */
 static kc_status place_on_device(kc_aot_inst *m, dev *c, const kc_tensor_desc *in, size_t total) {
   const kc_aot_model *d = m->d;
-  kc_status s = total ? reserve(c, &c->arena, &c->arena_cap, total) : KC_OK;
+  kc_status s = total ? kc_cuda_reserve(c->dev, &c->arena, &c->arena_cap, total) : KC_OK;
   for (int64_t k = 0; k < d->ninputs && s == KC_OK; k++) {
     size_t n = m->nbytes[d->inputs[k].value];
     if (!n) continue;
-    s = reserve(c, &c->in_buf[k], &c->in_cap[k], n);
+    s = kc_cuda_reserve(c->dev, &c->in_buf[k], &c->in_cap[k], n);
     if (s == KC_OK) s = kc_cuda_htod(c->dev, c->in_buf[k], in[k].data, n);
   }
   for (int64_t k = 0; k < d->noutputs && s == KC_OK; k++) {
     int64_t v = d->outputs[k].value;
     if (!d->outputs[k].copy && m->nbytes[v])
-      s = reserve(c, &c->out_buf[k], &c->out_cap[k], m->nbytes[v]);
+      s = kc_cuda_reserve(c->dev, &c->out_buf[k], &c->out_cap[k], m->nbytes[v]);
   }
   if (s != KC_OK) return s;
   for (int64_t v = 0; v < d->nvalues; v++) {

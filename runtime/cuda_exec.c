@@ -154,17 +154,6 @@ kc_status kc_rt_cuda_compile(kc_module *m) {
   return s;
 }
 
-/* Make *buf hold size bytes (contents not kept). */
-static kc_status reserve(kc_rt_cuda *c, kc_dptr *buf, size_t *cap, size_t size) {
-  if (*buf && *cap >= size) return KC_OK;
-  kc_cuda_free(c->dev, *buf);
-  *buf = 0;
-  *cap = 0;
-  kc_status s = kc_cuda_alloc(c->dev, size, buf);
-  if (s == KC_OK) *cap = size;
-  return s;
-}
-
 /* The arena at m->total bytes, keeping what earlier stages wrote. */
 static kc_status grow_arena(kc_module *m) {
   kc_rt_cuda *c = m->cuda;
@@ -209,7 +198,7 @@ static kc_status upload_inputs(kc_module *m) {
   for (uint32_t k = 0; k < m->g->ninputs && s == KC_OK; k++) {
     size_t size = m->nbytes[m->g->inputs[k].id];
     if (!size) continue;
-    s = reserve(c, &c->in_buf[k], &c->in_cap[k], size);
+    s = kc_cuda_reserve(c->dev, &c->in_buf[k], &c->in_cap[k], size);
     if (s == KC_OK) s = kc_cuda_htod(c->dev, c->in_buf[k], m->in_of[k]->data, size);
   }
   return s;
@@ -224,7 +213,7 @@ static kc_status reserve_outputs(kc_module *m, uint32_t from, uint32_t to) {
       uint32_t v = m->g->nodes[i].out[j].id;
       int32_t k = v ? m->rv[v].output : -1;
       if (k >= 0 && m->rv[v].root == v && m->nbytes[v])
-        s = reserve(c, &c->out_buf[k], &c->out_cap[k], m->nbytes[v]);
+        s = kc_cuda_reserve(c->dev, &c->out_buf[k], &c->out_cap[k], m->nbytes[v]);
     }
   return s;
 }

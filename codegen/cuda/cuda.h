@@ -138,6 +138,8 @@ const char *kc_cuda_dev_name(const kc_cuda_dev *d);
 
 kc_status kc_cuda_alloc(kc_cuda_dev *d, size_t size, kc_dptr *out);
 void kc_cuda_free(kc_cuda_dev *d, kc_dptr p);
+/* Make *buf (of *cap bytes) hold size bytes, reallocating when too small (contents not kept). */
+kc_status kc_cuda_reserve(kc_cuda_dev *d, kc_dptr *buf, size_t *cap, size_t size);
 kc_status kc_cuda_htod(kc_cuda_dev *d, kc_dptr dst, const void *src, size_t size);
 kc_status kc_cuda_dtoh(kc_cuda_dev *d, void *dst, kc_dptr src, size_t size);
 kc_status kc_cuda_dtod(kc_cuda_dev *d, kc_dptr dst, kc_dptr src, size_t size);

@@ -199,6 +199,16 @@ void kc_cuda_free(kc_cuda_dev *d, kc_dptr p) {
   if (p && bind(d) == KC_OK) d->api.MemFree((cu_ptr)p);
 }
 
+kc_status kc_cuda_reserve(kc_cuda_dev *d, kc_dptr *buf, size_t *cap, size_t size) {
+  if (*buf && *cap >= size) return KC_OK;
+  kc_cuda_free(d, *buf);
+  *buf = 0;
+  *cap = 0;
+  kc_status s = kc_cuda_alloc(d, size, buf);
+  if (s == KC_OK) *cap = size;
+  return s;
+}
+
 kc_status kc_cuda_htod(kc_cuda_dev *d, kc_dptr dst, const void *src, size_t size) {
   kc_status s = bind(d);
   return s != KC_OK || !size ? s : check(d, d->api.MemcpyHtoD(dst, src, size), "cuMemcpyHtoD");
