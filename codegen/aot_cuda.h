@@ -4,14 +4,14 @@
  * pulls in with .incbin as NAME_cuda, and the entry of the CUDA AOT runtime
  * (runtime/aot_cuda_rt.c) that NAME_create calls instead of kc_aot_create.
  *
- * Everything else is codegen/aot.h's: the same kc_aot_model tables (values, steps, io, dims
+ * Everything else is codegen/aot.h's: the same kc_plan tables (values, steps, io, dims
  * function, weights), checked and planned by the same code, so a C user switches target by
  * recompiling only. The steps' fn/units are NULL: step i launches the kernel blob step i names.
  *
  * Blob layout (offsets from the blob's start; the blob is 64-byte aligned):
  *   kc_aot_cuda_head
  *   kc_aot_cuda_image[nimages]   cubins and PTX, ascending arch, cubins before PTX of an arch
- *   kc_aot_cuda_step[nsteps]     one per kc_aot_model step, in the same order
+ *   kc_aot_cuda_step[nsteps]     one per kc_plan step, in the same order
  *   bytes                        kernel names (NUL-terminated), then the images, each at a
  *                                64-byte aligned offset and followed by a NUL (PTX is text)
  *
@@ -54,6 +54,6 @@ typedef struct kc_aot_cuda_step {
  * kc_aot_error(NULL) saying why ("CUDA target unavailable: ..." without a driver or device).
  * The instance runs and frees through kc_aot_run / kc_aot_free / kc_aot_error.
  */
-kc_aot_inst *kc_aot_cuda_create(const kc_aot_model *d, const void *blob, int threads);
+kc_exec *kc_aot_cuda_create(const kc_plan *d, const void *blob, int threads);
 
 #endif /* KERNC_CODEGEN_AOT_CUDA_H */

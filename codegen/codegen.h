@@ -19,6 +19,7 @@
 #ifndef KERNC_CODEGEN_H
 #define KERNC_CODEGEN_H
 
+#include "codegen/plan.h"
 #include "kernc.h"
 
 #include <stdint.h>
@@ -143,11 +144,22 @@ struct kc_graph;
  */
 kc_status kc_cpu_compile_graph(kc_cpu *cpu, const struct kc_graph *g, kc_cpu_kernel *kernels);
 
+/* Symbol of node `index`'s kernel in g ("k3_matmul"), as the lowering names it. */
+void kc_kernel_symbol(char *buf, size_t size, const struct kc_graph *g, uint32_t index);
+
+/*
+ * The dims function of a plan (codegen/plan.h), JIT'd: the one codegen/cpu/aot_dims.c writes into
+ * a compiled model's object, slot i = slot_dims[i] of g from the symbols names[0..nsyms).
+ */
+kc_status kc_cpu_jit_dims(kc_cpu *cpu, const struct kc_graph *g, const kc_dim *slot_dims,
+                          int64_t nslots, const char *const *names, int64_t nsyms,
+                          kc_plan_dims_fn *out);
+
 /* ---- ahead-of-time objects (codegen/cpu/aot_object.c) ------------------------------------- */
 
 /* A graph lowered for an object file: the module of kc_cpu_compile_graph, not JIT'd. */
 typedef struct kc_cpu_obj kc_cpu_obj;
-struct kc_aot_model;
+struct kc_plan;
 /* Lower every node of g (as kc_cpu_compile_graph does); kernels[] gets the static facts only. */
 kc_status kc_cpu_obj_lower(kc_cpu *cpu, const struct kc_graph *g, kc_cpu_kernel *kernels,
                            kc_cpu_obj **out);
@@ -159,7 +171,7 @@ kc_status kc_cpu_obj_lower(kc_cpu *cpu, const struct kc_graph *g, kc_cpu_kernel 
  * a position-independent object to obj_path. weights_path (NULL when there are none) is pulled
  * in by the assembler (.incbin), so weights never pass through LLVM constants.
  */
-kc_status kc_cpu_obj_write(kc_cpu_obj *o, const struct kc_aot_model *model, const kc_dim *slot_dims,
+kc_status kc_cpu_obj_write(kc_cpu_obj *o, const struct kc_plan *model, const kc_dim *slot_dims,
                            const char *weights_path, const char *obj_path);
 /* Free the object's module. NULL is fine. */
 void kc_cpu_obj_free(kc_cpu_obj *o);

@@ -48,9 +48,11 @@ typedef void (*kc_log_fn)(void *user, int level, const char *msg);
 
 /* Options that live on a context; read and write them through kc_context_options(). */
 typedef struct kc_options {
-  int threads;     /* worker threads for running code; 0 = number of cores */
-  int verify_each; /* run the verifier after every pass */
-  int log_level;   /* highest level passed to the log callback */
+  int threads;                /* worker threads for running code; 0 = number of cores */
+  int verify_each;            /* run the verifier after every pass */
+  int log_level;              /* highest level passed to the log callback */
+  const char *cuda_cache_dir; /* NVRTC images kept here and reused (NULL: memory only); the
+                                 kernc program sets it from $KERNC_CUDA_CACHE */
 } kc_options;
 
 /* Create a context with default options; NULL when out of memory. */
@@ -61,7 +63,8 @@ void kc_context_free(kc_context *ctx);
 kc_options *kc_context_options(kc_context *ctx);
 /* Install a log callback (NULL to silence); messages up to options.log_level reach it. */
 void kc_context_set_log(kc_context *ctx, kc_log_fn fn, void *user);
-/* The message of the most recent error on this context, "" when none. */
+/* The message of the calling thread's most recent error on this context, "" when none (each
+ * thread has its own: runs of a module may be concurrent). */
 const char *kc_last_error(const kc_context *ctx);
 /* Forget the most recent error. */
 void kc_clear_error(kc_context *ctx);
@@ -295,6 +298,10 @@ typedef struct kc_tensor_desc {
   void *data;
 } kc_tensor_desc;
 
+/* KC_OK when kernc knows a target of this name ("cpu", "cuda"), else KC_ERR_UNSUPPORTED with a
+ * message listing them. Whether the target can run here is kc_compile's to say. */
+kc_status kc_target_check(kc_context *ctx, const char *name);
+
 typedef struct kc_compile_options {
   const char *target; /* "cpu" (default) or "cuda" */
   const char *passes; /* pass list; NULL: the target's default pipeline, "": none */
@@ -310,8 +317,15 @@ kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_option
                      kc_module **out);
 /*
  * Run m on nin inputs (by name when named, else by position). Writes nout output descriptors:
- * their data points into memory owned by m, valid until the next kc_run or kc_module_free.
- * A missing input, a wrong dtype or a shape that contradicts the model is an error naming it.
+ * their data points into memory m keeps for the calling thread, valid until this thread's next
+ * kc_run of m or kc_module_free. A missing input, a wrong dtype or a shape that contradicts the
+ * model is an error naming it.
+ * Threads: any number of threads may call kc_run on one module at once, as ONNX Runtime allows
+ * for Session::Run. Each calling thread gets its own workspace (sizes, arena, output buffers),
+ * made at its first run and kept until kc_module_free, so runs never share per-run state; the
+ * thread pool serves one run at a time, and a run that finds it busy runs its kernels on its own
+ * thread (results are bitwise the same either way). On the "cuda" target concurrent runs wait
+ * for the device in turn. Each thread reads its own errors (kc_last_error).
  */
 kc_status kc_run(kc_module *m, const kc_tensor_desc *inputs, uint32_t nin, kc_tensor_desc *outputs,
                  uint32_t nout);
@@ -319,7 +333,8 @@ kc_status kc_run(kc_module *m, const kc_tensor_desc *inputs, uint32_t nin, kc_te
 void kc_module_free(kc_module *m);
 /* The graph a module runs (after its passes); owned by the module. */
 const kc_graph *kc_module_graph(const kc_module *m);
-/* Change the number of threads kc_run uses (<= 0: one per core). */
+/* Change the number of threads kc_run uses (<= 0: one per core); waits for a run holding the
+ * thread pool. */
 kc_status kc_module_set_threads(kc_module *m, int threads);
 /* Bytes of the intermediate arena at its largest so far (the memory plan's peak). */
 size_t kc_module_peak_bytes(const kc_module *m);

@@ -2,12 +2,24 @@
  * ir/context.c - kc_context: options, the error buffer, the log callback, status names.
  *
  * The error buffer holds the message of the most recent failure; kc_errorf replaces it,
- * kc_error_append adds lines (tool logs such as LLVM's or NVRTC's).
+ * kc_error_append adds lines (tool logs such as LLVM's or NVRTC's). There is one buffer per
+ * thread that reported an error through the context (a slot made at its first error and kept
+ * until kc_context_free), because one module may be run from many threads at once and each must
+ * read the message of its own failure: kc_last_error returns the calling thread's.
+ *
+ * Invariants: only err_lock's holder walks or extends the slot list; a slot's text is written
+ * and read only by its own thread, so messages need no lock once the slot is found.
  */
 #include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+struct kc_err_slot {
+  kc_err_slot *next;
+  pthread_t owner;
+  char msg[KC_ERRBUF_SIZE];
+};
 
 const char *kc_status_str(kc_status s) {
   switch (s) {
@@ -32,10 +44,40 @@ kc_context *kc_context_new(void) {
   ctx->opts.threads = 0;
   ctx->opts.verify_each = 0;
   ctx->opts.log_level = KC_LOG_WARN;
+  if (pthread_mutex_init(&ctx->err_lock, NULL) != 0) {
+    free(ctx);
+    return NULL;
+  }
   return ctx;
 }
 
-void kc_context_free(kc_context *ctx) { free(ctx); }
+void kc_context_free(kc_context *ctx) {
+  if (!ctx) return;
+  while (ctx->errs) {
+    kc_err_slot *e = ctx->errs;
+    ctx->errs = e->next;
+    free(e);
+  }
+  pthread_mutex_destroy(&ctx->err_lock);
+  free(ctx);
+}
+
+/* The calling thread's slot; made when `make` (NULL when that fails or when not made). */
+static kc_err_slot *slot_of_thread(const kc_context *cctx, bool make) {
+  kc_context *ctx = (kc_context *)cctx; /* the list is the context's mutable part */
+  pthread_mutex_lock(&ctx->err_lock);
+  kc_err_slot *e = ctx->errs;
+  while (e && !pthread_equal(e->owner, pthread_self()))
+    e = e->next;
+  if (!e && make && (e = malloc(sizeof *e))) {
+    e->owner = pthread_self();
+    e->msg[0] = 0;
+    e->next = ctx->errs;
+    ctx->errs = e;
+  }
+  pthread_mutex_unlock(&ctx->err_lock);
+  return e;
+}
 
 kc_options *kc_context_options(kc_context *ctx) { return &ctx->opts; }
 
@@ -44,26 +86,37 @@ void kc_context_set_log(kc_context *ctx, kc_log_fn fn, void *user) {
   ctx->log_user = user;
 }
 
-const char *kc_last_error(const kc_context *ctx) { return ctx ? ctx->err : "no context"; }
+const char *kc_last_error(const kc_context *ctx) {
+  if (!ctx) return "no context";
+  kc_err_slot *e = slot_of_thread(ctx, false);
+  return e ? e->msg : "";
+}
 
-void kc_clear_error(kc_context *ctx) { ctx->err[0] = 0; }
+void kc_clear_error(kc_context *ctx) {
+  kc_err_slot *e = ctx ? slot_of_thread(ctx, false) : NULL;
+  if (e) e->msg[0] = 0;
+}
 
 kc_status kc_errorf(kc_context *ctx, kc_status s, const char *fmt, ...) {
+  kc_err_slot *e = slot_of_thread(ctx, true);
+  if (!e) return s;
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
   va_end(ap);
-  kc_logf(ctx, KC_LOG_DEBUG, "error: %s", ctx->err);
+  kc_logf(ctx, KC_LOG_DEBUG, "error: %s", e->msg);
   return s;
 }
 
 void kc_error_append(kc_context *ctx, const char *fmt, ...) {
-  size_t len = strlen(ctx->err);
-  if (len + 2 >= sizeof ctx->err) return;
-  if (len) ctx->err[len++] = '\n';
+  kc_err_slot *e = slot_of_thread(ctx, true);
+  if (!e) return;
+  size_t len = strlen(e->msg);
+  if (len + 2 >= sizeof e->msg) return;
+  if (len) e->msg[len++] = '\n';
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(ctx->err + len, sizeof ctx->err - len, fmt, ap);
+  vsnprintf(e->msg + len, sizeof e->msg - len, fmt, ap);
   va_end(ap);
 }
 

@@ -237,7 +237,11 @@ kc_status kc_node_infer(kc_graph *g, uint32_t ni) {
   for (uint32_t i = 0; i < n->nin; i++)
     if (n->in[i].id && g->vals[n->in[i].id].rank < 0)
       return kc_node_errorf(g, n, KC_ERR_SHAPE, "input %u (%%%u) has no type", i, n->in[i].id);
-  return kc_ops[n->op].shape(g, n);
+  const kc_node *outer = g->infer_node;
+  g->infer_node = n;
+  kc_status s = kc_ops[n->op].shape(g, n);
+  g->infer_node = outer;
+  return s;
 }
 
 kc_status kc_graph_infer(kc_graph *g) {

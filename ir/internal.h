@@ -16,6 +16,8 @@
 
 #include "kernc.h"
 
+#include <pthread.h>
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -30,11 +32,18 @@ void kc_assert_fail(const char *file, int line, const char *expr);
 
 #define KC_ERRBUF_SIZE 8192
 
+/* One thread's error message (ir/context.c). */
+typedef struct kc_err_slot kc_err_slot;
+
 struct kc_context {
   kc_options opts;
   kc_log_fn log_fn;
   void *log_user;
-  char err[KC_ERRBUF_SIZE];
+  /* Error messages, one per thread that reported one: runs of a module may be concurrent, and
+   * each caller reads the message of its own failure. err_lock guards the list; a slot belongs
+   * to its thread (only that thread writes or reads it). */
+  pthread_mutex_t err_lock;
+  kc_err_slot *errs;
 };
 
 /* Replace the error message with fmt...; returns s so callers can `return kc_errorf(...)`. */
@@ -260,7 +269,17 @@ struct kc_graph {
   uint32_t nbodies, capbodies;
 
   kc_status sticky; /* first builder error */
+
+  /* Assumptions of shape inference (ir/shape.h kc_shp_assume): sizes it could not prove equal
+   * and relied on, reported here when set (the plan builder turns them into run-time checks).
+   * infer_node is the node kc_node_infer is inferring. Not copied by kc_graph_clone. */
+  void (*assume)(void *user, const struct kc_node *n, int kind, kc_dim a, kc_dim b);
+  void *assume_user;
+  const struct kc_node *infer_node;
 };
+
+/* Kinds of kc_graph.assume: a == b; a broadcasts to b (a == b or a == 1); a <= b. */
+enum { KC_ASSUME_EQ, KC_ASSUME_BCAST, KC_ASSUME_LE };
 
 static inline kc_value *kc_value_of(const kc_graph *g, kc_val v) { return &g->vals[v.id]; }
 static inline bool kc_val_ok(kc_val v) { return v.id != 0; }

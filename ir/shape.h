@@ -18,6 +18,16 @@
 /* Largest tensor whose contents are tracked as known values. */
 #define KC_KNOWN_MAX 64
 
+/*
+ * A fact about sizes the result relies on but inference cannot prove (two symbolic dims equal;
+ * a dim broadcasting to another): reported to the graph's assumption sink, if any, for the node
+ * being inferred (kind KC_ASSUME_EQ: a == b; KC_ASSUME_BCAST: a == b or a == 1; KC_ASSUME_LE:
+ * a <= b). The compiled
+ * model checks each at run time, so an input that breaks one is an error, not a wrong size.
+ * Facts that hold trivially (a == b, or a == 1 for BCAST) are not reported.
+ */
+void kc_shp_assume(kc_graph *g, int kind, kc_dim a, kc_dim b);
+
 /* Input/output counts against the op table, and required inputs present (KC_ERR_VERIFY). */
 kc_status kc_shp_arity(kc_graph *g, const kc_node *n);
 /* Input i of n, or NULL when absent (past nin or id 0). */
@@ -42,8 +52,9 @@ kc_status kc_shp_bcast(kc_graph *g, const kc_node *n, int ra, const kc_dim *da, 
                        const kc_dim *db, int *rank, kc_dim *dims);
 /* Input i must broadcast one way to shape (rank, dims) (scale, bias, mask operands). */
 kc_status kc_shp_bcast_to(kc_graph *g, const kc_node *n, uint32_t i, int rank, const kc_dim *dims);
-/* Could dims a and b be equal? False only when both are integers and differ. */
-bool kc_shp_dims_match(const kc_graph *g, kc_dim a, kc_dim b);
+/* Could dims a and b be equal? False only when both are integers and differ; when inference
+ * cannot tell, their equality is assumed (kc_shp_assume). */
+bool kc_shp_dims_match(kc_graph *g, kc_dim a, kc_dim b);
 
 /* Dtype checks on input i; the message names the input and what was expected. */
 kc_status kc_shp_need_float(kc_graph *g, const kc_node *n, uint32_t i);

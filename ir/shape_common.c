@@ -4,7 +4,8 @@
  *
  * Broadcasting with symbolic dims follows numpy: 1 broadcasts; equal dims match; two different
  * integers are an error; otherwise the dims may still be equal at run time, so the result takes
- * an integer over a symbol (the only size that can be right) and else the first operand.
+ * an integer over a symbol (the only size that can be right) and else the first operand, and the
+ * operand not taken must broadcast to it: an assumption (kc_shp_assume) the run checks.
  */
 #include "shape.h"
 
@@ -66,9 +67,16 @@ kc_status kc_shp_axis(kc_graph *g, const kc_node *n, const char *what, int64_t a
   return KC_OK;
 }
 
-bool kc_shp_dims_match(const kc_graph *g, kc_dim a, kc_dim b) {
-  (void)g;
-  return a == b || KC_DIM_IS_SYM(a) || KC_DIM_IS_SYM(b);
+void kc_shp_assume(kc_graph *g, int kind, kc_dim a, kc_dim b) {
+  if (a == b || (kind == KC_ASSUME_BCAST && a == 1)) return;
+  if (g->assume && g->infer_node) g->assume(g->assume_user, g->infer_node, kind, a, b);
+}
+
+bool kc_shp_dims_match(kc_graph *g, kc_dim a, kc_dim b) {
+  if (a == b) return true;
+  if (!KC_DIM_IS_SYM(a) && !KC_DIM_IS_SYM(b)) return false;
+  kc_shp_assume(g, KC_ASSUME_EQ, a, b);
+  return true;
 }
 
 kc_status kc_shp_bcast(kc_graph *g, const kc_node *n, int ra, const kc_dim *da, int rb,
@@ -89,6 +97,7 @@ kc_status kc_shp_bcast(kc_graph *g, const kc_node *n, int ra, const kc_dim *da, 
                             kc_shp_fmt(g, rb, db, sb, sizeof sb));
     } else {
       out[i] = KC_DIM_IS_SYM(a) && !KC_DIM_IS_SYM(b) ? b : a;
+      kc_shp_assume(g, KC_ASSUME_BCAST, out[i] == a ? b : a, out[i]);
     }
   }
   *rank = r;
@@ -102,7 +111,8 @@ kc_status kc_shp_bcast_to(kc_graph *g, const kc_node *n, uint32_t i, int rank, c
   bool ok = v->rank <= rank;
   for (int d = 0; ok && d < v->rank; d++) {
     kc_dim a = v->dims[v->rank - 1 - d], b = dims[rank - 1 - d];
-    ok = a == 1 || kc_shp_dims_match(g, a, b);
+    ok = a == 1 || a == b || KC_DIM_IS_SYM(a) || KC_DIM_IS_SYM(b);
+    if (ok) kc_shp_assume(g, KC_ASSUME_BCAST, a, b);
   }
   if (ok) return KC_OK;
   char sa[256], sb[256];

@@ -45,6 +45,7 @@ static kc_status split_dim(kc_graph *g, const kc_node *n, kc_dim total, int64_t 
                           (long long)total, (long long)parts);
   }
   *out = kc_dim_div(g, total, parts);
+  kc_shp_assume(g, KC_ASSUME_EQ, kc_dim_mod(g, total, parts), 0);
   return KC_OK;
 }
 
@@ -76,6 +77,8 @@ kc_status shape_rotary(kc_graph *g, kc_node *n) {
   if (!KC_DIM_IS_SYM(head) && !KC_DIM_IS_SYM(half) && 2 * half > head)
     return kc_node_errorf(g, n, KC_ERR_SHAPE, "cache width %lld is over half the head size %lld",
                           (long long)half, (long long)head);
+  if (KC_DIM_IS_SYM(head) || KC_DIM_IS_SYM(half))
+    kc_shp_assume(g, KC_ASSUME_LE, kc_dim_add(g, half, half), head);
   if (rdim > 0 && kc_dim_const(g, head, &hd) && rdim > hd)
     return kc_node_errorf(g, n, KC_ERR_SHAPE, "rotary_embedding_dim %lld over head size %lld",
                           (long long)rdim, (long long)hd);
@@ -231,5 +234,10 @@ kc_status shape_fused(kc_graph *g, kc_node *n) {
       dims[d] = kc_dim_import(g, body, o->dims[d]);
     kc_shp_set(g, n, i, o->dtype, o->rank, dims);
   }
-  return KC_OK;
+  /* a region is elementwise over its one output shape: every input broadcasts to it (what the
+   * body's own broadcasts assumed, in this graph's dims) */
+  const kc_value *o0 = n->nout && n->out[0].id ? kc_value_of(g, n->out[0]) : NULL;
+  for (uint32_t i = 0; o0 && i < n->nin && s == KC_OK; i++)
+    s = kc_shp_bcast_to(g, n, i, o0->rank, o0->dims);
+  return s;
 }

@@ -135,6 +135,7 @@ kc_status shape_split(kc_graph *g, kc_node *n) {
     if (!KC_DIM_IS_SYM(len) && sum != len)
       return kc_node_errorf(g, n, KC_ERR_SHAPE, "split sizes add up to %lld, the axis is %lld",
                             (long long)sum, (long long)len);
+    kc_shp_assume(g, KC_ASSUME_EQ, len, sum);
     for (uint32_t i = 0; i < ns; i++) {
       dims[axis] = sizes[i];
       kc_shp_set(g, n, i, t, rank, dims);

@@ -84,6 +84,7 @@ kc_status shape_reshape(kc_graph *g, kc_node *n) {
     goto mismatch;
   }
   kc_dtype t = x->dtype;
+  kc_shp_assume(g, KC_ASSUME_EQ, total, kc_shp_prod(g, (int)cnt, out)); /* a -1 divided exactly */
   kc_shp_set(g, n, 0, t, (int)cnt, out);
   pass_known(g, n);
   return KC_OK;
@@ -131,6 +132,7 @@ kc_status shape_squeeze(kc_graph *g, kc_node *n) {
       if (!KC_DIM_IS_SYM(x->dims[a]) && x->dims[a] != 1)
         return kc_node_errorf(g, n, KC_ERR_SHAPE, "axis %lld has size %lld, not 1",
                               (long long)axes[i], (long long)x->dims[a]);
+      kc_shp_assume(g, KC_ASSUME_EQ, x->dims[a], 1);
       drop[a] = true;
     }
   } else {

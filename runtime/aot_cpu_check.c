@@ -255,7 +255,7 @@ int kc_aot_cpu_lacks(const char *features, char *lacks, size_t lsize, char *unkn
 }
 
 /* The file of the library this runtime is linked into, else "model NAME". */
-static void library_name(const kc_aot_model *d, char *buf, size_t size) {
+static void library_name(const kc_plan *d, char *buf, size_t size) {
   Dl_info info;
   if (dladdr((const void *)d, &info) && info.dli_fname && *info.dli_fname) {
     const char *slash = strrchr(info.dli_fname, '/');
@@ -272,7 +272,7 @@ static void target_field(const char *target, const char *key, char *buf, size_t 
   snprintf(buf, size, "%.*s", (int)strcspn(p, " "), p);
 }
 
-kc_aot_inst *kc_aot_create_checked(const kc_aot_model *d, const char *target, int threads) {
+kc_exec *kc_aot_create_checked(const kc_plan *d, const char *target, int threads) {
   create_error[0] = 0;
   const char *features = target ? strstr(target, " features=") : NULL;
   char lacks[512];
@@ -293,7 +293,7 @@ kc_aot_inst *kc_aot_create_checked(const kc_aot_model *d, const char *target, in
              lib, triple, cpu, list, lacks);
     return NULL;
   }
-  kc_aot_inst *m = kc_aot_create(d, threads);
+  kc_exec *m = kc_aot_create(d, threads);
   if (!m) snprintf(create_error, sizeof create_error, "out of memory creating model %s", d->name);
   return m;
 }

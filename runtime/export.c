@@ -88,14 +88,14 @@ static void dir_of(const char *path, char *buf, size_t size) {
 typedef struct job {
   kc_context *ctx;
   const kc_export_options *opts;
+  const kc_target *target;
   const char *so_path, *header_path;
   char name[NAME_LEN];
   char tmp[PATH_LEN]; /* the intermediate files' folder; "" when not made */
   char runtime[PATH_LEN];
   kc_module *m;
   kc_cpu_obj *obj;
-  kc_export_cuda *cuda; /* target "cuda" (runtime/export_cuda.c); NULL for the CPU */
-  kc_export_plan plan;
+  void *state; /* the target's export state (CUDA: NVRTC images) */
 } job;
 
 static kc_status check_paths(job *j) {
@@ -116,29 +116,13 @@ static kc_status check_paths(job *j) {
   return KC_OK;
 }
 
-static bool is_cuda(const job *j) {
-  return j->opts && j->opts->target && strcmp(j->opts->target, "cuda") == 0;
-}
-
 /* kc_compile's preparation, lowering into an object's module instead of the JIT. */
 static kc_status lower(job *j, const kc_graph *g) {
-  kc_module *m = j->m = calloc(1, sizeof *j->m);
-  if (!m) return kc_errorf(j->ctx, KC_ERR_NOMEM, "out of memory compiling @%s", g->name);
-  m->ctx = j->ctx;
-  m->g = kc_graph_clone(g, true); /* g outlives the call: its weights are not copied */
-  if (!m->g) return kc_errorf(j->ctx, KC_ERR_NOMEM, "out of memory copying @%s", g->name);
-  kc_status s = kc_rt_passes(m, j->opts ? j->opts->passes : NULL);
-  if (s == KC_OK) s = kc_graph_verify(m->g);
-  if (s != KC_OK) return s;
-  m->kernels = calloc(m->g->nnodes + 1, sizeof *m->kernels);
-  if (!m->kernels) return kc_errorf(j->ctx, KC_ERR_NOMEM, "out of memory compiling @%s", g->name);
-  if ((s = kc_cpu_new(j->ctx, &m->cpu)) != KC_OK) return s;
-  if (is_cuda(j)) /* CUDA kernels; the object holds only the host side */
-    s = kc_export_cuda_lower(m, j->opts->cuda_archs, &j->cuda);
-  if (s == KC_OK)
-    s = is_cuda(j) ? kc_cpu_obj_new(m->cpu, m->g, &j->obj)
-                   : kc_cpu_obj_lower(m->cpu, m->g, m->kernels, &j->obj);
-  return s == KC_OK ? kc_rt_analyze(m) : s;
+  /* g outlives the call: its weights are not copied */
+  kc_status s =
+      kc_rt_module_new(j->ctx, g, j->target, true, j->opts ? j->opts->passes : NULL, false, &j->m);
+  if (s == KC_OK) s = j->target->export_lower(j->m, j->opts, &j->obj, &j->state);
+  return s == KC_OK ? kc_rt_analyze(j->m) : s;
 }
 
 static void path_in(const job *j, char *buf, const char *file) {
@@ -152,8 +136,9 @@ static kc_status build(job *j, const kc_graph *g) {
     s = kc_export_find_runtime(j->ctx, j->opts ? j->opts->runtime : NULL, j->runtime,
                                sizeof j->runtime);
   if (s == KC_OK) s = lower(j, g);
-  if (s == KC_OK) s = kc_export_plan_build(j->m, j->name, &j->plan);
+  if (s == KC_OK) s = kc_rt_plan_build(j->m, j->name, false, &j->m->plan);
   if (s != KC_OK) return s;
+  const kc_rt_plan *plan = &j->m->plan;
 
   char dir[PATH_LEN], weights[PATH_LEN], obj[PATH_LEN], so[PATH_LEN], header[PATH_LEN];
   dir_of(j->so_path, dir, sizeof dir);
@@ -166,16 +151,11 @@ static kc_status build(job *j, const kc_graph *g) {
   path_in(j, weights, "weights.bin");
   path_in(j, obj, "model.o");
   path_in(j, so, "model.so");
-  bool has_weights = j->plan.model.weights_bytes > 0;
-  if (has_weights && (s = kc_export_write_weights(j->ctx, &j->plan, weights)) != KC_OK) return s;
-  if (j->cuda) {
-    char blob[PATH_LEN];
-    path_in(j, blob, "cuda.bin");
-    if ((s = kc_export_cuda_write(j->cuda, &j->plan, blob)) != KC_OK) return s;
-    if ((s = kc_cpu_obj_set_cuda(j->obj, blob)) != KC_OK) return s;
-  }
-  s = kc_cpu_obj_write(j->obj, &j->plan.model, j->plan.slot_dims, has_weights ? weights : NULL,
-                       obj);
+  bool has_weights = plan->model.weights_bytes > 0;
+  if (has_weights && (s = kc_export_write_weights(j->ctx, plan, weights)) != KC_OK) return s;
+  if (j->target->export_write && (s = j->target->export_write(j->state, plan, j->obj, j->tmp)))
+    return s;
+  s = kc_cpu_obj_write(j->obj, &plan->model, plan->slot_dims, has_weights ? weights : NULL, obj);
   if (s == KC_OK) s = kc_export_link(j->ctx, j->opts ? j->opts->cc : NULL, obj, j->runtime, so);
   if (s != KC_OK) return s;
   if (rename(so, j->so_path) != 0)
@@ -184,10 +164,10 @@ static kc_status build(job *j, const kc_graph *g) {
     fmt_path(header, sizeof header, "%s/%s.h", dir, j->name);
     j->header_path = header;
   }
-  char cuda[256] = "CUDA ";
-  if (j->cuda) kc_export_cuda_describe(j->cuda, cuda + 5, sizeof cuda - 5);
-  s = kc_export_header(j->ctx, j->m->g, &j->plan, j->opts ? j->opts->source : NULL,
-                       j->cuda ? cuda : kc_cpu_host(j->m->cpu)->name, j->so_path, j->header_path);
+  char built_for[256];
+  j->target->export_describe(j->m, j->state, built_for, sizeof built_for);
+  s = kc_export_header(j->ctx, j->m->g, plan, j->opts ? j->opts->source : NULL, built_for,
+                       j->so_path, j->header_path);
   j->header_path = NULL; /* header[] goes out of scope */
   return s;
 }
@@ -213,15 +193,15 @@ kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options 
     return kc_errorf(ctx, kc_graph_status(g),
                      "graph @%s has a failed builder call (%s); see the first error reported",
                      g->name, kc_status_str(kc_graph_status(g)));
-  if (opts && opts->target && strcmp(opts->target, "cpu") != 0 && strcmp(opts->target, "cuda") != 0)
-    return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_export: unknown target '%s' (known: cpu, cuda)",
-                     opts->target);
   job j = {.ctx = ctx, .opts = opts, .so_path = so_path, .header_path = header_path};
-  kc_status s = build(&j, g);
+  kc_status s = kc_target_find(ctx, opts ? opts->target : NULL, &j.target);
+  if (s == KC_OK && opts && opts->cuda_archs && !j.target->takes_archs)
+    s = kc_errorf(ctx, KC_ERR_INVALID_ARG, "CUDA archs given for target '%s', which has none",
+                  j.target->name);
+  if (s == KC_OK) s = build(&j, g);
   cleanup(&j);
   kc_cpu_obj_free(j.obj); /* before the module: its kc_cpu made the LLVM module */
-  kc_export_cuda_free(j.cuda);
-  kc_export_plan_free(&j.plan);
+  if (j.target && j.target->export_free) j.target->export_free(j.state);
   kc_module_free(j.m);
   return s;
 }

@@ -1,6 +1,6 @@
 /*
  * runtime/export_cuda.c - the CUDA side of kc_export (target "cuda"): the program the CUDA JIT
- * would build (runtime/cuda_exec.c's kc_rt_cuda_emit: one CUDA C program with every kernel),
+ * would build (runtime/target_cuda.c's kc_rt_cuda_emit: one CUDA C program with every kernel),
  * compiled by NVRTC now for a list of archs, and the device blob (codegen/aot_cuda.h) that the
  * object embeds: the images and, per step of the plan, its kernel's name and launch description.
  *
@@ -111,7 +111,7 @@ kc_status kc_export_cuda_lower(kc_module *m, const char *archs, kc_export_cuda *
   if (s == KC_OK) s = parse_archs(c, archs && *archs ? archs : DEFAULT_ARCHS);
   if (s == KC_OK) s = kc_cuda_prog_new(m->ctx, &prog);
   if (s == KC_OK) s = kc_rt_cuda_emit(m, prog, c->info, &src);
-  const char *dir = getenv("KERNC_CUDA_CACHE"); /* as the JIT: a second export skips NVRTC */
+  const char *dir = m->ctx->opts.cuda_cache_dir; /* as the JIT: a second export skips NVRTC */
   if (s == KC_OK && dir && *dir) s = kc_nvrtc_set_cache_dir(c->nv, dir);
   for (int i = 0; i < c->nimg && s == KC_OK; i++)
     s = kc_nvrtc_compile(c->nv, src, m->g->name ? m->g->name : "model", c->img[i].arch,
@@ -136,7 +136,7 @@ void kc_export_cuda_describe(const kc_export_cuda *c, char *buf, size_t size) {
 #define ALIGN_UP(x) (((x) + KC_RT_ALIGN - 1) / KC_RT_ALIGN * KC_RT_ALIGN)
 
 /* Step i's kernel must take exactly the plan's buffers and dims (cuda.h's NB and ND). */
-static kc_status check_step(const kc_export_cuda *c, const kc_aot_step *st, const char *name) {
+static kc_status check_step(const kc_export_cuda *c, const kc_plan_step *st, const char *name) {
   const kc_cuda_kernel_info *k = &c->info[st->node];
   int64_t nb = st->nbufs ? st->nbufs : 1, nd = st->ndims ? st->ndims : 1;
   if (!k->no_kernel && k->nbufs == nb && k->ndims == nd) return KC_OK;
@@ -146,8 +146,8 @@ static kc_status check_step(const kc_export_cuda *c, const kc_aot_step *st, cons
                         name, k->nbufs, k->ndims, (long long)nb, (long long)nd);
 }
 
-kc_status kc_export_cuda_write(kc_export_cuda *c, const kc_export_plan *p, const char *path) {
-  const kc_aot_model *d = &p->model;
+kc_status kc_export_cuda_write(kc_export_cuda *c, const kc_rt_plan *p, const char *path) {
+  const kc_plan *d = &p->model;
   kc_aot_cuda_head h = {.magic = KC_AOT_CUDA_MAGIC,
                         .head_bytes = sizeof h,
                         .image_bytes = sizeof(kc_aot_cuda_image),
@@ -223,7 +223,7 @@ void kc_export_cuda_describe(const kc_export_cuda *c, char *buf, size_t size) {
   snprintf(buf, size, "-");
 }
 
-kc_status kc_export_cuda_write(kc_export_cuda *c, const kc_export_plan *p, const char *path) {
+kc_status kc_export_cuda_write(kc_export_cuda *c, const kc_rt_plan *p, const char *path) {
   (void)c, (void)p, (void)path;
   return KC_ERR_INTERNAL;
 }

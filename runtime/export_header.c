@@ -66,7 +66,7 @@ static void type_text(const kc_graph *g, int64_t v, char *buf, size_t size) {
   if (l < size) snprintf(buf + l, size - l, "]");
 }
 
-static void list_io(FILE *f, const kc_graph *g, const kc_aot_io *io, int64_t n) {
+static void list_io(FILE *f, const kc_graph *g, const kc_plan_io *io, int64_t n) {
   for (int64_t k = 0; k < n; k++) {
     char name[256], type[512], safe[512];
     comment_text(io[k].name, name, sizeof name);
@@ -76,14 +76,14 @@ static void list_io(FILE *f, const kc_graph *g, const kc_aot_io *io, int64_t n) 
   }
 }
 
-static void list_syms(FILE *f, const kc_export_plan *p) {
-  const kc_aot_model *m = &p->model;
+static void list_syms(FILE *f, const kc_rt_plan *p) {
+  const kc_plan *m = &p->model;
   if (!m->nsyms) return;
   fprintf(f, " * Symbols, bound by the input shapes:\n");
   for (int64_t s = 0; s < m->nsyms; s++)
     for (int64_t k = 0; k < m->ninputs * KC_MAX_RANK; k++) {
-      const kc_aot_idim *id = &m->idims[k];
-      if (id->kind != KC_AOT_DIM_SYM || id->value != s) continue;
+      const kc_plan_idim *id = &m->idims[k];
+      if (id->kind != KC_PLAN_DIM_SYM || id->value != s) continue;
       char sym[128], name[256];
       comment_text(m->syms[s], sym, sizeof sym);
       comment_text(m->inputs[k / KC_MAX_RANK].name, name, sizeof name);
@@ -126,7 +126,7 @@ typedef struct sym_params {
 
 /* The parameters of m's symbols (kc_symK for all when the names do not fit in the list); false
  * when out of memory or even those do not fit. */
-static bool sym_params_make(const kc_aot_model *m, sym_params *sp) {
+static bool sym_params_make(const kc_plan *m, sym_params *sp) {
   sp->n = m->nsyms;
   sp->name = calloc((size_t)m->nsyms + 1, sizeof *sp->name);
   if (!sp->name) return false;
@@ -171,7 +171,7 @@ __attribute__((format(printf, 2, 3))) static void put(sbuf *b, const char *fmt, 
 
 /* d of g as a C expression on int64_t over the symbol parameters; false when it names a symbol
  * that is not the model's (the exporter refuses such graphs first) or is too deep. */
-static bool dim_c(const kc_graph *g, const kc_aot_model *m, const sym_params *sp, kc_dim d, sbuf *b,
+static bool dim_c(const kc_graph *g, const kc_plan *m, const sym_params *sp, kc_dim d, sbuf *b,
                   int depth) {
   int64_t c;
   if (depth > 64) return false;
@@ -220,7 +220,7 @@ static bool suffix_clash(const char *id, const char *other) {
 }
 
 /* The size macros of tensor P (value v of g); false when a dim cannot be written in C. */
-static bool size_macros(FILE *f, const kc_graph *g, const kc_aot_model *m, const sym_params *sp,
+static bool size_macros(FILE *f, const kc_graph *g, const kc_plan *m, const sym_params *sp,
                         const char *P, int64_t v) {
   const kc_value *val = &g->vals[v];
   char dt[48], body[KC_MAX_RANK][1024];
@@ -257,8 +257,8 @@ static bool size_macros(FILE *f, const kc_graph *g, const kc_aot_model *m, const
 
 /* Per tensor: NAME_INPUT_x (its index) and its size macros, skipping names that clash once made
  * identifiers. */
-static void tensor_macros(FILE *f, const kc_graph *g, const kc_aot_model *m, const sym_params *sp,
-                          const char *what, const kc_aot_io *io, int64_t n) {
+static void tensor_macros(FILE *f, const kc_graph *g, const kc_plan *m, const sym_params *sp,
+                          const char *what, const kc_plan_io *io, int64_t n) {
   for (int64_t k = 0; k < n; k++) {
     char id[256], other[256], P[512], type[512], name[256];
     ident(io[k].name, id, sizeof id);
@@ -290,7 +290,7 @@ static void tensor_macros(FILE *f, const kc_graph *g, const kc_aot_model *m, con
 }
 
 /* Symbols, the floor division helpers, and every tensor's macros. */
-static kc_status all_macros(kc_context *ctx, FILE *f, const kc_graph *g, const kc_aot_model *m) {
+static kc_status all_macros(kc_context *ctx, FILE *f, const kc_graph *g, const kc_plan *m) {
   sym_params sp;
   if (!sym_params_make(m, &sp)) {
     bool oom = !sp.name;
@@ -344,10 +344,10 @@ static const char *target_text(const char *cpu, const char *N, char *buf, size_t
   return buf;
 }
 
-kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_export_plan *p,
+kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_rt_plan *p,
                            const char *source, const char *cpu, const char *so_path,
                            const char *path) {
-  const kc_aot_model *m = &p->model;
+  const kc_plan *m = &p->model;
   const char *N = m->name;
   FILE *f = fopen(path, "w");
   if (!f) return kc_errorf(ctx, KC_ERR_IO, "cannot write %s: %s", path, strerror(errno));

@@ -24,14 +24,14 @@
 
 #define CMD_MAX 16384
 
-kc_status kc_export_write_weights(kc_context *ctx, const kc_export_plan *p, const char *path) {
+kc_status kc_export_write_weights(kc_context *ctx, const kc_rt_plan *p, const char *path) {
   FILE *f = fopen(path, "wb");
   if (!f) return kc_errorf(ctx, KC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
   static const unsigned char zeros[KC_RT_ALIGN];
   int64_t at = 0;
   bool ok = true;
   for (int64_t i = 0; i < p->nweights && ok; i++) {
-    const kc_export_weight *w = &p->weights[i];
+    const kc_rt_weight *w = &p->weights[i];
     for (; at < w->off && ok; at++) /* padding to the weight's aligned offset */
       ok = fwrite(zeros, 1, 1, f) == 1;
     if (ok && w->bytes) ok = fwrite(w->data, 1, w->bytes, f) == w->bytes;

@@ -1,10 +1,12 @@
 /*
- * runtime/module.c - kc_compile and the module's lifetime: copy the graph, run the requested
- * passes, check that every weight has data, lower it for the CPU, decide each value's storage
- * once (roots, liveness, outputs; see runtime/internal.h), and size the per-run scratch.
+ * runtime/module.c - kc_compile and the module's lifetime: copy the graph, run the target's
+ * passes, verify, compile every kernel for the target, decide each value's storage once (roots,
+ * liveness, outputs; see runtime/internal.h), build the plan, JIT its dims function, and hand it
+ * to the one executor on the target's device half. kc_run is the executor's run.
  *
- * Invariants: the module owns its graph copies, the kc_cpu (every JIT'd kernel), the pool
- * and all buffers; kc_module_free releases all of them, whatever state compile stopped in.
+ * Invariants: the module owns its graph, the kc_cpu (every JIT'd kernel and the dims function),
+ * the plan and the executor instance; kc_module_free releases all of them, whatever state
+ * compile stopped in.
  */
 #include "runtime/internal.h"
 
@@ -12,8 +14,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-#define ROUND_UP(x) (((x) + KC_RT_ALIGN - 1) / KC_RT_ALIGN * KC_RT_ALIGN)
 
 static const kc_tensor *tensor_named(const kc_graph *g, const char *name) {
   for (uint32_t i = 0; name && i < g->ntensors; i++)
@@ -30,6 +30,12 @@ static const void *source_data(const kc_graph *g, const kc_node *n) {
   const kc_attr *a = kc_node_attr(n, "value");
   if (!a || a->kind != KC_ATTR_TENSOR || a->u.tensor >= g->ntensors) return NULL;
   return g->tensors[a->u.tensor].data;
+}
+
+/* An aligned, never-read address for the data of empty weights. */
+static const void *empty_data(void) {
+  static const _Alignas(KC_RT_ALIGN) unsigned char none[KC_RT_ALIGN];
+  return none;
 }
 
 /* Roots: views alias input 0, sources bind data, graph inputs are the caller's. */
@@ -53,7 +59,7 @@ static kc_status find_roots(kc_module *m) {
         return kc_node_errorf(g, n, KC_ERR_INVALID_ARG, "weight '%s' has no data bound to it",
                               kc_node_string(n, "name", "?"));
       m->rv[n->out[0].id].kind = KC_RT_SOURCE;
-      m->rv[n->out[0].id].data = data ? data : m->empty;
+      m->rv[n->out[0].id].data = data ? data : empty_data();
       continue;
     }
     /* any other node without a kernel passes its input 0 through: a view */
@@ -108,30 +114,8 @@ kc_status kc_rt_analyze(kc_module *m) {
   uint32_t nv = g->nvals, no = g->noutputs;
   m->rv = calloc(nv, sizeof *m->rv);
   m->order = calloc(nv, sizeof *m->order);
-  m->nbytes = calloc(nv, sizeof *m->nbytes);
-  m->off = calloc(nv, sizeof *m->off);
-  m->vbuf = calloc(nv, sizeof *m->vbuf);
-  m->live = calloc(nv, sizeof *m->live);
   m->out_copy = calloc(no ? no : 1, sizeof *m->out_copy);
-  m->out_buf = calloc(no ? no : 1, sizeof *m->out_buf);
-  m->out_cap = calloc(no ? no : 1, sizeof *m->out_cap);
-  m->bind = calloc((size_t)g->ninputs * KC_MAX_RANK + 1, sizeof *m->bind);
-  m->in_of = calloc(g->ninputs + 1, sizeof *m->in_of);
-  m->cost = calloc(g->nnodes + 1, sizeof *m->cost);
-  for (uint32_t i = 0; i < g->nnodes; i++) {
-    const kc_node *n = &g->nodes[i];
-    uint32_t nd = 0;
-    for (uint32_t j = 0; j < n->nin + n->nout; j++) {
-      kc_val v = j < n->nin ? n->in[j] : n->out[j - n->nin];
-      if (v.id && g->vals[v.id].rank > 0) nd += (uint32_t)g->vals[v.id].rank;
-    }
-    if (nd > m->max_dims) m->max_dims = nd;
-    if (n->nin + n->nout > m->max_bufs) m->max_bufs = n->nin + n->nout;
-  }
-  m->bufs = calloc(m->max_bufs + 1, sizeof *m->bufs);
-  m->dims = calloc(m->max_dims + 1, sizeof *m->dims);
-  if (!m->rv || !m->order || !m->nbytes || !m->off || !m->vbuf || !m->live || !m->out_copy ||
-      !m->out_buf || !m->out_cap || !m->bind || !m->in_of || !m->bufs || !m->dims || !m->cost)
+  if (!m->rv || !m->order || !m->out_copy)
     return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory planning graph @%s", g->name);
   kc_status s = find_roots(m);
   if (s != KC_OK) return s;
@@ -139,31 +123,11 @@ kc_status kc_rt_analyze(kc_module *m) {
   return KC_OK;
 }
 
-kc_status kc_rt_workspace(kc_module *m) {
-  int64_t most = 0;
-  for (uint32_t i = 0; i < m->g->nnodes; i++)
-    if (!m->kernels[i].no_kernel && m->kernels[i].ws_bytes > most) most = m->kernels[i].ws_bytes;
-  int threads = kc_pool_threads(m->pool);
-  size_t stride = ROUND_UP((size_t)most);
-  if (stride == m->ws_stride && threads <= m->ws_threads) return KC_OK;
-  free(m->ws);
-  m->ws = NULL;
-  m->ws_stride = stride;
-  m->ws_threads = 0;
-  if (!stride) return KC_OK;
-  m->ws = aligned_alloc(KC_RT_ALIGN, stride * (size_t)threads);
-  if (!m->ws)
-    return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory for %d kernel workspaces of %zu bytes",
-                     threads, stride);
-  m->ws_threads = threads;
-  return KC_OK;
-}
-
 /* The passes named by `passes`; NULL: the target's default pipeline; "": none. */
-kc_status kc_rt_passes(kc_module *m, const char *passes) {
+static kc_status run_passes(kc_module *m, const char *passes) {
   kc_pipeline p;
   kc_status s = passes ? kc_pipeline_parse(m->ctx, passes, &p)
-                       : kc_pipeline_for_target(m->ctx, m->cuda ? "cuda" : "cpu", &p);
+                       : kc_pipeline_for_target(m->ctx, m->target->pipeline, &p);
   if (s != KC_OK) return s;
   if (p.n == 0) return KC_OK;
   kc_pass_options po = {.no_print_on_fail = true}; /* a library does not print */
@@ -172,46 +136,9 @@ kc_status kc_rt_passes(kc_module *m, const char *passes) {
   return s;
 }
 
-/* The shape graph and the point its per-run state rolls back to. */
-static kc_status make_shape_graph(kc_module *m) {
-  m->sg = kc_graph_clone(m->g, true); /* m->g outlives it: freed after it */
-  if (!m->sg) return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory copying graph @%s", m->g->name);
-  m->sg_mark = kc_arena_mark(&m->sg->arena);
-  m->sg_ndexprs = m->sg->ndexprs;
-  m->sg_nfresh = m->sg->nfresh;
-  return KC_OK;
-}
-
-static kc_status compile(kc_module *m, const kc_compile_options *opts) {
-  kc_status s = kc_rt_passes(m, opts ? opts->passes : NULL);
-  if (s == KC_OK) s = kc_graph_verify(m->g);
-  if (s != KC_OK) return s;
-  m->kernels = calloc(m->g->nnodes + 1, sizeof *m->kernels);
-  if (!m->kernels)
-    return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory compiling @%s", m->g->name);
-  if (m->cuda) {
-    if ((s = kc_rt_cuda_compile(m)) != KC_OK) return s;
-  } else {
-    if ((s = kc_cpu_new(m->ctx, &m->cpu)) != KC_OK) return s;
-    if ((s = kc_cpu_compile_graph(m->cpu, m->g, m->kernels)) != KC_OK) return s;
-  }
-  if ((s = kc_rt_analyze(m)) != KC_OK) return s;
-  if ((s = make_shape_graph(m)) != KC_OK) return s;
-  int threads = opts && opts->threads ? opts->threads : m->ctx->opts.threads;
-  if ((s = kc_pool_new(m->ctx, threads, &m->pool)) != KC_OK) return s;
-  return kc_rt_workspace(m);
-}
-
-kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_options *opts,
-                     kc_module **out) {
-  if (!out) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_compile: out is NULL");
+kc_status kc_rt_module_new(kc_context *ctx, const kc_graph *g, const kc_target *t, bool share_data,
+                           const char *passes, bool probe, kc_module **out) {
   *out = NULL;
-  if (!g) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_compile: no graph");
-  const char *target = opts && opts->target ? opts->target : "cpu";
-  bool cuda = strcmp(target, "cuda") == 0;
-  if (!cuda && strcmp(target, "cpu") != 0)
-    return kc_errorf(ctx, KC_ERR_UNSUPPORTED, "kc_compile: unknown target '%s' (known: cpu, cuda)",
-                     target);
   if (kc_graph_status(g) != KC_OK)
     return kc_errorf(ctx, kc_graph_status(g),
                      "graph @%s has a failed builder call (%s); see the first error reported",
@@ -219,10 +146,44 @@ kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_option
   kc_module *m = calloc(1, sizeof *m);
   if (!m) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory compiling @%s", g->name);
   m->ctx = ctx;
+  m->target = t;
+  *out = m;
+  m->g = kc_graph_clone(g, share_data);
+  if (!m->g) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory copying @%s", g->name);
+  kc_status s = probe && t->probe ? t->probe(m) : KC_OK; /* no device: fail before any work */
+  if (s == KC_OK) s = run_passes(m, passes);
+  if (s == KC_OK) s = kc_graph_verify(m->g);
+  if (s != KC_OK) return s;
+  m->kernels = calloc(m->g->nnodes + 1, sizeof *m->kernels);
+  if (!m->kernels) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory compiling @%s", g->name);
+  return KC_OK;
+}
+
+static kc_status compile(kc_module *m, const kc_compile_options *opts) {
+  kc_status s = m->target->compile(m);
+  if (s == KC_OK) s = kc_rt_analyze(m);
+  if (s == KC_OK) s = kc_rt_plan_build(m, m->g->name ? m->g->name : "model", true, &m->plan);
+  if (s != KC_OK) return s;
+  kc_rt_plan *p = &m->plan;
+  if (!m->cpu && (s = kc_cpu_new(m->ctx, &m->cpu)) != KC_OK) return s;
+  s = kc_cpu_jit_dims(m->cpu, m->g, p->slot_dims, p->model.nslots, p->syms, p->model.nsyms,
+                      &p->model.eval_dims);
+  int threads = opts && opts->threads ? opts->threads : m->ctx->opts.threads;
+  if (s == KC_OK) s = m->target->open(m, threads);
+  if (s == KC_OK && p->model.nlate) s = kc_rt_settle_init(m);
+  return s;
+}
+
+kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_options *opts,
+                     kc_module **out) {
+  if (!out) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_compile: out is NULL");
+  *out = NULL;
+  if (!g) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_compile: no graph");
+  const kc_target *t;
+  kc_status s = kc_target_find(ctx, opts ? opts->target : NULL, &t);
+  kc_module *m = NULL;
   /* the data is copied too: the caller may free g while the module lives */
-  m->g = kc_graph_clone(g, false);
-  kc_status s = m->g ? KC_OK : kc_errorf(ctx, KC_ERR_NOMEM, "out of memory copying @%s", g->name);
-  if (s == KC_OK && cuda) s = kc_rt_cuda_open(m); /* no device: fail before any work */
+  if (s == KC_OK) s = kc_rt_module_new(ctx, g, t, false, opts ? opts->passes : NULL, true, &m);
   if (s == KC_OK) s = compile(m, opts);
   if (s != KC_OK) {
     kc_module_free(m);
@@ -234,41 +195,56 @@ kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_option
 
 void kc_module_free(kc_module *m) {
   if (!m) return;
-  kc_pool_free(m->pool);
-  kc_rt_cuda_free(m);
+  kc_exec_free(m->x); /* before the kernels and data it runs */
+  if (m->target && m->target->close) m->target->close(m);
+  kc_rt_settle_free(m);
+  kc_rt_plan_free(&m->plan);
   kc_cpu_free(m->cpu);
-  if (m->out_buf)
-    for (uint32_t k = 0; k < m->g->noutputs; k++)
-      free(m->out_buf[k]);
-  free(m->out_buf);
-  free(m->out_cap);
-  free(m->arena);
-  free(m->ws);
   free(m->kernels);
   free(m->rv);
   free(m->order);
   free(m->out_copy);
-  free(m->nbytes);
-  free(m->off);
-  free(m->vbuf);
-  free(m->live);
-  free(m->bind);
-  free(m->in_of);
-  free(m->bufs);
-  free(m->dims);
-  free(m->prof);
-  free(m->cost);
-  kc_graph_free(m->sg); /* before g: it shares g's tensor data */
   kc_graph_free(m->g);
   free(m);
+}
+
+kc_status kc_run(kc_module *m, const kc_tensor_desc *inputs, uint32_t nin, kc_tensor_desc *outputs,
+                 uint32_t nout) {
+  if (!m) return KC_ERR_INVALID_ARG;
+  return kc_exec_run(m->x, inputs, nin, outputs, nout);
 }
 
 const kc_graph *kc_module_graph(const kc_module *m) { return m ? m->g : NULL; }
 
 kc_status kc_module_set_threads(kc_module *m, int threads) {
   if (!m) return KC_ERR_INVALID_ARG;
-  kc_status s = kc_pool_set_threads(m->pool, threads);
-  return s == KC_OK ? kc_rt_workspace(m) : s;
+  return kc_exec_set_threads(m->x, threads);
 }
 
-size_t kc_module_peak_bytes(const kc_module *m) { return m ? m->peak : 0; }
+size_t kc_module_peak_bytes(const kc_module *m) { return m ? kc_exec_peak(m->x) : 0; }
+
+kc_status kc_module_set_profile(kc_module *m, int on) {
+  if (!m) return KC_ERR_INVALID_ARG;
+  return kc_exec_set_profile(m->x, on != 0);
+}
+
+uint32_t kc_module_profile(const kc_module *m, kc_node_profile *out, uint32_t cap) {
+  if (!m) return 0;
+  const kc_plan *d = &m->plan.model;
+  const kc_exec_prof *prof = m->x->prof;
+  uint32_t count = 0;
+  for (int64_t i = 0; i < d->nsteps; i++, count++) {
+    if (!out || count >= cap) continue;
+    const kc_node *n = &m->g->nodes[d->steps[i].node];
+    out[count] = (kc_node_profile){
+        .node = (uint32_t)d->steps[i].node,
+        .value = n->nout ? n->out[0].id : 0,
+        .op = kc_ops[n->op].name,
+        .loc = n->loc,
+        .calls = prof ? atomic_load(&prof[i].calls) : 0,
+        .ns = prof ? atomic_load(&prof[i].ns) : 0,
+        .min_ns = prof ? atomic_load(&prof[i].min_ns) : 0,
+    };
+  }
+  return count;
+}

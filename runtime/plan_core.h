@@ -1,8 +1,7 @@
 /*
  * runtime/plan_core.h - the graph-free core of the memory planner: first-fit placement of arena
- * blocks by liveness, and aligned buffers that only grow. The JIT runtime (runtime/plan.c) and
- * the AOT runtime linked into compiled models (runtime/aot_rt.c) both plan through it, so a
- * model gets the same arena layout whichever way it runs.
+ * blocks by liveness, and aligned buffers that only grow. The executor (runtime/executor.c)
+ * plans every run through it.
  *
  * Invariants:
  *   - Offsets and sizes are multiples of KC_RT_ALIGN (64): every buffer is aligned for AVX-512.

@@ -8,7 +8,9 @@
  *
  * Invariants:
  *   - One caller at a time: kc_pool_run and kc_pool_set_threads are not reentrant and must not
- *     race each other; the calling thread takes part in the work as thread 0.
+ *     race each other; callers that may run concurrently claim the pool first (kc_pool_claim,
+ *     or kc_pool_try_claim and run serially when it fails). The calling thread takes part in the
+ *     work as thread 0.
  *   - thread is in [0, kc_pool_threads) and is unique among the calls running at once, so it
  *     can index per-thread scratch (kernel workspaces).
  *   - kc_pool_run returns only after every call of fn has returned.
@@ -21,6 +23,7 @@
 
 #include "kernc.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct kc_pool kc_pool;
@@ -32,6 +35,10 @@ typedef void (*kc_task_fn)(void *arg, int64_t begin, int64_t end, int thread);
 kc_status kc_pool_new(kc_context *ctx, int threads, kc_pool **out);
 /* Stop and join the workers. NULL is fine. */
 void kc_pool_free(kc_pool *p);
+/* Make this thread the pool's one caller: wait for it, or (try) only take it when free. */
+void kc_pool_claim(kc_pool *p);
+bool kc_pool_try_claim(kc_pool *p);
+void kc_pool_unclaim(kc_pool *p);
 /* Threads a run uses, the caller included. */
 int kc_pool_threads(const kc_pool *p);
 /* Change the thread count (<= 0: one per online CPU); workers are started as needed. */
@@ -44,7 +51,7 @@ kc_status kc_pool_set_threads(kc_pool *p, int threads);
  */
 void kc_pool_run(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain);
 /* kc_pool_run that returns the units the calling thread ran itself and, when self_ns is not
- * NULL, the nanoseconds it spent running them (a serial cost sample; runtime/exec.c). */
+ * NULL, the nanoseconds it spent running them (a serial cost sample; runtime/exec_cpu.c). */
 int64_t kc_pool_run_timed(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain,
                           uint64_t *self_ns);
 

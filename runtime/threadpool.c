@@ -63,6 +63,7 @@ typedef struct worker {
 
 struct kc_pool {
   kc_context *ctx;
+  pthread_mutex_t owner; /* held by the one caller of kc_pool_run (kc_pool_claim) */
   pthread_mutex_t mu;
   pthread_cond_t wake, done_cv;
   worker **workers;
@@ -198,6 +199,7 @@ kc_status kc_pool_new(kc_context *ctx, int threads, kc_pool **out) {
   kc_pool *p = calloc(1, sizeof *p);
   if (!p) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory creating the thread pool");
   p->ctx = ctx;
+  pthread_mutex_init(&p->owner, NULL);
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->wake, NULL);
   pthread_cond_init(&p->done_cv, NULL);
@@ -231,8 +233,13 @@ void kc_pool_free(kc_pool *p) {
   pthread_cond_destroy(&p->wake);
   pthread_cond_destroy(&p->done_cv);
   pthread_mutex_destroy(&p->mu);
+  pthread_mutex_destroy(&p->owner);
   free(p);
 }
+
+bool kc_pool_try_claim(kc_pool *p) { return pthread_mutex_trylock(&p->owner) == 0; }
+void kc_pool_claim(kc_pool *p) { pthread_mutex_lock(&p->owner); }
+void kc_pool_unclaim(kc_pool *p) { pthread_mutex_unlock(&p->owner); }
 
 int kc_pool_threads(const kc_pool *p) {
   return atomic_load_explicit(&((kc_pool *)p)->threads, memory_order_relaxed);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/test.sh - the whole test suite: set-up, then a plain build and a sanitizer build
 # (AddressSanitizer + UndefinedBehaviorSanitizer), each running the cmocka tests through CTest
-# and the ONNX backend node test suites through `kernc check`; and a build with the CUDA
-# toolkit hidden, running the unit tests (the CPU target must not need CUDA).
+# and the ONNX backend node test suites through `kernc check`; a build with the CUDA toolkit
+# hidden, running the unit tests (the CPU target must not need CUDA); and a ThreadSanitizer build
+# running the concurrency tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -11,18 +12,19 @@ jobs=$(nproc)
 status=0
 rm -f build*.ctest.log build*.suites.log
 
-run_suite() { # build dir, cmake flags...; SUITES=0 skips the ONNX node test suites
-  local dir=$1
+run_suite() { # build dir, cmake flags...; SUITES=0 skips the ONNX node test suites; ONLY=REGEX
+  local dir=$1 targets=() only=()
   shift
+  [ -n "${ONLY:-}" ] && targets=(--target kernc_tool $(echo "$ONLY" | tr '|' ' ')) && only=(-R "^($ONLY)\$")
   echo "=== $dir: configure and build"
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
-  cmake --build "$dir" -j"$jobs" >/dev/null 2>"$dir.build.log" || {
+  cmake --build "$dir" -j"$jobs" "${targets[@]}" >/dev/null 2>"$dir.build.log" || {
     cat "$dir.build.log"
     return 1
   }
   echo "=== $dir: unit tests (cmocka via ctest)"
   local rc=0
-  ctest --test-dir "$dir" -V -j"$jobs" >"$dir.ctest.log" 2>&1 || rc=1
+  ctest --test-dir "$dir" -V -j"$jobs" "${only[@]}" >"$dir.ctest.log" 2>&1 || rc=1
   # each test's cmocka summary, then ctest's own
   grep -E '^[0-9]+: (\[=+\] [0-9]+ test|\[  (PASSED|FAILED|SKIPPED) +\])|^[0-9]+: Test command|tests passed' \
     "$dir.ctest.log" | sed -E 's/^[0-9]+: Test command: ([^ ]+).*/--- \1/'
@@ -42,6 +44,9 @@ run_suite build || status=1
 SUITES=0 run_suite build-nocuda -DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=ON || status=1
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
   run_suite build-asan -DKERNC_SANITIZE=ON || status=1
+# the concurrency tests (one module from many threads, the thread pool) under ThreadSanitizer
+TSAN_OPTIONS=halt_on_error=1 SUITES=0 ONLY="test_threads|test_runtime" \
+  run_suite build-tsan -DKERNC_TSAN=ON || status=1
 
 # one closing line over every build: cmocka test cases plus ONNX node tests
 sum() { # extended regex with one number group, files...

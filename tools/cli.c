@@ -286,3 +286,20 @@ int cli_read_inputs(kc_context *ctx, const kc_graph *g, int nargs, const char *c
   }
   return -1;
 }
+
+kc_context *cli_context_new(void) {
+  kc_context *ctx = kc_context_new();
+  const char *cache = getenv("KERNC_CUDA_CACHE");
+  if (ctx && cache && *cache) kc_context_options(ctx)->cuda_cache_dir = cache;
+  return ctx;
+}
+
+int cli_check_target(const cli_cmd *cmd, const char *target) {
+  kc_context *ctx = kc_context_new();
+  if (!ctx) return (fprintf(stderr, "kernc: out of memory\n"), 1);
+  int rc = -1;
+  if (kc_target_check(ctx, target) != KC_OK)
+    rc = cli_usage_error(cmd, "--target: %s", kc_last_error(ctx));
+  kc_context_free(ctx);
+  return rc;
+}

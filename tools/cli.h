@@ -49,6 +49,11 @@ void cli_help(const cli_cmd *cmd, FILE *f);
 int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Print "kernc: [file: ]<last error>" on stderr; returns 1. file may be NULL. */
 int cli_fail(kc_context *ctx, kc_status s, const char *file);
+/* A context with the options the environment sets ($KERNC_CUDA_CACHE: NVRTC's image folder);
+ * NULL when out of memory. The library itself reads no environment variables. */
+kc_context *cli_context_new(void);
+/* -1 when kernc knows target, else a usage error (the library's message lists the targets). */
+int cli_check_target(const cli_cmd *cmd, const char *target);
 /*
  * Read `--input` arguments ("NAME=FILE.npy", or FILE for the k-th input) into in[] in graph
  * input order; inputs not given keep data NULL. Exit code on failure (said on stderr), else -1.

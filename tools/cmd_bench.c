@@ -483,7 +483,7 @@ static int print_kernels(const kc_module *m, int iters, int top, double run_ms) 
 typedef struct bench_opts {
   long threads, iters, warmup, top;
   const char *passes;
-  const char *target; /* "cpu" or "cuda" */
+  const char *target; /* NULL: the default */
 } bench_opts;
 
 /* After a failed run: defaulted dims are the likeliest cause (a model's tables are shorter). */
@@ -523,7 +523,7 @@ static int measure(kc_context *ctx, const kc_graph *g, const kc_tensor_desc *in,
   }
   if (rc < 0) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (strcmp(o->target, "cpu") != 0) printf("target       %s\n", o->target);
+    if (o->target) printf("target       %s\n", o->target);
     if (o->threads)
       printf("threads      %ld\n", o->threads);
     else
@@ -564,7 +564,7 @@ static int measure(kc_context *ctx, const kc_graph *g, const kc_tensor_desc *in,
 
 /* Load, make up what is missing, then measure. Exit code. */
 static int bench(const cli_cmd *cmd, const char *path, const bench_args *a, const bench_opts *o) {
-  kc_context *ctx = kc_context_new();
+  kc_context *ctx = cli_context_new();
   if (!ctx) return (fprintf(stderr, "kernc: out of memory\n"), 1);
   kc_graph *g = NULL;
   kc_tensor_desc *in = NULL;
@@ -615,7 +615,7 @@ static int bench(const cli_cmd *cmd, const char *path, const bench_args *a, cons
 
 int cmd_bench(int argc, char **argv) {
   const char *threads = NULL, *iters = NULL, *warmup = NULL, *top = NULL, *passes = NULL;
-  const char *target = "cpu";
+  const char *target = NULL; /* the default target */
   const char *unused = NULL; /* --input and --dim are taken out of argv before parsing */
   cli_cmd cmd = {
       .name = "kernc bench",
@@ -653,8 +653,7 @@ int cmd_bench(int argc, char **argv) {
   if (rc < 0) rc = cli_parse(&cmd, a.nrest, a.rest, pos, &npos);
   bench_opts o = {
       .threads = 0, .iters = 20, .warmup = 3, .top = 15, .passes = passes, .target = target};
-  if (rc < 0 && strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0)
-    rc = cli_usage_error(&cmd, "--target is cpu or cuda, got '%s'", target);
+  if (rc < 0) rc = cli_check_target(&cmd, target);
   if (rc < 0 && threads) rc = parse_int(&cmd, "--threads", threads, 1, 4096, &o.threads);
   if (rc < 0 && iters) rc = parse_int(&cmd, "--iters", iters, 1, 100000000, &o.iters);
   if (rc < 0 && warmup) rc = parse_int(&cmd, "--warmup", warmup, 0, 100000000, &o.warmup);

@@ -141,9 +141,9 @@ int cmd_check(int argc, char **argv) {
   }
   kc_check_options opts = {
       .shapes_only = shapes_only, .threads = 0, .target = target, .passes = passes};
-  if (strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0) {
+  if ((rc = cli_check_target(&cmd, target)) >= 0) {
     free(pos);
-    return cli_usage_error(&cmd, "--target is cpu or cuda, got '%s'", target);
+    return rc;
   }
   if (threads) {
     char *end;
@@ -169,7 +169,7 @@ int cmd_check(int argc, char **argv) {
     return cli_usage_error(&cmd, suite ? "suite '%s' has no test folders" : "missing DIR%s",
                            suite ? suite : "");
   }
-  kc_context *ctx = kc_context_new();
+  kc_context *ctx = cli_context_new();
   if (!ctx || !ok) {
     list_free(&dirs);
     kc_context_free(ctx);

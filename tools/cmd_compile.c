@@ -45,11 +45,8 @@ int cmd_compile(int argc, char **argv) {
   int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
   if (rc >= 0) return rc;
   if (!out) return cli_usage_error(&cmd, "missing -o libNAME.so");
-  if (strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0)
-    return cli_usage_error(&cmd, "--target is cpu or cuda, got '%s'", target);
-  if (archs && strcmp(target, "cuda") != 0)
-    return cli_usage_error(&cmd, "--cuda-arch needs --target=cuda");
-  kc_context *ctx = kc_context_new();
+  if ((rc = cli_check_target(&cmd, target)) >= 0) return rc;
+  kc_context *ctx = cli_context_new();
   if (!ctx) return (fprintf(stderr, "kernc: out of memory\n"), 1);
   kc_graph *g = NULL;
   kc_status s = cli_load(ctx, pos[0], true, &g);

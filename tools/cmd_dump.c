@@ -40,7 +40,7 @@ int cmd_dump(int argc, char **argv) {
     return cli_usage_error(&cmd, "unknown format '%s' (text or dot)", format);
   if (npos < 1) return cli_usage_error(&cmd, "missing FILE");
 
-  kc_context *ctx = kc_context_new();
+  kc_context *ctx = cli_context_new();
   if (!ctx) return fprintf(stderr, "kernc: out of memory\n"), 1;
   kc_graph *g = NULL;
   kc_status s = cli_load(ctx, pos[0], true, &g);

@@ -32,7 +32,7 @@ int cmd_opt(int argc, char **argv) {
   }
   if (npos < 1) return cli_usage_error(&cmd, "missing FILE.kir");
 
-  kc_context *ctx = kc_context_new();
+  kc_context *ctx = cli_context_new();
   if (!ctx) return fprintf(stderr, "kernc: out of memory\n"), 1;
   kc_graph *g = NULL;
   kc_status s = cli_load(ctx, pos[0], false, &g);

@@ -182,9 +182,8 @@ int cmd_run(int argc, char **argv) {
     if (*end || end == threads || nthreads < 1 || nthreads > 4096)
       rc = cli_usage_error(&cmd, "--threads needs a positive number, got '%s'", threads);
   }
-  if (rc < 0 && strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0)
-    rc = cli_usage_error(&cmd, "--target is cpu or cuda, got '%s'", target);
-  kc_context *ctx = rc < 0 ? kc_context_new() : NULL;
+  if (rc < 0) rc = cli_check_target(&cmd, target);
+  kc_context *ctx = rc < 0 ? cli_context_new() : NULL;
   kc_graph *g = NULL;
   if (rc < 0 && !ctx) rc = (fprintf(stderr, "kernc: out of memory\n"), 1);
   kc_status s;

@@ -127,3 +127,24 @@ kc_status kc_aot_emit_dims(kc_ir *ir, const kc_graph *g, const char *name, const
   free(d.bad);
   return d.err;
 }
+
+kc_status kc_cpu_jit_dims(kc_cpu *cpu, const kc_graph *g, const kc_dim *slot_dims, int64_t nslots,
+                          const char *const *names, int64_t nsyms, kc_plan_dims_fn *out) {
+  *out = NULL;
+  LLVMModuleRef mod = kc_cpu_module_new(cpu, "graph_dims");
+  kc_ir ir;
+  kc_ir_init(&ir, mod);
+  LLVMValueRef fn;
+  kc_status s = kc_aot_emit_dims(&ir, g, "kc_dims", slot_dims, nslots, names, nsyms, &fn);
+  kc_ir_dispose(&ir);
+  if (s != KC_OK) {
+    LLVMDisposeModule(mod);
+    return s;
+  }
+  LLVMSetLinkage(fn, LLVMExternalLinkage); /* looked up by name */
+  void *addr = NULL;
+  s = kc_cpu_module_add(cpu, mod, 0); /* consumes mod */
+  if (s == KC_OK) s = kc_cpu_lookup(cpu, "kc_dims", &addr);
+  *out = (kc_plan_dims_fn)addr;
+  return s;
+}

@@ -2,7 +2,7 @@
  * codegen/cpu/aot_object.c - the object file of a model compiled ahead of time: the graph's
  * kernels (lowered exactly as for the JIT), the tables of codegen/aot.h as constant data, the
  * dims function, the weights, and the entry points NAME_create/_run/_free/_error that hand the
- * tables to the AOT runtime linked beside it (runtime/aot_rt.c).
+ * tables to the executor in the runtime archive linked beside it (runtime/aot_entry.c).
  *
  * Weights never become LLVM constants: module-level assembly pulls the weights file in with
  * .incbin (LLVM's integrated assembler copies it as bytes), so a 500 MB model costs a file copy,
@@ -30,6 +30,7 @@
  */
 #include "codegen/aot.h"
 #include "codegen/cpu/aot_emit.h"
+#include "codegen/plan.h"
 
 #include <llvm-c/Target.h>
 
@@ -39,11 +40,12 @@
 /* Starts the recorded target string, so `strings libNAME.so | grep kernc-target` shows it. */
 #define KC_AOT_TARGET_MARK "kernc-target"
 
-_Static_assert(sizeof(kc_aot_value) == KC_AOT_VALUE_WORDS * 8, "kc_aot_value layout");
-_Static_assert(sizeof(kc_aot_step) == KC_AOT_STEP_WORDS * 8, "kc_aot_step layout");
-_Static_assert(sizeof(kc_aot_io) == KC_AOT_IO_WORDS * 8, "kc_aot_io layout");
-_Static_assert(sizeof(kc_aot_idim) == KC_AOT_IDIM_WORDS * 8, "kc_aot_idim layout");
-_Static_assert(sizeof(kc_aot_model) == KC_AOT_MODEL_WORDS * 8, "kc_aot_model layout");
+_Static_assert(sizeof(kc_plan_value) == KC_PLAN_VALUE_WORDS * 8, "kc_plan_value layout");
+_Static_assert(sizeof(kc_plan_step) == KC_PLAN_STEP_WORDS * 8, "kc_plan_step layout");
+_Static_assert(sizeof(kc_plan_io) == KC_PLAN_IO_WORDS * 8, "kc_plan_io layout");
+_Static_assert(sizeof(kc_plan_idim) == KC_PLAN_IDIM_WORDS * 8, "kc_plan_idim layout");
+_Static_assert(sizeof(kc_plan_req) == KC_PLAN_REQ_WORDS * 8, "kc_plan_req layout");
+_Static_assert(sizeof(kc_plan) == KC_PLAN_WORDS * 8, "kc_plan layout");
 
 #define NAME_MAX_LEN 160
 
@@ -138,18 +140,18 @@ static LLVMValueRef i64_array(kc_ir *ir, const char *name, const int64_t *v, int
   return r;
 }
 
-static LLVMValueRef values_table(kc_ir *ir, const kc_aot_model *m, bool *oom) {
+static LLVMValueRef values_table(kc_ir *ir, const kc_plan *m, bool *oom) {
   LLVMValueRef *e = malloc((size_t)(m->nvalues + 1) * sizeof *e);
   if (!e) {
     *oom = true;
     return nullp(ir);
   }
   for (int64_t i = 0; i < m->nvalues; i++) {
-    const kc_aot_value *v = &m->values[i];
-    LLVMValueRef f[KC_AOT_VALUE_WORDS] = {
+    const kc_plan_value *v = &m->values[i];
+    LLVMValueRef f[KC_PLAN_VALUE_WORDS] = {
         i64c(ir, v->storage), i64c(ir, v->dtype), i64c(ir, v->rank), i64c(ir, v->dims),
         i64c(ir, v->ref),     i64c(ir, v->first), i64c(ir, v->last)};
-    e[i] = cstruct(ir, f, KC_AOT_VALUE_WORDS);
+    e[i] = cstruct(ir, f, KC_PLAN_VALUE_WORDS);
   }
   LLVMValueRef r = carray(ir, "kc_values", e, m->nvalues);
   free(e);
@@ -157,12 +159,12 @@ static LLVMValueRef values_table(kc_ir *ir, const kc_aot_model *m, bool *oom) {
 }
 
 /* Steps with the kernels of their nodes: fn and units by the lowering's symbol names. */
-static kc_status steps_table(kc_cpu_obj *o, kc_ir *ir, const kc_aot_model *m, LLVMValueRef *out) {
+static kc_status steps_table(kc_cpu_obj *o, kc_ir *ir, const kc_plan *m, LLVMValueRef *out) {
   *out = nullp(ir);
   LLVMValueRef *e = malloc((size_t)(m->nsteps + 1) * sizeof *e);
   if (!e) return kc_errorf(o->cpu->ctx, KC_ERR_NOMEM, "out of memory writing the step table");
   for (int64_t i = 0; i < m->nsteps; i++) {
-    const kc_aot_step *s = &m->steps[i];
+    const kc_plan_step *s = &m->steps[i];
     char name[NAME_MAX_LEN], units[NAME_MAX_LEN + 8];
     kc_cpu_kernel_name(name, sizeof name, (uint32_t)s->node, o->g->nodes[s->node].op);
     snprintf(units, sizeof units, "%s_units", name);
@@ -173,7 +175,7 @@ static kc_status steps_table(kc_cpu_obj *o, kc_ir *ir, const kc_aot_model *m, LL
       return kc_node_errorf((kc_graph *)o->g, &o->g->nodes[s->node], KC_ERR_INTERNAL,
                             "AOT: no kernel %s in the lowered module", name);
     }
-    LLVMValueRef f[KC_AOT_STEP_WORDS] = {
+    LLVMValueRef f[KC_PLAN_STEP_WORDS] = {
         fn,
         un,
         cstr(ir, name),
@@ -185,14 +187,14 @@ static kc_status steps_table(kc_cpu_obj *o, kc_ir *ir, const kc_aot_model *m, LL
         i64c(ir, s->ndims),
         i64c(ir, s->dims),
     };
-    e[i] = cstruct(ir, f, KC_AOT_STEP_WORDS);
+    e[i] = cstruct(ir, f, KC_PLAN_STEP_WORDS);
   }
   *out = carray(ir, "kc_steps", e, m->nsteps);
   free(e);
   return KC_OK;
 }
 
-static LLVMValueRef io_table(kc_ir *ir, const char *name, const kc_aot_io *io, int64_t n,
+static LLVMValueRef io_table(kc_ir *ir, const char *name, const kc_plan_io *io, int64_t n,
                              bool *oom) {
   LLVMValueRef *e = malloc((size_t)(n + 1) * sizeof *e);
   if (!e) {
@@ -200,16 +202,16 @@ static LLVMValueRef io_table(kc_ir *ir, const char *name, const kc_aot_io *io, i
     return nullp(ir);
   }
   for (int64_t i = 0; i < n; i++) {
-    LLVMValueRef f[KC_AOT_IO_WORDS] = {cstr(ir, io[i].name), i64c(ir, io[i].value),
-                                       i64c(ir, io[i].copy)};
-    e[i] = cstruct(ir, f, KC_AOT_IO_WORDS);
+    LLVMValueRef f[KC_PLAN_IO_WORDS] = {cstr(ir, io[i].name), i64c(ir, io[i].value),
+                                        i64c(ir, io[i].copy)};
+    e[i] = cstruct(ir, f, KC_PLAN_IO_WORDS);
   }
   LLVMValueRef r = carray(ir, name, e, n);
   free(e);
   return r;
 }
 
-static LLVMValueRef idims_table(kc_ir *ir, const kc_aot_model *m, bool *oom) {
+static LLVMValueRef idims_table(kc_ir *ir, const kc_plan *m, bool *oom) {
   int64_t n = m->ninputs * KC_MAX_RANK;
   LLVMValueRef *e = malloc((size_t)(n + 1) * sizeof *e);
   if (!e) {
@@ -217,9 +219,9 @@ static LLVMValueRef idims_table(kc_ir *ir, const kc_aot_model *m, bool *oom) {
     return nullp(ir);
   }
   for (int64_t i = 0; i < n; i++) {
-    const kc_aot_idim *d = &m->idims[i];
-    LLVMValueRef f[KC_AOT_IDIM_WORDS] = {i64c(ir, d->kind), i64c(ir, d->value), cstr(ir, d->text)};
-    e[i] = cstruct(ir, f, KC_AOT_IDIM_WORDS);
+    const kc_plan_idim *d = &m->idims[i];
+    LLVMValueRef f[KC_PLAN_IDIM_WORDS] = {i64c(ir, d->kind), i64c(ir, d->value), cstr(ir, d->text)};
+    e[i] = cstruct(ir, f, KC_PLAN_IDIM_WORDS);
   }
   LLVMValueRef r = carray(ir, "kc_idims", e, n);
   free(e);
@@ -237,6 +239,22 @@ static LLVMValueRef strings_table(kc_ir *ir, const char *name, const char *const
   for (int64_t i = 0; i < n; i++)
     e[i] = cstr(ir, strs[i]);
   LLVMValueRef r = carray(ir, name, e, n);
+  free(e);
+  return r;
+}
+
+static LLVMValueRef reqs_table(kc_ir *ir, const kc_plan *m, bool *oom) {
+  LLVMValueRef *e = malloc((size_t)(m->nreqs + 1) * sizeof *e);
+  if (!e) {
+    *oom = true;
+    return nullp(ir);
+  }
+  for (int64_t i = 0; i < m->nreqs; i++) {
+    LLVMValueRef f[KC_PLAN_REQ_WORDS] = {i64c(ir, m->reqs[i].kind), i64c(ir, m->reqs[i].slot),
+                                         i64c(ir, m->reqs[i].slot2), cstr(ir, m->reqs[i].text)};
+    e[i] = cstruct(ir, f, KC_PLAN_REQ_WORDS);
+  }
+  LLVMValueRef r = carray(ir, "kc_reqs", e, m->nreqs);
   free(e);
   return r;
 }
@@ -420,14 +438,14 @@ static kc_status emit_object(kc_cpu_obj *o, const char *path) {
 }
 
 /* Entries of buf_values: the steps' ranges end there. */
-static int64_t nbuf_values(const kc_aot_model *m) {
+static int64_t nbuf_values(const kc_plan *m) {
   int64_t n = 0;
   for (int64_t i = 0; i < m->nsteps; i++)
     if (m->steps[i].bufs + m->steps[i].nbufs > n) n = m->steps[i].bufs + m->steps[i].nbufs;
   return n;
 }
 
-kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_aot_model *m, const kc_dim *slot_dims,
+kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_plan *m, const kc_dim *slot_dims,
                            const char *weights_path, const char *obj_path) {
   /* module assembly (the weights' .incbin) goes through the target's assembly parser, which
    * the JIT never needs; without it LLVM aborts instead of reporting */
@@ -450,7 +468,7 @@ kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_aot_model *m, const kc_dim *s
     kc_ir_dispose(&ir);
     return s;
   }
-  LLVMValueRef f[KC_AOT_MODEL_WORDS] = {
+  LLVMValueRef f[KC_PLAN_WORDS] = {
       cstr(&ir, m->name),
       i64c(&ir, m->nvalues),
       i64c(&ir, m->nsteps),
@@ -473,11 +491,14 @@ kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_aot_model *m, const kc_dim *s
       i64c(&ir, m->weights_bytes),
       dims_fn,
       i64c(&ir, m->max_ws),
-      i64c(&ir, m->first_req),
-      strings_table(&ir, "kc_req_text", m->req_text, m->nslots - m->first_req, &oom),
+      i64c(&ir, m->nreqs),
+      reqs_table(&ir, m, &oom),
+      i64c(&ir, 0), /* no late symbols: kc_export refuses sizes that depend on data */
+      nullp(&ir),
+      nullp(&ir), /* value_data: the weights blob instead */
   };
   snprintf(name, sizeof name, "%s_model", m->name);
-  LLVMValueRef model = private_const(&ir, name, cstruct(&ir, f, KC_AOT_MODEL_WORDS));
+  LLVMValueRef model = private_const(&ir, name, cstruct(&ir, f, KC_PLAN_WORDS));
   LLVMSetLinkage(model, LLVMInternalLinkage);
   char *target = target_string(o->cpu);
   if (target)

@@ -25,6 +25,10 @@ void kc_cpu_kernel_name(char *buf, size_t size, uint32_t index, kc_op op) {
   snprintf(buf, size, "k%u_%s", index, kc_ops[op].name);
 }
 
+void kc_kernel_symbol(char *buf, size_t size, const kc_graph *g, uint32_t index) {
+  kc_cpu_kernel_name(buf, size, index, g->nodes[index].op);
+}
+
 /* Every present operand of n typed: emitters rely on ranks and dtypes. */
 static kc_status check_typed(const kc_graph *g, const kc_node *n) {
   for (uint32_t i = 0; i < n->nin + n->nout; i++) {

@@ -1,7 +1,7 @@
 /*
  * codegen/cuda/launch.c - the host side of the kernel ABI (codegen/cuda/cuda.h): work units
  * from a launch description and concrete dims, the grid, the packed argument block, and the one
- * launch both CUDA runtimes use (the JIT's runtime/cuda_exec.c and the AOT runtime/aot_cuda_rt.c,
+ * launch both CUDA runtimes use (the executor's CUDA half, runtime/exec_cuda.c, for JIT and AOT,
  * which is why this file and driver.c must need neither NVRTC nor the graph).
  *
  * Invariants: the packed block has exactly the layout of kc_args<NB, ND> (NB pointers, ND
