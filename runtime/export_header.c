@@ -103,8 +103,8 @@ static void common_types(FILE *f) {
   }
   fprintf(f,
           "} kc_model_dtype;\n\n"
-          "/* A tensor, row-major and contiguous. For an input, name may be NULL (else it must be\n"
-          " * the input's name); for an output, the run fills in every field. */\n"
+          "/* A tensor, row-major and contiguous. An input is matched by name, or by position when\n"
+          " * name is NULL; for an output, the run fills in every field. */\n"
           "typedef struct kc_model_tensor {\n"
           "  const char *name;\n  kc_model_dtype dtype;\n  int rank;\n  int64_t dims[%d];\n"
           "  void *data;\n} kc_model_tensor;\n#endif\n\n",
@@ -365,7 +365,10 @@ kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_rt_plan 
       " *\n * Inputs, all of them, in this order:\n",
       N, lib, src, target_text(cpu_name, N, why, sizeof why));
   list_io(f, g, m->inputs, m->ninputs);
-  fprintf(f, " * Outputs, owned by the model, valid until the next %s_run or %s_free:\n", N, N);
+  fprintf(f,
+          " * Outputs, owned by the model for the calling thread, valid until that thread's next "
+          "%s_run\n * or %s_free:\n",
+          N, N);
   list_io(f, g, m->outputs, m->noutputs);
   list_syms(f, p);
   fprintf(f,
@@ -374,10 +377,12 @@ kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_rt_plan 
           " *   %s_tensor in[%s_NUM_INPUTS] = {...}, out[%s_NUM_OUTPUTS];\n"
           " *   if (%s_run(m, in, out) != 0) fprintf(stderr, \"%%s\\n\", %s_error(m));\n"
           " *   %s_free(m);\n"
-          " * A model runs one call at a time; use one model per thread to run in parallel.\n */\n"
+          " * Threads: any number of threads may call %s_run on one model at once; each thread "
+          "gets\n * its own buffers (made at its first run, kept until %s_free) and reads its "
+          "own %s_error.\n */\n"
           "#ifndef %s_H_INCLUDED\n#define %s_H_INCLUDED\n\n#include <stdint.h>\n\n"
           "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
-          N, N, N, N, N, N, N, N, N, N, N);
+          N, N, N, N, N, N, N, N, N, N, N, N, N, N);
   common_types(f);
   fprintf(f, "typedef struct %s %s_t;\ntypedef kc_model_tensor %s_tensor;\n\n", N, N, N);
   fprintf(f, "#define %s_NUM_INPUTS %lld\n#define %s_NUM_OUTPUTS %lld\n", N, (long long)m->ninputs,
@@ -395,8 +400,8 @@ kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_rt_plan 
       "/* Run on %s_NUM_INPUTS inputs; fills %s_NUM_OUTPUTS outputs. 0 on success, else an\n"
       " * error code (a kc_status of kernc.h) and %s_error says what is wrong. */\n"
       "int %s_run(%s_t *model, const %s_tensor *inputs, %s_tensor *outputs);\n"
-      "/* The message of the last failed %s_run (\"\" after a success); with NULL, why the "
-      "last\n * %s_create of this thread returned NULL. */\n"
+      "/* The message of this thread's last failed %s_run (\"\" after a success); with NULL, "
+      "why the\n * last %s_create of this thread returned NULL. */\n"
       "const char *%s_error(const %s_t *model);\n"
       "/* Free the model and its outputs. NULL is fine. */\nvoid %s_free(%s_t *model);\n\n"
       "#ifdef __cplusplus\n}\n#endif\n#endif /* %s_H_INCLUDED */\n",
