@@ -105,9 +105,10 @@ typedef struct kc_plan_idim {
 enum { KC_PLAN_REQ_NONNEG, KC_PLAN_REQ_EQ, KC_PLAN_REQ_BCAST, KC_PLAN_REQ_LE };
 typedef struct kc_plan_req {
   int64_t kind, slot, slot2;
-  const char *text; /* which node assumed what */
+  const char *text;  /* which node assumed what */
+  const char *a, *b; /* the dims of slot and slot2 as text ("T", "S*2") */
 } kc_plan_req;
-#define KC_PLAN_REQ_WORDS 4
+#define KC_PLAN_REQ_WORDS 6
 
 /* A size that depends on data: symbol sym, bound when node `node` (the first step at or after
  * it: `step`) is reached; slots below `slot` do not depend on it. */

@@ -272,8 +272,11 @@ static kc_status check_req(kc_exec *x, kc_exec_ws *w, const kc_plan_req *r) {
   if (ok) return KC_OK;
   if (r->kind == KC_PLAN_REQ_NONNEG)
     return kc_errorf(x->ctx, KC_ERR_SHAPE, "%s, which these input shapes break", r->text);
-  return kc_errorf(x->ctx, KC_ERR_SHAPE, "%s, which these input shapes break (%lld and %lld)",
-                   r->text, (long long)a, (long long)b);
+  char sides[320];
+  int l = snprintf(sides, sizeof sides, "%s is %lld", r->a, (long long)a);
+  if (l > 0 && (size_t)l < sizeof sides)
+    snprintf(sides + l, sizeof sides - (size_t)l, ", %s is %lld", r->b, (long long)b);
+  return kc_errorf(x->ctx, KC_ERR_SHAPE, "%s, which these input shapes break (%s)", r->text, sides);
 }
 
 /* Every slot from the symbols; a bad slot or a broken requirement below slot_end (what this

@@ -246,11 +246,18 @@ static const char *who(const kc_node *n, char *buf, size_t size) {
 /* A requirement of kind on slots for dims a (and b), with its text. */
 static kc_status add_req(kc_rt_plan *p, kc_module *m, int kind, kc_dim a, kc_dim b,
                          const char *text) {
-  char *copy = malloc(strlen(text) + 1);
+  char da[128], db[128];
+  kc_dim_str(m->g, a, da, sizeof da);
+  kc_dim_str(m->g, b, db, sizeof db);
+  size_t lt = strlen(text) + 1, la = strlen(da) + 1, lb = strlen(db) + 1;
+  char *copy = malloc(lt + la + lb); /* the text, then the dims' texts */
   if (!copy) return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory planning @%s", m->g->name);
-  p->req_text[p->model.nreqs] = strcpy(copy, text);
+  memcpy(copy, text, lt);
+  memcpy(copy + lt, da, la);
+  memcpy(copy + lt + la, db, lb);
+  p->req_text[p->model.nreqs] = copy;
   kc_plan_req *r = &p->reqs[p->model.nreqs++];
-  *r = (kc_plan_req){kind, p->model.nslots, p->model.nslots, copy};
+  *r = (kc_plan_req){kind, p->model.nslots, p->model.nslots, copy, copy + lt, copy + lt + la};
   p->slot_dims[p->model.nslots++] = a;
   if (kind != KC_PLAN_REQ_NONNEG) {
     r->slot2 = p->model.nslots;

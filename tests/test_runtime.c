@@ -429,6 +429,45 @@ static void t_reshape_by_input(void **st) {
   assert_non_null(strstr(kc_last_error(e->ctx), "reshape"));
 }
 
+/*
+ * What shape inference could not prove is checked per run: x[S] + y[T] was compiled assuming T
+ * broadcasts to S (T == S or T == 1), and matmul(a[M,K], b[L,N]) assuming K == L. Inputs that
+ * keep the assumptions run and give numpy's results; inputs that break them are errors naming
+ * the node, never a result of the compiled size.
+ */
+static void t_assumed_sizes(void **st) {
+  env *e = *st;
+  kc_val x = kc_input(e->g, "x", KC_F32, 1, (kc_dim[]){kc_sym(e->g, "S")});
+  kc_val y = kc_input(e->g, "y", KC_F32, 1, (kc_dim[]){kc_sym(e->g, "T")});
+  kc_val a = kc_input(e->g, "a", KC_F32, 2, (kc_dim[]){2, kc_sym(e->g, "K")});
+  kc_val b = kc_input(e->g, "b", KC_F32, 2, (kc_dim[]){kc_sym(e->g, "L"), 2});
+  kc_output(e->g, kc_add(e->g, x, y), "sum");
+  kc_output(e->g, kc_matmul(e->g, a, b), "prod");
+  compile(e, 0);
+  float xs[4] = {1, 2, 3, 4}, ys[4] = {10, 20, 30, 40}, as[6] = {1, 2, 3, 4, 5, 6};
+  float bs[6] = {1, 0, 0, 1, 1, 1};
+  kc_tensor_desc in[4] = {th_desc("x", KC_F32, 1, (int64_t[]){4}, xs),
+                          th_desc("y", KC_F32, 1, (int64_t[]){4}, ys),
+                          th_desc("a", KC_F32, 2, (int64_t[]){2, 3}, as),
+                          th_desc("b", KC_F32, 2, (int64_t[]){3, 2}, bs)},
+                 out[2];
+  th_run(e->ctx, e->m, in, 4, out, 2);
+  for (int i = 0; i < 4; i++)
+    assert_true(((const float *)out[0].data)[i] == xs[i] + ys[i]);
+  const float want[4] = {1 + 3, 2 + 3, 4 + 6, 5 + 6}; /* [[1,2,3],[4,5,6]] @ [[1,0],[0,1],[1,1]] */
+  for (int i = 0; i < 4; i++)
+    assert_true(((const float *)out[1].data)[i] == want[i]);
+  in[1].dims[0] = 1; /* T = 1 broadcasts */
+  th_run(e->ctx, e->m, in, 4, out, 2);
+  for (int i = 0; i < 4; i++)
+    assert_true(((const float *)out[0].data)[i] == xs[i] + ys[0]);
+  in[1].dims[0] = 3; /* T = 3 against S = 4 */
+  run_fails(e, in, 4, KC_ERR_SHAPE, "(add) was compiled assuming T to be S or 1", "T is 3, S is 4");
+  in[1].dims[0] = 4;
+  in[3].dims[0] = 2; /* L = 2 against K = 3 */
+  run_fails(e, in, 4, KC_ERR_SHAPE, "(matmul) was compiled assuming K == L", "K is 3, L is 2");
+}
+
 /* ---- kernc run --------------------------------------------------------------------------- */
 
 typedef struct cli_env {
@@ -538,6 +577,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(t_add_relu_weight, setup, teardown),
       cmocka_unit_test_setup_teardown(t_views, setup, teardown),
       cmocka_unit_test_setup_teardown(t_reshape_by_input, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_assumed_sizes, setup, teardown),
       cmocka_unit_test(t_pool_stress),
   };
   return failed + cmocka_run_group_tests(tests, NULL, NULL);

@@ -250,8 +250,9 @@ static LLVMValueRef reqs_table(kc_ir *ir, const kc_plan *m, bool *oom) {
     return nullp(ir);
   }
   for (int64_t i = 0; i < m->nreqs; i++) {
-    LLVMValueRef f[KC_PLAN_REQ_WORDS] = {i64c(ir, m->reqs[i].kind), i64c(ir, m->reqs[i].slot),
-                                         i64c(ir, m->reqs[i].slot2), cstr(ir, m->reqs[i].text)};
+    const kc_plan_req *r = &m->reqs[i];
+    LLVMValueRef f[KC_PLAN_REQ_WORDS] = {i64c(ir, r->kind), i64c(ir, r->slot), i64c(ir, r->slot2),
+                                         cstr(ir, r->text), cstr(ir, r->a),    cstr(ir, r->b)};
     e[i] = cstruct(ir, f, KC_PLAN_REQ_WORDS);
   }
   LLVMValueRef r = carray(ir, "kc_reqs", e, m->nreqs);
