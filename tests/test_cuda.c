@@ -23,7 +23,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "frontend/frontend.h"
+#include "tools/check/check.h"
 #include "ir/internal.h"
 #include "passes/passes.h"
 #ifdef KERNC_HAVE_CUDA

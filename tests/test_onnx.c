@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "frontend/frontend.h"
+#include "tools/check/check.h"
 #include "tests/harness.h"
 
 #include <stdio.h>

@@ -25,6 +25,7 @@
 #include "ir/internal.h"
 #include "passes/match.h"
 #include "passes/passes.h"
+#include "runtime/runtime.h"
 #include "tests/harness.h"
 
 #include <stdio.h>
@@ -579,8 +580,9 @@ static void t_fold_data(void **state) {
                            "  %5 = add(%1, %4) : f32[16,16]\n"
                            "  return %5\n}\n");
   kc_pipeline p;
+  kc_pass_options o = {.eval = kc_fold_evaluator()};
   assert_int_equal(kc_pipeline_parse(ctx, "fold", &p), KC_OK);
-  assert_int_equal(kc_pipeline_run(&p, g, NULL), KC_OK);
+  assert_int_equal(kc_pipeline_run(&p, g, &o), KC_OK);
   const kc_node *w = &g->nodes[node_of(g, g->nodes[g->nnodes - 1].in[1].id)];
   assert_int_equal(w->op, KC_OP_WEIGHT);
   const char *name = kc_node_string(w, "name", "");
