@@ -1,6 +1,6 @@
 # cmake/onnx.cmake - generate C bindings for onnx.proto with protoc-c (Debian's libonnx-dev ships
-# the schema) and add the frontend sources. Sets KERNC_GENERATED_SOURCES,
-# KERNC_GENERATED_INCLUDE_DIRS and KERNC_DEP_LIBS.
+# the schema), for the frontend module. Sets ONNX_GEN_SOURCES (the generated .c) and ONNX_GEN_DIR
+# (where onnx.pb-c.h is), and defines the imported target PkgConfig::PROTOBUF_C.
 find_program(PROTOC_C protoc-c REQUIRED)
 pkg_check_modules(PROTOBUF_C REQUIRED IMPORTED_TARGET libprotobuf-c)
 find_file(ONNX_PROTO onnx.proto PATHS /usr/include/onnx NO_DEFAULT_PATH REQUIRED)
@@ -13,8 +13,4 @@ add_custom_command(
   COMMAND ${PROTOC_C} --c_out=${ONNX_GEN_DIR} --proto_path=${ONNX_PROTO_DIR} ${ONNX_PROTO}
   DEPENDS ${ONNX_PROTO}
   COMMENT "protoc-c: generating C bindings for onnx.proto")
-
-file(GLOB KERNC_FRONTEND_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/frontend/*.c)
-set(KERNC_GENERATED_SOURCES ${ONNX_GEN_DIR}/onnx.pb-c.c ${KERNC_FRONTEND_SOURCES})
-set(KERNC_GENERATED_INCLUDE_DIRS ${ONNX_GEN_DIR})
-set(KERNC_DEP_LIBS PkgConfig::PROTOBUF_C)
+set(ONNX_GEN_SOURCES ${ONNX_GEN_DIR}/onnx.pb-c.c)

@@ -3,16 +3,23 @@
  * weights with data) and whose results are small is evaluated at compile time and replaced by
  * a constant (up to KC_FOLD_INLINE_MAX elements) or a new named weight (larger).
  *
- * There is no interpreter: the foldable part of the graph is copied into a graph of its own and
- * compiled and run through the CPU JIT (kc_compile + kc_run), so a folded value is computed by
- * the very kernels that would have computed it at run time. All foldable nodes go in one graph
- * (one compile); when that fails (an op the CPU target does not lower yet) each node is tried
- * alone, in program order, and the ones that fail stay as they are.
+ * The pass computes nothing itself: the foldable part of the graph is copied into a graph of its
+ * own (no inputs, the wanted values as outputs) and handed to the evaluator the compiler driver
+ * put on the pass context (passes.h; kc_compile's runs it through the CPU JIT, so a folded value
+ * is computed by the very kernels that would have computed it at run time). Without an
+ * evaluator nothing is folded.
+ * All foldable nodes go in one evaluation. When it fails (an op the evaluator cannot do, an
+ * error on the constant data), the longest prefix that evaluates is found by halving: over the
+ * foldable nodes in program order, a prefix of length n that failed is retried at n/2, a prefix
+ * that evaluates is materialized and the search goes on after it, and a single node that fails
+ * is left to run time with every node that reads it. That is about 2 log2(n) evaluations per
+ * failing node, and never more than KC_FOLD_MAX_EVALS in one run (the rest is left unfolded).
  * Invariants: random ops (KC_OPF_RANDOM) are never folded; nothing larger than the limit
  * (pc->opts->fold_limit, default KC_FOLD_LIMIT elements) is computed, results or intermediates;
  * new sources sit right before the node that defined the value they replace and carry its loc
- * (kc_rewrite_loc's rule, that node being the root); the inner compile runs no passes (it would
- * fold again).
+ * (kc_rewrite_loc's rule, that node being the root); a prefix of the foldable nodes reads only
+ * constants and results of its own nodes (nodes are in program order, earlier prefixes are
+ * materialized, a node given up takes its readers with it), so each evaluation stands alone.
  */
 #include "passes/internal.h"
 #include "passes/match.h"
@@ -20,19 +27,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_SINGLE 256 /* per-node compiles after a failed batch, at most */
-
 typedef struct folder {
   kc_graph *g;
+  const kc_evaluator *ev;
   int64_t limit;
-  uint8_t *state;   /* per value: 0 unknown, 1 constant with data, 2 computed from constants */
-  bool *keep;       /* per node: evaluate it */
-  kc_val *targets;  /* foldable values something else reads */
-  uint32_t *anchor; /* per target: the node defining it */
-  uint32_t ntargets;
+  uint8_t *state; /* per value: 0 unknown, 1 constant with data, 2 computed from constants */
+  uint32_t *list; /* the foldable nodes not yet folded nor given up, in program order */
+  uint32_t nlist;
+  bool *in_try;       /* per node: in the evaluation being made */
+  bool *read_out;     /* per value (< nvals): read outside that evaluation, or a graph output */
+  bool *dropped;      /* per value (< nvals): a result of a node given up */
+  kc_val *targets;    /* the values the evaluation replaces */
+  uint32_t *anchor;   /* per target: the node defining it */
+  uint32_t nvals;     /* g->nvals before folding: later values are results of new sources */
   uint32_t first_new; /* g->nnodes before folding: later nodes are new sources */
   uint32_t *place;    /* per new node: its anchor */
   uint32_t nplace;
+  int evals;
 } folder;
 
 static int tensor_index(const kc_graph *g, const char *name) {
@@ -74,8 +85,8 @@ static bool foldable(const folder *f, const kc_node *n) {
   return any && out;
 }
 
-/* Mark constants (1) and what can be computed from them (2); collect the values to replace. */
-static kc_status analyze(folder *f) {
+/* Mark constants (1) and what can be computed from them (2); list the foldable nodes. */
+static void analyze(folder *f) {
   kc_graph *g = f->g;
   for (uint32_t i = 0; i < g->nnodes; i++) {
     const kc_node *n = &g->nodes[i];
@@ -83,44 +94,20 @@ static kc_status analyze(folder *f) {
         n->out[0].id && source_tensor(g, n) >= 0)
       f->state[n->out[0].id] = 1;
     else if (foldable(f, n)) {
-      f->keep[i] = true;
+      f->list[f->nlist++] = i;
       for (uint32_t j = 0; j < n->nout; j++)
         if (n->out[j].id) f->state[n->out[j].id] = 2;
     }
   }
-  /* a computed value is replaced when something not folded reads it, or the graph returns it */
-  bool *wanted = calloc(g->nvals, sizeof *wanted);
-  if (!wanted) return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in fold");
-  for (uint32_t i = 0; i < g->nnodes; i++) {
-    const kc_node *n = &g->nodes[i];
-    if (n->op == KC_OP_NOP || f->keep[i]) continue;
-    for (uint32_t j = 0; j < n->nin; j++)
-      if (n->in[j].id && f->state[n->in[j].id] == 2) wanted[n->in[j].id] = true;
-  }
-  for (uint32_t k = 0; k < g->noutputs; k++)
-    if (f->state[g->outputs[k].v.id] == 2) wanted[g->outputs[k].v.id] = true;
-  for (uint32_t i = 0; i < g->nnodes; i++) {
-    const kc_node *n = &g->nodes[i];
-    if (!f->keep[i]) continue;
-    for (uint32_t j = 0; j < n->nout; j++)
-      if (n->out[j].id && wanted[n->out[j].id]) {
-        wanted[n->out[j].id] = false; /* once */
-        f->anchor[f->ntargets] = i;
-        f->targets[f->ntargets++] = n->out[j];
-      }
-  }
-  free(wanted);
-  return KC_OK;
 }
 
 /*
  * Evaluate targets[0..nt) from the nodes marked in keep: a copy of g with only those nodes and
- * the sources they read, no inputs, the targets as outputs; compiled without passes and run.
- * On success *mod holds the results in outs (freed by the caller).
+ * the sources they read, no inputs, the targets as outputs, handed to the evaluator. On success
+ * outs hold the results, their data malloc'd (the caller frees it).
  */
-static kc_status evaluate(kc_graph *g, const bool *keep_in, uint32_t nkeep, const kc_val *targets,
-                          uint32_t nt, kc_tensor_desc *outs, kc_module **mod) {
-  *mod = NULL;
+static kc_status evaluate(kc_graph *g, const kc_evaluator *ev, const bool *keep_in, uint32_t nkeep,
+                          const kc_val *targets, uint32_t nt, kc_tensor_desc *outs) {
   kc_graph *sub = kc_graph_clone(g, true);
   bool *used_tensor = calloc(g->ntensors + 1, sizeof *used_tensor);
   bool *used_src = calloc(g->nnodes + 1, sizeof *used_src);
@@ -149,7 +136,7 @@ static kc_status evaluate(kc_graph *g, const bool *keep_in, uint32_t nkeep, cons
     int ti = source_tensor(g, &g->nodes[i]);
     if (ti >= 0) used_tensor[ti] = true;
   }
-  /* the inner compile copies tensor data: only what the kept nodes read */
+  /* an evaluator may copy tensor data (kc_compile does): only what the kept nodes read */
   for (uint32_t t = 0; t < sub->ntensors; t++)
     if (!used_tensor[t]) {
       sub->tensors[t].data = NULL;
@@ -181,9 +168,7 @@ static kc_status evaluate(kc_graph *g, const bool *keep_in, uint32_t nkeep, cons
   for (uint32_t k = 0; k < nt; k++)
     kc_output(sub, targets[k], NULL);
   if (kc_graph_status(sub) != KC_OK) goto done;
-  kc_compile_options co = {.target = "cpu", .passes = "", .threads = 1};
-  if ((s = kc_compile(g->ctx, sub, &co, mod)) != KC_OK) goto done;
-  s = kc_run(*mod, NULL, 0, outs, nt);
+  s = ev->eval(ev->user, sub, outs);
 done:
   if (s == KC_ERR_NOMEM && !kc_last_error(g->ctx)[0]) kc_errorf(g->ctx, s, "out of memory in fold");
   free(used_tensor);
@@ -244,89 +229,125 @@ static kc_status materialize(folder *f, kc_val v, uint32_t anchor, const kc_tens
   return KC_OK;
 }
 
-/* Everything in one compile. false when it failed (the error is cleared). */
-static bool fold_all(folder *f, kc_status *st) {
+/*
+ * Evaluate the prefix list[start, start+n) and replace its results that anything else reads
+ * (other nodes, the graph's outputs) by sources. *ok false: the evaluation failed, nothing
+ * changed and the error is cleared. A status other than KC_OK is an error to stop on.
+ */
+static kc_status try_prefix(folder *f, uint32_t start, uint32_t n, bool *ok) {
   kc_graph *g = f->g;
-  kc_tensor_desc *outs = calloc(f->ntargets, sizeof *outs);
-  kc_module *m = NULL;
-  if (!outs) {
-    *st = kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in fold");
-    return false;
+  *ok = false;
+  for (uint32_t k = 0; k < n; k++)
+    f->in_try[f->list[start + k]] = true;
+  /* only values from before the pass can be targets (new ones are the sources made here) */
+  memset(f->read_out, 0, f->nvals * sizeof *f->read_out);
+  for (uint32_t i = 0; i < g->nnodes; i++) {
+    const kc_node *nd = &g->nodes[i];
+    if (nd->op == KC_OP_NOP || (i < f->first_new && f->in_try[i])) continue;
+    for (uint32_t j = 0; j < nd->nin; j++)
+      if (nd->in[j].id < f->nvals) f->read_out[nd->in[j].id] = true;
   }
-  kc_status s = evaluate(g, f->keep, f->first_new, f->targets, f->ntargets, outs, &m);
-  if (s == KC_OK)
-    for (uint32_t k = 0; k < f->ntargets && s == KC_OK; k++)
-      s = materialize(f, f->targets[k], f->anchor[k], &outs[k]);
-  bool ok = s == KC_OK;
-  if (s == KC_ERR_NOMEM || (s != KC_OK && g->nnodes > f->first_new))
-    *st = s;
-  else if (!ok)
-    kc_clear_error(g->ctx);
-  kc_module_free(m);
-  free(outs);
-  return ok;
-}
-
-/* Is v defined by a source with data (or a source made by this pass)? */
-static bool is_const(const kc_graph *g, kc_val v) {
-  uint32_t def = v.id ? g->vals[v.id].def : 0;
-  if (!def) return false;
-  const kc_node *n = &g->nodes[def - 1];
-  return kc_ops[n->op].cls == KC_CLASS_SOURCE && source_tensor(g, n) >= 0;
-}
-
-/* After a failed batch: one node at a time, in program order; failures stay unfolded. */
-static kc_status fold_each(folder *f) {
-  kc_graph *g = f->g;
-  uint32_t n0 = f->first_new, tries = 0;
-  bool *keep = calloc(n0 + 1, sizeof *keep);
-  if (!keep) return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in fold");
+  for (uint32_t k = 0; k < g->noutputs; k++)
+    if (g->outputs[k].v.id < f->nvals) f->read_out[g->outputs[k].v.id] = true;
+  uint32_t nt = 0;
+  for (uint32_t k = 0; k < n; k++) {
+    const kc_node *nd = &g->nodes[f->list[start + k]];
+    for (uint32_t j = 0; j < nd->nout; j++)
+      if (nd->out[j].id && nd->out[j].id < f->nvals && f->read_out[nd->out[j].id]) {
+        f->anchor[nt] = f->list[start + k];
+        f->targets[nt++] = nd->out[j];
+      }
+  }
   kc_status s = KC_OK;
-  for (uint32_t i = 0; i < n0 && s == KC_OK && tries < MAX_SINGLE; i++) {
-    const kc_node *n = &g->nodes[i];
-    if (!f->keep[i]) continue;
-    bool ready = true;
-    for (uint32_t j = 0; j < n->nin && ready; j++)
-      ready = !n->in[j].id || is_const(g, n->in[j]);
-    if (!ready) continue;
-    kc_val outs_v[16];
-    uint32_t nt = 0;
-    for (uint32_t j = 0; j < n->nout && nt < 16; j++)
-      if (n->out[j].id) outs_v[nt++] = n->out[j];
-    kc_tensor_desc res[16];
-    memset(res, 0, sizeof res);
-    kc_module *m = NULL;
-    keep[i] = true;
-    tries++;
-    kc_status e = evaluate(g, keep, n0, outs_v, nt, res, &m);
-    keep[i] = false;
+  kc_tensor_desc *outs = nt ? calloc(nt, sizeof *outs) : NULL;
+  if (nt && !outs) {
+    s = kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in fold");
+  } else if (nt) { /* nothing read outside: nothing to replace (dce drops the nodes) */
+    f->evals++;
+    kc_status e = evaluate(g, f->ev, f->in_try, f->first_new, f->targets, nt, outs);
     if (e == KC_OK) {
       for (uint32_t k = 0; k < nt && s == KC_OK; k++)
-        s = materialize(f, outs_v[k], i, &res[k]);
+        s = materialize(f, f->targets[k], f->anchor[k], &outs[k]);
+      for (uint32_t k = 0; k < nt; k++)
+        free(outs[k].data);
     } else if (e == KC_ERR_NOMEM) {
       s = e;
     } else {
       kc_clear_error(g->ctx); /* not foldable after all: it runs at run time */
     }
-    kc_module_free(m);
+    *ok = e == KC_OK;
+  } else {
+    *ok = true;
   }
-  free(keep);
+  free(outs);
+  for (uint32_t k = 0; k < n; k++)
+    f->in_try[f->list[start + k]] = false;
+  return s;
+}
+
+/* Give up list[start] and every later listed node that reads its results, directly or not. */
+static void drop(folder *f, uint32_t start) {
+  kc_graph *g = f->g;
+  uint32_t w = start;
+  for (uint32_t k = start; k < f->nlist; k++) {
+    const kc_node *nd = &g->nodes[f->list[k]];
+    bool reads = k == start;
+    for (uint32_t j = 0; j < nd->nin && !reads; j++)
+      reads = nd->in[j].id && nd->in[j].id < f->nvals && f->dropped[nd->in[j].id];
+    if (!reads) {
+      f->list[w++] = f->list[k];
+      continue;
+    }
+    for (uint32_t j = 0; j < nd->nout; j++)
+      if (nd->out[j].id) f->dropped[nd->out[j].id] = true;
+  }
+  f->nlist = w;
+}
+
+/* Everything at once; after a failure, halve towards the first node that fails and go on. */
+static kc_status fold_all(folder *f) {
+  uint32_t start = 0, fail_len = 0; /* fail_len: a prefix from start known to fail (0: none) */
+  kc_status s = KC_OK;
+  while (s == KC_OK && start < f->nlist) {
+    if (fail_len == 1) { /* list[start] fails alone */
+      drop(f, start);
+      fail_len = 0;
+      continue;
+    }
+    if (f->evals >= KC_FOLD_MAX_EVALS) break;
+    uint32_t n = fail_len ? fail_len / 2 : f->nlist - start;
+    bool ok;
+    s = try_prefix(f, start, n, &ok);
+    if (ok) {
+      start += n;
+      fail_len = fail_len ? fail_len - n : 0;
+    } else {
+      fail_len = n;
+    }
+  }
   return s;
 }
 
 static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
-  folder f = {.g = g, .first_new = g->nnodes};
+  const kc_evaluator *ev = pc->opts ? pc->opts->eval : NULL;
+  if (!ev || !ev->eval) return KC_OK; /* nothing to evaluate with: every node runs at run time */
+  folder f = {.g = g, .ev = ev, .nvals = g->nvals, .first_new = g->nnodes};
   f.limit = pc->opts && pc->opts->fold_limit > 0 ? pc->opts->fold_limit : KC_FOLD_LIMIT;
   f.state = calloc(g->nvals + 1, 1);
-  f.keep = calloc(g->nnodes + 1, sizeof *f.keep);
+  f.list = calloc(g->nnodes + 1, sizeof *f.list);
+  f.in_try = calloc(g->nnodes + 1, sizeof *f.in_try);
+  f.read_out = calloc(g->nvals + 1, sizeof *f.read_out);
+  f.dropped = calloc(g->nvals + 1, sizeof *f.dropped);
   f.targets = calloc(g->nvals + 1, sizeof *f.targets);
   f.anchor = calloc(g->nvals + 1, sizeof *f.anchor);
   f.place = calloc(g->nvals + 1, sizeof *f.place);
-  kc_status s = f.state && f.keep && f.targets && f.anchor && f.place
-                    ? analyze(&f)
-                    : kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in fold");
-  if (s == KC_OK && f.ntargets) {
-    if (!fold_all(&f, &s) && s == KC_OK) s = fold_each(&f);
+  kc_status s = KC_OK;
+  if (!f.state || !f.list || !f.in_try || !f.read_out || !f.dropped || !f.targets || !f.anchor ||
+      !f.place)
+    s = kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in fold");
+  if (s == KC_OK) analyze(&f);
+  if (s == KC_OK && f.nlist) {
+    s = fold_all(&f);
     if (f.nplace) {
       pc->changed = true;
       kc_status p = kc_graph_place(g, f.first_new, f.place);
@@ -335,7 +356,10 @@ static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
     }
   }
   free(f.state);
-  free(f.keep);
+  free(f.list);
+  free(f.in_try);
+  free(f.read_out);
+  free(f.dropped);
   free(f.targets);
   free(f.anchor);
   free(f.place);
@@ -343,4 +367,5 @@ static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
 }
 
 const kc_pass kc_pass_fold = {"fold", run,
-                              "evaluate small results of constant inputs with the CPU JIT"};
+                              "evaluate small results of constant inputs (with the driver's "
+                              "evaluator: the CPU JIT)"};

@@ -18,6 +18,21 @@
 
 struct kc_pass_options;
 
+/*
+ * Computes constants for the passes (fold): the passes sit upstream of code generation and the
+ * runtime, so they never compile or run anything themselves; the compiler driver (kc_compile,
+ * kc_export, `kernc opt`) hands them an evaluator through kc_pass_options.eval, which a pass
+ * reads as pc->opts->eval.
+ * eval(user, g, out): g has no inputs and every source of it has data; compute its outputs.
+ * On KC_OK out[k], for each output k of g, holds its dtype, rank, dims and data, malloc'd by the
+ * evaluator and freed by the caller (free(out[k].data)); on failure nothing is left allocated and
+ * the error is on g's context. A failure is not fatal: fold leaves those nodes to run time.
+ */
+typedef struct kc_evaluator {
+  kc_status (*eval)(void *user, const kc_graph *g, kc_tensor_desc *out);
+  void *user;
+} kc_evaluator;
+
 /* What a running pass sees besides its graph. */
 typedef struct kc_pass_ctx {
   kc_context *ctx;
@@ -51,14 +66,18 @@ typedef struct kc_pass_options {
   bool no_print_on_fail;    /* do not print the IR when a pass or the verifier fails */
   const char *print_before; /* comma separated pass names; NULL for none */
   const char *print_after;
-  const char *dump_dir; /* write DIR/00_input.kir, then DIR/NN_<pass>.kir after each pass */
-  FILE *out;            /* where printed IR and explanations go; NULL: stderr */
-  bool explain_fusion;  /* rewrite passes say, per candidate root, why a pattern did not fire */
-  int64_t fold_limit;   /* fold: largest result folded, in elements; 0: KC_FOLD_LIMIT */
+  const char *dump_dir;     /* write DIR/00_input.kir, then DIR/NN_<pass>.kir after each pass */
+  FILE *out;                /* where printed IR and explanations go; NULL: stderr */
+  bool explain_fusion;      /* rewrite passes say, per candidate root, why a pattern did not fire */
+  int64_t fold_limit;       /* fold: largest result folded, in elements; 0: KC_FOLD_LIMIT */
+  const kc_evaluator *eval; /* computes constants for fold; NULL: nothing is folded */
 } kc_pass_options;
 
 /* Results larger than this many elements are not folded by default. */
 #define KC_FOLD_LIMIT 65536
+/* Evaluations one fold run makes at most: one when everything evaluates, a few per node that
+ * does not (found by halving; the rest is left to run time once the budget is spent). */
+#define KC_FOLD_MAX_EVALS 32
 /* Folded results up to this many elements become inline constants, larger ones named weights. */
 #define KC_FOLD_INLINE_MAX 64
 

@@ -130,7 +130,8 @@ static kc_status run_passes(kc_module *m, const char *passes) {
                        : kc_pipeline_for_target(m->ctx, m->target->pipeline, &p);
   if (s != KC_OK) return s;
   if (p.n == 0) return KC_OK;
-  kc_pass_options po = {.no_print_on_fail = true}; /* a library does not print */
+  /* a library does not print; fold computes constants with the CPU JIT */
+  kc_pass_options po = {.no_print_on_fail = true, .eval = kc_fold_evaluator()};
   s = kc_pipeline_run(&p, m->g, &po);
   if (s == KC_OK) kc_graph_compact(m->g);
   return s;

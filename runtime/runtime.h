@@ -67,4 +67,11 @@ kc_status kc_npy_write(kc_context *ctx, const char *path, const kc_tensor_desc *
 /* Free the data of a descriptor kc_npy_read filled. */
 void kc_npy_free(kc_tensor_desc *t);
 
+/* ---- constants for the passes (runtime/fold_eval.c) ---------------------------------------- */
+
+struct kc_evaluator;
+/* The evaluator a compiler driver puts on kc_pass_options.eval (passes/passes.h) so fold can
+ * compute constants: the CPU JIT, whatever the target. Static and stateless. */
+const struct kc_evaluator *kc_fold_evaluator(void);
+
 #endif /* KERNC_RUNTIME_H */

@@ -31,7 +31,7 @@
 #include <cmocka.h>
 
 #include "codegen/aot.h" /* the AOT runtime's CPU check, linked here through libkernc */
-#include "frontend/frontend.h"
+#include "tools/check/check.h"
 #include "kernc.h"
 
 #if defined(__x86_64__)

@@ -23,9 +23,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "frontend/frontend.h"
 #include "ir/internal.h"
 #include "passes/passes.h"
+#include "runtime/runtime.h"
+#include "tools/check/check.h"
 #ifdef KERNC_HAVE_CUDA
 #include "codegen/cuda/cuda.h"
 #endif
@@ -286,7 +287,7 @@ static void corpus_graph(corpus *c, kc_context *ctx, const kc_graph *g, const ch
 static void corpus_piped(corpus *c, kc_context *ctx, const kc_graph *g, const char *what) {
   kc_graph *h = kc_graph_clone(g, true);
   kc_pipeline p;
-  kc_pass_options po = {.no_print_on_fail = true};
+  kc_pass_options po = {.no_print_on_fail = true, .eval = kc_fold_evaluator()};
   if (h && kc_pipeline_for_target(ctx, "cuda", &p) == KC_OK &&
       kc_pipeline_run(&p, h, &po) == KC_OK) {
     kc_graph_compact(h);

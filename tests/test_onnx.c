@@ -15,8 +15,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "frontend/frontend.h"
 #include "tests/harness.h"
+#include "tools/check/check.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -12,7 +12,9 @@
  *     the reasons --explain-fusion prints; the driver: type-checked replacements, ping-pong
  *     detection;
  *   - fold computes what the reference computes (data of a folded weight) and kc_compile runs
- *     the default pipeline unless told otherwise;
+ *     the default pipeline unless told otherwise; fold without an evaluator leaves the graph as
+ *     it is; all constants go to the evaluator in one evaluation, and one that refuses a node
+ *     gets a few more (halving), not one per node, while the rest still folds;
  *   - a run-time error inside a fused op names the ONNX node (loc) the fusion kept.
  * Commands go through /bin/sh (popen); paths are single-quoted.
  */
@@ -25,6 +27,7 @@
 #include "ir/internal.h"
 #include "passes/match.h"
 #include "passes/passes.h"
+#include "runtime/runtime.h"
 #include "tests/harness.h"
 
 #include <stdio.h>
@@ -579,8 +582,9 @@ static void t_fold_data(void **state) {
                            "  %5 = add(%1, %4) : f32[16,16]\n"
                            "  return %5\n}\n");
   kc_pipeline p;
+  kc_pass_options o = {.eval = kc_fold_evaluator()};
   assert_int_equal(kc_pipeline_parse(ctx, "fold", &p), KC_OK);
-  assert_int_equal(kc_pipeline_run(&p, g, NULL), KC_OK);
+  assert_int_equal(kc_pipeline_run(&p, g, &o), KC_OK);
   const kc_node *w = &g->nodes[node_of(g, g->nodes[g->nnodes - 1].in[1].id)];
   assert_int_equal(w->op, KC_OP_WEIGHT);
   const char *name = kc_node_string(w, "name", "");
@@ -593,6 +597,124 @@ static void t_fold_data(void **state) {
   for (int r = 0; r < 16; r++)
     for (int c = 0; c < 16; c++)
       assert_true(d[r * 16 + c] == (c >= r ? 3.0f : 0.0f));
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
+/* An evaluator for fold: counts its calls, refuses graphs holding op `refuse`, else the CPU's. */
+typedef struct test_eval {
+  int calls;
+  kc_op refuse; /* KC_OP_COUNT: none */
+} test_eval;
+
+static kc_status eval_refusing(void *user, const kc_graph *g, kc_tensor_desc *out) {
+  test_eval *t = user;
+  t->calls++;
+  for (uint32_t i = 0; i < g->nnodes; i++)
+    if (g->nodes[i].op == t->refuse)
+      return kc_node_errorf((kc_graph *)g, &g->nodes[i], KC_ERR_UNSUPPORTED, "refused (test)");
+  const kc_evaluator *cpu = kc_fold_evaluator();
+  return cpu->eval(cpu->user, g, out);
+}
+
+/* The data of the constant (or weight) defining %id, as f32. */
+static const float *const_data(const kc_graph *g, uint32_t id) {
+  const kc_node *n = &g->nodes[node_of(g, id)];
+  const kc_tensor *t = NULL;
+  if (n->op == KC_OP_CONSTANT) {
+    const kc_attr *a = kc_node_attr(n, "value");
+    assert_non_null(a);
+    t = &g->tensors[a->u.tensor];
+  } else {
+    assert_int_equal(n->op, KC_OP_WEIGHT);
+    for (uint32_t i = 0; i < g->ntensors; i++)
+      if (g->tensors[i].name && strcmp(g->tensors[i].name, kc_node_string(n, "name", "")) == 0)
+        t = &g->tensors[i];
+  }
+  assert_non_null(t);
+  assert_non_null(t->data);
+  return t->data;
+}
+
+/*
+ * %a_0 = c = [1, 2]; %a_{i+1} = add(%a_i, c) for i < 30, so a_i = (i+1) c; b = neg(a_15) and
+ * mul(b, c) after the 15th add (with_neg); the graph returns x + a_30 (and x + mul(b, c)).
+ */
+static kc_graph *chain_graph(kc_context *ctx, bool with_neg) {
+  char text[8192];
+  size_t len = (size_t)snprintf(text, sizeof text,
+                                "graph @g(%%1: f32[2] \"x\") {\n"
+                                "  %%2 = constant dense<[1.0, 2.0]> : f32[2]\n");
+  uint32_t prev = 2, id = 3, mul = 0;
+  for (int i = 0; i < 30; i++) {
+    len += (size_t)snprintf(text + len, sizeof text - len, "  %%%u = add(%%%u, %%2) : f32[2]\n", id,
+                            prev);
+    prev = id++;
+    if (with_neg && i == 14) {
+      len += (size_t)snprintf(text + len, sizeof text - len,
+                              "  %%%u = neg(%%%u) : f32[2]\n  %%%u = mul(%%%u, %%2) : f32[2]\n", id,
+                              prev, id + 1, id);
+      mul = id + 1;
+      id += 2;
+    }
+  }
+  len += (size_t)snprintf(text + len, sizeof text - len, "  %%%u = add(%%1, %%%u) : f32[2]\n", id,
+                          prev);
+  if (with_neg)
+    snprintf(text + len, sizeof text - len,
+             "  %%%u = add(%%1, %%%u) : f32[2]\n  return %%%u \"y\", %%%u \"z\"\n}\n", id + 1, mul,
+             id, id + 1);
+  else
+    snprintf(text + len, sizeof text - len, "  return %%%u \"y\"\n}\n", id);
+  return parse(ctx, text);
+}
+
+/* No evaluator: fold changes nothing. All constants: one evaluation. A refused node: a few
+ * more (halving), not one per node; it and its reader stay, everything else folds. */
+static void t_fold_evaluator(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  kc_pipeline p;
+  assert_int_equal(kc_pipeline_parse(ctx, "fold", &p), KC_OK);
+
+  kc_graph *g = chain_graph(ctx, false);
+  char *before = kc_graph_print_str(g);
+  assert_int_equal(kc_pipeline_run(&p, g, NULL), KC_OK);
+  char *after = kc_graph_print_str(g);
+  assert_string_equal(before, after);
+  free(before);
+  free(after);
+
+  test_eval te = {.refuse = KC_OP_COUNT};
+  kc_evaluator ev = {eval_refusing, &te};
+  kc_pass_options o = {.eval = &ev};
+  assert_int_equal(kc_pipeline_run(&p, g, &o), KC_OK);
+  assert_int_equal(te.calls, 1);
+  assert_int_equal(g->nnodes, 2); /* the folded constant, x + it */
+  const kc_node *y = &g->nodes[node_of(g, g->outputs[0].v.id)];
+  const float *d = const_data(g, y->in[1].id);
+  assert_true(d[0] == 31.0f && d[1] == 62.0f);
+  kc_graph_free(g);
+
+  /* 32 foldable nodes, neg the 16th: all 32 (fails), 16 (fails), then 8, 4, 2, 1 (the prefix
+   * before neg), neg and its reader given up, the 15 after them: 7 evaluations, where one per
+   * node after the failed batch would be 33 */
+  g = chain_graph(ctx, true);
+  te = (test_eval){.refuse = KC_OP_NEG};
+  assert_int_equal(kc_pipeline_run(&p, g, &o), KC_OK);
+  assert_true(te.calls >= 2 && te.calls <= 12);
+  print_message("fold with a refused node: %d evaluations\n", te.calls);
+  y = &g->nodes[node_of(g, g->outputs[0].v.id)];
+  d = const_data(g, y->in[1].id);
+  assert_true(d[0] == 31.0f && d[1] == 62.0f);
+  const kc_node *z = &g->nodes[node_of(g, g->outputs[1].v.id)];
+  const kc_node *mul = &g->nodes[node_of(g, z->in[1].id)];
+  assert_int_equal(mul->op, KC_OP_MUL);
+  const kc_node *neg = &g->nodes[node_of(g, mul->in[0].id)];
+  assert_int_equal(neg->op, KC_OP_NEG);
+  d = const_data(g, neg->in[0].id); /* a_15 = 16 c */
+  assert_true(d[0] == 16.0f && d[1] == 32.0f);
+  assert_int_equal(kc_graph_verify(g), KC_OK);
   kc_graph_free(g);
   kc_context_free(ctx);
 }
@@ -740,12 +862,19 @@ int main(int argc, char **argv) {
   the_env.kernc = argv[1];
   the_env.tests = argv[2];
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_match_attention),   cmocka_unit_test(t_match_rules),
-      cmocka_unit_test(t_match_captures),    cmocka_unit_test(t_match_shared_rows),
-      cmocka_unit_test(t_pattern_check),     cmocka_unit_test(t_driver),
-      cmocka_unit_test(t_pipelines),         cmocka_unit_test(t_fold_data),
-      cmocka_unit_test(t_compile_pipeline),  cmocka_unit_test(t_explain_cli),
-      cmocka_unit_test(t_lit_files),         cmocka_unit_test(t_default_pipeline_on_golden),
+      cmocka_unit_test(t_match_attention),
+      cmocka_unit_test(t_match_rules),
+      cmocka_unit_test(t_match_captures),
+      cmocka_unit_test(t_match_shared_rows),
+      cmocka_unit_test(t_pattern_check),
+      cmocka_unit_test(t_driver),
+      cmocka_unit_test(t_pipelines),
+      cmocka_unit_test(t_fold_data),
+      cmocka_unit_test(t_fold_evaluator),
+      cmocka_unit_test(t_compile_pipeline),
+      cmocka_unit_test(t_explain_cli),
+      cmocka_unit_test(t_lit_files),
+      cmocka_unit_test(t_default_pipeline_on_golden),
       cmocka_unit_test(t_runtime_error_loc),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -188,6 +188,7 @@ int cli_run_passes(kc_context *ctx, kc_graph *g, const cli_pass_flags *pf, FILE 
       .out = ir_out,
       .explain_fusion = pf->explain_fusion,
       .fold_limit = limit,
+      .eval = kc_fold_evaluator(), /* fold computes as kc_compile's does */
   };
   s = kc_pipeline_run(&p, g, &o);
   return s == KC_OK ? 0 : cli_fail(ctx, s, NULL);

@@ -4,10 +4,10 @@
  * the model to compare values; one line per test and a summary line
  * "N passed, N failed, N skipped".
  *
- * The checking itself is library code (frontend/frontend.h, kc_onnx_check_dir); this file only
+ * The checking itself is library code (tools/check/check.h, kc_onnx_check_dir); this file only
  * collects folders, prints and picks the exit code: 1 when anything failed, 2 on bad usage.
  */
-#include "frontend/frontend.h"
+#include "tools/check/check.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 

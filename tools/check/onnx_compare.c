@@ -1,5 +1,5 @@
 /*
- * frontend/onnx_compare.c - compare a computed output with the expected tensor of an ONNX
+ * tools/check/onnx_compare.c - compare a computed output with the expected tensor of an ONNX
  * backend test, with the backend's own rule: |got - want| <= atol + rtol * |want| for floats
  * (rtol 1e-3, atol 1e-7 by default; NaN equals NaN, infinities equal when of the same sign),
  * exact equality for integers and bool (bool as zero / nonzero).
@@ -9,7 +9,7 @@
  * Invariant: the message of a mismatch names the output, the largest absolute and relative
  * errors, and the first mismatching index with both values.
  */
-#include "frontend/frontend.h"
+#include "tools/check/check.h"
 
 #include <math.h>
 #include <string.h>

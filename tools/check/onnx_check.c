@@ -1,5 +1,5 @@
 /*
- * frontend/onnx_check.c - the conformance check behind `kernc check`: one ONNX backend test
+ * tools/check/onnx_check.c - the conformance check behind `kernc check`: one ONNX backend test
  * folder (model.onnx + test_data_set_N/input_K.pb, output_K.pb) against kernc's import,
  * shape inference, and the values the compiled model computes.
  *
@@ -14,7 +14,7 @@
  *   - An import that fails as KC_ERR_UNSUPPORTED is a SKIP, anything else a FAIL; so is a data
  *     set whose inputs contradict the model's declared input types (a broken test).
  */
-#include "frontend/frontend.h"
+#include "tools/check/check.h"
 
 #include <dirent.h>
 #include <stdlib.h>
