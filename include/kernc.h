@@ -364,9 +364,10 @@ uint32_t kc_module_profile(const kc_module *m, kc_node_profile *out, uint32_t ca
 typedef struct kc_export_options {
   const char *name;    /* C prefix of the entry points; NULL: from so_path (libNAME.so: NAME) */
   const char *passes;  /* as kc_compile_options.passes */
-  const char *cc;      /* C compiler that links the library; NULL: $CC, else "cc" */
-  const char *runtime; /* kernc's runtime archive; NULL: $KERNC_RT, the build's, or the one
-                          next to the running program (libkernc_rt.a) */
+  const char *cc;      /* C compiler that links the library; NULL: "cc" (the kernc program
+                          passes $CC) */
+  const char *runtime; /* kernc's runtime archive; NULL: the build's, or the one next to the
+                          running program (libkernc_rt.a); the kernc program passes $KERNC_RT */
   const char *source;  /* what g came from, named in the header's comment; may be NULL */
 
   const char *target;     /* "cpu" (NULL: the default) or "cuda": kernels compiled by NVRTC now and

@@ -10,11 +10,12 @@
 
 /* export_link.c: write the weights of p into path, back to back at their offsets. */
 kc_status kc_export_write_weights(kc_context *ctx, const kc_rt_plan *p, const char *path);
-/* export_link.c: the runtime archive to link (opts->runtime, $KERNC_RT, the build's, or next
- * to the running program), into buf. */
+/* export_link.c: the runtime archive to link (opts->runtime, the build's, or next to the
+ * running program), into buf. */
 kc_status kc_export_find_runtime(kc_context *ctx, const char *given, char *buf, size_t size);
 /* export_link.c: link obj_path and the runtime archive into the shared library so_path with the
- * C compiler cc (NULL: $CC, else "cc"); its output is in the error when it fails. */
+ * C compiler cc (NULL: "cc", with lld when it is on $PATH); its output is in the error when it
+ * fails. */
 kc_status kc_export_link(kc_context *ctx, const char *cc, const char *obj_path, const char *runtime,
                          const char *so_path);
 

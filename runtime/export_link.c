@@ -46,13 +46,10 @@ kc_status kc_export_write_weights(kc_context *ctx, const kc_rt_plan *p, const ch
 static bool readable(const char *path) { return path && *path && access(path, R_OK) == 0; }
 
 kc_status kc_export_find_runtime(kc_context *ctx, const char *given, char *buf, size_t size) {
-  const char *env = getenv("KERNC_RT");
-  if (given || (env && *env)) { /* asked for by name: that one or an error */
-    const char *p = given ? given : env;
-    if (!readable(p))
-      return kc_errorf(ctx, KC_ERR_IO, "kernc's runtime archive %s%s cannot be read",
-                       given ? "" : "($KERNC_RT) ", p);
-    snprintf(buf, size, "%s", p);
+  if (given) { /* asked for by name: that one or an error */
+    if (!readable(given))
+      return kc_errorf(ctx, KC_ERR_IO, "kernc's runtime archive %s cannot be read", given);
+    snprintf(buf, size, "%s", given);
     return KC_OK;
   }
   if (readable(KERNC_RT_ARCHIVE)) {
@@ -149,11 +146,10 @@ static int run(const char *cmd, char *out, size_t size) {
 
 kc_status kc_export_link(kc_context *ctx, const char *cc, const char *obj_path, const char *runtime,
                          const char *so_path) {
-  const char *env = getenv("CC");
   /* With the default compiler, lld when it is there: it links a 500 MB weights section in a
    * fraction of GNU ld's time; a compiler that cannot use it falls back to its own linker. */
-  bool lld = !cc && !(env && *env) && on_path("ld.lld");
-  if (!cc) cc = env && *env ? env : "cc";
+  bool lld = !cc && on_path("ld.lld");
+  if (!cc) cc = "cc";
   char *cmd = malloc(CMD_MAX), out[4096];
   if (!cmd) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory linking %s", so_path);
   int code = -1;

@@ -8,6 +8,8 @@
 #include "tools/cli.h"
 #include "tools/commands.h"
 
+#include <stdlib.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -53,8 +55,14 @@ int cmd_compile(int argc, char **argv) {
   if (s != KC_OK) {
     rc = cli_fail(ctx, s, pos[0]);
   } else {
-    kc_export_options o = {
-        .name = name, .passes = passes, .source = pos[0], .target = target, .cuda_archs = archs};
+    const char *cc = getenv("CC"), *rt = getenv("KERNC_RT"); /* the library reads no variables */
+    kc_export_options o = {.name = name,
+                           .passes = passes,
+                           .source = pos[0],
+                           .target = target,
+                           .cuda_archs = archs,
+                           .cc = cc && *cc ? cc : NULL,
+                           .runtime = rt && *rt ? rt : NULL};
     s = kc_export(ctx, g, &o, out, header);
     rc = s != KC_OK ? cli_fail(ctx, s, pos[0]) : 0;
   }
