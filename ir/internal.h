@@ -217,9 +217,12 @@ typedef struct kc_value {
   uint32_t def_out; /* which output of that node */
   const char *name; /* graph input name, or the ONNX value name; may be NULL */
   /*
-   * Known contents of small integer tensors (shapes, axes, indices): nknown elements, each a
-   * kc_dim (constant or symbolic). Filled by shape inference, so Shape->Gather->Concat->Reshape
-   * chains resolve to static or symbolic shapes. NULL when unknown.
+   * Known contents of small tensors (shapes, axes, indices, and the shape arithmetic exporters
+   * write around them): nknown elements, each a kc_dim (constant or symbolic) that is exactly
+   * the element's value, an integer, whatever the dtype (a float one only carries a size, e.g.
+   * Cast(S) to float feeding a Range; see ir/shape.h kc_shp_fit). Filled by shape inference, so
+   * Shape->Gather->Concat->Reshape chains resolve to static or symbolic shapes. NULL when
+   * unknown.
    */
   const kc_dim *known;
   uint32_t nknown;
@@ -314,7 +317,7 @@ kc_status kc_node_infer(kc_graph *g, uint32_t n);
 /* Infer every node in order. */
 kc_status kc_graph_infer(kc_graph *g);
 
-/* Known integer contents of v (see kc_value.known); NULL when unknown. */
+/* Known contents of v (see kc_value.known); NULL when unknown. */
 const kc_dim *kc_value_known(const kc_graph *g, kc_val v, uint32_t *n);
 /* Number of elements of v when all dims are known, else -1. */
 int64_t kc_value_numel(const kc_graph *g, kc_val v);
@@ -341,7 +344,8 @@ typedef struct kc_requirement {
   int index;
 } kc_requirement;
 
-/* Enough entries for any node's requirements. */
+/* Enough entries for any node: slice bounds, 2 per known element (at most 64, ir/shape.h),
+ * reshape. */
 #define KC_REQ_MAX (4 * KC_MAX_RANK + 2 * 64 + 2)
 /* n's requirements into req (at most max; KC_REQ_MAX holds all), their count. */
 uint32_t kc_node_requirements(kc_graph *g, const kc_node *n, kc_requirement *req, uint32_t max);

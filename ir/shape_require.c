@@ -112,9 +112,8 @@ const char *kc_requirement_text(kc_graph *g, const kc_node *n, const kc_requirem
     kc_shp_exact_range(v->dtype, &lo, &hi);
     snprintf(buf, size,
              "%s was compiled assuming its result %%%u (%s) holds the shape values it is computed "
-             "from exactly, within [%lld, %lld] (%s >= 0 fails)",
-             who, n->out[r->index].id, kc_dtype_name(v->dtype), (long long)lo, (long long)hi,
-             kc_dim_str(g, r->dim, a, sizeof a));
+             "from exactly (within [%lld, %lld])",
+             who, n->out[r->index].id, kc_dtype_name(v->dtype), (long long)lo, (long long)hi);
     break;
   }
   case KC_REQ_RESHAPE: {

@@ -2,9 +2,10 @@
  * ir/shape_shape.c - shape functions of sources and shape computations: weight, constant,
  * shape, constant_of_shape, range.
  *
- * These are where known contents start: a small integer constant or weight with data (ONNX
- * initializers often hold axes, indices and shapes) knows its data, shape knows its input's dims
- * (symbols included), range and constant_of_shape know what they generate.
+ * These are where known contents start: a small constant or weight with data whose elements
+ * are integers (ONNX initializers often hold axes, indices and shapes; float ones the 0.0 and
+ * 1.0 of a float Range) knows its data, shape knows its input's dims (symbols included), range
+ * and constant_of_shape know what they generate.
  * A weight's type is printed in the text form and set by the builder, so it is kept, not
  * inferred; the tensor of the same name is a fallback and must agree when both exist.
  */
