@@ -188,8 +188,8 @@ static int64_t slice_int(int64_t d, int64_t start, int64_t end, int64_t step, in
  * (min(S, 1000)) nor for a symbol against anything (min(S, 64)): the size takes such a bound as
  * lying inside d, and *req (up to 2 dims, each to be >= 0 at run time; *nreq of them) says what
  * that assumed, for a run that cannot re-infer shapes (AOT) to check. A symbolic bound provably
- * past the end clamps to it; one that may be negative is assumed not to be (ONNX would count it
- * from the end).
+ * past the end clamps to it; one provably <= 0 (-S) counts from the end, assumed not to be 0; any
+ * other is assumed not to be negative (which would count from the end).
  */
 static kc_dim slice_bound(kc_graph *g, kc_dim d, kc_dim b, int64_t step, bool is_end, kc_dim *req,
                           int *nreq) {
@@ -205,9 +205,16 @@ static kc_dim slice_bound(kc_graph *g, kc_dim d, kc_dim b, int64_t step, bool is
       req[(*nreq)++] = kc_dim_add(g, d, kc_dim_int(g, v + (step < 0 && is_end)));
     return v < 0 ? kc_dim_add(g, d, kc_dim_int(g, v)) : b;
   }
-  kc_dim hi = step > 0 ? d : kc_dim_sub(g, d, 1);
+  kc_dim hi = step > 0 ? d : kc_dim_sub(g, d, 1), nb = kc_dim_mul(g, kc_dim_int(g, -1), b);
   if (kc_dim_lower(g, kc_dim_sub(g, b, hi), &lo) && lo >= 0) return hi;
-  req[(*nreq)++] = b;
+  bool nonneg = kc_dim_lower(g, b, &lo) && lo >= 0;
+  if (!nonneg && kc_dim_lower(g, nb, &lo) && lo >= 0) {
+    /* -S (x[-S:]): from the end, as a negative constant; S = 0 would mean the start instead */
+    req[(*nreq)++] = kc_dim_sub(g, nb, 1);
+    req[(*nreq)++] = kc_dim_add(g, kc_dim_add(g, d, b), step < 0 && is_end);
+    return kc_dim_add(g, d, b);
+  }
+  req[(*nreq)++] = b; /* taken as counting from the start */
   req[(*nreq)++] = kc_dim_sub(g, hi, b);
   return b;
 }

@@ -530,6 +530,18 @@ static void t_requirements(void **st) {
   assert_string_equal(reqs_str(g, rows),
                       "-S+64: node %9 (slice) was compiled assuming its bounds on axis 0 lie "
                       "within its size 64 (ONNX clamps bounds past the end)");
+  /* table[-S:]: a start provably <= 0 counts from the end (S = 0 would not), so 64-S..64 */
+  kc_val neg = kc_unsqueeze(g, kc_neg(g, s), 1, (int64_t[]){0});
+  kc_val big = i64s(g, 1, (int64_t[]){INT64_MAX});
+  kc_val tail = kc_slice(g, table, neg, big, (kc_val){0}, (kc_val){0});
+  assert_string_equal(th_type_str(g, tail), "f32[S,8]");
+  assert_non_null(strstr(reqs_str(g, tail), "S-1: node "));
+  assert_non_null(strstr(reqs_str(g, tail), "\n-S+64: node "));
+  kc_val mask = input(g, "mask", KC_I64, "B,P");
+  kc_val last = kc_slice(g, mask, neg, big, i64s(g, 1, (int64_t[]){1}), (kc_val){0});
+  assert_string_equal(th_type_str(g, last), "i64[B,S]");
+  assert_non_null(strstr(reqs_str(g, last), "S-1: node "));
+  assert_non_null(strstr(reqs_str(g, last), "\nP-S: node "));
   /* an end provably past the dim clamps, needing nothing */
   kc_val past = kc_unsqueeze(g, kc_add(g, s, kc_const_i64(g, 5)), 1, (int64_t[]){0});
   kc_val all =
@@ -537,12 +549,12 @@ static void t_requirements(void **st) {
   assert_string_equal(th_type_str(g, all), "f32[B,S-1,6]");
   /* the constant start 1 must be <= S, and nothing is needed for the end */
   assert_string_equal(reqs_str(g, all),
-                      "S-1: node %16 (slice) was compiled assuming its bounds on axis 1 lie "
+                      "S-1: node %24 (slice) was compiled assuming its bounds on axis 1 lie "
                       "within its size S (ONNX clamps bounds past the end)");
   /* a float carrying S: S <= 2^24, which f32 holds exactly; i64 needs nothing */
   kc_val sf = kc_cast(g, s, KC_F32);
   assert_string_equal(reqs_str(g, sf),
-                      "-S+16777216: node %17 (cast) was compiled assuming its result %17 (f32) "
+                      "-S+16777216: node %25 (cast) was compiled assuming its result %25 (f32) "
                       "holds the shape values it is computed from exactly (within [-16777216, "
                       "16777216])");
   assert_string_equal(reqs_str(g, kc_cast(g, sf, KC_I64)), "");
