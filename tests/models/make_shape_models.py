@@ -15,15 +15,16 @@ batch and sequence axes and data sets (B=1, S=7 and B=2, S=12). Both models are 
 kv heads, SwiGLU MLP, untied LM head, 2 layers, hidden 32), and differ in how they compute
 positions and masks:
 
-  rope_arange_tiny   positions as transformers < 4.38 wrote them: t = torch.arange(S,
+  rope_arange_tiny   rotary positions as transformers < 4.38 wrote them: t = torch.arange(S,
                      dtype=torch.float32) (Shape, Gather, Cast to float, Range over float
-                     operands), freqs = outer(t, inv_freq) as t[:, None] * inv_freq[None, :], cos/sin of cat(freqs, freqs);
-                     int positions torch.arange(S) for a learned absolute position table added
-                     to the embeddings (GPT-2's wpe, Range over int64); the causal mask
-                     torch.full((S, S), -inf).triu(1) (ConstantOfShape, Trilu) added to the
+                     operands), freqs = outer(t, inv_freq) (written t[:, None] * inv_freq[None]:
+                     torch.outer exports as Einsum, which kernc lacks), cos/sin of
+                     cat(freqs, freqs); int positions torch.arange(S) (Range over int64) index a
+                     learned position table added to the embeddings, as GPT-2's wpe; the causal
+                     mask torch.full((S, S), -inf).triu(1) (ConstantOfShape, Trilu) added to the
                      scores; heads split by q.view(x.shape[0], x.shape[1], heads, -1) (Shape,
-                     Gather, Unsqueeze, Concat into the Reshape target); repeat_kv by expand to
-                     the computed shape (b, kv, n_rep, s, d) = h.shape... and reshape.
+                     Gather, Unsqueeze, Concat into the Reshape target); repeat_kv expanding to
+                     (b, kv, n_rep, s, d) taken from h.shape, then reshaping.
   hf_positions_tiny  Hugging Face's padding-aware positions: inputs input_ids and attention_mask
                      (int64 [B,S], 0 = padding; the second data set left-pads row 1 by 3),
                      position_ids = attention_mask.cumsum(-1) - 1, masked_fill(mask == 0, 1)
@@ -38,7 +39,6 @@ the script rewrites byte-identical files.
 """
 import argparse
 import math
-import os
 
 import torch
 from torch import nn
