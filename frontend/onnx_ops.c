@@ -337,6 +337,7 @@ static const onnx_op table[] = {
     {"Constant", KC_OP_CONSTANT, 7, 0, import_constant},
     {"ConstantOfShape", KC_OP_CONSTANT_OF_SHAPE, 9, 0, NULL},
     {"Cos", KC_OP_COS, 7, 0, NULL},
+    {"CumSum", KC_OP_CUMSUM, 11, 0, NULL},
     {"Div", KC_OP_DIV, 7, 0, NULL},
     {"Dropout", KC_OP_DROPOUT, 7, 12, import_dropout},
     {"Equal", KC_OP_EQUAL, 7, 0, NULL},

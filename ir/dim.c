@@ -416,6 +416,33 @@ bool kc_dim_div_exact(kc_graph *g, kc_dim a, kc_dim b, kc_dim *q) {
   return true;
 }
 
+/* ---- bounds ------------------------------------------------------------------------------------
+ */
+
+bool kc_dim_lower(const kc_graph *g, kc_dim d, int64_t *lo) {
+  if (kc_dim_const(g, d, lo)) return true;
+  const kc_dexpr *e = expr(g, d);
+  int64_t a, b;
+  switch (e->kind) {
+  case KC_DX_SYM: *lo = 0; return true; /* symbols are sizes */
+  case KC_DX_ADD:
+    return kc_dim_lower(g, e->a, &a) && kc_dim_lower(g, e->b, &b) &&
+           !__builtin_add_overflow(a, b, lo);
+  case KC_DX_MUL: /* a product of non-negative factors is at least the product of their bounds */
+    return kc_dim_lower(g, e->a, &a) && a >= 0 && kc_dim_lower(g, e->b, &b) && b >= 0 &&
+           !__builtin_mul_overflow(a, b, lo);
+  case KC_DX_DIV: /* floor(a / b) >= 0 for a >= 0 and b >= 1 */
+    if (!kc_dim_lower(g, e->a, &a) || a < 0 || !kc_dim_lower(g, e->b, &b) || b < 1) return false;
+    *lo = 0;
+    return true;
+  case KC_DX_MOD: /* a floor remainder by a positive divisor is never negative */
+    if (!kc_dim_lower(g, e->b, &b) || b < 1) return false;
+    *lo = 0;
+    return true;
+  default: return false;
+  }
+}
+
 /* ---- text ------------------------------------------------------------------------------------ */
 
 typedef struct sbuf {

@@ -198,6 +198,12 @@ kc_dim kc_dim_int(kc_graph *g, int64_t v);
 bool kc_dim_const(const kc_graph *g, kc_dim d, int64_t *v);
 /* True when b divides a exactly (12*S by 4, B*S by S); the quotient goes to *q. */
 bool kc_dim_div_exact(kc_graph *g, kc_dim a, kc_dim b, kc_dim *q);
+/*
+ * A lower bound of d that holds for every value of its symbols (all sizes, so >= 0): true with
+ * the bound in *lo, false when none is provable (a negative term, a division by a possible 0).
+ * Sign questions about known values (is S-1 >= 0, can S+1 equal 0) are answered with it.
+ */
+bool kc_dim_lower(const kc_graph *g, kc_dim d, int64_t *lo);
 /* A fresh symbol "unkN" for a size only known at run time. */
 kc_dim kc_dim_fresh(kc_graph *g);
 /* Parse a dim expression ("B*S+1") at *p, advancing it; -1... on error returns false. */
@@ -220,9 +226,12 @@ typedef struct kc_value {
   uint32_t def_out; /* which output of that node */
   const char *name; /* graph input name, or the ONNX value name; may be NULL */
   /*
-   * Known contents of small integer tensors (shapes, axes, indices): nknown elements, each a
-   * kc_dim (constant or symbolic). Filled by shape inference, so Shape->Gather->Concat->Reshape
-   * chains resolve to static or symbolic shapes. NULL when unknown.
+   * Known contents of small tensors (shapes, axes, indices, and the shape arithmetic exporters
+   * write around them): nknown elements, each a kc_dim (constant or symbolic) that is exactly
+   * the element's value, an integer, whatever the dtype (a float one only carries a size, e.g.
+   * Cast(S) to float feeding a Range; see ir/shape.h kc_shp_fit). Filled by shape inference, so
+   * Shape->Gather->Concat->Reshape chains resolve to static or symbolic shapes. NULL when
+   * unknown.
    */
   const kc_dim *known;
   uint32_t nknown;
@@ -327,7 +336,7 @@ kc_status kc_node_infer(kc_graph *g, uint32_t n);
 /* Infer every node in order. */
 kc_status kc_graph_infer(kc_graph *g);
 
-/* Known integer contents of v (see kc_value.known); NULL when unknown. */
+/* Known contents of v (see kc_value.known); NULL when unknown. */
 const kc_dim *kc_value_known(const kc_graph *g, kc_val v, uint32_t *n);
 /* Number of elements of v when all dims are known, else -1. */
 int64_t kc_value_numel(const kc_graph *g, kc_val v);
@@ -335,6 +344,36 @@ int64_t kc_value_numel(const kc_graph *g, kc_val v);
  * negative at run time, one per constant bound on a symbolic dim, which ONNX would otherwise
  * clamp (up to max; axis[i]: the sliced axis). Shape inference of n must have run. */
 uint32_t kc_slice_requirements(kc_graph *g, const kc_node *n, kc_dim *req, int *axis, uint32_t max);
+
+/*
+ * What node n's inferred sizes and known contents assume that only a run's sizes can confirm
+ * (ir/shape_require.c): each requirement is a dim that must be >= 0 at run time. Shape
+ * inference of n must have run. A run that evaluates compiled sizes instead of re-inferring them
+ * checks every node's requirements first.
+ */
+typedef enum kc_req_kind {
+  KC_REQ_SLICE,   /* a slice bound on axis `index` lies within its dim (ONNX would clamp it) */
+  KC_REQ_EXACT,   /* known values of output `index` fit its dtype exactly (no rounding, no wrap) */
+  KC_REQ_RESHAPE, /* reshape: the result has as many elements as the input */
+} kc_req_kind;
+
+typedef struct kc_requirement {
+  kc_dim dim; /* must be >= 0 at run time */
+  kc_req_kind kind;
+  int index;
+} kc_requirement;
+
+/* Enough entries for any node: slice bounds, 2 per known element (at most 64, ir/shape.h),
+ * reshape. */
+#define KC_REQ_MAX (4 * KC_MAX_RANK + 2 * 64 + 2)
+/* n's requirements into req (at most max; KC_REQ_MAX holds all), their count. */
+uint32_t kc_node_requirements(kc_graph *g, const kc_node *n, kc_requirement *req, uint32_t max);
+/* The run's error message for requirement r of n, naming n and what was assumed; returns buf. */
+const char *kc_requirement_text(kc_graph *g, const kc_node *n, const kc_requirement *r, char *buf,
+                                size_t size);
+
+/* The axis of cumsum node n, normalized, when its axis input is known and in range. */
+bool kc_cumsum_axis(const kc_graph *g, const kc_node *n, int *axis);
 
 /* Error about node n: prefixes "node '<loc>' (<op>): " and returns s. */
 kc_status kc_node_errorf(kc_graph *g, const kc_node *n, kc_status s, const char *fmt, ...)

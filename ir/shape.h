@@ -80,7 +80,25 @@ void kc_shp_fresh(kc_graph *g, int rank, kc_dim *dims);
 const char *kc_shp_fmt(const kc_graph *g, int rank, const kc_dim *dims, char *buf, size_t size);
 /* Error: the contents of input i are needed to know the output rank (KC_ERR_UNSUPPORTED). */
 kc_status kc_shp_rank_unknown(kc_graph *g, const kc_node *n, uint32_t i, const char *what);
-/* True when t is an integer type whose values known-value tracking covers (i64, i32). */
+/*
+ * Known contents (see ir/internal.h, kc_value.known) exist for values of every integer type, bool
+ * and every float type; a float's known element is exactly its value, an integer (shape
+ * arithmetic cast to float and back: Range over float operands, RoPE positions), never float
+ * math. True when t is one of those types.
+ */
 bool kc_shp_tracked(kc_dtype t);
+/*
+ * Exact result v of an integer computation, as the element a tensor of dtype t holds (what its
+ * kernel computes: integers wrap, floats round to t, bool is v != 0): true with it in *out,
+ * false when that is not an integer known value (a float beyond int64, infinity).
+ * A symbolic v is kept as it is for i64, u64, i32, u32, f32 and f64 (the types that hold every
+ * integer up to 2^24 exactly); kc_node_requirements lists the range each such value assumes.
+ * Symbolic values of the narrower types (f16 holds integers exactly only up to 2048) are not
+ * known, since a requirement there would refuse realistic sizes.
+ */
+bool kc_shp_fit(kc_graph *g, kc_dtype t, kc_dim v, kc_dim *out);
+/* The range [lo, hi] of integers dtype t holds exactly (-2^24..2^24 for f32, i32's range...);
+ * false for types whose symbolic known values are not kept (see kc_shp_fit). */
+bool kc_shp_exact_range(kc_dtype t, int64_t *lo, int64_t *hi);
 
 #endif /* KERNC_IR_SHAPE_H */

@@ -9,6 +9,7 @@
  */
 #include "shape.h"
 
+#include <math.h>
 #include <string.h>
 
 kc_status kc_shp_arity(kc_graph *g, const kc_node *n) {
@@ -254,4 +255,70 @@ kc_status kc_shp_rank_unknown(kc_graph *g, const kc_node *n, uint32_t i, const c
                         i, i < n->nin ? n->in[i].id : 0, what);
 }
 
-bool kc_shp_tracked(kc_dtype t) { return t == KC_I64 || t == KC_I32; }
+bool kc_shp_tracked(kc_dtype t) {
+  return kc_dtype_is_int(t) || kc_dtype_is_float(t) || t == KC_BOOL;
+}
+
+bool kc_shp_exact_range(kc_dtype t, int64_t *lo, int64_t *hi) {
+  switch (t) {
+  case KC_I64: *lo = INT64_MIN, *hi = INT64_MAX; return true;
+  case KC_U64: *lo = 0, *hi = INT64_MAX; return true; /* known values are int64 */
+  case KC_I32: *lo = INT32_MIN, *hi = INT32_MAX; return true;
+  case KC_U32: *lo = 0, *hi = UINT32_MAX; return true;
+  case KC_F32: *lo = -(INT64_C(1) << 24), *hi = INT64_C(1) << 24; return true;
+  case KC_F64: *lo = -(INT64_C(1) << 53), *hi = INT64_C(1) << 53; return true;
+  default: return false;
+  }
+}
+
+/* A double holding an integer value as an int64, when it is one and fits. */
+static bool integral(double x, int64_t *out) {
+  if (!(x == floor(x) && x >= -9223372036854775808.0 && x < 9223372036854775808.0)) return false;
+  *out = (int64_t)x;
+  return true;
+}
+
+bool kc_shp_fit(kc_graph *g, kc_dtype t, kc_dim v, kc_dim *out) {
+  int64_t c, lo, hi;
+  if (!kc_dim_const(g, v, &c)) {
+    if (t == KC_BOOL) { /* v != 0, decided when v is provably positive */
+      if (!kc_dim_lower(g, v, &lo) || lo < 1) return false;
+      *out = 1;
+      return true;
+    }
+    if (!kc_shp_exact_range(t, &lo, &hi)) return false;
+    *out = v;
+    return true;
+  }
+  int64_t r;
+  switch (t) {
+  case KC_I64: r = c; break;
+  case KC_I32: r = (int32_t)(uint32_t)(uint64_t)c; break; /* two's complement wrap */
+  case KC_I16: r = (int16_t)(uint16_t)(uint64_t)c; break;
+  case KC_I8: r = (int8_t)(uint8_t)(uint64_t)c; break;
+  case KC_U32: r = (uint32_t)(uint64_t)c; break;
+  case KC_U16: r = (uint16_t)(uint64_t)c; break;
+  case KC_U8: r = (uint8_t)(uint64_t)c; break;
+  case KC_U64:
+    if (c < 0) return false; /* beyond int64 */
+    r = c;
+    break;
+  case KC_BOOL: r = c != 0; break;
+  /* f16/bf16 kernels compute in f32 and round on store: the same two roundings here */
+  case KC_F32:
+    if (!integral((float)c, &r)) return false;
+    break;
+  case KC_F64:
+    if (!integral((double)c, &r)) return false;
+    break;
+  case KC_F16:
+    if (!integral(kc_f16_to_f32(kc_f32_to_f16((float)c)), &r)) return false;
+    break;
+  case KC_BF16:
+    if (!integral(kc_bf16_to_f32(kc_f32_to_bf16((float)c)), &r)) return false;
+    break;
+  default: return false;
+  }
+  *out = kc_dim_int(g, r);
+  return true;
+}

@@ -2,10 +2,15 @@
  * ir/shape_elementwise.c - shape functions of elementwise ops: unary math, cast, clip, the
  * broadcasting binary ops, comparisons, logic, where and dropout.
  *
- * Outputs have the broadcast shape of the inputs. Known contents flow through the integer ops
- * shape computations use (identity, neg, cast, add/sub/mul/div/min/max, equal/less/greater,
- * where) when every operand is known, at most 1-D and small, so exporters' arithmetic on
- * Shape outputs (S-1, B*S, where(equal(shape, -1), 1, shape)) resolves to dims.
+ * Outputs have the broadcast shape of the inputs. Known contents flow through the ops shape
+ * computations use (identity, neg, cast, add/sub/mul/div/min/max, equal/less/greater, where)
+ * when every operand is known, at most 1-D and small, so exporters' arithmetic on Shape outputs
+ * (S-1, B*S, where(equal(shape, -1), 1, shape), Cast(S) to float and back) resolves to dims.
+ * Each result is computed exactly and then fitted to the output dtype (kc_shp_fit: integers
+ * wrap, floats round as their kernels do). A result is left unknown rather than guessed: integer
+ * Div truncates, which floor division equals only for a numerator provably >= 0 (or an exact
+ * quotient); float Div must divide exactly; min/max and comparisons of symbolic values need the
+ * sign of their difference to be provable (kc_dim_lower: symbols are sizes, >= 0).
  */
 #include "shape.h"
 
@@ -15,14 +20,16 @@
 static kc_dim at(const kc_dim *k, uint32_t nk, uint32_t i) { return nk == 1 ? k[0] : k[i]; }
 
 /*
- * Known contents of the (at most 1-D) output of n from its known inputs through f; f returns
- * false when an element cannot be computed (a symbol compared with a symbol, say).
+ * Known contents of the (at most 1-D) output of n from its known inputs through f, which gives
+ * the exact result of one element (fitted to the output dtype here) or false when it cannot be
+ * computed (a symbol compared with a symbol, say).
  */
-typedef bool (*known_fn)(kc_graph *g, kc_op op, const kc_dim *x, kc_dim *out);
+typedef bool (*known_fn)(kc_graph *g, const kc_node *n, const kc_dim *x, kc_dim *out);
 
 static void propagate(kc_graph *g, const kc_node *n, known_fn f) {
   const kc_value *o = n->nout && n->out[0].id ? kc_value_of(g, n->out[0]) : NULL;
-  if (!o || o->rank > 1) return;
+  if (!o || o->rank > 1 || !kc_shp_tracked(o->dtype)) return;
+  kc_dtype t = o->dtype;
   const kc_dim *k[3];
   uint32_t nk[3], cnt = 1;
   KC_ASSERT(n->nin <= 3);
@@ -40,66 +47,97 @@ static void propagate(kc_graph *g, const kc_node *n, known_fn f) {
     kc_dim x[3];
     for (uint32_t i = 0; i < n->nin; i++)
       x[i] = at(k[i], nk[i], e);
-    if (!f(g, n->op, x, &out[e])) return;
+    if (!f(g, n, x, &out[e]) || !kc_shp_fit(g, t, out[e], &out[e])) return;
   }
   kc_shp_set_known(g, n, 0, cnt, out);
 }
 
-static bool known_unary(kc_graph *g, kc_op op, const kc_dim *x, kc_dim *out) {
-  *out = op == KC_OP_NEG ? kc_dim_mul(g, kc_dim_int(g, -1), x[0]) : x[0];
+static bool known_unary(kc_graph *g, const kc_node *n, const kc_dim *x, kc_dim *out) {
+  *out = n->op == KC_OP_NEG ? kc_dim_mul(g, kc_dim_int(g, -1), x[0]) : x[0];
   return true;
 }
 
-static bool known_arith(kc_graph *g, kc_op op, const kc_dim *x, kc_dim *out) {
+/* The sign of a - b when provable: 1 (a > b), 0 (a == b), -1 (a < b); 2 when not known. */
+static int compare(kc_graph *g, kc_dim a, kc_dim b) {
+  kc_dim d = kc_dim_sub(g, a, b);
+  int64_t lo;
+  if (kc_dim_const(g, d, &lo)) return lo > 0 ? 1 : lo < 0 ? -1 : 0;
+  if (kc_dim_lower(g, d, &lo) && lo >= 1) return 1;
+  if (kc_dim_lower(g, kc_dim_sub(g, b, a), &lo) && lo >= 1) return -1;
+  return 2;
+}
+
+/* Provably a <= b (-1) or a >= b (1), equality included; 0 when not known. */
+static int order(kc_graph *g, kc_dim a, kc_dim b) {
+  int64_t lo;
+  if (a == b || (kc_dim_lower(g, kc_dim_sub(g, b, a), &lo) && lo >= 0)) return -1;
+  if (kc_dim_lower(g, kc_dim_sub(g, a, b), &lo) && lo >= 0) return 1;
+  return 0;
+}
+
+/* a / b as ONNX Div computes it on the output dtype: integers truncate, floats divide. */
+static bool known_div(kc_graph *g, kc_dtype t, kc_dim a, kc_dim b, kc_dim *out) {
+  int64_t va, vb, lo;
+  bool ca = kc_dim_const(g, a, &va), cb = kc_dim_const(g, b, &vb);
+  if (cb && vb == 0) return false;
+  bool fl = kc_dtype_is_float(t);
+  if (ca && cb) {
+    if ((vb == -1 && va == INT64_MIN) || (fl && va % vb != 0)) return false;
+    *out = kc_dim_int(g, va / vb); /* C division truncates, as integer Div does */
+    return true;
+  }
+  if (kc_dim_div_exact(g, a, b, out)) return true; /* exact: every rounding agrees */
+  if (fl) return false;
+  /* truncation equals floor division for a >= 0 and b >= 1 */
+  if (!kc_dim_lower(g, a, &lo) || lo < 0 || !kc_dim_lower(g, b, &lo) || lo < 1) return false;
+  *out = kc_dim_div(g, a, b);
+  return true;
+}
+
+static bool known_arith(kc_graph *g, const kc_node *n, const kc_dim *x, kc_dim *out) {
   int64_t a, b;
-  bool ca = kc_dim_const(g, x[0], &a), cb = kc_dim_const(g, x[1], &b);
-  switch (op) {
+  switch (n->op) {
   case KC_OP_ADD: *out = kc_dim_add(g, x[0], x[1]); return true;
   case KC_OP_SUB: *out = kc_dim_sub(g, x[0], x[1]); return true;
   case KC_OP_MUL: *out = kc_dim_mul(g, x[0], x[1]); return true;
-  case KC_OP_DIV:
-    if (cb && b == 0) return false;
-    if (ca && cb) { /* integer Div truncates; floor division differs for negative operands */
-      if (b == -1 && a == INT64_MIN) return false;
-      *out = kc_dim_int(g, a / b);
-      return true;
-    }
-    *out = kc_dim_div(g, x[0], x[1]); /* symbols are sizes, non-negative: trunc = floor */
-    return true;
+  case KC_OP_DIV: return known_div(g, kc_value_of(g, n->out[0])->dtype, x[0], x[1], out);
   case KC_OP_MIN:
-  case KC_OP_MAX:
-    if (x[0] == x[1]) {
-      *out = x[0];
+  case KC_OP_MAX: {
+    if (kc_dim_const(g, x[0], &a) && kc_dim_const(g, x[1], &b)) {
+      *out = kc_dim_int(g, (n->op == KC_OP_MIN) == (a < b) ? a : b);
       return true;
     }
-    if (!ca || !cb) return false;
-    *out = kc_dim_int(g, (op == KC_OP_MIN) == (a < b) ? a : b);
+    int o = order(g, x[0], x[1]); /* -1: x0 <= x1 */
+    if (!o) return false;
+    *out = (n->op == KC_OP_MIN) == (o < 0) ? x[0] : x[1];
     return true;
+  }
   default: return false;
   }
 }
 
-static bool known_compare(kc_graph *g, kc_op op, const kc_dim *x, kc_dim *out) {
-  int64_t a, b;
-  bool ca = kc_dim_const(g, x[0], &a), cb = kc_dim_const(g, x[1], &b);
-  if (ca && cb) {
-    *out = op == KC_OP_EQUAL ? a == b : op == KC_OP_LESS ? a < b : a > b;
+static bool known_compare(kc_graph *g, const kc_node *n, const kc_dim *x, kc_dim *out) {
+  int c = compare(g, x[0], x[1]);
+  if (n->op == KC_OP_EQUAL) {
+    /* a provable difference of at least 1 is never 0: S+1 != 0, so S never equals -1 */
+    if (c == 2) return false;
+    *out = c == 0;
     return true;
   }
-  if (op != KC_OP_EQUAL) return false;
-  if (x[0] == x[1]) {
-    *out = 1;
+  if (c != 2) {
+    *out = n->op == KC_OP_LESS ? c < 0 : c > 0;
     return true;
   }
-  /* a symbol is a size: it never equals a negative constant such as reshape's -1 */
-  if ((ca && a < 0) || (cb && b < 0)) {
+  int o = order(g, x[0], x[1]); /* x0 <= x1 decides greater, x0 >= x1 decides less */
+  if ((n->op == KC_OP_LESS && o > 0) || (n->op == KC_OP_GREATER && o < 0)) {
     *out = 0;
     return true;
   }
   return false;
 }
 
-static bool known_where(kc_graph *g, kc_op op, const kc_dim *x, kc_dim *out) {
+static bool known_where(kc_graph *g, const kc_node *n, const kc_dim *x, kc_dim *out) {
+  (void)n;
   int64_t c;
   if (!kc_dim_const(g, x[0], &c)) return false;
   *out = c ? x[1] : x[2];
@@ -172,7 +210,7 @@ kc_status shape_cast(kc_graph *g, kc_node *n) {
   const kc_value *x = kc_value_of(g, n->in[0]);
   kc_dtype from = x->dtype;
   kc_shp_set(g, n, 0, to->u.t, x->rank, x->dims);
-  if (kc_shp_tracked(from) && kc_shp_tracked(to->u.t)) propagate(g, n, known_unary);
+  if (kc_shp_tracked(from)) propagate(g, n, known_unary); /* fitted to the target dtype */
   return KC_OK;
 }
 

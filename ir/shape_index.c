@@ -4,8 +4,10 @@
  *
  * These are the ops exporters use on Shape outputs (gather one dim, slice a range, concat the
  * pieces into a new shape), so each also computes known contents when its inputs have them.
- * Slice with symbolic dims assumes the starts/ends it is given lie inside the dim (clamping
- * needs the size); "to the end" sentinels (|v| >= 2^31, as exporters write INT64_MAX) clamp.
+ * Slice with symbolic dims or bounds assumes the starts/ends it is given lie inside the dim
+ * (clamping needs the size; kc_slice_requirements lists what was assumed); "to the end"
+ * sentinels (|v| >= 2^31, as exporters write INT64_MAX) and symbolic bounds provably past the
+ * end clamp.
  */
 #include "shape.h"
 
@@ -181,38 +183,53 @@ static int64_t slice_int(int64_t d, int64_t start, int64_t end, int64_t step, in
 }
 
 /*
- * A bound on a symbolic dim d: negative counts from the end, sentinels clamp. ONNX clamps every
+ * A bound b on dim d where either is symbolic, as the size computation uses it, and what that
+ * assumes. Constant bounds: negative ones count from the end, sentinels clamp. ONNX clamps every
  * bound into the dim, which a polynomial cannot say for a constant against a symbol
- * (min(S, 1000)): the size assumes such a bound lies inside d, and kc_slice_requirements lists
- * what that assumes, for a run that cannot re-infer shapes (AOT) to check.
+ * (min(S, 1000)) nor for a symbol against anything (min(S, 64)): the size takes such a bound as
+ * lying inside d, and *req (up to 2 dims, each to be >= 0 at run time; *nreq of them) says what
+ * that assumed, for a run that cannot re-infer shapes (AOT) to check. A symbolic bound provably
+ * past the end clamps to it; one provably <= 0 (-S) counts from the end, assumed not to be 0; any
+ * other is assumed not to be negative (which would count from the end).
  */
-static kc_dim sym_bound(kc_graph *g, kc_dim d, kc_dim b, int64_t step) {
-  int64_t v;
-  if (!kc_dim_const(g, b, &v)) return b;
-  if (v >= BIG) return step > 0 ? d : kc_dim_sub(g, d, 1);
-  if (v <= -BIG) return step > 0 ? 0 : kc_dim_int(g, -1);
-  if (v < 0) return kc_dim_add(g, d, kc_dim_int(g, v));
+static kc_dim slice_bound(kc_graph *g, kc_dim d, kc_dim b, int64_t step, bool is_end, kc_dim *req,
+                          int *nreq) {
+  int64_t v, lo;
+  *nreq = 0;
+  if (kc_dim_const(g, b, &v)) {
+    if (v >= BIG) return step > 0 ? d : kc_dim_sub(g, d, 1);
+    if (v <= -BIG) return step > 0 ? 0 : kc_dim_int(g, -1);
+    if (v == 0 || kc_dim_const(g, d, &lo)) return v < 0 ? kc_dim_add(g, d, kc_dim_int(g, v)) : b;
+    if (v > 0) /* v <= d (d-1 backwards) */
+      req[(*nreq)++] = kc_dim_sub(g, d, kc_dim_int(g, v + (step < 0)));
+    else /* d+v >= 0 (>= -1 for the end going backwards) */
+      req[(*nreq)++] = kc_dim_add(g, d, kc_dim_int(g, v + (step < 0 && is_end)));
+    return v < 0 ? kc_dim_add(g, d, kc_dim_int(g, v)) : b;
+  }
+  kc_dim hi = step > 0 ? d : kc_dim_sub(g, d, 1), nb = kc_dim_mul(g, kc_dim_int(g, -1), b);
+  if (kc_dim_lower(g, kc_dim_sub(g, b, hi), &lo) && lo >= 0) return hi;
+  bool nonneg = kc_dim_lower(g, b, &lo) && lo >= 0;
+  if (!nonneg && kc_dim_lower(g, nb, &lo) && lo >= 0) {
+    /* -S (x[-S:]): from the end, as a negative constant; S = 0 would mean the start instead */
+    req[(*nreq)++] = kc_dim_sub(g, nb, 1);
+    req[(*nreq)++] = kc_dim_add(g, kc_dim_add(g, d, b), step < 0 && is_end);
+    return kc_dim_add(g, d, b);
+  }
+  req[(*nreq)++] = b; /* taken as counting from the start */
+  req[(*nreq)++] = kc_dim_sub(g, hi, b);
   return b;
 }
 
-/* Size of slice [start, end) by step on symbolic dim d. */
+/* Size of slice [start, end) by step on dim d (one of d, start, end symbolic). */
 static kc_dim slice_sym(kc_graph *g, kc_dim d, kc_dim start, kc_dim end, int64_t step) {
-  kc_dim s = sym_bound(g, d, start, step), e = sym_bound(g, d, end, step);
+  kc_dim req[2];
+  int nreq;
+  kc_dim s = slice_bound(g, d, start, step, false, req, &nreq);
+  kc_dim e = slice_bound(g, d, end, step, true, req, &nreq);
   kc_dim span = step > 0 ? kc_dim_sub(g, e, s) : kc_dim_sub(g, s, e);
   int64_t st = step > 0 ? step : -step, v;
   kc_dim r = st == 1 ? span : kc_dim_div(g, kc_dim_add(g, span, st - 1), st);
   return kc_dim_const(g, r, &v) && v < 0 ? 0 : r;
-}
-
-/* How far a constant bound v on symbolic d is inside the range ONNX clamps it to (>= 0: no clamp,
- * the symbolic size holds); 0 for d constant, v symbolic, 0 or a sentinel. */
-static kc_dim bound_margin(kc_graph *g, kc_dim d, kc_dim b, int64_t step, bool is_end) {
-  int64_t v, dv;
-  if (kc_dim_const(g, d, &dv) || !kc_dim_const(g, b, &v) || v == 0 || v >= BIG || v <= -BIG)
-    return 0;
-  if (v > 0) return kc_dim_sub(g, d, kc_dim_int(g, v + (step < 0))); /* v <= d (d-1 backwards) */
-  return kc_dim_add(g, d, kc_dim_int(g, v + (step < 0 && is_end)));  /* d+v >= 0 (>= -1 for the
-                                                                        end going backwards) */
 }
 
 uint32_t kc_slice_requirements(kc_graph *g, const kc_node *n, kc_dim *req, int *axis,
@@ -227,17 +244,25 @@ uint32_t kc_slice_requirements(kc_graph *g, const kc_node *n, kc_dim *req, int *
       (has_steps && (!kc_shp_known_ints(g, n->in[4], steps, KC_KNOWN_MAX, &nst) || nst != ns)))
     return 0;
   for (uint32_t i = 0; i < ns; i++) {
-    int64_t a = has_axes ? axes[i] : (int64_t)i;
+    int64_t a = has_axes ? axes[i] : (int64_t)i, vs, ve;
     if (a < 0) a += x->rank;
     if (a < 0 || a >= x->rank) continue;
     int64_t step = has_steps ? steps[i] : 1;
-    kc_dim m[2] = {bound_margin(g, x->dims[a], st[i], step, false),
-                   bound_margin(g, x->dims[a], en[i], step, true)};
-    for (int k = 0; k < 2; k++)
-      if (KC_DIM_IS_SYM(m[k]) && nreq < max) {
+    kc_dim d = x->dims[a];
+    if (!KC_DIM_IS_SYM(d) && kc_dim_const(g, st[i], &vs) && kc_dim_const(g, en[i], &ve))
+      continue; /* all integers: clamped exactly */
+    kc_dim m[4];
+    int n0, n1;
+    slice_bound(g, d, st[i], step, false, m, &n0);
+    slice_bound(g, d, en[i], step, true, m + n0, &n1);
+    for (int k = 0; k < n0 + n1; k++) {
+      int64_t lo;
+      if (kc_dim_lower(g, m[k], &lo) && lo >= 0) continue; /* holds for every size */
+      if (nreq < max) {
         req[nreq] = m[k];
         axis[nreq++] = (int)a;
       }
+    }
   }
   return nreq;
 }

@@ -1,6 +1,6 @@
 /*
  * ir/shape_reduce.c - shape functions of reductions and row-wise ops: reduce_mean/sum/max,
- * softmax/log_softmax, and ONNX LayerNormalization / RMSNormalization.
+ * softmax/log_softmax, cumsum, and ONNX LayerNormalization / RMSNormalization.
  *
  * Reduce axes are the optional i64 second input (ONNX opset 18). When its contents are unknown
  * the output still has a known rank if keepdims is set or the axes tensor has a known length;
@@ -79,6 +79,35 @@ kc_status shape_axis_op(kc_graph *g, kc_node *n) {
   if (s == KC_OK)
     s = kc_shp_axis(g, n, "axis", kc_node_int(n, "axis", -1), x->rank ? x->rank : 1, &axis);
   if (s != KC_OK) return s;
+  kc_shp_set_like(g, n, 0, n->in[0]);
+  return KC_OK;
+}
+
+bool kc_cumsum_axis(const kc_graph *g, const kc_node *n, int *axis) {
+  int64_t a;
+  uint32_t cnt;
+  int r = kc_value_of(g, n->in[0])->rank;
+  if (!kc_shp_known_ints(g, n->in[1], &a, 1, &cnt) || cnt != 1 || a < -r || a >= r) return false;
+  *axis = (int)(a < 0 ? a + r : a);
+  return true;
+}
+
+kc_status shape_cumsum(kc_graph *g, kc_node *n) {
+  kc_status s = kc_shp_arity(g, n);
+  if (s == KC_OK) s = kc_shp_need_numeric(g, n, 0);
+  if (s == KC_OK) s = kc_shp_need_int(g, n, 1);
+  if (s == KC_OK) s = kc_shp_need_rank(g, n, 1, 0, 1);
+  if (s != KC_OK) return s;
+  const kc_value *x = kc_value_of(g, n->in[0]), *ax = kc_value_of(g, n->in[1]);
+  if (x->rank == 0) return kc_node_errorf(g, n, KC_ERR_SHAPE, "input 0 is a scalar");
+  if (ax->rank == 1 && ax->dims[0] != 1)
+    return kc_node_errorf(g, n, KC_ERR_SHAPE, "the axis (%%%u) must hold one element", n->in[1].id);
+  int64_t a;
+  uint32_t cnt;
+  int axis;
+  if (kc_shp_known_ints(g, n->in[1], &a, 1, &cnt) &&
+      (s = kc_shp_axis(g, n, "axis", a, x->rank, &axis)) != KC_OK)
+    return s;
   kc_shp_set_like(g, n, 0, n->in[0]);
   return KC_OK;
 }

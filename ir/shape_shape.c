@@ -2,9 +2,10 @@
  * ir/shape_shape.c - shape functions of sources and shape computations: weight, constant,
  * shape, constant_of_shape, range.
  *
- * These are where known contents start: a small integer constant or weight with data (ONNX
- * initializers often hold axes, indices and shapes) knows its data, shape knows its input's dims
- * (symbols included), range and constant_of_shape know what they generate.
+ * These are where known contents start: a small constant or weight with data whose elements
+ * are integers (ONNX initializers often hold axes, indices and shapes; float ones the 0.0 and
+ * 1.0 of a float Range) knows its data, shape knows its input's dims (symbols included), range
+ * and constant_of_shape know what they generate.
  * A weight's type is printed in the text form and set by the builder, so it is kept, not
  * inferred; the tensor of the same name is a fallback and must agree when both exist.
  */
@@ -13,14 +14,43 @@
 #include <math.h>
 #include <string.h>
 
-/* Known contents of a small i64/i32 tensor's data. */
+/* Element i of t's data as an int64, when it holds an integer value (any dtype). */
+static bool element_int(const kc_tensor *t, size_t i, int64_t *out) {
+  const void *p = (const char *)t->data + i * kc_dtype_size(t->dtype);
+  double x;
+  switch (t->dtype) {
+  case KC_I64: *out = *(const int64_t *)p; return true;
+  case KC_I32: *out = *(const int32_t *)p; return true;
+  case KC_I16: *out = *(const int16_t *)p; return true;
+  case KC_I8: *out = *(const int8_t *)p; return true;
+  case KC_U32: *out = *(const uint32_t *)p; return true;
+  case KC_U16: *out = *(const uint16_t *)p; return true;
+  case KC_U8: *out = *(const uint8_t *)p; return true;
+  case KC_BOOL: *out = *(const uint8_t *)p != 0; return true;
+  case KC_U64:
+    if (*(const uint64_t *)p > INT64_MAX) return false;
+    *out = (int64_t) * (const uint64_t *)p;
+    return true;
+  case KC_F32: x = *(const float *)p; break;
+  case KC_F64: x = *(const double *)p; break;
+  case KC_F16: x = kc_f16_to_f32(*(const uint16_t *)p); break;
+  case KC_BF16: x = kc_bf16_to_f32(*(const uint16_t *)p); break;
+  default: return false;
+  }
+  if (!(x == floor(x) && fabs(x) < 9007199254740992.0)) return false; /* NaN fails too */
+  *out = (int64_t)x;
+  return true;
+}
+
+/* Known contents of a small tensor's data, when every element is an integer value. */
 static void tensor_known(kc_graph *g, const kc_node *n, const kc_tensor *t) {
   if (!kc_shp_tracked(t->dtype) || !t->data) return;
   size_t numel = t->nbytes / kc_dtype_size(t->dtype);
   if (numel > KC_KNOWN_MAX) return;
   kc_dim k[KC_KNOWN_MAX];
   for (size_t i = 0; i < numel; i++) {
-    int64_t v = t->dtype == KC_I64 ? ((const int64_t *)t->data)[i] : ((const int32_t *)t->data)[i];
+    int64_t v;
+    if (!element_int(t, i, &v)) return;
     k[i] = kc_dim_int(g, v);
   }
   kc_shp_set_known(g, n, 0, (uint32_t)numel, k);
@@ -124,11 +154,9 @@ kc_status shape_constant_of_shape(kc_graph *g, kc_node *n) {
     dims[i] = shape[i];
   }
   kc_shp_set(g, n, 0, dt, (int)cnt, dims);
-  int64_t numel;
+  int64_t numel, fill = 0;
   if (kc_shp_tracked(dt) && kc_dim_const(g, kc_shp_prod(g, (int)cnt, dims), &numel) &&
-      numel <= KC_KNOWN_MAX && (!t || t->data)) {
-    int64_t fill = 0;
-    if (t && t->data) fill = dt == KC_I64 ? *(const int64_t *)t->data : *(const int32_t *)t->data;
+      numel <= KC_KNOWN_MAX && (!t || (t->data && element_int(t, 0, &fill)))) {
     kc_dim k[KC_KNOWN_MAX];
     for (int64_t i = 0; i < numel; i++)
       k[i] = kc_dim_int(g, fill);
@@ -137,7 +165,11 @@ kc_status shape_constant_of_shape(kc_graph *g, kc_node *n) {
   return KC_OK;
 }
 
-/* Element count of range(start, limit, delta) from known values or constant scalars. */
+/*
+ * Element count of range(start, limit, delta): max(ceil((limit - start) / delta), 0) from known
+ * values (integers, or integer-valued floats: the exact formula), else from constant scalars. A
+ * symbolic count whose sign is not provable (max(., 0) has no dim form) is left unknown.
+ */
 static kc_status range_count(kc_graph *g, kc_node *n, kc_dim *count) {
   const kc_dim *k[3];
   uint32_t nk;
@@ -147,12 +179,16 @@ static kc_status range_count(kc_graph *g, kc_node *n, kc_dim *count) {
     known = known && k[i] && nk == 1;
   }
   int64_t delta;
-  if (known && kc_dim_const(g, k[2][0], &delta)) {
+  if (known && kc_dim_const(g, k[2][0], &delta) && delta != INT64_MIN) {
     if (delta == 0) return kc_node_errorf(g, n, KC_ERR_SHAPE, "delta is 0");
     kc_dim span = delta > 0 ? kc_dim_sub(g, k[1][0], k[0][0]) : kc_dim_sub(g, k[0][0], k[1][0]);
-    int64_t st = delta > 0 ? delta : -delta, v;
+    int64_t st = delta > 0 ? delta : -delta, v, lo;
     *count = st == 1 ? span : kc_dim_div(g, kc_dim_add(g, span, st - 1), st);
-    if (kc_dim_const(g, *count, &v) && v < 0) *count = 0;
+    if (kc_dim_const(g, *count, &v)) {
+      if (v < 0) *count = 0;
+    } else if (!kc_dim_lower(g, span, &lo) || lo < 0) {
+      *count = kc_dim_fresh(g);
+    }
     return KC_OK;
   }
   double s, l, d;
@@ -166,6 +202,9 @@ static kc_status range_count(kc_graph *g, kc_node *n, kc_dim *count) {
   *count = kc_dim_fresh(g);
   return KC_OK;
 }
+
+/* The compute type of a range kernel over t (f16/bf16 compute in f32, codegen's rule). */
+static kc_dtype compute_type(kc_dtype t) { return t == KC_F16 || t == KC_BF16 ? KC_F32 : t; }
 
 kc_status shape_range(kc_graph *g, kc_node *n) {
   kc_status s = kc_shp_arity(g, n);
@@ -181,7 +220,7 @@ kc_status shape_range(kc_graph *g, kc_node *n) {
   if (s != KC_OK) return s;
   kc_dtype t = kc_value_of(g, n->in[0])->dtype;
   kc_shp_set(g, n, 0, t, 1, &count);
-  /* known contents: start + i*delta, start possibly symbolic */
+  /* known contents: start + i*delta as the kernel computes it (product, sum, then the store) */
   uint32_t n0, n2;
   const kc_dim *k0 = kc_value_known(g, n->in[0], &n0), *k2 = kc_value_known(g, n->in[2], &n2);
   int64_t delta;
@@ -189,8 +228,13 @@ kc_status shape_range(kc_graph *g, kc_node *n) {
       count > KC_KNOWN_MAX || !kc_dim_const(g, k2[0], &delta))
     return KC_OK;
   kc_dim k[KC_KNOWN_MAX];
-  for (int64_t i = 0; i < count; i++)
-    k[i] = kc_dim_add(g, k0[0], kc_dim_int(g, i * delta));
+  kc_dtype ct = compute_type(t);
+  for (int64_t i = 0; i < count; i++) {
+    kc_dim step;
+    if (__builtin_mul_overflow(i, delta, &step) || !kc_shp_fit(g, ct, kc_dim_int(g, step), &step) ||
+        !kc_shp_fit(g, ct, kc_dim_add(g, k0[0], step), &k[i]) || !kc_shp_fit(g, t, k[i], &k[i]))
+      return KC_OK;
+  }
   kc_shp_set_known(g, n, 0, (uint32_t)count, k);
   return KC_OK;
 }

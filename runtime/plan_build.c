@@ -10,9 +10,11 @@
  * that depend on data), each bound at run time when the first node with that symbol as a whole
  * result dim is reached. A slot needing a symbol no input binds, in an export, makes the graph
  * unfit for AOT, and the error names its node.
- * Requirements (kc_slice_requirements): what an inferred size assumed that only the run's sizes
- * can confirm, each a slot that must not be negative, with a text naming its node for the run's
- * error.
+ * Requirements: what an inferred size assumed that only the run's sizes can confirm, each
+ * checked by the executor before the node's stage runs, with a text naming the node for the
+ * run's error: the nodes' own (ir/shape_require.c: slice bounds, exact ranges, reshape counts;
+ * a slot that must not be negative) and what shape inference took for granted (kc_shp_assume:
+ * symbolic dims equal, broadcasting, within one another; two slots compared).
  *
  * Invariants: arrays are malloc'd and freed by kc_rt_plan_free; strings point into the compiled
  * graph (which outlives the plan) or into p->names / p->req_text.
@@ -180,10 +182,19 @@ typedef struct assumption {
   kc_dim a, b;
 } assumption;
 
+typedef struct node_req {
+  uint32_t node;
+  kc_requirement r;
+} node_req;
+
+/* What the plan must check per run: the assumptions of shape inference and the nodes'
+ * requirements, each in node order. */
 typedef struct assumptions {
   const kc_graph *g;
   assumption *v;
   uint32_t n, cap;
+  node_req *req;
+  uint32_t nreq, capreq;
   bool oom;
 } assumptions;
 
@@ -226,6 +237,20 @@ static kc_status collect_assumptions(kc_module *m, assumptions *c) {
     s = kc_node_infer(g, i);
     for (uint32_t j = 0; j < keep; j++)
       g->vals[n->out[j].id] = saved[j];
+    kc_requirement req[KC_REQ_MAX];
+    uint32_t k = s == KC_OK ? kc_node_requirements(g, n, req, KC_REQ_MAX) : 0;
+    if (c->nreq + k > c->capreq) {
+      uint32_t cap = 2 * (c->nreq + k) + 16;
+      node_req *v = realloc(c->req, cap * sizeof *v);
+      if (!v) {
+        c->oom = true;
+        break;
+      }
+      c->req = v;
+      c->capreq = cap;
+    }
+    for (uint32_t j = 0; j < k; j++)
+      c->req[c->nreq++] = (node_req){i, req[j]};
   }
   g->assume = NULL;
   g->assume_user = NULL;
@@ -295,33 +320,26 @@ static kc_status assumed(kc_rt_plan *p, kc_module *m, const assumptions *c, uint
   return s;
 }
 
-/* The requirement slots and texts of slice node i (see the file comment). */
-static kc_status requirements(kc_rt_plan *p, kc_module *m, uint32_t i) {
-  kc_graph *g = m->g;
-  const kc_node *n = &g->nodes[i];
-  if (n->op != KC_OP_SLICE) return KC_OK;
-  kc_dim req[2 * KC_MAX_RANK];
-  int axis[2 * KC_MAX_RANK];
-  uint32_t k = kc_slice_requirements(g, n, req, axis, 2 * KC_MAX_RANK);
-  for (uint32_t j = 0; j < k; j++) {
-    char dim[128], text[768], wb[300];
-    if (unbound_symbol(p, g, req[j])) continue; /* on a data-dependent size: the kernel clamps */
-    kc_dim_str(g, kc_value_of(g, n->in[0])->dims[axis[j]], dim, sizeof dim);
-    snprintf(text, sizeof text,
-             "%s was compiled assuming its constant bounds on axis %d lie within its size %s "
-             "(ONNX clamps bounds past the end)",
-             who(n, wb, sizeof wb), axis[j], dim);
-    kc_status s = add_req(p, m, KC_PLAN_REQ_NONNEG, req[j], 0, text);
-    if (s != KC_OK) return s;
+/* The requirements of node i (ir/shape_require.c: slice bounds, exact ranges of sizes carried
+ * in narrow or float dtypes, reshape counts), each a slot that must not be negative. */
+static kc_status requirements(kc_rt_plan *p, kc_module *m, const assumptions *c, uint32_t *next,
+                              uint32_t i) {
+  kc_status s = KC_OK;
+  for (; *next < c->nreq && c->req[*next].node == i && s == KC_OK; (*next)++) {
+    const node_req *r = &c->req[*next];
+    if (unbound_symbol(p, m->g, r->r.dim)) continue; /* on a data-dependent size: settled */
+    char text[768];
+    kc_requirement_text(m->g, &m->g->nodes[i], &r->r, text, sizeof text);
+    s = add_req(p, m, KC_PLAN_REQ_NONNEG, r->r.dim, 0, text);
   }
-  return KC_OK;
+  return s;
 }
 
 /* Storage and slots of every value the graph uses, in node order; unfit sizes refused by node. */
 static kc_status values(kc_rt_plan *p, kc_module *m, bool late, const assumptions *c) {
   const kc_graph *g = m->g;
   int64_t woff = 0;
-  uint32_t next = 0;
+  uint32_t next = 0, next_req = 0;
   kc_status s = KC_OK;
   for (uint32_t k = 0; k < g->ninputs && s == KC_OK; k++)
     s = storage(p, m, g->inputs[k].id, &woff);
@@ -340,7 +358,7 @@ static kc_status values(kc_rt_plan *p, kc_module *m, bool late, const assumption
       if (n->op != KC_OP_NOP && n->out[j].id) s = value_slots(p, m, n->out[j].id, late);
     for (int64_t l = nlate; l < p->model.nlate; l++)
       p->late[l].slot = first_slot;
-    if (s == KC_OK) s = requirements(p, m, i);
+    if (s == KC_OK) s = requirements(p, m, c, &next_req, i);
     if (s == KC_OK) s = assumed(p, m, c, &next, i);
   }
   return s;
@@ -429,6 +447,7 @@ kc_status kc_rt_plan_build(kc_module *m, const char *name, bool late, kc_rt_plan
   kc_status s = collect_assumptions(m, &c);
   if (s == KC_OK) s = build(m, name, late, &c, p);
   free(c.v);
+  free(c.req);
   return s;
 }
 
@@ -440,12 +459,10 @@ static kc_status build(kc_module *m, const char *name, bool late, const assumpti
     nslots += g->vals[v].rank > 0 ? (size_t)g->vals[v].rank : 0;
     nsyms += g->vals[v].rank > 0 ? (size_t)g->vals[v].rank : 0;
   }
-  for (uint32_t i = 0; i < g->nnodes; i++) {
+  for (uint32_t i = 0; i < g->nnodes; i++)
     nbufs += g->nodes[i].nin + g->nodes[i].nout;
-    nreq += g->nodes[i].op == KC_OP_SLICE ? 2 * KC_MAX_RANK : 0;
-  }
-  nreq += c->n;
-  nslots += 2 * (size_t)c->n;
+  nreq += c->n + c->nreq;
+  nslots += 2 * (size_t)c->n + c->nreq;
   p->values = calloc(nv, sizeof *p->values);
   p->steps = calloc(g->nnodes + 1, sizeof *p->steps);
   p->inputs = calloc(g->ninputs + 1, sizeof *p->inputs);

@@ -3,7 +3,9 @@
  * `kernc check` (argv[1]: the kernc binary, argv[2]: tests/).
  *
  * Each folder tests/models/NAME holding a model.onnx (bert_tiny, gpt2_tiny, llama_tiny exported
- * from PyTorch by tests/models/make_models.py; opset23_tiny built by tests/models/make_opset23.py)
+ * from PyTorch by tests/models/make_models.py; rope_arange_tiny and hf_positions_tiny, whose sizes
+ * follow from shape arithmetic, by tests/models/make_shape_models.py; opset23_tiny built by
+ * tests/models/make_opset23.py)
  * must PASS, not SKIP, both with the default pipeline and with `--passes=` (nothing fused), so
  * fused and unfused graphs are held to the same reference outputs. One negative test copies a model
  * with one reference value moved by 1% and expects FAIL, so a check that stopped comparing values
@@ -97,6 +99,12 @@ static const fusion_expect fusions[] = {
     {"opset23_tiny",
      {"= attention(=2", "= rms_norm(=5"},
      {"= softmax(", "= rms_normalization(", "= rotary("}},
+    /* full(-inf).triu(1) added to the scores is a causal mask; repeat_kv by expand is GQA */
+    {"rope_arange_tiny",
+     {"= attention(=2", "mask=causal=2", "kv_heads=2=2", "= rms_norm(=5"},
+     {"= softmax(", "= reduce_mean(", "= sqrt(", "= trilu(", "= constant_of_shape("}},
+    /* masked_fill of an expanded tril(ones) * padding mask is not matched as attention yet */
+    {"hf_positions_tiny", {"= rms_norm(=5", "= cumsum(=1"}, {"= reduce_mean(", "= sqrt("}},
 };
 
 static void test_fusions(void **state) {

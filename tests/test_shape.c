@@ -5,7 +5,11 @@
  * built in) and print/parse round trip; numpy broadcasting with symbols; reshape's 0 and -1 on
  * symbolic shapes; a head split [B,S,384] -> [B,12,S,32] through reshape/transpose/matmul; the
  * exporters' Shape->Gather->Unsqueeze->Concat->Reshape chain resolving through known values;
- * the other ops' shapes; and errors returning the right status with the node named.
+ * shape arithmetic through every dtype (Cast to float and back exact, float Range counts,
+ * truncating Div, min/max and comparisons only where the sign is provable: kc_dim_lower), the
+ * requirements inferred sizes rest on (slice bounds, exact float values, reshape counts) and
+ * their texts; cumsum; the other ops' shapes; and errors returning the right status with the
+ * node named.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -398,6 +402,202 @@ static void t_shape_chain(void **st) {
   kc_graph_free(g);
 }
 
+/* A scalar constant of dtype t holding bits (f16 needs its bit pattern). */
+static kc_val scalar(kc_graph *g, kc_dtype t, const void *bits) {
+  return kc_constant(g, t, 0, NULL, bits);
+}
+
+/* S of x: f32[B,S,64] as a known i64 scalar. */
+static kc_val seq_of(kc_graph *g, kc_val x) {
+  return kc_gather(g, kc_shape(g, x), kc_const_i64(g, 1), 0);
+}
+
+static void t_dim_lower(void **st) {
+  (void)st;
+  kc_graph *g = kc_graph_new(ctx, "g");
+  int64_t lo;
+  assert_true(kc_dim_lower(g, parse_dim(g, "S"), &lo) && lo == 0);
+  assert_true(kc_dim_lower(g, parse_dim(g, "S+1"), &lo) && lo == 1);
+  assert_true(kc_dim_lower(g, parse_dim(g, "2*B*S+3"), &lo) && lo == 3);
+  assert_true(kc_dim_lower(g, parse_dim(g, "(S+1)/2"), &lo) && lo == 0);
+  assert_true(kc_dim_lower(g, parse_dim(g, "S%3"), &lo) && lo == 0);
+  assert_true(kc_dim_lower(g, parse_dim(g, "-5"), &lo) && lo == -5);
+  assert_true(kc_dim_lower(g, parse_dim(g, "S-1"), &lo) && lo == -1);
+  assert_false(kc_dim_lower(g, parse_dim(g, "-S"), &lo));
+  assert_false(kc_dim_lower(g, parse_dim(g, "(S-1)/2"), &lo));
+  assert_false(kc_dim_lower(g, parse_dim(g, "S/T"), &lo)); /* T may be 0 */
+  kc_graph_free(g);
+}
+
+/* Shape values through float casts, float ranges, division, min/max and comparisons. */
+static void t_known_arith(void **st) {
+  (void)st;
+  kc_graph *g = kc_graph_new(ctx, "g");
+  kc_val x = input(g, "x", KC_F32, "B,S,64");
+  kc_val s = seq_of(g, x);
+  /* Cast to float and back stays S; a float range over it has S elements */
+  kc_val sf = kc_cast(g, s, KC_F32);
+  assert_string_equal(known_str(g, sf), "[S]");
+  assert_string_equal(known_str(g, kc_cast(g, sf, KC_I64)), "[S]");
+  assert_string_equal(known_str(g, kc_cast(g, kc_cast(g, s, KC_F64), KC_I32)), "[S]");
+  kc_val r = kc_range(g, kc_const_f32(g, 0), sf, kc_const_f32(g, 1));
+  assert_string_equal(th_type_str(g, r), "f32[S]");
+  r = kc_range(g, kc_const_f32(g, 0), sf, kc_const_f32(g, 2));
+  assert_string_equal(th_type_str(g, r), "f32[(S+1)/2]");
+  r = kc_range(g, kc_sub(g, sf, kc_const_f32(g, 1)), kc_const_f32(g, -1), kc_const_f32(g, -1));
+  assert_string_equal(th_type_str(g, r), "f32[S]");
+  /* the start may pass the limit: max(5 - S, 0) has no dim form, so the size is unknown */
+  r = kc_range(g, s, kc_const_i64(g, 5), kc_const_i64(g, 1));
+  assert_non_null(strstr(th_type_str(g, r), "unk"));
+  /* known contents of a short float range, and of constants: the values the kernels compute */
+  kc_val fr = kc_range(g, kc_const_f32(g, 3), kc_const_f32(g, 7), kc_const_f32(g, 2));
+  assert_string_equal(known_str(g, fr), "[3,5]");
+  assert_string_equal(known_str(g, kc_cast(g, kc_const_i64(g, 16777217), KC_F32)), "[16777216]");
+  assert_string_equal(known_str(g, kc_cast(g, kc_const_i64(g, 2147483648), KC_I32)),
+                      "[-2147483648]");
+  assert_string_equal(known_str(g, kc_cast(g, kc_const_i64(g, 2049), KC_F16)), "[2048]");
+  assert_string_equal(known_str(g, kc_cast(g, kc_const_i64(g, 70000), KC_F16)), "unknown");
+  assert_string_equal(known_str(g, kc_cast(g, kc_const_i64(g, 3), KC_BOOL)), "[1]");
+  assert_string_equal(known_str(g, kc_cast(g, s, KC_BOOL)), "unknown"); /* S may be 0 */
+  assert_string_equal(known_str(g, kc_cast(g, kc_add(g, s, kc_const_i64(g, 1)), KC_BOOL)), "[1]");
+  assert_string_equal(known_str(g, kc_const_f32(g, 0.5f)), "unknown");
+  /* f16 holds integers exactly only up to 2048: a symbolic f16 value is not known */
+  kc_val sh = kc_cast(g, s, KC_F16);
+  assert_string_equal(known_str(g, sh), "unknown");
+  uint16_t h0 = 0, h1 = 0x3c00; /* 0.0, 1.0 */
+  r = kc_range(g, scalar(g, KC_F16, &h0), sh, scalar(g, KC_F16, &h1));
+  assert_non_null(strstr(th_type_str(g, r), "unk"));
+  /* Div: integers truncate (floor only for a numerator >= 0), floats divide exactly */
+  kc_val two = kc_const_i64(g, 2);
+  assert_string_equal(known_str(g, kc_div(g, s, two)), "[S/2]");
+  assert_string_equal(known_str(g, kc_div(g, kc_mul(g, s, two), two)), "[S]");
+  assert_string_equal(known_str(g, kc_div(g, kc_sub(g, s, kc_const_i64(g, 1)), two)), "unknown");
+  assert_string_equal(known_str(g, kc_div(g, kc_const_i64(g, -7), two)), "[-3]");
+  assert_string_equal(known_str(g, kc_div(g, sf, kc_const_f32(g, 2))), "unknown"); /* S/2: x.5 */
+  assert_string_equal(
+      known_str(g, kc_div(g, kc_mul(g, sf, kc_const_f32(g, 4)), kc_const_f32(g, 2))), "[2*S]");
+  assert_string_equal(known_str(g, kc_div(g, kc_const_f32(g, 7), kc_const_f32(g, 2))), "unknown");
+  /* min/max with a provable order only */
+  kc_val s1 = kc_add(g, s, kc_const_i64(g, 1));
+  assert_string_equal(known_str(g, kc_min(g, s, s1)), "[S]");
+  assert_string_equal(known_str(g, kc_max(g, s, s1)), "[S+1]");
+  assert_string_equal(known_str(g, kc_max(g, s, kc_const_i64(g, 0))), "[S]");
+  assert_string_equal(known_str(g, kc_min(g, s, kc_const_i64(g, 64))), "unknown");
+  /* comparisons decided by the sign of the difference */
+  assert_string_equal(known_str(g, kc_equal(g, s, kc_const_i64(g, -1))), "[0]");
+  assert_string_equal(known_str(g, kc_equal(g, s1, kc_const_i64(g, 0))), "[0]");
+  assert_string_equal(known_str(g, kc_equal(g, s, kc_const_i64(g, 1))), "unknown");
+  assert_string_equal(known_str(g, kc_less(g, s, s1)), "[1]");
+  assert_string_equal(known_str(g, kc_greater(g, s, s1)), "[0]");
+  assert_string_equal(known_str(g, kc_less(g, s, kc_const_i64(g, 0))), "[0]");
+  assert_string_equal(known_str(g, kc_less(g, s, kc_const_i64(g, 5))), "unknown");
+  assert_string_equal(known_str(g, kc_equal(g, sf, kc_const_f32(g, -1))), "[0]");
+  /* a float constant_of_shape of an integer value is known, a fraction is not */
+  kc_val shp = i64s(g, 1, (int64_t[]){2});
+  assert_string_equal(known_str(g, kc_constant_of_shape(g, shp, kc_const_f32(g, 1))), "[1,1]");
+  assert_string_equal(known_str(g, kc_constant_of_shape(g, shp, kc_const_f32(g, 0.5f))), "unknown");
+  assert_int_equal(kc_graph_status(g), KC_OK);
+  kc_graph_free(g);
+}
+
+/* Every requirement of node ni, as "dim: text" lines. */
+static const char *reqs_str(kc_graph *g, kc_val v) {
+  static char buf[4096];
+  const kc_node *n = &g->nodes[kc_value_of(g, v)->def - 1];
+  kc_requirement req[KC_REQ_MAX];
+  uint32_t k = kc_node_requirements(g, n, req, KC_REQ_MAX);
+  buf[0] = 0;
+  for (uint32_t i = 0; i < k; i++) {
+    char d[128], t[1024];
+    size_t len = strlen(buf);
+    snprintf(buf + len, sizeof buf - len, "%s%s: %s", i ? "\n" : "",
+             kc_dim_str(g, req[i].dim, d, sizeof d),
+             kc_requirement_text(g, n, &req[i], t, sizeof t));
+  }
+  return buf;
+}
+
+static void t_requirements(void **st) {
+  (void)st;
+  kc_graph *g = kc_graph_new(ctx, "g");
+  kc_val x = input(g, "x", KC_F32, "B,S,6");
+  kc_val s = seq_of(g, x);
+  /* a table of 64 rows sliced to S rows: S must not pass 64, where ONNX would clamp */
+  kc_val table = input(g, "table", KC_F32, "64,8");
+  kc_val us = kc_unsqueeze(g, s, 1, (int64_t[]){0});
+  kc_val rows = kc_slice(g, table, i64s(g, 1, (int64_t[]){0}), us, (kc_val){0}, (kc_val){0});
+  assert_string_equal(th_type_str(g, rows), "f32[S,8]");
+  assert_string_equal(reqs_str(g, rows),
+                      "-S+64: node %9 (slice) was compiled assuming its bounds on axis 0 lie "
+                      "within its size 64 (ONNX clamps bounds past the end)");
+  /* table[-S:]: a start provably <= 0 counts from the end (S = 0 would not), so 64-S..64 */
+  kc_val neg = kc_unsqueeze(g, kc_neg(g, s), 1, (int64_t[]){0});
+  kc_val big = i64s(g, 1, (int64_t[]){INT64_MAX});
+  kc_val tail = kc_slice(g, table, neg, big, (kc_val){0}, (kc_val){0});
+  assert_string_equal(th_type_str(g, tail), "f32[S,8]");
+  assert_non_null(strstr(reqs_str(g, tail), "S-1: node "));
+  assert_non_null(strstr(reqs_str(g, tail), "\n-S+64: node "));
+  kc_val mask = input(g, "mask", KC_I64, "B,P");
+  kc_val last = kc_slice(g, mask, neg, big, i64s(g, 1, (int64_t[]){1}), (kc_val){0});
+  assert_string_equal(th_type_str(g, last), "i64[B,S]");
+  assert_non_null(strstr(reqs_str(g, last), "S-1: node "));
+  assert_non_null(strstr(reqs_str(g, last), "\nP-S: node "));
+  /* an end provably past the dim clamps, needing nothing */
+  kc_val past = kc_unsqueeze(g, kc_add(g, s, kc_const_i64(g, 5)), 1, (int64_t[]){0});
+  kc_val all =
+      kc_slice(g, x, i64s(g, 1, (int64_t[]){1}), past, i64s(g, 1, (int64_t[]){1}), (kc_val){0});
+  assert_string_equal(th_type_str(g, all), "f32[B,S-1,6]");
+  /* the constant start 1 must be <= S, and nothing is needed for the end */
+  assert_string_equal(reqs_str(g, all),
+                      "S-1: node %24 (slice) was compiled assuming its bounds on axis 1 lie "
+                      "within its size S (ONNX clamps bounds past the end)");
+  /* a float carrying S: S <= 2^24, which f32 holds exactly; i64 needs nothing */
+  kc_val sf = kc_cast(g, s, KC_F32);
+  assert_string_equal(reqs_str(g, sf),
+                      "-S+16777216: node %25 (cast) was compiled assuming its result %25 (f32) "
+                      "holds the shape values it is computed from exactly (within [-16777216, "
+                      "16777216])");
+  assert_string_equal(reqs_str(g, kc_cast(g, sf, KC_I64)), "");
+  /* a short range of S-based floats: only its largest element is checked */
+  kc_val fr = kc_range(g, sf, kc_add(g, sf, kc_const_f32(g, 3)), kc_const_f32(g, 1));
+  assert_string_equal(known_str(g, fr), "[S,S+1,S+2]");
+  assert_non_null(strstr(reqs_str(g, fr), "-S+16777214: "));
+  assert_null(strstr(reqs_str(g, fr), "\n"));
+  /* reshape of [B,S,6] to [-1,4]: 6*B*S / 4 is not exact, the element counts must agree */
+  kc_val rs = kc_reshape(g, x, i64s(g, 2, (int64_t[]){-1, 4}));
+  const char *rq = reqs_str(g, rs);
+  assert_non_null(strstr(rq, "(reshape) was compiled assuming its input's 6*B*S elements fill"));
+  assert_non_null(strstr(rq, "\n"));
+  kc_val ok = kc_reshape(g, x, i64s(g, 2, (int64_t[]){-1, 3}));
+  assert_string_equal(th_type_str(g, ok), "f32[2*B*S,3]");
+  assert_string_equal(reqs_str(g, ok), "");
+  assert_int_equal(kc_graph_status(g), KC_OK);
+  kc_graph_free(g);
+}
+
+static void t_cumsum(void **st) {
+  (void)st;
+  kc_graph *g = kc_graph_new(ctx, "g");
+  kc_val in[2] = {input(g, "mask", KC_I64, "B,S"), kc_const_i64(g, -1)}, out;
+  uint32_t ni = kc_graph_add_node(g, KC_OP_CUMSUM, 2, in, 1, &out);
+  assert_int_equal(kc_node_infer(g, ni), KC_OK);
+  assert_string_equal(th_type_str(g, out), "i64[B,S]");
+  int axis;
+  assert_true(kc_cumsum_axis(g, &g->nodes[ni], &axis) && axis == 1);
+  in[1] = kc_const_i64(g, 2);
+  ni = kc_graph_add_node(g, KC_OP_CUMSUM, 2, in, 1, &out);
+  assert_int_equal(kc_node_infer(g, ni), KC_ERR_SHAPE);
+  assert_non_null(strstr(kc_last_error(ctx), "axis 2 out of range for rank 2"));
+  in[1] = input(g, "axis", KC_I32, ""); /* known at run time only: still typed */
+  ni = kc_graph_add_node(g, KC_OP_CUMSUM, 2, in, 1, &out);
+  assert_int_equal(kc_node_infer(g, ni), KC_OK);
+  assert_false(kc_cumsum_axis(g, &g->nodes[ni], &axis));
+  in[0] = input(g, "b", KC_BOOL, "S");
+  ni = kc_graph_add_node(g, KC_OP_CUMSUM, 2, in, 1, &out);
+  assert_int_equal(kc_node_infer(g, ni), KC_ERR_TYPE);
+  kc_graph_free(g);
+}
+
 /* ---- the other ops ------------------------------------------------------------------------- */
 
 static void t_movement(void **st) {
@@ -567,6 +767,10 @@ int main(void) {
       cmocka_unit_test(t_reshape),
       cmocka_unit_test(t_head_split),
       cmocka_unit_test(t_shape_chain),
+      cmocka_unit_test(t_dim_lower),
+      cmocka_unit_test(t_known_arith),
+      cmocka_unit_test(t_requirements),
+      cmocka_unit_test(t_cumsum),
       cmocka_unit_test(t_movement),
       cmocka_unit_test(t_fused),
       cmocka_unit_test(t_errors),
