@@ -28,6 +28,8 @@
 #include "passes/passes.h"
 #ifdef KERNC_HAVE_CUDA
 #include "codegen/cuda/cuda.h"
+
+#include "attention_ref.h"
 #endif
 
 #include <dirent.h>
@@ -488,6 +490,41 @@ static void device_node_tests(void **state) {
   assert_int_equal(fail, 0);
 }
 
+/* Causal attention with more or fewer keys than queries, past keys, GQA, and a decoding step
+ * against the full recomputation (tests/attention_ref.h; the CPU runs them in test_attention). */
+static void device_causal_attention(void **state) {
+  env *e = *state;
+  if (!e->device) {
+    print_message("no GPU: %s\n", e->nodev);
+    skip();
+    return;
+  }
+  static const ar_case cases[] = {
+      {1, 1, 2, 0, 1, 1, 2},    {2, 19, 53, 0, 4, 2, 16}, {2, 5, 9, 11, 4, 2, 16},
+      {1, 17, 33, 20, 6, 3, 8}, {2, 5, 3, 0, 2, 2, 8},    {1, 37, 20, 0, 4, 1, 16},
+      {2, 30, 2, 5, 4, 2, 8},   {2, 33, 33, 0, 4, 2, 16}, {2, 1, 1, 70, 8, 1, 32},
+  };
+  kc_context *ctx = kc_context_new();
+  char msg[1024] = "";
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    const ar_case *c = &cases[i];
+    if (!ar_check(ctx, "cuda", c, msg, sizeof msg))
+      fail_msg("cuda attention B %lld S %lld S_kv %lld P %lld H %lld/%lld D %lld: %s",
+               (long long)c->B, (long long)c->S, (long long)c->Skv, (long long)c->P,
+               (long long)c->H, (long long)c->KVH, (long long)c->D, msg);
+  }
+  static const ar_case full[] = {{2, 45, 0, 0, 8, 2, 32}, {1, 35, 0, 0, 6, 1, 8}};
+  static const int64_t steps[] = {1, 3, 20};
+  for (size_t i = 0; i < sizeof full / sizeof *full; i++)
+    for (size_t n = 0; n < sizeof steps / sizeof *steps; n++)
+      if (!ar_decode(ctx, "cuda", &full[i], steps[n], msg, sizeof msg))
+        fail_msg("cuda decode S %lld, step of %lld: %s", (long long)full[i].S, (long long)steps[n],
+                 msg);
+  print_message("cuda causal attention: %zu cases and %zu decoding steps match the reference\n",
+                sizeof cases / sizeof *cases, sizeof full / sizeof *full * 3);
+  kc_context_free(ctx);
+}
+
 /* The emulated run must really be on tests/cuda_emu's driver: its device name says so. */
 static void emulated_device(void **state) {
   env *e = *state;
@@ -518,6 +555,7 @@ int main(int argc, char **argv) {
 #ifdef KERNC_HAVE_CUDA
       cmocka_unit_test_prestate(kernels_nvrtc_ptxas, &e),
       cmocka_unit_test_prestate(device_node_tests, &e),
+      cmocka_unit_test_prestate(device_causal_attention, &e),
 #endif
   };
 #ifdef KERNC_HAVE_CUDA
@@ -525,6 +563,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest emulated_tests[] = {
       cmocka_unit_test_prestate(emulated_device, &e),
       cmocka_unit_test_prestate(device_node_tests, &e),
+      cmocka_unit_test_prestate(device_causal_attention, &e),
   };
   int rc = emulated ? cmocka_run_group_tests(emulated_tests, NULL, NULL)
                     : cmocka_run_group_tests(tests, NULL, NULL);
