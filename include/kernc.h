@@ -7,7 +7,10 @@
  *   - Functions return kc_status; the message that explains a failure (node, op, file) is in
  *     kc_last_error(ctx).
  *   - Builder calls return kc_val{0} on failure and leave a sticky error on the graph, so nested
- *     builder calls stay readable; kc_graph_status() reports it once at the end.
+ *     builder calls stay readable; kc_graph_status() reports it once at the end. A tensor whose
+ *     element count or byte size would overflow int64 (an input or weight declared so, a reshape,
+ *     expand or other result that grows so) is such a failure (KC_ERR_SHAPE), as it is for
+ *     kc_graph_verify; dims that are symbols count as 1 there, but a 0 dim makes any size fine.
  *   - No global mutable state: everything hangs off a kc_context. Not thread-safe per context.
  */
 #ifndef KERNC_H

@@ -199,6 +199,9 @@ bool kc_dim_eval(const kc_graph *g, kc_dim d,
                  int64_t *out);
 /* Copy dim d of graph src into graph dst (symbols matched by name). */
 kc_dim kc_dim_import(kc_graph *dst, const kc_graph *src, kc_dim d);
+/* A tensor of dtype t and these dims has more than INT64_MAX elements or bytes whatever its
+ * symbols are (its integer dims multiply past it, none is 0); ir/verify.c. */
+bool kc_type_overflows(const kc_graph *g, kc_dtype t, int rank, const kc_dim *dims);
 
 /* ---- values and nodes -------------------------------------------------------------------------
  */
