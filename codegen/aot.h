@@ -21,7 +21,9 @@
  *      arena_order (their order of definition), live over nodes [first, last];
  *   4. every step launches its kernel over [0, units(dims)) on the thread pool, with bufs =
  *      the buffers of buf_values[bufs..bufs+nbufs) (-1: absent, NULL) and dims gathered from
- *      dim_slots[dims..dims+ndims): the kernel ABI of codegen/cpu/emit.h;
+ *      dim_slots[dims..dims+ndims): the kernel ABI of codegen/cpu/emit.h; a step that checks
+ *      indices (check_in >= 0) whose kernel returned nonzero stops the run with an error naming
+ *      `what`, the index and its bound (runtime/index_error.c);
  *   5. outputs flagged copy are copied into their own buffer; all are described to the caller.
  */
 #ifndef KERNC_CODEGEN_AOT_H
@@ -44,8 +46,8 @@ enum {
 /* How an input dim is checked: an integer, a symbol it binds (or must equal), an expression. */
 enum { KC_AOT_DIM_STATIC = 0, KC_AOT_DIM_SYM, KC_AOT_DIM_EXPR };
 
-typedef void (*kc_aot_kernel_fn)(void *const *bufs, const int64_t *dims, void *ws, int64_t begin,
-                                 int64_t end);
+typedef int64_t (*kc_aot_kernel_fn)(void *const *bufs, const int64_t *dims, void *ws, int64_t begin,
+                                    int64_t end);
 typedef int64_t (*kc_aot_units_fn)(const int64_t *dims);
 /* Every slot from the symbol values; -1, or the first slot that is negative, overflowed or
  * divided by zero. */
@@ -69,8 +71,11 @@ typedef struct kc_aot_step {
   int64_t grain;    /* thread pool grain (0: one range per thread) */
   int64_t ws_bytes; /* per-thread workspace */
   int64_t nbufs, bufs, ndims, dims;
+  int64_t check_in;  /* buffer holding the indices the kernel checks; -1: none */
+  int64_t check_dim; /* entry of the step's dims bounding them */
+  const char *what;  /* the node for messages: "node 'loc' (gather, %12)" */
 } kc_aot_step;
-#define KC_AOT_STEP_WORDS 10
+#define KC_AOT_STEP_WORDS 13
 
 typedef struct kc_aot_io {
   const char *name;

@@ -245,7 +245,7 @@ kc_val kc_rotary(kc_graph *g, kc_val x, kc_val cos_cache, kc_val sin_cache, kc_v
 /* Mask kinds of the attention op. */
 typedef enum kc_mask_kind {
   KC_MASK_NONE = 0,
-  KC_MASK_CAUSAL,   /* key j visible to query i iff j <= i + past length */
+  KC_MASK_CAUSAL,   /* key j visible to query i iff j <= i + past length (keys - queries) */
   KC_MASK_PADDING,  /* mask input is [B, S_kv], nonzero/true = keep */
   KC_MASK_ADDITIVE, /* mask input is added to the scores, broadcast to [B, H, S, S_kv] */
 } kc_mask_kind;

@@ -323,6 +323,8 @@ uint32_t kc_slice_requirements(kc_graph *g, const kc_node *n, kc_dim *req, int *
 /* Error about node n: prefixes "node '<loc>' (<op>): " and returns s. */
 kc_status kc_node_errorf(kc_graph *g, const kc_node *n, kc_status s, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* That prefix without the colon, "node 'loc' (op, %N)" or "node %N (op)", into buf. */
+const char *kc_node_what(const kc_node *n, char *buf, size_t size);
 /* Record the first builder error on g (sticky). */
 void kc_graph_fail(kc_graph *g, kc_status s);
 

@@ -16,6 +16,9 @@
  *     failure is that run's error, and the outputs are host copies, as the CPU target returns.
  *   - Device buffers only grow; repeated runs of the same shapes allocate nothing.
  *   - A failed create leaves nothing behind and says why in kc_aot_error(NULL).
+ *   - Steps whose kernels check indices (codegen/cuda/cuda.h) get an error word each, zeroed
+ *     before the launches and read after them: the first step with one set fails the run with
+ *     runtime/index_error.c's message, as the CPU runtime does.
  */
 #include "codegen/aot_cuda.h"
 #include "ir/internal.h"
@@ -37,6 +40,8 @@ typedef struct dev {
   kc_dptr *vbuf;   /* per value: its device address in this run */
   uint64_t *bufs;  /* one step's buffers */
   uint64_t *words; /* one step's packed arguments */
+  kc_dptr err;     /* per step: the error words of a kernel that checks indices; 0: none does */
+  uint64_t *errh;  /* host copy of err */
 } dev;
 
 /* The device part of m: memory first, then the module, then the context it all lives in. */
@@ -51,6 +56,7 @@ static void dev_free(kc_aot_inst *m) {
     kc_cuda_free(c->dev, c->weights);
     kc_cuda_free(c->dev, c->arena);
     kc_cuda_free(c->dev, c->empty);
+    kc_cuda_free(c->dev, c->err);
   }
   kc_cuda_mod_unload(c->mod);
   kc_cuda_dev_close(c->dev);
@@ -62,6 +68,7 @@ static void dev_free(kc_aot_inst *m) {
   free(c->vbuf);
   free(c->bufs);
   free(c->words);
+  free(c->errh);
   free(c);
   m->dev = NULL;
 }
@@ -144,6 +151,15 @@ static kc_status open_device(kc_aot_inst *m, dev *c, const kc_aot_cuda_head *h) 
       !c->words)
     return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory creating model %s", d->name);
   s = kc_cuda_alloc(c->dev, KC_RT_ALIGN, &c->empty);
+  bool checks = false;
+  for (int64_t i = 0; i < d->nsteps; i++)
+    checks = checks || c->steps[i].info.check_in >= 0;
+  if (s == KC_OK && checks) {
+    c->errh = calloc(2 * ((size_t)d->nsteps + 1), sizeof *c->errh);
+    if (!c->errh)
+      return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory creating model %s", d->name);
+    s = kc_cuda_alloc(c->dev, 2 * ((size_t)d->nsteps + 1) * sizeof *c->errh, &c->err);
+  }
   if (s == KC_OK && d->weights_bytes > 0) { /* once: every run reads them in place */
     s = kc_cuda_alloc(c->dev, (size_t)d->weights_bytes, &c->weights);
     if (s == KC_OK) s = kc_cuda_htod(c->dev, c->weights, d->weights, (size_t)d->weights_bytes);
@@ -210,20 +226,41 @@ static kc_status place_on_device(kc_aot_inst *m, dev *c, const kc_tensor_desc *i
   return KC_OK;
 }
 
+/* After the launches: the first step whose kernel met an index out of range fails the run. */
+static kc_status check_indices(kc_aot_inst *m, dev *c) {
+  const kc_aot_model *d = m->d;
+  size_t words = 2 * ((size_t)d->nsteps + 1);
+  kc_status s = kc_cuda_dtoh(c->dev, c->errh, c->err, words * sizeof *c->errh);
+  for (int64_t i = 0; i < d->nsteps && s == KC_OK; i++) {
+    if (c->steps[i].info.check_in < 0 || !c->errh[2 * i]) continue;
+    int64_t index; /* the kernel kept it (codegen/cuda/cuda.h): its memory may be reused now */
+    memcpy(&index, &c->errh[2 * i + 1], sizeof index);
+    return kc_aot_index_error(m, &d->steps[i], (int64_t)c->errh[2 * i] - 1, KC_I64, &index);
+  }
+  return s;
+}
+
 static kc_status launch_all(kc_aot_inst *m, dev *c) {
   const kc_aot_model *d = m->d;
   kc_status s = KC_OK;
+  if (c->err) {
+    memset(c->errh, 0, 2 * ((size_t)d->nsteps + 1) * sizeof *c->errh);
+    s = kc_cuda_htod(c->dev, c->err, c->errh, 2 * ((size_t)d->nsteps + 1) * sizeof *c->errh);
+  }
   for (int64_t i = 0; i < d->nsteps && s == KC_OK; i++) {
     const kc_aot_step *st = &d->steps[i];
     for (int64_t j = 0; j < st->nbufs; j++) {
       int64_t v = d->buf_values[st->bufs + j];
       c->bufs[j] = v >= 0 ? c->vbuf[v] : 0;
     }
+    if (c->steps[i].info.check_in >= 0)
+      c->bufs[st->nbufs] = c->err + 2 * (kc_dptr)i * sizeof *c->errh;
     s = kc_cuda_run_kernel(c->dev, c->fn[i], &c->steps[i].info, c->bufs, m->step_dims + st->dims,
                            c->words);
     if (s != KC_OK) kc_error_append(m->ctx, "launching %s of model %s", st->name, d->name);
   }
-  return s == KC_OK ? kc_cuda_sync(c->dev) : s;
+  if (s == KC_OK) s = kc_cuda_sync(c->dev);
+  return s == KC_OK && c->err ? check_indices(m, c) : s;
 }
 
 static int cuda_run(kc_aot_inst *m, const kc_tensor_desc *inputs, kc_tensor_desc *outputs) {

@@ -54,6 +54,10 @@ struct kc_aot_inst {
 kc_status kc_aot_prepare(kc_aot_inst *m, const kc_tensor_desc *inputs, size_t *total);
 /* Describe the outputs (data: the host output buffers) after a run. */
 void kc_aot_describe(kc_aot_inst *m, kc_tensor_desc *outputs);
+/* Step s's kernel met the index at position pos (*index, of dtype it: a host copy of it) out of
+ * range: the run's error (runtime/index_error.c), naming s->what. */
+kc_status kc_aot_index_error(kc_aot_inst *m, const kc_aot_step *s, int64_t pos, kc_dtype it,
+                             const void *index);
 /* Remember msg as why the last create on this thread failed (kc_aot_error(NULL)). */
 void kc_aot_create_failed(const char *msg);
 

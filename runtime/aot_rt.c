@@ -24,11 +24,14 @@
  *     grow, so repeated runs of the same shapes allocate nothing.
  *   - The arena plan of a run is exactly the JIT's for the same graph and shapes: same order,
  *     same live ranges, same planner (runtime/plan_core.c).
+ *   - A step whose kernel checks indices (check_in >= 0) and returned nonzero from a range stops
+ *     the run after it, reporting the smallest code (as runtime/exec.c does).
  */
 #include "codegen/aot.h"
 #include "ir/internal.h"
 #include "runtime/aot_internal.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -285,15 +288,38 @@ typedef struct launch {
   const int64_t *dims;
   unsigned char *ws;
   size_t ws_stride;
+  _Atomic int64_t bad; /* the smallest nonzero result of a range, 0: none */
 } launch;
 
 static void run_range(void *arg, int64_t begin, int64_t end, int thread) {
-  const launch *l = arg;
+  launch *l = arg;
   void *ws = l->ws ? l->ws + l->ws_stride * (size_t)thread : NULL;
-  l->fn(l->bufs, l->dims, ws, begin, end);
+  int64_t r = l->fn(l->bufs, l->dims, ws, begin, end);
+  if (!r) return;
+  int64_t cur = atomic_load_explicit(&l->bad, memory_order_relaxed);
+  while ((cur == 0 || r < cur) &&
+         !atomic_compare_exchange_weak_explicit(&l->bad, &cur, r, memory_order_relaxed,
+                                                memory_order_relaxed)) {
+  }
 }
 
-static void execute(kc_aot_inst *m) {
+kc_status kc_aot_index_error(kc_aot_inst *m, const kc_aot_step *s, int64_t pos, kc_dtype it,
+                             const void *index) {
+  const kc_aot_model *d = m->d;
+  int64_t off = 0, axis = 0;
+  for (int64_t j = 0; j < s->nbufs; j++) { /* which buffer's dims hold check_dim */
+    int64_t v = d->buf_values[s->bufs + j], r = v >= 0 ? d->values[v].rank : 0;
+    if (s->check_dim < off + r) {
+      axis = s->check_dim - off;
+      break;
+    }
+    off += r;
+  }
+  return kc_rt_index_error(m->ctx, s->what, it, index, pos, axis,
+                           m->step_dims[s->dims + s->check_dim]);
+}
+
+static kc_status execute(kc_aot_inst *m) {
   const kc_aot_model *d = m->d;
   for (int64_t i = 0; i < d->nsteps; i++) {
     const kc_aot_step *s = &d->steps[i];
@@ -302,9 +328,17 @@ static void execute(kc_aot_inst *m) {
       m->bufs[j] = v >= 0 ? m->vbuf[v] : NULL;
     }
     const int64_t *dims = m->step_dims + s->dims;
-    launch l = {s->fn, m->bufs, dims, m->ws, m->ws_stride};
+    launch l = {s->fn, m->bufs, dims, m->ws, m->ws_stride, 0};
     kc_pool_run(m->pool, run_range, &l, s->units(dims), s->grain);
+    int64_t bad = atomic_load_explicit(&l.bad, memory_order_relaxed);
+    if (bad) {
+      kc_dtype it = (kc_dtype)d->values[d->buf_values[s->bufs + s->check_in]].dtype;
+      const char *index =
+          (const char *)m->bufs[s->check_in] + (bad - 1) * (int64_t)kc_dtype_size(it);
+      return kc_aot_index_error(m, s, bad - 1, it, index);
+    }
   }
+  return KC_OK;
 }
 
 /* Outputs whose value lives elsewhere (an input, a weight, the arena) into their own buffer. */
@@ -348,8 +382,8 @@ int kc_aot_run(kc_aot_inst *m, const kc_tensor_desc *inputs, kc_tensor_desc *out
   size_t total;
   kc_status s = kc_aot_prepare(m, inputs, &total);
   if (s == KC_OK) s = plan(m, inputs, total);
+  if (s == KC_OK) s = execute(m);
   if (s != KC_OK) return s;
-  execute(m);
   copy_outputs(m);
   kc_aot_describe(m, outputs);
   return KC_OK;

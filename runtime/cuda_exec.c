@@ -13,7 +13,9 @@
  * returns after cuCtxSynchronize, so kernel failures surface as the run's status. With
  * profiling on (kc_module_set_profile) every launch is waited for, so a node's time is its
  * kernel's. Without the toolkit (no KERNC_HAVE_CUDA) the target only reports itself
- * unavailable.
+ * unavailable. Kernels that check indices (codegen/cuda/cuda.h) get an error word each, zeroed
+ * before a stage and read after it; the first node in order with one set fails the run
+ * (runtime/index_error.c) before anything reads its results.
  */
 #include "runtime/internal.h"
 
@@ -39,6 +41,8 @@ struct kc_rt_cuda {
   size_t *in_cap, *out_cap;
   uint64_t *bufs, *words;
   int64_t *dims;
+  kc_dptr err;    /* per node: the two error words of a kernel that checks indices */
+  uint64_t *errh; /* host copy of err */
 };
 
 kc_status kc_rt_cuda_open(kc_module *m) {
@@ -67,6 +71,7 @@ void kc_rt_cuda_free(kc_module *m) {
       kc_cuda_free(c->dev, c->src_buf[v]);
   kc_cuda_free(c->dev, c->arena);
   kc_cuda_free(c->dev, c->empty);
+  kc_cuda_free(c->dev, c->err);
   kc_cuda_mod_unload(c->mod);
   kc_cuda_dev_close(c->dev);
   kc_nvrtc_free(c->nv);
@@ -80,6 +85,7 @@ void kc_rt_cuda_free(kc_module *m) {
   free(c->bufs);
   free(c->words);
   free(c->dims);
+  free(c->errh);
   free(c);
   m->cuda = NULL;
 }
@@ -95,6 +101,8 @@ kc_status kc_rt_cuda_emit(kc_module *m, kc_cuda_prog *prog, kc_cuda_kernel_info 
     kc_status s = kc_cuda_prog_add(prog, g, i, name, &info[i]);
     if (s != KC_OK) return s;
     m->kernels[i].no_kernel = info[i].no_kernel;
+    m->kernels[i].check_in = info[i].check_in;
+    m->kernels[i].check_dim = info[i].check_dim;
   }
   *src = kc_cuda_prog_source(prog);
   return *src ? KC_OK : kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory");
@@ -151,6 +159,14 @@ kc_status kc_rt_cuda_compile(kc_module *m) {
   if (s == KC_OK) s = load_all(m, src);
   kc_cuda_prog_free(prog);
   if (s == KC_OK) s = kc_cuda_alloc(c->dev, KC_RT_ALIGN, &c->empty);
+  bool checks = false;
+  for (uint32_t i = 0; i < g->nnodes; i++)
+    checks = checks || (!c->info[i].no_kernel && c->info[i].check_in >= 0);
+  if (s == KC_OK && checks) {
+    c->errh = calloc(2 * nn, sizeof *c->errh);
+    if (!c->errh) return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory compiling @%s", g->name);
+    s = kc_cuda_alloc(c->dev, 2 * nn * sizeof *c->errh, &c->err);
+  }
   return s;
 }
 
@@ -242,8 +258,37 @@ static kc_status launch(kc_module *m, uint32_t i) {
     if (v.id) s = dev_of(m, v.id, &c->bufs[j]);
   }
   if (s != KC_OK) return s;
+  if (k->check_in >= 0) c->bufs[n->nin + n->nout] = c->err + 2 * i * sizeof *c->errh;
   node_dims(m, n, c->dims);
   return kc_cuda_run_kernel(c->dev, c->fn[i], k, c->bufs, c->dims, c->words);
+}
+
+/* After a stage: the first of nodes [from, to) whose kernel met an index out of range fails it. */
+static kc_status check_indices(kc_module *m, uint32_t from, uint32_t to) {
+  kc_rt_cuda *c = m->cuda;
+  size_t nn = m->g->nnodes + 1;
+  kc_status s = kc_cuda_dtoh(c->dev, c->errh, c->err, 2 * nn * sizeof *c->errh);
+  for (uint32_t i = from; i < to && s == KC_OK; i++) {
+    const kc_cuda_kernel_info *k = &c->info[i];
+    if (k->no_kernel || k->check_in < 0 || !c->errh[2 * i]) continue;
+    const kc_node *n = &m->g->nodes[i];
+    int64_t pos = (int64_t)c->errh[2 * i] - 1, off = 0, axis = 0, index;
+    memcpy(&index, &c->errh[2 * i + 1], sizeof index); /* the kernel kept it: see cuda.h */
+    for (uint32_t j = 0; j < n->nin + n->nout; j++) {  /* which operand's dims hold check_dim */
+      kc_val v = j < n->nin ? n->in[j] : n->out[j - n->nin];
+      int r = v.id ? kc_value_of(m->sg, v)->rank : 0;
+      if (k->check_dim < off + r) {
+        axis = k->check_dim - off;
+        break;
+      }
+      off += r;
+    }
+    node_dims(m, n, c->dims);
+    char what[512];
+    return kc_rt_index_error(m->ctx, kc_node_what(n, what, sizeof what), KC_I64, &index, pos, axis,
+                             c->dims[k->check_dim]);
+  }
+  return s;
 }
 
 /* Device -> host mirror of the COMPUTED root of v (the host reads it next). */
@@ -281,9 +326,14 @@ kc_status kc_rt_cuda_execute(kc_module *m, uint32_t from, uint32_t to) {
   kc_status s = from == 0 ? upload_inputs(m) : KC_OK;
   if (s == KC_OK) s = grow_arena(m);
   if (s == KC_OK) s = reserve_outputs(m, from, to);
+  if (s == KC_OK && c->err) {
+    memset(c->errh, 0, 2 * (m->g->nnodes + 1) * sizeof *c->errh);
+    s = kc_cuda_htod(c->dev, c->err, c->errh, 2 * (m->g->nnodes + 1) * sizeof *c->errh);
+  }
   for (uint32_t i = from; i < to && s == KC_OK; i++)
     if (!c->info[i].no_kernel && c->fn[i]) s = run_node(m, i);
   if (s == KC_OK) s = kc_cuda_sync(c->dev);
+  if (s == KC_OK && c->err) s = check_indices(m, from, to);
   if (s != KC_OK) return s;
   if (to < g->nnodes) /* the next stage settles node `to` from its inputs' contents */
     for (uint32_t j = 0; j < g->nodes[to].nin && s == KC_OK; j++)

@@ -22,9 +22,13 @@
  *   - Profiling (runtime/profile.c) times each kernel's launch, workers joined, with the
  *     monotonic clock; when it is off a launch costs one extra branch and, once a node's cost
  *     samples are taken, no clock read.
+ *   - A kernel that checks indices (kc_cpu_kernel.check_in) returns 1 + the position of a bad
+ *     one; the smallest code any range returned is kept (so the report does not depend on the
+ *     split), and the run stops after that node with runtime/index_error.c's message.
  */
 #include "runtime/internal.h"
 
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 
@@ -39,12 +43,40 @@ typedef struct launch {
   const int64_t *dims;
   unsigned char *ws;
   size_t ws_stride;
+  _Atomic int64_t bad; /* the smallest nonzero result of a range, 0: none */
 } launch;
 
 static void run_range(void *arg, int64_t begin, int64_t end, int thread) {
-  const launch *l = arg;
+  launch *l = arg;
   void *ws = l->ws ? l->ws + l->ws_stride * (size_t)thread : NULL;
-  l->fn(l->bufs, l->dims, ws, begin, end);
+  int64_t r = l->fn(l->bufs, l->dims, ws, begin, end);
+  if (!r) return;
+  int64_t cur = atomic_load_explicit(&l->bad, memory_order_relaxed);
+  while ((cur == 0 || r < cur) &&
+         !atomic_compare_exchange_weak_explicit(&l->bad, &cur, r, memory_order_relaxed,
+                                                memory_order_relaxed)) {
+  }
+}
+
+/* Node i's kernel met index `pos` of its input check_in out of range: the run's error. */
+static kc_status index_error(kc_module *m, uint32_t i, int64_t pos) {
+  const kc_node *n = &m->g->nodes[i];
+  const kc_cpu_kernel *k = &m->kernels[i];
+  int64_t off = 0, axis = 0;
+  for (uint32_t j = 0; j < n->nin + n->nout; j++) { /* which operand's dims hold check_dim */
+    kc_val v = j < n->nin ? n->in[j] : n->out[j - n->nin];
+    int r = v.id ? kc_value_of(m->sg, v)->rank : 0;
+    if (k->check_dim < off + r) {
+      axis = k->check_dim - off;
+      break;
+    }
+    off += r;
+  }
+  char what[512];
+  kc_dtype it = kc_value_of(m->sg, n->in[k->check_in])->dtype;
+  const char *index = (const char *)m->bufs[k->check_in] + pos * (int64_t)kc_dtype_size(it);
+  return kc_rt_index_error(m->ctx, kc_node_what(n, what, sizeof what), it, index, pos, axis,
+                           m->dims[k->check_dim]);
 }
 
 static uint64_t now_ns(void) {
@@ -99,7 +131,7 @@ static void launch_node(kc_module *m, uint32_t i, launch *l, int64_t units, uint
   }
 }
 
-void kc_rt_execute(kc_module *m, uint32_t from, uint32_t to) {
+kc_status kc_rt_execute(kc_module *m, uint32_t from, uint32_t to) {
   const kc_graph *g = m->g;
   for (uint32_t i = from; i < to; i++) {
     const kc_cpu_kernel *k = &m->kernels[i];
@@ -114,20 +146,21 @@ void kc_rt_execute(kc_module *m, uint32_t from, uint32_t to) {
       m->bufs[n->nin + j] = n->out[j].id ? m->vbuf[n->out[j].id] : NULL;
       put_dims(m, n->out[j], &nd);
     }
-    launch l = {k->fn, m->bufs, m->dims, m->ws, m->ws_stride};
+    launch l = {k->fn, m->bufs, m->dims, m->ws, m->ws_stride, 0};
     int64_t units = k->units(m->dims);
-    if (!m->profile) {
-      launch_node(m, i, &l, units, nd);
-      continue;
-    }
-    uint64_t t0 = now_ns();
+    uint64_t t0 = m->profile ? now_ns() : 0;
     launch_node(m, i, &l, units, nd);
-    uint64_t dt = now_ns() - t0;
-    kc_rt_prof *p = &m->prof[i];
-    if (!p->calls || dt < p->min_ns) p->min_ns = dt;
-    p->ns += dt;
-    p->calls++;
+    if (m->profile) {
+      uint64_t dt = now_ns() - t0;
+      kc_rt_prof *p = &m->prof[i];
+      if (!p->calls || dt < p->min_ns) p->min_ns = dt;
+      p->ns += dt;
+      p->calls++;
+    }
+    int64_t bad = atomic_load_explicit(&l.bad, memory_order_relaxed);
+    if (bad) return index_error(m, i, bad - 1);
   }
+  return KC_OK;
 }
 
 /* Outputs that do not own their root's storage get a copy in their own buffer. */
@@ -171,7 +204,7 @@ kc_status kc_run(kc_module *m, const kc_tensor_desc *inputs, uint32_t nin, kc_te
     if (s == KC_OK) s = kc_rt_plan_upto(m, stop);
     if (s != KC_OK) break;
     if (m->cuda && (s = kc_rt_cuda_execute(m, start, stop)) != KC_OK) break;
-    if (!m->cuda) kc_rt_execute(m, start, stop);
+    if (!m->cuda && (s = kc_rt_execute(m, start, stop)) != KC_OK) break;
     if (stop == m->g->nnodes) break;
     s = kc_rt_settle(m, stop);
     start = stop;

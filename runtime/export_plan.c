@@ -154,8 +154,9 @@ static kc_status values(kc_export_plan *p, const kc_module *m) {
   return KC_OK;
 }
 
-/* A step per node with a kernel: its buffers and the slots of its dims (codegen.h layout). */
-static void steps(kc_export_plan *p, const kc_module *m) {
+/* A step per node with a kernel: its buffers and the slots of its dims (codegen.h layout), and
+ * for a kernel that checks indices the check and the node's name for the run's error. */
+static kc_status steps(kc_export_plan *p, const kc_module *m) {
   const kc_graph *g = m->g;
   int64_t nb = 0, nd = 0;
   for (uint32_t i = 0; i < g->nnodes; i++) {
@@ -166,7 +167,12 @@ static void steps(kc_export_plan *p, const kc_module *m) {
                        .grain = m->kernels[i].grain,
                        .ws_bytes = m->kernels[i].ws_bytes,
                        .bufs = nb,
-                       .dims = nd};
+                       .dims = nd,
+                       .check_in = m->kernels[i].check_in,
+                       .check_dim = m->kernels[i].check_dim};
+    char what[512];
+    if (s->check_in >= 0 && !(s->what = keep_name(p, kc_node_what(n, what, sizeof what))))
+      return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory planning @%s", g->name);
     for (uint32_t j = 0; j < n->nin + n->nout; j++) {
       kc_val v = j < n->nin ? n->in[j] : n->out[j - n->nin];
       p->buf_values[nb++] = v.id ? (int64_t)v.id : -1;
@@ -178,6 +184,7 @@ static void steps(kc_export_plan *p, const kc_module *m) {
     if (s->ws_bytes > p->model.max_ws) p->model.max_ws = s->ws_bytes;
   }
   p->model.nstep_dims = nd;
+  return KC_OK;
 }
 
 /* Inputs and outputs by position; unnamed ones get "input_K" / "output_K". */
@@ -260,7 +267,8 @@ kc_status kc_export_plan_build(kc_module *m, const char *name, kc_export_plan *p
   p->slot_dims = calloc(nslots + nreq, sizeof *p->slot_dims);
   p->req_text = calloc(nreq, sizeof *p->req_text);
   p->weights = calloc(nv, sizeof *p->weights);
-  p->names = calloc((size_t)g->ninputs * (KC_MAX_RANK + 1) + g->noutputs + 1, sizeof *p->names);
+  p->names = calloc((size_t)g->ninputs * (KC_MAX_RANK + 1) + g->noutputs + g->nnodes + 1,
+                    sizeof *p->names);
   if (!p->values || !p->steps || !p->inputs || !p->outputs || !p->idims || !p->syms ||
       !p->buf_values || !p->dim_slots || !p->arena_order || !p->slot_dims || !p->weights ||
       !p->names || !p->req_text)
@@ -269,8 +277,8 @@ kc_status kc_export_plan_build(kc_module *m, const char *name, kc_export_plan *p
   if (s == KC_OK) s = values(p, m);
   if (s == KC_OK) s = requirements(p, m);
   if (s == KC_OK) s = io(p, m);
+  if (s == KC_OK) s = steps(p, m);
   if (s != KC_OK) return s;
-  steps(p, m);
   for (uint32_t i = 0; i < m->norder; i++)
     p->arena_order[i] = m->order[i];
   kc_aot_model *d = &p->model;

@@ -151,7 +151,8 @@ struct kc_cuda_kernel_info;
 kc_status kc_rt_cuda_emit(kc_module *m, struct kc_cuda_prog *prog, struct kc_cuda_kernel_info *info,
                           const char **src);
 
-/* exec.c: run the kernels of nodes [from, to) in order. */
-void kc_rt_execute(kc_module *m, uint32_t from, uint32_t to);
+/* exec.c: run the kernels of nodes [from, to) in order; a kernel's index error stops it (the
+ * run's error names the node, runtime/index_error.c). */
+kc_status kc_rt_execute(kc_module *m, uint32_t from, uint32_t to);
 
 #endif /* KERNC_RUNTIME_INTERNAL_H */

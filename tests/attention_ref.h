@@ -2,6 +2,7 @@
  * tests/attention_ref.h - causal attention with past keys, shared by tests/test_attention.c (CPU)
  * and tests/test_cuda.c (the CUDA target): a plain C reference of kernc's attention op with
  * mask=causal, and a runner that builds the op as a graph, compiles it for a target and runs it.
+ * Also rotary position ids (the other index a kernel reads as data): checked, never clamped.
  *
  * The rule (include/kernc.h, KC_MASK_CAUSAL): with P past keys and S_kv new ones, T = P + S_kv
  * keys in all (past first), key j is visible to query i iff j <= i + (T - S); a query with no
@@ -198,6 +199,72 @@ static bool ar_decode(kc_context *ctx, const char *target, const ar_case *c, int
   }
   free(q), free(k), free(v), free(yf), free(want), free(ql), free(kl), free(vl), free(pk), free(pv);
   free(ya), free(yb), free(tail);
+  return ok;
+}
+
+/*
+ * Rotary position ids index the cos/sin caches as ONNX's reference does (numpy: [-max_pos,
+ * max_pos) valid, negative ones from the end); one outside that is an error naming the node
+ * (loc 'rope'), never a clamp. x [2, 3, 2*8] (2 heads of 8), caches [10, 4]; positions with
+ * -1 and -10 in range, then 10 and -11 out of range. false with msg on a failure.
+ */
+static bool ar_rotary_positions(kc_context *ctx, const char *target, char *msg, size_t size) {
+  enum { B = 2, S = 3, H = 2, D = 8, C = 4, MAXPOS = 10 };
+  kc_graph *g = kc_graph_new(ctx, "rope");
+  kc_val x = kc_input(g, "x", KC_F32, 3, (kc_dim[]){B, S, H * D});
+  kc_val cs = kc_input(g, "cos", KC_F32, 2, (kc_dim[]){MAXPOS, C});
+  kc_val sn = kc_input(g, "sin", KC_F32, 2, (kc_dim[]){MAXPOS, C});
+  kc_val pos = kc_input(g, "pos", KC_I64, 2, (kc_dim[]){B, S});
+  kc_val y = kc_rotary(g, x, cs, sn, pos, H, 0);
+  if (y.id) g->nodes[kc_value_of(g, y)->def - 1].loc = kc_arena_strdup(&g->arena, "rope");
+  kc_output(g, y, "y");
+  kc_module *m = NULL;
+  kc_compile_options o = {.target = target};
+  kc_status s = kc_graph_status(g);
+  if (s == KC_OK) s = kc_compile(ctx, g, &o, &m);
+  float *xv = ar_values(B * S * H * D, 21), *cv = ar_values(MAXPOS * C, 22);
+  float *sv = ar_values(MAXPOS * C, 23);
+  int64_t p[B * S] = {0, 3, -1, 9, -10, 5};
+  kc_tensor_desc in[4] = {ar_desc("x", 3, (int64_t[]){B, S, H * D}, xv),
+                          ar_desc("cos", 2, (int64_t[]){MAXPOS, C}, cv),
+                          ar_desc("sin", 2, (int64_t[]){MAXPOS, C}, sv),
+                          {.name = "pos", .dtype = KC_I64, .rank = 2, .dims = {B, S}, .data = p}},
+                 out;
+  bool ok = s == KC_OK;
+  if (ok && (s = kc_run(m, in, 4, &out, 1)) != KC_OK) ok = false;
+  for (int64_t r = 0; ok && r < B * S * H; r++) { /* row r: batch-position r / H, head r % H */
+    int64_t q = p[r / H] < 0 ? p[r / H] + MAXPOS : p[r / H];
+    const float *xr = xv + r * D, *yr = (const float *)out.data + r * D;
+    for (int i = 0; i < C && ok; i++) {
+      double c = cv[q * C + i], sv_ = sv[q * C + i];
+      double w1 = xr[i] * c - xr[i + C] * sv_, w2 = xr[i] * sv_ + xr[i + C] * c;
+      if (fabs(yr[i] - w1) > 1e-5 || fabs(yr[i + C] - w2) > 1e-5) {
+        snprintf(msg, size, "row %lld pair %d: %g %g, expected %g %g", (long long)r, i, yr[i],
+                 yr[i + C], w1, w2);
+        ok = false;
+      }
+    }
+  }
+  if (!ok && !msg[0]) snprintf(msg, size, "%s", kc_last_error(ctx));
+  static const int64_t bad[2] = {10, -11};
+  for (int k = 0; k < 2 && ok; k++) {
+    p[4] = bad[k];
+    char want[128];
+    snprintf(want, sizeof want,
+             "index %lld at position 4 of its indices is out of range for "
+             "axis 0 of size 10",
+             (long long)bad[k]);
+    s = kc_run(m, in, 4, &out, 1);
+    if (s == KC_OK || !strstr(kc_last_error(ctx), "node 'rope' (rotary") ||
+        !strstr(kc_last_error(ctx), want)) {
+      snprintf(msg, size, "position %lld: %s (want \"%s\")", (long long)bad[k],
+               s == KC_OK ? "ran without an error" : kc_last_error(ctx), want);
+      ok = false;
+    }
+  }
+  free(xv), free(cv), free(sv);
+  kc_module_free(m);
+  kc_graph_free(g);
   return ok;
 }
 

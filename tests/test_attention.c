@@ -10,6 +10,7 @@
  *   - a decoding step with a hand-built cache equals the full recomputation: causal attention over
  *     S tokens against the last n queries with all keys new, and with the first S - n as past
  *     K/V, for n = 1, 3 and 20.
+ * Also rotary position ids out of the caches: an error naming the node, never a clamp.
  * The CUDA target runs the same cases in tests/test_cuda.c.
  */
 #include <setjmp.h>
@@ -111,11 +112,20 @@ static void t_decode_equals_full(void **st) {
   kc_context_free(ctx);
 }
 
+static void t_rotary_positions(void **st) {
+  (void)st;
+  kc_context *ctx = kc_context_new();
+  char msg[1024] = "";
+  if (!ar_rotary_positions(ctx, "cpu", msg, sizeof msg)) fail_msg("%s", msg);
+  kc_context_free(ctx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_issue_graph),
       cmocka_unit_test(t_causal_cases),
       cmocka_unit_test(t_decode_equals_full),
+      cmocka_unit_test(t_rotary_positions),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

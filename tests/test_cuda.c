@@ -14,7 +14,9 @@
  *     program). Every op of ir/ops.def must be covered and nothing may fail; the counts and the
  *     time are printed.
  * With a GPU: every in-scope node test that passes on the CPU must pass on the CUDA target too
- * (kc_onnx_check_dir_opts, values compared); without one that test skip()s saying why.
+ * (kc_onnx_check_dir_opts, values compared); causal attention with past keys and rotary position
+ * ids (tests/attention_ref.h) and Gather's index check (tests/gather_cases.h) as on the CPU;
+ * without one these tests skip() saying why.
  * Without the CUDA toolkit (KERNC_HAVE_CUDA undefined) only the first group runs.
  */
 #include <setjmp.h>
@@ -30,6 +32,7 @@
 #include "codegen/cuda/cuda.h"
 
 #include "attention_ref.h"
+#include "gather_cases.h"
 #endif
 
 #include <dirent.h>
@@ -520,8 +523,24 @@ static void device_causal_attention(void **state) {
       if (!ar_decode(ctx, "cuda", &full[i], steps[n], msg, sizeof msg))
         fail_msg("cuda decode S %lld, step of %lld: %s", (long long)full[i].S, (long long)steps[n],
                  msg);
+  if (!ar_rotary_positions(ctx, "cuda", msg, sizeof msg)) fail_msg("cuda rotary: %s", msg);
   print_message("cuda causal attention: %zu cases and %zu decoding steps match the reference\n",
                 sizeof cases / sizeof *cases, sizeof full / sizeof *full * 3);
+  kc_context_free(ctx);
+}
+
+/* Gather's index check on the device (tests/gather_cases.h; the CPU runs it in
+ * test_cpu_movement): right values, and one index out of range an error naming the node. */
+static void device_gather_checks(void **state) {
+  env *e = *state;
+  if (!e->device) {
+    print_message("no GPU: %s\n", e->nodev);
+    skip();
+    return;
+  }
+  kc_context *ctx = kc_context_new();
+  assert_int_equal(gc_jit_all(ctx, "cuda"), 0);
+  print_message("cuda gather: in-range and out-of-range indices as on the CPU\n");
   kc_context_free(ctx);
 }
 
@@ -556,6 +575,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_prestate(kernels_nvrtc_ptxas, &e),
       cmocka_unit_test_prestate(device_node_tests, &e),
       cmocka_unit_test_prestate(device_causal_attention, &e),
+      cmocka_unit_test_prestate(device_gather_checks, &e),
 #endif
   };
 #ifdef KERNC_HAVE_CUDA
@@ -564,6 +584,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_prestate(emulated_device, &e),
       cmocka_unit_test_prestate(device_node_tests, &e),
       cmocka_unit_test_prestate(device_causal_attention, &e),
+      cmocka_unit_test_prestate(device_gather_checks, &e),
   };
   int rc = emulated ? cmocka_run_group_tests(emulated_tests, NULL, NULL)
                     : cmocka_run_group_tests(tests, NULL, NULL);
