@@ -122,9 +122,11 @@ int64_t kc_matmul_units(const kc_matmul_kernel *k, const int64_t *args);
 
 /* ---- graph lowering (codegen/cpu/lower.c) ------------------------------------------------- */
 
-/* The kernel ABI of codegen/cpu/emit.h, as the runtime sees it. */
-typedef void (*kc_kernel_fn)(void *const *bufs, const int64_t *dims, void *ws, int64_t begin,
-                             int64_t end);
+/* The kernel ABI of codegen/cpu/emit.h, as the runtime sees it: 0, or for a kernel that checks
+ * indices (check_in >= 0), 1 + the flat position in input check_in of an index outside
+ * [-size, size), size = dims[check_dim], that it met in [begin, end). */
+typedef int64_t (*kc_kernel_fn)(void *const *bufs, const int64_t *dims, void *ws, int64_t begin,
+                                int64_t end);
 typedef int64_t (*kc_units_fn)(const int64_t *dims);
 
 /* The compiled kernel of one node. */
@@ -134,6 +136,8 @@ typedef struct kc_cpu_kernel {
   int64_t grain;     /* 0: one contiguous range per thread; > 0: chunks of grain units */
   int64_t ws_bytes;  /* per-thread scratch */
   int no_kernel;     /* views and sources: the runtime aliases or binds data */
+  int check_in;      /* input holding indices the kernel checks; -1: none */
+  int64_t check_dim; /* offset in the dims argument of the size bounding them */
 } kc_cpu_kernel;
 
 struct kc_graph;

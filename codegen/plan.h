@@ -23,7 +23,9 @@
  *      arena_order (their order of definition), live over nodes [first, last];
  *   4. every step launches its kernel over [0, units(dims)), with bufs = the buffers of
  *      buf_values[bufs..bufs+nbufs) (-1: absent, NULL) and dims gathered from
- *      dim_slots[dims..dims+ndims): the kernel ABI of codegen/cpu/emit.h;
+ *      dim_slots[dims..dims+ndims): the kernel ABI of codegen/cpu/emit.h; a step that checks
+ *      indices (check_in >= 0) and met one out of range stops the run with an error naming
+ *      `what`, the index and its bound (runtime/index_error.c);
  *   5. outputs flagged copy are copied into their own buffer; all are described to the caller.
  *
  * Sizes that depend on tensor data (JIT plans only; kc_export refuses them): such a size is a
@@ -55,8 +57,11 @@ enum {
 /* How an input dim is checked: an integer, a symbol it binds (or must equal), an expression. */
 enum { KC_PLAN_DIM_STATIC = 0, KC_PLAN_DIM_SYM, KC_PLAN_DIM_EXPR };
 
-typedef void (*kc_plan_kernel_fn)(void *const *bufs, const int64_t *dims, void *ws, int64_t begin,
-                                  int64_t end);
+/* The kernel ABI of codegen/cpu/emit.h: 0, or for a step that checks indices (check_in >= 0),
+ * 1 + the flat position in buffer check_in of an index outside [-size, size), size =
+ * dims[check_dim], that it met in [begin, end). */
+typedef int64_t (*kc_plan_kernel_fn)(void *const *bufs, const int64_t *dims, void *ws,
+                                     int64_t begin, int64_t end);
 typedef int64_t (*kc_plan_units_fn)(const int64_t *dims);
 /* Every slot from the symbol values; -1, or the first slot that is negative, overflowed or
  * divided by zero. */
@@ -81,8 +86,11 @@ typedef struct kc_plan_step {
   int64_t grain;          /* thread pool grain (0: one range per thread) */
   int64_t ws_bytes;       /* per-thread workspace */
   int64_t nbufs, bufs, ndims, dims;
+  int64_t check_in;  /* buffer holding the indices the kernel checks; -1: none */
+  int64_t check_dim; /* entry of the step's dims bounding them */
+  const char *what;  /* the node for messages: "node 'loc' (gather, %12)" */
 } kc_plan_step;
-#define KC_PLAN_STEP_WORDS 10
+#define KC_PLAN_STEP_WORDS 13
 
 typedef struct kc_plan_io {
   const char *name;

@@ -6,15 +6,23 @@
  * outputs of the same layout as ONNX's. So:
  *   - 4-D inputs [B, H, S, D] become [B, S, H*D] by transpose(0,2,1,3) + reshape([0,0,-1]),
  *     and the output goes back by reshape([0,0,H,-1]) + transpose(0,2,1,3);
- *   - is_causal -> mask=causal (ONNX aligns it at the past length, as kernc does);
- *     a float attn_mask -> additive; a bool attn_mask (true = attend) -> additive through
- *     where(mask, 0, -inf), which is how ONNX defines it;
- *   - whatever else ONNX can say (softcap, qk_matmul_output, value head size != query head
- *     size, a mask together with is_causal, nonpad_kv_seqlen) is unsupported, with the reason.
+ *   - is_causal: ONNX (onnx/reference/ops/op_attention.py, _apply_causal) keeps key j for
+ *     query i iff j <= i + P, P the past_key length: a lower triangle over the new keys that
+ *     starts at the top left. kernc's mask=causal aligns at the bottom right (j <= i + T - S,
+ *     T = P + S_kv). The two are the same when S_kv = S, so is_causal becomes mask=causal when
+ *     the query and key lengths are the same dim; otherwise ONNX's rule is built as an additive
+ *     [S, T] bias, where(range(P, P + S)[:, None] < range(T), -inf, 0), added to attn_mask if
+ *     there is one;
+ *   - a float attn_mask -> additive; a bool attn_mask (true = attend) -> additive through
+ *     where(mask, 0, -inf), which is how ONNX defines it; with is_causal too the op adds it to
+ *     its causal mask (mask=causal with an input);
+ *   - whatever else ONNX can say (qk_matmul_output, nonpad_kv_seqlen) is unsupported, with
+ *     the reason.
  */
 #include "onnx_internal.h"
 
 #include <math.h>
+#include <string.h>
 
 /* An int attribute of np, or def. */
 static int64_t attr_int(const Onnx__NodeProto *np, const char *name, int64_t def) {
@@ -47,6 +55,57 @@ static kc_val heads_out(onnx_imp *im, kc_val y, int64_t heads, kc_status *st) {
   kc_node_set_ints(im->g, ni, "perm", 4, perm);
   if ((*st = kc_onnx_infer(im, ni)) != KC_OK) return (kc_val){0};
   return im->g->nodes[ni].out[0];
+}
+
+/* Dim a of x as an i64 scalar, computed from x's shape. */
+static kc_val dim_scalar(onnx_imp *im, kc_val x, int64_t a, kc_status *st) {
+  kc_val sh = kc_onnx_emit1(im, KC_OP_SHAPE, 1, &x, st);
+  kc_val in[2] = {sh, {0}};
+  if (*st == KC_OK) in[1] = kc_onnx_const_scalar(im, KC_I64, (double)a, st);
+  return *st == KC_OK ? kc_onnx_emit1(im, KC_OP_GATHER, 2, in, st) : (kc_val){0};
+}
+
+/* Are a and b the same size whatever the inputs (the same integer or the same expression)? */
+static bool same_dim(const kc_graph *g, kc_dim a, kc_dim b) {
+  if (a == b) return true;
+  if (!KC_DIM_IS_SYM(a) || !KC_DIM_IS_SYM(b)) return false;
+  char x[256], y[256];
+  return strcmp(kc_dim_str(g, a, x, sizeof x), kc_dim_str(g, b, y, sizeof y)) == 0;
+}
+
+/*
+ * ONNX's causal rule for q [B, S, .] and k [B, S_kv, .] after past_k (P keys, or none) as an
+ * additive [S, T] bias of dtype t: -inf where key j > query i + P, else 0.
+ */
+static kc_val onnx_causal_bias(onnx_imp *im, kc_val q, kc_val k, kc_val past_k, kc_dtype t,
+                               kc_status *st) {
+  kc_val s = dim_scalar(im, q, 1, st), skv = {0}, p = {0}, zero = {0}, one = {0};
+  if (*st == KC_OK) skv = dim_scalar(im, k, 1, st);
+  if (*st == KC_OK)
+    p = past_k.id ? dim_scalar(im, past_k, 2, st) : kc_onnx_const_scalar(im, KC_I64, 0, st);
+  if (*st == KC_OK) zero = kc_onnx_const_scalar(im, KC_I64, 0, st);
+  if (*st == KC_OK) one = kc_onnx_const_scalar(im, KC_I64, 1, st);
+  if (*st != KC_OK) return (kc_val){0};
+  kc_val a[3] = {p, skv, {0}};
+  kc_val total = kc_onnx_emit1(im, KC_OP_ADD, 2, a, st);
+  if (*st != KC_OK) return (kc_val){0};
+  kc_val kr[3] = {zero, total, one};
+  kc_val keys = kc_onnx_emit1(im, KC_OP_RANGE, 3, kr, st); /* [T] */
+  a[1] = s;
+  kc_val qend = *st == KC_OK ? kc_onnx_emit1(im, KC_OP_ADD, 2, a, st) : (kc_val){0};
+  if (*st != KC_OK) return (kc_val){0};
+  kc_val qr[3] = {p, qend, one};
+  kc_val rows = kc_onnx_emit1(im, KC_OP_RANGE, 3, qr, st); /* [S]: i + P */
+  static const int64_t axis1[1] = {1};
+  kc_val u[2] = {rows, {0}};
+  if (*st == KC_OK) u[1] = kc_onnx_const_i64s(im, 1, axis1, st);
+  kc_val col = *st == KC_OK ? kc_onnx_emit1(im, KC_OP_UNSQUEEZE, 2, u, st) : (kc_val){0};
+  kc_val lt[2] = {col, keys};
+  kc_val hidden = *st == KC_OK ? kc_onnx_emit1(im, KC_OP_LESS, 2, lt, st) : (kc_val){0};
+  kc_val w[3] = {hidden, {0}, {0}};
+  if (*st == KC_OK) w[1] = kc_onnx_const_scalar(im, t, -INFINITY, st);
+  if (*st == KC_OK) w[2] = kc_onnx_const_scalar(im, t, 0.0, st);
+  return *st == KC_OK ? kc_onnx_emit1(im, KC_OP_WHERE, 3, w, st) : (kc_val){0};
 }
 
 /* A static dim of v, or -1. */
@@ -100,15 +159,26 @@ kc_status kc_onnx_import_attention(onnx_imp *im, const Onnx__NodeProto *np, cons
   }
 
   const char *mask_kind = causal ? "causal" : "none";
+  kc_dtype t = kc_value_of(im->g, q)->dtype;
   if (mask.id) {
     mask_kind = causal ? "causal" : "additive";
     if (kc_value_of(im->g, mask)->dtype == KC_BOOL) {
-      kc_dtype t = kc_value_of(im->g, q)->dtype;
       kc_val w[3] = {mask, kc_onnx_const_scalar(im, t, 0.0, &s), {0}};
       if (s == KC_OK) w[2] = kc_onnx_const_scalar(im, t, -INFINITY, &s);
       if (s == KC_OK) mask = kc_onnx_emit1(im, KC_OP_WHERE, 3, w, &s);
       if (s != KC_OK) return s;
     }
+  }
+  if (causal && !same_dim(im->g, kc_value_of(im->g, q)->dims[1], kc_value_of(im->g, k)->dims[1])) {
+    /* the alignments differ: ONNX's rule as a tensor (see the top of the file) */
+    kc_val bias = onnx_causal_bias(im, q, k, past_k, t, &s);
+    if (s == KC_OK && mask.id) {
+      kc_val a[2] = {mask, bias};
+      bias = kc_onnx_emit1(im, KC_OP_ADD, 2, a, &s);
+    }
+    if (s != KC_OK) return s;
+    mask = bias;
+    mask_kind = "additive";
   }
   kc_val in[6] = {q, k, v, mask, past_k, past_v};
   uint32_t nin = past_k.id ? 6 : mask.id ? 4 : 3;

@@ -7,7 +7,10 @@
  *   - Functions return kc_status; the message that explains a failure (node, op, file) is in
  *     kc_last_error(ctx).
  *   - Builder calls return kc_val{0} on failure and leave a sticky error on the graph, so nested
- *     builder calls stay readable; kc_graph_status() reports it once at the end.
+ *     builder calls stay readable; kc_graph_status() reports it once at the end. A tensor whose
+ *     element count or byte size would overflow int64 (an input or weight declared so, a reshape,
+ *     expand or other result that grows so) is such a failure (KC_ERR_SHAPE), as it is for
+ *     kc_graph_verify; dims that are symbols count as 1 there, but a 0 dim makes any size fine.
  *   - No global mutable state: everything hangs off a kc_context. Not thread-safe per context.
  */
 #ifndef KERNC_H
@@ -245,7 +248,7 @@ kc_val kc_rotary(kc_graph *g, kc_val x, kc_val cos_cache, kc_val sin_cache, kc_v
 /* Mask kinds of the attention op. */
 typedef enum kc_mask_kind {
   KC_MASK_NONE = 0,
-  KC_MASK_CAUSAL,   /* key j visible to query i iff j <= i + past length */
+  KC_MASK_CAUSAL,   /* key j visible to query i iff j <= i + past length (keys - queries) */
   KC_MASK_PADDING,  /* mask input is [B, S_kv], nonzero/true = keep */
   KC_MASK_ADDITIVE, /* mask input is added to the scores, broadcast to [B, H, S, S_kv] */
 } kc_mask_kind;

@@ -8,10 +8,14 @@
  * input is taken as an earlier failure and returns kc_val{0} without a new message (or reports
  * one if no earlier failure explains it). Attributes that mirror a parameter are always set,
  * except where kernc.h gives 0 the meaning "absent" (kv_heads, scale, num_heads) and gelu's
- * approximate, which is set only for the tanh form.
+ * approximate, which is set only for the tanh form. A value whose element count or byte size
+ * overflows int64 (kc_type_overflows: an input or weight declared so, or a result a shape
+ * function computed) is such a failure too, named by the call that made it.
  */
 #include "internal.h"
+#include "shape.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,10 +69,24 @@ static uint32_t begin(kc_graph *g, kc_op op, uint32_t nin, const kc_val *in, uin
   return ni;
 }
 
+/* A result of node n too large to exist: the error naming the node, else KC_OK. */
+static kc_status sizes_ok(kc_graph *g, const kc_node *n) {
+  for (uint32_t j = 0; j < n->nout; j++) {
+    const kc_value *v = n->out[j].id ? kc_value_of(g, n->out[j]) : NULL;
+    if (!v || v->rank < 0 || !kc_type_overflows(g, v->dtype, v->rank, v->dims)) continue;
+    char dims[512];
+    return kc_node_errorf(
+        g, n, KC_ERR_SHAPE, "result %%%u is %s%s: its element count or byte size overflows int64",
+        n->out[j].id, kc_dtype_name(v->dtype), kc_shp_fmt(g, v->rank, v->dims, dims, sizeof dims));
+  }
+  return KC_OK;
+}
+
 /* Type node ni; its first output, or kc_val{0} after turning the node into a NOP. */
 static kc_val finish(kc_graph *g, uint32_t ni) {
   if (ni == UINT32_MAX) return (kc_val){0};
   kc_status s = kc_node_infer(g, ni);
+  if (s == KC_OK) s = sizes_ok(g, &g->nodes[ni]);
   if (s != KC_OK) {
     g->nodes[ni].op = KC_OP_NOP;
     return fail(g, s);
@@ -90,6 +108,13 @@ static kc_val binary(kc_graph *g, kc_op op, kc_val a, kc_val b) {
 
 /* ---- sources ------------------------------------------------------------------------------- */
 
+/* The sticky error for a tensor type too large to exist (what: "input 'x'", "weight" ...). */
+static kc_status too_big(kc_graph *g, const char *what, kc_dtype t, int rank, const kc_dim *dims) {
+  char buf[512];
+  return kc_errorf(g->ctx, KC_ERR_SHAPE, "%s: %s%s: its element count or byte size overflows int64",
+                   what, kc_dtype_name(t), kc_shp_fmt(g, rank, dims, buf, sizeof buf));
+}
+
 /* Validate a tensor type given by the caller. */
 static bool tensor_type_ok(kc_graph *g, const char *what, kc_dtype t, int rank,
                            const int64_t *dims) {
@@ -101,6 +126,7 @@ static bool tensor_type_ok(kc_graph *g, const char *what, kc_dtype t, int rank,
   for (int i = 0; s == KC_OK && i < rank; i++)
     if (dims[i] < 0)
       s = kc_errorf(g->ctx, KC_ERR_INVALID_ARG, "%s: dim %d is %lld", what, i, (long long)dims[i]);
+  if (s == KC_OK && kc_type_overflows(g, t, rank, dims)) s = too_big(g, what, t, rank, dims);
   if (s != KC_OK) fail(g, s);
   return s == KC_OK;
 }
@@ -117,6 +143,11 @@ kc_val kc_input(kc_graph *g, const char *name, kc_dtype t, int rank, const kc_di
     if (KC_DIM_IS_SYM(dims[i]) && KC_DIM_EXPR(dims[i]) >= g->ndexprs)
       s = kc_errorf(g->ctx, KC_ERR_INVALID_ARG, "input '%s': dim %d is not a dim of this graph",
                     name ? name : "", i);
+  if (s == KC_OK && kc_type_overflows(g, t, rank, dims)) {
+    char what[300];
+    snprintf(what, sizeof what, "input '%s'", name ? name : "");
+    s = too_big(g, what, t, rank, dims);
+  }
   if (s != KC_OK) return fail(g, s);
   return kc_graph_add_input(g, name, t, rank, dims);
 }

@@ -225,10 +225,17 @@ kc_status kc_node_errorf(kc_graph *g, const kc_node *n, kc_status s, const char 
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  char what[512];
+  return kc_errorf(g->ctx, s, "%s: %s", kc_node_what(n, what, sizeof what), msg);
+}
+
+const char *kc_node_what(const kc_node *n, char *buf, size_t size) {
   uint32_t out = n->nout ? n->out[0].id : 0;
   if (n->loc)
-    return kc_errorf(g->ctx, s, "node '%s' (%s, %%%u): %s", n->loc, kc_ops[n->op].name, out, msg);
-  return kc_errorf(g->ctx, s, "node %%%u (%s): %s", out, kc_ops[n->op].name, msg);
+    snprintf(buf, size, "node '%s' (%s, %%%u)", n->loc, kc_ops[n->op].name, out);
+  else
+    snprintf(buf, size, "node %%%u (%s)", out, kc_ops[n->op].name);
+  return buf;
 }
 
 kc_status kc_node_infer(kc_graph *g, uint32_t ni) {

@@ -214,6 +214,9 @@ bool kc_dim_eval(const kc_graph *g, kc_dim d,
                  int64_t *out);
 /* Copy dim d of graph src into graph dst (symbols matched by name). */
 kc_dim kc_dim_import(kc_graph *dst, const kc_graph *src, kc_dim d);
+/* A tensor of dtype t and these dims has more than INT64_MAX elements or bytes whatever its
+ * symbols are (its integer dims multiply past it, none is 0); ir/verify.c. */
+bool kc_type_overflows(const kc_graph *g, kc_dtype t, int rank, const kc_dim *dims);
 
 /* ---- values and nodes -------------------------------------------------------------------------
  */
@@ -378,6 +381,8 @@ bool kc_cumsum_axis(const kc_graph *g, const kc_node *n, int *axis);
 /* Error about node n: prefixes "node '<loc>' (<op>): " and returns s. */
 kc_status kc_node_errorf(kc_graph *g, const kc_node *n, kc_status s, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* That prefix without the colon, "node 'loc' (op, %N)" or "node %N (op)", into buf. */
+const char *kc_node_what(const kc_node *n, char *buf, size_t size);
 /* Record the first builder error on g (sticky). */
 void kc_graph_fail(kc_graph *g, kc_status s);
 

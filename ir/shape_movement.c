@@ -7,6 +7,8 @@
  * gives B*S. Symbols are taken to be sizes other than 1 when the question is "is this dim 1"
  * (squeeze with no axes), as a run-time 1 would make the graph's shapes ambiguous anyway.
  * Reshape-like ops pass known contents through, as the element order does not change.
+ * Reshape and expand refuse a result whose element count (or byte size) overflows int64: such a
+ * product is no constant ir/dim.c can hold, so the count checks would otherwise not see it.
  */
 #include "shape.h"
 
@@ -70,6 +72,7 @@ kc_status shape_reshape(kc_graph *g, kc_node *n) {
       out[i] = x->dims[i];
     }
   }
+  if (kc_type_overflows(g, x->dtype, (int)cnt, out)) goto overflow;
   kc_dim total = kc_shp_prod(g, x->rank, x->dims), rest = kc_shp_prod(g, (int)cnt, out);
   int64_t vt, vr;
   bool ct = kc_dim_const(g, total, &vt), cr = kc_dim_const(g, rest, &vr);
@@ -83,6 +86,7 @@ kc_status shape_reshape(kc_graph *g, kc_node *n) {
   } else if (ct && cr && vt != vr) {
     goto mismatch;
   }
+  if (kc_type_overflows(g, x->dtype, (int)cnt, out)) goto overflow;
   kc_dtype t = x->dtype;
   kc_shp_assume(g, KC_ASSUME_EQ, total, kc_shp_prod(g, (int)cnt, out)); /* a -1 divided exactly */
   kc_shp_set(g, n, 0, t, (int)cnt, out);
@@ -91,6 +95,11 @@ kc_status shape_reshape(kc_graph *g, kc_node *n) {
 mismatch:;
   char sa[256], sb[256];
   return kc_node_errorf(g, n, KC_ERR_SHAPE, "cannot reshape %s into %s",
+                        kc_shp_fmt(g, x->rank, x->dims, sa, sizeof sa),
+                        kc_shp_fmt(g, (int)cnt, shape, sb, sizeof sb));
+overflow:
+  return kc_node_errorf(g, n, KC_ERR_SHAPE,
+                        "cannot reshape %s into %s: its element count or byte size overflows int64",
                         kc_shp_fmt(g, x->rank, x->dims, sa, sizeof sa),
                         kc_shp_fmt(g, (int)cnt, shape, sb, sizeof sb));
 }
@@ -237,6 +246,12 @@ kc_status shape_expand(kc_graph *g, kc_node *n) {
       return kc_node_errorf(g, n, KC_ERR_SHAPE, "shape entry %u is %lld", i, (long long)v);
   }
   if ((s = kc_shp_bcast(g, n, x->rank, x->dims, (int)cnt, shape, &rank, dims)) != KC_OK) return s;
+  if (kc_type_overflows(g, x->dtype, rank, dims)) {
+    char sa[256], sb[256];
+    return kc_node_errorf(
+        g, n, KC_ERR_SHAPE, "expanding %s to %s: its element count or byte size overflows int64",
+        kc_shp_fmt(g, x->rank, x->dims, sa, sizeof sa), kc_shp_fmt(g, rank, dims, sb, sizeof sb));
+  }
   kc_shp_set(g, n, 0, x->dtype, rank, dims);
   /* a known 1-D (or scalar) value repeated along a 1-D result */
   uint32_t nk;

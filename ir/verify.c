@@ -10,6 +10,9 @@
  *   3. graph outputs defined; every value's def points at a node that really defines it;
  *   4. types, node by node: body graphs verified recursively, then the op's shape function is
  *      re-run on a scratch copy of the result types and compared with the recorded ones.
+ * Every typed input and result must also have an element count and byte size that fit int64
+ * (kc_type_overflows): a size past that cannot be allocated or indexed, and would otherwise
+ * surface only when a run computes it.
  * Invariants: never crashes on a malformed graph (every id and pointer is checked before use);
  * leaves the recorded types as they were (only the inferred `known` contents are kept, because
  * later nodes' inference needs them, as in kc_graph_infer).
@@ -83,6 +86,42 @@ static const char *val_type_str(const kc_graph *g, const kc_value *v, char *buf,
   return type_str(g, v->dtype, v->rank, v->dims, buf, size);
 }
 
+/* ---- sizes ---------------------------------------------------------------------------------- */
+
+/* Does d name a symbol (rather than being a constant expression)? */
+static bool mentions_sym(const kc_graph *g, kc_dim d, int depth) {
+  if (!KC_DIM_IS_SYM(d)) return false;
+  uint32_t e = KC_DIM_EXPR(d);
+  if (e >= g->ndexprs || depth > 64) return true; /* unknown: not provably constant */
+  const kc_dexpr *x = &g->dexprs[e];
+  if (x->kind == KC_DX_SYM) return true;
+  if (x->kind == KC_DX_CONST) return false;
+  return mentions_sym(g, x->a, depth + 1) || mentions_sym(g, x->b, depth + 1);
+}
+
+bool kc_type_overflows(const kc_graph *g, kc_dtype t, int rank, const kc_dim *dims) {
+  int64_t n = 1;
+  bool over = false, zero = false;
+  for (int i = 0; i < rank; i++) {
+    int64_t v = dims[i];
+    if (KC_DIM_IS_SYM(v)) {
+      if (mentions_sym(g, v, 0)) continue; /* any size the symbols take later is checked then */
+      /* a constant expression: ir/dim.c keeps products that overflowed as raw nodes */
+      if (!kc_dim_eval(g, dims[i], NULL, NULL, &v)) {
+        over = true;
+        continue;
+      }
+    }
+    if (v == 0)
+      zero = true;
+    else if (v > 0 && __builtin_mul_overflow(n, v, &n))
+      over = true;
+  }
+  int64_t bytes, size = (int64_t)kc_dtype_size(t);
+  if (!over && size > 0 && __builtin_mul_overflow(n, size, &bytes)) over = true;
+  return over && !zero;
+}
+
 /* ---- phase 1: graph inputs ------------------------------------------------------------------ */
 
 /* A recorded type is well formed: rank in range and symbolic dims name existing expressions. */
@@ -108,6 +147,11 @@ static kc_status check_inputs(vctx *c) {
     if (!type_ok(g, v)) return graph_err(g, KC_ERR_VERIFY, "input %%%u has a malformed type", id);
     if (v->rank < 0 || v->dtype == KC_DT_NONE)
       return graph_err(g, KC_ERR_TYPE, "input %%%u has no type", id);
+    char tb[512];
+    if (kc_type_overflows(g, v->dtype, v->rank, v->dims))
+      return graph_err(g, KC_ERR_SHAPE,
+                       "input %%%u is %s: its element count or byte size overflows int64", id,
+                       val_type_str(g, v, tb, sizeof tb));
   }
   return KC_OK;
 }
@@ -190,6 +234,10 @@ static kc_status check_results(vctx *c, uint32_t ni) {
     if (v->rank < 0 || v->dtype == KC_DT_NONE)
       return node_err(g, ni, KC_ERR_TYPE, "%s %%%u has no type (%s)", source ? "source" : "result",
                       id, val_type_str(g, v, tb, sizeof tb));
+    if (kc_type_overflows(g, v->dtype, v->rank, v->dims))
+      return node_err(g, ni, KC_ERR_SHAPE,
+                      "result %%%u is %s: its element count or byte size overflows int64", id,
+                      val_type_str(g, v, tb, sizeof tb));
   }
   return KC_OK;
 }

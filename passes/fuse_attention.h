@@ -49,7 +49,7 @@ typedef enum kc_fa_input {
 } kc_fa_input;
 
 typedef struct kc_fa_mask {
-  bool causal;      /* key j is visible to query i iff j <= i */
+  bool causal;      /* key j is visible to query i iff j <= i (found only over S = T scores) */
   kc_fa_input kind; /* and the mask input, if any */
   kc_val input;
   kc_val additive; /* KC_FA_IN_PADDING from an added mask: that mask, to add it as it is */

@@ -363,11 +363,14 @@ static bool eval(const kc_graph *g, kc_val v, int *left, bool under_cast, tv *ou
 
 /* ---- classification ------------------------------------------------------------------------ */
 
-/* A TRI mask m covers the scores [B, H, S, T] exactly in its last two axes. */
+/* A TRI mask m covers the scores [B, H, S, T] exactly in its last two axes, and S = T. TRI is
+ * aligned at the top left (key j visible to query i iff j <= i), mask=causal at the bottom right
+ * (j <= i + T - S): the two agree only when the scores are square, so a TRI mask over S != T
+ * stays the tensor it is. */
 static bool fits_tri(const kc_graph *g, kc_val m, const kc_fa_scores *sc) {
   const kc_value *x = val(g, m);
   return x->rank >= 2 && x->rank <= 4 && same(g, x->dims[x->rank - 2], sc->s) &&
-         same(g, x->dims[x->rank - 1], sc->t);
+         same(g, x->dims[x->rank - 1], sc->t) && same(g, sc->s, sc->t);
 }
 
 /* A PAD mask m is [B, ., ., T] over the scores [B, H, S, T], from a pad [B, T]. */
@@ -413,7 +416,10 @@ bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, const kc_fa_scores
   }
   snprintf(why, size, "where condition %%%u %s", c.id,
            t.base == U_TRI
-               ? (ok ? "is causal but not over the scores' last two axes"
+               ? (ok ? (same(g, sc->s, sc->t)
+                            ? "is causal but not over the scores' last two axes"
+                            : "is causal from the top left over more or fewer keys than queries "
+                              "(mask=causal aligns at the bottom right)")
                      : "is triangular but not causal (which keys it keeps)")
                : (ok ? "is a padding mask not laid out as [B, 1, 1, T]" : "keeps the padded keys"));
   return false;

@@ -27,6 +27,7 @@
 
 #include "ir/internal.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -121,12 +122,18 @@ typedef struct launch_arg {
   const int64_t *dims;
   unsigned char *ws;
   size_t stride;
+  _Atomic int64_t bad; /* the smallest nonzero result of a range, 0: none */
 } launch_arg;
 
 static void run_range(void *arg, int64_t begin, int64_t end, int thread) {
-  const launch_arg *l = arg;
+  launch_arg *l = arg;
   void *ws = l->ws ? l->ws + l->stride * (size_t)thread : NULL;
-  l->fn(l->bufs, l->dims, ws, begin, end);
+  int64_t r = l->fn(l->bufs, l->dims, ws, begin, end);
+  if (!r) return;
+  int64_t cur = atomic_load_explicit(&l->bad, memory_order_relaxed);
+  while ((cur == 0 || r < cur) && !atomic_compare_exchange_weak_explicit(
+                                      &l->bad, &cur, r, memory_order_relaxed, memory_order_relaxed))
+    ;
 }
 
 static uint64_t dims_key(const int64_t *dims, int64_t nd) {
@@ -142,7 +149,33 @@ static void add_sample(cost *c, uint64_t ns, int64_t units) {
   c->samples++;
 }
 
-/* Step i's kernel over [0, units): on this thread alone or split by the pool (see the top). */
+/* Step i's units on this thread alone or split by the pool (see the top). */
+static void run_units(kc_exec *x, cpu_ws *c, int64_t i, launch_arg *l, int64_t units) {
+  const kc_plan_step *st = &x->d->steps[i];
+  const int64_t *dims = l->dims;
+  if (units == 1 || !c->pool || kc_pool_threads(x->pool) <= 1) {
+    run_range(l, 0, units, 0);
+    return;
+  }
+  cost *k = &c->cost[i];
+  uint64_t key = dims_key(dims, st->ndims);
+  if (k->key != key) *k = (cost){.key = key};
+  bool sample = k->samples < SAMPLES;
+  if (k->samples && (double)units * k->ns_per_unit < SERIAL_NS) {
+    uint64_t t0 = sample ? now_ns() : 0;
+    run_range(l, 0, units, 0);
+    if (sample) add_sample(k, now_ns() - t0, units);
+  } else if (sample) {
+    uint64_t ns;
+    int64_t self = kc_pool_run_timed(x->pool, run_range, l, units, st->grain, &ns);
+    if (self > 0) add_sample(k, ns, self);
+  } else {
+    kc_pool_run(x->pool, run_range, l, units, st->grain);
+  }
+}
+
+/* Step i's kernel over [0, units), and the error of an index it found out of range: the
+ * smallest code any range returned, so the report does not depend on how the work was split. */
 static kc_status launch(kc_exec *x, kc_exec_ws *w, int64_t i) {
   const kc_plan *d = x->d;
   const kc_plan_step *st = &d->steps[i];
@@ -153,29 +186,15 @@ static kc_status launch(kc_exec *x, kc_exec_ws *w, int64_t i) {
     bufs[j] = v >= 0 ? w->vbuf[v] : NULL;
   }
   const int64_t *dims = w->step_dims + st->dims;
-  launch_arg l = {st->fn, bufs, dims, c->ws, c->stride};
+  launch_arg l = {st->fn, bufs, dims, c->ws, c->stride, 0};
   int64_t units = st->units(dims);
   if (units <= 0) return KC_OK;
-  if (units == 1 || !c->pool || kc_pool_threads(x->pool) <= 1) {
-    run_range(&l, 0, units, 0);
-    return KC_OK;
-  }
-  cost *k = &c->cost[i];
-  uint64_t key = dims_key(dims, st->ndims);
-  if (k->key != key) *k = (cost){.key = key};
-  bool sample = k->samples < SAMPLES;
-  if (k->samples && (double)units * k->ns_per_unit < SERIAL_NS) {
-    uint64_t t0 = sample ? now_ns() : 0;
-    run_range(&l, 0, units, 0);
-    if (sample) add_sample(k, now_ns() - t0, units);
-  } else if (sample) {
-    uint64_t ns;
-    int64_t self = kc_pool_run_timed(x->pool, run_range, &l, units, st->grain, &ns);
-    if (self > 0) add_sample(k, ns, self);
-  } else {
-    kc_pool_run(x->pool, run_range, &l, units, st->grain);
-  }
-  return KC_OK;
+  run_units(x, c, i, &l, units);
+  int64_t bad = atomic_load_explicit(&l.bad, memory_order_relaxed);
+  if (!bad) return KC_OK;
+  kc_dtype it = (kc_dtype)d->values[d->buf_values[st->bufs + st->check_in]].dtype;
+  const char *index = (const char *)bufs[st->check_in] + (bad - 1) * (int64_t)kc_dtype_size(it);
+  return kc_exec_index_error(x, w, i, bad - 1, it, index);
 }
 
 static kc_status sync_none(kc_exec *x, kc_exec_ws *w) { return KC_OK; }

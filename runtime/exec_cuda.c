@@ -11,6 +11,10 @@
  * JIT plan's weights one by one at first use). The host arena is a mirror that only holds what
  * the host must read: the small inputs of a node whose sizes wait for computed data (fetch).
  *
+ * Kernels that check indices (codegen/cuda/cuda.h) get two error words per step, zeroed when a
+ * run begins and read after each wait for the device: the first step with one set fails the run
+ * (runtime/index_error.c), before anything reads its results.
+ *
  * Invariants: part of the runtime archive, so it needs only the driver (codegen/cuda/driver.c,
  * dlopen'd) and the launch helpers (codegen/cuda/launch.c): no NVRTC, no LLVM. Runs hold the
  * device from begin to end (one at a time; the device buffers are the instance's), so a
@@ -42,6 +46,8 @@ typedef struct cuda_x {
   uint64_t *bufs;  /* one step's buffers */
   uint64_t *words; /* one step's packed arguments */
   bool uploaded;   /* this run's inputs are on the device */
+  kc_dptr err;     /* per step: the two error words of a kernel that checks indices (0: none) */
+  uint64_t *errh;  /* host copy of err */
 } cuda_x;
 
 static void close_dev(kc_exec *x) {
@@ -58,6 +64,7 @@ static void close_dev(kc_exec *x) {
     kc_cuda_free(c->dev, c->blob);
     kc_cuda_free(c->dev, c->arena);
     kc_cuda_free(c->dev, c->empty);
+    kc_cuda_free(c->dev, c->err);
   }
   kc_cuda_mod_unload(c->mod);
   kc_cuda_dev_close(c->dev);
@@ -72,15 +79,21 @@ static void close_dev(kc_exec *x) {
   free(c->vbuf);
   free(c->bufs);
   free(c->words);
+  free(c->errh);
   free(c);
   x->dev = NULL;
 }
+
+/* Bytes of the error words: two per step. */
+static size_t err_bytes(const kc_plan *d) { return 2 * ((size_t)d->nsteps + 1) * sizeof(uint64_t); }
 
 static kc_status begin(kc_exec *x, kc_exec_ws *w) {
   cuda_x *c = x->dev;
   pthread_mutex_lock(&c->lock);
   c->uploaded = false;
-  return KC_OK;
+  if (!c->err) return KC_OK;
+  memset(c->errh, 0, err_bytes(x->d));
+  return kc_cuda_htod(c->dev, c->err, c->errh, err_bytes(x->d));
 }
 
 static void end(kc_exec *x, kc_exec_ws *w) {
@@ -162,15 +175,28 @@ static kc_status launch(kc_exec *x, kc_exec_ws *w, int64_t i) {
     int64_t v = d->buf_values[st->bufs + j];
     c->bufs[j] = v >= 0 ? c->vbuf[v] : 0;
   }
+  if (c->info[i].check_in >= 0) c->bufs[st->nbufs] = c->err + 2 * (kc_dptr)i * sizeof *c->errh;
   kc_status s =
       kc_cuda_run_kernel(c->dev, c->fn[i], &c->info[i], c->bufs, w->step_dims + st->dims, c->words);
   if (s != KC_OK) kc_error_append(x->ctx, "launching %s of model %s", st->name, d->name);
   return s;
 }
 
+/* Wait for the device; then the first step whose kernel met an index out of range fails the
+ * run (its error words hold the position and the index itself, codegen/cuda/cuda.h: by now the
+ * indices' memory may have been reused). */
 static kc_status sync_dev(kc_exec *x, kc_exec_ws *w) {
   cuda_x *c = x->dev;
-  return kc_cuda_sync(c->dev);
+  kc_status s = kc_cuda_sync(c->dev);
+  if (s != KC_OK || !c->err) return s;
+  if ((s = kc_cuda_dtoh(c->dev, c->errh, c->err, err_bytes(x->d))) != KC_OK) return s;
+  for (int64_t i = 0; i < x->d->nsteps; i++) {
+    if (c->info[i].check_in < 0 || !c->errh[2 * i]) continue;
+    int64_t index;
+    memcpy(&index, &c->errh[2 * i + 1], sizeof index);
+    return kc_exec_index_error(x, w, i, (int64_t)c->errh[2 * i] - 1, KC_I64, &index);
+  }
+  return KC_OK;
 }
 
 /* The host mirror of value v: a copy of its device bytes (the caller synced). */
@@ -186,7 +212,7 @@ static kc_status fetch(kc_exec *x, kc_exec_ws *w, int64_t v, const void **data) 
 static kc_status finish(kc_exec *x, kc_exec_ws *w) {
   const kc_plan *d = x->d;
   cuda_x *c = x->dev;
-  kc_status s = kc_cuda_sync(c->dev);
+  kc_status s = sync_dev(x, w);
   for (int64_t k = 0; k < d->noutputs && s == KC_OK; k++) {
     int64_t v = d->outputs[k].value;
     if (w->nbytes[v]) s = kc_cuda_dtoh(c->dev, w->out_buf[k], c->vbuf[v], w->nbytes[v]);
@@ -243,6 +269,14 @@ kc_status kc_exec_cuda_attach(kc_exec *x, kc_cuda_dev *dev, kc_cuda_mod *mod,
     memcpy(c->fn, fn, (size_t)d->nsteps * sizeof *c->fn);
   }
   kc_status s = kc_cuda_alloc(c->dev, KC_RT_ALIGN, &c->empty);
+  bool checks = false;
+  for (int64_t i = 0; i < d->nsteps; i++)
+    checks = checks || c->info[i].check_in >= 0;
+  if (s == KC_OK && checks) {
+    if (!(c->errh = calloc(1, err_bytes(d))))
+      return kc_errorf(x->ctx, KC_ERR_NOMEM, "out of memory creating model %s", d->name);
+    s = kc_cuda_alloc(c->dev, err_bytes(d), &c->err);
+  }
   if (s == KC_OK && !d->value_data && d->weights_bytes > 0) { /* once: runs read them in place */
     s = kc_cuda_alloc(c->dev, (size_t)d->weights_bytes, &c->blob);
     if (s == KC_OK) s = kc_cuda_htod(c->dev, c->blob, d->weights, (size_t)d->weights_bytes);

@@ -402,6 +402,23 @@ kc_status kc_exec_host_place(kc_exec *x, kc_exec_ws *w, size_t total, size_t kee
   return KC_OK;
 }
 
+kc_status kc_exec_index_error(kc_exec *x, kc_exec_ws *w, int64_t i, int64_t pos, kc_dtype it,
+                              const void *index) {
+  const kc_plan *d = x->d;
+  const kc_plan_step *st = &d->steps[i];
+  int64_t off = 0, axis = 0;
+  for (int64_t j = 0; j < st->nbufs; j++) { /* which buffer's dims hold check_dim */
+    int64_t v = d->buf_values[st->bufs + j], r = v >= 0 ? d->values[v].rank : 0;
+    if (st->check_dim < off + r) {
+      axis = st->check_dim - off;
+      break;
+    }
+    off += r;
+  }
+  return kc_rt_index_error(x->ctx, st->what, it, index, pos, axis,
+                           w->step_dims[st->dims + st->check_dim]);
+}
+
 void kc_exec_value(const kc_exec *x, const kc_exec_ws *w, int64_t v, kc_dtype *dtype, int *rank,
                    int64_t *dims) {
   const kc_plan_value *val = &x->d->values[v];

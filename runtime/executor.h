@@ -138,6 +138,12 @@ size_t kc_exec_peak(const kc_exec *x);
 kc_status kc_exec_host_place(kc_exec *x, kc_exec_ws *w, size_t total, size_t keep,
                              int64_t node_end);
 
+/* Step i's kernel met the index at flat position pos of its buffer check_in out of range:
+ * the run's error (runtime/index_error.c), naming the step's node. *index is a host copy of the
+ * index, of dtype it. */
+kc_status kc_exec_index_error(kc_exec *x, kc_exec_ws *w, int64_t i, int64_t pos, kc_dtype it,
+                              const void *index);
+
 /* For settle hooks: value v's dtype, rank and dims in this run (NULL: not wanted). */
 void kc_exec_value(const kc_exec *x, const kc_exec_ws *w, int64_t v, kc_dtype *dtype, int *rank,
                    int64_t *dims);

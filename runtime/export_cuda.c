@@ -135,10 +135,11 @@ void kc_export_cuda_describe(const kc_export_cuda *c, char *buf, size_t size) {
 
 #define ALIGN_UP(x) (((x) + KC_RT_ALIGN - 1) / KC_RT_ALIGN * KC_RT_ALIGN)
 
-/* Step i's kernel must take exactly the plan's buffers and dims (cuda.h's NB and ND). */
+/* Step i's kernel must take exactly the plan's buffers and dims (cuda.h's NB and ND; NB counts
+ * the error word's pointer of a kernel that checks indices). */
 static kc_status check_step(const kc_export_cuda *c, const kc_plan_step *st, const char *name) {
   const kc_cuda_kernel_info *k = &c->info[st->node];
-  int64_t nb = st->nbufs ? st->nbufs : 1, nd = st->ndims ? st->ndims : 1;
+  int64_t nb = (st->nbufs ? st->nbufs : 1) + (k->check_in >= 0), nd = st->ndims ? st->ndims : 1;
   if (!k->no_kernel && k->nbufs == nb && k->ndims == nd) return KC_OK;
   return kc_node_errorf((kc_graph *)c->g, &c->g->nodes[st->node], KC_ERR_INTERNAL,
                         "AOT CUDA: the kernel of step %s takes %u buffers and %u dims, the plan "

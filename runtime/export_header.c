@@ -101,14 +101,15 @@ static void common_types(FILE *f) {
     dtype_macro((kc_dtype)t, up, sizeof up);
     fprintf(f, "  %s = %d,\n", up, t);
   }
-  fprintf(f,
-          "} kc_model_dtype;\n\n"
-          "/* A tensor, row-major and contiguous. An input is matched by name, or by position when\n"
-          " * name is NULL; for an output, the run fills in every field. */\n"
-          "typedef struct kc_model_tensor {\n"
-          "  const char *name;\n  kc_model_dtype dtype;\n  int rank;\n  int64_t dims[%d];\n"
-          "  void *data;\n} kc_model_tensor;\n#endif\n\n",
-          KC_MAX_RANK);
+  fprintf(
+      f,
+      "} kc_model_dtype;\n\n"
+      "/* A tensor, row-major and contiguous. An input is matched by name, or by position when\n"
+      " * name is NULL; for an output, the run fills in every field. */\n"
+      "typedef struct kc_model_tensor {\n"
+      "  const char *name;\n  kc_model_dtype dtype;\n  int rank;\n  int64_t dims[%d];\n"
+      "  void *data;\n} kc_model_tensor;\n#endif\n\n",
+      KC_MAX_RANK);
 }
 
 /* ---- size macros ------------------------------------------------------------------------ */

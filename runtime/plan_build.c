@@ -135,7 +135,8 @@ static kc_status unbound(kc_rt_plan *p, const kc_module *m, uint32_t v, int i, c
   char buf[256];
   kc_dim_str(g, d, buf, sizeof buf);
   const char *why =
-      fresh ? "which depends on computed data" : "whose symbol is not the size of any input dim";
+      fresh ? "which depends on tensor data (or on a clamp of sizes kernc has no expression for)"
+            : "whose symbol is not the size of any input dim";
   if (!val->def)
     return kc_errorf(m->ctx, KC_ERR_UNSUPPORTED,
                      "input %%%u dim %d is %s, %s; kernc compile needs every size to follow from "
@@ -258,16 +259,6 @@ static kc_status collect_assumptions(kc_module *m, assumptions *c) {
   return s;
 }
 
-/* "node 'loc' (op, %N)" of node n into buf. */
-static const char *who(const kc_node *n, char *buf, size_t size) {
-  uint32_t out = n->nout ? n->out[0].id : 0;
-  if (n->loc)
-    snprintf(buf, size, "node '%s' (%s, %%%u)", n->loc, kc_ops[n->op].name, out);
-  else
-    snprintf(buf, size, "node %%%u (%s)", out, kc_ops[n->op].name);
-  return buf;
-}
-
 /* A requirement of kind on slots for dims a (and b), with its text. */
 static kc_status add_req(kc_rt_plan *p, kc_module *m, int kind, kc_dim a, kc_dim b,
                          const char *text) {
@@ -313,8 +304,8 @@ static kc_status assumed(kc_rt_plan *p, kc_module *m, const assumptions *c, uint
       snprintf(what, sizeof what, rel[a->kind], da, db);
     else
       snprintf(what, sizeof what, rel[a->kind], da, db);
-    snprintf(text, sizeof text, "%s was compiled assuming %s", who(&g->nodes[i], wb, sizeof wb),
-             what);
+    snprintf(text, sizeof text, "%s was compiled assuming %s",
+             kc_node_what(&g->nodes[i], wb, sizeof wb), what);
     s = add_req(p, m, kind_of[a->kind], a->a, a->b, text);
   }
   return s;
@@ -378,7 +369,9 @@ static void steps(kc_rt_plan *p, const kc_module *m) {
                         .grain = m->kernels[i].grain,
                         .ws_bytes = m->kernels[i].ws_bytes,
                         .bufs = nb,
-                        .dims = nd};
+                        .dims = nd,
+                        .check_in = m->kernels[i].check_in,
+                        .check_dim = m->kernels[i].check_dim};
     for (uint32_t j = 0; j < n->nin + n->nout; j++) {
       kc_val v = j < n->nin ? n->in[j] : n->out[j - n->nin];
       p->buf_values[nb++] = v.id ? (int64_t)v.id : -1;
@@ -398,12 +391,16 @@ static void steps(kc_rt_plan *p, const kc_module *m) {
   }
 }
 
-/* Kernel symbol names of the steps ("k3_matmul"), for messages. */
+/* Kernel symbol names of the steps ("k3_matmul"), and for a kernel that checks indices its
+ * node's name for the run's error, for messages. */
 static kc_status step_names(kc_rt_plan *p, const kc_module *m) {
   for (int64_t i = 0; i < p->model.nsteps; i++) {
-    char name[128];
-    kc_kernel_symbol(name, sizeof name, m->g, (uint32_t)p->steps[i].node);
-    if (!(p->steps[i].name = keep_name(p, name)))
+    kc_plan_step *st = &p->steps[i];
+    char name[128], what[512];
+    kc_kernel_symbol(name, sizeof name, m->g, (uint32_t)st->node);
+    if (!(st->name = keep_name(p, name)) ||
+        (st->check_in >= 0 &&
+         !(st->what = keep_name(p, kc_node_what(&m->g->nodes[st->node], what, sizeof what)))))
       return kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory planning @%s", m->g->name);
   }
   return KC_OK;
@@ -478,7 +475,7 @@ static kc_status build(kc_module *m, const char *name, bool late, const assumpti
   p->req_text = calloc(nreq, sizeof *p->req_text);
   p->weights = calloc(nv, sizeof *p->weights);
   p->value_data = calloc(nv, sizeof *p->value_data);
-  p->names = calloc((size_t)g->ninputs * (KC_MAX_RANK + 1) + g->noutputs + g->nnodes + 1,
+  p->names = calloc((size_t)g->ninputs * (KC_MAX_RANK + 1) + g->noutputs + 2 * g->nnodes + 1,
                     sizeof *p->names);
   if (!p->values || !p->steps || !p->inputs || !p->outputs || !p->idims || !p->syms || !p->late ||
       !p->buf_values || !p->dim_slots || !p->arena_order || !p->slot_dims || !p->weights ||

@@ -55,6 +55,16 @@ void kc_pool_run(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain)
 int64_t kc_pool_run_timed(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain,
                           uint64_t *self_ns);
 
+/*
+ * The error of a kernel that found the index at flat position pos of its indices (*index, of
+ * dtype it: i32 or i64; a host copy) outside [-bound, bound) for axis `axis` of its data
+ * (runtime/index_error.c, shared by the JIT and the runtime of compiled models):
+ * KC_ERR_INVALID_ARG, "WHAT: index 70 at position 65 of its indices is out of range for axis 0
+ * of size 64", what naming the node ("node 'x' (gather, %5)").
+ */
+kc_status kc_rt_index_error(kc_context *ctx, const char *what, kc_dtype it, const void *index,
+                            int64_t pos, int64_t axis, int64_t bound);
+
 /* ---- NumPy .npy files (runtime/npy.c) ------------------------------------------------------ */
 
 /* Read a .npy file (format 1.0-3.0, little-endian, C order); out->data is malloc'd. */

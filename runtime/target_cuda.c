@@ -56,6 +56,8 @@ kc_status kc_rt_cuda_emit(kc_module *m, kc_cuda_prog *prog, kc_cuda_kernel_info 
     kc_status s = kc_cuda_prog_add(prog, g, i, name, &info[i]);
     if (s != KC_OK) return s;
     m->kernels[i].no_kernel = info[i].no_kernel;
+    m->kernels[i].check_in = info[i].check_in;
+    m->kernels[i].check_dim = info[i].check_dim;
   }
   *src = kc_cuda_prog_source(prog);
   return *src ? KC_OK : kc_errorf(m->ctx, KC_ERR_NOMEM, "out of memory");

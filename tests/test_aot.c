@@ -20,7 +20,11 @@
  * them against the outputs; for every node test and model above, a program built against the
  * generated header prints every macro for the first data set's symbol values, and they must
  * equal the dtypes and dims of the inputs and of the outputs the run returned; symbol and tensor
- * names that are no C identifiers get usable macros or none. The CPU check: the
+ * names that are no C identifiers get usable macros or none. Gather's index check in a library
+ * (tests/gather_cases.h: 1, 64, 65 and 10^6 indices from an input, computed or constant, right
+ * values, one out of range an error naming the node, CPU and --target=cuda), and the example
+ * GPT-2 compiled and run on 65 tokens (it has 64 positions) failing, naming its position
+ * Gather, as `kernc run` does. The CPU check: the
  * runtime's cpuid detection agrees with LLVM's on every feature LLVM reports for this machine;
  * the library records exactly the features LLVM compiled it for; and a copy of a library whose
  * record names a feature this CPU lacks refuses to create, naming it through NAME_error(NULL).
@@ -33,6 +37,7 @@
 
 #include "codegen/aot.h" /* the AOT runtime's CPU check, linked here through libkernc */
 #include "tools/check/check.h"
+#include "ir/internal.h"
 #include "kernc.h"
 
 #if defined(__x86_64__)
@@ -51,6 +56,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "tests/gather_cases.h"
 
 typedef struct aot_env {
   const char *kernc; /* the program, argv[1] */
@@ -494,7 +501,7 @@ static void t_errors(void **st) {
   assert_int_equal(kc_export(ctx, g, NULL, so, NULL), KC_ERR_UNSUPPORTED);
   print_message("refused: %s\n", kc_last_error(ctx));
   assert_non_null(strstr(kc_last_error(ctx), "(reshape)"));
-  assert_non_null(strstr(kc_last_error(ctx), "computed data"));
+  assert_non_null(strstr(kc_last_error(ctx), "depends on tensor data"));
   assert_int_equal(access(so, F_OK), -1);
   kc_graph_free(g);
 
@@ -545,6 +552,148 @@ static void t_cli(void **st) {
   char *err = slurp(path);
   assert_non_null(strstr(err, "does not exist"));
   free(err);
+}
+
+/* ---- index checks ------------------------------------------------------------------------- */
+
+/* One compiled gather model run on n indices (bad: one out of range); failures printed. */
+static int gather_case(model *m, void *inst, int kind, const int64_t *ids, int64_t n, int64_t bad,
+                       const char *what) {
+  int64_t *in = gc_input(kind, ids, n);
+  kc_tensor_desc din = {.name = "ids", .dtype = KC_I64, .rank = 1, .dims = {n}, .data = in}, y;
+  int rc = m->run(inst, kind == GC_CONSTANT ? NULL : &din, &y);
+  char msg[1024] = "";
+  bool ok = bad ? rc != 0 && gc_check_error(m->error(inst), bad, true, msg, sizeof msg)
+                : rc == 0 && gc_check_y(&y, ids, n, msg, sizeof msg);
+  if (!ok && !msg[0]) snprintf(msg, sizeof msg, "%s", rc ? m->error(inst) : "ran without an error");
+  if (!ok)
+    print_error("FAIL gather library %s, %lld indices, bad %lld: %s\n", what, (long long)n,
+                (long long)bad, msg);
+  free(in);
+  return !ok;
+}
+
+/* The gather cases through libraries for target ("cpu" or "cuda"); quick: fewer constant ones
+ * (each is a library of its own). Returns the failures. */
+static int gather_libs(const aot_env *e, const char *target, bool quick) {
+  static const int64_t bads[] = {0, 64, 70, -65};
+  kc_context *ctx = kc_context_new();
+  int fails = 0, index = 0;
+  for (int kind = 0; kind < 3; kind++) {
+    size_t nl = kind == GC_CONSTANT ? sizeof gc_lengths / sizeof *gc_lengths : 1;
+    for (size_t l = 0; l < nl; l++)
+      for (size_t b = 0; b < (kind == GC_CONSTANT ? sizeof bads / sizeof *bads : 1); b++) {
+        int64_t n = gc_lengths[l], bad = kind == GC_CONSTANT ? bads[b] : 0, pos;
+        if (quick && kind == GC_CONSTANT && (b > 2 || (n < 64 && b))) continue;
+        int64_t *ids = gc_ids(n, bad, &pos);
+        kc_graph *g = gc_graph(ctx, kind, n, ids);
+        char so[300], sym[32], what[64];
+        snprintf(sym, sizeof sym, "gat%d", index++);
+        snprintf(so, sizeof so, "%s/lib%s.so", e->dir, sym);
+        snprintf(what, sizeof what, "%s kind %d", target, kind);
+        kc_export_options o = {.name = sym, .target = target};
+        kc_status s = kc_graph_status(g);
+        bool built = s == KC_OK;
+        if (s == KC_OK) s = kc_export(ctx, g, &o, so, NULL);
+        model m = {0};
+        if (s != KC_OK) { /* refused when made or compiled: only a bad constant may be */
+          char msg[1024] = "";
+          if (!bad || !gc_check_error(kc_last_error(ctx), bad, built, msg, sizeof msg)) {
+            print_error("FAIL gather library %s, %lld indices, bad %lld: %s %s\n", what,
+                        (long long)n, (long long)bad, kc_last_error(ctx), msg);
+            fails++;
+          }
+        } else if (!model_open(&m, so, sym)) {
+          fails++;
+        } else {
+          void *inst = m.create(0);
+          if (!inst) {
+            print_error("FAIL gather library %s: create: %s\n", what, m.error(NULL));
+            fails++;
+          } else if (kind == GC_CONSTANT) {
+            fails += gather_case(&m, inst, kind, ids, n, bad, what);
+          } else {
+            for (size_t k = 0; k < sizeof gc_lengths / sizeof *gc_lengths; k++)
+              for (size_t j = 0; j < sizeof bads / sizeof *bads; j++) {
+                int64_t *v = gc_ids(gc_lengths[k], bads[j], &pos);
+                fails += gather_case(&m, inst, kind, v, gc_lengths[k], bads[j], what);
+                free(v);
+              }
+          }
+          if (inst) m.free(inst);
+          model_close(&m);
+        }
+        kc_graph_free(g);
+        free(ids);
+      }
+  }
+  kc_context_free(ctx);
+  return fails;
+}
+
+/* A .npy of ids i64[1, n] (token ids j % 100) at path. */
+static void write_ids_npy(const char *path, int n) {
+  char head[128];
+  int len = snprintf(head, sizeof head,
+                     "{'descr': '<i8', 'fortran_order': False, 'shape': (1, %d), }", n);
+  while ((len + 11) % 64)
+    head[len++] = ' ';
+  head[len - 1] = '\n';
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)len, 0};
+  fwrite(pre, 1, 10, f);
+  fwrite(head, 1, (size_t)len, f);
+  for (int64_t j = 0; j < n; j++) {
+    int64_t v = j % 100;
+    fwrite(&v, sizeof v, 1, f);
+  }
+  fclose(f);
+}
+
+static void t_gather(void **st) {
+  aot_env *e = *st;
+  assert_int_equal(gather_libs(e, "cpu", false), 0);
+  /* the example GPT-2 has 64 positions: 65 tokens are an error in the library and in kernc run */
+  kc_context *ctx = kc_context_new();
+  char path[1200], so[300];
+  snprintf(path, sizeof path, "%s/../examples/gpt2_tiny.onnx", e->tests);
+  kc_graph *g = NULL;
+  assert_int_equal(kc_onnx_load(ctx, path, &g), KC_OK);
+  snprintf(so, sizeof so, "%s/libgpt65.so", e->dir);
+  assert_int_equal(kc_export(ctx, g, &(kc_export_options){.name = "gpt65"}, so, NULL), KC_OK);
+  model m;
+  assert_true(model_open(&m, so, "gpt65"));
+  void *inst = m.create(0);
+  assert_non_null(inst);
+  int64_t ids[65] = {0};
+  kc_tensor_desc in = {
+      .name = "input_ids", .dtype = KC_I64, .rank = 2, .dims = {1, 64}, .data = ids};
+  kc_tensor_desc out[1];
+  assert_int_equal(m.run(inst, &in, out), 0);
+  in.dims[1] = 65;
+  assert_int_equal(m.run(inst, &in, out), KC_ERR_INVALID_ARG);
+  print_message("65 tokens: %s\n", m.error(inst));
+  assert_non_null(strstr(m.error(inst), "node '/wpe/Gather' (gather, %"));
+  assert_non_null(strstr(m.error(inst), "index 64 at position 64 of its indices is out of range "
+                                        "for axis 0 of size 64"));
+  m.free(inst);
+  model_close(&m);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+  char npy[300], err[300];
+  snprintf(npy, sizeof npy, "%s/ids65.npy", e->dir);
+  snprintf(err, sizeof err, "%s/run65.txt", e->dir);
+  write_ids_npy(npy, 65);
+  assert_int_equal(
+      sh("'%s' run '%s' --input input_ids='%s' > /dev/null 2> '%s'", e->kernc, path, npy, err), 1);
+  char *text = slurp(err);
+  print_message("kernc run, 65 tokens: %s", text);
+  assert_non_null(strstr(text, "node '/wpe/Gather' (gather, %"));
+  assert_non_null(strstr(text, "index 64 at position 64 of its indices is out of range"));
+  free(text);
+  write_ids_npy(npy, 64);
+  assert_int_equal(sh("'%s' run '%s' --input input_ids='%s' > /dev/null", e->kernc, path, npy), 0);
 }
 
 /* ---- the CPU check ------------------------------------------------------------------------ */
@@ -1255,6 +1404,16 @@ static nt_result cuda_test(const aot_env *e, const char *dir, int index, const c
   return r;
 }
 
+/* Gather's index check through CUDA libraries (with a driver only). */
+static void t_cuda_gather(void **st) {
+  aot_env *e = *st;
+  if (!cuda_driver()) {
+    print_message("CUDA gather: not run (no CUDA driver; test_aot_cuda_emulated runs it)\n");
+    return;
+  }
+  assert_int_equal(gather_libs(e, "cuda", true), 0);
+}
+
 /* The test models through the CUDA library, fused and unfused (with a driver only). */
 static void t_cuda_models(void **st) {
   aot_env *e = *st;
@@ -1431,16 +1590,20 @@ int main(int argc, char **argv) {
       cmocka_unit_test_prestate(t_header_names, &e), cmocka_unit_test_prestate(t_errors, &e),
       cmocka_unit_test_prestate(t_cpu_check, &e),    cmocka_unit_test_prestate(t_onnx_nodes, &e),
   };
+  const struct CMUnitTest gather[] = {cmocka_unit_test_prestate(t_gather, &e)};
   const struct CMUnitTest cli[] = {cmocka_unit_test_prestate(t_cli, &e),
                                    cmocka_unit_test_prestate(t_models, &e)};
   const struct CMUnitTest cuda[] = {
       cmocka_unit_test_prestate(t_cuda_unavailable, &e), cmocka_unit_test_prestate(t_cuda_cli, &e),
-      cmocka_unit_test_prestate(t_cuda_models, &e), cmocka_unit_test_prestate(t_cuda_nodes, &e)};
+      cmocka_unit_test_prestate(t_cuda_models, &e), cmocka_unit_test_prestate(t_cuda_nodes, &e),
+      cmocka_unit_test_prestate(t_cuda_gather, &e)};
   /* --cuda-only: the CUDA group alone (test_aot_cuda_emulated, under the host emulation) */
   bool cuda_only = argc > 3 && strcmp(argv[3], "--cuda-only") == 0;
   int failed = cuda_only ? 0 : cmocka_run_group_tests_name("aot", tests, NULL, NULL);
   if (e.kernc && e.tests && !cuda_only)
     failed += cmocka_run_group_tests_name("kernc compile, models", cli, NULL, NULL);
+  if (e.kernc && e.tests && !cuda_only)
+    failed += cmocka_run_group_tests_name("index checks", gather, NULL, NULL);
   if (e.kernc && e.tests)
     failed += cmocka_run_group_tests_name("kernc compile --target=cuda", cuda, NULL, NULL);
   sh("rm -rf '%s'", e.dir);

@@ -4,7 +4,8 @@
  * Builds a two-layer MLP and a LayerNorm graph (decomposed, and the fused kc_layer_norm), checks
  * the types of what comes out, then prints the graph, parses it back, checks the re-printed text
  * is identical and that both graphs verify. Also: attributes the builder sets, the sticky error,
- * and sources (weights, constants, inputs) rejecting bad arguments.
+ * sources (weights, constants, inputs) rejecting bad arguments, and values whose element count or
+ * byte size overflows int64 refused by the call that makes them (and by the verifier).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -202,6 +203,54 @@ static void t_sources(void **st) {
   kc_graph_free(g);
 }
 
+/* Element counts or byte sizes past int64 fail the call that makes them, naming it. */
+static void expect_big(kc_graph *g, kc_val v, const char *who) {
+  assert_int_equal(v.id, 0);
+  assert_int_equal(kc_graph_status(g), KC_ERR_SHAPE);
+  if (!strstr(kc_last_error(ctx), "overflows int64") || !strstr(kc_last_error(ctx), who))
+    fail_msg("message \"%s\" lacks \"%s\" or the overflow", kc_last_error(ctx), who);
+  assert_int_equal(kc_graph_verify(g), KC_ERR_SHAPE);
+  kc_graph_free(g);
+}
+
+static void t_overflow(void **st) {
+  (void)st;
+  const int64_t e62 = INT64_C(1) << 62, e32 = INT64_C(1) << 32, e61 = INT64_C(1) << 61;
+  kc_graph *g = kc_graph_new(ctx, "big");
+  kc_val x = kc_input(g, "x", KC_F32, 1, (kc_dim[]){4});
+  expect_big(g, kc_reshape(g, x, kc_const_i64s(g, 2, (int64_t[]){e62, e62})), "(reshape)");
+  g = kc_graph_new(ctx, "big");
+  x = kc_input(g, "x", KC_F32, 1, (kc_dim[]){1});
+  expect_big(g, kc_expand(g, x, kc_const_i64s(g, 3, (int64_t[]){e32, e32, e32})), "(expand)");
+  /* 2^61 floats: the count fits, the bytes do not */
+  g = kc_graph_new(ctx, "big");
+  x = kc_input(g, "x", KC_F32, 1, (kc_dim[]){1});
+  expect_big(g, kc_expand(g, x, kc_const_i64s(g, 1, (int64_t[]){e61})), "(expand)");
+  g = kc_graph_new(ctx, "big");
+  kc_val shape = kc_const_i64s(g, 2, (int64_t[]){e62, e62});
+  expect_big(g, kc_constant_of_shape(g, shape, (kc_val){0}), "(constant_of_shape)");
+  g = kc_graph_new(ctx, "big");
+  expect_big(g, kc_input(g, "x", KC_F32, 2, (kc_dim[]){e62, 4}), "input 'x'");
+  g = kc_graph_new(ctx, "big");
+  expect_big(g, kc_input(g, "x", KC_I8, 3, (kc_dim[]){kc_sym(g, "B"), e62, 4}), "input 'x'");
+  g = kc_graph_new(ctx, "big");
+  expect_big(g, kc_weight(g, "w", KC_F32, 2, (int64_t[]){e62, 4}, NULL), "weight");
+  /* at the edge, and empty tensors of huge dims, are fine */
+  g = kc_graph_new(ctx, "big");
+  x = kc_input(g, "x", KC_I8, 1, (kc_dim[]){1});
+  kc_val edge = kc_expand(g, x, kc_const_i64s(g, 1, (int64_t[]){INT64_MAX}));
+  kc_val empty = kc_input(g, "e", KC_F64, 3, (kc_dim[]){0, e62, e62});
+  kc_val none = kc_expand(g, kc_input(g, "y", KC_F32, 1, (kc_dim[]){1}),
+                          kc_const_i64s(g, 3, (int64_t[]){e32, 0, e32}));
+  assert_int_equal(kc_graph_status(g), KC_OK);
+  assert_true(edge.id && empty.id && none.id);
+  kc_output(g, edge, "edge");
+  kc_output(g, empty, "empty");
+  kc_output(g, none, "none");
+  assert_int_equal(kc_graph_verify(g), KC_OK);
+  kc_graph_free(g);
+}
+
 /* A failed call leaves the graph well formed: the failed node is dropped. */
 static void t_sticky(void **st) {
   (void)st;
@@ -231,7 +280,7 @@ static void t_sticky(void **st) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_mlp),     cmocka_unit_test(t_layer_norm), cmocka_unit_test(t_attributes),
-      cmocka_unit_test(t_sources), cmocka_unit_test(t_sticky),
+      cmocka_unit_test(t_sources), cmocka_unit_test(t_sticky),     cmocka_unit_test(t_overflow),
   };
   ctx = kc_context_new();
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,6 +9,9 @@
  * units) and once in ranges of a few units, last range first; both must write the same bytes
  * into outputs that start poisoned, so any split into ranges is checked to be valid.
  * Symbolic dims are bound by name; dims only known at run time are given explicitly.
+ * Gather's index check: the kernel's return value for bad indices (test_gather_bad_index), and
+ * through kc_compile/kc_run the cases of tests/gather_cases.h (1, 64, 65 and 10^6 indices from
+ * an input, computed or constant: values right, one out of range an error naming the node).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "tests/gather_cases.h"
 
 /* Run the last node of g over bufs in ranges of 3 units (tests/harness.h); out_dims (may be
  * NULL) gives the outputs' dims back to back where syms cannot evaluate them. */
@@ -151,7 +156,7 @@ static void test_transpose(void **state) {
 
 static void test_gather(void **state) {
   th_cpu *f = *state;
-  /* axis 0, i64 indices [2, 3] with negatives and one out of range (clamped) */
+  /* axis 0, i64 indices [2, 3] with negatives down to -len */
   kc_graph *g = new_graph(f);
   kc_val x = kc_input(g, "x", KC_F32, 2, (kc_dim[]){5, 4});
   kc_val idx = kc_input(g, "i", KC_I64, 2, (kc_dim[]){2, 3});
@@ -159,7 +164,7 @@ static void test_gather(void **state) {
   float xb[20], yb[24];
   for (int i = 0; i < 20; i++)
     xb[i] = (float)i;
-  int64_t ib[6] = {0, -1, 3, -5, 2, 9};
+  int64_t ib[6] = {0, -1, 3, -5, 2, 4};
   int64_t want_row[6] = {0, 4, 3, 0, 2, 4};
   void *bufs[3] = {xb, ib, yb};
   run_last(f, g, NULL, NULL, bufs);
@@ -200,6 +205,61 @@ static void test_gather(void **state) {
   assert_int_equal(yu[1], 6);
   assert_int_equal(yu[2], 10);
   kc_graph_free(g);
+}
+
+/*
+ * Out-of-range indices: the kernel returns 1 + the position of the first bad index of its range
+ * (in its own order) and reads nothing through it. x is [N, 4096] (N = 5, then 0, bound in the
+ * dims) so each index is a unit of its own and ranges can hold one bad index, both, or none; x
+ * lies in a buffer of exactly its size, so a read through a bad index would be out of bounds
+ * (ASan).
+ */
+static void test_gather_bad_index(void **state) {
+  th_cpu *f = *state;
+  for (int it = 0; it < 2; it++) {
+    kc_graph *g = new_graph(f);
+    kc_val x = kc_input(g, "x", KC_F32, 2, (kc_dim[]){kc_sym(g, "N"), 4096});
+    kc_val idx = kc_input(g, "i", it ? KC_I32 : KC_I64, 2, (kc_dim[]){2, 3});
+    kc_gather(g, x, idx, 0);
+    assert_int_equal(kc_graph_status(g), KC_OK);
+    th_kernel k;
+    assert_int_equal(th_lower_node(f, g, g->nnodes - 1, &k), KC_OK);
+    float *xb = malloc(5 * 4096 * sizeof *xb), *yb = malloc(6 * 4096 * sizeof *yb);
+    for (int i = 0; i < 5 * 4096; i++)
+      xb[i] = (float)i;
+    /* positions 3 (-6) and 5 (5) are out of range for a size of 5 */
+    int64_t i64s[6] = {0, -5, 4, -6, 2, 5};
+    int32_t i32s[6] = {0, -5, 4, -6, 2, 5};
+    void *bufs[3] = {xb, it ? (void *)i32s : (void *)i64s, yb};
+    int64_t dims[7] = {5, 4096, 2, 3, 2, 3, 4096};
+    int64_t units = k.units(dims);
+    assert_int_equal(units, 6);
+    assert_int_equal(k.fn(bufs, dims, NULL, 0, units), 4);
+    assert_int_equal(k.fn(bufs, dims, NULL, 4, 6), 6);
+    assert_int_equal(k.fn(bufs, dims, NULL, 5, 6), 6);
+    assert_int_equal(k.fn(bufs, dims, NULL, 0, 3), 0);
+    /* the good rows of a range are right: rows 0, 0 (-5), 4 */
+    for (int j = 0; j < 3; j++)
+      assert_true(yb[j * 4096 + 7] == xb[(j == 2 ? 4 : 0) * 4096 + 7]);
+    /* all in range now */
+    i64s[3] = i32s[3] = -1, i64s[5] = i32s[5] = 3;
+    assert_int_equal(k.fn(bufs, dims, NULL, 0, units), 0);
+    assert_true(yb[3 * 4096 + 9] == xb[4 * 4096 + 9] && yb[5 * 4096] == xb[3 * 4096]);
+    /* an empty axis: every index is out of range */
+    int64_t dims0[7] = {0, 4096, 2, 3, 2, 3, 4096};
+    i64s[0] = i32s[0] = 0;
+    assert_int_equal(k.fn(bufs, dims0, NULL, 0, units), 1);
+    free(xb);
+    free(yb);
+    kc_graph_free(g);
+  }
+}
+
+static void test_gather_run(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  assert_int_equal(gc_jit_all(ctx, "cpu"), 0);
+  kc_context_free(ctx);
 }
 
 /* ---- concat and split --------------------------------------------------------------------------
@@ -581,6 +641,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_transpose),
       cmocka_unit_test(test_gather),
+      cmocka_unit_test(test_gather_bad_index),
+      cmocka_unit_test(test_gather_run),
       cmocka_unit_test(test_concat),
       cmocka_unit_test(test_split),
       cmocka_unit_test(test_slice),

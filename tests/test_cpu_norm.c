@@ -703,7 +703,8 @@ static void one_attention(const attn_case *c) {
           for (int64_t d = 0; d < D; d++)
             s += qv[d] * kr[d];
           s *= scale;
-          if (c->mask == KC_MASK_CAUSAL && j > i + P) s = -INFINITY;
+          /* causal aligns at the bottom right: the last query sees every key */
+          if (c->mask == KC_MASK_CAUSAL && j > i + T - S) s = -INFINITY;
           if (c->mask == KC_MASK_PADDING && !pm[b * T + j]) s = -INFINITY;
           if (c->mask == KC_MASK_ADDITIVE) {
             int64_t full[4] = {b, h, i, j}, idx = 0;

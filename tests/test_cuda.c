@@ -14,7 +14,9 @@
  *     program). Every op of ir/ops.def must be covered and nothing may fail; the counts and the
  *     time are printed.
  * With a GPU: every in-scope node test that passes on the CPU must pass on the CUDA target too
- * (kc_onnx_check_dir_opts, values compared); without one that test skip()s saying why.
+ * (kc_onnx_check_dir_opts, values compared); causal attention with past keys and rotary position
+ * ids (tests/attention_ref.h) and Gather's index check (tests/gather_cases.h) as on the CPU;
+ * without one these tests skip() saying why.
  * Without the CUDA toolkit (KERNC_HAVE_CUDA undefined) only the first group runs.
  */
 #include <setjmp.h>
@@ -29,6 +31,9 @@
 #include "tools/check/check.h"
 #ifdef KERNC_HAVE_CUDA
 #include "codegen/cuda/cuda.h"
+
+#include "attention_ref.h"
+#include "gather_cases.h"
 #endif
 
 #include <dirent.h>
@@ -489,6 +494,57 @@ static void device_node_tests(void **state) {
   assert_int_equal(fail, 0);
 }
 
+/* Causal attention with more or fewer keys than queries, past keys, GQA, and a decoding step
+ * against the full recomputation (tests/attention_ref.h; the CPU runs them in test_attention). */
+static void device_causal_attention(void **state) {
+  env *e = *state;
+  if (!e->device) {
+    print_message("no GPU: %s\n", e->nodev);
+    skip();
+    return;
+  }
+  static const ar_case cases[] = {
+      {1, 1, 2, 0, 1, 1, 2},    {2, 19, 53, 0, 4, 2, 16}, {2, 5, 9, 11, 4, 2, 16},
+      {1, 17, 33, 20, 6, 3, 8}, {2, 5, 3, 0, 2, 2, 8},    {1, 37, 20, 0, 4, 1, 16},
+      {2, 30, 2, 5, 4, 2, 8},   {2, 33, 33, 0, 4, 2, 16}, {2, 1, 1, 70, 8, 1, 32},
+  };
+  kc_context *ctx = kc_context_new();
+  char msg[1024] = "";
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    const ar_case *c = &cases[i];
+    if (!ar_check(ctx, "cuda", c, msg, sizeof msg))
+      fail_msg("cuda attention B %lld S %lld S_kv %lld P %lld H %lld/%lld D %lld: %s",
+               (long long)c->B, (long long)c->S, (long long)c->Skv, (long long)c->P,
+               (long long)c->H, (long long)c->KVH, (long long)c->D, msg);
+  }
+  static const ar_case full[] = {{2, 45, 0, 0, 8, 2, 32}, {1, 35, 0, 0, 6, 1, 8}};
+  static const int64_t steps[] = {1, 3, 20};
+  for (size_t i = 0; i < sizeof full / sizeof *full; i++)
+    for (size_t n = 0; n < sizeof steps / sizeof *steps; n++)
+      if (!ar_decode(ctx, "cuda", &full[i], steps[n], msg, sizeof msg))
+        fail_msg("cuda decode S %lld, step of %lld: %s", (long long)full[i].S, (long long)steps[n],
+                 msg);
+  if (!ar_rotary_positions(ctx, "cuda", msg, sizeof msg)) fail_msg("cuda rotary: %s", msg);
+  print_message("cuda causal attention: %zu cases and %zu decoding steps match the reference\n",
+                sizeof cases / sizeof *cases, sizeof full / sizeof *full * 3);
+  kc_context_free(ctx);
+}
+
+/* Gather's index check on the device (tests/gather_cases.h; the CPU runs it in
+ * test_cpu_movement): right values, and one index out of range an error naming the node. */
+static void device_gather_checks(void **state) {
+  env *e = *state;
+  if (!e->device) {
+    print_message("no GPU: %s\n", e->nodev);
+    skip();
+    return;
+  }
+  kc_context *ctx = kc_context_new();
+  assert_int_equal(gc_jit_all(ctx, "cuda"), 0);
+  print_message("cuda gather: in-range and out-of-range indices as on the CPU\n");
+  kc_context_free(ctx);
+}
+
 /* The emulated run must really be on tests/cuda_emu's driver: its device name says so. */
 static void emulated_device(void **state) {
   env *e = *state;
@@ -519,6 +575,8 @@ int main(int argc, char **argv) {
 #ifdef KERNC_HAVE_CUDA
       cmocka_unit_test_prestate(kernels_nvrtc_ptxas, &e),
       cmocka_unit_test_prestate(device_node_tests, &e),
+      cmocka_unit_test_prestate(device_causal_attention, &e),
+      cmocka_unit_test_prestate(device_gather_checks, &e),
 #endif
   };
 #ifdef KERNC_HAVE_CUDA
@@ -526,6 +584,8 @@ int main(int argc, char **argv) {
   const struct CMUnitTest emulated_tests[] = {
       cmocka_unit_test_prestate(emulated_device, &e),
       cmocka_unit_test_prestate(device_node_tests, &e),
+      cmocka_unit_test_prestate(device_causal_attention, &e),
+      cmocka_unit_test_prestate(device_gather_checks, &e),
   };
   int rc = emulated ? cmocka_run_group_tests(emulated_tests, NULL, NULL)
                     : cmocka_run_group_tests(tests, NULL, NULL);

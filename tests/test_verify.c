@@ -3,7 +3,9 @@
  * fail with the right status and a message naming the node; malformed graphs (ids out of range,
  * NULL arrays, bad op codes) must not crash it; every tests/kir/invalid/verify-*.kir must parse
  * and then fail verification with its `# expect:` text. Also covers kc_graph_dot on the same
- * graphs (it must not crash either).
+ * graphs (it must not crash either). Sizes past int64: the verify-overflow-*.kir files, and the
+ * ONNX models tests/onnx/{reshape,expand}_overflow.onnx (Reshape to [2^62, 2^62], Expand to
+ * [2^32]^3) refused at import naming the node, where they used to fail only at run time.
  * argv[2] is the tests/ folder (given by tests/CMakeLists.txt).
  */
 #include <setjmp.h>
@@ -412,6 +414,30 @@ static void t_kir_files(void **state) {
   th_free_list(files, n);
 }
 
+/* ---- sizes past int64 in ONNX models ----------------------------------------------------- */
+
+static void t_onnx_overflow(void **state) {
+  const char *tests = *state;
+  static const char *const models[][2] = {
+      {"reshape_overflow.onnx", "node 'huge_reshape'"},
+      {"expand_overflow.onnx", "node 'huge_expand'"},
+  };
+  for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/onnx/%s", tests, models[i][0]);
+    kc_context *ctx = kc_context_new();
+    kc_graph *g = NULL;
+    kc_status s = kc_onnx_load(ctx, path, &g);
+    const char *msg = kc_last_error(ctx);
+    print_message("%s: %s\n", models[i][0], msg);
+    assert_int_equal(s, KC_ERR_SHAPE);
+    assert_null(g);
+    if (!strstr(msg, models[i][1]) || !strstr(msg, "element count or byte size overflows int64"))
+      fail_msg("%s: message \"%s\" lacks \"%s\" or the overflow", path, msg, models[i][1]);
+    kc_context_free(ctx);
+  }
+}
+
 int main(int argc, char **argv) {
   void *tests = argc > 2 ? argv[2] : (void *)"../../tests";
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -445,6 +471,7 @@ int main(int argc, char **argv) {
       T(t_fused_broken_body),
       T(t_fused_without_body),
       cmocka_unit_test_prestate(t_kir_files, tests),
+      cmocka_unit_test_prestate(t_onnx_overflow, tests),
   };
 #undef T
   return cmocka_run_group_tests(t, NULL, NULL);

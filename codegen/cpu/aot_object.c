@@ -186,6 +186,9 @@ static kc_status steps_table(kc_cpu_obj *o, kc_ir *ir, const kc_plan *m, LLVMVal
         i64c(ir, s->bufs),
         i64c(ir, s->ndims),
         i64c(ir, s->dims),
+        i64c(ir, s->check_in),
+        i64c(ir, s->check_dim),
+        cstr(ir, s->what),
     };
     e[i] = cstruct(ir, f, KC_PLAN_STEP_WORDS);
   }

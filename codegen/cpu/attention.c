@@ -1,10 +1,14 @@
 /*
  * codegen/cpu/attention.c - kc_lower_attention: kernc's fused attention op (ir/ops.def):
  * q [B,S,heads*D] or [B,heads,S,D]; k/v [B,S_kv,kv_heads*D(v)] or [B,kv_heads,S_kv,D(v)]; GQA
- * (query head h reads kv head h / (heads / kv_heads)); mask none / causal (key j visible to
- * query i iff j <= i + P) / padding ([B, T], nonzero = keep) / additive (broadcast to
- * [B, heads, S, T]); past K/V [B, kv_heads, P, D] before the new keys; present K/V outputs;
- * rotary (cos/sin [max_pos, R/2]) applied to q and the new keys at positions P + index.
+ * (query head h reads kv head h / (heads / kv_heads)); mask none / causal / padding ([B, T],
+ * nonzero = keep) / additive (broadcast to [B, heads, S, T]); past K/V [B, kv_heads, P, D] before
+ * the new keys; present K/V outputs; rotary (cos/sin [max_pos, R/2]) applied to q and the new
+ * keys at positions P + index.
+ * Causal is aligned at the bottom right (include/kernc.h): with T = P + S_kv keys in all, key j
+ * (0..T-1, past keys first) is visible to query i iff j <= i + (T - S), so the last query sees
+ * every key whatever S_kv is, and with S_kv = S this is the usual j <= i + P. A query row with
+ * no visible key (only when T < S) gives 0.
  * Ahead of the op table, the kernel also honours a `softcap` attribute (scores become
  * softcap * tanh(scores / softcap) before masking, as ONNX Attention) and mask=causal together
  * with a mask input (causal plus additive, ONNX's is_causal with attn_mask).
@@ -53,12 +57,12 @@ typedef struct att {
   int64_t heads, kvh, group, D, Dv;
   double scale;
   LLVMValueRef q, k, v, m, pk, pv, cosp, sinp, y, prk, prv; /* buffers */
-  LLVMValueRef S, Skv, P, T, maxpos, half, cw;
-  LLVMValueRef qs[3], ks[3], vs[3], ys[3]; /* strides of batch, sequence, head */
-  LLVMValueRef ms[4];                      /* additive mask strides over [B, heads, S, T] */
-  LLVMValueRef b, hk, s0, nrows, rowmask;  /* unit: batch, kv head, first slot, valid lanes */
-  LLVMValueRef qposv, moffv;               /* per lane: query position + P (i32), mask offset */
-  LLVMValueRef qT, accT, linv;             /* workspace */
+  LLVMValueRef S, Skv, P, T, off, maxpos, half, cw;         /* off = T - S: causal alignment */
+  LLVMValueRef qs[3], ks[3], vs[3], ys[3];                  /* strides of batch, sequence, head */
+  LLVMValueRef ms[4];                     /* additive mask strides over [B, heads, S, T] */
+  LLVMValueRef b, hk, s0, nrows, rowmask; /* unit: batch, kv head, first slot, valid lanes */
+  LLVMValueRef qposv, moffv;   /* per lane: last visible key position (i32), mask offset */
+  LLVMValueRef qT, accT, linv; /* workspace */
 } att;
 
 /* A block of keys in one source (past or new). */
@@ -344,6 +348,15 @@ static void key_block(void *user, LLVMValueRef j0, LLVMValueRef tail, LLVMValueR
   kc_loop_end(ir, &lv, NULL);
 }
 
+/* Keys [0, n) of a range whose key 0 is at position pos0: all n, or with lastkey (causal) only
+ * those at or before it (none when it is before pos0). */
+static LLVMValueRef causal_end(att *A, LLVMValueRef n, LLVMValueRef pos0, LLVMValueRef lastkey) {
+  if (!lastkey) return n;
+  kc_ir *ir = A->ir;
+  LLVMValueRef e = kc_ir_add(ir, kc_ir_sub(ir, lastkey, pos0), i64c(A, 1));
+  return kc_ir_min(ir, n, kc_ir_max(ir, e, i64c(A, 0)));
+}
+
 /* Stream the keys of one range through the online softmax (carry: m, l). */
 static void stream(att *A, const keyrange *kr, LLVMValueRef *carry) {
   blk bk = {A, kr};
@@ -368,12 +381,12 @@ static void emit_unit(att *A, LLVMValueRef u) {
   A->s0 = kc_ir_mul(ir, blk, Wv);
   A->nrows = kc_ir_min(ir, Wv, kc_ir_sub(ir, nslots, A->s0));
   A->rowmask = kc_ir_lane_mask(ir, A->W, 0, A->nrows);
-  /* per lane: row i + P (for causal) and the additive mask's head/row offset */
+  /* per lane: row i + T - S (the last key it sees when causal), the additive mask's offset */
   LLVMValueRef slot = kc_ir_iota(ir, A->W, A->s0, NULL), gv = kc_ir_splat(ir, g, A->W);
   LLVMValueRef iv = LLVMBuildUDiv(b, slot, gv, "");
   LLVMValueRef hv = LLVMBuildAdd(b, kc_ir_splat(ir, kc_ir_mul(ir, A->hk, g), A->W),
                                  LLVMBuildURem(b, slot, gv, ""), "");
-  A->qposv = LLVMBuildTrunc(b, LLVMBuildAdd(b, iv, kc_ir_splat(ir, A->P, A->W), ""),
+  A->qposv = LLVMBuildTrunc(b, LLVMBuildAdd(b, iv, kc_ir_splat(ir, A->off, A->W), ""),
                             kc_emit_vec_type(ir->t_i32, A->W), "");
   if (A->mask == M_ADDITIVE)
     A->moffv = LLVMBuildAdd(b, LLVMBuildMul(b, hv, kc_ir_splat(ir, A->ms[1], A->W), ""),
@@ -395,6 +408,13 @@ static void emit_unit(att *A, LLVMValueRef u) {
 
   LLVMValueRef carry[2] = {fconst(A, -INFINITY, A->W), fconst(A, 0, A->W)};
   LLVMValueRef bkv = kc_ir_add(ir, kc_ir_mul(ir, A->b, i64c(A, A->kvh)), A->hk);
+  /* causal: no lane of the unit sees a key past its last row's last visible key, last + T - S
+   * (absolute position); a range starting at pos0 stops there (at 0 when it sees none) */
+  LLVMValueRef lastkey = NULL;
+  if (A->causal) {
+    LLVMValueRef last = LLVMBuildUDiv(b, kc_ir_sub(ir, kc_ir_add(ir, A->s0, A->nrows), one), g, "");
+    lastkey = kc_ir_add(ir, last, A->off);
+  }
   if (A->past) {
     keyrange past = {
         .kbase = kc_ir_mul(ir, kc_ir_mul(ir, bkv, A->P), i64c(A, A->D)),
@@ -404,17 +424,12 @@ static void emit_unit(att *A, LLVMValueRef u) {
         .ksrc = A->pk,
         .vsrc = A->pv,
         .pos0 = zero,
-        .end = A->P, /* past keys are visible to every query, causal or not */
+        .end = causal_end(A, A->P, zero, lastkey),
         .rotate = false,
     };
     stream(A, &past, carry);
   }
-  LLVMValueRef end = A->Skv;
-  if (A->causal) {
-    /* keys past the block's last query row are masked for all of its lanes */
-    LLVMValueRef last = LLVMBuildUDiv(b, kc_ir_sub(ir, kc_ir_add(ir, A->s0, A->nrows), one), g, "");
-    end = kc_ir_min(ir, end, kc_ir_add(ir, last, one));
-  }
+  LLVMValueRef end = causal_end(A, A->Skv, A->P, lastkey);
   keyrange cur = {
       .kbase = kc_ir_add(ir, kc_ir_mul(ir, A->b, A->ks[0]), kc_ir_mul(ir, A->hk, A->ks[2])),
       .kstride = A->ks[1],
@@ -567,6 +582,7 @@ kc_status kc_lower_attention(kc_cpu_emit *e) {
   A.Skv = kc_emit_dim(e, e->p_dims, false, K, sdim);
   A.P = A.past ? kc_emit_dim(e, e->p_dims, false, PAST_K, 2) : i64c(&A, 0);
   A.T = kc_ir_add(ir, A.P, A.Skv);
+  A.off = kc_ir_sub(ir, A.T, A.S);
   if (A.rotary) {
     A.cosp = kc_emit_in_ptr(e, COS);
     A.sinp = kc_emit_in_ptr(e, SIN);

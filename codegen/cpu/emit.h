@@ -4,7 +4,7 @@
  *
  * Kernel ABI. Every kernel, whatever its op, is two functions in the module:
  *
- *   void    NAME(void *const *bufs, const int64_t *dims, void *ws, int64_t begin, int64_t end);
+ *   int64_t NAME(void *const *bufs, const int64_t *dims, void *ws, int64_t begin, int64_t end);
  *   int64_t NAME_units(const int64_t *dims);
  *
  *   bufs  the node's inputs then its outputs (an absent optional input is NULL).
@@ -13,6 +13,12 @@
  *   ws    per-thread scratch of ws_bytes bytes, 64-byte aligned, or NULL when ws_bytes is 0.
  *   The runtime runs NAME over the work units [0, NAME_units(dims)), split by the thread pool
  *   (grain: see kc_cpu_emit); a kernel touches only what its units own, so any split is valid.
+ *   NAME returns 0. A kernel that reads memory through indices it is given as data (Gather's
+ *   indices, rotary's position ids) checks them: it returns 1 + the flat position (in its
+ *   indices input) of an index out of range that it met in [begin, end), the first in its own
+ *   order (so the same range always reports the same one), and never uses that index to address
+ *   memory. It declares the check with check_in / check_dim (kc_cpu_emit), so the runtime can
+ *   name the index and the bound in its error (runtime/index_error.c).
  *
  * Dims that are integers in the graph are baked into the code as constants (kc_emit_dim), so
  * static shapes get fully specialised kernels and symbolic ones still run.
@@ -44,9 +50,11 @@ typedef struct kc_cpu_emit {
   LLVMValueRef p_bufs, p_dims, p_ws, p_begin, p_end;
 
   /* Set by the emitter. */
-  int64_t grain;    /* 0: one contiguous range per thread; > 0: dynamic chunks of grain units */
-  int64_t ws_bytes; /* per-thread scratch */
-  bool no_kernel;   /* views and sources: nothing to run, the runtime aliases or binds data */
+  int64_t grain;     /* 0: one contiguous range per thread; > 0: dynamic chunks of grain units */
+  int64_t ws_bytes;  /* per-thread scratch */
+  bool no_kernel;    /* views and sources: nothing to run, the runtime aliases or binds data */
+  int check_in;      /* the input holding checked indices (see the ABI above); -1: none */
+  int64_t check_dim; /* offset in dims of the size bounding them ([-size, size) are valid) */
 } kc_cpu_emit;
 
 /* An emitter family (CPU column, first field). */
@@ -86,8 +94,16 @@ LLVMTypeRef kc_emit_vec_type(LLVMTypeRef scalar, unsigned lanes);
 
 /* Start NAME with the kernel ABI; sets e->p_*. The builder is left in the entry block. */
 void kc_emit_kernel_begin(kc_cpu_emit *e);
-/* Finish the kernel function (ret void). */
+/* Finish the kernel function (ret i64 0). */
 void kc_emit_kernel_end(kc_cpu_emit *e);
+/*
+ * Index checks (see the ABI above): idx (i64, as loaded from indices input `in`) against the
+ * size len (i64): returns idx made non-negative (idx + len below 0), after returning
+ * 1 + pos (i64, the index's flat position in input `in`) from the kernel when idx is outside
+ * [-len, len). Sets e->check_in and e->check_dim (dim `axis` of input `bound_in`).
+ */
+LLVMValueRef kc_emit_checked_index(kc_cpu_emit *e, LLVMValueRef idx, LLVMValueRef len,
+                                   LLVMValueRef pos, uint32_t in, uint32_t bound_in, int axis);
 /* Define NAME_units as the product of output `out`'s dims [from, to) (1 when empty). */
 void kc_emit_units_outer(kc_cpu_emit *e, uint32_t out, int from, int to);
 /* Define NAME_units returning the i64 that build(e, dims) computes from the dims pointer. */

@@ -40,7 +40,7 @@ LLVMTypeRef kc_emit_vec_type(LLVMTypeRef scalar, unsigned lanes) {
 void kc_emit_kernel_begin(kc_cpu_emit *e) {
   kc_ir *ir = e->ir;
   LLVMTypeRef params[5] = {ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64};
-  LLVMValueRef fn = kc_ir_func(ir, e->name, ir->t_void, params, 5, false);
+  LLVMValueRef fn = kc_ir_func(ir, e->name, ir->t_i64, params, 5, false);
   for (unsigned i = 0; i < 3; i++)
     kc_ir_param_attr(ir, fn, i, "nocapture");
   kc_ir_param_attr(ir, fn, 0, "readonly");
@@ -52,7 +52,26 @@ void kc_emit_kernel_begin(kc_cpu_emit *e) {
   e->p_end = LLVMGetParam(fn, 4);
 }
 
-void kc_emit_kernel_end(kc_cpu_emit *e) { LLVMBuildRetVoid(e->ir->b); }
+void kc_emit_kernel_end(kc_cpu_emit *e) { LLVMBuildRet(e->ir->b, kc_ir_i64(e->ir, 0)); }
+
+LLVMValueRef kc_emit_checked_index(kc_cpu_emit *e, LLVMValueRef idx, LLVMValueRef len,
+                                   LLVMValueRef pos, uint32_t in, uint32_t bound_in, int axis) {
+  kc_ir *ir = e->ir;
+  LLVMBuilderRef b = ir->b;
+  e->check_in = (int)in;
+  e->check_dim = e->in_dims[bound_in] + axis;
+  LLVMValueRef neg = kc_ir_lt(ir, idx, kc_ir_i64(ir, 0));
+  LLVMValueRef k = LLVMBuildSelect(b, neg, LLVMBuildAdd(b, idx, len, ""), idx, "");
+  /* one unsigned compare: k < 0 wraps above any len */
+  LLVMValueRef bad = LLVMBuildICmp(b, LLVMIntUGE, k, len, "");
+  LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(ir->ctx, ir->fn, "bad_index");
+  LLVMBasicBlockRef ok = LLVMAppendBasicBlockInContext(ir->ctx, ir->fn, "index_ok");
+  LLVMBuildCondBr(b, bad, fail, ok);
+  LLVMPositionBuilderAtEnd(b, fail);
+  LLVMBuildRet(b, LLVMBuildAdd(b, pos, kc_ir_i64(ir, 1), ""));
+  LLVMPositionBuilderAtEnd(b, ok);
+  return k;
+}
 
 /* Start NAME_units(dims) -> i64; returns its dims parameter. */
 static LLVMValueRef units_begin(kc_cpu_emit *e) {

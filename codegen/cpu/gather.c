@@ -2,10 +2,11 @@
  * codegen/cpu/gather.c - kc_lower_gather: out[p, j..., q] = x[p, idx[j...], q] along `axis`,
  * with x viewed as [pre, len, post] and the indices flattened to n entries.
  *
- * Indices (i32 or i64) below zero count from the end. ONNX makes an index outside
- * [-len, len) an error, which a kernel cannot report: it is clamped into [0, len) so the
- * kernel never reads outside x (and with len 0 the rows are zero-filled). Each index moves a
- * contiguous run of post elements, a memcpy (one load/store when post is a small constant).
+ * Indices (i32 or i64) below zero count from the end. An index outside [-len, len) is an error
+ * in ONNX: the kernel returns 1 + its position in the indices (codegen/cpu/emit.h's index
+ * check) before it reads anything through it, and the runtime reports it naming the node (with
+ * len 0 every index is out of range). Each index moves a contiguous run of post elements, a
+ * memcpy (one load/store when post is a small constant).
  *
  * Work units: (p, block of JB consecutive indices); JB is chosen so a unit moves about
  * KC_IDX_CHUNK elements when post is static.
@@ -61,10 +62,9 @@ kc_status kc_lower_gather(kc_cpu_emit *e) {
   kc_emit_kernel_begin(e);
   LLVMTypeRef et = kc_idx_elem_type(ir, kc_value_of(e->g, e->n->in[0])->dtype);
   LLVMValueRef src = kc_emit_in_ptr(e, 0), ind = kc_emit_in_ptr(e, 1), dst = kc_emit_out_ptr(e, 0);
-  LLVMValueRef pre, len, post, n, zero = kc_ir_i64(ir, 0), one = kc_ir_i64(ir, 1);
+  LLVMValueRef pre, len, post, n, one = kc_ir_i64(ir, 1);
   sizes(e, e->p_dims, &p, &pre, &len, &post, &n);
   LLVMValueRef jb = kc_ir_i64(ir, p.jb), nb = kc_ir_max(ir, kc_ir_cdiv(ir, n, jb), one);
-  LLVMValueRef top = kc_ir_sub(ir, len, one);
 
   kc_loop lu;
   LLVMValueRef u = kc_loop_begin(ir, &lu, e->p_begin, e->p_end, one, 0, NULL);
@@ -73,16 +73,10 @@ kc_status kc_lower_gather(kc_cpu_emit *e) {
   kc_loop lj;
   LLVMValueRef j = kc_loop_begin(ir, &lj, j0, j1, one, 0, NULL);
   LLVMValueRef id = kc_idx_load_i64(e, it, ind, j);
-  id = LLVMBuildSelect(ir->b, kc_ir_lt(ir, id, zero), LLVMBuildAdd(ir->b, id, len, ""), id, "");
-  id = kc_ir_max(ir, kc_ir_min(ir, id, top), zero);
+  id = kc_emit_checked_index(e, id, len, j, 1, 0, p.axis);
   LLVMValueRef soff = kc_ir_mul(ir, kc_ir_add(ir, kc_ir_mul(ir, pi, len), id), post);
   LLVMValueRef doff = kc_ir_mul(ir, kc_ir_add(ir, kc_ir_mul(ir, pi, n), j), post);
-  kc_if empty;
-  kc_if_begin(ir, &empty, kc_ir_lt(ir, zero, len));
   kc_idx_copy_run(ir, et, dst, doff, src, soff, one, post);
-  kc_if_else(ir, &empty);
-  kc_idx_fill_run(ir, dst, doff, LLVMConstNull(et), post);
-  kc_if_end(ir, &empty);
   kc_loop_end(ir, &lj, NULL);
   kc_loop_end(ir, &lu, NULL);
   kc_emit_kernel_end(e);

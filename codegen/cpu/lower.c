@@ -61,6 +61,8 @@ static kc_status emit_node(kc_cpu *cpu, kc_ir *ir, const kc_graph *g, uint32_t n
                            kc_cpu_kernel *k) {
   const kc_node *n = &g->nodes[ni];
   k->no_kernel = 1;
+  k->check_in = -1;
+  k->check_dim = -1;
   if (n->op == KC_OP_NOP) return KC_OK;
   kc_status s = check_typed(g, n);
   if (s != KC_OK) return s;
@@ -68,7 +70,8 @@ static kc_status emit_node(kc_cpu *cpu, kc_ir *ir, const kc_graph *g, uint32_t n
   if (!offs) return kc_errorf(cpu->ctx, KC_ERR_NOMEM, "out of memory lowering the graph");
   char name[NAME_MAX_LEN];
   kc_cpu_kernel_name(name, sizeof name, ni, n->op);
-  kc_cpu_emit e = {.cpu = cpu, .ir = ir, .g = g, .n = n, .name = name};
+  kc_cpu_emit e = {
+      .cpu = cpu, .ir = ir, .g = g, .n = n, .name = name, .check_in = -1, .check_dim = -1};
   e.in_dims = offs;
   e.out_dims = offs + n->nin;
   dims_layout(g, n, offs, offs + n->nin);
@@ -78,6 +81,8 @@ static kc_status emit_node(kc_cpu *cpu, kc_ir *ir, const kc_graph *g, uint32_t n
   k->no_kernel = e.no_kernel;
   k->grain = e.grain;
   k->ws_bytes = e.ws_bytes;
+  k->check_in = e.check_in;
+  k->check_dim = e.check_dim;
   if (e.no_kernel) return KC_OK;
   /* an emitter that forgot a function would otherwise surface as an opaque lookup failure */
   char units[NAME_MAX_LEN + 8];

@@ -8,8 +8,9 @@
  * a narrower cache rotates its own width instead of reading past it). Elements [0, 2*half) are
  * rotated in pairs (i, i + half), or (2i, 2i + 1) when interleaved:
  *   y1 = x1 cos - x2 sin,  y2 = x1 sin + x2 cos;
- * the rest of the row is copied. Position ids are clamped into the cache, so a bad id reads a
- * wrong row rather than outside the buffer.
+ * the rest of the row is copied. Position ids index the caches' rows as ONNX's reference does
+ * (numpy: [-max_pos, max_pos) valid, negative from the end); one outside that is an error the
+ * kernel returns before reading through it (codegen/cpu/emit.h's index check).
  *
  * The loops are scalar; they are unit-stride (or stride 2) and LLVM's loop vectorizer turns them
  * into vector code, with run-time alias checks for an output that may share x's buffer.
@@ -103,7 +104,7 @@ kc_status kc_lower_rotary(kc_cpu_emit *e) {
   if (has_pos) {
     LLVMValueRef pos = kc_ir_load(ir, ir->t_i64, kc_ir_gepi64(ir, kc_emit_in_ptr(e, 3), bs), 8);
     LLVMValueRef maxpos = kc_emit_dim(e, dims, false, 1, 0);
-    pos = kc_ir_max(ir, kc_ir_min(ir, pos, kc_ir_sub(ir, maxpos, one)), zero);
+    pos = kc_emit_checked_index(e, pos, maxpos, bs, 3, 1, 0);
     R.crow = kc_ir_mul(ir, pos, width);
   } else {
     R.crow = kc_ir_mul(ir, bs, width);

@@ -5,11 +5,11 @@
  * Layouts, masks, GQA, past / present K/V and rotary are those of the CPU kernel
  * (codegen/cpu/attention.c): q [B,S,heads*D] or [B,heads,S,D]; k/v [B,S_kv,kv_heads*D] or
  * [B,kv_heads,S_kv,D]; query head h reads kv head h / (heads / kv_heads); mask none / causal
- * (key j visible to query i iff j <= i + P) / padding ([B, T], nonzero keeps) / additive
- * (broadcast to [B, heads, S, T]), causal with a mask input adds it; past K/V [B, kv_heads, P, D]
- * come before the new keys; rotary (cos/sin [max_pos, R/2]) turns q and the new keys at
- * positions P + index; a `softcap` attribute, when a graph carries one, caps the scores. A row
- * whose keys are all masked gives 0.
+ * (bottom-right aligned: key j of T = P + S_kv visible to query i iff j <= i + T - S) / padding
+ * ([B, T], nonzero keeps) / additive (broadcast to [B, heads, S, T]), causal with a mask input adds
+ * it; past K/V [B, kv_heads, P, D] come before the new keys; rotary (cos/sin [max_pos, R/2]) turns
+ * q and the new keys at positions P + index; a `softcap` attribute, when a graph carries one, caps
+ * the scores. A row whose keys are all masked gives 0.
  *
  * The kernel never materializes S x T: a block of 4 warps per (batch, head, 16 query rows) streams
  * tiles of BC keys through shared memory with an online softmax (see the template's comment).
@@ -29,7 +29,7 @@ const char kc_cu_sec_attention[] =
     "struct kc_att_p {\n"
     "  const void *q, *k, *v, *m, *pk, *pv, *cs, *sn;\n"
     "  void *y, *prk, *prv;\n"
-    "  i64 S, P, T;\n"
+    "  i64 S, P, T, off; /* off = T - S: causal alignment */\n"
     "  i64 qs0, qs1, qs2, ks0, ks1, ks2, vs0, vs1, vs2, ys0, ys1, ys2;\n"
     "  i64 ms0, ms1, ms2, ms3;\n"
     "  i64 maxpos, cw, half;\n"
@@ -64,7 +64,7 @@ const char kc_cu_sec_attention[] =
     " * when ROT), K and V are staged in shared memory as f32; lane j scores key j against a row, the\n"
     " * warp keeps the row's running max m and sum l (online softmax) and rescales its accumulator\n"
     " * (lane owns output dims lane + 32 t) before adding p_j * V[j]. Masks: causal (key j visible to\n"
-    " * query i iff j <= i + P; later tiles are skipped), padding (MASK 1: m[b, j] != 0 keeps), additive\n"
+    " * query i iff j <= i + T - S; later tiles are skipped), padding (MASK 1: m[b, j] != 0 keeps), additive\n"
     " * (MASK 2). A row with no visible key writes 0. Present K/V are written by the unit with the\n"
     " * group's first head and the first query block, from past and new keys (never from present).\n"
     " */\n"
@@ -118,7 +118,7 @@ const char kc_cu_sec_attention[] =
     "      for (int t = 0; t < DVL; t++) acc[rr][t] = 0;\n"
     "    }\n"
     "    i64 kend = p.T;\n"
-    "    if constexpr (CAUSAL) kend = kc_min(kend, p.P + kc_min(i0 + QB, p.S));\n"
+    "    if constexpr (CAUSAL) kend = kc_max((i64)0, kc_min(kend, p.off + kc_min(i0 + QB, p.S)));\n"
     "    for (i64 j0 = 0; j0 < kend; j0 += BC) {\n"
     "      __syncthreads(); /* Q staged; the previous tile consumed */\n"
     "      for (int e = threadIdx.x; e < BC * D; e += blockDim.x) {\n"
@@ -153,7 +153,7 @@ const char kc_cu_sec_attention[] =
     "          for (int d = 0; d < D; d++) dot += Qs[r][d] * Ks[lane][d];\n"
     "          if (p.softcap > 0) dot = p.softcap * tanhf(dot / p.softcap);\n"
     "          bool keep = true;\n"
-    "          if constexpr (CAUSAL) keep = j <= i + p.P;\n"
+    "          if constexpr (CAUSAL) keep = j <= i + p.off;\n"
     "          if constexpr (MASK == 1) keep = keep && kc_f(mk[b * p.T + j]) != 0;\n"
     "          if constexpr (MASK == 2) dot += (float)kc_f(mk[b * p.ms0 + h * p.ms1 + i * p.ms2 + j * p.ms3]);\n"
     "          s = keep ? dot : -KC_INF;\n"
@@ -282,7 +282,7 @@ kc_status kc_cuda_lower_attention(kc_cuda_emit *e) {
   char S[64], Skv[64];
   snprintf(S, sizeof S, "%s", kc_cu_dim(e, false, Q, sdim));
   snprintf(Skv, sizeof Skv, "%s", kc_cu_dim(e, false, K, sdim));
-  kc_cu_printf(e->t, "  p.S = %s;\n  p.P = %s;\n  p.T = p.P + %s;\n", S,
+  kc_cu_printf(e->t, "  p.S = %s;\n  p.P = %s;\n  p.T = p.P + %s;\n  p.off = p.T - p.S;\n", S,
                past ? kc_cu_dim(e, false, PAST_K, 2) : "0LL", Skv);
   strides(e, rank, "qs", S, heads, D);
   strides(e, rank, "ks", Skv, kvh, D);

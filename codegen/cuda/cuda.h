@@ -14,6 +14,14 @@
  *   The struct is NB pointers then ND + 1 int64s, all 8 bytes wide, so the host passes it as
  *   one packed array of 8-byte words (kc_cuda_pack). Kernels walk their units with grid-stride
  *   loops, so any grid size is correct; the launch description only says what fills the GPU.
+ *   A kernel that checks indices it reads as data (kc_cuda_kernel_info.check_in >= 0: Gather's
+ *   indices, rotary's position ids) takes one more pointer after its buffers, a.b[NB - 1] =
+ *   `unsigned long long *err`, two words the runtime zeroes before the launch; a thread that
+ *   meets an index outside [-size, size), size = a.d[check_dim], does atomicCAS(err, 0, pos + 1)
+ *   (pos: its flat position in input check_in) and, when that CAS won, stores the index itself
+ *   (as i64 bits) in err[1], and never addresses memory with it. The runtime reads both after
+ *   the launches (when later kernels may have reused the indices' memory) and fails the run
+ *   (runtime/index_error.c).
  *
  * Invariants: nothing here keeps global state. A kc_cuda_prog, kc_nvrtc or kc_cuda_dev is used
  * from one thread at a time; images and functions die with the object that made them.
@@ -48,9 +56,11 @@ typedef struct kc_cuda_launch {
 /* What the runtime needs to run one node's kernel. */
 typedef struct kc_cuda_kernel_info {
   bool no_kernel; /* views and sources: the runtime aliases or binds data */
-  uint32_t nbufs; /* NB of the kernel's kc_args */
+  uint32_t nbufs; /* NB of the kernel's kc_args (the error word's pointer included) */
   uint32_t ndims; /* ND */
   kc_cuda_launch launch;
+  int check_in;      /* input holding indices the kernel checks; -1: none (see the ABI above) */
+  int64_t check_dim; /* offset in a.d of the size bounding them */
 } kc_cuda_kernel_info;
 
 /* Work units of a kernel for concrete dims. */

@@ -71,6 +71,8 @@ typedef struct kc_cuda_emit {
   unsigned sections;
   kc_cuda_launch launch;
   bool no_kernel;
+  int check_in;      /* kc_cu_check_indices: the checked input, -1: none */
+  int64_t check_dim; /* and the offset in a.d of the size bounding it */
 
   /* scratch for the strings helpers return (valid for KC_CU_RING further calls) */
   char ring[KC_CU_RING][KC_CU_RING_LEN];
@@ -108,8 +110,19 @@ const char *kc_cu_numel(kc_cuda_emit *e, bool out, uint32_t i, int from, int to)
 kc_status kc_cu_fail(kc_cuda_emit *e, kc_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Open the kernel: signature, then `const S *inK` / `S *outK` for every present operand. */
+/* Open the kernel: signature, then `const S *inK` / `S *outK` for every present operand (and
+ * `unsigned long long *kc_err` after kc_cu_check_indices). */
 void kc_cu_begin(kc_cuda_emit *e, int block);
+/*
+ * Before kc_cu_begin: the kernel checks the indices of input `in` against dim `axis` of input
+ * bound_in (the ABI of codegen/cuda/cuda.h). Then, in a KC_THREADS loop body,
+ * kc_cu_checked_index turns the i64 variable var (an index read from input `in` at flat
+ * position pos) non-negative, or reports it (position and value) and `continue`s when it is
+ * outside [-len, len).
+ */
+void kc_cu_check_indices(kc_cuda_emit *e, uint32_t in, uint32_t bound_in, int axis);
+void kc_cu_checked_index(kc_cuda_emit *e, int indent, const char *var, const char *len,
+                         const char *pos);
 void kc_cu_end(kc_cuda_emit *e);
 
 /* A load of element idx of pointer ptr (dtype t) in compute type, as an expression. */

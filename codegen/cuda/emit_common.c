@@ -98,7 +98,10 @@ void kc_cu_begin(kc_cuda_emit *e, int block) {
   uint32_t nb = n->nin + n->nout;
   kc_cu_printf(e->t,
                "extern \"C\" __global__ void __launch_bounds__(%d) %s(const kc_args<%u, %u> a) {\n",
-               block, e->name, nb ? nb : 1, e->ndims ? e->ndims : 1);
+               block, e->name, (nb ? nb : 1) + (e->check_in >= 0), e->ndims ? e->ndims : 1);
+  if (e->check_in >= 0)
+    kc_cu_printf(e->t, "  unsigned long long *kc_err = (unsigned long long *)a.b[%u];\n",
+                 nb ? nb : 1);
   for (uint32_t i = 0; i < n->nin; i++) {
     if (!n->in[i].id) continue;
     const char *s = kc_cu_stype(kc_cu_val(e, false, i)->dtype);
@@ -112,6 +115,27 @@ void kc_cu_begin(kc_cuda_emit *e, int block) {
 }
 
 void kc_cu_end(kc_cuda_emit *e) { kc_cu_puts(e->t, "}\n"); }
+
+void kc_cu_check_indices(kc_cuda_emit *e, uint32_t in, uint32_t bound_in, int axis) {
+  e->check_in = (int)in;
+  e->check_dim = e->in_dims[bound_in] + axis;
+}
+
+void kc_cu_checked_index(kc_cuda_emit *e, int indent, const char *var, const char *len,
+                         const char *pos) {
+  kc_cu_printf(e->t,
+               "%*s{\n"
+               "%*s  const i64 kc_index = %s;\n"
+               "%*s  if (%s < 0) %s += %s;\n"
+               "%*s  if ((unsigned long long)%s >= (unsigned long long)(%s)) {\n"
+               "%*s    if (atomicCAS(kc_err, 0ull, (unsigned long long)(%s) + 1ull) == 0ull)\n"
+               "%*s      kc_err[1] = (unsigned long long)kc_index;\n"
+               "%*s    continue;\n"
+               "%*s  }\n"
+               "%*s}\n",
+               indent, "", indent, "", var, indent, "", var, var, len, indent, "", var, len, indent,
+               "", pos, indent, "", indent, "", indent, "", indent, "");
+}
 
 const char *kc_cu_load(kc_cuda_emit *e, kc_dtype t, const char *ptr, const char *idx) {
   switch (t) {

@@ -3,9 +3,9 @@
  * `axis`, with x viewed as [pre, len, post] and the indices flattened to n entries. A thread
  * per output element.
  *
- * Indices (i32 or i64) below zero count from the end. An index outside [-len, len) is an
- * error in ONNX that a kernel cannot report: it is clamped into [0, len), as the CPU kernel
- * does, so nothing outside x is read; with len 0 the output is zero-filled.
+ * Indices (i32 or i64) below zero count from the end. An index outside [-len, len) is an error
+ * in ONNX: the thread reports it through the error word (codegen/cuda/cuda.h's index check)
+ * and reads nothing through it; the runtime fails the run naming the node.
  */
 #include "codegen/cuda/emit.h"
 
@@ -18,19 +18,17 @@ kc_status kc_cuda_lower_gather(kc_cuda_emit *e) {
     return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "indices of %s", kc_dtype_name(ix->dtype));
   kc_cu_launch_threads(e, 256);
   kc_cu_units_dims(e, true, 0, 0, kc_cu_val(e, true, 0)->rank, 1);
+  kc_cu_check_indices(e, 1, 0, axis);
   kc_cu_begin(e, 256);
   kc_cu_printf(e->t, "  const i64 post = %s, len = %s, nidx = %s;\n",
                kc_cu_numel(e, false, 0, axis + 1, r), kc_cu_dim(e, false, 0, axis),
                kc_cu_numel(e, false, 1, 0, ix->rank));
-  kc_cu_printf(e->t,
-               "  KC_THREADS(idx) {\n"
-               "    const i64 q = idx %% post, t = idx / post, j = t %% nidx, p = t / nidx;\n"
-               "    i64 k = (i64)in1[j];\n"
-               "    if (k < 0) k += len;\n"
-               "    k = k < 0 ? 0 : k >= len ? len - 1 : k;\n"
-               "    out0[idx] = len > 0 ? in0[(p * len + k) * post + q] : %s{};\n"
-               "  }\n",
-               kc_cu_stype(x->dtype));
+  kc_cu_puts(e->t, "  KC_THREADS(idx) {\n"
+                   "    const i64 q = idx % post, t = idx / post, j = t % nidx, p = t / nidx;\n"
+                   "    i64 k = (i64)in1[j];\n");
+  kc_cu_checked_index(e, 4, "k", "len", "j");
+  kc_cu_puts(e->t, "    out0[idx] = in0[(p * len + k) * post + q];\n"
+                   "  }\n");
   kc_cu_end(e);
   return KC_OK;
 }

@@ -55,6 +55,8 @@ kc_status kc_cuda_emit_node(kc_context *ctx, const kc_graph *g, uint32_t ni, con
   *sections = 0;
   memset(info, 0, sizeof *info);
   info->no_kernel = true;
+  info->check_in = -1;
+  info->check_dim = -1;
   if (n->op == KC_OP_NOP) return KC_OK;
   kc_status s = check_typed(g, n);
   if (s != KC_OK) return s;
@@ -79,7 +81,9 @@ kc_status kc_cuda_emit_node(kc_context *ctx, const kc_graph *g, uint32_t ni, con
                       .in_dims = offs,
                       .out_dims = offs + n->nin,
                       .ndims = nd,
-                      .t = &t};
+                      .t = &t,
+                      .check_in = -1,
+                      .check_dim = -1};
   s = kc_cuda_ops[n->op](e);
   if (s == KC_OK && t.oom) s = kc_errorf(ctx, KC_ERR_NOMEM, "out of memory emitting CUDA C");
   if (s == KC_OK && e->ring_overflow)
@@ -88,7 +92,9 @@ kc_status kc_cuda_emit_node(kc_context *ctx, const kc_graph *g, uint32_t ni, con
     s = kc_node_errorf((kc_graph *)g, n, KC_ERR_INTERNAL, "CUDA: the emitter wrote no kernel");
   if (s == KC_OK) {
     info->no_kernel = e->no_kernel;
-    info->nbufs = n->nin + n->nout ? n->nin + n->nout : 1;
+    info->nbufs = (n->nin + n->nout ? n->nin + n->nout : 1) + (e->check_in >= 0);
+    info->check_in = e->check_in;
+    info->check_dim = e->check_dim;
     info->ndims = nd ? nd : 1;
     info->launch = e->launch;
     *sections = e->sections;

@@ -2,8 +2,9 @@
  * codegen/cuda/rotary.c - kc_cuda_lower_rotary: ONNX RotaryEmbedding, a thread per element of x.
  *
  * x is [B, H, S, D] or [B, S, H*D] (num_heads given); a row is one head vector of D elements.
- * The caches are [max_pos, C] indexed by position_ids [B, S] (clamped into the cache, so a bad
- * id reads a wrong row rather than outside the buffer), else [B, S, C]. Half the rotary width
+ * The caches are [max_pos, C] indexed by position_ids [B, S] (as numpy indexes: [-max_pos,
+ * max_pos) valid; another id is reported through the error word of codegen/cuda/cuda.h's index
+ * check, never read through), else [B, S, C]. Half the rotary width
  * is rotary_embedding_dim / 2 when set, else C, at most D / 2. Element d < 2*half pairs with
  * d +- half (or its neighbour when interleaved):
  *   y1 = x1 cos - x2 sin,  y2 = x1 sin + x2 cos;
@@ -28,6 +29,7 @@ kc_status kc_cuda_lower_rotary(kc_cuda_emit *e) {
   int cr = kc_cu_val(e, false, 1)->rank;
   kc_cu_launch_threads(e, 256);
   kc_cu_units_dims(e, false, 0, 0, R, 1);
+  if (pos) kc_cu_check_indices(e, 3, 1, 0);
   kc_cu_begin(e, 256);
   if (R == 4)
     kc_cu_printf(e->t, "  const i64 H = %s, S = %s, D = %s;\n", kc_cu_dim(e, false, 0, 1),
@@ -46,11 +48,11 @@ kc_status kc_cuda_lower_rotary(kc_cuda_emit *e) {
                "    %s y;\n"
                "    if (d < 2 * half) {\n",
                R == 4 ? "row % S" : "row / H % S", ct);
-  if (pos)
-    kc_cu_puts(e->t, "      i64 p = (i64)in3[b * S + s];\n"
-                     "      p = p < 0 ? 0 : p >= maxpos ? maxpos - 1 : p;\n"
-                     "      const i64 crow = p * width;\n");
-  else
+  if (pos) {
+    kc_cu_puts(e->t, "      i64 p = (i64)in3[b * S + s];\n");
+    kc_cu_checked_index(e, 6, "p", "maxpos", "b * S + s");
+    kc_cu_puts(e->t, "      const i64 crow = p * width;\n");
+  } else
     kc_cu_puts(e->t, "      const i64 crow = (b * S + s) * width;\n");
   if (inter)
     kc_cu_puts(e->t, "      const i64 c = crow + d / 2, i0 = idx - (d & 1);\n"

@@ -143,6 +143,14 @@ def main():
              for n in inits]
     outs = [vi(n.name + "_out", list(n.dims), n.data_type) for n in inits]
     save(model(nodes, [], outs, inits), "typed_fields.onnx")
+    # sizes past int64: Reshape to [2^62, 2^62] and Expand to [2^32]^3 (test_verify)
+    e62, e32 = 1 << 62, 1 << 32
+    big = helper.make_tensor("shape", TensorProto.INT64, [2], [e62, e62])
+    save(model([helper.make_node("Reshape", ["x", "shape"], ["y"], name="huge_reshape")],
+               [vi("x", [4])], [vi("y", [e62, e62])], [big], opset=13), "reshape_overflow.onnx")
+    big = helper.make_tensor("shape", TensorProto.INT64, [3], [e32, e32, e32])
+    save(model([helper.make_node("Expand", ["x", "shape"], ["y"], name="huge_expand")],
+               [vi("x", [1])], [vi("y", [e32, e32, e32])], [big], opset=13), "expand_overflow.onnx")
 
     check_suite()
 

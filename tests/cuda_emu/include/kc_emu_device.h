@@ -53,6 +53,15 @@ template <class T> T __shfl_sync(unsigned mask, T v, int src_lane) {
   return (void)mask, kc_emu_shfl(v, src_lane);
 }
 
+/* threads are coroutines switched only at barriers and shuffles, so a plain read-modify-write is
+ * atomic here */
+inline unsigned long long atomicCAS(unsigned long long *p, unsigned long long cmp,
+                                    unsigned long long val) {
+  unsigned long long old = *p;
+  if (old == cmp) *p = val;
+  return old;
+}
+
 inline float __int_as_float(int i) {
   float f;
   memcpy(&f, &i, 4);
