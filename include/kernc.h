@@ -267,6 +267,19 @@ typedef struct kc_attention_desc {
 kc_val kc_attention(kc_graph *g, kc_val q, kc_val k, kc_val v, kc_val mask,
                     const kc_attention_desc *desc);
 
+/*
+ * The KV cache of decoding (ir/ops.def kv_store, attention_cache): cache f32[NBLK, L, 2, KVH,
+ * BS, D] (blocks of BS token slots of every layer), table i32[B, MAXB] (the blocks of each batch
+ * row), past and lens i64[B] (tokens already cached, new tokens valid per row).
+ * kc_kv_store writes k and v [B, S, kv_heads*D] at positions past.. of `layer` in place and
+ * returns the cache; kc_attention_cache is causal attention of q over the cached keys (mask:
+ * additive, or kc_val{0}); desc's mask kind is ignored.
+ */
+kc_val kc_kv_store(kc_graph *g, kc_val cache, kc_val k, kc_val v, kc_val table, kc_val past,
+                   kc_val lens, int64_t layer, int64_t kv_heads);
+kc_val kc_attention_cache(kc_graph *g, kc_val q, kc_val cache, kc_val table, kc_val past,
+                          kc_val lens, kc_val mask, int64_t layer, const kc_attention_desc *desc);
+
 /* Activations usable in a matmul epilogue. */
 typedef enum kc_act { KC_ACT_NONE = 0, KC_ACT_RELU, KC_ACT_GELU, KC_ACT_GELU_TANH } kc_act;
 

@@ -470,6 +470,31 @@ kc_val kc_rotary(kc_graph *g, kc_val x, kc_val cos_cache, kc_val sin_cache, kc_v
   return finish(g, ni);
 }
 
+kc_val kc_kv_store(kc_graph *g, kc_val cache, kc_val k, kc_val v, kc_val table, kc_val past,
+                   kc_val lens, int64_t layer, int64_t kv_heads) {
+  kc_val in[6] = {cache, k, v, table, past, lens};
+  uint32_t ni = begin(g, KC_OP_KV_STORE, 6, in, 6, 1, NULL);
+  if (ni != UINT32_MAX) {
+    kc_node_set_int(g, ni, "layer", layer);
+    kc_node_set_int(g, ni, "kv_heads", kv_heads);
+  }
+  return finish(g, ni);
+}
+
+kc_val kc_attention_cache(kc_graph *g, kc_val q, kc_val cache, kc_val table, kc_val past,
+                          kc_val lens, kc_val mask, int64_t layer, const kc_attention_desc *desc) {
+  if (!desc) return fail(g, kc_errorf(g->ctx, KC_ERR_INVALID_ARG, "attention_cache: desc is NULL"));
+  kc_val in[6] = {q, cache, table, past, lens, mask};
+  uint32_t ni = begin(g, KC_OP_ATTENTION_CACHE, 6, in, 5, 1, NULL);
+  if (ni != UINT32_MAX) {
+    kc_node_set_int(g, ni, "heads", desc->heads);
+    if (desc->kv_heads) kc_node_set_int(g, ni, "kv_heads", desc->kv_heads);
+    if (desc->scale != 0) kc_node_set_float(g, ni, "scale", as_double(desc->scale));
+    kc_node_set_int(g, ni, "layer", layer);
+  }
+  return finish(g, ni);
+}
+
 kc_val kc_attention(kc_graph *g, kc_val q, kc_val k, kc_val v, kc_val mask,
                     const kc_attention_desc *desc) {
   static const char *const masks[] = {"none", "causal", "padding", "additive"};

@@ -100,6 +100,7 @@ enum {
   KC_OPF_VIEW = 1 << 1,        /* output shares the input's buffer (reshape-like) */
   KC_OPF_BODY = 1 << 2,        /* node carries a body graph (fused regions) */
   KC_OPF_RANDOM = 1 << 3,      /* may draw random numbers (training-mode dropout) */
+  KC_OPF_INPLACE = 1 << 4,     /* result 0 is input 0's storage, updated by the kernel */
 };
 
 struct kc_node;

@@ -52,7 +52,14 @@ static kc_status find_roots(kc_module *m) {
     const kc_node *n = &g->nodes[i];
     for (uint32_t j = 0; j < n->nout; j++)
       if (n->out[j].id) m->rv[n->out[j].id].first = i;
-    if (!m->kernels[i].no_kernel || n->op == KC_OP_NOP) continue;
+    if (!m->kernels[i].no_kernel || n->op == KC_OP_NOP) {
+      if (n->op != KC_OP_NOP && (kc_ops[n->op].flags & KC_OPF_INPLACE) && n->out[0].id) {
+        /* the kernel updates input 0's storage: the result is a view of it */
+        kc_rt_val *src = &m->rv[n->in[0].id], *dst = &m->rv[n->out[0].id];
+        *dst = (kc_rt_val){src->root, src->kind, src->input, src->data, i, i, -1};
+      }
+      continue;
+    }
     if (kc_ops[n->op].cls == KC_CLASS_SOURCE) {
       const void *data = source_data(g, n);
       if (!data && kc_value_numel(g, n->out[0]) != 0)
