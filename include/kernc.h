@@ -374,6 +374,61 @@ kc_status kc_module_set_profile(kc_module *m, int on);
  */
 uint32_t kc_module_profile(const kc_module *m, kc_node_profile *out, uint32_t cap);
 
+/* ---- decoding sessions: a KV cache and steps over several sequences --------------------------- */
+
+typedef struct kc_session kc_session;
+
+typedef struct kc_session_options {
+  const char *target;  /* as kc_compile_options.target */
+  int threads;         /* 0: the context's option */
+  int paged;           /* 1: blocks of block_size tokens from one pool (vLLM's paging: fork shares
+                          blocks, a write into a shared block copies it first); 0: contiguous,
+                          one max_len buffer per sequence written in place */
+  int64_t block_size;  /* paged: tokens per block (0: 16) */
+  int64_t max_tokens;  /* paged: tokens the pool holds, all sequences together (0: 4096) */
+  int64_t max_len;     /* contiguous: tokens per sequence (0: 1024) */
+  int32_t max_seqs;    /* contiguous: sequences held at once (0: 1) */
+} kc_session_options;
+
+/*
+ * A decoding session over causal decoder `model` (token ids [B, S] in, logits [B, S, vocab]
+ * out): kc_session_new compiles its decode step once (the attentions read and write a KV cache,
+ * positions start at each sequence's past length: the model needs no past_key_values inputs) and
+ * makes the cache. A model whose graph mixes sequence positions otherwise (a non-causal
+ * attention, a cumsum over the sequence...) is KC_ERR_UNSUPPORTED naming the node. One thread at
+ * a time uses a session.
+ */
+kc_status kc_session_new(kc_context *ctx, const kc_graph *model, const kc_session_options *opts,
+                         kc_session **out);
+void kc_session_free(kc_session *s);
+/* Sequences: a new empty one; a fork sharing src's cache (no copy); free; length in tokens (-1:
+ * none); truncate to len tokens. */
+kc_status kc_session_seq_new(kc_session *s, int32_t *seq);
+kc_status kc_session_seq_fork(kc_session *s, int32_t src, int32_t *dst);
+void kc_session_seq_free(kc_session *s, int32_t seq);
+int64_t kc_session_seq_len(const kc_session *s, int32_t seq);
+kc_status kc_session_seq_truncate(kc_session *s, int32_t seq, int64_t len);
+
+/* One sequence's part of a step: its new tokens, and where its logits go. */
+typedef struct kc_decode_entry {
+  int32_t seq;
+  int32_t ntokens;
+  const int64_t *tokens;
+  float *logits; /* NULL: not wanted; else vocab floats of the last new token, or (all) ntokens *
+                    vocab floats of every new token */
+  int all;
+} kc_decode_entry;
+
+/*
+ * One step: every entry's tokens are appended to its sequence (prefill: many; decode: one) and
+ * run at once, sequences of different lengths together. A cache too full for the step is
+ * KC_ERR_RUNTIME naming the sequence, and changes nothing.
+ */
+kc_status kc_session_decode(kc_session *s, const kc_decode_entry *entries, int32_t n);
+int64_t kc_session_vocab(const kc_session *s);
+/* Cache bytes one token takes (all layers, K and V). */
+int64_t kc_session_cache_bytes_per_token(const kc_session *s);
+
 /* ---- ahead-of-time compilation ----------------------------------------------------------------
  */
 

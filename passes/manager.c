@@ -28,6 +28,7 @@ static const kc_pass *const registry[] = {
     &kc_pass_fuse_attention,
     &kc_pass_fuse_epilogue,
     &kc_pass_fuse_elementwise,
+    &kc_pass_derive_decode,
     NULL,
 };
 

@@ -114,5 +114,11 @@ extern const kc_pass kc_pass_fuse_gelu;
 extern const kc_pass kc_pass_fuse_attention;
 extern const kc_pass kc_pass_fuse_epilogue;
 extern const kc_pass kc_pass_fuse_elementwise;
+extern const kc_pass kc_pass_derive_decode;
+
+/* The decode step of causal decoder g, in place (passes/derive_decode.c: the KV-cache inputs,
+ * attentions over the cache, positions from the past lengths); KC_ERR_UNSUPPORTED naming the
+ * node when g mixes positions in a way a cached step cannot reproduce. */
+kc_status kc_derive_decode(kc_graph *g);
 
 #endif /* KERNC_PASSES_H */

@@ -131,6 +131,10 @@ kc_status kc_target_find(kc_context *ctx, const char *name, const kc_target **ou
  * *out is set even on failure (kc_module_free it). */
 kc_status kc_rt_module_new(kc_context *ctx, const kc_graph *g, const kc_target *t, bool share_data,
                            const char *passes, bool probe, kc_module **out);
+/* module.c: kc_compile's work on a module made by kc_rt_module_new: the target's kernels, the
+ * storage analysis, the plan (with its JIT'd dims function) and the executor instance on
+ * `threads` (0: the context's option). */
+kc_status kc_rt_module_compile(kc_module *m, int threads);
 /* module.c: the static analysis of storage (roots, liveness, output claims). */
 kc_status kc_rt_analyze(kc_module *m);
 

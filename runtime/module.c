@@ -167,7 +167,7 @@ kc_status kc_rt_module_new(kc_context *ctx, const kc_graph *g, const kc_target *
   return KC_OK;
 }
 
-static kc_status compile(kc_module *m, const kc_compile_options *opts) {
+kc_status kc_rt_module_compile(kc_module *m, int threads) {
   kc_status s = m->target->compile(m);
   if (s == KC_OK) s = kc_rt_analyze(m);
   if (s == KC_OK) s = kc_rt_plan_build(m, m->g->name ? m->g->name : "model", true, &m->plan);
@@ -176,7 +176,7 @@ static kc_status compile(kc_module *m, const kc_compile_options *opts) {
   if (!m->cpu && (s = kc_cpu_new(m->ctx, &m->cpu)) != KC_OK) return s;
   s = kc_cpu_jit_dims(m->cpu, m->g, p->slot_dims, p->model.nslots, p->syms, p->model.nsyms,
                       &p->model.eval_dims);
-  int threads = opts && opts->threads ? opts->threads : m->ctx->opts.threads;
+  if (!threads) threads = m->ctx->opts.threads;
   if (s == KC_OK) s = m->target->open(m, threads);
   if (s == KC_OK && p->model.nlate) s = kc_rt_settle_init(m);
   return s;
@@ -192,7 +192,7 @@ kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_option
   kc_module *m = NULL;
   /* the data is copied too: the caller may free g while the module lives */
   if (s == KC_OK) s = kc_rt_module_new(ctx, g, t, false, opts ? opts->passes : NULL, true, &m);
-  if (s == KC_OK) s = compile(m, opts);
+  if (s == KC_OK) s = kc_rt_module_compile(m, opts ? opts->threads : 0);
   if (s != KC_OK) {
     kc_module_free(m);
     return s;

@@ -1,0 +1,397 @@
+/*
+ * passes/derive_decode.c - derive-decode: the decode step of a causal decoder, derived from the
+ * plain model (no past_key_values inputs needed). Runs after fusion. The result is one graph for
+ * prefill (S new tokens) and decode (S = 1) of B sequences at once, each with its own cache:
+ *
+ *   - new graph inputs after the model's: kc_kv_cache f32[kc_nblk, L, 2, KVH, kc_bs, D] (the
+ *     pool of runtime/kv_cache.h), kc_block_table i32[B, kc_maxb], kc_past_len i64[B] (tokens
+ *     already cached per row), kc_new_len i64[B] (new tokens valid per row; rows padded to S);
+ *   - every attention (all must be causal, without a mask input or past) becomes
+ *     kv_store + attention_cache of layer l, l in program order; the kv_stores form a chain
+ *     through the layers (each takes the previous one's result as its cache: ir/ops.def);
+ *   - positions start at each row's past length: a Range(0, S) over the sequence whose uses are
+ *     position indices of Gathers (learned position embeddings) gives those Gathers
+ *     past[b] + i instead ([B, S] indices); one whose uses all end in attentions' cos/sin tables
+ *     (RoPE computed in the graph) is lengthened to the table's whole span, MAXB * BS rows, since
+ *     attention_cache reads the rows of positions past[b] + i;
+ *   - anything else that mixes sequence positions (a Range over S used otherwise, a non-causal
+ *     attention, a reduction, softmax or cumsum along the sequence axis, a matmul contracting it)
+ *     makes the pass refuse, naming the node: the step would not compute what the model does.
+ *
+ * The sequence axis is tracked per value as the axis whose dim is S (the token ids' dim 1);
+ * ops that keep it in place are per-position. Not handled yet (refused, naming the input): models
+ * with inputs besides the token ids (attention_mask, position_ids, past_key_values.*).
+ *
+ * Invariants: the graph stays in program order (new nodes are placed before the nodes they
+ * replace, kc_graph_place); the model's own inputs keep their order; the pass is not in any
+ * default pipeline (the session compiles the decode graph with it).
+ */
+#include "passes/internal.h"
+#include "passes/passes.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct dd {
+  kc_graph *g;
+  kc_val ids;
+  kc_dim B, S;
+  uint32_t *uses; /* per value */
+  int64_t kvh, D;
+  kc_dtype dt;
+  uint32_t nattn;
+  uint32_t first; /* g->nnodes before the pass appended anything */
+  uint32_t *anchor;
+  uint32_t nanchor, capanchor;
+} dd;
+
+static kc_status refuse(dd *d, const kc_node *n, const char *why) {
+  if (!n) return kc_errorf(d->g->ctx, KC_ERR_UNSUPPORTED, "derive-decode: %s", why);
+  return kc_node_errorf(d->g, n, KC_ERR_UNSUPPORTED, "derive-decode: %s", why);
+}
+
+/* Nodes appended since d->first are placed before node `at` (kc_graph_place); record it. */
+static kc_status anchor_new(dd *d, uint32_t at) {
+  kc_graph *g = d->g;
+  uint32_t want = g->nnodes - d->first;
+  if (want > d->capanchor) {
+    uint32_t cap = 2 * want + 16;
+    uint32_t *a = realloc(d->anchor, cap * sizeof *a);
+    if (!a) return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in derive-decode");
+    d->anchor = a;
+    d->capanchor = cap;
+  }
+  if (d->nanchor && at < d->anchor[d->nanchor - 1])
+    return kc_errorf(g->ctx, KC_ERR_INTERNAL, "derive-decode: nodes placed out of order");
+  while (d->nanchor < want)
+    d->anchor[d->nanchor++] = at;
+  return kc_graph_status(g);
+}
+
+/* ---- the token ids and the attentions ----------------------------------------------------- */
+
+static kc_status find_ids(dd *d) {
+  kc_graph *g = d->g;
+  if (g->ninputs != 1)
+    return refuse(d, NULL,
+                  "the model must take token ids [B, S] alone (no attention_mask, "
+                  "position_ids or past_key_values inputs yet)");
+  d->ids = g->inputs[0];
+  const kc_value *v = kc_value_of(g, d->ids);
+  if ((v->dtype != KC_I64 && v->dtype != KC_I32) || v->rank != 2 || !KC_DIM_IS_SYM(v->dims[1]))
+    return refuse(d, NULL,
+                  "the model's input must be token ids, integers [B, S] with a "
+                  "symbolic S");
+  d->B = v->dims[0];
+  d->S = v->dims[1];
+  return KC_OK;
+}
+
+enum { Q, K, V, MASK, PAST_K, PAST_V, COS, SIN };
+
+/* Every attention: causal, no mask input, no past, no present outputs; same KV heads, head
+ * size and dtype in all layers (one cache). */
+static kc_status check_attentions(dd *d) {
+  kc_graph *g = d->g;
+  for (uint32_t i = 0; i < g->nnodes; i++) {
+    const kc_node *n = &g->nodes[i];
+    if (n->op != KC_OP_ATTENTION) continue;
+    if (strcmp(kc_node_string(n, "mask", "none"), "causal") != 0)
+      return refuse(d, n, "a non-causal attention mixes every position with every other");
+    bool extra = n->nin > MASK && n->in[MASK].id;
+    for (uint32_t j = PAST_K; j <= PAST_V && j < n->nin; j++)
+      extra = extra || n->in[j].id;
+    for (uint32_t j = 1; j < n->nout; j++)
+      extra = extra || n->out[j].id;
+    if (extra) return refuse(d, n, "an attention with a mask input, past or present K/V");
+    const kc_value *q = kc_value_of(g, n->in[Q]), *k = kc_value_of(g, n->in[K]);
+    if (q->rank != 3 || k->rank != 3)
+      return refuse(d, n, "attention operands must be [B, S, heads * D]");
+    int64_t heads = kc_node_int(n, "heads", 0), kvh = kc_node_int(n, "kv_heads", heads), w;
+    if (!kc_dim_const(g, k->dims[2], &w) || kvh <= 0 || w % kvh != 0)
+      return refuse(d, n, "the key width must be a known multiple of kv_heads");
+    if (d->nattn && (kvh != d->kvh || w / kvh != d->D || k->dtype != d->dt))
+      return refuse(d, n, "every layer must have the same KV heads, head size and dtype");
+    d->kvh = kvh;
+    d->D = w / kvh;
+    d->dt = k->dtype;
+    d->nattn++;
+  }
+  return d->nattn ? KC_OK : refuse(d, NULL, "the model has no causal attention to cache");
+}
+
+/* ---- mixing of positions -------------------------------------------------------------------- */
+
+/* The axis of v whose dim is S, or -1. */
+static int seq_axis(const dd *d, kc_val v) {
+  const kc_value *x = kc_value_of(d->g, v);
+  for (int a = 0; a < x->rank; a++)
+    if (kc_dim_same(d->g, x->dims[a], d->S)) return a;
+  return -1;
+}
+
+/* Does node n combine values at different positions along the sequence axis? */
+static bool mixes(const dd *d, const kc_node *n) {
+  const kc_graph *g = d->g;
+  if (!n->nin || !n->in[0].id) return false;
+  int sa = seq_axis(d, n->in[0]);
+  int rank = kc_value_of(g, n->in[0])->rank;
+  switch (n->op) {
+  case KC_OP_REDUCE_MEAN:
+  case KC_OP_REDUCE_SUM:
+  case KC_OP_REDUCE_MAX: {
+    if (sa < 0) return false;
+    uint32_t na;
+    const kc_dim *ax = n->nin > 1 && n->in[1].id ? kc_value_known(g, n->in[1], &na) : NULL;
+    if (n->nin > 1 && n->in[1].id && !ax) return true; /* axes unknown: assume the worst */
+    if (!ax) return true;                              /* all axes */
+    for (uint32_t i = 0; i < na; i++) {
+      int64_t a;
+      if (!kc_dim_const(g, ax[i], &a)) return true;
+      if ((a < 0 ? a + rank : a) == sa) return true;
+    }
+    return false;
+  }
+  case KC_OP_SOFTMAX:
+  case KC_OP_LOG_SOFTMAX:
+  case KC_OP_CUMSUM: {
+    if (sa < 0) return false;
+    int64_t a = kc_node_int(n, "axis", -1);
+    if (n->op == KC_OP_CUMSUM) {
+      uint32_t na;
+      const kc_dim *ax = kc_value_known(g, n->in[1], &na);
+      if (!ax || na != 1 || !kc_dim_const(g, ax[0], &a)) return true;
+    }
+    return (a < 0 ? a + rank : a) == sa;
+  }
+  case KC_OP_MATMUL:
+  case KC_OP_MATMUL_EP: {
+    /* A's last dim and B's second-to-last are contracted */
+    if (sa >= 0 && sa == rank - 1) return true;
+    if (n->nin > 1 && n->in[1].id) {
+      int sb = seq_axis(d, n->in[1]), rb = kc_value_of(g, n->in[1])->rank;
+      if (sb >= 0 && sb == rb - 2) return true;
+    }
+    return false;
+  }
+  case KC_OP_GATHER:
+  case KC_OP_CONCAT:
+  case KC_OP_SPLIT: {
+    if (sa < 0) return false;
+    int64_t a = kc_node_int(n, "axis", 0);
+    return (a < 0 ? a + rank : a) == sa;
+  }
+  case KC_OP_SLICE: {
+    if (sa < 0) return false;
+    uint32_t na;
+    const kc_dim *ax = n->nin > 3 && n->in[3].id ? kc_value_known(g, n->in[3], &na) : NULL;
+    if (n->nin > 3 && n->in[3].id && !ax) return true; /* axes unknown: assume the worst */
+    if (!ax) {                                         /* no axes: the first len(starts) axes */
+      int64_t k;
+      return !kc_dim_const(g, kc_value_of(g, n->in[1])->dims[0], &k) || sa < k;
+    }
+    for (uint32_t i = 0; i < na; i++) {
+      int64_t a;
+      if (!kc_dim_const(g, ax[i], &a) || (a < 0 ? a + rank : a) == sa) return true;
+    }
+    return false;
+  }
+  default: return false;
+  }
+}
+
+/* ---- positions ------------------------------------------------------------------------------ */
+
+/* Is node n range(0, S, 1)? */
+static bool is_position_range(const dd *d, const kc_node *n) {
+  if (n->op != KC_OP_RANGE) return false;
+  uint32_t c0, c1, c2;
+  const kc_dim *a = kc_value_known(d->g, n->in[0], &c0), *b = kc_value_known(d->g, n->in[1], &c1);
+  const kc_dim *c = kc_value_known(d->g, n->in[2], &c2);
+  return a && b && c && c0 == 1 && c1 == 1 && c2 == 1 && a[0] == 0 && c[0] == 1 &&
+         kc_dim_same(d->g, b[0], d->S);
+}
+
+/* Ops a position index passes through unchanged in value. */
+static bool index_transparent(kc_op op) {
+  return op == KC_OP_RESHAPE || op == KC_OP_UNSQUEEZE || op == KC_OP_SQUEEZE ||
+         op == KC_OP_EXPAND || op == KC_OP_CAST || op == KC_OP_IDENTITY || op == KC_OP_FLATTEN;
+}
+
+typedef struct reach {
+  bool *in;       /* per node: reached from the range */
+  bool only_idx;  /* every use ends as a Gather's indices (through transparent ops) */
+  bool only_rope; /* every use ends in attentions' cos/sin inputs */
+  const kc_node *bad;
+} reach;
+
+/* Walk the uses of value v (reached through node chain), classifying where they end. */
+static void walk(dd *d, kc_val v, reach *r, bool transparent_path, int depth) {
+  kc_graph *g = d->g;
+  if (depth > 256) {
+    r->only_idx = r->only_rope = false;
+    return;
+  }
+  for (uint32_t k = 0; k < g->noutputs; k++)
+    if (g->outputs[k].v.id == v.id) r->only_idx = r->only_rope = false;
+  for (uint32_t i = 0; i < g->nnodes; i++) {
+    kc_node *n = &g->nodes[i];
+    for (uint32_t j = 0; j < n->nin; j++) {
+      if (n->in[j].id != v.id) continue;
+      if (n->op == KC_OP_ATTENTION && (j == COS || j == SIN)) {
+        r->only_idx = false;
+        continue;
+      }
+      if (n->op == KC_OP_GATHER && j == 1 && transparent_path) {
+        r->only_rope = false;
+        r->in[i] = true;
+        continue;
+      }
+      if (n->op == KC_OP_ATTENTION || n->op == KC_OP_GATHER) {
+        r->only_idx = r->only_rope = false;
+        if (!r->bad) r->bad = n;
+        continue;
+      }
+      bool t = transparent_path && index_transparent(n->op);
+      if (!t) r->only_idx = false;
+      if (r->in[i]) continue;
+      r->in[i] = true;
+      for (uint32_t o = 0; o < n->nout; o++)
+        if (n->out[o].id) walk(d, n->out[o], r, t, depth + 1);
+    }
+  }
+}
+
+/* kc_past_len[:, None] + range(0, S)[None, :], as indices of dtype it: [B, S]. */
+static kc_val row_positions(dd *d, kc_val range, kc_val past, kc_dtype it) {
+  kc_graph *g = d->g;
+  int64_t a0 = 0, a1 = 1;
+  kc_val pos = kc_add(g, kc_unsqueeze(g, past, 1, &a1), kc_unsqueeze(g, range, 1, &a0));
+  return it == KC_I64 ? pos : kc_cast(g, pos, it);
+}
+
+/* range(0, MAXB * BS): every position a table row of the cache can hold, of range's dtype. */
+static kc_val table_span(dd *d, kc_val table, kc_val cache, kc_dtype t) {
+  kc_graph *g = d->g;
+  int64_t one = 1, four = 4, zero = 0;
+  kc_val i1 = kc_constant(g, KC_I64, 0, NULL, &one), i4 = kc_constant(g, KC_I64, 0, NULL, &four);
+  kc_val maxb = kc_gather(g, kc_shape(g, table), i1, 0);
+  kc_val bs = kc_gather(g, kc_shape(g, cache), i4, 0);
+  kc_val n = kc_mul(g, maxb, bs);
+  kc_val z = kc_constant(g, KC_I64, 0, NULL, &zero);
+  kc_val r = kc_range(g, z, n, i1);
+  return t == KC_I64 ? r : kc_cast(g, r, t);
+}
+
+/* Every Range(0, S): per-row positions for Gathers, the whole span for cos/sin tables. */
+static kc_status positions(dd *d, kc_val cache, kc_val table, kc_val past) {
+  kc_graph *g = d->g;
+  bool *in = calloc(g->nnodes + 1, sizeof *in);
+  if (!in) return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in derive-decode");
+  kc_status s = KC_OK;
+  uint32_t n0 = g->nnodes;
+  for (uint32_t i = 0; i < n0 && s == KC_OK; i++) {
+    kc_node *n = &g->nodes[i];
+    if (!is_position_range(d, n)) continue;
+    memset(in, 0, (n0 + 1) * sizeof *in);
+    reach r = {in, true, true, NULL};
+    walk(d, n->out[0], &r, true, 0);
+    kc_val range = n->out[0];
+    kc_dtype rt = kc_value_of(g, range)->dtype;
+    if (r.only_idx) { /* learned position embeddings: Gather(table, positions) */
+      for (uint32_t k = 0; k < n0 && s == KC_OK; k++) {
+        kc_node *gn = &g->nodes[k];
+        if (!in[k] || gn->op != KC_OP_GATHER) continue;
+        kc_val pos = row_positions(d, range, past, kc_value_of(g, gn->in[1])->dtype);
+        if ((s = anchor_new(d, k)) != KC_OK) break;
+        gn->in[1] = pos;
+      }
+    } else if (r.only_rope) { /* rotary tables: every row the cache can address */
+      kc_val span = table_span(d, table, cache, rt);
+      if ((s = anchor_new(d, i)) != KC_OK) break;
+      kc_graph_replace_uses(g, range, span);
+    } else {
+      s = refuse(d, r.bad ? r.bad : n,
+                 "a range over the sequence is used as something other than position indices of "
+                 "a gather or rotary tables of attentions");
+    }
+  }
+  free(in);
+  return s;
+}
+
+/* ---- the rewrite ---------------------------------------------------------------------------- */
+
+static kc_status rewrite_attentions(dd *d, kc_val cache, kc_val table, kc_val past, kc_val lens) {
+  kc_graph *g = d->g;
+  uint32_t n0 = g->nnodes, layer = 0;
+  for (uint32_t i = 0; i < n0; i++) {
+    if (g->nodes[i].op != KC_OP_ATTENTION) continue;
+    const kc_node *n = &g->nodes[i];
+    kc_val cos = n->nin > COS ? n->in[COS] : (kc_val){0};
+    kc_val sin = n->nin > SIN ? n->in[SIN] : (kc_val){0};
+    kc_val st_in[8] = {cache, n->in[K], n->in[V], table, past, lens, cos, sin};
+    uint32_t st = kc_graph_add_node(g, KC_OP_KV_STORE, cos.id ? 8 : 6, st_in, 1, NULL);
+    kc_node_set_int(g, st, "layer", layer);
+    kc_node_set_int(g, st, "kv_heads", d->kvh);
+    int64_t inter = kc_node_int(n, "rotary_interleaved", 0);
+    if (inter) kc_node_set_int(g, st, "rotary_interleaved", inter);
+    kc_val stored = g->nodes[st].out[0];
+    n = &g->nodes[i]; /* the node array may have moved */
+    kc_val at_in[8] = {n->in[Q], stored, table, past, lens, {0}, cos, sin};
+    uint32_t at = kc_graph_add_node(g, KC_OP_ATTENTION_CACHE, cos.id ? 8 : 5, at_in, 1, NULL);
+    n = &g->nodes[i];
+    kc_node_set_int(g, at, "heads", kc_node_int(n, "heads", 0));
+    kc_node_set_int(g, at, "kv_heads", d->kvh);
+    if (kc_node_attr(n, "scale")) kc_node_set_float(g, at, "scale", kc_node_float(n, "scale", 0));
+    if (kc_node_attr(n, "softcap"))
+      kc_node_set_float(g, at, "softcap", kc_node_float(n, "softcap", 0));
+    kc_node_set_int(g, at, "layer", layer);
+    if (inter) kc_node_set_int(g, at, "rotary_interleaved", inter);
+    g->nodes[st].loc = g->nodes[at].loc = n->loc;
+    kc_status s = kc_node_infer(g, st);
+    if (s == KC_OK) s = kc_node_infer(g, at);
+    if (s == KC_OK) s = anchor_new(d, i);
+    if (s != KC_OK) return s;
+    kc_graph_replace_uses(g, g->nodes[i].out[0], g->nodes[at].out[0]);
+    g->nodes[i].op = KC_OP_NOP;
+    cache = stored;
+    layer++;
+  }
+  return KC_OK;
+}
+
+kc_status kc_derive_decode(kc_graph *g) {
+  dd d = {.g = g};
+  kc_status s = find_ids(&d);
+  if (s == KC_OK) s = check_attentions(&d);
+  for (uint32_t i = 0; i < g->nnodes && s == KC_OK; i++)
+    if (g->nodes[i].op != KC_OP_NOP && mixes(&d, &g->nodes[i]))
+      s = refuse(&d, &g->nodes[i], "it mixes positions along the sequence axis");
+  if (s != KC_OK) return s;
+  kc_dim cd[6] = {kc_sym(g, "kc_nblk"), d.nattn, 2, d.kvh, kc_sym(g, "kc_bs"), d.D};
+  kc_dim td[2] = {d.B, kc_sym(g, "kc_maxb")}, bd[1] = {d.B};
+  kc_val cache = kc_graph_add_input(g, "kc_kv_cache", d.dt, 6, cd);
+  kc_val table = kc_graph_add_input(g, "kc_block_table", KC_I32, 2, td);
+  kc_val past = kc_graph_add_input(g, "kc_past_len", KC_I64, 1, bd);
+  kc_val lens = kc_graph_add_input(g, "kc_new_len", KC_I64, 1, bd);
+  d.first = g->nnodes;
+  s = positions(&d, cache, table, past);
+  if (s == KC_OK) s = rewrite_attentions(&d, cache, table, past, lens);
+  if (s == KC_OK) s = kc_graph_place(g, d.first, d.anchor);
+  free(d.anchor);
+  if (s == KC_OK) s = kc_graph_infer(g);
+  if (s == KC_OK) s = kc_dce_run(g, NULL);
+  return s;
+}
+
+static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
+  kc_status s = kc_derive_decode(g);
+  if (s == KC_OK) pc->changed = true;
+  return s;
+}
+
+const kc_pass kc_pass_derive_decode = {
+    "derive-decode", run,
+    "the decode step of a causal decoder: attentions read and write a KV cache, positions start "
+    "at each row's past length"};

@@ -1,0 +1,270 @@
+/*
+ * runtime/session.c - decoding sessions (kc_session of kernc.h): a causal decoder compiled once
+ * as its decode step (passes/derive_decode.c: the graph reads and writes a KV cache, positions
+ * start at each sequence's past length), a KV cache (runtime/kv_cache.c, paged or contiguous)
+ * holding the sequences, and steps that run several sequences of different lengths at once.
+ *
+ * A step (kc_session_decode) for entries e_0..e_{n-1} (sequence, new tokens):
+ *   1. each sequence grows by its tokens in the cache (kc_kv_seq_append: blocks taken, shared
+ *      ones copied before they are written); a full cache undoes the appends already made and
+ *      fails the step, naming the sequence;
+ *   2. the decode graph runs on B = n rows padded to S = the most new tokens (padding ids 0,
+ *      never stored: kc_new_len says how many are real), the block tables, the past lengths;
+ *   3. each entry gets the logits of its last new token (or of every new token).
+ *
+ * Invariants: one thread at a time uses a session (the cache is not locked); the per-step
+ * buffers only grow, so steps of the same sizes allocate nothing; the compiled step's inputs are
+ * the model's token ids, then kc_kv_cache, kc_block_table, kc_past_len, kc_new_len, and its
+ * output 0 the logits [B, S, vocab].
+ */
+#include "runtime/internal.h"
+
+#include "passes/passes.h"
+#include "runtime/kv_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct kc_session {
+  kc_context *ctx;
+  kc_module *m; /* the decode step */
+  kc_kv_cache *kv;
+  int64_t vocab;
+  kc_dtype ids_dtype;
+  const char *ids_name;
+  int64_t pool_dims[6];
+  /* per-step buffers, grown to the largest step */
+  int64_t cap_b, cap_bs, cap_bt;
+  int32_t *seqs, *table;
+  int64_t *past, *lens, *before;
+  void *ids;
+};
+
+/* ---- creation ----------------------------------------------------------------------------- */
+
+/* The decode step of g: g's passes as kc_compile's target runs them, then derive-decode. */
+static kc_status compile_step(kc_session *s, const kc_graph *g, const kc_session_options *o) {
+  const kc_target *t;
+  kc_status st = kc_target_find(s->ctx, o->target, &t);
+  kc_module *m = NULL;
+  if (st == KC_OK) st = kc_rt_module_new(s->ctx, g, t, false, NULL, true, &m);
+  if (st == KC_OK) st = kc_derive_decode(m->g);
+  if (st == KC_OK) st = kc_graph_verify(m->g);
+  if (st == KC_OK) {
+    kc_graph_compact(m->g);
+    free(m->kernels); /* sized for the graph before derive-decode */
+    m->kernels = calloc(m->g->nnodes + 1, sizeof *m->kernels);
+    if (!m->kernels) st = kc_errorf(s->ctx, KC_ERR_NOMEM, "out of memory compiling the session");
+  }
+  if (st == KC_OK) st = kc_rt_module_compile(m, o->threads);
+  if (st != KC_OK) {
+    kc_module_free(m);
+    return st;
+  }
+  s->m = m;
+  return KC_OK;
+}
+
+/* The cache's shape and the vocabulary, from the step's graph. */
+static kc_status read_step(kc_session *s) {
+  const kc_graph *g = s->m->g;
+  const kc_value *ids = kc_value_of(g, g->inputs[0]);
+  const kc_value *pool = kc_value_of(g, g->inputs[g->ninputs - 4]);
+  const kc_value *logits = g->noutputs ? kc_value_of(g, g->outputs[0].v) : NULL;
+  s->ids_dtype = ids->dtype;
+  s->ids_name = kc_graph_input_name(g, 0);
+  int64_t v;
+  if (!logits || logits->rank != 3 || !kc_dim_const(g, logits->dims[2], &v) ||
+      (logits->dtype != KC_F32))
+    return kc_errorf(s->ctx, KC_ERR_UNSUPPORTED,
+                     "session: the model's output 0 must be f32 logits [B, S, vocab]");
+  s->vocab = v;
+  for (int i = 1; i < 6; i++)
+    if (i != 4 && !kc_dim_const(g, pool->dims[i], &s->pool_dims[i]))
+      return kc_errorf(s->ctx, KC_ERR_INTERNAL, "session: the cache's dim %d is not static", i);
+  return KC_OK;
+}
+
+static kc_status make_cache(kc_session *s, const kc_session_options *o) {
+  kc_kv_shape shape = {.layers = s->pool_dims[1],
+                       .kv_heads = s->pool_dims[3],
+                       .head_dim = s->pool_dims[5],
+                       .dtype_size = 4};
+  int64_t bs, nblocks;
+  if (o->paged) {
+    bs = o->block_size > 0 ? o->block_size : 16;
+    int64_t tokens = o->max_tokens > 0 ? o->max_tokens : 4096;
+    nblocks = (tokens + bs - 1) / bs;
+  } else {
+    bs = o->max_len > 0 ? o->max_len : 1024;
+    nblocks = o->max_seqs > 0 ? o->max_seqs : 1;
+  }
+  return kc_kv_new(s->ctx, &shape, bs, nblocks, &s->kv);
+}
+
+kc_status kc_session_new(kc_context *ctx, const kc_graph *model, const kc_session_options *opts,
+                         kc_session **out) {
+  if (!out) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_session_new: out is NULL");
+  *out = NULL;
+  if (!model) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_session_new: no model");
+  kc_session_options none = {0};
+  const kc_session_options *o = opts ? opts : &none;
+  kc_session *s = calloc(1, sizeof *s);
+  if (!s) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory creating a session");
+  s->ctx = ctx;
+  kc_status st = compile_step(s, model, o);
+  if (st == KC_OK) st = read_step(s);
+  if (st == KC_OK) st = make_cache(s, o);
+  if (st != KC_OK) {
+    kc_session_free(s);
+    return st;
+  }
+  s->pool_dims[0] = kc_kv_nblocks(s->kv);
+  s->pool_dims[4] = kc_kv_block_size(s->kv);
+  *out = s;
+  return KC_OK;
+}
+
+void kc_session_free(kc_session *s) {
+  if (!s) return;
+  kc_kv_free(s->kv);
+  kc_module_free(s->m);
+  free(s->seqs);
+  free(s->table);
+  free(s->past);
+  free(s->lens);
+  free(s->before);
+  free(s->ids);
+  free(s);
+}
+
+/* ---- sequences ---------------------------------------------------------------------------- */
+
+kc_status kc_session_seq_new(kc_session *s, int32_t *seq) { return kc_kv_seq_new(s->kv, seq); }
+
+kc_status kc_session_seq_fork(kc_session *s, int32_t src, int32_t *dst) {
+  return kc_kv_seq_fork(s->kv, src, dst);
+}
+
+void kc_session_seq_free(kc_session *s, int32_t seq) { kc_kv_seq_free(s->kv, seq); }
+
+int64_t kc_session_seq_len(const kc_session *s, int32_t seq) { return kc_kv_seq_len(s->kv, seq); }
+
+kc_status kc_session_seq_truncate(kc_session *s, int32_t seq, int64_t len) {
+  return kc_kv_seq_truncate(s->kv, seq, len);
+}
+
+int64_t kc_session_vocab(const kc_session *s) { return s ? s->vocab : 0; }
+
+int64_t kc_session_cache_bytes_per_token(const kc_session *s) {
+  return s ? kc_kv_bytes_per_token(s->kv) : 0;
+}
+
+/* ---- a step ------------------------------------------------------------------------------- */
+
+/* The per-step buffers for b rows of s tokens and tables of bt entries. */
+static kc_status reserve(kc_session *s, int64_t b, int64_t bs, int64_t bt) {
+  if (b > s->cap_b) {
+    int32_t *seqs = realloc(s->seqs, (size_t)b * sizeof *seqs);
+    int64_t *past = seqs ? realloc(s->past, (size_t)b * sizeof *past) : NULL;
+    int64_t *lens = past ? realloc(s->lens, (size_t)b * sizeof *lens) : NULL;
+    int64_t *before = lens ? realloc(s->before, (size_t)b * sizeof *before) : NULL;
+    if (seqs) s->seqs = seqs;
+    if (past) s->past = past;
+    if (lens) s->lens = lens;
+    if (before) s->before = before;
+    if (!before) return kc_errorf(s->ctx, KC_ERR_NOMEM, "out of memory for a decode step");
+    s->cap_b = b;
+  }
+  if (bs > s->cap_bs) {
+    void *ids = realloc(s->ids, (size_t)bs * kc_dtype_size(s->ids_dtype));
+    if (!ids) return kc_errorf(s->ctx, KC_ERR_NOMEM, "out of memory for a decode step");
+    s->ids = ids;
+    s->cap_bs = bs;
+  }
+  if (bt > s->cap_bt) {
+    int32_t *table = realloc(s->table, (size_t)bt * sizeof *table);
+    if (!table) return kc_errorf(s->ctx, KC_ERR_NOMEM, "out of memory for a decode step");
+    s->table = table;
+    s->cap_bt = bt;
+  }
+  return KC_OK;
+}
+
+/* Undo the appends of entries [0, k). */
+static void undo(kc_session *s, const kc_decode_entry *e, int32_t k) {
+  for (int32_t i = 0; i < k; i++)
+    kc_kv_seq_truncate(s->kv, e[i].seq, s->before[i]);
+}
+
+kc_status kc_session_decode(kc_session *s, const kc_decode_entry *e, int32_t n) {
+  if (!s) return KC_ERR_INVALID_ARG;
+  kc_clear_error(s->ctx);
+  if (n <= 0 || !e) return kc_errorf(s->ctx, KC_ERR_INVALID_ARG, "kc_session_decode: no entries");
+  int64_t S = 0;
+  for (int32_t i = 0; i < n; i++) {
+    if (e[i].ntokens <= 0 || !e[i].tokens)
+      return kc_errorf(s->ctx, KC_ERR_INVALID_ARG, "decode entry %d: no tokens", i);
+    if (kc_kv_seq_len(s->kv, e[i].seq) < 0)
+      return kc_errorf(s->ctx, KC_ERR_INVALID_ARG, "decode entry %d: sequence %d does not exist",
+                       i, e[i].seq);
+    for (int32_t j = 0; j < i; j++)
+      if (e[j].seq == e[i].seq)
+        return kc_errorf(s->ctx, KC_ERR_INVALID_ARG, "sequence %d is in the step twice", e[i].seq);
+    if (e[i].ntokens > S) S = e[i].ntokens;
+  }
+  kc_status st = reserve(s, n, (int64_t)n * S, 0);
+  if (st != KC_OK) return st;
+  for (int32_t i = 0; i < n; i++) {
+    s->before[i] = kc_kv_seq_len(s->kv, e[i].seq);
+    st = kc_kv_seq_append(s->kv, e[i].seq, e[i].ntokens);
+    if (st != KC_OK) {
+      undo(s, e, i);
+      return st;
+    }
+  }
+  int64_t bs = kc_kv_block_size(s->kv), maxb = 1;
+  for (int32_t i = 0; i < n; i++) {
+    int64_t need = (s->before[i] + e[i].ntokens + bs - 1) / bs;
+    if (need > maxb) maxb = need;
+    s->seqs[i] = e[i].seq;
+    s->lens[i] = e[i].ntokens;
+  }
+  if ((st = reserve(s, n, (int64_t)n * S, (int64_t)n * maxb)) != KC_OK) {
+    undo(s, e, n);
+    return st;
+  }
+  kc_kv_tables(s->kv, s->seqs, n, s->table, maxb, s->past);
+  for (int32_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < S; j++) {
+      int64_t tok = j < e[i].ntokens ? e[i].tokens[j] : 0;
+      if (s->ids_dtype == KC_I64)
+        ((int64_t *)s->ids)[i * S + j] = tok;
+      else
+        ((int32_t *)s->ids)[i * S + j] = (int32_t)tok;
+    }
+  kc_tensor_desc in[5] = {
+      {.name = s->ids_name, .dtype = s->ids_dtype, .rank = 2, .dims = {n, S}, .data = s->ids},
+      {.name = "kc_kv_cache", .dtype = KC_F32, .rank = 6, .data = kc_kv_pool(s->kv)},
+      {.name = "kc_block_table", .dtype = KC_I32, .rank = 2, .dims = {n, maxb}, .data = s->table},
+      {.name = "kc_past_len", .dtype = KC_I64, .rank = 1, .dims = {n}, .data = s->past},
+      {.name = "kc_new_len", .dtype = KC_I64, .rank = 1, .dims = {n}, .data = s->lens},
+  };
+  if (!*s->ids_name) in[0].name = NULL;
+  memcpy(in[1].dims, s->pool_dims, sizeof s->pool_dims);
+  kc_tensor_desc out;
+  st = kc_run(s->m, in, 5, &out, 1);
+  if (st != KC_OK) {
+    undo(s, e, n);
+    return st;
+  }
+  const float *logits = out.data;
+  for (int32_t i = 0; i < n; i++) {
+    if (!e[i].logits) continue;
+    int64_t first = e[i].all ? 0 : e[i].ntokens - 1;
+    size_t rows = (size_t)(e[i].ntokens - first);
+    memcpy(e[i].logits, logits + ((size_t)i * S + first) * s->vocab,
+           rows * (size_t)s->vocab * sizeof *logits);
+  }
+  return KC_OK;
+}

@@ -1,0 +1,184 @@
+/*
+ * tests/test_session.c - decoding with a KV cache (kc_session: the decode step kernc derives from
+ * a plain causal model, runtime/kv_cache.c) against PyTorch's logits of the whole sequence
+ * (argv[1]: the kernc binary, argv[2]: tests/).
+ *
+ * For the test models exported from PyTorch (tests/models/gpt2_tiny, llama_tiny: GQA + RoPE),
+ * data set 1 holds two rows of 12 token ids and PyTorch's logits [2, 12, vocab] of the full
+ * forward. Two sequences are prefilled with different prefixes (5 and 9 tokens) in one step,
+ * then decoded one token at a time, together while both have tokens left and alone after: the
+ * logits of every position, prefill and decode, must equal PyTorch's at that position (the
+ * tolerance `kernc check` uses). Both cache layouts: contiguous (one buffer per sequence) and
+ * paged (blocks of 4 tokens, so every sequence spans several, shuffled, blocks). Also: a fork
+ * decodes like its source, a write into a shared block leaves the source's logits unchanged,
+ * and a step the cache cannot hold is an error that changes nothing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "frontend/frontend.h"
+#include "tests/harness.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *tests;
+
+typedef struct ref {
+  kc_context *ctx;
+  kc_graph *g;
+  kc_pb_tensor ids, logits; /* [2, 12], [2, 12, vocab] */
+  int64_t vocab;
+} ref;
+
+static void load(ref *r, const char *model) {
+  char path[4096];
+  r->ctx = kc_context_new();
+  snprintf(path, sizeof path, "%s/models/%s/model.onnx", tests, model);
+  if (kc_onnx_load(r->ctx, path, &r->g) != KC_OK) fail_msg("%s", kc_last_error(r->ctx));
+  snprintf(path, sizeof path, "%s/models/%s/test_data_set_1/input_0.pb", tests, model);
+  if (kc_tensor_pb_read(r->ctx, path, &r->ids) != KC_OK) fail_msg("%s", kc_last_error(r->ctx));
+  snprintf(path, sizeof path, "%s/models/%s/test_data_set_1/output_0.pb", tests, model);
+  if (kc_tensor_pb_read(r->ctx, path, &r->logits) != KC_OK) fail_msg("%s", kc_last_error(r->ctx));
+  assert_int_equal(r->ids.t.rank, 2);
+  assert_int_equal(r->ids.t.dims[0], 2);
+  assert_int_equal(r->ids.t.dims[1], 12);
+  r->vocab = r->logits.t.dims[2];
+}
+
+static void unload(ref *r) {
+  kc_pb_tensor_free(&r->ids);
+  kc_pb_tensor_free(&r->logits);
+  kc_graph_free(r->g);
+  kc_context_free(r->ctx);
+}
+
+static const int64_t *ids_of(const ref *r, int row) {
+  return (const int64_t *)r->ids.t.data + row * 12;
+}
+
+/* got (n rows of vocab) against PyTorch's logits of row `row`, positions [pos, pos + n). */
+static void expect_logits(const ref *r, const float *got, int row, int pos, int n,
+                          const char *what) {
+  const float *want = (const float *)r->logits.t.data + ((size_t)row * 12 + pos) * r->vocab;
+  for (int64_t i = 0; i < n * r->vocab; i++) {
+    float w = want[i], g = got[i];
+    if (!(fabsf(g - w) <= 1e-4f + 1e-3f * fabsf(w)))
+      fail_msg("%s: row %d position %lld token %lld: %.7g, PyTorch %.7g", what, row,
+               (long long)(pos + i / r->vocab), (long long)(i % r->vocab), g, w);
+  }
+}
+
+/* Two sequences: prefill 5 and 9 tokens in one step, then one token per step per sequence. */
+static void decode_both(const ref *r, const kc_session_options *o, const char *what) {
+  kc_session *s;
+  if (kc_session_new(r->ctx, r->g, o, &s) != KC_OK) fail_msg("%s", kc_last_error(r->ctx));
+  assert_int_equal(kc_session_vocab(s), r->vocab);
+  int32_t a, b;
+  assert_int_equal(kc_session_seq_new(s, &a), KC_OK);
+  assert_int_equal(kc_session_seq_new(s, &b), KC_OK);
+  float *la = malloc((size_t)12 * r->vocab * sizeof *la);
+  float *lb = malloc((size_t)12 * r->vocab * sizeof *lb);
+  kc_decode_entry pre[2] = {{a, 5, ids_of(r, 0), la, 1}, {b, 9, ids_of(r, 1), lb, 1}};
+  if (kc_session_decode(s, pre, 2) != KC_OK) fail_msg("prefill: %s", kc_last_error(r->ctx));
+  expect_logits(r, la, 0, 0, 5, what);
+  expect_logits(r, lb, 1, 0, 9, what);
+  for (int pos_a = 5, pos_b = 9; pos_a < 12;) {
+    kc_decode_entry e[2];
+    int n = 0;
+    e[n++] = (kc_decode_entry){a, 1, ids_of(r, 0) + pos_a, la, 0};
+    if (pos_b < 12) e[n++] = (kc_decode_entry){b, 1, ids_of(r, 1) + pos_b, lb, 0};
+    if (kc_session_decode(s, e, n) != KC_OK) fail_msg("decode: %s", kc_last_error(r->ctx));
+    expect_logits(r, la, 0, pos_a++, 1, what);
+    if (n == 2) expect_logits(r, lb, 1, pos_b++, 1, what);
+  }
+  assert_int_equal(kc_session_seq_len(s, a), 12);
+  assert_int_equal(kc_session_seq_len(s, b), 12);
+  free(la);
+  free(lb);
+  kc_session_free(s);
+}
+
+/* A fork after 6 tokens decodes like its source; a token the fork alone takes leaves the
+ * source's next logits unchanged (its shared block was copied before the write). */
+static void fork_and_write(const ref *r, const kc_session_options *o, const char *what) {
+  kc_session *s;
+  if (kc_session_new(r->ctx, r->g, o, &s) != KC_OK) fail_msg("%s", kc_last_error(r->ctx));
+  int32_t a, f;
+  float *l = malloc((size_t)r->vocab * sizeof *l), *lf = malloc((size_t)r->vocab * sizeof *lf);
+  assert_int_equal(kc_session_seq_new(s, &a), KC_OK);
+  kc_decode_entry pre = {a, 6, ids_of(r, 0), l, 0};
+  if (kc_session_decode(s, &pre, 1) != KC_OK) fail_msg("prefill: %s", kc_last_error(r->ctx));
+  assert_int_equal(kc_session_seq_fork(s, a, &f), KC_OK);
+  int64_t other = (ids_of(r, 0)[6] + 1) % r->vocab;
+  kc_decode_entry wf = {f, 1, &other, lf, 0}; /* the fork writes position 6 first */
+  if (kc_session_decode(s, &wf, 1) != KC_OK) fail_msg("fork: %s", kc_last_error(r->ctx));
+  kc_decode_entry wa = {a, 1, ids_of(r, 0) + 6, l, 0};
+  if (kc_session_decode(s, &wa, 1) != KC_OK) fail_msg("source: %s", kc_last_error(r->ctx));
+  expect_logits(r, l, 0, 6, 1, what);
+  free(l);
+  free(lf);
+  kc_session_free(s);
+}
+
+static void t_models(void **state) {
+  (void)state;
+  const char *models[] = {"gpt2_tiny", "llama_tiny"};
+  for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
+    ref r = {0};
+    load(&r, models[i]);
+    char what[128];
+    kc_session_options contiguous = {.max_len = 16, .max_seqs = 2, .threads = 2};
+    kc_session_options paged = {.paged = 1, .block_size = 4, .max_tokens = 64, .threads = 2};
+    snprintf(what, sizeof what, "%s, contiguous cache", models[i]);
+    decode_both(&r, &contiguous, what);
+    snprintf(what, sizeof what, "%s, paged cache", models[i]);
+    decode_both(&r, &paged, what);
+    fork_and_write(&r, &paged, what);
+    unload(&r);
+  }
+}
+
+/* A step the cache cannot hold fails naming the sequence and changes nothing. */
+static void t_full_cache(void **state) {
+  (void)state;
+  ref r = {0};
+  load(&r, "gpt2_tiny");
+  kc_session_options o = {.paged = 1, .block_size = 4, .max_tokens = 12};
+  kc_session *s;
+  if (kc_session_new(r.ctx, r.g, &o, &s) != KC_OK) fail_msg("%s", kc_last_error(r.ctx));
+  int32_t a, b;
+  assert_int_equal(kc_session_seq_new(s, &a), KC_OK);
+  assert_int_equal(kc_session_seq_new(s, &b), KC_OK);
+  kc_decode_entry e[2] = {{a, 8, ids_of(&r, 0), NULL, 0}, {b, 5, ids_of(&r, 1), NULL, 0}};
+  assert_int_equal(kc_session_decode(s, e, 2), KC_ERR_RUNTIME);
+  assert_non_null(strstr(kc_last_error(r.ctx), "full"));
+  assert_int_equal(kc_session_seq_len(s, a), 0);
+  assert_int_equal(kc_session_seq_len(s, b), 0);
+  e[1].ntokens = 4; /* 8 + 4 tokens fill the 3 blocks exactly */
+  float *l = malloc((size_t)r.vocab * sizeof *l);
+  e[0].logits = l;
+  if (kc_session_decode(s, e, 2) != KC_OK) fail_msg("%s", kc_last_error(r.ctx));
+  expect_logits(&r, l, 0, 7, 1, "after a refused step");
+  free(l);
+  kc_session_free(s);
+  unload(&r);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: %s KERNC TESTS_DIR\n", argv[0]);
+    return 2;
+  }
+  tests = argv[2];
+  const struct CMUnitTest t[] = {
+      cmocka_unit_test(t_models),
+      cmocka_unit_test(t_full_cache),
+  };
+  return cmocka_run_group_tests(t, NULL, NULL);
+}
