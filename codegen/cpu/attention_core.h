@@ -1,0 +1,135 @@
+/*
+ * codegen/cpu/attention_core.h - private to the CPU code generator: the one attention core that
+ * kernc's fused attention (attention.c) and the KV-cache attention (kv_cache.c) share. An
+ * emitter describes its operands in a kc_att (what q, y, the mask and rotary are), decides per
+ * work unit which keys a query sees, and hands the core the keys as ranges (kc_att_keys):
+ * contiguous runs of keys with a base and a stride in some buffer, whatever holds them (the
+ * fused op's past K/V and new keys; one block of the paged cache per range). The core turns
+ * ranges into the online softmax; it never knows where the keys came from.
+ *
+ * Two layouts of the work (both FlashAttention-style online softmax, never materializing the
+ * scores):
+ *   - slots (kc_att_unit_*, kc_att_stream): a unit is (batch, kv head, block of W query slots),
+ *     slot r = (query row r / group, query head hk * group + r % group); a vector holds one
+ *     score per slot, keys are broadcast (see attention.c for the full story). Good when a unit
+ *     has many query rows or heads per kv head (prefill, MQA).
+ *   - decode (kc_att_dec_*): one query vector (one row of one head) against the keys, W keys per
+ *     vector: each key's dot product is accumulated over D in vector chunks and W of them are
+ *     reduced together by a transpose-add tree, so every lane does useful work when a unit has
+ *     a single query (decoding with few query heads per kv head).
+ *
+ * Invariants:
+ *   - Arithmetic is f32 whatever the operand dtype (kc_att_ld / kc_att_st convert).
+ *   - A range's keys [0, end) are read at kbase + j * kstride (and the values likewise); a
+ *     partial block of keys clamps its key index to end - 1 and masks the extra lanes, so no
+ *     key outside [0, end) is ever addressed.
+ *   - A row that sees no key (softmax sum 0) gives 0.
+ *   - The workspace layouts are the core's: the emitter sizes ws with kc_att_ws_bytes.
+ */
+#ifndef KERNC_CODEGEN_CPU_ATTENTION_CORE_H
+#define KERNC_CODEGEN_CPU_ATTENTION_CORE_H
+
+#include "rowvec.h"
+
+/* What the mask input is (causal is a flag of its own: it may come with an additive input). */
+enum { KC_ATT_M_NONE, KC_ATT_M_PADDING, KC_ATT_M_ADDITIVE };
+
+typedef struct kc_att {
+  kc_cpu_emit *e;
+  kc_ir *ir;
+  kc_dtype t, mt; /* q/k/v dtype; mask dtype */
+  unsigned W;     /* f32 lanes */
+  int rank;       /* of q and y: 3 [B,S,H*D] or 4 [B,H,S,D] */
+  int mask;       /* KC_ATT_M_* */
+  bool causal, rotary, interleaved;
+  double softcap; /* > 0: scores become softcap * tanh(scores / softcap) before the masks */
+  double scale;
+  int64_t heads, kvh, group, D, Dv;
+
+  /* Kernel-wide values the emitter sets after kc_emit_kernel_begin. */
+  LLVMValueRef q, m, cosp, sinp, y; /* buffers (m, cosp, sinp may be NULL) */
+  LLVMValueRef S;                   /* query rows */
+  LLVMValueRef mT;                  /* padding mask: its row length */
+  LLVMValueRef mlimit; /* additive mask: key positions >= mlimit are masked out (NULL: none) */
+  LLVMValueRef maxpos, half, cw; /* rotary: cache rows, half the rotary width, cache width */
+  LLVMValueRef qs[3], ys[3];     /* strides of batch, sequence, head */
+  LLVMValueRef ms[4];            /* additive mask strides over [B, heads, S, T] */
+  LLVMValueRef ws;               /* the workspace */
+
+  /* Per unit (kc_att_unit_begin sets b..moffv; the emitter sets P and qposv). */
+  LLVMValueRef b, hk, s0, nrows, rowmask; /* batch, kv head, first slot, valid lanes */
+  LLVMValueRef iv, hv;                    /* per lane: query row, query head (i64) */
+  LLVMValueRef P;                         /* position of query row 0 (rotary) */
+  LLVMValueRef qposv; /* causal: per lane, the last key position it sees (i32) */
+  LLVMValueRef moffv; /* additive mask: per lane, its head and row offset */
+} kc_att;
+
+/* A run of keys [0, end) in one buffer (see the invariants). */
+typedef struct kc_att_keys {
+  LLVMValueRef kbase, kstride, vbase, vstride; /* element offsets into the source buffers */
+  LLVMValueRef ksrc, vsrc;                     /* the buffers */
+  LLVMValueRef pos0;                           /* absolute position of key 0 */
+  LLVMValueRef end;
+  bool rotate; /* rotate the keys (rotary) at their positions as they are read */
+} kc_att_keys;
+
+static inline LLVMValueRef kc_att_i64(kc_att *A, int64_t v) { return kc_ir_i64(A->ir, v); }
+
+/* Element idx of a buffer of dtype t as f32, and back. */
+LLVMValueRef kc_att_ld(kc_att *A, kc_dtype t, LLVMValueRef p, LLVMValueRef idx);
+void kc_att_st(kc_att *A, kc_dtype t, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v);
+
+/* Where element d of a head vector pairs up under rotary: partner, cache index, sign, rotated? */
+typedef struct kc_att_pair {
+  LLVMValueRef partner, ci, neg, in;
+} kc_att_pair;
+kc_att_pair kc_att_pair_of(kc_att *A, LLVMValueRef d);
+/* Element d of the head vector at row (buffer p of A->t) rotated to position pos (clamped into
+ * the caches' rows: never read out of them), as f32; unrotated when !A->rotary. */
+LLVMValueRef kc_att_rotated(kc_att *A, LLVMValueRef p, LLVMValueRef row, LLVMValueRef d,
+                            const kc_att_pair *r, LLVMValueRef pos);
+
+/* Batch, sequence and head strides of a [B,S,h*dh] (rank 3) or [B,h,S,dh] tensor. */
+void kc_att_strides(kc_att *A, int rank, LLVMValueRef s, int64_t h, int64_t dh, LLVMValueRef *out);
+/* A->ms: the additive mask (input `in`) broadcast to [B, heads, S, T], 0 along broadcast dims. */
+void kc_att_mask_strides(kc_att *A, uint32_t in);
+/* Set the rotary caches from inputs cos_in / sin_in (A->rotary must be set). */
+void kc_att_rotary_caches(kc_att *A, uint32_t cos_in, uint32_t sin_in);
+
+/* Workspace bytes for the slot layout, the decode layout, or both (a multiple of 64). */
+int64_t kc_att_ws_bytes(const kc_att *A, bool slots, bool decode);
+
+/* ---- the slot layout -------------------------------------------------------------------- */
+
+/* Units of the slot layout: B * kvh * ceil(S * group / W), from q (input q_in) of that rank. */
+LLVMValueRef kc_att_slot_units(kc_cpu_emit *e, LLVMValueRef dims, uint32_t q_in, int rank,
+                               int64_t heads, int64_t kvh);
+/* Unit u: sets b, hk, s0, nrows, rowmask, iv, hv (and moffv for an additive mask). */
+void kc_att_unit_begin(kc_att *A, LLVMValueRef u);
+/* Last query row of the unit (i64). */
+LLVMValueRef kc_att_unit_last_row(kc_att *A);
+/* Stage the unit's queries (scaled, rotated at P + row) and zero the accumulator; returns the
+ * online softmax state (2 values: max, sum) in carry. */
+void kc_att_unit_start(kc_att *A, LLVMValueRef *carry);
+/* Stream one range through the online softmax (carry: max, sum). */
+void kc_att_stream(kc_att *A, const kc_att_keys *kr, LLVMValueRef *carry);
+/* y = acc / sum for the unit's slots (0 where nothing was visible). */
+void kc_att_unit_end(kc_att *A, const LLVMValueRef *carry);
+
+/* ---- the decode layout ------------------------------------------------------------------ */
+
+/* The decode state of one (batch b, query head h, query row i) unit. */
+typedef struct kc_att_dec {
+  LLVMValueRef b, h, i; /* i64 */
+  LLVMValueRef carry[2];
+} kc_att_dec;
+/* Stage query row i of head h in batch b (scaled, rotated at position pos), zero the
+ * accumulator. */
+void kc_att_dec_begin(kc_att *A, kc_att_dec *d, LLVMValueRef b, LLVMValueRef h, LLVMValueRef i,
+                      LLVMValueRef pos);
+/* Every key of the range is visible to the query (the caller bounds end causally). */
+void kc_att_dec_keys(kc_att *A, kc_att_dec *d, const kc_att_keys *kr);
+/* y[b, i, h] = acc / sum (0 where nothing was visible). */
+void kc_att_dec_end(kc_att *A, kc_att_dec *d);
+
+#endif /* KERNC_CODEGEN_CPU_ATTENTION_CORE_H */

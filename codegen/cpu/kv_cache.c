@@ -1,0 +1,390 @@
+/*
+ * codegen/cpu/kv_cache.c - kc_lower_kv_store and kc_lower_attention_cache: the KV-cache ops of
+ * decoding (ir/ops.def; the layout is ISSUE12's: a pool cache [NBLK, L, 2, KVH, BS, D], token t of
+ * batch row b in block table[b, t / BS] slot t % BS, so layer `layer`, K (kv 0) or V (kv 1), kv
+ * head h of that token start at element ((((blk * L + layer) * 2 + kv) * KVH + h) * BS + slot) *
+ * D).
+ *
+ * kv_store: a unit per (row b, token s); tokens s >= lens[b] (padding) write nothing. Token s goes
+ * to position past[b] + s, its key rotated there first when cos/sin are given (as the fused
+ * attention rotates new keys; the position is clamped into the caches' rows, as there).
+ *
+ * attention_cache: the attention core (attention_core.h) over the row's cache blocks: one key
+ * range per block, positions [k * BS, k * BS + BS) cut at the last key the unit sees. Query row
+ * i of batch row b sees keys j <= past[b] + min(i, lens[b] - 1): causal for i < lens[b], and a
+ * padding row sees the row's last written key and nothing later. lens is clamped into [0, S].
+ *   - prefill (S > 1), or any S when a kv head serves at least W/4 query heads: the slot layout,
+ *     units (b, kv head, W query slots), as the fused attention;
+ *   - decode (S = 1, group < W/4): the decode layout, a unit per (b, query head), W keys per
+ *     vector, so a single query row uses every lane. The units are B * heads whatever the kv
+ *     heads are, so a step with one row and few kv heads still spreads over the threads.
+ *     Flash-decoding proper (one row's keys split over units and the partial softmax sums merged)
+ *     is not done here: the kernel ABI runs a step's units with no order and no barrier, and
+ *     merging needs either a second step or shared counters zeroed before the step, which the
+ *     ABI has neither of (its arena and outputs start with garbage). Units over query heads give
+ *     B * heads independent units instead (12 for GPT-2 small, one row).
+ *   With S symbolic both are emitted and the kernel (and its units function) picks by S.
+ *   The additive mask's last dim covers the keys [0, T_mask); a key at or past T_mask (when
+ *   T_mask > 1) is masked out rather than read.
+ *
+ * Index checks (codegen/cpu/emit.h's contract, check_in = the table, bound = the cache's NBLK):
+ *   - a table entry outside [0, NBLK) that a unit needs reports its flat position b * MAXB + k;
+ *   - a position whose block index is past the table (t / BS >= MAXB), or negative (past[b] < 0
+ *     in kv_store), reports the row's last entry b * MAXB + MAXB - 1 (position 0 when MAXB is 0,
+ *     an empty table that the runtime reads as zero bytes): the message then names the row and
+ *     the table's last entry, which is the entry the row would have needed to go past.
+ * Nothing is addressed with an index that failed its check; the kernel returns at once.
+ */
+#include "attention_core.h"
+
+#include <math.h>
+
+/* kv_store inputs */
+enum { CACHE, KS, VS, TABLE, PAST, LENS, KS_COS, KS_SIN };
+/* attention_cache inputs */
+enum { Q, AC_CACHE, AC_TABLE, AC_PAST, AC_LENS, MASK, COS, SIN };
+
+static bool present(const kc_node *n, uint32_t i) { return n->nin > i && n->in[i].id; }
+
+/* The cache geometry and the per-row operands, as kernel values. */
+typedef struct cache {
+  LLVMValueRef data, table, past, lens; /* buffers */
+  LLVMValueRef nblk, L, BS, maxb, layer;
+  int64_t kvh, D;
+  uint32_t cache_in, table_in;
+} cache;
+
+static void cache_open(kc_cpu_emit *e, cache *c, uint32_t ci, uint32_t ti, uint32_t pi, uint32_t li,
+                       bool out) {
+  kc_ir *ir = e->ir;
+  c->cache_in = ci, c->table_in = ti;
+  c->data = out ? kc_emit_out_ptr(e, 0) : kc_emit_in_ptr(e, ci);
+  c->table = kc_emit_in_ptr(e, ti);
+  c->past = kc_emit_in_ptr(e, pi);
+  c->lens = kc_emit_in_ptr(e, li);
+  c->nblk = kc_emit_dim(e, e->p_dims, false, ci, 0);
+  c->L = kc_emit_dim(e, e->p_dims, false, ci, 1);
+  c->BS = kc_emit_dim(e, e->p_dims, false, ci, 4);
+  c->maxb = kc_emit_dim(e, e->p_dims, false, ti, 1);
+  c->layer = kc_ir_i64(ir, kc_node_int(e->n, "layer", 0));
+  /* the table is what the kernel checks; its bound is the cache's block count */
+  e->check_in = (int)ti;
+  e->check_dim = e->in_dims[ci] + 0;
+}
+
+/* past[b] and lens[b] clamped into [0, S] (i64). */
+static void row_lengths(kc_cpu_emit *e, cache *c, LLVMValueRef b, LLVMValueRef S, LLVMValueRef *P,
+                        LLVMValueRef *len) {
+  kc_ir *ir = e->ir;
+  *P = kc_emit_load(e, KC_I64, c->past, b, 1);
+  LLVMValueRef l = kc_emit_load(e, KC_I64, c->lens, b, 1);
+  *len = kc_ir_max(ir, kc_ir_min(ir, l, S), kc_ir_i64(ir, 0));
+}
+
+/* Leave the kernel with 1 + pos when bad holds (the index check contract). */
+static void fail_if(kc_cpu_emit *e, LLVMValueRef bad, LLVMValueRef pos) {
+  kc_ir *ir = e->ir;
+  LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(ir->ctx, ir->fn, "bad_index");
+  LLVMBasicBlockRef ok = LLVMAppendBasicBlockInContext(ir->ctx, ir->fn, "index_ok");
+  LLVMBuildCondBr(ir->b, bad, fail, ok);
+  LLVMPositionBuilderAtEnd(ir->b, fail);
+  LLVMBuildRet(ir->b, kc_ir_add(ir, pos, kc_ir_i64(ir, 1)));
+  LLVMPositionBuilderAtEnd(ir->b, ok);
+}
+
+/* Fail unless blocks [0, nb) of row b are in the table (nb <= MAXB): the row's last entry. */
+static void check_row_blocks(kc_cpu_emit *e, cache *c, LLVMValueRef b, LLVMValueRef nb) {
+  kc_ir *ir = e->ir;
+  LLVMValueRef last = kc_ir_max(ir, kc_ir_sub(ir, c->maxb, kc_ir_i64(ir, 1)), kc_ir_i64(ir, 0));
+  fail_if(e, LLVMBuildICmp(ir->b, LLVMIntSGT, nb, c->maxb, ""),
+          kc_ir_add(ir, kc_ir_mul(ir, b, c->maxb), last));
+}
+
+/* Element offset of (layer, kv, kv head hk, slot 0) of table entry k of row b (k < MAXB), after
+ * checking the entry is a block of the pool. */
+static LLVMValueRef block_base(kc_cpu_emit *e, cache *c, LLVMValueRef b, LLVMValueRef k,
+                               LLVMValueRef hk, int kv) {
+  kc_ir *ir = e->ir;
+  LLVMValueRef pos = kc_ir_add(ir, kc_ir_mul(ir, b, c->maxb), k);
+  LLVMValueRef blk = kc_emit_convert(ir, kc_emit_load(e, KC_I32, c->table, pos, 1), KC_I32, KC_I64);
+  fail_if(e, LLVMBuildICmp(ir->b, LLVMIntUGE, blk, c->nblk, ""), pos);
+  LLVMValueRef o = kc_ir_add(ir, kc_ir_mul(ir, blk, c->L), c->layer);
+  o = kc_ir_add(ir, kc_ir_mul(ir, o, kc_ir_i64(ir, 2)), kc_ir_i64(ir, kv));
+  o = kc_ir_add(ir, kc_ir_mul(ir, o, kc_ir_i64(ir, c->kvh)), hk);
+  return kc_ir_mul(ir, kc_ir_mul(ir, o, c->BS), kc_ir_i64(ir, c->D));
+}
+
+/* ---- kv_store ------------------------------------------------------------------------------- */
+
+/* B * S: a unit per (row, token). */
+static LLVMValueRef store_units(kc_cpu_emit *e, LLVMValueRef dims) {
+  int rank = kc_value_of(e->g, e->n->in[KS])->rank;
+  return kc_ir_mul(e->ir, kc_emit_dim(e, dims, false, KS, 0),
+                   kc_emit_dim(e, dims, false, KS, rank == 3 ? 1 : 2));
+}
+
+kc_status kc_lower_kv_store(kc_cpu_emit *e) {
+  const kc_node *n = e->n;
+  kc_graph *g = (kc_graph *)e->g;
+  const kc_value *cv = kc_value_of(g, n->in[CACHE]), *kv = kc_value_of(g, n->in[KS]);
+  if (KC_DIM_IS_SYM(cv->dims[5]) || KC_DIM_IS_SYM(cv->dims[3]))
+    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED,
+                          "the cache's kv heads and head size must be static");
+  kc_att A = {.e = e, .ir = e->ir, .t = cv->dtype, .D = cv->dims[5], .Dv = cv->dims[5]};
+  A.kvh = cv->dims[3];
+  A.rotary = present(n, KS_COS) && present(n, KS_SIN);
+  A.interleaved = kc_node_int(n, "rotary_interleaved", 0) != 0;
+  int rank = kv->rank;
+  kc_ir *ir = e->ir;
+  e->grain = 0;
+
+  kc_emit_kernel_begin(e);
+  cache c = {.kvh = A.kvh, .D = A.D};
+  cache_open(e, &c, CACHE, TABLE, PAST, LENS, true);
+  LLVMValueRef k = kc_emit_in_ptr(e, KS), v = kc_emit_in_ptr(e, VS);
+  if (A.rotary) kc_att_rotary_caches(&A, KS_COS, KS_SIN);
+  LLVMValueRef S = kc_emit_dim(e, e->p_dims, false, KS, rank == 3 ? 1 : 2), st[3];
+  kc_att_strides(&A, rank, S, A.kvh, A.D, st);
+  LLVMValueRef zero = kc_ir_i64(ir, 0), one = kc_ir_i64(ir, 1), Dv = kc_ir_i64(ir, A.D);
+  kc_loop lu;
+  LLVMValueRef u = kc_loop_begin(ir, &lu, e->p_begin, e->p_end, one, 0, NULL);
+  LLVMValueRef b = LLVMBuildSDiv(ir->b, u, S, ""), s = LLVMBuildSRem(ir->b, u, S, "");
+  LLVMValueRef P, len;
+  row_lengths(e, &c, b, S, &P, &len);
+  kc_if live;
+  kc_if_begin(ir, &live, kc_ir_lt(ir, s, len));
+  LLVMValueRef pos = kc_ir_add(ir, P, s);
+  LLVMValueRef kb = LLVMBuildSDiv(ir->b, pos, c.BS, ""), slot = LLVMBuildSRem(ir->b, pos, c.BS, "");
+  /* a negative position is outside the table as much as one past its end */
+  LLVMValueRef out = LLVMBuildOr(ir->b, kc_ir_lt(ir, pos, zero),
+                                 LLVMBuildICmp(ir->b, LLVMIntSGE, kb, c.maxb, ""), "");
+  LLVMValueRef last = kc_ir_max(ir, kc_ir_sub(ir, c.maxb, one), zero);
+  fail_if(e, out, kc_ir_add(ir, kc_ir_mul(ir, b, c.maxb), last));
+  LLVMValueRef kbase = block_base(e, &c, b, kb, zero, 0);
+  /* K and V halves of the block: the kv-head stride is BS * D, V follows K by KVH of them */
+  LLVMValueRef hstride = kc_ir_mul(ir, c.BS, Dv);
+  LLVMValueRef vofs = kc_ir_mul(ir, hstride, kc_ir_i64(ir, A.kvh));
+  kc_loop lh;
+  LLVMValueRef h = kc_loop_begin(ir, &lh, zero, kc_ir_i64(ir, A.kvh), one, 0, NULL);
+  LLVMValueRef dst =
+      kc_ir_add(ir, kc_ir_add(ir, kbase, kc_ir_mul(ir, h, hstride)), kc_ir_mul(ir, slot, Dv));
+  LLVMValueRef row = kc_ir_add(ir, kc_ir_add(ir, kc_ir_mul(ir, b, st[0]), kc_ir_mul(ir, s, st[1])),
+                               kc_ir_mul(ir, h, st[2]));
+  kc_loop ld;
+  LLVMValueRef d = kc_loop_begin(ir, &ld, zero, Dv, one, 0, NULL);
+  if (A.rotary) {
+    kc_att_pair r = kc_att_pair_of(&A, d);
+    kc_att_st(&A, A.t, c.data, kc_ir_add(ir, dst, d), kc_att_rotated(&A, k, row, d, &r, pos));
+  } else {
+    /* copies keep their bits */
+    kc_emit_store(e, A.t, c.data, kc_ir_add(ir, dst, d),
+                  kc_emit_load(e, A.t, k, kc_ir_add(ir, row, d), 1), 1);
+  }
+  kc_emit_store(e, A.t, c.data, kc_ir_add(ir, kc_ir_add(ir, dst, vofs), d),
+                kc_emit_load(e, A.t, v, kc_ir_add(ir, row, d), 1), 1);
+  kc_loop_end(ir, &ld, NULL);
+  kc_loop_end(ir, &lh, NULL);
+  kc_if_end(ir, &live);
+  kc_loop_end(ir, &lu, NULL);
+  kc_emit_kernel_end(e);
+  kc_emit_units_custom(e, store_units);
+  return KC_OK;
+}
+
+/* ---- attention_cache ------------------------------------------------------------------------ */
+
+/* Heads, kv heads and the decode layout's use, from the node (the units function needs them). */
+typedef struct heads {
+  int64_t heads, kvh, group;
+  bool decode; /* S = 1 takes the decode layout (see the top) */
+} heads;
+
+static heads heads_of(kc_cpu_emit *e) {
+  heads h;
+  h.heads = kc_node_int(e->n, "heads", 0);
+  h.kvh = kc_node_int(e->n, "kv_heads", h.heads);
+  h.group = h.kvh > 0 ? h.heads / h.kvh : 0;
+  h.decode = h.group * 4 < kc_cpu_host(e->cpu)->f32_lanes;
+  return h;
+}
+
+static LLVMValueRef ac_units(kc_cpu_emit *e, LLVMValueRef dims) {
+  kc_ir *ir = e->ir;
+  heads h = heads_of(e);
+  int rank = kc_value_of(e->g, e->n->in[Q])->rank;
+  LLVMValueRef slots = kc_att_slot_units(e, dims, Q, rank, h.heads, h.kvh);
+  if (!h.decode) return slots;
+  LLVMValueRef S = kc_emit_dim(e, dims, false, Q, rank == 3 ? 1 : 2);
+  LLVMValueRef dec = kc_ir_mul(ir, kc_emit_dim(e, dims, false, Q, 0), kc_ir_i64(ir, h.heads));
+  return LLVMBuildSelect(ir->b, LLVMBuildICmp(ir->b, LLVMIntEQ, S, kc_ir_i64(ir, 1), ""), dec,
+                         slots, "");
+}
+
+static kc_status ac_configure(kc_cpu_emit *e, kc_att *A, heads *h) {
+  const kc_node *n = e->n;
+  kc_graph *g = (kc_graph *)e->g;
+  const kc_value *q = kc_value_of(g, n->in[Q]), *cv = kc_value_of(g, n->in[AC_CACHE]);
+  *h = heads_of(e);
+  A->t = q->dtype;
+  A->rank = q->rank;
+  A->heads = h->heads;
+  A->kvh = h->kvh;
+  if (A->heads <= 0 || A->kvh <= 0 || A->heads % A->kvh != 0)
+    return kc_node_errorf(g, n, KC_ERR_SHAPE, "heads %lld, kv_heads %lld", (long long)A->heads,
+                          (long long)A->kvh);
+  A->group = h->group;
+  if (KC_DIM_IS_SYM(cv->dims[5]) || KC_DIM_IS_SYM(cv->dims[3]))
+    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED,
+                          "the cache's kv heads and head size must be static");
+  if (cv->dims[3] != A->kvh || cv->dtype != A->t)
+    return kc_node_errorf(g, n, KC_ERR_SHAPE, "the cache does not match q and kv_heads");
+  A->D = A->Dv = cv->dims[5];
+  if (A->D <= 0) return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "empty heads");
+  const kc_attr *sc = kc_node_attr(n, "scale");
+  A->scale = sc ? sc->u.f : 1.0 / sqrt((double)A->D);
+  A->softcap = kc_node_float(n, "softcap", 0);
+  A->causal = true;
+  A->mask = present(n, MASK) ? KC_ATT_M_ADDITIVE : KC_ATT_M_NONE;
+  if (present(n, MASK)) A->mt = kc_value_of(g, n->in[MASK])->dtype;
+  A->rotary = present(n, COS) && present(n, SIN);
+  A->interleaved = kc_node_int(n, "rotary_interleaved", 0) != 0;
+  A->W = (unsigned)kc_cpu_host(e->cpu)->f32_lanes;
+  if (A->W > 64) A->W = 64;
+  return KC_OK;
+}
+
+/* What to do with each key range of a row (carry: the online softmax state). */
+typedef void (*range_fn)(kc_att *A, const kc_att_keys *kr, LLVMValueRef *carry, void *user);
+
+/*
+ * Keys [0, n) of batch row b, kv head hk, as one range per cache block (each after its table
+ * entry's check; the table must hold every block the keys need).
+ */
+static void cache_keys(kc_att *A, cache *c, LLVMValueRef b, LLVMValueRef hk, LLVMValueRef n,
+                       LLVMValueRef *carry, range_fn fn, void *user) {
+  kc_cpu_emit *e = A->e;
+  kc_ir *ir = A->ir;
+  LLVMValueRef nb = kc_ir_cdiv(ir, n, c->BS);
+  check_row_blocks(e, c, b, nb);
+  LLVMValueRef Dv = kc_att_i64(A, A->D);
+  kc_loop lk;
+  LLVMValueRef k = kc_loop_begin(ir, &lk, kc_att_i64(A, 0), nb, kc_att_i64(A, 1), 2, carry);
+  LLVMValueRef cur[2] = {lk.carry[0], lk.carry[1]};
+  LLVMValueRef kbase = block_base(e, c, b, k, hk, 0);
+  LLVMValueRef pos0 = kc_ir_mul(ir, k, c->BS);
+  kc_att_keys kr = {
+      .kbase = kbase,
+      .kstride = Dv,
+      .vbase = kc_ir_add(ir, kbase, kc_ir_mul(ir, kc_ir_mul(ir, c->BS, Dv), kc_att_i64(A, c->kvh))),
+      .vstride = Dv,
+      .ksrc = c->data,
+      .vsrc = c->data,
+      .pos0 = pos0,
+      .end = kc_ir_min(ir, c->BS, kc_ir_sub(ir, n, pos0)),
+  };
+  fn(A, &kr, cur, user);
+  kc_loop_end(ir, &lk, cur);
+  carry[0] = lk.carry[0];
+  carry[1] = lk.carry[1];
+}
+
+static void slot_range(kc_att *A, const kc_att_keys *kr, LLVMValueRef *carry, void *user) {
+  (void)user;
+  kc_att_stream(A, kr, carry);
+}
+
+static void dec_range(kc_att *A, const kc_att_keys *kr, LLVMValueRef *carry, void *user) {
+  kc_att_dec *d = user;
+  d->carry[0] = carry[0], d->carry[1] = carry[1];
+  kc_att_dec_keys(A, d, kr);
+  carry[0] = d->carry[0], carry[1] = d->carry[1];
+}
+
+/* Keys a row sees up to: n = past + min(row, len - 1) + 1, at least 0. */
+static LLVMValueRef keys_upto(kc_att *A, LLVMValueRef P, LLVMValueRef row, LLVMValueRef len) {
+  kc_ir *ir = A->ir;
+  LLVMValueRef last = kc_ir_add(ir, P, kc_ir_min(ir, row, kc_ir_sub(ir, len, kc_att_i64(A, 1))));
+  return kc_ir_max(ir, kc_ir_add(ir, last, kc_att_i64(A, 1)), kc_att_i64(A, 0));
+}
+
+/* Unit u of the slot layout. */
+static void slot_unit(kc_att *A, cache *c, LLVMValueRef u) {
+  kc_ir *ir = A->ir;
+  LLVMBuilderRef b = ir->b;
+  kc_att_unit_begin(A, u);
+  LLVMValueRef P, len;
+  row_lengths(A->e, c, A->b, A->S, &P, &len);
+  A->P = P;
+  /* per lane: the last key it sees, past + min(i, len - 1) */
+  LLVMValueRef lm1 = kc_ir_splat(ir, kc_ir_sub(ir, len, kc_att_i64(A, 1)), A->W);
+  LLVMValueRef rowv =
+      LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, A->iv, lm1, ""), A->iv, lm1, "");
+  A->qposv = LLVMBuildTrunc(b, LLVMBuildAdd(b, rowv, kc_ir_splat(ir, P, A->W), ""),
+                            kc_emit_vec_type(ir->t_i32, A->W), "");
+  LLVMValueRef carry[2];
+  kc_att_unit_start(A, carry);
+  cache_keys(A, c, A->b, A->hk, keys_upto(A, P, kc_att_unit_last_row(A), len), carry, slot_range,
+             NULL);
+  kc_att_unit_end(A, carry);
+}
+
+/* Unit u of the decode layout: batch row u / heads, query head u % heads, query row 0. */
+static void decode_unit(kc_att *A, cache *c, LLVMValueRef u) {
+  kc_ir *ir = A->ir;
+  LLVMValueRef hv = kc_att_i64(A, A->heads), zero = kc_att_i64(A, 0);
+  LLVMValueRef b = LLVMBuildSDiv(ir->b, u, hv, ""), h = LLVMBuildSRem(ir->b, u, hv, "");
+  LLVMValueRef P, len;
+  row_lengths(A->e, c, b, A->S, &P, &len);
+  kc_att_dec d;
+  kc_att_dec_begin(A, &d, b, h, zero, P);
+  LLVMValueRef hk = LLVMBuildSDiv(ir->b, h, kc_att_i64(A, A->group), "");
+  cache_keys(A, c, b, hk, keys_upto(A, P, zero, len), d.carry, dec_range, &d);
+  kc_att_dec_end(A, &d);
+}
+
+kc_status kc_lower_attention_cache(kc_cpu_emit *e) {
+  kc_att A = {.e = e, .ir = e->ir};
+  heads h;
+  kc_status s = ac_configure(e, &A, &h);
+  if (s != KC_OK) return s;
+  kc_ir *ir = e->ir;
+  e->grain = 1;
+  e->ws_bytes = kc_att_ws_bytes(&A, true, h.decode);
+
+  kc_emit_kernel_begin(e);
+  cache c = {.kvh = A.kvh, .D = A.D};
+  cache_open(e, &c, AC_CACHE, AC_TABLE, AC_PAST, AC_LENS, false);
+  A.q = kc_emit_in_ptr(e, Q);
+  A.y = kc_emit_out_ptr(e, 0);
+  A.S = kc_emit_dim(e, e->p_dims, false, Q, A.rank == 3 ? 1 : 2);
+  if (A.rotary) kc_att_rotary_caches(&A, COS, SIN);
+  kc_att_strides(&A, A.rank, A.S, A.heads, A.D, A.qs);
+  kc_att_strides(&A, A.rank, A.S, A.heads, A.Dv, A.ys);
+  if (A.mask == KC_ATT_M_ADDITIVE) {
+    A.m = kc_emit_in_ptr(e, MASK);
+    kc_att_mask_strides(&A, MASK);
+    int mr = kc_value_of(e->g, e->n->in[MASK])->rank;
+    LLVMValueRef tm = kc_emit_dim(e, e->p_dims, false, MASK, mr - 1);
+    /* a mask of one key column broadcasts over every key */
+    A.mlimit = LLVMBuildSelect(ir->b, LLVMBuildICmp(ir->b, LLVMIntEQ, tm, kc_att_i64(&A, 1), ""),
+                               kc_att_i64(&A, INT64_MAX), tm, "");
+  }
+  A.ws = e->p_ws;
+  kc_if dec;
+  if (h.decode) {
+    kc_if_begin(ir, &dec, LLVMBuildICmp(ir->b, LLVMIntEQ, A.S, kc_att_i64(&A, 1), ""));
+    kc_loop l;
+    LLVMValueRef u = kc_loop_begin(ir, &l, e->p_begin, e->p_end, kc_att_i64(&A, 1), 0, NULL);
+    decode_unit(&A, &c, u);
+    kc_loop_end(ir, &l, NULL);
+    kc_if_else(ir, &dec);
+  }
+  kc_loop l;
+  LLVMValueRef u = kc_loop_begin(ir, &l, e->p_begin, e->p_end, kc_att_i64(&A, 1), 0, NULL);
+  slot_unit(&A, &c, u);
+  kc_loop_end(ir, &l, NULL);
+  if (h.decode) kc_if_end(ir, &dec);
+  kc_emit_kernel_end(e);
+  kc_emit_units_custom(e, ac_units);
+  return KC_OK;
+}
