@@ -206,8 +206,8 @@ kc_status kc_session_decode(kc_session *s, const kc_decode_entry *e, int32_t n) 
     if (e[i].ntokens <= 0 || !e[i].tokens)
       return kc_errorf(s->ctx, KC_ERR_INVALID_ARG, "decode entry %d: no tokens", i);
     if (kc_kv_seq_len(s->kv, e[i].seq) < 0)
-      return kc_errorf(s->ctx, KC_ERR_INVALID_ARG, "decode entry %d: sequence %d does not exist",
-                       i, e[i].seq);
+      return kc_errorf(s->ctx, KC_ERR_INVALID_ARG, "decode entry %d: sequence %d does not exist", i,
+                       e[i].seq);
     for (int32_t j = 0; j < i; j++)
       if (e[j].seq == e[i].seq)
         return kc_errorf(s->ctx, KC_ERR_INVALID_ARG, "sequence %d is in the step twice", e[i].seq);
