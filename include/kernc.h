@@ -429,6 +429,52 @@ int64_t kc_session_vocab(const kc_session *s);
 /* Cache bytes one token takes (all layers, K and V). */
 int64_t kc_session_cache_bytes_per_token(const kc_session *s);
 
+/*
+ * Generation over a session (runtime/generate.c). Token selection follows Hugging Face
+ * transformers 4.46.3 (runtime/sample.h says exactly how): repetition penalty, then temperature,
+ * top-k, top-p, min-p, then a draw; greedy when temperature is 0; beam search as its
+ * BeamSearchScorer. Every filter is off unless set (transformers' generate() would default
+ * top_k to 50). Draws come from a counter-based generator: a sequence's tokens depend only on its
+ * prompt and its seed, not on the rest of the batch or the thread count.
+ */
+typedef struct kc_generate_options {
+  int64_t max_new;           /* tokens to generate at most (> 0) */
+  double temperature;        /* 0: greedy; > 0: sample */
+  int32_t top_k;             /* 0: off */
+  double top_p;              /* 1 (or 0): off */
+  double min_p;              /* 0: off */
+  double repetition_penalty; /* 1 (or 0): off */
+  uint64_t seed;             /* prompt i of a batch draws with seed + i */
+  int32_t num_beams;         /* kc_generate_beams: > 1 */
+  double length_penalty;     /* beams: transformers' default is 1 (kc_generate_defaults) */
+  int32_t early_stopping;    /* beams: 0 false (transformers' default), 1 true, 2 "never" */
+  const int64_t *eos;        /* EOS ids: a sequence ends after one (kept in its output) */
+  int32_t neos;
+  const int64_t *stop;       /* stop sequences, back to back; stop_len[i] tokens each */
+  const int32_t *stop_len;
+  int32_t nstop;
+  /* each token as it comes (prompt index, token); beam search: the final tokens at the end */
+  void (*on_token)(void *user, int32_t prompt, int64_t token);
+  void *user;
+} kc_generate_options;
+
+/* max_new 32, greedy, length_penalty 1, every filter off, no EOS. */
+void kc_generate_defaults(kc_generate_options *o);
+/*
+ * Generate after each of count prompts at once (greedy or sampling): outs[i] (max_new tokens of
+ * room) gets prompt i's tokens, nout[i] their count. Each prompt runs as a sequence of its own,
+ * freed at the end.
+ */
+kc_status kc_generate_batch(kc_session *s, int32_t count, const int64_t *const *prompts,
+                            const int64_t *nprompt, const kc_generate_options *o,
+                            int64_t *const *outs, int64_t *nout);
+/* Beam search after one prompt: out (max_new + 1 tokens of room) gets the best sequence (an EOS
+ * that ended it included), *nout its length, *score (may be NULL) its score. The beams' caches
+ * are reordered by forking sequences, never copied whole. */
+kc_status kc_generate_beams(kc_session *s, const int64_t *prompt, int64_t nprompt,
+                            const kc_generate_options *o, int64_t *out, int64_t *nout,
+                            double *score);
+
 /* ---- ahead-of-time compilation ----------------------------------------------------------------
  */
 

@@ -144,6 +144,9 @@ kc_status kc_rt_analyze(kc_module *m);
 kc_status kc_rt_plan_build(kc_module *m, const char *name, bool late, kc_rt_plan *p);
 void kc_rt_plan_free(kc_rt_plan *p);
 
+/* session.c: the context a session reports errors to. */
+kc_context *kc_session_context(const kc_session *s);
+
 /* settle.c: let m->x settle m's late symbols at run time (the executor's settle hook). */
 kc_status kc_rt_settle_init(kc_module *m);
 void kc_rt_settle_free(kc_module *m);

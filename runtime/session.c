@@ -156,6 +156,8 @@ kc_status kc_session_seq_truncate(kc_session *s, int32_t seq, int64_t len) {
 
 int64_t kc_session_vocab(const kc_session *s) { return s ? s->vocab : 0; }
 
+kc_context *kc_session_context(const kc_session *s) { return s->ctx; }
+
 int64_t kc_session_cache_bytes_per_token(const kc_session *s) {
   return s ? kc_kv_bytes_per_token(s->kv) : 0;
 }
