@@ -189,15 +189,14 @@ static void sort_positions(kc_sample_scratch *s, int64_t n) {
 
 /* ---- the processors and warpers --------------------------------------------------------- */
 
-/* Keep candidates whose (key, id) is at least (k0, i0) when `up`, at most when not: the set
- * above or below a cut in (score, id) order, kept in id order. Returns the new count. */
-static int64_t keep_cut(kc_sample_scratch *s, int64_t n, uint32_t k0, int32_t i0, int up) {
+/* Keep the candidates whose (key, id) is at least (k0, i0): those above a cut in (score, id)
+ * order, kept in id order. Returns their count. */
+static int64_t keep_from(kc_sample_scratch *s, int64_t n, uint32_t k0, int32_t i0) {
   int64_t m = 0;
   for (int64_t i = 0; i < n; i++) {
     uint32_t k = s->keys[i];
     int32_t id = s->ids[i];
-    int keep = up ? (k > k0 || (k == k0 && id >= i0)) : (k > k0 || (k == k0 && id <= i0));
-    if (keep) {
+    if (k > k0 || (k == k0 && id >= i0)) {
       s->ids[m] = id;
       s->vals[m] = s->vals[i];
       s->keys[m] = k;
@@ -207,14 +206,15 @@ static int64_t keep_cut(kc_sample_scratch *s, int64_t n, uint32_t k0, int32_t i0
   return m;
 }
 
-/* Softmax weights exp(v - max) of the candidates into s->probs; returns their sum. */
+/* Softmax weights of the candidates into s->probs, f32 as torch's softmax (v - max rounded to
+ * f32, expf), summed in double; returns the sum. */
 static double softmax_weights(kc_sample_scratch *s, int64_t n) {
   float mx = s->vals[0];
   for (int64_t i = 1; i < n; i++)
     if (s->vals[i] > mx) mx = s->vals[i];
   double sum = 0;
   for (int64_t i = 0; i < n; i++) {
-    s->probs[i] = exp((double)s->vals[i] - (double)mx);
+    s->probs[i] = expf(s->vals[i] - mx);
     sum += s->probs[i];
   }
   return sum;
@@ -237,7 +237,7 @@ static int64_t top_p_filter(kc_sample_scratch *s, int64_t n, double top_p, int64
   if (r > n - min_keep) r = n - min_keep;
   if (r <= 0) return n;
   int32_t pos = s->p1[r];
-  return keep_cut(s, n, s->keys[pos], s->ids[pos], 1);
+  return keep_from(s, n, s->keys[pos], s->ids[pos]);
 }
 
 /* MinPLogitsWarper: drop f32 probabilities < (f32)(top * (f32)min_p), except the first
@@ -300,6 +300,30 @@ static kc_status check_row(kc_context *ctx, const kc_sample_params *p, int64_t v
  * is penalized once). f32 arithmetic with the penalty rounded to f32, as torch. */
 static float penalized(float x, float r) { return x < 0 ? x * r : x / r; }
 
+static void penalize(float *v, const float *logits, const int32_t *seen, int64_t nseen, float r) {
+  for (int64_t i = 0; i < nseen; i++)
+    v[seen[i]] = penalized(logits[seen[i]], r);
+}
+
+/* torch.argmax: the first maximum; a NaN counts as the maximum (the first NaN wins). */
+static int32_t argmax(const float *v, int64_t n) {
+  int64_t best = 0;
+  float m = v[0];
+  int nan = 0;
+  for (int64_t i = 1; i < n; i++) {
+    float x = v[i];
+    nan |= x != x;
+    if (x > m) {
+      m = x;
+      best = i;
+    }
+  }
+  if (nan || m != m)
+    for (int64_t i = 0; i < n; i++)
+      if (isnan(v[i])) return (int32_t)i;
+  return (int32_t)best;
+}
+
 /* Fill s->ids/vals with the processed, warped candidates in id order; *n their count. Greedy
  * leaves the one argmax. On return s->probs holds the final probabilities. */
 static kc_status candidates(kc_context *ctx, const kc_sample_params *p, const float *logits,
@@ -308,22 +332,20 @@ static kc_status candidates(kc_context *ctx, const kc_sample_params *p, const fl
   kc_status st = check_row(ctx, p, vocab, seen, nseen, s);
   if (st) return st;
   float *v = s->vals;
-  memcpy(v, logits, (size_t)vocab * sizeof *v);
-  if (p->repetition_penalty != 1.0) {
-    float r = (float)p->repetition_penalty;
-    for (int64_t i = 0; i < nseen; i++)
-      v[seen[i]] = penalized(logits[seen[i]], r);
-  }
   if (p->temperature == 0) {
-    /* torch.argmax: the first maximum, a NaN counting as the maximum */
-    int64_t best = 0;
-    for (int64_t i = 1; i < vocab && !isnan(v[best]); i++)
-      if (isnan(v[i]) || v[i] > v[best]) best = i;
-    s->ids[0] = (int32_t)best;
+    const float *row = logits;
+    if (p->repetition_penalty != 1.0) {
+      memcpy(v, logits, (size_t)vocab * sizeof *v);
+      penalize(v, logits, seen, nseen, (float)p->repetition_penalty);
+      row = v;
+    }
+    s->ids[0] = argmax(row, vocab);
     s->probs[0] = 1.0;
     *nout = 1;
     return KC_OK;
   }
+  memcpy(v, logits, (size_t)vocab * sizeof *v);
+  if (p->repetition_penalty != 1.0) penalize(v, logits, seen, nseen, (float)p->repetition_penalty);
   float t = (float)p->temperature;
   int64_t n = 0;
   for (int64_t i = 0; i < vocab; i++) {
@@ -334,19 +356,21 @@ static kc_status candidates(kc_context *ctx, const kc_sample_params *p, const fl
                        "sampling: the logit of token %lld is %s%s, which has no probability",
                        (long long)i, isnan(v[i]) ? "NaN" : "+inf",
                        isnan(v[i]) || v[i] == INFINITY ? "" : " after the temperature");
-    if (x == -INFINITY) continue; /* probability 0 under every warper: never a candidate */
+    /* -inf has probability 0 under every warper: never a candidate */
     s->ids[n] = (int32_t)i;
     v[n] = x;
-    s->keys[n] = fkey(x);
-    n++;
+    n += x != -INFINITY;
   }
   if (n == 0)
     return kc_errorf(ctx, KC_ERR_INVALID_ARG,
                      "sampling: every logit of the row is -inf, there is nothing to sample");
+  if (p->top_k > 0 || p->top_p < 1.0 || p->min_p > 0)
+    for (int64_t i = 0; i < n; i++)
+      s->keys[i] = fkey(v[i]);
   int64_t min_keep = p->min_tokens_to_keep > 1 ? p->min_tokens_to_keep : 1;
   if (p->top_k > 0) {
     int64_t k = p->top_k > min_keep ? p->top_k : min_keep;
-    if (k < n) n = keep_cut(s, n, kth_largest(s->keys, n, k), 0, 1);
+    if (k < n) n = keep_from(s, n, kth_largest(s->keys, n, k), 0);
   }
   if (p->top_p < 1.0) n = top_p_filter(s, n, p->top_p, min_keep);
   if (p->min_p > 0) n = min_p_filter(s, n, p->min_p, min_keep);

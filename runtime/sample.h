@@ -15,11 +15,12 @@
  * never the last min_tokens_to_keep), MinPLogitsWarper (drop probabilities < min_p * the top
  * probability, never the first min_tokens_to_keep in descending order), then a draw from the
  * softmax of what is left. Greedy (temperature 0, generate's do_sample=False) applies the
- * repetition penalty and takes the argmax, the lowest id on ties (torch.argmax). Arithmetic as
- * torch does it in f32: penalty and temperature divide/multiply by the parameter rounded to f32;
- * top-p's cumulative sum accumulates in double and rounds each partial sum to f32 (torch's CPU
- * cumsum); 1 - top_p and min_p * top are rounded to f32 before comparing. Softmax is computed in
- * double and rounded (torch's f32 softmax may differ in the last bit).
+ * repetition penalty and takes the argmax, the lowest id on ties, a NaN counting as the largest
+ * (torch.argmax). Arithmetic as torch does it in f32: penalty and temperature divide/multiply by
+ * the parameter rounded to f32; top-p's cumulative sum accumulates in double and rounds each
+ * partial sum to f32 (torch's CPU cumsum); 1 - top_p and min_p * top are rounded to f32 before
+ * comparing. Softmax weights are expf(x - max) in f32 summed in double (torch's vectorized f32
+ * softmax may differ in the last bit, so a cut that falls within an ulp may differ).
  *
  * Where torch leaves the order of tied scores unspecified (torch.sort, torch.argsort and
  * torch.topk are not stable in torch 1.13 beyond 16 elements), kernc uses the order torch's

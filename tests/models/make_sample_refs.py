@@ -41,6 +41,7 @@ assert transformers.__version__ == "4.46.3", transformers.__version__
 # Debian's torch.distributed does not import on Python 3.11; generate() asks it about FSDP
 gen_utils.is_fsdp_managed_module = lambda module: False
 
+INF = float("inf")
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sample")
 
 
@@ -229,7 +230,8 @@ def write_warpers(path):
 
 def beam_cases():
     """(name, vocab, prompt, num_beams, length_penalty, early_stopping, max_new, eos ids,
-    num_return, repetition_penalty, scale, eos_bias (one for all EOS ids, or one each), seed)"""
+    num_return, repetition_penalty, scale, eos_bias (one for all EOS ids, or one each), seed,
+    and optionally the model's rows as a dict prefix -> logits instead of seeded ones)"""
     return [
         ("default", 20, [1, 4, 9], 3, 1.0, False, 8, [2], 1, 1.0, 2.0, 1.0, 100),
         ("lp2_true", 20, [5], 4, 2.0, True, 8, [2], 1, 1.0, 2.0, 1.5, 101),
@@ -249,6 +251,12 @@ def beam_cases():
         ("eos_heavy_false", 20, [6, 1], 3, 2.0, False, 6, [2, 5], 1, 1.0, 2.0, 4.0, 219),
         ("eos_heavy_never", 20, [6, 1], 2, 2.0, "never", 8, [2, 5], 1, 1.0, 2.0, 4.0, 220),
         ("eos_heavy_lp1.5", 20, [6, 1], 4, 1.5, False, 8, [2, 5], 1, 1.0, 2.0, 3.0, 255),
+        # two finished hypotheses with exactly equal scores (length_penalty 0, a step whose
+        # only finite logit is the EOS): finalize() returns the later one first
+        ("tied_hyps", 4, [1], 2, 0.0, True, 4, [3], 2, 1.0, 0.0, 0.0, 0, {
+            (1,): [1.0, 0.5, 0.0, 1.0],
+            (1, 0): [-INF, -INF, -INF, 0.0],
+            (1, 1): [0.0, 0.0, 0.0, -INF]}),
     ]
 
 
@@ -275,10 +283,16 @@ def write_beams(path):
              "#        logits the model gave for that prefix, prompt included)",
              "#   result R, then R lines: 'seq LEN ids score S' (the generated part of",
              "#        sequences, pad included, and sequences_scores)"]
-    for (name, vocab, prompt, nb, lp, es, max_new, eos, nret, rep, scale, eos_bias,
-         seed) in beam_cases():
+    for (name, vocab, prompt, nb, lp, es, max_new, eos, nret, rep, scale, eos_bias, seed,
+         *fixed) in beam_cases():
         table = {}
-        model = make_model(vocab, prefix_fn(vocab, eos, scale, eos_bias, seed, table))
+        if fixed:
+            def fn(prefix, rows=fixed[0], table=table):
+                table[prefix] = torch.tensor(rows[prefix])
+                return table[prefix]
+        else:
+            fn = prefix_fn(vocab, eos, scale, eos_bias, seed, table)
+        model = make_model(vocab, fn)
         pad = vocab - 1
         out = model.generate(
             torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
