@@ -79,7 +79,8 @@ void kc_generate_defaults(kc_generate_options *o) {
   o->length_penalty = 1;
 }
 
-/* ---- greedy and sampling ---------------------------------------------------------------------- */
+/* ---- greedy and sampling ----------------------------------------------------------------------
+ */
 
 static void free_seqs(kc_session *s, gen_seq *g, int32_t n) {
   for (int32_t i = 0; g && i < n; i++) {
@@ -120,9 +121,10 @@ kc_status kc_generate_batch(kc_session *s, int32_t count, const int64_t *const *
     }
     for (int64_t j = 0; j < nprompt[i]; j++) {
       if (prompts[i][j] < 0 || prompts[i][j] >= vocab) {
-        st = kc_errorf(ctx, KC_ERR_INVALID_ARG, "generate: prompt %d token %lld is %lld, not in "
-                       "the vocabulary of %lld", i, (long long)j, (long long)prompts[i][j],
-                       (long long)vocab);
+        st = kc_errorf(ctx, KC_ERR_INVALID_ARG,
+                       "generate: prompt %d token %lld is %lld, not in "
+                       "the vocabulary of %lld",
+                       i, (long long)j, (long long)prompts[i][j], (long long)vocab);
         break;
       }
       g[i].seen[g[i].nseen++] = (int32_t)prompts[i][j];
@@ -162,7 +164,8 @@ kc_status kc_generate_batch(kc_session *s, int32_t count, const int64_t *const *
   return st;
 }
 
-/* ---- beam search ------------------------------------------------------------------------------- */
+/* ---- beam search -------------------------------------------------------------------------------
+ */
 
 typedef struct beams {
   int32_t nb;
@@ -211,8 +214,9 @@ kc_status kc_generate_beams(kc_session *s, const int64_t *prompt, int64_t npromp
   kc_status st = check_options(s, o, vocab);
   if (st != KC_OK) return st;
   if (o->num_beams < 2 || nprompt <= 0)
-    return kc_errorf(ctx, KC_ERR_INVALID_ARG, "generate: beam search needs num_beams >= 2 and a "
-                                              "prompt");
+    return kc_errorf(ctx, KC_ERR_INVALID_ARG,
+                     "generate: beam search needs num_beams >= 2 and a "
+                     "prompt");
   beams b = {.nb = o->num_beams};
   int32_t *p32 = malloc((size_t)nprompt * sizeof *p32), *eos = NULL;
   kc_beam *search = NULL;
@@ -240,8 +244,7 @@ kc_status kc_generate_beams(kc_session *s, const int64_t *prompt, int64_t npromp
                        .max_new_tokens = o->max_new,
                        .eos = eos,
                        .neos = o->neos,
-                       .repetition_penalty =
-                           o->repetition_penalty > 0 ? o->repetition_penalty : 1};
+                       .repetition_penalty = o->repetition_penalty > 0 ? o->repetition_penalty : 1};
   if (st == KC_OK) st = kc_beam_new(ctx, &bp, vocab, p32, nprompt, &search);
   /* the prompt once; every beam starts as it */
   int32_t first = -1;
