@@ -26,6 +26,7 @@ static const command commands[] = {
     {"run", cmd_run, "compile a model for this CPU and run it on .npy inputs"},
     {"compile", cmd_compile, "compile a model ahead of time into a .so and a C header"},
     {"bench", cmd_bench, "time a model's runs and kernels on this CPU (random inputs by default)"},
+    {"generate", cmd_generate, "generate tokens after a prompt with a KV cache (decoders)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 
