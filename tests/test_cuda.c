@@ -568,6 +568,7 @@ static void device_kv_attention(void **state) {
   for (int64_t S = 1; S <= 2; S++)
     if (!kvr_errors(ctx, "cuda", S, msg, sizeof msg))
       fail_msg("cuda kv errors, S %lld: %s", (long long)S, msg);
+  if (!kvr_empty_blocks(ctx, "cuda", msg, sizeof msg)) fail_msg("cuda kv empty blocks: %s", msg);
   print_message("cuda kv cache: %zu cases, a generation and the table checks match the reference\n",
                 sizeof cases / sizeof *cases);
   kc_context_free(ctx);

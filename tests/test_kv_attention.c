@@ -17,7 +17,7 @@
  *     each step equal to the reference over all positions;
  *   - a bad table entry, or a row needing a block past its table, is an error naming the node
  *     (kv_store, or attention_cache when only past blocks are bad), never an access out of the
- *     cache (the ASan build runs this test too).
+ *     cache (the ASan build runs this test too); so are blocks of no token (BS = 0).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -124,6 +124,8 @@ static void t_errors(void **st) {
     char msg[1024] = "";
     if (!kvr_errors(ctx, "cpu", S, msg, sizeof msg)) fail_msg("S %lld: %s", (long long)S, msg);
   }
+  char msg[1024] = "";
+  if (!kvr_empty_blocks(ctx, "cpu", msg, sizeof msg)) fail_msg("%s", msg);
   kc_context_free(ctx);
 }
 

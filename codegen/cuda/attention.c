@@ -95,7 +95,7 @@ const char kc_cu_sec_attention[] =
     "  const kc_att_p &p;\n"
     "  i64 b, hk;\n"
     "  __device__ i64 row(i64 j) const {\n"
-    "    const i64 k = j / p.bs;\n"
+    "    const i64 k = p.bs > 0 ? j / p.bs : p.maxb; /* empty blocks hold no token */\n"
     "    if (k >= p.maxb) {\n"
     "      const i64 last = b * p.maxb + (p.maxb > 0 ? p.maxb - 1 : 0);\n"
     "      kc_att_bad(p.err, last, p.maxb > 0 ? (i64)p.tab[last] : 0);\n"

@@ -4,9 +4,9 @@
  * layout and index checks are the CPU kernels' (codegen/cpu/kv_cache.c): cache [NBLK, L, 2, KVH,
  * BS, D], token t of row b in block table[b, t / BS] slot t % BS; lens clamped into [0, S]; query
  * row i sees keys j <= past[b] + min(i, lens[b] - 1); a table entry outside [0, NBLK) reports its
- * position, a block past the table (or a negative position) the row's last entry b * MAXB + MAXB
- * - 1, through the error words of codegen/cuda/cuda.h (with the entry's value), and nothing is
- * read or written through it.
+ * position, a block past the table (or a negative position, or any when BS = 0) the row's last
+ * entry b * MAXB + MAXB - 1, through the error words of codegen/cuda/cuda.h (with the entry's
+ * value), and nothing is read or written through it.
  *
  * kv_store: a thread per element of k; padding tokens write nothing.
  * attention_cache: a block of 4 warps per unit (batch b, query head h, block of 16 query rows), as
@@ -189,7 +189,7 @@ kc_status kc_cuda_lower_kv_store(kc_cuda_emit *e) {
   kc_cu_printf(
       e->t,
       "    if (s >= kc_max((i64)0, kc_min(p.lens[b], S))) continue; /* padding */\n"
-      "    const i64 pos = p.past[b] + s, k = pos >= 0 ? pos / p.bs : -1;\n"
+      "    const i64 pos = p.past[b] + s, k = pos >= 0 && p.bs > 0 ? pos / p.bs : -1;\n"
       "    if (k < 0 || k >= p.maxb) { /* outside the table: the row's last entry */\n"
       "      const i64 last = b * p.maxb + (p.maxb > 0 ? p.maxb - 1 : 0);\n"
       "      kc_att_bad(kc_err, last, p.maxb > 0 ? (i64)p.tab[last] : 0);\n"
