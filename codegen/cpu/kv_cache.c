@@ -1,9 +1,9 @@
 /*
  * codegen/cpu/kv_cache.c - kc_lower_kv_store and kc_lower_attention_cache: the KV-cache ops of
- * decoding (ir/ops.def; the layout is ISSUE12's: a pool cache [NBLK, L, 2, KVH, BS, D], token t of
- * batch row b in block table[b, t / BS] slot t % BS, so layer `layer`, K (kv 0) or V (kv 1), kv
- * head h of that token start at element ((((blk * L + layer) * 2 + kv) * KVH + h) * BS + slot) *
- * D).
+ * decoding (ir/ops.def; the layout of runtime/kv_cache.h: a pool cache [NBLK, L, 2, KVH, BS, D],
+ * token t of batch row b in block table[b, t / BS] slot t % BS, so layer `layer`, K (kv 0) or V
+ * (kv 1), kv head h of that token start at element
+ * ((((blk * L + layer) * 2 + kv) * KVH + h) * BS + slot) * D).
  *
  * kv_store: a unit per (row b, token s); tokens s >= lens[b] (padding) write nothing. Token s goes
  * to position past[b] + s, its key rotated there first when cos/sin are given (as the fused
@@ -53,13 +53,11 @@ typedef struct cache {
   LLVMValueRef nblk, L, BS, maxb, layer;
   LLVMValueRef empty; /* i1: the cache's BS is 0 */
   int64_t kvh, D;
-  uint32_t cache_in, table_in;
 } cache;
 
 static void cache_open(kc_cpu_emit *e, cache *c, uint32_t ci, uint32_t ti, uint32_t pi, uint32_t li,
                        bool out) {
   kc_ir *ir = e->ir;
-  c->cache_in = ci, c->table_in = ti;
   c->data = out ? kc_emit_out_ptr(e, 0) : kc_emit_in_ptr(e, ci);
   c->table = kc_emit_in_ptr(e, ti);
   c->past = kc_emit_in_ptr(e, pi);
