@@ -35,6 +35,10 @@ static kc_status cache_operands(kc_graph *g, kc_node *n, uint32_t c, uint32_t t,
   if (layer < 0 || (kc_dim_const(g, cache->dims[1], &nl) && layer >= nl))
     return kc_node_errorf(g, n, KC_ERR_SHAPE, "layer %lld is not a layer of the cache",
                           (long long)layer);
+  /* the kernels address layer `layer` of a block: with L known only at run time, the plan
+   * checks it there (else the last layer's offsets would reach into the next block) */
+  if (!kc_dim_const(g, cache->dims[1], &nl))
+    kc_shp_assume(g, KC_ASSUME_LE, layer + 1, cache->dims[1]);
   if (!kc_shp_dims_match(g, kc_value_of(g, n->in[p])->dims[0], *b) ||
       !kc_shp_dims_match(g, kc_value_of(g, n->in[l])->dims[0], *b))
     return kc_node_errorf(g, n, KC_ERR_SHAPE, "past and lens must have one entry per table row");

@@ -291,7 +291,7 @@ typedef struct kvr_case {
   int rot;        /* rotary: 0 none, 1 rotate halves, 2 interleaved */
   bool mask;      /* an additive mask [B, 1, S, max past + S] */
   bool rank4;     /* q, k, v, y as [B, heads, S, D] */
-  bool sym;       /* B, S, NBLK, MAXB symbolic in the graph */
+  bool sym;       /* B, S, NBLK, MAXB, the layers L and BS symbolic in the graph */
   double softcap; /* > 0: the attention's softcap */
   int64_t past[4], lens[4];
 } kvr_case;
@@ -498,7 +498,9 @@ static inline kc_status kvr_compile(kc_context *ctx, const char *target, const k
     kd[1] = c->KVH, kd[2] = S, kd[3] = c->D;
   }
   int qr = c->rank4 ? 4 : 3;
-  kc_dim cd[6] = {N, KVR_L, 2, c->KVH, p->BS, c->D}, td[2] = {B, M}, bd[1] = {B};
+  kc_dim cd[6] = {N,      c->sym ? kc_sym(g, "L") : KVR_L,  2,
+                  c->KVH, c->sym ? kc_sym(g, "BS") : p->BS, c->D};
+  kc_dim td[2] = {B, M}, bd[1] = {B};
   kc_dim rd[2] = {p->maxpos, p->half}, md[4] = {B, 1, S, c->sym ? kc_sym(g, "T") : p->Tm};
   kc_val q = kc_input(g, "q", KC_F32, qr, qd), k = kc_input(g, "k", KC_F32, qr, kd);
   kc_val v = kc_input(g, "v", KC_F32, qr, kd), cache = kc_input(g, "cache", KC_F32, 6, cd);
@@ -767,6 +769,38 @@ static inline bool kvr_errors(kc_context *ctx, const char *target, int64_t S, ch
   if (ok)
     ok = kvr_fails(ctx, m, &p, p.cache, past, lens, KVR_ATT, want, "a bad past block", msg, size);
   p.table[0] = saved;
+  kc_module_free(m);
+  kvr_free(&p);
+  return ok;
+}
+
+/*
+ * Blocks of no token (BS = 0, a symbolic BS): a new token, and any key a row sees, is outside
+ * the table: an error naming kv_store (the row's last entry), never a division by zero; with no
+ * new token and no past nothing is read and the run succeeds.
+ */
+static inline bool kvr_empty_blocks(kc_context *ctx, const char *target, char *msg, size_t size) {
+  kvr_case c = {.B = 2, .S = 1, .H = 4, .KVH = 2, .D = 8, .bs = 4, .sym = true};
+  c.past[0] = 1, c.past[1] = 2, c.lens[0] = c.lens[1] = 1;
+  kvr_prob p;
+  kvr_build(&p, &c, 6);
+  kc_module *m = NULL;
+  bool ok = kvr_compile(ctx, target, &p, true, &m) == KC_OK;
+  if (!ok) snprintf(msg, size, "compile: %s", kc_last_error(ctx));
+  p.BS = 0;
+  int64_t past[2] = {1, 2}, lens[2] = {1, 0}; /* one bad row: a device reports any it meets */
+  char want[160];
+  snprintf(want, sizeof want,
+           "index %d at position %lld of its indices is out of range for axis 0 of size %lld",
+           (int)p.table[p.MAXB - 1], (long long)(p.MAXB - 1), (long long)p.NBLK);
+  if (ok)
+    ok = kvr_fails(ctx, m, &p, p.cache, past, lens, KVR_STORE, want, "empty blocks", msg, size);
+  past[0] = past[1] = lens[0] = lens[1] = 0;
+  kc_tensor_desc out[2];
+  if (ok && kvr_run(m, &p, p.cache, past, lens, out, 2) != KC_OK) {
+    snprintf(msg, size, "empty blocks, nothing to store or read: %s", kc_last_error(ctx));
+    ok = false;
+  }
   kc_module_free(m);
   kvr_free(&p);
   return ok;

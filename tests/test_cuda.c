@@ -15,7 +15,8 @@
  *     time are printed.
  * With a GPU: every in-scope node test that passes on the CPU must pass on the CUDA target too
  * (kc_onnx_check_dir_opts, values compared); causal attention with past keys and rotary position
- * ids (tests/attention_ref.h) and Gather's index check (tests/gather_cases.h) as on the CPU;
+ * ids (tests/attention_ref.h), the KV-cache ops (kv_store, attention_cache: attention_ref.h's
+ * kvr_ cases) and Gather's index check (tests/gather_cases.h) as on the CPU;
  * without one these tests skip() saying why.
  * Without the CUDA toolkit (KERNC_HAVE_CUDA undefined) only the first group runs.
  */
@@ -530,6 +531,49 @@ static void device_causal_attention(void **state) {
   kc_context_free(ctx);
 }
 
+/* The KV-cache ops on the device (tests/attention_ref.h; the CPU runs more in
+ * test_kv_attention): kv_store then attention_cache, contiguous and paged, prefill and decode
+ * (the decode path splits a row's keys over the block's warps), GQA / MQA, rotary, a mask, a
+ * softcap, contexts past a tile; generation through one step; bad tables are errors naming the
+ * node. */
+static void device_kv_attention(void **state) {
+  env *e = *state;
+  if (!e->device) {
+    print_message("no GPU: %s\n", e->nodev);
+    skip();
+    return;
+  }
+  /* clang-format off */
+  static const kvr_case cases[] = {
+      {.B = 3, .S = 7, .H = 4, .KVH = 4, .D = 64, .bs = 4, .past = {0, 16, 17}, .lens = {7, 3, 0}},
+      {.B = 3, .S = 7, .H = 8, .KVH = 2, .D = 20, .rot = 1, .past = {0, 16, 17}, .lens = {7, 3, 0}},
+      {.B = 2, .S = 7, .H = 8, .KVH = 1, .D = 9, .bs = 4, .rot = 2, .past = {40, 1}, .lens = {6, 7}},
+      {.B = 3, .S = 1, .H = 4, .KVH = 4, .D = 64, .bs = 4, .rot = 1, .past = {1, 300, 17}, .lens = {1, 1, 0}},
+      {.B = 2, .S = 1, .H = 8, .KVH = 2, .D = 64, .past = {1024, 16}, .lens = {1, 1}},
+      {.B = 2, .S = 1, .H = 8, .KVH = 1, .D = 9, .bs = 4, .past = {129, 33}, .lens = {1, 1}},
+      {.B = 2, .S = 7, .H = 8, .KVH = 2, .D = 64, .bs = 4, .mask = true, .softcap = 5, .past = {3, 20}, .lens = {7, 5}},
+      {.B = 2, .S = 1, .H = 4, .KVH = 4, .D = 20, .bs = 4, .mask = true, .softcap = 0.5, .past = {40, 17}, .lens = {1, 1}},
+      {.B = 2, .S = 1, .H = 4, .KVH = 2, .D = 9, .bs = 4, .rot = 1, .rank4 = true, .sym = true, .past = {9, 2}, .lens = {1, 1}},
+      {.B = 2, .S = 7, .H = 8, .KVH = 2, .D = 20, .bs = 4, .rot = 1, .rank4 = true, .sym = true, .past = {9, 2}, .lens = {3, 7}},
+  };
+  /* clang-format on */
+  kc_context *ctx = kc_context_new();
+  char msg[1024] = "";
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+    if (!kvr_check(ctx, "cuda", &cases[i], msg, sizeof msg))
+      fail_msg("cuda kv case %zu: %s", i, msg);
+  static const kvr_case gen = {
+      .B = 2, .S = 5, .H = 8, .KVH = 2, .D = 20, .bs = 4, .rot = 1, .mask = true, .lens = {5, 3}};
+  if (!kvr_generate(ctx, "cuda", &gen, 6, msg, sizeof msg)) fail_msg("cuda kv generation: %s", msg);
+  for (int64_t S = 1; S <= 2; S++)
+    if (!kvr_errors(ctx, "cuda", S, msg, sizeof msg))
+      fail_msg("cuda kv errors, S %lld: %s", (long long)S, msg);
+  if (!kvr_empty_blocks(ctx, "cuda", msg, sizeof msg)) fail_msg("cuda kv empty blocks: %s", msg);
+  print_message("cuda kv cache: %zu cases, a generation and the table checks match the reference\n",
+                sizeof cases / sizeof *cases);
+  kc_context_free(ctx);
+}
+
 /* Gather's index check on the device (tests/gather_cases.h; the CPU runs it in
  * test_cpu_movement): right values, and one index out of range an error naming the node. */
 static void device_gather_checks(void **state) {
@@ -576,6 +620,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_prestate(kernels_nvrtc_ptxas, &e),
       cmocka_unit_test_prestate(device_node_tests, &e),
       cmocka_unit_test_prestate(device_causal_attention, &e),
+      cmocka_unit_test_prestate(device_kv_attention, &e),
       cmocka_unit_test_prestate(device_gather_checks, &e),
 #endif
   };
@@ -585,6 +630,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_prestate(emulated_device, &e),
       cmocka_unit_test_prestate(device_node_tests, &e),
       cmocka_unit_test_prestate(device_causal_attention, &e),
+      cmocka_unit_test_prestate(device_kv_attention, &e),
       cmocka_unit_test_prestate(device_gather_checks, &e),
   };
   int rc = emulated ? cmocka_run_group_tests(emulated_tests, NULL, NULL)

@@ -17,7 +17,7 @@
  *     each step equal to the reference over all positions;
  *   - a bad table entry, or a row needing a block past its table, is an error naming the node
  *     (kv_store, or attention_cache when only past blocks are bad), never an access out of the
- *     cache (the ASan build runs this test too).
+ *     cache (the ASan build runs this test too); so are blocks of no token (BS = 0).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -80,107 +80,34 @@ static void t_decode(void **st) {
 /* Masks, softcap, interleaved rotary, rank-4 operands, symbolic dims. */
 static void t_variants(void **st) {
   (void)st;
+  /* clang-format off */
   static const kvr_case cases[] = {
-      {.B = 2,
-       .S = 7,
-       .H = 8,
-       .KVH = 2,
-       .D = 64,
-       .bs = 4,
-       .mask = true,
-       .past = {3, 20},
-       .lens = {7, 5}},
-      {.B = 2,
-       .S = 1,
-       .H = 4,
-       .KVH = 4,
-       .D = 64,
-       .bs = 4,
-       .mask = true,
-       .past = {40, 17},
-       .lens = {1, 1}},
+      {.B = 2, .S = 7, .H = 8, .KVH = 2, .D = 64, .bs = 4, .mask = true, .past = {3, 20}, .lens = {7, 5}},
+      {.B = 2, .S = 1, .H = 4, .KVH = 4, .D = 64, .bs = 4, .mask = true, .past = {40, 17}, .lens = {1, 1}},
       {.B = 2, .S = 1, .H = 8, .KVH = 1, .D = 20, .mask = true, .past = {40, 17}, .lens = {1, 1}},
-      {.B = 2,
-       .S = 7,
-       .H = 4,
-       .KVH = 2,
-       .D = 64,
-       .bs = 4,
-       .rot = 2,
-       .past = {9, 0},
-       .lens = {2, 7}},
-      {.B = 2,
-       .S = 1,
-       .H = 4,
-       .KVH = 2,
-       .D = 20,
-       .bs = 4,
-       .rot = 2,
-       .past = {9, 30},
-       .lens = {1, 1}},
+      {.B = 2, .S = 7, .H = 4, .KVH = 2, .D = 64, .bs = 4, .rot = 2, .past = {9, 0}, .lens = {2, 7}},
+      {.B = 2, .S = 1, .H = 4, .KVH = 2, .D = 20, .bs = 4, .rot = 2, .past = {9, 30}, .lens = {1, 1}},
       {.B = 2, .S = 7, .H = 4, .KVH = 2, .D = 64, .softcap = 5, .past = {9, 0}, .lens = {2, 7}},
-      {.B = 2,
-       .S = 1,
-       .H = 4,
-       .KVH = 4,
-       .D = 64,
-       .bs = 4,
-       .softcap = 0.5,
-       .past = {9, 30},
-       .lens = {1, 1}},
-      {.B = 2,
-       .S = 7,
-       .H = 8,
-       .KVH = 2,
-       .D = 20,
-       .bs = 4,
-       .rot = 1,
-       .rank4 = true,
-       .past = {9, 2},
-       .lens = {3, 7}},
-      {.B = 2,
-       .S = 1,
-       .H = 4,
-       .KVH = 4,
-       .D = 9,
-       .bs = 4,
-       .rot = 1,
-       .rank4 = true,
-       .past = {9, 2},
-       .lens = {1, 1}},
-      {.B = 3,
-       .S = 7,
-       .H = 8,
-       .KVH = 2,
-       .D = 64,
-       .bs = 4,
-       .rot = 1,
-       .mask = true,
-       .sym = true,
-       .past = {0, 16, 17},
-       .lens = {7, 3, 0}},
-      {.B = 3,
-       .S = 1,
-       .H = 4,
-       .KVH = 4,
-       .D = 64,
-       .bs = 16,
-       .rot = 1,
-       .sym = true,
-       .past = {300, 1, 18},
-       .lens = {1, 1, 1}},
+      {.B = 2, .S = 1, .H = 4, .KVH = 4, .D = 64, .bs = 4, .softcap = 0.5, .past = {9, 30}, .lens = {1, 1}},
+      {.B = 2, .S = 7, .H = 8, .KVH = 2, .D = 20, .bs = 4, .rot = 1, .rank4 = true, .past = {9, 2}, .lens = {3, 7}},
+      {.B = 2, .S = 1, .H = 4, .KVH = 4, .D = 9, .bs = 4, .rot = 1, .rank4 = true, .past = {9, 2}, .lens = {1, 1}},
+      {.B = 3, .S = 7, .H = 8, .KVH = 2, .D = 64, .bs = 4, .rot = 1, .mask = true, .sym = true, .past = {0, 16, 17}, .lens = {7, 3, 0}},
+      {.B = 3, .S = 1, .H = 4, .KVH = 4, .D = 64, .bs = 16, .rot = 1, .sym = true, .past = {300, 1, 18}, .lens = {1, 1, 1}},
   };
+  /* clang-format on */
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
     check(&cases[i]);
 }
 
 static void t_generate(void **st) {
   (void)st;
+  /* clang-format off */
   static const kvr_case cases[] = {
       {.B = 3, .S = 6, .H = 4, .KVH = 4, .D = 64, .bs = 4, .rot = 1, .lens = {6, 2, 5}},
       {.B = 2, .S = 5, .H = 8, .KVH = 2, .D = 20, .bs = 0, .rot = 2, .mask = true, .lens = {5, 3}},
       {.B = 2, .S = 4, .H = 8, .KVH = 1, .D = 9, .bs = 16, .lens = {4, 1}},
   };
+  /* clang-format on */
   kc_context *ctx = kc_context_new();
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     char msg[1024] = "";
@@ -197,6 +124,8 @@ static void t_errors(void **st) {
     char msg[1024] = "";
     if (!kvr_errors(ctx, "cpu", S, msg, sizeof msg)) fail_msg("S %lld: %s", (long long)S, msg);
   }
+  char msg[1024] = "";
+  if (!kvr_empty_blocks(ctx, "cpu", msg, sizeof msg)) fail_msg("%s", msg);
   kc_context_free(ctx);
 }
 

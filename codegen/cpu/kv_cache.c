@@ -1,9 +1,9 @@
 /*
  * codegen/cpu/kv_cache.c - kc_lower_kv_store and kc_lower_attention_cache: the KV-cache ops of
- * decoding (ir/ops.def; the layout is ISSUE12's: a pool cache [NBLK, L, 2, KVH, BS, D], token t of
- * batch row b in block table[b, t / BS] slot t % BS, so layer `layer`, K (kv 0) or V (kv 1), kv
- * head h of that token start at element ((((blk * L + layer) * 2 + kv) * KVH + h) * BS + slot) *
- * D).
+ * decoding (ir/ops.def; the layout of runtime/kv_cache.h: a pool cache [NBLK, L, 2, KVH, BS, D],
+ * token t of batch row b in block table[b, t / BS] slot t % BS, so layer `layer`, K (kv 0) or V
+ * (kv 1), kv head h of that token start at element
+ * ((((blk * L + layer) * 2 + kv) * KVH + h) * BS + slot) * D).
  *
  * kv_store: a unit per (row b, token s); tokens s >= lens[b] (padding) write nothing. Token s goes
  * to position past[b] + s, its key rotated there first when cos/sin are given (as the fused
@@ -30,9 +30,10 @@
  * Index checks (codegen/cpu/emit.h's contract, check_in = the table, bound = the cache's NBLK):
  *   - a table entry outside [0, NBLK) that a unit needs reports its flat position b * MAXB + k;
  *   - a position whose block index is past the table (t / BS >= MAXB), or negative (past[b] < 0
- *     in kv_store), reports the row's last entry b * MAXB + MAXB - 1 (position 0 when MAXB is 0,
- *     an empty table that the runtime reads as zero bytes): the message then names the row and
- *     the table's last entry, which is the entry the row would have needed to go past.
+ *     in kv_store), or any position when the blocks are empty (BS = 0), reports the row's last
+ *     entry b * MAXB + MAXB - 1 (position 0 when MAXB is 0, an empty table that the runtime
+ *     reads as zero bytes): the message then names the row and the table's last entry, which is
+ *     the entry the row would have needed to go past.
  * Nothing is addressed with an index that failed its check; the kernel returns at once.
  */
 #include "attention_core.h"
@@ -50,21 +51,24 @@ static bool present(const kc_node *n, uint32_t i) { return n->nin > i && n->in[i
 typedef struct cache {
   LLVMValueRef data, table, past, lens; /* buffers */
   LLVMValueRef nblk, L, BS, maxb, layer;
+  LLVMValueRef empty; /* i1: the cache's BS is 0 */
   int64_t kvh, D;
-  uint32_t cache_in, table_in;
 } cache;
 
 static void cache_open(kc_cpu_emit *e, cache *c, uint32_t ci, uint32_t ti, uint32_t pi, uint32_t li,
                        bool out) {
   kc_ir *ir = e->ir;
-  c->cache_in = ci, c->table_in = ti;
   c->data = out ? kc_emit_out_ptr(e, 0) : kc_emit_in_ptr(e, ci);
   c->table = kc_emit_in_ptr(e, ti);
   c->past = kc_emit_in_ptr(e, pi);
   c->lens = kc_emit_in_ptr(e, li);
   c->nblk = kc_emit_dim(e, e->p_dims, false, ci, 0);
   c->L = kc_emit_dim(e, e->p_dims, false, ci, 1);
-  c->BS = kc_emit_dim(e, e->p_dims, false, ci, 4);
+  /* an empty block (BS 0) holds no token: every position is outside the table (and the
+   * divisions by BS see 1) */
+  LLVMValueRef bs = kc_emit_dim(e, e->p_dims, false, ci, 4);
+  c->empty = LLVMBuildICmp(ir->b, LLVMIntSLE, bs, kc_ir_i64(ir, 0), "");
+  c->BS = LLVMBuildSelect(ir->b, c->empty, kc_ir_i64(ir, 1), bs, "");
   c->maxb = kc_emit_dim(e, e->p_dims, false, ti, 1);
   c->layer = kc_ir_i64(ir, kc_node_int(e->n, "layer", 0));
   /* the table is what the kernel checks; its bound is the cache's block count */
@@ -92,12 +96,15 @@ static void fail_if(kc_cpu_emit *e, LLVMValueRef bad, LLVMValueRef pos) {
   LLVMPositionBuilderAtEnd(ir->b, ok);
 }
 
-/* Fail unless blocks [0, nb) of row b are in the table (nb <= MAXB): the row's last entry. */
+/* Fail unless blocks [0, nb) of row b are in the table (nb <= MAXB and blocks hold tokens):
+ * the row's last entry. */
 static void check_row_blocks(kc_cpu_emit *e, cache *c, LLVMValueRef b, LLVMValueRef nb) {
   kc_ir *ir = e->ir;
   LLVMValueRef last = kc_ir_max(ir, kc_ir_sub(ir, c->maxb, kc_ir_i64(ir, 1)), kc_ir_i64(ir, 0));
-  fail_if(e, LLVMBuildICmp(ir->b, LLVMIntSGT, nb, c->maxb, ""),
-          kc_ir_add(ir, kc_ir_mul(ir, b, c->maxb), last));
+  LLVMValueRef need = LLVMBuildICmp(ir->b, LLVMIntSGT, nb, kc_ir_i64(ir, 0), "");
+  LLVMValueRef bad = LLVMBuildOr(ir->b, LLVMBuildICmp(ir->b, LLVMIntSGT, nb, c->maxb, ""),
+                                 LLVMBuildAnd(ir->b, need, c->empty, ""), "");
+  fail_if(e, bad, kc_ir_add(ir, kc_ir_mul(ir, b, c->maxb), last));
 }
 
 /* Element offset of (layer, kv, kv head hk, slot 0) of table entry k of row b (k < MAXB), after
@@ -158,6 +165,7 @@ kc_status kc_lower_kv_store(kc_cpu_emit *e) {
   /* a negative position is outside the table as much as one past its end */
   LLVMValueRef out = LLVMBuildOr(ir->b, kc_ir_lt(ir, pos, zero),
                                  LLVMBuildICmp(ir->b, LLVMIntSGE, kb, c.maxb, ""), "");
+  out = LLVMBuildOr(ir->b, out, c.empty, "");
   LLVMValueRef last = kc_ir_max(ir, kc_ir_sub(ir, c.maxb, one), zero);
   fail_if(e, out, kc_ir_add(ir, kc_ir_mul(ir, b, c.maxb), last));
   LLVMValueRef kbase = block_base(e, &c, b, kb, zero, 0);

@@ -44,13 +44,15 @@ void kc_cu_text_free(kc_cu_text *t);
 
 enum {
   KC_CU_SEC_MATMUL = 1u << 0,    /* kc_mm_tile: the shared-memory tiled product */
-  KC_CU_SEC_ATTENTION = 1u << 1, /* kc_attention: FlashAttention-style template */
-  KC_CU_NSECTIONS = 2
+  KC_CU_SEC_ATTENTION = 1u << 1, /* kc_att_tile, kc_attention: FlashAttention-style templates */
+  KC_CU_SEC_KV_CACHE = 1u << 2,  /* kc_attention_cache, kc_kv_store (needs the attention one) */
+  KC_CU_NSECTIONS = 3
 };
-/* The common prelude and the sections' text (prelude.c, matmul.c, attention.c). */
+/* The common prelude and the sections' text (prelude.c, matmul.c, attention.c, kv_cache.c). */
 extern const char kc_cu_prelude[];
 extern const char kc_cu_sec_matmul[];
 extern const char kc_cu_sec_attention[];
+extern const char kc_cu_sec_kv_cache[];
 
 /* ---- the emitter ---------------------------------------------------------------------------- */
 
@@ -170,6 +172,21 @@ int kc_cu_known_ints(kc_cuda_emit *e, uint32_t i, int64_t *out, int max);
  * integers, else 32-bit ones of t's signedness (wide enough for warp shuffles; results wrap
  * back to t when stored). */
 const char *kc_cu_acc_type(kc_dtype t);
+
+/* ---- attention.c: what the attention kernels share ----------------------------------------- */
+
+#define KC_CU_ATT_QB 16            /* query rows of a kc_att_tile unit */
+#define KC_CU_ATT_BLOCK 128        /* threads of an attention block (4 warps) */
+#define KC_CU_ATT_SMEM (47 * 1024) /* static shared memory an attention kernel may use */
+/* `  p.NAME0..2 = ...;`: batch, sequence and head strides of a [B,S,H*dh] (rank 3) or
+ * [B,H,S,dh] tensor with sequence length S (a C expression). */
+void kc_cu_att_strides(kc_cuda_emit *e, int rank, const char *name, const char *S, int64_t H,
+                       int64_t dh);
+/* `  p.ms0..3 = ...;`: the additive mask (input in) broadcast to [B, heads, S, T]. */
+void kc_cu_att_mask_strides(kc_cuda_emit *e, uint32_t in);
+/* The largest power-of-two key tile up to 32 whose kc_att_tile arrays, plus extra bytes of other
+ * shared memory, fit KC_CU_ATT_SMEM; 0 when none does. */
+int kc_cu_att_pick_bc(int64_t D, int64_t Dv, int64_t extra);
 
 /* softmax.c: threads per block of a block-per-row kernel with rows of L (<= 0: unknown). */
 int kc_cu_row_block(int64_t L);

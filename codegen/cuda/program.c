@@ -139,7 +139,7 @@ kc_status kc_cuda_prog_add(kc_cuda_prog *p, const kc_graph *g, uint32_t ni, cons
 }
 
 const char *kc_cuda_prog_source(kc_cuda_prog *p) {
-  const char *sec[KC_CU_NSECTIONS] = {kc_cu_sec_matmul, kc_cu_sec_attention};
+  const char *sec[KC_CU_NSECTIONS] = {kc_cu_sec_matmul, kc_cu_sec_attention, kc_cu_sec_kv_cache};
   p->src.len = 0;
   if (p->src.p) p->src.p[0] = 0;
   kc_cu_puts(&p->src, kc_cu_prelude);
