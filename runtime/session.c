@@ -47,6 +47,11 @@ static kc_status compile_step(kc_session *s, const kc_graph *g, const kc_session
   const kc_target *t;
   kc_status st = kc_target_find(s->ctx, o->target, &t);
   kc_module *m = NULL;
+  if (st == KC_OK && t->takes_archs) /* a device target: runs copy inputs in and out */
+    return kc_errorf(s->ctx, KC_ERR_UNSUPPORTED,
+                     "sessions run on the CPU target only for now: on '%s' the KV cache would have "
+                     "to stay in device memory between steps, which the executor cannot do yet",
+                     t->name);
   if (st == KC_OK) st = kc_rt_module_new(s->ctx, g, t, false, NULL, true, &m);
   if (st == KC_OK) st = kc_derive_decode(m->g);
   if (st == KC_OK) st = kc_graph_verify(m->g);
