@@ -47,7 +47,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 # under ThreadSanitizer: the concurrency tests (one module from many threads, the thread pool)
 # and the tests of what kernels must refuse (index checks, causal past, size overflow)
 TSAN_OPTIONS=halt_on_error=1 SUITES=0 \
-  ONLY="test_threads|test_runtime|test_attention|test_cpu_movement|test_verify|test_builder" \
+  ONLY="test_threads|test_runtime|test_attention|test_kv_attention|test_cpu_movement|test_verify|test_builder" \
   run_suite build-tsan -DKERNC_TSAN=ON || status=1
 
 # one closing line over every build: cmocka test cases plus ONNX node tests
