@@ -35,6 +35,11 @@ show "${CC:-cc}" -std=c11 -O2 -Wall -Wextra -I"$out" examples/next_token.c -o "$
   -L"$out" -lgpt2 -Wl,-rpath,'$ORIGIN' -lm
 show "$out/next_token" examples/prompt.txt 8
 
+step "3b. the same greedy continuation with a KV cache (the decode step kernc derives itself)"
+echo "   kernc generate: the prompt prefilled once, then one token per step over the cache"
+prompt=$(grep -v '^#' examples/prompt.txt | tr '\n' ' ')
+show "$b/kernc" generate examples/gpt2_tiny.onnx --prompt "$prompt" --max-new 8 2>&1 | sed 's/^/   /'
+
 step "4. how layer 0 (ONNX names /h.0/...) changes through the passes"
 # the IR after each pass that changed it, then the pipeline's result (its header has no after=)
 show "$b/kernc" dump examples/gpt2_tiny.onnx --print-changed >"$out/changed.kir"

@@ -19,6 +19,7 @@
  */
 #include "ir/internal.h"
 #include "runtime/runtime.h"
+#include "tools/bench_decode.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 
@@ -613,8 +614,48 @@ static int bench(const cli_cmd *cmd, const char *path, const bench_args *a, cons
   return rc < 0 ? 0 : rc;
 }
 
+/* --contexts "128,512,1024" into o; false (usage error said) when it does not parse. */
+static bool parse_contexts(const cli_cmd *cmd, const char *text, bench_decode_opts *o) {
+  o->ncontexts = 0;
+  for (const char *p = text; *p;) {
+    char *end;
+    long long v = strtoll(p, &end, 10);
+    if (end == p || v < 1 || v > 1000000 || o->ncontexts == BENCH_MAX_CONTEXTS ||
+        (*end && *end != ',')) {
+      cli_usage_error(cmd, "--contexts needs up to %d lengths like 128,512,1024, got '%s'",
+                      BENCH_MAX_CONTEXTS, text);
+      return false;
+    }
+    o->contexts[o->ncontexts++] = v;
+    p = *end ? end + 1 : end;
+  }
+  return o->ncontexts > 0 || (cli_usage_error(cmd, "--contexts is empty"), false);
+}
+
+/* `kernc bench --decode`: the session's prefill and decode steps (tools/bench_decode.c). */
+static int decode_mode(const cli_cmd *cmd, const char *path, bench_decode_opts *o,
+                       const char *contexts, const char *prefill) {
+  long v;
+  if (contexts && !parse_contexts(cmd, contexts, o)) return 2;
+  if (prefill) {
+    int rc = parse_int(cmd, "--prefill", prefill, 1, 1000000, &v);
+    if (rc >= 0) return rc;
+    o->prefill = v;
+  }
+  kc_context *ctx = cli_context_new();
+  if (!ctx) return (fprintf(stderr, "kernc: out of memory\n"), 1);
+  kc_graph *g = NULL;
+  kc_status st = cli_load(ctx, path, true, &g);
+  int rc = st == KC_OK ? bench_decode(ctx, g, o) : cli_fail(ctx, st, path);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+  return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
   const char *threads = NULL, *iters = NULL, *warmup = NULL, *top = NULL, *passes = NULL;
+  const char *contexts = NULL, *prefill = NULL;
+  bool decode = false, paged = false;
   const char *target = NULL; /* the default target */
   const char *unused = NULL; /* --input and --dim are taken out of argv before parsing */
   cli_cmd cmd = {
@@ -642,6 +683,16 @@ int cmd_bench(int argc, char **argv) {
                           "passes to compile with (default: the target's pipeline; empty: none)",
                           NULL, &passes});
   cli_add(&cmd, (cli_opt){"target", 0, "cpu|cuda", "where to run (default: cpu)", NULL, &target});
+  cli_add(&cmd, (cli_opt){"decode", 0, NULL,
+                          "a causal decoder with its KV cache: prefill ms, then ms per decoded "
+                          "token at each --contexts length, tokens/s and cache bytes",
+                          &decode, NULL});
+  cli_add(&cmd, (cli_opt){"contexts", 0, "LIST", "--decode: cached lengths (default 128,512,1024)",
+                          NULL, &contexts});
+  cli_add(&cmd, (cli_opt){"prefill", 0, "N", "--decode: prompt tokens timed (default 128)", NULL,
+                          &prefill});
+  cli_add(&cmd, (cli_opt){"paged", 0, NULL, "--decode: a paged cache (blocks of 16 tokens)", &paged,
+                          NULL});
   bench_args a = {0};
   a.input = calloc((size_t)argc + 1, sizeof *a.input);
   a.dim = calloc((size_t)argc + 1, sizeof *a.dim);
@@ -658,7 +709,19 @@ int cmd_bench(int argc, char **argv) {
   if (rc < 0 && iters) rc = parse_int(&cmd, "--iters", iters, 1, 100000000, &o.iters);
   if (rc < 0 && warmup) rc = parse_int(&cmd, "--warmup", warmup, 0, 100000000, &o.warmup);
   if (rc < 0 && top) rc = parse_int(&cmd, "--top", top, 0, 1000000, &o.top);
-  if (rc < 0) rc = bench(&cmd, pos[0], &a, &o);
+  if (rc < 0 && decode) {
+    bench_decode_opts d = {.path = pos[0],
+                           .threads = o.threads,
+                           .paged = paged,
+                           .prefill = 128,
+                           .contexts = {128, 512, 1024},
+                           .ncontexts = 3,
+                           .warmup = o.warmup,
+                           .iters = o.iters};
+    rc = decode_mode(&cmd, pos[0], &d, contexts, prefill);
+  } else if (rc < 0) {
+    rc = bench(&cmd, pos[0], &a, &o);
+  }
   free(a.input);
   free(a.dim);
   free(a.rest);
