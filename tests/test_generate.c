@@ -389,6 +389,10 @@ static void cli_case(const model *m, const gcase *c, const char *flags) {
   free(err);
 }
 
+static bool ends_with_eos(const gcase *c) {
+  return c->ntokens && c->tokens[c->ntokens - 1] == c->eos;
+}
+
 static void cli_of(const char *name) {
   model *m = load(name);
   const gcase *greedy_eos = NULL, *greedy_rep = NULL, *beam = NULL;
@@ -396,10 +400,10 @@ static void cli_of(const char *name) {
     const gcase *c = &m->c[i];
     if (!c->beam && c->eos >= 0 && c->ntokens < c->max_new && !greedy_eos) greedy_eos = c;
     if (!c->beam && c->rep != 1 && !greedy_rep) greedy_rep = c;
-    /* the CLI has no early_stopping flag: a case with it off, length penalty != 1, ended by
-     * its EOS */
-    if (c->beam && c->eos >= 0 && c->lp != 1 && !c->early && c->ntokens &&
-        c->tokens[c->ntokens - 1] == c->eos && !beam)
+    /* the CLI has no early_stopping flag: a case with it off, an EOS and length penalty != 1,
+     * ended by its EOS where there is one */
+    if (c->beam && c->eos >= 0 && c->lp != 1 && !c->early &&
+        (!beam || (ends_with_eos(c) && !ends_with_eos(beam))))
       beam = c;
   }
   assert_non_null(greedy_eos);
