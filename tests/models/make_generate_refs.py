@@ -13,6 +13,10 @@ Models (the library's own classes, built from a config with seeded weights, eval
                   embeddings, attn_implementation="eager".
   llama_gen_tiny  LlamaForCausalLM: vocab 160, 64 wide, 4 query heads over 2 KV heads (GQA),
                   RoPE (theta 10000), SwiGLU 128, 2 layers, untied head, eager attention.
+These are the library's modules, not the copies of tests/models/hf_modules.py, so the graphs are
+what users export: e.g. 4.46's LlamaRotaryEmbedding multiplies cos and sin by attention_scaling
+(1.0 for the default rope), its causal mask is built over seq + 1 keys from cache_position and
+sliced, and GPT-2 divides by a torch.full scalar and masks with a sliced bool buffer.
 Weights: transformers' own init (_init_weights, under torch.manual_seed) with initializer_range
 0.2 instead of 0.02, so that the logits spread over a few units and greedy neither repeats one
 token forever nor leaves near-ties; the norms' weights and biases are then randomized
@@ -25,7 +29,8 @@ the output from the float64 copy of the model, rounded to f32, as make_models.py
 generate.txt, the references below. Not under tests/models, on purpose: tests/test_models.c runs
 `kernc check` there, whose tolerance (1e-7 + 1e-3 |want|) these models cannot meet: with weights
 this large PyTorch's own f32 logits are ~4e-6 off the f64 ones, and among 2560 logits of O(5)
-some are within 1e-3 of zero. tests/test_generate.c compares kernc's prefill logits with
+some are within 1e-3 of zero (kernc check happens to pass them today, with no margin to rely
+on). tests/test_generate.c compares kernc's prefill logits with
 test_data_set_0 at tests/test_session.c's tolerance, 1e-4 + 1e-3 |want|; the script asserts that
 PyTorch's own f32 result uses under a quarter of it.
 
@@ -44,14 +49,18 @@ References: generate.txt, one case per line,
     score   sequences_scores (f32, %.9g); greedy: nan
 Lines starting with '#' are comments. Each case is generate() on one prompt alone (batch 1, no
 padding), do_sample=False, num_return_sequences=1, pad_token_id 0, every option given
-explicitly. The EOS ids are tokens the no-EOS greedy or beam runs produce, picked so that the EOS
-cases stop early and early_stopping changes at least one beam result (the script asserts both).
+explicitly. Cases, each on three prompts (5, 9 and 3 seeded ids): greedy with max_new 16 without
+an EOS, with one, and with repetition_penalty 1.3; beam search with max_new 12 and num_beams 2
+and 4, without an EOS (length_penalty 1), and with one for length_penalty 1 and 2, each with
+early_stopping false and true. The EOS ids are tokens the no-EOS runs produce: greedy's stops at
+least two prompts early (asserted); beam search's is the one for which early_stopping changes the
+most results (at least one, asserted).
 
 Robustness: kernc's float32 arithmetic is not torch's, so a reference whose decision hinged on a
 near-tie would test rounding, not generation. The script records the smallest gap at every
-decision generate() made (greedy: top-1 minus top-2 of the processed scores; beam search: adjacent
-scores among the top-k candidates over beams x vocab, the k+1-th included), asserts it is at
-least MIN_GAP, and reruns every case on the float64 copy of the model, which must give the same
+decision generate() made (greedy: top-1 minus top-2 of the processed scores; beam search: the
+gaps in the ranked candidates over beams x vocab that decide which become beams and which EOS
+candidates finish a hypothesis, see record_beam_gaps), asserts it is at least MIN_GAP, and reruns every case on the float64 copy of the model, which must give the same
 tokens. Everything is deterministic: a rerun rewrites byte-identical files.
 """
 import argparse
