@@ -60,8 +60,9 @@ Robustness: kernc's float32 arithmetic is not torch's, so a reference whose deci
 near-tie would test rounding, not generation. The script records the smallest gap at every
 decision generate() made (greedy: top-1 minus top-2 of the processed scores; beam search: the
 gaps in the ranked candidates over beams x vocab that decide which become beams and which EOS
-candidates finish a hypothesis, see record_beam_gaps), asserts it is at least MIN_GAP, and reruns every case on the float64 copy of the model, which must give the same
-tokens. Everything is deterministic: a rerun rewrites byte-identical files.
+candidates finish a hypothesis, see record_beam_gaps), asserts it is at least MIN_GAP, and
+reruns every case on the float64 copy of the model, which must give the same tokens.
+Everything is deterministic: a rerun rewrites byte-identical files.
 """
 import argparse
 import copy
@@ -186,7 +187,7 @@ def export(out, name, model):
     assert margin < MARGIN, "PyTorch's own float32 result is not well within tolerance"
 
 
-# ---- generate() with its decisions' gaps recorded -------------------------------------------------
+# ---- generate() with its decisions' gaps recorded ------------------------------------------------
 
 
 class Gaps:
@@ -258,7 +259,7 @@ def run_generate(model, prompt, case, gaps):
     return tokens, None
 
 
-# ---- cases ----------------------------------------------------------------------------------------
+# ---- cases ---------------------------------------------------------------------------------------
 
 
 def prompts_for(vocab, seed, lengths):
