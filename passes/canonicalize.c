@@ -258,6 +258,12 @@ static const kc_pat pow_one[] = {
     P_OP(POW, P_CAP(X), P_CONST_EQ(C, 1.0)),
 };
 
+/* mul(x, 1)  ->  x (transformers >= 4.45's rotary embedding scales cos and sin by
+ * attention_scaling, 1.0 for the default rope; x * 1 is x exactly, NaN and -0 included) */
+static const kc_pat mul_one[] = {
+    P_OP(MUL, P_CAP(X), P_CONST_EQ(C, 1.0)),
+};
+
 /* sub(0, x)  ->  neg(x) */
 static const kc_pat sub_from_zero[] = {
     P_OP(SUB, P_CONST_EQ(C, 0.0), P_CAP(X)),
@@ -374,6 +380,7 @@ static const kc_rule rules[] = {
     KC_RULE("pow-2", pow_two, square),
     KC_RULE("pow-0.5", pow_half, to_sqrt),
     KC_RULE("pow-1", pow_one, to_x),
+    KC_RULE("mul-1", mul_one, to_x),
     KC_RULE("sub-from-0", sub_from_zero, to_neg),
     KC_RULE("sub-const", sub_const, sub_to_add),
     KC_RULE("transpose-identity", transpose_id, to_x),

@@ -254,11 +254,14 @@ kc_status kc_generate_beams(kc_session *s, const int64_t *prompt, int64_t npromp
   for (int32_t i = 0; i < b.nb && st == KC_OK; i++)
     b.seq[i] = first; /* reorder frees it once */
   int done = 0;
+  bool forked = false; /* the prompt's sequence was replaced by the beams' forks */
   int64_t stride = 0; /* the first step: one row for every beam */
   while (st == KC_OK) {
     st = kc_beam_step(ctx, search, b.logits, stride, b.tok, b.parent, &done);
     if (st != KC_OK || done) break;
-    if ((st = reorder(s, &b)) != KC_OK) break;
+    st = reorder(s, &b); /* frees the old sequences even when a fork fails */
+    forked = true;
+    if (st != KC_OK) break;
     for (int32_t i = 0; i < b.nb; i++) {
       b.tok64[i] = b.tok[i];
       b.e[i] = (kc_decode_entry){b.seq[i], 1, &b.tok64[i], b.logits + (size_t)i * vocab, 0};
@@ -278,12 +281,13 @@ kc_status kc_generate_beams(kc_session *s, const int64_t *prompt, int64_t npromp
     if (st == KC_OK) *nout = len;
     if (st == KC_OK && score) *score = sc;
   }
-  if (b.seq && b.seq[0] == first && first >= 0) { /* stopped before the first reorder */
-    for (int32_t i = 0; i < b.nb; i++)
+  /* Before the first reorder every beam is the prompt's sequence: free it once. (Comparing ids
+   * cannot tell: the cache reuses freed ids, so a later beam 0 may have the prompt's id.) */
+  if (!forked) {
+    for (int32_t i = 0; b.seq && i < b.nb; i++)
       b.seq[i] = -1;
+    if (first >= 0) kc_session_seq_free(s, first);
   }
-  if (first >= 0 && kc_session_seq_len(s, first) >= 0 && (!b.seq || b.seq[0] == -1))
-    kc_session_seq_free(s, first);
   beams_free(s, &b);
   kc_beam_free(search);
   free(p32);
