@@ -3,9 +3,10 @@
  * plain model (no past_key_values inputs needed). Runs after fusion. The result is one graph for
  * prefill (S new tokens) and decode (S = 1) of B sequences at once, each with its own cache:
  *
- *   - new graph inputs after the model's: kc_kv_cache f32[kc_nblk, L, 2, KVH, kc_bs, D] (the
- *     pool of runtime/kv_cache.h), kc_block_table i32[B, kc_maxb], kc_past_len i64[B] (tokens
- *     already cached per row), kc_new_len i64[B] (new tokens valid per row; rows padded to S);
+ *   - new graph inputs after the model's (token ids first, then any attention mask): kc_kv_cache
+ * f32[kc_nblk, L, 2, KVH, kc_bs, D] (the pool of runtime/kv_cache.h), kc_block_table i32[B,
+ * kc_maxb], kc_past_len i64[B] (tokens already cached per row), kc_new_len i64[B] (new tokens valid
+ * per row; rows padded to S);
  *   - every attention (all must be causal, without a mask input or past) becomes
  *     kv_store + attention_cache of layer l, l in program order; the kv_stores form a chain
  *     through the layers (each takes the previous one's result as its cache: ir/ops.def);
@@ -14,13 +15,16 @@
  *     past[b] + i instead ([B, S] indices); one whose uses all end in attentions' cos/sin tables
  *     (RoPE computed in the graph) is lengthened to the table's whole span, MAXB * BS rows, since
  *     attention_cache reads the rows of positions past[b] + i;
+ *   - an attention mask input ([B, S] integers or bool, named like a mask) is kept, and the session
+ *     feeds it all ones: a sequence has no padding, its cache holds exactly its tokens; an
+ *     attention's mask computed from it alone is then all keep and is dropped;
  *   - anything else that mixes sequence positions (a Range over S used otherwise, a non-causal
  *     attention, a reduction, softmax or cumsum along the sequence axis, a matmul contracting it)
  *     makes the pass refuse, naming the node: the step would not compute what the model does.
  *
  * The sequence axis is tracked per value as the axis whose dim is S (the token ids' dim 1);
  * ops that keep it in place are per-position. Not handled yet (refused, naming the input): models
- * with inputs besides the token ids (attention_mask, position_ids, past_key_values.*).
+ * with position_ids or past_key_values.* inputs.
  *
  * Invariants: the graph stays in program order (new nodes are placed before the nodes they
  * replace, kc_graph_place); the model's own inputs keep their order; the pass is not in any
@@ -70,21 +74,56 @@ static kc_status anchor_new(dd *d, uint32_t at) {
 
 /* ---- the token ids and the attentions ----------------------------------------------------- */
 
+/* Is graph input k a padding mask over the tokens (integer or bool [B, S], named so)? */
+static bool is_mask_input(const dd *d, uint32_t k) {
+  const kc_graph *g = d->g;
+  const kc_value *v = kc_value_of(g, g->inputs[k]);
+  const char *name = kc_graph_input_name(g, k);
+  return strstr(name, "mask") && v->rank == 2 && v->dtype != KC_F32 && v->dtype != KC_F16 &&
+         v->dtype != KC_BF16 && v->dtype != KC_F64 && kc_dim_same(g, v->dims[0], d->B) &&
+         kc_dim_same(g, v->dims[1], d->S);
+}
+
 static kc_status find_ids(dd *d) {
   kc_graph *g = d->g;
-  if (g->ninputs != 1)
-    return refuse(d, NULL,
-                  "the model must take token ids [B, S] alone (no attention_mask, "
-                  "position_ids or past_key_values inputs yet)");
+  if (g->ninputs < 1) return refuse(d, NULL, "the model takes no token ids");
   d->ids = g->inputs[0];
   const kc_value *v = kc_value_of(g, d->ids);
   if ((v->dtype != KC_I64 && v->dtype != KC_I32) || v->rank != 2 || !KC_DIM_IS_SYM(v->dims[1]))
     return refuse(d, NULL,
-                  "the model's input must be token ids, integers [B, S] with a "
+                  "the model's first input must be token ids, integers [B, S] with a "
                   "symbolic S");
   d->B = v->dims[0];
   d->S = v->dims[1];
+  for (uint32_t k = 1; k < g->ninputs; k++) {
+    if (is_mask_input(d, k)) continue;
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "input '%s': a decoder's inputs must be its token ids and an attention mask "
+             "(position_ids and past_key_values inputs are not supported yet)",
+             kc_graph_input_name(g, k));
+    return refuse(d, NULL, msg);
+  }
   return KC_OK;
+}
+
+/* Is value v computed from the mask inputs, constants and weights alone? (The session feeds the
+ * masks all ones: a sequence has no padding, its cache holds exactly its tokens.) */
+static bool from_masks(const dd *d, kc_val v, int depth) {
+  const kc_graph *g = d->g;
+  if (depth > 64) return false;
+  const kc_value *x = kc_value_of(g, v);
+  if (!x->def) {
+    for (uint32_t k = 1; k < g->ninputs; k++)
+      if (g->inputs[k].id == v.id) return true;
+    return false;
+  }
+  const kc_node *n = &g->nodes[x->def - 1];
+  if (kc_ops[n->op].cls == KC_CLASS_SOURCE) return true;
+  if (n->op == KC_OP_SHAPE) return true; /* sizes only */
+  for (uint32_t j = 0; j < n->nin; j++)
+    if (n->in[j].id && !from_masks(d, n->in[j], depth + 1)) return false;
+  return true;
 }
 
 enum { Q, K, V, MASK, PAST_K, PAST_V, COS, SIN };
@@ -98,7 +137,8 @@ static kc_status check_attentions(dd *d) {
     if (n->op != KC_OP_ATTENTION) continue;
     if (strcmp(kc_node_string(n, "mask", "none"), "causal") != 0)
       return refuse(d, n, "a non-causal attention mixes every position with every other");
-    bool extra = n->nin > MASK && n->in[MASK].id;
+    /* a mask made from the attention mask input only: all keep when it is all ones, dropped */
+    bool extra = n->nin > MASK && n->in[MASK].id && !from_masks(d, n->in[MASK], 0);
     for (uint32_t j = PAST_K; j <= PAST_V && j < n->nin; j++)
       extra = extra || n->in[j].id;
     for (uint32_t j = 1; j < n->nout; j++)
