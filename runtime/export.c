@@ -173,7 +173,9 @@ static kc_status merge_weights(job *j) {
 }
 
 /* The decode step of j->m's compiled graph in j->obj (kc_cpu_obj_lower_decode), or why there is
- * none in j->no_session. Only other failures (memory, a kernc bug) are errors. */
+ * none in j->no_session: the derivation failed (the pass refused the model, or what it made
+ * does not verify: kc_session_new fails alike), or the step has an op or size the export does
+ * not support. Only other failures (memory, a kernc bug in lowering) are errors. */
 static kc_status add_decode(job *j) {
   if (j->target->takes_archs) {
     snprintf(j->no_session, sizeof j->no_session,
@@ -184,13 +186,17 @@ static kc_status add_decode(job *j) {
   }
   /* the compiled graph's copy, sharing its data; no passes: they ran */
   kc_status s = kc_rt_module_new(j->ctx, j->m->g, j->target, true, "", false, &j->dm);
-  if (s == KC_OK) s = kc_rt_derive_decode(j->dm);
-  if (s == KC_OK) s = kc_rt_decode_info(j->ctx, j->dm->g, &j->decode);
+  bool soft = false;
+  if (s == KC_OK) { /* whatever stops the derivation stops kc_session_new too */
+    s = kc_rt_derive_decode(j->dm);
+    if (s == KC_OK) s = kc_rt_decode_info(j->ctx, j->dm->g, &j->decode);
+    soft = s != KC_OK && s != KC_ERR_NOMEM;
+  }
   if (s == KC_OK) s = kc_cpu_obj_lower_decode(j->obj, j->dm->g, j->dm->kernels);
   if (s == KC_OK) s = kc_rt_analyze(j->dm);
   snprintf(j->decode_name, sizeof j->decode_name, "%s_decode_step", j->name);
   if (s == KC_OK) s = kc_rt_plan_build(j->dm, j->decode_name, false, &j->dm->plan);
-  if (s == KC_ERR_UNSUPPORTED) { /* not a decoder kernc can derive: no sessions, not an error */
+  if (soft || s == KC_ERR_UNSUPPORTED) { /* no decoder kernc can derive: no sessions, no error */
     snprintf(j->no_session, sizeof j->no_session, "%s", kc_last_error(j->ctx));
     kc_clear_error(j->ctx);
     kc_cpu_obj_set_decode(j->obj, NULL, NULL);

@@ -332,6 +332,23 @@ static kc_status all_macros(kc_context *ctx, FILE *f, const kc_graph *g, const k
   return KC_OK;
 }
 
+/* text's words after a comment line already `col` long, lines of 96 columns at most. */
+static void wrap(FILE *f, const char *text, int col) {
+  for (const char *w = text; *w;) {
+    while (*w == ' ')
+      w++;
+    int len = (int)strcspn(w, " ");
+    if (!len) break;
+    if (col + 1 + len > 96) {
+      fprintf(f, "\n *");
+      col = 2;
+    }
+    fprintf(f, " %.*s", len, w);
+    col += 1 + len;
+    w += len;
+  }
+}
+
 /* ---- decoding sessions ------------------------------------------------------------------ */
 
 static void session_types(FILE *f) {
@@ -546,9 +563,11 @@ kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_rt_plan 
                                                                   : "not asked for",
                  why, sizeof why);
     fprintf(f,
-            "\n/* No decoding session entry points (%s_session_new ...): kernc could not derive a\n"
-            " * decode step with a KV cache from this model: %s */\n#define %s_HAS_SESSION 0\n",
-            N, why, N);
+            "\n/* No decoding session entry points (%s_session_new ...): kernc could not derive "
+            "a\n * decode step with a KV cache from this model:",
+            N);
+    wrap(f, why, 48);
+    fprintf(f, " */\n#define %s_HAS_SESSION 0\n", N);
   }
   fprintf(f, "\n#ifdef __cplusplus\n}\n#endif\n#endif /* %s_H_INCLUDED */\n", N);
   if (fclose(f) != 0)
