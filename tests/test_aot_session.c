@@ -45,11 +45,6 @@
 
 #define NIDS 12 /* tokens per row of data set 1 */
 
-typedef struct env {
-  const char *kernc, *tests;
-  char dir[64];
-} env;
-
 /* ---- a compiled model's session entry points ------------------------------------------------ */
 
 typedef struct lib {
@@ -117,6 +112,12 @@ typedef struct ref {
   int64_t vocab;
   lib l;
 } ref;
+
+typedef struct env {
+  const char *kernc, *tests;
+  char dir[64];
+  ref models[2]; /* gpt2_tiny, llama_tiny: loaded and compiled once by the group's setup */
+} env;
 
 static void load(const env *e, ref *r) {
   char path[4096];
@@ -274,10 +275,8 @@ static void errors(const ref *r) {
 
 static void t_logits(void **state) {
   env *e = *state;
-  ref models[] = {{.model = "gpt2_tiny"}, {.model = "llama_tiny"}};
-  for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
-    ref *r = &models[i];
-    load(e, r);
+  for (size_t i = 0; i < 2; i++) {
+    ref *r = &e->models[i];
     char what[128];
     snprintf(what, sizeof what, "%s library, contiguous cache", r->model);
     decode_both(r, 0, 16, 2, what);
@@ -285,7 +284,6 @@ static void t_logits(void **state) {
     decode_both(r, 1, 4, 64, what);
     fork_and_write(r, what);
     errors(r);
-    unload(r);
   }
 }
 
@@ -316,10 +314,8 @@ static void same_batch(const ref *r, kc_session *jit, void *ls, const kc_generat
 
 static void t_generate(void **state) {
   env *e = *state;
-  ref models[] = {{.model = "gpt2_tiny"}, {.model = "llama_tiny"}};
-  for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
-    ref *r = &models[i];
-    load(e, r);
+  for (size_t i = 0; i < 2; i++) {
+    ref *r = &e->models[i];
     kc_session *jit;
     kc_session_options so = {.threads = 2, .max_len = 64, .max_seqs = 4};
     if (kc_session_new(r->ctx, r->g, &so, &jit) != KC_OK) fail_msg("%s", kc_last_error(r->ctx));
@@ -367,7 +363,6 @@ static void t_generate(void **state) {
     r->l.session_free(contiguous);
     r->l.session_free(paged);
     kc_session_free(jit);
-    unload(r);
   }
 }
 
@@ -510,11 +505,8 @@ static void only_entry_points(const char *so, const char *name) {
 
 static void t_header(void **state) {
   env *e = *state;
-  ref models[] = {{.model = "gpt2_tiny", .layers = 2, .kv_heads = 4, .head_dim = 64 / 4},
-                  {.model = "llama_tiny", .layers = 2, .kv_heads = 2, .head_dim = 64 / 4}};
-  for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
-    ref *r = &models[i];
-    load(e, r);
+  for (size_t i = 0; i < 2; i++) {
+    ref *r = &e->models[i];
     only_libc(r->so);
     only_entry_points(r->so, r->sym);
     char *h = th_read_file(r->header, NULL);
@@ -577,7 +569,6 @@ static void t_header(void **state) {
              cc(), exe, src, e->dir, e->tests);
     if (th_exec(cmd, &out, NULL) != 0) fail_msg("%s\n%s", cmd, out);
     free(out);
-    unload(r);
   }
 }
 
@@ -695,6 +686,27 @@ static void t_cli(void **state) {
   free(err);
 }
 
+/* The group's state: cmocka hands group setups a state of their own. */
+static env *the_env;
+
+/* The two models compiled once for the tests that use their libraries (model.onnx: the
+ * configuration of tests/models/make_models.py). */
+static int setup(void **state) {
+  env *e = the_env;
+  e->models[0] = (ref){.model = "gpt2_tiny", .layers = 2, .kv_heads = 4, .head_dim = 64 / 4};
+  e->models[1] = (ref){.model = "llama_tiny", .layers = 2, .kv_heads = 2, .head_dim = 64 / 4};
+  for (int i = 0; i < 2; i++)
+    load(e, &e->models[i]);
+  *state = e;
+  return 0;
+}
+
+static int teardown(void **state) {
+  for (int i = 0; i < 2; i++)
+    unload(&the_env->models[i]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: %s KERNC TESTS_DIR\n", argv[0]);
@@ -702,12 +714,18 @@ int main(int argc, char **argv) {
   }
   env e = {.kernc = argv[1], .tests = argv[2]};
   if (!th_mkdtemp(e.dir, sizeof e.dir, "aot_session")) return 1;
-  const struct CMUnitTest t[] = {
-      cmocka_unit_test_prestate(t_logits, &e), cmocka_unit_test_prestate(t_generate, &e),
-      cmocka_unit_test_prestate(t_header, &e), cmocka_unit_test_prestate(t_no_session, &e),
+  the_env = &e;
+  const struct CMUnitTest libs[] = {
+      cmocka_unit_test_prestate(t_logits, &e),
+      cmocka_unit_test_prestate(t_generate, &e),
+      cmocka_unit_test_prestate(t_header, &e),
+  };
+  const struct CMUnitTest others[] = {
+      cmocka_unit_test_prestate(t_no_session, &e),
       cmocka_unit_test_prestate(t_cli, &e),
   };
-  int failed = cmocka_run_group_tests(t, NULL, NULL);
+  int failed = cmocka_run_group_tests_name("libraries", libs, setup, teardown);
+  failed += cmocka_run_group_tests_name("no sessions, kernc generate", others, NULL, NULL);
   th_rmtree(e.dir);
   return failed;
 }
