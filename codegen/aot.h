@@ -3,7 +3,11 @@
  * writes (codegen/cpu/aot_object.c) holds the plan of codegen/plan.h as constant data and
  * defines NAME_create / NAME_run / NAME_free / NAME_error, which call the functions below in
  * the runtime archive linked beside it (runtime/aot_entry.c over the one executor,
- * runtime/executor.c, that kc_compile's modules use too).
+ * runtime/executor.c, that kc_compile's modules use too). A causal decoder's object also holds
+ * its decode step (kc_plan_decode) and the session entry points NAME_session_new / _free /
+ * _error, NAME_seq_*, NAME_decode, NAME_generate*, which call kc_aot_session_new /
+ * kc_aot_session_error below and kernc.h's kc_session_* / kc_generate_* (runtime/session.c,
+ * runtime/generate.c: the code kc_session_new's sessions run too).
  *
  * Graph-free and LLVM-free: part of what the runtime archive (kernc_rt) includes.
  */
@@ -27,6 +31,19 @@ int kc_aot_run(kc_exec *m, const kc_tensor_desc *inputs, kc_tensor_desc *outputs
  * this thread failed ("no model" when none did). */
 const char *kc_aot_error(const kc_exec *m);
 void kc_aot_free(kc_exec *m);
+
+/* ---- decoding sessions (runtime/session_aot.c) ------------------------------------------------
+ */
+
+/* A session (runtime/session.c) over decode step d, on `threads` threads, after the CPU check
+ * against `target` (as kc_aot_create_checked); paged: blocks of `size` tokens (0: 16), `count`
+ * tokens in all (0: 4096); contiguous: `size` tokens per sequence (0: 1024), `count` sequences
+ * (0: 1). NULL on failure, kc_aot_session_error(NULL) then says why. NAME_session_new. */
+kc_session *kc_aot_session_new(const kc_plan_decode *d, const char *target, int threads, int paged,
+                               int64_t size, int64_t count);
+/* The message of this thread's last failure of s ("" when none); for s NULL, why the last
+ * kc_aot_session_new of this thread failed. NAME_session_error. */
+const char *kc_aot_session_error(const kc_session *s);
 
 /* ---- the CPU check (runtime/aot_cpu_check.c) ------------------------------------------------ */
 

@@ -180,6 +180,17 @@ kc_status kc_cpu_obj_write(kc_cpu_obj *o, const struct kc_plan *model, const kc_
 /* Free the object's module. NULL is fine. */
 void kc_cpu_obj_free(kc_cpu_obj *o);
 /*
+ * A causal decoder's decode step in the same object (kc_export): lower every node of dg (as
+ * kc_cpu_obj_lower does; kernels[] gets the static facts) into o, its symbols prefixed so they
+ * cannot clash with the model's; then, before kc_cpu_obj_write, the step's plan d (its tables as
+ * model's: fn/units/weights/eval_dims ignored; its weights at offsets of the model's weights
+ * file) and the slot dims of dg. kc_cpu_obj_write then adds the plan, a kc_plan_decode and the
+ * session entry points (codegen/aot.h). dg and d must outlive the write. d NULL: no decode step
+ * after all (a lowered one is left out).
+ */
+kc_status kc_cpu_obj_lower_decode(kc_cpu_obj *o, const struct kc_graph *dg, kc_cpu_kernel *kernels);
+void kc_cpu_obj_set_decode(kc_cpu_obj *o, const kc_plan_decode *d, const kc_dim *slot_dims);
+/*
  * The CUDA target (kc_export): an object without CPU kernels (host code for the architecture's
  * baseline CPU), whose steps the device blob at blob_path launches (codegen/aot_cuda.h; pulled
  * in like the weights); NAME_create is then kc_aot_cuda_create. Set the blob before writing.

@@ -148,4 +148,20 @@ typedef struct kc_plan {
 } kc_plan;
 #define KC_PLAN_WORDS 27
 
+/*
+ * The decode step of a causal decoder (passes/derive_decode.c) as a plan, with the facts a
+ * decoding session (runtime/session.c) needs and the plan does not say in so many words. The
+ * plan's inputs are the token ids [B, S] (i64 or i32), then kc_kv_cache f32[NBLK, L, 2, KVH, BS,
+ * D], kc_block_table i32[B, MAXB], kc_past_len i64[B], kc_new_len i64[B]; its output 0 the logits
+ * f32[B, S, vocab]. kc_session_new fills it from the decode graph; kc_export writes it into the
+ * object beside the model's plan (NAME_session_new hands it to the runtime archive).
+ */
+typedef struct kc_plan_decode {
+  const kc_plan *plan;
+  int64_t vocab;
+  int64_t layers, kv_heads, head_dim; /* the cache: L, KVH, D */
+  int64_t dtype_size;                 /* bytes of a cache element */
+} kc_plan_decode;
+#define KC_PLAN_DECODE_WORDS 6
+
 #endif /* KERNC_CODEGEN_PLAN_H */

@@ -4,9 +4,17 @@
  *
  * The steps are kc_compile's up to the JIT (copy the graph, run the passes, verify, lower every
  * node into one LLVM module, analyze storage with kc_rt_analyze), then: the tables of a run
- * (runtime/export_plan.c), the weights file, one object with kernels, tables, dims function,
+ * (runtime/plan_build.c), the weights file, one object with kernels, tables, dims function,
  * weights and entry points (codegen/cpu/aot_object.c), the link with the runtime archive
  * (runtime/export_link.c), and the header (runtime/export_header.c).
+ *
+ * A causal decoder also gets its decode step, as kc_session_new derives it (from the compiled
+ * graph, kc_rt_derive_decode on a copy): lowered into the same object with its own plan, and
+ * the session entry points. Its weights are the model's (the same data, stored once: the step's
+ * plan refers to the model's weights file; what only the step has is appended). A model the
+ * pass refuses (no causal attention, positions mixed otherwise, other inputs...), or the CUDA
+ * target (sessions run on the CPU only for now), simply has no session entry points, and the
+ * header says why.
  *
  * Invariants:
  *   - Intermediate files live in a fresh folder next to the library (same file system, so a
@@ -87,6 +95,12 @@ static void dir_of(const char *path, char *buf, size_t size) {
 
 typedef struct job {
   kc_context *ctx;
+  kc_module *dm;         /* the decode step; NULL: none */
+  kc_plan_decode decode; /* its facts, decode.plan = &dm->plan.model */
+  char decode_name[NAME_LEN + 16];
+  char no_session[1024]; /* why there is no decode step ("" when there is) */
+  kc_rt_weight *weights; /* the weights file: the model's, then the step's own */
+  int64_t nweights, weights_bytes;
   const kc_export_options *opts;
   const kc_target *target;
   const char *so_path, *header_path;
@@ -125,6 +139,77 @@ static kc_status lower(job *j, const kc_graph *g) {
   return s == KC_OK ? kc_rt_analyze(j->m) : s;
 }
 
+/* The weights file: the model plan's weights, then those of the decode step that the model does
+ * not have (the same data is stored once), whose references in the step's plan are moved to
+ * their offsets in this file. */
+static kc_status merge_weights(job *j) {
+  kc_rt_plan *mp = &j->m->plan, *dp = j->dm ? &j->dm->plan : NULL;
+  int64_t n = mp->nweights + (dp ? dp->nweights : 0);
+  j->weights = calloc((size_t)n + 1, sizeof *j->weights);
+  if (!j->weights) return kc_errorf(j->ctx, KC_ERR_NOMEM, "out of memory writing the weights");
+  memcpy(j->weights, mp->weights, (size_t)mp->nweights * sizeof *j->weights);
+  j->nweights = mp->nweights;
+  j->weights_bytes = mp->model.weights_bytes;
+  for (int64_t w = 0; dp && w < dp->nweights; w++) {
+    kc_rt_weight *dw = &dp->weights[w];
+    int64_t k = 0, off;
+    while (k < mp->nweights && mp->weights[k].data != dw->data)
+      k++;
+    if (k < mp->nweights) {
+      off = mp->weights[k].off;
+    } else {
+      off = j->weights_bytes;
+      j->weights[j->nweights++] = (kc_rt_weight){dw->data, dw->bytes, off};
+      j->weights_bytes += (int64_t)((dw->bytes + KC_RT_ALIGN - 1) / KC_RT_ALIGN * KC_RT_ALIGN);
+    }
+    for (int64_t v = 0; v < dp->model.nvalues; v++) /* the step's own offsets are distinct */
+      if (dp->values[v].storage == KC_PLAN_WEIGHT && dp->values[v].ref == dw->off)
+        dp->values[v].ref = -1 - off; /* marked, so a later weight cannot match it again */
+  }
+  for (int64_t v = 0; dp && v < dp->model.nvalues; v++)
+    if (dp->values[v].storage == KC_PLAN_WEIGHT) dp->values[v].ref = -1 - dp->values[v].ref;
+  if (dp) dp->model.weights_bytes = j->weights_bytes;
+  return KC_OK;
+}
+
+/* The decode step of j->m's compiled graph in j->obj (kc_cpu_obj_lower_decode), or why there is
+ * none in j->no_session: the derivation failed (the pass refused the model, or what it made
+ * does not verify: kc_session_new fails alike), or the step has an op or size the export does
+ * not support. Only other failures (memory, a kernc bug in lowering) are errors. */
+static kc_status add_decode(job *j) {
+  if (j->target->takes_archs) {
+    snprintf(j->no_session, sizeof j->no_session,
+             "sessions run on the CPU target only for now: on '%s' the KV cache would have to "
+             "stay in device memory between steps, which the executor cannot do yet",
+             j->target->name);
+    return KC_OK;
+  }
+  /* the compiled graph's copy, sharing its data; no passes: they ran */
+  kc_status s = kc_rt_module_new(j->ctx, j->m->g, j->target, true, "", false, &j->dm);
+  bool soft = false;
+  if (s == KC_OK) { /* whatever stops the derivation stops kc_session_new too */
+    s = kc_rt_derive_decode(j->dm);
+    if (s == KC_OK) s = kc_rt_decode_info(j->ctx, j->dm->g, &j->decode);
+    soft = s != KC_OK && s != KC_ERR_NOMEM;
+  }
+  if (s == KC_OK) s = kc_cpu_obj_lower_decode(j->obj, j->dm->g, j->dm->kernels);
+  if (s == KC_OK) s = kc_rt_analyze(j->dm);
+  snprintf(j->decode_name, sizeof j->decode_name, "%s_decode_step", j->name);
+  if (s == KC_OK) s = kc_rt_plan_build(j->dm, j->decode_name, false, &j->dm->plan);
+  if (soft || s == KC_ERR_UNSUPPORTED) { /* no decoder kernc can derive: no sessions, no error */
+    snprintf(j->no_session, sizeof j->no_session, "%s", kc_last_error(j->ctx));
+    kc_clear_error(j->ctx);
+    kc_cpu_obj_set_decode(j->obj, NULL, NULL);
+    kc_module_free(j->dm);
+    j->dm = NULL;
+    return KC_OK;
+  }
+  if (s != KC_OK) return s;
+  j->decode.plan = &j->dm->plan.model;
+  kc_cpu_obj_set_decode(j->obj, &j->decode, j->dm->plan.slot_dims);
+  return KC_OK;
+}
+
 static void path_in(const job *j, char *buf, const char *file) {
   fmt_path(buf, PATH_LEN, "%s/%s", j->tmp, file);
 }
@@ -137,6 +222,8 @@ static kc_status build(job *j, const kc_graph *g) {
                                sizeof j->runtime);
   if (s == KC_OK) s = lower(j, g);
   if (s == KC_OK) s = kc_rt_plan_build(j->m, j->name, false, &j->m->plan);
+  if (s == KC_OK) s = add_decode(j);
+  if (s == KC_OK) s = merge_weights(j);
   if (s != KC_OK) return s;
   const kc_rt_plan *plan = &j->m->plan;
 
@@ -151,8 +238,10 @@ static kc_status build(job *j, const kc_graph *g) {
   path_in(j, weights, "weights.bin");
   path_in(j, obj, "model.o");
   path_in(j, so, "model.so");
-  bool has_weights = plan->model.weights_bytes > 0;
-  if (has_weights && (s = kc_export_write_weights(j->ctx, plan, weights)) != KC_OK) return s;
+  bool has_weights = j->weights_bytes > 0;
+  if (has_weights && (s = kc_export_write_weights(j->ctx, j->weights, j->nweights, j->weights_bytes,
+                                                  weights)) != KC_OK)
+    return s;
   if (j->target->export_write && (s = j->target->export_write(j->state, plan, j->obj, j->tmp)))
     return s;
   s = kc_cpu_obj_write(j->obj, &plan->model, plan->slot_dims, has_weights ? weights : NULL, obj);
@@ -166,7 +255,8 @@ static kc_status build(job *j, const kc_graph *g) {
   }
   char built_for[256];
   j->target->export_describe(j->m, j->state, built_for, sizeof built_for);
-  s = kc_export_header(j->ctx, j->m->g, plan, j->opts ? j->opts->source : NULL, built_for,
+  kc_export_session hs = {.decode = j->dm ? &j->decode : NULL, .why_not = j->no_session};
+  s = kc_export_header(j->ctx, j->m->g, plan, &hs, j->opts ? j->opts->source : NULL, built_for,
                        j->so_path, j->header_path);
   j->header_path = NULL; /* header[] goes out of scope */
   return s;
@@ -202,6 +292,8 @@ kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options 
   cleanup(&j);
   kc_cpu_obj_free(j.obj); /* before the module: its kc_cpu made the LLVM module */
   if (j.target && j.target->export_free) j.target->export_free(j.state);
+  kc_module_free(j.dm); /* before the model's: its graph shares that one's data */
   kc_module_free(j.m);
+  free(j.weights);
   return s;
 }

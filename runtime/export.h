@@ -8,8 +8,10 @@
 #include "codegen/aot.h"
 #include "runtime/internal.h"
 
-/* export_link.c: write the weights of p into path, back to back at their offsets. */
-kc_status kc_export_write_weights(kc_context *ctx, const kc_rt_plan *p, const char *path);
+/* export_link.c: write the n weights w (by ascending offset) into path at their offsets, zeros
+ * between them and up to `bytes` in all. */
+kc_status kc_export_write_weights(kc_context *ctx, const kc_rt_weight *w, int64_t n, int64_t bytes,
+                                  const char *path);
 /* export_link.c: the runtime archive to link (opts->runtime, the build's, or next to the
  * running program), into buf. */
 kc_status kc_export_find_runtime(kc_context *ctx, const char *given, char *buf, size_t size);
@@ -19,11 +21,18 @@ kc_status kc_export_find_runtime(kc_context *ctx, const char *given, char *buf, 
 kc_status kc_export_link(kc_context *ctx, const char *cc, const char *obj_path, const char *runtime,
                          const char *so_path);
 
+/* What the header says of sessions: the decode step's facts, or (decode NULL) why there are no
+ * session entry points. */
+typedef struct kc_export_session {
+  const kc_plan_decode *decode;
+  const char *why_not;
+} kc_export_session;
+
 /* export_header.c: the C header of the model (see kc_export in kernc.h); cpu is LLVM's name of
  * the CPU the kernels were built for. */
 kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_rt_plan *p,
-                           const char *source, const char *cpu, const char *so_path,
-                           const char *path);
+                           const kc_export_session *session, const char *source, const char *cpu,
+                           const char *so_path, const char *path);
 
 /* export_cuda.c, target "cuda": the kernels as the CUDA JIT builds them (filling
  * m->kernels[].no_kernel), compiled by NVRTC for archs (kc_export_options.cuda_archs); the

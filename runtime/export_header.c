@@ -10,11 +10,18 @@
  * every symbol of the model in NAME_SYM_* order (NAME_INPUT_ids_DIM_1(batch, seq)), with the
  * expression kernc computes (S+1, 2*S, floor division) written in C on int64_t.
  *
+ * A causal decoder's header also declares its decoding session (runtime/session.c through the
+ * NAME_session_* entry points): kc_model_decode_entry and kc_model_generate_options with the
+ * layouts of kernc.h's kc_decode_entry and kc_generate_options, the functions, NAME_VOCAB and the
+ * cache's size macros; any other model's says in a comment why it has none.
+ *
  * Invariants:
  *   - kc_model_tensor has kc_tensor_desc's layout (name, dtype as an int-sized enum, rank,
  *     dims[KC_MAX_RANK], data) and KC_MODEL_<DTYPE> kc_dtype's codes: the runtime reads the
  *     caller's tensors as kc_tensor_desc. Both are guarded by one macro, so headers of several
- *     models can be included together.
+ *     models can be included together. Likewise kc_model_decode_entry and
+ *     kc_model_generate_options, field for field kernc.h's structs (tests/test_aot_session.c
+ *     compiles a program that checks every offset).
  *   - Names from the model reach C only through identifier-safe macro names and comment-safe
  *     text ("*" "/" never closes the comment).
  */
@@ -325,6 +332,148 @@ static kc_status all_macros(kc_context *ctx, FILE *f, const kc_graph *g, const k
   return KC_OK;
 }
 
+/* text's words after a comment line already `col` long, lines of 96 columns at most. */
+static void wrap(FILE *f, const char *text, int col) {
+  for (const char *w = text; *w;) {
+    while (*w == ' ')
+      w++;
+    int len = (int)strcspn(w, " ");
+    if (!len) break;
+    if (col + 1 + len > 96) {
+      fprintf(f, "\n *");
+      col = 2;
+    }
+    fprintf(f, " %.*s", len, w);
+    col += 1 + len;
+    w += len;
+  }
+}
+
+/* ---- decoding sessions ------------------------------------------------------------------ */
+
+static void session_types(FILE *f) {
+  fprintf(
+      f,
+      "#ifndef KERNC_MODEL_SESSION_TYPES\n#define KERNC_MODEL_SESSION_TYPES\n"
+      "/* One sequence's part of a decode step: its new tokens, and where its logits go (NULL: "
+      "not\n"
+      " * wanted; else vocab floats of the last new token, or with all set ntokens * vocab floats\n"
+      " * of every new token). The same in every kernc model header (kernc.h's kc_decode_entry). "
+      "*/\n"
+      "typedef struct kc_model_decode_entry {\n"
+      "  int32_t seq;\n  int32_t ntokens;\n  const int64_t *tokens;\n  float *logits;\n"
+      "  int all;\n} kc_model_decode_entry;\n\n"
+      "/* Generation options (kernc.h's kc_generate_options). Token selection follows Hugging "
+      "Face\n"
+      " * transformers 4.46.3: repetition penalty, then temperature, top-k, top-p, min-p, then a\n"
+      " * draw; greedy when temperature is 0; beam search as its BeamSearchScorer. Every filter "
+      "is\n"
+      " * off unless set. A sequence's draws depend only on its prompt and seed. */\n"
+      "typedef struct kc_model_generate_options {\n"
+      "  int64_t max_new;           /* tokens to generate at most (> 0) */\n"
+      "  double temperature;        /* 0: greedy; > 0: sample */\n"
+      "  int32_t top_k;             /* 0: off */\n"
+      "  double top_p;              /* 1 (or 0): off */\n"
+      "  double min_p;              /* 0: off */\n"
+      "  double repetition_penalty; /* 1 (or 0): off */\n"
+      "  uint64_t seed;             /* prompt i of a batch draws with seed + i */\n"
+      "  int32_t num_beams;         /* beam search: > 1 */\n"
+      "  double length_penalty;     /* beams: 1 by default */\n"
+      "  int32_t early_stopping;    /* beams: 0 false, 1 true, 2 \"never\" */\n"
+      "  const int64_t *eos;        /* EOS ids: a sequence ends after one (kept in its output) */\n"
+      "  int32_t neos;\n"
+      "  const int64_t *stop;       /* stop sequences, back to back; stop_len[i] tokens each */\n"
+      "  const int32_t *stop_len;\n"
+      "  int32_t nstop;\n"
+      "  /* each token as it comes (prompt index, token); beams: the final tokens at the end */\n"
+      "  void (*on_token)(void *user, int32_t prompt, int64_t token);\n"
+      "  void *user;\n"
+      "} kc_model_generate_options;\n#endif\n\n");
+}
+
+/* NAME_VOCAB, the cache's sizes, and the session entry points of decode step d. */
+static void session_api(FILE *f, const char *N, const kc_plan_decode *d) {
+  int64_t per_token = d->layers * 2 * d->kv_heads * d->head_dim * d->dtype_size;
+  fprintf(
+      f,
+      "\n/* ---- decoding with a KV cache -----------------------------------------------------\n"
+      " * kernc derived the decode step of this causal decoder: the attentions read and write a\n"
+      " * KV cache and positions start at each sequence's past length, so one step serves\n"
+      " * prefill (many new tokens) and decode (one), for several sequences of different\n"
+      " * lengths at once. The cache is contiguous (one max_len buffer per sequence, written in\n"
+      " * place) or paged (blocks of block_size tokens, a block table per sequence, forks\n"
+      " * share blocks, a write into a shared one copies it first). One thread at a time uses\n"
+      " * a session. Functions returning int return 0 or an error code (kc_status of kernc.h),\n"
+      " * and %s_session_error says what is wrong.\n"
+      " *\n * Use:\n"
+      " *   %s_session_t *s = %s_session_new(0, 0, 512, 1);  (all cores; contiguous cache:\n"
+      " *                             512 tokens per sequence, 1 sequence)\n"
+      " *   kc_model_generate_options o;  %s_generate_defaults(&o);  o.max_new = 20;\n"
+      " *   const int64_t *prompts[1] = {ids};  int64_t *outs[1] = {out}, nout;\n"
+      " *   if (%s_generate(s, 1, prompts, &nids, &o, outs, &nout) != 0)\n"
+      " *     fprintf(stderr, \"%%s\\n\", %s_session_error(s));\n"
+      " *   %s_session_free(s);\n */\n"
+      "#define %s_HAS_SESSION 1\n"
+      "#define %s_VOCAB %lld\n"
+      "/* The cache: layers, KV heads, head dim; the bytes one token takes (K and V of every\n"
+      " * layer), and those of a cache of `tokens` slots (paged: max_tokens rounded up to whole\n"
+      " * blocks; contiguous: max_len * max_seqs). */\n"
+      "#define %s_CACHE_LAYERS %lld\n#define %s_CACHE_KV_HEADS %lld\n"
+      "#define %s_CACHE_HEAD_DIM %lld\n"
+      "#define %s_CACHE_BYTES_PER_TOKEN ((int64_t)%lld)\n"
+      "#define %s_CACHE_BYTES(tokens) ((int64_t)(tokens) * %s_CACHE_BYTES_PER_TOKEN)\n\n",
+      N, N, N, N, N, N, N, N, N, (long long)d->vocab, N, (long long)d->layers, N,
+      (long long)d->kv_heads, N, (long long)d->head_dim, N, (long long)per_token, N, N);
+  session_types(f);
+  fprintf(
+      f,
+      "typedef struct %s_session %s_session_t;\n\n"
+      "/* A session on `threads` threads (<= 0: one per core) with an empty cache: paged (paged\n"
+      " * != 0): blocks of `size` tokens (0: 16), `count` tokens in all sequences together (0:\n"
+      " * 4096); contiguous: `size` tokens per sequence (0: 1024), `count` sequences at once (0:\n"
+      " * 1). NULL when this CPU lacks a feature the kernels use, or out of memory:\n"
+      " * %s_session_error(NULL) says which. */\n"
+      "%s_session_t *%s_session_new(int threads, int paged, int64_t size, int64_t count);\n"
+      "/* Free the session and its cache. NULL is fine. */\n"
+      "void %s_session_free(%s_session_t *s);\n"
+      "/* The message of this thread's last failure of s; with NULL, why the last\n"
+      " * %s_session_new of this thread returned NULL. */\n"
+      "const char *%s_session_error(const %s_session_t *s);\n"
+      "/* %s_VOCAB, and %s_CACHE_BYTES_PER_TOKEN. */\n"
+      "int64_t %s_session_vocab(const %s_session_t *s);\n"
+      "int64_t %s_session_cache_bytes_per_token(const %s_session_t *s);\n"
+      "/* Sequences: a new empty one; a fork sharing src's cache (no copy); free; length in "
+      "tokens\n"
+      " * (-1: none); truncate to len tokens. */\n"
+      "int %s_seq_new(%s_session_t *s, int32_t *seq);\n"
+      "int %s_seq_fork(%s_session_t *s, int32_t src, int32_t *dst);\n"
+      "void %s_seq_free(%s_session_t *s, int32_t seq);\n"
+      "int64_t %s_seq_len(const %s_session_t *s, int32_t seq);\n"
+      "int %s_seq_truncate(%s_session_t *s, int32_t seq, int64_t len);\n"
+      "/* One step: every entry's tokens are appended to its sequence (prefill: many; decode: "
+      "one)\n"
+      " * and run at once. A cache too full for the step is an error naming the sequence, and\n"
+      " * changes nothing. */\n"
+      "int %s_decode(%s_session_t *s, const kc_model_decode_entry *entries, int32_t n);\n"
+      "/* max_new 32, greedy, length_penalty 1, every filter off, no EOS. */\n"
+      "void %s_generate_defaults(kc_model_generate_options *o);\n"
+      "/* Generate after each of count prompts at once (greedy or sampling): outs[i] (max_new\n"
+      " * tokens of room) gets prompt i's tokens, nout[i] their count. Each prompt runs as a\n"
+      " * sequence of its own, freed at the end. */\n"
+      "int %s_generate(%s_session_t *s, int32_t count, const int64_t *const *prompts,\n"
+      "                const int64_t *nprompt, const kc_model_generate_options *o,\n"
+      "                int64_t *const *outs, int64_t *nout);\n"
+      "/* Beam search (o->num_beams > 1) after one prompt: out (max_new + 1 tokens of room) gets "
+      "the\n"
+      " * best sequence, *nout its length, *score (may be NULL) its score. The beams' caches are\n"
+      " * reordered by forking sequences, never copied whole. */\n"
+      "int %s_generate_beams(%s_session_t *s, const int64_t *prompt, int64_t nprompt,\n"
+      "                      const kc_model_generate_options *o, int64_t *out, int64_t *nout,\n"
+      "                      double *score);\n",
+      N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N,
+      N, N);
+}
+
 /* What the library needs of the machine; cpu is "CUDA <images>" for the CUDA target. */
 static const char *target_text(const char *cpu, const char *N, char *buf, size_t size) {
   if (strncmp(cpu, "CUDA ", 5) == 0)
@@ -346,8 +495,8 @@ static const char *target_text(const char *cpu, const char *N, char *buf, size_t
 }
 
 kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_rt_plan *p,
-                           const char *source, const char *cpu, const char *so_path,
-                           const char *path) {
+                           const kc_export_session *session, const char *source, const char *cpu,
+                           const char *so_path, const char *path) {
   const kc_plan *m = &p->model;
   const char *N = m->name;
   FILE *f = fopen(path, "w");
@@ -404,9 +553,23 @@ kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_rt_plan 
       "/* The message of this thread's last failed %s_run (\"\" after a success); with NULL, "
       "why the\n * last %s_create of this thread returned NULL. */\n"
       "const char *%s_error(const %s_t *model);\n"
-      "/* Free the model and its outputs. NULL is fine. */\nvoid %s_free(%s_t *model);\n\n"
-      "#ifdef __cplusplus\n}\n#endif\n#endif /* %s_H_INCLUDED */\n",
-      N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N);
+      "/* Free the model and its outputs. NULL is fine. */\nvoid %s_free(%s_t *model);\n",
+      N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N);
+  if (session && session->decode) {
+    session_api(f, N, session->decode);
+  } else {
+    char why[1024];
+    comment_text(session && session->why_not && *session->why_not ? session->why_not
+                                                                  : "not asked for",
+                 why, sizeof why);
+    fprintf(f,
+            "\n/* No decoding session entry points (%s_session_new ...): kernc could not derive "
+            "a\n * decode step with a KV cache from this model:",
+            N);
+    wrap(f, why, 48);
+    fprintf(f, " */\n#define %s_HAS_SESSION 0\n", N);
+  }
+  fprintf(f, "\n#ifdef __cplusplus\n}\n#endif\n#endif /* %s_H_INCLUDED */\n", N);
   if (fclose(f) != 0)
     return kc_errorf(ctx, KC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
   return KC_OK;

@@ -24,20 +24,20 @@
 
 #define CMD_MAX 16384
 
-kc_status kc_export_write_weights(kc_context *ctx, const kc_rt_plan *p, const char *path) {
+kc_status kc_export_write_weights(kc_context *ctx, const kc_rt_weight *w, int64_t n, int64_t bytes,
+                                  const char *path) {
   FILE *f = fopen(path, "wb");
   if (!f) return kc_errorf(ctx, KC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
   static const unsigned char zeros[KC_RT_ALIGN];
   int64_t at = 0;
   bool ok = true;
-  for (int64_t i = 0; i < p->nweights && ok; i++) {
-    const kc_rt_weight *w = &p->weights[i];
-    for (; at < w->off && ok; at++) /* padding to the weight's aligned offset */
+  for (int64_t i = 0; i < n && ok; i++) {
+    for (; at < w[i].off && ok; at++) /* padding to the weight's aligned offset */
       ok = fwrite(zeros, 1, 1, f) == 1;
-    if (ok && w->bytes) ok = fwrite(w->data, 1, w->bytes, f) == w->bytes;
-    at += (int64_t)w->bytes;
+    if (ok && w[i].bytes) ok = fwrite(w[i].data, 1, w[i].bytes, f) == w[i].bytes;
+    at += (int64_t)w[i].bytes;
   }
-  for (; at < p->model.weights_bytes && ok; at++)
+  for (; at < bytes && ok; at++)
     ok = fwrite(zeros, 1, 1, f) == 1;
   if (fclose(f) != 0) ok = false;
   return ok ? KC_OK : kc_errorf(ctx, KC_ERR_IO, "cannot write %s: %s", path, strerror(errno));

@@ -13,12 +13,15 @@
  * beam each continues, and the session forks those (the old ones are freed after), then decodes
  * the new beams' tokens in one step.
  *
+ * Graph-free (it sees a session through kernc.h's functions only): part of the runtime archive
+ * kernc_rt, so a compiled model's NAME_generate / NAME_generate_beams run this very code.
+ *
  * Invariants: every sequence made here is freed before returning, whatever happened; the
  * callback sees each token once, in order per sequence (beam search: the final tokens).
  */
-#include "runtime/internal.h"
-
+#include "ir/internal.h"
 #include "runtime/sample.h"
+#include "runtime/session.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -144,8 +144,11 @@ kc_status kc_rt_analyze(kc_module *m);
 kc_status kc_rt_plan_build(kc_module *m, const char *name, bool late, kc_rt_plan *p);
 void kc_rt_plan_free(kc_rt_plan *p);
 
-/* session.c: the context a session reports errors to. */
-kc_context *kc_session_context(const kc_session *s);
+/* session_compile.c: derive the decode step of m's graph (passes run, not yet lowered) in place
+ * (passes/derive_decode.c), verify it and size m->kernels for it. */
+kc_status kc_rt_derive_decode(kc_module *m);
+/* session_compile.c: the vocabulary and cache shape of decode graph g into d (d->plan NULL). */
+kc_status kc_rt_decode_info(kc_context *ctx, const kc_graph *g, kc_plan_decode *d);
 
 /* settle.c: let m->x settle m's late symbols at run time (the executor's settle hook). */
 kc_status kc_rt_settle_init(kc_module *m);

@@ -1,25 +1,28 @@
 /*
- * runtime/session.c - decoding sessions (kc_session of kernc.h): a causal decoder compiled once
- * as its decode step (passes/derive_decode.c: the graph reads and writes a KV cache, positions
- * start at each sequence's past length), a KV cache (runtime/kv_cache.c, paged or contiguous)
- * holding the sequences, and steps that run several sequences of different lengths at once.
+ * runtime/session.c - decoding sessions (kc_session of kernc.h), graph-free: the plan of a
+ * causal decoder's decode step (passes/derive_decode.c: the graph reads and writes a KV cache,
+ * positions start at each sequence's past length) run by the one executor, a KV cache
+ * (runtime/kv_cache.c, paged or contiguous) holding the sequences, and steps that run several
+ * sequences of different lengths at once. The same code serves kc_session_new (the step JIT'd,
+ * runtime/session_compile.c) and the NAME_session_* entry points of a compiled model
+ * (runtime/session_aot.c): this file is in the runtime archive kernc_rt.
  *
  * A step (kc_session_decode) for entries e_0..e_{n-1} (sequence, new tokens):
  *   1. each sequence grows by its tokens in the cache (kc_kv_seq_append: blocks taken, shared
  *      ones copied before they are written); a full cache undoes the appends already made and
  *      fails the step, naming the sequence;
- *   2. the decode graph runs on B = n rows padded to S = the most new tokens (padding ids 0,
+ *   2. the decode plan runs on B = n rows padded to S = the most new tokens (padding ids 0,
  *      never stored: kc_new_len says how many are real), the block tables, the past lengths;
  *   3. each entry gets the logits of its last new token (or of every new token).
  *
  * Invariants: one thread at a time uses a session (the cache is not locked); the per-step
- * buffers only grow, so steps of the same sizes allocate nothing; the compiled step's inputs are
- * the model's token ids, then kc_kv_cache, kc_block_table, kc_past_len, kc_new_len, and its
- * output 0 the logits [B, S, vocab].
+ * buffers only grow, so steps of the same sizes allocate nothing; the plan's inputs are the
+ * model's token ids, then kc_kv_cache, kc_block_table, kc_past_len, kc_new_len (passed by
+ * position), and its output 0 the logits [B, S, vocab] (kc_session_open checks all of it).
  */
-#include "runtime/internal.h"
+#include "runtime/session.h"
 
-#include "passes/passes.h"
+#include "ir/internal.h"
 #include "runtime/kv_cache.h"
 
 #include <stdlib.h>
@@ -27,11 +30,12 @@
 
 struct kc_session {
   kc_context *ctx;
-  kc_module *m; /* the decode step */
+  kc_plan_decode d;
+  kc_exec *x; /* runs d.plan */
+  void (*release)(void *owner);
+  void *owner;
   kc_kv_cache *kv;
-  int64_t vocab;
   kc_dtype ids_dtype;
-  const char *ids_name;
   int64_t pool_dims[6];
   /* per-step buffers, grown to the largest step */
   int64_t cap_b, cap_bs, cap_bt;
@@ -42,64 +46,47 @@ struct kc_session {
 
 /* ---- creation ----------------------------------------------------------------------------- */
 
-/* The decode step of g: g's passes as kc_compile's target runs them, then derive-decode. */
-static kc_status compile_step(kc_session *s, const kc_graph *g, const kc_session_options *o) {
-  const kc_target *t;
-  kc_status st = kc_target_find(s->ctx, o->target, &t);
-  kc_module *m = NULL;
-  if (st == KC_OK && t->takes_archs) /* a device target: runs copy inputs in and out */
-    return kc_errorf(s->ctx, KC_ERR_UNSUPPORTED,
-                     "sessions run on the CPU target only for now: on '%s' the KV cache would have "
-                     "to stay in device memory between steps, which the executor cannot do yet",
-                     t->name);
-  if (st == KC_OK) st = kc_rt_module_new(s->ctx, g, t, false, NULL, true, &m);
-  if (st == KC_OK) st = kc_derive_decode(m->g);
-  if (st == KC_OK) st = kc_graph_verify(m->g);
-  if (st == KC_OK) {
-    kc_graph_compact(m->g);
-    free(m->kernels); /* sized for the graph before derive-decode */
-    m->kernels = calloc(m->g->nnodes + 1, sizeof *m->kernels);
-    if (!m->kernels) st = kc_errorf(s->ctx, KC_ERR_NOMEM, "out of memory compiling the session");
+/* The plan takes what a step passes and returns logits: its inputs and output 0. */
+static kc_status check_plan(kc_context *ctx, const kc_plan_decode *d) {
+  static const char *const names[4] = {"kc_kv_cache", "kc_block_table", "kc_past_len",
+                                       "kc_new_len"};
+  static const kc_dtype dtypes[4] = {KC_F32, KC_I32, KC_I64, KC_I64};
+  static const int ranks[4] = {6, 2, 1, 1};
+  const kc_plan *p = d->plan;
+  if (!p || p->ninputs != 5 || p->noutputs < 1)
+    return kc_errorf(ctx, KC_ERR_UNSUPPORTED,
+                     "session: the decode step must take the token ids and the 4 cache inputs and "
+                     "return logits");
+  const kc_plan_value *ids = &p->values[p->inputs[0].value];
+  if ((ids->dtype != KC_I64 && ids->dtype != KC_I32) || ids->rank != 2)
+    return kc_errorf(ctx, KC_ERR_UNSUPPORTED, "session: input '%s' must be token ids [B, S]",
+                     p->inputs[0].name);
+  for (int i = 0; i < 4; i++) {
+    const kc_plan_io *io = &p->inputs[i + 1];
+    const kc_plan_value *v = &p->values[io->value];
+    if (strcmp(io->name, names[i]) != 0 || v->dtype != dtypes[i] || v->rank != ranks[i])
+      return kc_errorf(ctx, KC_ERR_INTERNAL, "session: decode step input %d is '%s', not %s", i + 1,
+                       io->name, names[i]);
   }
-  if (st == KC_OK) st = kc_rt_module_compile(m, o->threads);
-  if (st != KC_OK) {
-    kc_module_free(m);
-    return st;
-  }
-  s->m = m;
-  return KC_OK;
-}
-
-/* The cache's shape and the vocabulary, from the step's graph. */
-static kc_status read_step(kc_session *s) {
-  const kc_graph *g = s->m->g;
-  const kc_value *ids = kc_value_of(g, g->inputs[0]);
-  const kc_value *pool = kc_value_of(g, g->inputs[g->ninputs - 4]);
-  const kc_value *logits = g->noutputs ? kc_value_of(g, g->outputs[0].v) : NULL;
-  s->ids_dtype = ids->dtype;
-  s->ids_name = kc_graph_input_name(g, 0);
-  int64_t v;
-  if (!logits || logits->rank != 3 || !kc_dim_const(g, logits->dims[2], &v) ||
-      (logits->dtype != KC_F32))
-    return kc_errorf(s->ctx, KC_ERR_UNSUPPORTED,
+  const kc_plan_value *logits = &p->values[p->outputs[0].value];
+  if (logits->dtype != KC_F32 || logits->rank != 3 || d->vocab <= 0)
+    return kc_errorf(ctx, KC_ERR_UNSUPPORTED,
                      "session: the model's output 0 must be f32 logits [B, S, vocab]");
-  s->vocab = v;
-  for (int i = 1; i < 6; i++)
-    if (i != 4 && !kc_dim_const(g, pool->dims[i], &s->pool_dims[i]))
-      return kc_errorf(s->ctx, KC_ERR_INTERNAL, "session: the cache's dim %d is not static", i);
+  if (d->layers <= 0 || d->kv_heads <= 0 || d->head_dim <= 0 || d->dtype_size != 4)
+    return kc_errorf(ctx, KC_ERR_INTERNAL, "session: the cache's shape is not known");
   return KC_OK;
 }
 
 static kc_status make_cache(kc_session *s, const kc_session_options *o) {
-  kc_kv_shape shape = {.layers = s->pool_dims[1],
-                       .kv_heads = s->pool_dims[3],
-                       .head_dim = s->pool_dims[5],
-                       .dtype_size = 4};
+  kc_kv_shape shape = {.layers = s->d.layers,
+                       .kv_heads = s->d.kv_heads,
+                       .head_dim = s->d.head_dim,
+                       .dtype_size = s->d.dtype_size};
   int64_t bs, nblocks;
   if (o->paged) {
     bs = o->block_size > 0 ? o->block_size : 16;
     int64_t tokens = o->max_tokens > 0 ? o->max_tokens : 4096;
-    nblocks = (tokens + bs - 1) / bs;
+    nblocks = tokens / bs + (tokens % bs != 0);
   } else {
     bs = o->max_len > 0 ? o->max_len : 1024;
     nblocks = o->max_seqs > 0 ? o->max_seqs : 1;
@@ -107,25 +94,32 @@ static kc_status make_cache(kc_session *s, const kc_session_options *o) {
   return kc_kv_new(s->ctx, &shape, bs, nblocks, &s->kv);
 }
 
-kc_status kc_session_new(kc_context *ctx, const kc_graph *model, const kc_session_options *opts,
-                         kc_session **out) {
-  if (!out) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_session_new: out is NULL");
+kc_status kc_session_open(kc_context *ctx, const kc_plan_decode *d, kc_exec *x,
+                          void (*release)(void *owner), void *owner, const kc_session_options *o,
+                          kc_session **out) {
   *out = NULL;
-  if (!model) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_session_new: no model");
   kc_session_options none = {0};
-  const kc_session_options *o = opts ? opts : &none;
+  if (!o) o = &none;
+  kc_status st = check_plan(ctx, d);
+  if (st != KC_OK) return st;
   kc_session *s = calloc(1, sizeof *s);
   if (!s) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory creating a session");
   s->ctx = ctx;
-  kc_status st = compile_step(s, model, o);
-  if (st == KC_OK) st = read_step(s);
-  if (st == KC_OK) st = make_cache(s, o);
-  if (st != KC_OK) {
-    kc_session_free(s);
+  s->d = *d;
+  s->x = x;
+  s->ids_dtype = (kc_dtype)d->plan->values[d->plan->inputs[0].value].dtype;
+  if ((st = make_cache(s, o)) != KC_OK) {
+    free(s);
     return st;
   }
+  s->release = release;
+  s->owner = owner;
   s->pool_dims[0] = kc_kv_nblocks(s->kv);
+  s->pool_dims[1] = d->layers;
+  s->pool_dims[2] = 2;
+  s->pool_dims[3] = d->kv_heads;
   s->pool_dims[4] = kc_kv_block_size(s->kv);
+  s->pool_dims[5] = d->head_dim;
   *out = s;
   return KC_OK;
 }
@@ -133,7 +127,7 @@ kc_status kc_session_new(kc_context *ctx, const kc_graph *model, const kc_sessio
 void kc_session_free(kc_session *s) {
   if (!s) return;
   kc_kv_free(s->kv);
-  kc_module_free(s->m);
+  if (s->release) s->release(s->owner);
   free(s->seqs);
   free(s->table);
   free(s->past);
@@ -145,21 +139,27 @@ void kc_session_free(kc_session *s) {
 
 /* ---- sequences ---------------------------------------------------------------------------- */
 
-kc_status kc_session_seq_new(kc_session *s, int32_t *seq) { return kc_kv_seq_new(s->kv, seq); }
+kc_status kc_session_seq_new(kc_session *s, int32_t *seq) {
+  return s ? kc_kv_seq_new(s->kv, seq) : KC_ERR_INVALID_ARG;
+}
 
 kc_status kc_session_seq_fork(kc_session *s, int32_t src, int32_t *dst) {
-  return kc_kv_seq_fork(s->kv, src, dst);
+  return s ? kc_kv_seq_fork(s->kv, src, dst) : KC_ERR_INVALID_ARG;
 }
 
-void kc_session_seq_free(kc_session *s, int32_t seq) { kc_kv_seq_free(s->kv, seq); }
+void kc_session_seq_free(kc_session *s, int32_t seq) {
+  if (s) kc_kv_seq_free(s->kv, seq);
+}
 
-int64_t kc_session_seq_len(const kc_session *s, int32_t seq) { return kc_kv_seq_len(s->kv, seq); }
+int64_t kc_session_seq_len(const kc_session *s, int32_t seq) {
+  return s ? kc_kv_seq_len(s->kv, seq) : -1;
+}
 
 kc_status kc_session_seq_truncate(kc_session *s, int32_t seq, int64_t len) {
-  return kc_kv_seq_truncate(s->kv, seq, len);
+  return s ? kc_kv_seq_truncate(s->kv, seq, len) : KC_ERR_INVALID_ARG;
 }
 
-int64_t kc_session_vocab(const kc_session *s) { return s ? s->vocab : 0; }
+int64_t kc_session_vocab(const kc_session *s) { return s ? s->d.vocab : 0; }
 
 kc_context *kc_session_context(const kc_session *s) { return s->ctx; }
 
@@ -250,17 +250,17 @@ kc_status kc_session_decode(kc_session *s, const kc_decode_entry *e, int32_t n) 
       else
         ((int32_t *)s->ids)[i * S + j] = (int32_t)tok;
     }
+  /* by position: the plan's inputs are in this order (check_plan) */
   kc_tensor_desc in[5] = {
-      {.name = s->ids_name, .dtype = s->ids_dtype, .rank = 2, .dims = {n, S}, .data = s->ids},
-      {.name = "kc_kv_cache", .dtype = KC_F32, .rank = 6, .data = kc_kv_pool(s->kv)},
-      {.name = "kc_block_table", .dtype = KC_I32, .rank = 2, .dims = {n, maxb}, .data = s->table},
-      {.name = "kc_past_len", .dtype = KC_I64, .rank = 1, .dims = {n}, .data = s->past},
-      {.name = "kc_new_len", .dtype = KC_I64, .rank = 1, .dims = {n}, .data = s->lens},
+      {.dtype = s->ids_dtype, .rank = 2, .dims = {n, S}, .data = s->ids},
+      {.dtype = KC_F32, .rank = 6, .data = kc_kv_pool(s->kv)},
+      {.dtype = KC_I32, .rank = 2, .dims = {n, maxb}, .data = s->table},
+      {.dtype = KC_I64, .rank = 1, .dims = {n}, .data = s->past},
+      {.dtype = KC_I64, .rank = 1, .dims = {n}, .data = s->lens},
   };
-  if (!*s->ids_name) in[0].name = NULL;
   memcpy(in[1].dims, s->pool_dims, sizeof s->pool_dims);
   kc_tensor_desc out;
-  st = kc_run(s->m, in, 5, &out, 1);
+  st = kc_exec_run(s->x, in, 5, &out, 1);
   if (st != KC_OK) {
     undo(s, e, n);
     return st;
@@ -270,8 +270,8 @@ kc_status kc_session_decode(kc_session *s, const kc_decode_entry *e, int32_t n) 
     if (!e[i].logits) continue;
     int64_t first = e[i].all ? 0 : e[i].ntokens - 1;
     size_t rows = (size_t)(e[i].ntokens - first);
-    memcpy(e[i].logits, logits + ((size_t)i * S + first) * s->vocab,
-           rows * (size_t)s->vocab * sizeof *logits);
+    memcpy(e[i].logits, logits + ((size_t)i * S + first) * s->d.vocab,
+           rows * (size_t)s->d.vocab * sizeof *logits);
   }
   return KC_OK;
 }

@@ -5,6 +5,12 @@
  * the best sequence and its score at the end), then a line with the timing: prefill ms and ms
  * per generated token.
  *
+ * MODEL is a model kernc reads (the session derives and JIT-compiles its decode step), or a
+ * library `kernc compile` made (a path ending in .so): it is dlopen'ed and its session entry
+ * points (NAME_session_new ..., found by the NAME of libNAME.so or --name) run the decode step
+ * compiled into it. Both run the same session and generation code (runtime/session.c,
+ * runtime/generate.c), so they print the same tokens.
+ *
  * Token ids only: kernc has no tokenizer. The prompt is ids separated by spaces or commas, or a
  * .npy file of integers (1-D, or [1, n]).
  */
@@ -13,6 +19,8 @@
 #include "tools/cli.h"
 #include "tools/commands.h"
 
+#include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +84,119 @@ static bool num(const cli_cmd *cmd, const char *name, const char *s, double lo, 
   return true;
 }
 
+/* ---- where the session comes from: the JIT or a compiled library ----------------------------- */
+
+/* A session and its functions: kernc.h's, or a library's entry points with the same types
+ * (kc_model_generate_options has kc_generate_options' layout: runtime/export_header.c). */
+typedef struct backend {
+  void *s;
+  void *so;                            /* the library; NULL: the JIT */
+  const char *(*error)(const void *s); /* a library's NAME_session_error */
+  int (*generate)(void *s, int32_t count, const int64_t *const *prompts, const int64_t *nprompt,
+                  const kc_generate_options *o, int64_t *const *outs, int64_t *nout);
+  int (*beams)(void *s, const int64_t *prompt, int64_t nprompt, const kc_generate_options *o,
+               int64_t *out, int64_t *nout, double *score);
+  int64_t (*bytes_per_token)(const void *s);
+  void (*free)(void *s);
+} backend;
+
+static int jit_generate(void *s, int32_t count, const int64_t *const *prompts,
+                        const int64_t *nprompt, const kc_generate_options *o, int64_t *const *outs,
+                        int64_t *nout) {
+  return (int)kc_generate_batch(s, count, prompts, nprompt, o, outs, nout);
+}
+
+static int jit_beams(void *s, const int64_t *prompt, int64_t nprompt, const kc_generate_options *o,
+                     int64_t *out, int64_t *nout, double *score) {
+  return (int)kc_generate_beams(s, prompt, nprompt, o, out, nout, score);
+}
+
+static int64_t jit_bytes(const void *s) { return kc_session_cache_bytes_per_token(s); }
+static void jit_free(void *s) { kc_session_free(s); }
+
+static bool is_library(const char *path) {
+  size_t len = strlen(path);
+  return len > 3 && strcmp(path + len - 3, ".so") == 0;
+}
+
+/* The model name of a library: given, or libNAME.so's NAME made an identifier, as kc_export
+ * names it when it is not told (runtime/export.c). */
+static void library_name(const char *given, const char *path, char *buf, size_t size) {
+  if (given) {
+    snprintf(buf, size, "%s", given);
+    return;
+  }
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  if (strncmp(base, "lib", 3) == 0 && base[3] && base[3] != '.') base += 3;
+  size_t j = 0;
+  if (isdigit((unsigned char)*base) || strncmp(base, "kc_", 3) == 0)
+    j = (size_t)snprintf(buf, size, "model_");
+  for (; *base && *base != '.' && j + 1 < size; base++)
+    buf[j++] = isalnum((unsigned char)*base) || *base == '_' ? *base : '_';
+  buf[j] = 0;
+  if (!j) snprintf(buf, size, "model");
+}
+
+/* NAME_suffix of the library, or NULL (*missing names it). */
+static void *entry(backend *b, const char *name, const char *suffix, const char **missing) {
+  char sym[256];
+  snprintf(sym, sizeof sym, "%s_%s", name, suffix);
+  void *f = dlsym(b->so, sym);
+  if (!f && !*missing) *missing = suffix;
+  return f;
+}
+
+/* Open library path's session (so: the session options); exit code on failure (said on
+ * stderr), else -1. */
+static int open_library(backend *b, const char *path, const char *given,
+                        const kc_session_options *so) {
+  char name[200];
+  library_name(given, path, name, sizeof name);
+  char file[4096]; /* a bare file name is in this folder, not on the loader's search path */
+  snprintf(file, sizeof file, "%s%s", strchr(path, '/') ? "" : "./", path);
+  b->so = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+  if (!b->so) {
+    fprintf(stderr, "kernc: %s\n", dlerror());
+    return 1;
+  }
+  const char *missing = NULL;
+  void *(*session_new)(int, int, int64_t, int64_t);
+  *(void **)&session_new = entry(b, name, "session_new", &missing);
+  *(void **)&b->error = entry(b, name, "session_error", &missing);
+  *(void **)&b->generate = entry(b, name, "generate", &missing);
+  *(void **)&b->beams = entry(b, name, "generate_beams", &missing);
+  *(void **)&b->bytes_per_token = entry(b, name, "session_cache_bytes_per_token", &missing);
+  *(void **)&b->free = entry(b, name, "session_free", &missing);
+  if (missing) {
+    char create[sizeof name + 16];
+    snprintf(create, sizeof create, "%s_create", name);
+    if (!dlsym(b->so, create))
+      fprintf(stderr,
+              "kernc: %s: no model named '%s' in it (%s is not there); give its name with "
+              "--name\n",
+              path, name, create);
+    else
+      fprintf(stderr,
+              "kernc: %s: model '%s' has no decoding session (%s_%s is not there); its header "
+              "says why\n",
+              path, name, name, missing);
+    return 1;
+  }
+  b->s = so->paged ? session_new(so->threads, 1, 16, so->max_tokens)
+                   : session_new(so->threads, 0, so->max_len, so->max_seqs);
+  if (!b->s) {
+    fprintf(stderr, "kernc: %s: %s\n", path, b->error(NULL));
+    return 1;
+  }
+  return -1;
+}
+
+static void close_backend(backend *b) {
+  if (b->s && b->free) b->free(b->s);
+  if (b->so) dlclose(b->so);
+}
+
 static void print_token(void *user, int32_t prompt, int64_t token) {
   (void)prompt;
   int *count = user;
@@ -86,7 +207,7 @@ static void print_token(void *user, int32_t prompt, int64_t token) {
 int cmd_generate(int argc, char **argv) {
   const char *prompt = NULL, *max_new = "32", *temperature = NULL, *top_k = NULL, *top_p = NULL;
   const char *min_p = NULL, *penalty = NULL, *seed = NULL, *beams = NULL, *length_penalty = NULL;
-  const char *eos = NULL, *threads = NULL, *target = NULL, *max_len = NULL;
+  const char *eos = NULL, *threads = NULL, *target = NULL, *max_len = NULL, *name = NULL;
   bool paged = false;
   cli_cmd cmd = {
       .name = "kernc generate",
@@ -95,6 +216,7 @@ int cmd_generate(int argc, char **argv) {
           "Generate tokens after a prompt with a KV cache: kernc derives the decode step from\n"
           "the causal decoder MODEL (token ids [B, S] in, logits [B, S, vocab] out), prefills\n"
           "the prompt and prints each token as it comes, then prefill ms and ms per token.\n"
+          "MODEL may be a library `kernc compile` made (FILE.so): its session entry points run.\n"
           "Greedy unless --temperature is given; --beams K for beam search. Token selection\n"
           "follows Hugging Face transformers 4.46.3 (filters off unless given).",
       .min_pos = 1,
@@ -126,11 +248,17 @@ int cmd_generate(int argc, char **argv) {
                           NULL, &max_len});
   cli_add(&cmd, (cli_opt){"threads", 0, "N", "threads (default: one per core)", NULL, &threads});
   cli_add(&cmd, (cli_opt){"target", 0, "cpu|cuda", "where to run (default: cpu)", NULL, &target});
+  cli_add(&cmd, (cli_opt){"name", 0, "NAME", "a library's model name (default: NAME of libNAME.so)",
+                          NULL, &name});
   const char *pos[1];
   int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
   if (rc >= 0) return rc;
   if (!prompt) return cli_usage_error(&cmd, "missing --prompt");
   if ((rc = cli_check_target(&cmd, target)) >= 0) return rc;
+  bool lib = is_library(pos[0]);
+  if (lib && target)
+    return cli_usage_error(&cmd, "--target: a compiled library runs where it was compiled for");
+  if (!lib && name) return cli_usage_error(&cmd, "--name is for a compiled library (FILE.so)");
   double v_max = 32, v_t = 0, v_k = 0, v_p = 1, v_minp = 0, v_pen = 1, v_seed = 0, v_beams = 1;
   double v_lp = 1, v_eos = -1, v_threads = 0, v_len = 0;
   if (!num(&cmd, "max-new", max_new, 1, 1e6, &v_max) ||
@@ -150,10 +278,11 @@ int cmd_generate(int argc, char **argv) {
   int64_t *ids = malloc(MAX_PROMPT * sizeof *ids), *out = malloc(((size_t)v_max + 2) * sizeof *out);
   int64_t n = ids && out ? read_prompt(ctx, &cmd, prompt, ids) : -1;
   kc_graph *g = NULL;
-  kc_session *s = NULL;
+  backend b = {0};
   kc_status st = KC_OK;
   rc = n < 0 ? 2 : -1;
-  if (rc < 0 && (st = cli_load(ctx, pos[0], true, &g)) != KC_OK) rc = cli_fail(ctx, st, pos[0]);
+  if (rc < 0 && !lib && (st = cli_load(ctx, pos[0], true, &g)) != KC_OK)
+    rc = cli_fail(ctx, st, pos[0]);
   int nbeams = (int)v_beams;
   int64_t need = n + (int64_t)v_max + 1;
   kc_session_options so = {.target = target,
@@ -163,7 +292,17 @@ int cmd_generate(int argc, char **argv) {
                            .max_len = v_len > 0 ? (int64_t)v_len : need,
                            .max_seqs = nbeams + 1};
   double t0 = now_ms();
-  if (rc < 0 && (st = kc_session_new(ctx, g, &so, &s)) != KC_OK) rc = cli_fail(ctx, st, pos[0]);
+  if (rc < 0 && lib) {
+    rc = open_library(&b, pos[0], name, &so);
+  } else if (rc < 0) {
+    kc_session *s = NULL;
+    if ((st = kc_session_new(ctx, g, &so, &s)) != KC_OK) rc = cli_fail(ctx, st, pos[0]);
+    b = (backend){.s = s,
+                  .generate = jit_generate,
+                  .beams = jit_beams,
+                  .bytes_per_token = jit_bytes,
+                  .free = jit_free};
+  }
   double t1 = now_ms();
   int printed = 0;
   int64_t eos_id = (int64_t)v_eos, nout = 0;
@@ -184,27 +323,32 @@ int cmd_generate(int argc, char **argv) {
   o.user = &printed;
   double score = 0;
   if (rc < 0) {
+    int code;
     if (nbeams > 1) {
-      st = kc_generate_beams(s, ids, n, &o, out, &nout, &score);
+      code = b.beams(b.s, ids, n, &o, out, &nout, &score);
     } else {
       int64_t *outs[1] = {out};
       const int64_t *prompts[1] = {ids};
-      st = kc_generate_batch(s, 1, prompts, &n, &o, outs, &nout);
+      code = b.generate(b.s, 1, prompts, &n, &o, outs, &nout);
     }
     printf("\n");
-    if (st != KC_OK) rc = cli_fail(ctx, st, pos[0]);
+    if (code != 0 && lib)
+      rc = (fprintf(stderr, "kernc: %s: %s\n", pos[0], b.error(b.s)), 1);
+    else if (code != 0)
+      rc = cli_fail(ctx, (kc_status)code, pos[0]);
   }
   double t2 = now_ms();
   if (rc < 0) {
     if (nbeams > 1) printf("score %.6f\n", score);
     fprintf(stderr,
-            "kernc: session compiled in %.0f ms; %lld prompt tokens, %lld generated in %.1f ms "
+            "kernc: session %s in %.0f ms; %lld prompt tokens, %lld generated in %.1f ms "
             "(%.2f ms per token, prefill included); cache %lld bytes per token, %s\n",
-            t1 - t0, (long long)n, (long long)nout, t2 - t1, nout ? (t2 - t1) / (double)nout : 0,
-            (long long)kc_session_cache_bytes_per_token(s), paged ? "paged" : "contiguous");
+            lib ? "loaded" : "compiled", t1 - t0, (long long)n, (long long)nout, t2 - t1,
+            nout ? (t2 - t1) / (double)nout : 0, (long long)b.bytes_per_token(b.s),
+            paged ? "paged" : "contiguous");
     rc = 0;
   }
-  kc_session_free(s);
+  close_backend(&b);
   kc_graph_free(g);
   free(ids);
   free(out);

@@ -17,9 +17,16 @@
  * without CPU kernels: the steps' fn/units are NULL, the device blob of codegen/aot_cuda.h is
  * pulled in like the weights, and NAME_create is kc_aot_cuda_create.
  *
+ * A causal decoder's object also holds its decode step (kc_cpu_obj_lower_decode): a second
+ * graph lowered into a module of its own, every definition renamed with DECODE_PREFIX ("dec_k3_
+ * matmul": the two graphs' kernels, both numbered from node 0, would clash), linked into the
+ * model's module; a second plan table over the same weights symbol, a kc_plan_decode, and the
+ * session entry points (NAME_session_new ... NAME_generate_beams, codegen/aot.h).
+ *
  * Invariants:
- *   - Only the four entry points are exported: every other definition is made internal (kernels,
- *     tables) or hidden (the weights, the runtime's functions), so two models link side by side.
+ *   - Only the entry points are exported (the four, and the session ones of a decoder): every
+ *     other definition is made internal (kernels, tables) or hidden (the weights, the runtime's
+ *     functions), so two models link side by side.
  *   - The object is position independent (for -shared) and built for the host CPU, like the JIT.
  *   - The entry points are built for the architecture's baseline CPU, not the host's: NAME_create
  *     runs before the feature check, so it must not itself use an instruction a CPU may lack.
@@ -32,6 +39,7 @@
 #include "codegen/cpu/aot_emit.h"
 #include "codegen/plan.h"
 
+#include <llvm-c/Linker.h>
 #include <llvm-c/Target.h>
 
 #include <stdlib.h>
@@ -46,14 +54,21 @@ _Static_assert(sizeof(kc_plan_io) == KC_PLAN_IO_WORDS * 8, "kc_plan_io layout");
 _Static_assert(sizeof(kc_plan_idim) == KC_PLAN_IDIM_WORDS * 8, "kc_plan_idim layout");
 _Static_assert(sizeof(kc_plan_req) == KC_PLAN_REQ_WORDS * 8, "kc_plan_req layout");
 _Static_assert(sizeof(kc_plan) == KC_PLAN_WORDS * 8, "kc_plan layout");
+_Static_assert(sizeof(kc_plan_decode) == KC_PLAN_DECODE_WORDS * 8, "kc_plan_decode layout");
 
 #define NAME_MAX_LEN 160
+/* The decode step's definitions: no kernel of lower.c ("k<N>_op") and no helper starts so. */
+#define DECODE_PREFIX "dec_"
 
 struct kc_cpu_obj {
   kc_cpu *cpu;
   const kc_graph *g;
   LLVMModuleRef mod;
   char *cuda; /* the CUDA target's device blob (codegen/aot_cuda.h); NULL: CPU kernels */
+  /* the decode step (kc_cpu_obj_lower_decode / _set_decode); dg NULL: none */
+  const kc_graph *dg;
+  const kc_plan_decode *decode;
+  const kc_dim *decode_slot_dims;
 };
 
 /* CUDA target: no CPU kernels, host code for the baseline CPU (the library must run on any host
@@ -94,6 +109,45 @@ void kc_cpu_obj_free(kc_cpu_obj *o) {
   if (o->mod) LLVMDisposeModule(o->mod);
   free(o->cuda);
   free(o);
+}
+
+/* Every definition of mod renamed DECODE_PREFIX + its name (declarations keep theirs: they are
+ * the libm, intrinsic and runtime functions both graphs call). */
+static bool rename_all(LLVMModuleRef mod) {
+  char buf[512];
+  for (int globals = 0; globals < 2; globals++)
+    for (LLVMValueRef v = globals ? LLVMGetFirstGlobal(mod) : LLVMGetFirstFunction(mod); v;
+         v = globals ? LLVMGetNextGlobal(v) : LLVMGetNextFunction(v)) {
+      size_t len;
+      const char *name = LLVMGetValueName2(v, &len);
+      if (LLVMIsDeclaration(v) || !len) continue;
+      if (len + sizeof DECODE_PREFIX > sizeof buf) return false;
+      memcpy(buf, DECODE_PREFIX, sizeof DECODE_PREFIX - 1);
+      memcpy(buf + sizeof DECODE_PREFIX - 1, name, len);
+      LLVMSetValueName2(v, buf, len + sizeof DECODE_PREFIX - 1);
+    }
+  return true;
+}
+
+kc_status kc_cpu_obj_lower_decode(kc_cpu_obj *o, const kc_graph *dg, kc_cpu_kernel *kernels) {
+  LLVMModuleRef mod;
+  kc_status s = kc_cpu_lower_module(o->cpu, dg, kernels, &mod); /* o->cpu's context: linkable */
+  if (s != KC_OK) return s;
+  if (!rename_all(mod)) {
+    LLVMDisposeModule(mod);
+    return kc_errorf(o->cpu->ctx, KC_ERR_INTERNAL, "AOT: a symbol of the decode step is too long");
+  }
+  if (LLVMLinkModules2(o->mod, mod)) /* consumes mod */
+    return kc_errorf(o->cpu->ctx, KC_ERR_INTERNAL,
+                     "AOT: the decode step's kernels do not link with the model's");
+  o->dg = dg;
+  return KC_OK;
+}
+
+void kc_cpu_obj_set_decode(kc_cpu_obj *o, const kc_plan_decode *d, const kc_dim *slot_dims) {
+  if (!d) o->dg = NULL; /* none after all: its kernels, unused, are dropped as internal */
+  o->decode = d;
+  o->decode_slot_dims = slot_dims;
 }
 
 /* ---- constant data ---------------------------------------------------------------------------
@@ -158,21 +212,24 @@ static LLVMValueRef values_table(kc_ir *ir, const kc_plan *m, bool *oom) {
   return r;
 }
 
-/* Steps with the kernels of their nodes: fn and units by the lowering's symbol names. */
-static kc_status steps_table(kc_cpu_obj *o, kc_ir *ir, const kc_plan *m, LLVMValueRef *out) {
+/* Steps with the kernels of their nodes of g: fn and units by the lowering's symbol names, after
+ * prefix. */
+static kc_status steps_table(kc_cpu_obj *o, kc_ir *ir, const kc_plan *m, const kc_graph *g,
+                             const char *prefix, LLVMValueRef *out) {
   *out = nullp(ir);
   LLVMValueRef *e = malloc((size_t)(m->nsteps + 1) * sizeof *e);
   if (!e) return kc_errorf(o->cpu->ctx, KC_ERR_NOMEM, "out of memory writing the step table");
   for (int64_t i = 0; i < m->nsteps; i++) {
     const kc_plan_step *s = &m->steps[i];
     char name[NAME_MAX_LEN], units[NAME_MAX_LEN + 8];
-    kc_cpu_kernel_name(name, sizeof name, (uint32_t)s->node, o->g->nodes[s->node].op);
+    size_t pl = (size_t)snprintf(name, sizeof name, "%s", prefix);
+    kc_cpu_kernel_name(name + pl, sizeof name - pl, (uint32_t)s->node, g->nodes[s->node].op);
     snprintf(units, sizeof units, "%s_units", name);
     LLVMValueRef fn = LLVMGetNamedFunction(o->mod, name), un = LLVMGetNamedFunction(o->mod, units);
     if (o->cuda) fn = un = nullp(ir); /* the device blob launches it */
     if (!fn || !un) {
       free(e);
-      return kc_node_errorf((kc_graph *)o->g, &o->g->nodes[s->node], KC_ERR_INTERNAL,
+      return kc_node_errorf((kc_graph *)g, &g->nodes[s->node], KC_ERR_INTERNAL,
                             "AOT: no kernel %s in the lowered module", name);
     }
     LLVMValueRef f[KC_PLAN_STEP_WORDS] = {
@@ -327,11 +384,11 @@ static void entry(kc_ir *ir, const char *triple, const char *prefix, const char 
   /* attributes override the target machine's CPU and features for this function only */
   kc_ir_fn_attr(ir, fn, "target-cpu", baseline_cpu(triple));
   kc_ir_fn_attr(ir, fn, "target-features", "");
-  LLVMValueRef args[4];
+  LLVMValueRef args[16];
   unsigned na = 0;
   if (model) args[na++] = model;
   if (target) args[na++] = target;
-  for (unsigned i = 0; i < n; i++)
+  for (unsigned i = 0; i < n && na < sizeof args / sizeof *args; i++)
     args[na++] = LLVMGetParam(fn, i);
   LLVMTypeRef rtt = LLVMGlobalGetValueType(rt);
   LLVMValueRef r = LLVMBuildCall2(ir->b, rtt, rt, args, na, "");
@@ -356,6 +413,63 @@ static void entry_points(kc_ir *ir, const char *triple, const char *prefix, LLVM
   entry(ir, triple, prefix, "run", run, i32, run_p, 3, NULL, NULL);
   entry(ir, triple, prefix, "free", fr, ir->t_void, &p, 1, NULL, NULL);
   entry(ir, triple, prefix, "error", err, p, &p, 1, NULL, NULL);
+}
+
+/* One session entry point: its type as letters (return, then parameters: p pointer, i int32,
+ * l int64, v void) and the runtime function it calls; kc_aot_session_new also gets the
+ * kc_plan_decode and the target string first. */
+typedef struct session_entry {
+  const char *suffix, *rt, *type;
+} session_entry;
+
+static const session_entry session_entries[] = {
+    {"session_new", "kc_aot_session_new", "piill"},
+    {"session_free", "kc_session_free", "vp"},
+    {"session_error", "kc_aot_session_error", "pp"},
+    {"session_vocab", "kc_session_vocab", "lp"},
+    {"session_cache_bytes_per_token", "kc_session_cache_bytes_per_token", "lp"},
+    {"seq_new", "kc_session_seq_new", "ipp"},
+    {"seq_fork", "kc_session_seq_fork", "ipip"},
+    {"seq_free", "kc_session_seq_free", "vpi"},
+    {"seq_len", "kc_session_seq_len", "lpi"},
+    {"seq_truncate", "kc_session_seq_truncate", "ipil"},
+    {"decode", "kc_session_decode", "ippi"},
+    {"generate_defaults", "kc_generate_defaults", "vp"},
+    {"generate", "kc_generate_batch", "ipipppp"},
+    {"generate_beams", "kc_generate_beams", "ipplppp"},
+};
+
+static LLVMTypeRef type_of(kc_ir *ir, char c) {
+  switch (c) {
+  case 'p': return ir->t_ptr;
+  case 'i': return ir->t_i32;
+  case 'l': return ir->t_i64;
+  default: return ir->t_void;
+  }
+}
+
+/* The session entry points over decode (a kc_plan_decode global); session_new checks the CPU
+ * against target first, as NAME_create does. */
+static void session_entry_points(kc_ir *ir, const char *triple, const char *prefix,
+                                 LLVMValueRef decode, LLVMValueRef target) {
+  for (size_t i = 0; i < sizeof session_entries / sizeof *session_entries; i++) {
+    const session_entry *e = &session_entries[i];
+    bool first = i == 0; /* session_new */
+    LLVMTypeRef params[10], rt_params[12];
+    unsigned n = 0, nr = 0;
+    if (first) {
+      rt_params[nr++] = ir->t_ptr;
+      rt_params[nr++] = ir->t_ptr;
+    }
+    for (const char *c = e->type + 1; *c; c++) {
+      params[n++] = type_of(ir, *c);
+      rt_params[nr++] = type_of(ir, *c);
+    }
+    LLVMTypeRef ret = type_of(ir, e->type[0]);
+    LLVMValueRef rt = runtime_fn(ir, e->rt, ret, rt_params, nr);
+    entry(ir, triple, prefix, e->suffix, rt, ret, params, n, first ? decode : NULL,
+          first ? target : NULL);
+  }
 }
 
 static int cmp_cstr(const void *a, const void *b) {
@@ -404,9 +518,15 @@ static void internalize(LLVMModuleRef mod, const char *prefix) {
     if (LLVMIsDeclaration(f)) continue;
     size_t len;
     const char *name = LLVMGetValueName2(f, &len);
-    bool api = len > plen && strncmp(name, prefix, plen) == 0 && name[plen] == '_' &&
-               (strcmp(name + plen, "_create") == 0 || strcmp(name + plen, "_run") == 0 ||
-                strcmp(name + plen, "_free") == 0 || strcmp(name + plen, "_error") == 0);
+    static const char *const model_api[] = {"create", "run", "free", "error"};
+    bool api = false;
+    const char *suffix = name + plen + 1;
+    if (len > plen + 1 && strncmp(name, prefix, plen) == 0 && name[plen] == '_') {
+      for (size_t i = 0; i < sizeof model_api / sizeof *model_api && !api; i++)
+        api = strcmp(suffix, model_api[i]) == 0;
+      for (size_t i = 0; i < sizeof session_entries / sizeof *session_entries && !api; i++)
+        api = strcmp(suffix, session_entries[i].suffix) == 0;
+    }
     if (!api) LLVMSetLinkage(f, LLVMInternalLinkage);
   }
   for (LLVMValueRef gv = LLVMGetFirstGlobal(mod); gv; gv = LLVMGetNextGlobal(gv))
@@ -449,6 +569,76 @@ static int64_t nbuf_values(const kc_plan *m) {
   return n;
 }
 
+/* The plan m of graph g as a constant global named m->name + "_model" (internal): its tables,
+ * its dims function m->name + "_dims" and the kernels of its steps (symbols after kprefix);
+ * weights is the weights symbol (or NULL). */
+static kc_status plan_global(kc_cpu_obj *o, kc_ir *ir, const kc_plan *m, const kc_graph *g,
+                             const kc_dim *slot_dims, const char *kprefix, LLVMValueRef weights,
+                             LLVMValueRef *out) {
+  bool oom = false;
+  char name[NAME_MAX_LEN];
+  LLVMValueRef dims_fn, steps;
+  snprintf(name, sizeof name, "%s_dims", m->name);
+  kc_status s = kc_aot_emit_dims(ir, g, name, slot_dims, m->nslots, m->syms, m->nsyms, &dims_fn);
+  if (s == KC_OK) s = steps_table(o, ir, m, g, kprefix, &steps);
+  if (s != KC_OK) return s;
+  LLVMValueRef f[KC_PLAN_WORDS] = {
+      cstr(ir, m->name),
+      i64c(ir, m->nvalues),
+      i64c(ir, m->nsteps),
+      i64c(ir, m->ninputs),
+      i64c(ir, m->noutputs),
+      i64c(ir, m->nsyms),
+      i64c(ir, m->nslots),
+      i64c(ir, m->narena),
+      i64c(ir, m->nstep_dims),
+      values_table(ir, m, &oom),
+      steps,
+      io_table(ir, "kc_inputs", m->inputs, m->ninputs, &oom),
+      io_table(ir, "kc_outputs", m->outputs, m->noutputs, &oom),
+      idims_table(ir, m, &oom),
+      strings_table(ir, "kc_syms", m->syms, m->nsyms, &oom),
+      i64_array(ir, "kc_buf_values", m->buf_values, nbuf_values(m), &oom),
+      i64_array(ir, "kc_dim_slots", m->dim_slots, m->nstep_dims, &oom),
+      i64_array(ir, "kc_arena_order", m->arena_order, m->narena, &oom),
+      weights,
+      i64c(ir, m->weights_bytes),
+      dims_fn,
+      i64c(ir, m->max_ws),
+      i64c(ir, m->nreqs),
+      reqs_table(ir, m, &oom),
+      i64c(ir, 0), /* no late symbols: kc_export refuses sizes that depend on data */
+      nullp(ir),
+      nullp(ir), /* value_data: the weights blob instead */
+  };
+  if (oom) return kc_errorf(o->cpu->ctx, KC_ERR_NOMEM, "out of memory writing the model tables");
+  snprintf(name, sizeof name, "%s_model", m->name);
+  *out = private_const(ir, name, cstruct(ir, f, KC_PLAN_WORDS));
+  LLVMSetLinkage(*out, LLVMInternalLinkage);
+  return KC_OK;
+}
+
+/* The decode step's plan and its kc_plan_decode (NAME_decode_info), for NAME_session_new. */
+static kc_status decode_global(kc_cpu_obj *o, kc_ir *ir, const char *prefix, LLVMValueRef weights,
+                               LLVMValueRef *out) {
+  const kc_plan_decode *d = o->decode;
+  LLVMValueRef plan;
+  kc_status s =
+      plan_global(o, ir, d->plan, o->dg, o->decode_slot_dims, DECODE_PREFIX, weights, &plan);
+  if (s != KC_OK) return s;
+  LLVMValueRef f[KC_PLAN_DECODE_WORDS] = {plan,
+                                          i64c(ir, d->vocab),
+                                          i64c(ir, d->layers),
+                                          i64c(ir, d->kv_heads),
+                                          i64c(ir, d->head_dim),
+                                          i64c(ir, d->dtype_size)};
+  char name[NAME_MAX_LEN];
+  snprintf(name, sizeof name, "%s_decode_info", prefix);
+  *out = private_const(ir, name, cstruct(ir, f, KC_PLAN_DECODE_WORDS));
+  LLVMSetLinkage(*out, LLVMInternalLinkage);
+  return KC_OK;
+}
+
 kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_plan *m, const kc_dim *slot_dims,
                            const char *weights_path, const char *obj_path) {
   /* module assembly (the weights' .incbin) goes through the target's assembly parser, which
@@ -456,62 +646,27 @@ kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_plan *m, const kc_dim *slot_d
   if (LLVMInitializeNativeAsmParser())
     return kc_errorf(o->cpu->ctx, KC_ERR_UNSUPPORTED, "LLVM has no assembly parser for %s",
                      o->cpu->triple);
+  if (o->dg && (!o->decode || o->cuda))
+    return kc_errorf(o->cpu->ctx, KC_ERR_INTERNAL, "AOT: a decode step without its plan");
   kc_ir ir;
   kc_ir_init(&ir, o->mod);
-  bool oom = false;
-  char name[NAME_MAX_LEN];
-  LLVMValueRef dims_fn, steps, weights;
-  snprintf(name, sizeof name, "%s_dims", m->name);
-  kc_status s =
-      kc_aot_emit_dims(&ir, o->g, name, slot_dims, m->nslots, m->syms, m->nsyms, &dims_fn);
-  if (s == KC_OK) s = steps_table(o, &ir, m, &steps);
-  if (s == KC_OK) s = weights_symbol(o, &ir, m->name, "weights", weights_path, &weights);
+  LLVMValueRef weights, model = NULL, decode = NULL;
+  kc_status s = weights_symbol(o, &ir, m->name, "weights", weights_path, &weights);
   LLVMValueRef blob = nullp(&ir);
   if (s == KC_OK && o->cuda) s = weights_symbol(o, &ir, m->name, "cuda", o->cuda, &blob);
-  if (s != KC_OK) {
-    kc_ir_dispose(&ir);
-    return s;
+  if (s == KC_OK) s = plan_global(o, &ir, m, o->g, slot_dims, "", weights, &model);
+  if (s == KC_OK && o->dg) s = decode_global(o, &ir, m->name, weights, &decode);
+  char *target = s == KC_OK ? target_string(o->cpu) : NULL;
+  if (s == KC_OK && !target)
+    s = kc_errorf(o->cpu->ctx, KC_ERR_NOMEM, "out of memory writing the model tables");
+  if (s == KC_OK) {
+    LLVMValueRef tstr = cstr(&ir, target);
+    entry_points(&ir, o->cpu->triple, m->name, model, o->cuda ? blob : tstr, o->cuda != NULL);
+    if (decode) session_entry_points(&ir, o->cpu->triple, m->name, decode, tstr);
   }
-  LLVMValueRef f[KC_PLAN_WORDS] = {
-      cstr(&ir, m->name),
-      i64c(&ir, m->nvalues),
-      i64c(&ir, m->nsteps),
-      i64c(&ir, m->ninputs),
-      i64c(&ir, m->noutputs),
-      i64c(&ir, m->nsyms),
-      i64c(&ir, m->nslots),
-      i64c(&ir, m->narena),
-      i64c(&ir, m->nstep_dims),
-      values_table(&ir, m, &oom),
-      steps,
-      io_table(&ir, "kc_inputs", m->inputs, m->ninputs, &oom),
-      io_table(&ir, "kc_outputs", m->outputs, m->noutputs, &oom),
-      idims_table(&ir, m, &oom),
-      strings_table(&ir, "kc_syms", m->syms, m->nsyms, &oom),
-      i64_array(&ir, "kc_buf_values", m->buf_values, nbuf_values(m), &oom),
-      i64_array(&ir, "kc_dim_slots", m->dim_slots, m->nstep_dims, &oom),
-      i64_array(&ir, "kc_arena_order", m->arena_order, m->narena, &oom),
-      weights,
-      i64c(&ir, m->weights_bytes),
-      dims_fn,
-      i64c(&ir, m->max_ws),
-      i64c(&ir, m->nreqs),
-      reqs_table(&ir, m, &oom),
-      i64c(&ir, 0), /* no late symbols: kc_export refuses sizes that depend on data */
-      nullp(&ir),
-      nullp(&ir), /* value_data: the weights blob instead */
-  };
-  snprintf(name, sizeof name, "%s_model", m->name);
-  LLVMValueRef model = private_const(&ir, name, cstruct(&ir, f, KC_PLAN_WORDS));
-  LLVMSetLinkage(model, LLVMInternalLinkage);
-  char *target = target_string(o->cpu);
-  if (target)
-    entry_points(&ir, o->cpu->triple, m->name, model, o->cuda ? blob : cstr(&ir, target),
-                 o->cuda != NULL);
-  oom = oom || !target;
   free(target);
   kc_ir_dispose(&ir);
-  if (oom) return kc_errorf(o->cpu->ctx, KC_ERR_NOMEM, "out of memory writing the model tables");
+  if (s != KC_OK) return s;
   internalize(o->mod, m->name);
   s = kc_cpu_module_optimize(o->cpu, o->mod, 0);
   return s == KC_OK ? emit_object(o, obj_path) : s;
