@@ -13,7 +13,7 @@ Steps, in order:
      L - K tokens (P = 0) and then K single-token steps feeding present back as past, and K
      single-token steps from an empty past; the same for kernc's session (prefill, then steps);
   2. bandwidth: stream_read (bench/stream_read.c, a read of a 1 GiB buffer with 1 and THREADS
-     threads, median of 9), before the rows and again after them;
+     threads, median of 9), before the rows and again after each;
   3. rows: prefill 1x128 (kernc: kc_session_decode of 128 tokens into an empty sequence; ORT:
      gpt2_past.onnx with P = 0), and decode at each --contexts C. Both engines take turns by
      blocks as ort_bench.py does (its settle(), CpuMeter and wait_quiet() are reused): a block
@@ -24,11 +24,13 @@ Steps, in order:
      cached, and the last one attends over exactly C keys (GPT-2 has 1024 positions, so C = 1024
      is the longest possible). The tokens of a block's steps are the same in every block, so both
      engines compute the same logits: max |kernc - ORT| over the last block's steps;
-  4. the bound: weight bytes read per token / bandwidth (THREADS threads), and each engine's
-     fraction of it (bound ms / engine ms per token);
-  5. --profile: kernc's per-kernel times over decode steps at the largest context (through the
-     session's module: kc_module_set_profile / kc_module_profile), with each matmul's weight
-     bytes and the GB/s it reads them at.
+  4. the bound: weight bytes read per token / bandwidth (THREADS threads; the largest of the
+     medians: the bandwidth the machine showed it has), and each engine's fraction of it (bound
+     ms / engine ms per token);
+  5. --profile: kernc's per-kernel times over --profile-steps decode steps at each context
+     (through the session's module: kc_module_set_profile / kc_module_profile; kernc.h has no
+     accessor for it, see kernc_ctypes.Session.module_unsafe), grouped by what they compute,
+     with the weight bytes each group's matmuls read and the GB/s they read them at.
 Prints the table (markdown); --markdown and --json write it too. Exits 1 when a check or an
 engine failed or the logits disagree.
 """
@@ -397,8 +399,8 @@ def main():
     ap.add_argument("--check-steps", type=int, default=128,
                     help="export check: single-token steps at each end of the sequence")
     ap.add_argument("--profile", action="store_true",
-                    help="kernc's per-kernel times over decode steps at the largest context")
-    ap.add_argument("--profile-steps", type=int, default=20)
+                    help="kernc's per-kernel times over decode steps at each context")
+    ap.add_argument("--profile-steps", type=int, default=30)
     ap.add_argument("--markdown")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -443,9 +445,9 @@ def main():
         res["check"] = {"ok": ok, "max_abs_diff": diffs, "len": args.check_len}
         failed |= not ok
 
-    log("\n== 2. memory read bandwidth (stream_read)")
+    log("\n== 2. memory read bandwidth (stream_read; again after each row)")
     OB.wait_quiet(args, log)
-    bw0 = stream_bandwidth(args)
+    bws = [stream_bandwidth(args)]
     wbytes, wdetail = weight_bytes(os.path.join(args.models, "gpt2.onnx"))
     params = param_count()
     log("  weights read per token: %.2f MB (f32 initializers of gpt2.onnx %.2f MB, less the "
@@ -508,17 +510,18 @@ def main():
         for _, row in live:
             row.close()
         res["rows"].append(r)
+        log("    memory read bandwidth after the row:")
+        bws.append(stream_bandwidth(args))
 
-    log("\n== 2b. memory read bandwidth again, after the rows")
-    bw1 = stream_bandwidth(args)
-    bws = [b[args.threads] for b in (bw0, bw1) if b]
-    bw = max(bws) if bws else None
-    res["bandwidth_gbs"] = {"before": bw0, "after": bw1, "used": bw}
+    got = [b[args.threads] for b in bws if b]
+    bw = max(got) if got else None
+    res["bandwidth_gbs"] = {"measurements": bws, "used": bw}
     if bw:
         bound_ms = wbytes / (bw * 1e9) * 1e3
         res["bound_ms"] = bound_ms
-        log("  bound: %.1f MB / %.1f GB/s (%d threads, the larger median of the two "
-            "measurements) = %.2f ms per token" % (wbytes / 1e6, bw, args.threads, bound_ms))
+        log("\n== 4. bound: %.1f MB / %.1f GB/s (%d threads: the largest of the %d medians %s) = "
+            "%.2f ms per token" % (wbytes / 1e6, bw, args.threads, len(got),
+                                   " ".join("%.1f" % x for x in got), bound_ms))
         for r in res["rows"]:
             if r["kind"] == "decode" and "kernc" in r:
                 r["kernc_fraction"] = bound_ms / r["kernc"]["median_ms"]
@@ -530,8 +533,9 @@ def main():
                                                          r["ORT_fraction"], kv / 1e6,
                                                          r["bound_with_cache_ms"]))
 
-    if args.profile and contexts:
-        res["profile"] = profile_decode(kern, ids, max(contexts), args.profile_steps, args)
+    if args.profile:
+        res["profile"] = [profile_decode(kern, ids, C, args.profile_steps, args)
+                          for C in contexts if C - args.profile_steps - 1 >= 1]
 
     # ---- the table
     load1 = os.getloadavg()
