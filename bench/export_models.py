@@ -1,9 +1,10 @@
 #!/usr/bin/python3
-"""bench/export_models.py - export the two transformer models that bench/ort_bench.py runs, with
-random weights, from PyTorch, as Hugging Face's modules write them. Run by bench/run.sh with
-Debian's Python (python3-torch 1.13 CPU); the models are written at bench time and not committed:
+"""bench/export_models.py - export the transformer models that bench/ort_bench.py and
+bench/decode_bench.py run, with random weights, from PyTorch, as Hugging Face's modules write
+them. Run by bench/run.sh with Debian's Python (python3-torch 1.13 CPU); the models are written
+at bench time and not committed:
 
-    /usr/bin/python3 bench/export_models.py OUT_DIR        # writes OUT_DIR/{minilm,gpt2}.onnx
+    /usr/bin/python3 bench/export_models.py OUT_DIR   # writes OUT_DIR/{minilm,gpt2,gpt2_past}.onnx
 
   minilm  MiniLM-L6-shaped BERT encoder (sentence-transformers/all-MiniLM-L6-v2's config): 6 layers,
           hidden 384, 12 heads, FFN 1536, vocab 30522, 512 positions, 2 token types, LayerNorm eps
@@ -24,6 +25,11 @@ Debian's Python (python3-torch 1.13 CPU); the models are written at bench time a
           Input input_ids (int64 [batch, seq]); output logits [batch, seq, 50257]. Opset 13, so
           LayerNorm comes out decomposed (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul,
           Add), as exporters write it below opset 17.
+  gpt2_past  the same module and weights as gpt2.onnx, exported with past inputs for ONNX Runtime
+          (Gpt2Past below: input_ids, past_key_values.N.key/value [B, 12, P, 64] in; logits and
+          present.N.key/value [B, 12, P + S, 64] out), for bench/decode_bench.py. Its export
+          comes after gpt2's and draws from the generator after it, so gpt2.onnx and minilm.onnx
+          stay byte-for-byte what they were before it existed.
 
 The modules are tests/models/hf_modules.py's (shared with tests/models/make_models.py); the
 configs are here. Both have dynamic batch and seq axes. Weights: PyTorch's default init (Linear,
@@ -64,10 +70,27 @@ class Gpt2Cfg:
         return 0.02
 
 
-def export(model, args, path, in_names, out_names, opset):
+class Gpt2Past(torch.nn.Module):
+    """gpt2 with the past_key_values interface optimum and ORT GenAI export (the decoder
+    "with past"): inputs input_ids [B, S] and past_key_values.N.key / .value [B, 12, P, 64] for
+    N < 12 (P may be 0: the prefill); outputs logits [B, S, vocab] and present.N.key / .value
+    [B, 12, P + S, 64]. No attention_mask input: the benchmark decodes unpadded sequences, and
+    the causal mask is sliced from the bias buffer at [P, P + S) as transformers does."""
+
+    def __init__(self, gpt2):
+        super().__init__()
+        self.gpt2 = gpt2  # the same module, so the same weights as gpt2.onnx
+
+    def forward(self, input_ids, *past_flat):
+        past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(len(past_flat) // 2)]
+        logits, presents = self.gpt2(input_ids, past)
+        return (logits,) + tuple(t for kv in presents for t in kv)
+
+
+def export(model, args, path, in_names, out_names, opset, axes=None):
     t0 = time.time()
     model.eval()
-    axes = {n: {0: "batch", 1: "seq"} for n in in_names + out_names}
+    axes = axes or {n: {0: "batch", 1: "seq"} for n in in_names + out_names}
     with torch.no_grad():
         torch.onnx.export(model, args, path, input_names=in_names, output_names=out_names,
                           dynamic_axes=axes, opset_version=opset)
@@ -101,6 +124,18 @@ def main():
     randomize_norms(gpt2, gen)
     ids = torch.randint(0, Gpt2Cfg.vocab, (1, 16), generator=gen)
     export(gpt2, (ids,), os.path.join(out, "gpt2.onnx"), ["input_ids"], ["logits"], 13)
+
+    # the same module once more, with past inputs (traced at P = 5, S = 3; both axes dynamic)
+    L, H, D = Gpt2Cfg.layers, Gpt2Cfg.heads, Gpt2Cfg.hidden // Gpt2Cfg.heads
+    kv = ["%s.%d.%s" % (pre, i, t) for pre in ("past_key_values", "present") for i in range(L)
+          for t in ("key", "value")]
+    past_names, present_names = kv[:2 * L], kv[2 * L:]
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
+    axes.update({n: {0: "batch", 2: "past_seq"} for n in past_names})
+    axes.update({n: {0: "batch", 2: "total_seq"} for n in present_names})
+    past = tuple(0.1 * torch.randn(1, H, 5, D, generator=gen) for _ in past_names)
+    export(Gpt2Past(gpt2), (ids[:, :3],) + past, os.path.join(out, "gpt2_past.onnx"),
+           ["input_ids"] + past_names, ["logits"] + present_names, 13, axes)
 
 
 if __name__ == "__main__":

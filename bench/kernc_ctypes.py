@@ -1,13 +1,19 @@
 """bench/kernc_ctypes.py - a small ctypes binding to libkernc.so for the benchmarks: load an ONNX
-model, compile it for the CPU, run it on numpy arrays, read the memory plan's peak.
+model, compile it for the CPU, run it on numpy arrays, read the memory plan's peak; and decoding
+sessions (kc_session_*: the decode step with a KV cache kernc derives from a plain causal model).
 
-The structs mirror include/kernc.h (kc_tensor_desc, kc_compile_options) and must change with it;
-only the calls the benchmarks need are bound. Outputs of kc_run point into memory the module owns
-(valid until the next run), so Module.run copies them unless asked not to.
+The structs mirror include/kernc.h (kc_tensor_desc, kc_compile_options, kc_node_profile,
+kc_session_options, kc_decode_entry) and must change with it; only the calls the benchmarks need
+are bound. Outputs of kc_run point into memory the module owns (valid until the next run), so
+Module.run copies them unless asked not to.
 
     lib = load("build-bench/libkernc.so")
     with Module.from_onnx(lib, "model.onnx", threads=2) as m:
         outs = m.run({"input_ids": ids})          # list of numpy arrays, graph output order
+    with Session.from_onnx(lib, "gpt2.onnx", threads=2, max_len=1024) as s:
+        seq = s.seq_new()
+        s.decode(seq, prompt_ids, logits)         # prefill; logits: float32 [vocab] (last token)
+        s.decode(seq, [tok], logits)              # one decode step
 """
 import ctypes as C
 import os
@@ -41,6 +47,17 @@ class kc_node_profile(C.Structure):
                 ("min_ns", C.c_uint64)]
 
 
+class kc_session_options(C.Structure):
+    _fields_ = [("target", C.c_char_p), ("threads", C.c_int), ("paged", C.c_int),
+                ("block_size", C.c_int64), ("max_tokens", C.c_int64), ("max_len", C.c_int64),
+                ("max_seqs", C.c_int32)]
+
+
+class kc_decode_entry(C.Structure):
+    _fields_ = [("seq", C.c_int32), ("ntokens", C.c_int32), ("tokens", C.POINTER(C.c_int64)),
+                ("logits", C.POINTER(C.c_float)), ("all", C.c_int)]
+
+
 _libc = C.CDLL(None)
 _libc.free.argtypes = [C.c_void_p]
 _libc.free.restype = None
@@ -72,6 +89,15 @@ def load(path):
         "kc_graph_print_str": (P, [P]),  # malloc'd char *: a void * so that it can be freed
         "kc_module_set_profile": (C.c_int, [P, C.c_int]),
         "kc_module_profile": (C.c_uint32, [P, C.POINTER(kc_node_profile), C.c_uint32]),
+        "kc_session_new": (C.c_int, [P, P, C.POINTER(kc_session_options), C.POINTER(P)]),
+        "kc_session_free": (None, [P]),
+        "kc_session_seq_new": (C.c_int, [P, C.POINTER(C.c_int32)]),
+        "kc_session_seq_free": (None, [P, C.c_int32]),
+        "kc_session_seq_len": (C.c_int64, [P, C.c_int32]),
+        "kc_session_seq_truncate": (C.c_int, [P, C.c_int32, C.c_int64]),
+        "kc_session_decode": (C.c_int, [P, C.POINTER(kc_decode_entry), C.c_int32]),
+        "kc_session_vocab": (C.c_int64, [P]),
+        "kc_session_cache_bytes_per_token": (C.c_int64, [P]),
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)
@@ -138,12 +164,7 @@ class Module:
 
     def profile(self):
         """[{node, value, op, loc, calls, ns, min_ns}] of every kernel (kc_module_profile)."""
-        n = self.lib.kc_module_profile(self.mod, None, 0)
-        buf = (kc_node_profile * max(n, 1))()
-        n = self.lib.kc_module_profile(self.mod, buf, n)
-        return [{"node": p.node, "value": p.value, "op": p.op.decode(),
-                 "loc": p.loc.decode(errors="replace") if p.loc else None, "calls": p.calls,
-                 "ns": p.ns, "min_ns": p.min_ns} for p in buf[:n]]
+        return _profile_of(self.lib, self.mod)
 
     def run(self, inputs, copy=True):
         """Run on {name: array} (or a list, by position); returns the outputs as numpy arrays,
@@ -188,4 +209,130 @@ class Module:
         try:
             self.close()
         except Exception:  # interpreter shutdown: ctypes or the library may be gone already
+            pass
+
+
+def _profile_of(lib, mod):
+    n = lib.kc_module_profile(mod, None, 0)
+    buf = (kc_node_profile * max(n, 1))()
+    n = lib.kc_module_profile(mod, buf, n)
+    return [{"node": p.node, "value": p.value, "op": p.op.decode(),
+             "loc": p.loc.decode(errors="replace") if p.loc else None, "calls": p.calls,
+             "ns": p.ns, "min_ns": p.min_ns} for p in buf[:n]]
+
+
+class Session:
+    """A decoding session (kc_session): kc_onnx_load + kc_session_new, the graph freed after.
+    One thread at a time (as kernc.h says). Sequences are ints; decode() appends tokens to one
+    sequence and runs them (prefill: many, decode: one)."""
+
+    def __init__(self, lib, ctx):
+        self.lib, self.ctx, self.s = lib, ctx, None
+        self._entry = kc_decode_entry()
+        self._tok = np.zeros(1, np.int64)
+
+    def _check(self, status, what):
+        if status != 0:
+            msg = self.lib.kc_last_error(self.ctx).decode(errors="replace")
+            raise KerncError("%s: %s: %s" % (what, self.lib.kc_status_str(status).decode(), msg))
+
+    @classmethod
+    def from_onnx(cls, lib, path, threads=0, paged=False, max_len=0, max_seqs=0, max_tokens=0,
+                  block_size=0, target=None):
+        ctx = lib.kc_context_new()
+        if not ctx:
+            raise KerncError("kc_context_new: out of memory")
+        self = cls(lib, ctx)
+        g = C.c_void_p()
+        try:
+            self._check(lib.kc_onnx_load(ctx, os.fsencode(path), C.byref(g)), "kc_onnx_load")
+            opts = kc_session_options(target.encode() if target else None, threads,
+                                      1 if paged else 0, block_size, max_tokens, max_len, max_seqs)
+            s = C.c_void_p()
+            self._check(lib.kc_session_new(ctx, g, C.byref(opts), C.byref(s)), "kc_session_new")
+            self.s = s
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            lib.kc_graph_free(g)
+        return self
+
+    def vocab(self):
+        return self.lib.kc_session_vocab(self.s)
+
+    def cache_bytes_per_token(self):
+        return self.lib.kc_session_cache_bytes_per_token(self.s)
+
+    def seq_new(self):
+        seq = C.c_int32()
+        self._check(self.lib.kc_session_seq_new(self.s, C.byref(seq)), "kc_session_seq_new")
+        return seq.value
+
+    def seq_free(self, seq):
+        self.lib.kc_session_seq_free(self.s, seq)
+
+    def seq_len(self, seq):
+        return self.lib.kc_session_seq_len(self.s, seq)
+
+    def truncate(self, seq, n):
+        self._check(self.lib.kc_session_seq_truncate(self.s, seq, n), "kc_session_seq_truncate")
+
+    def entry(self, seq, tokens, logits=None, all=False):
+        """A kc_decode_entry for decode_entry(): tokens an int64 array (kept alive by the
+        caller), logits None or a float32 array of vocab (or ntokens * vocab when all) floats.
+        Building it once keeps ctypes' argument conversion out of timed steps."""
+        assert tokens.dtype == np.int64 and tokens.flags.c_contiguous
+        e = kc_decode_entry(seq, tokens.size, tokens.ctypes.data_as(C.POINTER(C.c_int64)), None,
+                            1 if all else 0)
+        if logits is not None:
+            need = (tokens.size if all else 1) * self.vocab()
+            assert logits.dtype == np.float32 and logits.flags.c_contiguous and logits.size >= need
+            e.logits = logits.ctypes.data_as(C.POINTER(C.c_float))
+        return e
+
+    def decode_entry(self, e):
+        """kc_session_decode on one prepared entry."""
+        self._check(self.lib.kc_session_decode(self.s, C.byref(e), 1), "kc_session_decode")
+
+    def decode(self, seq, tokens, logits=None, all=False):
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64).reshape(-1)
+        self.decode_entry(self.entry(seq, tokens, logits, all))
+
+    def module_unsafe(self):
+        """The session's compiled decode step (a kc_module *), for kc_module_set_profile /
+        kc_module_profile. kernc.h has no accessor for it, so this reads runtime/session.c's
+        struct kc_session, whose first two fields are the kc_context * and the kc_module *: it
+        checks the first against this session's context and raises when the layout is not
+        that one. For the benchmark's diagnostics only."""
+        p = C.cast(self.s, C.POINTER(C.c_void_p))
+        if p[0] != self.ctx:  # kc_context_new's result: an int (restype c_void_p)
+            raise KerncError("struct kc_session's layout changed: no module pointer to profile")
+        return C.c_void_p(p[1])
+
+    def set_profile(self, on):
+        m = self.module_unsafe()
+        self._check(self.lib.kc_module_set_profile(m, 1 if on else 0), "kc_module_set_profile")
+
+    def profile(self):
+        return _profile_of(self.lib, self.module_unsafe())
+
+    def close(self):
+        if self.s:
+            self.lib.kc_session_free(self.s)
+            self.s = None
+        if self.ctx:
+            self.lib.kc_context_free(self.ctx)
+            self.ctx = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
             pass

@@ -7,12 +7,16 @@
 #   3. exports the models with random weights into bench/models/ (git-ignored) with Debian's
 #      Python + PyTorch (bench/export_models.py), again only when missing or when the export
 #      script or tests/models/hf_modules.py changed;
-#   4. runs bench/ort_bench.py: latency (median, alternating runs), ratio, peak RSS, compile time;
-#   5. runs matmul_bench (1 and 2 threads): kernc's matmul GFLOP/s and the ratio to OpenBLAS.
+#   4. runs bench/ort_bench.py: latency (median, blocks of runs), ratio, peak RSS, compile time;
+#   5. runs bench/decode_bench.py: kernc's decoding session beside ORT's past_key_values loop
+#      (prefill 1x128, ms per decoded token at contexts 128 and 1024, the bandwidth bound);
+#   6. runs matmul_bench (1 and 2 threads): kernc's matmul GFLOP/s and the ratio to OpenBLAS.
 # Environment: THREADS (default 2), KERNC_BUILD, PYTHON (default python3), TORCH_PYTHON (default
-# /usr/bin/python3). Extra arguments go to ort_bench.py (e.g. --row-budget-s 20 --rows 0,1).
-# Writes bench/models/results.md and results.json. Exits non-zero when a step failed or kernc's
-# outputs disagree with ORT's, after running every step it could.
+# /usr/bin/python3), ONLY (a comma list of ort, decode, matmul: run only those of steps 4-6),
+# DECODE_ARGS (extra arguments for decode_bench.py). Extra arguments go to ort_bench.py (e.g.
+# --row-budget-s 20 --rows 0,1). Writes bench/models/results.{md,json} and
+# decode_results.{md,json}. Exits non-zero when a step failed or kernc's outputs disagree with
+# ORT's, after running every step it could.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,16 +25,18 @@ MODELS=$ROOT/bench/models
 PY=${PYTHON:-python3}
 TORCH_PY=${TORCH_PYTHON:-/usr/bin/python3}
 THREADS=${THREADS:-2}
+ONLY=${ONLY:-ort,decode,matmul}
 T0=$(date +%s)
 status=0
 
 phase() { echo; echo "### $* ($(($(date +%s) - T0)) s)"; }
 die() { echo "run.sh: $*" >&2; exit 1; }
+wanted() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 echo "kernc bench, $(date -u '+%Y-%m-%d %H:%M UTC'), $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
 echo "tree: $(git -C "$ROOT" log -1 --format='%h %s' 2>/dev/null | cut -c1-80)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
 
-phase "1/5 Python packages"
+phase "1/6 Python packages"
 if ! "$PY" -c 'import onnxruntime, numpy' 2>/dev/null; then
   echo "pip installing onnxruntime numpy into $("$PY" -c 'import sys; print(sys.executable)')"
   "$PY" -m pip install -q onnxruntime numpy || die "pip install onnxruntime numpy failed"
@@ -47,36 +53,56 @@ if ! "$TORCH_PY" -c 'import torch, onnx' 2>/dev/null; then
   fi
 fi
 
-phase "2/5 build kernc (Release, $BUILD)"
+phase "2/6 build kernc (Release, $BUILD)"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null || die "cmake configure failed"
 cmake --build "$BUILD" --target kernc -j"$(nproc)" >"$BUILD/bench-build.log" 2>&1 ||
   { tail -30 "$BUILD/bench-build.log"; die "building libkernc failed (log: $BUILD/bench-build.log)"; }
 if ! cmake --build "$BUILD" --target matmul_bench -j"$(nproc)" >>"$BUILD/bench-build.log" 2>&1; then
-  echo "matmul_bench not built (OpenBLAS missing? see $BUILD/bench-build.log); step 5 is skipped"
+  echo "matmul_bench not built (OpenBLAS missing? see $BUILD/bench-build.log); step 6 is skipped"
 fi
+cmake --build "$BUILD" --target stream_read -j"$(nproc)" >>"$BUILD/bench-build.log" 2>&1 ||
+  echo "stream_read not built (see $BUILD/bench-build.log): step 5 prints no bandwidth bound"
 echo "built $BUILD/libkernc.so"
 
-phase "3/5 export models into $MODELS"
+phase "3/6 export models into $MODELS"
 mkdir -p "$MODELS"
 stamp=$(cat "$ROOT/bench/export_models.py" "$ROOT/tests/models/hf_modules.py" | sha256sum | cut -c1-16)
-if [ -f "$MODELS/minilm.onnx" ] && [ -f "$MODELS/gpt2.onnx" ] &&
+if [ -f "$MODELS/minilm.onnx" ] && [ -f "$MODELS/gpt2.onnx" ] && [ -f "$MODELS/gpt2_past.onnx" ] &&
    [ "$(cat "$MODELS/.stamp" 2>/dev/null)" = "$stamp" ]; then
   echo "models up to date (delete $MODELS to export again)"
 else
   rm -f "$MODELS/.stamp"
   "$TORCH_PY" -W ignore "$ROOT/bench/export_models.py" "$MODELS" 2>&1 | grep -v -i warn ||
     true
-  [ -f "$MODELS/minilm.onnx" ] && [ -f "$MODELS/gpt2.onnx" ] || die "exporting the models failed"
+  [ -f "$MODELS/minilm.onnx" ] && [ -f "$MODELS/gpt2.onnx" ] && [ -f "$MODELS/gpt2_past.onnx" ] ||
+    die "exporting the models failed"
   echo "$stamp" >"$MODELS/.stamp"
 fi
 
-phase "4/5 kernc vs ONNX Runtime ($THREADS threads)"
-"$PY" "$ROOT/bench/ort_bench.py" --lib "$BUILD/libkernc.so" --models "$MODELS" \
-  --threads "$THREADS" --markdown "$MODELS/results.md" --json "$MODELS/results.json" "$@" ||
-  status=1
+phase "4/6 kernc vs ONNX Runtime ($THREADS threads)"
+if wanted ort; then
+  "$PY" "$ROOT/bench/ort_bench.py" --lib "$BUILD/libkernc.so" --models "$MODELS" \
+    --threads "$THREADS" --markdown "$MODELS/results.md" --json "$MODELS/results.json" "$@" ||
+    status=1
+else
+  echo "skipped (ONLY=$ONLY)"
+fi
 
-phase "5/5 matmul: kernc vs OpenBLAS (GFLOP/s, 1 and 2 threads)"
-if [ -x "$BUILD/bench/matmul_bench" ]; then
+phase "5/6 decoding: kernc's session vs ORT's past_key_values loop ($THREADS threads)"
+if wanted decode; then
+  # shellcheck disable=SC2086  # DECODE_ARGS is a list of arguments
+  "$PY" "$ROOT/bench/decode_bench.py" --lib "$BUILD/libkernc.so" --models "$MODELS" \
+    --stream "$BUILD/bench/stream_read" --threads "$THREADS" --profile \
+    --markdown "$MODELS/decode_results.md" --json "$MODELS/decode_results.json" \
+    ${DECODE_ARGS:-} || status=1
+else
+  echo "skipped (ONLY=$ONLY)"
+fi
+
+phase "6/6 matmul: kernc vs OpenBLAS (GFLOP/s, 1 and 2 threads)"
+if ! wanted matmul; then
+  echo "skipped (ONLY=$ONLY)"
+elif [ -x "$BUILD/bench/matmul_bench" ]; then
   "$BUILD/bench/matmul_bench" --size 1024 --threads 1,2 || status=1
   echo
   # the shape of GPT-2's c_fc on 128 tokens: where the transformer rows spend most of their time

@@ -164,9 +164,12 @@ class Gpt2Attention(nn.Module):
         t = t.permute(0, 2, 1, 3).contiguous()
         return t.view(t.size()[:-2] + (self.num_heads * self.head_dim,))
 
-    def forward(self, h):
+    def forward(self, h, layer_past=None):
         q, k, v = self.c_attn(h).split(self.split_size, dim=2)
         q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
+        if layer_past is not None:  # transformers' GPT2Attention with use_cache
+            k = torch.cat((layer_past[0], k), dim=-2)
+            v = torch.cat((layer_past[1], v), dim=-2)
         w = torch.matmul(q, k.transpose(-1, -2))
         w = w / torch.full([], v.size(-1) ** 0.5, dtype=w.dtype, device=w.device)
         query_length, key_length = q.size(-2), k.size(-2)
@@ -174,7 +177,8 @@ class Gpt2Attention(nn.Module):
         mask_value = torch.full([], torch.finfo(w.dtype).min, dtype=w.dtype, device=w.device)
         w = torch.where(causal_mask, w, mask_value)
         w = nn.functional.softmax(w, dim=-1)
-        return self.c_proj(self._merge_heads(torch.matmul(w, v)))
+        out = self.c_proj(self._merge_heads(torch.matmul(w, v)))
+        return out if layer_past is None else (out, (k, v))
 
 
 class Gpt2Block(nn.Module):
@@ -187,13 +191,22 @@ class Gpt2Block(nn.Module):
         self.act = nn.GELU(approximate="tanh")
         self.c_proj = Conv1D(c.hidden, 4 * c.hidden, c)
 
-    def forward(self, h):
-        h = h + self.attn(self.ln_1(h))
-        return h + self.c_proj(self.act(self.c_fc(self.ln_2(h))))
+    def forward(self, h, layer_past=None):
+        if layer_past is None:
+            h = h + self.attn(self.ln_1(h))
+            return h + self.c_proj(self.act(self.c_fc(self.ln_2(h))))
+        a, present = self.attn(self.ln_1(h), layer_past)
+        h = h + a
+        return h + self.c_proj(self.act(self.c_fc(self.ln_2(h)))), present
 
 
 class Gpt2Model(nn.Module):
-    """Returns the logits of the LM head tied to the token embeddings (h @ wte^T)."""
+    """Returns the logits of the LM head tied to the token embeddings (h @ wte^T). With past (a
+    list of (key, value) [B, heads, P, head_dim] per layer, P may be 0), as transformers'
+    GPT2LMHeadModel with use_cache: positions start at P, each layer's keys and values are the
+    past's followed by the new tokens', and it returns (logits, presents), presents [B, heads,
+    P + S, head_dim] per layer. Without past the graph is the one exported before past existed
+    (the branches keep that path's ops as they were)."""
 
     def __init__(self, c):
         super().__init__()
@@ -204,13 +217,27 @@ class Gpt2Model(nn.Module):
         self.h = nn.ModuleList([Gpt2Block(c) for _ in range(c.layers)])
         self.ln_f = nn.LayerNorm(c.hidden, eps=c.eps)
 
-    def forward(self, input_ids):
+    def forward(self, input_ids, past=None):
+        if past is not None:
+            return self._forward_past(input_ids, past)
         position_ids = torch.arange(0, input_ids.size(-1), dtype=torch.long).unsqueeze(0)
         h = self.wte(input_ids) + self.wpe(position_ids)
         for block in self.h:
             h = block(h)
         h = self.ln_f(h)
         return nn.functional.linear(h, self.wte.weight)  # tied lm head
+
+    def _forward_past(self, input_ids, past):
+        past_length = past[0][0].size(-2)
+        position_ids = torch.arange(past_length, input_ids.size(-1) + past_length,
+                                    dtype=torch.long).unsqueeze(0)
+        h = self.wte(input_ids) + self.wpe(position_ids)
+        presents = []
+        for block, layer_past in zip(self.h, past):
+            h, present = block(h, layer_past)
+            presents.append(present)
+        h = self.ln_f(h)
+        return nn.functional.linear(h, self.wte.weight), presents
 
 
 # ---- Llama (LlamaModel + LM head) ---------------------------------------------------------------
