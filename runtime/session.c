@@ -13,12 +13,15 @@
  *      fails the step, naming the sequence;
  *   2. the decode plan runs on B = n rows padded to S = the most new tokens (padding ids 0,
  *      never stored: kc_new_len says how many are real), the block tables, the past lengths;
+ *      a model's attention mask inputs get all ones (a sequence has no padding: the cache holds
+ *      exactly its tokens, and derive-decode dropped the masks made from these inputs alone);
  *   3. each entry gets the logits of its last new token (or of every new token).
  *
  * Invariants: one thread at a time uses a session (the cache is not locked); the per-step
  * buffers only grow, so steps of the same sizes allocate nothing; the plan's inputs are the
- * model's token ids, then kc_kv_cache, kc_block_table, kc_past_len, kc_new_len (passed by
- * position), and its output 0 the logits [B, S, vocab] (kc_session_open checks all of it).
+ * model's token ids, its attention masks (at most KC_SESSION_MASKS, [B, S] integers or bool),
+ * then kc_kv_cache, kc_block_table, kc_past_len, kc_new_len (passed by position), and its
+ * output 0 the logits [B, S, vocab] (kc_session_open checks all of it).
  */
 #include "runtime/session.h"
 
@@ -28,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+enum { KC_SESSION_MASKS = 2 };
+
 struct kc_session {
   kc_context *ctx;
   kc_plan_decode d;
@@ -36,15 +41,31 @@ struct kc_session {
   void *owner;
   kc_kv_cache *kv;
   kc_dtype ids_dtype;
+  int nmask;                           /* attention mask inputs after the ids */
+  kc_dtype mask_dtype[KC_SESSION_MASKS];
   int64_t pool_dims[6];
   /* per-step buffers, grown to the largest step */
   int64_t cap_b, cap_bs, cap_bt;
   int32_t *seqs, *table;
   int64_t *past, *lens, *before;
   void *ids;
+  void *mask[KC_SESSION_MASKS]; /* all ones, cap_bs elements */
 };
 
 /* ---- creation ----------------------------------------------------------------------------- */
+
+static bool mask_dtype_ok(kc_dtype t) {
+  return t == KC_I64 || t == KC_I32 || t == KC_BOOL || t == KC_U8 || t == KC_I8;
+}
+
+/* n ones of dtype t (one of mask_dtype_ok's) at p. */
+static void fill_ones(void *p, kc_dtype t, int64_t n) {
+  for (int64_t i = 0; i < n; i++) switch (t) {
+    case KC_I64: ((int64_t *)p)[i] = 1; break;
+    case KC_I32: ((int32_t *)p)[i] = 1; break;
+    default: ((uint8_t *)p)[i] = 1; break;
+    }
+}
 
 /* The plan takes what a step passes and returns logits: its inputs and output 0. */
 static kc_status check_plan(kc_context *ctx, const kc_plan_decode *d) {
@@ -53,20 +74,29 @@ static kc_status check_plan(kc_context *ctx, const kc_plan_decode *d) {
   static const kc_dtype dtypes[4] = {KC_F32, KC_I32, KC_I64, KC_I64};
   static const int ranks[4] = {6, 2, 1, 1};
   const kc_plan *p = d->plan;
-  if (!p || p->ninputs != 5 || p->noutputs < 1)
+  if (!p || p->ninputs < 5 || p->ninputs > 5 + KC_SESSION_MASKS || p->noutputs < 1)
     return kc_errorf(ctx, KC_ERR_UNSUPPORTED,
-                     "session: the decode step must take the token ids and the 4 cache inputs and "
-                     "return logits");
+                     "session: the decode step must take the token ids, at most %d attention "
+                     "masks and the 4 cache inputs, and return logits",
+                     KC_SESSION_MASKS);
+  int nmask = p->ninputs - 5;
   const kc_plan_value *ids = &p->values[p->inputs[0].value];
   if ((ids->dtype != KC_I64 && ids->dtype != KC_I32) || ids->rank != 2)
     return kc_errorf(ctx, KC_ERR_UNSUPPORTED, "session: input '%s' must be token ids [B, S]",
                      p->inputs[0].name);
+  for (int i = 0; i < nmask; i++) {
+    const kc_plan_value *m = &p->values[p->inputs[1 + i].value];
+    if (m->rank != 2 || !mask_dtype_ok((kc_dtype)m->dtype))
+      return kc_errorf(ctx, KC_ERR_UNSUPPORTED,
+                       "session: input '%s' must be an attention mask [B, S] of integers or bool",
+                       p->inputs[1 + i].name);
+  }
   for (int i = 0; i < 4; i++) {
-    const kc_plan_io *io = &p->inputs[i + 1];
+    const kc_plan_io *io = &p->inputs[1 + nmask + i];
     const kc_plan_value *v = &p->values[io->value];
     if (strcmp(io->name, names[i]) != 0 || v->dtype != dtypes[i] || v->rank != ranks[i])
-      return kc_errorf(ctx, KC_ERR_INTERNAL, "session: decode step input %d is '%s', not %s", i + 1,
-                       io->name, names[i]);
+      return kc_errorf(ctx, KC_ERR_INTERNAL, "session: decode step input %d is '%s', not %s",
+                       1 + nmask + i, io->name, names[i]);
   }
   const kc_plan_value *logits = &p->values[p->outputs[0].value];
   if (logits->dtype != KC_F32 || logits->rank != 3 || d->vocab <= 0)
@@ -108,6 +138,9 @@ kc_status kc_session_open(kc_context *ctx, const kc_plan_decode *d, kc_exec *x,
   s->d = *d;
   s->x = x;
   s->ids_dtype = (kc_dtype)d->plan->values[d->plan->inputs[0].value].dtype;
+  s->nmask = d->plan->ninputs - 5;
+  for (int i = 0; i < s->nmask; i++)
+    s->mask_dtype[i] = (kc_dtype)d->plan->values[d->plan->inputs[1 + i].value].dtype;
   if ((st = make_cache(s, o)) != KC_OK) {
     free(s);
     return st;
@@ -134,6 +167,7 @@ void kc_session_free(kc_session *s) {
   free(s->lens);
   free(s->before);
   free(s->ids);
+  for (int i = 0; i < KC_SESSION_MASKS; i++) free(s->mask[i]);
   free(s);
 }
 
@@ -187,6 +221,12 @@ static kc_status reserve(kc_session *s, int64_t b, int64_t bs, int64_t bt) {
     void *ids = realloc(s->ids, (size_t)bs * kc_dtype_size(s->ids_dtype));
     if (!ids) return kc_errorf(s->ctx, KC_ERR_NOMEM, "out of memory for a decode step");
     s->ids = ids;
+    for (int i = 0; i < s->nmask; i++) {
+      void *m = realloc(s->mask[i], (size_t)bs * kc_dtype_size(s->mask_dtype[i]));
+      if (!m) return kc_errorf(s->ctx, KC_ERR_NOMEM, "out of memory for a decode step");
+      s->mask[i] = m;
+      fill_ones(m, s->mask_dtype[i], bs);
+    }
     s->cap_bs = bs;
   }
   if (bt > s->cap_bt) {
@@ -251,16 +291,19 @@ kc_status kc_session_decode(kc_session *s, const kc_decode_entry *e, int32_t n) 
         ((int32_t *)s->ids)[i * S + j] = (int32_t)tok;
     }
   /* by position: the plan's inputs are in this order (check_plan) */
-  kc_tensor_desc in[5] = {
-      {.dtype = s->ids_dtype, .rank = 2, .dims = {n, S}, .data = s->ids},
-      {.dtype = KC_F32, .rank = 6, .data = kc_kv_pool(s->kv)},
-      {.dtype = KC_I32, .rank = 2, .dims = {n, maxb}, .data = s->table},
-      {.dtype = KC_I64, .rank = 1, .dims = {n}, .data = s->past},
-      {.dtype = KC_I64, .rank = 1, .dims = {n}, .data = s->lens},
-  };
-  memcpy(in[1].dims, s->pool_dims, sizeof s->pool_dims);
+  kc_tensor_desc in[5 + KC_SESSION_MASKS] = {
+      {.dtype = s->ids_dtype, .rank = 2, .dims = {n, S}, .data = s->ids}};
+  for (int i = 0; i < s->nmask; i++)
+    in[1 + i] = (kc_tensor_desc){
+        .dtype = s->mask_dtype[i], .rank = 2, .dims = {n, S}, .data = s->mask[i]};
+  kc_tensor_desc *c = in + 1 + s->nmask;
+  c[0] = (kc_tensor_desc){.dtype = KC_F32, .rank = 6, .data = kc_kv_pool(s->kv)};
+  c[1] = (kc_tensor_desc){.dtype = KC_I32, .rank = 2, .dims = {n, maxb}, .data = s->table};
+  c[2] = (kc_tensor_desc){.dtype = KC_I64, .rank = 1, .dims = {n}, .data = s->past};
+  c[3] = (kc_tensor_desc){.dtype = KC_I64, .rank = 1, .dims = {n}, .data = s->lens};
+  memcpy(c[0].dims, s->pool_dims, sizeof s->pool_dims);
   kc_tensor_desc out;
-  st = kc_exec_run(s->x, in, 5, &out, 1);
+  st = kc_exec_run(s->x, in, 5 + s->nmask, &out, 1);
   if (st != KC_OK) {
     undo(s, e, n);
     return st;

@@ -340,6 +340,7 @@ int cmd_generate(int argc, char **argv) {
   double t2 = now_ms();
   if (rc < 0) {
     if (nbeams > 1) printf("score %.6f\n", score);
+    fflush(stdout); /* the tokens before the timing line when both go to one terminal or file */
     fprintf(stderr,
             "kernc: session %s in %.0f ms; %lld prompt tokens, %lld generated in %.1f ms "
             "(%.2f ms per token, prefill included); cache %lld bytes per token, %s\n",
