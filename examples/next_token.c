@@ -1,13 +1,15 @@
 /*
  * examples/next_token.c - run a GPT-2-style model compiled ahead of time by kernc on a prompt of
  * token ids: print the five likeliest next tokens with their probabilities, then extend the
- * prompt greedily by a few tokens.
+ * prompt greedily by a few tokens twice: re-running the whole sequence for every new token
+ * (gpt2_run), and with the KV cache of a decoding session (gpt2_session_new, gpt2_decode: the
+ * prompt prefilled once, then one token per step), which must give the same tokens.
  *
  * Built against the header that `kernc compile examples/gpt2_tiny.onnx -o DIR/libgpt2.so` writes
  * (DIR/gpt2.h) and linked with DIR/libgpt2.so; it needs neither kernc nor LLVM. The model takes
  * input_ids i64[batch, seq] and returns logits f32[batch, seq, vocab]; this program runs batch 1.
- * There is no tokenizer: a prompt is a file of integer ids (`#` starts a comment). Generation
- * re-runs the whole sequence for every new token, since the model has no KV cache yet.
+ * There is no tokenizer: a prompt is a file of integer ids (`#` starts a comment). The session
+ * entry points exist because kernc derived the model's decode step (gpt2_HAS_SESSION).
  *
  * usage: next_token PROMPT_FILE [NEW_TOKENS]
  */
@@ -78,6 +80,31 @@ static int read_prompt(const char *path, int64_t *ids, int cap, int *n) {
   }
   fclose(f);
   return rc;
+}
+
+static int argmax(const float *logits, int vocab) {
+  int best = 0;
+  for (int v = 1; v < vocab; v++)
+    if (logits[v] > logits[best]) best = v;
+  return best;
+}
+
+/* Greedy continuation of ids[0..n) by `count` tokens into next[], with the KV cache of session
+ * s: a new sequence, the prompt prefilled in one step, then one token per step; the sequence is
+ * freed at the end. 0 on success, else prints the session's error. */
+static int greedy_cached(gpt2_session_t *s, const int64_t *ids, int n, int count, int64_t *next) {
+  float logits[VOCAB];
+  int32_t seq;
+  int rc = gpt2_seq_new(s, &seq);
+  kc_model_decode_entry e = {.seq = seq, .ntokens = n, .tokens = ids, .logits = logits};
+  for (int i = 0; rc == 0 && i < count; i++) {
+    if ((rc = gpt2_decode(s, &e, 1)) != 0) break;
+    next[i] = argmax(logits, VOCAB);
+    e = (kc_model_decode_entry){.seq = seq, .ntokens = 1, .tokens = &next[i], .logits = logits};
+  }
+  if (rc != 0) fprintf(stderr, "next_token: gpt2_decode: %s\n", gpt2_session_error(s));
+  gpt2_seq_free(s, seq);
+  return rc ? -1 : 0;
 }
 
 /* Runs the model on ids[0..n) (batch 1) and points *last at the n-1'th row of logits, *vocab at
@@ -152,6 +179,13 @@ int main(int argc, char **argv) {
     fprintf(stderr, "next_token: gpt2_create: %s\n", gpt2_error(NULL)); /* e.g. CPU features */
     return 1;
   }
+  /* contiguous cache: 1 sequence of up to MAX_SEQ tokens, gpt2_CACHE_BYTES(MAX_SEQ) bytes */
+  gpt2_session_t *s = gpt2_session_new(0, 0, MAX_SEQ, 1);
+  if (!s) {
+    fprintf(stderr, "next_token: gpt2_session_new: %s\n", gpt2_session_error(NULL));
+    gpt2_free(m);
+    return 1;
+  }
   int rc = 1, vocab;
   const float *logits;
   print_ids("prompt:", ids, 0, n);
@@ -183,18 +217,27 @@ int main(int argc, char **argv) {
   int n0 = n;
   for (int step = 0; step < new_tokens; step++) {
     if (run(m, ids, n, &logits, &vocab) != 0) goto done;
-    int best = 0;
-    for (int v = 1; v < vocab; v++)
-      if (logits[v] > logits[best]) best = v;
-    ids[n++] = best;
+    ids[n++] = argmax(logits, vocab);
   }
   double t3 = now_ms();
-  printf("greedy, %d new tokens (the whole sequence re-run per token, no KV cache; %.2f ms):\n",
-         new_tokens, t3 - t2);
+  int64_t cached[MAX_SEQ];
+  if (greedy_cached(s, ids, n0, new_tokens, cached) != 0) goto done;
+  double t4 = now_ms(), per = new_tokens ? 1.0 / new_tokens : 0;
+  printf("greedy, %d new tokens:\n", new_tokens);
   print_ids("  prompt:", ids, 0, n0);
   print_ids("  new:   ", ids, n0, n);
+  printf("  whole sequence re-run per token: %.3f ms per token\n", (t3 - t2) * per);
+  printf("  KV cache (prefill, then one token per step): %.3f ms per token, %d cache bytes per "
+         "token\n",
+         (t4 - t3) * per, (int)gpt2_CACHE_BYTES_PER_TOKEN);
+  if (memcmp(cached, ids + n0, (size_t)new_tokens * sizeof *cached) != 0) {
+    print_ids("  the KV cache gave other tokens:", cached, 0, new_tokens);
+    goto done;
+  }
+  printf("  (the same tokens)\n");
   rc = 0;
 done:
+  gpt2_session_free(s);
   gpt2_free(m);
   return rc;
 }

@@ -30,15 +30,18 @@ wc -c "$out/libgpt2.so" "$out/gpt2.h" | awk '$2 != "total" {printf "   %8d bytes
 grep -E '^(gpt2_t|int|const char|void) .*gpt2_' "$out/gpt2.h" | sed 's/^/   /'
 
 step "3. build a C program against the header (no kernc, no LLVM at run time) and run it"
+echo "   greedy decoding twice: the whole sequence re-run per token (gpt2_run), then with the KV"
+echo "   cache of the library's session (gpt2_session_new, gpt2_decode); ms per token for each"
 # shellcheck disable=SC2016 # $ORIGIN is for the dynamic loader: next_token finds the .so beside it
 show "${CC:-cc}" -std=c11 -O2 -Wall -Wextra -I"$out" examples/next_token.c -o "$out/next_token" \
   -L"$out" -lgpt2 -Wl,-rpath,'$ORIGIN' -lm
 show "$out/next_token" examples/prompt.txt 8
 
-step "3b. the same greedy continuation with a KV cache (the decode step kernc derives itself)"
+step "3b. the same greedy continuation by kernc generate (JIT, KV cache), and on the library"
 echo "   kernc generate: the prompt prefilled once, then one token per step over the cache"
 prompt=$(grep -v '^#' examples/prompt.txt | tr '\n' ' ')
 show "$b/kernc" generate examples/gpt2_tiny.onnx --prompt "$prompt" --max-new 8 2>&1 | sed 's/^/   /'
+show "$b/kernc" generate "$out/libgpt2.so" --prompt "$prompt" --max-new 8 2>&1 | sed 's/^/   /'
 
 step "4. how layer 0 (ONNX names /h.0/...) changes through the passes"
 # the IR after each pass that changed it, then the pipeline's result (its header has no after=)
