@@ -23,6 +23,11 @@ make_models.py; --out DIR writes DIR/NAME/ instead) for
                    mask is transformers 4.36's 4-d causal mask with a past (zeros [S, P] before
                    the triangle) with the padding of attention_mask filled in. Opset 17.
 
+and, for the refusal tests, gpt2_past_tiny/past_bshd.onnx: a 1-layer GPT-2 (hidden 16, 2 heads,
+vocab 16, seeded weights of its own; no data sets) whose past inputs are [B, P, heads, head_dim]
+(transposed to the module's layout inside) and whose presents are [B, P + S, heads, head_dim]:
+a layout derive-decode does not map, so it must refuse naming the input.
+
 The weights are those of gpt2_tiny and llama_tiny: the models are built in make_models.py's
 order with its seeds (the norms' random numbers come from one generator shared by the three
 models), and the script asserts that every exported weight equals the committed no-past model's
@@ -82,6 +87,44 @@ class LlamaPast(torch.nn.Module):
         past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(len(past_flat) // 2)]
         logits, presents = self.m(input_ids, attention_mask, position_ids, past)
         return (logits,) + tuple(t for kv in presents for t in kv)
+
+
+class Gpt2PastBshd(torch.nn.Module):
+    """Gpt2Past with the past and presents laid out [B, P, heads, head_dim]."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids, *past_flat):
+        past = [(past_flat[2 * i].transpose(1, 2), past_flat[2 * i + 1].transpose(1, 2))
+                for i in range(len(past_flat) // 2)]
+        logits, presents = self.m(input_ids, past)
+        return (logits,) + tuple(t.transpose(1, 2) for kv in presents for t in kv)
+
+
+class BshdCfg(mm.Gpt2Cfg):
+    vocab, hidden, heads, layers, n_ctx = 16, 16, 2, 1, 16
+
+
+def build_bshd(out):
+    """gpt2_past_tiny/past_bshd.onnx (after build() made the folder)."""
+    torch.manual_seed(7)
+    model = Gpt2PastBshd(Gpt2Model(BshdCfg)).eval()
+    c = BshdCfg
+    names = ["%s.0.%s" % (pre, t) for pre in ("past_key_values", "present") for t in ("key", "value")]
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
+    axes.update({n: {0: "batch", 1: "past_seq"} for n in names[:2]})
+    axes.update({n: {0: "batch", 1: "total_seq"} for n in names[2:]})
+    ids = torch.zeros(1, TRACE_S, dtype=torch.int64)
+    past = [torch.zeros(1, TRACE_P, c.heads, c.hidden // c.heads) for _ in range(2)]
+    path = os.path.join(out, "gpt2_past_tiny", "past_bshd.onnx")
+    with torch.no_grad():
+        torch.onnx.export(model, tuple([ids] + past), path, input_names=["input_ids"] + names[:2],
+                          output_names=["logits"] + names[2:], dynamic_axes=axes,
+                          opset_version=13)
+    onnx.checker.check_model(onnx.load(path))
+    print("gpt2_past_tiny/past_bshd.onnx: %d bytes" % os.path.getsize(path))
 
 
 def models():
@@ -224,6 +267,7 @@ def main():
     out = ap.parse_args().out
     gpt2, llama = models()
     build(out, "gpt2_past_tiny", gpt2, False, mm.Gpt2Cfg, 13)
+    build_bshd(out)
     build(out, "llama_past_tiny", llama, True, mm.LlamaCfg, 17)
 
 
