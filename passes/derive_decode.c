@@ -7,28 +7,37 @@
  * f32[kc_nblk, L, 2, KVH, kc_bs, D] (the pool of runtime/kv_cache.h), kc_block_table i32[B,
  * kc_maxb], kc_past_len i64[B] (tokens already cached per row), kc_new_len i64[B] (new tokens valid
  * per row; rows padded to S);
- *   - every attention (all must be causal, without a mask input or past) becomes
- *     kv_store + attention_cache of layer l, l in program order; the kv_stores form a chain
- *     through the layers (each takes the previous one's result as its cache: ir/ops.def);
+ *   - every attention (all must be causal self-attention, without a mask input or past; q, k, v
+ *     [B, S, heads * D] or [B, heads, S, D]) becomes kv_store + attention_cache of layer l, l in
+ *     program order; the kv_stores form a chain through the layers (each takes the previous
+ *     one's result as its cache: ir/ops.def);
  *   - positions start at each row's past length: a Range(0, S) over the sequence whose uses are
  *     position indices of Gathers (learned position embeddings) gives those Gathers
  *     past[b] + i instead ([B, S] indices); one whose uses all end in attentions' cos/sin tables
  *     (RoPE computed in the graph) is lengthened to the table's whole span, MAXB * BS rows, since
- *     attention_cache reads the rows of positions past[b] + i;
+ *     attention_cache reads the rows of positions past[b] + i; a position_ids input [B, S] is
+ *     replaced by past[b] + i computed in the graph (and removed from the inputs);
  *   - an attention mask input ([B, S] integers or bool, named like a mask) is kept, and the session
  *     feeds it all ones: a sequence has no padding, its cache holds exactly its tokens; an
  *     attention's mask computed from it alone is then all keep and is dropped;
+ *   - a model exported with past inputs (past_key_values.N.key / .value and present.N.* outputs,
+ *     as optimum and ONNX Runtime GenAI export decoders) is mapped onto the same cache first
+ *     (passes/derive_decode_past.c): each attention's Concat(past, new) keys and values become
+ *     the new ones, the presents and past inputs go, Range(P, P + S) positions are treated as
+ *     Range(0, S), and an attention mask over the P + S keys, whose masks are dropped as above,
+ *     goes too; the derived step's inputs are then those of a plain model's;
  *   - anything else that mixes sequence positions (a Range over S used otherwise, a non-causal
  *     attention, a reduction, softmax or cumsum along the sequence axis, a matmul contracting it)
- *     makes the pass refuse, naming the node: the step would not compute what the model does.
+ *     makes the pass refuse, naming the node: the step would not compute what the model does;
+ *     so does any input it cannot map (naming the input).
  *
  * The sequence axis is tracked per value as the axis whose dim is S (the token ids' dim 1);
- * ops that keep it in place are per-position. Not handled yet (refused, naming the input): models
- * with position_ids or past_key_values.* inputs.
+ * ops that keep it in place are per-position.
  *
  * Invariants: the graph stays in program order (new nodes are placed before the nodes they
- * replace, kc_graph_place); the model's own inputs keep their order; the pass is not in any
- * default pipeline (the session compiles the decode graph with it).
+ * replace, kc_graph_place); the model's own inputs keep their order (those mapped onto the cache
+ * are removed); the pass is not in any default pipeline (the session compiles the decode graph
+ * with it).
  */
 #include "passes/derive_decode.h"
 #include "passes/passes.h"

@@ -239,7 +239,7 @@ static kc_status readers(pm *m, entry *e) {
       if (!ok)
         return refuse_node(m, i,
                            "reads Concat(past, new) other than as the keys or values of one "
-                           "attention: ",
+                           "attention (did the attention fuse? kernc dump --explain-fusion): ",
                            name);
       e->attn = i;
     }
@@ -272,11 +272,12 @@ kc_status kc_dd_past_map(kc_graph *g, kc_dim B, kc_dim S, kc_dd_past *p) {
     s = readers(&m, &m.e[i]);
   if (s == KC_OK) s = pairs(&m);
   if (s == KC_OK && m.ne) {
-    for (uint32_t i = 0; i < m.ne && s == KC_OK; i++) {
+    for (uint32_t i = 0; i < m.ne; i++) {
       const entry *e = &m.e[i];
       g->nodes[e->attn].in[e->kind == KEY ? A_K : A_V] = g->nodes[e->concat].in[1];
-      if (e->kind == VALUE) s = kc_node_infer(g, e->attn);
     }
+    for (uint32_t i = 0; i < m.ne && s == KC_OK; i++)
+      if (m.e[i].kind == KEY) s = kc_node_infer(g, m.e[i].attn); /* once both are new */
     uint32_t n = 0;
     for (uint32_t o = 0; o < g->noutputs; o++) {
       bool present = false;
