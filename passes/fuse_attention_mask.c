@@ -257,6 +257,35 @@ static bool eval_view(const kc_graph *g, const kc_node *n, int *left, bool under
   }
 }
 
+/* Element e of the 1-D integer operand v as a dim (*d) or an integer (*x, d NULL): constant
+ * data (a negative element only as an integer), else what shape inference knows of v. */
+static bool elem(const kc_graph *g, kc_val v, uint32_t e, kc_dim *d, int64_t *x) {
+  const kc_tensor *t = kc_fa_data(g, v);
+  uint32_t n;
+  const kc_dim *k = t ? NULL : kc_value_known(g, v, &n);
+  if (t) {
+    if (e >= kc_tensor_numel(t)) return false;
+    double c = kc_tensor_get(t, e);
+    if (!integral(c) || (d && c < 0)) return false;
+    if (d)
+      *d = (kc_dim)c;
+    else
+      *x = (int64_t)c;
+    return true;
+  }
+  if (!k || e >= n) return false;
+  if (d) *d = k[e];
+  return d || kc_dim_const(g, k[e], x);
+}
+
+/* Elements of the 1-D operand v (constant data, or known to shape inference), or -1. */
+static int64_t count(const kc_graph *g, kc_val v) {
+  const kc_tensor *t = kc_fa_data(g, v);
+  uint32_t n;
+  if (t) return t->rank == 1 ? (int64_t)kc_tensor_numel(t) : -1;
+  return kc_value_known(g, v, &n) ? (int64_t)n : -1;
+}
+
 /* A slice of a TRI value from column 0 (step 1 on the last two axes): from row r it is TRI
  * with diagonal k + r (one of them 0; r a size, constant or symbolic, known to be >= 0). */
 static bool eval_slice(const kc_graph *g, const kc_node *n, int *left, tv *out) {
@@ -264,23 +293,21 @@ static bool eval_slice(const kc_graph *g, const kc_node *n, int *left, tv *out) 
   if (out->base == U_UNIFORM) return true;
   if (out->base != U_TRI) return false;
   int r = val(g, n->in[0])->rank;
-  uint32_t nst, nax = 0, nsp = 0;
-  const kc_dim *st = kc_value_known(g, n->in[1], &nst);
-  const kc_dim *ax = n->nin > 3 && n->in[3].id ? kc_value_known(g, n->in[3], &nax) : NULL;
-  const kc_dim *sp = n->nin > 4 && n->in[4].id ? kc_value_known(g, n->in[4], &nsp) : NULL;
-  if (!st || (n->nin > 3 && n->in[3].id && (!ax || nax != nst)) ||
-      (n->nin > 4 && n->in[4].id && (!sp || nsp != nst)))
-    return false;
-  for (uint32_t e = 0; e < nst; e++) {
+  kc_val ax = n->nin > 3 ? n->in[3] : (kc_val){0}, sp = n->nin > 4 ? n->in[4] : (kc_val){0};
+  int64_t nst = count(g, n->in[1]);
+  if (nst < 0 || (ax.id && count(g, ax) != nst) || (sp.id && count(g, sp) != nst)) return false;
+  for (uint32_t e = 0; e < (uint32_t)nst; e++) {
     int64_t axis = e, step = 1, lo;
-    if ((ax && !kc_dim_const(g, ax[e], &axis)) || (sp && !kc_dim_const(g, sp[e], &step)))
+    kc_dim st;
+    if ((ax.id && !elem(g, ax, e, NULL, &axis)) || (sp.id && !elem(g, sp, e, NULL, &step)))
       return false;
     if (axis < 0) axis += r;
     if (axis < r - 2) continue;
-    if (step != 1 || !kc_dim_lower(g, st[e], &lo) || lo < 0) return false;
-    if (st[e] == 0) continue;
+    if (step != 1 || !elem(g, n->in[1], e, &st, NULL) || !kc_dim_lower(g, st, &lo) || lo < 0)
+      return false;
+    if (st == 0) continue;
     if (axis == r - 1 || out->k != 0) return false; /* a column offset, or two row offsets */
-    out->k = st[e];
+    out->k = st;
   }
   return true;
 }
