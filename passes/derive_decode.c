@@ -7,30 +7,39 @@
  * f32[kc_nblk, L, 2, KVH, kc_bs, D] (the pool of runtime/kv_cache.h), kc_block_table i32[B,
  * kc_maxb], kc_past_len i64[B] (tokens already cached per row), kc_new_len i64[B] (new tokens valid
  * per row; rows padded to S);
- *   - every attention (all must be causal, without a mask input or past) becomes
- *     kv_store + attention_cache of layer l, l in program order; the kv_stores form a chain
- *     through the layers (each takes the previous one's result as its cache: ir/ops.def);
+ *   - every attention (all must be causal self-attention, without a mask input or past; q, k, v
+ *     [B, S, heads * D] or [B, heads, S, D]) becomes kv_store + attention_cache of layer l, l in
+ *     program order; the kv_stores form a chain through the layers (each takes the previous
+ *     one's result as its cache: ir/ops.def);
  *   - positions start at each row's past length: a Range(0, S) over the sequence whose uses are
  *     position indices of Gathers (learned position embeddings) gives those Gathers
  *     past[b] + i instead ([B, S] indices); one whose uses all end in attentions' cos/sin tables
  *     (RoPE computed in the graph) is lengthened to the table's whole span, MAXB * BS rows, since
- *     attention_cache reads the rows of positions past[b] + i;
+ *     attention_cache reads the rows of positions past[b] + i; a position_ids input [B, S] is
+ *     replaced by past[b] + i computed in the graph (and removed from the inputs);
  *   - an attention mask input ([B, S] integers or bool, named like a mask) is kept, and the session
  *     feeds it all ones: a sequence has no padding, its cache holds exactly its tokens; an
  *     attention's mask computed from it alone is then all keep and is dropped;
+ *   - a model exported with past inputs (past_key_values.N.key / .value and present.N.* outputs,
+ *     as optimum and ONNX Runtime GenAI export decoders) is mapped onto the same cache first
+ *     (passes/derive_decode_past.c): each attention's Concat(past, new) keys and values become
+ *     the new ones, the presents and past inputs go, Range(P, P + S) positions are treated as
+ *     Range(0, S), and an attention mask over the P + S keys, whose masks are dropped as above,
+ *     goes too; the derived step's inputs are then those of a plain model's;
  *   - anything else that mixes sequence positions (a Range over S used otherwise, a non-causal
  *     attention, a reduction, softmax or cumsum along the sequence axis, a matmul contracting it)
- *     makes the pass refuse, naming the node: the step would not compute what the model does.
+ *     makes the pass refuse, naming the node: the step would not compute what the model does;
+ *     so does any input it cannot map (naming the input).
  *
  * The sequence axis is tracked per value as the axis whose dim is S (the token ids' dim 1);
- * ops that keep it in place are per-position. Not handled yet (refused, naming the input): models
- * with position_ids or past_key_values.* inputs.
+ * ops that keep it in place are per-position.
  *
  * Invariants: the graph stays in program order (new nodes are placed before the nodes they
- * replace, kc_graph_place); the model's own inputs keep their order; the pass is not in any
- * default pipeline (the session compiles the decode graph with it).
+ * replace, kc_graph_place); the model's own inputs keep their order (those mapped onto the cache
+ * are removed); the pass is not in any default pipeline (the session compiles the decode graph
+ * with it).
  */
-#include "passes/internal.h"
+#include "passes/derive_decode.h"
 #include "passes/passes.h"
 
 #include <stdlib.h>
@@ -47,6 +56,7 @@ typedef struct dd {
   uint32_t first; /* g->nnodes before the pass appended anything */
   uint32_t *anchor;
   uint32_t nanchor, capanchor;
+  kc_dd_past past; /* past inputs, position_ids, masks over past + new (derive_decode_past.c) */
 } dd;
 
 static kc_status refuse(dd *d, const kc_node *n, const char *why) {
@@ -95,27 +105,31 @@ static kc_status find_ids(dd *d) {
                   "symbolic S");
   d->B = v->dims[0];
   d->S = v->dims[1];
-  for (uint32_t k = 1; k < g->ninputs; k++) {
-    if (is_mask_input(d, k)) continue;
-    char msg[256];
+  kc_status s = kc_dd_past_map(g, d->B, d->S, &d->past);
+  for (uint32_t k = 1; k < g->ninputs && s == KC_OK; k++) {
+    if (is_mask_input(d, k) || kc_dd_past_claims(&d->past, k)) continue;
+    char msg[320];
     snprintf(msg, sizeof msg,
-             "input '%s': a decoder's inputs must be its token ids and an attention mask "
-             "(position_ids and past_key_values inputs are not supported yet)",
+             "input '%s': a decoder's inputs must be its token ids, attention masks, "
+             "position_ids [B, S] and past_key_values.N.key / .value",
              kc_graph_input_name(g, k));
-    return refuse(d, NULL, msg);
+    s = refuse(d, NULL, msg);
   }
-  return KC_OK;
+  return s;
 }
 
 /* Is value v computed from the mask inputs, constants and weights alone? (The session feeds the
- * masks all ones: a sequence has no padding, its cache holds exactly its tokens.) */
+ * masks all ones: a sequence has no padding, its cache holds exactly its tokens; a mask over
+ * past + new tokens is what a runtime feeding the past gives an unpadded sequence, all ones.) */
 static bool from_masks(const dd *d, kc_val v, int depth) {
   const kc_graph *g = d->g;
   if (depth > 64) return false;
   const kc_value *x = kc_value_of(g, v);
   if (!x->def) {
     for (uint32_t k = 1; k < g->ninputs; k++)
-      if (g->inputs[k].id == v.id) return true;
+      if (g->inputs[k].id == v.id)
+        return is_mask_input(d, k) ||
+               (kc_dd_past_claims(&d->past, k) && strstr(kc_graph_input_name(g, k), "mask"));
     return false;
   }
   const kc_node *n = &g->nodes[x->def - 1];
@@ -145,11 +159,19 @@ static kc_status check_attentions(dd *d) {
       extra = extra || n->out[j].id;
     if (extra) return refuse(d, n, "an attention with a mask input, past or present K/V");
     const kc_value *q = kc_value_of(g, n->in[Q]), *k = kc_value_of(g, n->in[K]);
-    if (q->rank != 3 || k->rank != 3)
-      return refuse(d, n, "attention operands must be [B, S, heads * D]");
-    int64_t heads = kc_node_int(n, "heads", 0), kvh = kc_node_int(n, "kv_heads", heads), w;
-    if (!kc_dim_const(g, k->dims[2], &w) || kvh <= 0 || w % kvh != 0)
-      return refuse(d, n, "the key width must be a known multiple of kv_heads");
+    if ((q->rank != 3 && q->rank != 4) || k->rank != q->rank)
+      return refuse(d, n, "attention operands must be [B, S, heads * D] or [B, heads, S, D]");
+    if (!kc_dim_same(g, k->dims[k->rank == 3 ? 1 : 2], d->S))
+      return refuse(d, n, "an attention over other keys than the tokens' own (self-attention)");
+    int64_t heads = kc_node_int(n, "heads", 0), kvh = kc_node_int(n, "kv_heads", heads);
+    int64_t w = -1, h4, d4;
+    if (k->rank == 4 && kc_dim_const(g, k->dims[1], &h4) && kc_dim_const(g, k->dims[3], &d4))
+      w = h4 == kvh ? d4 * kvh : -1;
+    if (k->rank == 3 && !kc_dim_const(g, k->dims[2], &w)) w = -1;
+    if (w <= 0 || kvh <= 0 || w % kvh != 0)
+      return refuse(d, n,
+                    "the keys must be [B, S, kv_heads * D] or [B, kv_heads, S, D] with known "
+                    "kv_heads and D");
     if (d->nattn && (kvh != d->kvh || w / kvh != d->D || k->dtype != d->dt))
       return refuse(d, n, "every layer must have the same KV heads, head size and dtype");
     d->kvh = kvh;
@@ -242,14 +264,16 @@ static bool mixes(const dd *d, const kc_node *n) {
 
 /* ---- positions ------------------------------------------------------------------------------ */
 
-/* Is node n range(0, S, 1)? */
-static bool is_position_range(const dd *d, const kc_node *n) {
+/* Is node n range(0, S, 1), or range(P, P + S, 1) with P the length of the past inputs? */
+static bool is_position_range(dd *d, const kc_node *n) {
   if (n->op != KC_OP_RANGE) return false;
   uint32_t c0, c1, c2;
   const kc_dim *a = kc_value_known(d->g, n->in[0], &c0), *b = kc_value_known(d->g, n->in[1], &c1);
   const kc_dim *c = kc_value_known(d->g, n->in[2], &c2);
-  return a && b && c && c0 == 1 && c1 == 1 && c2 == 1 && a[0] == 0 && c[0] == 1 &&
-         kc_dim_same(d->g, b[0], d->S);
+  if (!a || !b || !c || c0 != 1 || c1 != 1 || c2 != 1 || c[0] != 1) return false;
+  if (a[0] == 0) return kc_dim_same(d->g, b[0], d->S);
+  return d->past.P && kc_dim_same(d->g, a[0], d->past.P) &&
+         kc_dim_same(d->g, b[0], kc_dim_add(d->g, d->past.P, d->S));
 }
 
 /* Ops a position index passes through unchanged in value. */
@@ -274,7 +298,7 @@ static void walk(dd *d, kc_val v, reach *r, bool transparent_path, int depth) {
   }
   for (uint32_t k = 0; k < g->noutputs; k++)
     if (g->outputs[k].v.id == v.id) r->only_idx = r->only_rope = false;
-  for (uint32_t i = 0; i < g->nnodes; i++) {
+  for (uint32_t i = 0; i < d->first; i++) { /* the model's nodes (r->in has as many) */
     kc_node *n = &g->nodes[i];
     for (uint32_t j = 0; j < n->nin; j++) {
       if (n->in[j].id != v.id) continue;
@@ -323,26 +347,50 @@ static kc_val table_span(dd *d, kc_val table, kc_val cache, kc_dtype t) {
   return t == KC_I64 ? r : kc_cast(g, r, t);
 }
 
-/* Every Range(0, S): per-row positions for Gathers, the whole span for cos/sin tables. */
+/* range(0, S) (i64) from the token ids' shape. */
+static kc_val seq_range(dd *d) {
+  kc_graph *g = d->g;
+  int64_t zero = 0, one = 1;
+  kc_val i0 = kc_constant(g, KC_I64, 0, NULL, &zero), i1 = kc_constant(g, KC_I64, 0, NULL, &one);
+  return kc_range(g, i0, kc_gather(g, kc_shape(g, d->ids), i1, 0), i1);
+}
+
+/* A position_ids input becomes past[b] + i, computed before everything else. */
+static kc_status position_ids(dd *d, kc_val past) {
+  kc_graph *g = d->g;
+  if (!d->past.posids.id) return KC_OK;
+  kc_val pos = row_positions(d, seq_range(d), past, kc_value_of(g, d->past.posids)->dtype);
+  kc_status st = anchor_new(d, 0);
+  if (st == KC_OK) kc_graph_replace_uses(g, d->past.posids, pos);
+  return st;
+}
+
+/* Every Range(0, S) (or Range(P, P + S)): per-row positions for Gathers, the whole span for
+ * cos/sin tables. */
 static kc_status positions(dd *d, kc_val cache, kc_val table, kc_val past) {
   kc_graph *g = d->g;
-  bool *in = calloc(g->nnodes + 1, sizeof *in);
+  kc_status s = position_ids(d, past);
+  bool *in = s == KC_OK ? calloc(d->first + 1, sizeof *in) : NULL;
+  if (s != KC_OK) return s;
   if (!in) return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in derive-decode");
-  kc_status s = KC_OK;
-  uint32_t n0 = g->nnodes;
+  uint32_t n0 = d->first; /* the model's nodes, not the position_ids' */
   for (uint32_t i = 0; i < n0 && s == KC_OK; i++) {
     kc_node *n = &g->nodes[i];
     if (!is_position_range(d, n)) continue;
     memset(in, 0, (n0 + 1) * sizeof *in);
     reach r = {in, true, true, NULL};
     walk(d, n->out[0], &r, true, 0);
-    kc_val range = n->out[0];
+    kc_val range = n->out[0], from0 = {0};
     kc_dtype rt = kc_value_of(g, range)->dtype;
+    uint32_t na;
+    const kc_dim *a0 = kc_value_known(g, n->in[0], &na);
     if (r.only_idx) { /* learned position embeddings: Gather(table, positions) */
       for (uint32_t k = 0; k < n0 && s == KC_OK; k++) {
         kc_node *gn = &g->nodes[k];
         if (!in[k] || gn->op != KC_OP_GATHER) continue;
-        kc_val pos = row_positions(d, range, past, kc_value_of(g, gn->in[1])->dtype);
+        if (!from0.id) /* 0, 1, ..., S - 1 (range(P, P + S) reads the past's shape) */
+          from0 = a0 && a0[0] == 0 ? range : seq_range(d);
+        kc_val pos = row_positions(d, from0, past, kc_value_of(g, gn->in[1])->dtype);
         if ((s = anchor_new(d, k)) != KC_OK) break;
         gn->in[1] = pos;
       }
@@ -404,11 +452,15 @@ static kc_status rewrite_attentions(dd *d, kc_val cache, kc_val table, kc_val pa
 kc_status kc_derive_decode(kc_graph *g) {
   dd d = {.g = g};
   kc_status s = find_ids(&d);
+  if (s == KC_OK && d.past.P) s = kc_dce_run(g, NULL); /* the Concat(past, new) and presents */
   if (s == KC_OK) s = check_attentions(&d);
   for (uint32_t i = 0; i < g->nnodes && s == KC_OK; i++)
     if (g->nodes[i].op != KC_OP_NOP && mixes(&d, &g->nodes[i]))
       s = refuse(&d, &g->nodes[i], "it mixes positions along the sequence axis");
-  if (s != KC_OK) return s;
+  if (s != KC_OK) {
+    kc_dd_past_free(&d.past);
+    return s;
+  }
   kc_dim cd[6] = {kc_sym(g, "kc_nblk"), d.nattn, 2, d.kvh, kc_sym(g, "kc_bs"), d.D};
   kc_dim td[2] = {d.B, kc_sym(g, "kc_maxb")}, bd[1] = {d.B};
   kc_val cache = kc_graph_add_input(g, "kc_kv_cache", d.dt, 6, cd);
@@ -422,6 +474,8 @@ kc_status kc_derive_decode(kc_graph *g) {
   free(d.anchor);
   if (s == KC_OK) s = kc_graph_infer(g);
   if (s == KC_OK) s = kc_dce_run(g, NULL);
+  if (s == KC_OK) s = kc_dd_past_finish(g, &d.past);
+  kc_dd_past_free(&d.past);
   return s;
 }
 

@@ -375,7 +375,8 @@ static kc_status rewrite(fa *F, const kc_match *m) {
       return kc_rw_decline(rw, "the mask broadcasts scores %%%u to a larger shape", qk.id);
   int64_t heads = kc_fa_dim(g, qk, 1);
   if (heads <= 0) return kc_rw_decline(rw, "the number of heads of %%%u is not static", qk.id);
-  kc_fa_scores ss = {qv->dtype, qv->dims[0], qv->dims[2], qv->dims[3]};
+  kc_fa_scores ss = {qv->dtype, qv->dims[0], qv->dims[2], qv->dims[3],
+                     kc_dim_sub(g, qv->dims[3], qv->dims[2])};
 
   /* scale and masks */
   double scale = 1, fill;
@@ -512,10 +513,11 @@ static bool unrotated(const kc_graph *g, const kc_node *n, char *why, size_t siz
 }
 
 /* The scores of attention node n: dtype, batch, query and key lengths. */
-static kc_fa_scores op_scores(const kc_graph *g, const kc_node *n) {
+static kc_fa_scores op_scores(kc_graph *g, const kc_node *n) {
   const kc_value *q = kc_value_of(g, n->in[A_Q]), *k = kc_value_of(g, n->in[A_K]);
   int sa = q->rank == 3 ? 1 : 2;
-  return (kc_fa_scores){q->dtype, q->dims[0], q->dims[sa], k->dims[sa]};
+  kc_dim s = q->dims[sa], t = k->dims[sa];
+  return (kc_fa_scores){q->dtype, q->dims[0], s, t, kc_dim_sub(g, t, s)};
 }
 
 /*
@@ -558,9 +560,9 @@ static kc_status rebuild(kc_rewriter *rw, const kc_match *m, const kc_val *in, u
   return KC_OK;
 }
 
-/* attention(q, k, v, m) {mask=additive} with m causal, padding, or where(and(causal, padding),
- * 0, -big)  ->  mask=causal (no input), mask=padding (the [B, T] mask), or mask=causal with
- * where(padding, 0, -big) [B, 1, 1, T] */
+/* attention(q, k, v, m) {mask=additive} with m causal, padding, where(and(causal, padding),
+ * 0, -big) or where(padded, -big, causal)  ->  mask=causal (no input), mask=padding (the [B, T]
+ * mask), or mask=causal with where(padding, 0, -big) [B, 1, 1, T] or where(padded, -big, 0) */
 static const kc_pat op_mask[] = {
     P_OPIF(ATTENTION, additive_mask, P_CAP(Q), P_CAP(K), P_CAP(V), P_CAP(MASK), P_REST),
 };
@@ -569,14 +571,15 @@ static kc_status refine_mask(kc_rewriter *rw, const kc_match *m) {
   kc_graph *g = kc_rw_graph(rw);
   const kc_node *n = &g->nodes[m->node[0]];
   kc_fa_scores sc = op_scores(g, n);
-  kc_val in[8] = {{0}}, cond, zero, fill;
+  kc_val in[8] = {{0}}, w[3];
   uint32_t nin = n->nin < 8 ? n->nin : 8;
   char why[256];
   kc_fa_mask mk;
   memcpy(in, n->in, nin * sizeof *in);
-  if (kc_fa_mask_causal_and(g, m->cap[MASK], &sc, &cond, &zero, &fill)) {
-    kc_val w[3] = {cond, zero, fill};
-    in[A_MASK] = kc_rw_op(rw, KC_OP_WHERE, 3, w);
+  if (kc_fa_mask_causal_and(g, m->cap[MASK], &sc, w)) {
+    static const uint64_t zero = 0; /* 0 in every float dtype */
+    if (!w[2].id) w[2] = kc_rw_const(rw, sc.dtype, 0, NULL, &zero);
+    in[A_MASK] = w[2].id ? kc_rw_op(rw, KC_OP_WHERE, 3, w) : w[2];
     return in[A_MASK].id ? rebuild(rw, m, in, nin, "causal", -1) : KC_OK;
   }
   if (!kc_fa_mask_added(g, m->cap[MASK], &sc, &mk, why, sizeof why))

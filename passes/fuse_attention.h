@@ -39,6 +39,7 @@ bool kc_fa_same_dim(const kc_graph *g, kc_val a, int ia, kc_val b, int ib);
 typedef struct kc_fa_scores {
   kc_dtype dtype;
   kc_dim b, s, t;
+  kc_dim off; /* t - s: the diagonal of a causal mask aligned at the bottom right */
 } kc_fa_scores;
 
 /* What the fused attention gets as its mask input. */
@@ -49,7 +50,7 @@ typedef enum kc_fa_input {
 } kc_fa_input;
 
 typedef struct kc_fa_mask {
-  bool causal;      /* key j is visible to query i iff j <= i (found only over S = T scores) */
+  bool causal;      /* key j is visible to query i iff j <= i + T - S */
   kc_fa_input kind; /* and the mask input, if any */
   kc_val input;
   kc_val additive; /* KC_FA_IN_PADDING from an added mask: that mask, to add it as it is */
@@ -69,11 +70,14 @@ bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, const kc_fa_scores
                       kc_fa_mask *out, char *why, size_t size);
 /*
  * m = where(and(causal, pad), 0, fill) (either order), fill a large negative, pad a padding
- * condition [B, 1, 1, T]: the causal part needs no tensor, the rest is where(pad, 0, fill),
- * whose operands go to cond, zero and fill.
+ * condition [B, 1, 1, T]: the causal part needs no tensor, the rest is where(pad, 0, fill).
+ * Or m = where(masked, fill, causal) with causal an additive causal mask (0 / large negative)
+ * and masked a padding condition (true where the pad is 0; transformers' masked_fill of the
+ * padding into the 4-d causal mask): the rest is where(masked, fill, 0). The operands of that
+ * where go to w[3]; w[2].id == 0 stands for a scalar 0 of the scores' dtype, for the caller to
+ * make.
  */
-bool kc_fa_mask_causal_and(const kc_graph *g, kc_val m, const kc_fa_scores *sc, kc_val *cond,
-                           kc_val *zero, kc_val *fill);
+bool kc_fa_mask_causal_and(const kc_graph *g, kc_val m, const kc_fa_scores *sc, kc_val w[3]);
 /* v [..., S] holds its index along the last axis (range(0, S, 1), viewed or broadcast)? */
 bool kc_fa_is_positions(const kc_graph *g, kc_val v);
 

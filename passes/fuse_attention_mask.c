@@ -5,13 +5,17 @@
  *
  * A mask is evaluated abstractly as a function with two values, value = pred ? on : off, where
  * pred is one of
- *   TRI  "key j is at or before query i": the value's last two axes are (i, j);
+ *   TRI  "key j is at or before query i + k": the value's last two axes are (i, j); k is a dim,
+ *        0 for a triangle from the top-left corner, P for the rows [P, P + S) of one (GPT-2's
+ *        bias buffer sliced after a past of P tokens) or for [S, P] keep columns before an
+ *        [S, S] triangle (transformers' causal mask with a past);
  *   PAD  "pad[b, j] != 0" for an int/bool pad [B, T]: the value is pad itself ([B, T]) or has
  *        it in axes 0 and 3 ([B, ., ., T], broadcast over heads and queries).
  * Leaves: constant (or weight) data checked element by element, trilu of a uniform value,
  * comparisons of two index ramps (range(c, n, 1) plus a constant, viewed along an axis), and the
- * pad tensor itself. Elementwise ops, where, casts, slices at the top-left corner and views that
- * keep the indexed axes carry the two values through. Anything else is "unknown", which the
+ * pad tensor itself. Elementwise ops, where, casts, views that keep the indexed axes, slices from
+ * column 0 (from row k), and a concat of keep columns before a triangle carry the two values
+ * through. Anything else is "unknown", which the
  * caller turns into an additive mask (an added tensor) or no fusion (a where condition).
  * BERT's form (1 - cast(m[:, None, None, :])) * -10000 thus evaluates to PAD with on 0, off
  * -10000, i.e. mask=padding on m. An integer pad is taken as 0/1 (what tokenizers give) where
@@ -39,6 +43,7 @@ typedef struct tv {
   int base;
   kc_val pad; /* U_PAD: the [B, T] tensor */
   double on, off;
+  kc_dim k; /* U_TRI: the diagonal, j <= i + k */
 } tv;
 
 /* value = index along axis `axis` (counted from the end, 1 = last) + off */
@@ -68,7 +73,7 @@ static bool aligned(const kc_graph *g, kc_val x, kc_val y, const tv *t) {
   }
 }
 
-static tv uniform(double c) { return (tv){U_UNIFORM, {0}, c, c}; }
+static tv uniform(double c) { return (tv){U_UNIFORM, {0}, c, c, 0}; }
 
 /* Constant data: uniform, or lower-triangular over its last two axes (the same in every
  * leading slice). */
@@ -91,7 +96,7 @@ static bool eval_data(const kc_tensor *t, tv *out) {
     int64_t j = (int64_t)(k % (size_t)cols), i = (int64_t)(k / (size_t)cols) % rows;
     if (kc_tensor_get(t, k) != (j <= i ? on : off)) return false;
   }
-  *out = (tv){U_TRI, {0}, on, off};
+  *out = (tv){U_TRI, {0}, on, off, 0};
   return true;
 }
 
@@ -180,9 +185,9 @@ static bool eval_ramps(const kc_graph *g, const kc_node *n, tv *out) {
   int64_t k = a.axis == 1 ? b.off - a.off : a.off - b.off;
   bool lt = a.axis == 1 ? less : !less;
   if (lt && k == 1)
-    *out = (tv){U_TRI, {0}, 1, 0};
+    *out = (tv){U_TRI, {0}, 1, 0, 0};
   else if (!lt && k == 0)
-    *out = (tv){U_TRI, {0}, 0, 1};
+    *out = (tv){U_TRI, {0}, 0, 1, 0};
   else
     return false;
   return true;
@@ -195,11 +200,13 @@ static bool join(const kc_graph *g, const kc_node *n, const tv *ops, int nops, t
   *out = uniform(0);
   for (int k = 0; k < nops; k++) {
     if (ops[k].base == U_UNIFORM) continue;
-    if (out->base != U_UNIFORM && (out->base != ops[k].base || out->pad.id != ops[k].pad.id))
+    if (out->base != U_UNIFORM &&
+        (out->base != ops[k].base || out->pad.id != ops[k].pad.id || !same(g, out->k, ops[k].k)))
       return false;
     if (!aligned(g, n->in[k], n->out[0], &ops[k])) return false;
     out->base = ops[k].base;
     out->pad = ops[k].pad;
+    out->k = ops[k].k;
   }
   return true;
 }
@@ -250,23 +257,76 @@ static bool eval_view(const kc_graph *g, const kc_node *n, int *left, bool under
   }
 }
 
-/* A slice of a TRI value that keeps its top-left corner (start 0, step 1 on the last two axes). */
+/* Element e of the 1-D integer operand v as a dim (*d) or an integer (*x, d NULL): constant
+ * data (a negative element only as an integer), else what shape inference knows of v. */
+static bool elem(const kc_graph *g, kc_val v, uint32_t e, kc_dim *d, int64_t *x) {
+  const kc_tensor *t = kc_fa_data(g, v);
+  uint32_t n;
+  const kc_dim *k = t ? NULL : kc_value_known(g, v, &n);
+  if (t) {
+    if (e >= kc_tensor_numel(t)) return false;
+    double c = kc_tensor_get(t, e);
+    if (!integral(c) || (d && c < 0)) return false;
+    if (d)
+      *d = (kc_dim)c;
+    else
+      *x = (int64_t)c;
+    return true;
+  }
+  if (!k || e >= n) return false;
+  if (d) *d = k[e];
+  return d || kc_dim_const(g, k[e], x);
+}
+
+/* Elements of the 1-D operand v (constant data, or known to shape inference), or -1. */
+static int64_t count(const kc_graph *g, kc_val v) {
+  const kc_tensor *t = kc_fa_data(g, v);
+  uint32_t n;
+  if (t) return t->rank == 1 ? (int64_t)kc_tensor_numel(t) : -1;
+  return kc_value_known(g, v, &n) ? (int64_t)n : -1;
+}
+
+/* A slice of a TRI value from column 0 (step 1 on the last two axes): from row r it is TRI
+ * with diagonal k + r (one of them 0; r a size, constant or symbolic, known to be >= 0). */
 static bool eval_slice(const kc_graph *g, const kc_node *n, int *left, tv *out) {
   if (!eval(g, n->in[0], left, false, out)) return false;
   if (out->base == U_UNIFORM) return true;
   if (out->base != U_TRI) return false;
   int r = val(g, n->in[0])->rank;
-  const kc_tensor *st = kc_fa_data(g, n->in[1]);
-  const kc_tensor *ax = n->nin > 3 && n->in[3].id ? kc_fa_data(g, n->in[3]) : NULL;
-  const kc_tensor *sp = n->nin > 4 && n->in[4].id ? kc_fa_data(g, n->in[4]) : NULL;
-  if (!st || (n->nin > 3 && n->in[3].id && !ax) || (n->nin > 4 && n->in[4].id && !sp)) return false;
-  size_t k = kc_tensor_numel(st);
-  for (size_t e = 0; e < k; e++) {
-    int64_t axis = ax ? (int64_t)kc_tensor_get(ax, e) : (int64_t)e;
+  kc_val ax = n->nin > 3 ? n->in[3] : (kc_val){0}, sp = n->nin > 4 ? n->in[4] : (kc_val){0};
+  int64_t nst = count(g, n->in[1]);
+  if (nst < 0 || (ax.id && count(g, ax) != nst) || (sp.id && count(g, sp) != nst)) return false;
+  for (uint32_t e = 0; e < (uint32_t)nst; e++) {
+    int64_t axis = e, step = 1, lo;
+    kc_dim st;
+    if ((ax.id && !elem(g, ax, e, NULL, &axis)) || (sp.id && !elem(g, sp, e, NULL, &step)))
+      return false;
     if (axis < 0) axis += r;
     if (axis < r - 2) continue;
-    if (kc_tensor_get(st, e) != 0 || (sp && kc_tensor_get(sp, e) != 1)) return false;
+    if (step != 1 || !elem(g, n->in[1], e, &st, NULL) || !kc_dim_lower(g, st, &lo) || lo < 0)
+      return false;
+    if (st == 0) continue;
+    if (axis == r - 1 || out->k != 0) return false; /* a column offset, or two row offsets */
+    out->k = st;
   }
+  return true;
+}
+
+/* concat(c [.., S, P], TRI [.., S, N]) on the last axis, c uniformly the triangle's keep value
+ * and its diagonal 0: TRI with diagonal P (the keys before the triangle are all visible). */
+static bool eval_concat(const kc_graph *g, const kc_node *n, int *left, tv *out) {
+  if (n->nin != 2) return false;
+  const kc_value *a = val(g, n->in[0]), *b = val(g, n->in[1]), *y = val(g, n->out[0]);
+  int64_t axis = kc_node_int(n, "axis", 0);
+  tv c, t;
+  if (a->rank < 2 || a->rank != b->rank || (axis < 0 ? axis + a->rank : axis) != a->rank - 1 ||
+      !eval(g, n->in[0], left, false, &c) || c.base != U_UNIFORM ||
+      !eval(g, n->in[1], left, false, &t) || t.base != U_TRI || t.k != 0 || c.on != t.on ||
+      !same(g, a->dims[a->rank - 2], b->dims[b->rank - 2]) ||
+      !same(g, y->dims[y->rank - 2], b->dims[b->rank - 2]))
+    return false;
+  *out = t;
+  out->k = a->dims[a->rank - 1];
   return true;
 }
 
@@ -279,9 +339,9 @@ static bool eval_trilu(const kc_graph *g, const kc_node *n, int *left, tv *out) 
   bool upper = kc_node_int(n, "upper", 1) != 0;
   if (val(g, n->in[0])->rank < 2) return false;
   if (!upper && k == 0)
-    *out = (tv){U_TRI, {0}, in.on, 0};
+    *out = (tv){U_TRI, {0}, in.on, 0, 0};
   else if (upper && k == 1)
-    *out = (tv){U_TRI, {0}, 0, in.on};
+    *out = (tv){U_TRI, {0}, 0, in.on, 0};
   else
     return false;
   return true;
@@ -325,6 +385,7 @@ static bool eval(const kc_graph *g, kc_val v, int *left, bool under_cast, tv *ou
     case KC_OP_FLATTEN:
     case KC_OP_EXPAND: return eval_view(g, n, left, under_cast, out);
     case KC_OP_SLICE: return eval_slice(g, n, left, out);
+    case KC_OP_CONCAT: return eval_concat(g, n, left, out);
     case KC_OP_TRILU: return eval_trilu(g, n, left, out);
     case KC_OP_CAST:
       return eval(g, n->in[0], left, true, out) && aligned(g, n->in[0], n->out[0], out) &&
@@ -355,7 +416,7 @@ static bool eval(const kc_graph *g, kc_val v, int *left, bool under_cast, tv *ou
   }
   /* the pad tensor itself: bool, or an integer one read through a cast (taken as 0/1) */
   if (x->rank == 2 && (x->dtype == KC_BOOL || (under_cast && kc_dtype_is_int(x->dtype)))) {
-    *out = (tv){U_PAD, v, 1, 0};
+    *out = (tv){U_PAD, v, 1, 0, 0};
     return true;
   }
   return false;
@@ -363,14 +424,14 @@ static bool eval(const kc_graph *g, kc_val v, int *left, bool under_cast, tv *ou
 
 /* ---- classification ------------------------------------------------------------------------ */
 
-/* A TRI mask m covers the scores [B, H, S, T] exactly in its last two axes, and S = T. TRI is
- * aligned at the top left (key j visible to query i iff j <= i), mask=causal at the bottom right
- * (j <= i + T - S): the two agree only when the scores are square, so a TRI mask over S != T
- * stays the tensor it is. */
-static bool fits_tri(const kc_graph *g, kc_val m, const kc_fa_scores *sc) {
+/* A TRI mask m (key j visible to query i iff j <= i + k) covers the scores [B, H, S, T] exactly
+ * in its last two axes, and k = T - S: mask=causal is aligned at the bottom right (j <= i + T -
+ * S), so a triangle from the top left (k = 0) is causal only over square scores, and one with a
+ * diagonal of P only over T = P + S keys; any other stays the tensor it is. */
+static bool fits_tri(const kc_graph *g, kc_val m, const kc_fa_scores *sc, const tv *t) {
   const kc_value *x = val(g, m);
   return x->rank >= 2 && x->rank <= 4 && same(g, x->dims[x->rank - 2], sc->s) &&
-         same(g, x->dims[x->rank - 1], sc->t) && same(g, sc->s, sc->t);
+         same(g, x->dims[x->rank - 1], sc->t) && same(g, t->k, sc->off);
 }
 
 /* A PAD mask m is [B, ., ., T] over the scores [B, H, S, T], from a pad [B, T]. */
@@ -391,7 +452,7 @@ bool kc_fa_mask_added(const kc_graph *g, kc_val m, const kc_fa_scores *sc, kc_fa
   tv t;
   int left = BUDGET;
   if (!eval(g, m, &left, false, &t) || t.on != 0 || !(t.off <= KC_FA_NEG_BIG)) return true;
-  if (t.base == U_TRI && fits_tri(g, m, sc)) *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}};
+  if (t.base == U_TRI && fits_tri(g, m, sc, &t)) *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}};
   if (t.base == U_PAD && fits_pad(g, m, t.pad, sc))
     *out = (kc_fa_mask){false, KC_FA_IN_PADDING, t.pad, m};
   return true;
@@ -406,7 +467,7 @@ bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, const kc_fa_scores
     return false;
   }
   bool ok = keep ? t.on != 0 && t.off == 0 : t.on == 0 && t.off != 0;
-  if (ok && t.base == U_TRI && fits_tri(g, c, sc)) {
+  if (ok && t.base == U_TRI && fits_tri(g, c, sc, &t)) {
     *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}};
     return true;
   }
@@ -416,32 +477,43 @@ bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, const kc_fa_scores
   }
   snprintf(why, size, "where condition %%%u %s", c.id,
            t.base == U_TRI
-               ? (ok ? (same(g, sc->s, sc->t)
+               ? (ok ? (same(g, t.k, sc->off)
                             ? "is causal but not over the scores' last two axes"
-                            : "is causal from the top left over more or fewer keys than queries "
-                              "(mask=causal aligns at the bottom right)")
+                            : "is causal with a diagonal other than keys - queries (mask=causal "
+                              "aligns at the bottom right)")
                      : "is triangular but not causal (which keys it keeps)")
                : (ok ? "is a padding mask not laid out as [B, 1, 1, T]" : "keeps the padded keys"));
   return false;
 }
 
-bool kc_fa_mask_causal_and(const kc_graph *g, kc_val m, const kc_fa_scores *sc, kc_val *cond,
-                           kc_val *zero, kc_val *fill) {
+bool kc_fa_mask_causal_and(const kc_graph *g, kc_val m, const kc_fa_scores *sc, kc_val w[3]) {
   const kc_node *n = kc_fa_def(g, m);
   double z, f;
-  if (!n || n->op != KC_OP_WHERE || !kc_fa_scalar(g, n->in[1], &z) || z != 0 ||
-      !kc_fa_scalar(g, n->in[2], &f) || !(f <= KC_FA_NEG_BIG))
+  if (!n || n->op != KC_OP_WHERE) return false;
+  tv tc, tp;
+  int left = BUDGET;
+  if (kc_fa_scalar(g, n->in[1], &f) && f <= KC_FA_NEG_BIG) { /* where(masked, fill, causal) */
+    if (eval(g, n->in[2], &left, false, &tc) && tc.base == U_TRI && tc.on == 0 &&
+        tc.off <= KC_FA_NEG_BIG && fits_tri(g, n->in[2], sc, &tc) &&
+        eval(g, n->in[0], &left, false, &tp) && tp.base == U_PAD && tp.on == 0 && tp.off != 0 &&
+        val(g, n->in[0])->rank == 4 && same(g, val(g, n->in[0])->dims[0], sc->b)) {
+      w[0] = n->in[0], w[1] = n->in[1], w[2] = (kc_val){0};
+      return true;
+    }
+    return false;
+  }
+  if (!kc_fa_scalar(g, n->in[1], &z) || z != 0 || !kc_fa_scalar(g, n->in[2], &f) ||
+      !(f <= KC_FA_NEG_BIG))
     return false;
   const kc_node *a = kc_fa_def(g, n->in[0]);
   if (!a || a->op != KC_OP_AND) return false;
   for (int k = 0; k < 2; k++) {
     kc_val c = a->in[k], p = a->in[1 - k];
-    tv tc, tp;
-    int left = BUDGET;
+    left = BUDGET;
     if (eval(g, c, &left, false, &tc) && tc.base == U_TRI && tc.on != 0 && tc.off == 0 &&
-        fits_tri(g, c, sc) && eval(g, p, &left, false, &tp) && tp.base == U_PAD && tp.on != 0 &&
-        tp.off == 0 && fits_pad(g, p, tp.pad, sc)) {
-      *cond = p, *zero = n->in[1], *fill = n->in[2];
+        fits_tri(g, c, sc, &tc) && eval(g, p, &left, false, &tp) && tp.base == U_PAD &&
+        tp.on != 0 && tp.off == 0 && fits_pad(g, p, tp.pad, sc)) {
+      w[0] = p, w[1] = n->in[1], w[2] = n->in[2];
       return true;
     }
   }

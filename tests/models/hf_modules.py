@@ -297,7 +297,7 @@ class LlamaAttention(nn.Module):
         self.o_proj = nn.Linear(c.heads * self.head_dim, c.hidden, bias=False)
         self.rotary_emb = RotaryEmbedding(self.head_dim, c.theta)
 
-    def forward(self, h, mask, position_ids):
+    def forward(self, h, mask, position_ids, layer_past=None):
         bsz, q_len, _ = h.size()
         q = self.q_proj(h).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(h).view(bsz, q_len, self.num_kv, self.head_dim).transpose(1, 2)
@@ -306,13 +306,18 @@ class LlamaAttention(nn.Module):
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        if layer_past is not None:  # transformers' cache: keys after rotary, before repeat_kv
+            k = torch.cat((layer_past[0], k), dim=-2)
+            v = torch.cat((layer_past[1], v), dim=-2)
+            present = (k, v)
         k = repeat_kv(k, self.num_heads // self.num_kv)
         v = repeat_kv(v, self.num_heads // self.num_kv)
         w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.head_dim)
         w = w + mask
         w = nn.functional.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
         o = torch.matmul(w, v).transpose(1, 2).contiguous()
-        return self.o_proj(o.reshape(bsz, q_len, self.num_heads * self.head_dim))
+        out = self.o_proj(o.reshape(bsz, q_len, self.num_heads * self.head_dim))
+        return out if layer_past is None else (out, present)
 
 
 class LlamaMLP(nn.Module):
@@ -334,9 +339,13 @@ class LlamaLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(c.hidden, c.eps)
         self.mlp = LlamaMLP(c)
 
-    def forward(self, h, mask, position_ids):
-        h = h + self.self_attn(self.input_layernorm(h), mask, position_ids)
-        return h + self.mlp(self.post_attention_layernorm(h))
+    def forward(self, h, mask, position_ids, layer_past=None):
+        if layer_past is None:
+            h = h + self.self_attn(self.input_layernorm(h), mask, position_ids)
+            return h + self.mlp(self.post_attention_layernorm(h))
+        a, present = self.self_attn(self.input_layernorm(h), mask, position_ids, layer_past)
+        h = h + a
+        return h + self.mlp(self.post_attention_layernorm(h)), present
 
 
 def make_causal_mask(bsz, tgt_len, dtype):
@@ -348,8 +357,33 @@ def make_causal_mask(bsz, tgt_len, dtype):
     return mask[None, None, :, :].expand(bsz, 1, tgt_len, tgt_len)
 
 
+def prepare_4d_causal_mask_past(attention_mask, bsz, tgt_len, past_len, dtype):
+    """transformers 4.36's _prepare_4d_causal_attention_mask (AttentionMaskConverter.to_4d) with
+    a past: _make_causal_mask with past_key_values_length (zeros [S, P] concatenated before the
+    [S, S] triangle), then the padding of attention_mask [B, P + S] (_expand_mask: 1 - m, where
+    nonzero -> min) filled into it."""
+    mask = torch.full((tgt_len, tgt_len), torch.finfo(dtype).min, dtype=dtype)
+    mask_cond = torch.arange(mask.size(-1))
+    mask.masked_fill_(mask_cond < (mask_cond + 1).view(mask.size(-1), 1), 0)
+    mask = mask.to(dtype)
+    if past_len > 0:
+        mask = torch.cat([torch.zeros(tgt_len, past_len, dtype=dtype), mask], dim=-1)
+    causal = mask[None, None, :, :].expand(bsz, 1, tgt_len, tgt_len + past_len)
+    src_len = attention_mask.size(1)
+    expanded = attention_mask[:, None, None, :].expand(bsz, 1, tgt_len, src_len).to(dtype)
+    inverted = 1.0 - expanded
+    inverted = inverted.masked_fill(inverted.to(torch.bool), torch.finfo(dtype).min)
+    return causal.masked_fill(inverted.bool(), torch.finfo(dtype).min)
+
+
 class LlamaModel(nn.Module):
-    """Returns the logits of an untied LM head."""
+    """Returns the logits of an untied LM head. With past (a list of (key, value) [B, kv_heads,
+    P, head_dim] per layer, after rotary, P may be 0), attention_mask [B, P + S] and position_ids
+    [B, S] (the inputs optimum exports for the decoder "with past"), as transformers'
+    LlamaForCausalLM with use_cache: each layer's keys and values are the past's followed by the
+    new tokens', the mask is prepare_4d_causal_mask_past's, and it returns (logits, presents),
+    presents [B, kv_heads, P + S, head_dim] per layer. Without past the graph is the one
+    exported before past existed."""
 
     def __init__(self, c):
         super().__init__()
@@ -358,7 +392,9 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(c.hidden, c.eps)
         self.lm_head = nn.Linear(c.hidden, c.vocab, bias=False)
 
-    def forward(self, input_ids):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past=None):
+        if past is not None:
+            return self._forward_past(input_ids, attention_mask, position_ids, past)
         bsz, seq = input_ids.shape
         h = self.embed_tokens(input_ids)
         mask = make_causal_mask(bsz, seq, h.dtype)
@@ -366,3 +402,13 @@ class LlamaModel(nn.Module):
         for layer in self.layers:
             h = layer(h, mask, position_ids)
         return self.lm_head(self.norm(h))
+
+    def _forward_past(self, input_ids, attention_mask, position_ids, past):
+        bsz, seq = input_ids.shape
+        h = self.embed_tokens(input_ids)
+        mask = prepare_4d_causal_mask_past(attention_mask, bsz, seq, past[0][0].size(-2), h.dtype)
+        presents = []
+        for layer, layer_past in zip(self.layers, past):
+            h, present = layer(h, mask, position_ids, layer_past)
+            presents.append(present)
+        return self.lm_head(self.norm(h)), presents
