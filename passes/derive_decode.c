@@ -19,7 +19,10 @@
  *     replaced by past[b] + i computed in the graph (and removed from the inputs);
  *   - an attention mask input ([B, S] integers or bool, named like a mask) is kept, and the session
  *     feeds it all ones: a sequence has no padding, its cache holds exactly its tokens; an
- *     attention's mask computed from it alone is then all keep and is dropped;
+ *     attention's additive mask that is then provably the same number everywhere (built from
+ *     the mask inputs and equal-valued constants by elementwise and movement ops:
+ *     uniform_when_ones) leaves the softmax unchanged and is dropped; any other mask (ALiBi,
+ *     a bias that varies) is refused;
  *   - a model exported with past inputs (past_key_values.N.key / .value and present.N.* outputs,
  *     as optimum and ONNX Runtime GenAI export decoders) is mapped onto the same cache first
  *     (passes/derive_decode_past.c): each attention's Concat(past, new) keys and values become
@@ -40,6 +43,7 @@
  * with it).
  */
 #include "passes/derive_decode.h"
+#include "passes/fuse_attention.h"
 #include "passes/passes.h"
 
 #include <stdlib.h>
@@ -118,25 +122,84 @@ static kc_status find_ids(dd *d) {
   return s;
 }
 
-/* Is value v computed from the mask inputs, constants and weights alone? (The session feeds the
- * masks all ones: a sequence has no padding, its cache holds exactly its tokens; a mask over
- * past + new tokens is what a runtime feeding the past gives an unpadded sequence, all ones.) */
-static bool from_masks(const dd *d, kc_val v, int depth) {
+/* Is v a mask input (over the new tokens, or over past + new of a past model)? */
+static bool mask_input(const dd *d, kc_val v) {
+  const kc_graph *g = d->g;
+  for (uint32_t k = 1; k < g->ninputs; k++)
+    if (g->inputs[k].id == v.id)
+      return is_mask_input(d, k) ||
+             (kc_dd_past_claims(&d->past, k) && strstr(kc_graph_input_name(g, k), "mask"));
+  return false;
+}
+
+/* A constant or weight whose elements are all equal. */
+static bool uniform_data(const kc_graph *g, kc_val v) {
+  const kc_tensor *t = kc_fa_data(g, v);
+  if (!t) return false;
+  size_t n = kc_tensor_numel(t);
+  for (size_t i = 1; i < n; i++)
+    if (kc_tensor_get(t, i) != kc_tensor_get(t, 0)) return false;
+  return true;
+}
+
+/*
+ * Is v the same number at every element when the mask inputs are all ones (as the session feeds
+ * them: a sequence has no padding, its cache holds exactly its tokens; a mask over past + new
+ * tokens is what a runtime feeding the past gives an unpadded sequence, all ones)? Then an
+ * additive attention mask made of it shifts every score of a row alike and the softmax ignores
+ * it: dropping it is exact. Proven structurally: mask inputs and constants with equal elements,
+ * through elementwise, broadcasting, reduction and movement ops (whose size, axes and index
+ * operands only say where elements go). Anything else (a Range, Trilu, CumSum, a constant
+ * that varies, such as ALiBi's slopes) is not uniform, and the attention is refused.
+ */
+/* How many leading inputs of node n carry elements to its result (the rest are sizes, axes
+ * or indices, which only say where elements go), for an op that keeps a tensor whose elements
+ * are all equal so; -1: an op that may not (Range, Trilu, CumSum, matmul, ...). */
+static int uniform_inputs(const kc_node *n) {
+  switch (n->op) {
+  case KC_OP_RESHAPE:
+  case KC_OP_FLATTEN:
+  case KC_OP_SQUEEZE:
+  case KC_OP_UNSQUEEZE:
+  case KC_OP_TRANSPOSE:
+  case KC_OP_EXPAND:
+  case KC_OP_SLICE:
+  case KC_OP_GATHER: /* every index picks the same value */
+  case KC_OP_DROPOUT: return 1;
+  case KC_OP_CONSTANT_OF_SHAPE: return 0; /* one value everywhere */
+  default: break;
+  }
+  kc_op_class c = kc_ops[n->op].cls;
+  return c == KC_CLASS_ELEMWISE || c == KC_CLASS_BROADCAST || c == KC_CLASS_REDUCE ? (int)n->nin
+                                                                                   : -1;
+}
+
+/* Does a fused region's body keep uniform inputs uniform (its ops all do, its constants are)? */
+static bool body_keeps_uniform(const kc_graph *b) {
+  for (uint32_t i = 0; i < b->nnodes; i++) {
+    const kc_node *n = &b->nodes[i];
+    if (n->op == KC_OP_NOP) continue;
+    if (kc_ops[n->op].cls == KC_CLASS_SOURCE) {
+      if (!uniform_data(b, n->out[0])) return false;
+    } else if (uniform_inputs(n) < 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+static bool uniform_when_ones(const dd *d, kc_val v, int depth) {
   const kc_graph *g = d->g;
   if (depth > 64) return false;
   const kc_value *x = kc_value_of(g, v);
-  if (!x->def) {
-    for (uint32_t k = 1; k < g->ninputs; k++)
-      if (g->inputs[k].id == v.id)
-        return is_mask_input(d, k) ||
-               (kc_dd_past_claims(&d->past, k) && strstr(kc_graph_input_name(g, k), "mask"));
-    return false;
-  }
+  if (!x->def) return mask_input(d, v);
   const kc_node *n = &g->nodes[x->def - 1];
-  if (kc_ops[n->op].cls == KC_CLASS_SOURCE) return true;
-  if (n->op == KC_OP_SHAPE) return true; /* sizes only */
-  for (uint32_t j = 0; j < n->nin; j++)
-    if (n->in[j].id && !from_masks(d, n->in[j], depth + 1)) return false;
+  int data = uniform_inputs(n);
+  if (n->op == KC_OP_WEIGHT || n->op == KC_OP_CONSTANT) return uniform_data(g, v);
+  if (n->op == KC_OP_FUSED) data = n->body && body_keeps_uniform(n->body) ? (int)n->nin : -1;
+  if (data < 0) return false;
+  for (int j = 0; j < data; j++)
+    if (n->in[j].id && !uniform_when_ones(d, n->in[j], depth + 1)) return false;
   return true;
 }
 
@@ -151,13 +214,17 @@ static kc_status check_attentions(dd *d) {
     if (n->op != KC_OP_ATTENTION) continue;
     if (strcmp(kc_node_string(n, "mask", "none"), "causal") != 0)
       return refuse(d, n, "a non-causal attention mixes every position with every other");
-    /* a mask made from the attention mask input only: all keep when it is all ones, dropped */
-    bool extra = n->nin > MASK && n->in[MASK].id && !from_masks(d, n->in[MASK], 0);
+    /* a mask made from the attention mask inputs, uniform when they are all ones: dropped */
+    if (n->nin > MASK && n->in[MASK].id && !uniform_when_ones(d, n->in[MASK], 0))
+      return refuse(d, n,
+                    "its additive mask is not provably the same for every key of an unpadded "
+                    "sequence (only masks built from the attention mask inputs are dropped)");
+    bool extra = false;
     for (uint32_t j = PAST_K; j <= PAST_V && j < n->nin; j++)
       extra = extra || n->in[j].id;
     for (uint32_t j = 1; j < n->nout; j++)
       extra = extra || n->out[j].id;
-    if (extra) return refuse(d, n, "an attention with a mask input, past or present K/V");
+    if (extra) return refuse(d, n, "an attention with past or present K/V operands");
     const kc_value *q = kc_value_of(g, n->in[Q]), *k = kc_value_of(g, n->in[K]);
     if ((q->rank != 3 && q->rank != 4) || k->rank != q->rank)
       return refuse(d, n, "attention operands must be [B, S, heads * D] or [B, heads, S, D]");
