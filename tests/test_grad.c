@@ -1,0 +1,540 @@
+/*
+ * tests/test_grad.c - autodiff (passes/grad.c, kc_grad in kernc.h) and the GRAD column of
+ * ir/ops.def.
+ *
+ * - Every op row with a rule has at least one case below (checked from the table itself, so a
+ *   new rule without a case fails test_every_rule_has_a_case). Each case builds a small f64
+ *   graph y = op(x0, x1...) (broadcasting and symbolic dims where the op has them), the test
+ *   adds loss = sum(y*y + sin(y)), runs kc_grad for every input, compiles forward + backward
+ *   with the default pipeline (the fusions run on both) and compares every gradient element
+ *   with a central finite difference of the loss computed by running the same module (f64,
+ *   h = 1e-5). References come from the finite differences, never from the rules.
+ * - kc_grad's contract: one error listing every node without a rule, frozen parameters build no
+ *   backward (no matmul for a frozen weight), a parameter the loss does not read gets zeros,
+ *   patterns that match nothing are errors.
+ * - A small MLP and a small transformer block built with the builder, gradients against PyTorch
+ *   autograd (tests/models/grad_ref.py wrote tests/models/grad_ref/ files; see there).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+#include "passes/grad.h"
+#include "passes/passes.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *g_tests_dir = "tests";
+
+/* ---- cases ------------------------------------------------------------------------------ */
+
+enum { DATA_ANY = 0, DATA_POS = 1 };
+
+static kc_val in64(kc_graph *g, const char *name, int rank, const kc_dim *dims) {
+  return kc_input(g, name, KC_F64, rank, dims);
+}
+#define IN(name, ...)                                                                              \
+  in64(g, name, (int)(sizeof((kc_dim[]){__VA_ARGS__}) / sizeof(kc_dim)), (kc_dim[]){__VA_ARGS__})
+
+static kc_val cst64(kc_graph *g, double v) { return kc_constant(g, KC_F64, 0, NULL, &v); }
+
+#define UNARY(fn, call)                                                                            \
+  static kc_val c_##fn(kc_graph *g) { return call(g, IN("x0", 3, 4)); }
+UNARY(sqrt, kc_sqrt)
+UNARY(reciprocal, kc_reciprocal)
+UNARY(neg, kc_neg)
+UNARY(abs, kc_abs)
+UNARY(exp, kc_exp)
+UNARY(log, kc_log)
+UNARY(erf, kc_erf)
+UNARY(tanh, kc_tanh)
+UNARY(sigmoid, kc_sigmoid)
+UNARY(relu, kc_relu)
+UNARY(sin, kc_sin)
+UNARY(cos, kc_cos)
+UNARY(identity, kc_identity)
+UNARY(dropout, kc_dropout)
+
+static kc_val c_gelu(kc_graph *g) { return kc_gelu(g, IN("x0", 3, 4), 0); }
+static kc_val c_gelu_tanh(kc_graph *g) { return kc_gelu(g, IN("x0", 3, 4), 1); }
+/* f64 -> f32 -> f64: the f32 rounding limits the check (looser bound, bigger h) */
+static kc_val c_cast(kc_graph *g) { return kc_cast(g, kc_cast(g, IN("x0", 3, 4), KC_F32), KC_F64); }
+static kc_val c_clip(kc_graph *g) {
+  kc_val x = IN("x0", 3, 4);
+  kc_val lo = in64(g, "x1", 0, NULL);
+  return kc_clip(g, x, lo, in64(g, "x2", 0, NULL));
+}
+
+/* broadcasting binary ops: [2,3,4] with [3,1] */
+#define BINARY(fn, call)                                                                           \
+  static kc_val c_##fn(kc_graph *g) {                                                              \
+    kc_val a = IN("x0", 2, 3, 4);                                                                  \
+    return call(g, a, IN("x1", 3, 1));                                                             \
+  }
+BINARY(add, kc_add)
+BINARY(sub, kc_sub)
+BINARY(mul, kc_mul)
+BINARY(div, kc_div)
+BINARY(pow, kc_pow)
+BINARY(min, kc_min)
+BINARY(max, kc_max)
+
+/* symbolic batch: [B,3] + [3] */
+static kc_val c_add_sym(kc_graph *g) {
+  kc_dim d[2] = {kc_sym(g, "B"), 3};
+  kc_val a = in64(g, "x0", 2, d);
+  return kc_mul(g, a, IN("x1", 3));
+}
+
+static kc_val c_where(kc_graph *g) {
+  bool c[12] = {1, 0, 0, 1, 1, 1, 0, 0, 1, 0, 1, 0};
+  kc_val cond = kc_constant(g, KC_BOOL, 2, (int64_t[]){3, 4}, c);
+  kc_val a = IN("x0", 3, 4);
+  return kc_where(g, cond, a, IN("x1", 4));
+}
+
+static kc_val c_reduce_sum(kc_graph *g) {
+  return kc_reduce_sum(g, IN("x0", 2, 3, 4), 1, (int64_t[]){1}, 0);
+}
+static kc_val c_reduce_sum_all(kc_graph *g) { return kc_reduce_sum(g, IN("x0", 3, 4), 0, NULL, 1); }
+static kc_val c_reduce_mean(kc_graph *g) {
+  return kc_reduce_mean(g, IN("x0", 2, 3, 4), 2, (int64_t[]){0, 2}, 1);
+}
+static kc_val c_reduce_mean_sym(kc_graph *g) {
+  kc_dim d[2] = {kc_sym(g, "B"), 3};
+  return kc_reduce_mean(g, in64(g, "x0", 2, d), 1, (int64_t[]){0}, 0);
+}
+static kc_val c_reduce_max(kc_graph *g) {
+  return kc_reduce_max(g, IN("x0", 2, 3, 4), 1, (int64_t[]){-1}, 0);
+}
+static kc_val c_softmax(kc_graph *g) { return kc_softmax(g, IN("x0", 2, 3, 4), 1); }
+static kc_val c_log_softmax(kc_graph *g) { return kc_log_softmax(g, IN("x0", 2, 3, 4), -1); }
+
+static kc_val c_cumsum(kc_graph *g) {
+  kc_val in[2] = {IN("x0", 3, 4), kc_const_i64(g, 1)};
+  kc_val out;
+  uint32_t ni = kc_graph_add_node(g, KC_OP_CUMSUM, 2, in, 1, &out);
+  kc_node_set_int(g, ni, "exclusive", 1);
+  assert_int_equal(kc_node_infer(g, ni), KC_OK);
+  return out;
+}
+
+static kc_val c_layer_normalization(kc_graph *g) {
+  kc_val x = IN("x0", 2, 3, 4);
+  kc_val s = IN("x1", 3, 4);
+  return kc_layer_normalization(g, x, s, IN("x2", 4), 1, 1e-5f);
+}
+static kc_val c_rms_normalization(kc_graph *g) {
+  kc_val x = IN("x0", 2, 3, 4);
+  return kc_rms_normalization(g, x, IN("x1", 4), -1, 1e-5f);
+}
+static kc_val c_layer_norm(kc_graph *g) {
+  kc_val x = IN("x0", 2, 3, 5);
+  kc_val s = IN("x1", 5);
+  return kc_layer_norm(g, x, s, IN("x2", 5), 1e-5f);
+}
+static kc_val c_rms_norm(kc_graph *g) {
+  kc_val x = IN("x0", 2, 3, 5);
+  return kc_rms_norm(g, x, IN("x1", 5), 1e-5f);
+}
+
+static kc_val c_matmul(kc_graph *g) {
+  kc_val a = IN("x0", 2, 1, 3, 4);
+  return kc_matmul(g, a, IN("x1", 3, 4, 2));
+}
+static kc_val c_matmul_vec(kc_graph *g) {
+  kc_val a = IN("x0", 4);
+  kc_val b = IN("x1", 2, 4, 3);
+  kc_val y = kc_matmul(g, a, b); /* [2,3] */
+  return kc_matmul(g, y, IN("x2", 3));
+}
+static kc_val c_gemm(kc_graph *g) {
+  kc_val a = IN("x0", 4, 3);
+  kc_val b = IN("x1", 5, 4);
+  return kc_gemm(g, a, b, IN("x2", 5), 0.5f, 2.0f, 1, 1);
+}
+static kc_val c_gemm_plain(kc_graph *g) {
+  kc_val a = IN("x0", 3, 4);
+  kc_val b = IN("x1", 4, 5);
+  return kc_gemm(g, a, b, IN("x2", 3, 5), 1.0f, 1.0f, 0, 0);
+}
+static kc_val c_matmul_ep(kc_graph *g, kc_act act) {
+  kc_val a = IN("x0", 2, 3, 4);
+  kc_val b = IN("x1", 4, 5);
+  kc_val bias = IN("x2", 5);
+  return kc_matmul_ep(g, a, b, bias, IN("x3", 2, 3, 5), act);
+}
+static kc_val c_matmul_ep_relu(kc_graph *g) { return c_matmul_ep(g, KC_ACT_RELU); }
+static kc_val c_matmul_ep_gelu(kc_graph *g) { return c_matmul_ep(g, KC_ACT_GELU); }
+static kc_val c_matmul_ep_gelu_tanh(kc_graph *g) { return c_matmul_ep(g, KC_ACT_GELU_TANH); }
+
+static kc_val c_reshape(kc_graph *g) {
+  return kc_reshape(g, IN("x0", 2, 3, 4), kc_const_i64s(g, 2, (int64_t[]){4, 6}));
+}
+static kc_val c_flatten(kc_graph *g) { return kc_flatten(g, IN("x0", 2, 3, 4), 2); }
+static kc_val c_squeeze(kc_graph *g) { return kc_squeeze(g, IN("x0", 3, 1, 4), 1, (int64_t[]){1}); }
+static kc_val c_unsqueeze(kc_graph *g) {
+  return kc_unsqueeze(g, IN("x0", 3, 4), 2, (int64_t[]){0, 2});
+}
+static kc_val c_transpose(kc_graph *g) {
+  return kc_transpose(g, IN("x0", 2, 3, 4), 3, (int64_t[]){2, 0, 1});
+}
+static kc_val c_gather(kc_graph *g) {
+  int64_t idx[4] = {0, 4, -1, 0}; /* row 0 twice: the adjoint sums */
+  kc_val i = kc_constant(g, KC_I64, 2, (int64_t[]){2, 2}, idx);
+  return kc_gather(g, IN("x0", 5, 3), i, 0);
+}
+static kc_val c_gather_axis1(kc_graph *g) {
+  int64_t idx[3] = {2, 0, 2};
+  kc_val i = kc_constant(g, KC_I64, 1, (int64_t[]){3}, idx);
+  return kc_gather(g, IN("x0", 2, 4, 3), i, 1);
+}
+static kc_val c_concat(kc_graph *g) {
+  kc_val xs[3] = {IN("x0", 2, 1, 3), IN("x1", 2, 2, 3), IN("x2", 2, 3, 3)};
+  return kc_concat(g, 3, xs, 1);
+}
+static kc_val c_split(kc_graph *g) {
+  kc_val outs[3];
+  kc_split(g, IN("x0", 3, 6), 1, 3, (int64_t[]){1, 2, 3}, outs);
+  kc_val keep[2] = {outs[2], outs[0]}; /* outs[1] unused: zeros in the adjoint */
+  return kc_concat(g, 2, keep, 1);
+}
+static kc_val c_slice(kc_graph *g) {
+  kc_val st = kc_const_i64s(g, 2, (int64_t[]){1, 0});
+  kc_val en = kc_const_i64s(g, 2, (int64_t[]){3, -1});
+  return kc_slice(g, IN("x0", 4, 5), st, en, kc_const_i64s(g, 2, (int64_t[]){0, 1}), (kc_val){0});
+}
+static kc_val c_expand(kc_graph *g) {
+  return kc_expand(g, IN("x0", 3, 1), kc_const_i64s(g, 3, (int64_t[]){2, 3, 4}));
+}
+static kc_val c_trilu(kc_graph *g) { return kc_trilu(g, IN("x0", 4, 4), kc_const_i64(g, 1), 0); }
+
+static kc_val c_rotary(kc_graph *g) {
+  double cs[8], sn[8];
+  for (int i = 0; i < 8; i++) {
+    cs[i] = cos(0.3 * i + 0.1);
+    sn[i] = sin(0.3 * i + 0.1);
+  }
+  kc_val cc = kc_constant(g, KC_F64, 2, (int64_t[]){4, 2}, cs);
+  kc_val ss = kc_constant(g, KC_F64, 2, (int64_t[]){4, 2}, sn);
+  int64_t pos[3] = {2, 0, 3};
+  kc_val p = kc_constant(g, KC_I64, 2, (int64_t[]){1, 3}, pos);
+  return kc_rotary(g, IN("x0", 1, 3, 8), cc, ss, p, 2, 0);
+}
+
+/* an elementwise chain that fuse-elementwise turns into one fused node (prepass) */
+static kc_val c_fused(kc_graph *g) {
+  kc_val a = IN("x0", 3, 4);
+  kc_val b = IN("x1", 4);
+  kc_val t = kc_mul(g, kc_tanh(g, kc_add(g, a, b)), kc_sub(g, a, cst64(g, 0.25)));
+  return kc_exp(g, kc_mul(g, t, b));
+}
+
+typedef struct gcase {
+  kc_op op;
+  const char *name;
+  kc_val (*build)(kc_graph *g);
+  int data;
+  double tol;          /* 0: 1e-6 */
+  double h;            /* 0: 1e-5 */
+  const char *prepass; /* passes run before kc_grad (NULL: none) */
+} gcase;
+
+static const gcase cases[] = {
+    {KC_OP_SQRT, "sqrt", c_sqrt, DATA_POS, 0, 0, NULL},
+    {KC_OP_RECIPROCAL, "reciprocal", c_reciprocal, DATA_POS, 0, 0, NULL},
+    {KC_OP_NEG, "neg", c_neg, DATA_ANY, 0, 0, NULL},
+    {KC_OP_ABS, "abs", c_abs, DATA_ANY, 0, 0, NULL},
+    {KC_OP_EXP, "exp", c_exp, DATA_ANY, 0, 0, NULL},
+    {KC_OP_LOG, "log", c_log, DATA_POS, 0, 0, NULL},
+    {KC_OP_ERF, "erf", c_erf, DATA_ANY, 0, 0, NULL},
+    {KC_OP_TANH, "tanh", c_tanh, DATA_ANY, 0, 0, NULL},
+    {KC_OP_SIGMOID, "sigmoid", c_sigmoid, DATA_ANY, 0, 0, NULL},
+    {KC_OP_RELU, "relu", c_relu, DATA_ANY, 0, 0, NULL},
+    {KC_OP_SIN, "sin", c_sin, DATA_ANY, 0, 0, NULL},
+    {KC_OP_COS, "cos", c_cos, DATA_ANY, 0, 0, NULL},
+    {KC_OP_IDENTITY, "identity", c_identity, DATA_ANY, 0, 0, NULL},
+    {KC_OP_DROPOUT, "dropout", c_dropout, DATA_ANY, 0, 0, NULL},
+    {KC_OP_GELU, "gelu", c_gelu, DATA_ANY, 0, 0, NULL},
+    {KC_OP_GELU, "gelu_tanh", c_gelu_tanh, DATA_ANY, 0, 0, NULL},
+    {KC_OP_CAST, "cast", c_cast, DATA_ANY, 1e-4, 1e-2, NULL},
+    {KC_OP_CLIP, "clip", c_clip, DATA_ANY, 0, 0, NULL},
+    {KC_OP_ADD, "add", c_add, DATA_ANY, 0, 0, NULL},
+    {KC_OP_MUL, "mul_sym", c_add_sym, DATA_ANY, 0, 0, NULL},
+    {KC_OP_SUB, "sub", c_sub, DATA_ANY, 0, 0, NULL},
+    {KC_OP_MUL, "mul", c_mul, DATA_ANY, 0, 0, NULL},
+    {KC_OP_DIV, "div", c_div, DATA_POS, 0, 0, NULL},
+    {KC_OP_POW, "pow", c_pow, DATA_POS, 0, 0, NULL},
+    {KC_OP_MIN, "min", c_min, DATA_ANY, 0, 0, NULL},
+    {KC_OP_MAX, "max", c_max, DATA_ANY, 0, 0, NULL},
+    {KC_OP_WHERE, "where", c_where, DATA_ANY, 0, 0, NULL},
+    {KC_OP_REDUCE_SUM, "reduce_sum", c_reduce_sum, DATA_ANY, 0, 0, NULL},
+    {KC_OP_REDUCE_SUM, "reduce_sum_all", c_reduce_sum_all, DATA_ANY, 0, 0, NULL},
+    {KC_OP_REDUCE_MEAN, "reduce_mean", c_reduce_mean, DATA_ANY, 0, 0, NULL},
+    {KC_OP_REDUCE_MEAN, "reduce_mean_sym", c_reduce_mean_sym, DATA_ANY, 0, 0, NULL},
+    {KC_OP_REDUCE_MAX, "reduce_max", c_reduce_max, DATA_ANY, 0, 0, NULL},
+    {KC_OP_SOFTMAX, "softmax", c_softmax, DATA_ANY, 0, 0, NULL},
+    {KC_OP_LOG_SOFTMAX, "log_softmax", c_log_softmax, DATA_ANY, 0, 0, NULL},
+    {KC_OP_CUMSUM, "cumsum", c_cumsum, DATA_ANY, 0, 0, NULL},
+    {KC_OP_LAYER_NORMALIZATION, "layer_normalization", c_layer_normalization, DATA_ANY, 0, 0, NULL},
+    {KC_OP_RMS_NORMALIZATION, "rms_normalization", c_rms_normalization, DATA_ANY, 0, 0, NULL},
+    {KC_OP_LAYER_NORM, "layer_norm", c_layer_norm, DATA_ANY, 0, 0, NULL},
+    {KC_OP_RMS_NORM, "rms_norm", c_rms_norm, DATA_ANY, 0, 0, NULL},
+    {KC_OP_MATMUL, "matmul", c_matmul, DATA_ANY, 0, 0, NULL},
+    {KC_OP_MATMUL, "matmul_vec", c_matmul_vec, DATA_ANY, 0, 0, NULL},
+    {KC_OP_GEMM, "gemm", c_gemm, DATA_ANY, 0, 0, NULL},
+    {KC_OP_GEMM, "gemm_plain", c_gemm_plain, DATA_ANY, 0, 0, NULL},
+    {KC_OP_MATMUL_EP, "matmul_ep_relu", c_matmul_ep_relu, DATA_ANY, 0, 0, NULL},
+    {KC_OP_MATMUL_EP, "matmul_ep_gelu", c_matmul_ep_gelu, DATA_ANY, 0, 0, NULL},
+    {KC_OP_MATMUL_EP, "matmul_ep_gelu_tanh", c_matmul_ep_gelu_tanh, DATA_ANY, 0, 0, NULL},
+    {KC_OP_RESHAPE, "reshape", c_reshape, DATA_ANY, 0, 0, NULL},
+    {KC_OP_FLATTEN, "flatten", c_flatten, DATA_ANY, 0, 0, NULL},
+    {KC_OP_SQUEEZE, "squeeze", c_squeeze, DATA_ANY, 0, 0, NULL},
+    {KC_OP_UNSQUEEZE, "unsqueeze", c_unsqueeze, DATA_ANY, 0, 0, NULL},
+    {KC_OP_TRANSPOSE, "transpose", c_transpose, DATA_ANY, 0, 0, NULL},
+    {KC_OP_GATHER, "gather", c_gather, DATA_ANY, 0, 0, NULL},
+    {KC_OP_GATHER, "gather_axis1", c_gather_axis1, DATA_ANY, 0, 0, NULL},
+    {KC_OP_CONCAT, "concat", c_concat, DATA_ANY, 0, 0, NULL},
+    {KC_OP_SPLIT, "split", c_split, DATA_ANY, 0, 0, NULL},
+    {KC_OP_SLICE, "slice", c_slice, DATA_ANY, 0, 0, NULL},
+    {KC_OP_EXPAND, "expand", c_expand, DATA_ANY, 0, 0, NULL},
+    {KC_OP_TRILU, "trilu", c_trilu, DATA_ANY, 0, 0, NULL},
+    {KC_OP_ROTARY, "rotary", c_rotary, DATA_ANY, 0, 0, NULL},
+    {KC_OP_FUSED, "fused", c_fused, DATA_ANY, 0, 0, "infer,fuse-elementwise"},
+};
+#define NCASES (sizeof cases / sizeof *cases)
+
+/* ---- finite-difference check --------------------------------------------------------------- */
+
+/* Deterministic data: |v| in [0.1, 1] (kinks at 0 stay far), or [0.5, 2] for DATA_POS; distinct
+ * values so min/max/reduce_max have no ties. */
+static double datum(int data, uint32_t *state, int k) {
+  *state = *state * 1664525u + 1013904223u;
+  double u = (double)(*state >> 8) / (double)(1u << 24);
+  if (data == DATA_POS) return 0.5 + 1.5 * u + 1e-4 * k;
+  double v = 0.1 + 0.9 * u + 1e-4 * k;
+  return (*state & 1) ? v : -v;
+}
+
+/* Concrete dims of graph input i (every symbol is 2). */
+static int input_dims(kc_graph *g, uint32_t i, int64_t *dims) {
+  kc_val v = kc_graph_input(g, i);
+  int r = kc_val_rank(g, v);
+  kc_dim d[KC_MAX_RANK];
+  kc_val_dims(g, v, d);
+  for (int k = 0; k < r; k++)
+    dims[k] = d[k] < 0 ? 2 : d[k];
+  return r;
+}
+
+/* loss = sum(y*y + sin(y)) as output "loss"; dtype of y. */
+static void add_loss(kc_graph *g, kc_val y) {
+  kc_val l = kc_add(g, kc_mul(g, y, y), kc_sin(g, y));
+  kc_output(g, kc_reduce_sum(g, l, 0, NULL, 0), "loss");
+}
+
+static void check_case(kc_context *ctx, const gcase *gc) {
+  kc_graph *g = kc_graph_new(ctx, gc->name);
+  kc_val y = gc->build(g);
+  assert_int_equal(kc_graph_status(g), KC_OK);
+  add_loss(g, y);
+  if (gc->prepass) {
+    kc_pipeline p;
+    kc_pass_options po = {0};
+    assert_int_equal(kc_pipeline_parse(ctx, gc->prepass, &p), KC_OK);
+    if (kc_pipeline_run(&p, g, &po) != KC_OK) fail_msg("%s: %s", gc->name, kc_last_error(ctx));
+  }
+  bool has = false;
+  for (uint32_t i = 0; i < g->nnodes; i++)
+    has = has || g->nodes[i].op == gc->op;
+  if (!has) fail_msg("case %s has no %s node", gc->name, kc_ops[gc->op].name);
+  const char *pat = "x*";
+  if (kc_grad(g, "loss", 1, &pat) != KC_OK)
+    fail_msg("kc_grad(%s): %s", gc->name, kc_last_error(ctx));
+  kc_module *m = NULL;
+  if (kc_compile(ctx, g, NULL, &m) != KC_OK)
+    fail_msg("compile %s: %s", gc->name, kc_last_error(ctx));
+
+  uint32_t nin = kc_graph_num_inputs(g), nout = kc_graph_num_outputs(g);
+  assert_int_equal(nout, nin + 1);
+  kc_tensor_desc in[8], out[9];
+  double *buf[8];
+  uint32_t state = 12345u;
+  for (uint32_t i = 0; i < nin; i++) {
+    int64_t dims[KC_MAX_RANK];
+    int r = input_dims(g, i, dims);
+    int64_t n = th_numel(r, dims);
+    buf[i] = malloc((size_t)(n ? n : 1) * sizeof(double));
+    for (int64_t k = 0; k < n; k++)
+      buf[i][k] = datum(gc->data, &state, (int)k);
+    in[i] = th_desc(kc_graph_input_name(g, i), KC_F64, r, dims, buf[i]);
+  }
+  if (strcmp(gc->name, "clip") == 0) { /* bounds inside the data's range */
+    buf[1][0] = -0.5;
+    buf[2][0] = 0.6;
+  }
+  th_run(ctx, m, in, nin, out, nout);
+  double *an[8];
+  for (uint32_t i = 0; i < nin; i++) {
+    assert_int_equal(out[i + 1].dtype, KC_F64);
+    assert_int_equal(th_numel(out[i + 1].rank, out[i + 1].dims), th_numel(in[i].rank, in[i].dims));
+    size_t nb = th_nbytes(&out[i + 1]);
+    an[i] = malloc(nb ? nb : 1);
+    memcpy(an[i], out[i + 1].data, nb);
+  }
+  double h = gc->h ? gc->h : 1e-5, tol = gc->tol ? gc->tol : 1e-6;
+  for (uint32_t i = 0; i < nin; i++) {
+    int64_t n = th_numel(in[i].rank, in[i].dims);
+    for (int64_t k = 0; k < n; k++) {
+      double x0 = buf[i][k];
+      buf[i][k] = x0 + h;
+      th_run(ctx, m, in, nin, out, nout);
+      double lp = *(double *)out[0].data;
+      buf[i][k] = x0 - h;
+      th_run(ctx, m, in, nin, out, nout);
+      double lm = *(double *)out[0].data;
+      buf[i][k] = x0;
+      double fd = (lp - lm) / (2 * h), a = an[i][k];
+      if (!(fabs(a - fd) <= tol * (1 + fabs(fd))))
+        fail_msg("%s: d loss / d %s[%lld] = %.12g, finite difference %.12g", gc->name,
+                 kc_graph_input_name(g, i), (long long)k, a, fd);
+    }
+  }
+  print_message("%-22s %u inputs checked against finite differences\n", gc->name, nin);
+  for (uint32_t i = 0; i < nin; i++) {
+    free(buf[i]);
+    free(an[i]);
+  }
+  kc_module_free(m);
+  kc_graph_free(g);
+}
+
+static void test_every_rule_has_a_case(void **state) {
+  (void)state;
+  int missing = 0;
+  for (int op = 1; op < KC_OP_COUNT; op++) {
+    kc_grad_rule fn = kc_grad_table[op].fn;
+    assert_non_null(fn); /* every row names a rule, none and todo included */
+    if (fn == kc_grad_none || fn == kc_grad_todo) continue;
+    bool found = false;
+    for (size_t k = 0; k < NCASES; k++)
+      found = found || cases[k].op == (kc_op)op;
+    if (!found) {
+      print_error("op %s has gradient rule '%s' but no finite-difference case\n", kc_ops[op].name,
+                  kc_grad_table[op].name);
+      missing++;
+    }
+  }
+  assert_int_equal(missing, 0);
+}
+
+static void test_finite_differences(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  kc_context_options(ctx)->threads = 1;
+  const char *only = getenv("GRAD_CASE");
+  for (size_t k = 0; k < NCASES; k++)
+    if (!only || strcmp(only, cases[k].name) == 0) check_case(ctx, &cases[k]);
+  kc_context_free(ctx);
+}
+
+/* ---- kc_grad's contract ------------------------------------------------------------------ */
+
+static void test_missing_rules_listed(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = kc_graph_new(ctx, "attn");
+  kc_val x = kc_input(g, "x", KC_F32, 3, (kc_dim[]){1, 4, 8});
+  kc_attention_desc d = {.heads = 2, .mask = KC_MASK_CAUSAL};
+  kc_val a1 = kc_attention(g, x, x, x, (kc_val){0}, &d);
+  kc_val a2 = kc_attention(g, a1, x, x, (kc_val){0}, &d);
+  kc_output(g, kc_reduce_sum(g, a2, 0, NULL, 0), "loss");
+  const char *p = "x";
+  assert_int_equal(kc_grad(g, "loss", 1, &p), KC_ERR_UNSUPPORTED);
+  const char *msg = kc_last_error(ctx);
+  const char *first = strstr(msg, "attention");
+  assert_non_null(first);
+  assert_non_null(strstr(first + 1, "attention")); /* both nodes, one error */
+  assert_non_null(strstr(msg, "without a gradient rule"));
+  /* nothing was appended */
+  assert_int_equal(kc_graph_num_outputs(g), 1);
+  const char *none = "nope*";
+  assert_int_equal(kc_grad(g, "loss", 1, &none), KC_ERR_INVALID_ARG);
+  assert_int_equal(kc_grad(g, "nothing", 1, &p), KC_ERR_INVALID_ARG);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
+static uint32_t count_op(const kc_graph *g, kc_op op, uint32_t from) {
+  uint32_t n = 0;
+  for (uint32_t i = from; i < g->nnodes; i++)
+    n += g->nodes[i].op == op;
+  return n;
+}
+
+static void test_frozen_and_unused(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = kc_graph_new(ctx, "frozen");
+  float w1[12] = {0}, w2[12] = {0}, w3[3] = {1, 2, 3};
+  for (int i = 0; i < 12; i++) {
+    w1[i] = 0.1f * (float)i - 0.5f;
+    w2[i] = 0.05f * (float)(i % 5) - 0.1f;
+  }
+  kc_val x = kc_input(g, "x", KC_F32, 2, (kc_dim[]){2, 4});
+  kc_val W1 = kc_weight(g, "l1.weight", KC_F32, 2, (int64_t[]){4, 3}, w1);
+  kc_val W2 = kc_weight(g, "l2.weight", KC_F32, 2, (int64_t[]){3, 4}, w2);
+  kc_weight(g, "unused.weight", KC_F32, 1, (int64_t[]){3}, w3);
+  kc_val h = kc_relu(g, kc_matmul(g, x, W1));
+  kc_val y = kc_matmul(g, h, W2);
+  kc_output(g, kc_reduce_sum(g, y, 0, NULL, 0), "loss");
+  uint32_t before = g->nnodes;
+  const char *p[2] = {"l2.*", "unused.weight"};
+  assert_int_equal(kc_grad(g, "loss", 2, p), KC_OK);
+  /* only dW2 = h^T dy: no matmul for x's, W1's or h's adjoint */
+  assert_int_equal(count_op(g, KC_OP_MATMUL, before), 1);
+  assert_int_equal(kc_graph_num_outputs(g), 3);
+  assert_string_equal(kc_graph_output_name(g, 1), "l2.weight.grad");
+  assert_string_equal(kc_graph_output_name(g, 2), "unused.weight.grad");
+  kc_module *m = NULL;
+  if (kc_compile(ctx, g, NULL, &m) != KC_OK) fail_msg("%s", kc_last_error(ctx));
+  float xv[8] = {1, -2, 0.5f, 3, -1, 0.25f, 2, -0.5f};
+  kc_tensor_desc in = th_desc("x", KC_F32, 2, (int64_t[]){2, 4}, xv), out[3];
+  th_run(ctx, m, &in, 1, out, 3);
+  /* dW2[j,k] = sum_b h[b,j], by hand */
+  float hv[2][3];
+  for (int b = 0; b < 2; b++)
+    for (int j = 0; j < 3; j++) {
+      float s = 0;
+      for (int i = 0; i < 4; i++)
+        s += xv[b * 4 + i] * w1[i * 3 + j];
+      hv[b][j] = s > 0 ? s : 0;
+    }
+  const float *dw2 = out[1].data, *du = out[2].data;
+  for (int j = 0; j < 3; j++)
+    for (int k = 0; k < 4; k++)
+      assert_float_equal(dw2[j * 4 + k], hv[0][j] + hv[1][j], 1e-5);
+  for (int j = 0; j < 3; j++)
+    assert_float_equal(du[j], 0.0f, 0);
+  kc_module_free(m);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
+int main(int argc, char **argv) {
+  if (argc > 2) g_tests_dir = argv[2];
+  (void)g_tests_dir;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_every_rule_has_a_case),
+      cmocka_unit_test(test_missing_rules_listed),
+      cmocka_unit_test(test_frozen_and_unused),
+      cmocka_unit_test(test_finite_differences),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
