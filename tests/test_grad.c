@@ -527,14 +527,160 @@ static void test_frozen_and_unused(void **state) {
   kc_context_free(ctx);
 }
 
+/* ---- models against PyTorch autograd (tests/models/grad_ref.py) -------------------------- */
+
+/* The weights of grad_ref.py's param(p, shape, scale, offset), as f32. */
+static kc_val wparam(kc_graph *g, const char *name, int p, int rank, const int64_t *dims,
+                     double scale, double offset) {
+  int64_t n = th_numel(rank, dims);
+  float *w = malloc((size_t)n * sizeof *w);
+  for (int64_t i = 0; i < n; i++)
+    w[i] = (float)(offset + scale * sin(1.7 * p + 0.37 * (double)i + 0.1));
+  kc_val v = kc_weight(g, name, KC_F32, rank, dims, w);
+  free(w);
+  return v;
+}
+#define W(name, p, scale, offset, ...)                                                             \
+  wparam(g, name, p, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),                    \
+         (int64_t[]){__VA_ARGS__}, scale, offset)
+
+/* grad_ref.py's inputs(shape) */
+static float *model_input(int64_t n) {
+  float *x = malloc((size_t)n * sizeof *x);
+  for (int64_t i = 0; i < n; i++)
+    x[i] = (float)(1.5 * sin(0.11 * (double)i + 0.5));
+  return x;
+}
+
+/* Mean cross-entropy of logits [N, C] against labels (3i + 1) % C, as output "loss". */
+static void xent_loss(kc_graph *g, kc_val logits, int64_t n, int64_t c) {
+  float *oh = calloc((size_t)(n * c), sizeof *oh);
+  for (int64_t i = 0; i < n; i++)
+    oh[i * c + (3 * i + 1) % c] = 1.0f;
+  kc_val lab = kc_constant(g, KC_F32, 2, (int64_t[]){n, c}, oh);
+  free(oh);
+  kc_val l2 = kc_reshape(g, logits, kc_const_i64s(g, 2, (int64_t[]){n, c}));
+  kc_val nll = kc_reduce_sum(g, kc_mul(g, kc_log_softmax(g, l2, -1), lab), 0, NULL, 0);
+  kc_output(g, kc_mul(g, nll, kc_const_f32(g, -1.0f / (float)n)), "loss");
+}
+
+static kc_val linear(kc_graph *g, kc_val x, kc_val w, kc_val b) {
+  kc_val y = kc_matmul(g, x, w);
+  return b.id ? kc_add(g, y, b) : y;
+}
+
+static void build_mlp(kc_graph *g) {
+  kc_val x = kc_input(g, "x", KC_F32, 2, (kc_dim[]){4, 8});
+  kc_val w1 = W("fc1.weight", 0, 0.3, 0, 8, 16), b1 = W("fc1.bias", 1, 0.1, 0, 16);
+  kc_val w2 = W("fc2.weight", 2, 0.3, 0, 16, 5), b2 = W("fc2.bias", 3, 0.1, 0, 5);
+  kc_val h = kc_gelu(g, linear(g, x, w1, b1), 0);
+  xent_loss(g, linear(g, h, w2, b2), 4, 5);
+}
+
+/* GPT-2-style block, B=2 S=4 D=8 H=2, as grad_ref.py's block() */
+static void build_block(kc_graph *g) {
+  const int64_t B = 2, S = 4, D = 8, H = 2, F = 32, V = 10, hd = D / H;
+  kc_val x = kc_input(g, "x", KC_F32, 3, (kc_dim[]){B, S, D});
+  kc_val ln1w = W("ln1.weight", 0, 0.1, 1.0, D), ln1b = W("ln1.bias", 1, 0.1, 0, D);
+  kc_val qkvw = W("attn.qkv.weight", 2, 0.3, 0, D, 3 * D);
+  kc_val qkvb = W("attn.qkv.bias", 3, 0.1, 0, 3 * D);
+  kc_val pw = W("attn.proj.weight", 4, 0.3, 0, D, D), pb = W("attn.proj.bias", 5, 0.1, 0, D);
+  kc_val ln2w = W("ln2.weight", 6, 0.1, 1.0, D), ln2b = W("ln2.bias", 7, 0.1, 0, D);
+  kc_val fw = W("mlp.fc.weight", 8, 0.3, 0, D, F), fb = W("mlp.fc.bias", 9, 0.1, 0, F);
+  kc_val mw = W("mlp.proj.weight", 10, 0.3, 0, F, D), mb = W("mlp.proj.bias", 11, 0.1, 0, D);
+  kc_val hw = W("head.weight", 12, 0.3, 0, D, V);
+
+  kc_val h = kc_layer_norm(g, x, ln1w, ln1b, 1e-5f); /* the fused op */
+  kc_val qkv = linear(g, h, qkvw, qkvb), parts[3];
+  kc_split(g, qkv, -1, 3, NULL, parts);
+  kc_val hs = kc_const_i64s(g, 4, (int64_t[]){B, S, H, hd});
+  kc_val q = kc_transpose(g, kc_reshape(g, parts[0], hs), 4, (int64_t[]){0, 2, 1, 3});
+  kc_val k = kc_transpose(g, kc_reshape(g, parts[1], hs), 4, (int64_t[]){0, 2, 3, 1});
+  kc_val v = kc_transpose(g, kc_reshape(g, parts[2], hs), 4, (int64_t[]){0, 2, 1, 3});
+  float mask[16];
+  for (int i = 0; i < 4; i++)
+    for (int j = 0; j < 4; j++)
+      mask[i * 4 + j] = j > i ? -1e9f : 0.0f;
+  kc_val m = kc_constant(g, KC_F32, 2, (int64_t[]){S, S}, mask);
+  kc_val sc = kc_add(g, kc_mul(g, kc_matmul(g, q, k), kc_const_f32(g, 0.5f)), m);
+  kc_val o = kc_matmul(g, kc_softmax(g, sc, -1), v);
+  o = kc_reshape(g, kc_transpose(g, o, 4, (int64_t[]){0, 2, 1, 3}),
+                 kc_const_i64s(g, 3, (int64_t[]){B, S, D}));
+  kc_val x2 = kc_add(g, x, linear(g, o, pw, pb));
+  kc_val h2 = kc_layer_normalization(g, x2, ln2w, ln2b, -1, 1e-5f); /* the ONNX op */
+  kc_val mm = kc_gelu(g, linear(g, h2, fw, fb), 1);
+  kc_val y = kc_add(g, x2, linear(g, mm, mw, mb));
+  xent_loss(g, kc_matmul(g, y, hw), B * S, V);
+}
+
+static void check_model(const char *model, void (*build)(kc_graph *), int64_t xn) {
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = kc_graph_new(ctx, model);
+  build(g);
+  assert_int_equal(kc_graph_status(g), KC_OK);
+  const char *all = "*";
+  if (kc_grad(g, "loss", 1, &all) != KC_OK) fail_msg("kc_grad(%s): %s", model, kc_last_error(ctx));
+  kc_module *m = NULL;
+  if (kc_compile(ctx, g, NULL, &m) != KC_OK) fail_msg("%s: %s", model, kc_last_error(ctx));
+  float *x = model_input(xn);
+  kc_val xv = kc_graph_input(g, 0);
+  int64_t dims[KC_MAX_RANK];
+  kc_dim d[KC_MAX_RANK];
+  int r = kc_val_rank(g, xv);
+  kc_val_dims(g, xv, d);
+  for (int i = 0; i < r; i++)
+    dims[i] = d[i];
+  kc_tensor_desc in = th_desc("x", KC_F32, r, dims, x);
+  uint32_t nout = kc_graph_num_outputs(g);
+  kc_tensor_desc out[32];
+  assert_true(nout <= 32);
+  th_run(ctx, m, &in, 1, out, nout);
+  for (uint32_t o = 0; o < nout; o++) {
+    const char *name = kc_graph_output_name(g, o);
+    char path[512], base[256];
+    snprintf(base, sizeof base, "%s", name);
+    char *dot = strstr(base, ".grad");
+    if (dot) *dot = 0;
+    snprintf(path, sizeof path, "%s/models/grad_ref/%s/%s.bin", g_tests_dir, model, base);
+    size_t len = 0;
+    double *ref = (double *)th_read_file(path, &len);
+    if (!ref) fail_msg("cannot read %s", path);
+    int64_t n = th_numel(out[o].rank, out[o].dims);
+    assert_int_equal(out[o].dtype, KC_F32);
+    assert_int_equal((int64_t)len, n * 8);
+    double mx = 0, worst = 0;
+    for (int64_t i = 0; i < n; i++)
+      mx = fmax(mx, fabs(ref[i]));
+    const float *a = out[o].data;
+    for (int64_t i = 0; i < n; i++)
+      worst = fmax(worst, fabs(a[i] - ref[i]));
+    print_message("%s %-22s max |ref| %.3g, max |kernc - torch| %.3g\n", model, name, mx, worst);
+    if (!(worst <= 1e-4 * mx + 1e-6))
+      fail_msg("%s: %s differs from PyTorch by %g (max |ref| %g)", model, name, worst, mx);
+    free(ref);
+  }
+  free(x);
+  kc_module_free(m);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
+static void test_mlp_vs_torch(void **state) {
+  (void)state;
+  check_model("mlp", build_mlp, 4 * 8);
+}
+
+static void test_block_vs_torch(void **state) {
+  (void)state;
+  check_model("block", build_block, 2 * 4 * 8);
+}
+
 int main(int argc, char **argv) {
   if (argc > 2) g_tests_dir = argv[2];
-  (void)g_tests_dir;
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_every_rule_has_a_case),
-      cmocka_unit_test(test_missing_rules_listed),
-      cmocka_unit_test(test_frozen_and_unused),
-      cmocka_unit_test(test_finite_differences),
+      cmocka_unit_test(test_every_rule_has_a_case), cmocka_unit_test(test_missing_rules_listed),
+      cmocka_unit_test(test_frozen_and_unused),     cmocka_unit_test(test_finite_differences),
+      cmocka_unit_test(test_mlp_vs_torch),          cmocka_unit_test(test_block_vs_torch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
