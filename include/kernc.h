@@ -218,6 +218,9 @@ kc_val kc_reshape(kc_graph *g, kc_val x, kc_val shape);
 kc_val kc_transpose(kc_graph *g, kc_val x, int n, const int64_t *perm);
 kc_val kc_gather(kc_graph *g, kc_val data, kc_val indices, int64_t axis);
 kc_val kc_concat(kc_graph *g, int n, const kc_val *xs, int64_t axis);
+/* gather's adjoint: data with updates[p, j, q] added at [p, indices[j], q] along axis, in index
+ * order (updates has gather(data, indices, axis)'s shape). */
+kc_val kc_scatter_add(kc_graph *g, kc_val data, kc_val indices, kc_val updates, int64_t axis);
 /* Split into n outputs along axis; sizes may be NULL for equal parts. Writes outs[n]. */
 kc_status kc_split(kc_graph *g, kc_val x, int64_t axis, int n, const int64_t *sizes, kc_val *outs);
 /* Slice with i64 tensors; axes and steps may be kc_val{0}. */

@@ -1,15 +1,14 @@
 /*
  * passes/grad_rules_movement.c - gradient rules (ir/ops.def GRAD column) of the data movement
  * ops: reshape / flatten / squeeze / unsqueeze, transpose, expand, concat, split, slice, gather,
- * trilu.
+ * scatter_add, trilu.
  *
  * Views reshape the adjoint back to the input's shape; transpose applies the inverse
  * permutation; expand sums over the broadcast axes; concat splits the adjoint and split
  * concatenates its results' adjoints (zeros for unused results); slice pads the adjoint with
- * zeros (step 1 only, bounds known when the gradient is built). gather's adjoint is a
- * scatter-add, built here as a one-hot matrix times the adjoint (a matmul: a fixed summation
- * order, the same for any thread count, but O(indices x rows x row size) work; a scatter_add op
- * with its own kernel is still to come for large embedding tables).
+ * zeros (step 1 only, bounds known when the gradient is built). gather's adjoint is the
+ * scatter_add op (its kernels sum repeated indices in index order: a fixed order, the same for
+ * any thread count), and scatter_add's is a gather.
  */
 #include "passes/grad.h"
 
@@ -138,42 +137,20 @@ kc_status kc_grad_slice(kc_grad_call *c) {
   return KC_OK;
 }
 
-/* The product of dims[lo, hi) as a dim. */
-static kc_dim prod(kc_graph *g, const kc_dim *dims, int lo, int hi) {
-  kc_dim p = 1;
-  for (int i = lo; i < hi; i++)
-    p = kc_dim_mul(g, p, dims[i]);
-  return p;
+/* gather(data, idx, axis): the adjoint is scatter_add(zeros like data, idx, dy), whose kernel
+ * sums repeated indices in index order (a fixed order whatever the thread count). */
+kc_status kc_grad_gather(kc_grad_call *c) {
+  kc_val in[3] = {kc_gu_zeros(G, X), c->n.in[1], DY};
+  c->din[0] = kc_gu_finish(G, kc_gu_node(G, KC_OP_SCATTER_ADD, 3, in, 1, NULL, &c->n));
+  return KC_OK;
 }
 
-/*
- * gather(data, idx, axis): data [pre, N, post], result [pre, I, post]. With onehot[m, n] = (idx[m]
- * == n) (negative indices wrapped), ddata[p, n, q] = sum_m onehot[m, n] dy[p, m, q]: a matmul
- * onehot^T [N, M] @ dy [P, M, Q].
- */
-kc_status kc_grad_gather(kc_grad_call *c) {
-  kc_val data = X, idx = c->n.in[1];
-  const kc_value *dv = kc_value_of(G, data);
-  int r = dv->rank, q = kc_value_of(G, idx)->rank;
-  int axis = kc_gu_axis(kc_node_int(&c->n, "axis", 0), r);
-  kc_dim dd[KC_MAX_RANK], id[KC_MAX_RANK];
-  kc_val_dims(G, data, dd);
-  kc_val_dims(G, idx, id);
-  kc_dim N = dd[axis];
-  if (kc_value_of(G, idx)->dtype != KC_I64) idx = kc_cast(G, idx, KC_I64);
-  kc_val n1 = kc_gu_shape_of_dims(G, 1, &N); /* i64[1] */
-  kc_val zero = kc_const_i64(G, 0);
-  idx = kc_where(G, kc_less(G, idx, zero), kc_add(G, idx, n1), idx);
-  int64_t z = 0;
-  kc_val rng = kc_range(G, zero, kc_squeeze(G, n1, 1, &z), kc_const_i64(G, 1));
-  int64_t qa = q;
-  kc_dtype t = dv->dtype;
-  kc_val onehot = kc_cast(G, kc_equal(G, kc_unsqueeze(G, idx, 1, &qa), rng), t);
-  kc_dim M = prod(G, id, 0, q), P = prod(G, dd, 0, axis), Q = prod(G, dd, axis + 1, r);
-  kc_dim s2[2] = {M, N}, s3[3] = {P, M, Q};
-  kc_val oh = kc_reshape(G, onehot, kc_gu_shape_of_dims(G, 2, s2));
-  kc_val d3 = kc_reshape(G, DY, kc_gu_shape_of_dims(G, 3, s3));
-  kc_val dx = kc_matmul(G, kc_gu_transpose_last2(G, oh), d3);
-  c->din[0] = kc_reshape(G, dx, kc_shape(G, data));
+/* scatter_add(data, idx, upd): data's adjoint is dy, upd's is gather(dy, idx) */
+kc_status kc_grad_scatter_add(kc_grad_call *c) {
+  if (c->want[0]) c->din[0] = DY;
+  if (c->want[2]) {
+    kc_val in[2] = {DY, c->n.in[1]};
+    c->din[2] = kc_gu_finish(G, kc_gu_node(G, KC_OP_GATHER, 2, in, 1, NULL, &c->n));
+  }
   return KC_OK;
 }

@@ -195,6 +195,13 @@ static kc_val c_gather_axis1(kc_graph *g) {
   kc_val i = kc_constant(g, KC_I64, 1, (int64_t[]){3}, idx);
   return kc_gather(g, IN("x0", 2, 4, 3), i, 1);
 }
+static kc_val c_scatter_add(kc_graph *g) {
+  int64_t idx[3] = {1, -1, 1}; /* index 1 twice: the updates sum */
+  kc_val x = IN("x0", 2, 4, 3);
+  kc_val i = kc_constant(g, KC_I64, 1, (int64_t[]){3}, idx);
+  kc_val y = kc_scatter_add(g, x, i, IN("x1", 2, 3, 3), 1);
+  return kc_mul(g, y, y);
+}
 static kc_val c_concat(kc_graph *g) {
   kc_val xs[3] = {IN("x0", 2, 1, 3), IN("x1", 2, 2, 3), IN("x2", 2, 3, 3)};
   return kc_concat(g, 3, xs, 1);
@@ -300,6 +307,7 @@ static const gcase cases[] = {
     {KC_OP_TRANSPOSE, "transpose", c_transpose, DATA_ANY, 0, 0, NULL},
     {KC_OP_GATHER, "gather", c_gather, DATA_ANY, 0, 0, NULL},
     {KC_OP_GATHER, "gather_axis1", c_gather_axis1, DATA_ANY, 0, 0, NULL},
+    {KC_OP_SCATTER_ADD, "scatter_add", c_scatter_add, DATA_ANY, 0, 0, NULL},
     {KC_OP_CONCAT, "concat", c_concat, DATA_ANY, 0, 0, NULL},
     {KC_OP_SPLIT, "split", c_split, DATA_ANY, 0, 0, NULL},
     {KC_OP_SLICE, "slice", c_slice, DATA_ANY, 0, 0, NULL},
@@ -441,6 +449,90 @@ static void test_finite_differences(void **state) {
   const char *only = getenv("GRAD_CASE");
   for (size_t k = 0; k < NCASES; k++)
     if (!only || strcmp(only, cases[k].name) == 0) check_case(ctx, &cases[k]);
+  kc_context_free(ctx);
+}
+
+/* ---- scatter_add's kernel ---------------------------------------------------------------- */
+
+/* Values by hand (repeated, negative and i32 indices, axis 1), an index out of range, and an
+ * embedding gradient bitwise equal with 1 and 2 threads. */
+static void test_scatter_add_values(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = kc_graph_new(ctx, "scatter");
+  kc_val x = kc_input(g, "x", KC_F32, 3, (kc_dim[]){2, 3, 2});
+  kc_val u = kc_input(g, "u", KC_F32, 3, (kc_dim[]){2, 4, 2});
+  int32_t idx[4] = {2, 0, -1, 2};
+  kc_val i = kc_constant(g, KC_I32, 1, (int64_t[]){4}, idx);
+  kc_output(g, kc_scatter_add(g, x, i, u, 1), "y");
+  assert_int_equal(kc_graph_status(g), KC_OK);
+  kc_module *m = th_compile(ctx, g, 2);
+  float xv[12], uv[16], want[12];
+  for (int k = 0; k < 12; k++)
+    want[k] = xv[k] = (float)k;
+  for (int k = 0; k < 16; k++)
+    uv[k] = 100.0f * (float)(k + 1);
+  for (int p = 0; p < 2; p++)
+    for (int j = 0; j < 4; j++) {
+      int n = idx[j] < 0 ? idx[j] + 3 : idx[j];
+      for (int q = 0; q < 2; q++)
+        want[(p * 3 + n) * 2 + q] += uv[(p * 4 + j) * 2 + q];
+    }
+  kc_tensor_desc in[2] = {th_desc("x", KC_F32, 3, (int64_t[]){2, 3, 2}, xv),
+                          th_desc("u", KC_F32, 3, (int64_t[]){2, 4, 2}, uv)},
+                 out;
+  th_run(ctx, m, in, 2, &out, 1);
+  assert_memory_equal(out.data, want, sizeof want);
+  kc_module_free(m);
+  kc_graph_free(g);
+
+  /* an index out of range is a run-time error naming the op */
+  g = kc_graph_new(ctx, "scatter_bad");
+  x = kc_input(g, "x", KC_F32, 1, (kc_dim[]){3});
+  kc_val ii = kc_input(g, "i", KC_I64, 1, (kc_dim[]){2});
+  u = kc_input(g, "u", KC_F32, 1, (kc_dim[]){2});
+  kc_output(g, kc_scatter_add(g, x, ii, u, 0), "y");
+  m = th_compile(ctx, g, 1);
+  int64_t bad[2] = {0, 3};
+  float x3[3] = {0}, u2[2] = {1, 2};
+  kc_tensor_desc in3[3] = {th_desc("x", KC_F32, 1, (int64_t[]){3}, x3),
+                           th_desc("i", KC_I64, 1, (int64_t[]){2}, bad),
+                           th_desc("u", KC_F32, 1, (int64_t[]){2}, u2)};
+  assert_int_not_equal(kc_run(m, in3, 3, &out, 1), KC_OK);
+  assert_non_null(strstr(kc_last_error(ctx), "scatter_add"));
+  kc_module_free(m);
+  kc_graph_free(g);
+
+  /* embedding gradient (gather's adjoint), 1 vs 2 threads */
+  g = kc_graph_new(ctx, "embed");
+  float *w = malloc(50 * 16 * sizeof *w);
+  for (int k = 0; k < 50 * 16; k++)
+    w[k] = sinf(0.37f * (float)k);
+  kc_val wte = kc_weight(g, "wte", KC_F32, 2, (int64_t[]){50, 16}, w);
+  free(w);
+  kc_val ids = kc_input(g, "ids", KC_I64, 2, (kc_dim[]){4, 32});
+  kc_val e = kc_gather(g, wte, ids, 0);
+  kc_output(g, kc_reduce_sum(g, kc_mul(g, kc_sin(g, e), e), 0, NULL, 0), "loss");
+  const char *p = "wte";
+  assert_int_equal(kc_grad(g, "loss", 1, &p), KC_OK);
+  int64_t idv[128];
+  for (int k = 0; k < 128; k++)
+    idv[k] = (k * 7) % 13; /* many repeats */
+  kc_tensor_desc ind = th_desc("ids", KC_I64, 2, (int64_t[]){4, 32}, idv), o1[2], o2[2];
+  float *g1 = malloc(50 * 16 * sizeof *g1);
+  kc_module *m1 = NULL, *m2 = NULL;
+  kc_compile_options co = {.threads = 1};
+  assert_int_equal(kc_compile(ctx, g, &co, &m1), KC_OK);
+  co.threads = 2;
+  assert_int_equal(kc_compile(ctx, g, &co, &m2), KC_OK);
+  th_run(ctx, m1, &ind, 1, o1, 2);
+  memcpy(g1, o1[1].data, 50 * 16 * sizeof *g1);
+  th_run(ctx, m2, &ind, 1, o2, 2);
+  assert_memory_equal(g1, o2[1].data, 50 * 16 * sizeof *g1);
+  free(g1);
+  kc_module_free(m1);
+  kc_module_free(m2);
+  kc_graph_free(g);
   kc_context_free(ctx);
 }
 
@@ -622,6 +714,17 @@ static void check_model(const char *model, void (*build)(kc_graph *), int64_t xn
   if (kc_grad(g, "loss", 1, &all) != KC_OK) fail_msg("kc_grad(%s): %s", model, kc_last_error(ctx));
   kc_module *m = NULL;
   if (kc_compile(ctx, g, NULL, &m) != KC_OK) fail_msg("%s: %s", model, kc_last_error(ctx));
+  /* the pipeline fused forward and backward together: count what it made */
+  const kc_graph *cg = kc_module_graph(m);
+  uint32_t fused = 0, ep = 0, nodes = 0;
+  for (uint32_t i = 0; i < cg->nnodes; i++) {
+    fused += cg->nodes[i].op == KC_OP_FUSED;
+    ep += cg->nodes[i].op == KC_OP_MATMUL_EP;
+    nodes += cg->nodes[i].op != KC_OP_NOP;
+  }
+  print_message("%s: %u nodes after the pipeline, %u fused regions, %u matmul_ep\n", model, nodes,
+                fused, ep);
+  assert_true(fused > 0);
   float *x = model_input(xn);
   kc_val xv = kc_graph_input(g, 0);
   int64_t dims[KC_MAX_RANK];
@@ -678,7 +781,8 @@ static void test_block_vs_torch(void **state) {
 int main(int argc, char **argv) {
   if (argc > 2) g_tests_dir = argv[2];
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_every_rule_has_a_case), cmocka_unit_test(test_missing_rules_listed),
+      cmocka_unit_test(test_every_rule_has_a_case),
+      cmocka_unit_test(test_scatter_add_values),    cmocka_unit_test(test_missing_rules_listed),
       cmocka_unit_test(test_frozen_and_unused),     cmocka_unit_test(test_finite_differences),
       cmocka_unit_test(test_mlp_vs_torch),          cmocka_unit_test(test_block_vs_torch),
   };
