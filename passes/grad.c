@@ -199,6 +199,7 @@ static kc_status select_params(kc_graph *g, int npat, const char *const *pat, kc
     if (x->def && g->nodes[x->def - 1].op == KC_OP_NOP) continue;
     const char *name = param_name(g, v);
     if (!name || !*name) continue;
+    if (!kc_dtype_is_float(x->dtype)) continue; /* token ids, masks: never parameters */
     bool match = false;
     for (int k = 0; k < npat; k++)
       if (fnmatch(pat[k], name, 0) == 0) {
@@ -206,13 +207,6 @@ static kc_status select_params(kc_graph *g, int npat, const char *const *pat, kc
         match = true;
       }
     if (!match) continue;
-    if (!kc_dtype_is_float(x->dtype)) {
-      free(ps);
-      free(hit);
-      return kc_errorf(g->ctx, KC_ERR_INVALID_ARG,
-                       "kc_grad: parameter '%s' is %s, not a float tensor", name,
-                       kc_dtype_name(x->dtype));
-    }
     ps[n++] = v;
   }
   for (int k = 0; k < npat; k++)

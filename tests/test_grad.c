@@ -705,7 +705,16 @@ static void build_block(kc_graph *g) {
   xent_loss(g, kc_matmul(g, y, hw), B * S, V);
 }
 
-static void check_model(const char *model, void (*build)(kc_graph *), int64_t xn) {
+/* token embedding with repeated ids, as grad_ref.py's embed() */
+static void build_embed(kc_graph *g) {
+  kc_val ids = kc_input(g, "ids", KC_I64, 2, (kc_dim[]){2, 5});
+  kc_val wte = W("wte", 0, 0.3, 0, 7, 6), hw = W("head.weight", 1, 0.3, 0, 6, 7);
+  kc_val h = kc_tanh(g, kc_gather(g, wte, ids, 0));
+  xent_loss(g, kc_matmul(g, h, hw), 10, 7);
+}
+
+static void check_model(const char *model, void (*build)(kc_graph *), int64_t xn,
+                        const char *target) {
   kc_context *ctx = kc_context_new();
   kc_graph *g = kc_graph_new(ctx, model);
   build(g);
@@ -713,7 +722,16 @@ static void check_model(const char *model, void (*build)(kc_graph *), int64_t xn
   const char *all = "*";
   if (kc_grad(g, "loss", 1, &all) != KC_OK) fail_msg("kc_grad(%s): %s", model, kc_last_error(ctx));
   kc_module *m = NULL;
-  if (kc_compile(ctx, g, NULL, &m) != KC_OK) fail_msg("%s: %s", model, kc_last_error(ctx));
+  kc_compile_options co = {.target = target};
+  kc_status cs = kc_compile(ctx, g, &co, &m);
+  if (cs == KC_ERR_UNSUPPORTED && target) { /* no GPU (or no emulation) here */
+    print_message("%s on %s: %s\n", model, target, kc_last_error(ctx));
+    kc_graph_free(g);
+    kc_context_free(ctx);
+    skip();
+    return;
+  }
+  if (cs != KC_OK) fail_msg("%s: %s", model, kc_last_error(ctx));
   /* the pipeline fused forward and backward together: count what it made */
   const kc_graph *cg = kc_module_graph(m);
   uint32_t fused = 0, ep = 0, nodes = 0;
@@ -725,7 +743,7 @@ static void check_model(const char *model, void (*build)(kc_graph *), int64_t xn
   print_message("%s: %u nodes after the pipeline, %u fused regions, %u matmul_ep\n", model, nodes,
                 fused, ep);
   assert_true(fused > 0);
-  float *x = model_input(xn);
+  /* the one input: x (grad_ref.py's inputs()) or token ids (its embed()) */
   kc_val xv = kc_graph_input(g, 0);
   int64_t dims[KC_MAX_RANK];
   kc_dim d[KC_MAX_RANK];
@@ -733,7 +751,10 @@ static void check_model(const char *model, void (*build)(kc_graph *), int64_t xn
   kc_val_dims(g, xv, d);
   for (int i = 0; i < r; i++)
     dims[i] = d[i];
-  kc_tensor_desc in = th_desc("x", KC_F32, r, dims, x);
+  float *x = model_input(xn);
+  int64_t ids[10] = {1, 4, 0, 3, 6, 2, 5, 1, 4, 1};
+  bool tok = kc_val_dtype(g, xv) == KC_I64;
+  kc_tensor_desc in = tok ? th_desc("ids", KC_I64, r, dims, ids) : th_desc("x", KC_F32, r, dims, x);
   uint32_t nout = kc_graph_num_outputs(g);
   kc_tensor_desc out[32];
   assert_true(nout <= 32);
@@ -757,7 +778,8 @@ static void check_model(const char *model, void (*build)(kc_graph *), int64_t xn
     const float *a = out[o].data;
     for (int64_t i = 0; i < n; i++)
       worst = fmax(worst, fabs(a[i] - ref[i]));
-    print_message("%s %-22s max |ref| %.3g, max |kernc - torch| %.3g\n", model, name, mx, worst);
+    print_message("%s %s %-22s max |ref| %.3g, max |kernc - torch| %.3g\n", target ? target : "cpu",
+                  model, name, mx, worst);
     if (!(worst <= 1e-4 * mx + 1e-6))
       fail_msg("%s: %s differs from PyTorch by %g (max |ref| %g)", model, name, worst, mx);
     free(ref);
@@ -770,21 +792,36 @@ static void check_model(const char *model, void (*build)(kc_graph *), int64_t xn
 
 static void test_mlp_vs_torch(void **state) {
   (void)state;
-  check_model("mlp", build_mlp, 4 * 8);
+  check_model("mlp", build_mlp, 4 * 8, NULL);
 }
 
 static void test_block_vs_torch(void **state) {
   (void)state;
-  check_model("block", build_block, 2 * 4 * 8);
+  check_model("block", build_block, 2 * 4 * 8, NULL);
+}
+
+static void test_embed_vs_torch(void **state) {
+  (void)state;
+  check_model("embed", build_embed, 0, NULL);
+}
+
+/* The same on the CUDA target: skipped without a GPU; runs under tests/cuda_emu's emulated
+ * driver (LD_LIBRARY_PATH=build/tests/cuda_emu/lib, see the report of that folder). */
+static void test_models_cuda(void **state) {
+  (void)state;
+  check_model("mlp", build_mlp, 4 * 8, "cuda");
+  check_model("block", build_block, 2 * 4 * 8, "cuda");
+  check_model("embed", build_embed, 0, "cuda");
 }
 
 int main(int argc, char **argv) {
   if (argc > 2) g_tests_dir = argv[2];
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_every_rule_has_a_case),
-      cmocka_unit_test(test_scatter_add_values),    cmocka_unit_test(test_missing_rules_listed),
-      cmocka_unit_test(test_frozen_and_unused),     cmocka_unit_test(test_finite_differences),
-      cmocka_unit_test(test_mlp_vs_torch),          cmocka_unit_test(test_block_vs_torch),
+      cmocka_unit_test(test_every_rule_has_a_case), cmocka_unit_test(test_scatter_add_values),
+      cmocka_unit_test(test_missing_rules_listed),  cmocka_unit_test(test_frozen_and_unused),
+      cmocka_unit_test(test_finite_differences),    cmocka_unit_test(test_mlp_vs_torch),
+      cmocka_unit_test(test_block_vs_torch),        cmocka_unit_test(test_embed_vs_torch),
+      cmocka_unit_test(test_models_cuda),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """tests/models/grad_ref.py - PyTorch autograd references for tests/test_grad.c.
 
-Two small models, built the same way in test_grad.c with kernc's builder: an MLP (gemm-free
+Three small models, built the same way in test_grad.c with kernc's builder: an MLP (gemm-free
 matmul + bias, gelu, cross-entropy) and a GPT-2-style transformer block (layer norm, fused
 QKV projection, causal softmax attention written out in primitives, residuals, tanh-gelu MLP,
-a vocabulary projection and cross-entropy). Weights, inputs and labels come from closed
+a vocabulary projection and cross-entropy), and a token embedding (gather, repeated ids). Weights, inputs and labels come from closed
 formulas (param(p, n, scale, offset) below; test_grad.c has the same), so only the reference
 gradients are files: grad_ref/<model>/<param>.bin, float64 little-endian, row-major, and
 grad_ref/<model>/loss.bin (the model input x is differentiated too: x.bin). Computed in float64; kernc's f32 run is compared with a relative
@@ -109,6 +109,17 @@ def block():
     write("block", xent(logits, labels(B * S, V)), p)
 
 
+def embed():
+    """token embedding (gather; its gradient is kernc's scatter_add) with repeated ids."""
+    B, S, V, D = 2, 5, 7, 6
+    ids = torch.tensor([[(3 * i + 1) % V for i in range(b * S, (b + 1) * S)] for b in range(B)])
+    ids[1, 4] = ids[0, 0]
+    p = {"wte": param(0, (V, D)), "head.weight": param(1, (D, V))}
+    h = torch.tanh(p["wte"][ids])
+    write("embed", xent(h @ p["head.weight"], labels(B * S, V)), p)
+
+
 if __name__ == "__main__":
     mlp()
     block()
+    embed()
