@@ -814,6 +814,123 @@ static void test_models_cuda(void **state) {
   check_model("embed", build_embed, 0, "cuda");
 }
 
+/*
+ * kc_grad on an imported ONNX test model (tests/models/NAME/model.onnx): loss = sum(y * y) of
+ * its first output, gradients for every float initializer, compared per PyTorch parameter with
+ * tests/models/grad_ref_models.py's (map.txt: which initializers hold a parameter, transposed
+ * or not; a tied parameter sums its initializers' gradients).
+ */
+static void check_onnx_model(const char *name) {
+  kc_context *ctx = kc_context_new();
+  kc_context_options(ctx)->threads = 2;
+  char path[512];
+  snprintf(path, sizeof path, "%s/models/%s/model.onnx", g_tests_dir, name);
+  kc_graph *g = NULL;
+  if (kc_onnx_load(ctx, path, &g) != KC_OK) fail_msg("%s", kc_last_error(ctx));
+  kc_val y = kc_graph_output(g, 0);
+  kc_output(g, kc_reduce_sum(g, kc_mul(g, y, y), 0, NULL, 0), "loss");
+  uint32_t nfwd = kc_graph_num_outputs(g);
+  const char *all = "*";
+  if (kc_grad(g, "loss", 1, &all) != KC_OK) fail_msg("kc_grad(%s): %s", name, kc_last_error(ctx));
+  kc_module *m = NULL;
+  if (kc_compile(ctx, g, NULL, &m) != KC_OK) fail_msg("%s: %s", name, kc_last_error(ctx));
+  uint32_t nin = kc_graph_num_inputs(g), nout = kc_graph_num_outputs(g);
+  int64_t *ids[4];
+  kc_tensor_desc in[4], *out = calloc(nout, sizeof *out);
+  assert_true(nin <= 4);
+  for (uint32_t j = 0; j < nin; j++) {
+    snprintf(path, sizeof path, "%s/models/grad_ref/%s/input_%u.bin", g_tests_dir, name, j);
+    size_t len = 0;
+    ids[j] = (int64_t *)th_read_file(path, &len);
+    if (!ids[j] || len != 7 * 8) fail_msg("cannot read %s", path);
+    in[j] = th_desc(kc_graph_input_name(g, j), KC_I64, 2, (int64_t[]){1, 7}, ids[j]);
+  }
+  th_run(ctx, m, in, nin, out, nout);
+  snprintf(path, sizeof path, "%s/models/grad_ref/%s/loss.bin", g_tests_dir, name);
+  double *rl = (double *)th_read_file(path, NULL);
+  if (!rl) fail_msg("cannot read %s", path);
+  double lk = *(const float *)out[nfwd - 1].data;
+  print_message("%s loss %.7g, PyTorch %.7g\n", name, lk, *rl);
+  assert_true(fabs(lk - *rl) <= 1e-5 * fabs(*rl));
+  free(rl);
+  snprintf(path, sizeof path, "%s/models/grad_ref/%s/map.txt", g_tests_dir, name);
+  char *map = th_read_file(path, NULL);
+  if (!map) fail_msg("cannot read %s", path);
+  /* one parameter at a time: sum its initializers' gradients, compare */
+  int params = 0;
+  double ratio = 0; /* the largest max |kernc - torch| / max |torch| of a parameter */
+  for (char *line = map; *line;) {
+    char iname[256], pname[256];
+    int t, used;
+    if (sscanf(line, "%255s %255s %d%n", iname, pname, &t, &used) != 3) break;
+    char *next = strchr(line, '\n');
+    next = next ? next + 1 : line + strlen(line);
+    bool first = true; /* the first line naming pname does the comparison */
+    for (char *l2 = map; l2 < line; l2 = strchr(l2, '\n') + 1) {
+      char a[256], b[256];
+      int tt;
+      if (sscanf(l2, "%255s %255s %d", a, b, &tt) == 3 && strcmp(b, pname) == 0) first = false;
+    }
+    line = next;
+    if (!first) continue;
+    snprintf(path, sizeof path, "%s/models/grad_ref/%s/%s.bin", g_tests_dir, name, pname);
+    size_t len = 0;
+    float *ref = (float *)th_read_file(path, &len);
+    if (!ref) fail_msg("cannot read %s", path);
+    size_t n = len / 4;
+    double *sum = calloc(n, sizeof *sum);
+    for (char *l2 = map; *l2; l2 = strchr(l2, '\n') + 1) {
+      char a[256], b[256], gname[300];
+      int tt;
+      if (sscanf(l2, "%255s %255s %d", a, b, &tt) != 3 || strcmp(b, pname) != 0) continue;
+      snprintf(gname, sizeof gname, "%s.grad", a);
+      uint32_t o = 0;
+      while (o < nout && strcmp(kc_graph_output_name(g, o), gname) != 0)
+        o++;
+      if (o == nout) fail_msg("%s: no output %s", name, gname);
+      const float *d = out[o].data;
+      assert_int_equal((size_t)th_numel(out[o].rank, out[o].dims), n);
+      int64_t rows = out[o].rank == 2 ? out[o].dims[0] : 1, cols = (int64_t)n / rows;
+      for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+          sum[tt ? c * rows + r : r * cols + c] += d[r * cols + c];
+    }
+    double mx = 0, worst = 0;
+    for (size_t k = 0; k < n; k++) {
+      mx = fmax(mx, fabs(ref[k]));
+      worst = fmax(worst, fabs(sum[k] - ref[k]));
+    }
+    if (!(worst <= 2e-4 * mx + 1e-6))
+      fail_msg("%s: gradient of %s differs from PyTorch by %g (max |ref| %g)", name, pname, worst,
+               mx);
+    if (mx > 1e-3) ratio = fmax(ratio, worst / mx); /* else: a gradient of ~0 (unused) */
+    if (mx <= 1e-3)
+      print_message("%s: %s has max |grad| %.3g, kernc off by %.3g\n", name, pname, mx, worst);
+    params++;
+    free(sum);
+    free(ref);
+  }
+  print_message(
+      "%s: %d parameter gradients equal PyTorch's (max |kernc - torch| / max |torch| of a "
+      "parameter at most %.2g)\n",
+      name, params, ratio);
+  assert_true(params > 10);
+  free(map);
+  for (uint32_t j = 0; j < nin; j++)
+    free(ids[j]);
+  free(out);
+  kc_module_free(m);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
+static void test_onnx_models_vs_torch(void **state) {
+  (void)state;
+  check_onnx_model("gpt2_tiny");
+  check_onnx_model("llama_tiny");
+  check_onnx_model("bert_tiny");
+}
+
 int main(int argc, char **argv) {
   if (argc > 2) g_tests_dir = argv[2];
   const struct CMUnitTest tests[] = {
@@ -821,7 +938,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_missing_rules_listed),  cmocka_unit_test(test_frozen_and_unused),
       cmocka_unit_test(test_finite_differences),    cmocka_unit_test(test_mlp_vs_torch),
       cmocka_unit_test(test_block_vs_torch),        cmocka_unit_test(test_embed_vs_torch),
-      cmocka_unit_test(test_models_cuda),
+      cmocka_unit_test(test_models_cuda),           cmocka_unit_test(test_onnx_models_vs_torch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
