@@ -560,6 +560,19 @@ static void test_missing_rules_listed(void **state) {
   assert_int_equal(kc_grad(g, "loss", 1, &none), KC_ERR_INVALID_ARG);
   assert_int_equal(kc_grad(g, "nothing", 1, &p), KC_ERR_INVALID_ARG);
   kc_graph_free(g);
+
+  /* an imported model: ONNX Attention-23 nodes are listed by their ONNX names */
+  char path[512];
+  snprintf(path, sizeof path, "%s/models/opset23_tiny/model.onnx", g_tests_dir);
+  assert_int_equal(kc_onnx_load(ctx, path, &g), KC_OK);
+  kc_val y = kc_graph_output(g, 0);
+  kc_output(g, kc_reduce_sum(g, kc_mul(g, y, y), 0, NULL, 0), "loss");
+  const char *all = "*";
+  assert_int_equal(kc_grad(g, "loss", 1, &all), KC_ERR_UNSUPPORTED);
+  msg = kc_last_error(ctx);
+  assert_non_null(strstr(msg, "node 'l0.attn' (attention"));
+  assert_non_null(strstr(msg, "node 'l1.attn' (attention"));
+  kc_graph_free(g);
   kc_context_free(ctx);
 }
 
@@ -721,6 +734,16 @@ static void check_model(const char *model, void (*build)(kc_graph *), int64_t xn
   assert_int_equal(kc_graph_status(g), KC_OK);
   const char *all = "*";
   if (kc_grad(g, "loss", 1, &all) != KC_OK) fail_msg("kc_grad(%s): %s", model, kc_last_error(ctx));
+  /* the gradient graph prints and parses back to the same text */
+  char *text = kc_graph_print_str(g);
+  kc_graph *back = NULL;
+  assert_int_equal(kc_graph_parse(ctx, text, model, &back), KC_OK);
+  char *text2 = kc_graph_print_str(back);
+  assert_string_equal(text, text2);
+  assert_int_equal(kc_graph_verify(g), KC_OK);
+  free(text);
+  free(text2);
+  kc_graph_free(back);
   kc_module *m = NULL;
   kc_compile_options co = {.target = target};
   kc_status cs = kc_compile(ctx, g, &co, &m);
