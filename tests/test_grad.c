@@ -841,7 +841,8 @@ static void test_models_cuda(void **state) {
  * kc_grad on an imported ONNX test model (tests/models/NAME/model.onnx): loss = sum(y * y) of
  * its first output, gradients for every float initializer, compared per PyTorch parameter with
  * tests/models/grad_ref_models.py's (map.txt: which initializers hold a parameter, transposed
- * or not; a tied parameter sums its initializers' gradients).
+ * or not; a tied parameter sums its initializers' gradients). Runs with 2 threads and 1: the
+ * same bits (fixed summation orders).
  */
 static void check_onnx_model(const char *name) {
   kc_context *ctx = kc_context_new();
@@ -869,6 +870,17 @@ static void check_onnx_model(const char *name) {
     in[j] = th_desc(kc_graph_input_name(g, j), KC_I64, 2, (int64_t[]){1, 7}, ids[j]);
   }
   th_run(ctx, m, in, nin, out, nout);
+  /* the same bits with one thread (the module above runs two) */
+  kc_module *m1 = NULL;
+  kc_compile_options one = {.threads = 1};
+  if (kc_compile(ctx, g, &one, &m1) != KC_OK) fail_msg("%s: %s", name, kc_last_error(ctx));
+  kc_tensor_desc *out1 = calloc(nout, sizeof *out1);
+  th_run(ctx, m1, in, nin, out1, nout);
+  for (uint32_t o = 0; o < nout; o++)
+    if (memcmp(out[o].data, out1[o].data, th_nbytes(&out[o])) != 0)
+      fail_msg("%s: output %s differs between 1 and 2 threads", name, kc_graph_output_name(g, o));
+  free(out1);
+  kc_module_free(m1);
   snprintf(path, sizeof path, "%s/models/grad_ref/%s/loss.bin", g_tests_dir, name);
   double *rl = (double *)th_read_file(path, NULL);
   if (!rl) fail_msg("cannot read %s", path);
