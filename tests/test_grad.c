@@ -243,6 +243,40 @@ static kc_val c_fused(kc_graph *g) {
   return kc_exp(g, kc_mul(g, t, b));
 }
 
+/* symbolic dims (S is 3 when the test runs, every other symbol 2) */
+static kc_val c_concat_sym(kc_graph *g) {
+  kc_dim d0[2] = {kc_sym(g, "B"), 3}, d1[2] = {kc_sym(g, "S"), 3};
+  kc_val xs[2];
+  xs[0] = in64(g, "x0", 2, d0);
+  xs[1] = in64(g, "x1", 2, d1);
+  return kc_concat(g, 2, xs, 0); /* [B+S, 3]: split back at B */
+}
+static kc_val c_slice_sym(kc_graph *g) {
+  kc_dim d[2] = {3, kc_sym(g, "S")};
+  kc_val x = in64(g, "x0", 2, d);
+  kc_val st = kc_const_i64s(g, 1, (int64_t[]){1});
+  kc_val en = kc_const_i64s(g, 1, (int64_t[]){INT64_MAX});
+  return kc_slice(g, x, st, en, kc_const_i64s(g, 1, (int64_t[]){1}), (kc_val){0});
+}
+static kc_val c_layer_norm_sym(kc_graph *g) {
+  kc_dim d[3] = {kc_sym(g, "B"), kc_sym(g, "S"), 4};
+  kc_val x = in64(g, "x0", 3, d);
+  kc_val s = IN("x1", 4);
+  return kc_layer_norm(g, x, s, IN("x2", 4), 1e-5f);
+}
+static kc_val c_matmul_sym(kc_graph *g) {
+  kc_dim d[3] = {kc_sym(g, "B"), kc_sym(g, "S"), 4};
+  kc_val x = in64(g, "x0", 3, d);
+  kc_val w = IN("x1", 4, 3);
+  return kc_softmax(g, kc_add(g, kc_matmul(g, x, w), IN("x2", 3)), -1);
+}
+static kc_val c_gather_sym(kc_graph *g) {
+  kc_dim d[2] = {kc_sym(g, "B"), 3};
+  kc_val x = in64(g, "x0", 2, d);
+  kc_val i = kc_constant(g, KC_I64, 1, (int64_t[]){3}, (int64_t[]){1, 0, 1});
+  return kc_gather(g, x, i, 0);
+}
+
 typedef struct gcase {
   kc_op op;
   const char *name;
@@ -309,6 +343,11 @@ static const gcase cases[] = {
     {KC_OP_GATHER, "gather_axis1", c_gather_axis1, DATA_ANY, 0, 0, NULL},
     {KC_OP_SCATTER_ADD, "scatter_add", c_scatter_add, DATA_ANY, 0, 0, NULL},
     {KC_OP_CONCAT, "concat", c_concat, DATA_ANY, 0, 0, NULL},
+    {KC_OP_CONCAT, "concat_sym", c_concat_sym, DATA_ANY, 0, 0, NULL},
+    {KC_OP_SLICE, "slice_sym", c_slice_sym, DATA_ANY, 0, 0, NULL},
+    {KC_OP_LAYER_NORM, "layer_norm_sym", c_layer_norm_sym, DATA_ANY, 0, 0, NULL},
+    {KC_OP_MATMUL, "matmul_sym", c_matmul_sym, DATA_ANY, 0, 0, NULL},
+    {KC_OP_GATHER, "gather_sym", c_gather_sym, DATA_ANY, 0, 0, NULL},
     {KC_OP_SPLIT, "split", c_split, DATA_ANY, 0, 0, NULL},
     {KC_OP_SLICE, "slice", c_slice, DATA_ANY, 0, 0, NULL},
     {KC_OP_EXPAND, "expand", c_expand, DATA_ANY, 0, 0, NULL},
@@ -330,14 +369,16 @@ static double datum(int data, uint32_t *state, int k) {
   return (*state & 1) ? v : -v;
 }
 
-/* Concrete dims of graph input i (every symbol is 2). */
+/* Concrete dims of graph input i (symbol S is 3, every other 2). */
 static int input_dims(kc_graph *g, uint32_t i, int64_t *dims) {
   kc_val v = kc_graph_input(g, i);
   int r = kc_val_rank(g, v);
   kc_dim d[KC_MAX_RANK];
   kc_val_dims(g, v, d);
-  for (int k = 0; k < r; k++)
-    dims[k] = d[k] < 0 ? 2 : d[k];
+  for (int k = 0; k < r; k++) {
+    char buf[64];
+    dims[k] = d[k] >= 0 ? d[k] : strcmp(kc_dim_str(g, d[k], buf, sizeof buf), "S") == 0 ? 3 : 2;
+  }
   return r;
 }
 
