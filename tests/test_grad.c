@@ -388,6 +388,48 @@ static void add_loss(kc_graph *g, kc_val y) {
   kc_output(g, kc_reduce_sum(g, l, 0, NULL, 0), "loss");
 }
 
+/*
+ * The GRAD column's `saves` bits against what the rule read: a graph input read by exactly one
+ * forward node, of the case's op, is read by the backward (nodes from `first` on; shape reads
+ * do not count) only through that node's rule, which must then list the input.
+ */
+static void check_saves(const kc_graph *g, const gcase *gc, uint32_t first) {
+  /* live nodes: those a graph output needs (a recomputed forward piece whose result only
+   * seeds an adjoint is dead code, dropped by dce) */
+  bool *live = calloc(g->nvals, sizeof *live), *lnode = calloc(g->nnodes + 1, sizeof *lnode);
+  for (uint32_t o = 0; o < g->noutputs; o++)
+    live[g->outputs[o].v.id] = true;
+  for (uint32_t i = g->nnodes; i-- > 0;) {
+    const kc_node *n = &g->nodes[i];
+    for (uint32_t j = 0; j < n->nout && !lnode[i]; j++)
+      lnode[i] = n->out[j].id && live[n->out[j].id];
+    for (uint32_t j = 0; lnode[i] && j < n->nin; j++)
+      if (n->in[j].id) live[n->in[j].id] = true;
+  }
+  for (uint32_t k = 0; k < g->ninputs; k++) {
+    kc_val x = g->inputs[k];
+    int readers = 0;
+    uint32_t node = 0;
+    for (uint32_t i = 0; i < first; i++)
+      for (uint32_t j = 0; j < g->nodes[i].nin; j++)
+        if (g->nodes[i].in[j].id == x.id) readers++, node = i;
+    if (readers != 1 || g->nodes[node].op != gc->op) continue;
+    bool read = false;
+    for (uint32_t i = first; i < g->nnodes; i++)
+      for (uint32_t j = 0; j < g->nodes[i].nin; j++)
+        read = read || (lnode[i] && g->nodes[i].in[j].id == x.id && g->nodes[i].op != KC_OP_SHAPE);
+    if (!read) continue;
+    const kc_node *n = &g->nodes[node];
+    unsigned saves = kc_grad_table[n->op].saves;
+    for (uint32_t j = 0; j < n->nin; j++)
+      if (n->in[j].id == x.id && !(saves & KC_GS_IN(j)))
+        fail_msg("%s: the rule of %s reads input %u, its `saves` bits do not list it", gc->name,
+                 kc_ops[n->op].name, j);
+  }
+  free(live);
+  free(lnode);
+}
+
 static void check_case(kc_context *ctx, const gcase *gc) {
   kc_graph *g = kc_graph_new(ctx, gc->name);
   kc_val y = gc->build(g);
@@ -404,8 +446,10 @@ static void check_case(kc_context *ctx, const gcase *gc) {
     has = has || g->nodes[i].op == gc->op;
   if (!has) fail_msg("case %s has no %s node", gc->name, kc_ops[gc->op].name);
   const char *pat = "x*";
+  uint32_t first = g->nnodes;
   if (kc_grad(g, "loss", 1, &pat) != KC_OK)
     fail_msg("kc_grad(%s): %s", gc->name, kc_last_error(ctx));
+  check_saves(g, gc, first);
   kc_module *m = NULL;
   if (kc_compile(ctx, g, NULL, &m) != KC_OK)
     fail_msg("compile %s: %s", gc->name, kc_last_error(ctx));
