@@ -299,7 +299,7 @@ kc_val kc_matmul_ep(kc_graph *g, kc_val a, kc_val b, kc_val bias, kc_val residua
  * rules are ir/ops.def's GRAD column; kc_compile then runs forward and backward as one graph
  * through the normal pipeline. An op without a rule between a parameter and the loss is
  * KC_ERR_UNSUPPORTED with every such node listed; a pattern matching nothing is
- * KC_ERR_INVALID_ARG. The forward part of g is not changed.
+ * KC_ERR_INVALID_ARG. The forward part of g is not changed; after a failure g is as it was.
  */
 kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const *params);
 

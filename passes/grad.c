@@ -13,8 +13,9 @@
  * ops). The adjoint of parameter P becomes the graph output "P.grad" (zeros when the loss does
  * not depend on it).
  *
- * Invariants: the forward graph is unchanged (nodes are only appended, in program order); each
- * rule's adjoints are checked to have their input's dtype and rank; no global state.
+ * Invariants: the forward graph is unchanged (nodes are only appended, in program order; after
+ * a failure everything appended is dropped again); each rule's adjoints are checked to have
+ * their input's dtype and rank; no global state.
  */
 #include "passes/grad.h"
 
@@ -305,6 +306,16 @@ static kc_status add_outputs(kc_graph *g, const kc_val *ps, uint32_t np, const a
   return g->sticky;
 }
 
+/* After a failure: drop what kc_grad appended (nodes from hi on, outputs from nout0 on) and the
+ * builder error it left, so g is the forward graph it was (the message stays in the context). */
+static void rollback(kc_graph *g, uint32_t hi, uint32_t nout0) {
+  for (uint32_t i = hi; i < g->nnodes; i++)
+    g->nodes[i].op = KC_OP_NOP;
+  kc_graph_compact(g);
+  g->noutputs = nout0;
+  g->sticky = KC_OK;
+}
+
 kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const *params) {
   if (!g || !loss || nparams < 0 || (nparams && !params))
     return g ? kc_errorf(g->ctx, KC_ERR_INVALID_ARG, "kc_grad: invalid arguments")
@@ -318,7 +329,7 @@ kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const 
   uint32_t np = 0;
   if (s == KC_OK) s = select_params(g, nparams, params, &ps, &np);
   if (s != KC_OK) return s;
-  uint32_t nv = g->nvals, hi = g->nnodes;
+  uint32_t nv = g->nvals, hi = g->nnodes, nout0 = g->noutputs;
   bool *dep = calloc(nv, sizeof *dep), *reach = calloc(nv, sizeof *reach);
   adjmap m = {0};
   if (!dep || !reach || !adj_fit(&m, nv))
@@ -340,6 +351,7 @@ kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const 
     }
   }
   if (s == KC_OK) s = add_outputs(g, ps, np, &m);
+  if (s != KC_OK) rollback(g, hi, nout0);
   free(dep);
   free(reach);
   free(m.a);
