@@ -60,6 +60,12 @@ static kc_status norm_grad(kc_grad_call *c, bool rms, const char *eps_name) {
   }
   if (G->sticky != KC_OK) return G->sticky;
   uint32_t no = rms ? 1 : 3;
+  /* ONNX's mean and inv_std_dev are in the stash type (f32) whatever x's dtype is */
+  for (uint32_t j = 1; j < no && j < c->n.nout; j++)
+    if (c->n.out[j].id && c->dout[j].id &&
+        kc_value_of(G, c->n.out[j])->dtype != kc_value_of(G, outs[j])->dtype)
+      outs[j] = kc_cast(G, outs[j], kc_value_of(G, c->n.out[j])->dtype);
+  if (G->sticky != KC_OK) return G->sticky;
   for (uint32_t j = 0; j < no && j < c->n.nout; j++)
     seeds[j] = c->dout[j];
   return kc_grad_local(G, first, no, outs, seeds, c->n.nin, c->n.in, c->want, c->din);

@@ -8,7 +8,9 @@
  *   adds loss = sum(y*y + sin(y)), runs kc_grad for every input, compiles forward + backward
  *   with the default pipeline (the fusions run on both) and compares every gradient element
  *   with a central finite difference of the loss computed by running the same module (f64,
- *   h = 1e-5). References come from the finite differences, never from the rules.
+ *   h = 1e-5; two cases go through f32 values and use h = 1e-2 / 1e-3 with a 1e-4 bound: cast
+ *   f64 -> f32 -> f64, and LayerNormalization's f32 mean / inv_std_dev results). References come
+ *   from the finite differences, never from the rules.
  * - kc_grad's contract: one error listing every node without a rule, frozen parameters build no
  *   backward (no matmul for a frozen weight), a parameter the loss does not read gets zeros,
  *   patterns that match nothing are errors.
@@ -129,6 +131,18 @@ static kc_val c_layer_normalization(kc_graph *g) {
   kc_val x = IN("x0", 2, 3, 4);
   kc_val s = IN("x1", 3, 4);
   return kc_layer_normalization(g, x, s, IN("x2", 4), 1, 1e-5f);
+}
+/* with its optional results mean and inv_std_dev in the loss too */
+static kc_val c_layer_normalization_stats(kc_graph *g) {
+  kc_val in[3] = {IN("x0", 2, 3, 4), {0}, {0}}, out[3];
+  in[1] = IN("x1", 4);
+  in[2] = IN("x2", 4);
+  uint32_t ni = kc_graph_add_node(g, KC_OP_LAYER_NORMALIZATION, 3, in, 3, out);
+  kc_node_set_int(g, ni, "axis", -1);
+  assert_int_equal(kc_node_infer(g, ni), KC_OK);
+  /* mean and inv_std_dev are f32 (ONNX's stash_type): checked with h 1e-3 and a 1e-4 bound */
+  kc_val m = kc_cast(g, out[1], KC_F64), r = kc_cast(g, out[2], KC_F64);
+  return kc_add(g, out[0], kc_mul(g, m, kc_sqrt(g, r)));
 }
 static kc_val c_rms_normalization(kc_graph *g) {
   kc_val x = IN("x0", 2, 3, 4);
@@ -324,6 +338,8 @@ static const gcase cases[] = {
     {KC_OP_LOG_SOFTMAX, "log_softmax", c_log_softmax, DATA_ANY, 0, 0, NULL},
     {KC_OP_CUMSUM, "cumsum", c_cumsum, DATA_ANY, 0, 0, NULL},
     {KC_OP_LAYER_NORMALIZATION, "layer_normalization", c_layer_normalization, DATA_ANY, 0, 0, NULL},
+    {KC_OP_LAYER_NORMALIZATION, "layer_normalization_stats", c_layer_normalization_stats, DATA_ANY,
+     1e-4, 1e-3, NULL},
     {KC_OP_RMS_NORMALIZATION, "rms_normalization", c_rms_normalization, DATA_ANY, 0, 0, NULL},
     {KC_OP_LAYER_NORM, "layer_norm", c_layer_norm, DATA_ANY, 0, 0, NULL},
     {KC_OP_RMS_NORM, "rms_norm", c_rms_norm, DATA_ANY, 0, 0, NULL},
