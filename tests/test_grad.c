@@ -11,11 +11,18 @@
  *   h = 1e-5; two cases go through f32 values and use h = 1e-2 / 1e-3 with a 1e-4 bound: cast
  *   f64 -> f32 -> f64, and LayerNormalization's f32 mean / inv_std_dev results). References come
  *   from the finite differences, never from the rules.
- * - kc_grad's contract: one error listing every node without a rule, frozen parameters build no
- *   backward (no matmul for a frozen weight), a parameter the loss does not read gets zeros,
- *   patterns that match nothing are errors.
- * - A small MLP and a small transformer block built with the builder, gradients against PyTorch
- *   autograd (tests/models/grad_ref.py wrote tests/models/grad_ref/ files; see there).
+ *   The same cases check the GRAD column's `saves` bits: no rule reads an input they omit.
+ * - scatter_add (gather's adjoint): values by hand, an index out of range, an embedding gradient
+ *   bitwise equal with 1 and 2 threads.
+ * - kc_grad's contract: one error listing every node without a rule (also on an imported model),
+ *   frozen parameters build no backward (no matmul for a frozen weight), a parameter the loss
+ *   does not read gets zeros, patterns that match nothing are errors, a failure leaves the graph
+ *   as it was, gradient graphs verify and print/parse back to the same text.
+ * - Models against PyTorch autograd: a small MLP, a GPT-2-style block and a token embedding
+ *   built with the builder (tests/models/grad_ref.py), and the imported ONNX models gpt2_tiny,
+ *   llama_tiny and bert_tiny (tests/models/grad_ref_models.py; also 1 vs 2 threads bitwise);
+ *   the builder models again on the CUDA target (skipped without a GPU; run on the emulated
+ *   driver by test_grad_cuda_emulated, tests/cuda_emu).
  */
 #include <setjmp.h>
 #include <stdarg.h>
