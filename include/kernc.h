@@ -218,6 +218,9 @@ kc_val kc_reshape(kc_graph *g, kc_val x, kc_val shape);
 kc_val kc_transpose(kc_graph *g, kc_val x, int n, const int64_t *perm);
 kc_val kc_gather(kc_graph *g, kc_val data, kc_val indices, int64_t axis);
 kc_val kc_concat(kc_graph *g, int n, const kc_val *xs, int64_t axis);
+/* gather's adjoint: data with updates[p, j, q] added at [p, indices[j], q] along axis, in index
+ * order (updates has gather(data, indices, axis)'s shape). */
+kc_val kc_scatter_add(kc_graph *g, kc_val data, kc_val indices, kc_val updates, int64_t axis);
 /* Split into n outputs along axis; sizes may be NULL for equal parts. Writes outs[n]. */
 kc_status kc_split(kc_graph *g, kc_val x, int64_t axis, int n, const int64_t *sizes, kc_val *outs);
 /* Slice with i64 tensors; axes and steps may be kc_val{0}. */
@@ -285,6 +288,20 @@ typedef enum kc_act { KC_ACT_NONE = 0, KC_ACT_RELU, KC_ACT_GELU, KC_ACT_GELU_TAN
 
 /* act(a @ b + bias) + residual; bias and residual may be kc_val{0}. */
 kc_val kc_matmul_ep(kc_graph *g, kc_val a, kc_val b, kc_val bias, kc_val residual, kc_act act);
+
+/* ---- autodiff ------------------------------------------------------------------------------ */
+
+/*
+ * Append the backward graph of scalar output `loss` (a float tensor of one element) to g:
+ * for every float graph input or weight whose name matches one of the nparams patterns
+ * (fnmatch globs: "*.weight"; every other value is frozen), g gets an output "NAME.grad" with
+ * the gradient of the loss with respect to it (zeros when the loss does not depend on it). The
+ * rules are ir/ops.def's GRAD column; kc_compile then runs forward and backward as one graph
+ * through the normal pipeline. An op without a rule between a parameter and the loss is
+ * KC_ERR_UNSUPPORTED with every such node listed; a pattern matching nothing is
+ * KC_ERR_INVALID_ARG. The forward part of g is not changed; after a failure g is as it was.
+ */
+kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const *params);
 
 /* ---- text form, verifier, graphviz --------------------------------------------------------- */
 

@@ -374,6 +374,13 @@ kc_val kc_gather(kc_graph *g, kc_val data, kc_val indices, int64_t axis) {
   return finish(g, ni);
 }
 
+kc_val kc_scatter_add(kc_graph *g, kc_val data, kc_val indices, kc_val updates, int64_t axis) {
+  kc_val in[3] = {data, indices, updates};
+  uint32_t ni = begin(g, KC_OP_SCATTER_ADD, 3, in, 3, 1, NULL);
+  if (ni != UINT32_MAX) kc_node_set_int(g, ni, "axis", axis);
+  return finish(g, ni);
+}
+
 kc_val kc_concat(kc_graph *g, int n, const kc_val *xs, int64_t axis) {
   if (n <= 0 || !xs) return fail(g, kc_errorf(g->ctx, KC_ERR_INVALID_ARG, "concat: %d inputs", n));
   uint32_t ni = begin(g, KC_OP_CONCAT, (uint32_t)n, xs, (uint32_t)n, 1, NULL);
