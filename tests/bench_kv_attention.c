@@ -176,8 +176,8 @@ int main(int argc, char **argv) {
   if (!nB) nB = 2;
   if (!nS) nS = 2;
   kc_context *ctx = kc_context_new();
-  printf("%-10s %2s %-6s %5s %3s %9s %8s %8s %8s\n", "heads", "B", "layout", "T", "thr",
-         "ms/layer", "GB/s", "best", "cpu");
+  printf("%-10s %2s %-6s %5s %3s %9s %8s %8s %8s\n", "heads", "B", "layout", "T", "thr", "ms/layer",
+         "GB/s", "best", "cpu");
   for (int si = 0; si < nS; si++)
     for (int bi = 0; bi < nB; bi++)
       for (int paged = 0; paged < 2; paged++)

@@ -13,10 +13,11 @@
  *     slot r = (query row r / group, query head hk * group + r % group); a vector holds one
  *     score per slot, keys are broadcast (see attention.c for the full story). Good when a unit
  *     has many query rows or heads per kv head (prefill, MQA).
- *   - decode (kc_att_dec_*): one query vector (one row of one head) against the keys, W keys per
- *     vector: each key's dot product is accumulated over D in vector chunks and W of them are
- *     reduced together by a transpose-add tree, so every lane does useful work when a unit has
- *     a single query (decoding with few query heads per kv head).
+ *   - decode (kc_att_dec_*, attention_decode.c): the few queries of one kv head (a decoding
+ *     row's query heads of a GQA group, or a few rows of them) against a long run of keys, W keys
+ *     per vector: each key's dot product is accumulated over D in vector chunks and W of them are
+ *     reduced together by a transpose-add tree, each key and value read once for every query;
+ *     the unit's state can be saved as a partial and partials merged (split keys).
  *
  * Invariants:
  *   - Arithmetic is f32 whatever the operand dtype (kc_att_ld / kc_att_st convert).
@@ -153,8 +154,8 @@ void kc_att_dec_begin(kc_att *A, kc_att_dec *d, LLVMValueRef b, LLVMValueRef hk,
                       LLVMValueRef len);
 /* The keys at positions [lo, hi) (a multiple of W apart from lo is best), in tiles of `tile`
  * keys (<= KC_ATT_DEC_TILE) that `ranges` hands over. */
-void kc_att_dec_keys(kc_att *A, kc_att_dec *d, LLVMValueRef lo, LLVMValueRef hi,
-                     LLVMValueRef tile, kc_att_tile_fn ranges, void *user);
+void kc_att_dec_keys(kc_att *A, kc_att_dec *d, LLVMValueRef lo, LLVMValueRef hi, LLVMValueRef tile,
+                     kc_att_tile_fn ranges, void *user);
 /* y = acc / sum for every query (0 where nothing was visible). */
 void kc_att_dec_end(kc_att *A, kc_att_dec *d);
 

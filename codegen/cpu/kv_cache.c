@@ -10,22 +10,36 @@
  * attention rotates new keys; the position is clamped into the caches' rows, as there).
  *
  * attention_cache: the attention core (attention_core.h) over the row's cache blocks: one key
- * range per block, positions [k * BS, k * BS + BS) cut at the last key the unit sees. Query row
- * i of batch row b sees keys j <= past[b] + min(i, lens[b] - 1): causal for i < lens[b], and a
- * padding row sees the row's last written key and nothing later. lens is clamped into [0, S].
- *   - prefill (S > 1), or any S when a kv head serves at least W/4 query heads: the slot layout,
- *     units (b, kv head, W query slots), as the fused attention;
- *   - decode (S = 1, group < W/4): the decode layout, a unit per (b, query head), W keys per
- *     vector, so a single query row uses every lane. The units are B * heads whatever the kv
- *     heads are, so a step with one row and few kv heads still spreads over the threads.
- *     Flash-decoding proper (one row's keys split over units and the partial softmax sums merged)
- *     is not done here: the kernel ABI runs a step's units with no order and no barrier, and
- *     merging needs either a second step or shared counters zeroed before the step, which the
- *     ABI has neither of (its arena and outputs start with garbage). Units over query heads give
- *     B * heads independent units instead (12 for GPT-2 small, one row).
+ * range per block (or the part of a block a tile or chunk covers). Query row i of batch row b
+ * sees keys j <= past[b] + min(i, lens[b] - 1): causal for i < lens[b], and a padding row sees
+ * the row's last written key and nothing later. lens is clamped into [0, S].
+ *   - prefill (S > kc_att_dec_rows): the slot layout, units (b, kv head, W query slots), as the
+ *     fused attention;
+ *   - decoding (S <= kc_att_dec_rows: one row, or a few where the slot layout would leave lanes
+ *     idle): the decode layout, units (b, kv head, key chunk), each reading its keys and values
+ *     once for every query of the kv head's group (GQA) and rows.
  *   With S symbolic both are emitted and the kernel (and its units function) picks by S.
  *   The additive mask's last dim covers the keys [0, T_mask); a key at or past T_mask (when
  *   T_mask > 1) is masked out rather than read.
+ *
+ * Split keys (flash-decoding, S = 1): a step with few (row, kv head) pairs would leave threads
+ * idle on a long cache, so each row's keys are cut into chunks the units share out. The chunk
+ * count C comes from the dims alone (the units function has nothing else): enough for
+ * SPLIT_TARGET units, at most SPLIT_MAX_CHUNKS and what the table can hold in chunks of
+ * SPLIT_MIN_KEYS, and within the shared scratch's slots. A row with n keys then aims at
+ * want = min(max(n / SPLIT_MIN_KEYS, 1), C) chunks and takes nch = ceil(n / Lc) chunks of
+ * Lc = roundup(ceil(n / want), W) keys (the last shorter; units past the row's chunks do
+ * nothing): a function of n and C, never of the thread count, so y does not depend on it. With one
+ * chunk the unit writes y. With several, each unit saves its partial (running max, sum,
+ * unnormalized output per query) to its slot of the launch's shared scratch (emit.h), then adds 1
+ * to the (row, kv head) counter there with an acq_rel atomic: the unit that sees nch - 1 has every
+ * other partial visible and merges them in chunk order (attention_decode.c), so the arithmetic is
+ * the same whichever unit is last. The executor zeroes the counters before each launch
+ * (shared_zero); the kernel ABI's units have no barrier, and this needs none. Shared scratch
+ * layout: i32 counters [slots] padded to 64 bytes, then partials
+ * [slots][kc_att_dec_partial_floats], slot (b * kvh + hk) * C + chunk. Cache blocks of a paged
+ * layout (a head's half of a block up to PREFETCH_BYTES) are prefetched one block ahead, as the
+ * hardware prefetcher stops at the end of a page.
  *
  * Index checks (codegen/cpu/emit.h's contract, check_in = the table, bound = the cache's NBLK):
  *   - a table entry outside [0, NBLK) that a unit needs reports its flat position b * MAXB + k;
@@ -34,7 +48,8 @@
  *     entry b * MAXB + MAXB - 1 (position 0 when MAXB is 0, an empty table that the runtime
  *     reads as zero bytes): the message then names the row and the table's last entry, which is
  *     the entry the row would have needed to go past.
- * Nothing is addressed with an index that failed its check; the kernel returns at once.
+ * Nothing is addressed with an index that failed its check; the kernel returns at once (a unit
+ * of split keys then never counts itself, so nobody merges that row: the run fails anyway).
  */
 #include "attention_core.h"
 
@@ -253,7 +268,7 @@ static LLVMValueRef chunks(kc_cpu_emit *e, LLVMValueRef dims, const heads *h) {
   LLVMValueRef c = kc_ir_cdiv(ir, kc_ir_i64(ir, SPLIT_TARGET), bk);
   c = kc_ir_min(ir, c, kc_ir_i64(ir, SPLIT_MAX_CHUNKS));
   c = kc_ir_min(ir, c, LLVMBuildSDiv(ir->b, kc_ir_i64(ir, h->slots), bk, ""));
-  c = kc_ir_min(ir, c, kc_ir_cdiv(ir, tcap, kc_ir_i64(ir, SPLIT_MIN_KEYS)));
+  c = kc_ir_min(ir, c, LLVMBuildSDiv(ir->b, tcap, kc_ir_i64(ir, SPLIT_MIN_KEYS), ""));
   return kc_ir_max(ir, c, one);
 }
 
@@ -462,7 +477,7 @@ static void decode_unit(kc_att *A, cache *c, const heads *h, LLVMValueRef C, LLV
   LLVMValueRef n =
       keys_upto(A, P, kc_ir_sub(ir, kc_ir_min(ir, A->S, kc_att_i64(A, h->dec_rows)), one), len);
   LLVMValueRef want =
-      kc_ir_min(ir, kc_ir_max(ir, kc_ir_cdiv(ir, n, kc_att_i64(A, SPLIT_MIN_KEYS)), one), C);
+      kc_ir_min(ir, kc_ir_max(ir, LLVMBuildSDiv(bl, n, kc_att_i64(A, SPLIT_MIN_KEYS), ""), one), C);
   LLVMValueRef Lc =
       kc_ir_max(ir, kc_ir_roundup(ir, kc_ir_cdiv(ir, n, want), A->W), kc_att_i64(A, A->W));
   LLVMValueRef nch = kc_ir_max(ir, kc_ir_cdiv(ir, n, Lc), one);
@@ -512,9 +527,12 @@ kc_status kc_lower_attention_cache(kc_cpu_emit *e) {
   kc_ir *ir = e->ir;
   e->grain = 1;
   e->ws_bytes = kc_att_ws_bytes(&A, true, true);
-  /* counters (i32 per row and kv head), then the partials */
-  e->shared_bytes = h.cnt_bytes + h.slots * h.part * 4;
-  e->shared_zero = h.cnt_bytes;
+  /* counters (i32 per row and kv head), then the partials; only a step of one row can split */
+  kc_dim sd = kc_value_of(e->g, e->n->in[Q])->dims[A.rank == 3 ? 1 : 2];
+  if (KC_DIM_IS_SYM(sd) || sd == 1) {
+    e->shared_bytes = h.cnt_bytes + h.slots * h.part * 4;
+    e->shared_zero = h.cnt_bytes;
+  }
 
   kc_emit_kernel_begin(e);
   cache c = {.kvh = A.kvh, .D = A.D};
