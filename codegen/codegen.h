@@ -135,10 +135,11 @@ typedef struct kc_cpu_kernel {
   kc_units_fn units; /* work units for the node's concrete dims */
   int64_t grain;     /* 0: one contiguous range per thread; > 0: chunks of grain units */
   int64_t ws_bytes;  /* per-thread scratch */
-  int64_t shared_bytes, shared_zero; /* scratch common to a launch's units (emit.h) */
-  int no_kernel;                     /* views and sources: the runtime aliases or binds data */
-  int check_in;                      /* input holding indices the kernel checks; -1: none */
-  int64_t check_dim;                 /* offset in the dims argument of the size bounding them */
+  int no_kernel;     /* views and sources: the runtime aliases or binds data */
+  int check_in;      /* input holding indices the kernel checks; -1: none */
+  int64_t check_dim; /* offset in the dims argument of the size bounding them */
+  /* scratch common to a launch's units, its first shared_zero bytes zeroed (emit.h) */
+  int64_t shared_bytes, shared_zero;
 } kc_cpu_kernel;
 
 struct kc_graph;

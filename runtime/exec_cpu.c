@@ -52,11 +52,12 @@ typedef struct cost {
 typedef struct cpu_ws {
   unsigned char *ws; /* kernel workspaces, stride bytes per thread */
   size_t stride;
-  int threads;  /* workspaces allocated */
-  bool pool;    /* this run holds the pool */
-  cost *cost;   /* per step */
-  void **bufs;  /* one step's buffers, then its shared scratch */
-  void *shared; /* the steps' shared scratch (see the top) */
+  int threads; /* workspaces allocated */
+  bool pool;   /* this run holds the pool */
+  cost *cost;  /* per step */
+  void **bufs; /* one step's buffers, then its shared scratch */
+  /* the steps' shared scratch (see the top) */
+  void *shared;
 } cpu_ws;
 
 static uint64_t now_ns(void) {

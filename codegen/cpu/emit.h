@@ -56,13 +56,14 @@ typedef struct kc_cpu_emit {
   LLVMValueRef p_bufs, p_dims, p_ws, p_begin, p_end;
 
   /* Set by the emitter. */
-  int64_t grain;        /* 0: one contiguous range per thread; > 0: dynamic chunks of grain units */
-  int64_t ws_bytes;     /* per-thread scratch */
-  int64_t shared_bytes; /* scratch common to every unit of one launch (see the ABI); 0: none */
-  int64_t shared_zero;  /* bytes at its start that are zero when a launch begins */
-  bool no_kernel;       /* views and sources: nothing to run, the runtime aliases or binds data */
-  int check_in;         /* the input holding checked indices (see the ABI above); -1: none */
-  int64_t check_dim;    /* offset in dims of the size bounding them ([-size, size) are valid) */
+  int64_t grain;     /* 0: one contiguous range per thread; > 0: dynamic chunks of grain units */
+  int64_t ws_bytes;  /* per-thread scratch */
+  bool no_kernel;    /* views and sources: nothing to run, the runtime aliases or binds data */
+  int check_in;      /* the input holding checked indices (see the ABI above); -1: none */
+  int64_t check_dim; /* offset in dims of the size bounding them ([-size, size) are valid) */
+  /* scratch common to every unit of one launch (see the ABI; 0: none), and the bytes at its
+   * start that are zero when a launch begins */
+  int64_t shared_bytes, shared_zero;
 } kc_cpu_emit;
 
 /* An emitter family (CPU column, first field). */
