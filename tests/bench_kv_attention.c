@@ -5,10 +5,12 @@
  *
  * Graph: L attention_cache nodes (one per layer of the cache, so the K/V a run reads exceeds the
  * last-level cache the way a model's layers do), each y_l = attention_cache(q, cache, table, past,
- * lens) {heads, kv_heads, layer l}; B sequences with T cached keys each (past = T - 1, one new
- * token: the attention reads T keys). Contiguous (BS = T, one block per sequence) or paged
- * (blocks of 16 in a shuffled order). The bytes counted are the K and V rows read: B * KVH * T *
- * D * 2 * 4 per layer.
+ * lens) {heads, kv_heads, layer l}; B sequences with T cached keys each (past = T - S, S new
+ * tokens, by default 1: the last row reads T keys). Contiguous (BS = T, one block per sequence)
+ * or paged (blocks of 16 in a shuffled order). The bytes counted are the K and V rows read:
+ * B * KVH * T * D * 2 * 4 per layer. GB/s: from the median wall time, the fastest run's, and
+ * (one thread) the median of the thread's CPU time, which leaves out time the thread was not
+ * scheduled (this machine is shared).
  *
  * Build by hand beside a build of the library (bench code stays out of the CMake lists):
  *   cc -O2 -std=c11 -Iinclude -I. tests/bench_kv_attention.c -Lbuild -lkernc -lm \
@@ -62,11 +64,11 @@ static float *values(int64_t n, uint32_t seed) {
 
 /* Median seconds per run of L layers (*best: the fastest run; on this shared machine the median
  * includes time the thread was not scheduled); -1 on an error (printed). */
-static double bench(kc_context *ctx, shape sh, int64_t B, int64_t T, int64_t L, int paged,
-                    int threads, double *best, double *cpu) {
+static double bench(kc_context *ctx, shape sh, int64_t B, int64_t S, int64_t T, int64_t L,
+                    int paged, int threads, double *best, double *cpu) {
   int64_t BS = paged ? paged : T, MAXB = (T + BS - 1) / BS, NBLK = B * MAXB;
   kc_graph *g = kc_graph_new(ctx, "bench");
-  kc_val q = kc_input(g, "q", KC_F32, 3, (kc_dim[]){B, 1, sh.H * sh.D});
+  kc_val q = kc_input(g, "q", KC_F32, 3, (kc_dim[]){B, S, sh.H * sh.D});
   kc_val cache = kc_input(g, "cache", KC_F32, 6, (kc_dim[]){NBLK, L, 2, sh.KVH, BS, sh.D});
   kc_val table = kc_input(g, "table", KC_I32, 2, (kc_dim[]){B, MAXB});
   kc_val past = kc_input(g, "past", KC_I64, 1, (kc_dim[]){B});
@@ -93,7 +95,7 @@ static double bench(kc_context *ctx, shape sh, int64_t B, int64_t T, int64_t L, 
     return -1;
   }
   int64_t ncache = NBLK * L * 2 * sh.KVH * BS * sh.D;
-  float *qv = values(B * sh.H * sh.D, 1), *cv = values(ncache, 2);
+  float *qv = values(B * S * sh.H * sh.D, 1), *cv = values(ncache, 2);
   int32_t *tab = malloc((size_t)(B * MAXB) * sizeof *tab);
   uint32_t r = 7;
   for (int64_t i = 0; i < B * MAXB; i++)
@@ -106,9 +108,9 @@ static double bench(kc_context *ctx, shape sh, int64_t B, int64_t T, int64_t L, 
   }
   int64_t *pv = malloc((size_t)B * sizeof *pv), *lv = malloc((size_t)B * sizeof *lv);
   for (int64_t b = 0; b < B; b++)
-    pv[b] = T - 1, lv[b] = 1;
+    pv[b] = T - S, lv[b] = S;
   kc_tensor_desc in[5] = {
-      {.name = "q", .dtype = KC_F32, .rank = 3, .dims = {B, 1, sh.H * sh.D}, .data = qv},
+      {.name = "q", .dtype = KC_F32, .rank = 3, .dims = {B, S, sh.H * sh.D}, .data = qv},
       {.name = "cache",
        .dtype = KC_F32,
        .rank = 6,
@@ -148,12 +150,12 @@ static double bench(kc_context *ctx, shape sh, int64_t B, int64_t T, int64_t L, 
 
 /* Flags: -s H,KVH,D (a shape; repeatable), -b B (batch; repeatable), -l 0|1 (contiguous or
  * paged only), -p BS (paged block size, 16), -t 1|2 (threads only), -L N (N layers: 1 reads
- * from the last-level cache);
+ * from the last-level cache), -q S (S query rows per sequence, the last S of the T keys new);
  * the rest are cache lengths T. */
 int main(int argc, char **argv) {
   int64_t Ts[16] = {128, 512, 1024, 4096}, Bs[8] = {1, 4};
   shape shapes[8] = {{12, 12, 64}, {32, 8, 128}};
-  int nT = 0, nB = 0, nS = 0, layout = -1, threads = -1, layers = 0, bs = 16;
+  int nT = 0, nB = 0, nS = 0, layout = -1, threads = -1, layers = 0, bs = 16, rows = 1;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-s") && i + 1 < argc && nS < 8) {
       long long h, k, d;
@@ -162,6 +164,8 @@ int main(int argc, char **argv) {
       Bs[nB++] = atoll(argv[++i]);
     } else if (!strcmp(argv[i], "-l") && i + 1 < argc) {
       layout = atoi(argv[++i]);
+    } else if (!strcmp(argv[i], "-q") && i + 1 < argc) {
+      rows = atoi(argv[++i]);
     } else if (!strcmp(argv[i], "-p") && i + 1 < argc) {
       bs = atoi(argv[++i]);
     } else if (!strcmp(argv[i], "-L") && i + 1 < argc) {
@@ -192,7 +196,7 @@ int main(int argc, char **argv) {
             if (L > 24) L = 24;
             if (layers > 0) L = layers;
             double fast = 0, cpu = 0;
-            double sec = bench(ctx, sh, B, T, L, paged ? bs : 0, thr, &fast, &cpu);
+            double sec = bench(ctx, sh, B, rows, T, L, paged ? bs : 0, thr, &fast, &cpu);
             if (sec < 0) return 1;
             char hs[24];
             snprintf(hs, sizeof hs, "%lldx%lld/%lld", (long long)sh.H, (long long)sh.D,
