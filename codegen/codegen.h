@@ -138,6 +138,8 @@ typedef struct kc_cpu_kernel {
   int no_kernel;     /* views and sources: the runtime aliases or binds data */
   int check_in;      /* input holding indices the kernel checks; -1: none */
   int64_t check_dim; /* offset in the dims argument of the size bounding them */
+  /* scratch common to a launch's units, its first shared_zero bytes zeroed (emit.h) */
+  int64_t shared_bytes, shared_zero;
 } kc_cpu_kernel;
 
 struct kc_graph;

@@ -23,7 +23,8 @@
  *      arena_order (their order of definition), live over nodes [first, last];
  *   4. every step launches its kernel over [0, units(dims)), with bufs = the buffers of
  *      buf_values[bufs..bufs+nbufs) (-1: absent, NULL) and dims gathered from
- *      dim_slots[dims..dims+ndims): the kernel ABI of codegen/cpu/emit.h; a step that checks
+ *      dim_slots[dims..dims+ndims): the kernel ABI of codegen/cpu/emit.h (a step with shared
+ *      scratch gets it after them, its first shared_zero bytes zeroed); a step that checks
  *      indices (check_in >= 0) and met one out of range stops the run with an error naming
  *      `what`, the index and its bound (runtime/index_error.c);
  *   5. outputs flagged copy are copied into their own buffer; all are described to the caller.
@@ -85,12 +86,14 @@ typedef struct kc_plan_step {
   int64_t node;           /* node index in the compiled graph */
   int64_t grain;          /* thread pool grain (0: one range per thread) */
   int64_t ws_bytes;       /* per-thread workspace */
+  int64_t shared_bytes;   /* scratch common to all units of one launch (0: none), bufs[nbufs] */
+  int64_t shared_zero;    /* its first shared_zero bytes are zero when the launch starts */
   int64_t nbufs, bufs, ndims, dims;
   int64_t check_in;  /* buffer holding the indices the kernel checks; -1: none */
   int64_t check_dim; /* entry of the step's dims bounding them */
   const char *what;  /* the node for messages: "node 'loc' (gather, %12)" */
 } kc_plan_step;
-#define KC_PLAN_STEP_WORDS 13
+#define KC_PLAN_STEP_WORDS 15
 
 typedef struct kc_plan_io {
   const char *name;

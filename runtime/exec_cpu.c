@@ -11,6 +11,9 @@
  *     and ranges of [0, units(dims)) split by the pool with the kernel's grain.
  *   - Steps run one after another; all parallelism is inside a step, so results do not depend on
  *     the thread count beyond what a kernel's own reduction order does.
+ *   - A step with shared scratch (shared_bytes) gets the workspace's one shared buffer (sized for
+ *     the largest step at ws_open) after its outputs, its first shared_zero bytes zeroed before
+ *     the launch; steps run one at a time, so they never see each other's use of it.
  *   - The pool serves one run at a time: a run claims it at begin (try, never wait) and, when
  *     another run holds it, runs every kernel on its own thread. Kernel units are independent, so
  *     which thread runs which units never changes results.
@@ -52,7 +55,9 @@ typedef struct cpu_ws {
   int threads; /* workspaces allocated */
   bool pool;   /* this run holds the pool */
   cost *cost;  /* per step */
-  void **bufs; /* one step's buffers */
+  void **bufs; /* one step's buffers, then its shared scratch */
+  /* the steps' shared scratch (see the top) */
+  void *shared;
 } cpu_ws;
 
 static uint64_t now_ns(void) {
@@ -63,15 +68,19 @@ static uint64_t now_ns(void) {
 
 static kc_status ws_open(kc_exec *x, kc_exec_ws *w) {
   const kc_plan *d = x->d;
-  int64_t most = 1;
-  for (int64_t i = 0; i < d->nsteps; i++)
+  int64_t most = 1, shared = 0;
+  for (int64_t i = 0; i < d->nsteps; i++) {
     if (d->steps[i].nbufs > most) most = d->steps[i].nbufs;
+    if (d->steps[i].shared_bytes > shared) shared = d->steps[i].shared_bytes;
+  }
   cpu_ws *c = calloc(1, sizeof *c);
   w->dev = c;
   if (!c) return KC_ERR_NOMEM;
   c->cost = calloc((size_t)d->nsteps + 1, sizeof *c->cost);
-  c->bufs = calloc((size_t)most, sizeof *c->bufs);
-  if (!c->cost || !c->bufs) return KC_ERR_NOMEM; /* ws_close frees what was made */
+  c->bufs = calloc((size_t)most + 1, sizeof *c->bufs);
+  if (shared > 0) c->shared = aligned_alloc(KC_RT_ALIGN, ROUND_UP((size_t)shared));
+  if (!c->cost || !c->bufs || (shared > 0 && !c->shared))
+    return KC_ERR_NOMEM; /* ws_close frees what was made */
   c->stride = ROUND_UP((size_t)d->max_ws);
   return KC_OK;
 }
@@ -82,6 +91,7 @@ static void ws_close(kc_exec *x, kc_exec_ws *w) {
   free(c->ws);
   free(c->cost);
   free(c->bufs);
+  free(c->shared);
   free(c);
   w->dev = NULL;
 }
@@ -189,6 +199,8 @@ static kc_status launch(kc_exec *x, kc_exec_ws *w, int64_t i) {
   launch_arg l = {st->fn, bufs, dims, c->ws, c->stride, 0};
   int64_t units = st->units(dims);
   if (units <= 0) return KC_OK;
+  bufs[st->nbufs] = st->shared_bytes > 0 ? c->shared : NULL;
+  if (st->shared_zero > 0) memset(c->shared, 0, (size_t)st->shared_zero);
   run_units(x, c, i, &l, units);
   int64_t bad = atomic_load_explicit(&l.bad, memory_order_relaxed);
   if (!bad) return KC_OK;

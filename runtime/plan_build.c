@@ -368,6 +368,8 @@ static void steps(kc_rt_plan *p, const kc_module *m) {
                         .node = i,
                         .grain = m->kernels[i].grain,
                         .ws_bytes = m->kernels[i].ws_bytes,
+                        .shared_bytes = m->kernels[i].shared_bytes,
+                        .shared_zero = m->kernels[i].shared_zero,
                         .bufs = nb,
                         .dims = nd,
                         .check_in = m->kernels[i].check_in,

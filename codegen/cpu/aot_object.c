@@ -239,6 +239,8 @@ static kc_status steps_table(kc_cpu_obj *o, kc_ir *ir, const kc_plan *m, const k
         i64c(ir, s->node),
         i64c(ir, s->grain),
         i64c(ir, s->ws_bytes),
+        i64c(ir, s->shared_bytes),
+        i64c(ir, s->shared_zero),
         i64c(ir, s->nbufs),
         i64c(ir, s->bufs),
         i64c(ir, s->ndims),

@@ -119,10 +119,9 @@ void kc_att_mask_strides(kc_att *A, uint32_t in) {
 
 int64_t kc_att_ws_bytes(const kc_att *A, bool slots, bool decode) {
   int64_t W = A->W, f = 0;
-  /* slots: QT [D][W], accT [Dv][W], 1/l [W]; decode: q and acc padded to whole vectors, p [W] */
+  /* slots: QT [D][W], accT [Dv][W], 1/l [W]; decode: attention_decode.c's */
   if (slots) f = (A->D + A->Dv + 1) * W;
-  int64_t dec = ((A->D + W - 1) / W + (A->Dv + W - 1) / W + 1) * W;
-  if (decode && dec > f) f = dec;
+  if (decode && kc_att_dec_ws_floats(A) > f) f = kc_att_dec_ws_floats(A);
   return (f * 4 + 63) / 64 * 64;
 }
 

@@ -13,10 +13,11 @@
  *     slot r = (query row r / group, query head hk * group + r % group); a vector holds one
  *     score per slot, keys are broadcast (see attention.c for the full story). Good when a unit
  *     has many query rows or heads per kv head (prefill, MQA).
- *   - decode (kc_att_dec_*): one query vector (one row of one head) against the keys, W keys per
- *     vector: each key's dot product is accumulated over D in vector chunks and W of them are
- *     reduced together by a transpose-add tree, so every lane does useful work when a unit has
- *     a single query (decoding with few query heads per kv head).
+ *   - decode (kc_att_dec_*, attention_decode.c): the few queries of one kv head (a decoding
+ *     row's query heads of a GQA group, or a few rows of them) against a long run of keys, W keys
+ *     per vector: each key's dot product is accumulated over D in vector chunks and W of them are
+ *     reduced together by a transpose-add tree, each key and value read once for every query;
+ *     the unit's state can be saved as a partial and partials merged (split keys).
  *
  * Invariants:
  *   - Arithmetic is f32 whatever the operand dtype (kc_att_ld / kc_att_st convert).
@@ -116,20 +117,57 @@ void kc_att_stream(kc_att *A, const kc_att_keys *kr, LLVMValueRef *carry);
 /* y = acc / sum for the unit's slots (0 where nothing was visible). */
 void kc_att_unit_end(kc_att *A, const LLVMValueRef *carry);
 
-/* ---- the decode layout ------------------------------------------------------------------ */
+/* ---- the decode layout (attention_decode.c) ------------------------------------------------ */
 
-/* The decode state of one (batch b, query head h, query row i) unit. */
+/* Prefetch the line at p (a byte address) for reading, into L2. */
+void kc_att_prefetch(kc_att *A, LLVMValueRef p);
+
+/* Keys per tile of the decode layout: the scores of a tile wait in the workspace between the
+ * pass over its keys and the pass over its values. */
+#define KC_ATT_DEC_TILE 128
+
+/* Query rows a decode unit takes at most (the emitter uses the slot layout above that). */
+int64_t kc_att_dec_rows(const kc_att *A);
+/* Workspace floats of the decode layout. */
+int64_t kc_att_dec_ws_floats(const kc_att *A);
+
+/*
+ * One decode unit: the queries of batch b that read kv head hk, rows [0, S) of the group's query
+ * heads, query qi = i * group + g (row i, head hk * group + g); row i sees the keys before
+ * P + min(i, len - 1) + 1 (causal, a padding row as its last valid row).
+ */
 typedef struct kc_att_dec {
-  LLVMValueRef b, h, i; /* i64 */
-  LLVMValueRef carry[2];
+  LLVMValueRef b, hk, nq; /* i64: batch, kv head, queries S * group */
+  LLVMValueRef P, len;    /* i64: the row's past and (clamped) new length */
+  LLVMValueRef t0;        /* the tile being read: its first key position */
 } kc_att_dec;
-/* Stage query row i of head h in batch b (scaled, rotated at position pos), zero the
- * accumulator. */
-void kc_att_dec_begin(kc_att *A, kc_att_dec *d, LLVMValueRef b, LLVMValueRef h, LLVMValueRef i,
-                      LLVMValueRef pos);
-/* Every key of the range is visible to the query (the caller bounds end causally). */
-void kc_att_dec_keys(kc_att *A, kc_att_dec *d, const kc_att_keys *kr);
-/* y[b, i, h] = acc / sum (0 where nothing was visible). */
+
+/* What reads a range of keys (the core's passes). */
+typedef void (*kc_att_range_fn)(kc_att *A, const kc_att_keys *kr, void *fnuser);
+/* The emitter's side: hand the keys at positions [t0, t1) to fn as ranges, in increasing order
+ * of position, each key once; fn reads the keys (kv 0) or the values (kv 1) of the ranges. */
+typedef void (*kc_att_tile_fn)(kc_att *A, void *user, LLVMValueRef t0, LLVMValueRef t1, int kv,
+                               kc_att_range_fn fn, void *fnuser);
+
+/* Stage the unit's queries (scaled, rotated at P + row), zero the state. */
+void kc_att_dec_begin(kc_att *A, kc_att_dec *d, LLVMValueRef b, LLVMValueRef hk, LLVMValueRef P,
+                      LLVMValueRef len);
+/* The keys at positions [lo, hi) (a multiple of W apart from lo is best), in tiles of `tile`
+ * keys (<= KC_ATT_DEC_TILE) that `ranges` hands over. */
+void kc_att_dec_keys(kc_att *A, kc_att_dec *d, LLVMValueRef lo, LLVMValueRef hi, LLVMValueRef tile,
+                     kc_att_tile_fn ranges, void *user);
+/* y = acc / sum for every query (0 where nothing was visible). */
 void kc_att_dec_end(kc_att *A, kc_att_dec *d);
+
+/*
+ * Split keys (flash-decoding): a unit that read a part of the keys saves its state (running max,
+ * sum, unnormalized output per query) as a partial of kc_att_dec_partial_floats floats at part
+ * (f32 pointer, 64-byte aligned); the unit that merges reads n partials from parts (consecutive,
+ * in key order) and writes y. The merge rescales each partial by exp(m_c - max m) in that fixed
+ * order, so y does not depend on which unit merges.
+ */
+int64_t kc_att_dec_partial_floats(const kc_att *A, int64_t rows);
+void kc_att_dec_save(kc_att *A, kc_att_dec *d, LLVMValueRef part);
+void kc_att_dec_merge(kc_att *A, kc_att_dec *d, LLVMValueRef parts, LLVMValueRef n);
 
 #endif /* KERNC_CODEGEN_CPU_ATTENTION_CORE_H */

@@ -11,6 +11,12 @@
  *   dims  the concrete dims of the node's inputs then outputs, each value's rank entries back to
  *         back (an absent input contributes none); kc_cpu_emit.in_dims/out_dims give offsets.
  *   ws    per-thread scratch of ws_bytes bytes, 64-byte aligned, or NULL when ws_bytes is 0.
+ *   A kernel with shared_bytes > 0 also gets bufs[inputs + outputs]: scratch of that many bytes,
+ *   64-byte aligned, common to every unit of one launch (whatever thread runs it), whose first
+ *   shared_zero bytes are zero when the launch begins and the rest hold garbage. It is how units
+ *   of one launch hand results to each other without a barrier (atomic counters there, the last
+ *   unit to arrive finishing the work: kv_cache.c's flash-decoding merge); units must synchronize
+ *   through atomics themselves, and the results must not depend on which thread arrives last.
  *   The runtime runs NAME over the work units [0, NAME_units(dims)), split by the thread pool
  *   (grain: see kc_cpu_emit); a kernel touches only what its units own, so any split is valid.
  *   NAME returns 0. A kernel that reads memory through indices it is given as data (Gather's
@@ -55,6 +61,9 @@ typedef struct kc_cpu_emit {
   bool no_kernel;    /* views and sources: nothing to run, the runtime aliases or binds data */
   int check_in;      /* the input holding checked indices (see the ABI above); -1: none */
   int64_t check_dim; /* offset in dims of the size bounding them ([-size, size) are valid) */
+  /* scratch common to every unit of one launch (see the ABI; 0: none), and the bytes at its
+   * start that are zero when a launch begins */
+  int64_t shared_bytes, shared_zero;
 } kc_cpu_emit;
 
 /* An emitter family (CPU column, first field). */
@@ -120,6 +129,8 @@ LLVMValueRef kc_emit_numel(kc_cpu_emit *e, LLVMValueRef dims, bool out, uint32_t
 /* Pointer to input i / output i (from e->p_bufs). */
 LLVMValueRef kc_emit_in_ptr(kc_cpu_emit *e, uint32_t i);
 LLVMValueRef kc_emit_out_ptr(kc_cpu_emit *e, uint32_t i);
+/* The launch's shared scratch (an emitter that set shared_bytes; see the ABI above). */
+LLVMValueRef kc_emit_shared_ptr(kc_cpu_emit *e);
 
 /*
  * Load element idx (i64) of a buffer of dtype t as its compute type; lanes > 1 loads that many

@@ -119,6 +119,7 @@ static LLVMValueRef buf_ptr(kc_cpu_emit *e, uint32_t slot) {
 
 LLVMValueRef kc_emit_in_ptr(kc_cpu_emit *e, uint32_t i) { return buf_ptr(e, i); }
 LLVMValueRef kc_emit_out_ptr(kc_cpu_emit *e, uint32_t i) { return buf_ptr(e, e->n->nin + i); }
+LLVMValueRef kc_emit_shared_ptr(kc_cpu_emit *e) { return buf_ptr(e, e->n->nin + e->n->nout); }
 
 LLVMValueRef kc_emit_load(kc_cpu_emit *e, kc_dtype t, LLVMValueRef ptr, LLVMValueRef idx,
                           unsigned lanes) {

@@ -10,22 +10,36 @@
  * attention rotates new keys; the position is clamped into the caches' rows, as there).
  *
  * attention_cache: the attention core (attention_core.h) over the row's cache blocks: one key
- * range per block, positions [k * BS, k * BS + BS) cut at the last key the unit sees. Query row
- * i of batch row b sees keys j <= past[b] + min(i, lens[b] - 1): causal for i < lens[b], and a
- * padding row sees the row's last written key and nothing later. lens is clamped into [0, S].
- *   - prefill (S > 1), or any S when a kv head serves at least W/4 query heads: the slot layout,
- *     units (b, kv head, W query slots), as the fused attention;
- *   - decode (S = 1, group < W/4): the decode layout, a unit per (b, query head), W keys per
- *     vector, so a single query row uses every lane. The units are B * heads whatever the kv
- *     heads are, so a step with one row and few kv heads still spreads over the threads.
- *     Flash-decoding proper (one row's keys split over units and the partial softmax sums merged)
- *     is not done here: the kernel ABI runs a step's units with no order and no barrier, and
- *     merging needs either a second step or shared counters zeroed before the step, which the
- *     ABI has neither of (its arena and outputs start with garbage). Units over query heads give
- *     B * heads independent units instead (12 for GPT-2 small, one row).
+ * range per block (or the part of a block a tile or chunk covers). Query row i of batch row b
+ * sees keys j <= past[b] + min(i, lens[b] - 1): causal for i < lens[b], and a padding row sees
+ * the row's last written key and nothing later. lens is clamped into [0, S].
+ *   - prefill (S > kc_att_dec_rows): the slot layout, units (b, kv head, W query slots), as the
+ *     fused attention;
+ *   - decoding (S <= kc_att_dec_rows: one row, or a few where the slot layout would leave lanes
+ *     idle): the decode layout, units (b, kv head, key chunk), each reading its keys and values
+ *     once for every query of the kv head's group (GQA) and rows.
  *   With S symbolic both are emitted and the kernel (and its units function) picks by S.
  *   The additive mask's last dim covers the keys [0, T_mask); a key at or past T_mask (when
  *   T_mask > 1) is masked out rather than read.
+ *
+ * Split keys (flash-decoding, S = 1): a step with few (row, kv head) pairs would leave threads
+ * idle on a long cache, so each row's keys are cut into chunks the units share out. The chunk
+ * count C comes from the dims alone (the units function has nothing else): enough for
+ * SPLIT_TARGET units, at most SPLIT_MAX_CHUNKS and what the table can hold in chunks of
+ * SPLIT_MIN_KEYS, and within the shared scratch's slots. A row with n keys then aims at
+ * want = min(max(n / SPLIT_MIN_KEYS, 1), C) chunks and takes nch = ceil(n / Lc) chunks of
+ * Lc = roundup(ceil(n / want), W) keys (the last shorter; units past the row's chunks do
+ * nothing): a function of n and C, never of the thread count, so y does not depend on it. With one
+ * chunk the unit writes y. With several, each unit saves its partial (running max, sum,
+ * unnormalized output per query) to its slot of the launch's shared scratch (emit.h), then adds 1
+ * to the (row, kv head) counter there with an acq_rel atomic: the unit that sees nch - 1 has every
+ * other partial visible and merges them in chunk order (attention_decode.c), so the arithmetic is
+ * the same whichever unit is last. The executor zeroes the counters before each launch
+ * (shared_zero); the kernel ABI's units have no barrier, and this needs none. Shared scratch
+ * layout: i32 counters [slots] padded to 64 bytes, then partials
+ * [slots][kc_att_dec_partial_floats], slot (b * kvh + hk) * C + chunk. Cache blocks of a paged
+ * layout (a head's half of a block up to PREFETCH_BYTES) are prefetched one block ahead, as the
+ * hardware prefetcher stops at the end of a page.
  *
  * Index checks (codegen/cpu/emit.h's contract, check_in = the table, bound = the cache's NBLK):
  *   - a table entry outside [0, NBLK) that a unit needs reports its flat position b * MAXB + k;
@@ -34,7 +48,8 @@
  *     entry b * MAXB + MAXB - 1 (position 0 when MAXB is 0, an empty table that the runtime
  *     reads as zero bytes): the message then names the row and the table's last entry, which is
  *     the entry the row would have needed to go past.
- * Nothing is addressed with an index that failed its check; the kernel returns at once.
+ * Nothing is addressed with an index that failed its check; the kernel returns at once (a unit
+ * of split keys then never counts itself, so nobody merges that row: the run fails anyway).
  */
 #include "attention_core.h"
 
@@ -201,19 +216,60 @@ kc_status kc_lower_kv_store(kc_cpu_emit *e) {
 
 /* ---- attention_cache ------------------------------------------------------------------------ */
 
-/* Heads, kv heads and the decode layout's use, from the node (the units function needs them). */
+/*
+ * Split keys (see the top): a decoding step with fewer than SPLIT_TARGET (row, kv head) units
+ * cuts each row's keys into up to C chunks of at least SPLIT_MIN_KEYS keys; at most SPLIT_SLOTS
+ * partials (B * kv heads * C) fit the shared scratch, whose slot count shrinks so that the
+ * partials stay within SPLIT_BYTES.
+ */
+#define SPLIT_TARGET 32
+#define SPLIT_MAX_CHUNKS 16
+#define SPLIT_MIN_KEYS 256
+#define SPLIT_SLOTS 64
+#define SPLIT_BYTES (256 * 1024)
+/* A block's keys (or values) of one head up to this size are prefetched a block ahead. */
+#define PREFETCH_BYTES (16 * 1024)
+
+/* Heads and the layouts' limits, from the node (the units function needs them). */
 typedef struct heads {
   int64_t heads, kvh, group;
-  bool decode; /* S = 1 takes the decode layout (see the top) */
+  int64_t dec_rows;  /* S <= dec_rows takes the decode layout */
+  int64_t slots;     /* partials the shared scratch holds */
+  int64_t part;      /* floats of one partial (S = 1) */
+  int64_t cnt_bytes; /* the counters at the scratch's start */
 } heads;
 
 static heads heads_of(kc_cpu_emit *e) {
-  heads h;
+  heads h = {0};
   h.heads = kc_node_int(e->n, "heads", 0);
   h.kvh = kc_node_int(e->n, "kv_heads", h.heads);
   h.group = h.kvh > 0 ? h.heads / h.kvh : 0;
-  h.decode = h.group * 4 < kc_cpu_host(e->cpu)->f32_lanes;
+  const kc_value *cv = kc_value_of(e->g, e->n->in[AC_CACHE]);
+  kc_att A = {.W = (unsigned)kc_cpu_host(e->cpu)->f32_lanes, .group = h.group};
+  if (A.W > 64) A.W = 64;
+  A.D = A.Dv = KC_DIM_IS_SYM(cv->dims[5]) ? 1 : cv->dims[5];
+  h.dec_rows = kc_att_dec_rows(&A);
+  h.part = kc_att_dec_partial_floats(&A, 1);
+  int64_t fit = SPLIT_BYTES / (h.part * 4 > 0 ? h.part * 4 : 1);
+  h.slots = fit < 2 ? 2 : fit > SPLIT_SLOTS ? SPLIT_SLOTS : fit;
+  h.cnt_bytes = (h.slots * 4 + 63) / 64 * 64;
   return h;
+}
+
+/* Key chunks per (row, kv head) of a decoding step (S = 1), from the dims alone (see the top):
+ * 1 when B * kvh units are enough or would not leave room for two chunks each. */
+static LLVMValueRef chunks(kc_cpu_emit *e, LLVMValueRef dims, const heads *h) {
+  kc_ir *ir = e->ir;
+  LLVMValueRef one = kc_ir_i64(ir, 1);
+  LLVMValueRef bk = kc_ir_mul(ir, kc_emit_dim(e, dims, false, Q, 0), kc_ir_i64(ir, h->kvh));
+  bk = kc_ir_max(ir, bk, one);
+  LLVMValueRef bs = kc_ir_max(ir, kc_emit_dim(e, dims, false, AC_CACHE, 4), one);
+  LLVMValueRef tcap = kc_ir_mul(ir, kc_emit_dim(e, dims, false, AC_TABLE, 1), bs);
+  LLVMValueRef c = kc_ir_cdiv(ir, kc_ir_i64(ir, SPLIT_TARGET), bk);
+  c = kc_ir_min(ir, c, kc_ir_i64(ir, SPLIT_MAX_CHUNKS));
+  c = kc_ir_min(ir, c, LLVMBuildSDiv(ir->b, kc_ir_i64(ir, h->slots), bk, ""));
+  c = kc_ir_min(ir, c, LLVMBuildSDiv(ir->b, tcap, kc_ir_i64(ir, SPLIT_MIN_KEYS), ""));
+  return kc_ir_max(ir, c, one);
 }
 
 static LLVMValueRef ac_units(kc_cpu_emit *e, LLVMValueRef dims) {
@@ -221,11 +277,14 @@ static LLVMValueRef ac_units(kc_cpu_emit *e, LLVMValueRef dims) {
   heads h = heads_of(e);
   int rank = kc_value_of(e->g, e->n->in[Q])->rank;
   LLVMValueRef slots = kc_att_slot_units(e, dims, Q, rank, h.heads, h.kvh);
-  if (!h.decode) return slots;
   LLVMValueRef S = kc_emit_dim(e, dims, false, Q, rank == 3 ? 1 : 2);
-  LLVMValueRef dec = kc_ir_mul(ir, kc_emit_dim(e, dims, false, Q, 0), kc_ir_i64(ir, h.heads));
-  return LLVMBuildSelect(ir->b, LLVMBuildICmp(ir->b, LLVMIntEQ, S, kc_ir_i64(ir, 1), ""), dec,
-                         slots, "");
+  LLVMValueRef one = kc_ir_i64(ir, 1);
+  LLVMValueRef c = LLVMBuildSelect(ir->b, LLVMBuildICmp(ir->b, LLVMIntEQ, S, one, ""),
+                                   chunks(e, dims, &h), one, "");
+  LLVMValueRef dec =
+      kc_ir_mul(ir, kc_ir_mul(ir, kc_emit_dim(e, dims, false, Q, 0), kc_ir_i64(ir, h.kvh)), c);
+  return LLVMBuildSelect(ir->b, LLVMBuildICmp(ir->b, LLVMIntSLE, S, kc_ir_i64(ir, h.dec_rows), ""),
+                         dec, slots, "");
 }
 
 static kc_status ac_configure(kc_cpu_emit *e, kc_att *A, heads *h) {
@@ -261,6 +320,25 @@ static kc_status ac_configure(kc_cpu_emit *e, kc_att *A, heads *h) {
   return KC_OK;
 }
 
+/* A range of keys of batch row b, kv head hk: those of table entry k at positions [k * BS + s,
+ * k * BS + s + n), after the entry's check. */
+static kc_att_keys block_keys(kc_att *A, cache *c, LLVMValueRef b, LLVMValueRef hk, LLVMValueRef k,
+                              LLVMValueRef s, LLVMValueRef n) {
+  kc_ir *ir = A->ir;
+  LLVMValueRef Dv = kc_att_i64(A, A->D);
+  LLVMValueRef kbase = kc_ir_add(ir, block_base(A->e, c, b, k, hk, 0), kc_ir_mul(ir, s, Dv));
+  return (kc_att_keys){
+      .kbase = kbase,
+      .kstride = Dv,
+      .vbase = kc_ir_add(ir, kbase, kc_ir_mul(ir, kc_ir_mul(ir, c->BS, Dv), kc_att_i64(A, c->kvh))),
+      .vstride = Dv,
+      .ksrc = c->data,
+      .vsrc = c->data,
+      .pos0 = kc_ir_add(ir, kc_ir_mul(ir, k, c->BS), s),
+      .end = n,
+  };
+}
+
 /* What to do with each key range of a row (carry: the online softmax state). */
 typedef void (*range_fn)(kc_att *A, const kc_att_keys *kr, LLVMValueRef *carry, void *user);
 
@@ -270,26 +348,15 @@ typedef void (*range_fn)(kc_att *A, const kc_att_keys *kr, LLVMValueRef *carry, 
  */
 static void cache_keys(kc_att *A, cache *c, LLVMValueRef b, LLVMValueRef hk, LLVMValueRef n,
                        LLVMValueRef *carry, range_fn fn, void *user) {
-  kc_cpu_emit *e = A->e;
   kc_ir *ir = A->ir;
   LLVMValueRef nb = kc_ir_cdiv(ir, n, c->BS);
-  check_row_blocks(e, c, b, nb);
-  LLVMValueRef Dv = kc_att_i64(A, A->D);
+  check_row_blocks(A->e, c, b, nb);
   kc_loop lk;
   LLVMValueRef k = kc_loop_begin(ir, &lk, kc_att_i64(A, 0), nb, kc_att_i64(A, 1), 2, carry);
   LLVMValueRef cur[2] = {lk.carry[0], lk.carry[1]};
-  LLVMValueRef kbase = block_base(e, c, b, k, hk, 0);
   LLVMValueRef pos0 = kc_ir_mul(ir, k, c->BS);
-  kc_att_keys kr = {
-      .kbase = kbase,
-      .kstride = Dv,
-      .vbase = kc_ir_add(ir, kbase, kc_ir_mul(ir, kc_ir_mul(ir, c->BS, Dv), kc_att_i64(A, c->kvh))),
-      .vstride = Dv,
-      .ksrc = c->data,
-      .vsrc = c->data,
-      .pos0 = pos0,
-      .end = kc_ir_min(ir, c->BS, kc_ir_sub(ir, n, pos0)),
-  };
+  kc_att_keys kr =
+      block_keys(A, c, b, hk, k, kc_att_i64(A, 0), kc_ir_min(ir, c->BS, kc_ir_sub(ir, n, pos0)));
   fn(A, &kr, cur, user);
   kc_loop_end(ir, &lk, cur);
   carry[0] = lk.carry[0];
@@ -299,13 +366,6 @@ static void cache_keys(kc_att *A, cache *c, LLVMValueRef b, LLVMValueRef hk, LLV
 static void slot_range(kc_att *A, const kc_att_keys *kr, LLVMValueRef *carry, void *user) {
   (void)user;
   kc_att_stream(A, kr, carry);
-}
-
-static void dec_range(kc_att *A, const kc_att_keys *kr, LLVMValueRef *carry, void *user) {
-  kc_att_dec *d = user;
-  d->carry[0] = carry[0], d->carry[1] = carry[1];
-  kc_att_dec_keys(A, d, kr);
-  carry[0] = d->carry[0], carry[1] = d->carry[1];
 }
 
 /* Keys a row sees up to: n = past + min(row, len - 1) + 1, at least 0. */
@@ -336,18 +396,127 @@ static void slot_unit(kc_att *A, cache *c, LLVMValueRef u) {
   kc_att_unit_end(A, carry);
 }
 
-/* Unit u of the decode layout: batch row u / heads, query head u % heads, query row 0. */
-static void decode_unit(kc_att *A, cache *c, LLVMValueRef u) {
+/* The decode layout's view of the cache: a tile's keys of row b, kv head hk (of the unit's keys
+ * before hi). */
+typedef struct dec_cache {
+  cache *c;
+  LLVMValueRef b, hk, hi;
+} dec_cache;
+
+/*
+ * Prefetch the keys (kv 0) or values (kv 1) of table entry k of row b, kv head hk, when the
+ * unit reads them (k * BS < hi) and a block's half is small (a paged cache: blocks elsewhere in
+ * the pool, which the hardware prefetcher, stopping at page ends, does not fetch ahead). The
+ * entry is clamped into the pool: its check comes when the block is read.
+ */
+static void prefetch_block(kc_att *A, dec_cache *dc, LLVMValueRef k, int kv) {
+  cache *c = dc->c;
   kc_ir *ir = A->ir;
-  LLVMValueRef hv = kc_att_i64(A, A->heads), zero = kc_att_i64(A, 0);
-  LLVMValueRef b = LLVMBuildSDiv(ir->b, u, hv, ""), h = LLVMBuildSRem(ir->b, u, hv, "");
+  LLVMBuilderRef bl = ir->b;
+  int64_t esize = (int64_t)kc_dtype_size(A->t);
+  LLVMValueRef bytes = kc_ir_mul(ir, c->BS, kc_att_i64(A, A->D * esize));
+  LLVMValueRef want = LLVMBuildAnd(bl, kc_ir_lt(ir, kc_ir_mul(ir, k, c->BS), dc->hi),
+                                   kc_ir_lt(ir, bytes, kc_att_i64(A, PREFETCH_BYTES + 1)), "");
+  want = LLVMBuildAnd(bl, want, kc_ir_lt(ir, k, c->maxb), "");
+  kc_if on;
+  kc_if_begin(ir, &on, want);
+  LLVMValueRef pos = kc_ir_add(ir, kc_ir_mul(ir, dc->b, c->maxb), k);
+  LLVMValueRef blk =
+      kc_emit_convert(ir, kc_emit_load(A->e, KC_I32, c->table, pos, 1), KC_I32, KC_I64);
+  blk =
+      kc_ir_min(ir, kc_ir_max(ir, blk, kc_att_i64(A, 0)), kc_ir_sub(ir, c->nblk, kc_att_i64(A, 1)));
+  LLVMValueRef o = kc_ir_add(ir, kc_ir_mul(ir, blk, c->L), c->layer);
+  o = kc_ir_add(ir, kc_ir_mul(ir, o, kc_att_i64(A, 2)), kc_att_i64(A, kv));
+  o = kc_ir_add(ir, kc_ir_mul(ir, o, kc_att_i64(A, c->kvh)), dc->hk);
+  o = kc_ir_mul(ir, kc_ir_mul(ir, o, c->BS), kc_att_i64(A, c->D));
+  LLVMValueRef base = LLVMBuildGEP2(bl, kc_emit_storage_type(ir, A->t), c->data, &o, 1, "");
+  kc_loop lp;
+  LLVMValueRef off = kc_loop_begin(ir, &lp, kc_att_i64(A, 0), bytes, kc_att_i64(A, 64), 0, NULL);
+  kc_att_prefetch(A, LLVMBuildGEP2(bl, LLVMInt8TypeInContext(ir->ctx), base, &off, 1, ""));
+  kc_loop_end(ir, &lp, NULL);
+  kc_if_end(ir, &on);
+}
+
+/* Positions [t0, t1) as one range per cache block they touch (kc_att_tile_fn), each block's
+ * successor prefetched while it is read. */
+static void dec_tile(kc_att *A, void *user, LLVMValueRef t0, LLVMValueRef t1, int kv,
+                     kc_att_range_fn fn, void *fnuser) {
+  dec_cache *dc = user;
+  cache *c = dc->c;
+  kc_ir *ir = A->ir;
+  LLVMValueRef zero = kc_att_i64(A, 0);
+  kc_loop lk;
+  LLVMValueRef k = kc_loop_begin(ir, &lk, LLVMBuildSDiv(ir->b, t0, c->BS, ""),
+                                 kc_ir_cdiv(ir, t1, c->BS), kc_att_i64(A, 1), 0, NULL);
+  prefetch_block(A, dc, kc_ir_add(ir, k, kc_att_i64(A, 1)), kv);
+  LLVMValueRef start = kc_ir_mul(ir, k, c->BS);
+  LLVMValueRef s = kc_ir_max(ir, kc_ir_sub(ir, t0, start), zero);
+  LLVMValueRef end = kc_ir_min(ir, kc_ir_sub(ir, t1, start), c->BS);
+  kc_att_keys kr = block_keys(A, c, dc->b, dc->hk, k, s, kc_ir_sub(ir, end, s));
+  fn(A, &kr, fnuser);
+  kc_loop_end(ir, &lk, NULL);
+}
+
+/*
+ * Unit u of the decode layout: batch row b, kv head hk, key chunk ch of C (u = (b * kvh + hk) *
+ * C + ch), the group's query heads for the rows [0, S). The row's n keys go in nch chunks of Lc
+ * keys (a multiple of W) with nch <= C from n alone (see the top); a unit past nch has nothing
+ * to do. One chunk writes y; several save partials to the shared scratch, count themselves in
+ * the row's counter, and the last to arrive merges them.
+ */
+static void decode_unit(kc_att *A, cache *c, const heads *h, LLVMValueRef C, LLVMValueRef u) {
+  kc_ir *ir = A->ir;
+  kc_cpu_emit *e = A->e;
+  LLVMBuilderRef bl = ir->b;
+  LLVMValueRef one = kc_att_i64(A, 1);
+  LLVMValueRef bh = LLVMBuildSDiv(bl, u, C, ""), ch = LLVMBuildSRem(bl, u, C, "");
+  LLVMValueRef kvh = kc_att_i64(A, A->kvh);
+  LLVMValueRef b = LLVMBuildSDiv(bl, bh, kvh, ""), hk = LLVMBuildSRem(bl, bh, kvh, "");
   LLVMValueRef P, len;
-  row_lengths(A->e, c, b, A->S, &P, &len);
+  row_lengths(e, c, b, A->S, &P, &len);
+  LLVMValueRef n =
+      keys_upto(A, P, kc_ir_sub(ir, kc_ir_min(ir, A->S, kc_att_i64(A, h->dec_rows)), one), len);
+  LLVMValueRef want =
+      kc_ir_min(ir, kc_ir_max(ir, LLVMBuildSDiv(bl, n, kc_att_i64(A, SPLIT_MIN_KEYS), ""), one), C);
+  LLVMValueRef Lc =
+      kc_ir_max(ir, kc_ir_roundup(ir, kc_ir_cdiv(ir, n, want), A->W), kc_att_i64(A, A->W));
+  LLVMValueRef nch = kc_ir_max(ir, kc_ir_cdiv(ir, n, Lc), one);
+  kc_if live;
+  kc_if_begin(ir, &live, kc_ir_lt(ir, ch, nch));
+  LLVMValueRef lo = kc_ir_mul(ir, ch, Lc), hi = kc_ir_min(ir, kc_ir_add(ir, lo, Lc), n);
+  check_row_blocks(e, c, b, kc_ir_cdiv(ir, hi, c->BS));
   kc_att_dec d;
-  kc_att_dec_begin(A, &d, b, h, zero, P);
-  LLVMValueRef hk = LLVMBuildSDiv(ir->b, h, kc_att_i64(A, A->group), "");
-  cache_keys(A, c, b, hk, keys_upto(A, P, zero, len), d.carry, dec_range, &d);
+  kc_att_dec_begin(A, &d, b, hk, P, len);
+  /* tiles of whole cache blocks when blocks are short (at least one block) */
+  LLVMValueRef T = kc_att_i64(A, KC_ATT_DEC_TILE);
+  LLVMValueRef tile = LLVMBuildSelect(
+      bl, kc_ir_lt(ir, c->BS, T),
+      kc_ir_max(ir, kc_ir_mul(ir, LLVMBuildSDiv(bl, T, c->BS, ""), c->BS), c->BS), T, "");
+  dec_cache dc = {c, b, hk, hi};
+  kc_att_dec_keys(A, &d, lo, hi, tile, dec_tile, &dc);
+  kc_if split;
+  kc_if_begin(ir, &split, LLVMBuildICmp(bl, LLVMIntSGT, nch, one, ""));
+  {
+    LLVMValueRef shared = kc_emit_shared_ptr(e);
+    LLVMValueRef parts = kc_ir_gepf(ir, shared, kc_att_i64(A, h->cnt_bytes / 4));
+    parts = kc_ir_gepf(ir, parts, kc_ir_mul(ir, kc_ir_mul(ir, bh, C), kc_att_i64(A, h->part)));
+    kc_att_dec_save(A, &d, kc_ir_gepf(ir, parts, kc_ir_mul(ir, ch, kc_att_i64(A, h->part))));
+    /* acq_rel: this unit's partial is visible to the one that sees the last count, and that
+     * one sees every partial */
+    LLVMValueRef cnt = LLVMBuildGEP2(bl, ir->t_i32, shared, &bh, 1, "");
+    LLVMValueRef old = LLVMBuildAtomicRMW(bl, LLVMAtomicRMWBinOpAdd, cnt, kc_ir_i32(ir, 1),
+                                          LLVMAtomicOrderingAcquireRelease, false);
+    LLVMValueRef last = LLVMBuildICmp(bl, LLVMIntEQ, LLVMBuildSExt(bl, old, ir->t_i64, ""),
+                                      kc_ir_sub(ir, nch, one), "");
+    kc_if merge;
+    kc_if_begin(ir, &merge, last);
+    kc_att_dec_merge(A, &d, parts, nch);
+    kc_if_end(ir, &merge);
+  }
+  kc_if_else(ir, &split);
   kc_att_dec_end(A, &d);
+  kc_if_end(ir, &split);
+  kc_if_end(ir, &live);
 }
 
 kc_status kc_lower_attention_cache(kc_cpu_emit *e) {
@@ -357,7 +526,13 @@ kc_status kc_lower_attention_cache(kc_cpu_emit *e) {
   if (s != KC_OK) return s;
   kc_ir *ir = e->ir;
   e->grain = 1;
-  e->ws_bytes = kc_att_ws_bytes(&A, true, h.decode);
+  e->ws_bytes = kc_att_ws_bytes(&A, true, true);
+  /* counters (i32 per row and kv head), then the partials; only a step of one row can split */
+  kc_dim sd = kc_value_of(e->g, e->n->in[Q])->dims[A.rank == 3 ? 1 : 2];
+  if (KC_DIM_IS_SYM(sd) || sd == 1) {
+    e->shared_bytes = h.cnt_bytes + h.slots * h.part * 4;
+    e->shared_zero = h.cnt_bytes;
+  }
 
   kc_emit_kernel_begin(e);
   cache c = {.kvh = A.kvh, .D = A.D};
@@ -378,20 +553,23 @@ kc_status kc_lower_attention_cache(kc_cpu_emit *e) {
                                kc_att_i64(&A, INT64_MAX), tm, "");
   }
   A.ws = e->p_ws;
+  LLVMValueRef one = kc_att_i64(&A, 1);
   kc_if dec;
-  if (h.decode) {
-    kc_if_begin(ir, &dec, LLVMBuildICmp(ir->b, LLVMIntEQ, A.S, kc_att_i64(&A, 1), ""));
+  kc_if_begin(ir, &dec, LLVMBuildICmp(ir->b, LLVMIntSLE, A.S, kc_att_i64(&A, h.dec_rows), ""));
+  {
+    LLVMValueRef C = LLVMBuildSelect(ir->b, LLVMBuildICmp(ir->b, LLVMIntEQ, A.S, one, ""),
+                                     chunks(e, e->p_dims, &h), one, "");
     kc_loop l;
-    LLVMValueRef u = kc_loop_begin(ir, &l, e->p_begin, e->p_end, kc_att_i64(&A, 1), 0, NULL);
-    decode_unit(&A, &c, u);
+    LLVMValueRef u = kc_loop_begin(ir, &l, e->p_begin, e->p_end, one, 0, NULL);
+    decode_unit(&A, &c, &h, C, u);
     kc_loop_end(ir, &l, NULL);
-    kc_if_else(ir, &dec);
   }
+  kc_if_else(ir, &dec);
   kc_loop l;
-  LLVMValueRef u = kc_loop_begin(ir, &l, e->p_begin, e->p_end, kc_att_i64(&A, 1), 0, NULL);
+  LLVMValueRef u = kc_loop_begin(ir, &l, e->p_begin, e->p_end, one, 0, NULL);
   slot_unit(&A, &c, u);
   kc_loop_end(ir, &l, NULL);
-  if (h.decode) kc_if_end(ir, &dec);
+  kc_if_end(ir, &dec);
   kc_emit_kernel_end(e);
   kc_emit_units_custom(e, ac_units);
   return KC_OK;

@@ -81,6 +81,8 @@ static kc_status emit_node(kc_cpu *cpu, kc_ir *ir, const kc_graph *g, uint32_t n
   k->no_kernel = e.no_kernel;
   k->grain = e.grain;
   k->ws_bytes = e.ws_bytes;
+  k->shared_bytes = e.shared_bytes;
+  k->shared_zero = e.shared_zero;
   k->check_in = e.check_in;
   k->check_dim = e.check_dim;
   if (e.no_kernel) return KC_OK;
