@@ -1,0 +1,73 @@
+#!/usr/bin/python3
+"""tests/models/grad_ref_losses.py - PyTorch references for `kernc grad` (tests/test_grad_cli.c):
+the parameter gradients of a training loss on the imported test models.
+
+  - gpt2_tiny, llama_tiny: F.cross_entropy(logits.reshape(-1, C), labels.reshape(-1)) (mean over
+    labels not -100) with fixed labels, two of them -100;
+  - bert_tiny: F.mse_loss(last_hidden_state, target) (mean), a fixed random target.
+
+The modules are grad_ref_models.py's (make_models.py's seeds, float64), on test_data_set_0's
+inputs. Written to grad_ref/<model>_<loss>/: the inputs as <ONNX input name>.npy, labels.npy or
+target.npy, loss.npy (float64) and <PARAM>.npy per PyTorch parameter (float64 gradient rounded
+to float32). Which ONNX initializers hold a parameter (transposed or tied) is
+grad_ref/<model>/map.txt, written by grad_ref_models.py; test_grad_cli.c sums the initializers'
+gradients per parameter as test_grad.c does.
+
+Run with Debian's Python (torch 1.13, onnx 1.12): /usr/bin/python3 tests/models/grad_ref_losses.py
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from grad_ref_models import built_models  # noqa: E402
+
+CASES = [("gpt2_tiny", "xent"), ("llama_tiny", "xent"), ("bert_tiny", "mse")]
+
+
+def main():
+    built = built_models()
+    for name, loss_kind in CASES:
+        m = onnx.load(os.path.join(HERE, name, "model.onnx"))
+        model = built[name].double().eval()
+        out = os.path.join(HERE, "grad_ref", "%s_%s" % (name, loss_kind))
+        os.makedirs(out, exist_ok=True)
+        d = os.path.join(HERE, name, "test_data_set_0")
+        xs = []
+        for j, inp in enumerate(m.graph.input):
+            t = onnx.TensorProto()
+            with open(os.path.join(d, "input_%d.pb" % j), "rb") as f:
+                t.ParseFromString(f.read())
+            a = numpy_helper.to_array(t)
+            np.save(os.path.join(out, inp.name + ".npy"), a)
+            xs.append(torch.from_numpy(a.copy()))
+        y = model(*xs)
+        y = y[0] if isinstance(y, tuple) else y
+        gen = np.random.RandomState(13)
+        if loss_kind == "xent":
+            c = y.shape[-1]
+            labels = gen.randint(0, c, size=y.shape[:-1]).astype(np.int64)
+            labels.reshape(-1)[[1, 4]] = -100
+            np.save(os.path.join(out, "labels.npy"), labels)
+            loss = F.cross_entropy(y.reshape(-1, c), torch.from_numpy(labels).reshape(-1),
+                                   ignore_index=-100)
+        else:
+            target = gen.standard_normal(y.shape).astype(np.float32)
+            np.save(os.path.join(out, "target.npy"), target)
+            loss = F.mse_loss(y, torch.from_numpy(target).double())
+        loss.backward()
+        np.save(os.path.join(out, "loss.npy"), np.array(loss.item(), dtype=np.float64))
+        for pname, p in model.named_parameters():
+            g = p.grad.numpy() if p.grad is not None else np.zeros(p.shape)
+            np.save(os.path.join(out, pname + ".npy"), g.astype(np.float32))
+        print("%s %s: loss %.9g" % (name, loss_kind, loss.item()))
+
+
+if __name__ == "__main__":
+    main()
