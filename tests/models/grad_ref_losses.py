@@ -4,7 +4,8 @@ the parameter gradients of a training loss on the imported test models.
 
   - gpt2_tiny, llama_tiny: F.cross_entropy(logits.reshape(-1, C), labels.reshape(-1)) (mean over
     labels not -100) with fixed labels, two of them -100;
-  - bert_tiny: F.mse_loss(last_hidden_state, target) (mean), a fixed random target.
+  - bert_tiny: F.mse_loss(last_hidden_state, target) (mean), a fixed random target;
+  - llama_tiny: logits.sum() (the test differentiates only a few parameters, with --params).
 
 The modules are grad_ref_models.py's (make_models.py's seeds, float64), on test_data_set_0's
 inputs. Written to grad_ref/<model>_<loss>/: the inputs as <ONNX input name>.npy, labels.npy or
@@ -28,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from grad_ref_models import built_models  # noqa: E402
 
-CASES = [("gpt2_tiny", "xent"), ("llama_tiny", "xent"), ("bert_tiny", "mse")]
+CASES = [("gpt2_tiny", "xent"), ("llama_tiny", "xent"), ("bert_tiny", "mse"), ("llama_tiny", "sum")]
 
 
 def main():
@@ -36,6 +37,7 @@ def main():
     for name, loss_kind in CASES:
         m = onnx.load(os.path.join(HERE, name, "model.onnx"))
         model = built[name].double().eval()
+        model.zero_grad(set_to_none=True)
         out = os.path.join(HERE, "grad_ref", "%s_%s" % (name, loss_kind))
         os.makedirs(out, exist_ok=True)
         d = os.path.join(HERE, name, "test_data_set_0")
@@ -57,6 +59,8 @@ def main():
             np.save(os.path.join(out, "labels.npy"), labels)
             loss = F.cross_entropy(y.reshape(-1, c), torch.from_numpy(labels).reshape(-1),
                                    ignore_index=-100)
+        elif loss_kind == "sum":
+            loss = y.sum()
         else:
             target = gen.standard_normal(y.shape).astype(np.float32)
             np.save(os.path.join(out, "target.npy"), target)
@@ -64,6 +68,9 @@ def main():
         loss.backward()
         np.save(os.path.join(out, "loss.npy"), np.array(loss.item(), dtype=np.float64))
         for pname, p in model.named_parameters():
+            if loss_kind == "sum" and not (pname.startswith("layers.1.") and "norm" in pname
+                                           or pname == "norm.weight"):
+                continue  # the test's --params selects these
             g = p.grad.numpy() if p.grad is not None else np.zeros(p.shape)
             np.save(os.path.join(out, pname + ".npy"), g.astype(np.float32))
         print("%s %s: loss %.9g" % (name, loss_kind, loss.item()))
