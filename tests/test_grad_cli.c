@@ -8,6 +8,8 @@
  *     (transposed MatMul weights, GPT-2's tied embedding: summed per parameter, as test_grad.c
  *     does). Tolerance: loss within 1e-5 relative; a gradient within 2e-5 * max |reference| + 1e-7
  *     (kernc runs in f32, PyTorch in f64);
+ *   - ONNX SoftmaxCrossEntropyLoss / NegativeLogLikelihoodLoss nodes (frontend/onnx_loss.c):
+ *     loss and gradient against PyTorch, same tolerances;
  *   - --params writes only the matching gradients; --emit-ir writes the backward graph;
  *     --print-changed and --dump-dir show the pipeline on forward + backward;
  *   - errors: unknown output, malformed loss, labels of the wrong shape / dtype / range, a
@@ -188,6 +190,54 @@ static void t_llama_sum_params(void **state) {
   assert_int_equal(n, 3);
 }
 
+/*
+ * ONNX's SoftmaxCrossEntropyLoss (class axis 1 of [N, C, D], class weights, ignore_index -1,
+ * mean) and NegativeLogLikelihoodLoss (after LogSoftmax, weights, ignore_index 2, sum), imported
+ * as compositions: the loss and the gradient of the one initializer W against PyTorch's
+ * F.cross_entropy / F.nll_loss (grad_ref_losses.py's onnx_losses()).
+ */
+static void t_onnx_loss_ops(void **state) {
+  const env *e = *state;
+  kc_context *ctx = kc_context_new();
+  static const char *const models[] = {"sce", "nll"};
+  for (int k = 0; k < 2; k++) {
+    const char *m = models[k];
+    char r[1024], args[8192], path[2048];
+    snprintf(r, sizeof r, "%s/models/grad_ref/onnx_losses", e->tests);
+    snprintf(args, sizeof args,
+             "grad '%s/%s.onnx' --loss=sum:loss -i X='%s/%s_X.npy' -i labels='%s/%s_labels.npy' "
+             "-o '%s/onnx_%s'",
+             r, m, r, m, r, m, e->tmp, m);
+    expect_run(e, args, 0, NULL);
+    snprintf(path, sizeof path, "%s/%s_loss.npy", r, m);
+    kc_tensor_desc rl = read_npy(ctx, path);
+    snprintf(path, sizeof path, "%s/onnx_%s/loss.npy", e->tmp, m);
+    kc_tensor_desc kl = read_npy(ctx, path);
+    double want = *(const double *)rl.data, got = *(const float *)kl.data;
+    print_message("%s: loss %.8g, PyTorch %.8g\n", m, got, want);
+    if (!(fabs(got - want) <= 1e-5 * fabs(want))) fail_msg("%s: loss %g, want %g", m, got, want);
+    snprintf(path, sizeof path, "%s/%s_W.npy", r, m);
+    kc_tensor_desc rw = read_npy(ctx, path);
+    snprintf(path, sizeof path, "%s/onnx_%s/W.grad.npy", e->tmp, m);
+    kc_tensor_desc kw = read_npy(ctx, path);
+    assert_int_equal(th_numel(rw.rank, rw.dims), th_numel(kw.rank, kw.dims));
+    assert_int_equal(kw.dtype, KC_F32);
+    const float *a = rw.data, *b = kw.data;
+    double mx = 0, worst = 0;
+    for (int64_t i = 0; i < th_numel(rw.rank, rw.dims); i++) {
+      mx = fmax(mx, fabs(a[i]));
+      worst = fmax(worst, fabs(a[i] - b[i]));
+    }
+    if (!(mx > 0.1 && worst <= 2e-5 * mx + 1e-7))
+      fail_msg("%s: W.grad differs from PyTorch by %g (max |ref| %g)", m, worst, mx);
+    kc_npy_free(&rl);
+    kc_npy_free(&kl);
+    kc_npy_free(&rw);
+    kc_npy_free(&kw);
+  }
+  kc_context_free(ctx);
+}
+
 /* --emit-ir, --print-changed and --dump-dir see the backward graph */
 static void t_ir_flags(void **state) {
   const env *e = *state;
@@ -300,9 +350,13 @@ int main(int argc, char **argv) {
     return 1;
   }
   const struct CMUnitTest t[] = {
-      cmocka_unit_test_prestate(t_gpt2_xent, &e), cmocka_unit_test_prestate(t_llama_xent, &e),
-      cmocka_unit_test_prestate(t_bert_mse, &e),  cmocka_unit_test_prestate(t_llama_sum_params, &e),
-      cmocka_unit_test_prestate(t_ir_flags, &e),  cmocka_unit_test_prestate(t_errors, &e),
+      cmocka_unit_test_prestate(t_gpt2_xent, &e),
+      cmocka_unit_test_prestate(t_llama_xent, &e),
+      cmocka_unit_test_prestate(t_bert_mse, &e),
+      cmocka_unit_test_prestate(t_llama_sum_params, &e),
+      cmocka_unit_test_prestate(t_onnx_loss_ops, &e),
+      cmocka_unit_test_prestate(t_ir_flags, &e),
+      cmocka_unit_test_prestate(t_errors, &e),
   };
   int rc = cmocka_run_group_tests(t, NULL, NULL);
   if (!th_rmtree(e.tmp)) fprintf(stderr, "could not remove %s\n", e.tmp);
