@@ -127,5 +127,8 @@ kc_status kc_onnx_attr_tensor(onnx_imp *im, const Onnx__AttributeProto *a, uint3
 
 /* Per-op import functions shared with the table (onnx_attention.c). */
 kc_status kc_onnx_import_attention(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+/* SoftmaxCrossEntropyLoss / NegativeLogLikelihoodLoss as builder compositions (onnx_loss.c). */
+kc_status kc_onnx_import_sce_loss(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_nll_loss(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 
 #endif /* KERNC_FRONTEND_ONNX_INTERNAL_H */

@@ -359,6 +359,7 @@ static const onnx_op table[] = {
     {"Min", KC_OP_MIN, 7, 0, NULL},
     {"Mul", KC_OP_MUL, 7, 0, NULL},
     {"Neg", KC_OP_NEG, 7, 0, NULL},
+    {"NegativeLogLikelihoodLoss", KC_OP_NOP, 12, 0, kc_onnx_import_nll_loss}, /* onnx_loss.c */
     {"Not", KC_OP_NOT, 7, 0, NULL},
     {"Pow", KC_OP_POW, 7, 0, NULL},
     {"RMSNormalization", KC_OP_RMS_NORMALIZATION, 23, 0, NULL},
@@ -375,6 +376,7 @@ static const onnx_op table[] = {
     {"Sin", KC_OP_SIN, 7, 0, NULL},
     {"Slice", KC_OP_SLICE, 7, 10, import_slice},
     {"Softmax", KC_OP_SOFTMAX, 7, 13, import_softmax},
+    {"SoftmaxCrossEntropyLoss", KC_OP_NOP, 12, 0, kc_onnx_import_sce_loss}, /* onnx_loss.c */
     {"Split", KC_OP_SPLIT, 7, 18, import_split},
     {"Sqrt", KC_OP_SQRT, 7, 0, NULL},
     {"Squeeze", KC_OP_SQUEEZE, 7, 13, import_axes},

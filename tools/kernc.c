@@ -27,6 +27,7 @@ static const command commands[] = {
     {"compile", cmd_compile, "compile a model ahead of time into a .so and a C header"},
     {"bench", cmd_bench, "time a model's runs and kernels on this CPU (random inputs by default)"},
     {"generate", cmd_generate, "generate tokens after a prompt with a KV cache (decoders)"},
+    {"grad", cmd_grad, "run one forward and backward pass; write the loss and gradients"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 
