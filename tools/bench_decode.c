@@ -1,13 +1,14 @@
 /*
  * tools/bench_decode.c - `kernc bench --decode MODEL`: a causal decoder through a decoding
  * session (kc_session, the KV cache kernc derives): the prefill of --prefill tokens, then decode
- * steps of one token at each --contexts length (the cache already holding that many tokens), and
+ * steps of one token at each --contexts length C (the last timed step attending over C keys), and
  * for each: median ms per token over --iters steps, tokens per second, and the cache's bytes
  * (per token, and at that context). The contiguous cache unless --paged.
  *
- * Each context is prefilled afresh (a new sequence of random ids of that length), then --warmup
+ * Each context is prefilled afresh (a new sequence of C - warmup - iters random ids), then --warmup
  * untimed steps and --iters timed steps, each decoding one random id; the context grows by one
- * per step, so a row measures contexts [C, C + warmup + iters).
+ * per step, so a row's timed steps attend over C - iters + 1 .. C keys, and a model with P
+ * positions (GPT-2: 1024) can be measured at C = P.
  */
 #include "ir/internal.h"
 #include "tools/bench_decode.h"
@@ -60,7 +61,7 @@ static int prefill_ms(kc_context *ctx, kc_session *s, int64_t n, int reps, uint6
 int bench_decode(kc_context *ctx, const kc_graph *g, const bench_decode_opts *o) {
   int64_t most = o->prefill;
   for (int i = 0; i < o->ncontexts; i++)
-    if (o->contexts[i] + o->warmup + o->iters > most) most = o->contexts[i] + o->warmup + o->iters;
+    if (o->contexts[i] > most) most = o->contexts[i];
   kc_session_options so = {.threads = o->threads,
                            .paged = o->paged,
                            .max_tokens = most + 64,
@@ -89,12 +90,18 @@ int bench_decode(kc_context *ctx, const kc_graph *g, const bench_decode_opts *o)
            (long long)o->prefill, pre, 1e3 * (double)o->prefill / pre);
   if (rc < 0) printf("\n%9s %12s %10s %14s\n", "context", "ms/token", "tokens/s", "cache bytes");
   for (int c = 0; c < o->ncontexts && rc < 0; c++) {
-    int64_t ctxlen = o->contexts[c];
+    int64_t ctxlen = o->contexts[c], pre_len = ctxlen - o->warmup - o->iters;
+    if (pre_len < 1) {
+      fprintf(stderr, "kernc: context %lld: must exceed --warmup + --iters (%d)\n",
+              (long long)ctxlen, o->warmup + o->iters);
+      rc = 2;
+      break;
+    }
     int32_t seq;
     st = kc_session_seq_new(s, &seq);
-    for (int64_t i = 0; i < ctxlen; i++)
+    for (int64_t i = 0; i < pre_len; i++)
       ids[i] = (int64_t)(next(&rng) % (uint64_t)vocab);
-    kc_decode_entry e = {seq, (int32_t)ctxlen, ids, logits, 0};
+    kc_decode_entry e = {seq, (int32_t)pre_len, ids, logits, 0};
     if (st == KC_OK) st = kc_session_decode(s, &e, 1);
     for (int i = 0; i < o->warmup + o->iters && st == KC_OK; i++) {
       int64_t tok = (int64_t)(next(&rng) % (uint64_t)vocab);
@@ -111,7 +118,7 @@ int bench_decode(kc_context *ctx, const kc_graph *g, const bench_decode_opts *o)
     qsort(t, (size_t)o->iters, sizeof *t, cmp_double);
     double med = t[o->iters / 2];
     printf("%9lld %12.3f %10.1f %14lld\n", (long long)ctxlen, med, 1e3 / med,
-           (long long)(per_tok * (ctxlen + o->warmup + o->iters)));
+           (long long)(per_tok * ctxlen));
   }
   free(ids);
   free(logits);
