@@ -28,8 +28,8 @@ Steps, in order:
      medians: the bandwidth the machine showed it has), and each engine's fraction of it (bound
      ms / engine ms per token);
   5. --profile: kernc's per-kernel times over --profile-steps decode steps at each context
-     (through the session's module: kc_module_set_profile / kc_module_profile; kernc.h has no
-     accessor for it, see kernc_ctypes.Session.module_unsafe), grouped by what they compute,
+     (through the session's module: kc_session_module, kc_module_set_profile /
+     kc_module_profile), grouped by what they compute,
      with the weight bytes each group's matmuls read and the GB/s they read them at.
 Prints the table (markdown); --markdown and --json write it too. Exits 1 when a check or an
 engine failed or the logits disagree.
@@ -326,7 +326,7 @@ def profile_decode(sess, ids, C, steps, args):
         sess.set_profile(False)
     finally:
         sess.seq_free(seq)
-    m = sess.module_unsafe()
+    m = sess.module()
     p = sess.lib.kc_graph_print_str(sess.lib.kc_module_graph(m))
     text = ctypes.string_at(p).decode()
     K._libc.free(ctypes.c_void_p(p))

@@ -98,6 +98,7 @@ def load(path):
         "kc_session_decode": (C.c_int, [P, C.POINTER(kc_decode_entry), C.c_int32]),
         "kc_session_vocab": (C.c_int64, [P]),
         "kc_session_cache_bytes_per_token": (C.c_int64, [P]),
+        "kc_session_module": (P, [P]),
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)
@@ -299,23 +300,16 @@ class Session:
         tokens = np.ascontiguousarray(tokens, dtype=np.int64).reshape(-1)
         self.decode_entry(self.entry(seq, tokens, logits, all))
 
-    def module_unsafe(self):
-        """The session's compiled decode step (a kc_module *), for kc_module_set_profile /
-        kc_module_profile. kernc.h has no accessor for it, so this reads runtime/session.c's
-        struct kc_session, whose first two fields are the kc_context * and the kc_module *: it
-        checks the first against this session's context and raises when the layout is not
-        that one. For the benchmark's diagnostics only."""
-        p = C.cast(self.s, C.POINTER(C.c_void_p))
-        if p[0] != self.ctx:  # kc_context_new's result: an int (restype c_void_p)
-            raise KerncError("struct kc_session's layout changed: no module pointer to profile")
-        return C.c_void_p(p[1])
+    def module(self):
+        """The session's compiled decode step (kc_session_module), for profiling."""
+        return C.c_void_p(self.lib.kc_session_module(self.s))
 
     def set_profile(self, on):
-        m = self.module_unsafe()
+        m = self.module()
         self._check(self.lib.kc_module_set_profile(m, 1 if on else 0), "kc_module_set_profile")
 
     def profile(self):
-        return _profile_of(self.lib, self.module_unsafe())
+        return _profile_of(self.lib, self.module())
 
     def close(self):
         if self.s:

@@ -445,6 +445,9 @@ kc_status kc_session_decode(kc_session *s, const kc_decode_entry *entries, int32
 int64_t kc_session_vocab(const kc_session *s);
 /* Cache bytes one token takes (all layers, K and V). */
 int64_t kc_session_cache_bytes_per_token(const kc_session *s);
+/* The compiled decode step of a kc_session_new session, for kc_module_set_profile and
+ * kc_module_profile (per-kernel times of the steps); the session owns it. */
+kc_module *kc_session_module(const kc_session *s);
 
 /*
  * Generation over a session (runtime/generate.c). Token selection follows Hugging Face

@@ -41,7 +41,7 @@ struct kc_session {
   void *owner;
   kc_kv_cache *kv;
   kc_dtype ids_dtype;
-  int nmask;                           /* attention mask inputs after the ids */
+  int nmask; /* attention mask inputs after the ids */
   kc_dtype mask_dtype[KC_SESSION_MASKS];
   int64_t pool_dims[6];
   /* per-step buffers, grown to the largest step */
@@ -60,7 +60,8 @@ static bool mask_dtype_ok(kc_dtype t) {
 
 /* n ones of dtype t (one of mask_dtype_ok's) at p. */
 static void fill_ones(void *p, kc_dtype t, int64_t n) {
-  for (int64_t i = 0; i < n; i++) switch (t) {
+  for (int64_t i = 0; i < n; i++)
+    switch (t) {
     case KC_I64: ((int64_t *)p)[i] = 1; break;
     case KC_I32: ((int32_t *)p)[i] = 1; break;
     default: ((uint8_t *)p)[i] = 1; break;
@@ -167,7 +168,8 @@ void kc_session_free(kc_session *s) {
   free(s->lens);
   free(s->before);
   free(s->ids);
-  for (int i = 0; i < KC_SESSION_MASKS; i++) free(s->mask[i]);
+  for (int i = 0; i < KC_SESSION_MASKS; i++)
+    free(s->mask[i]);
   free(s);
 }
 
@@ -196,6 +198,10 @@ kc_status kc_session_seq_truncate(kc_session *s, int32_t seq, int64_t len) {
 int64_t kc_session_vocab(const kc_session *s) { return s ? s->d.vocab : 0; }
 
 kc_context *kc_session_context(const kc_session *s) { return s->ctx; }
+
+void *kc_session_owner(const kc_session *s, void (*release)(void *owner)) {
+  return s && s->release == release ? s->owner : NULL;
+}
 
 int64_t kc_session_cache_bytes_per_token(const kc_session *s) {
   return s ? kc_kv_bytes_per_token(s->kv) : 0;
@@ -294,8 +300,8 @@ kc_status kc_session_decode(kc_session *s, const kc_decode_entry *e, int32_t n) 
   kc_tensor_desc in[5 + KC_SESSION_MASKS] = {
       {.dtype = s->ids_dtype, .rank = 2, .dims = {n, S}, .data = s->ids}};
   for (int i = 0; i < s->nmask; i++)
-    in[1 + i] = (kc_tensor_desc){
-        .dtype = s->mask_dtype[i], .rank = 2, .dims = {n, S}, .data = s->mask[i]};
+    in[1 + i] =
+        (kc_tensor_desc){.dtype = s->mask_dtype[i], .rank = 2, .dims = {n, S}, .data = s->mask[i]};
   kc_tensor_desc *c = in + 1 + s->nmask;
   c[0] = (kc_tensor_desc){.dtype = KC_F32, .rank = 6, .data = kc_kv_pool(s->kv)};
   c[1] = (kc_tensor_desc){.dtype = KC_I32, .rank = 2, .dims = {n, maxb}, .data = s->table};

@@ -26,5 +26,7 @@ kc_status kc_session_open(kc_context *ctx, const kc_plan_decode *d, kc_exec *x,
 
 /* The context a session reports errors to. */
 kc_context *kc_session_context(const kc_session *s);
+/* The owner kc_session_open was given, when its release function is `release`; else NULL. */
+void *kc_session_owner(const kc_session *s, void (*release)(void *owner));
 
 #endif /* KERNC_RUNTIME_SESSION_H */

@@ -58,6 +58,8 @@ static kc_status compile_step(kc_context *ctx, const kc_graph *g, const kc_sessi
 
 static void release_module(void *m) { kc_module_free(m); }
 
+kc_module *kc_session_module(const kc_session *s) { return kc_session_owner(s, release_module); }
+
 kc_status kc_session_new(kc_context *ctx, const kc_graph *model, const kc_session_options *opts,
                          kc_session **out) {
   if (!out) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_session_new: out is NULL");
