@@ -1,0 +1,368 @@
+/*
+ * codegen/cpu/matmul_small.c - the small-M path of the f32 matmul core (matmul.c): products of
+ * at most MS rows (a decode step has one row per sequence) read B once, as it is stored,
+ * instead of packing it. Packing B for one row reads B, writes the panel and reads it again:
+ * three passes over the largest operand where the product is bound by reading it once.
+ *
+ *   small(a, b, c, m, n, k, rsa, csa, rsb, csb, ldc, ep, ctx, row0, col0)
+ *                 switch on m to a kernel generated for exactly m rows, then the epilogue hook
+ *                 on the block's NR-wide tiles (C is in L1/L2 by then)
+ *   small_rM      row-major B (csb 1): k blocks of KB rows; within one, strips of S vectors
+ *                 sweep the columns, each keeping an M x S register tile over the KB rows
+ *                 (from 0 in the first k block, else from C) and storing it back. So KB rows of
+ *                 B are read side by side, each a long ascending run of the thread's columns:
+ *                 KB sequential streams that the hardware prefetchers follow, where one strip
+ *                 over the whole K (a column of 64-byte pieces, a row pitch apart) left the
+ *                 loads latency-bound at half the read bandwidth (measured, see below).
+ *   small_tM      transposed B (rsb 1, csb K: x @ W^T with W stored [N, K]) with A's rows
+ *                 contiguous: J columns at a time, each a dot product of contiguous rows,
+ *                 vectorized along k, then one horizontal sum per element.
+ *
+ * Threads: the entry hands each call a run of NR-wide column panels of one product (the pool
+ * gives each thread one contiguous range of units), so threads split the columns, vector
+ * aligned, and no two threads read the same part of B.
+ *
+ * Measured on the 2-core AMD EPYC (Zen 4) these helpers run on, M = 1, K = 768, B well past
+ * the L3: strips of 1-2 vectors over k blocks of 8-16 rows streamed B at the machine's read
+ * bandwidth (20-22 GB/s one thread), wider strips (4-8 vectors) or whole-K strips at 9-15 GB/s;
+ * blocks of 32 rows fell off (too many streams at once). NP bounds the columns one k block
+ * sweeps so the M x NP slice of C stays in L2 for the next block.
+ *
+ * Invariants:
+ *   - Each element of C sums its k in one fixed order (row-major: k = 0, 1, ... in one fused
+ *     multiply-add chain; transposed: lane partials k = l mod W in order, then a fixed tree),
+ *     which depends on K and the layout only, never on the column range a call gets, so any
+ *     split over threads gives bitwise the same C.
+ *   - Nothing outside A, B and C is touched: edge vectors use masked loads and stores.
+ *   - Only the caller's conditions (mm_small_ok) are assumed: m in [1, MS], k >= 1.
+ */
+#include "matmul.h"
+
+#include <stdio.h>
+#include <string.h>
+
+enum {
+  SM_A,
+  SM_B,
+  SM_C,
+  SM_M,
+  SM_N,
+  SM_K,
+  SM_RSA,
+  SM_CSA,
+  SM_RSB,
+  SM_CSB,
+  SM_LDC,
+  SM_EP,
+  SM_CTX,
+  SM_ROW0,
+  SM_COL0,
+  SM_NPARAMS
+};
+
+/* Rows of B a k block reads side by side (row-major B). */
+enum { SM_KB = 8 };
+/* Floats of C (M x NP) a k block sweeps before the next block: a quarter of a 1 MiB L2. */
+enum { SM_C_FLOATS = 65536 };
+
+/* One kernel for exactly M rows being emitted. */
+typedef struct sm {
+  mm_gen *g;
+  int M, S; /* rows; vectors per strip (row-major) or columns per group */
+  LLVMValueRef b, n, k, rsb, csa, csb;
+  LLVMValueRef arow[16], crow[16]; /* A[i][0], C[i][0] */
+} sm;
+
+/* Row-major: vectors per strip. One or two: more columns per strip means fewer rows of B in
+ * flight for the same registers, and the streams, not the FMAs, set the speed. */
+static int rm_vectors(int m) { return m <= 2 ? 2 : 1; }
+
+/* Transposed: columns per group, as many as the registers hold (M x J accumulators, M vectors
+ * of A, J of B, a few spare), at most 8. */
+static int tr_columns(const mm_gen *g, int m) {
+  int j = 8;
+  while (j > 1 && m * j + m + j > g->VR - 4)
+    j--;
+  return j;
+}
+
+/* ---- row-major B ---------------------------------------------------------------------------- */
+
+/* acc[i*S + s] += A[i][kk] * B[kk][j + s*W ..] (masks NULL: full vectors). */
+static void rm_step(sm *r, int S, LLVMValueRef j, LLVMValueRef kk, LLVMValueRef *masks,
+                    LLVMValueRef *acc) {
+  mm_gen *g = r->g;
+  kc_ir *ir = g->ir;
+  LLVMValueRef bv[8];
+  LLVMValueRef brow = mm_src_gep(g, r->b, kc_ir_add(ir, kc_ir_mul(ir, kk, r->rsb), j));
+  for (int s = 0; s < S; s++)
+    bv[s] = mm_src_load(g, mm_src_gep(g, brow, kc_ir_i64(ir, s * g->W)), masks ? masks[s] : NULL);
+  LLVMValueRef acol = kc_ir_mul(ir, kk, r->csa);
+  for (int i = 0; i < r->M; i++) {
+    LLVMValueRef a = mm_src_load1(g, mm_src_gep(g, r->arow[i], acol));
+    LLVMValueRef av = kc_ir_splat(ir, a, (unsigned)g->W);
+    for (int s = 0; s < S; s++)
+      acc[i * S + s] = kc_ir_fmuladd(ir, av, bv[s], acc[i * S + s]);
+  }
+}
+
+/*
+ * The M x S tile at columns j.. over B rows [k0, k0 + kb): from 0 (first) or C, back to C.
+ * kb is SM_KB, unrolled, when kbr is NULL, else kbr rows in a loop.
+ */
+static void rm_strip(sm *r, int S, LLVMValueRef j, LLVMValueRef k0, LLVMValueRef kbr,
+                     LLVMValueRef first, LLVMValueRef *masks) {
+  mm_gen *g = r->g;
+  kc_ir *ir = g->ir;
+  int nacc = r->M * S;
+  LLVMValueRef acc[KC_LOOP_MAX_CARRY], zero = kc_ir_zero(g->vt);
+  for (int i = 0; i < r->M; i++)
+    for (int s = 0; s < S; s++) {
+      LLVMValueRef p = kc_ir_gepf(ir, r->crow[i], kc_ir_add(ir, j, kc_ir_i64(ir, s * g->W)));
+      /* C holds garbage before the first block; the select drops it */
+      LLVMValueRef x =
+          masks ? kc_ir_masked_load(ir, g->vt, p, 4, masks[s], zero) : kc_ir_load(ir, g->vt, p, 4);
+      acc[i * S + s] = LLVMBuildSelect(ir->b, first, zero, x, "");
+    }
+  if (!kbr) {
+    for (int u = 0; u < SM_KB; u++)
+      rm_step(r, S, j, kc_ir_add(ir, k0, kc_ir_i64(ir, u)), masks, acc);
+  } else {
+    kc_loop l;
+    LLVMValueRef kk =
+        kc_loop_begin(ir, &l, k0, kc_ir_add(ir, k0, kbr), kc_ir_i64(ir, 1), (unsigned)nacc, acc);
+    memcpy(acc, l.carry, (size_t)nacc * sizeof *acc);
+    rm_step(r, S, j, kk, masks, acc);
+    kc_loop_end(ir, &l, acc);
+    memcpy(acc, l.carry, (size_t)nacc * sizeof *acc);
+  }
+  for (int i = 0; i < r->M; i++)
+    for (int s = 0; s < S; s++) {
+      LLVMValueRef p = kc_ir_gepf(ir, r->crow[i], kc_ir_add(ir, j, kc_ir_i64(ir, s * g->W)));
+      if (masks)
+        kc_ir_masked_store(ir, acc[i * S + s], p, 4, masks[s]);
+      else
+        kc_ir_store(ir, acc[i * S + s], p, 4);
+    }
+}
+
+/* One k block over columns [j0, j1): full strips, then single vectors, the last masked. */
+static void rm_sweep(sm *r, LLVMValueRef k0, LLVMValueRef kbr, LLVMValueRef first, LLVMValueRef j0,
+                     LLVMValueRef j1) {
+  mm_gen *g = r->g;
+  kc_ir *ir = g->ir;
+  int64_t step = (int64_t)r->S * g->W;
+  LLVMValueRef width = kc_ir_sub(ir, j1, j0);
+  LLVMValueRef jmain =
+      kc_ir_add(ir, j0, kc_ir_sub(ir, width, LLVMBuildSRem(ir->b, width, kc_ir_i64(ir, step), "")));
+  kc_loop ls, lt;
+  LLVMValueRef j = kc_loop_begin(ir, &ls, j0, jmain, kc_ir_i64(ir, step), 0, NULL);
+  rm_strip(r, r->S, j, k0, kbr, first, NULL);
+  kc_loop_end(ir, &ls, NULL);
+  j = kc_loop_begin(ir, &lt, jmain, j1, kc_ir_i64(ir, g->W), 0, NULL);
+  LLVMValueRef mask = kc_ir_lane_mask(ir, (unsigned)g->W, 0, kc_ir_sub(ir, j1, j));
+  rm_strip(r, 1, j, k0, kbr, first, &mask);
+  kc_loop_end(ir, &lt, NULL);
+}
+
+/* Start a per-M kernel (a, b, c, n, k, rsa, csa, rsb, csb, ldc); fills r's values. */
+static LLVMValueRef sm_begin(mm_gen *g, sm *r, const char *kind, int m, int s) {
+  kc_ir *ir = g->ir;
+  char suffix[32];
+  snprintf(suffix, sizeof suffix, "small_%s%d", kind, m);
+  LLVMTypeRef ps[10] = {ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64,
+                        ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
+  LLVMValueRef fn = mm_helper(g, suffix, ps, 10);
+  for (unsigned i = 0; i < 3; i++)
+    kc_ir_param_attr(ir, fn, i, "noalias");
+  LLVMValueRef a = LLVMGetParam(fn, 0), c = LLVMGetParam(fn, 2), rsa = LLVMGetParam(fn, 5);
+  LLVMValueRef ldc = LLVMGetParam(fn, 9);
+  *r = (sm){.g = g,
+            .M = m,
+            .S = s,
+            .b = LLVMGetParam(fn, 1),
+            .n = LLVMGetParam(fn, 3),
+            .k = LLVMGetParam(fn, 4),
+            .csa = LLVMGetParam(fn, 6),
+            .rsb = LLVMGetParam(fn, 7),
+            .csb = LLVMGetParam(fn, 8)};
+  for (int i = 0; i < m; i++) {
+    r->arow[i] = mm_src_gep(g, a, kc_ir_mul(ir, kc_ir_i64(ir, i), rsa));
+    r->crow[i] = kc_ir_gepf(ir, c, kc_ir_mul(ir, kc_ir_i64(ir, i), ldc));
+  }
+  return fn;
+}
+
+static LLVMValueRef emit_rowmajor(mm_gen *g, int m) {
+  kc_ir *ir = g->ir;
+  sm r;
+  LLVMValueRef fn = sm_begin(g, &r, "r", m, rm_vectors(m));
+  int64_t np = SM_C_FLOATS / m / (r.S * g->W) * (r.S * g->W);
+  if (np < r.S * g->W) np = r.S * g->W;
+  LLVMValueRef zero = kc_ir_i64(ir, 0), kb = kc_ir_i64(ir, SM_KB);
+  LLVMValueRef kfull = kc_ir_sub(ir, r.k, LLVMBuildSRem(ir->b, r.k, kb, ""));
+  kc_loop lp, lk;
+  LLVMValueRef p0 = kc_loop_begin(ir, &lp, zero, r.n, kc_ir_i64(ir, np), 0, NULL);
+  LLVMValueRef p1 = kc_ir_min(ir, r.n, kc_ir_add(ir, p0, kc_ir_i64(ir, np)));
+  LLVMValueRef k0 = kc_loop_begin(ir, &lk, zero, kfull, kb, 0, NULL);
+  rm_sweep(&r, k0, NULL, LLVMBuildICmp(ir->b, LLVMIntEQ, k0, zero, ""), p0, p1);
+  kc_loop_end(ir, &lk, NULL);
+  kc_if tail;
+  kc_if_begin(ir, &tail, kc_ir_lt(ir, kfull, r.k));
+  rm_sweep(&r, kfull, kc_ir_sub(ir, r.k, kfull), LLVMBuildICmp(ir->b, LLVMIntEQ, kfull, zero, ""),
+           p0, p1);
+  kc_if_end(ir, &tail);
+  kc_loop_end(ir, &lp, NULL);
+  LLVMBuildRetVoid(ir->b);
+  return fn;
+}
+
+/* ---- transposed B --------------------------------------------------------------------------- */
+
+/* Sum of the lanes of v as a fixed tree of halves. */
+static LLVMValueRef hsum(kc_ir *ir, LLVMValueRef v, unsigned lanes) {
+  for (unsigned w = lanes / 2; w >= 1; w /= 2) {
+    LLVMValueRef lo[64], hi[64];
+    for (unsigned i = 0; i < w; i++) {
+      lo[i] = kc_ir_i32(ir, (int32_t)i);
+      hi[i] = kc_ir_i32(ir, (int32_t)(w + i));
+    }
+    LLVMValueRef poison = LLVMGetPoison(LLVMTypeOf(v));
+    LLVMValueRef x = LLVMBuildShuffleVector(ir->b, v, poison, LLVMConstVector(lo, w), "");
+    LLVMValueRef y = LLVMBuildShuffleVector(ir->b, v, poison, LLVMConstVector(hi, w), "");
+    v = LLVMBuildFAdd(ir->b, x, y, "");
+  }
+  return LLVMBuildExtractElement(ir->b, v, kc_ir_i32(ir, 0), "");
+}
+
+/* acc[i*J + jj] += A[i][kk..] * B^T[j + jj][kk..] over W lanes (mask NULL: all). */
+static void tr_step(sm *t, int J, LLVMValueRef *brow, LLVMValueRef kk, LLVMValueRef mask,
+                    LLVMValueRef *acc) {
+  mm_gen *g = t->g;
+  LLVMValueRef av[16], bv[8];
+  for (int i = 0; i < t->M; i++)
+    av[i] = mm_src_load(g, mm_src_gep(g, t->arow[i], kk), mask);
+  for (int jj = 0; jj < J; jj++)
+    bv[jj] = mm_src_load(g, mm_src_gep(g, brow[jj], kk), mask);
+  for (int i = 0; i < t->M; i++)
+    for (int jj = 0; jj < J; jj++)
+      acc[i * J + jj] = kc_ir_fmuladd(g->ir, av[i], bv[jj], acc[i * J + jj]);
+}
+
+/* Columns j .. j + J: full vectors of k, a masked tail, the sums stored. */
+static void tr_group(sm *t, int J, LLVMValueRef j, LLVMValueRef kmain) {
+  mm_gen *g = t->g;
+  kc_ir *ir = g->ir;
+  int nacc = t->M * J;
+  LLVMValueRef acc[KC_LOOP_MAX_CARRY], brow[8];
+  for (int i = 0; i < nacc; i++)
+    acc[i] = kc_ir_zero(g->vt);
+  for (int jj = 0; jj < J; jj++)
+    brow[jj] = mm_src_gep(g, t->b, kc_ir_mul(ir, kc_ir_add(ir, j, kc_ir_i64(ir, jj)), t->csb));
+  kc_loop l, lt;
+  LLVMValueRef kk =
+      kc_loop_begin(ir, &l, kc_ir_i64(ir, 0), kmain, kc_ir_i64(ir, g->W), (unsigned)nacc, acc);
+  memcpy(acc, l.carry, (size_t)nacc * sizeof *acc);
+  tr_step(t, J, brow, kk, NULL, acc);
+  kc_loop_end(ir, &l, acc);
+  memcpy(acc, l.carry, (size_t)nacc * sizeof *acc);
+  /* at most one masked step */
+  kk = kc_loop_begin(ir, &lt, kmain, t->k, kc_ir_i64(ir, g->W), (unsigned)nacc, acc);
+  memcpy(acc, lt.carry, (size_t)nacc * sizeof *acc);
+  tr_step(t, J, brow, kk, kc_ir_lane_mask(ir, (unsigned)g->W, 0, kc_ir_sub(ir, t->k, kk)), acc);
+  kc_loop_end(ir, &lt, acc);
+  memcpy(acc, lt.carry, (size_t)nacc * sizeof *acc);
+  for (int i = 0; i < t->M; i++)
+    for (int jj = 0; jj < J; jj++) {
+      LLVMValueRef p = kc_ir_gepf(ir, t->crow[i], kc_ir_add(ir, j, kc_ir_i64(ir, jj)));
+      kc_ir_store(ir, hsum(ir, acc[i * J + jj], (unsigned)g->W), p, 4);
+    }
+}
+
+static LLVMValueRef emit_transposed(mm_gen *g, int m) {
+  kc_ir *ir = g->ir;
+  sm t;
+  LLVMValueRef fn = sm_begin(g, &t, "t", m, tr_columns(g, m));
+  int J = t.S;
+  LLVMValueRef kmain = kc_ir_sub(ir, t.k, LLVMBuildSRem(ir->b, t.k, kc_ir_i64(ir, g->W), ""));
+  LLVMValueRef jmain = kc_ir_sub(ir, t.n, LLVMBuildSRem(ir->b, t.n, kc_ir_i64(ir, J), ""));
+  kc_loop lj, lr;
+  LLVMValueRef j = kc_loop_begin(ir, &lj, kc_ir_i64(ir, 0), jmain, kc_ir_i64(ir, J), 0, NULL);
+  tr_group(&t, J, j, kmain);
+  kc_loop_end(ir, &lj, NULL);
+  j = kc_loop_begin(ir, &lr, jmain, t.n, kc_ir_i64(ir, 1), 0, NULL);
+  tr_group(&t, 1, j, kmain);
+  kc_loop_end(ir, &lr, NULL);
+  LLVMBuildRetVoid(ir->b);
+  return fn;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------- */
+
+LLVMValueRef mm_small_ok(mm_gen *g, LLVMValueRef m, LLVMValueRef k, LLVMValueRef csa,
+                         LLVMValueRef rsb, LLVMValueRef csb) {
+  kc_ir *ir = g->ir;
+  if (g->MS <= 0) return LLVMConstInt(ir->t_i1, 0, 0);
+  LLVMValueRef one = kc_ir_i64(ir, 1);
+  LLVMValueRef ok = LLVMBuildAnd(ir->b, kc_ir_lt(ir, kc_ir_i64(ir, 0), m),
+                                 kc_ir_lt(ir, m, kc_ir_i64(ir, g->MS + 1)), "");
+  ok = LLVMBuildAnd(ir->b, ok, kc_ir_lt(ir, kc_ir_i64(ir, 0), k), "");
+  LLVMValueRef rowmajor = LLVMBuildICmp(ir->b, LLVMIntEQ, csb, one, "");
+  LLVMValueRef trans = LLVMBuildAnd(ir->b, LLVMBuildICmp(ir->b, LLVMIntEQ, rsb, one, ""),
+                                    LLVMBuildICmp(ir->b, LLVMIntEQ, csa, one, ""), "");
+  return LLVMBuildAnd(ir->b, ok, LLVMBuildOr(ir->b, rowmajor, trans, ""), "");
+}
+
+void mm_emit_small(mm_gen *g) {
+  kc_ir *ir = g->ir;
+  LLVMValueRef rm[16], tr[16];
+  KC_ASSERT(g->MS >= 1 && g->MS <= 16);
+  for (int m = 1; m <= g->MS; m++) {
+    rm[m - 1] = emit_rowmajor(g, m);
+    tr[m - 1] = emit_transposed(g, m);
+  }
+  LLVMTypeRef ps[SM_NPARAMS];
+  for (int i = 0; i < SM_NPARAMS; i++)
+    ps[i] = i <= SM_C || i == SM_EP || i == SM_CTX ? ir->t_ptr : ir->t_i64;
+  LLVMValueRef fn = g->small = mm_helper(g, "small", ps, SM_NPARAMS);
+  LLVMValueRef p[SM_NPARAMS];
+  for (unsigned i = 0; i < SM_NPARAMS; i++)
+    p[i] = LLVMGetParam(fn, i);
+  LLVMValueRef rowmajor = LLVMBuildICmp(ir->b, LLVMIntEQ, p[SM_CSB], kc_ir_i64(ir, 1), "");
+  LLVMValueRef args[10] = {p[SM_A],   p[SM_B],   p[SM_C],   p[SM_N],   p[SM_K],
+                           p[SM_RSA], p[SM_CSA], p[SM_RSB], p[SM_CSB], p[SM_LDC]};
+  LLVMBasicBlockRef merge = LLVMAppendBasicBlockInContext(ir->ctx, fn, "sm.done");
+  LLVMValueRef sw = LLVMBuildSwitch(ir->b, p[SM_M], merge, (unsigned)g->MS);
+  for (int m = 1; m <= g->MS; m++) {
+    LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(ir->ctx, fn, "sm.rows");
+    LLVMAddCase(sw, kc_ir_i64(ir, m), bb);
+    LLVMPositionBuilderAtEnd(ir->b, bb);
+    kc_if lay;
+    kc_if_begin(ir, &lay, rowmajor);
+    LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(rm[m - 1]), rm[m - 1], args, 10, "");
+    kc_if_else(ir, &lay);
+    LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(tr[m - 1]), tr[m - 1], args, 10, "");
+    kc_if_end(ir, &lay);
+    LLVMBuildBr(ir->b, merge);
+  }
+  LLVMPositionBuilderAtEnd(ir->b, merge);
+  if (g->hook) {
+    /* the epilogue on NR-wide tiles, as the packed path calls it */
+    kc_if have;
+    kc_if_begin(ir, &have, LLVMBuildIsNotNull(ir->b, p[SM_EP], ""));
+    kc_loop l;
+    LLVMValueRef nr = kc_ir_i64(ir, g->NR);
+    LLVMValueRef jt = kc_loop_begin(ir, &l, kc_ir_i64(ir, 0), p[SM_N], nr, 0, NULL);
+    LLVMValueRef e[7] = {p[SM_CTX],
+                         kc_ir_gepf(ir, p[SM_C], jt),
+                         p[SM_LDC],
+                         p[SM_ROW0],
+                         kc_ir_add(ir, p[SM_COL0], jt),
+                         p[SM_M],
+                         kc_ir_min(ir, nr, kc_ir_sub(ir, p[SM_N], jt))};
+    LLVMBuildCall2(ir->b, mm_ep_type(ir), p[SM_EP], e, 7, "");
+    kc_loop_end(ir, &l, NULL);
+    kc_if_end(ir, &have);
+  }
+  LLVMBuildRetVoid(ir->b);
+}
