@@ -62,156 +62,177 @@ enum {
 
 /* Rows of B a k block reads side by side (row-major B). */
 enum { SM_KB = 8 };
-/* Floats of C (M x NP) a k block sweeps before the next block: a quarter of a 1 MiB L2. */
+/* Floats of C (R x NP) a k block sweeps before the next block: a quarter of a 1 MiB L2. */
 enum { SM_C_FLOATS = 65536 };
 
-/* One kernel for exactly M rows being emitted. */
+/* Row counts that get a kernel; m rows run on the smallest at least m (and MS gets its own). */
+static const int sm_groups[] = {1, 2, 3, 4, 6, 8, 12, 16};
+
+/* One kernel for R rows (m <= R at run time) being emitted. */
 typedef struct sm {
   mm_gen *g;
-  int M, S; /* rows; vectors per strip (row-major) or columns per group */
+  int R, S; /* rows; vectors per strip (row-major) or columns per group (transposed) */
   LLVMValueRef b, n, k, rsb, csa, csb;
-  LLVMValueRef arow[16], crow[16]; /* A[i][0], C[i][0] */
+  LLVMValueRef arow[16], crow[16]; /* A[i][0], C[i][0]; rows past m repeat row m - 1 */
 } sm;
 
 /* Row-major: vectors per strip. One or two: more columns per strip means fewer rows of B in
  * flight for the same registers, and the streams, not the FMAs, set the speed. */
-static int rm_vectors(int m) { return m <= 2 ? 2 : 1; }
+static int rm_vectors(int r) { return r <= 2 ? 2 : 1; }
 
-/* Transposed: columns per group, as many as the registers hold (M x J accumulators, M vectors
+/* Transposed: columns per group, as many as the registers hold (R x J accumulators, R vectors
  * of A, J of B, a few spare), at most 8. */
-static int tr_columns(const mm_gen *g, int m) {
+static int tr_columns(const mm_gen *g, int r) {
   int j = 8;
-  while (j > 1 && m * j + m + j > g->VR - 4)
+  while (j > 1 && r * j + r + j > g->VR - 4)
     j--;
   return j;
 }
 
+/*
+ * Start kernel small_{kind}R(a, b, c, m, n, k, rsa, csa, rsb, csb, ldc) for up to R rows.
+ * Rows i >= m read and write row m - 1: they compute its values again, in the same order, and
+ * store the same bits, so one kernel serves every m <= R without a branch per row.
+ */
+static LLVMValueRef sm_begin(mm_gen *g, sm *r, const char *kind, int rows, int s) {
+  kc_ir *ir = g->ir;
+  char suffix[32];
+  snprintf(suffix, sizeof suffix, "small_%s%d", kind, rows);
+  LLVMTypeRef ps[11] = {ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64, ir->t_i64,
+                        ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
+  LLVMValueRef fn = mm_helper(g, suffix, ps, 11);
+  /* kept out of the dispatcher: inlined there, all kernels went through one register
+   * allocation, which cost more compile time than the whole packed core */
+  LLVMAddAttributeAtIndex(
+      fn, LLVMAttributeFunctionIndex,
+      LLVMCreateEnumAttribute(ir->ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0));
+  for (unsigned i = 0; i < 3; i++)
+    kc_ir_param_attr(ir, fn, i, "noalias");
+  LLVMValueRef a = LLVMGetParam(fn, 0), c = LLVMGetParam(fn, 2), m = LLVMGetParam(fn, 3);
+  LLVMValueRef rsa = LLVMGetParam(fn, 6), ldc = LLVMGetParam(fn, 10);
+  *r = (sm){.g = g,
+            .R = rows,
+            .S = s,
+            .b = LLVMGetParam(fn, 1),
+            .n = LLVMGetParam(fn, 4),
+            .k = LLVMGetParam(fn, 5),
+            .csa = LLVMGetParam(fn, 7),
+            .rsb = LLVMGetParam(fn, 8),
+            .csb = LLVMGetParam(fn, 9)};
+  LLVMValueRef last = kc_ir_sub(ir, m, kc_ir_i64(ir, 1));
+  for (int i = 0; i < rows; i++) {
+    LLVMValueRef row = i ? kc_ir_min(ir, kc_ir_i64(ir, i), last) : kc_ir_i64(ir, 0);
+    r->arow[i] = mm_src_gep(g, a, kc_ir_mul(ir, row, rsa));
+    r->crow[i] = kc_ir_gepf(ir, c, kc_ir_mul(ir, row, ldc));
+  }
+  return fn;
+}
+
 /* ---- row-major B ---------------------------------------------------------------------------- */
 
-/* acc[i*S + s] += A[i][kk] * B[kk][j + s*W ..] (masks NULL: full vectors). */
-static void rm_step(sm *r, int S, LLVMValueRef j, LLVMValueRef kk, LLVMValueRef *masks,
+/* acc[i*S + s] += A[i][kk] * B[kk][j + s*W ..] (lanes off masks[s] read nothing). */
+static void rm_step(sm *r, LLVMValueRef j, LLVMValueRef kk, LLVMValueRef *masks,
                     LLVMValueRef *acc) {
   mm_gen *g = r->g;
   kc_ir *ir = g->ir;
   LLVMValueRef bv[8];
   LLVMValueRef brow = mm_src_gep(g, r->b, kc_ir_add(ir, kc_ir_mul(ir, kk, r->rsb), j));
-  for (int s = 0; s < S; s++)
-    bv[s] = mm_src_load(g, mm_src_gep(g, brow, kc_ir_i64(ir, s * g->W)), masks ? masks[s] : NULL);
+  for (int s = 0; s < r->S; s++)
+    bv[s] = mm_src_load(g, mm_src_gep(g, brow, kc_ir_i64(ir, s * g->W)), masks[s]);
   LLVMValueRef acol = kc_ir_mul(ir, kk, r->csa);
-  for (int i = 0; i < r->M; i++) {
+  for (int i = 0; i < r->R; i++) {
     LLVMValueRef a = mm_src_load1(g, mm_src_gep(g, r->arow[i], acol));
     LLVMValueRef av = kc_ir_splat(ir, a, (unsigned)g->W);
-    for (int s = 0; s < S; s++)
-      acc[i * S + s] = kc_ir_fmuladd(ir, av, bv[s], acc[i * S + s]);
+    for (int s = 0; s < r->S; s++)
+      acc[i * r->S + s] = kc_ir_fmuladd(ir, av, bv[s], acc[i * r->S + s]);
   }
+}
+
+/* Load (store NULL) or store the R x S tile of C at columns j.. (masks NULL: all lanes). */
+static void rm_c(sm *r, LLVMValueRef j, LLVMValueRef *masks, LLVMValueRef *acc, bool store) {
+  mm_gen *g = r->g;
+  kc_ir *ir = g->ir;
+  LLVMValueRef zero = kc_ir_zero(g->vt);
+  for (int i = 0; i < r->R; i++)
+    for (int s = 0; s < r->S; s++) {
+      LLVMValueRef p = kc_ir_gepf(ir, r->crow[i], kc_ir_add(ir, j, kc_ir_i64(ir, s * g->W)));
+      LLVMValueRef *x = &acc[i * r->S + s];
+      if (store && masks)
+        kc_ir_masked_store(ir, *x, p, 4, masks[s]);
+      else if (store)
+        kc_ir_store(ir, *x, p, 4);
+      else
+        *x = masks ? kc_ir_masked_load(ir, g->vt, p, 4, masks[s], zero)
+                   : kc_ir_load(ir, g->vt, p, 4);
+    }
 }
 
 /*
- * The M x S tile at columns j.. over B rows [k0, k0 + kb): from 0 (first) or C, back to C.
- * kb is SM_KB, unrolled, when kbr is NULL, else kbr rows in a loop.
+ * The R x S tile at columns j.. over B rows [k0, k0 + kb): from 0 (first) or C, back to C.
+ * One body for full and edge strips (B read through lane masks, which cost what plain loads
+ * do with AVX-512); only C's accesses, outside the k loop, have a plain and a masked form.
+ * The k loop is not unrolled: the loads, not the loop overhead, set the pace, and unrolled
+ * bodies per row count cost more compile time than the packed core.
  */
-static void rm_strip(sm *r, int S, LLVMValueRef j, LLVMValueRef k0, LLVMValueRef kbr,
-                     LLVMValueRef first, LLVMValueRef *masks) {
+static void rm_strip(sm *r, LLVMValueRef j, LLVMValueRef k0, LLVMValueRef kb, LLVMValueRef first,
+                     LLVMValueRef full, LLVMValueRef *masks) {
   mm_gen *g = r->g;
   kc_ir *ir = g->ir;
-  int nacc = r->M * S;
-  LLVMValueRef acc[KC_LOOP_MAX_CARRY], zero = kc_ir_zero(g->vt);
-  for (int i = 0; i < r->M; i++)
-    for (int s = 0; s < S; s++) {
-      LLVMValueRef p = kc_ir_gepf(ir, r->crow[i], kc_ir_add(ir, j, kc_ir_i64(ir, s * g->W)));
-      /* C holds garbage before the first block; the select drops it */
-      LLVMValueRef x =
-          masks ? kc_ir_masked_load(ir, g->vt, p, 4, masks[s], zero) : kc_ir_load(ir, g->vt, p, 4);
-      acc[i * S + s] = LLVMBuildSelect(ir->b, first, zero, x, "");
-    }
-  if (!kbr) {
-    for (int u = 0; u < SM_KB; u++)
-      rm_step(r, S, j, kc_ir_add(ir, k0, kc_ir_i64(ir, u)), masks, acc);
-  } else {
-    kc_loop l;
-    LLVMValueRef kk =
-        kc_loop_begin(ir, &l, k0, kc_ir_add(ir, k0, kbr), kc_ir_i64(ir, 1), (unsigned)nacc, acc);
-    memcpy(acc, l.carry, (size_t)nacc * sizeof *acc);
-    rm_step(r, S, j, kk, masks, acc);
-    kc_loop_end(ir, &l, acc);
-    memcpy(acc, l.carry, (size_t)nacc * sizeof *acc);
+  int nacc = r->R * r->S;
+  LLVMValueRef acc[KC_LOOP_MAX_CARRY], cin[KC_LOOP_MAX_CARRY], zero = kc_ir_zero(g->vt);
+  /* C holds garbage before the first block; the select drops it */
+  LLVMValueRef ld[2][KC_LOOP_MAX_CARRY];
+  LLVMBasicBlockRef from[2];
+  kc_if f;
+  kc_if_begin(ir, &f, full);
+  rm_c(r, j, NULL, ld[0], false);
+  from[0] = LLVMGetInsertBlock(ir->b);
+  kc_if_else(ir, &f);
+  rm_c(r, j, masks, ld[1], false);
+  from[1] = LLVMGetInsertBlock(ir->b);
+  kc_if_end(ir, &f);
+  for (int i = 0; i < nacc; i++) { /* the phis first: they lead the block */
+    cin[i] = LLVMBuildPhi(ir->b, g->vt, "");
+    LLVMValueRef v[2] = {ld[0][i], ld[1][i]};
+    LLVMAddIncoming(cin[i], v, from, 2);
   }
-  for (int i = 0; i < r->M; i++)
-    for (int s = 0; s < S; s++) {
-      LLVMValueRef p = kc_ir_gepf(ir, r->crow[i], kc_ir_add(ir, j, kc_ir_i64(ir, s * g->W)));
-      if (masks)
-        kc_ir_masked_store(ir, acc[i * S + s], p, 4, masks[s]);
-      else
-        kc_ir_store(ir, acc[i * S + s], p, 4);
-    }
+  for (int i = 0; i < nacc; i++)
+    acc[i] = LLVMBuildSelect(ir->b, first, zero, cin[i], "");
+  kc_loop l;
+  LLVMValueRef kk =
+      kc_loop_begin(ir, &l, k0, kc_ir_add(ir, k0, kb), kc_ir_i64(ir, 1), (unsigned)nacc, acc);
+  memcpy(acc, l.carry, (size_t)nacc * sizeof *acc);
+  rm_step(r, j, kk, masks, acc);
+  kc_loop_end(ir, &l, acc);
+  memcpy(acc, l.carry, (size_t)nacc * sizeof *acc);
+  kc_if_begin(ir, &f, full);
+  rm_c(r, j, NULL, acc, true);
+  kc_if_else(ir, &f);
+  rm_c(r, j, masks, acc, true);
+  kc_if_end(ir, &f);
 }
 
-/* One k block over columns [j0, j1): full strips, then single vectors, the last masked. */
-static void rm_sweep(sm *r, LLVMValueRef k0, LLVMValueRef kbr, LLVMValueRef first, LLVMValueRef j0,
-                     LLVMValueRef j1) {
-  mm_gen *g = r->g;
-  kc_ir *ir = g->ir;
-  int64_t step = (int64_t)r->S * g->W;
-  LLVMValueRef width = kc_ir_sub(ir, j1, j0);
-  LLVMValueRef jmain =
-      kc_ir_add(ir, j0, kc_ir_sub(ir, width, LLVMBuildSRem(ir->b, width, kc_ir_i64(ir, step), "")));
-  kc_loop ls, lt;
-  LLVMValueRef j = kc_loop_begin(ir, &ls, j0, jmain, kc_ir_i64(ir, step), 0, NULL);
-  rm_strip(r, r->S, j, k0, kbr, first, NULL);
-  kc_loop_end(ir, &ls, NULL);
-  j = kc_loop_begin(ir, &lt, jmain, j1, kc_ir_i64(ir, g->W), 0, NULL);
-  LLVMValueRef mask = kc_ir_lane_mask(ir, (unsigned)g->W, 0, kc_ir_sub(ir, j1, j));
-  rm_strip(r, 1, j, k0, kbr, first, &mask);
-  kc_loop_end(ir, &lt, NULL);
-}
-
-/* Start a per-M kernel (a, b, c, n, k, rsa, csa, rsb, csb, ldc); fills r's values. */
-static LLVMValueRef sm_begin(mm_gen *g, sm *r, const char *kind, int m, int s) {
-  kc_ir *ir = g->ir;
-  char suffix[32];
-  snprintf(suffix, sizeof suffix, "small_%s%d", kind, m);
-  LLVMTypeRef ps[10] = {ir->t_ptr, ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64,
-                        ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
-  LLVMValueRef fn = mm_helper(g, suffix, ps, 10);
-  for (unsigned i = 0; i < 3; i++)
-    kc_ir_param_attr(ir, fn, i, "noalias");
-  LLVMValueRef a = LLVMGetParam(fn, 0), c = LLVMGetParam(fn, 2), rsa = LLVMGetParam(fn, 5);
-  LLVMValueRef ldc = LLVMGetParam(fn, 9);
-  *r = (sm){.g = g,
-            .M = m,
-            .S = s,
-            .b = LLVMGetParam(fn, 1),
-            .n = LLVMGetParam(fn, 3),
-            .k = LLVMGetParam(fn, 4),
-            .csa = LLVMGetParam(fn, 6),
-            .rsb = LLVMGetParam(fn, 7),
-            .csb = LLVMGetParam(fn, 8)};
-  for (int i = 0; i < m; i++) {
-    r->arow[i] = mm_src_gep(g, a, kc_ir_mul(ir, kc_ir_i64(ir, i), rsa));
-    r->crow[i] = kc_ir_gepf(ir, c, kc_ir_mul(ir, kc_ir_i64(ir, i), ldc));
-  }
-  return fn;
-}
-
-static LLVMValueRef emit_rowmajor(mm_gen *g, int m) {
+static LLVMValueRef emit_rowmajor(mm_gen *g, int rows) {
   kc_ir *ir = g->ir;
   sm r;
-  LLVMValueRef fn = sm_begin(g, &r, "r", m, rm_vectors(m));
-  int64_t np = SM_C_FLOATS / m / (r.S * g->W) * (r.S * g->W);
-  if (np < r.S * g->W) np = r.S * g->W;
-  LLVMValueRef zero = kc_ir_i64(ir, 0), kb = kc_ir_i64(ir, SM_KB);
-  LLVMValueRef kfull = kc_ir_sub(ir, r.k, LLVMBuildSRem(ir->b, r.k, kb, ""));
-  kc_loop lp, lk;
+  LLVMValueRef fn = sm_begin(g, &r, "r", rows, rm_vectors(rows));
+  int64_t step = (int64_t)r.S * g->W;
+  int64_t np = SM_C_FLOATS / rows / step * step;
+  if (np < step) np = step;
+  LLVMValueRef zero = kc_ir_i64(ir, 0), kbc = kc_ir_i64(ir, SM_KB);
+  kc_loop lp, lk, lj;
   LLVMValueRef p0 = kc_loop_begin(ir, &lp, zero, r.n, kc_ir_i64(ir, np), 0, NULL);
   LLVMValueRef p1 = kc_ir_min(ir, r.n, kc_ir_add(ir, p0, kc_ir_i64(ir, np)));
-  LLVMValueRef k0 = kc_loop_begin(ir, &lk, zero, kfull, kb, 0, NULL);
-  rm_sweep(&r, k0, NULL, LLVMBuildICmp(ir->b, LLVMIntEQ, k0, zero, ""), p0, p1);
+  LLVMValueRef k0 = kc_loop_begin(ir, &lk, zero, r.k, kbc, 0, NULL);
+  LLVMValueRef kb = kc_ir_min(ir, kbc, kc_ir_sub(ir, r.k, k0));
+  LLVMValueRef first = LLVMBuildICmp(ir->b, LLVMIntEQ, k0, zero, "");
+  LLVMValueRef j = kc_loop_begin(ir, &lj, p0, p1, kc_ir_i64(ir, step), 0, NULL);
+  LLVMValueRef left = kc_ir_sub(ir, p1, j), masks[8];
+  for (int s = 0; s < r.S; s++)
+    masks[s] = kc_ir_lane_mask(ir, (unsigned)g->W, (int64_t)s * g->W, left);
+  rm_strip(&r, j, k0, kb, first, kc_ir_lt(ir, kc_ir_i64(ir, step - 1), left), masks);
+  kc_loop_end(ir, &lj, NULL);
   kc_loop_end(ir, &lk, NULL);
-  kc_if tail;
-  kc_if_begin(ir, &tail, kc_ir_lt(ir, kfull, r.k));
-  rm_sweep(&r, kfull, kc_ir_sub(ir, r.k, kfull), LLVMBuildICmp(ir->b, LLVMIntEQ, kfull, zero, ""),
-           p0, p1);
-  kc_if_end(ir, &tail);
   kc_loop_end(ir, &lp, NULL);
   LLVMBuildRetVoid(ir->b);
   return fn;
@@ -235,64 +256,52 @@ static LLVMValueRef hsum(kc_ir *ir, LLVMValueRef v, unsigned lanes) {
   return LLVMBuildExtractElement(ir->b, v, kc_ir_i32(ir, 0), "");
 }
 
-/* acc[i*J + jj] += A[i][kk..] * B^T[j + jj][kk..] over W lanes (mask NULL: all). */
-static void tr_step(sm *t, int J, LLVMValueRef *brow, LLVMValueRef kk, LLVMValueRef mask,
-                    LLVMValueRef *acc) {
+/*
+ * Columns j .. j + J, each clamped to n - 1 (a group past the edge computes the last column
+ * again and stores the same bits), as R x J dot products along k: one masked body for full
+ * and edge vectors of k, then one horizontal sum per element.
+ */
+static void tr_group(sm *t, LLVMValueRef j) {
   mm_gen *g = t->g;
+  kc_ir *ir = g->ir;
+  int J = t->S, nacc = t->R * J;
+  LLVMValueRef acc[KC_LOOP_MAX_CARRY], brow[8], col[8];
+  LLVMValueRef last = kc_ir_sub(ir, t->n, kc_ir_i64(ir, 1));
+  for (int i = 0; i < nacc; i++)
+    acc[i] = kc_ir_zero(g->vt);
+  for (int jj = 0; jj < J; jj++) {
+    col[jj] = kc_ir_min(ir, kc_ir_add(ir, j, kc_ir_i64(ir, jj)), last);
+    brow[jj] = mm_src_gep(g, t->b, kc_ir_mul(ir, col[jj], t->csb));
+  }
+  kc_loop l;
+  LLVMValueRef kk =
+      kc_loop_begin(ir, &l, kc_ir_i64(ir, 0), t->k, kc_ir_i64(ir, g->W), (unsigned)nacc, acc);
+  memcpy(acc, l.carry, (size_t)nacc * sizeof *acc);
+  LLVMValueRef mask = kc_ir_lane_mask(ir, (unsigned)g->W, 0, kc_ir_sub(ir, t->k, kk));
   LLVMValueRef av[16], bv[8];
-  for (int i = 0; i < t->M; i++)
+  for (int i = 0; i < t->R; i++)
     av[i] = mm_src_load(g, mm_src_gep(g, t->arow[i], kk), mask);
   for (int jj = 0; jj < J; jj++)
     bv[jj] = mm_src_load(g, mm_src_gep(g, brow[jj], kk), mask);
-  for (int i = 0; i < t->M; i++)
+  for (int i = 0; i < t->R; i++)
     for (int jj = 0; jj < J; jj++)
-      acc[i * J + jj] = kc_ir_fmuladd(g->ir, av[i], bv[jj], acc[i * J + jj]);
-}
-
-/* Columns j .. j + J: full vectors of k, a masked tail, the sums stored. */
-static void tr_group(sm *t, int J, LLVMValueRef j, LLVMValueRef kmain) {
-  mm_gen *g = t->g;
-  kc_ir *ir = g->ir;
-  int nacc = t->M * J;
-  LLVMValueRef acc[KC_LOOP_MAX_CARRY], brow[8];
-  for (int i = 0; i < nacc; i++)
-    acc[i] = kc_ir_zero(g->vt);
-  for (int jj = 0; jj < J; jj++)
-    brow[jj] = mm_src_gep(g, t->b, kc_ir_mul(ir, kc_ir_add(ir, j, kc_ir_i64(ir, jj)), t->csb));
-  kc_loop l, lt;
-  LLVMValueRef kk =
-      kc_loop_begin(ir, &l, kc_ir_i64(ir, 0), kmain, kc_ir_i64(ir, g->W), (unsigned)nacc, acc);
-  memcpy(acc, l.carry, (size_t)nacc * sizeof *acc);
-  tr_step(t, J, brow, kk, NULL, acc);
+      acc[i * J + jj] = kc_ir_fmuladd(ir, av[i], bv[jj], acc[i * J + jj]);
   kc_loop_end(ir, &l, acc);
   memcpy(acc, l.carry, (size_t)nacc * sizeof *acc);
-  /* at most one masked step */
-  kk = kc_loop_begin(ir, &lt, kmain, t->k, kc_ir_i64(ir, g->W), (unsigned)nacc, acc);
-  memcpy(acc, lt.carry, (size_t)nacc * sizeof *acc);
-  tr_step(t, J, brow, kk, kc_ir_lane_mask(ir, (unsigned)g->W, 0, kc_ir_sub(ir, t->k, kk)), acc);
-  kc_loop_end(ir, &lt, acc);
-  memcpy(acc, lt.carry, (size_t)nacc * sizeof *acc);
-  for (int i = 0; i < t->M; i++)
-    for (int jj = 0; jj < J; jj++) {
-      LLVMValueRef p = kc_ir_gepf(ir, t->crow[i], kc_ir_add(ir, j, kc_ir_i64(ir, jj)));
-      kc_ir_store(ir, hsum(ir, acc[i * J + jj], (unsigned)g->W), p, 4);
-    }
+  for (int i = 0; i < t->R; i++)
+    for (int jj = 0; jj < J; jj++)
+      kc_ir_store(ir, hsum(ir, acc[i * J + jj], (unsigned)g->W),
+                  kc_ir_gepf(ir, t->crow[i], col[jj]), 4);
 }
 
-static LLVMValueRef emit_transposed(mm_gen *g, int m) {
+static LLVMValueRef emit_transposed(mm_gen *g, int rows) {
   kc_ir *ir = g->ir;
   sm t;
-  LLVMValueRef fn = sm_begin(g, &t, "t", m, tr_columns(g, m));
-  int J = t.S;
-  LLVMValueRef kmain = kc_ir_sub(ir, t.k, LLVMBuildSRem(ir->b, t.k, kc_ir_i64(ir, g->W), ""));
-  LLVMValueRef jmain = kc_ir_sub(ir, t.n, LLVMBuildSRem(ir->b, t.n, kc_ir_i64(ir, J), ""));
-  kc_loop lj, lr;
-  LLVMValueRef j = kc_loop_begin(ir, &lj, kc_ir_i64(ir, 0), jmain, kc_ir_i64(ir, J), 0, NULL);
-  tr_group(&t, J, j, kmain);
+  LLVMValueRef fn = sm_begin(g, &t, "t", rows, tr_columns(g, rows));
+  kc_loop lj;
+  LLVMValueRef j = kc_loop_begin(ir, &lj, kc_ir_i64(ir, 0), t.n, kc_ir_i64(ir, t.S), 0, NULL);
+  tr_group(&t, j);
   kc_loop_end(ir, &lj, NULL);
-  j = kc_loop_begin(ir, &lr, jmain, t.n, kc_ir_i64(ir, 1), 0, NULL);
-  tr_group(&t, 1, j, kmain);
-  kc_loop_end(ir, &lr, NULL);
   LLVMBuildRetVoid(ir->b);
   return fn;
 }
@@ -315,11 +324,15 @@ LLVMValueRef mm_small_ok(mm_gen *g, LLVMValueRef m, LLVMValueRef k, LLVMValueRef
 
 void mm_emit_small(mm_gen *g) {
   kc_ir *ir = g->ir;
-  LLVMValueRef rm[16], tr[16];
+  int rows[16], nk = 0;
   KC_ASSERT(g->MS >= 1 && g->MS <= 16);
-  for (int m = 1; m <= g->MS; m++) {
-    rm[m - 1] = emit_rowmajor(g, m);
-    tr[m - 1] = emit_transposed(g, m);
+  for (unsigned i = 0; i < sizeof sm_groups / sizeof *sm_groups && sm_groups[i] < g->MS; i++)
+    rows[nk++] = sm_groups[i];
+  rows[nk++] = g->MS;
+  LLVMValueRef rm[16], tr[16];
+  for (int i = 0; i < nk; i++) {
+    rm[i] = emit_rowmajor(g, rows[i]);
+    tr[i] = emit_transposed(g, rows[i]);
   }
   LLVMTypeRef ps[SM_NPARAMS];
   for (int i = 0; i < SM_NPARAMS; i++)
@@ -329,19 +342,20 @@ void mm_emit_small(mm_gen *g) {
   for (unsigned i = 0; i < SM_NPARAMS; i++)
     p[i] = LLVMGetParam(fn, i);
   LLVMValueRef rowmajor = LLVMBuildICmp(ir->b, LLVMIntEQ, p[SM_CSB], kc_ir_i64(ir, 1), "");
-  LLVMValueRef args[10] = {p[SM_A],   p[SM_B],   p[SM_C],   p[SM_N],   p[SM_K],
+  LLVMValueRef args[11] = {p[SM_A],   p[SM_B],   p[SM_C],   p[SM_M],   p[SM_N],  p[SM_K],
                            p[SM_RSA], p[SM_CSA], p[SM_RSB], p[SM_CSB], p[SM_LDC]};
   LLVMBasicBlockRef merge = LLVMAppendBasicBlockInContext(ir->ctx, fn, "sm.done");
   LLVMValueRef sw = LLVMBuildSwitch(ir->b, p[SM_M], merge, (unsigned)g->MS);
-  for (int m = 1; m <= g->MS; m++) {
+  for (int i = 0; i < nk; i++) {
     LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(ir->ctx, fn, "sm.rows");
-    LLVMAddCase(sw, kc_ir_i64(ir, m), bb);
+    for (int m = i ? rows[i - 1] + 1 : 1; m <= rows[i]; m++)
+      LLVMAddCase(sw, kc_ir_i64(ir, m), bb);
     LLVMPositionBuilderAtEnd(ir->b, bb);
     kc_if lay;
     kc_if_begin(ir, &lay, rowmajor);
-    LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(rm[m - 1]), rm[m - 1], args, 10, "");
+    LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(rm[i]), rm[i], args, 11, "");
     kc_if_else(ir, &lay);
-    LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(tr[m - 1]), tr[m - 1], args, 10, "");
+    LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(tr[i]), tr[i], args, 11, "");
     kc_if_end(ir, &lay);
     LLVMBuildBr(ir->b, merge);
   }
