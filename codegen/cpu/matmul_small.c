@@ -66,7 +66,7 @@ enum { SM_KB = 8 };
 enum { SM_C_FLOATS = 65536 };
 
 /* Row counts that get a kernel; m rows run on the smallest at least m (and MS gets its own). */
-static const int sm_groups[] = {1, 2, 3, 4, 6, 8, 12, 16};
+static const int sm_groups[] = {1, 2, 3, 4, 6, 8, 12};
 
 /* One kernel for R rows (m <= R at run time) being emitted. */
 typedef struct sm {
@@ -325,7 +325,7 @@ LLVMValueRef mm_small_ok(mm_gen *g, LLVMValueRef m, LLVMValueRef k, LLVMValueRef
 void mm_emit_small(mm_gen *g) {
   kc_ir *ir = g->ir;
   int rows[16], nk = 0;
-  KC_ASSERT(g->MS >= 1 && g->MS <= 16);
+  KC_ASSERT(g->MS >= 1 && g->MS <= KC_MM_SMALL_MAX);
   for (unsigned i = 0; i < sizeof sm_groups / sizeof *sm_groups && sm_groups[i] < g->MS; i++)
     rows[nk++] = sm_groups[i];
   rows[nk++] = g->MS;
