@@ -11,8 +11,9 @@
  * and strip widths and below one vector, N = 50257, odd K, transposed B with a padded pitch,
  * transposed A, batches with B batched or broadcast; 1 and 2 threads and unit by unit give the
  * same bits. Graph level (kc_compile): matmul_ep with bias, relu / gelu / gelu_tanh and
- * residual, gemm with B^T, batched and folded products, at decode row counts bound at run
- * time, modules for 1 and 2 threads giving the same bits. Outputs start as NaN.
+ * residual, gemm with B^T, batched and folded products, f16 and bf16 (the core widens them), at
+ * decode row counts bound at run time, modules for 1 and 2 threads giving the same bits.
+ * Core-level outputs start as NaN.
  */
 #define _DEFAULT_SOURCE
 #include <setjmp.h>
@@ -311,7 +312,42 @@ typedef struct gcase {
   kc_act act;
   bool bias, res;
   int64_t n, k;
+  kc_dtype dt; /* KC_DT_NONE: f32 */
 } gcase;
+
+static kc_dtype gdt(const gcase *c) { return c->dt ? c->dt : KC_F32; }
+
+/* bf16 is the top half of an f32 (round to nearest even). */
+static uint16_t to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+static float from_bf16(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* v rounded to dtype t in place (the reference sees the kernel's inputs); a copy in t. */
+static void *typed(kc_dtype t, float *v, int64_t n) {
+  size_t sz = t == KC_F32 ? 4 : 2;
+  void *p = malloc((size_t)(n > 0 ? n : 1) * sz);
+  for (int64_t i = 0; i < n; i++) {
+    if (t == KC_F16) v[i] = (float)(_Float16)v[i], ((_Float16 *)p)[i] = (_Float16)v[i];
+    if (t == KC_BF16) v[i] = from_bf16(to_bf16(v[i])), ((uint16_t *)p)[i] = to_bf16(v[i]);
+    if (t == KC_F32) ((float *)p)[i] = v[i];
+  }
+  return p;
+}
+
+static double get(kc_dtype t, const void *p, int64_t i) {
+  if (t == KC_F16) return ((const _Float16 *)p)[i];
+  if (t == KC_BF16) return from_bf16(((const uint16_t *)p)[i]);
+  return ((const float *)p)[i];
+}
 
 static double gelu_ref(double x, bool tanh_form) {
   if (tanh_form) return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
@@ -322,25 +358,26 @@ static double gelu_ref(double x, bool tanh_form) {
 static kc_graph *g_build(kc_context *ctx, const gcase *c) {
   kc_graph *g = kc_graph_new(ctx, "small");
   kc_dim s = kc_sym(g, "s");
+  kc_dtype dt = gdt(c);
   kc_val out;
   if (c->kind == G_EP) {
-    kc_val a = kc_input(g, "a", KC_F32, 2, (kc_dim[]){s, c->k});
-    kc_val w = kc_input(g, "w", KC_F32, 2, (kc_dim[]){c->k, c->n});
-    kc_val bias = c->bias ? kc_input(g, "bias", KC_F32, 1, (kc_dim[]){c->n}) : (kc_val){0};
-    kc_val res = c->res ? kc_input(g, "res", KC_F32, 2, (kc_dim[]){s, c->n}) : (kc_val){0};
+    kc_val a = kc_input(g, "a", dt, 2, (kc_dim[]){s, c->k});
+    kc_val w = kc_input(g, "w", dt, 2, (kc_dim[]){c->k, c->n});
+    kc_val bias = c->bias ? kc_input(g, "bias", dt, 1, (kc_dim[]){c->n}) : (kc_val){0};
+    kc_val res = c->res ? kc_input(g, "res", dt, 2, (kc_dim[]){s, c->n}) : (kc_val){0};
     out = kc_matmul_ep(g, a, w, bias, res, c->act);
   } else if (c->kind == G_GEMM_TB) {
-    kc_val a = kc_input(g, "a", KC_F32, 2, (kc_dim[]){s, c->k});
-    kc_val w = kc_input(g, "w", KC_F32, 2, (kc_dim[]){c->n, c->k});
-    kc_val bias = kc_input(g, "bias", KC_F32, 1, (kc_dim[]){c->n});
+    kc_val a = kc_input(g, "a", dt, 2, (kc_dim[]){s, c->k});
+    kc_val w = kc_input(g, "w", dt, 2, (kc_dim[]){c->n, c->k});
+    kc_val bias = kc_input(g, "bias", dt, 1, (kc_dim[]){c->n});
     out = kc_gemm(g, a, w, bias, 1.0f, 1.0f, 0, 1);
   } else if (c->kind == G_BATCHED) {
-    kc_val a = kc_input(g, "a", KC_F32, 3, (kc_dim[]){3, s, c->k});
-    kc_val w = kc_input(g, "w", KC_F32, 3, (kc_dim[]){3, c->k, c->n});
+    kc_val a = kc_input(g, "a", dt, 3, (kc_dim[]){3, s, c->k});
+    kc_val w = kc_input(g, "w", dt, 3, (kc_dim[]){3, c->k, c->n});
     out = kc_matmul(g, a, w);
   } else {
-    kc_val a = kc_input(g, "a", KC_F32, 3, (kc_dim[]){2, s, c->k});
-    kc_val w = kc_input(g, "w", KC_F32, 2, (kc_dim[]){c->k, c->n});
+    kc_val a = kc_input(g, "a", dt, 3, (kc_dim[]){2, s, c->k});
+    kc_val w = kc_input(g, "w", dt, 2, (kc_dim[]){c->k, c->n});
     out = kc_matmul(g, a, w);
   }
   kc_output(g, out, "out");
@@ -354,35 +391,41 @@ static void g_case(kc_context *ctx, kc_module *const *mods, const gcase *c, int6
   unsigned seed = (unsigned)(rows * 101 + c->kind * 7 + (int)c->act + n);
   float *a = rand_floats(nb * m * k, &seed), *w = rand_floats(bw * k * n, &seed);
   float *bias = rand_floats(n, &seed), *res = rand_floats(m * n, &seed);
+  kc_dtype dt = gdt(c);
+  void *ta = typed(dt, a, nb * m * k), *tw = typed(dt, w, bw * k * n);
+  void *tbias = typed(dt, bias, n), *tres = typed(dt, res, m * n);
   kc_tensor_desc in[4];
   int nin = 0;
   if (c->kind == G_EP || c->kind == G_GEMM_TB)
-    in[nin++] = (kc_tensor_desc){"a", KC_F32, 2, {m, k}, a};
+    in[nin++] = (kc_tensor_desc){"a", dt, 2, {m, k}, ta};
   else
-    in[nin++] = (kc_tensor_desc){"a", KC_F32, 3, {nb, m, k}, a};
+    in[nin++] = (kc_tensor_desc){"a", dt, 3, {nb, m, k}, ta};
   if (c->kind == G_GEMM_TB)
-    in[nin++] = (kc_tensor_desc){"w", KC_F32, 2, {n, k}, w};
+    in[nin++] = (kc_tensor_desc){"w", dt, 2, {n, k}, tw};
   else if (c->kind == G_BATCHED)
-    in[nin++] = (kc_tensor_desc){"w", KC_F32, 3, {3, k, n}, w};
+    in[nin++] = (kc_tensor_desc){"w", dt, 3, {3, k, n}, tw};
   else
-    in[nin++] = (kc_tensor_desc){"w", KC_F32, 2, {k, n}, w};
+    in[nin++] = (kc_tensor_desc){"w", dt, 2, {k, n}, tw};
   if (c->kind == G_GEMM_TB || (c->kind == G_EP && c->bias))
-    in[nin++] = (kc_tensor_desc){"bias", KC_F32, 1, {n}, bias};
-  if (c->kind == G_EP && c->res) in[nin++] = (kc_tensor_desc){"res", KC_F32, 2, {m, n}, res};
+    in[nin++] = (kc_tensor_desc){"bias", dt, 1, {n}, tbias};
+  if (c->kind == G_EP && c->res) in[nin++] = (kc_tensor_desc){"res", dt, 2, {m, n}, tres};
 
   int64_t total = nb * m * n;
-  float *outs[2];
+  size_t osz = (size_t)total * (dt == KC_F32 ? 4 : 2);
+  void *outs[2];
   for (int t = 0; t < 2; t++) {
     kc_tensor_desc out = {0};
     if (kc_run(mods[t], in, (uint32_t)nin, &out, 1) != KC_OK)
       fail_msg("run: %s", kc_last_error(ctx));
-    outs[t] = malloc((size_t)total * sizeof(float));
-    memcpy(outs[t], out.data, (size_t)total * sizeof(float));
+    assert_int_equal(out.dtype, dt);
+    outs[t] = malloc(osz);
+    memcpy(outs[t], out.data, osz);
   }
-  assert_memory_equal(outs[0], outs[1], (size_t)total * sizeof(float));
+  assert_memory_equal(outs[0], outs[1], osz);
 
   bool gelu = c->act == KC_ACT_GELU || c->act == KC_ACT_GELU_TANH;
-  double tol = gelu ? 2e-5 : 2e-6;
+  /* f16 / bf16 accumulate in f32 and round once: half an ulp of the result */
+  double tol = dt == KC_F16 ? 1e-3 : dt == KC_BF16 ? 8e-3 : gelu ? 2e-5 : 2e-6;
   for (int64_t bi = 0; bi < nb; bi++)
     for (int64_t i = 0; i < m; i++)
       for (int64_t j = 0; j < n; j++) {
@@ -401,7 +444,7 @@ static void g_case(kc_context *ctx, kc_module *const *mods, const gcase *c, int6
           if (gelu) s = gelu_ref(s, c->act == KC_ACT_GELU_TANH);
           if (c->res) s += res[i * n + j], mag += 1;
         }
-        double got = outs[0][(bi * m + i) * n + j];
+        double got = get(dt, outs[0], (bi * m + i) * n + j);
         if (!(fabs(got - s) <= tol * (mag + 1)))
           fail_msg("case %d act %d rows %lld: out[%lld][%lld][%lld] = %.9g, reference %.9g",
                    c->kind, (int)c->act, (long long)rows, (long long)bi, (long long)i, (long long)j,
@@ -410,6 +453,7 @@ static void g_case(kc_context *ctx, kc_module *const *mods, const gcase *c, int6
   free(outs[0]);
   free(outs[1]);
   free(a), free(w), free(bias), free(res);
+  free(ta), free(tw), free(tbias), free(tres);
 }
 
 /* A case compiled once for 1 and 2 threads (the row count is symbolic), run at several. */
@@ -438,18 +482,29 @@ static void t_graph_epilogues(void **state) {
   fixture *f = *state;
   kc_act acts[] = {KC_ACT_NONE, KC_ACT_RELU, KC_ACT_GELU, KC_ACT_GELU_TANH};
   for (unsigned i = 0; i < 4; i++)
-    g_rows(f, &(gcase){G_EP, acts[i], true, true, 77, 33});
-  g_rows(f, &(gcase){G_EP, KC_ACT_NONE, true, false, 130, 17});
-  g_rows(f, &(gcase){G_EP, KC_ACT_NONE, false, true, 9, 65});
-  g_rows(f, &(gcase){G_EP, KC_ACT_GELU_TANH, true, false, 300, 31});
+    g_rows(f, &(gcase){G_EP, acts[i], true, true, 77, 33, KC_F32});
+  g_rows(f, &(gcase){G_EP, KC_ACT_NONE, true, false, 130, 17, KC_F32});
+  g_rows(f, &(gcase){G_EP, KC_ACT_NONE, false, true, 9, 65, KC_F32});
+  g_rows(f, &(gcase){G_EP, KC_ACT_GELU_TANH, true, false, 300, 31, KC_F32});
 }
 
 /* gemm B^T (+ bias through C), a batched and a folded product. */
 static void t_graph_layouts(void **state) {
   fixture *f = *state;
-  g_rows(f, &(gcase){G_GEMM_TB, KC_ACT_NONE, true, false, 61, 37});
-  g_rows(f, &(gcase){G_BATCHED, KC_ACT_NONE, false, false, 29, 21});
-  g_rows(f, &(gcase){G_FOLDED, KC_ACT_NONE, false, false, 70, 13});
+  g_rows(f, &(gcase){G_GEMM_TB, KC_ACT_NONE, true, false, 61, 37, KC_F32});
+  g_rows(f, &(gcase){G_BATCHED, KC_ACT_NONE, false, false, 29, 21, KC_F32});
+  g_rows(f, &(gcase){G_FOLDED, KC_ACT_NONE, false, false, 70, 13, KC_F32});
+}
+
+/* f16 and bf16 products run on the same core, which widens A and B as it reads them. */
+static void t_graph_half(void **state) {
+  fixture *f = *state;
+  kc_dtype ts[] = {KC_F16, KC_BF16};
+  for (int i = 0; i < 2; i++) {
+    g_rows(f, &(gcase){G_EP, KC_ACT_RELU, true, true, 77, 33, ts[i]});
+    g_rows(f, &(gcase){G_GEMM_TB, KC_ACT_NONE, true, false, 61, 37, ts[i]});
+    g_rows(f, &(gcase){G_BATCHED, KC_ACT_NONE, false, false, 29, 21, ts[i]});
+  }
 }
 
 int main(void) {
@@ -458,7 +513,7 @@ int main(void) {
       cmocka_unit_test(t_wide),           cmocka_unit_test(t_strides),
       cmocka_unit_test(t_batched),        cmocka_unit_test(t_k_zero),
       cmocka_unit_test(t_split),          cmocka_unit_test(t_graph_epilogues),
-      cmocka_unit_test(t_graph_layouts),
+      cmocka_unit_test(t_graph_layouts),  cmocka_unit_test(t_graph_half),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
