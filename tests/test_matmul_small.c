@@ -30,6 +30,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 typedef struct fixture {
   kc_context *ctx;
@@ -280,6 +282,52 @@ static void t_batched(void **state) {
       }
 }
 
+/* n floats ending exactly at an inaccessible page, so any read or write past them faults. */
+typedef struct guarded {
+  void *base;
+  size_t len;
+  float *p;
+} guarded;
+
+static guarded guard_alloc(int64_t n) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = (size_t)n * sizeof(float);
+  size_t data = (bytes + page - 1) / page * page;
+  guarded g = {NULL, data + page, NULL};
+  g.base = mmap(NULL, g.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(g.base != MAP_FAILED);
+  assert_int_equal(mprotect((char *)g.base + data, page, PROT_NONE), 0);
+  g.p = (float *)((char *)g.base + data - bytes);
+  return g;
+}
+
+static void guard_free(guarded *g) { munmap(g->base, g->len); }
+
+/* Edge vectors and strips stay inside A, B and C (the JIT'd code is not under ASan). */
+static void t_no_overrun(void **state) {
+  fixture *f = *state;
+  int64_t ns[] = {1, 17, 33, 65}, ks[] = {1, 5, 19};
+  for (int64_t m = 1; m <= f->def.cfg.small_m; m++)
+    for (unsigned ni = 0; ni < 4; ni++)
+      for (unsigned ki = 0; ki < 3; ki++)
+        for (int tb = 0; tb < 2; tb++) {
+          int64_t n = ns[ni], k = ks[ki];
+          unsigned seed = (unsigned)(m * 3 + n + k);
+          guarded a = guard_alloc(m * k), b = guard_alloc(k * n), c = guard_alloc(m * n);
+          for (int64_t i = 0; i < m * k; i++)
+            a.p[i] = (float)rand_r(&seed) / (float)RAND_MAX;
+          for (int64_t i = 0; i < k * n; i++)
+            b.p[i] = (float)rand_r(&seed) / (float)RAND_MAX;
+          int64_t x[KC_MM_NARGS];
+          kc_matmul_args_rowmajor(x, m, n, k);
+          if (tb) x[KC_MM_RSB] = 1, x[KC_MM_CSB] = k;
+          f->def.fn(a.p, b.p, c.p, NULL, x, 0, kc_matmul_units(&f->def, x));
+          check(a.p, b.p, c.p, x, "guarded");
+          guard_free(&a);
+          guard_free(&b);
+          guard_free(&c);
+        }
+}
+
 /* K = 0 still zeroes C (the packed path does it). */
 static void t_k_zero(void **state) {
   fixture *f = *state;
@@ -509,11 +557,17 @@ static void t_graph_half(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_rows_and_edges), cmocka_unit_test(t_deep),
-      cmocka_unit_test(t_wide),           cmocka_unit_test(t_strides),
-      cmocka_unit_test(t_batched),        cmocka_unit_test(t_k_zero),
-      cmocka_unit_test(t_split),          cmocka_unit_test(t_graph_epilogues),
-      cmocka_unit_test(t_graph_layouts),  cmocka_unit_test(t_graph_half),
+      cmocka_unit_test(t_rows_and_edges),
+      cmocka_unit_test(t_deep),
+      cmocka_unit_test(t_wide),
+      cmocka_unit_test(t_strides),
+      cmocka_unit_test(t_batched),
+      cmocka_unit_test(t_k_zero),
+      cmocka_unit_test(t_no_overrun),
+      cmocka_unit_test(t_split),
+      cmocka_unit_test(t_graph_epilogues),
+      cmocka_unit_test(t_graph_layouts),
+      cmocka_unit_test(t_graph_half),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
