@@ -5,16 +5,18 @@
  * three passes over the largest operand where the product is bound by reading it once.
  *
  *   small(a, b, c, m, n, k, rsa, csa, rsb, csb, ldc, ep, ctx, row0, col0)
- *                 switch on m to a kernel generated for exactly m rows, then the epilogue hook
+ *                 switch on m to the kernel of its row group (1, 2, 3, 4, 6, 8, 12 rows: the
+ *                 smallest that holds m; rows past m repeat row m - 1), then the epilogue hook
  *                 on the block's NR-wide tiles (C is in L1/L2 by then)
- *   small_rM      row-major B (csb 1): k blocks of KB rows; within one, strips of S vectors
- *                 sweep the columns, each keeping an M x S register tile over the KB rows
+ *   small_rR      row-major B (csb 1): k blocks of KB rows; within one, strips of S vectors
+ *                 sweep the columns, each keeping an R x S register tile over the KB rows
  *                 (from 0 in the first k block, else from C) and storing it back. So KB rows of
  *                 B are read side by side, each a long ascending run of the thread's columns:
  *                 KB sequential streams that the hardware prefetchers follow, where one strip
- *                 over the whole K (a column of 64-byte pieces, a row pitch apart) left the
- *                 loads latency-bound at half the read bandwidth (measured, see below).
- *   small_tM      transposed B (rsb 1, csb K: x @ W^T with W stored [N, K]) with A's rows
+ *                 over the whole K (a column of 64-byte pieces, a row pitch apart, as the loop
+ *                 nest of lower_matmul_gen.c reads B) left the loads latency-bound at about
+ *                 half the read bandwidth (measured, see below).
+ *   small_tR      transposed B (rsb 1, csb K: x @ W^T with W stored [N, K]) with A's rows
  *                 contiguous: J columns at a time, each a dot product of contiguous rows,
  *                 vectorized along k, then one horizontal sum per element.
  *
@@ -22,11 +24,13 @@
  * gives each thread one contiguous range of units), so threads split the columns, vector
  * aligned, and no two threads read the same part of B.
  *
- * Measured on the 2-core AMD EPYC (Zen 4) these helpers run on, M = 1, K = 768, B well past
- * the L3: strips of 1-2 vectors over k blocks of 8-16 rows streamed B at the machine's read
- * bandwidth (20-22 GB/s one thread), wider strips (4-8 vectors) or whole-K strips at 9-15 GB/s;
- * blocks of 32 rows fell off (too many streams at once). NP bounds the columns one k block
- * sweeps so the M x NP slice of C stays in L2 for the next block.
+ * Measured with a C prototype of these loops on the 2-core AMD EPYC (Zen 4) host, M = 1,
+ * K = 768, B well past the L3: strips of 1-2 vectors over k blocks of 8-16 rows streamed B at
+ * the machine's read bandwidth (20-22 GB/s, one thread), wider strips (4-8 vectors) or strips
+ * over the whole K at 9-15 GB/s, blocks of 32 rows at 8-12 (too many streams at once). One
+ * kernel per row count, each with its k loop unrolled, cost 0.8 s of LLVM time per module;
+ * row groups, one masked body and no unroll brought that to about 0.2 s at the same speed.
+ * NP bounds the columns one k block sweeps so the R x NP slice of C stays in L2 for the next.
  *
  * Invariants:
  *   - Each element of C sums its k in one fixed order (row-major: k = 0, 1, ... in one fused
@@ -60,7 +64,7 @@ enum {
   SM_NPARAMS
 };
 
-/* Rows of B a k block reads side by side (row-major B). */
+/* Rows of B a k block reads side by side (row-major B): 8 and 16 were as fast, see the top. */
 enum { SM_KB = 8 };
 /* Floats of C (R x NP) a k block sweeps before the next block: a quarter of a 1 MiB L2. */
 enum { SM_C_FLOATS = 65536 };
