@@ -3,7 +3,9 @@
  * Goto/BLIS, generated as LLVM IR for the host's vector width.
  *
  * Structure of the generated module (all but the entry point internal):
- *   entry(a, b, c, ws, args, begin, end)  decodes work units into (batch, row tile, columns)
+ *   entry(a, b, c, ws, args, begin, end)  decodes work units into (batch, row tile, columns);
+ *                    a product of at most small_m rows (a decode step's) goes to small()
+ *                    (matmul_small.c: B streamed as stored, no packing), others to block()
  *   block(...)       jc (NC columns) -> pc (KC deep) -> ic (MC rows, L2) -> pack A ->
  *                    jr (NR; on the first ic block, pack this B panel) -> ir (MR) -> ukernel
  *                    [-> epilogue hook on the tile, after the last K slice]
@@ -89,7 +91,7 @@ void kc_matmul_cfg_resolve(const kc_cpu *cpu, kc_matmul_cfg *c) {
   c->nc = (int)round_up(c->nc, c->nv * h->f32_lanes);
   if (c->unroll <= 0) c->unroll = 4;
   if (c->small_m == 0) c->small_m = h->vec_regs >= 32 ? SMALL_M_DEFAULT : SMALL_M_DEFAULT / 2;
-  if (c->small_m > KC_MM_SMALL_MAX) c->small_m = KC_MM_SMALL_MAX;
+  if (c->small_m > MM_SMALL_MAX) c->small_m = MM_SMALL_MAX;
 }
 
 void kc_matmul_args_rowmajor(int64_t *a, int64_t m, int64_t n, int64_t k) {

@@ -12,7 +12,7 @@
 #include "cpu.h"
 
 /* The most rows the small-M path takes (kc_matmul_cfg.small_m is capped to it). */
-enum { KC_MM_SMALL_MAX = 12 };
+enum { MM_SMALL_MAX = 12 };
 
 typedef struct mm_gen {
   kc_ir *ir;

@@ -329,7 +329,7 @@ LLVMValueRef mm_small_ok(mm_gen *g, LLVMValueRef m, LLVMValueRef k, LLVMValueRef
 void mm_emit_small(mm_gen *g) {
   kc_ir *ir = g->ir;
   int rows[16], nk = 0;
-  KC_ASSERT(g->MS >= 1 && g->MS <= KC_MM_SMALL_MAX);
+  KC_ASSERT(g->MS >= 1 && g->MS <= MM_SMALL_MAX);
   for (unsigned i = 0; i < sizeof sm_groups / sizeof *sm_groups && sm_groups[i] < g->MS; i++)
     rows[nk++] = sm_groups[i];
   rows[nk++] = g->MS;
