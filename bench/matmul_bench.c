@@ -5,7 +5,7 @@
  *
  *   matmul_bench [--size N | --mnk M,N,K[,t] ...] [--runs R] [--rounds B] [--threads 1,2]
  *                [--split a|m|n] [--mr X --nv X --kc X --mc X --nc X --unroll X]
- *                [--small X] [--dump DIR]
+ *                [--small X] [--hot] [--dump DIR]
  *
  * Shapes: --size and --mnk may be repeated; ",t" after K gives B transposed (stored [N, K], as
  * x @ W^T). Without any, the standard rows: 1024^3, the transformer FFN shapes 128x3072x768
@@ -21,6 +21,8 @@
  * never in the last-level cache, and the row adds the GB/s of B read by kernc and by OpenBLAS
  * beside the machine's read bandwidth measured in the same process right before (a summing
  * stream over 512 MiB on the same thread pool, as bench/stream_read.c), and kernc's fraction.
+ * --hot: one copy of B, read again by every run (cache-resident when it fits: the kernel's
+ * speed apart from memory).
  *
  * OpenBLAS picks its kernels when the library loads, from OPENBLAS_CORETYPE; on these
  * machines only SkylakeX gives its real speed. So when the variable is unset the benchmark
@@ -103,6 +105,7 @@ typedef struct opts {
   int runs, rounds;
   int threads[8], nthreads;
   char split;
+  bool hot;
   kc_matmul_cfg cfg;
   const char *dump;
 } opts;
@@ -118,6 +121,10 @@ static int parse_args(int argc, char **argv, opts *o) {
   *o = (opts){.runs = 15, .rounds = 3, .threads = {1, 2}, .nthreads = 2, .split = 'a'};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--hot")) { /* the one flag without a value */
+      o->hot = true;
+      continue;
+    }
     if (!v) goto bad;
     i++;
     if (!strcmp(a, "--size") || !strcmp(a, "--mnk")) {
@@ -177,7 +184,7 @@ static int parse_args(int argc, char **argv, opts *o) {
 bad:
   fprintf(stderr, "usage: matmul_bench [--size N | --mnk M,N,K[,t] ...] [--runs R] [--rounds B]\n"
                   "       [--threads 1,2] [--split a|m|n] [--mr X --nv X --kc X --mc X --nc X\n"
-                  "       --unroll X] [--small X] [--dump DIR]\n");
+                  "       --unroll X] [--small X] [--hot] [--dump DIR]\n");
   return 1;
 }
 
@@ -245,6 +252,7 @@ static int bench_shape(const opts *o, const shape *s, kc_context *ctx, kc_pool *
   size_t bbytes = (size_t)(K * N) * sizeof(float);
   int ncopy = cold ? (int)((COLD_BYTES + bbytes - 1) / (bbytes ? bbytes : 1)) : 1;
   if (ncopy < 2 && cold) ncopy = 2;
+  if (o->hot) ncopy = 1;
   float **Bs = malloc(sizeof *Bs * (size_t)ncopy);
   Bs[0] = B;
   for (int i = 1; i < ncopy; i++) {
