@@ -4,7 +4,8 @@
  * relative error against OpenBLAS, and peak RSS.
  *
  *   matmul_bench [--size N | --mnk M,N,K[,t] ...] [--runs R] [--rounds B] [--threads 1,2]
- *                [--split a|m|n] [--mr X --nv X --kc X --mc X --nc X --unroll X] [--dump DIR]
+ *                [--split a|m|n] [--mr X --nv X --kc X --mc X --nc X --unroll X]
+ *                [--small X] [--hot] [--dump DIR]
  *
  * Shapes: --size and --mnk may be repeated; ",t" after K gives B transposed (stored [N, K], as
  * x @ W^T). Without any, the standard rows: 1024^3, the transformer FFN shapes 128x3072x768
@@ -12,6 +13,16 @@
  * --split: how threads share C: a (auto, kc_matmul_args_split), m (row tiles), n (columns).
  * Each row prints the median GFLOP/s of both and their ratio, and the ratio of the fastest
  * runs (least disturbed on a busy machine).
+ * --small X: the core's small-M threshold (kc_matmul_cfg.small_m; -1: always pack B), to
+ * compare the two paths at the same shape.
+ *
+ * Decode-shaped rows (M <= 16, as a decode step's matmuls, whose weights come from memory):
+ * each run reads a different copy of B, cycling through enough copies (>= 256 MiB) that B is
+ * never in the last-level cache, and the row adds the GB/s of B read by kernc and by OpenBLAS
+ * beside the machine's read bandwidth measured in the same process right before (a summing
+ * stream over 512 MiB on the same thread pool, as bench/stream_read.c), and kernc's fraction.
+ * --hot: one copy of B, read again by every run (cache-resident when it fits: the kernel's
+ * speed apart from memory).
  *
  * OpenBLAS picks its kernels when the library loads, from OPENBLAS_CORETYPE; on these
  * machines only SkylakeX gives its real speed. So when the variable is unset the benchmark
@@ -83,6 +94,10 @@ typedef struct shape {
 } shape;
 
 enum { MAX_SHAPES = 16 };
+/* Rows up to this are decode-shaped: B cycled through copies, GB/s printed. */
+enum { DECODE_ROWS = 16 };
+static const size_t COLD_BYTES = (size_t)256 << 20;   /* copies of B add up to this */
+static const size_t STREAM_BYTES = (size_t)512 << 20; /* the read-bandwidth buffer */
 
 typedef struct opts {
   shape shapes[MAX_SHAPES];
@@ -90,6 +105,7 @@ typedef struct opts {
   int runs, rounds;
   int threads[8], nthreads;
   char split;
+  bool hot;
   kc_matmul_cfg cfg;
   const char *dump;
 } opts;
@@ -105,6 +121,10 @@ static int parse_args(int argc, char **argv, opts *o) {
   *o = (opts){.runs = 15, .rounds = 3, .threads = {1, 2}, .nthreads = 2, .split = 'a'};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--hot")) { /* the one flag without a value */
+      o->hot = true;
+      continue;
+    }
     if (!v) goto bad;
     i++;
     if (!strcmp(a, "--size") || !strcmp(a, "--mnk")) {
@@ -146,6 +166,8 @@ static int parse_args(int argc, char **argv, opts *o) {
       o->cfg.nc = atoi(v);
     else if (!strcmp(a, "--unroll"))
       o->cfg.unroll = atoi(v);
+    else if (!strcmp(a, "--small"))
+      o->cfg.small_m = atoi(v);
     else if (!strcmp(a, "--dump"))
       o->dump = v;
     else
@@ -162,7 +184,7 @@ static int parse_args(int argc, char **argv, opts *o) {
 bad:
   fprintf(stderr, "usage: matmul_bench [--size N | --mnk M,N,K[,t] ...] [--runs R] [--rounds B]\n"
                   "       [--threads 1,2] [--split a|m|n] [--mr X --nv X --kc X --mc X --nc X\n"
-                  "       --unroll X] [--dump DIR]\n");
+                  "       --unroll X] [--small X] [--hot] [--dump DIR]\n");
   return 1;
 }
 
@@ -173,9 +195,50 @@ static double min_of(const double *v, int n) {
   return m;
 }
 
+/* ---- the machine's read bandwidth, as bench/stream_read.c, on the bench's pool ---- */
+
+typedef float v8f __attribute__((vector_size(32)));
+
+typedef struct stream_task {
+  const v8f *p;
+  volatile float sink[64];
+} stream_task;
+
+enum { STREAM_UNIT = 4096 / sizeof(v8f) }; /* vectors per work unit: a page */
+
+static void stream_slice(void *arg, int64_t begin, int64_t end, int thread) {
+  stream_task *t = arg;
+  const v8f *p = t->p + begin * STREAM_UNIT;
+  size_t n = (size_t)(end - begin) * STREAM_UNIT;
+  v8f a = {0}, b = {0}, c = {0}, d = {0};
+  for (size_t i = 0; i + 4 <= n; i += 4) {
+    a += p[i];
+    b += p[i + 1];
+    c += p[i + 2];
+    d += p[i + 3];
+  }
+  v8f s = a + b + c + d;
+  t->sink[thread & 63] = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+/* Median GB/s (1e9 bytes/s) of reps reads of buf (STREAM_BYTES) on the pool's threads. */
+static double stream_gbs(kc_pool *pool, const float *buf, int reps) {
+  stream_task t = {.p = (const v8f *)buf};
+  int64_t units = (int64_t)(STREAM_BYTES / 4096);
+  double v[32];
+  if (reps > 32) reps = 32;
+  kc_pool_run(pool, stream_slice, &t, units, 0); /* warm-up */
+  for (int r = 0; r < reps; r++) {
+    double t0 = now();
+    kc_pool_run(pool, stream_slice, &t, units, 0);
+    v[r] = (double)STREAM_BYTES / (now() - t0) * 1e-9;
+  }
+  return median(v, reps);
+}
+
 /* One shape at every thread count: a table row each. */
 static int bench_shape(const opts *o, const shape *s, kc_context *ctx, kc_pool *pool,
-                       const kc_matmul_kernel *kern) {
+                       const kc_matmul_kernel *kern, const float *stream_buf) {
   int64_t M = s->m, N = s->n, K = s->k;
   float *A = alloc_floats((size_t)(M * K)), *B = alloc_floats((size_t)(K * N));
   float *C = alloc_floats((size_t)(M * N)), *R = alloc_floats((size_t)(M * N));
@@ -184,6 +247,18 @@ static int bench_shape(const opts *o, const shape *s, kc_context *ctx, kc_pool *
     A[i] = (float)((double)rand_r(&seed) / RAND_MAX * 2 - 1);
   for (int64_t i = 0; i < K * N; i++)
     B[i] = (float)((double)rand_r(&seed) / RAND_MAX * 2 - 1);
+  /* decode-shaped: copies of B, cycled so each run reads B from memory */
+  bool cold = M <= DECODE_ROWS;
+  size_t bbytes = (size_t)(K * N) * sizeof(float);
+  int ncopy = cold ? (int)((COLD_BYTES + bbytes - 1) / (bbytes ? bbytes : 1)) : 1;
+  if (ncopy < 2 && cold) ncopy = 2;
+  if (o->hot) ncopy = 1;
+  float **Bs = malloc(sizeof *Bs * (size_t)ncopy);
+  Bs[0] = B;
+  for (int i = 1; i < ncopy; i++) {
+    Bs[i] = alloc_floats((size_t)(K * N));
+    memcpy(Bs[i], B, bbytes);
+  }
   double flops = 2.0 * (double)M * (double)N * (double)K;
   double *tk = malloc(sizeof(double) * (size_t)o->runs);
   double *tb = malloc(sizeof(double) * (size_t)o->runs);
@@ -210,18 +285,22 @@ static int bench_shape(const opts *o, const shape *s, kc_context *ctx, kc_pool *
     int64_t units = kc_matmul_units(kern, args);
     int per = o->runs / o->rounds;
     const struct timespec pause = {0, 250 * 1000 * 1000};
+    double bw = cold ? stream_gbs(pool, stream_buf, 5) : 0;
+    int ci = 0;
 
     for (int round = 0; round < o->rounds; round++) {
       for (int r = -2; r < per; r++) {
+        task.b = Bs[ci++ % ncopy];
         double t0 = now();
         kc_pool_run(pool, run_slice, &task, units, 0);
         if (r >= 0) tk[round * per + r] = now() - t0;
       }
       nanosleep(&pause, NULL);
       for (int r = -2; r < per; r++) {
+        const float *bb = Bs[ci++ % ncopy];
         double t0 = now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, s->tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
-                    (int)K, 1.0f, A, (int)K, B, s->tb ? (int)K : (int)N, 0.0f, R, (int)N);
+                    (int)K, 1.0f, A, (int)K, bb, s->tb ? (int)K : (int)N, 0.0f, R, (int)N);
         if (r >= 0) tb[round * per + r] = now() - t0;
       }
       nanosleep(&pause, NULL);
@@ -235,14 +314,23 @@ static int bench_shape(const opts *o, const shape *s, kc_context *ctx, kc_pool *
     double bk = min_of(tk, o->runs), bb = min_of(tb, o->runs);
     double gk = flops / median(tk, o->runs) * 1e-9, gb = flops / median(tb, o->runs) * 1e-9;
     const char *split = args[KC_MM_MTILE] < M ? "rows" : t > 1 ? "cols" : "-";
-    printf("%-22s %7d %6s %14.1f %17.1f %8.3f %8.3f %12.2e\n", name, t, split, gk, gb, gk / gb,
+    printf("%-22s %7d %6s %14.1f %17.1f %8.3f %8.3f %12.2e", name, t, split, gk, gb, gk / gb,
            bb / bk, maxref > 0 ? maxdiff / maxref : maxdiff);
+    if (cold) {
+      double mk = median(tk, o->runs), mb = median(tb, o->runs);
+      printf(" %10.1f %10.1f %10.1f %8.2f", (double)bbytes / mk * 1e-9, (double)bbytes / mb * 1e-9,
+             bw, (double)bbytes / mk * 1e-9 / bw);
+    }
+    printf("\n");
     fflush(stdout);
     free(ws);
   }
   free(tk);
   free(tb);
   free(A);
+  for (int i = 1; i < ncopy; i++)
+    free(Bs[i]);
+  free(Bs);
   free(B);
   free(C);
   free(R);
@@ -273,11 +361,23 @@ int main(int argc, char **argv) {
          "nc=%d unroll=%d | OpenBLAS core %s\n",
          o.runs, h->name, h->f32_lanes, kern.cfg.mr, (int)kern.unit_n, kern.cfg.kc, kern.cfg.mc,
          kern.cfg.nc, kern.cfg.unroll, getenv("OPENBLAS_CORETYPE"));
-  printf("%-22s %7s %6s %14s %17s %8s %8s %12s\n", "shape (MxNxK)", "threads", "split",
-         "kernc GFLOP/s", "OpenBLAS GFLOP/s", "ratio", "best", "max rel err");
+  printf("small-M path up to %d rows; rows up to %d: B cold, GB/s of B read (kernc, OpenBLAS), "
+         "read bandwidth (same threads, just before), kernc / read\n",
+         kern.cfg.small_m, DECODE_ROWS);
+  printf("%-22s %7s %6s %14s %17s %8s %8s %12s %10s %10s %10s %8s\n", "shape (MxNxK)", "threads",
+         "split", "kernc GFLOP/s", "OpenBLAS GFLOP/s", "ratio", "best", "max rel err", "kc GB/s",
+         "blas GB/s", "read GB/s", "kc/read");
+  float *stream_buf = NULL;
+  for (int si = 0; si < o.nshapes; si++)
+    if (o.shapes[si].m <= DECODE_ROWS && !stream_buf) {
+      stream_buf = alloc_floats(STREAM_BYTES / sizeof(float));
+      for (size_t i = 0; i < STREAM_BYTES / sizeof(float); i++)
+        stream_buf[i] = (float)(i & 7);
+    }
   int status = 0;
   for (int si = 0; si < o.nshapes && !status; si++)
-    status = bench_shape(&o, &o.shapes[si], ctx, pool, &kern);
+    status = bench_shape(&o, &o.shapes[si], ctx, pool, &kern, stream_buf);
+  free(stream_buf);
 
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);

@@ -92,6 +92,8 @@ typedef struct kc_matmul_cfg {
   int mc;     /* rows of a packed A block (L2) */
   int nc;     /* columns of a packed B block (L3) */
   int unroll; /* unroll of the micro-kernel's k loop */
+  /* products of at most this many rows stream B unpacked (matmul_small.c); < 0: never */
+  int small_m;
 } kc_matmul_cfg;
 
 typedef struct kc_matmul_kernel {

@@ -1,10 +1,10 @@
 /*
  * codegen/cpu/lower_matmul.c - kc_lower_matmul, the CPU family of matmul (ONNX MatMul), gemm
  * and matmul_ep: the plan of a node (batch mapping, epilogue) and the f32 kernel, which wraps
- * the packed core of matmul.c; f16/bf16 take the same core through lower_matmul_half.c; f64,
- * integers, and products where packing does not pay (N = 1, or 1-2 rows: 3x faster than the
- * core at [1,1024] @ [1024,4096], the core 1.6x faster from 4 rows), go to the loop nests of
- * lower_matmul_gen.c.
+ * the core of matmul.c (packed, or, for products of a few rows such as a decode step's, streaming
+ * B unpacked: matmul_small.c, chosen at run time from the rows); f16/bf16 take the same core
+ * through lower_matmul_half.c; f64, integers, N = 1 (dot products) and f16/bf16 products of
+ * 1-2 rows go to the loop nests of lower_matmul_gen.c.
  *
  * f32 batch mapping. The core computes `batch` products with one stride per operand (0 =
  * broadcast). The longest run of trailing output batch dims over which A and B are each
@@ -359,7 +359,7 @@ kc_status kc_lower_matmul(kc_cpu_emit *e) {
   mm_plan p;
   kc_status s = plan(e, &p);
   if (s != KC_OK) return s;
-  if (p.dot || p.few_rows) return mm_lower_generic(e, &p);
+  if (p.dot || (p.few_rows && p.dt != KC_F32)) return mm_lower_generic(e, &p);
   if (p.dt == KC_F32) return lower_f32(e, &p);
   if (p.dt == KC_F16 || p.dt == KC_BF16) return mm_lower_half(e, &p);
   return mm_lower_generic(e, &p);

@@ -47,8 +47,9 @@ typedef struct mm_plan {
   /* N is 1 and A's rows are contiguous: every dtype takes lower_matmul_gen.c's dot products
    * (the f32 core would compute a whole zero-padded column panel per output column). */
   bool dot;
-  /* Every product has at most 2 rows (static) and B is not transposed: f32 takes the loop
-   * nest too, which streams B once per row; the core would pack all of B for 1-2 rows. */
+  /* Every product has at most 2 rows (static) and B is not transposed: f16/bf16 take the loop
+   * nest, which streams B once per row; f32 takes the core, whose small-M path streams B
+   * faster (matmul_small.c). */
   bool few_rows;
   /* epilogue */
   bool ep;

@@ -1,8 +1,8 @@
 /*
  * codegen/cpu/lower_matmul_gen.c - the matmul family's loop-nest kernel: f64 and integers, dot
- * products (N = 1) and 1-2 row products of every dtype, f16/bf16 ones included (larger
- * f16/bf16 products take the packed core, lower_matmul_half.c): one loop nest for all of
- * them, typed by the node's dtype.
+ * products (N = 1) of every dtype, and f16/bf16 products of 1-2 rows (larger f16/bf16 products
+ * take the packed core, lower_matmul_half.c; f32 ones of a few rows the core's small-M path):
+ * one loop nest for all of them, typed by the node's dtype.
  *
  * Work unit = (output row, block of CB columns), CB = U vectors of a 64-byte register each.
  * A unit keeps its U accumulators in registers across the whole K loop: per k one element of

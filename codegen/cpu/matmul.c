@@ -3,7 +3,9 @@
  * Goto/BLIS, generated as LLVM IR for the host's vector width.
  *
  * Structure of the generated module (all but the entry point internal):
- *   entry(a, b, c, ws, args, begin, end)  decodes work units into (batch, row tile, columns)
+ *   entry(a, b, c, ws, args, begin, end)  decodes work units into (batch, row tile, columns);
+ *                    a product of at most small_m rows (a decode step's) goes to small()
+ *                    (matmul_small.c: B streamed as stored, no packing), others to block()
  *   block(...)       jc (NC columns) -> pc (KC deep) -> ic (MC rows, L2) -> pack A ->
  *                    jr (NR; on the first ic block, pack this B panel) -> ir (MR) -> ukernel
  *                    [-> epilogue hook on the tile, after the last K slice]
@@ -55,6 +57,14 @@ static int64_t ap_floats(const kc_matmul_cfg *c) {
 }
 
 /*
+ * Products of at most this many rows stream B unpacked (matmul_small.c). Measured on the Zen 4
+ * host, one thread, B cold, 3072 x 768: 8 rows ran at 49-66 GFLOP/s there against 20-24 packed,
+ * 12 rows at 45-56 against 30-38 (and no better on two threads), 16 rows fell behind the packed
+ * core (12 against 37: 16 accumulators and 16 broadcasts per k), hence the cap of 12.
+ */
+enum { SMALL_M_DEFAULT = 8 };
+
+/*
  * Defaults, measured on Sapphire Rapids (48 KiB L1d, 2 MiB L2, 32 zmm registers) at 1024^3:
  * 6x64 beat 14x32, 12x32, 8x48, 9x48 and 5x80 by 3-5%: fewer broadcasts per FMA, and 24
  * accumulators + 4 B vectors + 1 broadcast fit the 32 registers. KC from 192 to 512 and MC
@@ -80,6 +90,8 @@ void kc_matmul_cfg_resolve(const kc_cpu *cpu, kc_matmul_cfg *c) {
   if (c->nc <= 0) c->nc = 4096;
   c->nc = (int)round_up(c->nc, c->nv * h->f32_lanes);
   if (c->unroll <= 0) c->unroll = 4;
+  if (c->small_m == 0) c->small_m = h->vec_regs >= 32 ? SMALL_M_DEFAULT : SMALL_M_DEFAULT / 2;
+  if (c->small_m > MM_SMALL_MAX) c->small_m = MM_SMALL_MAX;
 }
 
 void kc_matmul_args_rowmajor(int64_t *a, int64_t m, int64_t n, int64_t k) {
@@ -117,7 +129,7 @@ void kc_matmul_args_split(const kc_matmul_kernel *k, int64_t *a, int threads) {
   int64_t m = a[KC_MM_M], n = a[KC_MM_N], t = threads, mr = k->cfg.mr, nr = k->unit_n;
   int64_t nc = k->cfg.nc, p = SPLIT_PACK_COST;
   a[KC_MM_MTILE] = m;
-  if (t <= 1 || m <= 0 || n <= 0) return;
+  if (t <= 1 || m <= 0 || n <= 0 || m <= k->cfg.small_m) return;
   int64_t rt = round_up(cdiv64(m, t), mr), nw = round_up(n, nr);
   int64_t ct = cdiv64(cdiv64(n, nr), t) * nr, mw = round_up(m, mr);
   int64_t rows = rt * nw + p * (nw + rt * cdiv64(n, nc));
@@ -143,6 +155,9 @@ LLVMValueRef kc_matmul_emit_mtile(kc_ir *ir, const kc_matmul_kernel *k, LLVMValu
                 kc_ir_mul(ir, p, kc_ir_add(ir, ct, kc_ir_mul(ir, mw, kc_ir_cdiv(ir, ct, nc)))));
   LLVMValueRef ok = LLVMBuildAnd(ir->b, kc_ir_lt(ir, one, t), kc_ir_lt(ir, rows, cols), "");
   ok = LLVMBuildAnd(ir->b, ok, kc_ir_lt(ir, kc_ir_i64(ir, 0), n), "");
+  /* the small-M path splits by columns and wants the whole product in one row tile */
+  if (k->cfg.small_m > 0)
+    ok = LLVMBuildAnd(ir->b, ok, kc_ir_lt(ir, kc_ir_i64(ir, k->cfg.small_m), m), "");
   return LLVMBuildSelect(ir->b, ok, rt, whole, "");
 }
 
@@ -276,8 +291,7 @@ static LLVMValueRef balanced(kc_ir *ir, LLVMValueRef n, int64_t max, int64_t mul
   return kc_ir_roundup(ir, kc_ir_cdiv(ir, n, nb), mult);
 }
 
-/* The hook's type: void ep(ctx, c, ldc, row, col, mr, nr). */
-static LLVMTypeRef ep_type(kc_ir *ir) {
+LLVMTypeRef mm_ep_type(kc_ir *ir) {
   LLVMTypeRef ps[7] = {ir->t_ptr, ir->t_ptr, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64, ir->t_i64};
   return LLVMFunctionType(ir->t_void, ps, 7, 0);
 }
@@ -367,7 +381,7 @@ static void emit_block(mm_gen *g) {
     LLVMValueRef row = kc_ir_add(ir, p[BLK_ROW0], kc_ir_add(ir, ic, ir_));
     LLVMValueRef col = kc_ir_add(ir, p[BLK_COL0], kc_ir_add(ir, jc, jr));
     LLVMValueRef args_e[7] = {p[BLK_CTX], ctile, ldc, row, col, mr, nr};
-    LLVMBuildCall2(ir->b, ep_type(ir), p[BLK_EP], args_e, 7, "");
+    LLVMBuildCall2(ir->b, mm_ep_type(ir), p[BLK_EP], args_e, 7, "");
     kc_if_end(ir, &ep);
   }
   kc_loop_end(ir, &lir, NULL);
@@ -401,6 +415,8 @@ static LLVMValueRef emit_entry(mm_gen *g, bool internal) {
   LLVMValueRef per_b = kc_ir_mul(ir, kc_ir_cdiv(ir, m, mtile), nn);
   kc_matmul_cfg cfg = {.mr = g->MR, .kc = g->KC, .mc = g->MC};
   LLVMValueRef ap = ws, bp = kc_ir_gepf(ir, ws, kc_ir_i64(ir, ap_floats(&cfg)));
+  /* decided on the product's rows, not a row tile's, so every split takes the same path */
+  LLVMValueRef small = mm_small_ok(g, m, v[KC_MM_K], v[KC_MM_CSA], v[KC_MM_RSB], v[KC_MM_CSB]);
 
   kc_loop lu;
   LLVMValueRef u = kc_loop_begin(ir, &lu, begin, end, NULL, 0, NULL);
@@ -438,7 +454,18 @@ static LLVMValueRef emit_entry(mm_gen *g, bool internal) {
       [BLK_ROW0] = kc_ir_add(ir, kc_ir_mul(ir, bi, m), m0),
       [BLK_COL0] = n0,
   };
+  kc_if path;
+  kc_if_begin(ir, &path, small);
+  if (g->small) {
+    LLVMValueRef sargs[BLK_NPARAMS - 2];
+    int ns = 0;
+    for (int i = 0; i < BLK_NPARAMS; i++)
+      if (i != BLK_AP && i != BLK_BP) sargs[ns++] = bargs[i];
+    LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->small), g->small, sargs, (unsigned)ns, "");
+  }
+  kc_if_else(ir, &path);
   LLVMBuildCall2(ir->b, LLVMGlobalGetValueType(g->block), g->block, bargs, BLK_NPARAMS, "");
+  kc_if_end(ir, &path);
   kc_loop_end_next(ir, &lu, kc_ir_add(ir, u, run), NULL);
   LLVMBuildRetVoid(ir->b);
   return fn;
@@ -474,6 +501,8 @@ kc_status kc_matmul_emit(kc_cpu *cpu, kc_ir *ir, const char *name, const kc_matm
               .MC = c.mc,
               .NC = c.nc,
               .U = c.unroll,
+              .VR = kc_cpu_host(cpu)->vec_regs,
+              .MS = c.small_m > 0 ? c.small_m : 0,
               .hook = (flags & KC_MM_EMIT_EP_HOOK) != 0,
               .st = ir->t_f32,
               .esz = 4};
@@ -493,6 +522,7 @@ kc_status kc_matmul_emit(kc_cpu *cpu, kc_ir *ir, const char *name, const kc_matm
   mm_emit_pack_a(&g);
   mm_emit_pack_b(&g);
   emit_block(&g);
+  if (g.MS > 0) mm_emit_small(&g);
   *fn = emit_entry(&g, (flags & KC_MM_EMIT_INTERNAL) != 0);
   kc_matmul_describe(cpu, cfg, out);
   return KC_OK;
