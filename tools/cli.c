@@ -304,3 +304,21 @@ int cli_check_target(const cli_cmd *cmd, const char *target) {
   kc_context_free(ctx);
   return rc;
 }
+
+int cli_take_inputs(const cli_cmd *cmd, int argc, char **argv, cli_inputs *a) {
+  for (int i = 0; i < argc; i++) {
+    const char *s = argv[i];
+    bool only_pos = a->nrest > 0 && strcmp(a->rest[a->nrest - 1], "--") == 0;
+    if (i > 0 && !only_pos && (strcmp(s, "--input") == 0 || strcmp(s, "-i") == 0)) {
+      if (i + 1 >= argc) return cli_usage_error(cmd, "option '%s' needs NAME=FILE.npy", s);
+      a->input[a->ninput++] = argv[++i];
+    } else if (i > 0 && !only_pos && strncmp(s, "--input=", 8) == 0) {
+      a->input[a->ninput++] = s + 8;
+    } else if (i > 0 && !only_pos && strncmp(s, "-i", 2) == 0) {
+      a->input[a->ninput++] = s + 2;
+    } else {
+      a->rest[a->nrest++] = argv[i];
+    }
+  }
+  return -1;
+}

@@ -47,6 +47,19 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, const char **pos, int *
 void cli_help(const cli_cmd *cmd, FILE *f);
 /* Print "<cmd>: <message>" and the --help hint on stderr; returns 2. */
 int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The --input arguments of `kernc run` and `kernc grad`, and the rest of argv. */
+typedef struct cli_inputs {
+  const char **input; /* "NAME=FILE" or "FILE" (by position), as given */
+  int ninput;
+  char **rest; /* argv without the --input arguments (argv[0] kept) */
+  int nrest;
+} cli_inputs;
+
+/* Split --input NAME=FILE / --input=NAME=FILE / -i NAME=FILE / -iNAME=FILE out of argv into
+ * a (whose arrays hold argc entries); after "--" everything is positional. 2 on bad usage,
+ * else -1. */
+int cli_take_inputs(const cli_cmd *cmd, int argc, char **argv, cli_inputs *a);
 /* Print "kernc: [file: ]<last error>" on stderr; returns 1. file may be NULL. */
 int cli_fail(kc_context *ctx, kc_status s, const char *file);
 /* A context with the options the environment sets ($KERNC_CUDA_CACHE: NVRTC's image folder);

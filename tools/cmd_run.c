@@ -19,31 +19,7 @@
 
 #define SHOW_VALUES 8
 
-typedef struct run_args {
-  const char **input; /* "NAME=FILE" or "FILE" (by position), as given */
-  int ninput;
-  char **rest; /* argv without the --input arguments */
-  int nrest;
-} run_args;
-
-/* Split --input NAME=FILE / --input=NAME=FILE out of argv; 2 on bad usage, else -1. */
-static int take_inputs(const cli_cmd *cmd, int argc, char **argv, run_args *a) {
-  for (int i = 0; i < argc; i++) {
-    const char *s = argv[i];
-    bool only_pos = a->nrest > 0 && strcmp(a->rest[a->nrest - 1], "--") == 0;
-    if (i > 0 && !only_pos && (strcmp(s, "--input") == 0 || strcmp(s, "-i") == 0)) {
-      if (i + 1 >= argc) return cli_usage_error(cmd, "option '%s' needs NAME=FILE.npy", s);
-      a->input[a->ninput++] = argv[++i];
-    } else if (i > 0 && !only_pos && strncmp(s, "--input=", 8) == 0) {
-      a->input[a->ninput++] = s + 8;
-    } else if (i > 0 && !only_pos && strncmp(s, "-i", 2) == 0) {
-      a->input[a->ninput++] = s + 2;
-    } else {
-      a->rest[a->nrest++] = argv[i];
-    }
-  }
-  return -1;
-}
+typedef cli_inputs run_args;
 
 /* Read every --input into in[] (graph order); exit code on failure, -1 when all are there. */
 static int read_inputs(kc_context *ctx, const kc_graph *g, const run_args *a, kc_tensor_desc *in) {
@@ -173,7 +149,7 @@ int cmd_run(int argc, char **argv) {
   a.input = calloc((size_t)argc + 1, sizeof *a.input);
   a.rest = calloc((size_t)argc + 1, sizeof *a.rest);
   const char *pos[1];
-  int npos, rc = a.input && a.rest ? take_inputs(&cmd, argc, argv, &a) : 1;
+  int npos, rc = a.input && a.rest ? cli_take_inputs(&cmd, argc, argv, &a) : 1;
   if (rc < 0) rc = cli_parse(&cmd, a.nrest, a.rest, pos, &npos);
   long nthreads = 0;
   if (rc < 0 && threads) {
