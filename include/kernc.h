@@ -391,20 +391,21 @@ kc_status kc_module_set_profile(kc_module *m, int on);
  */
 uint32_t kc_module_profile(const kc_module *m, kc_node_profile *out, uint32_t cap);
 
-/* ---- decoding sessions: a KV cache and steps over several sequences --------------------------- */
+/* ---- decoding sessions: a KV cache and steps over several sequences ---------------------------
+ */
 
 typedef struct kc_session kc_session;
 
 typedef struct kc_session_options {
-  const char *target;  /* as kc_compile_options.target */
-  int threads;         /* 0: the context's option */
-  int paged;           /* 1: blocks of block_size tokens from one pool (vLLM's paging: fork shares
-                          blocks, a write into a shared block copies it first); 0: contiguous,
-                          one max_len buffer per sequence written in place */
-  int64_t block_size;  /* paged: tokens per block (0: 16) */
-  int64_t max_tokens;  /* paged: tokens the pool holds, all sequences together (0: 4096) */
-  int64_t max_len;     /* contiguous: tokens per sequence (0: 1024) */
-  int32_t max_seqs;    /* contiguous: sequences held at once (0: 1) */
+  const char *target; /* as kc_compile_options.target */
+  int threads;        /* 0: the context's option */
+  int paged;          /* 1: blocks of block_size tokens from one pool (vLLM's paging: fork shares
+                         blocks, a write into a shared block copies it first); 0: contiguous,
+                         one max_len buffer per sequence written in place */
+  int64_t block_size; /* paged: tokens per block (0: 16) */
+  int64_t max_tokens; /* paged: tokens the pool holds, all sequences together (0: 4096) */
+  int64_t max_len;    /* contiguous: tokens per sequence (0: 1024) */
+  int32_t max_seqs;   /* contiguous: sequences held at once (0: 1) */
 } kc_session_options;
 
 /*
@@ -470,7 +471,7 @@ typedef struct kc_generate_options {
   int32_t early_stopping;    /* beams: 0 false (transformers' default), 1 true, 2 "never" */
   const int64_t *eos;        /* EOS ids: a sequence ends after one (kept in its output) */
   int32_t neos;
-  const int64_t *stop;       /* stop sequences, back to back; stop_len[i] tokens each */
+  const int64_t *stop; /* stop sequences, back to back; stop_len[i] tokens each */
   const int32_t *stop_len;
   int32_t nstop;
   /* each token as it comes (prompt index, token); beam search: the final tokens at the end */

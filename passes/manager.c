@@ -18,18 +18,12 @@
 
 /* Every pass kc_pipeline_parse can name, in --list-passes order. */
 static const kc_pass *const registry[] = {
-    &kc_pass_infer,
-    &kc_pass_canonicalize,
-    &kc_pass_fold,
-    &kc_pass_cse,
-    &kc_pass_dce,
-    &kc_pass_fuse_norm,
-    &kc_pass_fuse_gelu,
-    &kc_pass_fuse_attention,
-    &kc_pass_fuse_epilogue,
-    &kc_pass_fuse_elementwise,
-    &kc_pass_derive_decode,
-    NULL,
+    &kc_pass_infer,         &kc_pass_canonicalize,
+    &kc_pass_fold,          &kc_pass_cse,
+    &kc_pass_dce,           &kc_pass_fuse_norm,
+    &kc_pass_fuse_gelu,     &kc_pass_fuse_attention,
+    &kc_pass_fuse_epilogue, &kc_pass_fuse_elementwise,
+    &kc_pass_derive_decode, NULL,
 };
 
 /* Named pipelines; a name here may also appear inside --passes and expands in place. */

@@ -258,7 +258,7 @@ kc_status kc_generate_beams(kc_session *s, const int64_t *prompt, int64_t npromp
     b.seq[i] = first; /* reorder frees it once */
   int done = 0;
   bool forked = false; /* the prompt's sequence was replaced by the beams' forks */
-  int64_t stride = 0; /* the first step: one row for every beam */
+  int64_t stride = 0;  /* the first step: one row for every beam */
   while (st == KC_OK) {
     st = kc_beam_step(ctx, search, b.logits, stride, b.tok, b.parent, &done);
     if (st != KC_OK || done) break;
