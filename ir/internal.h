@@ -395,6 +395,9 @@ void kc_graph_replace_uses(kc_graph *g, kc_val old, kc_val new_v);
  * data is copied into the clone's arena. NULL when out of memory.
  */
 kc_graph *kc_graph_clone(const kc_graph *g, bool share_data);
+/* Retype every value, weight, constant and cast target of float dtype `from` to `to` (f32 <->
+ * f64; data converted) and re-infer (ir/graph_promote.c). */
+kc_status kc_graph_promote(kc_graph *g, kc_dtype from, kc_dtype to);
 /* Drop KC_OP_NOP nodes and renumber nothing (ids are stable). */
 void kc_graph_compact(kc_graph *g);
 /* Number of uses of each value (array of g->nvals, caller frees). */
