@@ -398,6 +398,13 @@ kc_graph *kc_graph_clone(const kc_graph *g, bool share_data);
 /* Retype every value, weight, constant and cast target of float dtype `from` to `to` (f32 <->
  * f64; data converted) and re-infer (ir/graph_promote.c). */
 kc_status kc_graph_promote(kc_graph *g, kc_dtype from, kc_dtype to);
+/* Make every float weight whose name matches one of the fnmatch patterns a graph input of the same
+ * name (appended in definition order); *nconverted (may be NULL) counts them. Their data stays
+ * readable through kc_graph_weight_data (ir/graph_params.c). */
+kc_status kc_graph_weights_to_inputs(kc_graph *g, int npat, const char *const *pat,
+                                     uint32_t *nconverted);
+/* The tensor of the weight named name (also after kc_graph_weights_to_inputs), or NULL. */
+const kc_tensor *kc_graph_weight_data(const kc_graph *g, const char *name);
 /* Drop KC_OP_NOP nodes and renumber nothing (ids are stable). */
 void kc_graph_compact(kc_graph *g);
 /* Number of uses of each value (array of g->nvals, caller frees). */
