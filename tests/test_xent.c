@@ -8,6 +8,7 @@
  *   3 (ignore_index a real class) and 1000 (large logits); the compiled module holds one
  *   softmax_xent (the grad rule's copy with lse merged by cse) and one softmax_xent_grad; 1 vs 2
  *   threads give the same bits;
+ * - f16 logits against the formulas in double (loss f16, lse f32, gradient f16);
  * - every position ignored: the mean is nan (PyTorch's 0 / 0);
  * - a label out of [0, C) (C itself, and a negative one that is not ignore_index) is a run-time
  *   error naming the op and the label, never a number;
@@ -175,12 +176,81 @@ static bool check_edges(const char *target) {
   return true;
 }
 
+/*
+ * f16 logits [5, 37] (one position ignored): the loss (f16), lse (f32) and d mean / d logits
+ * (f16) against the formulas in double on the f16 values: lse = log sum exp(x), loss = lse -
+ * x[label], grad = (softmax - onehot(label)) / count.
+ */
+static bool check_f16(const char *target) {
+  enum { R = 5, C = 37 };
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = kc_graph_new(ctx, "xent_f16");
+  kc_val in[2] = {kc_input(g, "logits", KC_F16, 2, (kc_dim[]){R, C}),
+                  kc_input(g, "labels", KC_I64, 1, (kc_dim[]){R})},
+         out[2];
+  uint32_t ni = kc_graph_add_node(g, KC_OP_SOFTMAX_XENT, 2, in, 2, out);
+  assert_int_equal(kc_node_infer(g, ni), KC_OK);
+  kc_output(g, out[0], "loss");
+  kc_output(g, out[1], "lse");
+  kc_output(g, kc_cross_entropy(g, in[0], in[1], -100), "mean");
+  const char *p = "logits";
+  if (kc_grad(g, "mean", 1, &p) != KC_OK) fail_msg("kc_grad: %s", kc_last_error(ctx));
+  kc_module *m = NULL;
+  if (!compile(ctx, g, target, 2, &m)) {
+    kc_graph_free(g);
+    kc_context_free(ctx);
+    return false;
+  }
+  uint16_t xh[R * C];
+  double xd[R * C];
+  for (int k = 0; k < R * C; k++) {
+    xh[k] = kc_f32_to_f16(3.0f * sinf(0.37f * (float)k + 1.0f));
+    xd[k] = kc_f16_to_f32(xh[k]);
+  }
+  int64_t labels[R] = {36, 0, -100, 17, 5}, dims[2] = {R, C};
+  kc_tensor_desc ins[2] = {th_desc("logits", KC_F16, 2, dims, xh),
+                           th_desc("labels", KC_I64, 1, dims, labels)},
+                 o[4];
+  th_run(ctx, m, ins, 2, o, 4);
+  assert_int_equal(o[0].dtype, KC_F16);
+  assert_int_equal(o[1].dtype, KC_F32);
+  assert_int_equal(o[3].dtype, KC_F16);
+  double sum = 0;
+  for (int r = 0; r < R; r++) {
+    double mx = -INFINITY, s = 0;
+    for (int c = 0; c < C; c++)
+      mx = fmax(mx, xd[r * C + c]);
+    for (int c = 0; c < C; c++)
+      s += exp(xd[r * C + c] - mx);
+    double lse = mx + log(s), loss = labels[r] == -100 ? 0 : lse - xd[r * C + labels[r]];
+    sum += loss;
+    double got = kc_f16_to_f32(((uint16_t *)o[0].data)[r]);
+    if (!(fabs(got - loss) <= 1e-3 * (1 + fabs(loss))))
+      fail_msg("f16 loss[%d] = %.6g, want %.6g", r, got, loss);
+    assert_true(fabs(((float *)o[1].data)[r] - lse) <= 1e-5 * (1 + fabs(lse)));
+    for (int c = 0; c < C; c++) {
+      double want =
+          labels[r] == -100 ? 0 : (exp(xd[r * C + c] - lse) - (c == labels[r] ? 1 : 0)) / (R - 1);
+      double gg = kc_f16_to_f32(((uint16_t *)o[3].data)[r * C + c]);
+      if (!(fabs(gg - want) <= 1e-4 + 2e-3 * fabs(want)))
+        fail_msg("f16 grad[%d, %d] = %.6g, want %.6g", r, c, gg, want);
+    }
+  }
+  double mean = kc_f16_to_f32(*(uint16_t *)o[2].data);
+  assert_true(fabs(mean - sum / (R - 1)) <= 1e-3 * (1 + sum / (R - 1)));
+  kc_module_free(m);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+  return true;
+}
+
 static void test_cpu(void **state) {
   (void)state;
   check_case("c37", -100, NULL);
   check_case("c3", 2, NULL);
   check_case("c1000", -100, NULL);
   check_edges(NULL);
+  check_f16(NULL);
 }
 
 static void test_cuda(void **state) {
@@ -189,6 +259,7 @@ static void test_cuda(void **state) {
   check_case("c3", 2, "cuda");
   check_case("c1000", -100, "cuda");
   check_edges("cuda");
+  check_f16("cuda");
 }
 
 int main(int argc, char **argv) {
