@@ -13,10 +13,57 @@
  * (its reference divides by the summed weights of the labels not ignored). No softmax tensor
  * exists beside log_softmax's result. A label outside [0, C) that is not ignore_index picks
  * nothing (ONNX leaves it undefined).
+ * SoftmaxCrossEntropyLoss without class weights whose log_prob output is not used builds on the
+ * fused softmax_xent op instead (classes moved last by a transpose when there are spatial dims):
+ * no log_softmax tensor is stored, and the backward recomputes the softmax from the saved
+ * log-sum-exp. There a label outside [0, C) that is not ignore_index is a run-time error (no
+ * ignore_index attribute: every label must be a class).
  */
 #include "onnx_internal.h"
 
+#include <stdint.h>
 #include <string.h>
+
+/* The loss y of np built from nodes [first, nnodes): names them after np, binds output 0. */
+static kc_status finish(onnx_imp *im, const Onnx__NodeProto *np, uint32_t first, kc_val y) {
+  kc_graph *g = im->g;
+  kc_status s = kc_graph_status(g);
+  if (s != KC_OK) return s;
+  /* the nodes answer to the ONNX node's name in messages, as kc_onnx_add's do */
+  const char *name = np->name && *np->name ? kc_arena_strdup(&g->arena, np->name) : NULL;
+  for (uint32_t ni = first; name && ni < g->nnodes; ni++)
+    if (!g->nodes[ni].loc) g->nodes[ni].loc = name;
+  return kc_onnx_bind(im, np, 0, y);
+}
+
+/* SCE without weights on softmax_xent: scores [N, C, D...] -> [N, D..., C]; reduction red. */
+static kc_val fused(kc_graph *g, kc_val x, kc_val labels, int64_t ignore, const char *red) {
+  int r = kc_value_of(g, x)->rank;
+  if (r > 2) {
+    int64_t perm[KC_MAX_RANK];
+    perm[0] = 0;
+    for (int i = 1; i < r - 1; i++)
+      perm[i] = i + 1;
+    perm[r - 1] = 1;
+    x = kc_transpose(g, x, r, perm);
+  }
+  kc_val in[2] = {x, labels}, l;
+  uint32_t ni = kc_graph_add_node(g, KC_OP_SOFTMAX_XENT, 2, in, 1, &l);
+  if (ni == UINT32_MAX) return (kc_val){0};
+  kc_node_set_int(g, ni, "ignore_index", ignore);
+  kc_status s = kc_node_infer(g, ni);
+  if (s != KC_OK) {
+    kc_graph_fail(g, s);
+    return (kc_val){0};
+  }
+  if (strcmp(red, "none") == 0) return l;
+  kc_val y = kc_reduce_sum(g, l, 0, NULL, 0);
+  if (strcmp(red, "sum") == 0) return y;
+  /* mean over the positions not ignored (ONNX's weighted mean with weights 1) */
+  kc_val keep = kc_not(g, kc_equal(g, labels, kc_const_i64(g, ignore)));
+  kc_dtype t = kc_value_of(g, l)->dtype;
+  return kc_div(g, y, kc_reduce_sum(g, kc_cast(g, keep, t), 0, NULL, 0));
+}
 
 /* Append the loss of np onto im->g; binds its outputs. */
 static kc_status build(onnx_imp *im, const Onnx__NodeProto *np, bool softmax) {
@@ -43,6 +90,9 @@ static kc_status build(onnx_imp *im, const Onnx__NodeProto *np, bool softmax) {
   const Onnx__AttributeProto *ia = kc_onnx_attr(np, "ignore_index");
 
   if (lv->dtype != KC_I64) labels = kc_cast(g, labels, KC_I64);
+  bool log_prob = np->n_output > 1 && np->output[1] && *np->output[1];
+  if (softmax && !weight.id && !log_prob)
+    return finish(im, np, first, fused(g, x, labels, ia ? ia->i : INT64_MIN, red));
   kc_val lp = softmax ? kc_log_softmax(g, x, 1) : x;
   /* range(C) shaped [C, 1, .., 1] (k ones), against labels [N, 1, D1..Dk] */
   kc_val ncls = kc_gather(g, kc_shape(g, x), kc_const_i64(g, 1), 0);
@@ -75,15 +125,8 @@ static kc_status build(onnx_imp *im, const Onnx__NodeProto *np, bool softmax) {
     }
     y = kc_div(g, y, den);
   }
-  kc_status s = kc_graph_status(g);
-  if (s != KC_OK) return s;
-  /* the nodes answer to the ONNX node's name in messages, as kc_onnx_add's do */
-  const char *name = np->name && *np->name ? kc_arena_strdup(&g->arena, np->name) : NULL;
-  for (uint32_t ni = first; name && ni < g->nnodes; ni++)
-    if (!g->nodes[ni].loc) g->nodes[ni].loc = name;
-  s = kc_onnx_bind(im, np, 0, y);
-  if (s == KC_OK && softmax && np->n_output > 1 && np->output[1] && *np->output[1])
-    s = kc_onnx_bind(im, np, 1, lp);
+  kc_status s = finish(im, np, first, y);
+  if (s == KC_OK && softmax && log_prob) s = kc_onnx_bind(im, np, 1, lp);
   return s;
 }
 

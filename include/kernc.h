@@ -302,6 +302,15 @@ kc_val kc_matmul_ep(kc_graph *g, kc_val a, kc_val b, kc_val bias, kc_val residua
  * KC_ERR_INVALID_ARG. The forward part of g is not changed; after a failure g is as it was.
  */
 kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const *params);
+/*
+ * The mean cross-entropy of logits [..., C] (a float type) against labels [...] (i64): the mean
+ * over positions whose label is not ignore_index of -log softmax(logits)[label], as a scalar of
+ * logits' dtype (PyTorch's F.cross_entropy(logits.reshape(-1, C), labels.reshape(-1),
+ * ignore_index=ignore_index); nan when every position is ignored). Built on the fused
+ * softmax_xent op, whose backward recomputes the softmax from the saved log-sum-exp. A label
+ * outside [0, C) other than ignore_index is an error when the graph runs.
+ */
+kc_val kc_cross_entropy(kc_graph *g, kc_val logits, kc_val labels, int64_t ignore_index);
 
 /* ---- text form, verifier, graphviz --------------------------------------------------------- */
 

@@ -518,3 +518,22 @@ kc_val kc_attention(kc_graph *g, kc_val q, kc_val k, kc_val v, kc_val mask,
   }
   return finish(g, ni);
 }
+
+/* ---- losses ------------------------------------------------------------------------------------
+ */
+
+kc_val kc_cross_entropy(kc_graph *g, kc_val logits, kc_val labels, int64_t ignore_index) {
+  kc_val in[2] = {logits, labels};
+  uint32_t ni = begin(g, KC_OP_SOFTMAX_XENT, 2, in, 2, 1, NULL);
+  if (ni != UINT32_MAX) kc_node_set_int(g, ni, "ignore_index", ignore_index);
+  kc_val loss = finish(g, ni);
+  if (!loss.id) return loss;
+  /* the mean over the positions not ignored, summed in f32 (f64) so counts past f16's integers
+   * stay exact; 0 / 0 = nan when every position is ignored, as PyTorch */
+  kc_dtype t = kc_value_of(g, loss)->dtype, ct = t == KC_F64 ? KC_F64 : KC_F32;
+  kc_val ign = kc_constant(g, KC_I64, 0, NULL, &ignore_index);
+  kc_val keep = kc_cast(g, kc_not(g, kc_equal(g, labels, ign)), ct);
+  kc_val total = kc_reduce_sum(g, t == ct ? loss : kc_cast(g, loss, ct), 0, NULL, 0);
+  kc_val mean = kc_div(g, total, kc_reduce_sum(g, keep, 0, NULL, 0));
+  return t == ct ? mean : kc_cast(g, mean, t);
+}

@@ -25,6 +25,13 @@ kc_status shape_norm(kc_graph *g, kc_node *n) {
     s = kc_shp_bcast_to(g, n, i, x->rank - axis, x->dims + axis);
   if (s != KC_OK) return s;
   kc_shp_set_like(g, n, 0, n->in[0]);
+  /* statistics: layer_norm's mean and rstd, rms_norm's rstd; one per row, in the compute type */
+  kc_dim stat[KC_MAX_RANK];
+  for (int i = 0; i < x->rank; i++)
+    stat[i] = i < axis ? x->dims[i] : 1;
+  kc_dtype st = x->dtype == KC_F64 ? KC_F64 : KC_F32;
+  for (uint32_t j = 1; j < n->nout; j++)
+    kc_shp_set(g, n, j, st, x->rank, stat);
   return KC_OK;
 }
 

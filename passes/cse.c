@@ -8,6 +8,14 @@
  * same walk. Constants count as equal when their data is (anonymous) or their name is (named);
  * weights when their name is.
  * Commutative ops (KC_OPF_COMMUTATIVE) match with their first two operands in either order.
+ * Optional results: an op with a bounded result count (max_out >= 0 in ir/ops.def) computes its
+ * leading results the same whichever later ones are asked for (layer_norm's mean/rstd,
+ * attention's lse), so two such nodes that differ only in which results they have are one
+ * computation: the earlier node takes over the results it lacks (its out[] grows; the taken
+ * value ids stay), and the later node's other results are replaced by the earlier's. This is how
+ * a grad rule that needs a fused op's statistics asks for them: it appends a copy of the forward
+ * node with the statistics results, and this pass folds the copy into the forward node.
+ * Variadic results (split: the count is the number of pieces) must match in number.
  * Invariants: random ops (KC_OPF_RANDOM: training dropout) and ops with a body are never merged;
  * the kept node is always the earlier one, so program order stays valid; it keeps its own loc,
  * or takes the dropped node's when it has none (kc_rewrite_loc's rule).
@@ -31,7 +39,7 @@ static bool commutes(const kc_node *n) {
 /* Operands only: attributes may be spelled out or left to their defaults, so equal nodes can
  * differ in their stored attributes; same_node decides. */
 static uint64_t hash_node(const kc_node *n) {
-  uint64_t h = mix(mix(n->op, n->nin), n->nout);
+  uint64_t h = mix(n->op, n->nin); /* not nout: optional results may differ (takes_over) */
   bool swap = commutes(n) && n->in[1].id < n->in[0].id; /* hash the operands in one order */
   for (uint32_t j = 0; j < n->nin; j++)
     h = mix(h, n->in[swap && j < 2 ? 1 - j : j].id);
@@ -98,15 +106,52 @@ static bool same_type(const kc_graph *g, kc_val a, kc_val b) {
   return true;
 }
 
+/* Results may be present in one node and absent in the other (see the header). */
+static bool optional_results(const kc_node *n) { return kc_ops[n->op].max_out >= 0; }
+
 static bool same_node(const kc_graph *g, const kc_node *a, const kc_node *b) {
-  if (a->op != b->op || a->nin != b->nin || a->nout != b->nout) return false;
+  if (a->op != b->op || a->nin != b->nin) return false;
+  bool optional = optional_results(a);
+  if (a->nout != b->nout && !optional) return false;
   bool swapped = commutes(a) && a->in[0].id == b->in[1].id && a->in[1].id == b->in[0].id;
   for (uint32_t j = 0; j < a->nin; j++)
     if (a->in[j].id != b->in[swapped && j < 2 ? 1 - j : j].id) return false;
-  /* results must all be there or absent alike, and typed alike (weights print their type) */
-  for (uint32_t j = 0; j < a->nout; j++)
+  /* results present in both are typed alike (weights print their type); without optional
+   * results they must also be there or absent alike */
+  uint32_t nout = a->nout < b->nout ? a->nout : b->nout;
+  for (uint32_t j = 0; j < nout; j++) {
+    if (optional && (!a->out[j].id || !b->out[j].id)) continue;
     if (!same_type(g, a->out[j], b->out[j])) return false;
+  }
   return attrs_within(g, a, b) && attrs_within(g, b, a);
+}
+
+/*
+ * Merge n into the earlier k: a result of n that k has too is replaced by k's (repl); one k lacks
+ * moves to k, keeping its value id. False when out of memory (k's out[] has to grow).
+ */
+static bool merge_into(kc_graph *g, uint32_t ki, kc_node *n, kc_val *repl) {
+  kc_node *k = &g->nodes[ki];
+  if (n->nout > k->nout) {
+    kc_val *out = kc_arena_alloc(&g->arena, n->nout * sizeof *out);
+    if (!out) return false;
+    memcpy(out, k->out, k->nout * sizeof *out);
+    memset(out + k->nout, 0, (n->nout - k->nout) * sizeof *out);
+    k->out = out;
+    k->nout = n->nout;
+  }
+  for (uint32_t j = 0; j < n->nout; j++) {
+    if (!n->out[j].id) continue;
+    if (k->out[j].id) {
+      repl[n->out[j].id] = k->out[j];
+    } else { /* k takes the result over: same id, now defined by k */
+      k->out[j] = n->out[j];
+      g->vals[n->out[j].id].def = ki + 1;
+      g->vals[n->out[j].id].def_out = j;
+      n->out[j] = (kc_val){0};
+    }
+  }
+  return true;
 }
 
 static bool mergeable(const kc_node *n) {
@@ -136,8 +181,11 @@ static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
     for (; table[slot]; slot = (slot + 1) & (cap - 1)) {
       kc_node *k = &g->nodes[table[slot] - 1];
       if (!same_node(g, k, n)) continue;
-      for (uint32_t j = 0; j < n->nout; j++)
-        if (n->out[j].id) repl[n->out[j].id] = k->out[j];
+      if (!merge_into(g, table[slot] - 1, n, repl)) {
+        free(table);
+        free(repl);
+        return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in cse");
+      }
       k->loc = kc_rewrite_loc(g, table[slot] - 1, &i, 1);
       n->op = KC_OP_NOP; /* every reader is later and reads k's results from now on */
       merged++;

@@ -3,10 +3,21 @@
  * (ONNX LayerNormalization / RMSNormalization and kernc's fused layer_norm / rms_norm), rotary,
  * and fused elementwise regions.
  *
- * The norms and regions are differentiated as compositions: the rule appends the op's math in
- * primitives (recomputing mean and 1/std from the saved input; the fused forward does not return
- * them yet) and runs the engine over it (kc_grad_local), so the backward is whatever the
- * primitive rules give, and the fusion passes later see plain primitives. Rotary is linear in x
+ * The norms read their statistics from the forward kernel: the rule appends a copy of the forward
+ * node with the statistics results (layer norms: mean, rstd; rms_norm: rstd), which the cse pass
+ * merges into the forward node, so the kernel computes y and the statistics once (without cse
+ * the copy recomputes them: still correct). With xhat = (x - mean) * rstd (rms: x * rstd) and
+ * dxhat the adjoint of xhat in y = xhat * scale + bias (scale's and bias' adjoints come from the
+ * primitive rules over that product, kc_grad_local),
+ *   layer norm: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+ *   rms norm:   dx = rstd * (dxhat - xhat * mean(dxhat * xhat))
+ * (means over the normalized axes), in the statistics' dtype. Two cases still recompute the
+ * statistics from x in primitives and differentiate that composition: when the loss reads
+ * layer_normalization's mean / inv_std_dev (their adjoints flow through the statistics), and
+ * when the saved statistics are less precise than the compute type (ONNX's f32 statistics of
+ * an f64 x), as does rms_normalization, which has no statistics result.
+ * Fused regions are differentiated as compositions too: the body is inlined and the engine runs
+ * over it, so the fusion passes later see plain primitives. Rotary is linear in x
  * with an orthogonal rotation per pair: its adjoint is the same rotary with the sine negated.
  * The cos/sin caches get no gradient (an error if a parameter reaches them).
  */
@@ -46,9 +57,59 @@ static kc_val rnorm(kc_graph *g, kc_val x, kc_val scale, int axis, double eps) {
   return kc_mul(g, kc_mul(g, x, rr), scale);
 }
 
+/*
+ * The backward from the forward kernel's statistics (see the header). stat: the dtype the
+ * statistics results get.
+ */
+static kc_status norm_grad_saved(kc_grad_call *c, bool rms, int axis, kc_dtype stat) {
+  int r = kc_value_of(G, X)->rank;
+  kc_dtype t = kc_value_of(G, X)->dtype;
+  int64_t axes[KC_MAX_RANK];
+  int na = 0;
+  for (int i = axis; i < r; i++)
+    axes[na++] = i;
+  /* the copy of the forward node with its statistics: cse merges it into the forward node */
+  kc_val st[3] = {0};
+  uint32_t ni = kc_gu_node(G, c->n.op, c->n.nin, c->n.in, rms ? 2 : 3, st, &c->n);
+  if (ni == UINT32_MAX || !kc_gu_finish(G, ni).id) return G->sticky;
+  kc_val mean = rms ? (kc_val){0} : st[1], rstd = rms ? st[1] : st[2];
+  kc_val xs = t == stat ? X : kc_cast(G, X, stat);
+  kc_val xhat = kc_mul(G, rms ? xs : kc_sub(G, xs, mean), rstd);
+  kc_val xh = t == stat ? xhat : kc_cast(G, xhat, t);
+  if (G->sticky != KC_OK) return G->sticky;
+  /* y = xhat * scale + bias: the adjoints of xhat, scale and bias by the primitive rules */
+  uint32_t first = G->nnodes;
+  kc_val bias = !rms && c->n.nin > 2 ? c->n.in[2] : (kc_val){0};
+  kc_val y = kc_mul(G, xh, c->n.in[1]);
+  if (bias.id) y = kc_add(G, y, bias);
+  if (G->sticky != KC_OK) return G->sticky;
+  kc_val ins[3] = {xh, c->n.in[1], bias}, din[3] = {0};
+  bool want[3] = {c->want[0], c->want[1], bias.id && c->want[2]};
+  kc_status s = kc_grad_local(G, first, 1, &y, c->dout, bias.id ? 3 : 2, ins, want, din);
+  if (s != KC_OK) return s;
+  c->din[1] = din[1];
+  if (bias.id) c->din[2] = din[2];
+  if (!c->want[0] || !din[0].id) return KC_OK;
+  kc_val dxh = t == stat ? din[0] : kc_cast(G, din[0], stat);
+  kc_val proj = kc_mul(G, xhat, kc_reduce_mean(G, kc_mul(G, dxh, xhat), na, axes, 1));
+  kc_val inner = kc_sub(G, dxh, proj);
+  if (!rms) inner = kc_sub(G, inner, kc_reduce_mean(G, dxh, na, axes, 1));
+  kc_val dx = kc_mul(G, rstd, inner);
+  c->din[0] = t == stat ? dx : kc_cast(G, dx, t);
+  return G->sticky;
+}
+
 static kc_status norm_grad(kc_grad_call *c, bool rms, const char *eps_name) {
   int r = kc_value_of(G, X)->rank;
   int axis = kc_gu_axis(kc_node_int(&c->n, "axis", -1), r);
+  /* the forward's statistics, when it has them and they are as precise as the compute type */
+  kc_dtype t = kc_value_of(G, X)->dtype, ct = t == KC_F64 ? KC_F64 : KC_F32;
+  kc_dtype stat = c->n.op == KC_OP_LAYER_NORMALIZATION ? KC_F32 : ct;
+  bool stat_seeds = false;
+  for (uint32_t j = 1; j < c->n.nout; j++)
+    stat_seeds = stat_seeds || (c->n.out[j].id && c->dout[j].id);
+  if (c->n.op != KC_OP_RMS_NORMALIZATION && !stat_seeds && stat == ct)
+    return norm_grad_saved(c, rms, axis, stat);
   double eps = kc_node_float(&c->n, eps_name, 1e-5);
   kc_val bias = !rms && c->n.nin > 2 ? c->n.in[2] : (kc_val){0};
   uint32_t first = G->nnodes;

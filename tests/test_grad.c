@@ -134,6 +134,22 @@ static kc_val c_cumsum(kc_graph *g) {
   return out;
 }
 
+/* softmax_xent of logits [2, 3, 5] against constant labels (one ignored): the per-position loss,
+ * and with its lse result in the loss too */
+static kc_val xent_node(kc_graph *g, kc_val *lse) {
+  static const int64_t labels[6] = {4, 0, -100, 2, 1, 3};
+  kc_val in[2] = {IN("x0", 2, 3, 5), kc_constant(g, KC_I64, 2, (int64_t[]){2, 3}, labels)}, out[2];
+  uint32_t ni = kc_graph_add_node(g, KC_OP_SOFTMAX_XENT, 2, in, lse ? 2 : 1, out);
+  assert_int_equal(kc_node_infer(g, ni), KC_OK);
+  if (lse) *lse = out[1];
+  return out[0];
+}
+static kc_val c_softmax_xent(kc_graph *g) { return xent_node(g, NULL); }
+static kc_val c_softmax_xent_lse(kc_graph *g) {
+  kc_val lse, loss = xent_node(g, &lse);
+  return kc_add(g, loss, kc_mul(g, lse, lse));
+}
+
 static kc_val c_layer_normalization(kc_graph *g) {
   kc_val x = IN("x0", 2, 3, 4);
   kc_val s = IN("x1", 3, 4);
@@ -344,6 +360,8 @@ static const gcase cases[] = {
     {KC_OP_SOFTMAX, "softmax", c_softmax, DATA_ANY, 0, 0, NULL},
     {KC_OP_LOG_SOFTMAX, "log_softmax", c_log_softmax, DATA_ANY, 0, 0, NULL},
     {KC_OP_CUMSUM, "cumsum", c_cumsum, DATA_ANY, 0, 0, NULL},
+    {KC_OP_SOFTMAX_XENT, "softmax_xent", c_softmax_xent, DATA_ANY, 0, 0, NULL},
+    {KC_OP_SOFTMAX_XENT, "softmax_xent_lse", c_softmax_xent_lse, DATA_ANY, 0, 0, NULL},
     {KC_OP_LAYER_NORMALIZATION, "layer_normalization", c_layer_normalization, DATA_ANY, 0, 0, NULL},
     {KC_OP_LAYER_NORMALIZATION, "layer_normalization_stats", c_layer_normalization_stats, DATA_ANY,
      1e-4, 1e-3, NULL},

@@ -9,8 +9,9 @@
  *   - rms norm sums x*x.
  * The apply pass centres as (x - K) - (mean - K), not x - mean: x - K is exact, while the mean
  * rounded to f32 is off by an ulp of |mean|, which matters when |mean| >> std.
- * Statistics are computed in f32 (f64 for f64 inputs), ONNX's stash_type=1. Mean and InvStdDev
- * (f32, one per row) are written when those outputs exist.
+ * Statistics are computed in f32 (f64 for f64 inputs), ONNX's stash_type=1. The statistics
+ * results (one per row) are written when present: ONNX's Mean and InvStdDev (f32), layer_norm's
+ * mean and rstd and rms_norm's rstd (f32, f64 for f64 x), each in its result's dtype.
  *
  * scale and bias broadcast to x[axis:]; kernc supports the forms where, after dropping leading
  * 1s, they equal the trailing dims of x (period P = their element count, so element k of the
@@ -174,8 +175,11 @@ kc_status kc_lower_norm(kc_cpu_emit *e) {
   statistics(&R, N, eps);
   for (uint32_t o = 1; o < n->nout && o < 3; o++) {
     if (!n->out[o].id) continue;
-    LLVMValueRef v = LLVMBuildExtractElement(ir->b, o == 1 ? R.mean : R.inv, kc_ir_i32(ir, 0), "");
-    kc_emit_store(e, KC_F32, kc_emit_out_ptr(e, o), row, kc_emit_convert(ir, v, R.ct, KC_F32), 1);
+    /* layer norms: result 1 mean, 2 1/std; rms_norm: result 1 1/rms */
+    LLVMValueRef st = o == 1 && !R.rms ? R.mean : R.inv;
+    LLVMValueRef v = LLVMBuildExtractElement(ir->b, st, kc_ir_i32(ir, 0), "");
+    kc_dtype ot = kc_value_of(e->g, n->out[o])->dtype;
+    kc_emit_store(e, ot, kc_emit_out_ptr(e, o), row, kc_emit_convert(ir, v, R.ct, ot), 1);
   }
   kc_loop t;
   LLVMValueRef ti = kc_loop_begin(ir, &t, zero, reps, one, 0, NULL);

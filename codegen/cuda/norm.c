@@ -9,7 +9,8 @@
  * (x - mean) * inv_std * scale + bias. scale and bias broadcast to x[axis:] numpy-style: read
  * at the row index when they have x[axis:]'s dims, element 0 when they are one element, else
  * through broadcast strides over the row's coordinates.
- * Invariants: Mean and InvStdDev (one per row) are written by thread 0 of the row's block.
+ * Invariants: the statistics results (one per row: ONNX's Mean and InvStdDev, layer_norm's mean
+ * and rstd, rms_norm's rstd) are written by thread 0 of the row's block when present.
  */
 #include "codegen/cuda/emit.h"
 
@@ -103,8 +104,8 @@ kc_status kc_cuda_lower_norm(kc_cuda_emit *e) {
   kc_cu_puts(e->t, "    }\n");
   if (kc_cu_present(e, true, 1) || kc_cu_present(e, true, 2)) {
     kc_cu_puts(e->t, "    if (threadIdx.x == 0) {\n");
-    if (kc_cu_present(e, true, 1))
-      kc_cu_store(e, 6, kc_cu_val(e, true, 1)->dtype, "out1", "u", "mean");
+    if (kc_cu_present(e, true, 1)) /* rms_norm's result 1 is its 1/rms */
+      kc_cu_store(e, 6, kc_cu_val(e, true, 1)->dtype, "out1", "u", rms ? "inv" : "mean");
     if (kc_cu_present(e, true, 2))
       kc_cu_store(e, 6, kc_cu_val(e, true, 2)->dtype, "out2", "u", "inv");
     kc_cu_puts(e->t, "    }\n");
