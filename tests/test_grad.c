@@ -21,7 +21,8 @@
  *   as it was, gradient graphs verify and print/parse back to the same text.
  * - Models against PyTorch autograd: a small MLP, a GPT-2-style block and a token embedding
  *   built with the builder (tests/models/grad_ref.py), and the imported ONNX models gpt2_tiny,
- *   llama_tiny and bert_tiny (tests/models/grad_ref_models.py; also 1 vs 2 threads bitwise);
+ *   llama_tiny, bert_tiny and opset23_tiny (its ONNX Attention is kernc's attention: the
+ *   attention backward) (tests/models/grad_ref_models.py; also 1 vs 2 threads bitwise);
  *   the builder models again on the CUDA target (skipped without a GPU; run on the emulated
  *   driver by test_grad_cuda_emulated, tests/cuda_emu).
  */
@@ -1016,7 +1017,7 @@ static void test_models_cuda(void **state) {
  * or not; a tied parameter sums its initializers' gradients). Runs with 2 threads and 1: the
  * same bits (fixed summation orders).
  */
-static void check_onnx_model(const char *name) {
+static void check_onnx_model(const char *name, uint32_t npat, const char **pats) {
   kc_context *ctx = kc_context_new();
   kc_context_options(ctx)->threads = 2;
   char path[512];
@@ -1026,8 +1027,8 @@ static void check_onnx_model(const char *name) {
   kc_val y = kc_graph_output(g, 0);
   kc_output(g, kc_reduce_sum(g, kc_mul(g, y, y), 0, NULL, 0), "loss");
   uint32_t nfwd = kc_graph_num_outputs(g);
-  const char *all = "*";
-  if (kc_grad(g, "loss", 1, &all) != KC_OK) fail_msg("kc_grad(%s): %s", name, kc_last_error(ctx));
+  if (kc_grad(g, "loss", npat, pats) != KC_OK)
+    fail_msg("kc_grad(%s): %s", name, kc_last_error(ctx));
   kc_module *m = NULL;
   if (kc_compile(ctx, g, NULL, &m) != KC_OK) fail_msg("%s: %s", name, kc_last_error(ctx));
   uint32_t nin = kc_graph_num_inputs(g), nout = kc_graph_num_outputs(g);
@@ -1133,9 +1134,14 @@ static void check_onnx_model(const char *name) {
 
 static void test_onnx_models_vs_torch(void **state) {
   (void)state;
-  check_onnx_model("gpt2_tiny");
-  check_onnx_model("llama_tiny");
-  check_onnx_model("bert_tiny");
+  const char *all = "*";
+  check_onnx_model("gpt2_tiny", 1, &all);
+  check_onnx_model("llama_tiny", 1, &all);
+  check_onnx_model("bert_tiny", 1, &all);
+  /* ONNX Attention-23 imported as kernc's attention (causal GQA; scale and a causal + padding
+   * mask in layer 1): the attention backward; the rotary caches are constants */
+  const char *params[] = {"l*", "wte"};
+  check_onnx_model("opset23_tiny", 2, params);
 }
 
 int main(int argc, char **argv) {
