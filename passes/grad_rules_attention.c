@@ -56,10 +56,10 @@ kc_status kc_grad_attention(kc_grad_call *c) {
   /* attention_grad's schema is the forward's without rotary_interleaved */
   static const char *const ints[] = {"heads", "kv_heads"}, *const floats[] = {"scale", "softcap"};
   for (int a = 0; a < 2; a++) {
-    const kc_attr *at = kc_node_attr(n, ints[a]);
-    if (at) kc_node_set_int(G, gi, ints[a], at->u.i);
-    at = kc_node_attr(n, floats[a]);
-    if (at) kc_node_set_float(G, gi, floats[a], at->u.f);
+    /* through the typed getters: text may give a float attribute as an integer ("softcap=2") */
+    if (kc_node_attr(n, ints[a])) kc_node_set_int(G, gi, ints[a], kc_node_int(n, ints[a], 0));
+    if (kc_node_attr(n, floats[a]))
+      kc_node_set_float(G, gi, floats[a], kc_node_float(n, floats[a], 0));
   }
   kc_node_set_string(G, gi, "mask", kc_node_string(n, "mask", "none"));
   if (!kc_gu_finish(G, gi).id) return G->sticky != KC_OK ? G->sticky : KC_ERR_INTERNAL;

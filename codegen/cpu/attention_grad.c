@@ -268,8 +268,7 @@ static kc_status configure(kc_cpu_emit *e, kc_att *A) {
   if (A->D <= 0 || A->Dv <= 0 || Dk != A->D)
     return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "head sizes D %lld, D_k %lld, D_v %lld",
                           (long long)A->D, (long long)Dk, (long long)A->Dv);
-  const kc_attr *sc = kc_node_attr(n, "scale");
-  A->scale = sc ? sc->u.f : 1.0 / sqrt((double)A->D);
+  A->scale = kc_node_float(n, "scale", 1.0 / sqrt((double)A->D));
   A->softcap = kc_node_float(n, "softcap", 0);
   const char *mask = kc_node_string(n, "mask", "none");
   A->causal = strcmp(mask, "causal") == 0;

@@ -151,8 +151,7 @@ kc_status kc_cuda_lower_attention_grad(kc_cuda_emit *e) {
   if (causal && has_mask) mk = 2;
   if ((mk != 0) != has_mask)
     return kc_cu_fail(e, KC_ERR_SHAPE, "mask=%s and the mask input disagree", mask);
-  const kc_attr *sc = kc_node_attr(n, "scale");
-  double scale = sc ? sc->u.f : 1.0 / sqrt((double)D);
+  double scale = kc_node_float(n, "scale", 1.0 / sqrt((double)D));
   int sdim = rank == 3 ? 1 : 2;
 
   kc_cu_launch_blocks(e, KC_CU_ATT_BLOCK);
