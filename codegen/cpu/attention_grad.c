@@ -15,8 +15,9 @@
  * No unit reads another's results and each sums in a fixed order, so the results are bitwise the
  * same whatever the thread count or split. Each unit accumulates in f32 in its workspace and
  * stores once (f16 / bf16 / f64 convert on load and store, as the forward).
- * The cost is the recomputation (scores twice, once per kind); the loops over the head size are
- * scalar code LLVM may vectorize.
+ * The cost is the recomputation (scores twice, once per kind); the loops over the head size
+ * (dot products, accumulations) run W f32 lanes at a time for f32 operands, element by element
+ * for other dtypes and the tail of a head size that is no multiple of W.
  */
 #include "attention_core.h"
 
@@ -36,14 +37,36 @@ typedef struct bw {
 
 static LLVMValueRef f32c(kc_ir *ir, double v) { return LLVMConstReal(ir->t_f32, v); }
 
-/* sum_d a[ia + d] * b[ib + d] over d < n, as f32 (a and b of dtype t). */
-static LLVMValueRef dot(kc_att *A, LLVMValueRef a, LLVMValueRef ia, LLVMValueRef b, LLVMValueRef ib,
-                        int64_t n) {
+/* Head vectors go W f32 lanes at a time, unrolled (head sizes are static and small); the rest
+ * of a head, and other dtypes, element by element. */
+#define MAX_UNROLL 16
+
+static unsigned vec_chunks(const kc_att *A, int64_t n) {
+  if (A->t != KC_F32 || A->W < 2 || n / A->W > MAX_UNROLL) return 0;
+  return (unsigned)(n / A->W);
+}
+
+/* sum_d a[ia + d] * b[ib + d] over d < n, as f32 (a and b of dtype t); a fixed order. */
+static LLVMValueRef dot(kc_att *A, LLVMValueRef a, LLVMValueRef ia, LLVMValueRef b,
+                        LLVMValueRef ib, int64_t n) {
   kc_ir *ir = A->ir;
+  unsigned nv = vec_chunks(A, n);
   LLVMValueRef init = f32c(ir, 0);
+  if (nv) {
+    LLVMValueRef acc = NULL;
+    for (unsigned c = 0; c < nv; c++) {
+      LLVMValueRef off = kc_att_i64(A, (int64_t)c * A->W);
+      LLVMValueRef x = kc_emit_load(A->e, KC_F32, a, kc_ir_add(ir, ia, off), A->W);
+      LLVMValueRef y = kc_emit_load(A->e, KC_F32, b, kc_ir_add(ir, ib, off), A->W);
+      acc = acc ? kc_ir_fmuladd(ir, x, y, acc) : LLVMBuildFMul(ir->b, x, y, "");
+    }
+    init = kc_rv_hsum(ir, acc);
+  }
+  int64_t d0 = (int64_t)nv * A->W;
+  if (d0 == n) return init;
   kc_loop l;
-  LLVMValueRef d =
-      kc_loop_begin(ir, &l, kc_att_i64(A, 0), kc_att_i64(A, n), kc_att_i64(A, 1), 1, &init);
+  LLVMValueRef d = kc_loop_begin(ir, &l, kc_att_i64(A, d0), kc_att_i64(A, n), kc_att_i64(A, 1), 1,
+                                 &init);
   LLVMValueRef x = kc_att_ld(A, A->t, a, kc_ir_add(ir, ia, d));
   LLVMValueRef y = kc_att_ld(A, A->t, b, kc_ir_add(ir, ib, d));
   LLVMValueRef next = kc_ir_fmuladd(ir, x, y, l.carry[0]);
@@ -51,13 +74,26 @@ static LLVMValueRef dot(kc_att *A, LLVMValueRef a, LLVMValueRef ia, LLVMValueRef
   return l.carry[0];
 }
 
-/* acc[d] += c * x[ix + d] for d < n (acc: f32 workspace). */
+/* acc[d] += c * x[ix + d] for d < n (acc: f32 workspace, 64-byte aligned). */
 static void axpy(kc_att *A, LLVMValueRef acc, LLVMValueRef c, LLVMValueRef x, LLVMValueRef ix,
                  int64_t n) {
   kc_ir *ir = A->ir;
+  unsigned nv = vec_chunks(A, n);
+  if (nv) {
+    LLVMTypeRef vt = kc_ir_vf32(ir, A->W);
+    LLVMValueRef cv = kc_ir_splat(ir, c, A->W);
+    for (unsigned k = 0; k < nv; k++) {
+      LLVMValueRef off = kc_att_i64(A, (int64_t)k * A->W);
+      LLVMValueRef p = kc_ir_gepf(ir, acc, off);
+      LLVMValueRef xv = kc_emit_load(A->e, KC_F32, x, kc_ir_add(ir, ix, off), A->W);
+      kc_ir_store(ir, kc_ir_fmuladd(ir, cv, xv, kc_ir_load(ir, vt, p, 4)), p, 4);
+    }
+  }
+  int64_t d0 = (int64_t)nv * A->W;
+  if (d0 == n) return;
   kc_loop l;
   LLVMValueRef d =
-      kc_loop_begin(ir, &l, kc_att_i64(A, 0), kc_att_i64(A, n), kc_att_i64(A, 1), 0, NULL);
+      kc_loop_begin(ir, &l, kc_att_i64(A, d0), kc_att_i64(A, n), kc_att_i64(A, 1), 0, NULL);
   LLVMValueRef p = kc_ir_gepf(ir, acc, d);
   LLVMValueRef xv = kc_att_ld(A, A->t, x, kc_ir_add(ir, ix, d));
   kc_ir_store(ir, kc_ir_fmuladd(ir, c, xv, kc_ir_load(ir, ir->t_f32, p, 4)), p, 4);
@@ -281,7 +317,8 @@ static kc_status configure(kc_cpu_emit *e, kc_att *A) {
   if ((A->mask != KC_ATT_M_NONE) != present(n, MASK))
     return kc_node_errorf(g, n, KC_ERR_SHAPE, "mask=%s and the mask input disagree", mask);
   if (present(n, MASK)) A->mt = kc_value_of(g, n->in[MASK])->dtype;
-  A->W = 1;
+  A->W = (unsigned)kc_cpu_host(e->cpu)->f32_lanes;
+  if (A->W > 64) A->W = 64;
   return KC_OK;
 }
 

@@ -30,10 +30,12 @@ CASES = {
     "causal_gqa": (1, 3, 2, 37, 37, 4, 2, 16, 16, "causal", 0.0, 0.0),
     # MQA, S > T: the first rows see no key; an explicit scale and a softcap
     "causal_softcap": (2, 3, 1, 21, 18, 2, 1, 8, 8, "causal", 0.5, 2.0),
-    # the [B, heads, S, D] layout, a value head size unlike the key's, padded keys
-    "padding": (3, 4, 2, 20, 45, 2, 2, 8, 12, "padding", 0.0, 0.0),
-    # additive mask broadcast over heads, -inf entries and one row fully masked; MQA
-    "additive": (4, 3, 1, 33, 50, 4, 1, 8, 8, "additive", 0.0, 0.0),
+    # the [B, heads, S, D] layout, a value head size unlike the key's, padded keys; head sizes
+    # that are no multiple of the CPU kernel's 16 f32 lanes
+    "padding": (3, 4, 2, 20, 45, 2, 2, 20, 12, "padding", 0.0, 0.0),
+    # additive mask broadcast over heads, -inf entries and one row fully masked; MQA; D = two
+    # vectors of 16 lanes
+    "additive": (4, 3, 1, 33, 50, 4, 1, 32, 8, "additive", 0.0, 0.0),
 }
 
 
