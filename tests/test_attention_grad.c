@@ -13,6 +13,7 @@
  *     its forward copy and the pipeline) on the CPU;
  *   - the direct graph on the CUDA target: skipped without a GPU; the CTest entry
  *     test_attention_grad_cuda_emulated runs it on tests/cuda_emu's emulated driver.
+ * And the forms the rule refuses (past K/V, fused rotary): errors naming the node.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -287,11 +288,47 @@ static void test_cuda(void **state) {
   if (!ran) skip();
 }
 
+/* The forms the rule refuses, each with an error naming the node: past K/V (decoding) and fused
+ * rotary (cos/sin inputs); a parameter reaching the mask is test_grad.c's. */
+static void test_refused(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  static const char *const forms[2][2] = {
+      {"%4: f32[1,2,3,8] \"pk\", %5: f32[1,2,3,8] \"pv\"", "_, %4, %5"},
+      {"%4: f32[16,4] \"cs\", %5: f32[16,4] \"sn\"", "_, _, _, %4, %5"},
+  };
+  static const char *const want[2] = {"past K/V", "fused rotary"};
+  for (int f = 0; f < 2; f++) {
+    char text[1024];
+    snprintf(text, sizeof text,
+             "graph @refused(%%1: f32[1,4,16] \"q\", %%2: f32[1,4,16] \"k\", %%3: f32[1,4,16] "
+             "\"v\", %s) {\n"
+             "  %%6 = attention(%%1, %%2, %%3, %s) {heads=2, mask=causal} : f32[1,4,16] "
+             "loc(\"blk.attn\")\n"
+             "  %%7 = reduce_sum(%%6) {keepdims=0} : f32[]\n"
+             "  return %%7 \"loss\"\n"
+             "}\n",
+             forms[f][0], forms[f][1]);
+    kc_graph *g = NULL;
+    if (kc_graph_parse(ctx, text, "refused", &g) != KC_OK)
+      fail_msg("%s\n%s", kc_last_error(ctx), text);
+    const char *p = "q";
+    assert_int_equal(kc_grad(g, "loss", 1, &p), KC_ERR_UNSUPPORTED);
+    const char *msg = kc_last_error(ctx);
+    if (!strstr(msg, want[f]) || !strstr(msg, "blk.attn"))
+      fail_msg("form %d: unexpected error: %s", f, msg);
+    print_message("refused: %s\n", msg);
+    kc_graph_free(g);
+  }
+  kc_context_free(ctx);
+}
+
 int main(int argc, char **argv) {
   if (argc > 2) g_tests_dir = argv[2];
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_cpu),
       cmocka_unit_test(test_cuda),
+      cmocka_unit_test(test_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
