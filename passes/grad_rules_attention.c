@@ -9,8 +9,9 @@
  * correct, the forward is recomputed.
  *
  * Refused with an error naming the node: past K/V and cos/sin inputs (the decode and
- * rotary-fused forms; training graphs have neither), and a parameter reaching the mask (it gets
- * no gradient). softcap is differentiated by the kernels (ds times 1 - tanh^2).
+ * rotary-fused forms; training graphs have neither), a parameter reaching the mask (it gets no
+ * gradient), and a loss that reads present K/V or lse (only y is differentiated). softcap is
+ * differentiated by the kernels (ds times 1 - tanh^2).
  */
 #include "passes/grad.h"
 
@@ -32,6 +33,12 @@ kc_status kc_grad_attention(kc_grad_call *c) {
   if (has(n, MASK) && c->want[MASK])
     return kc_node_errorf(G, orig, KC_ERR_UNSUPPORTED,
                           "autodiff: attention's mask gets no gradient (a parameter reaches it)");
+  for (uint32_t j = 1; j < n->nout; j++)
+    if (c->dout[j].id)
+      return kc_node_errorf(G, orig, KC_ERR_UNSUPPORTED,
+                            "autodiff: the loss reads attention's result %u (%s); only y has a "
+                            "gradient",
+                            j, j == 3 ? "lse" : "present K/V");
   if (!c->dout[0].id || !(c->want[Q] || c->want[K] || c->want[V])) return KC_OK;
   /* the forward again, with lse: y, (no present K/V), lse */
   kc_val fin[4] = {n->in[Q], n->in[K], n->in[V], has(n, MASK) ? n->in[MASK] : (kc_val){0}};
