@@ -13,7 +13,7 @@
  *     its forward copy and the pipeline) on the CPU;
  *   - the direct graph on the CUDA target: skipped without a GPU; the CTest entry
  *     test_attention_grad_cuda_emulated runs it on tests/cuda_emu's emulated driver.
- * And the forms the rule refuses (past K/V, fused rotary): errors naming the node.
+ * And what the rule refuses (past K/V, fused rotary, a loss reading lse): errors naming the node.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -320,6 +320,20 @@ static void test_refused(void **state) {
     print_message("refused: %s\n", msg);
     kc_graph_free(g);
   }
+  /* a loss reading lse: only y is differentiated */
+  static const char lse_loss[] =
+      "graph @lse_loss(%1: f32[1,4,16] \"q\", %2: f32[1,4,16] \"k\", %3: f32[1,4,16] \"v\") {\n"
+      "  %4, _, _, %5 = attention(%1, %2, %3) {heads=2, mask=causal} : f32[1,4,16], _, _, "
+      "f32[1,2,4] loc(\"blk.attn\")\n"
+      "  %6 = reduce_sum(%5) {keepdims=0} : f32[]\n"
+      "  return %6 \"loss\"\n"
+      "}\n";
+  kc_graph *g = NULL;
+  if (kc_graph_parse(ctx, lse_loss, "lse_loss", &g) != KC_OK) fail_msg("%s", kc_last_error(ctx));
+  const char *p = "q";
+  assert_int_equal(kc_grad(g, "loss", 1, &p), KC_ERR_UNSUPPORTED);
+  assert_non_null(strstr(kc_last_error(ctx), "result 3 (lse)"));
+  kc_graph_free(g);
   kc_context_free(ctx);
 }
 
