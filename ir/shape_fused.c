@@ -4,7 +4,8 @@
  *
  * attention follows the layout of its ops.def row: q [B,S,heads*D] (or [B,heads,S,D]), k/v
  * [B,S_kv,kv_heads*D] (or [B,kv_heads,S_kv,D]), past K/V [B,kv_heads,P,D]; y has q's layout
- * with v's head size, present K/V are [B,kv_heads,P+S_kv,D]. A fused node's outputs take the
+ * with v's head size, present K/V are [B,kv_heads,P+S_kv,D], lse f32 [B,heads,S];
+ * attention_grad's dq, dk, dv take q's, k's and v's types. A fused node's outputs take the
  * types of its body's outputs; an untyped body is typed from the node's inputs first.
  */
 #include "shape.h"
@@ -200,6 +201,52 @@ kc_status shape_attention(kc_graph *g, kc_node *n) {
   kc_shp_set(g, n, 0, t, rank, y);
   kc_shp_set(g, n, 1, t, 4, pres_k);
   kc_shp_set(g, n, 2, t, 4, pres_v);
+  kc_dim lse[3] = {b, heads, sq};
+  kc_shp_set(g, n, 3, KC_F32, 3, lse);
+  return KC_OK;
+}
+
+/* attention_grad inputs beyond the forward's q, k, v, mask. */
+enum { G_Y = 4, G_DY, G_LSE };
+
+kc_status shape_attention_grad(kc_graph *g, kc_node *n) {
+  kc_status s = kc_shp_arity(g, n);
+  if (s != KC_OK) return s;
+  if (n->nin != 7 || !n->in[G_Y].id || !n->in[G_DY].id || !n->in[G_LSE].id)
+    return kc_node_errorf(g, n, KC_ERR_VERIFY, "expected inputs q, k, v, mask?, y, dy, lse");
+  const uint32_t same[] = {K, V, G_Y, G_DY};
+  s = kc_shp_need_float(g, n, Q);
+  for (size_t i = 0; s == KC_OK && i < sizeof same / sizeof *same; i++)
+    s = kc_shp_same_dtype(g, n, Q, same[i]);
+  if (s == KC_OK) s = kc_shp_need_rank(g, n, Q, 3, 4);
+  if (s != KC_OK) return s;
+  const kc_value *q = kc_value_of(g, n->in[Q]), *k = kc_value_of(g, n->in[K]);
+  const kc_value *v = kc_value_of(g, n->in[V]), *y = kc_value_of(g, n->in[G_Y]);
+  const kc_value *dy = kc_value_of(g, n->in[G_DY]), *lse = kc_value_of(g, n->in[G_LSE]);
+  int rank = q->rank;
+  const uint32_t ranked[] = {K, V, G_Y, G_DY};
+  for (size_t i = 0; i < sizeof ranked / sizeof *ranked; i++)
+    if ((s = kc_shp_need_rank(g, n, ranked[i], rank, rank)) != KC_OK) return s;
+  int64_t heads = kc_node_int(n, "heads", 0), kvh = kc_node_int(n, "kv_heads", heads);
+  if (heads <= 0 || kvh <= 0 || heads % kvh != 0)
+    return kc_node_errorf(g, n, KC_ERR_SHAPE,
+                          "heads=%lld, kv_heads=%lld: need kv_heads to divide heads",
+                          (long long)heads, (long long)kvh);
+  kc_dim b = q->dims[0], sq = q->dims[rank == 3 ? 1 : 2], skv = k->dims[rank == 3 ? 1 : 2];
+  for (int i = 0; i < rank; i++) {
+    if ((s = agree(g, n, y->dims[i], dy->dims[i], "y and dy")) != KC_OK) return s;
+    if (i != rank - 1 && (s = agree(g, n, y->dims[i], q->dims[i], "y and q")) != KC_OK) return s;
+  }
+  if ((s = agree(g, n, v->dims[rank == 3 ? 1 : 2], skv, "v length")) != KC_OK) return s;
+  if (lse->dtype != KC_F32 || lse->rank != 3)
+    return kc_node_errorf(g, n, KC_ERR_SHAPE, "lse must be f32 [B, heads, S]");
+  kc_dim want[3] = {b, heads, sq};
+  for (int i = 0; i < 3; i++)
+    if ((s = agree(g, n, lse->dims[i], want[i], "lse")) != KC_OK) return s;
+  if ((s = attn_mask(g, n, b, heads, sq, skv)) != KC_OK) return s;
+  kc_shp_set_like(g, n, 0, n->in[Q]);
+  kc_shp_set_like(g, n, 1, n->in[K]);
+  kc_shp_set_like(g, n, 2, n->in[V]);
   return KC_OK;
 }
 

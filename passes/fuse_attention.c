@@ -530,13 +530,16 @@ static kc_status rebuild(kc_rewriter *rw, const kc_match *m, const kc_val *in, u
   kc_graph *g = kc_rw_graph(rw);
   const kc_node *n = &g->nodes[m->node[0]];
   kc_attr attrs[16];
-  kc_val outs[3] = {{0}}, olds[3] = {{0}};
-  uint32_t nattr = n->nattr < 16 ? n->nattr : 16, nout = n->nout < 3 ? n->nout : 3;
+  kc_val outs[4] = {{0}}, olds[4] = {{0}};
+  uint32_t nattr = n->nattr < 16 ? n->nattr : 16, nout = n->nout < 4 ? n->nout : 4;
   memcpy(attrs, n->attrs, nattr * sizeof *attrs);
-  for (uint32_t j = 0; j < nout; j++)
+  /* the same results, lse (result 3, autodiff's) included; absent ones stay absent */
+  for (uint32_t j = 0; j < nout; j++) {
     olds[j] = n->out[j];
-  uint32_t ni = kc_rw_node(rw, KC_OP_ATTENTION, nin, in, nout, outs);
-  if (ni == UINT32_MAX) return KC_OK;
+    if (j == 0 || olds[j].id) outs[j] = kc_graph_new_value(g);
+  }
+  uint32_t ni = kc_graph_add_node_with_outputs(g, KC_OP_ATTENTION, nin, in, nout, outs);
+  if (ni == UINT32_MAX || g->sticky != KC_OK) return KC_OK;
   for (uint32_t i = 0; i < nattr; i++) {
     const kc_attr *a = &attrs[i];
     if ((mask && !strcmp(a->name, "mask")) ||

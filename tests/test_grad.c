@@ -9,7 +9,8 @@
  *   with the default pipeline (the fusions run on both) and compares every gradient element
  *   with a central finite difference of the loss computed by running the same module (f64,
  *   h = 1e-5; two cases go through f32 values and use h = 1e-2 / 1e-3 with a 1e-4 bound: cast
- *   f64 -> f32 -> f64, and LayerNormalization's f32 mean / inv_std_dev results). References come
+ *   f64 -> f32 -> f64, and LayerNormalization's f32 mean / inv_std_dev results; the attention
+ *   cases compute in f32 inside the kernels and use h = 1e-2 with a 2e-3 bound). References come
  *   from the finite differences, never from the rules.
  *   The same cases check the GRAD column's `saves` bits: no rule reads an input they omit.
  * - scatter_add (gather's adjoint): values by hand, an index out of range, an embedding gradient
@@ -20,7 +21,8 @@
  *   as it was, gradient graphs verify and print/parse back to the same text.
  * - Models against PyTorch autograd: a small MLP, a GPT-2-style block and a token embedding
  *   built with the builder (tests/models/grad_ref.py), and the imported ONNX models gpt2_tiny,
- *   llama_tiny and bert_tiny (tests/models/grad_ref_models.py; also 1 vs 2 threads bitwise);
+ *   llama_tiny, bert_tiny and opset23_tiny (its ONNX Attention is kernc's attention: the
+ *   attention backward) (tests/models/grad_ref_models.py; also 1 vs 2 threads bitwise);
  *   the builder models again on the CUDA target (skipped without a GPU; run on the emulated
  *   driver by test_grad_cuda_emulated, tests/cuda_emu).
  */
@@ -272,6 +274,40 @@ static kc_val c_rotary(kc_graph *g) {
   return kc_rotary(g, IN("x0", 1, 3, 8), cc, ss, p, 2, 0);
 }
 
+/*
+ * attention (f32 arithmetic inside, see the table): GQA and MQA, rank 3 and 4, causal with rows
+ * that see no key (S > S_kv), padding, additive (one row fully masked), softcap; the sequence
+ * lengths pass the forward kernel's slot block (16 f32 lanes) and are not multiples of it.
+ */
+static kc_val c_attention_causal(kc_graph *g) {
+  kc_attention_desc d = {.heads = 4, .kv_heads = 2, .mask = KC_MASK_CAUSAL};
+  return kc_attention(g, IN("x0", 1, 19, 12), IN("x1", 1, 17, 6), IN("x2", 1, 17, 6), (kc_val){0},
+                      &d);
+}
+static kc_val c_attention_padding(kc_graph *g) {
+  uint8_t keep[2 * 21];
+  for (int i = 0; i < 2 * 21; i++)
+    keep[i] = i % 21 != 3 && i % 21 != 17 && i != 21 + 20;
+  kc_val m = kc_constant(g, KC_BOOL, 2, (int64_t[]){2, 21}, keep);
+  kc_attention_desc d = {.heads = 2, .kv_heads = 2, .mask = KC_MASK_PADDING};
+  return kc_attention(g, IN("x0", 2, 2, 5, 4), IN("x1", 2, 2, 21, 4), IN("x2", 2, 2, 21, 3), m, &d);
+}
+static kc_val c_attention_additive(kc_graph *g) {
+  double add[7 * 18];
+  for (int i = 0; i < 7 * 18; i++)
+    add[i] = i / 18 == 2 ? -INFINITY : (i % 5 == 0 ? -INFINITY : 0.1 * (i % 7) - 0.3);
+  kc_val m = kc_constant(g, KC_F64, 4, (int64_t[]){1, 1, 7, 18}, add);
+  kc_attention_desc d = {.heads = 2, .kv_heads = 1, .mask = KC_MASK_ADDITIVE};
+  return kc_attention(g, IN("x0", 1, 7, 8), IN("x1", 1, 18, 4), IN("x2", 1, 18, 4), m, &d);
+}
+static kc_val c_attention_softcap(kc_graph *g) {
+  kc_attention_desc d = {.heads = 2, .mask = KC_MASK_CAUSAL, .scale = 1.5};
+  kc_val y =
+      kc_attention(g, IN("x0", 1, 6, 6), IN("x1", 1, 6, 6), IN("x2", 1, 6, 6), (kc_val){0}, &d);
+  if (kc_graph_status(g) == KC_OK) kc_node_set_float(g, g->vals[y.id].def - 1, "softcap", 0.8);
+  return y;
+}
+
 /* an elementwise chain that fuse-elementwise turns into one fused node (prepass) */
 static kc_val c_fused(kc_graph *g) {
   kc_val a = IN("x0", 3, 4);
@@ -395,6 +431,10 @@ static const gcase cases[] = {
     {KC_OP_TRILU, "trilu", c_trilu, DATA_ANY, 0, 0, NULL},
     {KC_OP_ROTARY, "rotary", c_rotary, DATA_ANY, 0, 0, NULL},
     {KC_OP_FUSED, "fused", c_fused, DATA_ANY, 0, 0, "infer,fuse-elementwise"},
+    {KC_OP_ATTENTION, "attention_causal", c_attention_causal, DATA_ANY, 2e-3, 1e-2, NULL},
+    {KC_OP_ATTENTION, "attention_padding", c_attention_padding, DATA_ANY, 2e-3, 1e-2, NULL},
+    {KC_OP_ATTENTION, "attention_additive", c_attention_additive, DATA_ANY, 2e-3, 1e-2, NULL},
+    {KC_OP_ATTENTION, "attention_softcap", c_attention_softcap, DATA_ANY, 2e-3, 1e-2, NULL},
 };
 #define NCASES (sizeof cases / sizeof *cases)
 
@@ -667,18 +707,25 @@ static void test_scatter_add_values(void **state) {
 static void test_missing_rules_listed(void **state) {
   (void)state;
   kc_context *ctx = kc_context_new();
-  kc_graph *g = kc_graph_new(ctx, "attn");
-  kc_val x = kc_input(g, "x", KC_F32, 3, (kc_dim[]){1, 4, 8});
-  kc_attention_desc d = {.heads = 2, .mask = KC_MASK_CAUSAL};
-  kc_val a1 = kc_attention(g, x, x, x, (kc_val){0}, &d);
-  kc_val a2 = kc_attention(g, a1, x, x, (kc_val){0}, &d);
-  kc_output(g, kc_reduce_sum(g, a2, 0, NULL, 0), "loss");
+  /* attention over a KV cache has no rule yet (decoding, not training) */
+  static const char text[] =
+      "graph @dec(%1: f32[1,2,64] \"x\", %2: f32[2,2,2,2,16,32] \"cache\", %3: i32[1,2] "
+      "\"table\", %4: i64[1] \"past\", %5: i64[1] \"lens\") {\n"
+      "  %6 = attention_cache(%1, %2, %3, %4, %5) {heads=2, layer=0} : f32[1,2,64] "
+      "loc(\"l0.attn\")\n"
+      "  %7 = attention_cache(%6, %2, %3, %4, %5) {heads=2, layer=1} : f32[1,2,64] "
+      "loc(\"l1.attn\")\n"
+      "  %8 = reduce_sum(%7) {keepdims=0} : f32[]\n"
+      "  return %8 \"loss\"\n"
+      "}\n";
+  kc_graph *g = NULL;
+  if (kc_graph_parse(ctx, text, "dec.kir", &g) != KC_OK) fail_msg("%s", kc_last_error(ctx));
   const char *p = "x";
   assert_int_equal(kc_grad(g, "loss", 1, &p), KC_ERR_UNSUPPORTED);
   const char *msg = kc_last_error(ctx);
-  const char *first = strstr(msg, "attention");
-  assert_non_null(first);
-  assert_non_null(strstr(first + 1, "attention")); /* both nodes, one error */
+  /* both nodes, one error, by their loc (the ONNX node names of an imported model) */
+  assert_non_null(strstr(msg, "node 'l0.attn' (attention_cache"));
+  assert_non_null(strstr(msg, "node 'l1.attn' (attention_cache"));
   assert_non_null(strstr(msg, "without a gradient rule"));
   /* nothing was appended */
   assert_int_equal(kc_graph_num_outputs(g), 1);
@@ -689,7 +736,7 @@ static void test_missing_rules_listed(void **state) {
 
   /* a rule failing half-way (slice bounds known only at run time): g is left as it was */
   g = kc_graph_new(ctx, "rollback");
-  x = kc_input(g, "x", KC_F32, 2, (kc_dim[]){3, 4});
+  kc_val x = kc_input(g, "x", KC_F32, 2, (kc_dim[]){3, 4});
   kc_val st = kc_input(g, "st", KC_I64, 1, (kc_dim[]){1});
   kc_val sl =
       kc_slice(g, kc_exp(g, x), st, kc_const_i64s(g, 1, (int64_t[]){3}), (kc_val){0}, (kc_val){0});
@@ -705,17 +752,17 @@ static void test_missing_rules_listed(void **state) {
   free(after);
   kc_graph_free(g);
 
-  /* an imported model: ONNX Attention-23 nodes are listed by their ONNX names */
-  char path[512];
-  snprintf(path, sizeof path, "%s/models/opset23_tiny/model.onnx", g_tests_dir);
-  assert_int_equal(kc_onnx_load(ctx, path, &g), KC_OK);
-  kc_val y = kc_graph_output(g, 0);
-  kc_output(g, kc_reduce_sum(g, kc_mul(g, y, y), 0, NULL, 0), "loss");
-  const char *all = "*";
-  assert_int_equal(kc_grad(g, "loss", 1, &all), KC_ERR_UNSUPPORTED);
-  msg = kc_last_error(ctx);
-  assert_non_null(strstr(msg, "node 'l0.attn' (attention"));
-  assert_non_null(strstr(msg, "node 'l1.attn' (attention"));
+  /* attention forms the attention rule refuses, each error naming the node */
+  g = kc_graph_new(ctx, "attn_refused");
+  x = kc_input(g, "x", KC_F32, 3, (kc_dim[]){1, 4, 8});
+  kc_val mk = kc_input(g, "mk", KC_F32, 4, (kc_dim[]){1, 1, 4, 4});
+  kc_attention_desc d = {.heads = 2, .mask = KC_MASK_ADDITIVE};
+  kc_val a = kc_attention(g, x, x, x, mk, &d);
+  kc_output(g, kc_reduce_sum(g, a, 0, NULL, 0), "loss");
+  const char *both[] = {"x", "mk"};
+  assert_int_equal(kc_grad(g, "loss", 2, both), KC_ERR_UNSUPPORTED);
+  assert_non_null(strstr(kc_last_error(ctx), "mask gets no gradient"));
+  assert_int_equal(kc_grad(g, "loss", 1, &p), KC_OK); /* the mask frozen: fine */
   kc_graph_free(g);
   kc_context_free(ctx);
 }
@@ -988,7 +1035,7 @@ static void test_models_cuda(void **state) {
  * or not; a tied parameter sums its initializers' gradients). Runs with 2 threads and 1: the
  * same bits (fixed summation orders).
  */
-static void check_onnx_model(const char *name) {
+static void check_onnx_model(const char *name, uint32_t npat, const char **pats) {
   kc_context *ctx = kc_context_new();
   kc_context_options(ctx)->threads = 2;
   char path[512];
@@ -998,8 +1045,8 @@ static void check_onnx_model(const char *name) {
   kc_val y = kc_graph_output(g, 0);
   kc_output(g, kc_reduce_sum(g, kc_mul(g, y, y), 0, NULL, 0), "loss");
   uint32_t nfwd = kc_graph_num_outputs(g);
-  const char *all = "*";
-  if (kc_grad(g, "loss", 1, &all) != KC_OK) fail_msg("kc_grad(%s): %s", name, kc_last_error(ctx));
+  if (kc_grad(g, "loss", npat, pats) != KC_OK)
+    fail_msg("kc_grad(%s): %s", name, kc_last_error(ctx));
   kc_module *m = NULL;
   if (kc_compile(ctx, g, NULL, &m) != KC_OK) fail_msg("%s: %s", name, kc_last_error(ctx));
   uint32_t nin = kc_graph_num_inputs(g), nout = kc_graph_num_outputs(g);
@@ -1105,9 +1152,14 @@ static void check_onnx_model(const char *name) {
 
 static void test_onnx_models_vs_torch(void **state) {
   (void)state;
-  check_onnx_model("gpt2_tiny");
-  check_onnx_model("llama_tiny");
-  check_onnx_model("bert_tiny");
+  const char *all = "*";
+  check_onnx_model("gpt2_tiny", 1, &all);
+  check_onnx_model("llama_tiny", 1, &all);
+  check_onnx_model("bert_tiny", 1, &all);
+  /* ONNX Attention-23 imported as kernc's attention (causal GQA; scale and a causal + padding
+   * mask in layer 1): the attention backward; the rotary caches are constants */
+  const char *params[] = {"l*", "wte"};
+  check_onnx_model("opset23_tiny", 2, params);
 }
 
 int main(int argc, char **argv) {

@@ -4,7 +4,8 @@
  * (query head h reads kv head h / (heads / kv_heads)); mask none / causal / padding ([B, T],
  * nonzero = keep) / additive (broadcast to [B, heads, S, T]); past K/V [B, kv_heads, P, D] before
  * the new keys; present K/V outputs; rotary (cos/sin [max_pos, R/2]) applied to q and the new
- * keys at positions P + index.
+ * keys at positions P + index; lse (result 3, when asked) f32 [B, heads, S], each row's
+ * log-sum-exp, from the online softmax's max and sum (the backward's statistic).
  * Causal is aligned at the bottom right (include/kernc.h): with T = P + S_kv keys in all, key j
  * (0..T-1, past keys first) is visible to query i iff j <= i + (T - S), so the last query sees
  * every key whatever S_kv is, and with S_kv = S this is the usual j <= i + P. A query row with
@@ -219,6 +220,7 @@ kc_status kc_lower_attention(kc_cpu_emit *e) {
   if (F.past) F.pk = kc_emit_in_ptr(e, PAST_K), F.pv = kc_emit_in_ptr(e, PAST_V);
   if (F.pres_k) F.prk = kc_emit_out_ptr(e, 1);
   if (F.pres_v) F.prv = kc_emit_out_ptr(e, 2);
+  if (e->n->nout > 3 && e->n->out[3].id) A->lse = kc_emit_out_ptr(e, 3);
   int sdim = A->rank == 3 ? 1 : 2;
   A->S = kc_emit_dim(e, e->p_dims, false, Q, sdim);
   F.Skv = kc_emit_dim(e, e->p_dims, false, K, sdim);

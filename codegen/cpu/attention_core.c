@@ -119,8 +119,8 @@ void kc_att_mask_strides(kc_att *A, uint32_t in) {
 
 int64_t kc_att_ws_bytes(const kc_att *A, bool slots, bool decode) {
   int64_t W = A->W, f = 0;
-  /* slots: QT [D][W], accT [Dv][W], 1/l [W]; decode: attention_decode.c's */
-  if (slots) f = (A->D + A->Dv + 1) * W;
+  /* slots: QT [D][W], accT [Dv][W], 1/l [W], lse [W]; decode: attention_decode.c's */
+  if (slots) f = (A->D + A->Dv + 2) * W;
   if (decode && kc_att_dec_ws_floats(A) > f) f = kc_att_dec_ws_floats(A);
   return (f * 4 + 63) / 64 * 64;
 }
@@ -382,12 +382,24 @@ void kc_att_unit_end(kc_att *A, const LLVMValueRef *carry) {
   LLVMValueRef empty = LLVMBuildFCmp(b, LLVMRealOEQ, l, fconst(A, 0, A->W), "");
   LLVMValueRef inv = LLVMBuildFDiv(b, fconst(A, 1, A->W), l, "");
   kc_ir_store(ir, LLVMBuildSelect(b, empty, fconst(A, 0, A->W), inv, ""), linv, 4);
+  LLVMValueRef lsep = kc_ir_gepf(ir, linv, Wv);
+  if (A->lse) {
+    /* the max is finite wherever the sum is not 0 */
+    LLVMValueRef v = LLVMBuildFAdd(b, carry[0], kc_rv_log(ir, l), "");
+    kc_ir_store(ir, LLVMBuildSelect(b, empty, fconst(A, -INFINITY, A->W), v, ""), lsep, 4);
+  }
   kc_loop li;
   LLVMValueRef lane = kc_loop_begin(ir, &li, zero, A->nrows, one, 0, NULL);
   LLVMValueRef i, h;
   slot_of(A, lane, &i, &h);
   LLVMValueRef row = row_of(A, A->ys, A->b, i, h);
   LLVMValueRef il = kc_ir_load(ir, ir->t_f32, kc_ir_gepf(ir, linv, lane), 4);
+  if (A->lse) {
+    LLVMValueRef at = kc_ir_add(
+        ir, kc_ir_mul(ir, kc_ir_add(ir, kc_ir_mul(ir, A->b, kc_att_i64(A, A->heads)), h), A->S), i);
+    kc_ir_store(ir, kc_ir_load(ir, ir->t_f32, kc_ir_gepf(ir, lsep, lane), 4),
+                kc_ir_gepf(ir, A->lse, at), 4);
+  }
   kc_loop lo;
   LLVMValueRef dv = kc_loop_begin(ir, &lo, zero, kc_att_i64(A, A->Dv), one, 0, NULL);
   LLVMValueRef a = kc_ir_load(

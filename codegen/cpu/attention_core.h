@@ -49,8 +49,9 @@ typedef struct kc_att {
 
   /* Kernel-wide values the emitter sets after kc_emit_kernel_begin. */
   LLVMValueRef q, m, cosp, sinp, y; /* buffers (m, cosp, sinp may be NULL) */
-  LLVMValueRef S;                   /* query rows */
-  LLVMValueRef mT;                  /* padding mask: its row length */
+  LLVMValueRef lse;    /* f32 [B, heads, S]: the rows' log-sum-exp, written when not NULL */
+  LLVMValueRef S;      /* query rows */
+  LLVMValueRef mT;     /* padding mask: its row length */
   LLVMValueRef mlimit; /* additive mask: key positions >= mlimit are masked out (NULL: none) */
   LLVMValueRef maxpos, half, cw; /* rotary: cache rows, half the rotary width, cache width */
   LLVMValueRef qs[3], ys[3];     /* strides of batch, sequence, head */
@@ -114,7 +115,8 @@ LLVMValueRef kc_att_unit_last_row(kc_att *A);
 void kc_att_unit_start(kc_att *A, LLVMValueRef *carry);
 /* Stream one range through the online softmax (carry: max, sum). */
 void kc_att_stream(kc_att *A, const kc_att_keys *kr, LLVMValueRef *carry);
-/* y = acc / sum for the unit's slots (0 where nothing was visible). */
+/* y = acc / sum for the unit's slots (0 where nothing was visible); with A->lse also
+ * lse = max + log(sum) (-inf where nothing was visible). */
 void kc_att_unit_end(kc_att *A, const LLVMValueRef *carry);
 
 /* ---- the decode layout (attention_decode.c) ------------------------------------------------ */

@@ -9,7 +9,9 @@
  * ([B, T], nonzero keeps) / additive (broadcast to [B, heads, S, T]), causal with a mask input adds
  * it; past K/V [B, kv_heads, P, D] come before the new keys; rotary (cos/sin [max_pos, R/2]) turns
  * q and the new keys at positions P + index; a `softcap` attribute, when a graph carries one, caps
- * the scores. A row whose keys are all masked gives 0.
+ * the scores. A row whose keys are all masked gives 0. lse (result 3, when asked): f32
+ * [B, heads, S], each row's log-sum-exp (max + log sum of the online softmax; -inf for a row
+ * that saw no key).
  *
  * The kernel never materializes S x T: a block of 4 warps per (batch, head, 16 query rows) streams
  * tiles of BC keys through shared memory with an online softmax (kc_att_tile, the one tile core the
@@ -42,6 +44,8 @@ const char kc_cu_sec_attention[] =
     "  const i64 *past, *lens;\n"
     "  unsigned long long *err;\n"
     "  i64 nblk, L, layer, bs, maxb;\n"
+    "  float *lse; /* f32 [B, lseh, S]: each row's log-sum-exp, when not null */\n"
+    "  i64 lseh;\n"
     "};\n"
     "\n"
     "/* Element d of the head vector at x + base, rotated to position pos when ROT (f32). */\n"
@@ -207,6 +211,7 @@ const char kc_cu_sec_attention[] =
     "    const i64 i = i0 + w * RW + rr;\n"
     "    if (i >= p.S) continue;\n"
     "    const float inv = l[rr] > 0 ? 1.0f / l[rr] : 0.0f;\n"
+    "    if (p.lse && lane == 0) p.lse[(b * p.lseh + h) * p.S + i] = l[rr] > 0 ? m[rr] + logf(l[rr]) : -KC_INF;\n"
     "#pragma unroll\n"
     "    for (int t = 0; t < DVL; t++)\n"
     "      if (lane + 32 * t < DV)\n"
@@ -343,6 +348,8 @@ kc_status kc_cuda_lower_attention(kc_cuda_emit *e) {
   bool prk = kc_cu_present(e, true, 1), prv = kc_cu_present(e, true, 2);
   for (uint32_t i = 0; i < 3 && i < n->nout; i++)
     if (kc_cu_present(e, true, i)) kc_cu_printf(e->t, "  p.%s = out%u;\n", out_name[i], i);
+  if (kc_cu_present(e, true, 3))
+    kc_cu_printf(e->t, "  p.lse = out3;\n  p.lseh = %lldLL;\n", (long long)heads);
   int sdim = rank == 3 ? 1 : 2;
   char S[64], Skv[64];
   snprintf(S, sizeof S, "%s", kc_cu_dim(e, false, Q, sdim));
