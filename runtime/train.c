@@ -6,14 +6,14 @@
  * graph (kc_grad) and compiles forward + backward as one module, so one memory plan covers the
  * whole step. Each step passes the live parameter buffers as inputs (the executor reads inputs in
  * place, never copies them) and adds the "NAME.grad" outputs into the gradient sums; apply runs
- * runtime/optim.c on the trainer's arrays and runtime/safetensors.c saves and loads them. Only
- * construction touches a graph; the step itself is graph-free.
+ * runtime/optim.c on the trainer's arrays (on the module's thread pool) and runtime/safetensors.c
+ * saves and loads them. Only construction touches a graph; the step itself is graph-free.
  *
  * Invariants: params[i] and optim[i] describe the same arrays; nacc counts the micro-batches in
  * the gradient sums (0: the sums hold nothing and the next accumulate overwrites them); a failed
  * load or write-back changes nothing.
  */
-#include "ir/internal.h"
+#include "runtime/internal.h"
 #include "runtime/optim.h"
 #include "runtime/safetensors.h"
 
@@ -36,6 +36,7 @@ struct kc_trainer {
   uint32_t np;
   tparam *params;
   kc_optim_param *optim;
+  kc_optim_set set; /* optim's units, for the module's thread pool */
   uint32_t loss_out, nout;
   kc_tensor_desc *outs;
   kc_tensor_desc *ins; /* the caller's inputs then the parameters */
@@ -57,6 +58,7 @@ void kc_train_defaults(kc_train_options *o) {
 void kc_trainer_free(kc_trainer *t) {
   if (!t) return;
   kc_module_free(t->m);
+  kc_optim_set_free(&t->set);
   for (uint32_t i = 0; i < t->np; i++) {
     free(t->params[i].name);
     free(t->optim[i].p);
@@ -146,6 +148,9 @@ static kc_status take_params(kc_trainer *t, kc_graph *g, int nglob, const char *
       break;
     }
     memcpy(q->p, w->data, (size_t)n * sizeof(float));
+    /* the clone borrows the model's data: forget it here, so kc_compile does not copy a weight
+     * that is now an input */
+    ((kc_tensor *)w)->data = NULL;
     kc_dim dims[KC_MAX_RANK];
     for (int d = 0; d < w->rank; d++)
       dims[d] = w->dims[d];
@@ -239,6 +244,8 @@ kc_status kc_trainer_new(kc_context *ctx, const kc_graph *model, const char *los
   if (s == KC_OK) s = kc_compile(ctx, g, &co, &t->m);
   kc_graph_free(g);
   if (s == KC_OK) s = find_outputs(t, loss);
+  if (s == KC_OK && !kc_optim_set_init(&t->set, t->optim, t->np))
+    s = kc_errorf(ctx, KC_ERR_NOMEM, "trainer: out of memory");
   if (s != KC_OK) {
     kc_trainer_free(t);
     return s;
@@ -291,9 +298,14 @@ kc_status kc_trainer_apply(kc_trainer *t, double lr, int64_t step) {
                      "trainer: step %lld is not "
                      "1-based",
                      (long long)step);
-  t->norm = kc_optim_scale_norm(t->optim, t->np, 1.0 / (double)t->nacc);
-  if (t->o.clip_norm > 0) kc_optim_clip(t->optim, t->np, t->norm, t->o.clip_norm);
-  kc_optim_update(&t->o, t->optim, t->np, lr, step, t->momentum_init);
+  /* the module's pool when no run holds it (results are the same either way) */
+  kc_pool *pool = t->m->x ? t->m->x->pool : NULL;
+  t->set.pool = pool && kc_pool_try_claim(pool) ? pool : NULL;
+  t->norm = kc_optim_scale_norm(&t->set, 1.0 / (double)t->nacc);
+  if (t->o.clip_norm > 0) kc_optim_clip(&t->set, t->norm, t->o.clip_norm);
+  kc_optim_update(&t->set, &t->o, lr, step, t->momentum_init);
+  if (t->set.pool) kc_pool_unclaim(t->set.pool);
+  t->set.pool = NULL;
   t->momentum_init = true;
   t->nacc = 0;
   t->steps = step;
