@@ -556,9 +556,9 @@ int64_t kc_trainer_steps(const kc_trainer *t);
 /*
  * Checkpoints as safetensors: parameters under their names, AdamW state as NAME.exp_avg and
  * NAME.exp_avg_sq, SGD momentum as NAME.momentum_buffer, the optimizer and step count in
- * __metadata__. Load reads such a file into this trainer: a missing or unexpected tensor, another
- * dtype or shape, another optimizer or a malformed file is an error naming it, and then nothing
- * of the trainer has changed.
+ * __metadata__ (gradient sums not yet applied are not saved). Load reads such a file into this
+ * trainer: a missing or unexpected tensor, another dtype or shape, another optimizer or a
+ * malformed file is an error naming it, and then nothing of the trainer has changed.
  */
 kc_status kc_trainer_save(kc_trainer *t, const char *path);
 kc_status kc_trainer_load(kc_trainer *t, const char *path);
