@@ -6,7 +6,8 @@
  * Data: DIR/NAME.npy for every input of the graph with the loss (the model's inputs and LABELS or
  * TARGET), all with the same first axis = samples. A step takes the next --batch samples (all by
  * default) --accumulate times, as micro-batches whose gradients are averaged; batches cycle
- * through the samples in order (a last partial batch is skipped). Rows are passed in place.
+ * through the samples in order (a last partial batch is skipped; after --load they go on where
+ * the saved step count left off). Rows are passed in place.
  * One line per step: step, loss (mean over the micro-batches), gradient norm, tokens/s (tokens:
  * the elements of the first integer model input per step, else samples).
  */
@@ -133,7 +134,8 @@ static int train(kc_context *ctx, kc_graph *g, const char *model, const cli_loss
   if (rc < 0 && (s = kc_trainer_new(ctx, g, CLI_LOSS_NAME, np, pat, o, &t)) != KC_OK)
     rc = cli_fail(ctx, s, model);
   if (rc < 0 && a->load && (s = kc_trainer_load(t, a->load)) != KC_OK) rc = cli_fail(ctx, s, NULL);
-  int64_t first = t ? kc_trainer_steps(t) + 1 : 1, nb = batch ? n / batch : 1, next = 0;
+  int64_t first = t ? kc_trainer_steps(t) + 1 : 1, nb = batch ? n / batch : 1;
+  int64_t next = (first - 1) * acc; /* after --load, the batches go on where the steps left off */
   if (rc < 0)
     printf("training %u parameters on %lld samples: %ld step(s) of %ld x %ld, %s, lr %g\n",
            kc_trainer_num_params(t), (long long)n, steps, acc, batch,
@@ -182,7 +184,7 @@ int cmd_train(int argc, char **argv) {
           "Data layout: --data DIR holds NAME.npy for every model input and for LABELS or\n"
           "TARGET, the first axis of each = samples (the same count in every file). A step\n"
           "takes the next --batch samples (default: all) --accumulate times; batches cycle\n"
-          "through the samples in order.",
+          "through the samples in order (after --load, from where the saved steps left off).",
       .min_pos = 1,
       .max_pos = 1,
   };
