@@ -2,7 +2,8 @@
  * runtime/train.c - training steps on the CPU target (kc_trainer_* of kernc.h).
  *
  * kc_trainer_new copies the model, turns every weight a parameter glob selects into a graph
- * input of the same name (its value copied into a trainer-owned buffer), appends the backward
+ * input of the same name (kc_graph_weights_to_inputs; its value copied into a trainer-owned
+ * buffer), appends the backward
  * graph (kc_grad) and compiles forward + backward as one module, so one memory plan covers the
  * whole step. Each step passes the live parameter buffers as inputs (the executor reads inputs in
  * place, never copies them) and adds the "NAME.grad" outputs into the gradient sums; apply runs
@@ -85,54 +86,49 @@ static char *escape_glob(const char *s) {
   return p;
 }
 
-static const kc_tensor *find_tensor(const kc_graph *g, const char *name) {
-  for (uint32_t i = 0; i < g->ntensors; i++)
-    if (g->tensors[i].name && strcmp(g->tensors[i].name, name) == 0) return &g->tensors[i];
-  return NULL;
-}
-
-/* Turn the weights of g matching a glob into inputs; record them in t. */
+/* Turn the weights of g matching a glob into inputs (kc_graph_weights_to_inputs); record them in
+ * t with their initial values. */
 static kc_status take_params(kc_trainer *t, kc_graph *g, int nglob, const char *const *globs) {
-  bool *hit = calloc((size_t)nglob + 1, sizeof *hit);
-  t->params = calloc((size_t)g->nnodes + 1, sizeof *t->params);
-  t->optim = calloc((size_t)g->nnodes + 1, sizeof *t->optim);
-  if (!hit || !t->params || !t->optim) {
-    free(hit);
-    return kc_errorf(t->ctx, KC_ERR_NOMEM, "trainer: out of memory");
+  for (int k = 0; k < nglob; k++) { /* a glob matching nothing is the caller's mistake */
+    bool hit = false;
+    for (uint32_t ni = 0; !hit && ni < g->nnodes; ni++) {
+      const kc_node *nd = &g->nodes[ni];
+      const char *name = nd->op == KC_OP_WEIGHT ? kc_node_string(nd, "name", NULL) : NULL;
+      hit = name && kc_dtype_is_float(kc_value_of(g, nd->out[0])->dtype) &&
+            fnmatch(globs[k], name, 0) == 0;
+    }
+    if (!hit)
+      return kc_errorf(t->ctx, KC_ERR_INVALID_ARG,
+                       "trainer: parameter pattern '%s' matches no float weight of the model",
+                       globs[k]);
   }
-  kc_status s = KC_OK;
-  for (uint32_t ni = 0; s == KC_OK && ni < g->nnodes; ni++) {
-    kc_node *nd = &g->nodes[ni];
-    if (nd->op != KC_OP_WEIGHT) continue;
-    kc_value *v = kc_value_of(g, nd->out[0]);
-    const char *name = kc_node_string(nd, "name", NULL);
-    if (!name || !kc_dtype_is_float(v->dtype)) continue;
-    bool match = false;
-    for (int k = 0; k < nglob; k++)
-      if (fnmatch(globs[k], name, 0) == 0) match = hit[k] = true;
-    if (!match) continue;
-    const kc_tensor *w = find_tensor(g, name);
-    if (v->dtype != KC_F32) {
-      s = kc_errorf(t->ctx, KC_ERR_UNSUPPORTED,
-                    "trainer: parameter '%s' is %s; training "
-                    "updates f32 parameters only",
-                    name, kc_dtype_name(v->dtype));
-      break;
-    }
-    if (!w || !w->data) {
-      s = kc_errorf(t->ctx, KC_ERR_INVALID_ARG, "trainer: weight '%s' has no data", name);
-      break;
-    }
+  uint32_t first = g->ninputs, n = 0;
+  kc_status s = kc_graph_weights_to_inputs(g, nglob, globs, &n);
+  if (s != KC_OK) return s;
+  t->params = calloc((size_t)n + 1, sizeof *t->params);
+  t->optim = calloc((size_t)n + 1, sizeof *t->optim);
+  if (!t->params || !t->optim) return kc_errorf(t->ctx, KC_ERR_NOMEM, "trainer: out of memory");
+  for (uint32_t i = first; i < first + n; i++) {
+    const char *name = kc_graph_input_name(g, i);
+    kc_tensor *w = (kc_tensor *)kc_graph_weight_data(g, name);
+    if (!w || w->dtype != KC_F32)
+      return kc_errorf(t->ctx, KC_ERR_UNSUPPORTED,
+                       "trainer: parameter '%s' is %s; training "
+                       "updates f32 parameters only",
+                       name, kc_dtype_name(w ? w->dtype : KC_DT_NONE));
+    if (!w->data)
+      return kc_errorf(t->ctx, KC_ERR_INVALID_ARG, "trainer: weight '%s' has no data", name);
     tparam *p = &t->params[t->np];
     kc_optim_param *q = &t->optim[t->np];
-    int64_t n = 1;
+    int64_t cnt = 1;
     for (int d = 0; d < w->rank; d++)
-      n *= w->dims[d];
+      cnt *= w->dims[d];
+    t->np++;
     p->name = strdup(name);
     p->rank = w->rank;
     memcpy(p->dims, w->dims, sizeof p->dims);
-    q->n = n;
-    size_t nb = (size_t)(n ? n : 1) * sizeof(float);
+    q->n = cnt;
+    size_t nb = (size_t)(cnt ? cnt : 1) * sizeof(float);
     q->p = malloc(nb);
     q->grad = malloc(nb);
     if (t->o.optimizer == KC_OPTIM_ADAMW) {
@@ -141,38 +137,15 @@ static kc_status take_params(kc_trainer *t, kc_graph *g, int nglob, const char *
     } else if (t->o.momentum != 0) {
       q->s1 = calloc(1, nb);
     }
-    t->np++;
     bool state_ok = t->o.optimizer == KC_OPTIM_ADAMW ? q->s1 && q->s2 : t->o.momentum == 0 || q->s1;
-    if (!p->name || !q->p || !q->grad || !state_ok) {
-      s = kc_errorf(t->ctx, KC_ERR_NOMEM, "trainer: out of memory for '%s'", name);
-      break;
-    }
-    memcpy(q->p, w->data, (size_t)n * sizeof(float));
+    if (!p->name || !q->p || !q->grad || !state_ok)
+      return kc_errorf(t->ctx, KC_ERR_NOMEM, "trainer: out of memory for '%s'", name);
+    memcpy(q->p, w->data, (size_t)cnt * sizeof(float));
     /* the clone borrows the model's data: forget it here, so kc_compile does not copy a weight
      * that is now an input */
-    ((kc_tensor *)w)->data = NULL;
-    kc_dim dims[KC_MAX_RANK];
-    for (int d = 0; d < w->rank; d++)
-      dims[d] = w->dims[d];
-    kc_val in = kc_graph_add_input(g, name, KC_F32, w->rank, dims);
-    nd = &g->nodes[ni]; /* the add may not move nodes, but stay safe */
-    if (!in.id) {
-      s = kc_graph_status(g) != KC_OK ? kc_graph_status(g) : KC_ERR_NOMEM;
-      break;
-    }
-    kc_graph_replace_uses(g, nd->out[0], in);
-    nd->op = KC_OP_NOP;
+    w->data = NULL;
   }
-  for (int k = 0; s == KC_OK && k < nglob; k++)
-    if (!hit[k])
-      s = kc_errorf(t->ctx, KC_ERR_INVALID_ARG,
-                    "trainer: parameter pattern '%s' matches no float weight of the model",
-                    globs[k]);
-  if (s == KC_OK && t->np == 0)
-    s = kc_errorf(t->ctx, KC_ERR_INVALID_ARG, "trainer: no parameters to train");
-  free(hit);
-  kc_graph_compact(g);
-  return s;
+  return KC_OK;
 }
 
 /* After compiling: where the loss and each NAME.grad are among the module's outputs. */
@@ -487,7 +460,7 @@ kc_status kc_trainer_write_weights(const kc_trainer *t, kc_graph *g) {
   kc_status s = KC_OK;
   for (uint32_t i = 0; s == KC_OK && i < t->np; i++) {
     const tparam *p = &t->params[i];
-    w[i] = (kc_tensor *)find_tensor(g, p->name);
+    w[i] = (kc_tensor *)kc_graph_weight_data(g, p->name);
     bool ok = w[i] && w[i]->dtype == KC_F32 && w[i]->rank == p->rank;
     for (int d = 0; ok && d < p->rank; d++)
       ok = w[i]->dims[d] == p->dims[d];
