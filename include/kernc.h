@@ -505,6 +505,78 @@ kc_status kc_generate_beams(kc_session *s, const int64_t *prompt, int64_t npromp
                             const kc_generate_options *o, int64_t *out, int64_t *nout,
                             double *score);
 
+/* ---- training ------------------------------------------------------------------------------
+ * Training steps on a model with a scalar loss output (runtime/train.c; the optimizers, clipping
+ * and accumulation are runtime/optim.c, checkpoints runtime/safetensors.c). The forward and
+ * backward graph is one compiled module; parameters, their gradient sums and the optimizer state
+ * are buffers the trainer owns. One thread at a time uses a trainer.
+ */
+
+typedef enum kc_optimizer { KC_OPTIM_ADAMW = 0, KC_OPTIM_SGD } kc_optimizer;
+
+typedef struct kc_train_options {
+  const char *target; /* as kc_compile_options.target */
+  int threads;        /* as kc_compile_options.threads */
+  kc_optimizer optimizer;
+  double beta1, beta2, eps, weight_decay; /* AdamW as torch.optim.AdamW: bias correction,
+                                             decoupled decay p -= lr*wd*p */
+  double momentum;  /* SGD as torch.optim.SGD: buf = m*buf + g (first step buf = g), weight decay
+                       coupled g += wd*p; 0: no momentum buffers */
+  double clip_norm; /* > 0: clip by the global L2 norm over all gradients
+                       (torch.nn.utils.clip_grad_norm_, eps 1e-6) */
+  int checkpoint;   /* reserved: gradient checkpointing policy for kc_grad; 0 = none */
+  const char *const *marked;
+  int nmarked;
+} kc_train_options;
+
+/* AdamW with betas 0.9/0.999, eps 1e-8, weight decay 0.01; no clipping; the CPU. */
+void kc_train_defaults(kc_train_options *o);
+
+typedef struct kc_trainer kc_trainer;
+
+/*
+ * A trainer of `model` (not changed; it may be freed after) whose scalar float output `loss` is
+ * minimized over the float weights matching one of the nparams fnmatch globs (a glob matching no
+ * float weight is KC_ERR_INVALID_ARG); every other weight stays frozen. Parameters must be f32.
+ */
+kc_status kc_trainer_new(kc_context *ctx, const kc_graph *model, const char *loss, int nparams,
+                         const char *const *params, const kc_train_options *o, kc_trainer **out);
+/* NULL is fine. */
+void kc_trainer_free(kc_trainer *t);
+/* Forward and backward of one micro-batch (the model's inputs, by name); the gradients are added
+ * to the sums since the last apply; *loss (may be NULL) gets the batch's loss. */
+kc_status kc_trainer_accumulate(kc_trainer *t, const kc_tensor_desc *in, uint32_t nin,
+                                double *loss);
+/* The gradient sums divided by the micro-batches since the last apply, clipped, the optimizer
+ * update in place, the sums zeroed. step is 1-based (AdamW's bias correction); lr and step are
+ * arguments, so a schedule needs no recompilation. Without a micro-batch: KC_ERR_INVALID_ARG. */
+kc_status kc_trainer_apply(kc_trainer *t, double lr, int64_t step);
+/* kc_trainer_accumulate of one batch, then kc_trainer_apply. */
+kc_status kc_trainer_step(kc_trainer *t, const kc_tensor_desc *in, uint32_t nin, double lr,
+                          int64_t step, double *loss);
+/* Number of parameters, and parameter i: name, dtype, dims and data = the live values (writable:
+ * writing them sets the parameter; valid until kc_trainer_free). */
+uint32_t kc_trainer_num_params(const kc_trainer *t);
+kc_status kc_trainer_param(kc_trainer *t, uint32_t i, kc_tensor_desc *out);
+/* The global L2 norm of the (averaged) gradients before clipping, at the last apply; 0 before. */
+double kc_trainer_grad_norm(const kc_trainer *t);
+/* The steps applied so far by kc_trainer_apply, or those a loaded checkpoint recorded. */
+int64_t kc_trainer_steps(const kc_trainer *t);
+/*
+ * Checkpoints as safetensors: parameters under their names, AdamW state as NAME.exp_avg and
+ * NAME.exp_avg_sq, SGD momentum as NAME.momentum_buffer, the optimizer and step count in
+ * __metadata__ (gradient sums not yet applied are not saved). Load reads such a file into this
+ * trainer: a missing or unexpected tensor, another dtype or shape, another optimizer or a
+ * malformed file is an error naming it, and then nothing of the trainer has changed.
+ */
+kc_status kc_trainer_save(kc_trainer *t, const char *path);
+kc_status kc_trainer_load(kc_trainer *t, const char *path);
+/* Copy the trained values into g's weights of the same names (same dtype and shape), for ONNX
+ * write-back and LoRA merging. A parameter g has no weight for is KC_ERR_INVALID_ARG. */
+kc_status kc_trainer_write_weights(const kc_trainer *t, kc_graph *g);
+/* The compiled forward + backward module (profiling, kc_module_peak_bytes); owned by t. */
+kc_module *kc_trainer_module(const kc_trainer *t);
+
 /* ---- ahead-of-time compilation ----------------------------------------------------------------
  */
 

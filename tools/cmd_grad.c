@@ -6,13 +6,7 @@
  * once; DIR/loss.npy and DIR/NAME.grad.npy (every float initializer NAME, or those --params
  * selects) are written.
  *
- * LOSS: `xent:OUTPUT:LABELS` - mean softmax cross-entropy over every position, classes on
- * OUTPUT's last axis, labels -100 ignored (PyTorch's F.cross_entropy on logits reshaped to
- * [-1, C]); LABELS is a new int64 graph input of OUTPUT's shape without the class axis. Built as
- * log_softmax, the label's log-probability picked by a one-hot compare (an ignored label matches
- * no class), a sum, divided by the count of labels not ignored: no softmax tensor besides
- * log_softmax's own result. `mse:OUTPUT:TARGET` - mean((OUTPUT - TARGET)^2), TARGET a new input
- * of OUTPUT's dtype and shape. `sum:OUTPUT` - the sum of OUTPUT.
+ * LOSS is tools/cli_loss.h's (shared with `kernc train`).
  *
  * Parameters are the graph's named float weights (ONNX initializers), never its inputs; their
  * names go to kc_grad escaped, so a name with glob characters selects only itself.
@@ -20,6 +14,7 @@
 #include "ir/internal.h"
 #include "runtime/runtime.h"
 #include "tools/cli.h"
+#include "tools/cli_loss.h"
 #include "tools/commands.h"
 
 #include <fnmatch.h>
@@ -27,109 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define LOSS_NAME "kernc.loss" /* the loss output kc_grad differentiates */
-#define IGNORE_INDEX (-100)
-
-typedef enum loss_kind { LOSS_XENT, LOSS_MSE, LOSS_SUM } loss_kind;
-
-typedef struct loss_spec {
-  loss_kind kind;
-  char output[256], extra[256]; /* extra: LABELS or TARGET */
-} loss_spec;
-
 typedef cli_inputs grad_args;
-
-/* "xent:OUT:LABELS" / "mse:OUT:TARGET" / "sum:OUT" into *l; a usage error (2) when malformed. */
-static int parse_loss(const cli_cmd *cmd, const char *s, loss_spec *l) {
-  const char *c1 = strchr(s, ':');
-  const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-  size_t klen = c1 ? (size_t)(c1 - s) : 0;
-  bool two = false;
-  if (klen == 4 && strncmp(s, "xent", 4) == 0) {
-    l->kind = LOSS_XENT;
-    two = true;
-  } else if (klen == 3 && strncmp(s, "mse", 3) == 0) {
-    l->kind = LOSS_MSE;
-    two = true;
-  } else if (klen == 3 && strncmp(s, "sum", 3) == 0) {
-    l->kind = LOSS_SUM;
-  } else {
-    return cli_usage_error(cmd,
-                           "--loss: unknown loss '%s' (xent:OUTPUT:LABELS, mse:OUTPUT:TARGET "
-                           "or sum:OUTPUT)",
-                           s);
-  }
-  const char *out = c1 + 1, *out_end = c2 ? c2 : out + strlen(out);
-  const char *extra = c2 ? c2 + 1 : "";
-  if (out_end == out || (two && (!c2 || !*extra || strchr(extra, ':'))) || (!two && c2))
-    return cli_usage_error(cmd, "--loss: '%s' should be %s", s,
-                           l->kind == LOSS_XENT  ? "xent:OUTPUT:LABELS"
-                           : l->kind == LOSS_MSE ? "mse:OUTPUT:TARGET"
-                                                 : "sum:OUTPUT");
-  if ((size_t)(out_end - out) >= sizeof l->output || strlen(extra) >= sizeof l->extra)
-    return cli_usage_error(cmd, "--loss: name too long in '%s'", s);
-  snprintf(l->output, sizeof l->output, "%.*s", (int)(out_end - out), out);
-  snprintf(l->extra, sizeof l->extra, "%s", extra);
-  return -1;
-}
-
-/* A scalar constant of dtype t. */
-static kc_val scalar(kc_graph *g, double v, kc_dtype t) {
-  kc_val c = kc_const_f32(g, (float)v);
-  return t == KC_F32 ? c : kc_cast(g, c, t);
-}
-
-/* Build the loss onto g as output LOSS_NAME; exit code 1 (said) on failure, else -1. */
-static int build_loss(kc_context *ctx, kc_graph *g, const loss_spec *l) {
-  uint32_t nout = kc_graph_num_outputs(g), o = 0;
-  while (o < nout && strcmp(kc_graph_output_name(g, o), l->output) != 0)
-    o++;
-  if (o == nout) {
-    fprintf(stderr, "kernc: --loss: the model has no output '%s'; its outputs are:", l->output);
-    for (uint32_t k = 0; k < nout; k++)
-      fprintf(stderr, " '%s'", kc_graph_output_name(g, k));
-    fprintf(stderr, "\n");
-    return 1;
-  }
-  for (uint32_t i = 0; l->kind != LOSS_SUM && i < kc_graph_num_inputs(g); i++)
-    if (strcmp(kc_graph_input_name(g, i), l->extra) == 0) {
-      fprintf(stderr, "kernc: --loss: the model already has an input named '%s'\n", l->extra);
-      return 1;
-    }
-  kc_val x = kc_graph_output(g, o), loss;
-  kc_dtype t = kc_val_dtype(g, x);
-  int r = kc_val_rank(g, x);
-  if (!kc_dtype_is_float(t) || r < 0 || (l->kind == LOSS_XENT && r < 1)) {
-    fprintf(stderr, "kernc: --loss: output '%s' is %s of rank %d; %s\n", l->output,
-            kc_dtype_name(t), r,
-            l->kind == LOSS_XENT ? "cross-entropy needs float logits with a class axis"
-                                 : "the loss needs a float tensor of known rank");
-    return 1;
-  }
-  kc_dim dims[KC_MAX_RANK];
-  kc_val_dims(g, x, dims);
-  if (l->kind == LOSS_XENT) {
-    kc_val labels = kc_input(g, l->extra, KC_I64, r - 1, dims);
-    kc_val lsm = kc_log_softmax(g, x, r - 1);
-    kc_val ncls = kc_gather(g, kc_shape(g, x), kc_const_i64(g, r - 1), 0);
-    kc_val cls = kc_range(g, kc_const_i64(g, 0), ncls, kc_const_i64(g, 1));
-    int64_t last = r - 1;
-    kc_val hit = kc_equal(g, kc_unsqueeze(g, labels, 1, &last), cls); /* -100 hits no class */
-    kc_val total = kc_reduce_sum(g, kc_where(g, hit, lsm, scalar(g, 0, t)), 0, NULL, 0);
-    kc_val valid = kc_not(g, kc_equal(g, labels, kc_const_i64(g, IGNORE_INDEX)));
-    kc_val count = kc_reduce_sum(g, kc_cast(g, valid, t), 0, NULL, 0);
-    loss = kc_neg(g, kc_div(g, total, count));
-  } else if (l->kind == LOSS_MSE) {
-    kc_val target = kc_input(g, l->extra, t, r, dims);
-    kc_val d = kc_sub(g, x, target);
-    loss = kc_reduce_mean(g, kc_mul(g, d, d), 0, NULL, 0);
-  } else {
-    loss = kc_reduce_sum(g, x, 0, NULL, 0);
-  }
-  kc_output(g, loss, LOSS_NAME);
-  kc_status s = kc_graph_status(g);
-  return s == KC_OK ? -1 : cli_fail(ctx, s, NULL);
-}
 
 /* fnmatch pattern matching exactly s (glob characters escaped), into the arena of g. */
 static const char *escape_glob(kc_graph *g, const char *s) {
@@ -190,47 +83,6 @@ static int select_params(kc_graph *g, const char *sel, const char ***pats, int *
   return -1;
 }
 
-/* For xent: LABELS must have OUTPUT's static dims without the class axis, and hold classes in
- * [0, C) or -100. in: the labels descriptor. Exit code 1 (said) or -1. */
-static int check_labels(const kc_graph *g, const loss_spec *l, const kc_tensor_desc *in) {
-  uint32_t nout = kc_graph_num_outputs(g), o = 0;
-  while (o < nout && strcmp(kc_graph_output_name(g, o), l->output) != 0)
-    o++;
-  kc_val x = kc_graph_output(g, o);
-  int r = kc_val_rank(g, x);
-  kc_dim dims[KC_MAX_RANK];
-  kc_val_dims(g, x, dims);
-  bool ok = in->dtype == KC_I64 && in->rank == r - 1;
-  for (int d = 0; ok && d < r - 1; d++)
-    ok = dims[d] < 0 || dims[d] == in->dims[d];
-  if (!ok) {
-    fprintf(stderr, "kernc: --loss: labels '%s' are %s[", l->extra, kc_dtype_name(in->dtype));
-    for (int d = 0; d < in->rank; d++)
-      fprintf(stderr, "%s%lld", d ? "," : "", (long long)in->dims[d]);
-    fprintf(stderr, "]; output '%s' needs int64 of its shape without the class axis: [", l->output);
-    for (int d = 0; d < r - 1; d++) {
-      char b[64];
-      fprintf(stderr, "%s%s", d ? "," : "", kc_dim_str(g, dims[d], b, sizeof b));
-    }
-    fprintf(stderr, "]\n");
-    return 1;
-  }
-  if (dims[r - 1] < 0) return -1;
-  int64_t ncls = dims[r - 1], n = 1;
-  for (int d = 0; d < in->rank; d++)
-    n *= in->dims[d];
-  const int64_t *lab = in->data;
-  for (int64_t k = 0; k < n; k++)
-    if (lab[k] != IGNORE_INDEX && (lab[k] < 0 || lab[k] >= ncls)) {
-      fprintf(stderr,
-              "kernc: --loss: label %lld at flat position %lld of '%s' is outside [0, %lld) "
-              "and not the ignore index %d\n",
-              (long long)lab[k], (long long)k, l->extra, (long long)ncls, IGNORE_INDEX);
-      return 1;
-    }
-  return -1;
-}
-
 /* DIR/NAME.npy, with characters a file name cannot hold replaced (as `kernc run` does). */
 static int write_npy(kc_context *ctx, const char *dir, const char *name, const kc_tensor_desc *t) {
   char path[4096];
@@ -246,7 +98,7 @@ static int write_npy(kc_context *ctx, const char *dir, const char *name, const k
 }
 
 /* Read the inputs, compile, run, write loss.npy and the gradients. */
-static int run_step(kc_context *ctx, const kc_graph *g, const grad_args *a, const loss_spec *l,
+static int run_step(kc_context *ctx, const kc_graph *g, const grad_args *a, const cli_loss *l,
                     int threads, const char *dir) {
   uint32_t nin = kc_graph_num_inputs(g), nout = kc_graph_num_outputs(g);
   kc_tensor_desc *in = calloc(nin + 1, sizeof *in), *out = calloc(nout + 1, sizeof *out);
@@ -261,8 +113,8 @@ static int run_step(kc_context *ctx, const kc_graph *g, const grad_args *a, cons
       missing = true;
     }
   if (missing) rc = (fprintf(stderr, " (give each as -i NAME=FILE.npy)\n"), 1);
-  for (uint32_t i = 0; rc < 0 && l->kind == LOSS_XENT && i < nin; i++)
-    if (strcmp(in[i].name, l->extra) == 0) rc = check_labels(g, l, &in[i]);
+  for (uint32_t i = 0; rc < 0 && l->kind == CLI_LOSS_XENT && i < nin; i++)
+    if (strcmp(in[i].name, l->extra) == 0) rc = cli_loss_check_labels(g, l, &in[i]);
   kc_compile_options co = {.passes = "", .threads = threads}; /* the pipeline ran already */
   kc_status s = KC_OK;
   if (rc < 0 && (s = kc_compile(ctx, g, &co, &m)) != KC_OK) rc = cli_fail(ctx, s, NULL);
@@ -276,7 +128,7 @@ static int run_step(kc_context *ctx, const kc_graph *g, const grad_args *a, cons
   for (uint32_t k = 0; rc < 0 && k < nout; k++) {
     const char *name = kc_graph_output_name(g, k);
     size_t len = strlen(name);
-    if (strcmp(name, LOSS_NAME) == 0) {
+    if (strcmp(name, CLI_LOSS_NAME) == 0) {
       rc = write_npy(ctx, dir, "loss", &out[k]);
       if (rc < 0)
         printf("loss %.9g\n",
@@ -338,10 +190,10 @@ int cmd_grad(int argc, char **argv) {
     cli_list_passes(stdout);
     rc = 0;
   }
-  loss_spec l = {0};
+  cli_loss l = {0};
   if (rc < 0 && !loss) rc = cli_usage_error(&cmd, "missing --loss=LOSS");
   if (rc < 0 && !dir) rc = cli_usage_error(&cmd, "missing -o DIR");
-  if (rc < 0) rc = parse_loss(&cmd, loss, &l);
+  if (rc < 0) rc = cli_loss_parse(&cmd, loss, &l);
   long nthreads = 0;
   if (rc < 0 && threads) {
     char *end;
@@ -354,11 +206,12 @@ int cmd_grad(int argc, char **argv) {
   if (rc < 0 && !ctx) rc = (fprintf(stderr, "kernc: out of memory\n"), 1);
   kc_status s;
   if (rc < 0 && (s = cli_load(ctx, pos[0], true, &g)) != KC_OK) rc = cli_fail(ctx, s, pos[0]);
-  if (rc < 0) rc = build_loss(ctx, g, &l);
+  if (rc < 0) rc = cli_loss_build(ctx, g, &l);
   const char **pats = NULL;
   int npats = 0;
   if (rc < 0) rc = select_params(g, params, &pats, &npats);
-  if (rc < 0 && (s = kc_grad(g, LOSS_NAME, npats, pats)) != KC_OK) rc = cli_fail(ctx, s, pos[0]);
+  if (rc < 0 && (s = kc_grad(g, CLI_LOSS_NAME, npats, pats)) != KC_OK)
+    rc = cli_fail(ctx, s, pos[0]);
   if (rc < 0 && emit_ir) {
     FILE *f = cli_open_out(emit_ir);
     rc = f ? -1 : 1;
