@@ -303,6 +303,22 @@ kc_val kc_matmul_ep(kc_graph *g, kc_val a, kc_val b, kc_val bias, kc_val residua
  */
 kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const *params);
 
+/*
+ * LoRA (passes/lora.c): to every matmul or gemm y = x @ W of a 2-D float weight W (read
+ * directly, through a transpose, or as gemm's transB) whose weight name or node name (ONNX
+ * node name) matches the fnmatch glob `targets`, add y += (alpha / rank) * (x @ A) @ B with new
+ * weights "W.lora_A" [in, rank] (PEFT's init: uniform(-1/sqrt(in), 1/sqrt(in)) from a
+ * counter-based generator keyed by seed and W's name) and "W.lora_B" [rank, out] (zeros), so the
+ * graph computes what it did. Base weights are unchanged; kc_grad with "*.lora_A", "*.lora_B"
+ * then builds no base-weight gradient. A glob matching nothing, rank <= 0 or a W that has
+ * adapters already is KC_ERR_INVALID_ARG; after a failure g is as it was.
+ */
+kc_status kc_lora(kc_graph *g, const char *targets, int64_t rank, double alpha, uint64_t seed);
+/* Fold every adapter kc_lora added into its base weight (W += (alpha/rank) * A @ B in W's
+ * layout) and remove the adapter nodes and weights; the graph computes the same numbers up to
+ * rounding. A graph without adapters is KC_ERR_INVALID_ARG. */
+kc_status kc_lora_merge(kc_graph *g);
+
 /* ---- text form, verifier, graphviz --------------------------------------------------------- */
 
 /* Print g as text IR to f. */
