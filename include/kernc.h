@@ -545,6 +545,15 @@ kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options 
 
 /* Load an ONNX model (external data read relative to its folder) into a new, typed graph. */
 kc_status kc_onnx_load(kc_context *ctx, const char *path, kc_graph **out);
+/*
+ * Write the ONNX model src_onnx to dst_onnx with the initializers that name weights of g holding
+ * g's data (trained or LoRA-merged weights); everything else is src's. The weights are inlined
+ * (raw_data), or when they total more than 2e9 bytes written to "<dst_onnx>.data" next to it as
+ * ONNX external data. A weight of g that src has no initializer for (unmerged LoRA adapters:
+ * kc_lora_merge first) or whose dtype or dims differ is an error naming it; nothing is written.
+ */
+kc_status kc_onnx_save_weights(kc_context *ctx, const char *src_onnx, const kc_graph *g,
+                               const char *dst_onnx);
 
 #ifdef __cplusplus
 }
