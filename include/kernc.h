@@ -303,6 +303,34 @@ kc_val kc_matmul_ep(kc_graph *g, kc_val a, kc_val b, kc_val bias, kc_val residua
  */
 kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const *params);
 
+/* Gradient checkpointing policies of kc_grad_ex. */
+typedef enum kc_checkpoint {
+  KC_CKPT_NONE = 0, /* every forward value the backward reads stays alive */
+  KC_CKPT_SQRT,     /* of the L block boundaries (the residual stream between transformer
+                       blocks: values read by a residual add and by a norm), every
+                       ~sqrt(L)-th is kept; the forward pieces between are recomputed */
+  KC_CKPT_MARKED,   /* the results of nodes whose loc (ONNX node name) matches a glob of
+                       `marked` are kept; the pieces between are recomputed */
+} kc_checkpoint;
+
+typedef struct kc_grad_options {
+  kc_checkpoint checkpoint;
+  int nmarked;
+  const char *const *marked; /* KC_CKPT_MARKED: fnmatch globs */
+} kc_grad_options;
+
+/*
+ * kc_grad with options (NULL: kc_grad's behaviour). With checkpointing, the forward nodes
+ * between kept values are re-emitted in the backward graph just before the backward of their
+ * piece (loc "recompute:<loc>", never merged back by CSE) and the gradient rules read those
+ * clones, so the forward values between kept ones die after the forward pass. A random op
+ * (training-mode dropout) in a recomputed piece is refused (KC_ERR_UNSUPPORTED): recomputing it
+ * would draw another mask. No boundary found (sqrt) or no node matched (marked) is
+ * KC_ERR_INVALID_ARG.
+ */
+kc_status kc_grad_ex(kc_graph *g, const char *loss, int nparams, const char *const *params,
+                     const kc_grad_options *o);
+
 /*
  * LoRA (passes/lora.c): to every matmul or gemm y = x @ W of a 2-D float weight W (read
  * directly, through a transpose, or as gemm's transB) whose weight name or node name (ONNX
