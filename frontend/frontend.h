@@ -20,4 +20,11 @@ typedef struct kc_pb_tensor {
 kc_status kc_tensor_pb_read(kc_context *ctx, const char *path, kc_pb_tensor *out);
 void kc_pb_tensor_free(kc_pb_tensor *t);
 
+/* kc_onnx_save_weights (kernc.h) writes the weights to an external file "<dst>.data" when they
+ * total more than this many bytes (a protobuf message must stay below 2 GiB). */
+#define KC_ONNX_INLINE_MAX ((uint64_t)2000000000)
+/* The same with another threshold (tests write small external files with 0). */
+kc_status kc_onnx_save_weights_ex(kc_context *ctx, const char *src_onnx, const kc_graph *g,
+                                  const char *dst_onnx, uint64_t inline_max);
+
 #endif /* KERNC_FRONTEND_H */

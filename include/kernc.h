@@ -312,6 +312,50 @@ kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const 
  */
 kc_val kc_cross_entropy(kc_graph *g, kc_val logits, kc_val labels, int64_t ignore_index);
 
+/* Gradient checkpointing policies of kc_grad_ex. */
+typedef enum kc_checkpoint {
+  KC_CKPT_NONE = 0, /* every forward value the backward reads stays alive */
+  KC_CKPT_SQRT,     /* of the L block boundaries (the residual stream between transformer
+                       blocks: values read by a residual add and by a norm), every
+                       ~sqrt(L)-th is kept; the forward pieces between are recomputed */
+  KC_CKPT_MARKED,   /* the results of nodes whose loc (ONNX node name) matches a glob of
+                       `marked` are kept; the pieces between are recomputed */
+} kc_checkpoint;
+
+typedef struct kc_grad_options {
+  kc_checkpoint checkpoint;
+  int nmarked;
+  const char *const *marked; /* KC_CKPT_MARKED: fnmatch globs */
+} kc_grad_options;
+
+/*
+ * kc_grad with options (NULL: kc_grad's behaviour). With checkpointing, the forward nodes
+ * between kept values are re-emitted in the backward graph just before the backward of their
+ * piece (loc "recompute:<loc>", never merged back by CSE) and the gradient rules read those
+ * clones, so the forward values between kept ones die after the forward pass. A random op
+ * (training-mode dropout) in a recomputed piece is refused (KC_ERR_UNSUPPORTED): recomputing it
+ * would draw another mask. No boundary found (sqrt) or no node matched (marked) is
+ * KC_ERR_INVALID_ARG.
+ */
+kc_status kc_grad_ex(kc_graph *g, const char *loss, int nparams, const char *const *params,
+                     const kc_grad_options *o);
+
+/*
+ * LoRA (passes/lora.c): to every matmul or gemm y = x @ W of a 2-D float weight W (read
+ * directly, through a transpose, or as gemm's transB) whose weight name or node name (ONNX
+ * node name) matches the fnmatch glob `targets`, add y += (alpha / rank) * (x @ A) @ B with new
+ * weights "W.lora_A" [in, rank] (PEFT's init: uniform(-1/sqrt(in), 1/sqrt(in)) from a
+ * counter-based generator keyed by seed and W's name) and "W.lora_B" [rank, out] (zeros), so the
+ * graph computes what it did. Base weights are unchanged; kc_grad with "*.lora_A", "*.lora_B"
+ * then builds no base-weight gradient. A glob matching nothing, rank <= 0 or a W that has
+ * adapters already is KC_ERR_INVALID_ARG; after a failure g is as it was.
+ */
+kc_status kc_lora(kc_graph *g, const char *targets, int64_t rank, double alpha, uint64_t seed);
+/* Fold every adapter kc_lora added into its base weight (W += (alpha/rank) * A @ B in W's
+ * layout) and remove the adapter nodes and weights; the graph computes the same numbers up to
+ * rounding. A graph without adapters is KC_ERR_INVALID_ARG. */
+kc_status kc_lora_merge(kc_graph *g);
+
 /* ---- text form, verifier, graphviz --------------------------------------------------------- */
 
 /* Print g as text IR to f. */
@@ -610,6 +654,15 @@ kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options 
 
 /* Load an ONNX model (external data read relative to its folder) into a new, typed graph. */
 kc_status kc_onnx_load(kc_context *ctx, const char *path, kc_graph **out);
+/*
+ * Write the ONNX model src_onnx to dst_onnx with the initializers that name weights of g holding
+ * g's data (trained or LoRA-merged weights); everything else is src's. The weights are inlined
+ * (raw_data), or when they total more than 2e9 bytes written to "<dst_onnx>.data" next to it as
+ * ONNX external data. A weight of g that src has no initializer for (unmerged LoRA adapters:
+ * kc_lora_merge first) or whose dtype or dims differ is an error naming it; nothing is written.
+ */
+kc_status kc_onnx_save_weights(kc_context *ctx, const char *src_onnx, const kc_graph *g,
+                               const char *dst_onnx);
 
 #ifdef __cplusplus
 }

@@ -159,6 +159,12 @@ static bool mergeable(const kc_node *n) {
          !(kc_ops[n->op].flags & (KC_OPF_RANDOM | KC_OPF_BODY));
 }
 
+/* Checkpointing's recomputed clones (loc "recompute:...", passes/grad_checkpoint.h) must not
+ * fold back into the forward nodes they recompute, or nothing is saved; two clones may merge. */
+static bool recompute(const kc_node *n) {
+  return n->loc && strncmp(n->loc, "recompute:", 10) == 0;
+}
+
 static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
   uint32_t cap = 16;
   while (cap < 2 * g->nnodes)
@@ -180,7 +186,7 @@ static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
     uint32_t slot = (uint32_t)hash_node(n) & (cap - 1);
     for (; table[slot]; slot = (slot + 1) & (cap - 1)) {
       kc_node *k = &g->nodes[table[slot] - 1];
-      if (!same_node(g, k, n)) continue;
+      if (!same_node(g, k, n) || (recompute(n) && !recompute(k))) continue;
       if (!merge_into(g, table[slot] - 1, n, repl)) {
         free(table);
         free(repl);

@@ -18,6 +18,7 @@
  * their input's dtype and rank; no global state.
  */
 #include "passes/grad.h"
+#include "passes/grad_checkpoint.h"
 
 #include <fnmatch.h>
 #include <stdlib.h>
@@ -61,10 +62,15 @@ static bool differentiable(const kc_graph *g, kc_val v) {
   return v.id && kc_dtype_is_float(kc_value_of(g, v)->dtype);
 }
 
-/* Run the rule of node ni; checks what it built. */
+/* Run the rule of node ni; checks what it built. With a checkpoint plan the rule's copy of the
+ * node reads the recomputed clones of the forward values (passes/grad_checkpoint.h). */
 static kc_status run_rule(kc_graph *g, uint32_t ni, const kc_val *dout, const bool *want,
-                          kc_val *din) {
+                          kc_val *din, kc_ckpt *ck) {
   kc_grad_call c = {g, ni, g->nodes[ni], dout, want, din};
+  if (ck) {
+    kc_status cs = kc_ckpt_node(g, ck, ni, &c.n);
+    if (cs != KC_OK) return cs;
+  }
   for (uint32_t i = 0; i < c.n.nin; i++)
     din[i] = (kc_val){0};
   kc_status s = kc_grad_table[c.n.op].fn(&c);
@@ -91,7 +97,7 @@ static kc_status run_rule(kc_graph *g, uint32_t ni, const kc_val *dout, const bo
  * Adjoints flow through m.
  */
 static kc_status reverse(kc_graph *g, uint32_t lo, uint32_t hi, const bool *dep, uint32_t ndep,
-                         adjmap *m) {
+                         adjmap *m, kc_ckpt *ck) {
   kc_val dout[KC_GRAD_MAX_IO], din[KC_GRAD_MAX_IO];
   bool want[KC_GRAD_MAX_IO];
   for (uint32_t ni = hi; ni-- > lo;) {
@@ -113,7 +119,7 @@ static kc_status reverse(kc_graph *g, uint32_t lo, uint32_t hi, const bool *dep,
       any = any || want[i];
     }
     if (!any) continue;
-    kc_status s = run_rule(g, ni, dout, want, din);
+    kc_status s = run_rule(g, ni, dout, want, din, ck);
     if (s != KC_OK) return s;
     n = &g->nodes[ni];
     if (!adj_fit(m, g->nvals)) return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in autodiff");
@@ -155,7 +161,7 @@ kc_status kc_grad_local(kc_graph *g, uint32_t first, uint32_t nouts, const kc_va
   if (s == KC_OK) propagate(g, first, hi, dep);
   for (uint32_t k = 0; s == KC_OK && k < nouts; k++)
     if (outs[k].id && seeds[k].id) m.a[outs[k].id] = kc_gu_accum(g, m.a[outs[k].id], seeds[k]);
-  if (s == KC_OK) s = reverse(g, first, hi, dep, nv, &m);
+  if (s == KC_OK) s = reverse(g, first, hi, dep, nv, &m, NULL);
   for (uint32_t i = 0; i < nins; i++) {
     din[i] = (kc_val){0};
     if (s != KC_OK || !want[i] || !ins[i].id) continue;
@@ -317,6 +323,11 @@ static void rollback(kc_graph *g, uint32_t hi, uint32_t nout0) {
 }
 
 kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const *params) {
+  return kc_grad_ex(g, loss, nparams, params, NULL);
+}
+
+kc_status kc_grad_ex(kc_graph *g, const char *loss, int nparams, const char *const *params,
+                     const kc_grad_options *o) {
   if (!g || !loss || nparams < 0 || (nparams && !params))
     return g ? kc_errorf(g->ctx, KC_ERR_INVALID_ARG, "kc_grad: invalid arguments")
              : KC_ERR_INVALID_ARG;
@@ -332,8 +343,10 @@ kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const 
   uint32_t nv = g->nvals, hi = g->nnodes, nout0 = g->noutputs;
   bool *dep = calloc(nv, sizeof *dep), *reach = calloc(nv, sizeof *reach);
   adjmap m = {0};
+  kc_ckpt ck = {0};
   if (!dep || !reach || !adj_fit(&m, nv))
     s = kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in autodiff");
+  if (s == KC_OK) s = kc_ckpt_plan(g, hi, o, &ck);
   if (s == KC_OK) {
     for (uint32_t k = 0; k < np; k++)
       dep[ps[k].id] = true;
@@ -347,11 +360,12 @@ kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const 
     s = g->sticky;
     if (s == KC_OK) {
       m.a[lv.id] = seed;
-      s = reverse(g, 0, hi, dep, nv, &m);
+      s = reverse(g, 0, hi, dep, nv, &m, ck.seg ? &ck : NULL);
     }
   }
   if (s == KC_OK) s = add_outputs(g, ps, np, &m);
   if (s != KC_OK) rollback(g, hi, nout0);
+  kc_ckpt_free(&ck);
   free(dep);
   free(reach);
   free(m.a);
