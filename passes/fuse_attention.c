@@ -370,6 +370,9 @@ static kc_status rewrite(fa *F, const kc_match *m) {
   kc_val qk = g->nodes[sm.node[f->nrows - 1]].out[0];
   const kc_value *qv = kc_value_of(g, qk);
   if (qv->rank != 4) return kc_rw_decline(rw, "scores %%%u are not [B, heads, S, T]", qk.id);
+  /* the attention kernels compute in f32 (f16/bf16 widen); f64 stays in exact primitives */
+  if (qv->dtype == KC_F64)
+    return kc_rw_decline(rw, "scores %%%u are f64 (the attention kernels compute in f32)", qk.id);
   for (int i = 0; i < 4; i++)
     if (!kc_fa_same_dim(g, qk, i, sc, i))
       return kc_rw_decline(rw, "the mask broadcasts scores %%%u to a larger shape", qk.id);

@@ -14,5 +14,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_gradcheck(int argc, char **argv);
 
 #endif

@@ -175,12 +175,13 @@ int gradcheck_run(kc_context *ctx, const kc_graph *g, const kc_tensor_desc *user
   if (s == KC_OK) s = model_make(ctx, g, o, false, true, &m32);
   if (s == KC_OK) s = inputs_make(ctx, &f64, user, nuser, true, &in64);
   if (s == KC_OK) s = inputs_make(ctx, &m32, user, nuser, false, &in32);
-  double l64 = 0, l32 = 0;
+  double l64 = 0, l32 = 0, lf = 0;
   if (s == KC_OK) s = loss_of(&m64, &in64, o->loss, &l64);
+  if (s == KC_OK) s = loss_of(&f64, &in64, o->loss, &lf);
   if (s == KC_OK) s = loss_of(&m32, &in32, o->loss, &l32);
   int failed = 0, checked = 0;
   if (s == KC_OK) {
-    fprintf(f, "loss: f64 %.12g, f32 %.9g\n", l64, l32);
+    fprintf(f, "loss: f64 %.12g (forward alone %.12g), f32 %.9g\n", l64, lf, l32);
     fprintf(f, "%-40s %8s %7s %12s %12s %12s  %s\n", "parameter", "elements", "checked",
             "max |fd-g|", "worst ratio", "f32 rel err", "result");
   }

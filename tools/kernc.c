@@ -28,6 +28,7 @@ static const command commands[] = {
     {"bench", cmd_bench, "time a model's runs and kernels on this CPU (random inputs by default)"},
     {"generate", cmd_generate, "generate tokens after a prompt with a KV cache (decoders)"},
     {"grad", cmd_grad, "run one forward and backward pass; write the loss and gradients"},
+    {"gradcheck", cmd_gradcheck, "check a model's gradients against finite differences (float64)"},
     {"train", cmd_train, "train a model: optimizer steps on .npy data, safetensors checkpoints"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)
