@@ -568,8 +568,8 @@ typedef struct kc_train_options {
                        coupled g += wd*p; 0: no momentum buffers */
   double clip_norm; /* > 0: clip by the global L2 norm over all gradients
                        (torch.nn.utils.clip_grad_norm_, eps 1e-6) */
-  int checkpoint;   /* reserved: gradient checkpointing policy for kc_grad; 0 = none */
-  const char *const *marked;
+  kc_checkpoint checkpoint;  /* gradient checkpointing (kc_grad_ex): none, sqrt, marked */
+  const char *const *marked; /* KC_CKPT_MARKED: node-name globs of the values kept */
   int nmarked;
 } kc_train_options;
 

@@ -193,9 +193,6 @@ kc_status kc_trainer_new(kc_context *ctx, const kc_graph *model, const char *los
   }
   if (o->optimizer != KC_OPTIM_ADAMW && o->optimizer != KC_OPTIM_SGD)
     return kc_errorf(ctx, KC_ERR_INVALID_ARG, "trainer: unknown optimizer %d", (int)o->optimizer);
-  if (o->checkpoint != 0 || o->nmarked != 0)
-    return kc_errorf(ctx, KC_ERR_UNSUPPORTED,
-                     "trainer: gradient checkpointing is not implemented yet");
   kc_trainer *t = calloc(1, sizeof *t);
   if (!t) return kc_errorf(ctx, KC_ERR_NOMEM, "trainer: out of memory");
   t->ctx = ctx;
@@ -209,7 +206,8 @@ kc_status kc_trainer_new(kc_context *ctx, const kc_graph *model, const char *los
   for (uint32_t i = 0; s == KC_OK && i < t->np; i++)
     if (!(esc[i] = escape_glob(t->params[i].name)))
       s = kc_errorf(ctx, KC_ERR_NOMEM, "trainer: out of memory");
-  if (s == KC_OK) s = kc_grad(g, loss, (int)t->np, (const char *const *)esc);
+  kc_grad_options go = {.checkpoint = o->checkpoint, .nmarked = o->nmarked, .marked = o->marked};
+  if (s == KC_OK) s = kc_grad_ex(g, loss, (int)t->np, (const char *const *)esc, &go);
   for (uint32_t i = 0; esc && i < t->np; i++)
     free(esc[i]);
   free(esc);
