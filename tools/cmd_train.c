@@ -22,7 +22,7 @@
 
 typedef struct train_args {
   const char *data, *loss, *optimizer, *lr, *steps, *params, *clip, *accumulate, *wd, *momentum,
-      *save, *load, *threads, *batch;
+      *save, *load, *threads, *batch, *lora, *checkpoint, *export_onnx;
 } train_args;
 
 static int num(const cli_cmd *cmd, const char *flag, const char *v, double lo, double *out) {
@@ -123,7 +123,7 @@ static int train(kc_context *ctx, kc_graph *g, const char *model, const cli_loss
         tokens *= (double)all[i].dims[d];
       break;
     }
-  const char *glob = a->params ? a->params : "*";
+  const char *glob = a->params ? a->params : a->lora ? "*.lora_A,*.lora_B" : "*";
   char *globs = strdup(glob);
   const char *pat[64];
   int np = 0;
@@ -161,6 +161,15 @@ static int train(kc_context *ctx, kc_graph *g, const char *model, const cli_loss
       rc = cli_fail(ctx, s, NULL);
     else
       printf("saved %s (step %lld)\n", a->save, (long long)kc_trainer_steps(t));
+  }
+  /* the trained weights back into the ONNX model: LoRA adapters merged into their bases */
+  if (rc < 0 && a->export_onnx) {
+    if ((s = kc_trainer_write_weights(t, g)) == KC_OK && a->lora) s = kc_lora_merge(g);
+    if (s == KC_OK) s = kc_onnx_save_weights(ctx, model, g, a->export_onnx);
+    if (s != KC_OK)
+      rc = cli_fail(ctx, s, a->export_onnx);
+    else
+      printf("wrote %s%s\n", a->export_onnx, a->lora ? " (adapters merged)" : "");
   }
   kc_trainer_free(t);
   free(globs);
@@ -207,6 +216,16 @@ int cmd_train(int argc, char **argv) {
                           NULL, &a.save});
   cli_add(&cmd, (cli_opt){"load", 0, "IN.safetensors", "start from a saved state (steps go on)",
                           NULL, &a.load});
+  cli_add(&cmd, (cli_opt){"lora", 0, "r=R,alpha=A,targets=GLOB",
+                          "add LoRA adapters to the matmuls of weights matching GLOB and train "
+                          "only them",
+                          NULL, &a.lora});
+  cli_add(&cmd, (cli_opt){"checkpoint", 0, "none|sqrt|marked:GLOB,...",
+                          "gradient checkpointing (marked: keep the nodes named by globs)", NULL,
+                          &a.checkpoint});
+  cli_add(&cmd, (cli_opt){"export-onnx", 0, "OUT.onnx",
+                          "write the model with the trained weights (LoRA merged); .onnx models",
+                          NULL, &a.export_onnx});
   cli_add(&cmd, (cli_opt){"threads", 0, "N", "threads to run on (default: one per core)", NULL,
                           &a.threads});
   const char *pos[1];
@@ -242,12 +261,57 @@ int cmd_train(int argc, char **argv) {
     o.momentum = v;
   }
   o.threads = (int)threads;
+  /* --lora r=8,alpha=16,targets=GLOB (alpha defaults to r, as PEFT's lora_alpha=r gives 1) */
+  long rank = 0;
+  double alpha = 0;
+  char targets[512] = "";
+  if (rc < 0 && a.lora) {
+    char buf[768];
+    snprintf(buf, sizeof buf, "%s", a.lora);
+    for (char *kv = strtok(buf, ","); rc < 0 && kv; kv = strtok(NULL, ",")) {
+      char *eq = strchr(kv, '=');
+      if (!eq) {
+        rc = cli_usage_error(&cmd, "--lora: '%s' is not KEY=VALUE", kv);
+        break;
+      }
+      *eq++ = 0;
+      if (strcmp(kv, "r") == 0)
+        rc = count(&cmd, "lora r", eq, &rank);
+      else if (strcmp(kv, "alpha") == 0)
+        rc = num(&cmd, "lora alpha", eq, 0, &alpha);
+      else if (strcmp(kv, "targets") == 0)
+        snprintf(targets, sizeof targets, "%s", eq);
+      else
+        rc = cli_usage_error(&cmd, "--lora: unknown key '%s' (r, alpha, targets)", kv);
+    }
+    if (rc < 0 && (!rank || !targets[0]))
+      rc = cli_usage_error(&cmd, "--lora needs r=R and targets=GLOB");
+    if (alpha == 0) alpha = (double)rank;
+  }
+  const char *marked[64];
+  char marks[768];
+  if (rc < 0 && a.checkpoint) {
+    if (strcmp(a.checkpoint, "sqrt") == 0) {
+      o.checkpoint = KC_CKPT_SQRT;
+    } else if (strncmp(a.checkpoint, "marked:", 7) == 0 && a.checkpoint[7]) {
+      o.checkpoint = KC_CKPT_MARKED;
+      snprintf(marks, sizeof marks, "%s", a.checkpoint + 7);
+      for (char *m = strtok(marks, ","); m && o.nmarked < 64; m = strtok(NULL, ","))
+        marked[o.nmarked++] = m;
+      o.marked = marked;
+    } else if (strcmp(a.checkpoint, "none") != 0) {
+      rc = cli_usage_error(&cmd, "--checkpoint: none, sqrt or marked:GLOB,..., got '%s'",
+                           a.checkpoint);
+    }
+  }
   kc_context *ctx = rc < 0 ? cli_context_new() : NULL;
   kc_graph *g = NULL;
   if (rc < 0 && !ctx) rc = (fprintf(stderr, "kernc: out of memory\n"), 1);
   kc_status s;
   if (rc < 0 && (s = cli_load(ctx, pos[0], true, &g)) != KC_OK) rc = cli_fail(ctx, s, pos[0]);
   if (rc < 0) rc = cli_loss_build(ctx, g, &l);
+  if (rc < 0 && a.lora && (s = kc_lora(g, targets, rank, alpha, 0)) != KC_OK)
+    rc = cli_fail(ctx, s, pos[0]);
   if (rc < 0) rc = train(ctx, g, pos[0], &l, &a, &o, lr, steps, acc, batch);
   kc_graph_free(g);
   kc_context_free(ctx);
