@@ -19,7 +19,7 @@ out=$b/example
 
 step "1. build kernc (cmake, RelWithDebInfo, in $b/; some 10 s on two cores the first time)"
 show cmake -S . -B "$b" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-show cmake --build "$b" -j"$(nproc)" --target kernc_tool example_mlp >/dev/null
+show cmake --build "$b" -j"$(nproc)" --target kernc_tool example_mlp example_lora_finetune >/dev/null
 
 step "2. compile the example model ahead of time: a shared library and its C header"
 echo "   examples/gpt2_tiny.onnx: GPT-2-style decoder, 2 layers, width 64, 4 heads, vocabulary 100"
@@ -65,3 +65,21 @@ step "5. examples/mlp.c: a two-layer MLP built with the C builder API, printed a
 "$b/example_mlp" | tee "$b/mlp.kir" | sed 's/^/   /'
 "$b/kernc" opt "$b/mlp.kir" --passes= | diff -u "$b/mlp.kir" - &&
   echo "   (parsed and printed back by kernc opt: identical)"
+
+step "6. training: fine-tune the example model with LoRA (examples/lora_finetune.c, C API, JIT)"
+echo "   next-token cross-entropy on one short sequence; rank-8 adapters on every projection,"
+echo "   base weights frozen; AdamW steps; the adapters saved as safetensors"
+show "$b/example_lora_finetune" examples/gpt2_tiny.onnx 30 "$out/adapters.safetensors" | sed 's/^/   /'
+echo "   the same from the command line, trained weights merged and written back as ONNX:"
+python3 - "$out/train" <<'PY'
+import os, sys
+import numpy as np
+d = sys.argv[1]
+os.makedirs(d, exist_ok=True)
+seq = np.array([(7 * i + 3) % 23 + 40 for i in range(25)], dtype=np.int64)
+np.save(os.path.join(d, "input_ids.npy"), seq[None, :-1])
+np.save(os.path.join(d, "labels.npy"), seq[None, 1:])
+PY
+show "$b/kernc" train examples/gpt2_tiny.onnx --data "$out/train" --loss xent:logits:labels \
+  --lr 1e-2 --steps 10 --lora r=8,alpha=16,targets='h.*.c_*.weight' \
+  --export-onnx "$out/gpt2_tiny_lora.onnx" | sed 's/^/   /'
