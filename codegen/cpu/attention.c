@@ -152,53 +152,18 @@ static LLVMValueRef units(kc_cpu_emit *e, LLVMValueRef dims) {
 
 static bool present(const kc_node *n, uint32_t i) { return n->nin > i && n->in[i].id; }
 
-/* Static facts and the checks that need them. */
+/* Static facts and the checks that need them: the core's, then the forward's own inputs and
+ * results. */
 static kc_status configure(kc_cpu_emit *e, fused *F) {
   kc_att *A = &F->A;
   const kc_node *n = e->n;
-  kc_graph *g = (kc_graph *)e->g;
-  const kc_value *q = kc_value_of(g, n->in[Q]), *k = kc_value_of(g, n->in[K]),
-                 *v = kc_value_of(g, n->in[V]);
-  A->t = q->dtype;
-  A->rank = q->rank;
-  A->heads = kc_node_int(n, "heads", 0);
-  A->kvh = kc_node_int(n, "kv_heads", A->heads);
-  if (A->heads <= 0 || A->kvh <= 0 || A->heads % A->kvh != 0)
-    return kc_node_errorf(g, n, KC_ERR_SHAPE, "heads %lld, kv_heads %lld", (long long)A->heads,
-                          (long long)A->kvh);
-  A->group = A->heads / A->kvh;
-  kc_dim d = A->rank == 3 ? q->dims[2] : q->dims[3], dv = A->rank == 3 ? v->dims[2] : v->dims[3];
-  kc_dim dk = A->rank == 3 ? k->dims[2] : k->dims[3];
-  if (KC_DIM_IS_SYM(d) || KC_DIM_IS_SYM(dv) || KC_DIM_IS_SYM(dk))
-    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "the head sizes must be static");
-  A->D = A->rank == 3 ? d / A->heads : d;
-  A->Dv = A->rank == 3 ? dv / A->kvh : dv;
-  if (A->D <= 0 || A->Dv <= 0)
-    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "empty heads (D %lld, Dv %lld)",
-                          (long long)A->D, (long long)A->Dv);
-  const kc_attr *sc = kc_node_attr(n, "scale");
-  A->scale = sc ? sc->u.f : 1.0 / sqrt((double)A->D);
-  /* softcap is not in the op's schema yet; the kernel honours it once it is */
-  A->softcap = kc_node_float(n, "softcap", 0);
-  const char *mask = kc_node_string(n, "mask", "none");
-  A->causal = strcmp(mask, "causal") == 0;
-  A->mask = strcmp(mask, "padding") == 0    ? KC_ATT_M_PADDING
-            : strcmp(mask, "additive") == 0 ? KC_ATT_M_ADDITIVE
-                                            : KC_ATT_M_NONE;
-  if (A->mask == KC_ATT_M_NONE && !A->causal && strcmp(mask, "none") != 0)
-    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "mask kind '%s'", mask);
-  /* causal with a mask input adds it (ONNX is_causal with attn_mask), if the op allows it */
-  if (A->causal && present(n, MASK)) A->mask = KC_ATT_M_ADDITIVE;
-  if ((A->mask != KC_ATT_M_NONE) != present(n, MASK))
-    return kc_node_errorf(g, n, KC_ERR_SHAPE, "mask=%s and the mask input disagree", mask);
-  if (present(n, MASK)) A->mt = kc_value_of(g, n->in[MASK])->dtype;
+  kc_status s = kc_att_configure(e, A, MASK);
+  if (s != KC_OK) return s;
   F->past = present(n, PAST_K) && present(n, PAST_V);
   A->rotary = present(n, COS) && present(n, SIN);
   A->interleaved = kc_node_int(n, "rotary_interleaved", 0) != 0;
   F->pres_k = n->nout > 1 && n->out[1].id;
   F->pres_v = n->nout > 2 && n->out[2].id;
-  A->W = (unsigned)kc_cpu_host(e->cpu)->f32_lanes;
-  if (A->W > 64) A->W = 64;
   return KC_OK;
 }
 

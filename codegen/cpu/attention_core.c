@@ -19,9 +19,54 @@
 #include "vmath.h"
 
 #include <math.h>
+#include <string.h>
 
 /* Independent accumulator chains of the P @ V update. */
 #define PV_CHAINS 4
+
+static bool present(const kc_node *n, uint32_t i) { return n->nin > i && n->in[i].id; }
+
+kc_status kc_att_configure(kc_cpu_emit *e, kc_att *A, uint32_t mask_in) {
+  const kc_node *n = e->n;
+  kc_graph *g = (kc_graph *)e->g;
+  const kc_value *q = kc_value_of(g, n->in[0]), *k = kc_value_of(g, n->in[1]),
+                 *v = kc_value_of(g, n->in[2]);
+  A->t = q->dtype;
+  A->rank = q->rank;
+  A->heads = kc_node_int(n, "heads", 0);
+  A->kvh = kc_node_int(n, "kv_heads", A->heads);
+  if (A->heads <= 0 || A->kvh <= 0 || A->heads % A->kvh != 0)
+    return kc_node_errorf(g, n, KC_ERR_SHAPE, "heads %lld, kv_heads %lld", (long long)A->heads,
+                          (long long)A->kvh);
+  A->group = A->heads / A->kvh;
+  int r = A->rank - 1;
+  if (KC_DIM_IS_SYM(q->dims[r]) || KC_DIM_IS_SYM(k->dims[r]) || KC_DIM_IS_SYM(v->dims[r]))
+    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "the head sizes must be static");
+  A->D = A->rank == 3 ? q->dims[r] / A->heads : q->dims[r];
+  A->Dv = A->rank == 3 ? v->dims[r] / A->kvh : v->dims[r];
+  int64_t Dk = A->rank == 3 ? k->dims[r] / A->kvh : k->dims[r];
+  if (A->D <= 0 || A->Dv <= 0 || Dk != A->D)
+    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "head sizes D %lld, D_k %lld, D_v %lld",
+                          (long long)A->D, (long long)Dk, (long long)A->Dv);
+  /* through the typed getter: text may give a float attribute as an integer ("softcap=2") */
+  A->scale = kc_node_float(n, "scale", 1.0 / sqrt((double)A->D));
+  A->softcap = kc_node_float(n, "softcap", 0);
+  const char *mask = kc_node_string(n, "mask", "none");
+  A->causal = strcmp(mask, "causal") == 0;
+  A->mask = strcmp(mask, "padding") == 0    ? KC_ATT_M_PADDING
+            : strcmp(mask, "additive") == 0 ? KC_ATT_M_ADDITIVE
+                                            : KC_ATT_M_NONE;
+  if (A->mask == KC_ATT_M_NONE && !A->causal && strcmp(mask, "none") != 0)
+    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "mask kind '%s'", mask);
+  /* causal with a mask input adds it (ONNX is_causal with attn_mask) */
+  if (A->causal && present(n, mask_in)) A->mask = KC_ATT_M_ADDITIVE;
+  if ((A->mask != KC_ATT_M_NONE) != present(n, mask_in))
+    return kc_node_errorf(g, n, KC_ERR_SHAPE, "mask=%s and the mask input disagree", mask);
+  if (present(n, mask_in)) A->mt = kc_value_of(g, n->in[mask_in])->dtype;
+  A->W = (unsigned)kc_cpu_host(e->cpu)->f32_lanes;
+  if (A->W > 64) A->W = 64;
+  return KC_OK;
+}
 
 LLVMValueRef kc_att_ld(kc_att *A, kc_dtype t, LLVMValueRef p, LLVMValueRef idx) {
   return kc_emit_convert(A->ir, kc_emit_load(A->e, t, p, idx, 1), t, KC_F32);

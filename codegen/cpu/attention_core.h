@@ -78,6 +78,11 @@ typedef struct kc_att_keys {
 static inline LLVMValueRef kc_att_i64(kc_att *A, int64_t v) { return kc_ir_i64(A->ir, v); }
 
 /* Element idx of a buffer of dtype t as f32, and back. */
+/* The static facts of attention node e->n (inputs q, k, v at 0..2, the mask at input `mask_in`)
+ * that the forward and backward emitters share: heads and groups, head sizes (static, k's equal
+ * to q's), scale, softcap, mask kind against the mask input, the vector width; an error names
+ * the node. */
+kc_status kc_att_configure(kc_cpu_emit *e, kc_att *A, uint32_t mask_in);
 LLVMValueRef kc_att_ld(kc_att *A, kc_dtype t, LLVMValueRef p, LLVMValueRef idx);
 void kc_att_st(kc_att *A, kc_dtype t, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v);
 

@@ -282,50 +282,10 @@ static LLVMValueRef units(kc_cpu_emit *e, LLVMValueRef dims) {
 
 static bool present(const kc_node *n, uint32_t i) { return n->nin > i && n->in[i].id; }
 
-static kc_status configure(kc_cpu_emit *e, kc_att *A) {
-  const kc_node *n = e->n;
-  kc_graph *g = (kc_graph *)e->g;
-  const kc_value *q = kc_value_of(g, n->in[Q]), *k = kc_value_of(g, n->in[K]),
-                 *v = kc_value_of(g, n->in[V]);
-  A->t = q->dtype;
-  A->rank = q->rank;
-  A->heads = kc_node_int(n, "heads", 0);
-  A->kvh = kc_node_int(n, "kv_heads", A->heads);
-  if (A->heads <= 0 || A->kvh <= 0 || A->heads % A->kvh != 0)
-    return kc_node_errorf(g, n, KC_ERR_SHAPE, "heads %lld, kv_heads %lld", (long long)A->heads,
-                          (long long)A->kvh);
-  A->group = A->heads / A->kvh;
-  int r = A->rank - 1;
-  if (KC_DIM_IS_SYM(q->dims[r]) || KC_DIM_IS_SYM(k->dims[r]) || KC_DIM_IS_SYM(v->dims[r]))
-    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "the head sizes must be static");
-  A->D = A->rank == 3 ? q->dims[r] / A->heads : q->dims[r];
-  A->Dv = A->rank == 3 ? v->dims[r] / A->kvh : v->dims[r];
-  int64_t Dk = A->rank == 3 ? k->dims[r] / A->kvh : k->dims[r];
-  if (A->D <= 0 || A->Dv <= 0 || Dk != A->D)
-    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "head sizes D %lld, D_k %lld, D_v %lld",
-                          (long long)A->D, (long long)Dk, (long long)A->Dv);
-  A->scale = kc_node_float(n, "scale", 1.0 / sqrt((double)A->D));
-  A->softcap = kc_node_float(n, "softcap", 0);
-  const char *mask = kc_node_string(n, "mask", "none");
-  A->causal = strcmp(mask, "causal") == 0;
-  A->mask = strcmp(mask, "padding") == 0    ? KC_ATT_M_PADDING
-            : strcmp(mask, "additive") == 0 ? KC_ATT_M_ADDITIVE
-                                            : KC_ATT_M_NONE;
-  if (A->mask == KC_ATT_M_NONE && !A->causal && strcmp(mask, "none") != 0)
-    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "mask kind '%s'", mask);
-  if (A->causal && present(n, MASK)) A->mask = KC_ATT_M_ADDITIVE;
-  if ((A->mask != KC_ATT_M_NONE) != present(n, MASK))
-    return kc_node_errorf(g, n, KC_ERR_SHAPE, "mask=%s and the mask input disagree", mask);
-  if (present(n, MASK)) A->mt = kc_value_of(g, n->in[MASK])->dtype;
-  A->W = (unsigned)kc_cpu_host(e->cpu)->f32_lanes;
-  if (A->W > 64) A->W = 64;
-  return KC_OK;
-}
-
 kc_status kc_lower_attention_grad(kc_cpu_emit *e) {
   bw W = {.A = {.e = e, .ir = e->ir}};
   kc_att *A = &W.A;
-  kc_status s = configure(e, A);
+  kc_status s = kc_att_configure(e, A, MASK);
   if (s != KC_OK) return s;
   kc_ir *ir = e->ir;
   /* units differ in cost (causal rows, and query against key units): hand out small chunks */
