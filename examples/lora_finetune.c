@@ -55,10 +55,9 @@ int main(int argc, char **argv) {
   int64_t seq[SEQ + 1];
   for (int i = 0; i <= SEQ; i++)
     seq[i] = (7 * i + 3) % 23 + 40;
-  kc_tensor_desc in[2] = {{.name = "input_ids", .dtype = KC_I64, .rank = 2, .dims = {1, SEQ},
-                           .data = seq},
-                          {.name = "labels", .dtype = KC_I64, .rank = 2, .dims = {1, SEQ},
-                           .data = seq + 1}};
+  kc_tensor_desc in[2] = {
+      {.name = "input_ids", .dtype = KC_I64, .rank = 2, .dims = {1, SEQ}, .data = seq},
+      {.name = "labels", .dtype = KC_I64, .rank = 2, .dims = {1, SEQ}, .data = seq + 1}};
   double first = 0, loss = 0;
   for (int step = 1; step <= steps; step++) {
     if (kc_trainer_step(t, in, 2, 1e-2, step, &loss) != KC_OK) return fail(ctx, "step");

@@ -161,9 +161,7 @@ static bool mergeable(const kc_node *n) {
 
 /* Checkpointing's recomputed clones (loc "recompute:...", passes/grad_checkpoint.h) must not
  * fold back into the forward nodes they recompute, or nothing is saved; two clones may merge. */
-static bool recompute(const kc_node *n) {
-  return n->loc && strncmp(n->loc, "recompute:", 10) == 0;
-}
+static bool recompute(const kc_node *n) { return n->loc && strncmp(n->loc, "recompute:", 10) == 0; }
 
 static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
   uint32_t cap = 16;

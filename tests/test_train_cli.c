@@ -122,8 +122,10 @@ static void t_lora(void **state) {
   kc_tensor_desc ref;
   if (kc_npy_read(ctx, path, &ref) != KC_OK) fail_msg("%s", kc_last_error(ctx));
   const char *lora = "--loss xent:logits:labels --lr 0.01 --lora r=4,targets='h.*.c_*.weight'";
-  snprintf(args, sizeof args, "--data '%s/data' %s --steps 8 --save '%s/ad.st' --export-onnx "
-           "'%s/merged.onnx'", e->tmp, lora, e->tmp, e->tmp);
+  snprintf(args, sizeof args,
+           "--data '%s/data' %s --steps 8 --save '%s/ad.st' --export-onnx "
+           "'%s/merged.onnx'",
+           e->tmp, lora, e->tmp, e->tmp);
   char *out = train(e, args, 0, NULL);
   expect_losses(out, ref.data, 1, 1); /* B = 0: the base model's loss */
   double first = loss_of(out, 1), last = loss_of(out, 8);

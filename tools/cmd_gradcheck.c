@@ -95,16 +95,16 @@ int cmd_gradcheck(int argc, char **argv) {
   cli_add(&cmd, (cli_opt){"loss", 0, "LOSS", "the loss (default sum:FIRST_OUTPUT)", NULL, &loss});
   cli_add(&cmd, (cli_opt){"input", 'i', "NAME=FILE.npy", "an input (repeat); others are drawn",
                           NULL, &unused});
-  cli_add(&cmd, (cli_opt){"params", 0, "GLOB,...", "check only initializers matching a glob",
-                          NULL, &params});
+  cli_add(&cmd, (cli_opt){"params", 0, "GLOB,...", "check only initializers matching a glob", NULL,
+                          &params});
   cli_add(&cmd, (cli_opt){"samples", 0, "K", "elements checked per parameter (default 6)", NULL,
                           &samples});
   cli_add(&cmd, (cli_opt){"eps", 0, "X", "finite-difference step (default 1e-6)", NULL, &eps});
   cli_add(&cmd, (cli_opt){"atol", 0, "X", "absolute tolerance (default 1e-5)", NULL, &atol});
   cli_add(&cmd, (cli_opt){"rtol", 0, "X", "relative tolerance (default 1e-3)", NULL, &rtol});
-  cli_add(&cmd, (cli_opt){"f32-tol", 0, "X",
-                          "f32 vs f64 gradients, relative to the largest (default 1e-3)", NULL,
-                          &f32tol});
+  cli_add(&cmd,
+          (cli_opt){"f32-tol", 0, "X",
+                    "f32 vs f64 gradients, relative to the largest (default 1e-3)", NULL, &f32tol});
   cli_add(&cmd, (cli_opt){"dim", 0, "N", "the size of symbolic dims of drawn inputs (default 2)",
                           NULL, &dim});
   cli_add(&cmd, (cli_opt){"threads", 0, "N", "threads to run on (default: one per core)", NULL,
@@ -115,12 +115,19 @@ int cmd_gradcheck(int argc, char **argv) {
   const char *pos[1];
   int npos, rc = a.input && a.rest ? cli_take_inputs(&cmd, argc, argv, &a) : 1;
   if (rc < 0) rc = cli_parse(&cmd, a.nrest, a.rest, pos, &npos);
-  gradcheck_opts o = {.loss = CLI_LOSS_NAME, .samples = 6, .seed = 1, .eps = 1e-6, .atol = 1e-5,
-                      .rtol = 1e-3, .f32_tol = 1e-3};
+  gradcheck_opts o = {.loss = CLI_LOSS_NAME,
+                      .samples = 6,
+                      .seed = 1,
+                      .eps = 1e-6,
+                      .atol = 1e-5,
+                      .rtol = 1e-3,
+                      .f32_tol = 1e-3};
   struct {
     const char *flag, *v;
     double *out;
-  } reals[] = {{"eps", eps, &o.eps}, {"atol", atol, &o.atol}, {"rtol", rtol, &o.rtol},
+  } reals[] = {{"eps", eps, &o.eps},
+               {"atol", atol, &o.atol},
+               {"rtol", rtol, &o.rtol},
                {"f32-tol", f32tol, &o.f32_tol}};
   for (size_t k = 0; rc < 0 && k < sizeof reals / sizeof *reals; k++) {
     if (!reals[k].v) continue;
@@ -134,7 +141,8 @@ int cmd_gradcheck(int argc, char **argv) {
   struct {
     const char *flag, *v;
     long *out;
-  } ints[] = {{"samples", samples, &nsamples}, {"threads", threads, &nthreads}, {"dim", dim, &ndim}};
+  } ints[] = {
+      {"samples", samples, &nsamples}, {"threads", threads, &nthreads}, {"dim", dim, &ndim}};
   for (size_t k = 0; rc < 0 && k < sizeof ints / sizeof *ints; k++) {
     if (!ints[k].v) continue;
     char *end;

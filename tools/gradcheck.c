@@ -24,10 +24,10 @@
 #include <string.h>
 
 typedef struct gc_model {
-  kc_graph *g;     /* the converted clone (params are inputs) */
-  kc_module *m;    /* its module */
-  uint32_t nout;   /* outputs of g */
-  uint32_t first;  /* index of the first param input */
+  kc_graph *g;    /* the converted clone (params are inputs) */
+  kc_module *m;   /* its module */
+  uint32_t nout;  /* outputs of g */
+  uint32_t first; /* index of the first param input */
   kc_tensor_desc *out;
 } gc_model;
 
@@ -96,8 +96,10 @@ static kc_status inputs_make(kc_context *ctx, const gc_model *x, const kc_tensor
     } else {
       const char *name = kc_graph_input_name(x->g, i);
       const kc_tensor *t = kc_graph_weight_data(x->g, name);
-      if (!t || !t->data) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "weight '%s' has no data", name);
-      w = (kc_tensor_desc){.name = name, .dtype = t->dtype, .rank = t->rank, .data = (void *)t->data};
+      if (!t || !t->data)
+        return kc_errorf(ctx, KC_ERR_INVALID_ARG, "weight '%s' has no data", name);
+      w = (kc_tensor_desc){
+          .name = name, .dtype = t->dtype, .rank = t->rank, .data = (void *)t->data};
       memcpy(w.dims, t->dims, sizeof w.dims);
       src = &w;
     }
@@ -242,8 +244,9 @@ int gradcheck_run(kc_context *ctx, const kc_graph *g, const kc_tensor_desc *user
   model_free(&f64);
   model_free(&m32);
   if (s != KC_OK) return -(int)s;
-  fprintf(f, "%d of %d parameters passed (finite differences: eps %g, atol %g, rtol %g; f32 "
-             "against f64: %g of the largest gradient)\n",
+  fprintf(f,
+          "%d of %d parameters passed (finite differences: eps %g, atol %g, rtol %g; f32 "
+          "against f64: %g of the largest gradient)\n",
           checked - failed, checked, o->eps, o->atol, o->rtol, o->f32_tol);
   return failed;
 }

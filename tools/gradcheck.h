@@ -11,13 +11,13 @@
 #include <stdio.h>
 
 typedef struct gradcheck_opts {
-  const char *loss;         /* the scalar output checked */
-  int npats;                /* parameter globs (kc_grad's), the weights checked */
+  const char *loss; /* the scalar output checked */
+  int npats;        /* parameter globs (kc_grad's), the weights checked */
   const char *const *pats;
-  int samples;              /* elements checked per parameter */
-  uint64_t seed;            /* for the drawn elements */
-  double eps, atol, rtol;   /* finite differences (PyTorch gradcheck's defaults 1e-6/1e-5/1e-3) */
-  double f32_tol;           /* max |g32 - g64| over max |g64| */
+  int samples;            /* elements checked per parameter */
+  uint64_t seed;          /* for the drawn elements */
+  double eps, atol, rtol; /* finite differences (PyTorch gradcheck's defaults 1e-6/1e-5/1e-3) */
+  double f32_tol;         /* max |g32 - g64| over max |g64| */
   int threads;
 } gradcheck_opts;
 

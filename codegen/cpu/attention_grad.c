@@ -47,8 +47,8 @@ static unsigned vec_chunks(const kc_att *A, int64_t n) {
 }
 
 /* sum_d a[ia + d] * b[ib + d] over d < n, as f32 (a and b of dtype t); a fixed order. */
-static LLVMValueRef dot(kc_att *A, LLVMValueRef a, LLVMValueRef ia, LLVMValueRef b,
-                        LLVMValueRef ib, int64_t n) {
+static LLVMValueRef dot(kc_att *A, LLVMValueRef a, LLVMValueRef ia, LLVMValueRef b, LLVMValueRef ib,
+                        int64_t n) {
   kc_ir *ir = A->ir;
   unsigned nv = vec_chunks(A, n);
   LLVMValueRef init = f32c(ir, 0);
@@ -65,8 +65,8 @@ static LLVMValueRef dot(kc_att *A, LLVMValueRef a, LLVMValueRef ia, LLVMValueRef
   int64_t d0 = (int64_t)nv * A->W;
   if (d0 == n) return init;
   kc_loop l;
-  LLVMValueRef d = kc_loop_begin(ir, &l, kc_att_i64(A, d0), kc_att_i64(A, n), kc_att_i64(A, 1), 1,
-                                 &init);
+  LLVMValueRef d =
+      kc_loop_begin(ir, &l, kc_att_i64(A, d0), kc_att_i64(A, n), kc_att_i64(A, 1), 1, &init);
   LLVMValueRef x = kc_att_ld(A, A->t, a, kc_ir_add(ir, ia, d));
   LLVMValueRef y = kc_att_ld(A, A->t, b, kc_ir_add(ir, ib, d));
   LLVMValueRef next = kc_ir_fmuladd(ir, x, y, l.carry[0]);
