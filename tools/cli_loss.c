@@ -42,12 +42,6 @@ int cli_loss_parse(const cli_cmd *cmd, const char *s, cli_loss *l) {
   return -1;
 }
 
-/* A scalar constant of dtype t. */
-static kc_val scalar(kc_graph *g, double v, kc_dtype t) {
-  kc_val c = kc_const_f32(g, (float)v);
-  return t == KC_F32 ? c : kc_cast(g, c, t);
-}
-
 int cli_loss_build(kc_context *ctx, kc_graph *g, const cli_loss *l) {
   uint32_t nout = kc_graph_num_outputs(g), o = 0;
   while (o < nout && strcmp(kc_graph_output_name(g, o), l->output) != 0)
@@ -78,15 +72,7 @@ int cli_loss_build(kc_context *ctx, kc_graph *g, const cli_loss *l) {
   kc_val_dims(g, x, dims);
   if (l->kind == CLI_LOSS_XENT) {
     kc_val labels = kc_input(g, l->extra, KC_I64, r - 1, dims);
-    kc_val lsm = kc_log_softmax(g, x, r - 1);
-    kc_val ncls = kc_gather(g, kc_shape(g, x), kc_const_i64(g, r - 1), 0);
-    kc_val cls = kc_range(g, kc_const_i64(g, 0), ncls, kc_const_i64(g, 1));
-    int64_t last = r - 1;
-    kc_val hit = kc_equal(g, kc_unsqueeze(g, labels, 1, &last), cls); /* -100 hits no class */
-    kc_val total = kc_reduce_sum(g, kc_where(g, hit, lsm, scalar(g, 0, t)), 0, NULL, 0);
-    kc_val valid = kc_not(g, kc_equal(g, labels, kc_const_i64(g, CLI_IGNORE_INDEX)));
-    kc_val count = kc_reduce_sum(g, kc_cast(g, valid, t), 0, NULL, 0);
-    loss = kc_neg(g, kc_div(g, total, count));
+    loss = kc_cross_entropy(g, x, labels, CLI_IGNORE_INDEX); /* fused: no softmax kept */
   } else if (l->kind == CLI_LOSS_MSE) {
     kc_val target = kc_input(g, l->extra, t, r, dims);
     kc_val d = kc_sub(g, x, target);

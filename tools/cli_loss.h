@@ -5,10 +5,9 @@
  *
  * LOSS: `xent:OUTPUT:LABELS` - mean softmax cross-entropy over every position, classes on
  * OUTPUT's last axis, labels -100 ignored (PyTorch's F.cross_entropy on logits reshaped to
- * [-1, C]); LABELS is a new int64 graph input of OUTPUT's shape without the class axis. Built as
- * log_softmax, the label's log-probability picked by a one-hot compare (an ignored label matches
- * no class), a sum, divided by the count of labels not ignored: no softmax tensor besides
- * log_softmax's own result. `mse:OUTPUT:TARGET` - mean((OUTPUT - TARGET)^2), TARGET a new input
+ * [-1, C]); LABELS is a new int64 graph input of OUTPUT's shape without the class axis. Built
+ * with kc_cross_entropy (the fused softmax_xent op: the backward recomputes the softmax from the
+ * saved log-sum-exp, no softmax tensor is kept). `mse:OUTPUT:TARGET` - mean((OUTPUT - TARGET)^2), TARGET a new input
  * of OUTPUT's dtype and shape. `sum:OUTPUT` - the sum of OUTPUT.
  */
 #ifndef KERNC_TOOLS_CLI_LOSS_H
