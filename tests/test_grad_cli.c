@@ -15,6 +15,9 @@
  *   - errors: unknown output, malformed loss, labels of the wrong shape / dtype / range, a
  *     --params glob matching nothing, a model whose rotary caches would be parameters
  *     (opset23_tiny): exit 1 (2 for bad usage) with a message naming the culprit.
+ *   - `kernc gradcheck` on gpt2_tiny (xent, drawn ids and labels): every checked parameter of
+ *     layer 0 (upstream of both attentions) agrees with central finite differences on the f64
+ *     copy and the f32 gradients with the f64 ones (exit 0); an unknown output is exit 1.
  * Commands go through /bin/sh (th_exec); paths are single-quoted.
  */
 #include <setjmp.h>
@@ -270,6 +273,24 @@ static void t_ir_flags(void **state) {
   assert_true(n > 2);
 }
 
+static void t_gradcheck(void **state) {
+  const env *e = *state;
+  char cmd[4096], *out, *err;
+  snprintf(cmd, sizeof cmd,
+           "'%s' gradcheck '%s/models/gpt2_tiny/model.onnx' --loss xent:logits:labels --dim 5 "
+           "--samples 4 --params 'h.0.*,wte.weight'",
+           e->kernc, e->tests);
+  int rc = th_exec(cmd, &out, &err);
+  if (rc != 0 || !strstr(out, "13 of 13 parameters passed"))
+    fail_msg("%s: exit %d\n%s\n%s", cmd, rc, out, err);
+  free(out);
+  free(err);
+  char args[2048];
+  snprintf(args, sizeof args, "gradcheck '%s/models/gpt2_tiny/model.onnx' --loss sum:nope",
+           e->tests);
+  expect_run(e, args, 1, "nope");
+}
+
 static void t_errors(void **state) {
   const env *e = *state;
   char m[1024], a[4096], r[1024];
@@ -355,6 +376,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_prestate(t_llama_sum_params, &e),
       cmocka_unit_test_prestate(t_onnx_loss_ops, &e),
       cmocka_unit_test_prestate(t_ir_flags, &e),
+      cmocka_unit_test_prestate(t_gradcheck, &e),
       cmocka_unit_test_prestate(t_errors, &e),
   };
   int rc = cmocka_run_group_tests(t, NULL, NULL);
