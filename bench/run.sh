@@ -10,13 +10,17 @@
 #   4. runs bench/ort_bench.py: latency (median, blocks of runs), ratio, peak RSS, compile time;
 #   5. runs bench/decode_bench.py: kernc's decoding session beside ORT's past_key_values loop
 #      (prefill 1x128, ms per decoded token at contexts 128 and 1024, the bandwidth bound);
-#   6. runs matmul_bench (1 and 2 threads): kernc's matmul GFLOP/s and the ratio to OpenBLAS.
+#   6. runs bench/train_bench.py: a GPT-2-small training step (AdamW, 4x64 tokens) in kernc's
+#      trainer beside PyTorch, each engine in its own process: ms per step, peak memory, the
+#      same with checkpointing (TRAIN_ARGS: extra arguments, e.g. --rounds 1);
+#   7. runs matmul_bench (1 and 2 threads): kernc's matmul GFLOP/s and the ratio to OpenBLAS.
 # Environment: THREADS (default 2), KERNC_BUILD, PYTHON (default python3), TORCH_PYTHON (default
-# /usr/bin/python3), ONLY (a comma list of ort, decode, matmul: run only those of steps 4-6),
-# DECODE_ARGS (extra arguments for decode_bench.py). Extra arguments go to ort_bench.py (e.g.
-# --row-budget-s 20 --rows 0,1). Writes bench/models/results.{md,json} and
-# decode_results.{md,json}. Exits non-zero when a step failed or kernc's outputs disagree with
-# ORT's, after running every step it could.
+# /usr/bin/python3), ONLY (a comma list of ort, decode, train, matmul: run only those of steps
+# 4-7), DECODE_ARGS and TRAIN_ARGS (extra arguments for decode_bench.py, train_bench.py). Extra
+# arguments go to ort_bench.py (e.g. --row-budget-s 20 --rows 0,1). Writes
+# bench/models/results.{md,json}, decode_results.{md,json} and train_results.{md,json}. Exits
+# non-zero when a step failed or kernc's outputs disagree with ORT's, after running every step
+# it could.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,7 +29,7 @@ MODELS=$ROOT/bench/models
 PY=${PYTHON:-python3}
 TORCH_PY=${TORCH_PYTHON:-/usr/bin/python3}
 THREADS=${THREADS:-2}
-ONLY=${ONLY:-ort,decode,matmul}
+ONLY=${ONLY:-ort,decode,train,matmul}
 T0=$(date +%s)
 status=0
 
@@ -36,7 +40,7 @@ wanted() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 echo "kernc bench, $(date -u '+%Y-%m-%d %H:%M UTC'), $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
 echo "tree: $(git -C "$ROOT" log -1 --format='%h %s' 2>/dev/null | cut -c1-80)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
 
-phase "1/6 Python packages"
+phase "1/7 Python packages"
 if ! "$PY" -c 'import onnxruntime, numpy' 2>/dev/null; then
   echo "pip installing onnxruntime numpy into $("$PY" -c 'import sys; print(sys.executable)')"
   "$PY" -m pip install -q onnxruntime numpy || die "pip install onnxruntime numpy failed"
@@ -53,7 +57,7 @@ if ! "$TORCH_PY" -c 'import torch, onnx' 2>/dev/null; then
   fi
 fi
 
-phase "2/6 build kernc (Release, $BUILD)"
+phase "2/7 build kernc (Release, $BUILD)"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null || die "cmake configure failed"
 cmake --build "$BUILD" --target kernc -j"$(nproc)" >"$BUILD/bench-build.log" 2>&1 ||
   { tail -30 "$BUILD/bench-build.log"; die "building libkernc failed (log: $BUILD/bench-build.log)"; }
@@ -64,7 +68,7 @@ cmake --build "$BUILD" --target stream_read -j"$(nproc)" >>"$BUILD/bench-build.l
   echo "stream_read not built (see $BUILD/bench-build.log): step 5 prints no bandwidth bound"
 echo "built $BUILD/libkernc.so"
 
-phase "3/6 export models into $MODELS"
+phase "3/7 export models into $MODELS"
 mkdir -p "$MODELS"
 stamp=$(cat "$ROOT/bench/export_models.py" "$ROOT/tests/models/hf_modules.py" | sha256sum | cut -c1-16)
 if [ -f "$MODELS/minilm.onnx" ] && [ -f "$MODELS/gpt2.onnx" ] && [ -f "$MODELS/gpt2_past.onnx" ] &&
@@ -79,7 +83,7 @@ else
   echo "$stamp" >"$MODELS/.stamp"
 fi
 
-phase "4/6 kernc vs ONNX Runtime ($THREADS threads)"
+phase "4/7 kernc vs ONNX Runtime ($THREADS threads)"
 if wanted ort; then
   "$PY" "$ROOT/bench/ort_bench.py" --lib "$BUILD/libkernc.so" --models "$MODELS" \
     --threads "$THREADS" --markdown "$MODELS/results.md" --json "$MODELS/results.json" "$@" ||
@@ -88,7 +92,7 @@ else
   echo "skipped (ONLY=$ONLY)"
 fi
 
-phase "5/6 decoding: kernc's session vs ORT's past_key_values loop ($THREADS threads)"
+phase "5/7 decoding: kernc's session vs ORT's past_key_values loop ($THREADS threads)"
 if wanted decode; then
   # shellcheck disable=SC2086  # DECODE_ARGS is a list of arguments
   "$PY" "$ROOT/bench/decode_bench.py" --lib "$BUILD/libkernc.so" --models "$MODELS" \
@@ -99,7 +103,17 @@ else
   echo "skipped (ONLY=$ONLY)"
 fi
 
-phase "6/6 matmul: kernc vs OpenBLAS (GFLOP/s, 1 and 2 threads)"
+phase "6/7 training: kernc's trainer vs PyTorch (GPT-2 small, 4x64, AdamW, $THREADS threads)"
+if wanted train; then
+  # separate processes per engine (peak memory is each one's own); Debian's torch 1.13
+  "$TORCH_PY" "$ROOT/bench/train_bench.py" --lib "$BUILD/libkernc.so" --models "$MODELS" \
+    --threads "$THREADS" --markdown "$MODELS/train_results.md" --json "$MODELS/train_results.json" \
+    ${TRAIN_ARGS:-} || status=1
+else
+  echo "skipped (ONLY=$ONLY)"
+fi
+
+phase "7/7 matmul: kernc vs OpenBLAS (GFLOP/s, 1 and 2 threads)"
 if ! wanted matmul; then
   echo "skipped (ONLY=$ONLY)"
 elif [ -x "$BUILD/bench/matmul_bench" ]; then

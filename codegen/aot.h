@@ -45,6 +45,57 @@ kc_session *kc_aot_session_new(const kc_plan_decode *d, const char *target, int 
  * kc_aot_session_new of this thread failed. NAME_session_error. */
 const char *kc_aot_session_error(const kc_session *s);
 
+/* ---- training steps (runtime/train_aot.c) ---------------------------------------------------
+ * A library compiled with --train (kc_export_train) holds the plan of the training step's graph
+ * (kc_rt_train_graph: the caller's inputs, then the parameters; outputs the loss, NAME.grad per
+ * parameter and the model's) as its NAME_create/_run plan, the initial parameter values, and a
+ * kc_plan_train that a small C file written by kc_export_train (runtime/export_train.c) defines
+ * field for field and compiles into the library, with the entry points NAME_train_* calling the
+ * functions below. The options have the layout of the header's NAME_train_options. */
+
+typedef struct kc_aot_train_options {
+  int32_t optimizer; /* kc_optimizer */
+  int32_t pad;
+  double beta1, beta2, eps, weight_decay, momentum, clip_norm;
+} kc_aot_train_options;
+
+typedef struct kc_plan_train {
+  const char *name;             /* the model's C prefix */
+  void *(*create)(int threads); /* NAME_create / _run / _free / _error */
+  int (*run)(void *x, const kc_tensor_desc *in, kc_tensor_desc *out);
+  void (*free)(void *x);
+  const char *(*error)(const void *x);
+  int64_t ninputs;  /* the caller's inputs: the plan's first ninputs */
+  int64_t noutputs; /* the plan's outputs */
+  int64_t loss_out; /* index of the loss among them */
+  int64_t nparams;  /* the plan's inputs after the caller's, in order */
+  const char *const *param_names;
+  const int64_t *param_rank;
+  const int64_t *param_dims;     /* nparams * KC_MAX_RANK */
+  const int64_t *param_grad_out; /* index of NAME.grad among the outputs */
+  const int64_t *param_offset;   /* byte offset of the initial f32 values in init */
+  const unsigned char *init;
+  kc_aot_train_options options; /* the compile-time options */
+} kc_plan_train;
+
+typedef struct kc_aot_train kc_aot_train;
+/* A trainer over d's plan on `threads` threads with options o (NULL: d's); NULL on failure,
+ * kc_aot_train_error(NULL) then says why. NAME_train_new. */
+kc_aot_train *kc_aot_train_new(const kc_plan_train *d, int threads, const kc_aot_train_options *o);
+void kc_aot_train_free(kc_aot_train *t);
+/* kc_trainer_accumulate / _apply / _step with the caller's d->ninputs inputs (0 or a kc_status,
+ * kc_aot_train_error then says why). */
+int kc_aot_train_accumulate(kc_aot_train *t, const kc_tensor_desc *in, double *loss);
+int kc_aot_train_apply(kc_aot_train *t, double lr, int64_t step);
+int kc_aot_train_step(kc_aot_train *t, const kc_tensor_desc *in, double lr, int64_t step,
+                      double *loss);
+int64_t kc_aot_train_num_params(const kc_aot_train *t);
+/* Parameter i: name, live values (writable), element count. */
+int kc_aot_train_param(kc_aot_train *t, int64_t i, const char **name, float **data, int64_t *numel);
+int kc_aot_train_save(kc_aot_train *t, const char *path);
+int kc_aot_train_load(kc_aot_train *t, const char *path);
+const char *kc_aot_train_error(const kc_aot_train *t);
+
 /* ---- the CPU check (runtime/aot_cpu_check.c) ------------------------------------------------ */
 
 /* kc_aot_create after checking this CPU against `target` (the object's recorded string); NULL

@@ -649,6 +649,18 @@ typedef struct kc_export_options {
  */
 kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options *opts,
                     const char *so_path, const char *header_path);
+/*
+ * kc_export of a training step: the step kc_trainer_new(ctx, g, loss, nparams, params, o) runs
+ * (forward + backward; o->target and o->threads unused: the target is opts->target, CPU only),
+ * with the parameters' current values embedded as their initial values, and the entry points
+ * NAME_train_new/_free/_step/_accumulate/_apply/_num_params/_param/_save/_load/_error declared
+ * in the header (checkpoints in kc_trainer_save's format). NAME_create/_run run the step's graph
+ * (the caller's inputs, then the parameters; the loss and every NAME.grad among the outputs).
+ */
+kc_status kc_export_train(kc_context *ctx, const kc_graph *g, const char *loss, int nparams,
+                          const char *const *params, const kc_train_options *o,
+                          const kc_export_options *opts, const char *so_path,
+                          const char *header_path);
 
 /* ---- ONNX frontend ------------------------------------------------------------------------- */
 

@@ -16,6 +16,11 @@
  * target (sessions run on the CPU only for now), simply has no session entry points, and the
  * header says why.
  *
+ * kc_export_train exports a training step instead: the graph kc_trainer_new compiles
+ * (kc_rt_train_graph: parameters as inputs, forward + backward) is the library's plan, and
+ * runtime/export_train.c adds the parameters' initial values and the NAME_train_* entry points
+ * over the trainer core (runtime/train_aot.c); no decode step.
+ *
  * Invariants:
  *   - Intermediate files live in a fresh folder next to the library (same file system, so a
  *     500 MB weights file is not copied into a RAM-backed /tmp), removed whatever happens.
@@ -24,6 +29,7 @@
  *     shares it for the duration of the call).
  */
 #include "runtime/export.h"
+#include "runtime/train_core.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -102,6 +108,7 @@ typedef struct job {
   kc_rt_weight *weights; /* the weights file: the model's, then the step's own */
   int64_t nweights, weights_bytes;
   const kc_export_options *opts;
+  const kc_export_train_spec *train; /* kc_export_train: the step's parameters; else NULL */
   const kc_target *target;
   const char *so_path, *header_path;
   char name[NAME_LEN];
@@ -177,6 +184,12 @@ static kc_status merge_weights(job *j) {
  * does not verify: kc_session_new fails alike), or the step has an op or size the export does
  * not support. Only other failures (memory, a kernc bug in lowering) are errors. */
 static kc_status add_decode(job *j) {
+  if (j->train) {
+    snprintf(j->no_session, sizeof j->no_session,
+             "this library holds a training step (kernc compile --train), not the model's "
+             "forward pass");
+    return KC_OK;
+  }
   if (j->target->takes_archs) {
     snprintf(j->no_session, sizeof j->no_session,
              "sessions run on the CPU target only for now: on '%s' the KV cache would have to "
@@ -224,10 +237,12 @@ static kc_status build(job *j, const kc_graph *g) {
   if (s == KC_OK) s = kc_rt_plan_build(j->m, j->name, false, &j->m->plan);
   if (s == KC_OK) s = add_decode(j);
   if (s == KC_OK) s = merge_weights(j);
+  if (s == KC_OK && j->train) s = kc_rt_train_outputs(j->train->core, j->m->g, j->train->loss);
   if (s != KC_OK) return s;
   const kc_rt_plan *plan = &j->m->plan;
 
   char dir[PATH_LEN], weights[PATH_LEN], obj[PATH_LEN], so[PATH_LEN], header[PATH_LEN];
+  char params[PATH_LEN], train_c[PATH_LEN];
   dir_of(j->so_path, dir, sizeof dir);
   fmt_path(j->tmp, sizeof j->tmp, "%s/.kernc-%s-XXXXXX", dir, j->name);
   if (!mkdtemp(j->tmp)) {
@@ -238,6 +253,11 @@ static kc_status build(job *j, const kc_graph *g) {
   path_in(j, weights, "weights.bin");
   path_in(j, obj, "model.o");
   path_in(j, so, "model.so");
+  path_in(j, params, "params.bin");
+  path_in(j, train_c, "train.c");
+  if (j->train &&
+      (s = kc_export_train_write(j->ctx, j->train, &plan->model, params, train_c)) != KC_OK)
+    return s;
   bool has_weights = j->weights_bytes > 0;
   if (has_weights && (s = kc_export_write_weights(j->ctx, j->weights, j->nweights, j->weights_bytes,
                                                   weights)) != KC_OK)
@@ -245,7 +265,9 @@ static kc_status build(job *j, const kc_graph *g) {
   if (j->target->export_write && (s = j->target->export_write(j->state, plan, j->obj, j->tmp)))
     return s;
   s = kc_cpu_obj_write(j->obj, &plan->model, plan->slot_dims, has_weights ? weights : NULL, obj);
-  if (s == KC_OK) s = kc_export_link(j->ctx, j->opts ? j->opts->cc : NULL, obj, j->runtime, so);
+  if (s == KC_OK)
+    s = kc_export_link(j->ctx, j->opts ? j->opts->cc : NULL, obj, j->train ? train_c : NULL,
+                       j->runtime, so);
   if (s != KC_OK) return s;
   if (rename(so, j->so_path) != 0)
     return kc_errorf(j->ctx, KC_ERR_IO, "cannot write %s: %s", j->so_path, strerror(errno));
@@ -255,7 +277,8 @@ static kc_status build(job *j, const kc_graph *g) {
   }
   char built_for[256];
   j->target->export_describe(j->m, j->state, built_for, sizeof built_for);
-  kc_export_session hs = {.decode = j->dm ? &j->decode : NULL, .why_not = j->no_session};
+  kc_export_session hs = {
+      .decode = j->dm ? &j->decode : NULL, .why_not = j->no_session, .train = j->train};
   s = kc_export_header(j->ctx, j->m->g, plan, &hs, j->opts ? j->opts->source : NULL, built_for,
                        j->so_path, j->header_path);
   j->header_path = NULL; /* header[] goes out of scope */
@@ -265,7 +288,7 @@ static kc_status build(job *j, const kc_graph *g) {
 /* Remove the intermediate files and their folder (best effort: the error, if any, stays). */
 static void cleanup(job *j) {
   if (!j->tmp[0]) return;
-  const char *files[] = {"weights.bin", "cuda.bin", "model.o", "model.so"};
+  const char *files[] = {"weights.bin", "cuda.bin", "model.o", "model.so", "params.bin", "train.c"};
   char path[PATH_LEN];
   for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
     path_in(j, path, files[i]);
@@ -274,19 +297,23 @@ static void cleanup(job *j) {
   rmdir(j->tmp);
 }
 
-kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options *opts,
-                    const char *so_path, const char *header_path) {
-  if (!ctx) return KC_ERR_INVALID_ARG;
-  if (!g || !so_path || !*so_path)
-    return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_export: no graph or no library path");
+/* kc_export and kc_export_train: check, export, clean up. */
+static kc_status export_job(kc_context *ctx, const kc_graph *g, const kc_export_options *opts,
+                            const kc_export_train_spec *train, const char *so_path,
+                            const char *header_path) {
   if (kc_graph_status(g) != KC_OK)
     return kc_errorf(ctx, kc_graph_status(g),
                      "graph @%s has a failed builder call (%s); see the first error reported",
                      g->name, kc_status_str(kc_graph_status(g)));
-  job j = {.ctx = ctx, .opts = opts, .so_path = so_path, .header_path = header_path};
+  job j = {
+      .ctx = ctx, .opts = opts, .train = train, .so_path = so_path, .header_path = header_path};
   kc_status s = kc_target_find(ctx, opts ? opts->target : NULL, &j.target);
   if (s == KC_OK && opts && opts->cuda_archs && !j.target->takes_archs)
     s = kc_errorf(ctx, KC_ERR_INVALID_ARG, "CUDA archs given for target '%s', which has none",
+                  j.target->name);
+  if (s == KC_OK && train && j.target->takes_archs)
+    s = kc_errorf(ctx, KC_ERR_UNSUPPORTED,
+                  "a training step compiles for the CPU target only for now (not '%s')",
                   j.target->name);
   if (s == KC_OK) s = build(&j, g);
   cleanup(&j);
@@ -295,5 +322,47 @@ kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options 
   kc_module_free(j.dm); /* before the model's: its graph shares that one's data */
   kc_module_free(j.m);
   free(j.weights);
+  return s;
+}
+
+kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options *opts,
+                    const char *so_path, const char *header_path) {
+  if (!ctx) return KC_ERR_INVALID_ARG;
+  if (!g || !so_path || !*so_path)
+    return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_export: no graph or no library path");
+  return export_job(ctx, g, opts, NULL, so_path, header_path);
+}
+
+kc_status kc_export_train(kc_context *ctx, const kc_graph *g, const char *loss, int nparams,
+                          const char *const *params, const kc_train_options *o,
+                          const kc_export_options *opts, const char *so_path,
+                          const char *header_path) {
+  if (!ctx) return KC_ERR_INVALID_ARG;
+  if (!g || !so_path || !*so_path)
+    return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_export_train: no graph or no library path");
+  kc_train_options given;
+  if (o)
+    given = *o;
+  else
+    kc_train_defaults(&given);
+  if (given.target && strcmp(given.target, "cpu") != 0)
+    return kc_errorf(ctx, KC_ERR_UNSUPPORTED,
+                     "kc_export_train: the options' target is '%s'; the target of an export is "
+                     "kc_export_options.target",
+                     given.target);
+  if (given.optimizer != KC_OPTIM_ADAMW && given.optimizer != KC_OPTIM_SGD)
+    return kc_errorf(ctx, KC_ERR_INVALID_ARG, "trainer: unknown optimizer %d",
+                     (int)given.optimizer);
+  /* the core only carries the parameters' values here: plain SGD allocates no state */
+  kc_train_core c = {.ctx = ctx, .o = given};
+  c.o.optimizer = KC_OPTIM_SGD;
+  c.o.momentum = 0;
+  kc_graph *step = NULL;
+  kc_status s = kc_rt_train_graph(&c, g, loss, nparams, params, &step);
+  kc_export_train_spec spec = {
+      .core = &c, .options = &given, .loss = loss, .ninputs = kc_graph_num_inputs(g)};
+  if (s == KC_OK) s = export_job(ctx, step, opts, &spec, so_path, header_path);
+  kc_graph_free(step);
+  kc_train_core_release(&c);
   return s;
 }

@@ -8,6 +8,8 @@
 #include "codegen/aot.h"
 #include "runtime/internal.h"
 
+#include <stdio.h>
+
 /* export_link.c: write the n weights w (by ascending offset) into path at their offsets, zeros
  * between them and up to `bytes` in all. */
 kc_status kc_export_write_weights(kc_context *ctx, const kc_rt_weight *w, int64_t n, int64_t bytes,
@@ -17,16 +19,38 @@ kc_status kc_export_write_weights(kc_context *ctx, const kc_rt_weight *w, int64_
 kc_status kc_export_find_runtime(kc_context *ctx, const char *given, char *buf, size_t size);
 /* export_link.c: link obj_path and the runtime archive into the shared library so_path with the
  * C compiler cc (NULL: "cc", with lld when it is on $PATH); its output is in the error when it
- * fails. */
-kc_status kc_export_link(kc_context *ctx, const char *cc, const char *obj_path, const char *runtime,
-                         const char *so_path);
+ * fails. extra_c (NULL: none) is a C file compiled into the library too (position independent). */
+kc_status kc_export_link(kc_context *ctx, const char *cc, const char *obj_path, const char *extra_c,
+                         const char *runtime, const char *so_path);
+
+/* A training step's export (kc_export_train; runtime/export_train.c): the trainer core holding the
+ * parameters (their initial values, their grad_out and the loss_out among the step plan's
+ * outputs; no optimizer state), the optimizer options the library gets, the caller's input
+ * count, the loss's name. */
+struct kc_train_core;
+typedef struct kc_export_train_spec {
+  struct kc_train_core *core;
+  const kc_train_options *options;
+  const char *loss;
+  int64_t ninputs;
+} kc_export_train_spec;
 
 /* What the header says of sessions: the decode step's facts, or (decode NULL) why there are no
- * session entry points. */
+ * session entry points; and of the training step (train NULL: none). */
 typedef struct kc_export_session {
   const kc_plan_decode *decode;
   const char *why_not;
+  const kc_export_train_spec *train;
 } kc_export_session;
+
+/* export_train.c: check that plan p's inputs are the caller's spec->ninputs then the parameters
+ * in order, and its outputs those spec->core found (kc_rt_train_outputs on the compiled graph);
+ * write the parameters' initial values to params_path and the C file of the NAME_train_* entry
+ * points (kc_plan_train of codegen/aot.h, .incbin of params_path) to c_path. */
+kc_status kc_export_train_write(kc_context *ctx, const kc_export_train_spec *spec, const kc_plan *p,
+                                const char *params_path, const char *c_path);
+/* export_train.c: the header's training section (types, macros, NAME_train_* declarations). */
+void kc_export_train_header(FILE *f, const char *N, const kc_export_train_spec *spec);
 
 /* export_header.c: the C header of the model (see kc_export in kernc.h); cpu is LLVM's name of
  * the CPU the kernels were built for. */

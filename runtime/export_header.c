@@ -13,7 +13,8 @@
  * A causal decoder's header also declares its decoding session (runtime/session.c through the
  * NAME_session_* entry points): kc_model_decode_entry and kc_model_generate_options with the
  * layouts of kernc.h's kc_decode_entry and kc_generate_options, the functions, NAME_VOCAB and the
- * cache's size macros; any other model's says in a comment why it has none.
+ * cache's size macros; any other model's says in a comment why it has none. A training step's
+ * header (kc_export_train) ends with the NAME_train_* section of runtime/export_train.c.
  *
  * Invariants:
  *   - kc_model_tensor has kc_tensor_desc's layout (name, dtype as an int-sized enum, rank,
@@ -569,6 +570,7 @@ kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_rt_plan 
     wrap(f, why, 48);
     fprintf(f, " */\n#define %s_HAS_SESSION 0\n", N);
   }
+  if (session && session->train) kc_export_train_header(f, N, session->train);
   fprintf(f, "\n#ifdef __cplusplus\n}\n#endif\n#endif /* %s_H_INCLUDED */\n", N);
   if (fclose(f) != 0)
     return kc_errorf(ctx, KC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
