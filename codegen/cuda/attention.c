@@ -298,36 +298,56 @@ int kc_cu_att_pick_bc(int64_t D, int64_t Dv, int64_t extra) {
   return 0;
 }
 
-kc_status kc_cuda_lower_attention(kc_cuda_emit *e) {
+kc_status kc_cu_att_configure(kc_cuda_emit *e, uint32_t mask_in, kc_cu_att_cfg *c) {
   const kc_node *n = e->n;
-  const kc_value *q = kc_cu_val(e, false, Q), *k = kc_cu_val(e, false, K),
-                 *v = kc_cu_val(e, false, V);
-  int rank = q->rank;
+  const kc_value *q = kc_cu_val(e, false, 0), *k = kc_cu_val(e, false, 1),
+                 *v = kc_cu_val(e, false, 2);
+  int rank = c->rank = q->rank;
   int64_t heads = kc_node_int(n, "heads", 0), kvh = kc_node_int(n, "kv_heads", heads);
   if (heads <= 0 || kvh <= 0 || heads % kvh || (rank != 3 && rank != 4))
     return kc_cu_fail(e, KC_ERR_SHAPE, "heads %lld, kv_heads %lld, rank %d", (long long)heads,
                       (long long)kvh, rank);
+  c->heads = heads;
+  c->kvh = kvh;
   kc_dim dq = q->dims[rank - 1], dk = k->dims[rank - 1], dv = v->dims[rank - 1];
   if (KC_DIM_IS_SYM(dq) || KC_DIM_IS_SYM(dk) || KC_DIM_IS_SYM(dv))
     return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "the head sizes must be static");
-  int64_t D = rank == 3 ? dq / heads : dq, Dv = rank == 3 ? dv / kvh : dv;
+  c->D = rank == 3 ? dq / heads : dq;
+  c->Dv = rank == 3 ? dv / kvh : dv;
   int64_t Dk = rank == 3 ? dk / kvh : dk;
-  int bc = kc_cu_att_pick_bc(D, Dv, 0);
-  if (D <= 0 || Dv <= 0 || Dk != D || !bc)
-    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "head sizes D %lld, D_k %lld, D_v %lld", (long long)D,
-                      (long long)Dk, (long long)Dv);
-  kc_dtype t = q->dtype;
+  if (c->D <= 0 || c->Dv <= 0 || Dk != c->D)
+    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "head sizes D %lld, D_k %lld, D_v %lld",
+                      (long long)c->D, (long long)Dk, (long long)c->Dv);
+  kc_dtype t = c->t = q->dtype;
   if (!kc_dtype_is_float(t) || k->dtype != t || v->dtype != t)
     return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "q, k, v of %s, %s, %s", kc_dtype_name(t),
                       kc_dtype_name(k->dtype), kc_dtype_name(v->dtype));
-  const char *mask = kc_node_string(n, "mask", "none");
-  bool causal = !strcmp(mask, "causal"), has_mask = kc_cu_present(e, false, MASK);
-  int mk = !strcmp(mask, "padding") ? 1 : !strcmp(mask, "additive") ? 2 : 0;
-  if (!mk && !causal && strcmp(mask, "none"))
+  const char *mask = c->mask = kc_node_string(n, "mask", "none");
+  c->causal = !strcmp(mask, "causal");
+  c->has_mask = kc_cu_present(e, false, mask_in);
+  c->mk = !strcmp(mask, "padding") ? 1 : !strcmp(mask, "additive") ? 2 : 0;
+  if (!c->mk && !c->causal && strcmp(mask, "none"))
     return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "mask kind '%s'", mask);
-  if (causal && has_mask) mk = 2;
-  if ((mk != 0) != has_mask)
+  if (c->causal && c->has_mask) c->mk = 2;
+  if ((c->mk != 0) != c->has_mask)
     return kc_cu_fail(e, KC_ERR_SHAPE, "mask=%s and the mask input disagree", mask);
+  return KC_OK;
+}
+
+kc_status kc_cuda_lower_attention(kc_cuda_emit *e) {
+  const kc_node *n = e->n;
+  kc_cu_att_cfg c;
+  kc_status cs = kc_cu_att_configure(e, MASK, &c);
+  if (cs != KC_OK) return cs;
+  int rank = c.rank;
+  int64_t heads = c.heads, kvh = c.kvh, D = c.D, Dv = c.Dv;
+  kc_dtype t = c.t;
+  bool causal = c.causal, has_mask = c.has_mask;
+  int mk = c.mk;
+  int bc = kc_cu_att_pick_bc(D, Dv, 0);
+  if (!bc)
+    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "head sizes D %lld, D_v %lld", (long long)D,
+                      (long long)Dv);
   bool past = kc_cu_present(e, false, PAST_K) && kc_cu_present(e, false, PAST_V);
   bool rot = kc_cu_present(e, false, COS) && kc_cu_present(e, false, SIN);
   const kc_attr *sc = kc_node_attr(n, "scale");

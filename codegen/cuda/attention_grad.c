@@ -126,31 +126,14 @@ static void strides(kc_cuda_emit *e, int rank, const char *name, const char *S, 
 
 kc_status kc_cuda_lower_attention_grad(kc_cuda_emit *e) {
   const kc_node *n = e->n;
-  const kc_value *q = kc_cu_val(e, false, Q), *k = kc_cu_val(e, false, K),
-                 *v = kc_cu_val(e, false, V);
-  int rank = q->rank;
-  int64_t heads = kc_node_int(n, "heads", 0), kvh = kc_node_int(n, "kv_heads", heads);
-  if (heads <= 0 || kvh <= 0 || heads % kvh || (rank != 3 && rank != 4))
-    return kc_cu_fail(e, KC_ERR_SHAPE, "heads %lld, kv_heads %lld, rank %d", (long long)heads,
-                      (long long)kvh, rank);
-  kc_dim dq = q->dims[rank - 1], dk = k->dims[rank - 1], dv = v->dims[rank - 1];
-  if (KC_DIM_IS_SYM(dq) || KC_DIM_IS_SYM(dk) || KC_DIM_IS_SYM(dv))
-    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "the head sizes must be static");
-  int64_t D = rank == 3 ? dq / heads : dq, Dv = rank == 3 ? dv / kvh : dv;
-  int64_t Dk = rank == 3 ? dk / kvh : dk;
-  if (D <= 0 || Dv <= 0 || Dk != D)
-    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "head sizes D %lld, D_k %lld, D_v %lld", (long long)D,
-                      (long long)Dk, (long long)Dv);
-  kc_dtype t = q->dtype;
-  if (!kc_dtype_is_float(t)) return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "q of %s", kc_dtype_name(t));
-  const char *mask = kc_node_string(n, "mask", "none");
-  bool causal = !strcmp(mask, "causal"), has_mask = kc_cu_present(e, false, MASK);
-  int mk = !strcmp(mask, "padding") ? 1 : !strcmp(mask, "additive") ? 2 : 0;
-  if (!mk && !causal && strcmp(mask, "none"))
-    return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "mask kind '%s'", mask);
-  if (causal && has_mask) mk = 2;
-  if ((mk != 0) != has_mask)
-    return kc_cu_fail(e, KC_ERR_SHAPE, "mask=%s and the mask input disagree", mask);
+  kc_cu_att_cfg c;
+  kc_status cs = kc_cu_att_configure(e, MASK, &c);
+  if (cs != KC_OK) return cs;
+  int rank = c.rank;
+  int64_t heads = c.heads, kvh = c.kvh, D = c.D, Dv = c.Dv;
+  kc_dtype t = c.t;
+  bool causal = c.causal;
+  int mk = c.mk;
   double scale = kc_node_float(n, "scale", 1.0 / sqrt((double)D));
   int sdim = rank == 3 ? 1 : 2;
 

@@ -188,6 +188,20 @@ void kc_cu_att_mask_strides(kc_cuda_emit *e, uint32_t in);
  * shared memory, fit KC_CU_ATT_SMEM; 0 when none does. */
 int kc_cu_att_pick_bc(int64_t D, int64_t Dv, int64_t extra);
 
+/* The static facts the attention and attention_grad emitters share (attention.c). */
+typedef struct kc_cu_att_cfg {
+  int rank;           /* 3: [B, S, H*D]; 4: [B, H, S, D] */
+  int64_t heads, kvh; /* query and key/value heads */
+  int64_t D, Dv;      /* head sizes of q/k and of v */
+  kc_dtype t;         /* q's (k and v have it too) */
+  const char *mask;   /* the mask attribute */
+  bool causal, has_mask;
+  int mk; /* 0 none, 1 padding, 2 additive (causal with a mask input adds it) */
+} kc_cu_att_cfg;
+/* Heads, head sizes (static, k's equal to q's), dtypes and the mask kind against input mask_in
+ * of attention-like node e->n (q, k, v at inputs 0..2); a failure is said through kc_cu_fail. */
+kc_status kc_cu_att_configure(kc_cuda_emit *e, uint32_t mask_in, kc_cu_att_cfg *c);
+
 /* softmax.c: threads per block of a block-per-row kernel with rows of L (<= 0: unknown). */
 int kc_cu_row_block(int64_t L);
 
