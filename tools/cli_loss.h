@@ -7,8 +7,8 @@
  * OUTPUT's last axis, labels -100 ignored (PyTorch's F.cross_entropy on logits reshaped to
  * [-1, C]); LABELS is a new int64 graph input of OUTPUT's shape without the class axis. Built
  * with kc_cross_entropy (the fused softmax_xent op: the backward recomputes the softmax from the
- * saved log-sum-exp, no softmax tensor is kept). `mse:OUTPUT:TARGET` - mean((OUTPUT - TARGET)^2), TARGET a new input
- * of OUTPUT's dtype and shape. `sum:OUTPUT` - the sum of OUTPUT.
+ * saved log-sum-exp, no softmax tensor is kept). `mse:OUTPUT:TARGET` - mean((OUTPUT - TARGET)^2),
+ * TARGET a new input of OUTPUT's dtype and shape. `sum:OUTPUT` - the sum of OUTPUT.
  */
 #ifndef KERNC_TOOLS_CLI_LOSS_H
 #define KERNC_TOOLS_CLI_LOSS_H
