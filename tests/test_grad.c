@@ -1164,6 +1164,8 @@ static void test_onnx_models_vs_torch(void **state) {
 
 int main(int argc, char **argv) {
   if (argc > 2) g_tests_dir = argv[2];
+  /* --cuda-only: the CUDA group alone (test_grad_cuda_emulated; the plain run has the rest) */
+  if (argc > 3 && strcmp(argv[3], "--cuda-only") == 0) cmocka_set_test_filter("test_models_cuda");
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_every_rule_has_a_case), cmocka_unit_test(test_scatter_add_values),
       cmocka_unit_test(test_missing_rules_listed),  cmocka_unit_test(test_frozen_and_unused),
