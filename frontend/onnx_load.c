@@ -133,9 +133,9 @@ static uint32_t attr_fields(const Onnx__AttributeProto *a, int *n) {
 }
 
 static const char *attr_type_name(int t) {
-  static const char *const names[] = {"UNDEFINED", "FLOAT",   "INT",           "STRING",
-                                      "TENSOR",    "GRAPH",   "FLOATS",        "INTS",
-                                      "STRINGS",   "TENSORS", "GRAPHS",        "SPARSE_TENSOR",
+  static const char *const names[] = {"UNDEFINED",      "FLOAT",      "INT",        "STRING",
+                                      "TENSOR",         "GRAPH",      "FLOATS",     "INTS",
+                                      "STRINGS",        "TENSORS",    "GRAPHS",     "SPARSE_TENSOR",
                                       "SPARSE_TENSORS", "TYPE_PROTO", "TYPE_PROTOS"};
   return t >= 0 && t < (int)(sizeof names / sizeof *names) ? names[t] : "unknown";
 }

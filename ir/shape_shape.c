@@ -224,7 +224,9 @@ static kc_status range_count(kc_graph *g, kc_node *n, kc_dim *count) {
     for (int i = 0; i < 3; i++) /* an infinite or NaN bound gives no element count */
       if (!isfinite(v[i]))
         return kc_node_errorf(g, n, KC_ERR_SHAPE, "%s is %s", names[i],
-                              isnan(v[i]) ? "nan" : v[i] > 0 ? "inf" : "-inf");
+                              isnan(v[i]) ? "nan"
+                              : v[i] > 0  ? "inf"
+                                          : "-inf");
     if (d == 0) return kc_node_errorf(g, n, KC_ERR_SHAPE, "delta is 0");
     double cnt = ceil((l - s) / d);
     if (!(cnt < 0x1p62)) /* also catches an overflow of l - s to inf */

@@ -263,22 +263,21 @@ static kc_status grow(kc_exec *x, unsigned char **buf, size_t *cap, size_t size,
                       const char *what, const char *name) {
   if (size <= *cap && *buf) return KC_OK;
   uint64_t limit = x->ctx->opts.memory_limit;
-  uint64_t avail = size >= MEM_CHECK_MIN || (limit && size > limit) ? kc_plan_mem_available(limit)
-                                                                    : UINT64_MAX;
-  if (size > avail)
-    return kc_errorf(x->ctx, KC_ERR_NOMEM,
-                     "%s '%s' needs %zu bytes (%.1f MiB), more than the %llu bytes (%.1f MiB) "
-                     "available (%s)",
-                     what, name, size, size / 1048576.0, (unsigned long long)avail,
-                     avail / 1048576.0,
+  uint64_t avail =
+      size >= MEM_CHECK_MIN || (limit && size > limit) ? kc_plan_mem_available(limit) : UINT64_MAX;
+  if (size > avail) {
+    char need[64], have[64];
+    return kc_errorf(x->ctx, KC_ERR_NOMEM, "%s '%s' needs %s, more than the %s available (%s)",
+                     what, name, kc_plan_fmt_bytes(need, sizeof need, size),
+                     kc_plan_fmt_bytes(have, sizeof have, avail),
                      limit && avail == limit ? "kc_options.memory_limit"
                                              : "MemAvailable + SwapFree, cgroup memory.max");
+  }
   if (!kc_plan_grow(buf, cap, size, keep))
     return kc_errorf(x->ctx, KC_ERR_NOMEM, "out of memory: %s '%s' needs %zu bytes", what, name,
                      size);
   return KC_OK;
 }
-
 
 /* The first node of stage `late` (INT64_MAX for the last stage) and its first slot. */
 static int64_t stage_node(const kc_plan *d, int64_t li) {
@@ -378,8 +377,8 @@ static kc_status place(kc_exec *x, kc_exec_ws *w, int64_t node_end, size_t *tota
     const kc_plan_io *io = &d->outputs[k];
     const kc_plan_value *val = &d->values[io->value];
     if (io->copy || val->first >= node_end) continue; /* copies: sized at the end */
-    kc_status s = grow(x, &w->out_buf[k], &w->out_cap[k], w->nbytes[io->value], 0, "output",
-                       io->name);
+    kc_status s =
+        grow(x, &w->out_buf[k], &w->out_cap[k], w->nbytes[io->value], 0, "output", io->name);
     if (s != KC_OK) return s;
   }
   return KC_OK;
@@ -392,8 +391,8 @@ static kc_status copy_buffers(kc_exec *x, kc_exec_ws *w) {
   for (int64_t k = 0; k < d->noutputs; k++) {
     const kc_plan_io *io = &d->outputs[k];
     if (!io->copy) continue;
-    kc_status s = grow(x, &w->out_buf[k], &w->out_cap[k], w->nbytes[io->value], 0, "output",
-                       io->name);
+    kc_status s =
+        grow(x, &w->out_buf[k], &w->out_cap[k], w->nbytes[io->value], 0, "output", io->name);
     if (s != KC_OK) return s;
   }
   return KC_OK;

@@ -100,3 +100,13 @@ uint64_t kc_plan_mem_available(uint64_t limit) {
   if (limit && limit < avail) avail = limit;
   return avail;
 }
+
+const char *kc_plan_fmt_bytes(char *buf, size_t size, uint64_t bytes) {
+  if (bytes < ((uint64_t)1 << 20))
+    snprintf(buf, size, "%llu bytes", (unsigned long long)bytes);
+  else
+    snprintf(buf, size, "%llu bytes (%.1f %s)", (unsigned long long)bytes,
+             bytes >= ((uint64_t)1 << 30) ? bytes / 1073741824.0 : bytes / 1048576.0,
+             bytes >= ((uint64_t)1 << 30) ? "GiB" : "MiB");
+  return buf;
+}

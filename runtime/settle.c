@@ -171,7 +171,10 @@ static kc_status range_finite(kc_module *m, kc_exec *x, kc_exec_ws *w, const kc_
     double v = dt == KC_F32 ? *(const float *)data : *(const double *)data;
     if (!isfinite(v))
       return kc_node_errorf(m->g, &m->g->nodes[n - m->sg->nodes], KC_ERR_SHAPE, "%s is %s",
-                            names[j], isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+                            names[j],
+                            isnan(v) ? "nan"
+                            : v > 0  ? "inf"
+                                     : "-inf");
   }
   return KC_OK;
 }

@@ -174,6 +174,38 @@ static void t_sequence(void **st) {
   has(load_fails(e, e->models, "sequence_io.onnx", KC_ERR_UNSUPPORTED), "sequence");
 }
 
+/* Duplicate attributes, an attribute whose declared type does not match the field it carries,
+ * and a domain imported twice: each refused, naming the node, attribute or domain (they were
+ * accepted silently, the first or an unset field read). */
+static void t_bad_attributes(void **st) {
+  env *e = *st;
+  has(load_fails(e, e->models, "dup_attr.onnx", KC_ERR_PARSE),
+      "node 'sm' (Softmax): attribute 'axis' is given twice");
+  has(load_fails(e, e->models, "attr_type_mismatch.onnx", KC_ERR_PARSE),
+      "node 'sm' (Softmax): attribute 'axis' is declared INT but carries a STRING");
+  has(load_fails(e, e->models, "dup_opset.onnx", KC_ERR_PARSE),
+      "opset_import lists domain 'ai.onnx' twice (versions 17 and 13)");
+  /* a later success leaves no old message behind (kc_last_error is the last call's) */
+  char path[4096];
+  kc_graph *g = NULL;
+  assert_int_equal(
+      kc_onnx_load(e->ctx, path_in(e->models, "constants.onnx", path, sizeof path), &g), KC_OK);
+  assert_string_equal(kc_last_error(e->ctx), "");
+  kc_graph_free(g);
+  assert_int_equal(
+      kc_graph_parse(e->ctx, "# kir 1\ngraph @g(%1: f32[2]) {\n  return %1\n}\n", "x.kir", &g),
+      KC_OK);
+  kc_graph_free(g);
+  kc_graph *bad = NULL;
+  assert_int_not_equal(kc_graph_parse(e->ctx, "nonsense", "y.kir", &bad), KC_OK);
+  assert_int_not_equal(kc_last_error(e->ctx)[0], 0);
+  assert_int_equal(
+      kc_graph_parse(e->ctx, "# kir 1\ngraph @g(%1: f32[2]) {\n  return %1\n}\n", "x.kir", &g),
+      KC_OK);
+  assert_string_equal(kc_last_error(e->ctx), "");
+  kc_graph_free(g);
+}
+
 /* ---- external data ---- */
 
 static void t_external_ok(void **st) {
@@ -401,25 +433,11 @@ int main(int argc, char **argv) {
   void *state = &e;
 #define T(f) cmocka_unit_test_prestate_setup_teardown(f, setup, teardown, state)
   const struct CMUnitTest tests[] = {
-      T(t_empty),
-      T(t_truncated),
-      T(t_random),
-      T(t_missing_file),
-      T(t_cycle),
-      T(t_undefined_input),
-      T(t_size_mismatch),
-      T(t_bad_dtype),
-      T(t_too_few_inputs),
-      T(t_unsupported_ops),
-      T(t_sequence),
-      T(t_external_ok),
-      T(t_external_escapes),
-      T(t_external_symlink),
-      T(t_external_not_regular),
-      T(t_typed_fields),
-      T(t_constants),
-      T(t_old_opsets),
-      T(t_check_library),
+      T(t_empty),          T(t_truncated),        T(t_random),           T(t_missing_file),
+      T(t_cycle),          T(t_undefined_input),  T(t_size_mismatch),    T(t_bad_dtype),
+      T(t_too_few_inputs), T(t_unsupported_ops),  T(t_sequence),         T(t_bad_attributes),
+      T(t_external_ok),    T(t_external_escapes), T(t_external_symlink), T(t_external_not_regular),
+      T(t_typed_fields),   T(t_constants),        T(t_old_opsets),       T(t_check_library),
       T(t_check_cli),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

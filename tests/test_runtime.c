@@ -608,8 +608,8 @@ static void t_range_bad_bounds(void **st) {
   kc_graph_free(g);
   /* INT64_MIN itself is fine where the span fits */
   g = kc_graph_new(e->ctx, "consts");
-  kc_val r = kc_range(g, kc_const_i64(g, INT64_MIN), kc_const_i64(g, INT64_MIN + 3),
-                      kc_const_i64(g, 1));
+  kc_val r =
+      kc_range(g, kc_const_i64(g, INT64_MIN), kc_const_i64(g, INT64_MIN + 3), kc_const_i64(g, 1));
   assert_int_equal(kc_graph_status(g), KC_OK);
   kc_dim d;
   kc_val_dims(g, r, &d);
