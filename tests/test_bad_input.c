@@ -324,6 +324,13 @@ static void x_npy(env *e, result *r) {
   cli(e, r, "", args);
 }
 
+static void x_threads(env *e, result *r) {
+  char args[8192];
+  snprintf(args, sizeof args, "run '%s/onnx/check_suite/test_pass/model.onnx' --threads=5000",
+           e->tests);
+  cli(e, r, "", args);
+}
+
 static void x_memory(env *e, result *r) {
   char p[4096], args[16384];
   kc_tensor_desc t = th_desc(NULL, KC_F32, 2, (int64_t[]){1000, 3}, xs);
@@ -391,6 +398,7 @@ static const bad_case cases[] = {
     {"run: output count", "nout 0", "kc_run", c_run_nout, "KC_ERR_INVALID_ARG", "nout is 0"},
     {"thread count", "100000 threads", "kc_module_set_threads", c_threads, "KC_ERR_INVALID_ARG",
      "KC_MAX_THREADS"},
+    {"thread count", "--threads=5000", "kernc run", x_threads, "exit 2", "from 1 to 1024"},
     {"oversized arena", "memory_limit 4096, [1000, 3] intermediates", "kc_run", c_run_arena,
      "KC_ERR_NOMEM", "the arena of model 'gathered' needs"},
     {"oversized arena", "KERNC_MEMORY_LIMIT=1000, output [1000, 3]", "kernc run", x_memory,

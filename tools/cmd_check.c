@@ -163,9 +163,10 @@ int cmd_check(int argc, char **argv) {
   if (threads) {
     char *end;
     long n = strtol(threads, &end, 10);
-    if (*end || end == threads || n < 1 || n > 4096) {
+    if (*end || end == threads || n < 1 || n > KC_MAX_THREADS) {
       free(pos);
-      return cli_usage_error(&cmd, "--threads needs a positive number, got '%s'", threads);
+      return cli_usage_error(&cmd, "--threads needs a number from 1 to %d, got '%s'",
+                             KC_MAX_THREADS, threads);
     }
     opts.threads = (int)n;
   }
