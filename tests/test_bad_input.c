@@ -289,6 +289,23 @@ static void c_cache_memory(env *e, result *r) {
   kc_kv_free(c);
 }
 
+/* ---- training ---- */
+
+static void c_trainer_memory(env *e, result *r) {
+  kc_graph *g = kc_graph_new(e->ctx, "lin");
+  float w0[64] = {0};
+  kc_val x = kc_input(g, "x", KC_F32, 1, (kc_dim[]){64});
+  kc_val w = kc_weight(g, "w", KC_F32, 1, (int64_t[]){64}, w0);
+  kc_output(g, kc_reduce_sum(g, kc_mul(g, x, w), 0, NULL, 0), "loss");
+  const char *params[] = {"w"};
+  kc_trainer *t = NULL;
+  kc_context_options(e->ctx)->memory_limit = 512;
+  api(e, r, kc_trainer_new(e->ctx, g, "loss", 1, params, NULL, &t));
+  kc_context_options(e->ctx)->memory_limit = 0;
+  kc_trainer_free(t);
+  kc_graph_free(g);
+}
+
 /* ---- the kernc program ---- */
 
 /* Run `kernc ARGS` (env_prefix before it), the status "exit N", the message its stderr (or,
@@ -407,6 +424,8 @@ static const bad_case cases[] = {
      "KC_ERR_RUNTIME", "KV cache full"},
     {"oversized cache", "memory_limit 1 MiB, cache of 8 MiB", "kc_kv_new (kc_session_new)",
      c_cache_memory, "KC_ERR_NOMEM", "KV cache of 8388608 bytes"},
+    {"oversized trainer state", "memory_limit 512, AdamW over 64 floats", "kc_trainer_new",
+     c_trainer_memory, "KC_ERR_NOMEM", "parameter 'w' with its gradient"},
     {"unsupported model, named", "`kernc check DIR` on a model with Mod", "kernc check", x_check,
      "exit 1", "FAIL test_skip: unsupported ops"},
 };
