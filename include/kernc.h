@@ -66,11 +66,11 @@ typedef struct kc_options {
   int log_level;              /* highest level passed to the log callback */
   const char *cuda_cache_dir; /* NVRTC images kept here and reused (NULL: memory only); the
                                  kernc program sets it from $KERNC_CUDA_CACHE */
-  uint64_t memory_limit;      /* bytes one run-time buffer (a run's arena or output, a KV cache)
-                                 may take; 0: what the machine has left (MemAvailable + SwapFree,
-                                 the cgroup's memory.max). Over it: KC_ERR_NOMEM naming both
-                                 sizes, before anything is allocated. The kernc program sets it
-                                 from $KERNC_MEMORY_LIMIT */
+  uint64_t memory_limit;      /* bytes one run-time buffer (a run's arena or output, a KV cache,
+                                 a trained parameter's state) may take; 0: what the machine has
+                                 left (MemAvailable + SwapFree, the cgroup's memory.max). Over
+                                 it: KC_ERR_NOMEM naming both sizes, before anything is
+                                 allocated. The kernc program sets it from $KERNC_MEMORY_LIMIT */
 } kc_options;
 
 /* Create a context with default options; NULL when out of memory. */
