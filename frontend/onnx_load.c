@@ -4,7 +4,8 @@
  * Steps, each refusing bad input with a message that names the file (and node and op):
  *   1. map the file and unpack the ModelProto into the graph's arena (one copy of the weight
  *      bytes, which weights then borrow);
- *   2. check the IR version and the default-domain opset;
+ *   2. check the IR version, the opset imports (one per domain) and the default-domain opset,
+ *      and every node's attributes (named, no name twice, the value field their type says);
  *   3. scan every node against the op table and report ALL unsupported op types at once;
  *   4. check graph inputs/outputs are tensors of kernc dtypes and the node graph is well formed
  *      (every input defined, no value defined twice, no cycle), ordering nodes topologically;
@@ -37,7 +38,8 @@ static void arena_free(void *arena, void *p) {
 /* Map (or read) the whole file and unpack it. */
 static kc_status read_model(kc_context *ctx, kc_graph *g, const char *path,
                             Onnx__ModelProto **model) {
-  int fd = open(path, O_RDONLY);
+  /* O_NONBLOCK: a FIFO or device given as the model must be refused, not waited on */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return kc_errorf(ctx, KC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -82,6 +84,110 @@ static int64_t opset_of(const Onnx__ModelProto *m, const char *domain) {
     if (match) return o->has_version ? o->version : -1;
   }
   return -1;
+}
+
+/* Step 2: one opset_import entry per domain ("" and "ai.onnx" are the same one): two versions of
+ * one domain leave the model's meaning open, and ONNX's checker refuses them too. */
+static kc_status check_opsets(onnx_imp *im, const Onnx__ModelProto *m) {
+  for (size_t i = 0; i < m->n_opset_import; i++) {
+    const Onnx__OperatorSetIdProto *a = m->opset_import[i];
+    if (!a) continue;
+    for (size_t j = 0; j < i; j++) {
+      const Onnx__OperatorSetIdProto *b = m->opset_import[j];
+      if (!b) continue;
+      bool same = is_default_domain(a->domain) ? is_default_domain(b->domain)
+                                               : (b->domain && strcmp(a->domain, b->domain) == 0);
+      if (same)
+        return kc_errorf(im->ctx, KC_ERR_PARSE,
+                         "%s: opset_import lists domain '%s' twice (versions %lld and %lld)",
+                         im->path, a->domain && *a->domain ? a->domain : "ai.onnx",
+                         b->has_version ? (long long)b->version : -1LL,
+                         a->has_version ? (long long)a->version : -1LL);
+    }
+  }
+  return KC_OK;
+}
+
+/* The value fields attribute a carries, as a bit per AttributeType; the count goes to *n. */
+static uint32_t attr_fields(const Onnx__AttributeProto *a, int *n) {
+  uint32_t bits = 0;
+#define F(cond, T)                                                                                 \
+  if (cond) bits |= 1u << ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__##T
+  F(a->has_f, FLOAT);
+  F(a->has_i, INT);
+  F(a->has_s, STRING);
+  F(a->t, TENSOR);
+  F(a->g, GRAPH);
+  F(a->sparse_tensor, SPARSE_TENSOR);
+  F(a->tp, TYPE_PROTO);
+  F(a->n_floats, FLOATS);
+  F(a->n_ints, INTS);
+  F(a->n_strings, STRINGS);
+  F(a->n_tensors, TENSORS);
+  F(a->n_graphs, GRAPHS);
+  F(a->n_sparse_tensors, SPARSE_TENSORS);
+  F(a->n_type_protos, TYPE_PROTOS);
+#undef F
+  *n = __builtin_popcount(bits);
+  return bits;
+}
+
+static const char *attr_type_name(int t) {
+  static const char *const names[] = {"UNDEFINED",      "FLOAT",      "INT",        "STRING",
+                                      "TENSOR",         "GRAPH",      "FLOATS",     "INTS",
+                                      "STRINGS",        "TENSORS",    "GRAPHS",     "SPARSE_TENSOR",
+                                      "SPARSE_TENSORS", "TYPE_PROTO", "TYPE_PROTOS"};
+  return t >= 0 && t < (int)(sizeof names / sizeof *names) ? names[t] : "unknown";
+}
+
+/* Step 2b: every node's attributes have a name, no name twice, and carry the one value field
+ * their declared type says (a list may be empty), as ONNX's checker demands: otherwise which
+ * value kernc reads would be an accident of the decoder. */
+static kc_status check_attrs(onnx_imp *im, const Onnx__GraphProto *gp) {
+  for (size_t i = 0; i < gp->n_node; i++) {
+    const Onnx__NodeProto *np = gp->node[i];
+    if (!np) continue;
+    char desc[300];
+    node_desc(np, i, desc, sizeof desc);
+    const char *op = np->op_type ? np->op_type : "?";
+    for (size_t k = 0; k < np->n_attribute; k++) {
+      const Onnx__AttributeProto *a = np->attribute[k];
+      if (!a || !a->name || !*a->name)
+        return kc_errorf(im->ctx, KC_ERR_PARSE, "%s: node %s (%s): attribute %zu has no name",
+                         im->path, desc, op, k);
+      for (size_t j = 0; j < k; j++)
+        if (np->attribute[j] && np->attribute[j]->name &&
+            strcmp(np->attribute[j]->name, a->name) == 0)
+          return kc_errorf(im->ctx, KC_ERR_PARSE, "%s: node %s (%s): attribute '%s' is given twice",
+                           im->path, desc, op, a->name);
+      int nf;
+      uint32_t bits = attr_fields(a, &nf);
+      int t = a->has_type ? (int)a->type : 0;
+      bool list = (t >= ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS &&
+                   t <= ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPHS) ||
+                  t == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__SPARSE_TENSORS ||
+                  t == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TYPE_PROTOS;
+      if (nf > 1)
+        return kc_errorf(im->ctx, KC_ERR_PARSE,
+                         "%s: node %s (%s): attribute '%s' carries %d value fields, not one",
+                         im->path, desc, op, a->name, nf);
+      if (!t) {
+        if (!nf)
+          return kc_errorf(im->ctx, KC_ERR_PARSE,
+                           "%s: node %s (%s): attribute '%s' has no type and no value", im->path,
+                           desc, op, a->name);
+        continue; /* IR 1 left the type out: the one field present says it */
+      }
+      if (t >= 32 || (nf == 1 && !(bits & (1u << t))) || (nf == 0 && !list)) {
+        int got = nf ? __builtin_ctz(bits) : 0;
+        return kc_errorf(im->ctx, KC_ERR_PARSE,
+                         "%s: node %s (%s): attribute '%s' is declared %s but carries %s%s",
+                         im->path, desc, op, a->name, attr_type_name(t), nf ? "a " : "no value",
+                         nf ? attr_type_name(got) : "");
+      }
+    }
+  }
+  return KC_OK;
 }
 
 /* Step 3: every op kernc cannot import, each once with its first node, in one message. */
@@ -418,6 +524,7 @@ static kc_status load(onnx_imp *im) {
                      KC_ONNX_IR_MAX);
   const Onnx__GraphProto *gp = m->graph;
   if (!gp) return kc_errorf(im->ctx, KC_ERR_PARSE, "%s: the model has no graph", im->path);
+  if ((s = check_opsets(im, m)) != KC_OK || (s = check_attrs(im, gp)) != KC_OK) return s;
   im->opset = opset_of(m, "");
   if (im->opset < 0) {
     /* no default-domain opset: fine only when no node needs one (scan_ops lists the rest) */
@@ -461,6 +568,7 @@ static kc_status load(onnx_imp *im) {
 
 kc_status kc_onnx_load(kc_context *ctx, const char *path, kc_graph **out) {
   if (!ctx || !out) return KC_ERR_INVALID_ARG;
+  kc_clear_error(ctx);
   *out = NULL;
   if (!path || !*path) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_onnx_load: no path given");
   onnx_imp im = {.ctx = ctx, .path = path};

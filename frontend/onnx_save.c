@@ -24,8 +24,11 @@
 #include "onnx_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static void *arena_alloc(void *arena, size_t size) { return kc_arena_alloc(arena, size); }
 static void arena_free(void *arena, void *p) {
@@ -33,23 +36,29 @@ static void arena_free(void *arena, void *p) {
   (void)p;
 }
 
+/* Read the whole file; a FIFO, device or folder is refused before anything could block on it. */
 static kc_status read_all(kc_context *ctx, const char *path, uint8_t **buf, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return kc_errorf(ctx, KC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-  long n = -1;
-  if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-  if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
-    fclose(f);
-    return kc_errorf(ctx, KC_ERR_IO, "%s: cannot read", path);
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return kc_errorf(ctx, KC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return kc_errorf(ctx, KC_ERR_IO, "%s: not a regular file", path);
   }
-  *buf = malloc((size_t)n + 1);
+  size_t n = (size_t)st.st_size;
+  *buf = malloc(n + 1);
   if (!*buf) {
-    fclose(f);
+    close(fd);
     return kc_errorf(ctx, KC_ERR_NOMEM, "%s: out of memory", path);
   }
-  size_t got = fread(*buf, 1, (size_t)n, f);
-  fclose(f);
-  if (got != (size_t)n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, *buf + got, n - got);
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  close(fd);
+  if (got != n) {
     free(*buf);
     return kc_errorf(ctx, KC_ERR_IO, "%s: short read", path);
   }
@@ -269,5 +278,6 @@ kc_status kc_onnx_save_weights_ex(kc_context *ctx, const char *src_onnx, const k
 
 kc_status kc_onnx_save_weights(kc_context *ctx, const char *src_onnx, const kc_graph *g,
                                const char *dst_onnx) {
+  kc_clear_error(ctx);
   return kc_onnx_save_weights_ex(ctx, src_onnx, g, dst_onnx, KC_ONNX_INLINE_MAX);
 }

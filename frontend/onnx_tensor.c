@@ -10,7 +10,8 @@
  *     borrowed from the message, which lives as long as the arena it was unpacked into; only
  *     narrowed typed fields and external data are written to the arena.
  *   - External data never leaves the model's folder: absolute locations, `..` components and
- *     symlinks resolving outside are refused.
+ *     symlinks resolving outside are refused. It is a regular file: a FIFO, device or folder is
+ *     refused before anything could block on it (opened O_NONBLOCK, then fstat).
  */
 /* realpath is XSI */
 #define _XOPEN_SOURCE 700
@@ -145,7 +146,9 @@ static kc_status read_external(kc_context *ctx, kc_arena *arena, const Onnx__Ten
     free(real);
     return s;
   }
-  int fd = open(real, O_RDONLY);
+  /* O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer; only a regular file
+   * passes the check below, and reads from it ignore the flag */
+  int fd = open(real, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     kc_status s = kc_errorf(ctx, KC_ERR_IO, "%s: cannot read external data file '%s': %s", what,

@@ -5,7 +5,12 @@
  * built with the builder API or parsed from text, printing, verification and graphviz output.
  * Conventions:
  *   - Functions return kc_status; the message that explains a failure (node, op, file) is in
- *     kc_last_error(ctx).
+ *     kc_last_error(ctx). Every function returning kc_status clears the calling thread's
+ *     message on entry, so after it succeeds kc_last_error is "" and after it fails it is that
+ *     failure's. Exceptions, which leave the message alone: the builder calls (kc_split included:
+ *     their sticky error keeps its message until kc_graph_status reports it), kc_graph_status,
+ *     and the printers kc_graph_print and kc_graph_dot (so a failed graph can be printed).
+ *     kc_run asks for every output: nout must equal the module's output count.
  *   - Builder calls return kc_val{0} on failure and leave a sticky error on the graph, so nested
  *     builder calls stay readable; kc_graph_status() reports it once at the end. A tensor whose
  *     element count or byte size would overflow int64 (an input or weight declared so, a reshape,
@@ -50,12 +55,22 @@ enum { KC_LOG_ERROR = 0, KC_LOG_WARN = 1, KC_LOG_INFO = 2, KC_LOG_DEBUG = 3 };
 typedef void (*kc_log_fn)(void *user, int level, const char *msg);
 
 /* Options that live on a context; read and write them through kc_context_options(). */
+/* The most threads a module, session or trainer runs on (kc_options.threads,
+ * kc_compile_options.threads, kc_module_set_threads...): more is KC_ERR_INVALID_ARG. A thread
+ * the OS refuses to start is KC_ERR_RUNTIME, and the threads started by that call are ended. */
+#define KC_MAX_THREADS 1024
+
 typedef struct kc_options {
   int threads;                /* worker threads for running code; 0 = number of cores */
   int verify_each;            /* run the verifier after every pass */
   int log_level;              /* highest level passed to the log callback */
   const char *cuda_cache_dir; /* NVRTC images kept here and reused (NULL: memory only); the
                                  kernc program sets it from $KERNC_CUDA_CACHE */
+  uint64_t memory_limit;      /* bytes one run-time buffer (a run's arena or output, a KV cache,
+                                 a trained parameter's state) may take; 0: what the machine has
+                                 left (MemAvailable + SwapFree, the cgroup's memory.max). Over
+                                 it: KC_ERR_NOMEM naming both sizes, before anything is
+                                 allocated. The kernc program sets it from $KERNC_MEMORY_LIMIT */
 } kc_options;
 
 /* Create a context with default options; NULL when out of memory. */
@@ -66,8 +81,9 @@ void kc_context_free(kc_context *ctx);
 kc_options *kc_context_options(kc_context *ctx);
 /* Install a log callback (NULL to silence); messages up to options.log_level reach it. */
 void kc_context_set_log(kc_context *ctx, kc_log_fn fn, void *user);
-/* The message of the calling thread's most recent error on this context, "" when none (each
- * thread has its own: runs of a module may be concurrent). */
+/* The message of the calling thread's most recent error on this context, "" when none or when
+ * the thread's last kc_status call succeeded (each thread has its own: runs of a module may be
+ * concurrent). */
 const char *kc_last_error(const kc_context *ctx);
 /* Forget the most recent error. */
 void kc_clear_error(kc_context *ctx);
@@ -405,7 +421,7 @@ kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_option
  * Run m on nin inputs (by name when named, else by position). Writes nout output descriptors:
  * their data points into memory m keeps for the calling thread, valid until this thread's next
  * kc_run of m or kc_module_free. A missing input, a wrong dtype or a shape that contradicts the
- * model is an error naming it.
+ * model is an error naming it; nout other than the model's output count is KC_ERR_INVALID_ARG.
  * Threads: any number of threads may call kc_run on one module at once, as ONNX Runtime allows
  * for Session::Run. Each calling thread gets its own workspace (sizes, arena, output buffers),
  * made at its first run and kept until kc_module_free, so runs never share per-run state; the
@@ -419,8 +435,8 @@ kc_status kc_run(kc_module *m, const kc_tensor_desc *inputs, uint32_t nin, kc_te
 void kc_module_free(kc_module *m);
 /* The graph a module runs (after its passes); owned by the module. */
 const kc_graph *kc_module_graph(const kc_module *m);
-/* Change the number of threads kc_run uses (<= 0: one per core); waits for a run holding the
- * thread pool. */
+/* Change the number of threads kc_run uses (<= 0: one per core, > KC_MAX_THREADS: an error);
+ * waits for a run holding the thread pool. On failure the module keeps its threads. */
 kc_status kc_module_set_threads(kc_module *m, int threads);
 /* Bytes of the intermediate arena at its largest so far (the memory plan's peak). */
 size_t kc_module_peak_bytes(const kc_module *m);
@@ -625,7 +641,9 @@ kc_module *kc_trainer_module(const kc_trainer *t);
  */
 
 typedef struct kc_export_options {
-  const char *name;    /* C prefix of the entry points; NULL: from so_path (libNAME.so: NAME) */
+  const char *name;    /* C prefix of the entry points (kc_export_check_name must accept it);
+                          NULL: from so_path (libNAME.so: NAME, or model_NAME when NAME alone
+                          would be refused) */
   const char *passes;  /* as kc_compile_options.passes */
   const char *cc;      /* C compiler that links the library; NULL: "cc" (the kernc program
                           passes $CC) */
@@ -639,6 +657,14 @@ typedef struct kc_export_options {
                              lowest is added); NULL: "80,90" and PTX for compute_80 */
 } kc_export_options;
 
+/*
+ * KC_OK when name can be a model's C prefix (kc_export_options.name), else KC_ERR_INVALID_ARG
+ * saying why: it must be a C identifier of at most 127 characters that is no C or C++ keyword,
+ * does not start with _ or kc_/kernc_ (any case), is no macro of the standard headers (NULL,
+ * INT64_MAX...) and does not make the header define a standard name (int64 gives int64_t, size
+ * size_t, pthread pthread_create...).
+ */
+kc_status kc_export_check_name(kc_context *ctx, const char *name);
 /*
  * Compile g ahead of time into the shared library so_path, which needs neither libkernc nor LLVM
  * (weights included), and write its C header to header_path (NULL: NAME.h next to so_path),

@@ -339,6 +339,7 @@ static bool check_version(kc_lexer *lx) {
 }
 
 kc_status kc_graph_parse(kc_context *ctx, const char *text, const char *filename, kc_graph **out) {
+  kc_clear_error(ctx);
   *out = NULL;
   kc_lexer lx = {.ctx = ctx, .file = filename ? filename : "<input>", .src = text, .p = text};
   kc_graph *g = NULL;
@@ -356,6 +357,7 @@ kc_status kc_graph_parse(kc_context *ctx, const char *text, const char *filename
 }
 
 kc_status kc_graph_parse_file(kc_context *ctx, const char *path, kc_graph **out) {
+  kc_clear_error(ctx);
   *out = NULL;
   FILE *f = fopen(path, "rb");
   if (!f) return kc_errorf(ctx, KC_ERR_IO, "cannot open '%s': %s", path, strerror(errno));

@@ -178,11 +178,37 @@ static kc_status range_count(kc_graph *g, kc_node *n, kc_dim *count) {
     k[i] = kc_value_known(g, n->in[i], &nk);
     known = known && k[i] && nk == 1;
   }
-  int64_t delta;
+  static const char *const names[3] = {"start", "limit", "delta"};
+  int64_t delta, c[3];
   if (known && kc_dim_const(g, k[2][0], &delta) && delta != INT64_MIN) {
     if (delta == 0) return kc_node_errorf(g, n, KC_ERR_SHAPE, "delta is 0");
-    kc_dim span = delta > 0 ? kc_dim_sub(g, k[1][0], k[0][0]) : kc_dim_sub(g, k[0][0], k[1][0]);
+    /* limit - start must be an int64 (the element count is computed from it); a symbolic side
+     * against INT64_MIN would be negated, which no int64 holds */
+    bool c0 = kc_dim_const(g, k[0][0], &c[0]), c1 = kc_dim_const(g, k[1][0], &c[1]);
+    int64_t span_v;
+    if (c0 && c1 && __builtin_sub_overflow(c[1], c[0], &span_v))
+      return kc_node_errorf(g, n, KC_ERR_SHAPE,
+                            "limit %lld - start %lld does not fit in int64: the element count "
+                            "cannot be computed",
+                            (long long)c[1], (long long)c[0]);
+    for (int i = 0; i < 2; i++)
+      if ((i ? c1 : c0) && !(c0 && c1) && c[i] == INT64_MIN)
+        return kc_node_errorf(g, n, KC_ERR_SHAPE,
+                              "%s is %lld (INT64_MIN) and the other bound is computed: the "
+                              "element count cannot be computed in int64",
+                              names[i], (long long)c[i]);
     int64_t st = delta > 0 ? delta : -delta, v, lo;
+    if (c0 && c1) { /* in int64, without the symbolic algebra's negation of INT64_MIN */
+      if (delta < 0 && span_v == INT64_MIN)
+        return kc_node_errorf(g, n, KC_ERR_SHAPE,
+                              "start %lld - limit %lld does not fit in int64: the element count "
+                              "cannot be computed",
+                              (long long)c[0], (long long)c[1]);
+      int64_t span = delta > 0 ? span_v : -span_v;
+      *count = kc_dim_int(g, span <= 0 ? 0 : span / st + (span % st != 0));
+      return KC_OK;
+    }
+    kc_dim span = delta > 0 ? kc_dim_sub(g, k[1][0], k[0][0]) : kc_dim_sub(g, k[0][0], k[1][0]);
     *count = st == 1 ? span : kc_dim_div(g, kc_dim_add(g, span, st - 1), st);
     if (kc_dim_const(g, *count, &v)) {
       if (v < 0) *count = 0;
@@ -194,9 +220,20 @@ static kc_status range_count(kc_graph *g, kc_node *n, kc_dim *count) {
   double s, l, d;
   if (kc_shp_scalar(g, n->in[0], &s) && kc_shp_scalar(g, n->in[1], &l) &&
       kc_shp_scalar(g, n->in[2], &d)) {
+    double v[3] = {s, l, d};
+    for (int i = 0; i < 3; i++) /* an infinite or NaN bound gives no element count */
+      if (!isfinite(v[i]))
+        return kc_node_errorf(g, n, KC_ERR_SHAPE, "%s is %s", names[i],
+                              isnan(v[i]) ? "nan"
+                              : v[i] > 0  ? "inf"
+                                          : "-inf");
     if (d == 0) return kc_node_errorf(g, n, KC_ERR_SHAPE, "delta is 0");
-    double c = ceil((l - s) / d);
-    *count = c > 0 ? (kc_dim)c : 0;
+    double cnt = ceil((l - s) / d);
+    if (!(cnt < 0x1p62)) /* also catches an overflow of l - s to inf */
+      return kc_node_errorf(g, n, KC_ERR_SHAPE,
+                            "(limit %g - start %g) / delta %g = %g elements: too many", l, s, d,
+                            cnt);
+    *count = cnt > 0 ? (kc_dim)cnt : 0;
     return KC_OK;
   }
   *count = kc_dim_fresh(g);

@@ -598,6 +598,7 @@ static kc_status verify(vctx *c) {
 
 kc_status kc_graph_verify(kc_graph *g) {
   if (!g) return KC_ERR_INVALID_ARG;
+  kc_clear_error(g->ctx);
   if (!g->vals || g->nvals == 0 || (g->nnodes && !g->nodes) || (g->ninputs && !g->inputs) ||
       (g->noutputs && !g->outputs))
     return graph_err(g, KC_ERR_VERIFY, "has missing value, node, input or output arrays");

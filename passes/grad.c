@@ -328,6 +328,7 @@ kc_status kc_grad(kc_graph *g, const char *loss, int nparams, const char *const 
 
 kc_status kc_grad_ex(kc_graph *g, const char *loss, int nparams, const char *const *params,
                      const kc_grad_options *o) {
+  if (g) kc_clear_error(g->ctx);
   if (!g || !loss || nparams < 0 || (nparams && !params))
     return g ? kc_errorf(g->ctx, KC_ERR_INVALID_ARG, "kc_grad: invalid arguments")
              : KC_ERR_INVALID_ARG;

@@ -179,6 +179,7 @@ static kc_val add_adapter(kc_graph *g, const target *t, int64_t rank, double sca
 
 kc_status kc_lora(kc_graph *g, const char *targets, int64_t rank, double alpha, uint64_t seed) {
   if (!g) return KC_ERR_INVALID_ARG;
+  kc_clear_error(g->ctx);
   if (!targets || rank <= 0 || !isfinite(alpha))
     return kc_errorf(g->ctx, KC_ERR_INVALID_ARG,
                      "kc_lora: need a target glob, rank > 0 and a finite alpha (rank %lld)",
@@ -408,6 +409,7 @@ static kc_status merge_one(kc_graph *g, uint32_t ai, uint32_t *uses) {
 
 kc_status kc_lora_merge(kc_graph *g) {
   if (!g) return KC_ERR_INVALID_ARG;
+  kc_clear_error(g->ctx);
   uint32_t *uses = kc_graph_use_counts(g);
   if (!uses) return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in kc_lora_merge");
   kc_status s = KC_OK;

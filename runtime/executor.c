@@ -254,6 +254,31 @@ static kc_status check_inputs(kc_exec *x, kc_exec_ws *w, const kc_tensor_desc *i
 /* ---- sizes and the arena -----------------------------------------------------------------------
  */
 
+/* Below this a buffer is not compared with the machine's memory (reading it costs file reads). */
+#define MEM_CHECK_MIN ((size_t)16 << 20)
+
+/* kc_plan_grow, after comparing size with what the machine has left (see plan_core.c) or with
+ * kc_options.memory_limit: over it is an error naming both sizes, not an OOM kill later. */
+static kc_status grow(kc_exec *x, unsigned char **buf, size_t *cap, size_t size, size_t keep,
+                      const char *what, const char *name) {
+  if (size <= *cap && *buf) return KC_OK;
+  uint64_t limit = x->ctx->opts.memory_limit;
+  uint64_t avail =
+      size >= MEM_CHECK_MIN || (limit && size > limit) ? kc_plan_mem_available(limit) : UINT64_MAX;
+  if (size > avail) {
+    char need[64], have[64];
+    return kc_errorf(x->ctx, KC_ERR_NOMEM, "%s '%s' needs %s, more than the %s available (%s)",
+                     what, name, kc_plan_fmt_bytes(need, sizeof need, size),
+                     kc_plan_fmt_bytes(have, sizeof have, avail),
+                     limit && avail == limit ? "kc_options.memory_limit"
+                                             : "MemAvailable + SwapFree, cgroup memory.max");
+  }
+  if (!kc_plan_grow(buf, cap, size, keep))
+    return kc_errorf(x->ctx, KC_ERR_NOMEM, "out of memory: %s '%s' needs %zu bytes", what, name,
+                     size);
+  return KC_OK;
+}
+
 /* The first node of stage `late` (INT64_MAX for the last stage) and its first slot. */
 static int64_t stage_node(const kc_plan *d, int64_t li) {
   return li < d->nlate ? d->late[li].node : INT64_MAX;
@@ -352,10 +377,9 @@ static kc_status place(kc_exec *x, kc_exec_ws *w, int64_t node_end, size_t *tota
     const kc_plan_io *io = &d->outputs[k];
     const kc_plan_value *val = &d->values[io->value];
     if (io->copy || val->first >= node_end) continue; /* copies: sized at the end */
-    size_t n = w->nbytes[io->value];
-    if (!kc_plan_grow(&w->out_buf[k], &w->out_cap[k], n, 0))
-      return kc_errorf(x->ctx, KC_ERR_NOMEM, "out of memory: output '%s' needs %zu bytes", io->name,
-                       n);
+    kc_status s =
+        grow(x, &w->out_buf[k], &w->out_cap[k], w->nbytes[io->value], 0, "output", io->name);
+    if (s != KC_OK) return s;
   }
   return KC_OK;
 }
@@ -367,10 +391,9 @@ static kc_status copy_buffers(kc_exec *x, kc_exec_ws *w) {
   for (int64_t k = 0; k < d->noutputs; k++) {
     const kc_plan_io *io = &d->outputs[k];
     if (!io->copy) continue;
-    size_t n = w->nbytes[io->value];
-    if (!kc_plan_grow(&w->out_buf[k], &w->out_cap[k], n, 0))
-      return kc_errorf(x->ctx, KC_ERR_NOMEM, "out of memory: output '%s' needs %zu bytes", io->name,
-                       n);
+    kc_status s =
+        grow(x, &w->out_buf[k], &w->out_cap[k], w->nbytes[io->value], 0, "output", io->name);
+    if (s != KC_OK) return s;
   }
   return KC_OK;
 }
@@ -378,9 +401,10 @@ static kc_status copy_buffers(kc_exec *x, kc_exec_ws *w) {
 kc_status kc_exec_host_place(kc_exec *x, kc_exec_ws *w, size_t total, size_t keep,
                              int64_t node_end) {
   const kc_plan *d = x->d;
-  if (total > w->arena_cap && !kc_plan_grow(&w->arena, &w->arena_cap, total, keep))
-    return kc_errorf(x->ctx, KC_ERR_NOMEM, "out of memory: the arena of %s needs %zu bytes",
-                     d->name, total);
+  if (total > w->arena_cap) {
+    kc_status s = grow(x, &w->arena, &w->arena_cap, total, keep, "the arena of model", d->name);
+    if (s != KC_OK) return s;
+  }
   for (int64_t v = 0; v < d->nvalues; v++) {
     const kc_plan_value *val = &d->values[v];
     if (val->first >= node_end) continue;

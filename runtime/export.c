@@ -52,24 +52,16 @@ __attribute__((format(printf, 3, 4))) static void fmt_path(char *buf, size_t siz
   va_end(ap);
 }
 
-static bool is_ident(const char *s) {
-  if (!*s || isdigit((unsigned char)*s)) return false;
-  for (; *s; s++)
-    if (!isalnum((unsigned char)*s) && *s != '_') return false;
-  return true;
-}
-
 /*
- * The model's C prefix: given, or libNAME.so's NAME made an identifier. "kc_" is kernc's: the
- * object calls kc_aot_run, so a model named kc_aot would define the function it calls.
+ * The model's C prefix: given (refused when kc_export_check_name would refuse it), or
+ * libNAME.so's NAME made an identifier, with "model_" in front when NAME alone would be refused
+ * (libint.so: model_int).
  */
 static kc_status model_name(kc_context *ctx, const char *given, const char *so_path, char *buf) {
   if (given) {
-    if (strlen(given) >= NAME_LEN || !is_ident(given) || strncmp(given, "kc_", 3) == 0)
-      return kc_errorf(ctx, KC_ERR_INVALID_ARG,
-                       "model name '%s' is not a C identifier of at most %d characters that does "
-                       "not start with kc_",
-                       given, NAME_LEN - 1);
+    const char *why;
+    if (!kc_rt_model_name_ok(given, &why))
+      return kc_errorf(ctx, KC_ERR_INVALID_ARG, "model name '%.200s' %s", given, why);
     strcpy(buf, given);
     return KC_OK;
   }
@@ -77,14 +69,16 @@ static kc_status model_name(kc_context *ctx, const char *given, const char *so_p
   base = base ? base + 1 : so_path;
   if (strncmp(base, "lib", 3) == 0 && base[3] && base[3] != '.') base += 3;
   size_t j = 0;
-  if (isdigit((unsigned char)*base) || strncmp(base, "kc_", 3) == 0) {
-    strcpy(buf, "model_");
-    j = 6;
-  }
-  for (; *base && *base != '.' && j + 1 < NAME_LEN; base++)
+  for (; *base && *base != '.' && j + 1 < NAME_LEN - 6; base++)
     buf[j++] = isalnum((unsigned char)*base) || *base == '_' ? *base : '_';
   buf[j] = 0;
-  if (!j) strcpy(buf, "model");
+  const char *why;
+  if (!j) {
+    strcpy(buf, "model");
+  } else if (!kc_rt_model_name_ok(buf, &why)) {
+    memmove(buf + 6, buf, j + 1);
+    memcpy(buf, "model_", 6);
+  }
   return KC_OK;
 }
 
@@ -328,6 +322,7 @@ static kc_status export_job(kc_context *ctx, const kc_graph *g, const kc_export_
 kc_status kc_export(kc_context *ctx, const kc_graph *g, const kc_export_options *opts,
                     const char *so_path, const char *header_path) {
   if (!ctx) return KC_ERR_INVALID_ARG;
+  kc_clear_error(ctx);
   if (!g || !so_path || !*so_path)
     return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_export: no graph or no library path");
   return export_job(ctx, g, opts, NULL, so_path, header_path);
@@ -338,6 +333,7 @@ kc_status kc_export_train(kc_context *ctx, const kc_graph *g, const char *loss, 
                           const kc_export_options *opts, const char *so_path,
                           const char *header_path) {
   if (!ctx) return KC_ERR_INVALID_ARG;
+  kc_clear_error(ctx);
   if (!g || !so_path || !*so_path)
     return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_export_train: no graph or no library path");
   kc_train_options given;

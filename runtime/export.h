@@ -10,6 +10,8 @@
 
 #include <stdio.h>
 
+/* export_name.c: whether name may be a model's C prefix; else *why says why not (static). */
+bool kc_rt_model_name_ok(const char *name, const char **why);
 /* export_link.c: write the n weights w (by ascending offset) into path at their offsets, zeros
  * between them and up to `bytes` in all. */
 kc_status kc_export_write_weights(kc_context *ctx, const kc_rt_weight *w, int64_t n, int64_t bytes,

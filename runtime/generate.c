@@ -99,6 +99,7 @@ kc_status kc_generate_batch(kc_session *s, int32_t count, const int64_t *const *
                             int64_t *const *outs, int64_t *nout) {
   if (!s || !o || count <= 0 || !prompts || !nprompt || !outs || !nout) return KC_ERR_INVALID_ARG;
   kc_context *ctx = kc_session_context(s);
+  kc_clear_error(ctx);
   int64_t vocab = kc_session_vocab(s);
   kc_status st = check_options(s, o, vocab);
   if (st != KC_OK) return st;
@@ -213,6 +214,7 @@ kc_status kc_generate_beams(kc_session *s, const int64_t *prompt, int64_t npromp
                             double *score) {
   if (!s || !o || !prompt || !out || !nout) return KC_ERR_INVALID_ARG;
   kc_context *ctx = kc_session_context(s);
+  kc_clear_error(ctx);
   int64_t vocab = kc_session_vocab(s);
   kc_status st = check_options(s, o, vocab);
   if (st != KC_OK) return st;

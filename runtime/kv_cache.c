@@ -22,6 +22,7 @@
 #include "runtime/kv_cache.h"
 
 #include "ir/internal.h"
+#include "runtime/plan_core.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -127,6 +128,19 @@ kc_status kc_kv_new(kc_context *ctx, const kc_kv_shape *s, int64_t block_size, i
                      (long long)nblocks, (long long)block_size, (long long)s->layers,
                      (long long)s->kv_heads, (long long)s->head_dim, (long long)s->dtype_size);
 
+  /* calloc of a pool larger than the machine has left succeeds (overcommit) and the process is
+   * killed when decoding touches it: refuse it now, naming both sizes */
+  uint64_t avail = kc_plan_mem_available(ctx->opts.memory_limit);
+  if ((uint64_t)pool_bytes > avail) {
+    char need[64], have[64];
+    return kc_errorf(ctx, KC_ERR_NOMEM,
+                     "kc_kv_new: a KV cache of %s is more than the %s available (%s)",
+                     kc_plan_fmt_bytes(need, sizeof need, (uint64_t)pool_bytes),
+                     kc_plan_fmt_bytes(have, sizeof have, avail),
+                     ctx->opts.memory_limit && avail == ctx->opts.memory_limit
+                         ? "kc_options.memory_limit"
+                         : "MemAvailable + SwapFree, cgroup memory.max");
+  }
   kc_kv_cache *c = calloc(1, sizeof *c);
   if (!c) return kc_errorf(ctx, KC_ERR_NOMEM, "kc_kv_new: out of memory");
   c->ctx = ctx;

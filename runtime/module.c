@@ -184,6 +184,7 @@ kc_status kc_rt_module_compile(kc_module *m, int threads) {
 
 kc_status kc_compile(kc_context *ctx, const kc_graph *g, const kc_compile_options *opts,
                      kc_module **out) {
+  kc_clear_error(ctx);
   if (!out) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_compile: out is NULL");
   *out = NULL;
   if (!g) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_compile: no graph");
@@ -219,6 +220,13 @@ void kc_module_free(kc_module *m) {
 kc_status kc_run(kc_module *m, const kc_tensor_desc *inputs, uint32_t nin, kc_tensor_desc *outputs,
                  uint32_t nout) {
   if (!m) return KC_ERR_INVALID_ARG;
+  kc_clear_error(m->ctx);
+  /* a caller that asks for fewer outputs than the model has (0 included) has the wrong model
+   * or the wrong count: refuse rather than run and return nothing */
+  if (nout != m->g->noutputs)
+    return kc_errorf(m->ctx, KC_ERR_INVALID_ARG,
+                     "kc_run: model @%s has %u output(s), nout is %u (ask for every output)",
+                     m->g->name ? m->g->name : "model", m->g->noutputs, nout);
   return kc_exec_run(m->x, inputs, nin, outputs, nout);
 }
 
@@ -226,6 +234,7 @@ const kc_graph *kc_module_graph(const kc_module *m) { return m ? m->g : NULL; }
 
 kc_status kc_module_set_threads(kc_module *m, int threads) {
   if (!m) return KC_ERR_INVALID_ARG;
+  kc_clear_error(m->ctx);
   return kc_exec_set_threads(m->x, threads);
 }
 
@@ -233,6 +242,7 @@ size_t kc_module_peak_bytes(const kc_module *m) { return m ? kc_exec_peak(m->x) 
 
 kc_status kc_module_set_profile(kc_module *m, int on) {
   if (!m) return KC_ERR_INVALID_ARG;
+  kc_clear_error(m->ctx);
   return kc_exec_set_profile(m->x, on != 0);
 }
 

@@ -36,5 +36,11 @@ size_t kc_plan_place(kc_rt_block *live, uint32_t *nlive, size_t *total, uint32_t
 /* Make *buf (KC_RT_ALIGN aligned, from this function) hold at least size bytes, keeping its
  * first `keep` bytes; false when out of memory (then *buf is unchanged). */
 bool kc_plan_grow(unsigned char **buf, size_t *cap, size_t size, size_t keep);
+/* Bytes one allocation may still take: MemAvailable + SwapFree of /proc/meminfo, lowered to
+ * the cgroup's memory.max - memory.current (v1: limit_in_bytes - usage_in_bytes) and to limit
+ * when limit > 0 (kc_options.memory_limit); UINT64_MAX when none of them can be read. */
+uint64_t kc_plan_mem_available(uint64_t limit);
+/* "12000 bytes", "8388608 bytes (8.0 MiB)", "... (1.5 GiB)" into buf; returns buf. */
+const char *kc_plan_fmt_bytes(char *buf, size_t size, uint64_t bytes);
 
 #endif /* KERNC_RUNTIME_PLAN_CORE_H */

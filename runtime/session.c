@@ -176,10 +176,12 @@ void kc_session_free(kc_session *s) {
 /* ---- sequences ---------------------------------------------------------------------------- */
 
 kc_status kc_session_seq_new(kc_session *s, int32_t *seq) {
+  if (s) kc_clear_error(s->ctx);
   return s ? kc_kv_seq_new(s->kv, seq) : KC_ERR_INVALID_ARG;
 }
 
 kc_status kc_session_seq_fork(kc_session *s, int32_t src, int32_t *dst) {
+  if (s) kc_clear_error(s->ctx);
   return s ? kc_kv_seq_fork(s->kv, src, dst) : KC_ERR_INVALID_ARG;
 }
 
@@ -192,6 +194,7 @@ int64_t kc_session_seq_len(const kc_session *s, int32_t seq) {
 }
 
 kc_status kc_session_seq_truncate(kc_session *s, int32_t seq, int64_t len) {
+  if (s) kc_clear_error(s->ctx);
   return s ? kc_kv_seq_truncate(s->kv, seq, len) : KC_ERR_INVALID_ARG;
 }
 

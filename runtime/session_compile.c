@@ -62,6 +62,7 @@ kc_module *kc_session_module(const kc_session *s) { return kc_session_owner(s, r
 
 kc_status kc_session_new(kc_context *ctx, const kc_graph *model, const kc_session_options *opts,
                          kc_session **out) {
+  kc_clear_error(ctx);
   if (!out) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_session_new: out is NULL");
   *out = NULL;
   if (!model) return kc_errorf(ctx, KC_ERR_INVALID_ARG, "kc_session_new: no model");

@@ -159,6 +159,26 @@ static kc_status bind(kc_module *m, kc_exec_ws *w, const kc_node *n) {
   return KC_OK;
 }
 
+/* A range whose float start, limit or delta is inf or NaN has no element count: say which,
+ * rather than that its size depends on data (known_values takes integers only). */
+static kc_status range_finite(kc_module *m, kc_exec *x, kc_exec_ws *w, const kc_node *n) {
+  static const char *const names[3] = {"start", "limit", "delta"};
+  for (uint32_t j = 0; j < n->nin && j < 3; j++) {
+    kc_dtype dt = kc_value_of(m->sg, n->in[j])->dtype;
+    const void *data;
+    if ((dt != KC_F32 && dt != KC_F64) || x->dev_ops->fetch(x, w, n->in[j].id, &data) != KC_OK)
+      continue;
+    double v = dt == KC_F32 ? *(const float *)data : *(const double *)data;
+    if (!isfinite(v))
+      return kc_node_errorf(m->g, &m->g->nodes[n - m->sg->nodes], KC_ERR_SHAPE, "%s is %s",
+                            names[j],
+                            isnan(v) ? "nan"
+                            : v > 0  ? "inf"
+                                     : "-inf");
+  }
+  return KC_OK;
+}
+
 /* The executor's settle hook (runtime/executor.h). */
 static kc_status settle(void *user, kc_exec *x, kc_exec_ws *w, int64_t li) {
   kc_module *m = user;
@@ -169,6 +189,7 @@ static kc_status settle(void *user, kc_exec *x, kc_exec_ws *w, int64_t li) {
   kc_status s = KC_OK;
   for (uint32_t j = 0; j < n->nin && s == KC_OK; j++)
     if (n->in[j].id) s = give_operand(m, x, w, n->in[j]);
+  if (s == KC_OK && n->op == KC_OP_RANGE) s = range_finite(m, x, w, n);
   if (s == KC_OK) s = kc_node_infer(m->sg, ni);
   if (s == KC_OK) s = bind(m, w, &m->g->nodes[ni]);
   /* roll sg back: the operands' and results' records, the arena, dims and fresh symbols */

@@ -61,6 +61,7 @@ kc_status kc_target_find(kc_context *ctx, const char *name, const kc_target **ou
 }
 
 kc_status kc_target_check(kc_context *ctx, const char *name) {
+  kc_clear_error(ctx);
   const kc_target *t;
   return kc_target_find(ctx, name, &t);
 }

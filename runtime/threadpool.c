@@ -31,6 +31,9 @@
  *   - Workers with index >= threads take no part (the thread number stays < kc_pool_threads)
  *     and sleep until the thread count grows again or the pool stops.
  *   - Worker records are allocated one by one and never move (threads hold pointers to them).
+ *   - At most KC_MAX_THREADS threads; a grow that cannot start every thread ends the ones it
+ *     started and leaves the pool as it was (no half-grown pool keeps threads the OS refused
+ *     to others, such as the C compiler kc_export starts).
  *   - Sleep/wake handshakes are Dekker-style on seq_cst atomics (sleepers vs ticket,
  *     caller_waiting vs done), each sleeper checking its condition under the mutex, so no
  *     wake-up is lost.
@@ -42,6 +45,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,6 +63,7 @@ typedef struct worker {
   int index;         /* thread number, 1.. (0 is the caller) */
   uint64_t gen_seen; /* last generation this worker looked at */
   pthread_t tid;
+  atomic_bool quit; /* set (under mu) to end this one inactive worker: a failed grow */
 } worker;
 
 struct kc_pool {
@@ -165,9 +170,10 @@ static void *worker_main(void *vw) {
   for (;;) {
     if (!active(p, w)) { /* not used at this thread count: sleep until that changes */
       pthread_mutex_lock(&p->mu);
-      while (!active(p, w) && !atomic_load(&p->stop))
+      while (!active(p, w) && !atomic_load(&p->stop) && !atomic_load(&w->quit))
         pthread_cond_wait(&p->wake, &p->mu);
       pthread_mutex_unlock(&p->mu);
+      if (atomic_load(&w->quit)) break;
     }
     spin sp = {0};
     while (!new_job(p, w) && spin_on(&sp, SPIN_NS))
@@ -245,37 +251,66 @@ int kc_pool_threads(const kc_pool *p) {
   return atomic_load_explicit(&((kc_pool *)p)->threads, memory_order_relaxed);
 }
 
+/* End the workers from index `keep` on, which no run uses (threads <= keep): a grow that failed
+ * part-way gives back what it started. */
+static void drop_workers(kc_pool *p, int keep) {
+  pthread_mutex_lock(&p->mu);
+  for (int i = keep; i < p->nworkers; i++)
+    atomic_store(&p->workers[i]->quit, true);
+  pthread_cond_broadcast(&p->wake);
+  pthread_mutex_unlock(&p->mu);
+  for (int i = keep; i < p->nworkers; i++) {
+    pthread_join(p->workers[i]->tid, NULL);
+    free(p->workers[i]);
+  }
+  p->nworkers = keep;
+}
+
 kc_status kc_pool_set_threads(kc_pool *p, int threads) {
+  if (threads > KC_MAX_THREADS)
+    return kc_errorf(p->ctx, KC_ERR_INVALID_ARG,
+                     "threads: %d is more than kernc allows (KC_MAX_THREADS, %d)", threads,
+                     KC_MAX_THREADS);
   if (threads <= 0) threads = online_cpus();
-  kc_status s = KC_OK;
+  if (threads > KC_MAX_THREADS) threads = KC_MAX_THREADS;
   if (threads - 1 > p->nworkers) {
     worker **ws = realloc(p->workers, (size_t)(threads - 1) * sizeof *ws);
     if (!ws) return kc_errorf(p->ctx, KC_ERR_NOMEM, "out of memory growing the thread pool");
     p->workers = ws;
+    /* the new workers' index is >= the current thread count: inactive until the store below */
+    int before = p->nworkers;
     while (p->nworkers < threads - 1) {
       worker *w = calloc(1, sizeof *w);
+      kc_status s = KC_OK;
       if (!w) {
-        s = kc_errorf(p->ctx, KC_ERR_NOMEM, "out of memory growing the thread pool");
-        break;
+        s = kc_errorf(p->ctx, KC_ERR_NOMEM, "out of memory growing the thread pool to %d threads",
+                      threads);
+      } else {
+        w->pool = p;
+        w->index = p->nworkers + 1;
+        atomic_init(&w->quit, false);
+        /* Set before the thread starts, so a run posted right away is not missed. */
+        w->gen_seen = p->gen;
+        int err = pthread_create(&w->tid, NULL, worker_main, w);
+        if (err != 0) {
+          free(w);
+          s = kc_errorf(p->ctx, KC_ERR_RUNTIME,
+                        "cannot start thread %d of the %d asked for: %s (the %d running are kept)",
+                        p->nworkers + 2, threads, strerror(err), kc_pool_threads(p));
+        }
       }
-      w->pool = p;
-      w->index = p->nworkers + 1;
-      /* Set before the thread starts, so a run posted right away is not missed. */
-      w->gen_seen = p->gen;
-      if (pthread_create(&w->tid, NULL, worker_main, w) != 0) {
-        free(w);
-        s = kc_errorf(p->ctx, KC_ERR_RUNTIME, "cannot start a worker thread");
-        break;
+      if (s != KC_OK) {
+        drop_workers(p, before);
+        return s;
       }
       p->workers[p->nworkers++] = w;
     }
   }
-  if (s != KC_OK) threads = p->nworkers + 1 < threads ? p->nworkers + 1 : threads;
   pthread_mutex_lock(&p->mu);
   atomic_store(&p->threads, threads);
   pthread_cond_broadcast(&p->wake); /* parked workers re-check whether they are used */
   pthread_mutex_unlock(&p->mu);
-  return s;
+  return KC_OK;
 }
 
 int64_t kc_pool_run_timed(kc_pool *p, kc_task_fn fn, void *arg, int64_t n, int64_t grain,

@@ -165,6 +165,7 @@ static kc_pool *module_pool(void *m) {
 
 kc_status kc_trainer_new(kc_context *ctx, const kc_graph *model, const char *loss, int nparams,
                          const char *const *params, const kc_train_options *o, kc_trainer **out) {
+  kc_clear_error(ctx);
   *out = NULL;
   kc_train_options def;
   if (!o) {
@@ -195,10 +196,12 @@ kc_status kc_trainer_new(kc_context *ctx, const kc_graph *model, const char *los
 
 kc_status kc_trainer_accumulate(kc_trainer *t, const kc_tensor_desc *in, uint32_t nin,
                                 double *loss) {
+  kc_clear_error(t->c.ctx);
   return kc_train_core_accumulate(&t->c, in, nin, loss);
 }
 
 kc_status kc_trainer_apply(kc_trainer *t, double lr, int64_t step) {
+  kc_clear_error(t->c.ctx);
   return kc_train_core_apply(&t->c, lr, step);
 }
 
@@ -211,6 +214,7 @@ kc_status kc_trainer_step(kc_trainer *t, const kc_tensor_desc *in, uint32_t nin,
 uint32_t kc_trainer_num_params(const kc_trainer *t) { return t->c.np; }
 
 kc_status kc_trainer_param(kc_trainer *t, uint32_t i, kc_tensor_desc *out) {
+  kc_clear_error(t->c.ctx);
   return kc_train_core_param(&t->c, i, out);
 }
 
@@ -218,14 +222,17 @@ double kc_trainer_grad_norm(const kc_trainer *t) { return t->c.norm; }
 int64_t kc_trainer_steps(const kc_trainer *t) { return t->c.steps; }
 kc_module *kc_trainer_module(const kc_trainer *t) { return t->m; }
 kc_status kc_trainer_save(kc_trainer *t, const char *path) {
+  kc_clear_error(t->c.ctx);
   return kc_train_core_save(&t->c, path);
 }
 kc_status kc_trainer_load(kc_trainer *t, const char *path) {
+  kc_clear_error(t->c.ctx);
   return kc_train_core_load(&t->c, path);
 }
 
 kc_status kc_trainer_write_weights(const kc_trainer *tr, kc_graph *g) {
   const kc_train_core *t = &tr->c;
+  kc_clear_error(t->ctx);
   kc_tensor **w = calloc(t->np + 1, sizeof *w);
   if (!w) return kc_errorf(t->ctx, KC_ERR_NOMEM, "trainer: out of memory");
   kc_status s = KC_OK;

@@ -5,6 +5,7 @@
  */
 #include "runtime/train_core.h"
 #include "ir/internal.h"
+#include "runtime/plan_core.h"
 #include "runtime/safetensors.h"
 
 #include <inttypes.h>
@@ -32,6 +33,26 @@ kc_status kc_train_core_add(kc_train_core *t, const char *name, int rank, const 
   memcpy(p->dims, dims, (size_t)rank * sizeof *dims);
   q->n = n;
   size_t nb = (size_t)(n ? n : 1) * sizeof(float);
+  /* value, gradient sum and optimizer state, compared with what the machine has left before
+   * they are allocated (calloc'd state is only touched at the first step: an OOM kill then) */
+  uint64_t need = (uint64_t)nb * (t->o.optimizer == KC_OPTIM_ADAMW ? 4
+                                  : t->o.momentum != 0             ? 3
+                                                                   : 2);
+  uint64_t limit = t->ctx->opts.memory_limit;
+  if (need >= ((uint64_t)16 << 20) || (limit && need > limit)) {
+    uint64_t avail = kc_plan_mem_available(limit);
+    if (need > avail) {
+      char nbuf[64], abuf[64];
+      t->np++; /* p->name is freed with the rest */
+      return kc_errorf(t->ctx, KC_ERR_NOMEM,
+                       "trainer: parameter '%s' with its gradient and optimizer state needs %s, "
+                       "more than the %s available (%s)",
+                       name, kc_plan_fmt_bytes(nbuf, sizeof nbuf, need),
+                       kc_plan_fmt_bytes(abuf, sizeof abuf, avail),
+                       limit && avail == limit ? "kc_options.memory_limit"
+                                               : "MemAvailable + SwapFree, cgroup memory.max");
+    }
+  }
   q->p = malloc(nb);
   q->grad = malloc(nb);
   if (t->o.optimizer == KC_OPTIM_ADAMW) {

@@ -70,6 +70,26 @@ static void t_usage(void **state) {
   expect_run(e, "opt /nonexistent/x.kir", 1, NULL, "kernc: ");
 }
 
+/* `kernc compile --name=NAME`: a name the generated header cannot carry is a usage error before
+ * the model is read (the file need not exist); `int` once wrote `typedef struct int int_t;`. */
+static void t_compile_name(void **state) {
+  const env *e = *state;
+  expect_run(e, "compile none.onnx -o libx.so --name=int", 2, NULL,
+             "--name: model name 'int' is a C or C++ keyword");
+  expect_run(e, "compile none.onnx -o libx.so --name=class", 2, NULL, "C or C++ keyword");
+  expect_run(e, "compile none.onnx -o libx.so --name=int64", 2, NULL,
+             "would make the header define NAME_t");
+  expect_run(e, "compile none.onnx -o libx.so --name=pthread", 2, NULL, "NAME_create");
+  expect_run(e, "compile none.onnx -o libx.so --name=NULL", 2, NULL, "standard headers define");
+  expect_run(e, "compile none.onnx -o libx.so --name=INT8_MAX", 2, NULL, "NAME_t or NAME_create");
+  expect_run(e, "compile none.onnx -o libx.so --name=_model", 2, NULL, "starts with _");
+  expect_run(e, "compile none.onnx -o libx.so --name=KC_model", 2, NULL, "kernc's own prefixes");
+  expect_run(e, "compile none.onnx -o libx.so --name=a-b", 2, NULL, "is not a C identifier");
+  expect_run(e, "compile none.onnx -o libx.so --name=9lives", 2, NULL, "is not a C identifier");
+  /* a fine name gets as far as reading the (missing) model */
+  expect_run(e, "compile none.onnx -o libx.so --name=my_model", 1, NULL, "none.onnx");
+}
+
 /* ---- golden and invalid files -------------------------------------------------------------- */
 
 static void t_golden_roundtrip(void **state) {
@@ -344,6 +364,7 @@ int main(int argc, char **argv) {
   }
   const struct CMUnitTest t[] = {
       cmocka_unit_test_prestate(t_usage, &e),
+      cmocka_unit_test_prestate(t_compile_name, &e),
       cmocka_unit_test_prestate(t_golden_roundtrip, &e),
       cmocka_unit_test_prestate(t_invalid_files, &e),
       cmocka_unit_test_prestate(t_dot, &e),

@@ -26,7 +26,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "runtime/plan_core.h"
 
 typedef struct env {
   kc_context *ctx;
@@ -187,10 +192,16 @@ static void t_output_is_input(void **st) {
     assert_memory_equal(out[k].data, xs, sizeof xs);
   }
   assert_ptr_not_equal(out[0].data, out[1].data);
-  /* fewer outputs than the graph has is fine; more is an error */
-  assert_int_equal(kc_run(e->m, &in, 1, out, 1), KC_OK);
+  /* every output is asked for: fewer (0 included) or more is an error saying both counts */
+  assert_int_equal(kc_run(e->m, &in, 1, out, 1), KC_ERR_INVALID_ARG);
+  assert_non_null(strstr(kc_last_error(e->ctx), "has 3 output(s), nout is 1"));
+  assert_int_equal(kc_run(e->m, &in, 1, NULL, 0), KC_ERR_INVALID_ARG);
+  assert_non_null(strstr(kc_last_error(e->ctx), "nout is 0"));
   kc_tensor_desc many[4];
   assert_int_equal(kc_run(e->m, &in, 1, many, 4), KC_ERR_INVALID_ARG);
+  /* a success after a failure leaves no message behind */
+  assert_int_equal(kc_run(e->m, &in, 1, out, 3), KC_OK);
+  assert_string_equal(kc_last_error(e->ctx), "");
   assert_int_equal(kc_graph_num_outputs(kc_module_graph(e->m)), 3);
 }
 
@@ -559,6 +570,158 @@ static void t_pool_stress(void **state) {
   kc_pool_free(p);
 }
 
+/* ---- bad bounds, thread counts and memory (issue 14, findings 7, 8, 12) ---------------------- */
+
+/* An inf or NaN range bound (data at run time, or a constant) is named as such; an INT64_MIN
+ * start whose span overflows says so (it once printed "(--9223372036854775808+...)"). */
+static void t_range_bad_bounds(void **st) {
+  env *e = *st;
+  kc_val a = kc_input(e->g, "a", KC_F32, 0, NULL);
+  kc_val b = kc_input(e->g, "b", KC_F32, 0, NULL);
+  kc_val c = kc_input(e->g, "c", KC_F32, 0, NULL);
+  kc_output(e->g, kc_range(e->g, a, b, c), "r");
+  compile(e, 0);
+  float v[3] = {0, INFINITY, 1};
+  kc_tensor_desc in[3] = {th_desc("a", KC_F32, 0, NULL, &v[0]),
+                          th_desc("b", KC_F32, 0, NULL, &v[1]),
+                          th_desc("c", KC_F32, 0, NULL, &v[2])};
+  run_fails(e, in, 3, KC_ERR_SHAPE, "range", "limit is inf");
+  v[1] = 4;
+  v[2] = NAN;
+  run_fails(e, in, 3, KC_ERR_SHAPE, "range", "delta is nan");
+  v[0] = -INFINITY;
+  v[2] = 1;
+  run_fails(e, in, 3, KC_ERR_SHAPE, "range", "start is -inf");
+
+  kc_graph *g = kc_graph_new(e->ctx, "consts");
+  kc_range(g, kc_const_f32(g, 0), kc_const_f32(g, INFINITY), kc_const_f32(g, 1));
+  assert_int_equal(kc_graph_status(g), KC_ERR_SHAPE);
+  assert_non_null(strstr(kc_last_error(e->ctx), "limit is inf"));
+  kc_graph_free(g);
+  g = kc_graph_new(e->ctx, "consts");
+  kc_range(g, kc_const_i64(g, INT64_MIN), kc_const_i64(g, 5), kc_const_i64(g, 1));
+  assert_int_equal(kc_graph_status(g), KC_ERR_SHAPE);
+  const char *msg = kc_last_error(e->ctx);
+  if (!strstr(msg, "limit 5 - start -9223372036854775808 does not fit in int64"))
+    fail_msg("message: %s", msg);
+  assert_null(strstr(msg, "--"));
+  kc_graph_free(g);
+  /* INT64_MIN itself is fine where the span fits */
+  g = kc_graph_new(e->ctx, "consts");
+  kc_val r =
+      kc_range(g, kc_const_i64(g, INT64_MIN), kc_const_i64(g, INT64_MIN + 3), kc_const_i64(g, 1));
+  assert_int_equal(kc_graph_status(g), KC_OK);
+  kc_dim d;
+  kc_val_dims(g, r, &d);
+  assert_int_equal(d, 3);
+  kc_graph_free(g);
+}
+
+/* Threads of this process (/proc/self/status). */
+static int process_threads(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  int n = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "Threads: %d", &n) == 1) break;
+  if (f) fclose(f);
+  return n;
+}
+
+/* More than KC_MAX_THREADS is refused before any thread starts, and the module keeps working. */
+static void t_thread_cap(void **st) {
+  env *e = *st;
+  kc_val x = kc_input(e->g, "x", KC_F32, 1, (kc_dim[]){4});
+  kc_output(e->g, kc_relu(e->g, x), "y");
+  compile(e, 2);
+  int before = process_threads();
+  assert_int_equal(kc_module_set_threads(e->m, 100000), KC_ERR_INVALID_ARG);
+  assert_non_null(strstr(kc_last_error(e->ctx), "100000 is more than kernc allows"));
+  assert_int_equal(kc_module_set_threads(e->m, KC_MAX_THREADS + 1), KC_ERR_INVALID_ARG);
+  assert_int_equal(process_threads(), before);
+  assert_int_equal(kc_module_set_threads(e->m, 3), KC_OK);
+  assert_string_equal(kc_last_error(e->ctx), ""); /* the success cleared the message */
+  float xs[4] = {-1, 2, -3, 4};
+  kc_tensor_desc in = th_desc("x", KC_F32, 1, (int64_t[]){4}, xs), out;
+  assert_int_equal(kc_run(e->m, &in, 1, &out, 1), KC_OK);
+  assert_true(((const float *)out.data)[1] == 2.0f && ((const float *)out.data)[2] == 0.0f);
+  kc_context_options(e->ctx)->threads = 5000; /* the context's default goes through the cap too */
+  kc_module *m2 = NULL;
+  assert_int_equal(kc_compile(e->ctx, e->g, NULL, &m2), KC_ERR_INVALID_ARG);
+  assert_null(m2);
+  kc_context_options(e->ctx)->threads = 0;
+}
+
+/*
+ * A pool whose growth the OS refuses part-way (an address-space limit leaves room for a few
+ * thread stacks) returns an error and ends the threads that call started, keeping its size. In
+ * a child process, since the limit cannot be lifted safely after; skipped under ASan, whose
+ * shadow memory a limit on the address space breaks.
+ */
+static void t_pool_grow_fails(void **state) {
+  (void)state;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  skip();
+#endif
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    alarm(30); /* a child stuck on a lock a parent thread held at fork fails instead of hanging */
+    kc_context *ctx = kc_context_new();
+    kc_pool *p = NULL;
+    if (!ctx || kc_pool_new(ctx, 2, &p) != KC_OK) _exit(10);
+    int before = process_threads();
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%ld", &pages) != 1) _exit(11);
+    fclose(f);
+    rlim_t vm = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE);
+    struct rlimit rl = {vm + (64u << 20), vm + (64u << 20)};
+    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(12);
+    kc_status s = kc_pool_set_threads(p, 1000); /* 8 MB stacks: the OS stops it after a few */
+    if (s != KC_ERR_RUNTIME) _exit(13);
+    if (!strstr(kc_last_error(ctx), "cannot start thread")) _exit(14);
+    if (kc_pool_threads(p) != 2) _exit(15);
+    if (process_threads() != before) _exit(16); /* the started ones were ended */
+    if (kc_pool_set_threads(p, 3) != KC_OK || kc_pool_threads(p) != 3) _exit(17);
+    kc_pool_free(p);
+    kc_context_free(ctx);
+    _exit(0);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fail_msg("child: %s %d", WIFEXITED(status) ? "exit" : "signal",
+             WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}
+
+/* A run whose arena (or output) is larger than the memory there is fails before allocating,
+ * naming both sizes; kc_options.memory_limit stands in for a small machine. */
+static void t_memory_limit(void **st) {
+  env *e = *st;
+  kc_val x = kc_input(e->g, "x", KC_F32, 1, (kc_dim[]){kc_sym(e->g, "N")});
+  kc_output(e->g, kc_exp(e->g, kc_relu(e->g, kc_neg(e->g, x))), "y");
+  compile(e, 1);
+  float *xs = iota(20000, 1.0f);
+  kc_tensor_desc in = th_desc("x", KC_F32, 1, (int64_t[]){20000}, xs), out;
+  kc_context_options(e->ctx)->memory_limit = 50000;
+  assert_int_equal(kc_run(e->m, &in, 1, &out, 1), KC_ERR_NOMEM);
+  const char *msg = kc_last_error(e->ctx);
+  if (!strstr(msg, "needs 80000 bytes") || !strstr(msg, "more than the 50000 bytes"))
+    fail_msg("message: %s", msg);
+  in.dims[0] = 100; /* small enough */
+  assert_int_equal(kc_run(e->m, &in, 1, &out, 1), KC_OK);
+  kc_context_options(e->ctx)->memory_limit = 0;
+  in.dims[0] = 20000;
+  assert_int_equal(kc_run(e->m, &in, 1, &out, 1), KC_OK);
+  free(xs);
+  /* the machine's own number is there and plausible (more than 1 MiB, read from /proc) */
+  uint64_t avail = kc_plan_mem_available(0);
+  assert_true(avail > (1u << 20));
+  assert_true(kc_plan_mem_available(1234) == 1234);
+}
+
 int main(int argc, char **argv) {
   cli_env c = {.kernc = argc > 1 ? argv[1] : NULL};
   if (c.kernc && !th_mkdtemp(c.dir, sizeof c.dir, "run")) return 1;
@@ -579,6 +742,10 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(t_reshape_by_input, setup, teardown),
       cmocka_unit_test_setup_teardown(t_assumed_sizes, setup, teardown),
       cmocka_unit_test(t_pool_stress),
+      cmocka_unit_test_setup_teardown(t_range_bad_bounds, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_thread_cap, setup, teardown),
+      cmocka_unit_test(t_pool_grow_fails),
+      cmocka_unit_test_setup_teardown(t_memory_limit, setup, teardown),
   };
   return failed + cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -292,6 +292,8 @@ kc_context *cli_context_new(void) {
   kc_context *ctx = kc_context_new();
   const char *cache = getenv("KERNC_CUDA_CACHE");
   if (ctx && cache && *cache) kc_context_options(ctx)->cuda_cache_dir = cache;
+  const char *mem = getenv("KERNC_MEMORY_LIMIT"); /* bytes; kc_options.memory_limit */
+  if (ctx && mem && *mem) kc_context_options(ctx)->memory_limit = strtoull(mem, NULL, 10);
   return ctx;
 }
 

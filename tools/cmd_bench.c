@@ -705,7 +705,7 @@ int cmd_bench(int argc, char **argv) {
   bench_opts o = {
       .threads = 0, .iters = 20, .warmup = 3, .top = 15, .passes = passes, .target = target};
   if (rc < 0) rc = cli_check_target(&cmd, target);
-  if (rc < 0 && threads) rc = parse_int(&cmd, "--threads", threads, 1, 4096, &o.threads);
+  if (rc < 0 && threads) rc = parse_int(&cmd, "--threads", threads, 1, KC_MAX_THREADS, &o.threads);
   if (rc < 0 && iters) rc = parse_int(&cmd, "--iters", iters, 1, 100000000, &o.iters);
   if (rc < 0 && warmup) rc = parse_int(&cmd, "--warmup", warmup, 0, 100000000, &o.warmup);
   if (rc < 0 && top) rc = parse_int(&cmd, "--top", top, 0, 1000000, &o.top);

@@ -4,6 +4,11 @@
  * the model to compare values; one line per test and a summary line
  * "N passed, N failed, N skipped".
  *
+ * SKIP (the model uses something kernc does not import) is for folders found under --suite: a
+ * conformance suite has tests kernc is not meant to pass yet. A folder the user names is one
+ * they want checked, so an unsupported import there is a FAIL (exit 1), as in ONNX Runtime's
+ * onnx_test_runner; folders the --exclude list names stay SKIP.
+ *
  * The checking itself is library code (tools/check/check.h, kc_onnx_check_dir); this file only
  * collects folders, prints and picks the exit code: 1 when anything failed, 2 on bad usage.
  */
@@ -95,6 +100,16 @@ static bool excluded(const char *file, const char *name, char *why, size_t size)
   return hit;
 }
 
+/* Whether kernc refuses dir's model.onnx as unsupported (an op, opset or feature it lacks). */
+static bool import_unsupported(kc_context *ctx, const char *dir) {
+  char model[4096];
+  snprintf(model, sizeof model, "%s/model.onnx", dir);
+  kc_graph *g = NULL;
+  kc_status s = kc_onnx_load(ctx, model, &g);
+  kc_graph_free(g);
+  return s == KC_ERR_UNSUPPORTED;
+}
+
 /* Keep each result on one line. */
 static void one_line(char *s) {
   for (; *s; s++)
@@ -148,9 +163,10 @@ int cmd_check(int argc, char **argv) {
   if (threads) {
     char *end;
     long n = strtol(threads, &end, 10);
-    if (*end || end == threads || n < 1 || n > 4096) {
+    if (*end || end == threads || n < 1 || n > KC_MAX_THREADS) {
       free(pos);
-      return cli_usage_error(&cmd, "--threads needs a positive number, got '%s'", threads);
+      return cli_usage_error(&cmd, "--threads needs a number from 1 to %d, got '%s'",
+                             KC_MAX_THREADS, threads);
     }
     opts.threads = (int)n;
   }
@@ -158,6 +174,7 @@ int cmd_check(int argc, char **argv) {
   bool ok = true;
   for (int i = 0; i < npos && ok; i++)
     ok = list_add(&dirs, pos[i]);
+  size_t named = dirs.n; /* dirs[0, named) come from the command line, the rest from --suite */
   free(pos);
   if (ok && suite && !add_suite(&dirs, suite)) {
     list_free(&dirs);
@@ -180,9 +197,11 @@ int cmd_check(int argc, char **argv) {
   for (size_t i = 0; i < dirs.n; i++) {
     kc_clear_error(ctx);
     const char *name = test_name(dirs.v[i]);
-    kc_check_result r = excluded(exclude, name, msg, sizeof msg)
-                            ? KC_CHECK_SKIP
-                            : kc_onnx_check_dir_opts(ctx, dirs.v[i], &opts, msg, sizeof msg);
+    bool ex = excluded(exclude, name, msg, sizeof msg);
+    kc_check_result r =
+        ex ? KC_CHECK_SKIP : kc_onnx_check_dir_opts(ctx, dirs.v[i], &opts, msg, sizeof msg);
+    if (r == KC_CHECK_SKIP && i < named && !ex && import_unsupported(ctx, dirs.v[i]))
+      r = KC_CHECK_FAIL; /* a folder the user named must run: "unsupported" is its failure */
     counts[r]++;
     one_line(msg);
     if (r == KC_CHECK_FAIL)

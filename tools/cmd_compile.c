@@ -133,6 +133,16 @@ int cmd_compile(int argc, char **argv) {
   int npos, rc = cli_parse(&cmd, argc, argv, pos, &npos);
   if (rc >= 0) return rc;
   if (!out) return cli_usage_error(&cmd, "missing -o libNAME.so");
+  if (name) { /* before the model is read: a bad name is a usage error */
+    kc_context *nctx = kc_context_new();
+    kc_status ns = nctx ? kc_export_check_name(nctx, name) : KC_ERR_NOMEM;
+    if (ns != KC_OK) {
+      int urc = cli_usage_error(&cmd, "--name: %s", nctx ? kc_last_error(nctx) : "out of memory");
+      kc_context_free(nctx);
+      return urc;
+    }
+    kc_context_free(nctx);
+  }
   if ((rc = cli_check_target(&cmd, target)) >= 0) return rc;
   kc_train_options to;
   cli_loss loss = {0};

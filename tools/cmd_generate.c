@@ -270,7 +270,7 @@ int cmd_generate(int argc, char **argv) {
       !num(&cmd, "beams", beams, 1, 64, &v_beams) ||
       !num(&cmd, "length-penalty", length_penalty, -1e6, 1e6, &v_lp) ||
       !num(&cmd, "eos", eos, 0, 1e12, &v_eos) ||
-      !num(&cmd, "threads", threads, 1, 4096, &v_threads) ||
+      !num(&cmd, "threads", threads, 1, KC_MAX_THREADS, &v_threads) ||
       !num(&cmd, "max-len", max_len, 1, 1e9, &v_len))
     return 2;
   kc_context *ctx = cli_context_new();

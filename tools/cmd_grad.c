@@ -198,8 +198,9 @@ int cmd_grad(int argc, char **argv) {
   if (rc < 0 && threads) {
     char *end;
     nthreads = strtol(threads, &end, 10);
-    if (*end || end == threads || nthreads < 1 || nthreads > 4096)
-      rc = cli_usage_error(&cmd, "--threads needs a positive number, got '%s'", threads);
+    if (*end || end == threads || nthreads < 1 || nthreads > KC_MAX_THREADS)
+      rc = cli_usage_error(&cmd, "--threads needs a number from 1 to %d, got '%s'", KC_MAX_THREADS,
+                           threads);
   }
   kc_context *ctx = rc < 0 ? cli_context_new() : NULL;
   kc_graph *g = NULL;

@@ -155,8 +155,9 @@ int cmd_run(int argc, char **argv) {
   if (rc < 0 && threads) {
     char *end;
     nthreads = strtol(threads, &end, 10);
-    if (*end || end == threads || nthreads < 1 || nthreads > 4096)
-      rc = cli_usage_error(&cmd, "--threads needs a positive number, got '%s'", threads);
+    if (*end || end == threads || nthreads < 1 || nthreads > KC_MAX_THREADS)
+      rc = cli_usage_error(&cmd, "--threads needs a number from 1 to %d, got '%s'", KC_MAX_THREADS,
+                           threads);
   }
   if (rc < 0) rc = cli_check_target(&cmd, target);
   kc_context *ctx = rc < 0 ? cli_context_new() : NULL;

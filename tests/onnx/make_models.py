@@ -152,7 +152,23 @@ def main():
     save(model([helper.make_node("Expand", ["x", "shape"], ["y"], name="huge_expand")],
                [vi("x", [1])], [vi("y", [e32, e32, e32])], [big], opset=13), "expand_overflow.onnx")
 
+    bad_attributes()
     check_suite()
+
+
+def bad_attributes():
+    """Attributes and opset imports ONNX's checker refuses (issue 14, finding 9)."""
+    def softmax_model(*attrs):
+        n = helper.make_node("Softmax", ["x"], ["y"], name="sm")
+        n.attribute.extend(attrs)
+        return model([n], [vi("x", [2, 3])], [vi("y", [2, 3])])
+    save(softmax_model(helper.make_attribute("axis", 1), helper.make_attribute("axis", 0)),
+         "dup_attr.onnx")
+    bad = onnx.AttributeProto(name="axis", type=onnx.AttributeProto.INT, s=b"1")
+    save(softmax_model(bad), "attr_type_mismatch.onnx")
+    m = softmax_model()
+    m.opset_import.append(helper.make_opsetid("ai.onnx", 13))
+    save(m, "dup_opset.onnx")
 
 
 def data_set(folder, inputs, outputs):
