@@ -53,6 +53,9 @@ kc_status kc_errorf(kc_context *ctx, kc_status s, const char *fmt, ...)
 void kc_error_append(kc_context *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void kc_logf(kc_context *ctx, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A file the user named, opened for reading only if it is a regular file (a FIFO or device
+ * would block, a folder fails late): NULL with a KC_ERR_IO message set otherwise (ir/file.c). */
+FILE *kc_fopen_regular(kc_context *ctx, const char *path);
 
 /* ---- arena ---------------------------------------------------------------------------------- */
 

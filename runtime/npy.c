@@ -171,8 +171,8 @@ kc_status kc_npy_read_mem(kc_context *ctx, const void *buf, size_t len, const ch
 
 kc_status kc_npy_read(kc_context *ctx, const char *path, kc_tensor_desc *out) {
   memset(out, 0, sizeof *out);
-  FILE *f = fopen(path, "rb");
-  if (!f) return kc_errorf(ctx, KC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+  FILE *f = kc_fopen_regular(ctx, path);
+  if (!f) return KC_ERR_IO; /* the message is set */
   unsigned char *buf = NULL;
   size_t len = 0, cap = 0;
   for (;;) {

@@ -492,8 +492,8 @@ kc_status kc_st_parse(kc_context *ctx, const void *buf, size_t len, const char *
 
 kc_status kc_st_read(kc_context *ctx, const char *path, kc_st_file *out) {
   memset(out, 0, sizeof *out);
-  FILE *f = fopen(path, "rb");
-  if (!f) return kc_errorf(ctx, KC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+  FILE *f = kc_fopen_regular(ctx, path);
+  if (!f) return KC_ERR_IO; /* the message is set */
   long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
   if (len < 0 || fseek(f, 0, SEEK_SET) != 0) {
     fclose(f);

@@ -22,6 +22,7 @@
 
 #include "runtime/kv_cache.h"
 #include "runtime/runtime.h"
+#include "runtime/safetensors.h"
 #include "tests/harness.h"
 
 #include <math.h>
@@ -186,6 +187,35 @@ static void c_npy_truncated(env *e, result *r) {
   buf[10 + 0x76 - 1] = '\n';
   npy(e, r, buf, 10 + 0x76 + 8); /* 8 of the 16 data bytes */
 }
+
+/* a FIFO named as a file to read: refused at once, never waited on */
+static void fifo_case(env *e, result *r, const char *name, kc_status (*read)(env *, const char *)) {
+  char p[4096];
+  in_dir(e->tmp, name, p, sizeof p);
+  unlink(p);
+  assert_int_equal(mkfifo(p, 0600), 0);
+  alarm(10); /* a hang is a failure */
+  api(e, r, read(e, p));
+  alarm(0);
+  unlink(p);
+}
+
+static kc_status read_npy(env *e, const char *path) {
+  kc_tensor_desc t = {0};
+  kc_status s = kc_npy_read(e->ctx, path, &t);
+  kc_npy_free(&t);
+  return s;
+}
+
+static kc_status read_st(env *e, const char *path) {
+  kc_st_file f;
+  kc_status s = kc_st_read(e->ctx, path, &f);
+  if (s == KC_OK) kc_st_free(&f);
+  return s;
+}
+
+static void c_npy_fifo(env *e, result *r) { fifo_case(e, r, "fifo.npy", read_npy); }
+static void c_st_fifo(env *e, result *r) { fifo_case(e, r, "fifo.safetensors", read_st); }
 
 /* ---- graphs built in C ---- */
 
@@ -395,6 +425,10 @@ static const bad_case cases[] = {
     {"bad .npy", "data shorter than its shape", "kc_npy_read_mem", c_npy_truncated, "KC_ERR_PARSE",
      "x.npy"},
     {"bad .npy", "not a .npy file", "kernc run --input", x_npy, "exit 1", "bad.npy"},
+    {"not a regular file", "a .npy input that is a FIFO", "kc_npy_read", c_npy_fifo, "KC_ERR_IO",
+     "not a regular file"},
+    {"not a regular file", "a checkpoint that is a FIFO", "kc_st_read (kc_trainer_load)", c_st_fifo,
+     "KC_ERR_IO", "not a regular file"},
     {"bad range", "range(0, inf, 1)", "builder (kc_graph_status)", c_range_inf, "KC_ERR_SHAPE",
      "limit is inf"},
     {"bad range", "range(INT64_MIN, 5, 1)", "builder (kc_graph_status)", c_range_min,
