@@ -30,6 +30,7 @@
  */
 #include "passes/fuse_attention.h"
 
+#include <math.h>
 #include <string.h>
 
 /* ---- graph reading, shared with the other fuse-attention files ------------------------------ */
@@ -329,9 +330,21 @@ static kc_val transpose(kc_rewriter *rw, kc_val x, const int64_t *perm) {
   return kc_rw_infer(rw, ni) == KC_OK ? y : (kc_val){0};
 }
 
-/* The attention's mask: where-mask w and added mask a together. */
-static bool combine_masks(fa *F, const kc_fa_mask *w, const kc_fa_mask *a, kc_fa_mask *out) {
-  *out = (kc_fa_mask){w->causal || a->causal, KC_FA_IN_NONE, {0}, {0}};
+/*
+ * The attention's mask: where-mask w and added mask a (%am) together. where(c, s, fill) + a
+ * drops the keys c masks only while fill + a stays a large negative: an added mask that may be
+ * positive (an integer pad's 2 gives (1 - 2) * -fill = +fill) brings them back, so the where
+ * must stay; a finite fill only (-inf + a stays -inf).
+ */
+static bool combine_masks(fa *F, const kc_fa_mask *w, const kc_fa_mask *a, kc_val am, double fill,
+                          kc_fa_mask *out) {
+  *out = (kc_fa_mask){w->causal || a->causal, KC_FA_IN_NONE, {0}, {0}, false};
+  if ((w->causal || w->kind != KC_FA_IN_NONE) && am.id && !a->nonpos && isfinite(fill))
+    return kc_rw_decline(F->rw,
+                         "added mask %%%u may be positive where the where-mask's fill (%g) "
+                         "would meet it",
+                         am.id, fill),
+           false;
   if (w->kind != KC_FA_IN_NONE && a->kind != KC_FA_IN_NONE)
     return kc_rw_decline(F->rw, "two mask tensors (a where condition and an added mask)"), false;
   const kc_fa_mask *m = w->kind != KC_FA_IN_NONE ? w : a;
@@ -382,7 +395,7 @@ static kc_status rewrite(fa *F, const kc_match *m) {
                      kc_dim_sub(g, qv->dims[3], qv->dims[2])};
 
   /* scale and masks */
-  double scale = 1, fill;
+  double scale = 1, fill = -INFINITY;
   const kc_tensor *st = sm.cap[SCALE].id ? kc_fa_data(g, sm.cap[SCALE]) : NULL;
   if (st && !kc_dtype_is_float(st->dtype))
     return kc_rw_decline(rw, "scale %%%u is not a float", sm.cap[SCALE].id);
@@ -398,7 +411,7 @@ static kc_status rewrite(fa *F, const kc_match *m) {
   }
   if (sm.cap[MASK].id && !kc_fa_mask_added(g, sm.cap[MASK], &ss, &am, why, sizeof why))
     return kc_rw_decline(rw, "%s", why);
-  if (!combine_masks(F, &wm, &am, &mask)) return KC_OK;
+  if (!combine_masks(F, &wm, &am, sm.cap[MASK], fill, &mask)) return KC_OK;
 
   /* q, k, v; rotary only when q and k share it */
   side q = {0}, k = {0}, v = {0};
