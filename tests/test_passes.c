@@ -1,6 +1,6 @@
 /*
  * tests/test_passes.c - the passes and the rewrite matcher (argv[1]: the kernc binary, argv[2]:
- * tests/).
+ * tests/, argv[3] if given: only the tests matching that glob, or all but them after a '-').
  *
  *   - every tests/kir/passes/NAME.kir (lit style) runs through `kernc opt`: its first line is
  *     `# RUN: ARGS` (the pass list and flags), then comes the input graph, then a line
@@ -444,10 +444,9 @@ static int run_numeric(kc_context *ctx, const char *file, const lit *t, int inde
   }
   for (int r = 0; r < 2; r++) {
     for (uint32_t i = 0; i < g->ninputs; i++) {
-      const kc_value *v = kc_value_of(g, g->inputs[i]);
       size_t n = (size_t)th_numel(in[i].rank, in[i].dims);
-      fill(&c, v->name, in[i].dtype, in[i].data, n, in[i].rank ? in[i].dims[in[i].rank - 1] : 0, r,
-           &seed);
+      fill(&c, kc_graph_input_name(g, i), in[i].dtype, in[i].data, n,
+           in[i].rank ? in[i].dims[in[i].rank - 1] : 0, r, &seed);
     }
     kc_tensor_desc out[16];
     if ((int)nout > KC_LEN(out)) {
@@ -1252,11 +1251,17 @@ static int teardown(void **state) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s KERNC TESTS_DIR\n", argv[0]);
+    fprintf(stderr, "usage: %s KERNC TESTS_DIR [[-]TEST_GLOB]\n", argv[0]);
     return 2;
   }
   the_env.kernc = argv[1];
   the_env.tests = argv[2];
+  /* argv[3]: only the tests matching it (cmocka's glob), or with a leading '-' all but those, so
+   * the numbers (t_lit_numbers, the slow part) can run as a ctest of their own */
+  if (argc > 3 && argv[3][0] == '-')
+    cmocka_set_skip_filter(argv[3] + 1);
+  else if (argc > 3)
+    cmocka_set_test_filter(argv[3]);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_match_attention),   cmocka_unit_test(t_match_rules),
       cmocka_unit_test(t_match_captures),    cmocka_unit_test(t_match_shared_rows),
