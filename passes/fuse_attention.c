@@ -14,8 +14,9 @@
  *     Face's repeat_kv, or expand(x [B,1,T,D])) set kv_heads;
  *   - the rotate-half rotary on q and k (passes/fuse_rotary.c) becomes the attention's cos/sin;
  *   - the mask (passes/fuse_attention_mask.c): causal (mask=causal, no tensor), padding
- *     (mask=padding on the [B, T] keep mask), anything else added (mask=additive); a where
- *     condition that is neither causal nor padding does not fuse.
+ *     (mask=padding on a [B, T] keep mask proven 0/1: an int64 attention_mask is not), anything
+ *     else added (mask=additive); a where condition that is neither causal nor padding does not
+ *     fuse, nor does a where whose finite fill an added mask not proven <= 0 could undo.
  * With q, k and v all split from [B, S, H*D] tensors the op takes those, and its result replaces
  * the head merge (transpose(0,2,1,3) + reshape to [B,S,H*D]) that follows, or is split back to
  * [B, H, S, D]; otherwise it takes the 4-D tensors ([B, H, S, D], which the op also accepts).

@@ -397,12 +397,13 @@ static bool eval_node(const kc_graph *g, kc_val v, int *left, tv *out) {
   case KC_OP_TRILU: return eval_trilu(g, n, left, out);
   case KC_OP_CAST: {
     const kc_value *a = val(g, n->in[0]);
-    if (x->dtype == KC_BOOL && a->rank == 2 && kc_dtype_is_int(a->dtype)) {
-      *out = (tv){U_PAD, n->in[0], 1, 0, 0, false}; /* cast(m, bool) is m != 0 exactly */
-      return true;
-    }
-    return eval(g, n->in[0], left, out) && aligned(g, n->in[0], n->out[0], out) &&
-           eval_cast(x->dtype, out);
+    bool ok = eval(g, n->in[0], left, out) && aligned(g, n->in[0], n->out[0], out) &&
+              eval_cast(x->dtype, out);
+    if (ok && !(out->base == U_PAD && out->assumed)) return true;
+    /* cast(p, bool) of an integer p [B, T] is p != 0 exactly: the pad p, whatever its values */
+    if (x->dtype != KC_BOOL || a->rank != 2 || !kc_dtype_is_int(a->dtype)) return ok;
+    *out = (tv){U_PAD, n->in[0], 1, 0, 0, false};
+    return true;
   }
   case KC_OP_NOT:
   case KC_OP_NEG:

@@ -2,10 +2,12 @@
  * tests/test_passes.c - the passes and the rewrite matcher (argv[1]: the kernc binary, argv[2]:
  * tests/, argv[3] if given: only the tests matching that glob, or all but them after a '-').
  *
- *   - every tests/kir/passes/NAME.kir (lit style) runs through `kernc opt`: its first line is
- *     `# RUN: ARGS` (the pass list and flags), then comes the input graph, then a line
- *     `# CHECK:` and the exact expected output. The output must match byte for byte, read back
- *     (parse + verify) to the same text, and be a fixpoint: the same passes change it no more;
+ *   - every tests/kir/passes/NAME.kir (lit style) runs through what `kernc opt` does, in-process
+ *     (parse, verify, passes, print; the program itself is run by t_explain_cli and the golden
+ *     files): its first line is `# RUN: ARGS` (--passes=LIST, --fold-limit=N), then comes the
+ *     input graph, then a line `# CHECK:` and the exact expected output. The output must match
+ *     byte for byte, read back (parse + verify) to the same text, and be a fixpoint: the same
+ *     passes change it no more;
  *   - and on numbers: the input graph (no passes) and what its passes make run in-process on the
  *     same inputs, random and edge values (masks of 0/1/2/-1, fully padded rows, huge and
  *     negative values), and agree within a tolerance per dtype; a file that cannot run says why
@@ -75,6 +77,26 @@ static bool lit_split(const char *text, lit *t, char *why, size_t size) {
   return true;
 }
 
+static bool run_args(const char *args, char *passes, size_t size, int64_t *limit, char *why,
+                     size_t wsize);
+
+/* What `kernc opt` prints for text with these passes, in-process (parse, verify, the passes
+ * with the CPU evaluator for fold, print); NULL with the error in why. */
+static char *opt_text(kc_context *ctx, const char *text, const char *file, const char *passes,
+                      int64_t limit, char *why, size_t size) {
+  kc_graph *g = NULL;
+  kc_pipeline p;
+  kc_pass_options o = {.fold_limit = limit, .eval = kc_fold_evaluator(), .no_print_on_fail = true};
+  kc_status s = kc_graph_parse(ctx, text, file, &g);
+  if (s == KC_OK) s = kc_graph_verify(g);
+  if (s == KC_OK) s = kc_pipeline_parse(ctx, passes, &p);
+  if (s == KC_OK) s = kc_pipeline_run(&p, g, &o);
+  char *out = s == KC_OK ? kc_graph_print_str(g) : NULL;
+  if (!out) snprintf(why, size, "%s: %s", kc_status_str(s), kc_last_error(ctx));
+  kc_graph_free(g);
+  return out;
+}
+
 static void t_lit_files(void **state) {
   const env *e = *state;
   int n;
@@ -83,53 +105,43 @@ static void t_lit_files(void **state) {
   kc_context *ctx = kc_context_new();
   int failed = 0;
   for (int i = 0; i < n; i++) {
-    char *text = th_read_file(files[i], NULL), why[256], in[256], out2[256], cmd[8192];
+    char *text = th_read_file(files[i], NULL), why[512], passes[512];
+    int64_t limit;
     lit t = {0};
-    if (!text || !lit_split(text, &t, why, sizeof why)) {
+    if (!text || !lit_split(text, &t, why, sizeof why) ||
+        !run_args(t.args, passes, sizeof passes, &limit, why, sizeof why)) {
       print_error("%s: %s\n", files[i], text ? why : "unreadable");
       failed++;
+      free(t.input);
+      free(t.expect);
       free(text);
       continue;
     }
-    snprintf(in, sizeof in, "%s/in.kir", e->tmp);
-    th_write_file(in, t.input, strlen(t.input));
-    snprintf(cmd, sizeof cmd, "'%s' opt '%s' %s", e->kernc, in, t.args);
-    char *out, *err;
-    int rc = th_exec(cmd, &out, &err);
-    if (rc != 0 || strcmp(out, t.expect) != 0) {
-      print_error("%s: kernc opt%s exit %d, output differs from CHECK at line %d\nstderr: %s\n"
-                  "got:\n%s\nwant:\n%s\n",
-                  files[i], t.args, rc, th_first_diff_line(out, t.expect), err, out, t.expect);
+    char *out = opt_text(ctx, t.input, files[i], passes, limit, why, sizeof why);
+    if (!out || strcmp(out, t.expect) != 0) {
+      print_error("%s: kernc opt%s: %s at line %d\ngot:\n%s\nwant:\n%s\n", files[i], t.args,
+                  out ? "output differs from CHECK" : why,
+                  out ? th_first_diff_line(out, t.expect) : 0, out ? out : "", t.expect);
       failed++;
     } else {
-      /* the output reads back to itself and verifies */
-      kc_graph *g = NULL;
-      kc_status s = kc_graph_parse(ctx, out, files[i], &g);
-      if (s == KC_OK) s = kc_graph_verify(g);
-      char *again = s == KC_OK ? kc_graph_print_str(g) : NULL;
-      if (s != KC_OK || !again || strcmp(again, out) != 0) {
+      /* the output reads back to itself and verifies, and is a fixpoint of the same passes */
+      char *again = opt_text(ctx, out, files[i], "", 0, why, sizeof why);
+      if (!again || strcmp(again, out) != 0) {
         print_error("%s: the output does not read back: %s\n", files[i],
-                    s != KC_OK ? kc_last_error(ctx) : "printed differently");
+                    again ? "printed differently" : why);
         failed++;
       }
       free(again);
-      kc_graph_free(g);
-      /* and is a fixpoint of the same passes */
-      snprintf(out2, sizeof out2, "%s/out.kir", e->tmp);
-      th_write_file(out2, out, strlen(out));
-      snprintf(cmd, sizeof cmd, "'%s' opt '%s' %s", e->kernc, out2, t.args);
-      char *out3, *err3;
-      rc = th_exec(cmd, &out3, &err3);
-      if (rc != 0 || strcmp(out3, out) != 0) {
-        print_error("%s: running the passes again changes the output (exit %d, line %d): %s\n%s",
-                    files[i], rc, th_first_diff_line(out3, out), err3, out3);
+      again = opt_text(ctx, out, files[i], passes, limit, why, sizeof why);
+      if (!again || strcmp(again, out) != 0) {
+        print_error("%s: running the passes again changes the output (line %d): %s\n%s", files[i],
+                    again ? th_first_diff_line(again, out) : 0, again ? "" : why,
+                    again ? again : "");
         failed++;
       }
-      free(out3);
-      free(err3);
+      free(again);
     }
     free(out);
-    free(err);
     free(t.input);
     free(t.expect);
     free(text);
