@@ -14,8 +14,9 @@
  *     Face's repeat_kv, or expand(x [B,1,T,D])) set kv_heads;
  *   - the rotate-half rotary on q and k (passes/fuse_rotary.c) becomes the attention's cos/sin;
  *   - the mask (passes/fuse_attention_mask.c): causal (mask=causal, no tensor), padding
- *     (mask=padding on the [B, T] keep mask), anything else added (mask=additive); a where
- *     condition that is neither causal nor padding does not fuse.
+ *     (mask=padding on a [B, T] keep mask proven 0/1: an int64 attention_mask is not), anything
+ *     else added (mask=additive); a where condition that is neither causal nor padding does not
+ *     fuse, nor does a where whose finite fill an added mask not proven <= 0 could undo.
  * With q, k and v all split from [B, S, H*D] tensors the op takes those, and its result replaces
  * the head merge (transpose(0,2,1,3) + reshape to [B,S,H*D]) that follows, or is split back to
  * [B, H, S, D]; otherwise it takes the 4-D tensors ([B, H, S, D], which the op also accepts).
@@ -30,6 +31,7 @@
  */
 #include "passes/fuse_attention.h"
 
+#include <math.h>
 #include <string.h>
 
 /* ---- graph reading, shared with the other fuse-attention files ------------------------------ */
@@ -329,9 +331,21 @@ static kc_val transpose(kc_rewriter *rw, kc_val x, const int64_t *perm) {
   return kc_rw_infer(rw, ni) == KC_OK ? y : (kc_val){0};
 }
 
-/* The attention's mask: where-mask w and added mask a together. */
-static bool combine_masks(fa *F, const kc_fa_mask *w, const kc_fa_mask *a, kc_fa_mask *out) {
-  *out = (kc_fa_mask){w->causal || a->causal, KC_FA_IN_NONE, {0}, {0}};
+/*
+ * The attention's mask: where-mask w and added mask a (%am) together. where(c, s, fill) + a
+ * drops the keys c masks only while fill + a stays a large negative: an added mask that may be
+ * positive (an integer pad's 2 gives (1 - 2) * -fill = +fill) brings them back, so the where
+ * must stay; a finite fill only (-inf + a stays -inf).
+ */
+static bool combine_masks(fa *F, const kc_fa_mask *w, const kc_fa_mask *a, kc_val am, double fill,
+                          kc_fa_mask *out) {
+  *out = (kc_fa_mask){w->causal || a->causal, KC_FA_IN_NONE, {0}, {0}, false};
+  if ((w->causal || w->kind != KC_FA_IN_NONE) && am.id && !a->nonpos && isfinite(fill))
+    return kc_rw_decline(F->rw,
+                         "added mask %%%u may be positive where the where-mask's fill (%g) "
+                         "would meet it",
+                         am.id, fill),
+           false;
   if (w->kind != KC_FA_IN_NONE && a->kind != KC_FA_IN_NONE)
     return kc_rw_decline(F->rw, "two mask tensors (a where condition and an added mask)"), false;
   const kc_fa_mask *m = w->kind != KC_FA_IN_NONE ? w : a;
@@ -382,7 +396,7 @@ static kc_status rewrite(fa *F, const kc_match *m) {
                      kc_dim_sub(g, qv->dims[3], qv->dims[2])};
 
   /* scale and masks */
-  double scale = 1, fill;
+  double scale = 1, fill = -INFINITY;
   const kc_tensor *st = sm.cap[SCALE].id ? kc_fa_data(g, sm.cap[SCALE]) : NULL;
   if (st && !kc_dtype_is_float(st->dtype))
     return kc_rw_decline(rw, "scale %%%u is not a float", sm.cap[SCALE].id);
@@ -398,7 +412,7 @@ static kc_status rewrite(fa *F, const kc_match *m) {
   }
   if (sm.cap[MASK].id && !kc_fa_mask_added(g, sm.cap[MASK], &ss, &am, why, sizeof why))
     return kc_rw_decline(rw, "%s", why);
-  if (!combine_masks(F, &wm, &am, &mask)) return KC_OK;
+  if (!combine_masks(F, &wm, &am, sm.cap[MASK], fill, &mask)) return KC_OK;
 
   /* q, k, v; rotary only when q and k share it */
   side q = {0}, k = {0}, v = {0};

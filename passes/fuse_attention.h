@@ -54,6 +54,7 @@ typedef struct kc_fa_mask {
   kc_fa_input kind; /* and the mask input, if any */
   kc_val input;
   kc_val additive; /* KC_FA_IN_PADDING from an added mask: that mask, to add it as it is */
+  bool nonpos;     /* an added mask proven <= 0 everywhere (so it never undoes a where's fill) */
 } kc_fa_mask;
 
 /*

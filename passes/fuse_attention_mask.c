@@ -15,13 +15,21 @@
  * comparisons of two index ramps (range(c, n, 1) plus a constant, viewed along an axis), and the
  * pad tensor itself. Elementwise ops, where, casts, views that keep the indexed axes, slices from
  * column 0 (from row k), and a concat of keep columns before a triangle carry the two values
- * through. Anything else is "unknown", which the
- * caller turns into an additive mask (an added tensor) or no fusion (a where condition).
- * BERT's form (1 - cast(m[:, None, None, :])) * -10000 thus evaluates to PAD with on 0, off
- * -10000, i.e. mask=padding on m. An integer pad is taken as 0/1 (what tokenizers give) where
- * it is cast to a float; a bool one is exact. The fused kernel gives a row whose keys are all
- * masked an output of 0, where the exported graph (-10000 added, not -inf) would average all
- * its values: the one place where padding and the graph differ, and what the issue asks for.
+ * through. Anything else is "unknown", which the caller turns into an additive mask (an added
+ * tensor) or no fusion (a where condition).
+ * mask=padding needs its pad proven 0/1: a bool [B, T] value (a bool graph input, or a bool the
+ * rules above cannot look through: a comparison of the tokenizer's mask with a constant, a
+ * not/and of such), or cast(m, bool) of an integer m [B, T], which is m != 0 exactly. An integer
+ * [B, T] read as a number is a pad whose two values are only ASSUMED (tv.assumed): (1 - cast(m))
+ * * -10000 adds +10000 where m = 2 and -20000 where m = 3, which mask=padding (nonzero = keep)
+ * would not, so BERT's int64 attention_mask stays an additive mask, the graph's exact numbers.
+ * Where m comes from a bool (cast(m_bool) or where(m_bool, 1, 0)) the same form evaluates to PAD
+ * with on 0, off -10000, i.e. mask=padding on the bool. An assumed pad still proves a layout: a
+ * condition over [B, ., ., T] that kc_fa_mask_causal_and keeps in the graph (its values are the
+ * graph's own) only needs that.
+ * The fused kernel gives a row whose keys are all masked an output of 0, where the exported graph
+ * (-10000 added, not -inf) would average its values: the one place where padding and the graph
+ * differ, kept on purpose (such a row belongs to a sequence that is padding only).
  * Invariants: reads the graph only; a TRI value's last two dims and a PAD value's axes 0 and 3
  * are those of every value it was computed from (no broadcast along an indexed axis), checked at
  * each step.
@@ -43,7 +51,8 @@ typedef struct tv {
   int base;
   kc_val pad; /* U_PAD: the [B, T] tensor */
   double on, off;
-  kc_dim k; /* U_TRI: the diagonal, j <= i + k */
+  kc_dim k;     /* U_TRI: the diagonal, j <= i + k */
+  bool assumed; /* U_PAD: on/off hold only where the pad is 0 or 1 (an integer pad) */
 } tv;
 
 /* value = index along axis `axis` (counted from the end, 1 = last) + off */
@@ -52,7 +61,7 @@ typedef struct ramp {
   int64_t off;
 } ramp;
 
-static bool eval(const kc_graph *g, kc_val v, int *left, bool under_cast, tv *out);
+static bool eval(const kc_graph *g, kc_val v, int *left, tv *out);
 
 static const kc_value *val(const kc_graph *g, kc_val v) { return kc_value_of(g, v); }
 
@@ -73,7 +82,7 @@ static bool aligned(const kc_graph *g, kc_val x, kc_val y, const tv *t) {
   }
 }
 
-static tv uniform(double c) { return (tv){U_UNIFORM, {0}, c, c, 0}; }
+static tv uniform(double c) { return (tv){U_UNIFORM, {0}, c, c, 0, false}; }
 
 /* Constant data: uniform, or lower-triangular over its last two axes (the same in every
  * leading slice). */
@@ -96,7 +105,7 @@ static bool eval_data(const kc_tensor *t, tv *out) {
     int64_t j = (int64_t)(k % (size_t)cols), i = (int64_t)(k / (size_t)cols) % rows;
     if (kc_tensor_get(t, k) != (j <= i ? on : off)) return false;
   }
-  *out = (tv){U_TRI, {0}, on, off, 0};
+  *out = (tv){U_TRI, {0}, on, off, 0, false};
   return true;
 }
 
@@ -185,9 +194,9 @@ static bool eval_ramps(const kc_graph *g, const kc_node *n, tv *out) {
   int64_t k = a.axis == 1 ? b.off - a.off : a.off - b.off;
   bool lt = a.axis == 1 ? less : !less;
   if (lt && k == 1)
-    *out = (tv){U_TRI, {0}, 1, 0, 0};
+    *out = (tv){U_TRI, {0}, 1, 0, 0, false};
   else if (!lt && k == 0)
-    *out = (tv){U_TRI, {0}, 0, 1, 0};
+    *out = (tv){U_TRI, {0}, 0, 1, 0, false};
   else
     return false;
   return true;
@@ -200,6 +209,7 @@ static bool join(const kc_graph *g, const kc_node *n, const tv *ops, int nops, t
   *out = uniform(0);
   for (int k = 0; k < nops; k++) {
     if (ops[k].base == U_UNIFORM) continue;
+    out->assumed |= ops[k].assumed;
     if (out->base != U_UNIFORM &&
         (out->base != ops[k].base || out->pad.id != ops[k].pad.id || !same(g, out->k, ops[k].k)))
       return false;
@@ -239,8 +249,8 @@ static bool eval_cast(kc_dtype to, tv *t) {
   return true;
 }
 
-static bool eval_view(const kc_graph *g, const kc_node *n, int *left, bool under_cast, tv *out) {
-  if (!eval(g, n->in[0], left, under_cast, out)) return false;
+static bool eval_view(const kc_graph *g, const kc_node *n, int *left, tv *out) {
+  if (!eval(g, n->in[0], left, out)) return false;
   const kc_value *a = val(g, n->in[0]), *b = val(g, n->out[0]);
   switch (out->base) {
   case U_TRI: return aligned(g, n->in[0], n->out[0], out);
@@ -289,7 +299,7 @@ static int64_t count(const kc_graph *g, kc_val v) {
 /* A slice of a TRI value from column 0 (step 1 on the last two axes): from row r it is TRI
  * with diagonal k + r (one of them 0; r a size, constant or symbolic, known to be >= 0). */
 static bool eval_slice(const kc_graph *g, const kc_node *n, int *left, tv *out) {
-  if (!eval(g, n->in[0], left, false, out)) return false;
+  if (!eval(g, n->in[0], left, out)) return false;
   if (out->base == U_UNIFORM) return true;
   if (out->base != U_TRI) return false;
   int r = val(g, n->in[0])->rank;
@@ -320,8 +330,8 @@ static bool eval_concat(const kc_graph *g, const kc_node *n, int *left, tv *out)
   int64_t axis = kc_node_int(n, "axis", 0);
   tv c, t;
   if (a->rank < 2 || a->rank != b->rank || (axis < 0 ? axis + a->rank : axis) != a->rank - 1 ||
-      !eval(g, n->in[0], left, false, &c) || c.base != U_UNIFORM ||
-      !eval(g, n->in[1], left, false, &t) || t.base != U_TRI || t.k != 0 || c.on != t.on ||
+      !eval(g, n->in[0], left, &c) || c.base != U_UNIFORM || !eval(g, n->in[1], left, &t) ||
+      t.base != U_TRI || t.k != 0 || c.on != t.on ||
       !same(g, a->dims[a->rank - 2], b->dims[b->rank - 2]) ||
       !same(g, y->dims[y->rank - 2], b->dims[b->rank - 2]))
     return false;
@@ -333,15 +343,15 @@ static bool eval_concat(const kc_graph *g, const kc_node *n, int *left, tv *out)
 /* trilu(c everywhere): lower with the diagonal (upper=0, k=0) or strictly upper (upper=1, k=1). */
 static bool eval_trilu(const kc_graph *g, const kc_node *n, int *left, tv *out) {
   tv in;
-  if (!eval(g, n->in[0], left, false, &in) || in.base != U_UNIFORM) return false;
+  if (!eval(g, n->in[0], left, &in) || in.base != U_UNIFORM) return false;
   int64_t k = 0;
   if (n->nin > 1 && n->in[1].id && !kc_fa_int1(g, n->in[1], &k)) return false;
   bool upper = kc_node_int(n, "upper", 1) != 0;
   if (val(g, n->in[0])->rank < 2) return false;
   if (!upper && k == 0)
-    *out = (tv){U_TRI, {0}, in.on, 0, 0};
+    *out = (tv){U_TRI, {0}, in.on, 0, 0, false};
   else if (upper && k == 1)
-    *out = (tv){U_TRI, {0}, 0, in.on, 0};
+    *out = (tv){U_TRI, {0}, 0, in.on, 0, false};
   else
     return false;
   return true;
@@ -349,7 +359,7 @@ static bool eval_trilu(const kc_graph *g, const kc_node *n, int *left, tv *out) 
 
 static bool eval_binary(const kc_graph *g, const kc_node *n, int *left, tv *out) {
   tv ops[2];
-  if (!eval(g, n->in[0], left, false, &ops[0]) || !eval(g, n->in[1], left, false, &ops[1]) ||
+  if (!eval(g, n->in[0], left, &ops[0]) || !eval(g, n->in[1], left, &ops[1]) ||
       !join(g, n, ops, 2, out))
     return false;
   out->on = apply2(n->op, ops[0].on, ops[1].on);
@@ -357,69 +367,86 @@ static bool eval_binary(const kc_graph *g, const kc_node *n, int *left, tv *out)
   return true;
 }
 
-static bool eval(const kc_graph *g, kc_val v, int *left, bool under_cast, tv *out) {
-  if (!v.id || --*left < 0) return false;
-  const kc_tensor *t = kc_fa_data(g, v);
-  if (t) return eval_data(t, out);
+/* The two values of v by its producer; false when they cannot be read (v's producer alone). */
+static bool eval_node(const kc_graph *g, kc_val v, int *left, tv *out) {
   const kc_node *n = kc_fa_def(g, v);
   const kc_value *x = val(g, v);
   tv ops[3];
-  if (n && n->nout == 1) {
-    switch (n->op) {
-    case KC_OP_CONSTANT_OF_SHAPE: {
-      const kc_attr *a = kc_node_attr(n, "value");
-      if (!a) {
-        *out = uniform(0);
-        return true;
-      }
-      if (a->kind != KC_ATTR_TENSOR || a->u.tensor >= g->ntensors) return false;
-      const kc_tensor *c = &g->tensors[a->u.tensor];
-      if (!c->data || kc_tensor_numel(c) != 1) return false;
-      *out = uniform(kc_tensor_get(c, 0));
+  if (!n || n->nout != 1) return false;
+  switch (n->op) {
+  case KC_OP_CONSTANT_OF_SHAPE: {
+    const kc_attr *a = kc_node_attr(n, "value");
+    if (!a) {
+      *out = uniform(0);
       return true;
     }
-    case KC_OP_IDENTITY:
-    case KC_OP_RESHAPE:
-    case KC_OP_UNSQUEEZE:
-    case KC_OP_SQUEEZE:
-    case KC_OP_FLATTEN:
-    case KC_OP_EXPAND: return eval_view(g, n, left, under_cast, out);
-    case KC_OP_SLICE: return eval_slice(g, n, left, out);
-    case KC_OP_CONCAT: return eval_concat(g, n, left, out);
-    case KC_OP_TRILU: return eval_trilu(g, n, left, out);
-    case KC_OP_CAST:
-      return eval(g, n->in[0], left, true, out) && aligned(g, n->in[0], n->out[0], out) &&
-             eval_cast(x->dtype, out);
-    case KC_OP_NOT:
-    case KC_OP_NEG:
-      if (!eval(g, n->in[0], left, false, out) || !aligned(g, n->in[0], v, out)) return false;
-      out->on = n->op == KC_OP_NOT ? out->on == 0 : -out->on;
-      out->off = n->op == KC_OP_NOT ? out->off == 0 : -out->off;
-      return true;
-    case KC_OP_LESS:
-    case KC_OP_GREATER: /* index ramps, else masks compared with values */
-      return eval_ramps(g, n, out) || eval_binary(g, n, left, out);
-    case KC_OP_ADD:
-    case KC_OP_SUB:
-    case KC_OP_MUL:
-    case KC_OP_AND:
-    case KC_OP_EQUAL: return eval_binary(g, n, left, out);
-    case KC_OP_WHERE:
-      for (int k = 0; k < 3; k++)
-        if (!eval(g, n->in[k], left, false, &ops[k])) return false;
-      if (!join(g, n, ops, 3, out)) return false;
-      out->on = ops[0].on != 0 ? ops[1].on : ops[2].on;
-      out->off = ops[0].off != 0 ? ops[1].off : ops[2].off;
-      return true;
-    default: break;
-    }
-  }
-  /* the pad tensor itself: bool, or an integer one read through a cast (taken as 0/1) */
-  if (x->rank == 2 && (x->dtype == KC_BOOL || (under_cast && kc_dtype_is_int(x->dtype)))) {
-    *out = (tv){U_PAD, v, 1, 0, 0};
+    if (a->kind != KC_ATTR_TENSOR || a->u.tensor >= g->ntensors) return false;
+    const kc_tensor *c = &g->tensors[a->u.tensor];
+    if (!c->data || kc_tensor_numel(c) != 1) return false;
+    *out = uniform(kc_tensor_get(c, 0));
     return true;
   }
-  return false;
+  case KC_OP_IDENTITY:
+  case KC_OP_RESHAPE:
+  case KC_OP_UNSQUEEZE:
+  case KC_OP_SQUEEZE:
+  case KC_OP_FLATTEN:
+  case KC_OP_EXPAND: return eval_view(g, n, left, out);
+  case KC_OP_SLICE: return eval_slice(g, n, left, out);
+  case KC_OP_CONCAT: return eval_concat(g, n, left, out);
+  case KC_OP_TRILU: return eval_trilu(g, n, left, out);
+  case KC_OP_CAST: {
+    const kc_value *a = val(g, n->in[0]);
+    bool ok = eval(g, n->in[0], left, out) && aligned(g, n->in[0], n->out[0], out) &&
+              eval_cast(x->dtype, out);
+    if (ok && !(out->base == U_PAD && out->assumed)) return true;
+    /* cast(p, bool) of an integer p [B, T] is p != 0 exactly: the pad p, whatever its values */
+    if (x->dtype != KC_BOOL || a->rank != 2 || !kc_dtype_is_int(a->dtype)) return ok;
+    *out = (tv){U_PAD, n->in[0], 1, 0, 0, false};
+    return true;
+  }
+  case KC_OP_NOT:
+  case KC_OP_NEG:
+    if (!eval(g, n->in[0], left, out) || !aligned(g, n->in[0], v, out)) return false;
+    out->on = n->op == KC_OP_NOT ? out->on == 0 : -out->on;
+    out->off = n->op == KC_OP_NOT ? out->off == 0 : -out->off;
+    return true;
+  case KC_OP_LESS:
+  case KC_OP_GREATER: /* index ramps, else masks compared with values */
+    return eval_ramps(g, n, out) || eval_binary(g, n, left, out);
+  case KC_OP_ADD:
+  case KC_OP_SUB:
+  case KC_OP_MUL:
+  case KC_OP_AND:
+  case KC_OP_EQUAL: return eval_binary(g, n, left, out);
+  case KC_OP_WHERE:
+    for (int k = 0; k < 3; k++)
+      if (!eval(g, n->in[k], left, &ops[k])) return false;
+    if (!join(g, n, ops, 3, out)) return false;
+    out->on = ops[0].on != 0 ? ops[1].on : ops[2].on;
+    out->off = ops[0].off != 0 ? ops[1].off : ops[2].off;
+    return true;
+  default: return false;
+  }
+}
+
+static bool eval(const kc_graph *g, kc_val v, int *left, tv *out) {
+  if (!v.id || --*left < 0) return false;
+  const kc_tensor *t = kc_fa_data(g, v);
+  if (t) return eval_data(t, out);
+  bool ok = eval_node(g, v, left, out);
+  const kc_value *x = val(g, v);
+  /* a bool [B, T] read as it is: the pad, 0/1 by its dtype (an input, a comparison of the
+   * tokenizer's mask), also in place of what it computes from an assumed pad or of the negation
+   * of a pad (not(m == 0) keeps where m != 0: the kernel needs nonzero = keep); an integer
+   * [B, T] is a pad whose 0/1 is only assumed (its 2 is not a 1) */
+  bool flip = ok && out->base == U_PAD && (out->assumed || (out->on == 0 && out->off == 1));
+  if (ok && !(flip && x->rank == 2 && x->dtype == KC_BOOL)) return true;
+  if (x->rank == 2 && (x->dtype == KC_BOOL || (!ok && kc_dtype_is_int(x->dtype)))) {
+    *out = (tv){U_PAD, v, 1, 0, 0, x->dtype != KC_BOOL};
+    return true;
+  }
+  return ok;
 }
 
 /* ---- classification ------------------------------------------------------------------------ */
@@ -448,13 +475,16 @@ bool kc_fa_mask_added(const kc_graph *g, kc_val m, const kc_fa_scores *sc, kc_fa
              kc_dtype_name(sc->dtype));
     return false;
   }
-  *out = (kc_fa_mask){false, KC_FA_IN_ADDITIVE, m, {0}};
+  *out = (kc_fa_mask){false, KC_FA_IN_ADDITIVE, m, {0}, false};
   tv t;
   int left = BUDGET;
-  if (!eval(g, m, &left, false, &t) || t.on != 0 || !(t.off <= KC_FA_NEG_BIG)) return true;
-  if (t.base == U_TRI && fits_tri(g, m, sc, &t)) *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}};
-  if (t.base == U_PAD && fits_pad(g, m, t.pad, sc))
-    *out = (kc_fa_mask){false, KC_FA_IN_PADDING, t.pad, m};
+  if (!eval(g, m, &left, &t)) return true;
+  out->nonpos = !(t.base == U_PAD && t.assumed) && t.on <= 0 && t.off <= 0;
+  if (t.on != 0 || !(t.off <= KC_FA_NEG_BIG)) return true;
+  if (t.base == U_TRI && fits_tri(g, m, sc, &t))
+    *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}, true};
+  if (t.base == U_PAD && !t.assumed && fits_pad(g, m, t.pad, sc))
+    *out = (kc_fa_mask){false, KC_FA_IN_PADDING, t.pad, m, true};
   return true;
 }
 
@@ -462,17 +492,17 @@ bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, const kc_fa_scores
                       kc_fa_mask *out, char *why, size_t size) {
   tv t;
   int left = BUDGET;
-  if (!eval(g, c, &left, false, &t) || t.base == U_UNIFORM) {
+  if (!eval(g, c, &left, &t) || t.base == U_UNIFORM) {
     snprintf(why, size, "where condition %%%u is neither a causal nor a padding mask", c.id);
     return false;
   }
   bool ok = keep ? t.on != 0 && t.off == 0 : t.on == 0 && t.off != 0;
   if (ok && t.base == U_TRI && fits_tri(g, c, sc, &t)) {
-    *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}};
+    *out = (kc_fa_mask){true, KC_FA_IN_NONE, {0}, {0}, false};
     return true;
   }
-  if (ok && t.base == U_PAD && fits_pad(g, c, t.pad, sc)) {
-    *out = (kc_fa_mask){false, KC_FA_IN_PADDING, t.pad, {0}};
+  if (ok && t.base == U_PAD && !t.assumed && fits_pad(g, c, t.pad, sc)) {
+    *out = (kc_fa_mask){false, KC_FA_IN_PADDING, t.pad, {0}, false};
     return true;
   }
   snprintf(why, size, "where condition %%%u %s", c.id,
@@ -482,7 +512,9 @@ bool kc_fa_mask_where(const kc_graph *g, kc_val c, bool keep, const kc_fa_scores
                             : "is causal with a diagonal other than keys - queries (mask=causal "
                               "aligns at the bottom right)")
                      : "is triangular but not causal (which keys it keeps)")
-               : (ok ? "is a padding mask not laid out as [B, 1, 1, T]" : "keeps the padded keys"));
+           : !ok       ? "keeps the padded keys"
+           : t.assumed ? "is a padding mask only where the integer mask it reads is 0/1"
+                       : "is a padding mask not laid out as [B, 1, 1, T]");
   return false;
 }
 
@@ -490,12 +522,13 @@ bool kc_fa_mask_causal_and(const kc_graph *g, kc_val m, const kc_fa_scores *sc, 
   const kc_node *n = kc_fa_def(g, m);
   double z, f;
   if (!n || n->op != KC_OP_WHERE) return false;
-  tv tc, tp;
+  tv tc, tp; /* tp may be assumed: the padding condition stays in the graph, only its layout
+              * (a function of b and j alone) is used */
   int left = BUDGET;
   if (kc_fa_scalar(g, n->in[1], &f) && f <= KC_FA_NEG_BIG) { /* where(masked, fill, causal) */
-    if (eval(g, n->in[2], &left, false, &tc) && tc.base == U_TRI && tc.on == 0 &&
+    if (eval(g, n->in[2], &left, &tc) && tc.base == U_TRI && tc.on == 0 &&
         tc.off <= KC_FA_NEG_BIG && fits_tri(g, n->in[2], sc, &tc) &&
-        eval(g, n->in[0], &left, false, &tp) && tp.base == U_PAD && tp.on == 0 && tp.off != 0 &&
+        eval(g, n->in[0], &left, &tp) && tp.base == U_PAD && tp.on == 0 && tp.off != 0 &&
         val(g, n->in[0])->rank == 4 && same(g, val(g, n->in[0])->dims[0], sc->b)) {
       w[0] = n->in[0], w[1] = n->in[1], w[2] = (kc_val){0};
       return true;
@@ -510,9 +543,9 @@ bool kc_fa_mask_causal_and(const kc_graph *g, kc_val m, const kc_fa_scores *sc, 
   for (int k = 0; k < 2; k++) {
     kc_val c = a->in[k], p = a->in[1 - k];
     left = BUDGET;
-    if (eval(g, c, &left, false, &tc) && tc.base == U_TRI && tc.on != 0 && tc.off == 0 &&
-        fits_tri(g, c, sc, &tc) && eval(g, p, &left, false, &tp) && tp.base == U_PAD &&
-        tp.on != 0 && tp.off == 0 && fits_pad(g, p, tp.pad, sc)) {
+    if (eval(g, c, &left, &tc) && tc.base == U_TRI && tc.on != 0 && tc.off == 0 &&
+        fits_tri(g, c, sc, &tc) && eval(g, p, &left, &tp) && tp.base == U_PAD && tp.on != 0 &&
+        tp.off == 0 && fits_pad(g, p, tp.pad, sc)) {
       w[0] = p, w[1] = n->in[1], w[2] = n->in[2];
       return true;
     }

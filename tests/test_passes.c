@@ -1,11 +1,17 @@
 /*
  * tests/test_passes.c - the passes and the rewrite matcher (argv[1]: the kernc binary, argv[2]:
- * tests/).
+ * tests/, argv[3] if given: only the tests matching that glob, or all but them after a '-').
  *
- *   - every tests/kir/passes/NAME.kir (lit style) runs through `kernc opt`: its first line is
- *     `# RUN: ARGS` (the pass list and flags), then comes the input graph, then a line
- *     `# CHECK:` and the exact expected output. The output must match byte for byte, read back
- *     (parse + verify) to the same text, and be a fixpoint: the same passes change it no more;
+ *   - every tests/kir/passes/NAME.kir (lit style) runs through what `kernc opt` does, in-process
+ *     (parse, verify, passes, print; the program itself is run by t_explain_cli and the golden
+ *     files): its first line is `# RUN: ARGS` (--passes=LIST, --fold-limit=N), then comes the
+ *     input graph, then a line `# CHECK:` and the exact expected output. The output must match
+ *     byte for byte, read back (parse + verify) to the same text, and be a fixpoint: the same
+ *     passes change it no more;
+ *   - and on numbers: the input graph (no passes) and what its passes make run in-process on the
+ *     same inputs, random and edge values (masks of 0/1/2/-1, fully padded rows, huge and
+ *     negative values), and agree within a tolerance per dtype; a file that cannot run says why
+ *     in a `# NORUN:` line and is listed (see run_numeric);
  *   - the default pipeline runs on every tests/kir/golden file and the result verifies;
  *   - the matcher in C: commutative operands in both orders with backtracking, capture
  *     consistency, the interior-use and graph-output rules, predicates, malformed patterns, and
@@ -30,6 +36,8 @@
 #include "runtime/runtime.h"
 #include "tests/harness.h"
 
+#include <math.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +77,26 @@ static bool lit_split(const char *text, lit *t, char *why, size_t size) {
   return true;
 }
 
+static bool run_args(const char *args, char *passes, size_t size, int64_t *limit, char *why,
+                     size_t wsize);
+
+/* What `kernc opt` prints for text with these passes, in-process (parse, verify, the passes
+ * with the CPU evaluator for fold, print); NULL with the error in why. */
+static char *opt_text(kc_context *ctx, const char *text, const char *file, const char *passes,
+                      int64_t limit, char *why, size_t size) {
+  kc_graph *g = NULL;
+  kc_pipeline p;
+  kc_pass_options o = {.fold_limit = limit, .eval = kc_fold_evaluator(), .no_print_on_fail = true};
+  kc_status s = kc_graph_parse(ctx, text, file, &g);
+  if (s == KC_OK) s = kc_graph_verify(g);
+  if (s == KC_OK) s = kc_pipeline_parse(ctx, passes, &p);
+  if (s == KC_OK) s = kc_pipeline_run(&p, g, &o);
+  char *out = s == KC_OK ? kc_graph_print_str(g) : NULL;
+  if (!out) snprintf(why, size, "%s: %s", kc_status_str(s), kc_last_error(ctx));
+  kc_graph_free(g);
+  return out;
+}
+
 static void t_lit_files(void **state) {
   const env *e = *state;
   int n;
@@ -77,53 +105,43 @@ static void t_lit_files(void **state) {
   kc_context *ctx = kc_context_new();
   int failed = 0;
   for (int i = 0; i < n; i++) {
-    char *text = th_read_file(files[i], NULL), why[256], in[256], out2[256], cmd[8192];
+    char *text = th_read_file(files[i], NULL), why[512], passes[512];
+    int64_t limit;
     lit t = {0};
-    if (!text || !lit_split(text, &t, why, sizeof why)) {
+    if (!text || !lit_split(text, &t, why, sizeof why) ||
+        !run_args(t.args, passes, sizeof passes, &limit, why, sizeof why)) {
       print_error("%s: %s\n", files[i], text ? why : "unreadable");
       failed++;
+      free(t.input);
+      free(t.expect);
       free(text);
       continue;
     }
-    snprintf(in, sizeof in, "%s/in.kir", e->tmp);
-    th_write_file(in, t.input, strlen(t.input));
-    snprintf(cmd, sizeof cmd, "'%s' opt '%s' %s", e->kernc, in, t.args);
-    char *out, *err;
-    int rc = th_exec(cmd, &out, &err);
-    if (rc != 0 || strcmp(out, t.expect) != 0) {
-      print_error("%s: kernc opt%s exit %d, output differs from CHECK at line %d\nstderr: %s\n"
-                  "got:\n%s\nwant:\n%s\n",
-                  files[i], t.args, rc, th_first_diff_line(out, t.expect), err, out, t.expect);
+    char *out = opt_text(ctx, t.input, files[i], passes, limit, why, sizeof why);
+    if (!out || strcmp(out, t.expect) != 0) {
+      print_error("%s: kernc opt%s: %s at line %d\ngot:\n%s\nwant:\n%s\n", files[i], t.args,
+                  out ? "output differs from CHECK" : why,
+                  out ? th_first_diff_line(out, t.expect) : 0, out ? out : "", t.expect);
       failed++;
     } else {
-      /* the output reads back to itself and verifies */
-      kc_graph *g = NULL;
-      kc_status s = kc_graph_parse(ctx, out, files[i], &g);
-      if (s == KC_OK) s = kc_graph_verify(g);
-      char *again = s == KC_OK ? kc_graph_print_str(g) : NULL;
-      if (s != KC_OK || !again || strcmp(again, out) != 0) {
+      /* the output reads back to itself and verifies, and is a fixpoint of the same passes */
+      char *again = opt_text(ctx, out, files[i], "", 0, why, sizeof why);
+      if (!again || strcmp(again, out) != 0) {
         print_error("%s: the output does not read back: %s\n", files[i],
-                    s != KC_OK ? kc_last_error(ctx) : "printed differently");
+                    again ? "printed differently" : why);
         failed++;
       }
       free(again);
-      kc_graph_free(g);
-      /* and is a fixpoint of the same passes */
-      snprintf(out2, sizeof out2, "%s/out.kir", e->tmp);
-      th_write_file(out2, out, strlen(out));
-      snprintf(cmd, sizeof cmd, "'%s' opt '%s' %s", e->kernc, out2, t.args);
-      char *out3, *err3;
-      rc = th_exec(cmd, &out3, &err3);
-      if (rc != 0 || strcmp(out3, out) != 0) {
-        print_error("%s: running the passes again changes the output (exit %d, line %d): %s\n%s",
-                    files[i], rc, th_first_diff_line(out3, out), err3, out3);
+      again = opt_text(ctx, out, files[i], passes, limit, why, sizeof why);
+      if (!again || strcmp(again, out) != 0) {
+        print_error("%s: running the passes again changes the output (line %d): %s\n%s", files[i],
+                    again ? th_first_diff_line(again, out) : 0, again ? "" : why,
+                    again ? again : "");
         failed++;
       }
-      free(out3);
-      free(err3);
+      free(again);
     }
     free(out);
-    free(err);
     free(t.input);
     free(t.expect);
     free(text);
@@ -131,6 +149,395 @@ static void t_lit_files(void **state) {
   kc_context_free(ctx);
   th_free_list(files, n);
   if (failed) fail_msg("%d of %d pass test files failed", failed, n);
+}
+
+/* ---- pass tests on numbers ------------------------------------------------------------------ */
+
+/*
+ * Each pass test's input graph (no passes) and the graph its passes make run on the same inputs
+ * and must agree. Optional lines before the graph say how:
+ *   # NORUN: REASON         the graphs cannot run (counted and listed, never silently skipped);
+ *   # DIMS: S=4 T=6         symbol values (default: B=2, any other 3);
+ *   # INPUTS: NAME=v,v,...  the values NAME's elements are drawn from in both rounds, or
+ *             NAME=[v,v,...] its elements in order (a shape input), else by dtype (below);
+ *   # NOPADROW: NAME,... WHY no row of these inputs is all 0 (its first element is 1): where a
+ *                           fused op knowingly differs from the graph on a row whose keys are all
+ *                           masked (listed too, with the reason).
+ * Rounds: random (floats in [-2, 2), ints and bools 0/1), then edges: element e of a tensor whose
+ * last axis has L elements lies in row e / L; row 0 is all the first value of the set (0: a fully
+ * padded row of a mask), the rest drawn from the set (ints 0, 1, 2, -1, bools 0, 1, floats 0, 1,
+ * -1, 2, -2.5, 60, -60, 1e4, -1e4). Weights a .kir names without data get
+ * random data (the same in both graphs: the passes run on a clone sharing it).
+ */
+typedef struct numcfg {
+  char norun[256];
+  char nopadrow[256];
+  char dims[256];
+  char inputs[1024];
+} numcfg;
+
+/* The text after `# KEY:` on a line of the comments, into buf (empty when absent). */
+static void header_line(const char *text, const char *key, char *buf, size_t size) {
+  buf[0] = 0;
+  for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+    size_t n = strlen(key);
+    if (strncmp(p, key, n) != 0) continue;
+    p += n;
+    while (*p == ' ')
+      p++;
+    size_t len = strcspn(p, "\n");
+    snprintf(buf, size, "%.*s", (int)len, p);
+    return;
+  }
+}
+
+static bool dim_lookup(void *user, const char *name, int64_t *v) {
+  const char *dims = user;
+  size_t n = strlen(name);
+  for (const char *p = dims; (p = strstr(p, name)); p += n)
+    if ((p == dims || p[-1] == ' ') && p[n] == '=') {
+      *v = strtoll(p + n + 1, NULL, 10);
+      return true;
+    }
+  *v = strcmp(name, "B") == 0 ? 2 : 3;
+  return true;
+}
+
+static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) / 9007199254740992.0; }
+
+/* Element i of data (dtype t) = x, rounded as the dtype does. */
+static void put(kc_dtype t, void *data, size_t i, double x) {
+  switch (t) {
+  case KC_F32: ((float *)data)[i] = (float)x; break;
+  case KC_F64: ((double *)data)[i] = x; break;
+  case KC_F16: ((uint16_t *)data)[i] = kc_f32_to_f16((float)x); break;
+  case KC_BF16: ((uint16_t *)data)[i] = kc_f32_to_bf16((float)x); break;
+  case KC_I64: ((int64_t *)data)[i] = (int64_t)x; break;
+  case KC_I32: ((int32_t *)data)[i] = (int32_t)x; break;
+  case KC_I16: ((int16_t *)data)[i] = (int16_t)x; break;
+  case KC_I8: ((int8_t *)data)[i] = (int8_t)x; break;
+  case KC_U64: ((uint64_t *)data)[i] = (uint64_t)(x < 0 ? 0 : x); break;
+  case KC_U32: ((uint32_t *)data)[i] = (uint32_t)(x < 0 ? 0 : x); break;
+  case KC_U16: ((uint16_t *)data)[i] = (uint16_t)(x < 0 ? 0 : x); break;
+  case KC_U8: ((uint8_t *)data)[i] = (uint8_t)(x < 0 ? 0 : x); break;
+  case KC_BOOL: ((uint8_t *)data)[i] = x != 0; break;
+  default: break;
+  }
+}
+
+static double get(kc_dtype t, const void *data, size_t i) {
+  kc_tensor x = {.dtype = t, .rank = 1, .dims = {(int64_t)i + 1}, .data = data};
+  x.nbytes = (i + 1) * kc_dtype_size(t);
+  return kc_tensor_get(&x, i);
+}
+
+/* The edge set of input `name` (dtype t): from `# INPUTS:` or the default; count in *n. */
+static int value_set(const numcfg *c, const char *name, kc_dtype t, double *set, int cap,
+                     bool *given, bool *seq) {
+  static const double ints[] = {0, 1, 2, -1};
+  static const double floats[] = {0, 1, -1, 2, -2.5, 60, -60, 1e4, -1e4};
+  int n = 0;
+  size_t len = name ? strlen(name) : 0;
+  *given = true;
+  *seq = false;
+  for (const char *p = c->inputs; name && (p = strstr(p, name)); p += len) {
+    if ((p != c->inputs && p[-1] != ' ') || p[len] != '=') continue;
+    *seq = p[len + 1] == '[';
+    for (p += len + 1 + *seq; n < cap;) {
+      char *end;
+      double x = strtod(p, &end);
+      if (end == p) break;
+      set[n++] = x;
+      p = end;
+      if (*p != ',') break;
+      p++;
+    }
+    if (n) return n;
+  }
+  *given = false;
+  if (t == KC_BOOL) {
+    set[0] = 0, set[1] = 1;
+    return 2;
+  }
+  const double *d = kc_dtype_is_float(t) ? floats : ints;
+  n = kc_dtype_is_float(t) ? KC_LEN(floats) : KC_LEN(ints);
+  memcpy(set, d, (size_t)n * sizeof *d);
+  return n;
+}
+
+/* Fill n elements of data (dtype t, last axis of length last) for round r. */
+static void fill(const numcfg *c, const char *name, kc_dtype t, void *data, size_t n, int64_t last,
+                 int r, uint64_t *s) {
+  double set[32];
+  bool given, seq;
+  int ns = value_set(c, name, t, set, 32, &given, &seq);
+  bool keep1 = false; /* name is in the comma separated list that starts the NOPADROW line */
+  size_t len = name ? strlen(name) : 0, names = strcspn(c->nopadrow, " ");
+  for (const char *p = c->nopadrow; len && p < c->nopadrow + names; p += strcspn(p, ",") + 1)
+    keep1 |= strncmp(p, name, len) == 0 && (p[len] == ',' || p[len] == ' ' || !p[len]);
+  for (size_t i = 0; i < n; i++) {
+    double x;
+    if (seq)
+      x = set[i % (size_t)ns];
+    else if (keep1 && last > 0 && (int64_t)i % last == 0)
+      x = 1;
+    else if (r == 0 && !given)
+      x = kc_dtype_is_float(t) ? rng_unit(s) * 4 - 2 : (double)(rng_next(s) & 1);
+    else if (r == 0)
+      x = set[rng_next(s) % (uint64_t)ns];
+    else
+      x = last > 0 && (int64_t)i < last ? set[0] : set[rng_next(s) % (uint64_t)ns];
+    put(t, data, i, x);
+  }
+}
+
+/* Give every weight of g without data random data (floats in [-1, 1), ints 0/1). */
+static bool bind_weights(kc_graph *g, uint64_t seed) {
+  for (uint32_t i = 0; i < g->ntensors; i++) {
+    kc_tensor *t = &g->tensors[i];
+    if (t->data || !t->nbytes) continue;
+    void *d = kc_arena_alloc(&g->arena, t->nbytes);
+    if (!d) return false;
+    size_t n = t->nbytes / kc_dtype_size(t->dtype);
+    for (size_t k = 0; k < n; k++)
+      put(t->dtype, d, k,
+          kc_dtype_is_float(t->dtype) ? rng_unit(&seed) * 2 - 1 : (double)(rng_next(&seed) & 1));
+    t->data = d;
+  }
+  return true;
+}
+
+/* Tolerance of an element of dtype t against a reference of largest magnitude scale. */
+static double tolerance(kc_dtype t, double ref, double scale) {
+  double r = t == KC_F64 ? 1e-10 : t == KC_F32 ? 1e-4 : 2e-2;
+  return r * (fabs(ref) + scale);
+}
+
+/* Outputs a (the passes') and b (the reference) agree; the first difference in why. */
+static bool same_outputs(const kc_tensor_desc *a, const kc_tensor_desc *b, uint32_t n, char *why,
+                         size_t size) {
+  for (uint32_t k = 0; k < n; k++) {
+    if (a[k].dtype != b[k].dtype || a[k].rank != b[k].rank) {
+      snprintf(why, size, "output %u: %s rank %d, want %s rank %d", k, kc_dtype_name(a[k].dtype),
+               a[k].rank, kc_dtype_name(b[k].dtype), b[k].rank);
+      return false;
+    }
+    for (int i = 0; i < a[k].rank; i++)
+      if (a[k].dims[i] != b[k].dims[i]) {
+        snprintf(why, size, "output %u: dim %d is %lld, want %lld", k, i, (long long)a[k].dims[i],
+                 (long long)b[k].dims[i]);
+        return false;
+      }
+    size_t n = (size_t)th_numel(b[k].rank, b[k].dims);
+    double scale = 0;
+    for (size_t i = 0; i < n; i++) {
+      double y = get(b[k].dtype, b[k].data, i);
+      if (isfinite(y) && fabs(y) > scale) scale = fabs(y);
+    }
+    for (size_t i = 0; i < n; i++) {
+      double x = get(a[k].dtype, a[k].data, i), y = get(b[k].dtype, b[k].data, i);
+      bool ok = kc_dtype_is_float(b[k].dtype) ? (isnan(x) && isnan(y)) || x == y ||
+                                                    (isfinite(x) && isfinite(y) &&
+                                                     fabs(x - y) <= tolerance(b[k].dtype, y, scale))
+                                              : x == y;
+      if (!ok) {
+        snprintf(why, size, "output %u element %zu: %.9g, want %.9g (largest |want| %.3g)", k, i, x,
+                 y, scale);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+/* Copies of n output descriptors' data (a module's outputs live only until its next run). */
+static kc_tensor_desc *copy_outputs(const kc_tensor_desc *o, uint32_t n) {
+  kc_tensor_desc *c = calloc(n ? n : 1, sizeof *c);
+  for (uint32_t k = 0; c && k < n; k++) {
+    c[k] = o[k];
+    size_t bytes = th_nbytes(&o[k]);
+    c[k].data = malloc(bytes ? bytes : 1);
+    if (c[k].data) memcpy(c[k].data, o[k].data, bytes);
+  }
+  return c;
+}
+
+static void free_outputs(kc_tensor_desc *o, uint32_t n) {
+  for (uint32_t k = 0; o && k < n; k++)
+    free(o[k].data);
+  free(o);
+}
+
+/* The pass list and fold limit of a RUN line; false (reason in why) for flags it cannot map. */
+static bool run_args(const char *args, char *passes, size_t size, int64_t *limit, char *why,
+                     size_t wsize) {
+  passes[0] = 0;
+  *limit = 0;
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%s", args);
+  for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
+    if (strncmp(tok, "--passes=", 9) == 0)
+      snprintf(passes, size, "%s", tok + 9);
+    else if (strncmp(tok, "--fold-limit=", 13) == 0)
+      *limit = strtoll(tok + 13, NULL, 10);
+    else if (strcmp(tok, "--explain-fusion") != 0 && strcmp(tok, "--verify-each") != 0) {
+      snprintf(why, wsize, "RUN flag %s has no in-process equivalent here", tok);
+      return false;
+    }
+  }
+  return true;
+}
+
+/*
+ * Run one pass test on numbers: 1 when it ran and agreed, 2 when the passes left the graph as
+ * it was (nothing to compare), 0 when it disagreed or could not run (reason printed), -1 for
+ * NORUN.
+ */
+static int run_numeric(kc_context *ctx, const char *file, const lit *t, int index) {
+  numcfg c;
+  header_line(t->input, "# NORUN:", c.norun, sizeof c.norun);
+  header_line(t->input, "# NOPADROW:", c.nopadrow, sizeof c.nopadrow);
+  header_line(t->input, "# DIMS:", c.dims, sizeof c.dims);
+  header_line(t->input, "# INPUTS:", c.inputs, sizeof c.inputs);
+  if (c.norun[0]) return -1;
+  char passes[512], why[512];
+  int64_t limit;
+  if (!run_args(t->args, passes, sizeof passes, &limit, why, sizeof why)) {
+    print_error("%s: numbers: %s (say so in a '# NORUN:' line)\n", file, why);
+    return 0;
+  }
+  int ok = 0;
+  kc_graph *g = NULL, *h = NULL;
+  kc_module *m[2] = {NULL, NULL};
+  kc_tensor_desc in[16] = {{0}};
+  kc_tensor_desc *want = NULL;
+  uint32_t nout = 0;
+  kc_status s = kc_graph_parse(ctx, t->input, file, &g);
+  if (s != KC_OK) goto done;
+  uint64_t seed = 0x1234567ULL + (uint64_t)index * 7919;
+  if (!bind_weights(g, seed)) goto done;
+  h = kc_graph_clone(g, true);
+  kc_pipeline p;
+  kc_pass_options o = {.fold_limit = limit, .eval = kc_fold_evaluator(), .no_print_on_fail = true};
+  if (!h || (s = kc_pipeline_parse(ctx, passes, &p)) != KC_OK || (s = kc_pipeline_run(&p, h, &o)))
+    goto done;
+  char *before = kc_graph_print_str(g), *after = kc_graph_print_str(h);
+  bool same = before && after && strcmp(before, after) == 0;
+  free(before);
+  free(after);
+  if (same) { /* the passes changed nothing: the same graph computes the same numbers */
+    ok = 2;
+    goto done_quiet;
+  }
+  kc_compile_options co = {.target = "cpu", .passes = "", .threads = 1};
+  if ((s = kc_compile(ctx, g, &co, &m[0])) != KC_OK || (s = kc_compile(ctx, h, &co, &m[1])))
+    goto done;
+  if ((int)g->ninputs > KC_LEN(in)) {
+    snprintf(why, sizeof why, "%u inputs (the test binds up to %d)", g->ninputs, KC_LEN(in));
+    goto why;
+  }
+  nout = g->noutputs;
+  for (uint32_t i = 0; i < g->ninputs; i++) {
+    const kc_value *v = kc_value_of(g, g->inputs[i]);
+    in[i] = (kc_tensor_desc){.dtype = v->dtype, .rank = v->rank};
+    for (int d = 0; d < v->rank; d++)
+      if (!kc_dim_eval(g, v->dims[d], dim_lookup, c.dims, &in[i].dims[d])) {
+        snprintf(why, sizeof why, "input %u: dim %d has no value", i, d);
+        goto why;
+      }
+    in[i].data = calloc(1, th_nbytes(&in[i]) + 1);
+  }
+  for (int r = 0; r < 2; r++) {
+    for (uint32_t i = 0; i < g->ninputs; i++) {
+      size_t n = (size_t)th_numel(in[i].rank, in[i].dims);
+      fill(&c, kc_graph_input_name(g, i), in[i].dtype, in[i].data, n,
+           in[i].rank ? in[i].dims[in[i].rank - 1] : 0, r, &seed);
+    }
+    kc_tensor_desc out[16];
+    if ((int)nout > KC_LEN(out)) {
+      snprintf(why, sizeof why, "%u outputs (the test reads up to %d)", nout, KC_LEN(out));
+      goto why;
+    }
+    if ((s = kc_run(m[0], in, g->ninputs, out, nout)) != KC_OK) goto done;
+    want = copy_outputs(out, nout);
+    if ((s = kc_run(m[1], in, g->ninputs, out, nout)) != KC_OK) goto done;
+    if (!same_outputs(out, want, nout, why, sizeof why)) {
+      print_error("%s: numbers, %s round: the passes' graph differs from the input graph: %s\n",
+                  file, r ? "edge" : "random", why);
+      goto done_quiet;
+    }
+    free_outputs(want, nout);
+    want = NULL;
+  }
+  ok = 1;
+  goto done_quiet;
+why:
+  print_error("%s: numbers: %s\n", file, why);
+  goto done_quiet;
+done:
+  print_error("%s: numbers: %s: %s\n", file, kc_status_str(s), kc_last_error(ctx));
+done_quiet:
+  free_outputs(want, nout);
+  for (int i = 0; i < KC_LEN(in); i++)
+    free(in[i].data);
+  kc_module_free(m[0]);
+  kc_module_free(m[1]);
+  kc_graph_free(h);
+  kc_graph_free(g);
+  return ok;
+}
+
+static void t_lit_numbers(void **state) {
+  const env *e = *state;
+  int n, ran = 0, same = 0, failed = 0, norun = 0, nopad = 0;
+  clock_t cpu = clock();
+  char **files = th_kir_files(e->tests, "passes", "", &n);
+  kc_context *ctx = kc_context_new();
+  char list[4096] = "";
+  size_t len = 0;
+  for (int i = 0; i < n; i++) {
+    char *text = th_read_file(files[i], NULL), why[256];
+    lit t = {0};
+    if (!text || !lit_split(text, &t, why, sizeof why)) {
+      free(text);
+      continue; /* t_lit_files reports it */
+    }
+    int r = run_numeric(ctx, files[i], &t, i);
+    char reason[256], pad[256];
+    header_line(t.input, "# NORUN:", reason, sizeof reason);
+    header_line(t.input, "# NOPADROW:", pad, sizeof pad);
+    const char *base = strrchr(files[i], '/');
+    if (r < 0 || pad[0]) {
+      len += (size_t)snprintf(list + len, len < sizeof list ? sizeof list - len : 0, "  %s: %s%s\n",
+                              base ? base + 1 : files[i],
+                              r < 0 ? "NORUN: " : "NOPADROW: ", r < 0 ? reason : pad);
+      if (len >= sizeof list) len = sizeof list - 1;
+    }
+    norun += r < 0;
+    nopad += pad[0] != 0;
+    ran += r == 1;
+    same += r == 2;
+    failed += r == 0;
+    free(t.input);
+    free(t.expect);
+    free(text);
+  }
+  kc_context_free(ctx);
+  th_free_list(files, n);
+  print_message("pass tests on numbers: %d ran and agreed (%d with NOPADROW), %d left unchanged "
+                "by their passes, %d failed, %d NORUN (%.1f s CPU)\n",
+                ran, nopad, same, failed, norun, (double)(clock() - cpu) / CLOCKS_PER_SEC);
+  for (char *line = strtok(list, "\n"); line; line = strtok(NULL, "\n")) /* cmocka cuts long ones */
+    print_message("%s\n", line);
+  if (failed)
+    fail_msg("%d of %d pass tests compute other numbers than their input graph", failed, n);
 }
 
 /* The default pipeline accepts every golden file, and what it makes verifies and reads back. */
@@ -856,25 +1263,25 @@ static int teardown(void **state) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s KERNC TESTS_DIR\n", argv[0]);
+    fprintf(stderr, "usage: %s KERNC TESTS_DIR [[-]TEST_GLOB]\n", argv[0]);
     return 2;
   }
   the_env.kernc = argv[1];
   the_env.tests = argv[2];
+  /* argv[3]: only the tests matching it (cmocka's glob), or with a leading '-' all but those, so
+   * the numbers (t_lit_numbers, the slow part) can run as a ctest of their own */
+  if (argc > 3 && argv[3][0] == '-')
+    cmocka_set_skip_filter(argv[3] + 1);
+  else if (argc > 3)
+    cmocka_set_test_filter(argv[3]);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_match_attention),
-      cmocka_unit_test(t_match_rules),
-      cmocka_unit_test(t_match_captures),
-      cmocka_unit_test(t_match_shared_rows),
-      cmocka_unit_test(t_pattern_check),
-      cmocka_unit_test(t_driver),
-      cmocka_unit_test(t_pipelines),
-      cmocka_unit_test(t_fold_data),
-      cmocka_unit_test(t_fold_evaluator),
-      cmocka_unit_test(t_compile_pipeline),
-      cmocka_unit_test(t_explain_cli),
-      cmocka_unit_test(t_lit_files),
-      cmocka_unit_test(t_default_pipeline_on_golden),
+      cmocka_unit_test(t_match_attention),   cmocka_unit_test(t_match_rules),
+      cmocka_unit_test(t_match_captures),    cmocka_unit_test(t_match_shared_rows),
+      cmocka_unit_test(t_pattern_check),     cmocka_unit_test(t_driver),
+      cmocka_unit_test(t_pipelines),         cmocka_unit_test(t_fold_data),
+      cmocka_unit_test(t_fold_evaluator),    cmocka_unit_test(t_compile_pipeline),
+      cmocka_unit_test(t_explain_cli),       cmocka_unit_test(t_lit_files),
+      cmocka_unit_test(t_lit_numbers),       cmocka_unit_test(t_default_pipeline_on_golden),
       cmocka_unit_test(t_runtime_error_loc),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
