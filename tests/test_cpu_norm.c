@@ -576,6 +576,7 @@ typedef struct attn_case {
   kc_mask_kind mask;
   int mask_rank;   /* additive: 2..4 (dims [B|1, H|1, S, T] right-aligned) */
   bool mask_heads; /* additive rank >= 3: a heads dim of H (else 1) */
+  bool mask_keys;  /* additive: a query dim of 1 (with no heads dim: one value per key, splat) */
   bool bool_pad;   /* padding mask as bool (else i64) */
   bool rotary, interleaved;
   int64_t cw;   /* rotary cache width (R/2) */
@@ -610,7 +611,7 @@ static void one_attention(const attn_case *c) {
   if (c->mask == KC_MASK_PADDING) {
     md[0] = B, md[1] = T, mr = 2;
   } else if (c->mask == KC_MASK_ADDITIVE) {
-    int64_t full[4] = {B, c->mask_heads ? H : 1, S, T};
+    int64_t full[4] = {B, c->mask_heads ? H : 1, c->mask_keys ? 1 : S, T};
     mr = c->mask_rank;
     for (int i = 0; i < mr; i++)
       md[i] = full[4 - mr + i];
@@ -784,6 +785,11 @@ static void t_attention(void **st) {
     c = base, c.mask = KC_MASK_ADDITIVE, c.mask_rank = r;
     one_attention(&c);
     c.mask_heads = true, c.P = 3;
+    one_attention(&c);
+    if (r < 3) continue;
+    c = base, c.mask = KC_MASK_ADDITIVE, c.mask_rank = r, c.mask_keys = true; /* [B, 1, 1, T] */
+    one_attention(&c);
+    c.P = 3, c.S = 40, c.Skv = 40;
     one_attention(&c);
   }
   /* GQA, with past and present; MQA; a value head size of its own */

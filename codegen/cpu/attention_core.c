@@ -149,6 +149,10 @@ void kc_att_mask_strides(kc_att *A, uint32_t in) {
   kc_ir *ir = A->ir;
   int mr = kc_value_of(A->e->g, A->e->n->in[in])->rank;
   LLVMValueRef s = kc_att_i64(A, 1), one = kc_att_i64(A, 1);
+  const kc_value *mv = kc_value_of(A->e->g, A->e->n->in[in]);
+  A->m_keys_only = true; /* the head and query axes are absent or statically 1 */
+  for (int a = 1; a <= 2; a++)
+    if (a - (4 - mr) >= 0 && mv->dims[a - (4 - mr)] != 1) A->m_keys_only = false;
   for (int a = 3; a >= 0; a--) {
     int ma = a - (4 - mr);
     if (ma < 0) {
@@ -288,6 +292,15 @@ static LLVMValueRef tree(kc_ir *ir, const LLVMValueRef *v, unsigned n,
  * at or past A->mlimit get -inf). */
 static LLVMValueRef additive(kc_att *A, LLVMValueRef kpos) {
   kc_ir *ir = A->ir;
+  if (A->m_keys_only) { /* one value for all lanes: a scalar load (key clamped when limited) */
+    LLVMValueRef in = A->mlimit ? kc_ir_lt(ir, kpos, A->mlimit) : NULL;
+    LLVMValueRef k = in ? LLVMBuildSelect(ir->b, in, kpos, kc_att_i64(A, 0), "") : kpos;
+    LLVMValueRef at = kc_ir_add(ir, kc_ir_mul(ir, A->b, A->ms[0]), kc_ir_mul(ir, k, A->ms[3]));
+    LLVMValueRef v = kc_emit_load(A->e, A->mt, A->m, at, 1);
+    if (A->mt == KC_F64) v = LLVMBuildFPTrunc(ir->b, v, ir->t_f32, "");
+    if (in) v = LLVMBuildSelect(ir->b, in, v, LLVMConstReal(ir->t_f32, -INFINITY), "");
+    return kc_ir_splat(ir, v, A->W);
+  }
   LLVMValueRef base = kc_ir_add(ir, kc_ir_mul(ir, A->b, A->ms[0]), kc_ir_mul(ir, kpos, A->ms[3]));
   LLVMValueRef idx = LLVMBuildAdd(ir->b, A->moffv, kc_ir_splat(ir, base, A->W), "");
   LLVMTypeRef st = kc_emit_storage_type(ir, A->mt);

@@ -56,7 +56,9 @@ typedef struct kc_att {
   LLVMValueRef maxpos, half, cw; /* rotary: cache rows, half the rotary width, cache width */
   LLVMValueRef qs[3], ys[3];     /* strides of batch, sequence, head */
   LLVMValueRef ms[4];            /* additive mask strides over [B, heads, S, T] */
-  LLVMValueRef ws;               /* the workspace */
+  bool m_keys_only; /* additive mask of shape [B, 1, 1, T] (or [1, T], [T]...): one value per key
+                       for every lane, loaded once and splat instead of gathered */
+  LLVMValueRef ws;  /* the workspace */
 
   /* Per unit (kc_att_unit_begin sets b..moffv; the emitter sets P and qposv). */
   LLVMValueRef b, hk, s0, nrows, rowmask; /* batch, kv head, first slot, valid lanes */
