@@ -38,14 +38,10 @@ static void arena_free(void *arena, void *p) {
 /* Map (or read) the whole file and unpack it. */
 static kc_status read_model(kc_context *ctx, kc_graph *g, const char *path,
                             Onnx__ModelProto **model) {
-  /* O_NONBLOCK: a FIFO or device given as the model must be refused, not waited on */
-  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return kc_errorf(ctx, KC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+  /* a FIFO or device given as the model must be refused, not waited on */
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return kc_errorf(ctx, KC_ERR_IO, "%s: not a regular file", path);
-  }
+  int fd = kc_open_regular(ctx, path, &st);
+  if (fd < 0) return KC_ERR_IO;
   if (st.st_size == 0) {
     close(fd);
     return kc_errorf(ctx, KC_ERR_PARSE, "%s: empty file, not an ONNX model", path);

@@ -38,13 +38,9 @@ static void arena_free(void *arena, void *p) {
 
 /* Read the whole file; a FIFO, device or folder is refused before anything could block on it. */
 static kc_status read_all(kc_context *ctx, const char *path, uint8_t **buf, size_t *len) {
-  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return kc_errorf(ctx, KC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return kc_errorf(ctx, KC_ERR_IO, "%s: not a regular file", path);
-  }
+  int fd = kc_open_regular(ctx, path, &st);
+  if (fd < 0) return KC_ERR_IO;
   size_t n = (size_t)st.st_size;
   *buf = malloc(n + 1);
   if (!*buf) {

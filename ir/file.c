@@ -1,34 +1,37 @@
 /*
- * ir/file.c - opening the files a user names (.kir graphs, .npy inputs, safetensors
- * checkpoints) for reading, so that a FIFO, a device or a folder is refused with one clear
- * message instead of blocking the process or failing later with a misleading one.
+ * ir/file.c - opening the files a user names (.onnx models, .kir graphs, .npy inputs,
+ * safetensors checkpoints) for reading, so that a FIFO, a device or a folder is refused with one
+ * clear message instead of blocking the process or failing later with a misleading one.
  *
- * Invariant: the descriptor is opened with O_NONBLOCK (so opening a FIFO with no writer
- * returns at once), checked to be a regular file, and only then switched back to blocking
- * reads and wrapped in a FILE.
+ * Invariant: the descriptor is opened with O_NONBLOCK (opening a FIFO with no writer returns at
+ * once) and checked to be a regular file before anything reads it; reads of a regular file
+ * ignore the flag.
  */
 #include "ir/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-FILE *kc_fopen_regular(kc_context *ctx, const char *path) {
+int kc_open_regular(kc_context *ctx, const char *path, struct stat *st) {
   int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     kc_errorf(ctx, KC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    return NULL;
+    return -1;
   }
-  struct stat st;
-  int flags = fcntl(fd, F_GETFL);
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || flags < 0 ||
-      fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+  if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
     close(fd);
     kc_errorf(ctx, KC_ERR_IO, "%s: not a regular file", path);
-    return NULL;
+    return -1;
   }
+  return fd;
+}
+
+FILE *kc_fopen_regular(kc_context *ctx, const char *path) {
+  struct stat st;
+  int fd = kc_open_regular(ctx, path, &st);
+  if (fd < 0) return NULL;
   FILE *f = fdopen(fd, "rb");
   if (!f) {
     kc_errorf(ctx, KC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));

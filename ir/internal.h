@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 /* ---- invariants ---------------------------------------------------------------------------- */
 
@@ -54,7 +55,9 @@ void kc_error_append(kc_context *ctx, const char *fmt, ...) __attribute__((forma
 void kc_logf(kc_context *ctx, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* A file the user named, opened for reading only if it is a regular file (a FIFO or device
- * would block, a folder fails late): NULL with a KC_ERR_IO message set otherwise (ir/file.c). */
+ * would block, a folder fails late): -1 / NULL with a KC_ERR_IO message set otherwise
+ * (ir/file.c). kc_open_regular also fills st. */
+int kc_open_regular(kc_context *ctx, const char *path, struct stat *st);
 FILE *kc_fopen_regular(kc_context *ctx, const char *path);
 
 /* ---- arena ---------------------------------------------------------------------------------- */
