@@ -1,7 +1,9 @@
 /*
  * bench/matmul_bench.c - kernc's generated f32 matmul beside OpenBLAS's cblas_sgemm, in one
  * process, on the same data: GFLOP/s (median of --runs after warm-up), the ratio, the max
- * relative error against OpenBLAS, and peak RSS.
+ * relative error against OpenBLAS, the largest difference as a fraction of its per-element
+ * bound, and peak RSS. Exits 1 when any element of kernc's product differs from OpenBLAS's by
+ * more than the bound (a wrong result is no benchmark).
  *
  *   matmul_bench [--size N | --mnk M,N,K[,t] ...] [--runs R] [--rounds B] [--threads 1,2]
  *                [--split a|m|n] [--mr X --nv X --kc X --mc X --nc X --unroll X]
@@ -26,7 +28,18 @@
  *
  * OpenBLAS picks its kernels when the library loads, from OPENBLAS_CORETYPE; on these
  * machines only SkylakeX gives its real speed. So when the variable is unset the benchmark
- * sets it and re-executes itself; run it with OPENBLAS_CORETYPE=... to choose another.
+ * sets it and re-executes itself; run it with OPENBLAS_CORETYPE=... to choose another (the
+ * machines' environment sets Haswell: bench/run.sh unsets it). The first line names the core
+ * OpenBLAS actually loaded and its build (openblas_get_corename, openblas_get_config).
+ *
+ * The error bound: in floating point with unit roundoff u = 2^-24, any order of summing a
+ * K-term dot product, with or without FMA, is within gamma_K = K u / (1 - K u) times
+ * sum_k |a_ik| |b_kj| of the exact value (Higham, Accuracy and Stability of Numerical
+ * Algorithms, 2nd ed., section 3.1 and 3.5). kernc and OpenBLAS are each within it, so they
+ * differ by at most 2 gamma_K (|A||B|)_ij. |A||B| is computed by cblas_sgemm on |A| and |B|:
+ * its terms are nonnegative, so the computed value is within gamma_K of the exact one, and the
+ * bound used is 2 gamma_K / (1 - gamma_K) times it. It is a worst case (typical errors are ~
+ * sqrt(K) u): it catches wrong results (a lost or doubled term, a wrong tile), not rounding.
  *
  * Timing: kernc and OpenBLAS run in alternating blocks (--rounds of each, with warm-up), so
  * both see the same machine state over time. Not run by run: OpenBLAS's idle workers spin for
@@ -38,6 +51,7 @@
 
 #include <cblas.h>
 
+#include <float.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -48,6 +62,8 @@
 #include <unistd.h>
 
 void openblas_set_num_threads(int);
+char *openblas_get_config(void);
+char *openblas_get_corename(void);
 
 typedef struct mm_task {
   kc_matmul_fn fn;
@@ -259,6 +275,22 @@ static int bench_shape(const opts *o, const shape *s, kc_context *ctx, kc_pool *
     Bs[i] = alloc_floats((size_t)(K * N));
     memcpy(Bs[i], B, bbytes);
   }
+  /* S = |A||B|, the scale of the per-element error bound (see the top of the file) */
+  float *S = alloc_floats((size_t)(M * N));
+  {
+    float *Aa = alloc_floats((size_t)(M * K)), *Ba = alloc_floats((size_t)(K * N));
+    for (int64_t i = 0; i < M * K; i++)
+      Aa[i] = fabsf(A[i]);
+    for (int64_t i = 0; i < K * N; i++)
+      Ba[i] = fabsf(B[i]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, s->tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
+                (int)K, 1.0f, Aa, (int)K, Ba, s->tb ? (int)K : (int)N, 0.0f, S, (int)N);
+    free(Aa);
+    free(Ba);
+  }
+  double gamma_k = (double)K * (FLT_EPSILON / 2) / (1 - (double)K * (FLT_EPSILON / 2));
+  double bound_scale = 2 * gamma_k / (1 - gamma_k);
+  int failed = 0;
   double flops = 2.0 * (double)M * (double)N * (double)K;
   double *tk = malloc(sizeof(double) * (size_t)o->runs);
   double *tb = malloc(sizeof(double) * (size_t)o->runs);
@@ -305,17 +337,21 @@ static int bench_shape(const opts *o, const shape *s, kc_context *ctx, kc_pool *
       }
       nanosleep(&pause, NULL);
     }
-    double maxdiff = 0, maxref = 0;
+    double maxdiff = 0, maxref = 0, worst = 0; /* worst: largest difference / its bound */
+    int64_t nbad = 0, first = -1;
     for (int64_t i = 0; i < M * N; i++) {
-      double d = fabs((double)C[i] - (double)R[i]);
+      double d = fabs((double)C[i] - (double)R[i]), lim = bound_scale * (double)S[i];
       if (d > maxdiff || isnan(d)) maxdiff = isnan(d) ? INFINITY : d;
       if (fabs((double)R[i]) > maxref) maxref = fabs((double)R[i]);
+      double f = isnan(d) ? INFINITY : d == 0 ? 0 : lim > 0 ? d / lim : INFINITY;
+      if (f > worst) worst = f;
+      if (!(d <= lim) && nbad++ == 0) first = i;
     }
     double bk = min_of(tk, o->runs), bb = min_of(tb, o->runs);
     double gk = flops / median(tk, o->runs) * 1e-9, gb = flops / median(tb, o->runs) * 1e-9;
     const char *split = args[KC_MM_MTILE] < M ? "rows" : t > 1 ? "cols" : "-";
-    printf("%-22s %7d %6s %14.1f %17.1f %8.3f %8.3f %12.2e", name, t, split, gk, gb, gk / gb,
-           bb / bk, maxref > 0 ? maxdiff / maxref : maxdiff);
+    printf("%-22s %7d %6s %14.1f %17.1f %8.3f %8.3f %12.2e %9.2e", name, t, split, gk, gb, gk / gb,
+           bb / bk, maxref > 0 ? maxdiff / maxref : maxdiff, worst);
     if (cold) {
       double mk = median(tk, o->runs), mb = median(tb, o->runs);
       printf(" %10.1f %10.1f %10.1f %8.2f", (double)bbytes / mk * 1e-9, (double)bbytes / mb * 1e-9,
@@ -323,6 +359,16 @@ static int bench_shape(const opts *o, const shape *s, kc_context *ctx, kc_pool *
     }
     printf("\n");
     fflush(stdout);
+    if (nbad) {
+      fprintf(stderr,
+              "matmul_bench: %s, %d threads: %lld of %lld elements differ from OpenBLAS by more "
+              "than 2 gamma_K (|A||B|)_ij; first [%lld,%lld]: kernc %.9g, OpenBLAS %.9g, bound "
+              "%.3g\n",
+              name, t, (long long)nbad, (long long)(M * N), (long long)(first / N),
+              (long long)(first % N), (double)C[first], (double)R[first],
+              bound_scale * (double)S[first]);
+      failed = 1;
+    }
     free(ws);
   }
   free(tk);
@@ -334,7 +380,8 @@ static int bench_shape(const opts *o, const shape *s, kc_context *ctx, kc_pool *
   free(B);
   free(C);
   free(R);
-  return 0;
+  free(S);
+  return failed;
 }
 
 int main(int argc, char **argv) {
@@ -358,15 +405,22 @@ int main(int argc, char **argv) {
   }
   const kc_cpu_info *h = kc_cpu_host(cpu);
   printf("matmul f32, median of %d runs | host %s, %d f32 lanes | kernc tile %dx%d, kc=%d mc=%d "
-         "nc=%d unroll=%d | OpenBLAS core %s\n",
+         "nc=%d unroll=%d\n",
          o.runs, h->name, h->f32_lanes, kern.cfg.mr, (int)kern.unit_n, kern.cfg.kc, kern.cfg.mc,
-         kern.cfg.nc, kern.cfg.unroll, getenv("OPENBLAS_CORETYPE"));
+         kern.cfg.nc, kern.cfg.unroll);
+  /* what OpenBLAS loaded, not what was asked for: the core decides its speed */
+  const char *l2 = getenv("OPENBLAS_L2_SIZE");
+  printf("OpenBLAS kernels: core %s (OPENBLAS_CORETYPE=%s, OPENBLAS_L2_SIZE=%s) | build: %s\n",
+         openblas_get_corename(), getenv("OPENBLAS_CORETYPE"), l2 ? l2 : "unset",
+         openblas_get_config());
   printf("small-M path up to %d rows; rows up to %d: B cold, GB/s of B read (kernc, OpenBLAS), "
          "read bandwidth (same threads, just before), kernc / read\n",
          kern.cfg.small_m, DECODE_ROWS);
-  printf("%-22s %7s %6s %14s %17s %8s %8s %12s %10s %10s %10s %8s\n", "shape (MxNxK)", "threads",
-         "split", "kernc GFLOP/s", "OpenBLAS GFLOP/s", "ratio", "best", "max rel err", "kc GB/s",
-         "blas GB/s", "read GB/s", "kc/read");
+  printf("max rel err: max |kernc - OpenBLAS| / max |OpenBLAS|; err/bound: the largest "
+         "|kernc - OpenBLAS| / (2 gamma_K (|A||B|)_ij), above 1 fails\n");
+  printf("%-22s %7s %6s %14s %17s %8s %8s %12s %9s %10s %10s %10s %8s\n", "shape (MxNxK)",
+         "threads", "split", "kernc GFLOP/s", "OpenBLAS GFLOP/s", "ratio", "best", "max rel err",
+         "err/bound", "kc GB/s", "blas GB/s", "read GB/s", "kc/read");
   float *stream_buf = NULL;
   for (int si = 0; si < o.nshapes; si++)
     if (o.shapes[si].m <= DECODE_ROWS && !stream_buf) {

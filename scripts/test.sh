@@ -35,7 +35,7 @@ run_suite() { # build dir, cmake flags...; SUITES=0 skips the ONNX node test sui
     ctest --test-dir "$dir" --rerun-failed --output-on-failure || true
     return 1
   fi
-  if [ "${SUITES:-1}" = 1 ] && [ -x tests/onnx_suites.sh ]; then
+  if [ "${SUITES:-1}" = 1 ] && [ -e tests/onnx_suites.sh ]; then # not -x: a lost run bit fails
     echo "=== $dir: ONNX backend node tests"
     tests/onnx_suites.sh "$dir/kernc" | tee "$dir.suites.log"
     ((PIPESTATUS[0] == 0)) || return 1

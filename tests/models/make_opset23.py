@@ -32,12 +32,28 @@ mask into (1 - m) * -inf, which is NaN where m is true.
 Data sets: B=1, S=7 (no padding) and B=2, S=12 (row 1: last 4 positions padded).
 Reference outputs come from onnx.reference.ReferenceEvaluator. The same graph is also built in
 float64 (the same float32 weights); the written references are the float64 evaluation rounded to
-float32, and the script asserts that the float32 evaluation is within a quarter of kernc check's
-tolerance (|got - want| <= 1e-7 + 1e-3 |want|) of them, so the tolerance is reachable by float32
-code (the seed was picked so that it holds: this model's float32 error is ~4e-7 relative, and an
-output element near zero can otherwise fail any float32 implementation). Weights: N(0, 1/fan_in)
-matrices, N(0, 0.25) embeddings, norm weights 1 + 0.1 N(0,1), numpy default_rng(7).
+float32. Weights: N(0, 1/fan_in) matrices, N(0, 0.25) embeddings, norm weights 1 + 0.1 N(0,1),
+numpy default_rng(7).
+
+Is kernc check's tolerance T = 1e-7 + 1e-3 |want| reachable by float32 code? Near-zero logits are
+the hard elements. A logit is y_i = sum_k n_k W_ki over the K = 64 elements of the final norm's
+output n, with W exact in float32 (both builds share it). A float32 implementation's y_i differs
+from the float64 one by the error n carries from the layers before (a few units of u = 2^-24
+times |n_k|) plus the dot product's own rounding; both are sums of terms u |n_k| |W_ki| with
+signs that vary with the implementation's order of operations, so the error is z_i u S_i with
+S_i = sum_k |n_k W_ki| (the dot product's condition) and z_i a number of zero mean. The script
+measures z on the float32 evaluation: its rms rho is about 1.4 (1.35 to 1.45 with OpenBLAS's
+Haswell, SkylakeX and Sandybridge kernels; 3100 elements make it stable, unlike the largest |z|,
+which these kernels put at 5.2 to 6.3). Taking z normal, an implementation with that error level
+fails element i with probability erfc(T_i / (rho u S_i sqrt 2)); the script asserts that the sum
+over a data set's elements (the expected number of failing elements) is below FAIL_LIMIT (it is
+about 2e-3 for set 1, 1e-5 for set 0), and that the float32 evaluation itself is within T. (A
+worst-case bound cannot certify this: gamma_K S_i = K u S_i exceeds T_i for |y_i| below ~0.02,
+as for any float32 code; the old check, the float32 evaluation's largest error at most 0.25 T,
+measured one rounding order's extreme and moved between 0.19 and 0.26 with the OpenBLAS kernel.)
 """
+import copy
+import math
 import os
 import shutil
 
@@ -48,7 +64,9 @@ from onnx.reference import ReferenceEvaluator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NAME = "opset23_tiny"
-RTOL, ATOL, MARGIN = 1e-3, 1e-7, 0.25
+RTOL, ATOL = 1e-3, 1e-7
+U32 = 2.0 ** -24  # float32's unit roundoff
+FAIL_LIMIT = 0.01  # expected failing elements per data set for a float32 implementation
 VOCAB, HID, HEADS, KV, HD, INTER, LAYERS, MAXPOS, EPS = 100, 64, 4, 2, 16, 128, 2, 32, 1e-6
 SHAPES = [(1, 7), (2, 12)]
 
@@ -164,7 +182,25 @@ def build(w, dt):
 
 def in_tolerance(got, want):
     """Largest |got - want| / (ATOL + RTOL |want|): below 1 passes kernc check's comparison."""
+    got, want = got.astype(np.float64), want.astype(np.float64)
     return float(np.max(np.abs(got - want) / (ATOL + RTOL * np.abs(want))))
+
+
+def expected_failures(y32, y64, n64, lm_head):
+    """(rho, expected number of elements a float32 implementation fails): see the docstring."""
+    s = np.abs(n64) @ np.abs(lm_head)  # S_i = sum_k |n_k W_ki|
+    z = (y32.astype(np.float64) - y64) / (U32 * s)
+    rho = float(np.sqrt(np.mean(z ** 2)))
+    t = (ATOL + RTOL * np.abs(y64)) / (rho * U32 * s)  # the tolerance in units of the error's rms
+    return rho, sum(math.erfc(x / math.sqrt(2)) for x in t.ravel())
+
+
+def with_norm_output(m):
+    """A copy of m that also returns the final norm's output (for the error model only)."""
+    m = copy.deepcopy(m)
+    dt = m.graph.output[0].type.tensor_type.elem_type
+    m.graph.output.append(helper.make_tensor_value_info("final_norm", dt, None))
+    return m
 
 
 def main():
@@ -177,16 +213,18 @@ def main():
     os.makedirs(out_dir)
     with open(os.path.join(out_dir, "model.onnx"), "wb") as f:
         f.write(m32.SerializeToString())
-    ev32, ev64 = ReferenceEvaluator(m32), ReferenceEvaluator(m64)
+    ev32 = ReferenceEvaluator(with_norm_output(m32))
+    ev64 = ReferenceEvaluator(with_norm_output(m64))
     for i, (b, s) in enumerate(SHAPES):
         ids = rng.integers(0, VOCAB, (b, s), dtype=np.int64)
         mask = np.ones((b, s), dtype=np.int64)
         if b > 1:
             mask[1, s - 4:] = 0
         feeds = {"input_ids": ids, "attention_mask": mask}
-        (y32,), (y64,) = ev32.run(None, feeds), ev64.run(None, feeds)
+        (y32, _), (y64, n64) = ev32.run(None, feeds), ev64.run(None, feeds)
         y = y64.astype(np.float32)
-        margin = in_tolerance(y32, y)
+        margin = in_tolerance(y32, y64)
+        rho, fails = expected_failures(y32, y64, n64, w["lm_head"])
         d = os.path.join(out_dir, "test_data_set_%d" % i)
         os.makedirs(d)
         for k, x in enumerate([ids, mask, y]):
@@ -194,8 +232,11 @@ def main():
             with open(os.path.join(d, "%s_%d.pb" % (kind, n)), "wb") as f:
                 f.write(numpy_helper.from_array(x).SerializeToString())
         print("  %s set %d logits %s: |y| max %.3g, min %.3g; float32 evaluation at %.3f of the "
-              "tolerance" % (NAME, i, list(y.shape), np.abs(y).max(), np.abs(y).min(), margin))
-        assert margin < MARGIN, "the float32 evaluation is not well within tolerance"
+              "tolerance, error rms %.2f u S; expected failing elements of a float32 "
+              "implementation %.2g" % (NAME, i, list(y.shape), np.abs(y).max(), np.abs(y).min(),
+                                        margin, rho, fails))
+        assert margin < 1, "the float32 evaluation fails the tolerance"
+        assert fails < FAIL_LIMIT, "the tolerance is not reachable by float32 code"
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(out_dir) for f in fs)
     print("%s: opset 23, %d nodes, %d bytes, ops %s" % (
         NAME, len(m32.graph.node), size, " ".join(sorted({n.op_type for n in m32.graph.node}))))

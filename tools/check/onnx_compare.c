@@ -67,6 +67,17 @@ static void fmt_shape(char *buf, size_t size, kc_dtype t, int rank, const int64_
   if (l < size) snprintf(buf + l, size - l, "]");
 }
 
+/* Element i for a message: floats with the digits an f32 needs; integers whole and exact (a
+ * double would print 2^53 + 1 as 2^53, the same as the value it differs from). */
+static void fmt_elem(char *buf, size_t size, kc_dtype t, const void *p, size_t i) {
+  if (t == KC_I64)
+    snprintf(buf, size, "%lld", (long long)((const int64_t *)p)[i]);
+  else if (t == KC_U64)
+    snprintf(buf, size, "%llu", (unsigned long long)((const uint64_t *)p)[i]);
+  else
+    snprintf(buf, size, kc_dtype_is_float(t) ? "%.9g" : "%.17g", elem(t, p, i));
+}
+
 bool kc_check_compare(const char *name, const kc_tensor_desc *got, const kc_tensor *want,
                       double rtol, double atol, char *msg, size_t size) {
   kc_dtype wt = want->dtype == KC_U16 && got->dtype == KC_BF16 ? KC_BF16 : want->dtype;
@@ -98,9 +109,8 @@ bool kc_check_compare(const char *name, const kc_tensor_desc *got, const kc_tens
   if (!bad) return true;
   char idx[128], gv[64], wv[64];
   fmt_index(idx, sizeof idx, got->rank, got->dims, first);
-  /* floats with the digits an f32 needs; integers whole */
-  snprintf(gv, sizeof gv, is_float ? "%.9g" : "%.17g", elem(wt, got->data, first));
-  snprintf(wv, sizeof wv, is_float ? "%.9g" : "%.17g", elem(wt, want->data, first));
+  fmt_elem(gv, sizeof gv, wt, got->data, first);
+  fmt_elem(wv, sizeof wv, wt, want->data, first);
   snprintf(msg, size,
            "output '%s': %zu of %zu values differ (max abs err %.3g, max rel err %.3g); first at "
            "%s: computed %s, expected %s",
