@@ -51,6 +51,21 @@ run() {
   fi
 }
 
-run "libonnx-testdata" "$debian" 417
-run "onnx-1.22" "$pypi" 629
+# the two suites at once (each `kernc check` compiles one small model at a time, mostly on one
+# core), their reports in a fixed order
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+(
+  run "libonnx-testdata" "$debian" 417 >"$tmp/1"
+  echo $status >"$tmp/1.status"
+) &
+(
+  run "onnx-1.22" "$pypi" 629 >"$tmp/2"
+  echo $status >"$tmp/2.status"
+) &
+wait
+cat "$tmp/1" "$tmp/2"
+for i in 1 2; do
+  [ "$(cat "$tmp/$i.status" 2>/dev/null)" = 0 ] || status=1
+done
 exit $status
