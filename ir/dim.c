@@ -267,7 +267,8 @@ static kc_dim add_scaled(kc_graph *g, kc_dim a, kc_dim b, int64_t coef) {
   accum(g, &p, b, coef);
   if (p.ok) return from_poly(g, &p);
   if (coef == 1) return node(g, KC_DX_ADD, a, b, NULL);
-  return node(g, KC_DX_ADD, a, node(g, KC_DX_MUL, kc_dim_int(g, coef), b, NULL), NULL);
+  /* coef*b as kc_dim_mul makes it, not a raw node: the text "A+(-B)" reads back to this */
+  return node(g, KC_DX_ADD, a, kc_dim_mul(g, kc_dim_int(g, coef), b), NULL);
 }
 
 kc_dim kc_dim_add(kc_graph *g, kc_dim a, kc_dim b) {
