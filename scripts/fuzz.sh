@@ -52,8 +52,10 @@ end=$(date +%s)
 # single process: the final stats; fork mode: the last "#N" status line counts all processes
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
 [ -n "$execs" ] || execs=$(grep -o '^#[0-9]*' "$log" | tail -n 1 | tr -d '#')
-crashes=$(find "$work/crashes" -type f | wc -l)
+# slow-unit-* files are reports (an input over 10 s), not failures
+crashes=$(find "$work/crashes" -type f ! -name 'slow-unit-*' | wc -l)
+slow=$(find "$work/crashes" -type f -name 'slow-unit-*' | wc -l)
 echo "fuzz.sh: fuzz_$name executed ${execs:-?} inputs in $((end - start)) s; rc $rc;" \
-  "$crashes file(s) in $work/crashes"
+  "$crashes crash/leak/timeout/oom and $slow slow-unit file(s) in $work/crashes"
 tail -n 5 "$log"
 [ "$rc" -eq 0 ] && [ "$crashes" -eq 0 ]
