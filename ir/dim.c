@@ -509,7 +509,9 @@ static unsigned long long magnitude(int64_t v) { return (unsigned long long)-(v 
 static void print_term(const kc_graph *g, sbuf *s, kc_dim d, bool first) {
   int64_t v;
   if (!first && kc_dim_const(g, d, &v)) {
-    if (v < 0)
+    if (v == INT64_MIN) /* its magnitude is no int64: written as one negative literal */
+      put(s, "+(%lld)", (long long)v);
+    else if (v < 0)
       put(s, "-%llu", magnitude(v));
     else
       put(s, "+%lld", (long long)v);
@@ -518,11 +520,16 @@ static void print_term(const kc_graph *g, sbuf *s, kc_dim d, bool first) {
   if (!first && KC_DIM_IS_SYM(d)) {
     const kc_dexpr *e = expr(g, d);
     if (e->kind == KC_DX_MUL && kc_dim_const(g, e->a, &v) && v < 0) {
-      put(s, "-");
       bool f = true; /* a printed coefficient is the first factor: "-2*(S/2)", not "-2*S/2" */
-      if (v != -1) {
-        put(s, "%llu", magnitude(v));
+      if (v == INT64_MIN) {
+        put(s, "+(%lld)", (long long)v);
         f = false;
+      } else {
+        put(s, "-");
+        if (v != -1) {
+          put(s, "%llu", magnitude(v));
+          f = false;
+        }
       }
       print_factors(g, s, e->b, &f);
       return;
@@ -799,10 +806,6 @@ static bool parse_level(kc_graph *g, const char **p, kc_dim *out, int depth, con
     if (!*s || !strchr(ops, *s)) break;
     char op = *s++;
     kc_dim r;
-    if (op == '-' && isdigit((unsigned char)*s)) {
-      op = '+'; /* "S-9223372036854775808": the term is a negative literal, added */
-      s--;
-    }
     if (!(sum ? parse_level(g, &s, &r, depth, "*/%") : parse_unary(g, &s, &r, depth))) break;
     switch (op) {
     case '+': acc = kc_dim_add(g, acc, r); break;

@@ -322,9 +322,11 @@ static void t_dim_round_trip(void **st) {
       "S00*S01*S02*S03*S04*S05*S06*S07*S08*S09*S10*S11", /* 12 atoms: a raw product */
       "A00+A01+A02+A03+A04+A05+A06+A07+A08+A09+A10+A11+A12+A13+A14+A15+A16+A17+A18+A19+A20+A21"
       "+A22+A23+A24+A25+A26+A27+A28+A29+A30+A31+A32+A33+A34", /* 35 terms: a raw sum */
-      "S-9223372036854775808+9223372036854775807", /* S-1 (canonical: the constant folds) */
-      "S-9223372036854775807-1", /* INT64_MIN as the constant term, printed S-9223372036854775808 */
+      "S+(-9223372036854775808)+9223372036854775807",         /* S-1: the constants fold */
+      "S-9223372036854775807-1", /* INT64_MIN as the constant term, printed S+(-9223372036854775808)
+                                  */
       "(B+1)*(S00*S01*S02*S03*S04*S05*S06*S07*S08)",
+      "S-4*B%3", /* S - ((4*B)%3): the 4 is no negative literal here */
       /* 40 terms: a raw difference, printed A+(-B) */
       "(A00+A01+A02+A03+A04+A05+A06+A07+A08+A09+A10+A11+A12+A13+A14+A15+A16+A17+A18+A19)"
       "-(B00+B01+B02+B03+B04+B05+B06+B07+B08+B09+B10+B11+B12+B13+B14+B15+B16+B17+B18+B19)",
