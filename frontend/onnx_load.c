@@ -431,8 +431,61 @@ static kc_status import_initializers(onnx_imp *im, const Onnx__GraphProto *gp) {
   return KC_OK;
 }
 
+/*
+ * dim_param -> symbol. A dim_param is any string ("batch size", "1x", "a\"b", "bätch", "B*S+1",
+ * "N-1"), but a symbol must read back from the text IR as itself: [A-Za-z_][A-Za-z0-9_]*, so
+ * "B*S+1" is not re-read as an expression. Each other byte becomes '_', a leading digit (or an
+ * empty result) gets '_' in front, the name is cut to DIMSYM_MAX bytes, and a name some other
+ * symbol already has (another dim_param mapped there, an unkN fresh one) gets _2, _3... The
+ * map is per import, so one dim_param is one symbol across all inputs and two are never one.
+ */
+#define DIMSYM_MAX 96
+
+typedef struct dim_map {
+  const char **param; /* the dim_params seen, in the model's arena */
+  kc_dim *sym;        /* the symbol each became */
+  size_t n, cap;
+} dim_map;
+
+static bool sym_taken(const kc_graph *g, const char *name) {
+  for (uint32_t i = 0; i < g->ndexprs; i++)
+    if (g->dexprs[i].kind == KC_DX_SYM && strcmp(g->dexprs[i].name, name) == 0) return true;
+  return false;
+}
+
+/* The symbol for dim_param p (made on first use); 0 when out of memory. */
+static kc_dim dim_param_sym(onnx_imp *im, dim_map *m, const char *p) {
+  for (size_t i = 0; i < m->n; i++)
+    if (strcmp(m->param[i], p) == 0) return m->sym[i];
+  if (m->n == m->cap) {
+    size_t cap = m->cap ? 2 * m->cap : 8;
+    const char **np = realloc(m->param, cap * sizeof *np);
+    if (np) m->param = np;
+    kc_dim *ns = np ? realloc(m->sym, cap * sizeof *ns) : NULL;
+    if (!ns) return 0;
+    m->sym = ns;
+    m->cap = cap;
+  }
+  char base[DIMSYM_MAX + 2], name[DIMSYM_MAX + 24];
+  size_t n = 0;
+  if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || *p == '_')) base[n++] = '_';
+  for (const char *c = p; *c && n < DIMSYM_MAX; c++) {
+    bool ok = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
+              *c == '_';
+    base[n++] = ok ? *c : '_';
+  }
+  base[n] = 0;
+  snprintf(name, sizeof name, "%s", base);
+  for (unsigned k = 2; sym_taken(im->g, name); k++)
+    snprintf(name, sizeof name, "%s_%u", base, k);
+  kc_dim d = kc_sym(im->g, name);
+  m->param[m->n] = p;
+  m->sym[m->n++] = d;
+  return d;
+}
+
 /* One graph input: its dtype and dims (dim_param -> symbol, unknown -> fresh symbol). */
-static kc_status import_input(onnx_imp *im, const Onnx__ValueInfoProto *vi) {
+static kc_status import_input(onnx_imp *im, dim_map *dm_syms, const Onnx__ValueInfoProto *vi) {
   const Onnx__TypeProto__Tensor *tt;
   kc_status s = io_type(im, vi, "input", &tt);
   if (s != KC_OK) return s;
@@ -454,7 +507,8 @@ static kc_status import_input(onnx_imp *im, const Onnx__ValueInfoProto *vi) {
       dims[d] = dm->dim_value;
     } else if (dm && dm->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM &&
                dm->dim_param && *dm->dim_param) {
-      dims[d] = kc_sym(im->g, dm->dim_param);
+      dims[d] = dim_param_sym(im, dm_syms, dm->dim_param);
+      if (!dims[d]) return kc_errorf(im->ctx, KC_ERR_NOMEM, "%s: out of memory", im->path);
     } else {
       dims[d] = kc_dim_fresh(im->g);
     }
@@ -469,13 +523,17 @@ static kc_status import_input(onnx_imp *im, const Onnx__ValueInfoProto *vi) {
 /* Step 5a: graph inputs that are not initializers (those are weights). */
 static kc_status import_inputs(onnx_imp *im, const Onnx__GraphProto *gp) {
   onnx_names inits = {0};
+  dim_map syms = {0};
   kc_status s = KC_OK;
   for (size_t i = 0; i < gp->n_initializer && s == KC_OK; i++)
     if (!kc_onnx_names_put(&inits, gp->initializer[i]->name, (kc_val){1}))
       s = kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
   for (size_t i = 0; i < gp->n_input && s == KC_OK; i++)
-    if (!kc_onnx_names_get(&inits, gp->input[i]->name).id) s = import_input(im, gp->input[i]);
+    if (!kc_onnx_names_get(&inits, gp->input[i]->name).id)
+      s = import_input(im, &syms, gp->input[i]);
   kc_onnx_names_free(&inits);
+  free(syms.param);
+  free(syms.sym);
   return s;
 }
 

@@ -267,7 +267,8 @@ static kc_dim add_scaled(kc_graph *g, kc_dim a, kc_dim b, int64_t coef) {
   accum(g, &p, b, coef);
   if (p.ok) return from_poly(g, &p);
   if (coef == 1) return node(g, KC_DX_ADD, a, b, NULL);
-  return node(g, KC_DX_ADD, a, node(g, KC_DX_MUL, kc_dim_int(g, coef), b, NULL), NULL);
+  /* coef*b as kc_dim_mul makes it, not a raw node: the text "A+(-B)" reads back to this */
+  return node(g, KC_DX_ADD, a, kc_dim_mul(g, kc_dim_int(g, coef), b), NULL);
 }
 
 kc_dim kc_dim_add(kc_graph *g, kc_dim a, kc_dim b) {
@@ -445,19 +446,25 @@ bool kc_dim_lower(const kc_graph *g, kc_dim d, int64_t *lo) {
 
 /* ---- text ------------------------------------------------------------------------------------ */
 
+/* Where text goes: a fixed buffer (kc_dim_str, for messages: truncated when full), or a stream
+ * (kc_dim_fprint, for the text IR: never truncated, so whatever is printed parses back). */
 typedef struct sbuf {
   char *p;
   size_t size, len;
+  FILE *f;
 } sbuf;
 
 static void put(sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(sbuf *s, const char *fmt, ...) {
-  if (s->len >= s->size) return;
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(s->p + s->len, s->size - s->len, fmt, ap);
+  if (s->f) {
+    vfprintf(s->f, fmt, ap);
+  } else if (s->len < s->size) {
+    int n = vsnprintf(s->p + s->len, s->size - s->len, fmt, ap);
+    if (n > 0) s->len = s->len + (size_t)n < s->size ? s->len + (size_t)n : s->size;
+  }
   va_end(ap);
-  if (n > 0) s->len = s->len + (size_t)n < s->size ? s->len + (size_t)n : s->size;
 }
 
 static void print_dim(const kc_graph *g, sbuf *s, kc_dim d);
@@ -502,7 +509,9 @@ static unsigned long long magnitude(int64_t v) { return (unsigned long long)-(v 
 static void print_term(const kc_graph *g, sbuf *s, kc_dim d, bool first) {
   int64_t v;
   if (!first && kc_dim_const(g, d, &v)) {
-    if (v < 0)
+    if (v == INT64_MIN) /* its magnitude is no int64: written as one negative literal */
+      put(s, "+(%lld)", (long long)v);
+    else if (v < 0)
       put(s, "-%llu", magnitude(v));
     else
       put(s, "+%lld", (long long)v);
@@ -511,11 +520,16 @@ static void print_term(const kc_graph *g, sbuf *s, kc_dim d, bool first) {
   if (!first && KC_DIM_IS_SYM(d)) {
     const kc_dexpr *e = expr(g, d);
     if (e->kind == KC_DX_MUL && kc_dim_const(g, e->a, &v) && v < 0) {
-      put(s, "-");
       bool f = true; /* a printed coefficient is the first factor: "-2*(S/2)", not "-2*S/2" */
-      if (v != -1) {
-        put(s, "%llu", magnitude(v));
+      if (v == INT64_MIN) {
+        put(s, "+(%lld)", (long long)v);
         f = false;
+      } else {
+        put(s, "-");
+        if (v != -1) {
+          put(s, "%llu", magnitude(v));
+          f = false;
+        }
       }
       print_factors(g, s, e->b, &f);
       return;
@@ -533,6 +547,69 @@ static void print_term(const kc_graph *g, sbuf *s, kc_dim d, bool first) {
   if (!first) put(s, "+");
   bool f = true;
   print_factors(g, s, d, &f);
+}
+
+/* Is MUL node d a canonical term (term_dim's shape: an optional coefficient, then at most
+ * MAX_ATOMS atoms in order)? Its factors may then be printed flat: parsing "c*x1*x2" multiplies
+ * left to right and canonicalizes back to d. A raw product (ir/dim.c keeps one when the
+ * polynomial limits are hit) is printed by its structure instead. */
+static bool is_term(const kc_graph *g, kc_dim d) {
+  const kc_dexpr *e = expr(g, d);
+  int64_t v;
+  if (kc_dim_const(g, e->a, &v)) {
+    if (v == 1 || v == 0 || !KC_DIM_IS_SYM(e->b) || kc_dim_const(g, e->b, &v)) return false;
+    d = e->b;
+  }
+  kc_dim prev = 0;
+  int n = 0;
+  for (;;) {
+    kc_dim x = d;
+    bool more = KC_DIM_IS_SYM(d) && expr(g, d)->kind == KC_DX_MUL;
+    if (more) x = expr(g, d)->a;
+    if (!KC_DIM_IS_SYM(x)) return false;
+    kc_dexpr_kind k = expr(g, x)->kind;
+    if (k == KC_DX_ADD || k == KC_DX_MUL || k == KC_DX_CONST) return false;
+    if (n > 0 && cmp_dim(g, prev, x) > 0) return false;
+    if (++n > MAX_ATOMS) return false;
+    prev = x;
+    if (!more) return true;
+    d = expr(g, d)->b;
+  }
+}
+
+/* Is ADD node d a canonical sum (from_poly's shape: canonical terms in strictly increasing
+ * order, at most MAX_TERMS, a non-zero constant last)? Then it prints flat; else by structure. */
+static bool is_sum(const kc_graph *g, kc_dim d) {
+  term prev = {0}, t;
+  int n = 0;
+  for (;;) {
+    kc_dim x = d;
+    bool more = KC_DIM_IS_SYM(d) && expr(g, d)->kind == KC_DX_ADD;
+    if (more) x = expr(g, d)->a;
+    int64_t v;
+    if (kc_dim_const(g, x, &v)) return !more && v != 0 && n > 0; /* the constant comes last */
+    if (expr(g, x)->kind == KC_DX_ADD) return false;
+    if (expr(g, x)->kind == KC_DX_MUL && !is_term(g, x)) return false;
+    t = (term){.c = 1};
+    if (!as_term(g, x, &t) || (n > 0 && cmp_term(g, &prev, &t) >= 0)) return false;
+    if (++n > MAX_TERMS) return false;
+    prev = t;
+    if (!more) return true;
+    d = expr(g, d)->b;
+  }
+}
+
+/* A raw node as written by its structure: "A op (B)", so parsing applies op to the same two
+ * operands (kc_dim_add/kc_dim_mul are deterministic and hit the same limit again). */
+static void print_raw(const kc_graph *g, sbuf *s, kc_dim d) {
+  const kc_dexpr *e = expr(g, d);
+  bool left_paren = e->kind == KC_DX_MUL && KC_DIM_IS_SYM(e->a) && expr(g, e->a)->kind == KC_DX_ADD;
+  if (left_paren) put(s, "(");
+  print_dim(g, s, e->a);
+  if (left_paren) put(s, ")");
+  put(s, e->kind == KC_DX_ADD ? "+(" : "*(");
+  print_dim(g, s, e->b);
+  put(s, ")");
 }
 
 static void print_terms(const kc_graph *g, sbuf *s, kc_dim d, bool *first) {
@@ -559,8 +636,18 @@ static void print_dim(const kc_graph *g, sbuf *s, kc_dim d) {
   switch (e->kind) {
   case KC_DX_CONST: put(s, "%lld", (long long)e->a); return;
   case KC_DX_SYM: put(s, "%s", e->name); return;
-  case KC_DX_ADD: print_terms(g, s, d, &first); return;
-  case KC_DX_MUL: print_term(g, s, d, true); return;
+  case KC_DX_ADD:
+    if (is_sum(g, d))
+      print_terms(g, s, d, &first);
+    else
+      print_raw(g, s, d);
+    return;
+  case KC_DX_MUL:
+    if (is_term(g, d))
+      print_term(g, s, d, true);
+    else
+      print_raw(g, s, d);
+    return;
   case KC_DX_DIV:
   case KC_DX_MOD: {
     /* left-associative: the left side needs parentheses only when it is a sum */
@@ -579,9 +666,76 @@ static void print_dim(const kc_graph *g, sbuf *s, kc_dim d) {
 const char *kc_dim_str(const kc_graph *g, kc_dim d, char *buf, size_t size) {
   if (!buf || size == 0) return buf;
   buf[0] = 0;
-  sbuf s = {buf, size, 0};
+  sbuf s = {buf, size, 0, NULL};
   print_dim(g, &s, d);
   return buf;
+}
+
+void kc_dim_fprint(const kc_graph *g, kc_dim d, FILE *f) {
+  sbuf s = {NULL, 0, 0, f};
+  print_dim(g, &s, d);
+}
+
+/* ---- validity ---------------------------------------------------------------------------- */
+
+/* Does the expression tree of d (shared subexpressions counted each time they occur) have more
+ * than *budget nodes? Decrements *budget; stops early, so the cost is at most the limit. */
+static bool tree_over(const kc_graph *g, kc_dim d, int64_t *budget) {
+  if (--*budget < 0) return true;
+  if (!KC_DIM_IS_SYM(d)) return false;
+  const kc_dexpr *e = expr(g, d);
+  if (e->kind == KC_DX_SYM || e->kind == KC_DX_CONST) return false;
+  return tree_over(g, e->a, budget) || tree_over(g, e->b, budget);
+}
+
+/* Does d divide by the constant 0 anywhere? */
+static bool div_by_zero(const kc_graph *g, kc_dim d) {
+  if (!KC_DIM_IS_SYM(d)) return false;
+  const kc_dexpr *e = expr(g, d);
+  if (e->kind == KC_DX_SYM || e->kind == KC_DX_CONST) return false;
+  int64_t v;
+  if ((e->kind == KC_DX_DIV || e->kind == KC_DX_MOD) && kc_dim_const(g, e->b, &v) && v == 0)
+    return true;
+  return div_by_zero(g, e->a) || div_by_zero(g, e->b);
+}
+
+/* d with every symbol 1, the smallest size a non-empty tensor's symbols take: false when an
+ * operation overflows int64 there (a division by a divisor that is 0 there is not counted:
+ * B/(S-1) is fine for S > 1, so its value is taken as unknown and *known cleared). */
+static bool fits_at_ones(const kc_graph *g, kc_dim d, int64_t *out, bool *known) {
+  if (kc_dim_const(g, d, out)) return true;
+  const kc_dexpr *e = expr(g, d);
+  if (e->kind == KC_DX_SYM) {
+    *out = 1;
+    return true;
+  }
+  int64_t a, b;
+  bool ka = true, kb = true;
+  if (!fits_at_ones(g, e->a, &a, &ka) || !fits_at_ones(g, e->b, &b, &kb)) return false;
+  *known = ka && kb;
+  if (!*known) return true;
+  switch (e->kind) {
+  case KC_DX_ADD: return !__builtin_add_overflow(a, b, out);
+  case KC_DX_MUL: return !__builtin_mul_overflow(a, b, out);
+  default:
+    if (b == 0) {
+      *known = false;
+      return true;
+    }
+    *out = e->kind == KC_DX_DIV ? floor_div(a, b) : floor_mod(a, b);
+    return true;
+  }
+}
+
+const char *kc_dim_invalid(const kc_graph *g, kc_dim d) {
+  int64_t v, budget = KC_DIM_MAX_NODES;
+  if (KC_DIM_IS_SYM(d) && KC_DIM_EXPR(d) >= g->ndexprs) return "names no expression";
+  if (kc_dim_const(g, d, &v)) return v < 0 ? "is negative" : NULL;
+  if (tree_over(g, d, &budget)) return "is too large an expression";
+  if (div_by_zero(g, d)) return "divides by zero";
+  bool known = true;
+  if (!fits_at_ones(g, d, &v, &known)) return "overflows int64";
+  return NULL;
 }
 
 /* Recursive descent: expr := term (('+'|'-') term)*, term := unary (('*'|'/'|'%') unary)*,
@@ -597,7 +751,15 @@ static bool parse_unary(kc_graph *g, const char **p, kc_dim *out, int depth) {
   if (depth > 64) return false;
   const char *s = *p;
   skip_ws(&s);
-  if (*s == '-') {
+  if (*s == '-' && isdigit((unsigned char)s[1])) {
+    /* a negative integer is one literal, so INT64_MIN, which is printed, reads back */
+    uint64_t m = 0;
+    for (s++; isdigit((unsigned char)*s); s++)
+      if (__builtin_mul_overflow(m, 10, &m) ||
+          __builtin_add_overflow(m, (uint64_t)(*s - '0'), &m) || m > (uint64_t)INT64_MAX + 1)
+        return false;
+    *out = kc_dim_int(g, m == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)m);
+  } else if (*s == '-') {
     s++;
     kc_dim d;
     if (!parse_unary(g, &s, &d, depth + 1)) return false;

@@ -211,6 +211,13 @@ bool kc_dim_div_exact(kc_graph *g, kc_dim a, kc_dim b, kc_dim *q);
  * Sign questions about known values (is S-1 >= 0, can S+1 equal 0) are answered with it.
  */
 bool kc_dim_lower(const kc_graph *g, kc_dim d, int64_t *lo);
+/* Write d as the text IR does (never truncated, unlike kc_dim_str). */
+void kc_dim_fprint(const kc_graph *g, kc_dim d, FILE *f);
+/* Largest expression tree (nodes, shared ones counted where they occur) a dim may have. */
+#define KC_DIM_MAX_NODES 1024
+/* NULL when d can be a tensor's dim, else why not ("is negative", "divides by zero",
+ * "overflows int64" (with every symbol 1), "is too large an expression"); ir/dim.c. */
+const char *kc_dim_invalid(const kc_graph *g, kc_dim d);
 /* A fresh symbol "unkN" for a size only known at run time. */
 kc_dim kc_dim_fresh(kc_graph *g);
 /* Parse a dim expression ("B*S+1") at *p, advancing it; -1... on error returns false. */

@@ -15,6 +15,12 @@
 
 /* Byte limit of one dense literal: guards against dense<0> : f32[100000,100000]. */
 #define MAX_DENSE_BYTES ((size_t)1 << 30)
+/* Byte limit of all dense literals of one text together (bodies included): without it a few
+ * hundred bytes of splats (dense<0> : f32[16384,16384], six times) allocate gigabytes. Text IR
+ * constants are shapes, scalars and small tables; real weights are named tensors (@"name"),
+ * whose data is never in the text. So the total is below one literal's limit, which it makes
+ * the effective limit of a single literal too. */
+#define MAX_DENSE_TOTAL_BYTES ((size_t)256 << 20)
 
 bool kc_parse_type(kc_lexer *lx, kc_graph *g, kc_ptype *t) {
   memset(t, 0, sizeof *t);
@@ -41,6 +47,10 @@ bool kc_parse_type(kc_lexer *lx, kc_graph *g, kc_ptype *t) {
     const char *at = lx->p;
     if (!kc_dim_parse(g, &lx->p, &t->dims[t->rank]))
       return kc_lex_error(lx, at, "bad dimension (expected an integer, a symbol or B*S+1...)");
+    const char *why = kc_dim_invalid(g, t->dims[t->rank]);
+    if (why) /* f32[-3], f32[B/0], a product past int64: no tensor has such a size */
+      return kc_lex_error(lx, at, "dimension '%.*s' %s", (int)(lx->p - at < 200 ? lx->p - at : 200),
+                          at, why);
     t->rank++;
   } while (kc_lex_accept(lx, ','));
   return kc_lex_expect(lx, ']', "',' or ']' in the type");
@@ -168,6 +178,12 @@ bool kc_parse_dense(kc_lexer *lx, kc_graph *g, const kc_ptype *t, uint32_t *ti) 
     if (numel * es > MAX_DENSE_BYTES)
       return kc_lex_error(lx, lx->p, "dense literal is too large (over %zu bytes)",
                           MAX_DENSE_BYTES);
+    if (numel * es > MAX_DENSE_TOTAL_BYTES - lx->dense_bytes)
+      return kc_lex_error(lx, lx->p,
+                          "this dense literal (%zu bytes) takes the constants of the text past "
+                          "their total limit of %zu bytes (%zu bytes before it)",
+                          numel * es, MAX_DENSE_TOTAL_BYTES, lx->dense_bytes);
+    lx->dense_bytes += numel * es;
     data = kc_arena_alloc(&g->arena, numel * es);
     if (!data) return kc_lex_nomem(lx);
     kc_lex_skip(lx);

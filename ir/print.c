@@ -17,7 +17,7 @@
  *   }
  *
  * Rules:
- *   - Types: DTYPE[d0,d1] with dims from kc_dim_str, f32[] for scalars, f32[*] when the rank is
+ *   - Types: DTYPE[d0,d1] with dims from kc_dim_fprint, f32[] for scalars, f32[*] when the rank is
  *     not known yet, ? when not even the dtype is, _ for an absent result.
  *   - Attributes in the node's stored order as name=value: int 3; float always with . e inf or
  *     nan (kc_fmt_double), so 1.0 is a float and 1 an int; string bare when kc_text_bare_ok,
@@ -86,9 +86,8 @@ void kc_type_fprint(const kc_graph *g, FILE *f, kc_val v) {
   fprintf(f, "%s[", kc_dtype_name(val->dtype));
   if (val->rank < 0) fputc('*', f);
   for (int i = 0; i < val->rank; i++) {
-    char buf[1024];
     if (i) fputc(',', f);
-    fputs(kc_dim_str(g, val->dims[i], buf, sizeof buf), f);
+    kc_dim_fprint(g, val->dims[i], f); /* streamed: a long dim is never cut short */
   }
   fputc(']', f);
 }

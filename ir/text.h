@@ -37,7 +37,9 @@ typedef struct kc_lexer {
   const char *src;  /* start of the text, for line/column */
   const char *p;    /* cursor */
   bool failed;
-  bool nomem; /* the failure was an allocation: reported as KC_ERR_NOMEM */
+  bool nomem;         /* the failure was an allocation: reported as KC_ERR_NOMEM */
+  size_t dense_bytes; /* bytes of the dense literals read so far (ir/parse_literal.c's cap) */
+  size_t len;         /* strlen(src), once needed (0: not yet measured) */
 } kc_lexer;
 
 /* A number as written: its text, and whether it reads as a float (has . e inf nan). */

@@ -10,7 +10,8 @@
  *   3. graph outputs defined; every value's def points at a node that really defines it;
  *   4. types, node by node: body graphs verified recursively, then the op's shape function is
  *      re-run on a scratch copy of the result types and compared with the recorded ones.
- * Every typed input and result must also have an element count and byte size that fit int64
+ * Every typed input and result must have dims a tensor can have (kc_dim_invalid: not negative,
+ * no division by 0, no product past int64) and an element count and byte size that fit int64
  * (kc_type_overflows): a size past that cannot be allocated or indexed, and would otherwise
  * surface only when a run computes it.
  * Invariants: never crashes on a malformed graph (every id and pointer is checked before use);
@@ -122,6 +123,13 @@ bool kc_type_overflows(const kc_graph *g, kc_dtype t, int rank, const kc_dim *di
   return over && !zero;
 }
 
+/* The first dim of a recorded type that no tensor can have (kc_dim_invalid), or -1. */
+static int bad_dim(const kc_graph *g, const kc_value *v, const char **why) {
+  for (int i = 0; i < v->rank; i++)
+    if ((*why = kc_dim_invalid(g, v->dims[i])) != NULL) return i;
+  return -1;
+}
+
 /* ---- phase 1: graph inputs ------------------------------------------------------------------ */
 
 /* A recorded type is well formed: rank in range and symbolic dims name existing expressions. */
@@ -148,6 +156,11 @@ static kc_status check_inputs(vctx *c) {
     if (v->rank < 0 || v->dtype == KC_DT_NONE)
       return graph_err(g, KC_ERR_TYPE, "input %%%u has no type", id);
     char tb[512];
+    const char *why;
+    int d = bad_dim(g, v, &why);
+    if (d >= 0)
+      return graph_err(g, KC_ERR_SHAPE, "input %%%u is %s: dim %d %s", id,
+                       val_type_str(g, v, tb, sizeof tb), d, why);
     if (kc_type_overflows(g, v->dtype, v->rank, v->dims))
       return graph_err(g, KC_ERR_SHAPE,
                        "input %%%u is %s: its element count or byte size overflows int64", id,
@@ -234,6 +247,11 @@ static kc_status check_results(vctx *c, uint32_t ni) {
     if (v->rank < 0 || v->dtype == KC_DT_NONE)
       return node_err(g, ni, KC_ERR_TYPE, "%s %%%u has no type (%s)", source ? "source" : "result",
                       id, val_type_str(g, v, tb, sizeof tb));
+    const char *why;
+    int d = bad_dim(g, v, &why);
+    if (d >= 0)
+      return node_err(g, ni, KC_ERR_SHAPE, "result %%%u is %s: dim %d %s", id,
+                      val_type_str(g, v, tb, sizeof tb), d, why);
     if (kc_type_overflows(g, v->dtype, v->rank, v->dims))
       return node_err(g, ni, KC_ERR_SHAPE,
                       "result %%%u is %s: its element count or byte size overflows int64", id,

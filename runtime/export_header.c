@@ -242,7 +242,8 @@ static bool size_macros(FILE *f, const kc_graph *g, const kc_plan *m, const sym_
   }
   /* the argument list of function-like macros: "(batch, seq)" or nothing */
   char args[sizeof sp->list + 2];
-  snprintf(args, sizeof args, symbolic ? "(%s)" : "", sp->list);
+  args[0] = 0; /* clang's -Wformat-zero-length refuses a "" format */
+  if (symbolic) snprintf(args, sizeof args, "(%s)", sp->list);
   dtype_macro(val->dtype, dt, sizeof dt);
   size_t esize = kc_dtype_size(val->dtype);
   fprintf(f, "#define %s_DTYPE %s\n#define %s_ELEM_SIZE %zu\n#define %s_RANK %d\n", P, dt, P, esize,

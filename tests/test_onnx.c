@@ -422,6 +422,37 @@ static int teardown(void **st) {
   return 0;
 }
 
+/* dim_params that are no text IR symbol become distinct symbols that are (dim_params.onnx,
+ * tests/onnx/make_models.py): the printed graph parses back to the same graph. */
+static void t_dim_params(void **st) {
+  env *e = *st;
+  kc_graph *g = load_ok(e, e->models, "dim_params.onnx");
+  /* "batch size" "1x" | a"b bätch | B*S+1 N-1 | batch_size "batch size" | ? unk0 */
+  static const char *const want[5][2] = {{"batch_size", "_1x"},
+                                         {"a_b", "b__tch"},
+                                         {"B_S_1", "N_1"},
+                                         {"batch_size_2", "batch_size"},
+                                         {"unk0", "unk0_2"}};
+  assert_int_equal(g->ninputs, 5);
+  for (int i = 0; i < 5; i++)
+    for (int d = 0; d < 2; d++) {
+      char buf[64];
+      const char *got = kc_dim_str(g, kc_value_of(g, g->inputs[i])->dims[d], buf, sizeof buf);
+      if (strcmp(got, want[i][d]) != 0)
+        fail_msg("input %d dim %d: %s, want %s", i, d, got, want[i][d]);
+    }
+  char *t1 = kc_graph_print_str(g);
+  kc_graph *g2 = NULL;
+  if (kc_graph_parse(e->ctx, t1, "dim_params.kir", &g2) != KC_OK || kc_graph_verify(g2) != KC_OK)
+    fail_msg("printed text does not parse back: %s\n%s", kc_last_error(e->ctx), t1);
+  char *t2 = kc_graph_print_str(g2);
+  if (strcmp(t1, t2) != 0) fail_msg("printed twice, differently:\n%s\n%s", t1, t2);
+  free(t1);
+  free(t2);
+  kc_graph_free(g2);
+  kc_graph_free(g);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: test_onnx KERNC_PROGRAM TESTS_DIR\n");
@@ -439,6 +470,7 @@ int main(int argc, char **argv) {
       T(t_external_ok),    T(t_external_escapes), T(t_external_symlink), T(t_external_not_regular),
       T(t_typed_fields),   T(t_constants),        T(t_old_opsets),       T(t_check_library),
       T(t_check_cli),
+      T(t_dim_params),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   if (!th_rmtree(e.tmp)) fprintf(stderr, "could not remove %s\n", e.tmp);

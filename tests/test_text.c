@@ -271,6 +271,74 @@ static void t_strings_and_forms(void **st) {
   kc_context_free(ctx);
 }
 
+/* text parses, verifies, prints; the print parses, verifies and prints the same; returns the
+ * first print (free it). */
+static char *round_trip(kc_context *ctx, const char *text) {
+  kc_graph *g = NULL, *g2 = NULL;
+  if (kc_graph_parse(ctx, text, "dims.kir", &g) != KC_OK || kc_graph_verify(g) != KC_OK)
+    fail_msg("does not parse and verify: %s", kc_last_error(ctx));
+  char *t1 = kc_graph_print_str(g);
+  assert_non_null(t1);
+  if (kc_graph_parse(ctx, t1, "printed.kir", &g2) != KC_OK || kc_graph_verify(g2) != KC_OK)
+    fail_msg("printed text does not parse back: %s\n%s", kc_last_error(ctx), t1);
+  char *t2 = kc_graph_print_str(g2);
+  assert_non_null(t2);
+  if (strcmp(t1, t2) != 0) fail_msg("printed twice, differently:\n%s\n%s", t1, t2);
+  free(t2);
+  kc_graph_free(g2);
+  kc_graph_free(g);
+  return t1;
+}
+
+/* A graph whose input and result have type f32[DIM]. */
+static char *dim_graph(const char *dim) {
+  size_t n = 3 * strlen(dim) + 200;
+  char *s = malloc(n);
+  snprintf(s, n,
+           "# kir 1\ngraph @g(%%1: f32[%s]) {\n  %%2 = relu(%%1) : f32[%s]\n  return %%2\n}\n", dim,
+           dim);
+  return s;
+}
+
+/* Dims that once printed text which did not parse back, or parsed back as another graph:
+ * longer than the 1024-byte buffer the printer used (cut short, ending in '*'); products and
+ * sums past the canonical form's limits (raw nodes, printed flat and re-associated);
+ * INT64_MIN as a constant term (printed, but not readable). */
+static void t_dim_round_trip(void **st) {
+  (void)st;
+  kc_context *ctx = kc_context_new();
+  char dim[4096] = "", *text, *out;
+  /* 30 long symbols: about 1700 bytes */
+  for (int i = 0; i < 30; i++)
+    snprintf(dim + strlen(dim), sizeof dim - strlen(dim), "%sSymbol%02d_%s", i ? "*" : "", i,
+             "padding_padding_padding_padding_padding_padding");
+  text = dim_graph(dim);
+  out = round_trip(ctx, text);
+  assert_non_null(strstr(out, "Symbol00_")); /* no symbol lost to truncation */
+  assert_non_null(strstr(out, "Symbol29_"));
+  free(out);
+  free(text);
+  const char *dims[] = {
+      "S00*S01*S02*S03*S04*S05*S06*S07*S08*S09*S10*S11", /* 12 atoms: a raw product */
+      "A00+A01+A02+A03+A04+A05+A06+A07+A08+A09+A10+A11+A12+A13+A14+A15+A16+A17+A18+A19+A20+A21"
+      "+A22+A23+A24+A25+A26+A27+A28+A29+A30+A31+A32+A33+A34", /* 35 terms: a raw sum */
+      "S+(-9223372036854775808)+9223372036854775807",         /* S-1: the constants fold */
+      "S-9223372036854775807-1", /* INT64_MIN as the constant term, printed S+(-9223372036854775808)
+                                  */
+      "(B+1)*(S00*S01*S02*S03*S04*S05*S06*S07*S08)",
+      "S-4*B%3", /* S - ((4*B)%3): the 4 is no negative literal here */
+      /* 40 terms: a raw difference, printed A+(-B) */
+      "(A00+A01+A02+A03+A04+A05+A06+A07+A08+A09+A10+A11+A12+A13+A14+A15+A16+A17+A18+A19)"
+      "-(B00+B01+B02+B03+B04+B05+B06+B07+B08+B09+B10+B11+B12+B13+B14+B15+B16+B17+B18+B19)",
+  };
+  for (size_t i = 0; i < sizeof dims / sizeof *dims; i++) {
+    text = dim_graph(dims[i]);
+    free(round_trip(ctx, text));
+    free(text);
+  }
+  kc_context_free(ctx);
+}
+
 /* "PATH:LINE:COL: error: " at the start of msg. */
 static bool has_location(const char *msg, const char *path) {
   size_t len = strlen(path);
@@ -319,6 +387,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(t_floats),
       cmocka_unit_test(t_strings_and_forms),
       cmocka_unit_test(t_invalid),
+      cmocka_unit_test(t_dim_round_trip),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

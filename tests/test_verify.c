@@ -387,6 +387,33 @@ static void t_fused_without_body(void **state) {
   expect_fail(f->g, KC_ERR_VERIFY, "has no body graph");
 }
 
+/* Dims no tensor can have, made through the API (the text reader refuses them itself; see
+ * tests/kir/invalid/parse-dim-*.kir): a negative size, a division by 0, a product past int64. */
+static void t_bad_dims(void **state) {
+  fixture *f = *state;
+  kc_graph *g = f->g;
+  kc_dim b = kc_sym(g, "B");
+  kc_dim neg[2] = {2, kc_dim_int(g, -3)};
+  kc_val x = kc_graph_add_input(g, "neg", KC_F32, 2, neg);
+  kc_output(g, x, "y");
+  expect_fail(g, KC_ERR_SHAPE, "input %2 is f32[2,-3]: dim 1 is negative");
+  kc_value_of(g, x)->dims[1] = kc_dim_div(g, b, 0);
+  expect_fail(g, KC_ERR_SHAPE, "input %2 is f32[2,B/0]: dim 1 divides by zero");
+  kc_value_of(g, x)->dims[1] = kc_dim_mod(g, b, 0);
+  expect_fail(g, KC_ERR_SHAPE, "dim 1 divides by zero");
+  /* 2^62 * B * 4: past int64 for every B >= 1 (raw: the coefficient overflows) */
+  kc_dim big = kc_dim_mul(g, kc_dim_mul(g, (kc_dim)1 << 62, b), 4);
+  kc_value_of(g, x)->dims[1] = big;
+  expect_fail(g, KC_ERR_SHAPE, "dim 1 overflows int64");
+  /* a result: relu of a good input recorded with a negative dim */
+  kc_value_of(g, x)->dims[1] = 3;
+  kc_val r;
+  node1(g, KC_OP_RELU, 1, &x, &r);
+  kc_value_of(g, r)->dims[1] = kc_dim_int(g, -1);
+  kc_output(g, r, "z");
+  expect_fail(g, KC_ERR_SHAPE, "is f32[2,-1]: dim 1 is negative");
+}
+
 /* ---- the .kir files ------------------------------------------------------------------------ */
 
 static void t_kir_files(void **state) {
@@ -470,6 +497,7 @@ int main(int argc, char **argv) {
       T(t_fused_input_type),
       T(t_fused_broken_body),
       T(t_fused_without_body),
+      T(t_bad_dims),
       cmocka_unit_test_prestate(t_kir_files, tests),
       cmocka_unit_test_prestate(t_onnx_overflow, tests),
   };

@@ -153,6 +153,17 @@ def main():
                [vi("x", [1])], [vi("y", [e32, e32, e32])], [big], opset=13), "expand_overflow.onnx")
 
     bad_attributes()
+
+    # dim_params that are not text IR symbols (test_onnx t_dim_params): spaces, a leading digit,
+    # a quote, UTF-8, and expression text; "batch_size" after "batch size" took that name; an
+    # unknown dim (fresh unk0) before a dim_param "unk0"
+    params = [["batch size", "1x"], ['a"b', "b\u00e4tch"], ["B*S+1", "N-1"],
+              ["batch_size", "batch size"], [None, "unk0"]]
+    ins = [vi(f"x{i}", p) for i, p in enumerate(params)]
+    outs = [vi(f"y{i}", p) for i, p in enumerate(params)]
+    save(model([helper.make_node("Relu", [f"x{i}"], [f"y{i}"], name=f"relu{i}")
+                for i in range(len(params))], ins, outs), "dim_params.onnx")
+
     check_suite()
 
 
