@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/test.sh - the whole test suite: set-up, then a plain build and a sanitizer build
-# (AddressSanitizer + UndefinedBehaviorSanitizer), each running the cmocka tests through CTest
+# (AddressSanitizer + UndefinedBehaviorSanitizer, with clang-19, plus the fuzz targets' smoke
+# runs), each running the cmocka tests through CTest
 # (the host-code unit tests also under valgrind memcheck in the plain build) and the ONNX backend
 # node test suites through `kernc check`; a build with the CUDA toolkit hidden, running the unit
 # tests (the CPU target must not need CUDA); and a ThreadSanitizer build running the concurrency
@@ -49,8 +50,10 @@ run_suite build || status=1
 # target choice, the AOT export and the CLI, and those tests all run here
 SUITES=0 EXCEPT="test_checkpoint|test_grad|test_grad_cli|test_train|test_train_cli|test_lora|test_models|test_aot_session|test_generate|test_kv_attention|test_cpu_gemm|test_cpu_norm|test_matmul_small|test_onnx_save|test_session_past" \
   run_suite build-nocuda -DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=ON -DKERNC_VALGRIND=OFF || status=1
+# the sanitizer build is clang-19's: with it come the libFuzzer targets of tests/fuzz, whose
+# smoke runs (a fixed number of inputs each, plus every regression input) are ctest entries there
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-  run_suite build-asan -DKERNC_SANITIZE=ON || status=1
+  run_suite build-asan -DCMAKE_C_COMPILER=clang-19 -DKERNC_SANITIZE=ON -DKERNC_FUZZ=ON || status=1
 # under ThreadSanitizer: the concurrency tests (one module from many threads, the thread pool)
 # and the tests of what kernels must refuse (index checks, causal past, size overflow)
 TSAN_OPTIONS=halt_on_error=1 SUITES=0 \
