@@ -21,6 +21,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* 1 in a build under AddressSanitizer or ThreadSanitizer: gcc defines __SANITIZE_*__, clang
+ * answers __has_feature (clang 19 defines neither macro) */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TH_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TH_SANITIZED 1
+#endif
+#endif
+#ifndef TH_SANITIZED
+#define TH_SANITIZED 0
+#endif
+
 /* ---- files and folders ------------------------------------------------------------------- */
 
 /* The whole file, NUL-terminated (len, when not NULL, gets its size); NULL when unreadable. */

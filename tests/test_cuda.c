@@ -33,6 +33,7 @@
 #include "ir/internal.h"
 #include "passes/passes.h"
 #include "runtime/runtime.h"
+#include "tests/harness.h"
 #include "tools/check/check.h"
 #ifdef KERNC_HAVE_CUDA
 #include "codegen/cuda/cuda.h"
@@ -51,17 +52,6 @@
 #include <unistd.h>
 
 #define KERNELS_PER_PROGRAM 160
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED_BUILD 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED_BUILD 1
-#endif
-#endif
-#ifndef SANITIZED_BUILD
-#define SANITIZED_BUILD 0
-#endif
 
 typedef struct env {
   const char *kernc, *tests;
@@ -463,7 +453,7 @@ static void kernels_nvrtc_ptxas(void **state) {
   /* sanitizers see kernc's side (every kernel above was emitted under them) and the NVRTC
    * driving code, but not NVRTC or ptxas, which take twice as long under ASan's allocator:
    * there one program goes through them; the plain build compiles every program */
-  size_t end = SANITIZED_BUILD && c.n > KERNELS_PER_PROGRAM ? KERNELS_PER_PROGRAM : c.n;
+  size_t end = TH_SANITIZED && c.n > KERNELS_PER_PROGRAM ? KERNELS_PER_PROGRAM : c.n;
   for (size_t from = 0; from < end; from += KERNELS_PER_PROGRAM, programs++) {
     size_t to = from + KERNELS_PER_PROGRAM < c.n ? from + KERNELS_PER_PROGRAM : c.n;
     for (size_t a = 0; a < sizeof archs / sizeof *archs; a++)

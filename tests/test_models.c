@@ -53,7 +53,7 @@ static void test_default_pipeline(void **state) { expect_pass(*state, ""); }
 
 static void test_no_fusion(void **state) { expect_pass(*state, "--passes="); }
 
-#ifndef __SANITIZE_ADDRESS__
+#if !TH_SANITIZED
 /* The default pipeline under memcheck: no error, no uninitialized read deciding a branch. */
 static void test_valgrind_passes(void **state) {
   const model *m = *state;
@@ -210,7 +210,7 @@ int main(int argc, char **argv) {
     snprintf(names[nt], sizeof names[nt], "%.255s (--passes=)", ms[i].name);
     t[nt] = (struct CMUnitTest){names[nt], test_no_fusion, NULL, NULL, &ms[i]};
     nt++;
-#ifndef __SANITIZE_ADDRESS__
+#if !TH_SANITIZED
     snprintf(names[nt], sizeof names[nt], "%.255s (passes under valgrind)", ms[i].name);
     t[nt] = (struct CMUnitTest){names[nt], test_valgrind_passes, NULL, NULL, &ms[i]};
     nt++;

@@ -660,7 +660,7 @@ static void t_thread_cap(void **st) {
  */
 static void t_pool_grow_fails(void **state) {
   (void)state;
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if TH_SANITIZED
   skip();
 #endif
   fflush(NULL);
