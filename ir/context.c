@@ -44,6 +44,8 @@ kc_context *kc_context_new(void) {
   ctx->opts.threads = 0;
   ctx->opts.verify_each = 0;
   ctx->opts.log_level = KC_LOG_WARN;
+  const char *opt = getenv("KERNC_OPT_LEVEL"); /* kc_options.opt_level */
+  if (opt && *opt >= '1' && *opt <= '3' && !opt[1]) ctx->opts.opt_level = *opt - '0';
   if (pthread_mutex_init(&ctx->err_lock, NULL) != 0) {
     free(ctx);
     return NULL;

@@ -1,13 +1,13 @@
 /*
  * codegen/cpu/jit.c - the host CPU target: LLVM native target, a target machine for the
  * host CPU name and features, an ORC LLJIT with a thread-safe context, the O3 pipeline (after
- * merging identical functions), and symbol lookup. Also the host facts (vector width, caches)
- * the emitters size kernels by.
+ * merging identical functions; kc_options.opt_level may ask for less), and symbol lookup. Also the
+ * host facts (vector width, caches) the emitters size kernels by.
  *
  * Invariants:
- *   - Two target machines exist with the same triple/CPU/features/O3: one was consumed by the
- *     JIT's target machine builder, cpu->tm runs the pass pipeline, so the IR is optimized for
- *     exactly the machine code generator that compiles it.
+ *   - Two target machines exist with the same triple/CPU/features/-O level: one was consumed
+ *     by the JIT's target machine builder, cpu->tm runs the pass pipeline, so the IR is
+ *     optimized for exactly the machine code generator that compiles it.
  *   - Process symbols (libm, later libmvec when linked in) are visible to JIT'd code through a
  *     process search generator, so emitters may call them by name.
  *   - Every LLVM error message ends in the context's error buffer; none is printed.
@@ -88,9 +88,10 @@ static void host_info(kc_cpu *cpu, const char *name) {
 }
 
 static LLVMTargetMachineRef host_tm(kc_cpu *cpu, LLVMTargetRef target) {
+  static const LLVMCodeGenOptLevel levels[] = {LLVMCodeGenLevelNone, LLVMCodeGenLevelLess,
+                                               LLVMCodeGenLevelDefault, LLVMCodeGenLevelAggressive};
   return LLVMCreateTargetMachine(target, cpu->triple, cpu->info.name, cpu->features,
-                                 LLVMCodeGenLevelAggressive, LLVMRelocDefault,
-                                 LLVMCodeModelJITDefault);
+                                 levels[cpu->opt_level], LLVMRelocDefault, LLVMCodeModelJITDefault);
 }
 
 kc_status kc_cpu_new(kc_context *ctx, kc_cpu **out) {
@@ -100,6 +101,8 @@ kc_status kc_cpu_new(kc_context *ctx, kc_cpu **out) {
   kc_cpu *cpu = calloc(1, sizeof *cpu);
   if (!cpu) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory creating the CPU target");
   cpu->ctx = ctx;
+  int level = kc_context_options(ctx)->opt_level;
+  cpu->opt_level = level >= 1 && level <= 3 ? level : 3;
   cpu->triple = LLVMGetDefaultTargetTriple();
   cpu->features = LLVMGetHostCPUFeatures();
   char *name = LLVMGetHostCPUName();
@@ -221,7 +224,9 @@ kc_status kc_cpu_module_optimize(kc_cpu *cpu, LLVMModuleRef mod, unsigned flags)
    * the code generator see each body once (a third less compile time for a 2-layer GPT-2's
    * training step, more for deeper models); the duplicates stay as one-jump thunks under their
    * own names, so lookups and the AOT tables are unchanged. */
-  LLVMErrorRef err = LLVMRunPasses(mod, "mergefunc,default<O3>", cpu->tm, opts);
+  char pipeline[64];
+  snprintf(pipeline, sizeof pipeline, "mergefunc,default<O%d>", cpu->opt_level);
+  LLVMErrorRef err = LLVMRunPasses(mod, pipeline, cpu->tm, opts);
   LLVMDisposePassBuilderOptions(opts);
   if (err) return kc_cpu_llvm_error(cpu, err, "optimizing");
   if (cpu->dump_dir) dump_module(cpu, mod);
