@@ -359,8 +359,8 @@ kc_status kc_graph_parse(kc_context *ctx, const char *text, const char *filename
 kc_status kc_graph_parse_file(kc_context *ctx, const char *path, kc_graph **out) {
   kc_clear_error(ctx);
   *out = NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) return kc_errorf(ctx, KC_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+  FILE *f = kc_fopen_regular(ctx, path); /* a FIFO would block, a folder read as empty */
+  if (!f) return KC_ERR_IO;
   char *buf = NULL;
   size_t len = 0, cap = 0;
   for (;;) {

@@ -214,7 +214,15 @@ static kc_status read_st(env *e, const char *path) {
   return s;
 }
 
+static kc_status read_kir(env *e, const char *path) {
+  kc_graph *g = NULL;
+  kc_status s = kc_graph_parse_file(e->ctx, path, &g);
+  kc_graph_free(g);
+  return s;
+}
+
 static void c_npy_fifo(env *e, result *r) { fifo_case(e, r, "fifo.npy", read_npy); }
+static void c_kir_fifo(env *e, result *r) { fifo_case(e, r, "fifo.kir", read_kir); }
 static void c_st_fifo(env *e, result *r) { fifo_case(e, r, "fifo.safetensors", read_st); }
 
 /* ---- graphs built in C ---- */
@@ -425,6 +433,8 @@ static const bad_case cases[] = {
     {"bad .npy", "data shorter than its shape", "kc_npy_read_mem", c_npy_truncated, "KC_ERR_PARSE",
      "x.npy"},
     {"bad .npy", "not a .npy file", "kernc run --input", x_npy, "exit 1", "bad.npy"},
+    {"not a regular file", "a .kir graph that is a FIFO", "kc_graph_parse_file", c_kir_fifo,
+     "KC_ERR_IO", "not a regular file"},
     {"not a regular file", "a .npy input that is a FIFO", "kc_npy_read", c_npy_fifo, "KC_ERR_IO",
      "not a regular file"},
     {"not a regular file", "a checkpoint that is a FIFO", "kc_st_read (kc_trainer_load)", c_st_fifo,
