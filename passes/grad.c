@@ -121,11 +121,11 @@ static kc_status reverse(kc_graph *g, uint32_t lo, uint32_t hi, const bool *dep,
     if (!any) continue;
     kc_status s = run_rule(g, ni, dout, want, din, ck);
     if (s != KC_OK) return s;
-    n = &g->nodes[ni];
     if (!adj_fit(m, g->nvals)) return kc_errorf(g->ctx, KC_ERR_NOMEM, "out of memory in autodiff");
-    for (uint32_t i = 0; i < n->nin; i++) {
+    /* kc_gu_accum adds nodes, which may move g->nodes: node ni is read afresh each time */
+    for (uint32_t i = 0; i < g->nodes[ni].nin; i++) {
       if (!want[i] || !din[i].id) continue;
-      kc_val v = n->in[i];
+      kc_val v = g->nodes[ni].in[i];
       m->a[v.id] = kc_gu_accum(g, m->a[v.id], din[i]);
       if (g->sticky != KC_OK) return g->sticky;
     }
