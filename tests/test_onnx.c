@@ -469,8 +469,7 @@ int main(int argc, char **argv) {
       T(t_too_few_inputs), T(t_unsupported_ops),  T(t_sequence),         T(t_bad_attributes),
       T(t_external_ok),    T(t_external_escapes), T(t_external_symlink), T(t_external_not_regular),
       T(t_typed_fields),   T(t_constants),        T(t_old_opsets),       T(t_check_library),
-      T(t_check_cli),
-      T(t_dim_params),
+      T(t_check_cli),      T(t_dim_params),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   if (!th_rmtree(e.tmp)) fprintf(stderr, "could not remove %s\n", e.tmp);
