@@ -36,8 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   memcpy(src, data, size);
   src[size] = 0; /* the reader takes NUL-terminated text; an embedded NUL ends it early */
-  kc_graph *g = NULL, *g2 = NULL;
-  char *t1 = NULL, *t2 = NULL;
+  kc_graph *g = NULL;
   if (big_dense(src)) goto done;
   kc_status s = kc_graph_parse(ctx, src, "fuzz.kir", &g);
   if (s != KC_OK) {
@@ -46,21 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     goto done;
   }
   if (kc_graph_verify(g) != KC_OK) goto done;
-  t1 = kc_graph_print_str(g);
-  if (!t1) goto done; /* out of memory */
-  if (kc_graph_parse(ctx, t1, "printed.kir", &g2) != KC_OK)
-    finding("printed text does not parse back", kc_last_error(ctx), t1);
-  if (kc_graph_verify(g2) != KC_OK)
-    finding("printed text parses but does not verify", kc_last_error(ctx), t1);
-  t2 = kc_graph_print_str(g2);
-  if (t2 && strcmp(t1, t2) != 0) {
-    fprintf(stderr, "--- printed again ---\n%s\n", t2);
-    finding("second print differs from the first", "", t1);
-  }
+  fuzz_round_trip(ctx, g, finding);
 done:
-  free(t1);
-  free(t2);
-  kc_graph_free(g2);
   kc_graph_free(g);
   kc_context_free(ctx);
   free(src);

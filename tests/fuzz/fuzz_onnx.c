@@ -11,6 +11,7 @@
  *     same (so symbol names made from dim_param, value and tensor names survive the text form).
  */
 #include "kernc.h"
+#include "tests/fuzz/fuzz_util.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -48,8 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (fclose(f) != 0 || !written) return 0;
   kc_context *ctx = kc_context_new();
   if (!ctx) return 0;
-  kc_graph *g = NULL, *g2 = NULL;
-  char *t1 = NULL, *t2 = NULL;
+  kc_graph *g = NULL;
   kc_status s = kc_onnx_load(ctx, path, &g);
   if (s != KC_OK) {
     if (g) finding("failed import returned a graph", kc_last_error(ctx), NULL);
@@ -63,21 +63,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       finding("imported graph fails to verify without a message", "", NULL);
     goto done;
   }
-  t1 = kc_graph_print_str(g);
-  if (!t1) goto done;
-  if (kc_graph_parse(ctx, t1, "printed.kir", &g2) != KC_OK)
-    finding("printed text does not parse back", kc_last_error(ctx), t1);
-  if (kc_graph_verify(g2) != KC_OK)
-    finding("printed text parses but does not verify", kc_last_error(ctx), t1);
-  t2 = kc_graph_print_str(g2);
-  if (t2 && strcmp(t1, t2) != 0) {
-    fprintf(stderr, "--- printed again ---\n%s\n", t2);
-    finding("second print differs from the first", "", t1);
-  }
+  fuzz_round_trip(ctx, g, finding);
 done:
-  free(t1);
-  free(t2);
-  kc_graph_free(g2);
   kc_graph_free(g);
   kc_context_free(ctx);
   return 0;
