@@ -8,8 +8,11 @@
  *   - "device" memory is host memory, filled with a garbage pattern at allocation as a GPU's
  *     would be, so a kernel that reads what nobody wrote shows it;
  *   - a "module image" is the path of a shared object that fake_nvrtc.c compiled from the CUDA
- *     C; a kernel launch runs the blocks one after the other, and a block's threads as ucontext
- *     coroutines: __syncthreads is a barrier of the block, a warp shuffle one of the warp;
+ *     C; a kernel launch runs the blocks one after the other, and a block's threads as
+ *     coroutines: __syncthreads is a barrier of the block, a warp shuffle one of the warp. On
+ *     x86-64 a coroutine switch is six register pushes and a stack swap (switch_stack below);
+ *     ucontext's swapcontext, the fallback elsewhere, makes two system calls per switch, which
+ *     made the emulated test suite spend most of its time in the kernel;
  *     __shared__ arrays are statics, right because blocks never overlap in time.
  * What it does not: concurrency between blocks (so races between blocks and missing atomics are
  * not found), timing, memory limits, streams. A deadlock (threads waiting at different barriers)
@@ -25,7 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if !defined(__x86_64__)
 #include <ucontext.h>
+#endif
 
 typedef int cu_result;
 typedef unsigned long long cu_ptr;
@@ -41,9 +46,33 @@ enum { STACK_BYTES = 256 * 1024, MAX_BLOCK = 1024 };
 
 typedef enum { READY, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE } thread_state;
 
+#if defined(__x86_64__)
+/* A coroutine's saved state is its stack pointer: switch_stack(&from, to) pushes the
+ * callee-saved registers, MXCSR and the x87 control word (what the SysV ABI says a call
+ * preserves), stores the stack pointer in *from, loads to and pops the same from there. */
+typedef void *coroutine;
+void kc_emu_switch_stack(coroutine *from, coroutine to);
+__asm__(".text\n"
+        ".globl kc_emu_switch_stack\n"
+        ".hidden kc_emu_switch_stack\n"
+        ".type kc_emu_switch_stack, @function\n"
+        "kc_emu_switch_stack:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
+        "  movq %rsp, (%rdi)\n  movq %rsi, %rsp\n"
+        "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size kc_emu_switch_stack, . - kc_emu_switch_stack\n");
+#define switch_stack kc_emu_switch_stack
+#else
+typedef ucontext_t coroutine;
+static void switch_stack(coroutine *from, coroutine *to) { swapcontext(from, to); }
+#endif
+
 typedef struct emu_thread {
   kc_emu_thread builtins;
-  ucontext_t ctx;
+  coroutine ctx;
   thread_state state;
 } emu_thread;
 
@@ -53,7 +82,7 @@ static struct {
   emu_thread thread[MAX_BLOCK];
   kc_emu_warp warp[MAX_BLOCK / 32];
   char *stack[MAX_BLOCK];
-  ucontext_t scheduler;
+  coroutine scheduler;
   unsigned running;
   void (*entry)(const void *);
   const void *args;
@@ -61,10 +90,16 @@ static struct {
 
 static kc_emu_thread *current(void) { return &blk.thread[blk.running].builtins; }
 
+#if defined(__x86_64__)
+#define SWITCH(from, to) switch_stack(&(from), (to))
+#else
+#define SWITCH(from, to) switch_stack(&(from), &(to))
+#endif
+
 static void wait_as(thread_state s) {
   emu_thread *t = &blk.thread[blk.running];
   t->state = s;
-  swapcontext(&t->ctx, &blk.scheduler);
+  SWITCH(t->ctx, blk.scheduler);
 }
 
 static void sync_block(void) { wait_as(AT_BLOCK_BARRIER); }
@@ -72,9 +107,34 @@ static void sync_warp(void) { wait_as(AT_WARP_BARRIER); }
 
 static const kc_emu_api api = {current, sync_block, sync_warp};
 
+/* A thread's first frame: it runs the kernel, then hands control back for good. */
 static void thread_main(void) {
   blk.entry(blk.args);
   blk.thread[blk.running].state = DONE;
+  SWITCH(blk.thread[blk.running].ctx, blk.scheduler);
+}
+
+/* Make thread t's coroutine start thread_main on its stack. */
+static void start_thread(unsigned t) {
+#if defined(__x86_64__)
+  /* the frame switch_stack pops: the control words (MXCSR's default, 0x1f80, and the x87
+   * control word's, 0x037f), six registers, then thread_main as the return address, entered
+   * with the stack aligned as after a call (a zero return address of its own above it) */
+  uint64_t *top = (uint64_t *)(blk.stack[t] + STACK_BYTES);
+  uint64_t *sp = top - 2 - 7;
+  memset(sp, 0, 9 * sizeof *sp);
+  sp[0] = 0x1f80 | (uint64_t)0x037f << 32;
+  void (*entry)(void) = thread_main;
+  memcpy(&sp[7], &entry, sizeof entry);
+  blk.thread[t].ctx = sp;
+#else
+  emu_thread *e = &blk.thread[t];
+  getcontext(&e->ctx);
+  e->ctx.uc_stack.ss_sp = blk.stack[t];
+  e->ctx.uc_stack.ss_size = STACK_BYTES;
+  e->ctx.uc_link = NULL;
+  makecontext(&e->ctx, thread_main, 0);
+#endif
 }
 
 /* Release the threads waiting at a barrier every live member of its group has reached
@@ -102,18 +162,14 @@ static int run_block(unsigned bx, unsigned grid, unsigned block) {
                                   .lane = (int)(t & 31),
                                   .warp = &blk.warp[t / 32]};
     e->state = READY;
-    getcontext(&e->ctx);
-    e->ctx.uc_stack.ss_sp = blk.stack[t];
-    e->ctx.uc_stack.ss_size = STACK_BYTES;
-    e->ctx.uc_link = &blk.scheduler;
-    makecontext(&e->ctx, thread_main, 0);
+    start_thread(t);
   }
   for (;;) {
     bool progress = false;
     for (unsigned t = 0; t < block; t++)
       if (blk.thread[t].state == READY) {
         blk.running = t;
-        swapcontext(&blk.scheduler, &blk.thread[t].ctx);
+        SWITCH(blk.scheduler, blk.thread[t].ctx);
         progress = true;
       }
     unsigned done = 0;

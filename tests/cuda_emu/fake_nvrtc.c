@@ -141,11 +141,16 @@ nvrtcResult nvrtcCompileProgram(nvrtcProgram p, int nopts, const char *const *op
     if (strncmp(opts[i], "-I", 2) == 0) include = opts[i] + 2;
   char *src = with_entries(p->src);
   if (!src) return NVRTC_ERROR_OUT_OF_MEMORY;
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a over source and include folder */
-  for (const char *c = src; *c; c++)
-    h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-  for (const char *c = include; *c; c++)
-    h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+  /* FNV-1a over the source, the include folder and the emulation header's text (a changed
+   * header must not reuse objects compiled with the old one) */
+  char hdr_path[4200];
+  snprintf(hdr_path, sizeof hdr_path, "%s/kc_emu_device.h", include);
+  char *hdr = read_all(hdr_path);
+  uint64_t h = 1469598103934665603ULL;
+  for (const char *part[] = {src, include, hdr ? hdr : ""}, **q = part; q < part + 3; q++)
+    for (const char *c = *q; *c; c++)
+      h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+  free(hdr);
   char dir[2048], base[2300], so[2400], cpp[2400], tmp[2400], log[2400];
   const char *env = getenv("KC_EMU_CACHE");
   if (env && *env)
