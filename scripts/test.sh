@@ -20,13 +20,13 @@ run_suite() { # build dir, cmake flags...; SUITES=0 skips the ONNX node test sui
   shift
   [ -n "${ONLY:-}" ] && targets=(--target kernc_tool $(echo "$ONLY" | tr '|' ' ')) && only=(-R "^($ONLY)\$")
   [ -n "${EXCEPT:-}" ] && only=(-E "^($EXCEPT)\$")
-  echo "=== $dir: configure and build"
+  echo "=== $dir: configure and build (at ${SECONDS} s)"
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
   cmake --build "$dir" -j"$jobs" "${targets[@]}" >/dev/null 2>"$dir.build.log" || {
     cat "$dir.build.log"
     return 1
   }
-  echo "=== $dir: unit tests (cmocka via ctest)"
+  echo "=== $dir: unit tests (cmocka via ctest, at ${SECONDS} s)"
   local rc=0
   ctest --test-dir "$dir" -V -j"$jobs" "${only[@]}" >"$dir.ctest.log" 2>&1 || rc=1
   # each test's cmocka summary, then ctest's own
@@ -37,7 +37,7 @@ run_suite() { # build dir, cmake flags...; SUITES=0 skips the ONNX node test sui
     return 1
   fi
   if [ "${SUITES:-1}" = 1 ] && [ -e tests/onnx_suites.sh ]; then # not -x: a lost run bit fails
-    echo "=== $dir: ONNX backend node tests"
+    echo "=== $dir: ONNX backend node tests (at ${SECONDS} s)"
     tests/onnx_suites.sh "$dir/kernc" | tee "$dir.suites.log"
     ((PIPESTATUS[0] == 0)) || return 1
   fi
@@ -75,5 +75,5 @@ passed=$(($(sum '\[  PASSED  \] ([0-9]+) test' "${logs[@]}") + $(sum ': ([0-9]+)
 failed=$(($(sum '\[  FAILED  \] ([0-9]+) test' "${logs[@]}") + $(sum ' ([0-9]+) failed,' "${suites[@]}")))
 skipped=$(($(sum '\[  SKIPPED \] ([0-9]+) test' "${logs[@]}") + $(sum ' ([0-9]+) skipped' "${suites[@]}")))
 if ((status)); then echo "test.sh: FAILED"; else echo "test.sh: all passed"; fi
-echo "total: $passed passed, $failed failed, $skipped skipped"
+echo "total: $passed passed, $failed failed, $skipped skipped (test.sh took ${SECONDS} s)"
 exit $status
