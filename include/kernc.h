@@ -71,10 +71,11 @@ typedef struct kc_options {
                                  left (MemAvailable + SwapFree, the cgroup's memory.max). Over
                                  it: KC_ERR_NOMEM naming both sizes, before anything is
                                  allocated. The kernc program sets it from $KERNC_MEMORY_LIMIT */
-  int opt_level;              /* LLVM optimization of JIT'd CPU kernels, 1..3 as -O1..-O3; 0: 3.
-                                 kc_context_new takes it from $KERNC_OPT_LEVEL when that is set
-                                 (1 compiles about a third faster and runs slower: for tests
-                                 and quick experiments, not for timing) */
+  int opt_level;              /* LLVM optimization of JIT'd CPU kernels, 1..3 as -O1..-O3,
+                                 -1 as -O0 (no IR optimization, fast instruction selection);
+                                 0: 3. kc_context_new takes it from $KERNC_OPT_LEVEL (0..3)
+                                 when that is set. -O0 compiles 5-20x faster than -O3 and runs
+                                 slower: for tests and quick experiments, not for timing */
 } kc_options;
 
 /* Create a context with default options; NULL when out of memory. */

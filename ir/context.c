@@ -44,8 +44,9 @@ kc_context *kc_context_new(void) {
   ctx->opts.threads = 0;
   ctx->opts.verify_each = 0;
   ctx->opts.log_level = KC_LOG_WARN;
-  const char *opt = getenv("KERNC_OPT_LEVEL"); /* kc_options.opt_level */
-  if (opt && *opt >= '1' && *opt <= '3' && !opt[1]) ctx->opts.opt_level = *opt - '0';
+  const char *opt = getenv("KERNC_OPT_LEVEL");      /* kc_options.opt_level */
+  if (opt && *opt >= '0' && *opt <= '3' && !opt[1]) /* "0" is -O0, kc_options' -1 */
+    ctx->opts.opt_level = *opt == '0' ? -1 : *opt - '0';
   if (pthread_mutex_init(&ctx->err_lock, NULL) != 0) {
     free(ctx);
     return NULL;

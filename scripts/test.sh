@@ -44,22 +44,19 @@ run_suite() { # build dir, cmake flags...; SUITES=0 skips the ONNX node test sui
 }
 
 run_suite build || status=1
-# the CPU build must not depend on the CUDA toolkit: configure with it hidden, run the unit tests
-# but the long ones that exercise only CPU code the plain and ASan builds already ran (model
-# training, gradients, decoding, big-kernel sweeps): what differs without CUDA is the build, the
-# target choice, the AOT export and the CLI, and those tests all run here
-KERNC_OPT_LEVEL=1 SUITES=0 EXCEPT="test_checkpoint|test_grad|test_grad_cli|test_train|test_train_cli|test_lora|test_models|test_aot_session|test_generate|test_kv_attention|test_cpu_gemm|test_cpu_norm|test_matmul_small|test_onnx_save|test_session_past" \
+# The builds below JIT at LLVM -O0 (KERNC_OPT_LEVEL=0, many times faster to compile): they test
+# kernc's own code (the sanitizers watch it, not the JIT'd kernels; the no-CUDA build checks the
+# build and the target choice), and the plain build above tests the -O3 kernels users get.
+# the CPU build must not depend on the CUDA toolkit: configure with it hidden, run every unit test
+KERNC_OPT_LEVEL=0 SUITES=0 \
   run_suite build-nocuda -DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=ON -DKERNC_VALGRIND=OFF || status=1
 # the sanitizer build is clang-19's: with it come the libFuzzer targets of tests/fuzz, whose
 # smoke runs (a fixed number of inputs each, plus every regression input) are ctest entries there
-# KERNC_OPT_LEVEL=1 there and in the no-CUDA build: the sanitizers watch kernc's own code, not
-# the JIT'd kernels, and LLVM at -O1 compiles a third faster; the plain and TSan builds test the
-# -O3 kernels users get
-KERNC_OPT_LEVEL=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+KERNC_OPT_LEVEL=0 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
   run_suite build-asan -DCMAKE_C_COMPILER=clang-19 -DKERNC_SANITIZE=ON -DKERNC_FUZZ=ON || status=1
 # under ThreadSanitizer: the concurrency tests (one module from many threads, the thread pool)
 # and the tests of what kernels must refuse (index checks, causal past, size overflow)
-TSAN_OPTIONS=halt_on_error=1 SUITES=0 \
+KERNC_OPT_LEVEL=0 TSAN_OPTIONS=halt_on_error=1 SUITES=0 \
   ONLY="test_threads|test_runtime|test_attention|test_kv_attention|test_cpu_movement|test_verify|test_builder" \
   run_suite build-tsan -DKERNC_TSAN=ON || status=1
 

@@ -419,7 +419,9 @@ static void entry_points(kc_ir *ir, const char *triple, const char *prefix, LLVM
 
 /* One session entry point: its type as letters (return, then parameters: p pointer, i int32,
  * l int64, v void) and the runtime function it calls; kc_aot_session_new also gets the
- * kc_plan_decode and the target string first. */
+ * kc_plan_decode and the target string first. The letters must match kernc.h's prototype
+ * argument for argument: a missing last argument still worked at -O3, where the entry became a
+ * jump that left the caller's stack argument in place, and broke at -O0. */
 typedef struct session_entry {
   const char *suffix, *rt, *type;
 } session_entry;
@@ -437,8 +439,8 @@ static const session_entry session_entries[] = {
     {"seq_truncate", "kc_session_seq_truncate", "ipil"},
     {"decode", "kc_session_decode", "ippi"},
     {"generate_defaults", "kc_generate_defaults", "vp"},
-    {"generate", "kc_generate_batch", "ipipppp"},
-    {"generate_beams", "kc_generate_beams", "ipplppp"},
+    {"generate", "kc_generate_batch", "ipippppp"},
+    {"generate_beams", "kc_generate_beams", "ipplpppp"},
 };
 
 static LLVMTypeRef type_of(kc_ir *ir, char c) {

@@ -31,7 +31,7 @@ struct kc_cpu {
   LLVMOrcThreadSafeContextRef tsc;
   LLVMOrcLLJITRef jit;
   char *dump_dir; /* malloc'd; NULL: no dumps */
-  int opt_level;  /* 1..3: the -O level of the pass pipeline and the code generator */
+  int opt_level;  /* 0..3: the -O level of the pass pipeline and the code generator */
 };
 
 /* ---- jit.c --------------------------------------------------------------------------------- */

@@ -102,7 +102,7 @@ kc_status kc_cpu_new(kc_context *ctx, kc_cpu **out) {
   if (!cpu) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory creating the CPU target");
   cpu->ctx = ctx;
   int level = kc_context_options(ctx)->opt_level;
-  cpu->opt_level = level >= 1 && level <= 3 ? level : 3;
+  cpu->opt_level = level >= 1 && level <= 3 ? level : level == -1 ? 0 : 3;
   cpu->triple = LLVMGetDefaultTargetTriple();
   cpu->features = LLVMGetHostCPUFeatures();
   char *name = LLVMGetHostCPUName();
