@@ -69,20 +69,6 @@ static kc_val product(kc_rewriter *rw, kc_val a, kc_val b, epi e) {
   return out;
 }
 
-/* The tensor with data behind a constant or weight, else NULL. */
-static const kc_tensor *source_data(const kc_graph *g, kc_val v) {
-  uint32_t def = g->vals[v.id].def;
-  if (!def) return NULL;
-  const kc_node *n = &g->nodes[def - 1];
-  if (n->op == KC_OP_CONSTANT) return kc_const_tensor(g, v);
-  if (n->op != KC_OP_WEIGHT) return NULL;
-  const char *name = kc_node_string(n, "name", NULL);
-  for (uint32_t i = 0; name && i < g->ntensors; i++)
-    if (g->tensors[i].name && strcmp(g->tensors[i].name, name) == 0)
-      return g->tensors[i].data ? &g->tensors[i] : NULL;
-  return NULL;
-}
-
 /* A new weight (named after t, ".T" and a number when taken) holding data of t's type. */
 static kc_val new_weight(kc_rewriter *rw, const kc_tensor *t, const int64_t *dims,
                          const void *data) {
@@ -116,7 +102,7 @@ static kc_val transposed(kc_rewriter *rw, kc_val b, const char **why) {
     const kc_attr *p = kc_node_attr(n, "perm");
     if (!p || (p->kind == KC_ATTR_INTS && p->u.ints.n == 2 && p->u.ints.v[0] == 1)) return n->in[0];
   }
-  const kc_tensor *t = source_data(g, b);
+  const kc_tensor *t = kc_source_tensor(g, b);
   if (!t || t->rank != 2) {
     *why = "transB=1 and b is computed at run time (gemm reads it transposed for free)";
     return (kc_val){0};

@@ -44,6 +44,8 @@ const char *kc_type_str(const kc_graph *g, kc_val v, char *buf, size_t size);
  * several independent ONNX computations and may replace several of their results.)
  */
 const char *kc_rewrite_loc(const kc_graph *g, uint32_t root, const uint32_t *nodes, uint32_t n);
+/* The tensor with data behind a constant or a (bound) weight, else NULL. */
+const kc_tensor *kc_source_tensor(const kc_graph *g, kc_val v);
 /* Nodes [first, g->nnodes) without a loc of their own take loc (arena string of g, or NULL). */
 void kc_rewrite_set_loc(kc_graph *g, uint32_t first, const char *loc);
 

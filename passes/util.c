@@ -155,3 +155,16 @@ void kc_tensor_put(kc_dtype t, void *data, size_t i, double x) {
   default: break;
   }
 }
+
+const kc_tensor *kc_source_tensor(const kc_graph *g, kc_val v) {
+  uint32_t def = g->vals[v.id].def;
+  if (!def) return NULL;
+  const kc_node *n = &g->nodes[def - 1];
+  if (n->op == KC_OP_CONSTANT) return kc_const_tensor(g, v);
+  if (n->op != KC_OP_WEIGHT) return NULL;
+  const char *name = kc_node_string(n, "name", NULL);
+  for (uint32_t i = 0; name && i < g->ntensors; i++)
+    if (g->tensors[i].name && strcmp(g->tensors[i].name, name) == 0)
+      return g->tensors[i].data ? &g->tensors[i] : NULL;
+  return NULL;
+}

@@ -412,3 +412,97 @@ class LlamaModel(nn.Module):
             h, present = layer(h, mask, position_ids, layer_past)
             presents.append(present)
         return self.lm_head(self.norm(h)), presents
+
+
+# ---- ViT (Dinov2Model) ------------------------------------------------------------------------
+# cfg: image, patch, channels, hidden, heads, layers, inter, eps, native_grid (the position
+# embeddings' grid, interpolated to the image's), layer_scale_init
+
+
+class VitEmbeddings(nn.Module):
+    """Conv patch embedding, a class token, and position embeddings for a native_grid^2 grid
+    resized bicubically to the image's patch grid, as Dinov2Embeddings.interpolate_pos_encoding
+    does (F.interpolate, align_corners=False)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.patch = nn.Conv2d(c.channels, c.hidden, kernel_size=c.patch, stride=c.patch)
+        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, c.hidden))
+        self.position_embeddings = nn.Parameter(0.02 * torch.randn(1, 1 + c.native_grid ** 2, c.hidden))
+        self.c = c
+
+    def forward(self, pixel_values):
+        b, _, h, w = pixel_values.shape
+        x = self.patch(pixel_values).flatten(2).transpose(1, 2)
+        x = torch.cat((self.cls_token.expand(b, -1, -1), x), dim=1)
+        gh, gw, n0 = h // self.c.patch, w // self.c.patch, self.c.native_grid
+        cls_pos = self.position_embeddings[:, :1]
+        grid = self.position_embeddings[:, 1:].reshape(1, n0, n0, -1).permute(0, 3, 1, 2)
+        grid = nn.functional.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
+        grid = grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)
+        return x + torch.cat((cls_pos, grid), dim=1)
+
+
+class LayerScale(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.lambda1 = nn.Parameter(c.layer_scale_init * torch.ones(c.hidden))
+
+    def forward(self, x):
+        return x * self.lambda1
+
+
+class VitAttention(nn.Module):
+    """Separate query / key / value projections of one input, as Dinov2SelfAttention."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.heads, self.d = c.heads, c.hidden // c.heads
+        self.query = nn.Linear(c.hidden, c.hidden)
+        self.key = nn.Linear(c.hidden, c.hidden)
+        self.value = nn.Linear(c.hidden, c.hidden)
+        self.out = nn.Linear(c.hidden, c.hidden)
+
+    def split(self, x):
+        b, s, _ = x.shape
+        return x.view(b, s, self.heads, self.d).permute(0, 2, 1, 3)
+
+    def forward(self, x):
+        q, k, v = self.split(self.query(x)), self.split(self.key(x)), self.split(self.value(x))
+        w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d)
+        y = torch.matmul(nn.functional.softmax(w, dim=-1), v)
+        b, _, s, _ = y.shape
+        return self.out(y.permute(0, 2, 1, 3).reshape(b, s, -1))
+
+
+class VitLayer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(c.hidden, eps=c.eps)
+        self.attention = VitAttention(c)
+        self.ls1 = LayerScale(c)
+        self.norm2 = nn.LayerNorm(c.hidden, eps=c.eps)
+        self.fc1, self.act, self.fc2 = nn.Linear(c.hidden, c.inter), nn.GELU(), nn.Linear(c.inter, c.hidden)
+        self.ls2 = LayerScale(c)
+
+    def forward(self, x):
+        x = x + self.ls1(self.attention(self.norm1(x)))
+        return x + self.ls2(self.fc2(self.act(self.fc1(self.norm2(x)))))
+
+
+class VitModel(nn.Module):
+    """Pre-LN encoder with layer scale; outputs last_hidden_state (after the final LayerNorm)
+    and pooler_output (its class token), as Dinov2Model."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.embeddings = VitEmbeddings(c)
+        self.layers = nn.ModuleList([VitLayer(c) for _ in range(c.layers)])
+        self.layernorm = nn.LayerNorm(c.hidden, eps=c.eps)
+
+    def forward(self, pixel_values):
+        x = self.embeddings(pixel_values)
+        for layer in self.layers:
+            x = layer(x)
+        x = self.layernorm(x)
+        return x, x[:, 0]
