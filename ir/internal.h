@@ -392,6 +392,14 @@ const char *kc_requirement_text(kc_graph *g, const kc_node *n, const kc_requirem
 /* The axis of cumsum node n, normalized, when its axis input is known and in range. */
 bool kc_cumsum_axis(const kc_graph *g, const kc_node *n, int *axis);
 
+/*
+ * How the scale (input 1) of quantize_linear / dequantize_linear node n maps onto input 0
+ * (ir/shape_quant.c): one element for all, element l of a 1-D scale for index l along axis, or
+ * blocked (x's rank; index l along axis reads l / block_size). *axis: the normalized axis.
+ */
+typedef enum kc_quant_mode { KC_QUANT_TENSOR, KC_QUANT_AXIS, KC_QUANT_BLOCKED } kc_quant_mode;
+kc_quant_mode kc_quant_mode_of(const kc_graph *g, const kc_node *n, int *axis);
+
 /* Error about node n: prefixes "node '<loc>' (<op>): " and returns s. */
 kc_status kc_node_errorf(kc_graph *g, const kc_node *n, kc_status s, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
