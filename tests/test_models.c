@@ -5,7 +5,9 @@
  * Each folder tests/models/NAME holding a model.onnx (bert_tiny, gpt2_tiny, llama_tiny exported
  * from PyTorch by tests/models/make_models.py; rope_arange_tiny and hf_positions_tiny, whose sizes
  * follow from shape arithmetic, by tests/models/make_shape_models.py; opset23_tiny built by
- * tests/models/make_opset23.py)
+ * tests/models/make_opset23.py; bert_tiny_qdyn, bert_tiny_qop and bert_tiny_qdq, bert_tiny
+ * quantized by ONNX Runtime's tools with ORT's outputs as references, by
+ * tests/models/make_quant_models.py)
  * must PASS, not SKIP, both with the default pipeline and with `--passes=` (nothing fused), so
  * fused and unfused graphs are held to the same reference outputs. One negative test copies a model
  * with one reference value moved by 1% and expects FAIL, so a check that stopped comparing values
@@ -104,6 +106,16 @@ static const fusion_expect fusions[] = {
     {"rope_arange_tiny",
      {"= attention(=2", "mask=causal=2", "kv_heads=2=2", "= rms_norm(=5"},
      {"= softmax(", "= reduce_mean(", "= sqrt(", "= trilu(", "= constant_of_shape("}},
+    /* ONNX Runtime's int8 versions (make_quant_models.py): the float attention between the
+     * quantized projections still fuses (the int8 matmuls are not fused with their quantize /
+     * dequantize yet) */
+    {"bert_tiny_qdyn",
+     {"= attention(=2", "= layer_norm(=5", "= matmul_integer(=13"},
+     {"= softmax(", "= erf("}},
+    {"bert_tiny_qop",
+     {"= attention(=2", "= layer_norm(=5", "= qlinear_matmul(=12"},
+     {"= softmax(", "= erf("}},
+    {"bert_tiny_qdq", {"= attention(=2", "= layer_norm(=5"}, {"= softmax(", "= erf("}},
     /* masked_fill of an expanded tril(ones) * padding mask is not matched as attention yet */
     {"hf_positions_tiny", {"= rms_norm(=5", "= cumsum(=1"}, {"= reduce_mean(", "= sqrt("}},
 };

@@ -5,9 +5,12 @@
  * a [..., M, K] @ b [..., K, N], batch dims broadcast (a dim of 1, or a missing one, repeats).
  * A work unit is one output row (batch index, m): for each n, acc = sum_k (a - azp) * (b - bzp)
  * in i32 (wrapping, as ONNX Runtime's). Zero points and scales are per tensor (one element) or
- * indexed by m (a's) / n (b's). qlinear_matmul then rounds as onnx.reference: the multiplier
- * as * bs / ys in the scales' dtype (f16/bf16 rounded after each step), acc * multiplier +
- * yzp in f64, rint (half to even), clamped to the output type's range.
+ * indexed by m (a's) / n (b's). qlinear_matmul then requantizes as ONNX Runtime does: the
+ * multiplier as * bs / ys in the scales' dtype (f16/bf16 rounded after each step), then
+ * rint(acc * multiplier) (half to even) in f32 (f64 for f64 scales), plus yzp, clamped to the
+ * output type's range. (onnx.reference computes acc * multiplier + yzp in f64; the two differ
+ * only on near-ties, which the node tests do not have and an ORT-quantized BERT does: its
+ * references are ORT's.)
  */
 #include "codegen/cpu/index.h"
 
@@ -111,13 +114,14 @@ kc_status kc_lower_qmatmul(kc_cpu_emit *e) {
     LLVMValueRef mult = round_to(ir, LLVMBuildFMul(ir->b, as, at(e, 4, n), ""), st);
     mult = round_to(ir, LLVMBuildFDiv(ir->b, mult, at(e, 6, zero), ""), st);
     kc_dtype yt = y->dtype;
-    LLVMValueRef d = LLVMBuildFMul(ir->b, kc_emit_convert(ir, acc, KC_I32, KC_F64),
-                                   kc_emit_convert(ir, mult, st, KC_F64), "");
-    d = LLVMBuildFAdd(ir->b, d, kc_emit_convert(ir, at(e, 7, zero), yt, KC_F64), "");
+    kc_dtype ct = st == KC_F64 ? KC_F64 : KC_F32; /* ONNX Runtime's requantization: f32 */
+    LLVMValueRef d = LLVMBuildFMul(ir->b, kc_emit_convert(ir, acc, KC_I32, ct),
+                                   kc_emit_convert(ir, mult, st, ct), "");
     d = fcall(ir, "llvm.roundeven", d, NULL);
-    d = fcall(ir, "llvm.maxnum", d, kc_emit_const(ir, KC_F64, yt == KC_I8 ? -128 : 0, 1));
-    d = fcall(ir, "llvm.minnum", d, kc_emit_const(ir, KC_F64, yt == KC_I8 ? 127 : 255, 1));
-    kc_emit_store(e, yt, py, yi, kc_emit_convert(ir, d, KC_F64, yt), 1);
+    d = LLVMBuildFAdd(ir->b, d, kc_emit_convert(ir, at(e, 7, zero), yt, ct), "");
+    d = fcall(ir, "llvm.maxnum", d, kc_emit_const(ir, ct, yt == KC_I8 ? -128 : 0, 1));
+    d = fcall(ir, "llvm.minnum", d, kc_emit_const(ir, ct, yt == KC_I8 ? 127 : 255, 1));
+    kc_emit_store(e, yt, py, yi, kc_emit_convert(ir, d, ct, yt), 1);
   }
   kc_loop_end(ir, &ln, NULL);
   kc_loop_end(ir, &lu, NULL);

@@ -156,13 +156,14 @@ kc_status kc_cuda_lower_qmatmul(kc_cuda_emit *e) {
     kc_dtype st = kc_cu_val(e, false, 1)->dtype;
     const char *rnd = st == KC_F16 ? "kc_to_f16" : st == KC_BF16 ? "kc_to_bf16" : "";
     bool i8 = y->dtype == KC_I8;
+    const char *ct = st == KC_F64 ? "double" : "float"; /* as the CPU's qmatmul.c */
     kc_cu_printf(e->t,
                  "    const %s mult = %s(%s(%s * %s) / %s);\n"
-                 "    double d = (double)acc * (double)mult + (double)%s;\n"
-                 "    d = fmin(fmax(rint(d), %s), %s);\n",
+                 "    %s d = rint((%s)acc * (%s)mult) + (%s)%s;\n"
+                 "    d = fmin(fmax(d, %s), %s);\n",
                  st == KC_F64 ? "double" : "float", rnd, rnd, scale_at(e, 1, "m"),
-                 scale_at(e, 4, "n"), scale_at(e, 6, "0"), int_at(e, 7, "0"), i8 ? "-128.0" : "0.0",
-                 i8 ? "127.0" : "255.0");
+                 scale_at(e, 4, "n"), scale_at(e, 6, "0"), ct, ct, ct, ct, int_at(e, 7, "0"),
+                 i8 ? "-128.0" : "0.0", i8 ? "127.0" : "255.0");
     kc_cu_store(e, 4, y->dtype, "out0", "u", "d");
   }
   kc_cu_puts(e->t, "  }\n");
