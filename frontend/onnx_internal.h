@@ -141,4 +141,7 @@ kc_status kc_onnx_import_average_pool(onnx_imp *im, const Onnx__NodeProto *np, c
 kc_status kc_onnx_import_global_pool(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_batch_norm(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_instance_norm(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+/* Resize (opset 11+) as gathers and weights per axis (onnx_resize.c). */
+kc_status kc_onnx_import_resize(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+
 #endif /* KERNC_FRONTEND_ONNX_INTERNAL_H */

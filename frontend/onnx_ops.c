@@ -378,6 +378,7 @@ static const onnx_op table[] = {
     {"ReduceSum", KC_OP_REDUCE_SUM, 7, 13, import_axes},
     {"Relu", KC_OP_RELU, 7, 0, NULL},
     {"Reshape", KC_OP_RESHAPE, 7, 0, NULL},
+    {"Resize", KC_OP_NOP, 11, 0, kc_onnx_import_resize}, /* onnx_resize.c */
     {"RotaryEmbedding", KC_OP_ROTARY, 23, 0, NULL},
     {"Shape", KC_OP_SHAPE, 7, 0, NULL},
     {"Sigmoid", KC_OP_SIGMOID, 7, 0, NULL},

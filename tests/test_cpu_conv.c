@@ -4,12 +4,15 @@
  * the ONNX node tests leave thin: grouped, depthwise, dilated and strided convolutions with
  * asymmetric pads, 1-D and 3-D, 1x1, the ViT patch embedding (kernel = stride = 16 on
  * 224x224), grouped ConvTranspose with output_padding, pooling with dilations, ceil_mode and
- * count_include_pad. Run as: test_cpu_conv KERNC_PROGRAM TESTS_DIR.
+ * count_include_pad, and Resize (frontend/onnx_resize.c) against PyTorch's bilinear, bicubic
+ * (align_corners) and nearest with run-time sizes / scales. Run as: test_cpu_conv KERNC_PROGRAM
+ * TESTS_DIR.
  *
- * Each case is a node-test-like folder under tests/onnx/vision/ (model, inputs, expected
- * output) written by tests/onnx/vision/gen.py from PyTorch 1.13's conv / pool functions in
- * float64 (committed; the inputs of the convolutions are small integers, so their sums are
- * exact in float32). The folders run through kc_onnx_check_dir (values compared, rtol 1e-3).
+ * The cases are two node-test-like folders under tests/onnx/vision/ (one model computing every
+ * case side by side, its inputs, the expected outputs) written by tests/onnx/vision/gen.py from
+ * PyTorch 1.13's conv / pool / interpolate in float64 (committed; the inputs of the
+ * convolutions are small integers, so their sums are exact in float32). The folders run through
+ * kc_onnx_check_dir (every output's values compared, rtol 1e-3).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,21 +29,8 @@
 
 static char cases[1024]; /* tests/onnx/vision */
 
-static const char *const names[] = {
-    "conv2d_bias_pads",
-    "conv2d_stride_dil_asym",
-    "conv2d_group2",
-    "conv2d_depthwise",
-    "conv1d_stride",
-    "conv3d_pads",
-    "conv2d_1x1",
-    "conv2d_vit_patch",
-    "convtranspose2d_group_stride",
-    "convtranspose1d_dil",
-    "maxpool2d_dil_ceil",
-    "avgpool2d_exclude_pad",
-    "avgpool2d_include_pad",
-};
+/* the cases, merged into two models (one JIT compile each; tests/onnx/vision/gen.py) */
+static const char *const names[] = {"conv_pool", "resize"};
 
 static void t_cases(void **st) {
   (void)st;
@@ -60,24 +50,26 @@ static void t_cases(void **st) {
   assert_int_equal(failed, 0);
 }
 
-/* Conv lowers onto matmul (the packed core), its window onto one gather: no op of its own. */
+/* Convolutions lower onto matmul (the packed core), windows onto one gather: no op of their own. */
 static void t_conv_is_matmul(void **st) {
   (void)st;
   kc_context *ctx = kc_context_new();
   assert_non_null(ctx);
   char path[2048];
-  snprintf(path, sizeof path, "%s/conv2d_group2/model.onnx", cases);
+  snprintf(path, sizeof path, "%s/conv_pool/model.onnx", cases);
   kc_graph *g = NULL;
   assert_int_equal(kc_onnx_load(ctx, path, &g), KC_OK);
+  /* 10 convolutions (2 transposed) and 3 pools: one gather each, a matmul per convolution */
   int matmuls = 0, gathers = 0;
   for (uint32_t i = 0; i < g->nnodes; i++) {
-    matmuls += g->nodes[i].op == KC_OP_MATMUL;
-    gathers += g->nodes[i].op == KC_OP_GATHER;
+    kc_op op = g->nodes[i].op;
+    matmuls += op == KC_OP_MATMUL;
+    gathers += op == KC_OP_GATHER;
   }
-  assert_int_equal(matmuls, 1);
-  assert_int_equal(gathers, 1);
-  /* the output keeps ONNX's shape: [2, 6, 6, 4] (pads 1 on H only) */
-  const kc_value *y = kc_value_of(g, kc_graph_output(g, 0));
+  assert_int_equal(matmuls, 10);
+  assert_int_equal(gathers, 13);
+  /* conv2d_group2's output keeps ONNX's shape: [2, 6, 6, 4] (pads 1 on H only) */
+  const kc_value *y = kc_value_of(g, kc_graph_output(g, 2));
   int64_t d;
   assert_int_equal(y->rank, 4);
   const int64_t want[4] = {2, 6, 6, 4};
