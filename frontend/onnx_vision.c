@@ -15,12 +15,14 @@
  *                  i * s = o + pad - k * d) and W [C, M/G, k..] regrouped to [G, M/G, C/G*K].
  *   MaxPool / AveragePool: reduce_max / reduce_sum over K; the average divides by a per-position
  *                  count table [P] (count_include_pad counts taps inside the padded extent).
+ *                  MaxPool's Indices: the first tap equal to the maximum, mapped through the
+ *                  table to a flat index into x (row- or column-major by storage_order).
  * Invariants: spatial dims (and the channel dims the weight fixes) must be known at import,
  * since the tables are built here; N may be symbolic. Output sizes, auto_pad and ceil_mode
  * follow onnx.reference (including its ceil_mode rule that a window starting in the right
  * padding is dropped, and the extra padding it splits before and after). Tables of more than
  * 64 elements are weights (printed by reference), the rest constants.
- * Not done: MaxPool's Indices output, training-mode BatchNormalization (KC_ERR_UNSUPPORTED).
+ * Not done: training-mode BatchNormalization (KC_ERR_UNSUPPORTED).
  */
 #include "onnx_internal.h"
 
@@ -192,10 +194,12 @@ static kc_val table(onnx_imp *im, const Onnx__NodeProto *np, const char *what, k
  * patches [N, C, K, P] of x over window w, taps in the padding set to pad (a scalar of x's
  * dtype). transposed: ConvTranspose's window (output o reads input c / s where c = o + pb - k
  * d, when s divides c). counts (P entries, may be NULL) receives each position's tap count,
- * inside the padded extent (incl) or inside the input.
+ * inside the padded extent (incl) or inside the input. table_out (may be NULL) receives the
+ * gather's [K, P] table of row-major spatial indices (arena memory).
  */
 static kc_val patches(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, const win *w,
-                      bool transposed, kc_val pad, float *counts, bool incl, kc_status *st) {
+                      bool transposed, kc_val pad, float *counts, bool incl,
+                      const int64_t **table_out, kc_status *st) {
   kc_graph *g = im->g;
   if (w->K > (INT64_C(1) << 28) / w->P) { /* 2 GiB of indices: not a table to build here */
     *st = kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "window table of %lld x %lld entries",
@@ -252,6 +256,7 @@ static kc_val patches(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, const w
       if (counts && (incl ? inside : valid)) counts[p] += 1;
     }
   }
+  if (table_out) *table_out = idx;
   int64_t dims[2] = {w->K, w->P}, flat3[3] = {0, 0, -1};
   kc_val iv = table(im, np, "im2col", KC_I64, 2, dims, idx, st);
   if (*st != KC_OK) return (kc_val){0};
@@ -338,7 +343,7 @@ kc_status kc_onnx_import_conv(onnx_imp *im, const Onnx__NodeProto *np, const onn
                      (long long)C, (long long)(Cg * G));
   kc_val zero = kc_onnx_const_scalar(im, kc_value_of(g, x)->dtype, 0, &s);
   if (s != KC_OK) return s;
-  kc_val pt = patches(im, np, x, &w, false, zero, NULL, false, &s);
+  kc_val pt = patches(im, np, x, &w, false, zero, NULL, false, NULL, &s);
   if (s != KC_OK) return s;
   int64_t ws3[3] = {G, M / G, Cg * w.K};
   kc_val wg = kc_reshape(g, wt, kc_const_i64s(g, G == 1 ? 2 : 3, G == 1 ? ws3 + 1 : ws3));
@@ -397,7 +402,7 @@ kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
   }
   kc_val zero = kc_onnx_const_scalar(im, kc_value_of(g, x)->dtype, 0, &s);
   if (s != KC_OK) return s;
-  kc_val pt = patches(im, np, x, &w, true, zero, NULL, false, &s);
+  kc_val pt = patches(im, np, x, &w, true, zero, NULL, false, NULL, &s);
   if (s != KC_OK) return s;
   /* W [C, Mg, k..] = [G, Cg, Mg, K] -> [G, Mg, Cg, K] -> [G, Mg, Cg*K] */
   int64_t Cg = C / G, w4[4] = {G, Cg, Mg, w.K}, perm[4] = {0, 2, 1, 3}, w3[3] = {G, Mg, Cg * w.K};
@@ -421,13 +426,68 @@ static double lowest(kc_dtype t) {
   }
 }
 
+/*
+ * MaxPool's Indices [N, C, P]: the first tap holding the window's maximum (the largest K - k
+ * among the taps equal to it), as a flat index into x: (n C + c) * IN plus the tap's spatial
+ * index, row-major, or column-major (first spatial dim fastest) with storage_order 1.
+ */
+static kc_val argmax_indices(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, const win *w,
+                             kc_val pt, const int64_t *cells, kc_status *st) {
+  kc_graph *g = im->g;
+  int64_t K = w->K, P = w->P, KP = K * P, two = 2;
+  bool colmajor = int_attr(np, "storage_order", 0) != 0;
+  int64_t *sp = kc_arena_alloc(&g->arena, (size_t)KP * sizeof *sp);
+  int64_t *rank = kc_arena_alloc(&g->arena, (size_t)K * sizeof *rank);
+  int64_t *pos = kc_arena_alloc(&g->arena, (size_t)P * sizeof *pos);
+  if (!sp || !rank || !pos) {
+    *st = kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
+    return (kc_val){0};
+  }
+  for (int64_t c = 0; c < KP; c++) {
+    int64_t f = cells[c], co[MAXSP], o = 0;
+    for (int i = w->n - 1; i >= 0; i--) {
+      co[i] = f % w->in[i];
+      f /= w->in[i];
+    }
+    for (int i = w->n - 1; i >= 0; i--)
+      o = o * w->in[i] + co[i];
+    sp[c] = colmajor ? o : cells[c];
+  }
+  for (int64_t k = 0; k < K; k++)
+    rank[k] = K - k;
+  for (int64_t p = 0; p < P; p++)
+    pos[p] = p;
+  int64_t kdims[2] = {K, 1};
+  kc_val spv = table(im, np, "argmax_index", KC_I64, 1, &KP, sp, st);
+  kc_val rv = *st == KC_OK ? table(im, np, "argmax_rank", KC_I64, 2, kdims, rank, st) : spv;
+  kc_val pv = *st == KC_OK ? table(im, np, "argmax_pos", KC_I64, 1, &P, pos, st) : spv;
+  if (*st != KC_OK) return (kc_val){0};
+  kc_val mx = kc_reduce_max(g, pt, 1, &two, 1);
+  kc_val best = kc_where(g, kc_equal(g, pt, mx), rv, kc_const_i64(g, 0));
+  best = kc_reduce_max(g, best, 1, &two, 0); /* K - k of the first maximum, [N, C, P] */
+  kc_val cell = kc_add(g, kc_mul(g, kc_sub(g, kc_const_i64(g, K), best), kc_const_i64(g, P)), pv);
+  kc_val ix = kc_gather(g, spv, cell, 0);
+  /* (n C + c) * IN, shaped [N, C, 1] from x's own dims */
+  int64_t z = 0, two1 = 2, one = 1;
+  kc_val shp = kc_shape(g, x);
+  kc_val nc =
+      kc_mul(g, kc_gather(g, shp, kc_const_i64(g, 0), 0), kc_gather(g, shp, kc_const_i64(g, 1), 0));
+  kc_val off =
+      kc_mul(g, kc_range(g, kc_const_i64(g, 0), nc, kc_const_i64(g, 1)), kc_const_i64(g, w->IN));
+  kc_val nc1[2] = {kc_slice(g, shp, kc_const_i64s(g, 1, &z), kc_const_i64s(g, 1, &two1),
+                            (kc_val){0}, (kc_val){0}),
+                   kc_const_i64s(g, 1, &one)};
+  off = kc_reshape(g, off, kc_concat(g, 2, nc1, 0));
+  return kc_add(g, ix, off);
+}
+
 static kc_status import_pool(onnx_imp *im, const Onnx__NodeProto *np, bool max) {
   kc_graph *g = im->g;
   uint32_t first = g->nnodes;
   kc_val x = kc_onnx_input(im, np, 0);
   if (!x.id) return kc_errorf(im->ctx, KC_ERR_VERIFY, "needs X");
-  if (np->n_output > 1 && np->output[1] && np->output[1][0])
-    return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "the Indices output is not supported");
+  bool want = np->n_output > 1 && np->output[1] && np->output[1][0];
+  if (want && !max) return kc_errorf(im->ctx, KC_ERR_VERIFY, "has one output");
   kc_dtype t = kc_value_of(g, x)->dtype;
   win w;
   kc_status s = window(im, np, x, NULL, true, true, &w);
@@ -437,12 +497,19 @@ static kc_status import_pool(onnx_imp *im, const Onnx__NodeProto *np, bool max) 
   float *counts = max ? NULL : kc_arena_alloc(&g->arena, (size_t)w.P * sizeof *counts);
   if (!max && !counts) return kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
   bool incl = int_attr(np, "count_include_pad", 0) != 0;
-  kc_val pt = patches(im, np, x, &w, false, pad, counts, incl, &s);
+  const int64_t *cells = NULL;
+  kc_val pt = patches(im, np, x, &w, false, pad, counts, incl, &cells, &s);
   if (s != KC_OK) return s;
   int64_t two = 2;
   kc_val y;
   if (max) {
     y = kc_reduce_max(g, pt, 1, &two, 0);
+    if (want) {
+      kc_val ix = argmax_indices(im, np, x, &w, pt, cells, &s);
+      if (s != KC_OK) return s;
+      s = kc_onnx_bind(im, np, 1, unflatten(g, ix, 0, &w));
+      if (s != KC_OK) return s;
+    }
   } else {
     y = kc_reduce_sum(g, pt, 1, &two, 0);
     kc_val cnt = table(im, np, "pool_count", KC_F32, 1, &w.P, counts, &s);
