@@ -131,4 +131,17 @@ kc_status kc_onnx_import_attention(onnx_imp *im, const Onnx__NodeProto *np, cons
 kc_status kc_onnx_import_sce_loss(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_nll_loss(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 
+/* Convolution, pooling and normalization as builder compositions (onnx_vision.c). */
+kc_status kc_onnx_import_conv(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
+                                        const onnx_op *row);
+kc_status kc_onnx_import_max_pool(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_average_pool(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+/* GlobalMaxPool (row op reduce_max) / GlobalAveragePool (reduce_mean) */
+kc_status kc_onnx_import_global_pool(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_batch_norm(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_instance_norm(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+/* Resize (opset 11+) as gathers and weights per axis (onnx_resize.c). */
+kc_status kc_onnx_import_resize(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+
 #endif /* KERNC_FRONTEND_ONNX_INTERNAL_H */
