@@ -1,16 +1,16 @@
 /*
  * ir/shape_elementwise.c - shape functions of elementwise ops: unary math, cast, clip, the
- * broadcasting binary ops, comparisons, logic, where and dropout.
+ * broadcasting binary ops, comparisons, logic, bitwise ops, is_nan/is_inf, where and dropout.
  *
  * Outputs have the broadcast shape of the inputs. Known contents flow through the ops shape
- * computations use (identity, neg, cast, add/sub/mul/div/min/max, equal/less/greater, where)
- * when every operand is known, at most 1-D and small, so exporters' arithmetic on Shape outputs
- * (S-1, B*S, where(equal(shape, -1), 1, shape), Cast(S) to float and back) resolves to dims.
- * Each result is computed exactly and then fitted to the output dtype (kc_shp_fit: integers
- * wrap, floats round as their kernels do). A result is left unknown rather than guessed: integer
- * Div truncates, which floor division equals only for a numerator provably >= 0 (or an exact
- * quotient); float Div must divide exactly; min/max and comparisons of symbolic values need the
- * sign of their difference to be provable (kc_dim_lower: symbols are sizes, >= 0).
+ * computations use (identity, neg, cast, add/sub/mul/div/mod/min/max, the comparisons,
+ * not/and/or/xor, where) when every operand is known, at most 1-D and small, so exporters'
+ * arithmetic on Shape outputs (S-1, B*S, where(equal(shape, -1), 1, shape), Cast(S) to float and
+ * back) resolves to dims. Each result is computed exactly and then fitted to the output dtype
+ * (kc_shp_fit: integers wrap, floats round as their kernels do). A result is left unknown rather
+ * than guessed: integer Div truncates, which floor division equals only for a numerator provably >=
+ * 0 (or an exact quotient); float Div must divide exactly; min/max and comparisons of symbolic
+ * values need the sign of their difference to be provable (kc_dim_lower: symbols are sizes, >= 0).
  */
 #include "shape.h"
 
@@ -112,6 +112,14 @@ static bool known_arith(kc_graph *g, const kc_node *n, const kc_dim *x, kc_dim *
     *out = (n->op == KC_OP_MIN) == (o < 0) ? x[0] : x[1];
     return true;
   }
+  case KC_OP_MOD: {
+    /* constants only; x mod 0 is left to the kernel, INT64_MIN mod -1 is 0 */
+    if (!kc_dim_const(g, x[0], &a) || !kc_dim_const(g, x[1], &b) || b == 0) return false;
+    int64_t r = b == -1 ? 0 : a % b;
+    if (!kc_node_int(n, "fmod", 0) && r != 0 && (r < 0) != (b < 0)) r += b;
+    *out = kc_dim_int(g, r);
+    return true;
+  }
   default: return false;
   }
 }
@@ -124,16 +132,46 @@ static bool known_compare(kc_graph *g, const kc_node *n, const kc_dim *x, kc_dim
     *out = c == 0;
     return true;
   }
-  if (c != 2) {
-    *out = n->op == KC_OP_LESS ? c < 0 : c > 0;
-    return true;
+  switch (n->op) {
+  case KC_OP_LESS:
+    if (c != 2) *out = c < 0;
+    break;
+  case KC_OP_GREATER:
+    if (c != 2) *out = c > 0;
+    break;
+  case KC_OP_LESS_EQUAL:
+    if (c != 2) *out = c <= 0;
+    break;
+  case KC_OP_GREATER_EQUAL:
+    if (c != 2) *out = c >= 0;
+    break;
+  default: return false;
   }
-  int o = order(g, x[0], x[1]); /* x0 <= x1 decides greater, x0 >= x1 decides less */
+  if (c != 2) return true;
+  /* x0 <= x1 decides greater (false) and less_equal (true), x0 >= x1 less and greater_equal */
+  int o = order(g, x[0], x[1]);
   if ((n->op == KC_OP_LESS && o > 0) || (n->op == KC_OP_GREATER && o < 0)) {
     *out = 0;
     return true;
   }
+  if ((n->op == KC_OP_LESS_EQUAL && o < 0) || (n->op == KC_OP_GREATER_EQUAL && o > 0)) {
+    *out = 1;
+    return true;
+  }
   return false;
+}
+
+/* not / and / or / xor of known bools (0 or 1). */
+static bool known_logical(kc_graph *g, const kc_node *n, const kc_dim *x, kc_dim *out) {
+  int64_t a, b = 0;
+  if (!kc_dim_const(g, x[0], &a) || (n->nin > 1 && !kc_dim_const(g, x[1], &b))) return false;
+  switch (n->op) {
+  case KC_OP_NOT: *out = kc_dim_int(g, !a); return true;
+  case KC_OP_AND: *out = kc_dim_int(g, a && b); return true;
+  case KC_OP_OR: *out = kc_dim_int(g, a || b); return true;
+  case KC_OP_XOR: *out = kc_dim_int(g, !a != !b); return true;
+  default: return false;
+  }
 }
 
 static bool known_where(kc_graph *g, const kc_node *n, const kc_dim *x, kc_dim *out) {
@@ -172,6 +210,7 @@ kc_status shape_unary(kc_graph *g, kc_node *n) {
   case KC_OP_IDENTITY: break;
   case KC_OP_NEG:
   case KC_OP_ABS:
+  case KC_OP_SIGN:
   case KC_OP_RELU: s = kc_shp_need_numeric(g, n, 0); break;
   default: s = kc_shp_need_float(g, n, 0); break;
   }
@@ -196,6 +235,7 @@ kc_status shape_logical(kc_graph *g, kc_node *n) {
   if (s == KC_OK) s = bcast_all(g, n, &rank, dims);
   if (s != KC_OK) return s;
   kc_shp_set(g, n, 0, KC_BOOL, rank, dims);
+  propagate(g, n, known_logical);
   return KC_OK;
 }
 
@@ -265,6 +305,38 @@ kc_status shape_compare(kc_graph *g, kc_node *n) {
   if (s != KC_OK) return s;
   kc_shp_set(g, n, 0, KC_BOOL, rank, dims);
   propagate(g, n, known_compare);
+  return KC_OK;
+}
+
+/* is_nan, is_inf: a float input, a bool result of its shape. */
+kc_status shape_isclass(kc_graph *g, kc_node *n) {
+  kc_status s = kc_shp_arity(g, n);
+  if (s == KC_OK) s = kc_shp_need_float(g, n, 0);
+  if (s != KC_OK) return s;
+  const kc_value *x = kc_value_of(g, n->in[0]);
+  kc_shp_set(g, n, 0, KC_BOOL, x->rank, x->dims);
+  return KC_OK;
+}
+
+/* bitwise_and/or/xor/not, bit_shift: integer inputs of one dtype, broadcast. */
+kc_status shape_bitwise(kc_graph *g, kc_node *n) {
+  kc_status s = kc_shp_arity(g, n);
+  for (uint32_t i = 0; s == KC_OK && i < n->nin; i++)
+    if (!kc_dtype_is_int(kc_value_of(g, n->in[i])->dtype))
+      s = kc_node_errorf(g, n, KC_ERR_TYPE, "input %u (%%%u) is %s; %s takes integers", i,
+                         n->in[i].id, kc_dtype_name(kc_value_of(g, n->in[i])->dtype),
+                         kc_ops[n->op].name);
+  if (s == KC_OK) s = same_dtypes(g, n, 0);
+  if (s == KC_OK && n->op == KC_OP_BIT_SHIFT) {
+    const char *d = kc_node_string(n, "direction", "");
+    if (strcmp(d, "LEFT") != 0 && strcmp(d, "RIGHT") != 0)
+      s = kc_node_errorf(g, n, KC_ERR_VERIFY, "direction=\"%s\", expected LEFT or RIGHT", d);
+  }
+  int rank;
+  kc_dim dims[KC_MAX_RANK];
+  if (s == KC_OK) s = bcast_all(g, n, &rank, dims);
+  if (s != KC_OK) return s;
+  kc_shp_set(g, n, 0, kc_value_of(g, n->in[0])->dtype, rank, dims);
   return KC_OK;
 }
 

@@ -10,7 +10,8 @@
  * element is written. Covered: numpy broadcasting (with static and symbolic dims, and a
  * symbolic dim that is 1 at run time), every dtype class, integer division and comparisons
  * on unsigned values, a matrix of casts, variadic min/max, where with 3-way broadcasting,
- * clip with absent bounds, special values (inf, nan, subnormals), and an accuracy sweep of
+ * clip with absent bounds, mod's two conventions, bit shifts past the width, is_inf/is_nan,
+ * sign, special values (inf, nan, subnormals), and an accuracy sweep of
  * exp/log/tanh/sigmoid/erf/gelu whose maximum errors are printed.
  */
 #include <setjmp.h>
@@ -229,6 +230,119 @@ static void test_integers(void **state) {
   assert_memory_equal(out, want_pow, sizeof want_pow);
   run_int_binary(f, kc_pow, KC_I32, 3, (int64_t[]){1, 2, 3}, (int64_t[]){4, 5, 6}, out);
   assert_true(out[0] == 1 && out[1] == 32 && out[2] == 729);
+}
+
+/* The op of a wrapper below applied to a and b with one attribute (name NULL: none), inferred. */
+static kc_val node2(kc_graph *g, kc_op op, kc_val a, kc_val b, const char *name, int64_t i,
+                    const char *str) {
+  kc_val out;
+  uint32_t ni = kc_graph_add_node(g, op, 2, (kc_val[]){a, b}, 1, &out);
+  if (name && str) kc_node_set_string(g, ni, name, str);
+  if (name && !str) kc_node_set_int(g, ni, name, i);
+  assert_int_equal(kc_node_infer(g, ni), KC_OK);
+  return out;
+}
+static kc_val mod_py(kc_graph *g, kc_val a, kc_val b) {
+  return node2(g, KC_OP_MOD, a, b, NULL, 0, NULL);
+}
+static kc_val mod_c(kc_graph *g, kc_val a, kc_val b) {
+  return node2(g, KC_OP_MOD, a, b, "fmod", 1, NULL);
+}
+static kc_val shl(kc_graph *g, kc_val a, kc_val b) {
+  return node2(g, KC_OP_BIT_SHIFT, a, b, "direction", 0, "LEFT");
+}
+static kc_val shr(kc_graph *g, kc_val a, kc_val b) {
+  return node2(g, KC_OP_BIT_SHIFT, a, b, "direction", 0, "RIGHT");
+}
+static kc_val ge(kc_graph *g, kc_val a, kc_val b) {
+  return node2(g, KC_OP_GREATER_EQUAL, a, b, NULL, 0, NULL);
+}
+static kc_val le(kc_graph *g, kc_val a, kc_val b) {
+  return node2(g, KC_OP_LESS_EQUAL, a, b, NULL, 0, NULL);
+}
+static kc_val bxor(kc_graph *g, kc_val a, kc_val b) {
+  return node2(g, KC_OP_BITWISE_XOR, a, b, NULL, 0, NULL);
+}
+
+/*
+ * Mod's two conventions against int64 arithmetic here (Python's remainder is ((a % b) + b) % b,
+ * C's is a % b), with x mod 0 = 0 and INT_MIN mod -1 = 0 (no trap); bit shifts by the width or
+ * more give 0; the unsigned comparisons; bitwise xor on i64.
+ */
+static void test_mod_bits(void **state) {
+  th_cpu *f = *state;
+  int64_t out[10];
+  int64_t a[10] = {7, -7, 7, -7, 5, INT32_MIN, INT32_MIN, 0, INT32_MAX, -1};
+  int64_t b[10] = {3, 3, -3, -3, 0, -1, 3, 5, -7, INT32_MIN};
+  for (int c = 0; c < 2; c++) {
+    run_int_binary(f, c ? mod_c : mod_py, KC_I32, 10, a, b, out);
+    for (int i = 0; i < 10; i++) {
+      int64_t want = b[i] == 0 ? 0 : c ? a[i] % b[i] : ((a[i] % b[i]) + b[i]) % b[i];
+      assert_int_equal(out[i], want);
+    }
+  }
+  run_int_binary(f, mod_py, KC_I8, 3, (int64_t[]){-128, -128, 100}, (int64_t[]){-1, 3, -128}, out);
+  assert_true(out[0] == 0 && out[1] == 1 && out[2] == -28);
+  run_int_binary(f, mod_py, KC_U8, 3, (int64_t[]){250, 200, 7}, (int64_t[]){7, 0, 255}, out);
+  assert_true(out[0] == 5 && out[1] == 0 && out[2] == 7);
+  run_int_binary(f, mod_c, KC_I64, 2, (int64_t[]){INT64_MIN, -9}, (int64_t[]){-1, 4}, out);
+  assert_true(out[0] == 0 && out[1] == -1);
+
+  run_int_binary(f, shl, KC_U8, 5, (int64_t[]){1, 255, 3, 1, 5}, (int64_t[]){3, 1, 8, 9, 0}, out);
+  assert_true(out[0] == 8 && out[1] == 254 && out[2] == 0 && out[3] == 0 && out[4] == 5);
+  run_int_binary(f, shr, KC_U32, 4, (int64_t[]){0x80000000ll, 255, 7, 0xFFFFFFFFll},
+                 (int64_t[]){31, 4, 32, 0xFFFFFFFFll}, out);
+  assert_true(out[0] == 1 && out[1] == 15 && out[2] == 0 && out[3] == 0);
+  run_int_binary(f, shl, KC_U64, 2, (int64_t[]){3, 1}, (int64_t[]){62, 64}, out);
+  assert_true((uint64_t)out[0] == 0xC000000000000000ull && out[1] == 0);
+
+  int64_t ua[4] = {250, 200, 255, 3}, ub[4] = {7, 201, 255, 0};
+  run_int_binary(f, ge, KC_U8, 4, ua, ub, out);
+  assert_true(out[0] == 1 && out[1] == 0 && out[2] == 1 && out[3] == 1);
+  run_int_binary(f, le, KC_U8, 4, ua, ub, out);
+  assert_true(out[0] == 0 && out[1] == 1 && out[2] == 1 && out[3] == 0);
+  run_int_binary(f, bxor, KC_I64, 2, (int64_t[]){-1, 0x0F0F}, (int64_t[]){5, 0xFF}, out);
+  assert_true(out[0] == ~INT64_C(5) && out[1] == 0x0FF0);
+}
+
+/* is_inf with each pair of detect flags, is_nan, and sign on floats (nan stays nan) and ints. */
+static void test_classify_sign(void **state) {
+  th_cpu *f = *state;
+  float x[5] = {INFINITY, -INFINITY, NAN, 0.0f, -3.5f};
+  for (int m = 0; m < 5; m++) {
+    kc_graph *g = kc_graph_new(f->ctx, "t");
+    kc_val xv = kc_input(g, "x", KC_F32, 1, (kc_dim[]){5});
+    uint32_t ni = kc_graph_add_node(g, m == 4 ? KC_OP_IS_NAN : KC_OP_IS_INF, 1, &xv, 1, NULL);
+    if (m < 4) {
+      kc_node_set_int(g, ni, "detect_positive", m & 1);
+      kc_node_set_int(g, ni, "detect_negative", (m >> 1) & 1);
+    }
+    assert_int_equal(kc_node_infer(g, ni), KC_OK);
+    uint8_t o[5];
+    run_last(f, g, NULL, (void *[]){x, o});
+    for (int i = 0; i < 5; i++) {
+      bool want =
+          m == 4 ? isnan(x[i]) : (isinf(x[i]) && ((x[i] > 0 && (m & 1)) || (x[i] < 0 && (m & 2))));
+      assert_int_equal(o[i], want);
+    }
+    kc_graph_free(g);
+  }
+  kc_graph *g = kc_graph_new(f->ctx, "t");
+  kc_val xv = kc_input(g, "x", KC_F32, 1, (kc_dim[]){5});
+  uint32_t ni = kc_graph_add_node(g, KC_OP_SIGN, 1, &xv, 1, NULL);
+  assert_int_equal(kc_node_infer(g, ni), KC_OK);
+  float y[5];
+  run_last(f, g, NULL, (void *[]){x, y});
+  assert_true(y[0] == 1 && y[1] == -1 && isnan(y[2]) && y[3] == 0 && y[4] == -1);
+  kc_graph_free(g);
+  g = kc_graph_new(f->ctx, "t");
+  xv = kc_input(g, "x", KC_I16, 1, (kc_dim[]){4});
+  ni = kc_graph_add_node(g, KC_OP_SIGN, 1, &xv, 1, NULL);
+  assert_int_equal(kc_node_infer(g, ni), KC_OK);
+  int16_t ix[4] = {-32768, 0, 9, -1}, iy[4];
+  run_last(f, g, NULL, (void *[]){ix, iy});
+  assert_true(iy[0] == -1 && iy[1] == 0 && iy[2] == 1 && iy[3] == -1);
+  kc_graph_free(g);
 }
 
 /* neg/abs/relu on i32 and i8; relu and abs on u8 are identities. */
@@ -863,7 +977,8 @@ int main(void) {
       cmocka_unit_test(test_clip),           cmocka_unit_test(test_variadic),
       cmocka_unit_test(test_compare_logic),  cmocka_unit_test(test_pow),
       cmocka_unit_test(test_dropout),        cmocka_unit_test(test_no_kernel),
-      cmocka_unit_test(test_vectorized),
+      cmocka_unit_test(test_vectorized),     cmocka_unit_test(test_mod_bits),
+      cmocka_unit_test(test_classify_sign),
   };
   return cmocka_run_group_tests(tests, th_cpu_setup, th_cpu_teardown);
 }

@@ -144,6 +144,17 @@ static LLVMValueRef libm_f64(kc_ir *ir, const char *name, LLVMValueRef x) {
   return r;
 }
 
+/* name(x) lane by lane through libm's double version; f32 lanes are widened and rounded back
+ * once, which is at least as accurate as the f32 function (tan, asin, sinh...: ops with few
+ * node tests and no hot path, so no polynomial of their own). */
+LLVMValueRef kc_vmath_libm(kc_ir *ir, const char *name, LLVMValueRef x) {
+  if (is_f64(x)) return libm_f64(ir, name, x);
+  LLVMTypeRef t = LLVMTypeOf(x), d = LLVMDoubleTypeInContext(ir->ctx);
+  if (LLVMGetTypeKind(t) == LLVMVectorTypeKind) d = LLVMVectorType(d, lanes_of(t));
+  LLVMValueRef y = libm_f64(ir, name, LLVMBuildFPExt(B, x, d, ""));
+  return LLVMBuildFPTrunc(B, y, t, "");
+}
+
 /* ---- exp ------------------------------------------------------------------------------------- */
 
 static const double exp_p[5] = {0.499999935, 0.166665207, 0.0416683874, 0.00836870984,

@@ -30,6 +30,9 @@ LLVMValueRef kc_vmath_gelu(kc_ir *ir, LLVMValueRef x);
 LLVMValueRef kc_vmath_gelu_tanh(kc_ir *ir, LLVMValueRef x);
 LLVMValueRef kc_vmath_sin(kc_ir *ir, LLVMValueRef x);
 LLVMValueRef kc_vmath_cos(kc_ir *ir, LLVMValueRef x);
+/* name(x) through libm's double function name (f32 widened and rounded back once), lane by
+ * lane: exact to the last bit of f32, slow; for the rarely used trig and hyperbolic ops. */
+LLVMValueRef kc_vmath_libm(kc_ir *ir, const char *name, LLVMValueRef x);
 
 /* ---- helpers shared by the scalar_*.c files ------------------------------------------------ */
 

@@ -7,7 +7,9 @@
  *
  * Ops whose expression depends on more than the argument list are formed here: min/max fold
  * over any number of inputs, clip applies only the bounds that are present, gelu picks its
- * form by the `approximate` attribute, cast by the two dtypes.
+ * form by the `approximate` attribute, cast by the two dtypes, mod by fmod, bit_shift by
+ * direction, is_inf by its detect_* flags. In a snippet $T is the compute type of input 0 and
+ * @name the node's float attribute `name` as a constant of that type.
  * Invariants: an expression is fully parenthesized, reads each argument at most once per
  * occurrence and has no side effects, so it can be inlined anywhere.
  */
@@ -55,7 +57,60 @@ static const snippet table[KC_OP_COUNT] = {
     [KC_OP_GREATER] = {"($0 > $1)", T_ANY},
     [KC_OP_AND] = {"($0 && $1)", T_BOOL},
     [KC_OP_WHERE] = {"($0 ? $1 : $2)", T_BOOL}, /* the condition's dtype */
+    [KC_OP_TAN] = {"tan($0)", T_FLOAT},
+    [KC_OP_ASIN] = {"asin($0)", T_FLOAT},
+    [KC_OP_ACOS] = {"acos($0)", T_FLOAT},
+    [KC_OP_ATAN] = {"atan($0)", T_FLOAT},
+    [KC_OP_SINH] = {"sinh($0)", T_FLOAT},
+    [KC_OP_COSH] = {"cosh($0)", T_FLOAT},
+    [KC_OP_ASINH] = {"asinh($0)", T_FLOAT},
+    [KC_OP_ACOSH] = {"acosh($0)", T_FLOAT},
+    [KC_OP_ATANH] = {"atanh($0)", T_FLOAT},
+    [KC_OP_CEIL] = {"ceil($0)", T_FLOAT},
+    [KC_OP_FLOOR] = {"floor($0)", T_FLOAT},
+    [KC_OP_ROUND] = {"rint($0)", T_FLOAT}, /* ties to even */
+    [KC_OP_SIGN] = {"($0 > 0 ? ($T)1 : ($0 < 0 ? ($T)-1 : $0))", T_NUM},
+    [KC_OP_ELU] = {"($0 < 0 ? @alpha * (kc_exp($0) - ($T)1) : $0)", T_FLOAT},
+    [KC_OP_CELU] = {"($0 < 0 ? @alpha * (kc_exp($0 / @alpha) - ($T)1) : $0)", T_FLOAT},
+    [KC_OP_SELU] = {"(@gamma * ($0 <= 0 ? @alpha * kc_exp($0) - @alpha : $0))", T_FLOAT},
+    [KC_OP_LEAKY_RELU] = {"($0 < 0 ? @alpha * $0 : $0)", T_FLOAT},
+    [KC_OP_HARD_SIGMOID] = {"kc_clip_lo(kc_clip_hi(@alpha * $0 + @beta, ($T)1), ($T)0)", T_FLOAT},
+    [KC_OP_HARD_SWISH] = {"($0 * kc_clip_lo(kc_clip_hi($0 / ($T)6 + ($T)0.5, ($T)1), ($T)0))",
+                          T_FLOAT},
+    [KC_OP_THRESHOLDED_RELU] = {"($0 > @alpha ? $0 : ($T)0)", T_FLOAT},
+    [KC_OP_SHRINK] = {"($0 < -@lambd ? $0 + @bias : ($0 > @lambd ? $0 - @bias : ($T)0))", T_FLOAT},
+    [KC_OP_SOFTPLUS] = {"(kc_relu($0) + kc_log(($T)1 + kc_exp(-kc_abs($0))))", T_FLOAT},
+    [KC_OP_SOFTSIGN] = {"($0 / (($T)1 + kc_abs($0)))", T_FLOAT},
+    [KC_OP_MISH] = {"($0 * kc_tanh(kc_relu($0) + kc_log(($T)1 + kc_exp(-kc_abs($0)))))", T_FLOAT},
+    [KC_OP_PRELU] = {"($0 < 0 ? kc_mul($1, $0) : $0)", T_NUM},
+    [KC_OP_IS_NAN] = {"($0 != $0)", T_FLOAT},
+    [KC_OP_IS_INF] = {NULL, T_FLOAT},
+    [KC_OP_GREATER_EQUAL] = {"($0 >= $1)", T_ANY},
+    [KC_OP_LESS_EQUAL] = {"($0 <= $1)", T_ANY},
+    [KC_OP_OR] = {"($0 || $1)", T_BOOL},
+    [KC_OP_XOR] = {"($0 != $1)", T_BOOL},
+    [KC_OP_MOD] = {NULL, T_NUM},
+    [KC_OP_BITWISE_AND] = {"($0 & $1)", T_INT},
+    [KC_OP_BITWISE_OR] = {"($0 | $1)", T_INT},
+    [KC_OP_BITWISE_XOR] = {"($0 ^ $1)", T_INT},
+    [KC_OP_BITWISE_NOT] = {"(~$0)", T_INT},
+    [KC_OP_BIT_SHIFT] = {NULL, T_INT},
 };
+
+/*
+ * Forms of the ops whose snippet depends on an attribute. mod: R = the truncated remainder
+ * (C's % or fmod), moved into the divisor's sign for fmod=0; integer x mod 0 and x mod -1 are
+ * 0 without a trap, as on the CPU. bit_shift: a shift by the width or more (or a negative one)
+ * gives 0; the left shift goes through u64, so it wraps.
+ */
+#define MOD_INT_GUARD "($1 == 0 || (kc_signed<$T>() && $1 == ($T)-1)) ? ($T)0 : "
+#define PYMOD(R) "((" R " != 0 && ((" R " < 0) != ($1 < 0))) ? (" R ") + $1 : (" R "))"
+#define SHIFT_GUARD "(($1 < 0 || (u64)$1 >= 8 * sizeof($T)) ? ($T)0 : "
+static const char *mod_form(bool is_float, bool c_fmod) {
+  if (is_float) return c_fmod ? "fmod($0, $1)" : PYMOD("fmod($0, $1)");
+  return c_fmod ? "(" MOD_INT_GUARD "($T)($0 % $1))"
+                : "(" MOD_INT_GUARD "($T)" PYMOD("($T)($0 % $1)") ")";
+}
 
 static unsigned type_class(kc_dtype t) {
   if (kc_dtype_is_float(t)) return T_FLOAT;
@@ -63,24 +118,39 @@ static unsigned type_class(kc_dtype t) {
   return t == KC_BOOL ? T_BOOL : 0;
 }
 
-/* Substitute $k in expr with args[k] into buf; false when it does not fit. */
-static bool subst(const char *expr, const char *const *args, uint32_t nargs, char *buf,
-                  size_t size) {
+/*
+ * Substitute in expr into buf: $k with args[k], $T with the compute type ctype, @name with the
+ * node's float attribute `name` as a literal of that type (17 digits: the double round-trips);
+ * false when it does not fit.
+ */
+static bool subst(const kc_node *n, const char *ctype, const char *expr, const char *const *args,
+                  uint32_t nargs, char *buf, size_t size) {
   size_t len = 0;
   for (const char *p = expr; *p; p++) {
     const char *s = NULL;
-    char one[2] = {*p, 0};
+    char one[2] = {*p, 0}, lit[96];
     if (p[0] == '$' && p[1] >= '0' && p[1] <= '9') {
       uint32_t k = (uint32_t)(p[1] - '0');
       s = k < nargs && args[k] ? args[k] : "0";
       p++;
+    } else if (p[0] == '$' && p[1] == 'T') {
+      s = ctype;
+      p++;
+    } else if (p[0] == '@') {
+      char name[32];
+      size_t k = 0;
+      while (k + 1 < sizeof name && ((p[1] >= 'a' && p[1] <= 'z') || p[1] == '_'))
+        name[k++] = *++p;
+      name[k] = 0;
+      snprintf(lit, sizeof lit, "((%s)%.17g)", ctype, kc_node_float(n, name, 0.0));
+      s = lit;
     } else {
       s = one;
     }
-    size_t n = strlen(s);
-    if (len + n + 1 > size) return false;
-    memcpy(buf + len, s, n + 1);
-    len += n;
+    size_t m = strlen(s);
+    if (len + m + 1 > size) return false;
+    memcpy(buf + len, s, m + 1);
+    len += m;
   }
   return true;
 }
@@ -122,6 +192,7 @@ kc_status kc_cu_scalar(const kc_node *n, kc_dtype in, kc_dtype out, const char *
   const snippet *s = &table[n->op];
   if (!s->types || !(s->types & type_class(in)) || nargs < 1 || !args[0]) return KC_ERR_UNSUPPORTED;
   bool ok;
+  const char *ct = kc_cu_ctype(in);
   switch (n->op) {
   case KC_OP_MIN: ok = fold("kc_min", args, nargs, buf, size); break;
   case KC_OP_MAX: ok = fold("kc_max", args, nargs, buf, size); break;
@@ -143,7 +214,28 @@ kc_status kc_cu_scalar(const kc_node *n, kc_dtype in, kc_dtype out, const char *
                : (size_t)snprintf(buf, size, "kc_clip_hi(%s, %s)", lo, args[2]) < size;
     break;
   }
-  default: ok = subst(s->expr, args, nargs, buf, size); break;
+  case KC_OP_MOD:
+    ok = subst(n, ct, mod_form(kc_dtype_is_float(in), kc_node_int(n, "fmod", 0) != 0), args, nargs,
+               buf, size);
+    break;
+  case KC_OP_BIT_SHIFT:
+    ok = subst(n, ct,
+               strcmp(kc_node_string(n, "direction", ""), "LEFT") == 0
+                   ? SHIFT_GUARD "($T)((u64)$0 << $1))"
+                   : SHIFT_GUARD "($T)($0 >> $1))",
+               args, nargs, buf, size);
+    break;
+  case KC_OP_IS_INF: {
+    bool pos = kc_node_int(n, "detect_positive", 1), neg = kc_node_int(n, "detect_negative", 1);
+    ok = subst(n, ct,
+               pos && neg ? "(kc_abs($0) == KC_INF)"
+               : pos      ? "($0 == KC_INF)"
+               : neg      ? "($0 == -KC_INF)"
+                          : "false",
+               args, nargs, buf, size);
+    break;
+  }
+  default: ok = subst(n, ct, s->expr, args, nargs, buf, size); break;
   }
   return ok ? KC_OK : KC_ERR_INTERNAL;
 }

@@ -90,9 +90,9 @@ def main():
     save(model([helper.make_node("Add", ["x"], ["y"], name="lonely_add")],
                [vi("x", [2])], [vi("y", [2])]), "too_few_inputs.onnx")
     # unsupported ops, two kinds, one twice, plus one from another domain
-    m = model([helper.make_node("Mod", ["x", "x"], ["a"], name="mod1"),
+    m = model([helper.make_node("Unique", ["x"], ["a"], name="uniq1"),
                helper.make_node("Relu", ["a"], ["b"], name="relu"),
-               helper.make_node("Mod", ["b", "b"], ["c"], name="mod2"),
+               helper.make_node("Unique", ["b"], ["c"], name="uniq2"),
                helper.make_node("Hardmax", ["c"], ["d"], name="hm"),
                helper.make_node("FusedMatMul", ["d", "d"], ["e"], name="fmm",
                                 domain="com.microsoft")],
@@ -206,7 +206,7 @@ def check_suite():
         data_set(folder, [x], [expect])
     folder = os.path.join(root, "test_skip")
     os.makedirs(folder, exist_ok=True)
-    save(model([helper.make_node("Mod", ["x", "x"], ["y"], name="mod")],
+    save(model([helper.make_node("Unique", ["x"], ["y"], name="uniq")],
                [vi("x", [2, 3])], [vi("y", [2, 3])]),
          os.path.join("check_suite", "test_skip", "model.onnx"))
     data_set(folder, [x], [x])
