@@ -148,4 +148,27 @@ kc_status kc_onnx_import_instance_norm(onnx_imp *im, const Onnx__NodeProto *np, 
 /* Resize (opset 11+) as gathers and weights per axis (onnx_resize.c). */
 kc_status kc_onnx_import_resize(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 
+/* Reductions and index ops composed of IR ops at import (onnx_reduce_index.c). */
+kc_status kc_onnx_import_reduce_l1(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_reduce_l2(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_reduce_sum_square(onnx_imp *im, const Onnx__NodeProto *np,
+                                           const onnx_op *row);
+kc_status kc_onnx_import_reduce_log_sum(onnx_imp *im, const Onnx__NodeProto *np,
+                                        const onnx_op *row);
+kc_status kc_onnx_import_reduce_log_sum_exp(onnx_imp *im, const Onnx__NodeProto *np,
+                                            const onnx_op *row);
+kc_status kc_onnx_import_arg(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_hardmax(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_lp_norm(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_gather_elements(onnx_imp *im, const Onnx__NodeProto *np,
+                                         const onnx_op *row);
+kc_status kc_onnx_import_space_depth(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_eye_like(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_one_hot(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_pad(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_gather_nd(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_scatter_nd(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_scatter_elements(onnx_imp *im, const Onnx__NodeProto *np,
+                                          const onnx_op *row);
+
 #endif /* KERNC_FRONTEND_ONNX_INTERNAL_H */

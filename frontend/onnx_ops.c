@@ -109,7 +109,7 @@ static kc_status ints_input(onnx_imp *im, const Onnx__NodeProto *np, const char 
 }
 
 /*
- * Squeeze/Unsqueeze/ReduceSum before 13, ReduceMean/ReduceMax before 18: `axes` was an
+ * Squeeze/Unsqueeze/ReduceSum before 13, ReduceMean/Max/Min/Prod before 18: `axes` was an
  * attribute; it is the second input now. An absent axes attribute stays an absent input.
  */
 static kc_status import_axes(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
@@ -332,6 +332,8 @@ static const onnx_op table[] = {
     {"Acosh", KC_OP_ACOSH, 9, 0, NULL},
     {"Add", KC_OP_ADD, 7, 0, NULL},
     {"And", KC_OP_AND, 7, 0, NULL},
+    {"ArgMax", KC_OP_REDUCE_MAX, 7, 0, kc_onnx_import_arg}, /* onnx_reduce_index.c */
+    {"ArgMin", KC_OP_REDUCE_MIN, 7, 0, kc_onnx_import_arg},
     {"Asin", KC_OP_ASIN, 7, 0, NULL},
     {"Asinh", KC_OP_ASINH, 9, 0, NULL},
     {"Atan", KC_OP_ATAN, 7, 0, NULL},
@@ -356,7 +358,9 @@ static const onnx_op table[] = {
     {"ConvTranspose", KC_OP_NOP, 7, 0, kc_onnx_import_conv_transpose},
     {"Cos", KC_OP_COS, 7, 0, NULL},
     {"Cosh", KC_OP_COSH, 9, 0, NULL},
+    {"CumProd", KC_OP_CUMPROD, 26, 0, NULL},
     {"CumSum", KC_OP_CUMSUM, 11, 0, NULL},
+    {"DepthToSpace", KC_OP_RESHAPE, 7, 0, kc_onnx_import_space_depth},
     {"DequantizeLinear", KC_OP_DEQUANTIZE_LINEAR, 10, 0, NULL},
     {"Div", KC_OP_DIV, 7, 0, NULL},
     {"Dropout", KC_OP_DROPOUT, 7, 12, import_dropout},
@@ -366,9 +370,12 @@ static const onnx_op table[] = {
     {"Erf", KC_OP_ERF, 9, 0, NULL},
     {"Exp", KC_OP_EXP, 7, 0, NULL},
     {"Expand", KC_OP_EXPAND, 8, 0, NULL},
+    {"EyeLike", KC_OP_CAST, 9, 0, kc_onnx_import_eye_like},
     {"Flatten", KC_OP_FLATTEN, 7, 0, NULL},
     {"Floor", KC_OP_FLOOR, 7, 0, NULL},
     {"Gather", KC_OP_GATHER, 7, 0, NULL},
+    {"GatherElements", KC_OP_GATHER, 11, 0, kc_onnx_import_gather_elements},
+    {"GatherND", KC_OP_GATHER, 11, 0, kc_onnx_import_gather_nd},
     {"Gelu", KC_OP_GELU, 20, 0, NULL},
     {"Gemm", KC_OP_GEMM, 7, 0, NULL},
     {"GlobalAveragePool", KC_OP_REDUCE_MEAN, 7, 0, kc_onnx_import_global_pool},
@@ -377,6 +384,7 @@ static const onnx_op table[] = {
     {"GreaterOrEqual", KC_OP_GREATER_EQUAL, 12, 0, NULL},
     {"HardSigmoid", KC_OP_HARD_SIGMOID, 7, 0, NULL},
     {"HardSwish", KC_OP_HARD_SWISH, 14, 0, NULL},
+    {"Hardmax", KC_OP_REDUCE_MAX, 7, 13, kc_onnx_import_hardmax},
     {"Identity", KC_OP_IDENTITY, 7, 0, NULL},
     {"InstanceNormalization", KC_OP_NOP, 7, 0, kc_onnx_import_instance_norm},
     {"IsInf", KC_OP_IS_INF, 10, 0, NULL},
@@ -387,6 +395,7 @@ static const onnx_op table[] = {
     {"LessOrEqual", KC_OP_LESS_EQUAL, 12, 0, NULL},
     {"Log", KC_OP_LOG, 7, 0, NULL},
     {"LogSoftmax", KC_OP_LOG_SOFTMAX, 7, 13, import_softmax},
+    {"LpNormalization", KC_OP_DIV, 7, 0, kc_onnx_import_lp_norm},
     {"MatMul", KC_OP_MATMUL, 7, 0, NULL},
     {"MatMulInteger", KC_OP_MATMUL_INTEGER, 10, 0, NULL},
     {"Max", KC_OP_MAX, 7, 0, NULL},
@@ -399,22 +408,34 @@ static const onnx_op table[] = {
     {"Neg", KC_OP_NEG, 7, 0, NULL},
     {"NegativeLogLikelihoodLoss", KC_OP_NOP, 12, 0, kc_onnx_import_nll_loss}, /* onnx_loss.c */
     {"Not", KC_OP_NOT, 7, 0, NULL},
+    {"OneHot", KC_OP_WHERE, 9, 0, kc_onnx_import_one_hot},
     {"Or", KC_OP_OR, 7, 0, NULL},
     {"PRelu", KC_OP_PRELU, 7, 0, NULL},
+    {"Pad", KC_OP_GATHER, 7, 11, kc_onnx_import_pad},
     {"Pow", KC_OP_POW, 7, 0, NULL},
     {"QLinearMatMul", KC_OP_QLINEAR_MATMUL, 10, 0, NULL},
     {"QuantizeLinear", KC_OP_QUANTIZE_LINEAR, 10, 0, NULL},
     {"RMSNormalization", KC_OP_RMS_NORMALIZATION, 23, 0, NULL},
     {"Range", KC_OP_RANGE, 11, 0, import_range},
     {"Reciprocal", KC_OP_RECIPROCAL, 7, 0, NULL},
+    {"ReduceL1", KC_OP_REDUCE_SUM, 7, 18, kc_onnx_import_reduce_l1},
+    {"ReduceL2", KC_OP_REDUCE_SUM, 7, 18, kc_onnx_import_reduce_l2},
+    {"ReduceLogSum", KC_OP_REDUCE_SUM, 7, 18, kc_onnx_import_reduce_log_sum},
+    {"ReduceLogSumExp", KC_OP_REDUCE_SUM, 7, 18, kc_onnx_import_reduce_log_sum_exp},
     {"ReduceMax", KC_OP_REDUCE_MAX, 7, 18, import_axes},
     {"ReduceMean", KC_OP_REDUCE_MEAN, 7, 18, import_axes},
+    {"ReduceMin", KC_OP_REDUCE_MIN, 7, 18, import_axes},
+    {"ReduceProd", KC_OP_REDUCE_PROD, 7, 18, import_axes},
     {"ReduceSum", KC_OP_REDUCE_SUM, 7, 13, import_axes},
+    {"ReduceSumSquare", KC_OP_REDUCE_SUM, 7, 18, kc_onnx_import_reduce_sum_square},
     {"Relu", KC_OP_RELU, 7, 0, NULL},
     {"Reshape", KC_OP_RESHAPE, 7, 0, NULL},
     {"Resize", KC_OP_NOP, 11, 0, kc_onnx_import_resize}, /* onnx_resize.c */
     {"RotaryEmbedding", KC_OP_ROTARY, 23, 0, NULL},
     {"Round", KC_OP_ROUND, 11, 0, NULL},
+    {"Scatter", KC_OP_SCATTER_ADD, 9, 0, kc_onnx_import_scatter_elements},
+    {"ScatterElements", KC_OP_SCATTER_ADD, 11, 0, kc_onnx_import_scatter_elements},
+    {"ScatterND", KC_OP_SCATTER_ADD, 11, 0, kc_onnx_import_scatter_nd},
     {"Selu", KC_OP_SELU, 7, 0, NULL},
     {"Shape", KC_OP_SHAPE, 7, 0, NULL},
     {"Shrink", KC_OP_SHRINK, 9, 0, NULL},
@@ -428,6 +449,7 @@ static const onnx_op table[] = {
     {"SoftmaxCrossEntropyLoss", KC_OP_NOP, 12, 0, kc_onnx_import_sce_loss}, /* onnx_loss.c */
     {"Softplus", KC_OP_SOFTPLUS, 7, 0, NULL},
     {"Softsign", KC_OP_SOFTSIGN, 7, 0, NULL},
+    {"SpaceToDepth", KC_OP_TRANSPOSE, 7, 0, kc_onnx_import_space_depth},
     {"Split", KC_OP_SPLIT, 7, 18, import_split},
     {"Sqrt", KC_OP_SQRT, 7, 0, NULL},
     {"Squeeze", KC_OP_SQUEEZE, 7, 13, import_axes},

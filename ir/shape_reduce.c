@@ -1,5 +1,5 @@
 /*
- * ir/shape_reduce.c - shape functions of reductions and row-wise ops: reduce_mean/sum/max,
+ * ir/shape_reduce.c - shape functions of reductions and row-wise ops: reduce_mean/sum/max/min/prod,
  * softmax/log_softmax, cumsum, and ONNX LayerNormalization / RMSNormalization.
  *
  * Reduce axes are the optional i64 second input (ONNX opset 18). When its contents are unknown
@@ -31,7 +31,8 @@ static kc_status reduce_unknown(kc_graph *g, kc_node *n, const kc_value *x, bool
 
 kc_status shape_reduce(kc_graph *g, kc_node *n) {
   kc_status s = kc_shp_arity(g, n);
-  if (s == KC_OK && n->op != KC_OP_REDUCE_MAX) s = kc_shp_need_numeric(g, n, 0);
+  if (s == KC_OK && n->op != KC_OP_REDUCE_MAX && n->op != KC_OP_REDUCE_MIN)
+    s = kc_shp_need_numeric(g, n, 0);
   if (s == KC_OK) s = kc_shp_need_dtype(g, n, 1, KC_I64);
   if (s == KC_OK) s = kc_shp_need_rank(g, n, 1, 1, 1);
   if (s != KC_OK) return s;

@@ -405,7 +405,7 @@ static const bad_case cases[] = {
     {"missing file", "no such .onnx", "kc_onnx_load", c_missing, "KC_ERR_IO", "cannot open"},
     {"not a regular file", "the model path is a FIFO", "kc_onnx_load", c_model_fifo, "KC_ERR_IO",
      "not a regular file"},
-    {"unknown op", "Unique, Hardmax, com.microsoft.FusedMatMul", "kc_onnx_load", c_unsupported,
+    {"unknown op", "Unique, Det, com.microsoft.FusedMatMul", "kc_onnx_load", c_unsupported,
      "KC_ERR_UNSUPPORTED", "unsupported ops"},
     {"broken graph", "a node reads an undefined value", "kc_onnx_load", c_undefined,
      "KC_ERR_VERIFY", "ghost"},

@@ -105,7 +105,7 @@ static void check_close(const char *what, const float *got, const double *want, 
 
 /* ---- reductions ---------------------------------------------------------------------------- */
 
-enum { K_SUM, K_MEAN, K_MAX };
+enum { K_SUM, K_MEAN, K_MAX, K_MIN, K_PROD, K_NKINDS };
 
 /* out[kept coords] over every input element; returns the output element count. */
 static int64_t ref_reduce(int kind, const float *x, int r, const int64_t *dims, const bool *red,
@@ -115,7 +115,7 @@ static int64_t ref_reduce(int kind, const float *x, int r, const int64_t *dims, 
     if (!red[a]) nout *= dims[a];
   int64_t *cnt = calloc((size_t)(nout ? nout : 1), sizeof *cnt);
   for (int64_t o = 0; o < nout; o++)
-    out[o] = kind == K_MAX ? -INFINITY : 0;
+    out[o] = kind == K_MAX ? -INFINITY : kind == K_MIN ? INFINITY : kind == K_PROD ? 1 : 0;
   for (int64_t i = 0; i < n; i++) {
     int64_t rem = i, o = 0, mul = 1;
     for (int a = r - 1; a >= 0; a--) {
@@ -123,7 +123,10 @@ static int64_t ref_reduce(int kind, const float *x, int r, const int64_t *dims, 
       rem /= dims[a];
       if (!red[a]) o += c * mul, mul *= dims[a];
     }
-    out[o] = kind == K_MAX ? fmax(out[o], x[i]) : out[o] + x[i];
+    out[o] = kind == K_MAX    ? fmax(out[o], x[i])
+             : kind == K_MIN  ? fmin(out[o], x[i])
+             : kind == K_PROD ? out[o] * x[i]
+                              : out[o] + x[i];
     cnt[o]++;
   }
   if (kind == K_MEAN)
@@ -133,7 +136,8 @@ static int64_t ref_reduce(int kind, const float *x, int r, const int64_t *dims, 
   return nout;
 }
 
-static const kc_op reduce_ops[3] = {KC_OP_REDUCE_SUM, KC_OP_REDUCE_MEAN, KC_OP_REDUCE_MAX};
+static const kc_op reduce_ops[K_NKINDS] = {KC_OP_REDUCE_SUM, KC_OP_REDUCE_MEAN, KC_OP_REDUCE_MAX,
+                                           KC_OP_REDUCE_MIN, KC_OP_REDUCE_PROD};
 
 /*
  * One reduction of a random x[dims] over axes (naxes; negative axes allowed). runtime_axes:
@@ -158,8 +162,13 @@ static void one_reduce(int kind, int r, const int64_t *dims, int naxes, const in
     y = kc_reduce_sum(g, x, naxes, axes, keep);
   } else if (kind == K_MEAN) {
     y = kc_reduce_mean(g, x, naxes, axes, keep);
-  } else {
+  } else if (kind == K_MAX) {
     y = kc_reduce_max(g, x, naxes, axes, keep);
+  } else { /* reduce_min / reduce_prod have no builder function */
+    kc_val in[2] = {x, naxes ? kc_const_i64s(g, naxes, axes) : (kc_val){0}};
+    uint32_t ni = kc_graph_add_node(g, reduce_ops[kind], naxes ? 2 : 1, in, 1, &y);
+    kc_node_set_int(g, ni, "keepdims", keep);
+    assert_int_equal(kc_node_infer(g, ni), KC_OK);
   }
   assert_int_equal(kc_graph_status(g), KC_OK);
   kc_output(g, y, "y");
@@ -195,16 +204,18 @@ static void t_reduce_axes(void **st) {
   static const int64_t d3[3] = {3, 4, 5}, big[3] = {5, 37, 41};
   static const int64_t sets[][3] = {{2}, {1}, {0}, {0, 2}, {1, 2}, {-1, -3}, {0, 1, 2}};
   static const int nsets[] = {1, 1, 1, 2, 2, 2, 3};
-  for (int kind = 0; kind < 3; kind++)
+  for (int kind = 0; kind < K_NKINDS; kind++)
     for (int s = 0; s < 7; s++)
       for (int keep = 0; keep < 2; keep++)
         for (int rt = 0; rt < 2; rt++) {
+          /* min and prod share max's and sum's code paths: half the cases keep compile time low */
+          if (kind >= K_MIN && rt != keep) continue;
           one_reduce(kind, 3, d3, nsets[s], sets[s], keep, rt, 1);
           one_reduce(kind, 3, big, nsets[s], sets[s], keep, rt, 2);
         }
   /* all axes by default (no axes), and a 4-D reduce over the middle */
   static const int64_t d4[4] = {2, 3, 17, 19}, mid[2] = {1, 2};
-  for (int kind = 0; kind < 3; kind++) {
+  for (int kind = 0; kind < K_NKINDS; kind++) {
     one_reduce(kind, 3, big, 0, NULL, 1, false, 2);
     one_reduce(kind, 3, big, 0, NULL, 0, false, 2);
     one_reduce(kind, 4, d4, 2, mid, 1, true, 2);
@@ -224,10 +235,10 @@ static kc_val reduce_node(kc_graph *g, kc_op op, kc_val x, kc_val axes, int keep
 
 static void t_reduce_edge(void **st) {
   (void)st;
-  /* an empty reduced axis: sum 0, max -inf, mean nan */
+  /* an empty reduced axis: sum 0, mean nan, max -inf, min +inf, prod 1 */
   static const int64_t d0[3] = {2, 0, 4}, ax1 = 1;
-  static const double empty_want[3] = {0, NAN, -INFINITY};
-  for (int kind = 0; kind < 3; kind++) {
+  static const double empty_want[K_NKINDS] = {0, NAN, -INFINITY, INFINITY, 1};
+  for (int kind = 0; kind < K_NKINDS; kind++) {
     kc_graph *g = kc_graph_new(ctx, "empty");
     kc_val x = kc_input(g, "x", KC_F32, 3, (const kc_dim[]){2, 0, 4});
     kc_output(g, reduce_node(g, reduce_ops[kind], x, kc_const_i64s(g, 1, &ax1), 1, 0), "y");
@@ -268,52 +279,80 @@ static void t_reduce_edge(void **st) {
       kc_graph_free(g);
     }
   gfree(xs);
-  /* bool max (any) and integer sum / mean (mean truncates) over the last axis */
+  /*
+   * bool max (any) and min (all), integer sum / mean (mean truncates), min and prod over the
+   * last axis
+   */
   static const int64_t db[2] = {4, 19};
   uint8_t bx[4 * 19] = {0};
   bx[3] = 1, bx[2 * 19 + 18] = 1, bx[3 * 19] = 1;
   int32_t ix[4 * 19];
   for (int i = 0; i < 4 * 19; i++)
     ix[i] = (i * 37) % 23 - 11;
-  for (int c = 0; c < 3; c++) {
-    kc_dtype t = c == 0 ? KC_BOOL : KC_I32;
-    kc_op op = c == 0 ? KC_OP_REDUCE_MAX : c == 1 ? KC_OP_REDUCE_SUM : KC_OP_REDUCE_MEAN;
+  uint8_t ball[4 * 19];
+  for (int i = 0; i < 4 * 19; i++) /* rows 0 and 2 all true, 1 and 3 one false each */
+    ball[i] = !(i == 19 + 7 || i == 3 * 19 + 18);
+  static const kc_op iops[6] = {KC_OP_REDUCE_MAX, KC_OP_REDUCE_SUM, KC_OP_REDUCE_MEAN,
+                                KC_OP_REDUCE_MIN, KC_OP_REDUCE_MIN, KC_OP_REDUCE_PROD};
+  int32_t px[4 * 19];
+  for (int i = 0; i < 4 * 19; i++) /* small factors: the products fit an i32 */
+    px[i] = i % 5 == 0 ? -1 : i % 7 == 0 ? 2 : 1;
+  for (int c = 0; c < 6; c++) {
+    kc_dtype t = c == 0 || c == 3 ? KC_BOOL : KC_I32;
+    kc_op op = iops[c];
+    const void *xd = c == 0 ? (void *)bx : c == 3 ? (void *)ball : c == 5 ? (void *)px : (void *)ix;
     kc_graph *g = kc_graph_new(ctx, "ints");
     kc_val x = kc_input(g, "x", t, 2, (const kc_dim[]){4, 19});
     int64_t last = -1;
     kc_output(g, reduce_node(g, op, x, kc_const_i64s(g, 1, &last), 0, 0), "y");
-    kc_tensor_desc in = th_desc("x", t, 2, db, c == 0 ? (void *)bx : (void *)ix), out;
+    kc_tensor_desc in = th_desc("x", t, 2, db, (void *)xd), out;
     kc_module *m = run(g, &in, 1, &out, 1, 2);
     assert_int_equal(out.dtype, t);
     for (int r = 0; r < 4; r++) {
-      int64_t want = 0, got;
-      for (int k = 0; k < 19; k++)
-        want = c == 0 ? (want | bx[r * 19 + k]) : want + ix[r * 19 + k];
+      int64_t want = c == 3 ? 1 : c == 4 ? INT32_MAX : c == 5 ? 1 : 0, got;
+      for (int k = 0; k < 19; k++) {
+        int64_t v = ix[r * 19 + k];
+        want = c == 0   ? (want | bx[r * 19 + k])
+               : c == 3 ? (want & ball[r * 19 + k])
+               : c == 4 ? (v < want ? v : want)
+               : c == 5 ? want * px[r * 19 + k]
+                        : want + v;
+      }
       if (c == 2) want /= 19;
-      got = c == 0 ? ((uint8_t *)out.data)[r] : ((int32_t *)out.data)[r];
+      got = t == KC_BOOL ? ((uint8_t *)out.data)[r] : ((int32_t *)out.data)[r];
       assert_int_equal(got, want);
     }
     kc_module_free(m);
     kc_graph_free(g);
   }
-  /* i64 max down the columns (column mode): all negative, so the identity must be INT64_MIN */
-  int64_t lx[5 * 19], first = 0;
-  for (int i = 0; i < 5 * 19; i++)
-    lx[i] = -1000000000000LL - (i * 7919) % 1013;
-  kc_graph *g = kc_graph_new(ctx, "i64");
-  kc_val x = kc_input(g, "x", KC_I64, 2, (const kc_dim[]){5, 19});
-  kc_output(g, reduce_node(g, KC_OP_REDUCE_MAX, x, kc_const_i64s(g, 1, &first), 1, 0), "y");
-  int64_t dl[2] = {5, 19};
-  kc_tensor_desc in = th_desc("x", KC_I64, 2, dl, lx), out;
-  kc_module *m = run(g, &in, 1, &out, 1, 1);
-  for (int k = 0; k < 19; k++) {
-    int64_t want = INT64_MIN;
-    for (int r = 0; r < 5; r++)
-      want = lx[r * 19 + k] > want ? lx[r * 19 + k] : want;
-    assert_int_equal(((int64_t *)out.data)[k], want);
+  /*
+   * i64 max and min down the columns (column mode): all negative (positive for min), so the
+   * identities must be INT64_MIN and INT64_MAX
+   */
+  for (int mn = 0; mn < 2; mn++) {
+    int64_t lx[5 * 19], first = 0;
+    for (int i = 0; i < 5 * 19; i++)
+      lx[i] = (mn ? 1 : -1) * (1000000000000LL + (i * 7919) % 1013);
+    kc_graph *g = kc_graph_new(ctx, "i64");
+    kc_val x = kc_input(g, "x", KC_I64, 2, (const kc_dim[]){5, 19});
+    kc_output(g,
+              reduce_node(g, mn ? KC_OP_REDUCE_MIN : KC_OP_REDUCE_MAX, x,
+                          kc_const_i64s(g, 1, &first), 1, 0),
+              "y");
+    int64_t dl[2] = {5, 19};
+    kc_tensor_desc in = th_desc("x", KC_I64, 2, dl, lx), out;
+    kc_module *m = run(g, &in, 1, &out, 1, 1);
+    for (int k = 0; k < 19; k++) {
+      int64_t want = mn ? INT64_MAX : INT64_MIN;
+      for (int r = 0; r < 5; r++) {
+        int64_t v = lx[r * 19 + k];
+        want = (mn ? v < want : v > want) ? v : want;
+      }
+      assert_int_equal(((int64_t *)out.data)[k], want);
+    }
+    kc_module_free(m);
+    kc_graph_free(g);
   }
-  kc_module_free(m);
-  kc_graph_free(g);
 }
 
 /* ---- softmax ------------------------------------------------------------------------------- */

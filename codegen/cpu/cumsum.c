@@ -1,6 +1,7 @@
 /*
- * codegen/cpu/cumsum.c - kc_lower_cumsum: running sums along one axis (ONNX CumSum), inclusive
- * or exclusive (element k sums those before it), forwards or reversed (from the end).
+ * codegen/cpu/cumsum.c - kc_lower_cumsum: running sums (cumsum, ONNX CumSum) or products
+ * (cumprod, ONNX CumProd) along one axis, inclusive or exclusive (element k combines those
+ * before it; an exclusive product starts from 1), forwards or reversed (from the end).
  *
  * x is viewed as [outer, L, inner] around the axis; a line is one (outer index, inner index),
  * summed in order in its compute type: integers wrap, f16/bf16 sum in f32 and round each stored
@@ -40,7 +41,7 @@ kc_status kc_lower_cumsum(kc_cpu_emit *e) {
   int r = x->rank, axis;
   bool known = kc_cumsum_axis(e->g, e->n, &axis);
   bool excl = kc_node_int(e->n, "exclusive", 0) != 0, rev = kc_node_int(e->n, "reverse", 0) != 0;
-  bool fl = kc_dtype_is_float(t);
+  bool fl = kc_dtype_is_float(t), prod = e->n->op == KC_OP_CUMPROD;
   kc_emit_units_custom(e, units);
   kc_emit_kernel_begin(e);
   LLVMValueRef one = kc_ir_i64(ir, 1), zero = kc_ir_i64(ir, 0);
@@ -68,13 +69,15 @@ kc_status kc_lower_cumsum(kc_cpu_emit *e) {
   /* lines exist only when inner > 0, so the division is defined */
   LLVMValueRef o = LLVMBuildUDiv(ir->b, u, inner, ""), c = LLVMBuildURem(ir->b, u, inner, "");
   LLVMValueRef base = kc_ir_add(ir, kc_ir_mul(ir, kc_ir_mul(ir, o, len), inner), c);
-  LLVMValueRef acc0 = kc_emit_const(ir, t, 0, 1);
+  LLVMValueRef acc0 = kc_emit_const(ir, t, prod ? 1 : 0, 1);
   kc_loop lj;
   LLVMValueRef j = kc_loop_begin(ir, &lj, zero, len, one, 1, &acc0);
   LLVMValueRef k = rev ? kc_ir_sub(ir, kc_ir_sub(ir, len, one), j) : j;
   LLVMValueRef idx = kc_ir_add(ir, base, kc_ir_mul(ir, k, inner));
   LLVMValueRef v = kc_emit_load(e, t, src, idx, 1), acc = lj.carry[0];
-  LLVMValueRef next = fl ? LLVMBuildFAdd(ir->b, acc, v, "") : LLVMBuildAdd(ir->b, acc, v, "");
+  LLVMValueRef next =
+      prod ? (fl ? LLVMBuildFMul(ir->b, acc, v, "") : LLVMBuildMul(ir->b, acc, v, ""))
+           : (fl ? LLVMBuildFAdd(ir->b, acc, v, "") : LLVMBuildAdd(ir->b, acc, v, ""));
   kc_emit_store(e, t, dst, idx, excl ? acc : next, 1);
   kc_loop_end(ir, &lj, &next);
   kc_loop_end(ir, &lu, NULL);

@@ -1,6 +1,6 @@
 /*
- * codegen/cpu/reduce.c - kc_lower_reduce: reduce_mean, reduce_sum and reduce_max over any set of
- * axes, for every numeric dtype (and bool for max).
+ * codegen/cpu/reduce.c - kc_lower_reduce: reduce_mean, reduce_sum, reduce_max, reduce_min and
+ * reduce_prod over any set of axes, for every numeric dtype (and bool for max and min).
  *
  * Which axes are reduced is known at compile time when the axes input is absent or constant;
  * otherwise it is found at run time: with keepdims from the dims (an axis is reduced where the
@@ -17,15 +17,16 @@
  *     too (the last output dim is then the input's innermost non-trivial axis, or OL is 1), so
  *     the tile's vectors span output elements, stay in registers, and the loop nest walks the
  *     reduced axes reading the tile's contiguous span at each step.
- * Empty reductions give the identity: sum 0, max -inf (the type's minimum for integers),
- * mean 0/0 (nan; 0 for integers rather than a division by zero).
+ * Empty reductions give the identity: sum 0, prod 1, max -inf (the type's minimum for
+ * integers), min +inf (the type's maximum), mean 0/0 (nan; 0 for integers rather than a
+ * division by zero). Float max and min propagate nan (llvm.maximum/minimum), as numpy's.
  */
 #include "ir/shape.h"
 #include "rowvec.h"
 
 #include <math.h>
 
-typedef enum { R_SUM, R_MEAN, R_MAX } rkind;
+typedef enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_PROD } rkind;
 
 typedef struct red {
   kc_cpu_emit *e;
@@ -136,31 +137,57 @@ static LLVMValueRef decompose(red *R, LLVMValueRef o) {
 /* ---- arithmetic of the reduction -------------------------------------------------------- */
 
 static LLVMValueRef identity(red *R, unsigned lanes) {
-  if (R->kind != R_MAX) return kc_emit_const(R->ir, R->t, 0, lanes);
-  if (R->fl) return kc_emit_const(R->ir, R->t, -INFINITY, lanes);
-  if (R->uns) return kc_emit_const(R->ir, R->t, 0, lanes);
+  if (R->kind == R_PROD) return kc_emit_const(R->ir, R->t, 1, lanes);
+  if (R->kind != R_MAX && R->kind != R_MIN) return kc_emit_const(R->ir, R->t, 0, lanes);
+  bool mx = R->kind == R_MAX;
+  if (R->fl) return kc_emit_const(R->ir, R->t, mx ? -INFINITY : INFINITY, lanes);
   LLVMTypeRef st = kc_emit_compute_type(R->ir, R->t);
   unsigned bits = LLVMGetIntTypeWidth(st);
-  LLVMValueRef c = LLVMConstInt(st, 1ULL << (bits - 1), 0); /* the signed minimum */
+  LLVMValueRef c;
+  if (R->uns) /* 0, or the unsigned maximum (true for bool) */
+    c = mx ? LLVMConstNull(st) : R->t == KC_BOOL ? LLVMConstInt(st, 1, 0) : LLVMConstAllOnes(st);
+  else /* the signed minimum, or maximum */
+    c = LLVMConstInt(st, mx ? 1ULL << (bits - 1) : (1ULL << (bits - 1)) - 1, 0);
   return lanes > 1 ? kc_ir_splat(R->ir, c, lanes) : c;
+}
+
+static LLVMValueRef fcall2(red *R, const char *name, LLVMValueRef a, LLVMValueRef b) {
+  LLVMTypeRef t = LLVMTypeOf(a);
+  LLVMValueRef args[2] = {a, b};
+  return kc_ir_intrinsic(R->ir, name, &t, 1, args, 2);
 }
 
 static LLVMValueRef combine(red *R, LLVMValueRef a, LLVMValueRef b) {
   LLVMBuilderRef bd = R->ir->b;
-  if (R->kind != R_MAX) return R->fl ? LLVMBuildFAdd(bd, a, b, "") : LLVMBuildAdd(bd, a, b, "");
-  if (R->fl) return kc_rv_fmax(R->ir, a, b);
-  if (R->t == KC_BOOL) return LLVMBuildOr(bd, a, b, "");
-  LLVMValueRef gt = LLVMBuildICmp(bd, R->uns ? LLVMIntUGT : LLVMIntSGT, a, b, "");
+  switch (R->kind) {
+  case R_SUM:
+  case R_MEAN: return R->fl ? LLVMBuildFAdd(bd, a, b, "") : LLVMBuildAdd(bd, a, b, "");
+  case R_PROD: return R->fl ? LLVMBuildFMul(bd, a, b, "") : LLVMBuildMul(bd, a, b, "");
+  default: break;
+  }
+  bool mx = R->kind == R_MAX;
+  if (R->fl) return mx ? kc_rv_fmax(R->ir, a, b) : fcall2(R, "llvm.minimum", a, b);
+  if (R->t == KC_BOOL) return mx ? LLVMBuildOr(bd, a, b, "") : LLVMBuildAnd(bd, a, b, "");
+  LLVMIntPredicate p = mx ? (R->uns ? LLVMIntUGT : LLVMIntSGT) : (R->uns ? LLVMIntULT : LLVMIntSLT);
+  LLVMValueRef gt = LLVMBuildICmp(bd, p, a, b, "");
   return LLVMBuildSelect(bd, gt, a, b, "");
 }
 
 static LLVMValueRef hcombine(red *R, LLVMValueRef v) {
-  if (R->kind != R_MAX) return kc_rv_hsum(R->ir, v);
-  if (R->fl) return kc_rv_hmax(R->ir, v);
-  const char *name = R->t == KC_BOOL ? "llvm.vector.reduce.or"
-                     : R->uns        ? "llvm.vector.reduce.umax"
-                                     : "llvm.vector.reduce.smax";
+  if (R->kind == R_SUM || R->kind == R_MEAN) return kc_rv_hsum(R->ir, v);
+  if (R->kind == R_MAX && R->fl) return kc_rv_hmax(R->ir, v);
   LLVMTypeRef t = LLVMTypeOf(v);
+  if (R->kind == R_PROD) {
+    if (!R->fl) return kc_ir_intrinsic(R->ir, "llvm.vector.reduce.mul", &t, 1, &v, 1);
+    /* a serial chain in lane order from 1 (no reassoc flag) */
+    LLVMValueRef args[2] = {kc_emit_const(R->ir, R->t, 1, 1), v};
+    return kc_ir_intrinsic(R->ir, "llvm.vector.reduce.fmul", &t, 1, args, 2);
+  }
+  bool mx = R->kind == R_MAX;
+  const char *name = R->fl             ? "llvm.vector.reduce.fminimum"
+                     : R->t == KC_BOOL ? (mx ? "llvm.vector.reduce.or" : "llvm.vector.reduce.and")
+                     : R->uns ? (mx ? "llvm.vector.reduce.umax" : "llvm.vector.reduce.umin")
+                              : (mx ? "llvm.vector.reduce.smax" : "llvm.vector.reduce.smin");
   return kc_ir_intrinsic(R->ir, name, &t, 1, &v, 1);
 }
 
@@ -319,12 +346,17 @@ kc_status kc_lower_reduce(kc_cpu_emit *e) {
   const kc_node *n = e->n;
   const kc_value *xv = kc_value_of(e->g, n->in[0]), *yv = kc_value_of(e->g, n->out[0]);
   red R = {.e = e, .ir = e->ir, .t = xv->dtype, .r = xv->rank};
-  R.kind = n->op == KC_OP_REDUCE_MAX ? R_MAX : n->op == KC_OP_REDUCE_MEAN ? R_MEAN : R_SUM;
+  R.kind = n->op == KC_OP_REDUCE_MAX    ? R_MAX
+           : n->op == KC_OP_REDUCE_MIN  ? R_MIN
+           : n->op == KC_OP_REDUCE_PROD ? R_PROD
+           : n->op == KC_OP_REDUCE_MEAN ? R_MEAN
+                                        : R_SUM;
   R.fl = kc_dtype_is_float(R.t);
   R.uns = R.t == KC_BOOL || R.t == KC_U8 || R.t == KC_U16 || R.t == KC_U32 || R.t == KC_U64;
   R.lanes = kc_rv_lanes(e, R.t);
-  if (R.t == KC_BOOL && R.kind != R_MAX)
-    return kc_node_errorf((kc_graph *)e->g, n, KC_ERR_UNSUPPORTED, "bool input to a sum or mean");
+  if (R.t == KC_BOOL && R.kind != R_MAX && R.kind != R_MIN)
+    return kc_node_errorf((kc_graph *)e->g, n, KC_ERR_UNSUPPORTED,
+                          "bool input to a sum, product or mean");
   bool known, flags_c[KC_MAX_RANK];
   kc_status s = static_axes(e, R.r, &known, flags_c);
   if (s != KC_OK) return s;

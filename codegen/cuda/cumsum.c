@@ -1,6 +1,7 @@
 /*
- * codegen/cuda/cumsum.c - kc_cuda_lower_cumsum: running sums along one axis (ONNX CumSum),
- * inclusive or exclusive, forwards or reversed, as the CPU kernel (codegen/cpu/cumsum.c).
+ * codegen/cuda/cumsum.c - kc_cuda_lower_cumsum: running sums (cumsum) or products (cumprod)
+ * along one axis, inclusive or exclusive, forwards or reversed, as the CPU kernel
+ * (codegen/cpu/cumsum.c).
  *
  * x is viewed as [outer, L, inner] around the axis. A thread per line (outer index, inner index)
  * sums it in order in the compute type: integers wrap, f16/bf16 sum in f32 and round each stored
@@ -16,6 +17,8 @@ kc_status kc_cuda_lower_cumsum(kc_cuda_emit *e) {
   bool known = kc_cumsum_axis(e->g, e->n, &axis);
   bool excl = kc_node_int(e->n, "exclusive", 0) != 0, rev = kc_node_int(e->n, "reverse", 0) != 0;
   const char *ct = kc_cu_ctype(t);
+  bool prod = e->n->op == KC_OP_CUMPROD;
+  const char *comb = prod ? "kc_mul" : "kc_add";
   kc_cu_launch_threads(e, known ? 256 : 32);
   if (known) kc_cu_units_dims_except(e, false, 0, 0, R, axis);
   kc_cu_begin(e, known ? 256 : 32);
@@ -40,16 +43,16 @@ kc_status kc_cuda_lower_cumsum(kc_cuda_emit *e) {
   }
   kc_cu_printf(e->t,
                "    const i64 base = (u / inner) * L * inner + u %% inner;\n"
-               "    %s acc = (%s)0;\n"
+               "    %s acc = (%s)%d;\n"
                "    for (i64 j = 0; j < L; j++) {\n"
                "      const i64 i = base + (%s) * inner;\n"
                "      const %s v = %s;\n",
-               ct, ct, rev ? "L - 1 - j" : "j", ct, kc_cu_load(e, t, "in0", "i"));
+               ct, ct, prod ? 1 : 0, rev ? "L - 1 - j" : "j", ct, kc_cu_load(e, t, "in0", "i"));
   if (excl) {
     kc_cu_store(e, 6, t, "out0", "i", "acc");
-    kc_cu_puts(e->t, "      acc = kc_add(acc, v);\n");
+    kc_cu_printf(e->t, "      acc = %s(acc, v);\n", comb);
   } else {
-    kc_cu_puts(e->t, "      acc = kc_add(acc, v);\n");
+    kc_cu_printf(e->t, "      acc = %s(acc, v);\n", comb);
     kc_cu_store(e, 6, t, "out0", "i", "acc");
   }
   kc_cu_puts(e->t, "    }\n  }\n");

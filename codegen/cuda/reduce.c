@@ -1,7 +1,7 @@
 /*
- * codegen/cuda/reduce.c - kc_cuda_lower_reduce: reduce_mean, reduce_sum and reduce_max over any
- * set of axes, every numeric dtype (and bool for max). A warp per output element: its lanes
- * stride over the reduced elements, then a warp shuffle reduction.
+ * codegen/cuda/reduce.c - kc_cuda_lower_reduce: reduce_mean, reduce_sum, reduce_max, reduce_min
+ * and reduce_prod over any set of axes, every numeric dtype (and bool for max and min). A warp per
+ * output element: its lanes stride over the reduced elements, then a warp shuffle reduction.
  *
  * The reduced axes are constants in the code when the axes input is absent or known; otherwise
  * each thread reads the axes buffer once (negative axes count from the end; an empty list
@@ -9,8 +9,10 @@
  * output element's kept coordinates are its flat index decomposed over the kept input axes (the
  * same product with or without keepdims), and a reduced element's offset the lane's counter
  * decomposed over the reduced axes.
- * Empty reductions give the identity: sum 0, max the type's lowest (-inf), mean 0/0 (nan; 0 for
- * integers). Sums accumulate in kc_cu_acc_type (f32 for f16/bf16).
+ * Empty reductions give the identity: sum 0, prod 1, max the type's lowest (-inf), min the
+ * type's highest (+inf), mean 0/0 (nan; 0 for integers). Sums and products accumulate in
+ * kc_cu_acc_type (f32 for f16/bf16). Min and prod combine across the warp with an inline
+ * shuffle loop (the prelude has functors for sum and max only).
  */
 #include "codegen/cuda/emit.h"
 
@@ -21,7 +23,8 @@ kc_status kc_cuda_lower_reduce(kc_cuda_emit *e) {
   kc_dtype t = kc_cu_val(e, false, 0)->dtype;
   int R = kc_cu_val(e, false, 0)->rank;
   bool is_max = n->op == KC_OP_REDUCE_MAX, is_mean = n->op == KC_OP_REDUCE_MEAN;
-  if (!kc_dtype_is_float(t) && !kc_dtype_is_int(t) && !(is_max && t == KC_BOOL))
+  bool is_min = n->op == KC_OP_REDUCE_MIN, is_prod = n->op == KC_OP_REDUCE_PROD;
+  if (!kc_dtype_is_float(t) && !kc_dtype_is_int(t) && !((is_max || is_min) && t == KC_BOOL))
     return kc_cu_fail(e, KC_ERR_UNSUPPORTED, "%s of %s", kc_ops[n->op].name, kc_dtype_name(t));
   bool noop = kc_node_int(n, "noop_with_empty_axes", 0) != 0;
   bool has_axes = kc_cu_present(e, false, 1);
@@ -66,17 +69,30 @@ kc_status kc_cuda_lower_reduce(kc_cuda_emit *e) {
   for (int k = R - 1; k >= 0; k--)
     kc_cu_printf(e->t, "    if (!r%d) { base += (rem %% xd%d) * xs%d; rem /= xd%d; }\n", k, k, k,
                  k);
-  const char *ident = is_max ? kc_cu_fmt(e, "(%s)kc_lowest<%s>()", acc, kc_cu_ctype(t))
-                             : kc_cu_fmt(e, "(%s)0", acc);
+  const char *ct = kc_cu_ctype(t);
+  /* the highest value: +inf for floats, else the complement of the lowest (true for bool) */
+  const char *ident = is_max ? kc_cu_fmt(e, "(%s)kc_lowest<%s>()", acc, ct)
+                      : is_min
+                          ? (kc_dtype_is_float(t) ? kc_cu_fmt(e, "(%s)KC_INF", acc)
+                             : t == KC_BOOL       ? kc_cu_fmt(e, "(%s)1", acc)
+                                            : kc_cu_fmt(e, "(%s)(%s)~kc_lowest<%s>()", acc, ct, ct))
+                      : is_prod ? kc_cu_fmt(e, "(%s)1", acc)
+                                : kc_cu_fmt(e, "(%s)0", acc);
+  const char *comb = is_max ? "kc_max" : is_min ? "kc_min" : is_prod ? "kc_mul" : "kc_add";
   kc_cu_printf(e->t, "    %s acc = %s;\n", acc, ident);
   kc_cu_puts(e->t, "    for (i64 r = KC_LANE; r < nred; r += 32) {\n"
                    "      i64 rr = r, off = base;\n");
   for (int k = R - 1; k >= 0; k--)
     kc_cu_printf(e->t, "      if (r%d) { off += (rr %% xd%d) * xs%d; rr /= xd%d; }\n", k, k, k, k);
-  kc_cu_printf(e->t, "      acc = %s(acc, (%s)%s);\n", is_max ? "kc_max" : "kc_add", acc,
-               kc_cu_load(e, t, "in0", "off"));
-  kc_cu_printf(e->t, "    }\n    acc = kc_warp_reduce(acc, %s());\n",
-               is_max ? "kc_op_max" : "kc_op_sum");
+  kc_cu_printf(e->t, "      acc = %s(acc, (%s)%s);\n", comb, acc, kc_cu_load(e, t, "in0", "off"));
+  if (is_min || is_prod)
+    kc_cu_printf(e->t,
+                 "    }\n    for (int o = 16; o > 0; o >>= 1)\n"
+                 "      acc = %s(acc, __shfl_xor_sync(0xffffffffu, acc, o));\n",
+                 comb);
+  else
+    kc_cu_printf(e->t, "    }\n    acc = kc_warp_reduce(acc, %s());\n",
+                 is_max ? "kc_op_max" : "kc_op_sum");
   const char *v = "acc";
   if (is_mean)
     v = kc_dtype_is_float(t) ? kc_cu_fmt(e, "acc / (%s)nred", acc)

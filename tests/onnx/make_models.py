@@ -93,7 +93,7 @@ def main():
     m = model([helper.make_node("Unique", ["x"], ["a"], name="uniq1"),
                helper.make_node("Relu", ["a"], ["b"], name="relu"),
                helper.make_node("Unique", ["b"], ["c"], name="uniq2"),
-               helper.make_node("Hardmax", ["c"], ["d"], name="hm"),
+               helper.make_node("Det", ["c"], ["d"], name="det"),
                helper.make_node("FusedMatMul", ["d", "d"], ["e"], name="fmm",
                                 domain="com.microsoft")],
               [vi("x", [2, 2])], [vi("e", [2, 2])])

@@ -1,0 +1,902 @@
+/*
+ * frontend/onnx_reduce_index.c - ONNX reductions and index ops that kernc builds at import from
+ * IR ops it has (reductions, elementwise ops, gather, scatter_add, reshape, transpose), so they
+ * need no kernel of their own and run on every target:
+ *   ReduceL1 = sum(|x|), ReduceL2 = sqrt(sum(x*x)), ReduceSumSquare = sum(x*x),
+ *   ReduceLogSum = log(sum(x)), ReduceLogSumExp = log(sum(exp(x - m))) + m with m = max(x)
+ *   (the stable max-shifted form; an empty reduction gives -inf as log(0) + -inf);
+ *   ArgMax/ArgMin = min (max for select_last_index) over the axis of where(x == max(x), i, d)
+ *   with i the index along the axis (d, -1 where x is not the extreme), so ties go to the first
+ *   (last) index; Hardmax = cast(i == argmax(x)); LpNormalization = x / sum(|x|) or
+ *   x / sqrt(sum(x*x)) (0 where the norm is 0); DepthToSpace/SpaceToDepth = reshape ->
+ *   transpose -> reshape; GatherElements = gather from the flattened data at constant base
+ *   offsets + index * stride; EyeLike = a constant; OneHot = where(index == range(depth), on,
+ *   off); Pad = a gather per axis at indices computed from the (run-time) pads, then
+ *   where(mask, y, value);
+ *   GatherND / ScatterND / ScatterElements (and Scatter) = gather / scatter_add on the data
+ *   viewed with the addressed positions flattened onto axis 0, at offsets computed from the
+ *   indices (reduction none clears the written positions first; add adds; mul/max/min and
+ *   non-float data are unsupported, scatter_add being float only).
+ *   Index ops check every index at run time: an index outside its axis becomes an offset past
+ *   the flattened axis, which the gather or scatter_add rejects as an index error naming the
+ *   ONNX node (its message gives that flat offset, not the original index).
+ *
+ * Invariants:
+ *   - Axes follow the reduce ops' ONNX forms: an `axes` attribute before row->newer (18; 13 for
+ *     the sums), the optional second input from it on; keepdims and noop_with_empty_axes are
+ *     passed to every reduction of the composition, so an empty axes list means what it means
+ *     in ONNX.
+ *   - ArgMax/ArgMin/Hardmax need the reduced axis' size known when importing (the index
+ *     constant has it), the index and movement ops every dim of their data and indices; a
+ *     symbolic one is unsupported, never guessed. A nan in x is not an extreme (equal(nan,
+ *     nan) is false): such a row gives index d (-1 for the last index), where numpy would give
+ *     the nan's index.
+ *   - Every node built answers to the ONNX node's name in messages (kc_onnx_add names them).
+ */
+#include "ir/shape.h" /* kc_shp_known_ints: Pad's axes */
+#include "onnx_internal.h"
+
+#include <string.h>
+
+/* Number of entries of a name list up to the last non-empty one. */
+static uint32_t count_of(char **names, size_t n) {
+  while (n > 0 && (!names[n - 1] || !names[n - 1][0]))
+    n--;
+  return (uint32_t)n;
+}
+
+static int64_t int_attr(const Onnx__NodeProto *np, const char *name, int64_t dflt) {
+  const Onnx__AttributeProto *a = kc_onnx_attr(np, name);
+  return a ? a->i : dflt;
+}
+
+/* op(in...) with up to two int attributes (name NULL: none), inferred; {0} with *st set. */
+static kc_val node2(onnx_imp *im, kc_op op, uint32_t nin, const kc_val *in, const char *a1,
+                    int64_t v1, const char *a2, int64_t v2, kc_status *st) {
+  uint32_t ni = kc_onnx_add(im, op, nin, in, 1, NULL);
+  if (ni == UINT32_MAX) {
+    *st = kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
+    return (kc_val){0};
+  }
+  if (a1) kc_node_set_int(im->g, ni, a1, v1);
+  if (a2) kc_node_set_int(im->g, ni, a2, v2);
+  *st = kc_onnx_infer(im, ni);
+  return *st == KC_OK ? im->g->nodes[ni].out[0] : (kc_val){0};
+}
+
+static kc_val emit(onnx_imp *im, kc_op op, kc_val a, kc_val b, kc_status *st) {
+  if (*st != KC_OK) return (kc_val){0};
+  kc_val in[2] = {a, b};
+  return node2(im, op, b.id ? 2 : 1, in, NULL, 0, NULL, 0, st);
+}
+
+/* The reduction arguments of an ONNX Reduce* node. */
+typedef struct red_args {
+  kc_val axes; /* {0}: none given */
+  int64_t keep, noop;
+} red_args;
+
+static kc_status red_args_of(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row,
+                             red_args *ra) {
+  uint32_t nin = count_of(np->input, np->n_input);
+  ra->keep = int_attr(np, "keepdims", 1);
+  ra->noop = int_attr(np, "noop_with_empty_axes", 0);
+  ra->axes = (kc_val){0};
+  if (nin < 1 || !kc_onnx_input(im, np, 0).id)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "required input 0 is missing");
+  if (im->opset >= row->newer) {
+    if (nin > 2) return kc_errorf(im->ctx, KC_ERR_VERIFY, "has %u inputs; takes 1 or 2", nin);
+    if (nin == 2) ra->axes = kc_onnx_input(im, np, 1);
+    return KC_OK;
+  }
+  if (nin != 1)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes one input at opset %lld", (long long)im->opset);
+  const Onnx__AttributeProto *a = kc_onnx_attr(np, "axes");
+  if (!a) return KC_OK;
+  kc_status s;
+  ra->axes = kc_onnx_const_i64s(im, (uint32_t)a->n_ints, a->ints, &s);
+  return s;
+}
+
+static kc_val reduce(onnx_imp *im, kc_op op, kc_val x, const red_args *ra, int64_t keep,
+                     kc_status *st) {
+  if (*st != KC_OK) return (kc_val){0};
+  kc_val in[2] = {x, ra->axes};
+  return node2(im, op, ra->axes.id ? 2 : 1, in, "keepdims", keep, "noop_with_empty_axes", ra->noop,
+               st);
+}
+
+static kc_val scalar_i64(onnx_imp *im, int64_t v, kc_status *st) {
+  return *st == KC_OK ? kc_onnx_const_scalar(im, KC_I64, (double)v, st) : (kc_val){0};
+}
+
+static kc_val where3(onnx_imp *im, kc_val c, kc_val a, kc_val b, kc_status *st) {
+  return *st == KC_OK ? node2(im, KC_OP_WHERE, 3, (kc_val[]){c, a, b}, NULL, 0, NULL, 0, st)
+                      : (kc_val){0};
+}
+
+typedef enum { RK_L1, RK_L2, RK_SUM_SQUARE, RK_LOG_SUM, RK_LOG_SUM_EXP } red_kind;
+
+static kc_status import_reduce(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row,
+                               red_kind k) {
+  red_args ra;
+  kc_status s = red_args_of(im, np, row, &ra);
+  if (s != KC_OK) return s;
+  kc_val x = kc_onnx_input(im, np, 0), y;
+  switch (k) {
+  case RK_L1:
+    y = reduce(im, KC_OP_REDUCE_SUM, emit(im, KC_OP_ABS, x, (kc_val){0}, &s), &ra, ra.keep, &s);
+    break;
+  case RK_L2:
+  case RK_SUM_SQUARE:
+    y = reduce(im, KC_OP_REDUCE_SUM, emit(im, KC_OP_MUL, x, x, &s), &ra, ra.keep, &s);
+    if (k == RK_L2) y = emit(im, KC_OP_SQRT, y, (kc_val){0}, &s);
+    break;
+  case RK_LOG_SUM:
+    y = emit(im, KC_OP_LOG, reduce(im, KC_OP_REDUCE_SUM, x, &ra, ra.keep, &s), (kc_val){0}, &s);
+    break;
+  default: {
+    /* log(sum(exp(x - m))) + m: exp never overflows; m kept for the broadcast */
+    kc_val m = reduce(im, KC_OP_REDUCE_MAX, x, &ra, 1, &s);
+    kc_val e = emit(im, KC_OP_EXP, emit(im, KC_OP_SUB, x, m, &s), (kc_val){0}, &s);
+    kc_val l =
+        emit(im, KC_OP_LOG, reduce(im, KC_OP_REDUCE_SUM, e, &ra, ra.keep, &s), (kc_val){0}, &s);
+    if (!ra.keep) m = reduce(im, KC_OP_REDUCE_MAX, x, &ra, 0, &s);
+    y = emit(im, KC_OP_ADD, l, m, &s);
+  }
+  }
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
+
+kc_status kc_onnx_import_reduce_l1(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  return import_reduce(im, np, row, RK_L1);
+}
+kc_status kc_onnx_import_reduce_l2(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  return import_reduce(im, np, row, RK_L2);
+}
+kc_status kc_onnx_import_reduce_sum_square(onnx_imp *im, const Onnx__NodeProto *np,
+                                           const onnx_op *row) {
+  return import_reduce(im, np, row, RK_SUM_SQUARE);
+}
+kc_status kc_onnx_import_reduce_log_sum(onnx_imp *im, const Onnx__NodeProto *np,
+                                        const onnx_op *row) {
+  return import_reduce(im, np, row, RK_LOG_SUM);
+}
+kc_status kc_onnx_import_reduce_log_sum_exp(onnx_imp *im, const Onnx__NodeProto *np,
+                                            const onnx_op *row) {
+  return import_reduce(im, np, row, RK_LOG_SUM_EXP);
+}
+
+/* ---- ArgMax / ArgMin / Hardmax ---------------------------------------------------------- */
+
+/* The normalized axis of x (rank r) and its known size, or an error. */
+static kc_status axis_of(onnx_imp *im, kc_val x, int64_t axis, int64_t *a, int64_t *d) {
+  const kc_value *xv = kc_value_of(im->g, x);
+  int r = xv->rank;
+  if (axis < -r || axis >= r || r == 0)
+    return kc_errorf(im->ctx, KC_ERR_SHAPE, "axis %lld is out of range for rank %d",
+                     (long long)axis, r);
+  *a = axis < 0 ? axis + r : axis;
+  *d = xv->dims[*a];
+  if (*d < 0)
+    return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED,
+                     "axis %lld has a symbolic size (its index constant needs the size)",
+                     (long long)axis);
+  return KC_OK;
+}
+
+/* i64 [d, 1, ...] (rank r - a) holding 0..d-1: the index along axis a, broadcastable to x. */
+static kc_val index_along(onnx_imp *im, int r, int64_t a, int64_t d, kc_status *st) {
+  int64_t dims[KC_MAX_RANK];
+  int rank = r - (int)a;
+  dims[0] = d;
+  for (int i = 1; i < rank; i++)
+    dims[i] = 1;
+  int64_t *v = kc_arena_alloc(&im->g->arena, (size_t)(d ? d : 1) * sizeof *v);
+  if (!v) {
+    *st = kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
+    return (kc_val){0};
+  }
+  for (int64_t i = 0; i < d; i++)
+    v[i] = i;
+  return kc_onnx_const(im, KC_I64, rank, dims, v, st);
+}
+
+/* The index of the extreme (max: row op REDUCE_MAX) of x along axis a, kept as size 1. */
+static kc_val arg_keep(onnx_imp *im, kc_op op, kc_val x, int64_t a, int64_t d, bool last,
+                       kc_status *st) {
+  int r = kc_value_of(im->g, x)->rank;
+  kc_val ax = kc_onnx_const_i64s(im, 1, &a, st);
+  if (*st != KC_OK) return (kc_val){0};
+  red_args ra = {.axes = ax, .keep = 1, .noop = 0};
+  kc_val m = reduce(im, op, x, &ra, 1, st);
+  kc_val hit = emit(im, KC_OP_EQUAL, x, m, st);
+  kc_val idx = *st == KC_OK ? index_along(im, r, a, d, st) : (kc_val){0};
+  kc_val other =
+      *st == KC_OK ? kc_onnx_const_scalar(im, KC_I64, last ? -1.0 : (double)d, st) : (kc_val){0};
+  kc_val in[3] = {hit, idx, other};
+  kc_val w = *st == KC_OK ? node2(im, KC_OP_WHERE, 3, in, NULL, 0, NULL, 0, st) : (kc_val){0};
+  return reduce(im, last ? KC_OP_REDUCE_MAX : KC_OP_REDUCE_MIN, w, &ra, 1, st);
+}
+
+/* ArgMax (row op REDUCE_MAX) / ArgMin (REDUCE_MIN): axis, keepdims, select_last_index. */
+kc_status kc_onnx_import_arg(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  kc_val x = kc_onnx_input(im, np, 0);
+  if (!x.id || count_of(np->input, np->n_input) != 1)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly one input");
+  int64_t a, d;
+  kc_status s = axis_of(im, x, int_attr(np, "axis", 0), &a, &d);
+  if (s != KC_OK) return s;
+  bool last = int_attr(np, "select_last_index", 0) != 0;
+  kc_val y = arg_keep(im, row->op, x, a, d, last, &s);
+  if (s == KC_OK && !int_attr(np, "keepdims", 1)) {
+    kc_val ax = kc_onnx_const_i64s(im, 1, &a, &s);
+    y = emit(im, KC_OP_SQUEEZE, y, ax, &s);
+  }
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
+
+/*
+ * Hardmax: 1 at the first maximum along axis (default -1), 0 elsewhere. Before opset 13 the
+ * input is coerced to 2-D at axis (default 1): flatten -> hardmax(-1) -> reshape, as Softmax.
+ */
+kc_status kc_onnx_import_hardmax(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  kc_val x = kc_onnx_input(im, np, 0);
+  if (!x.id || count_of(np->input, np->n_input) != 1)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly one input");
+  bool old = im->opset < row->newer;
+  int64_t axis = int_attr(np, "axis", old ? 1 : -1);
+  kc_status s = KC_OK;
+  kc_val src = x;
+  int r = kc_value_of(im->g, x)->rank;
+  if (old) {
+    if (axis < -r || axis > r)
+      return kc_errorf(im->ctx, KC_ERR_SHAPE, "axis %lld is out of range for rank %d",
+                       (long long)axis, r);
+    src = node2(im, KC_OP_FLATTEN, 1, &x, "axis", axis < 0 ? axis + r : axis, NULL, 0, &s);
+    axis = -1;
+  }
+  int64_t a, d;
+  if (s == KC_OK) s = axis_of(im, src, axis, &a, &d);
+  if (s != KC_OK) return s;
+  kc_val am = arg_keep(im, KC_OP_REDUCE_MAX, src, a, d, false, &s);
+  kc_val idx = s == KC_OK ? index_along(im, kc_value_of(im->g, src)->rank, a, d, &s) : (kc_val){0};
+  kc_val hit = emit(im, KC_OP_EQUAL, idx, am, &s);
+  kc_val y = {0};
+  if (s == KC_OK) {
+    uint32_t ci = kc_onnx_add(im, KC_OP_CAST, 1, &hit, 1, NULL);
+    if (ci == UINT32_MAX) return kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
+    kc_node_set_dtype(im->g, ci, "to", kc_value_of(im->g, x)->dtype);
+    if ((s = kc_onnx_infer(im, ci)) != KC_OK) return s;
+    y = im->g->nodes[ci].out[0];
+  }
+  if (old && s == KC_OK)
+    y = emit(im, KC_OP_RESHAPE, y, emit(im, KC_OP_SHAPE, x, (kc_val){0}, &s), &s);
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
+
+/* LpNormalization: x / ||x||_p along axis (0 where the norm is 0) (default -1), p 1 or 2 (default
+ * 2). */
+kc_status kc_onnx_import_lp_norm(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  kc_val x = kc_onnx_input(im, np, 0);
+  if (!x.id || count_of(np->input, np->n_input) != 1)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly one input");
+  int64_t p = int_attr(np, "p", 2), axis = int_attr(np, "axis", -1);
+  if (p != 1 && p != 2) return kc_errorf(im->ctx, KC_ERR_VERIFY, "p is %lld; 1 or 2", (long long)p);
+  int r = kc_value_of(im->g, x)->rank;
+  if (axis < -r || axis >= r)
+    return kc_errorf(im->ctx, KC_ERR_SHAPE, "axis %lld is out of range for rank %d",
+                     (long long)axis, r);
+  kc_status s;
+  red_args ra = {.axes = kc_onnx_const_i64s(im, 1, &axis, &s), .keep = 1, .noop = 0};
+  if (s != KC_OK) return s;
+  kc_val n;
+  if (p == 1)
+    n = reduce(im, KC_OP_REDUCE_SUM, emit(im, KC_OP_ABS, x, (kc_val){0}, &s), &ra, 1, &s);
+  else
+    n = emit(im, KC_OP_SQRT,
+             reduce(im, KC_OP_REDUCE_SUM, emit(im, KC_OP_MUL, x, x, &s), &ra, 1, &s), (kc_val){0},
+             &s);
+  /* a zero norm gives 0, as ONNX's reference (x / 0 would be nan) */
+  kc_val z =
+      s == KC_OK ? kc_onnx_const_scalar(im, kc_value_of(im->g, x)->dtype, 0, &s) : (kc_val){0};
+  kc_val y = where3(im, emit(im, KC_OP_EQUAL, n, z, &s), z, emit(im, KC_OP_DIV, x, n, &s), &s);
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
+
+/* ---- index and movement ops ----------------------------------------------------------- */
+
+/* The known dims of v (every one an integer), or an error naming what. */
+static kc_status static_dims(onnx_imp *im, kc_val v, const char *what, int *r, int64_t *dims) {
+  const kc_value *xv = kc_value_of(im->g, v);
+  *r = xv->rank;
+  for (int i = 0; i < xv->rank; i++) {
+    if (xv->dims[i] < 0)
+      return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "%s has a symbolic dim %d (needs its size)",
+                       what, i);
+    dims[i] = xv->dims[i];
+  }
+  return KC_OK;
+}
+
+static kc_val const_i64(onnx_imp *im, int rank, const int64_t *dims, const int64_t *v,
+                        kc_status *st) {
+  return *st == KC_OK ? kc_onnx_const(im, KC_I64, rank, dims, v, st) : (kc_val){0};
+}
+
+static kc_val reshape_to(onnx_imp *im, kc_val x, int n, const int64_t *shape, kc_status *st) {
+  int64_t d = n;
+  return emit(im, KC_OP_RESHAPE, x, const_i64(im, 1, &d, shape, st), st);
+}
+
+static kc_val transpose(onnx_imp *im, kc_val x, int n, const int64_t *perm, kc_status *st) {
+  if (*st != KC_OK) return (kc_val){0};
+  uint32_t ni = kc_onnx_add(im, KC_OP_TRANSPOSE, 1, &x, 1, NULL);
+  if (ni == UINT32_MAX) {
+    *st = kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
+    return (kc_val){0};
+  }
+  kc_node_set_ints(im->g, ni, "perm", n, perm);
+  *st = kc_onnx_infer(im, ni);
+  return *st == KC_OK ? im->g->nodes[ni].out[0] : (kc_val){0};
+}
+
+static kc_val cast_to(onnx_imp *im, kc_val x, kc_dtype t, kc_status *st) {
+  if (*st != KC_OK) return (kc_val){0};
+  if (kc_value_of(im->g, x)->dtype == t) return x;
+  uint32_t ci = kc_onnx_add(im, KC_OP_CAST, 1, &x, 1, NULL);
+  if (ci == UINT32_MAX) {
+    *st = kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
+    return (kc_val){0};
+  }
+  kc_node_set_dtype(im->g, ci, "to", t);
+  *st = kc_onnx_infer(im, ci);
+  return *st == KC_OK ? im->g->nodes[ci].out[0] : (kc_val){0};
+}
+
+static int64_t *i64_buf(onnx_imp *im, int64_t n, kc_status *st) {
+  int64_t *v = kc_arena_alloc(&im->g->arena, (size_t)(n > 0 ? n : 1) * sizeof *v);
+  if (!v) *st = kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
+  return v;
+}
+
+/*
+ * GatherElements(data, indices, axis): y[j] = data[j with its axis coordinate replaced by
+ * indices[j]], built as one gather from the flattened data at flat offsets base[j] + i *
+ * stride (base, the offset of j's other coordinates, a constant). An index outside [-d, d)
+ * becomes the flat offset numel(data), which gather rejects at run time (an index error naming
+ * the node), so no index reads outside data or a neighbouring row.
+ */
+kc_status kc_onnx_import_gather_elements(onnx_imp *im, const Onnx__NodeProto *np,
+                                         const onnx_op *row) {
+  (void)row;
+  kc_val x = kc_onnx_input(im, np, 0), ind = kc_onnx_input(im, np, 1);
+  if (!x.id || !ind.id || count_of(np->input, np->n_input) != 2)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly two inputs");
+  int r, ri;
+  int64_t xd[KC_MAX_RANK], id[KC_MAX_RANK], stride[KC_MAX_RANK];
+  kc_status s = static_dims(im, x, "data", &r, xd);
+  if (s == KC_OK) s = static_dims(im, ind, "indices", &ri, id);
+  if (s != KC_OK) return s;
+  if (ri != r || r == 0)
+    return kc_errorf(im->ctx, KC_ERR_SHAPE, "indices have rank %d, data %d", ri, r);
+  int64_t axis = int_attr(np, "axis", 0);
+  if (axis < -r || axis >= r)
+    return kc_errorf(im->ctx, KC_ERR_SHAPE, "axis %lld is out of range for rank %d",
+                     (long long)axis, r);
+  int a = (int)(axis < 0 ? axis + r : axis);
+  int64_t numel = 1, ni = 1;
+  for (int k = r - 1; k >= 0; k--) {
+    if (k != a && id[k] > xd[k])
+      return kc_errorf(im->ctx, KC_ERR_SHAPE, "indices dim %d is %lld, data's %lld", k,
+                       (long long)id[k], (long long)xd[k]);
+    stride[k] = numel;
+    numel *= xd[k];
+    ni *= id[k];
+  }
+  int64_t *base = i64_buf(im, ni, &s);
+  if (s != KC_OK) return s;
+  for (int64_t j = 0; j < ni; j++) {
+    int64_t rem = j, off = 0;
+    for (int k = r - 1; k >= 0; k--) {
+      if (k != a) off += (rem % id[k]) * stride[k];
+      rem /= id[k];
+    }
+    base[j] = off;
+  }
+  kc_val b = const_i64(im, r, id, base, &s);
+  kc_val i = cast_to(im, ind, KC_I64, &s);
+  kc_val zero = s == KC_OK ? kc_onnx_const_scalar(im, KC_I64, 0, &s) : (kc_val){0};
+  kc_val dlen = s == KC_OK ? kc_onnx_const_scalar(im, KC_I64, (double)xd[a], &s) : (kc_val){0};
+  kc_val neg = emit(im, KC_OP_LESS, i, zero, &s);
+  i = s == KC_OK ? node2(im, KC_OP_WHERE, 3, (kc_val[]){neg, emit(im, KC_OP_ADD, i, dlen, &s), i},
+                         NULL, 0, NULL, 0, &s)
+                 : i;
+  kc_val ok =
+      emit(im, KC_OP_AND, emit(im, KC_OP_NOT, emit(im, KC_OP_LESS, i, zero, &s), (kc_val){0}, &s),
+           emit(im, KC_OP_LESS, i, dlen, &s), &s);
+  kc_val st = s == KC_OK ? kc_onnx_const_scalar(im, KC_I64, (double)stride[a], &s) : (kc_val){0};
+  kc_val flat = emit(im, KC_OP_ADD, b, emit(im, KC_OP_MUL, i, st, &s), &s);
+  kc_val bad = s == KC_OK ? kc_onnx_const_scalar(im, KC_I64, (double)numel, &s) : (kc_val){0};
+  flat = s == KC_OK ? node2(im, KC_OP_WHERE, 3, (kc_val[]){ok, flat, bad}, NULL, 0, NULL, 0, &s)
+                    : flat;
+  kc_val xf = reshape_to(im, x, 1, &numel, &s);
+  kc_val y = s == KC_OK ? node2(im, KC_OP_GATHER, 2, (kc_val[]){xf, flat}, "axis", 0, NULL, 0, &s)
+                        : (kc_val){0};
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
+
+/*
+ * DepthToSpace (row op RESHAPE) and SpaceToDepth (TRANSPOSE) on [N, C, H, W] with blocksize b:
+ * DCR: [N, b, b, C/b², H, W] -> (0, 3, 4, 1, 5, 2); CRD: [N, C/b², b, b, H, W] ->
+ * (0, 1, 4, 2, 5, 3); SpaceToDepth: [N, C, H/b, b, W/b, b] -> (0, 3, 5, 1, 2, 4); then the
+ * result's shape.
+ */
+kc_status kc_onnx_import_space_depth(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  kc_val x = kc_onnx_input(im, np, 0);
+  if (!x.id || count_of(np->input, np->n_input) != 1)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly one input");
+  int r;
+  int64_t d[KC_MAX_RANK];
+  kc_status s = static_dims(im, x, "the input", &r, d);
+  if (s != KC_OK) return s;
+  if (r != 4) return kc_errorf(im->ctx, KC_ERR_SHAPE, "input has rank %d; needs 4", r);
+  int64_t b = int_attr(np, "blocksize", 0);
+  if (b <= 0) return kc_errorf(im->ctx, KC_ERR_VERIFY, "blocksize %lld", (long long)b);
+  int64_t n = d[0], c = d[1], h = d[2], w = d[3];
+  int64_t s6[6], out[4];
+  const int64_t *perm;
+  static const int64_t dcr[6] = {0, 3, 4, 1, 5, 2}, crd[6] = {0, 1, 4, 2, 5, 3},
+                       s2d[6] = {0, 3, 5, 1, 2, 4};
+  if (row->op == KC_OP_RESHAPE) { /* DepthToSpace */
+    if (c % (b * b))
+      return kc_errorf(im->ctx, KC_ERR_SHAPE, "channels %lld not divisible by blocksize² %lld",
+                       (long long)c, (long long)(b * b));
+    const Onnx__AttributeProto *m = kc_onnx_attr(np, "mode");
+    bool is_crd = m && m->s.len == 3 && memcmp(m->s.data, "CRD", 3) == 0;
+    if (m && !is_crd && !(m->s.len == 3 && memcmp(m->s.data, "DCR", 3) == 0))
+      return kc_errorf(im->ctx, KC_ERR_VERIFY, "mode is neither DCR nor CRD");
+    int64_t cc = c / (b * b);
+    if (is_crd) {
+      int64_t t[6] = {n, cc, b, b, h, w};
+      memcpy(s6, t, sizeof t);
+    } else {
+      int64_t t[6] = {n, b, b, cc, h, w};
+      memcpy(s6, t, sizeof t);
+    }
+    perm = is_crd ? crd : dcr;
+    int64_t o[4] = {n, cc, h * b, w * b};
+    memcpy(out, o, sizeof o);
+  } else {
+    if (h % b || w % b)
+      return kc_errorf(im->ctx, KC_ERR_SHAPE, "H %lld, W %lld not divisible by blocksize %lld",
+                       (long long)h, (long long)w, (long long)b);
+    int64_t t[6] = {n, c, h / b, b, w / b, b}, o[4] = {n, c * b * b, h / b, w / b};
+    memcpy(s6, t, sizeof t);
+    memcpy(out, o, sizeof o);
+    perm = s2d;
+  }
+  kc_val y = reshape_to(im, transpose(im, reshape_to(im, x, 6, s6, &s), 6, perm, &s), 4, out, &s);
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
+
+/*
+ * OneHot(indices, depth, values) {axis=-1}: where(i == range(depth), on, off) with i the
+ * indices (cast to i64, negative ones counted from depth) unsqueezed at axis and range(depth)
+ * shaped [depth, 1, ...] to broadcast against the axes after it; depth may be a run-time
+ * scalar. An index outside [-depth, depth) gives a row of off values, as ONNX specifies.
+ */
+kc_status kc_onnx_import_one_hot(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  kc_val ind = kc_onnx_input(im, np, 0), depth = kc_onnx_input(im, np, 1),
+         vals = kc_onnx_input(im, np, 2);
+  if (!ind.id || !depth.id || !vals.id || count_of(np->input, np->n_input) != 3)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly three inputs");
+  int r = kc_value_of(im->g, ind)->rank;
+  int64_t axis = int_attr(np, "axis", -1);
+  if (axis < -(r + 1) || axis > r)
+    return kc_errorf(im->ctx, KC_ERR_SHAPE, "axis %lld is out of range for rank %d",
+                     (long long)axis, r + 1);
+  int64_t a = axis < 0 ? axis + r + 1 : axis;
+  kc_status s = KC_OK;
+  /* depth: a scalar or one element, of any numeric type */
+  int64_t one = 1;
+  kc_val dep = reshape_to(im, cast_to(im, depth, KC_I64, &s), 0, &one, &s);
+  kc_val zero = s == KC_OK ? kc_onnx_const_scalar(im, KC_I64, 0, &s) : (kc_val){0};
+  kc_val step = s == KC_OK ? kc_onnx_const_scalar(im, KC_I64, 1, &s) : (kc_val){0};
+  kc_val rng = s == KC_OK
+                   ? node2(im, KC_OP_RANGE, 3, (kc_val[]){zero, dep, step}, NULL, 0, NULL, 0, &s)
+                   : (kc_val){0};
+  int64_t tail[KC_MAX_RANK];
+  int nt = (int)(r - a);
+  for (int i = 0; i < nt; i++)
+    tail[i] = i + 1;
+  if (nt > 0) {
+    int64_t nd = nt;
+    rng = emit(im, KC_OP_UNSQUEEZE, rng, const_i64(im, 1, &nd, tail, &s), &s);
+  }
+  kc_val i = cast_to(im, ind, KC_I64, &s);
+  kc_val neg = emit(im, KC_OP_LESS, i, zero, &s);
+  if (s == KC_OK)
+    i = node2(im, KC_OP_WHERE, 3, (kc_val[]){neg, emit(im, KC_OP_ADD, i, dep, &s), i}, NULL, 0,
+              NULL, 0, &s);
+  i = emit(im, KC_OP_UNSQUEEZE, i, const_i64(im, 1, &one, &a, &s), &s);
+  kc_val hit = emit(im, KC_OP_EQUAL, i, rng, &s);
+  kc_val k0 = zero, k1 = step;
+  kc_val off = s == KC_OK ? node2(im, KC_OP_GATHER, 2, (kc_val[]){vals, k0}, "axis", 0, NULL, 0, &s)
+                          : (kc_val){0};
+  kc_val on = s == KC_OK ? node2(im, KC_OP_GATHER, 2, (kc_val[]){vals, k1}, "axis", 0, NULL, 0, &s)
+                         : (kc_val){0};
+  kc_val y = s == KC_OK ? node2(im, KC_OP_WHERE, 3, (kc_val[]){hit, on, off}, NULL, 0, NULL, 0, &s)
+                        : (kc_val){0};
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
+
+/* EyeLike(x) {dtype?, k}: ones on diagonal k of x's 2-D shape, a constant cast to dtype. */
+kc_status kc_onnx_import_eye_like(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  kc_val x = kc_onnx_input(im, np, 0);
+  if (!x.id || count_of(np->input, np->n_input) != 1)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly one input");
+  int r;
+  int64_t d[KC_MAX_RANK];
+  kc_status s = static_dims(im, x, "the input", &r, d);
+  if (s != KC_OK) return s;
+  if (r != 2) return kc_errorf(im->ctx, KC_ERR_SHAPE, "input has rank %d; needs 2", r);
+  kc_dtype t = kc_value_of(im->g, x)->dtype;
+  const Onnx__AttributeProto *dt = kc_onnx_attr(np, "dtype");
+  if (dt && (t = kc_onnx_dtype(dt->i)) == KC_DT_NONE)
+    return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "dtype %s", kc_onnx_dtype_name(dt->i));
+  int64_t k = int_attr(np, "k", 0);
+  int64_t *v = i64_buf(im, d[0] * d[1], &s);
+  if (s != KC_OK) return s;
+  for (int64_t i = 0; i < d[0]; i++)
+    for (int64_t j = 0; j < d[1]; j++)
+      v[i * d[1] + j] = j - i == k;
+  kc_val y = cast_to(im, const_i64(im, 2, d, v, &s), t, &s);
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
+
+/* ---- Pad -------------------------------------------------------------------------------- */
+
+/*
+ * Pad(x, pads, constant_value?, axes?) {mode}: per padded axis a of size d with pads (b, e),
+ * possibly known only at run time, y = gather(y, src, a) with src = range(d + b + e) - b mapped
+ * into [0, d) by the mode: edge clamps, reflect folds (d-1 - |d-1 - |s||, right while the pads
+ * are under d), wrap adds or subtracts d (right while they are at most d); constant clamps and
+ * keeps the mask 0 <= s < d, and the value goes where any axis' mask is false. Negative pads
+ * crop. Before opset 11 pads and value were attributes. axes must be known when compiling.
+ */
+kc_status kc_onnx_import_pad(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  kc_val x = kc_onnx_input(im, np, 0), pads = {0}, cv = {0};
+  if (!x.id) return kc_errorf(im->ctx, KC_ERR_VERIFY, "required input 0 is missing");
+  int r = kc_value_of(im->g, x)->rank;
+  kc_dtype t = kc_value_of(im->g, x)->dtype;
+  kc_status s = KC_OK;
+  uint32_t nin = count_of(np->input, np->n_input);
+  int64_t axes[KC_MAX_RANK];
+  uint32_t na = (uint32_t)r;
+  for (int i = 0; i < r; i++)
+    axes[i] = i;
+  if (im->opset < row->newer) {
+    const Onnx__AttributeProto *p = kc_onnx_attr(np, "pads");
+    if (!p) p = kc_onnx_attr(np, "paddings");
+    if (!p || nin != 1) return kc_errorf(im->ctx, KC_ERR_VERIFY, "needs one input and 'pads'");
+    pads = kc_onnx_const_i64s(im, (uint32_t)p->n_ints, p->ints, &s);
+    const Onnx__AttributeProto *v = kc_onnx_attr(np, "value");
+    if (v && s == KC_OK) cv = kc_onnx_const_scalar(im, t, v->f, &s);
+  } else {
+    pads = kc_onnx_input(im, np, 1);
+    if (!pads.id || nin > 4)
+      return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes 2 to 4 inputs, pads required");
+    cv = kc_onnx_input(im, np, 2);
+    kc_val ax = kc_onnx_input(im, np, 3);
+    if (ax.id && !kc_shp_known_ints(im->g, ax, axes, KC_MAX_RANK, &na))
+      return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "axes are not known when compiling");
+  }
+  if (s != KC_OK) return s;
+  const kc_value *pv = kc_value_of(im->g, pads);
+  if (pv->rank != 1 || pv->dims[0] != 2 * (int64_t)na)
+    return kc_errorf(im->ctx, KC_ERR_SHAPE, "pads should hold %u values", 2 * na);
+  if (cv.id && kc_value_of(im->g, cv)->dtype != t)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "constant_value's dtype differs from x's");
+  const Onnx__AttributeProto *m = kc_onnx_attr(np, "mode");
+  const char *mode = "constant";
+  char buf[16];
+  if (m) {
+    size_t len = m->s.len < sizeof buf - 1 ? m->s.len : sizeof buf - 1;
+    memcpy(buf, m->s.data, len);
+    buf[len] = 0;
+    mode = buf;
+  }
+  int md = strcmp(mode, "constant") == 0  ? 0
+           : strcmp(mode, "edge") == 0    ? 1
+           : strcmp(mode, "reflect") == 0 ? 2
+           : strcmp(mode, "wrap") == 0    ? 3
+                                          : -1;
+  if (md < 0) return kc_errorf(im->ctx, KC_ERR_VERIFY, "mode '%s'", mode);
+  kc_val pi = cast_to(im, pads, KC_I64, &s), y = x, mask = {0};
+  kc_val zero = scalar_i64(im, 0, &s), one = scalar_i64(im, 1, &s);
+  for (uint32_t k = 0; k < na && s == KC_OK; k++) {
+    int64_t a = axes[k] < 0 ? axes[k] + r : axes[k];
+    if (a < 0 || a >= r)
+      return kc_errorf(im->ctx, KC_ERR_SHAPE, "axis %lld is out of range for rank %d",
+                       (long long)axes[k], r);
+    int64_t d = kc_value_of(im->g, x)->dims[a];
+    if (d < 0)
+      return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "axis %lld has a symbolic size", (long long)a);
+    if (md != 0 && d == 0)
+      return kc_errorf(im->ctx, KC_ERR_SHAPE, "mode '%s' pads an empty axis %lld", mode,
+                       (long long)a);
+    kc_val b = emit(im, KC_OP_GATHER, pi, scalar_i64(im, (int64_t)k, &s), &s);
+    kc_val e = emit(im, KC_OP_GATHER, pi, scalar_i64(im, (int64_t)(k + na), &s), &s);
+    kc_val dv = scalar_i64(im, d, &s), dm1 = scalar_i64(im, d - 1, &s);
+    kc_val len = emit(im, KC_OP_ADD, emit(im, KC_OP_ADD, dv, b, &s), e, &s);
+    len = emit(im, KC_OP_MAX, len, zero, &s);
+    kc_val rg = s == KC_OK
+                    ? node2(im, KC_OP_RANGE, 3, (kc_val[]){zero, len, one}, NULL, 0, NULL, 0, &s)
+                    : (kc_val){0};
+    kc_val src = emit(im, KC_OP_SUB, rg, b, &s), in_lo = {0}, in_hi = {0};
+    if (md == 0) {
+      in_lo = emit(im, KC_OP_NOT, emit(im, KC_OP_LESS, src, zero, &s), (kc_val){0}, &s);
+      in_hi = emit(im, KC_OP_LESS, src, dv, &s);
+    }
+    if (md <= 1) { /* clamp */
+      src = emit(im, KC_OP_MIN, emit(im, KC_OP_MAX, src, zero, &s), dm1, &s);
+    } else if (md == 2) { /* fold */
+      kc_val in = emit(im, KC_OP_ABS, src, (kc_val){0}, &s);
+      in = emit(im, KC_OP_ABS, emit(im, KC_OP_SUB, dm1, in, &s), (kc_val){0}, &s);
+      src = emit(im, KC_OP_SUB, dm1, in, &s);
+    } else { /* wrap */
+      kc_val lo = emit(im, KC_OP_LESS, src, zero, &s), hi = emit(im, KC_OP_LESS, src, dv, &s);
+      kc_val inner = where3(im, hi, src, emit(im, KC_OP_SUB, src, dv, &s), &s);
+      src = where3(im, lo, emit(im, KC_OP_ADD, src, dv, &s), inner, &s);
+    }
+    y = s == KC_OK ? node2(im, KC_OP_GATHER, 2, (kc_val[]){y, src}, "axis", a, NULL, 0, &s) : y;
+    if (md == 0) {
+      kc_val ma = emit(im, KC_OP_AND, in_lo, in_hi, &s);
+      int64_t tail[KC_MAX_RANK], nt = r - 1 - a;
+      for (int i = 0; i < nt; i++)
+        tail[i] = i + 1;
+      if (nt > 0) ma = emit(im, KC_OP_UNSQUEEZE, ma, const_i64(im, 1, &nt, tail, &s), &s);
+      mask = mask.id ? emit(im, KC_OP_AND, mask, ma, &s) : ma;
+    }
+  }
+  if (md == 0 && mask.id && s == KC_OK) {
+    if (!cv.id) cv = kc_onnx_const_scalar(im, t, 0, &s);
+    y = where3(im, mask, y, cv, &s);
+  }
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
+
+/* ---- GatherND / ScatterND / ScatterElements ---------------------------------------------- */
+
+/* i64 [n] holding v, broadcast: expand(scalar v, shape). */
+static kc_val filled(onnx_imp *im, kc_dtype t, double v, int rank, const int64_t *dims,
+                     kc_status *st) {
+  kc_val c = *st == KC_OK ? kc_onnx_const_scalar(im, t, v, st) : (kc_val){0};
+  int64_t n = rank;
+  return emit(im, KC_OP_EXPAND, c, const_i64(im, 1, &n, dims, st), st);
+}
+
+/*
+ * The flat offsets of index tuples idx [q..., k] (any int dtype) into dims dk[k] (row major,
+ * negative components counted from the end): [q...] i64, plus base (when base.id) added; a
+ * tuple with a component outside [-dk, dk) becomes `bad`, an offset the gather or scatter that
+ * uses it rejects at run time as an index error.
+ */
+static kc_val tuple_offsets(onnx_imp *im, kc_val idx, int k, const int64_t *dk, kc_val base,
+                            int64_t bad, kc_status *st) {
+  int64_t stride[KC_MAX_RANK], acc = 1, kk = k, last = -1;
+  for (int j = k - 1; j >= 0; j--) {
+    stride[j] = acc;
+    acc *= dk[j];
+  }
+  kc_val i = cast_to(im, idx, KC_I64, st);
+  kc_val dv = const_i64(im, 1, &kk, dk, st), zero = scalar_i64(im, 0, st);
+  kc_val neg = emit(im, KC_OP_LESS, i, zero, st);
+  i = where3(im, neg, emit(im, KC_OP_ADD, i, dv, st), i, st);
+  kc_val ok =
+      emit(im, KC_OP_AND, emit(im, KC_OP_NOT, emit(im, KC_OP_LESS, i, zero, st), (kc_val){0}, st),
+           emit(im, KC_OP_LESS, i, dv, st), st);
+  red_args ra = {.axes = const_i64(im, 1, (int64_t[]){1}, &last, st), .keep = 0, .noop = 0};
+  kc_val all = reduce(im, KC_OP_REDUCE_MIN, ok, &ra, 0, st);
+  kc_val off = reduce(im, KC_OP_REDUCE_SUM,
+                      emit(im, KC_OP_MUL, i, const_i64(im, 1, &kk, stride, st), st), &ra, 0, st);
+  if (base.id) off = emit(im, KC_OP_ADD, off, base, st);
+  return where3(im, all, off, scalar_i64(im, bad, st), st);
+}
+
+/*
+ * GatherND(data, indices [..., k]) {batch_dims b}: data viewed as [B * prod(d[b..b+k)),
+ * S...] (B the batch dims' product), gathered on axis 0 at each tuple's offset plus its batch
+ * row times prod(d[b..b+k)).
+ */
+kc_status kc_onnx_import_gather_nd(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  kc_val x = kc_onnx_input(im, np, 0), ind = kc_onnx_input(im, np, 1);
+  if (!x.id || !ind.id || count_of(np->input, np->n_input) != 2)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly two inputs");
+  int r, q;
+  int64_t d[KC_MAX_RANK], id[KC_MAX_RANK];
+  kc_status s = static_dims(im, x, "data", &r, d);
+  if (s == KC_OK) s = static_dims(im, ind, "indices", &q, id);
+  if (s != KC_OK) return s;
+  int64_t b = int_attr(np, "batch_dims", 0);
+  if (q < 1 || b < 0 || b >= q || b >= r)
+    return kc_errorf(im->ctx, KC_ERR_SHAPE, "batch_dims %lld for ranks %d and %d", (long long)b, r,
+                     q);
+  int k = (int)id[q - 1];
+  if (k < 1 || b + k > r)
+    return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "index tuples of %d for rank %d", k, r);
+  int64_t nb = 1, m = 1;
+  for (int i = 0; i < b; i++) {
+    if (id[i] != d[i]) return kc_errorf(im->ctx, KC_ERR_SHAPE, "batch dim %d differs", i);
+    nb *= d[i];
+  }
+  for (int j = 0; j < k; j++)
+    m *= d[b + j];
+  kc_val base = {0};
+  if (b > 0) {
+    /* [batch dims..., 1 ...] (rank q - 1): the batch row times m */
+    int64_t bd[KC_MAX_RANK];
+    for (int i = 0; i < q - 1; i++)
+      bd[i] = i < b ? id[i] : 1;
+    int64_t *v = i64_buf(im, nb, &s);
+    for (int64_t i = 0; s == KC_OK && i < nb; i++)
+      v[i] = i * m;
+    base = const_i64(im, q - 1, bd, v, &s);
+  }
+  kc_val off = tuple_offsets(im, ind, k, d + b, base, nb * m, &s);
+  int64_t vd[KC_MAX_RANK];
+  int nv = 0;
+  vd[nv++] = nb * m;
+  for (int i = (int)b + k; i < r; i++)
+    vd[nv++] = d[i];
+  kc_val xv = reshape_to(im, x, nv, vd, &s);
+  kc_val y = s == KC_OK ? node2(im, KC_OP_GATHER, 2, (kc_val[]){xv, off}, "axis", 0, NULL, 0, &s)
+                        : (kc_val){0};
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
+
+/*
+ * reduction none / add: 0 / 1; anything else, or data that is not float (scatter_add's
+ * dtypes), is unsupported (-1 with the error set).
+ */
+static int reduction_of(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, kc_status *st) {
+  kc_dtype t = kc_value_of(im->g, x)->dtype;
+  if (!kc_dtype_is_float(t)) {
+    *st = kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "data of %s (float types are)", kc_dtype_name(t));
+    return -1;
+  }
+  const Onnx__AttributeProto *a = kc_onnx_attr(np, "reduction");
+  if (!a || (a->s.len == 4 && memcmp(a->s.data, "none", 4) == 0)) return 0;
+  if (a->s.len == 3 && memcmp(a->s.data, "add", 3) == 0) return 1;
+  *st = kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "reduction '%.*s' (none and add are)", (int)a->s.len,
+                  (const char *)a->s.data);
+  return -1;
+}
+
+/*
+ * Scatter into xv [M, P...] (data viewed with the scattered positions on axis 0) at offsets
+ * off [q...] of updates [q..., P...]: add, or (none) clear the positions written first, by a
+ * scatter_add of ones into a count of writes per position.
+ */
+static kc_val scatter_rows(onnx_imp *im, kc_val xv, kc_val off, kc_val upd, bool add, int64_t m,
+                           int q, const int64_t *qd, kc_status *st) {
+  if (!add) {
+    /* f32 counts (scatter_add is float only): exact far beyond any real count */
+    kc_val cnt = filled(im, KC_F32, 0, 1, &m, st), ones = filled(im, KC_F32, 1, q, qd, st);
+    kc_val c = *st == KC_OK ? node2(im, KC_OP_SCATTER_ADD, 3, (kc_val[]){cnt, off, ones}, "axis", 0,
+                                    NULL, 0, st)
+                            : (kc_val){0};
+    kc_val z0 = *st == KC_OK ? kc_onnx_const_scalar(im, KC_F32, 0, st) : (kc_val){0};
+    kc_val hit = emit(im, KC_OP_GREATER, c, z0, st);
+    int rv = *st == KC_OK ? kc_value_of(im->g, xv)->rank : 1;
+    int64_t tail[KC_MAX_RANK], nt = rv - 1;
+    for (int i = 0; i < nt; i++)
+      tail[i] = i + 1;
+    if (nt > 0) hit = emit(im, KC_OP_UNSQUEEZE, hit, const_i64(im, 1, &nt, tail, st), st);
+    kc_dtype t = *st == KC_OK ? kc_value_of(im->g, xv)->dtype : KC_F32;
+    kc_val z = *st == KC_OK ? kc_onnx_const_scalar(im, t, 0, st) : (kc_val){0};
+    xv = where3(im, hit, z, xv, st);
+  }
+  return *st == KC_OK
+             ? node2(im, KC_OP_SCATTER_ADD, 3, (kc_val[]){xv, off, upd}, "axis", 0, NULL, 0, st)
+             : (kc_val){0};
+}
+
+/* ScatterND(data, indices [..., k], updates) {reduction none/add}. */
+kc_status kc_onnx_import_scatter_nd(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  kc_val x = kc_onnx_input(im, np, 0), ind = kc_onnx_input(im, np, 1),
+         upd = kc_onnx_input(im, np, 2);
+  if (!x.id || !ind.id || !upd.id || count_of(np->input, np->n_input) != 3)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly three inputs");
+  int r, q;
+  int64_t d[KC_MAX_RANK], id[KC_MAX_RANK];
+  kc_status s = static_dims(im, x, "data", &r, d);
+  if (s == KC_OK) s = static_dims(im, ind, "indices", &q, id);
+  int red = s == KC_OK ? reduction_of(im, np, x, &s) : -1;
+  if (s != KC_OK) return s;
+  int k = q >= 1 ? (int)id[q - 1] : 0;
+  if (k < 1 || k > r)
+    return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "index tuples of %d for rank %d", k, r);
+  int64_t m = 1, vd[KC_MAX_RANK], ud[KC_MAX_RANK];
+  for (int j = 0; j < k; j++)
+    m *= d[j];
+  int nv = 0, nu = 0;
+  vd[nv++] = m;
+  for (int i = 0; i < q - 1; i++)
+    ud[nu++] = id[i];
+  for (int i = k; i < r; i++)
+    vd[nv++] = d[i], ud[nu++] = d[i];
+  kc_val off = tuple_offsets(im, ind, k, d, (kc_val){0}, m, &s);
+  kc_val xv = reshape_to(im, x, nv, vd, &s), uv = reshape_to(im, upd, nu, ud, &s);
+  kc_val y = scatter_rows(im, xv, off, uv, red == 1, m, q - 1, id, &s);
+  y = reshape_to(im, y, r, d, &s);
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
+
+/*
+ * ScatterElements (and Scatter before 11) (data, indices, updates) {axis, reduction
+ * none/add}: the flat offsets of GatherElements, scattered into the flattened data.
+ */
+kc_status kc_onnx_import_scatter_elements(onnx_imp *im, const Onnx__NodeProto *np,
+                                          const onnx_op *row) {
+  (void)row;
+  kc_val x = kc_onnx_input(im, np, 0), ind = kc_onnx_input(im, np, 1),
+         upd = kc_onnx_input(im, np, 2);
+  if (!x.id || !ind.id || !upd.id || count_of(np->input, np->n_input) != 3)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly three inputs");
+  int r, ri;
+  int64_t xd[KC_MAX_RANK], id[KC_MAX_RANK], stride[KC_MAX_RANK];
+  kc_status s = static_dims(im, x, "data", &r, xd);
+  if (s == KC_OK) s = static_dims(im, ind, "indices", &ri, id);
+  int red = s == KC_OK ? reduction_of(im, np, x, &s) : -1;
+  if (s != KC_OK) return s;
+  if (ri != r || r == 0)
+    return kc_errorf(im->ctx, KC_ERR_SHAPE, "indices have rank %d, data %d", ri, r);
+  int64_t axis = int_attr(np, "axis", 0);
+  if (axis < -r || axis >= r)
+    return kc_errorf(im->ctx, KC_ERR_SHAPE, "axis %lld is out of range for rank %d",
+                     (long long)axis, r);
+  int a = (int)(axis < 0 ? axis + r : axis);
+  int64_t numel = 1, ni = 1;
+  for (int k = r - 1; k >= 0; k--) {
+    if (k != a && id[k] > xd[k])
+      return kc_errorf(im->ctx, KC_ERR_SHAPE, "indices dim %d is %lld, data's %lld", k,
+                       (long long)id[k], (long long)xd[k]);
+    stride[k] = numel;
+    numel *= xd[k];
+    ni *= id[k];
+  }
+  int64_t *base = i64_buf(im, ni, &s);
+  if (s != KC_OK) return s;
+  for (int64_t j = 0; j < ni; j++) {
+    int64_t rem = j, o = 0;
+    for (int k = r - 1; k >= 0; k--) {
+      if (k != a) o += (rem % id[k]) * stride[k];
+      rem /= id[k];
+    }
+    base[j] = o;
+  }
+  /* one index component per element: the tuple offset over [d_a] scaled by the stride */
+  int64_t one = 1, ud[KC_MAX_RANK + 1];
+  for (int i = 0; i < r; i++)
+    ud[i] = id[i];
+  ud[r] = 1;
+  kc_val i1 = reshape_to(im, ind, r + 1, ud, &s);
+  kc_val off = tuple_offsets(im, i1, 1, &xd[a], (kc_val){0}, numel, &s);
+  /* bad stays numel: scale only the good offsets */
+  kc_val good = emit(im, KC_OP_LESS, off, scalar_i64(im, xd[a], &s), &s);
+  kc_val flat = emit(im, KC_OP_ADD, emit(im, KC_OP_MUL, off, scalar_i64(im, stride[a], &s), &s),
+                     const_i64(im, r, id, base, &s), &s);
+  flat = where3(im, good, flat, scalar_i64(im, numel, &s), &s);
+  kc_val xf = reshape_to(im, x, 1, &numel, &s);
+  kc_val y = scatter_rows(im, xf, flat, upd, red == 1, numel, r, id, &s);
+  (void)one;
+  y = reshape_to(im, y, r, xd, &s);
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
