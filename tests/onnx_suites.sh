@@ -60,7 +60,7 @@ trap 'rm -rf "$tmp"' EXIT
   echo $status >"$tmp/1.status"
 ) &
 (
-  run "onnx-1.22" "$pypi" 956 >"$tmp/2"
+  run "onnx-1.22" "$pypi" 957 >"$tmp/2"
   echo $status >"$tmp/2.status"
 ) &
 wait
