@@ -1,7 +1,8 @@
 /*
  * frontend/onnx_elementwise.c - import functions of the elementwise ONNX ops that are rewrites
- * of IR ops rather than one-to-one rows: CastLike (a cast to the second input's dtype) and Size
- * (the element count, a constant when the shape is static).
+ * of IR ops rather than one-to-one rows: CastLike (a cast to the second input's dtype), Size
+ * (the element count, a constant when the shape is static), Sum/Mean (chains of add) and Swish
+ * (x * sigmoid(alpha x)).
  *
  * Invariants: as every import function (onnx_ops.c): messages are the inner part, the loader
  * names the file, node and op; nothing here looks at ONNX op names (the table does).
@@ -75,4 +76,26 @@ kc_status kc_onnx_import_sum_mean(onnx_imp *im, const Onnx__NodeProto *np, const
     if (s == KC_OK) acc = kc_onnx_emit1(im, KC_OP_DIV, 2, in, &s);
   }
   return s != KC_OK ? s : kc_onnx_bind(im, np, 0, acc);
+}
+
+/* Swish(x) {alpha = 1} = x * sigmoid(alpha * x); fusion makes the three nodes one kernel. */
+kc_status kc_onnx_import_swish(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  kc_val x = kc_onnx_input(im, np, 0);
+  if (ninputs(np) != 1 || !x.id) return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes one input");
+  const Onnx__AttributeProto *a = kc_onnx_attr(np, "alpha");
+  if (np->n_attribute > (a ? 1u : 0u))
+    return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "has attributes other than 'alpha'");
+  kc_status s;
+  kc_val ax = x;
+  if (a && a->f != 1.0f) {
+    kc_val in[2] = {x, kc_onnx_const_scalar(im, kc_value_of(im->g, x)->dtype, a->f, &s)};
+    if (s != KC_OK) return s;
+    ax = kc_onnx_emit1(im, KC_OP_MUL, 2, in, &s);
+    if (s != KC_OK) return s;
+  }
+  kc_val in[2] = {x, kc_onnx_emit1(im, KC_OP_SIGMOID, 1, &ax, &s)};
+  if (s != KC_OK) return s;
+  kc_val y = kc_onnx_emit1(im, KC_OP_MUL, 2, in, &s);
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
 }

@@ -130,10 +130,11 @@ kc_status kc_onnx_import_attention(onnx_imp *im, const Onnx__NodeProto *np, cons
 /* SoftmaxCrossEntropyLoss / NegativeLogLikelihoodLoss as builder compositions (onnx_loss.c). */
 kc_status kc_onnx_import_sce_loss(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_nll_loss(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
-/* CastLike, Size and Sum/Mean (row op ADD or DIV) as rewrites (onnx_elementwise.c). */
+/* CastLike, Size, Sum/Mean (row op ADD or DIV) and Swish as rewrites (onnx_elementwise.c). */
 kc_status kc_onnx_import_cast_like(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_size(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_sum_mean(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_swish(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 
 /* Convolution, pooling and normalization as builder compositions (onnx_vision.c). */
 kc_status kc_onnx_import_conv(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);

@@ -455,6 +455,7 @@ static const onnx_op table[] = {
     {"Squeeze", KC_OP_SQUEEZE, 7, 13, import_axes},
     {"Sub", KC_OP_SUB, 7, 0, NULL},
     {"Sum", KC_OP_ADD, 7, 0, kc_onnx_import_sum_mean},
+    {"Swish", KC_OP_NOP, 24, 0, kc_onnx_import_swish},
     {"Tan", KC_OP_TAN, 7, 0, NULL},
     {"Tanh", KC_OP_TANH, 7, 0, NULL},
     {"ThresholdedRelu", KC_OP_THRESHOLDED_RELU, 10, 0, NULL},
