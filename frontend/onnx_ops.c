@@ -344,6 +344,7 @@ static const onnx_op table[] = {
     {"DepthToSpace", KC_OP_RESHAPE, 7, 0, kc_onnx_import_space_depth},
     {"Div", KC_OP_DIV, 7, 0, NULL},
     {"Dropout", KC_OP_DROPOUT, 7, 12, import_dropout},
+    {"Einsum", KC_OP_MUL, 12, 0, kc_onnx_import_einsum},
     {"Equal", KC_OP_EQUAL, 7, 0, NULL},
     {"Erf", KC_OP_ERF, 9, 0, NULL},
     {"Exp", KC_OP_EXP, 7, 0, NULL},
