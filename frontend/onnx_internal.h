@@ -167,6 +167,7 @@ kc_status kc_onnx_import_space_depth(onnx_imp *im, const Onnx__NodeProto *np, co
 kc_status kc_onnx_import_eye_like(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_one_hot(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_pad(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_einsum(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_gather_nd(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_scatter_nd(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_scatter_elements(onnx_imp *im, const Onnx__NodeProto *np,

@@ -365,6 +365,7 @@ static const onnx_op table[] = {
     {"Div", KC_OP_DIV, 7, 0, NULL},
     {"Dropout", KC_OP_DROPOUT, 7, 12, import_dropout},
     {"DynamicQuantizeLinear", KC_OP_DYNAMIC_QUANTIZE_LINEAR, 11, 0, NULL},
+    {"Einsum", KC_OP_MUL, 12, 0, kc_onnx_import_einsum},
     {"Elu", KC_OP_ELU, 7, 0, NULL},
     {"Equal", KC_OP_EQUAL, 7, 0, NULL},
     {"Erf", KC_OP_ERF, 9, 0, NULL},

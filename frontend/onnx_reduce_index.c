@@ -16,7 +16,8 @@
  *   GatherND / ScatterND / ScatterElements (and Scatter) = gather / scatter_add on the data
  *   viewed with the addressed positions flattened onto axis 0, at offsets computed from the
  *   indices (reduction none clears the written positions first; add adds; mul/max/min and
- *   non-float data are unsupported, scatter_add being float only).
+ *   non-float data are unsupported, scatter_add being float only); Einsum = transposes and
+ *   unsqueezes onto one letter order, mul, reduce_sum over the summed letters.
  *   Index ops check every index at run time: an index outside its axis becomes an offset past
  *   the flattened axis, which the gather or scatter_add rejects as an index error naming the
  *   ONNX node (its message gives that flat offset, not the original index).
@@ -899,4 +900,102 @@ kc_status kc_onnx_import_scatter_elements(onnx_imp *im, const Onnx__NodeProto *n
   (void)one;
   y = reshape_to(im, y, r, xd, &s);
   return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}
+
+/* ---- Einsum ----------------------------------------------------------------------------- */
+
+/*
+ * Einsum(inputs...) {equation}: each operand is transposed into the order its letters take in
+ * U (the output's letters, then the summed ones, in order of appearance) and unsqueezed where
+ * it lacks one, so all broadcast over U; their product is summed over the letters the output
+ * lacks. Without "->" the output is the letters used once, alphabetically. Ellipses and a
+ * letter repeated within one operand (diagonals) are unsupported.
+ */
+kc_status kc_onnx_import_einsum(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  const Onnx__AttributeProto *eq = kc_onnx_attr(np, "equation");
+  uint32_t nin = count_of(np->input, np->n_input);
+  if (!eq || nin < 1 || nin > 8)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "needs an equation and 1 to 8 inputs");
+  char terms[9][KC_MAX_RANK + 1], out[KC_MAX_RANK + 1] = {0};
+  int nt = 0, len = 0, cnt[128] = {0};
+  bool arrow = false;
+  memset(terms, 0, sizeof terms);
+  for (size_t i = 0; i < eq->s.len; i++) {
+    char c = (char)eq->s.data[i];
+    if (c == ' ') continue;
+    if (c == '.') return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "ellipsis in the equation");
+    if (c == ',' || (c == '-' && i + 1 < eq->s.len && eq->s.data[i + 1] == '>')) {
+      if (arrow || nt >= 8) return kc_errorf(im->ctx, KC_ERR_VERIFY, "malformed equation");
+      nt++, len = 0;
+      if (c == '-') arrow = true, i++;
+      continue;
+    }
+    bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    if (!letter || len >= KC_MAX_RANK)
+      return kc_errorf(im->ctx, KC_ERR_VERIFY, "malformed equation");
+    char *dst = arrow ? out : terms[nt];
+    if (strchr(dst, c))
+      return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "letter '%c' repeated in one term", c);
+    dst[len++] = c;
+    if (!arrow) cnt[(int)c]++;
+  }
+  int nops = arrow ? nt : nt + 1;
+  if ((uint32_t)nops != nin)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "%d terms for %u inputs", nops, nin);
+  if (!arrow) { /* implicit: the letters used once, alphabetically */
+    int n = 0;
+    for (int c = 'A'; c <= 'z'; c++)
+      if (cnt[c] == 1 && n < KC_MAX_RANK) out[n++] = (char)c;
+  }
+  char u[2 * KC_MAX_RANK + 1] = {0};
+  int nu = (int)strlen(out);
+  memcpy(u, out, (size_t)nu);
+  for (int k = 0; k < nops; k++)
+    for (const char *p = terms[k]; *p; p++) {
+      if (!strchr(u, *p)) {
+        if (nu >= KC_MAX_RANK) return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "over 8 letters");
+        u[nu++] = *p;
+      }
+    }
+  for (const char *p = out; *p; p++)
+    if (!cnt[(int)*p]) return kc_errorf(im->ctx, KC_ERR_VERIFY, "output letter '%c' unused", *p);
+  kc_status s = KC_OK;
+  kc_val prod = {0};
+  for (int k = 0; k < nops && s == KC_OK; k++) {
+    kc_val x = kc_onnx_input(im, np, (size_t)k);
+    int r = x.id ? kc_value_of(im->g, x)->rank : -1;
+    if (r != (int)strlen(terms[k]))
+      return kc_errorf(im->ctx, KC_ERR_SHAPE, "input %d has rank %d for term '%s'", k, r, terms[k]);
+    /* its letters in U's order, then the missing ones as new axes of size 1 */
+    int64_t perm[KC_MAX_RANK], miss[KC_MAX_RANK];
+    int np_ = 0, nm = 0;
+    for (int j = 0; j < nu; j++) {
+      const char *at = strchr(terms[k], u[j]);
+      if (at)
+        perm[np_++] = at - terms[k];
+      else
+        miss[nm++] = j;
+    }
+    bool ident = true;
+    for (int j = 0; j < np_; j++)
+      ident = ident && perm[j] == j;
+    if (!ident) x = transpose(im, x, np_, perm, &s);
+    if (nm > 0) {
+      int64_t n = nm;
+      x = emit(im, KC_OP_UNSQUEEZE, x, const_i64(im, 1, &n, miss, &s), &s);
+    }
+    prod = prod.id ? emit(im, KC_OP_MUL, prod, x, &s) : x;
+  }
+  int no = (int)strlen(out);
+  if (s == KC_OK && nu > no) {
+    int64_t ax[KC_MAX_RANK], n = nu - no;
+    for (int j = no; j < nu; j++)
+      ax[j - no] = j;
+    red_args ra = {.axes = const_i64(im, 1, &n, ax, &s), .keep = 0, .noop = 0};
+    prod = reduce(im, KC_OP_REDUCE_SUM, prod, &ra, 0, &s);
+  } else if (s == KC_OK && nops == 1) {
+    prod = emit(im, KC_OP_IDENTITY, prod, (kc_val){0}, &s);
+  }
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, prod);
 }
