@@ -137,10 +137,12 @@ static kc_status place(kc_exec *x, kc_exec_ws *w, size_t total, size_t keep, int
     if (s == KC_OK) s = kc_cuda_htod(c->dev, c->in_buf[k], w->in[k]->data, n);
   }
   c->uploaded = s == KC_OK;
-  for (int64_t k = 0; k < d->noutputs && s == KC_OK; k++) {
-    int64_t v = d->outputs[k].value;
-    if (!d->outputs[k].copy && d->values[v].first < node_end && w->nbytes[v])
-      s = kc_cuda_reserve(c->dev, &c->out_buf[k], &c->out_cap[k], w->nbytes[v]);
+  /* an output's device buffer is its root's storage, reserved when the root is defined (see
+   * executor.c's place) */
+  for (int64_t v = 0; v < d->nvalues && s == KC_OK; v++) {
+    const kc_plan_value *val = &d->values[v];
+    if (val->storage == KC_PLAN_OUTPUT && val->first < node_end && w->nbytes[v])
+      s = kc_cuda_reserve(c->dev, &c->out_buf[val->ref], &c->out_cap[val->ref], w->nbytes[v]);
   }
   for (int64_t v = 0; v < d->nvalues && s == KC_OK; v++) {
     const kc_plan_value *val = &d->values[v];

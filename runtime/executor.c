@@ -373,12 +373,15 @@ static kc_status place(kc_exec *x, kc_exec_ws *w, int64_t node_end, size_t *tota
   while (*total > peak && !atomic_compare_exchange_weak_explicit(
                               &x->peak, &peak, *total, memory_order_relaxed, memory_order_relaxed))
     ;
-  for (int64_t k = 0; k < d->noutputs; k++) {
-    const kc_plan_io *io = &d->outputs[k];
-    const kc_plan_value *val = &d->values[io->value];
-    if (io->copy || val->first >= node_end) continue; /* copies: sized at the end */
+  /* an output's buffer is its root's storage: sized when the root is defined, which may be a
+   * stage before the output itself (a reshape view whose shape is computed later), so the
+   * root's kernel writes into it (copies: sized at the end) */
+  for (int64_t v = 0; v < d->nvalues; v++) {
+    const kc_plan_value *val = &d->values[v];
+    if (val->storage != KC_PLAN_OUTPUT || val->first >= node_end) continue;
+    int64_t k = val->ref;
     kc_status s =
-        grow(x, &w->out_buf[k], &w->out_cap[k], w->nbytes[io->value], 0, "output", io->name);
+        grow(x, &w->out_buf[k], &w->out_cap[k], w->nbytes[v], 0, "output", d->outputs[k].name);
     if (s != KC_OK) return s;
   }
   return KC_OK;

@@ -281,6 +281,33 @@ static void t_size_from_computed_data(void **st) {
   }
 }
 
+/* An output that views a value defined a stage earlier: tile as reshape -> expand (its shape an
+ * input, known at the start) -> reshape by a shape computed in the graph (known only after the
+ * mul runs, a later stage). The expand's kernel must write into the output's buffer, which once
+ * was sized only at the view's stage (the output read garbage). */
+static void t_output_view_of_earlier_stage(void **st) {
+  env *e = *st;
+  kc_val x = kc_input(e->g, "x", KC_F32, 2, (kc_dim[]){2, 2});
+  kc_val s = kc_input(e->g, "s", KC_I64, 1, (kc_dim[]){4});
+  kc_val r = kc_input(e->g, "r", KC_I64, 1, (kc_dim[]){2});
+  kc_val x4 = kc_reshape(e->g, x, kc_const_i64s(e->g, 4, (int64_t[]){1, 2, 1, 2}));
+  kc_val big = kc_expand(e->g, x4, s);
+  kc_output(e->g, kc_reshape(e->g, big, kc_mul(e->g, r, kc_const_i64(e->g, 2))), "z");
+  compile(e, 0);
+  float xs[4] = {0, 1, 2, 3};
+  int64_t sv[4] = {2, 2, 2, 2}, rv[2] = {2, 2};
+  kc_tensor_desc in[3] = {th_desc("x", KC_F32, 2, (int64_t[]){2, 2}, xs),
+                          th_desc("s", KC_I64, 1, (int64_t[]){4}, sv),
+                          th_desc("r", KC_I64, 1, (int64_t[]){2}, rv)},
+                 out[1];
+  assert_int_equal(kc_run(e->m, in, 3, out, 1), KC_OK);
+  assert_true(out[0].rank == 2 && out[0].dims[0] == 4 && out[0].dims[1] == 4);
+  const float *z = out[0].data;
+  for (int i = 0; i < 4; i++) /* numpy.tile(x, (2, 2)) */
+    for (int j = 0; j < 4; j++)
+      assert_true(z[i * 4 + j] == xs[(i % 2) * 2 + j % 2]);
+}
+
 /* ---- input errors ------------------------------------------------------------------------- */
 
 static void t_input_errors(void **st) {
@@ -735,6 +762,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(t_size_from_input_contents, setup, teardown),
       cmocka_unit_test_setup_teardown(t_size_from_float_inputs, setup, teardown),
       cmocka_unit_test_setup_teardown(t_size_from_computed_data, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_output_view_of_earlier_stage, setup, teardown),
       cmocka_unit_test_setup_teardown(t_input_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(t_compile_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(t_add_relu_weight, setup, teardown),
