@@ -165,6 +165,7 @@ kc_status kc_onnx_import_gather_elements(onnx_imp *im, const Onnx__NodeProto *np
                                          const onnx_op *row);
 kc_status kc_onnx_import_space_depth(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_eye_like(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_tile(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_one_hot(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_pad(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_einsum(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);

@@ -460,6 +460,7 @@ static const onnx_op table[] = {
     {"Tan", KC_OP_TAN, 7, 0, NULL},
     {"Tanh", KC_OP_TANH, 7, 0, NULL},
     {"ThresholdedRelu", KC_OP_THRESHOLDED_RELU, 10, 0, NULL},
+    {"Tile", KC_OP_NOP, 6, 0, kc_onnx_import_tile}, /* onnx_reduce_index.c */
     {"Transpose", KC_OP_TRANSPOSE, 7, 0, NULL},
     {"Trilu", KC_OP_TRILU, 14, 0, NULL},
     {"Unsqueeze", KC_OP_UNSQUEEZE, 7, 13, import_axes},

@@ -999,3 +999,42 @@ kc_status kc_onnx_import_einsum(onnx_imp *im, const Onnx__NodeProto *np, const o
   }
   return s != KC_OK ? s : kc_onnx_bind(im, np, 0, prod);
 }
+
+/*
+ * Tile(x, repeats): x [d0, ..., dn-1] reshaped to [1, d0, 1, d1, ...], expanded to [r0, d0, r1,
+ * d1, ...] and reshaped to [r0*d0, r1*d1, ...]. x's dims must be known; repeats (i64 [n]) may
+ * be computed at run time (then the last reshape's shape is, and the output views the expand's
+ * result, sized a stage earlier).
+ */
+kc_status kc_onnx_import_tile(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  kc_val x = kc_onnx_input(im, np, 0), rep = kc_onnx_input(im, np, 1);
+  if (!x.id || !rep.id || count_of(np->input, np->n_input) != 2)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly two inputs (input, repeats)");
+  int r;
+  int64_t d[KC_MAX_RANK];
+  kc_status s = static_dims(im, x, "the input", &r, d);
+  if (s != KC_OK) return s;
+  if (2 * r > KC_MAX_RANK)
+    return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "input of rank %d: tiling goes through rank %d",
+                     r, 2 * r);
+  const kc_value *rv = kc_value_of(im->g, rep);
+  if (rv->rank != 1 || rv->dims[0] != r)
+    return kc_errorf(im->ctx, KC_ERR_SHAPE, "repeats must be 1-D with %d elements", r);
+  int64_t split[2 * KC_MAX_RANK], rd[2] = {r, 1}, two_r = 2 * r;
+  for (int i = 0; i < r; i++)
+    split[2 * i] = 1, split[2 * i + 1] = d[i];
+  kc_val y = reshape_to(im, x, 2 * r, split, &s);
+  kc_val reps = cast_to(im, rep, KC_I64, &s);
+  kc_val col =
+      emit(im, KC_OP_UNSQUEEZE, reps, const_i64(im, 1, (int64_t[]){1}, (int64_t[]){1}, &s), &s);
+  kc_val pairs = s == KC_OK
+                     ? node2(im, KC_OP_CONCAT, 2, (kc_val[]){col, const_i64(im, 2, rd, d, &s)},
+                             "axis", 1, NULL, 0, &s)
+                     : (kc_val){0};
+  y = emit(im, KC_OP_EXPAND, y,
+           emit(im, KC_OP_RESHAPE, pairs, const_i64(im, 1, (int64_t[]){1}, &two_r, &s), &s), &s);
+  kc_val shape = emit(im, KC_OP_MUL, reps, const_i64(im, 1, (int64_t[]){r}, d, &s), &s);
+  y = emit(im, KC_OP_RESHAPE, y, shape, &s);
+  return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
+}

@@ -7,7 +7,8 @@
  * follow from shape arithmetic, by tests/models/make_shape_models.py; opset23_tiny built by
  * tests/models/make_opset23.py; bert_tiny_qdyn, bert_tiny_qop and bert_tiny_qdq, bert_tiny
  * quantized by ONNX Runtime's tools with ORT's outputs as references, by
- * tests/models/make_quant_models.py)
+ * tests/models/make_quant_models.py; vit_tiny, a Dinov2-style encoder, by
+ * tests/models/make_vit_model.py)
  * must PASS, not SKIP, both with the default pipeline and with `--passes=` (nothing fused), so
  * fused and unfused graphs are held to the same reference outputs. One negative test copies a model
  * with one reference value moved by 1% and expects FAIL, so a check that stopped comparing values
@@ -60,7 +61,9 @@ static void test_no_fusion(void **state) { expect_pass(*state, "--passes="); }
 static void test_valgrind_passes(void **state) {
   const model *m = *state;
   char cmd[8400], *err = NULL;
-  snprintf(cmd, sizeof cmd, "valgrind -q --error-exitcode=99 '%s' dump '%s/model.onnx' >/dev/null",
+  /* -O0 for folding's JIT evaluator: memcheck watches the passes, not LLVM's optimizer */
+  snprintf(cmd, sizeof cmd,
+           "KERNC_OPT_LEVEL=0 valgrind -q --error-exitcode=99 '%s' dump '%s/model.onnx' >/dev/null",
            kernc, m->dir);
   int rc = th_exec(cmd, NULL, &err);
   if (rc != 0) print_error("$ %s\n%s(exit %d)\n", cmd, err ? err : "", rc);
@@ -116,6 +119,10 @@ static const fusion_expect fusions[] = {
      {"= attention(=2", "= layer_norm(=5", "= qlinear_matmul(=12"},
      {"= softmax(", "= erf("}},
     {"bert_tiny_qdq", {"= attention(=2", "= layer_norm(=5"}, {"= softmax(", "= erf("}},
+    /* Conv patches, bicubic position embeddings (make_vit_model.py); q, k, v merged */
+    {"vit_tiny",
+     {"= attention(=2", "= layer_norm(=5", "= split(=2"},
+     {"= softmax(", "= erf(", "= layer_normalization("}},
     /* masked_fill of an expanded tril(ones) * padding mask is not matched as attention yet */
     {"hf_positions_tiny", {"= rms_norm(=5", "= cumsum(=1"}, {"= reduce_mean(", "= sqrt("}},
 };

@@ -160,10 +160,10 @@ kc_status kc_cuda_lower_qmatmul(kc_cuda_emit *e) {
     kc_cu_printf(e->t,
                  "    const %s mult = %s(%s(%s * %s) / %s);\n"
                  "    %s d = rint((%s)acc * (%s)mult) + (%s)%s;\n"
-                 "    d = fmin(fmax(d, %s), %s);\n",
+                 "    d = fmin(fmax(d, (%s)%s), (%s)%s);\n",
                  st == KC_F64 ? "double" : "float", rnd, rnd, scale_at(e, 1, "m"),
-                 scale_at(e, 4, "n"), scale_at(e, 6, "0"), ct, ct, ct, ct, int_at(e, 7, "0"),
-                 i8 ? "-128.0" : "0.0", i8 ? "127.0" : "255.0");
+                 scale_at(e, 4, "n"), scale_at(e, 6, "0"), ct, ct, ct, ct, int_at(e, 7, "0"), ct,
+                 i8 ? "-128" : "0", ct, i8 ? "127" : "255");
     kc_cu_store(e, 4, y->dtype, "out0", "u", "d");
   }
   kc_cu_puts(e->t, "  }\n");
