@@ -225,7 +225,7 @@ kc_status kc_onnx_import_arg(onnx_imp *im, const Onnx__NodeProto *np, const onnx
   kc_val x = kc_onnx_input(im, np, 0);
   if (!x.id || count_of(np->input, np->n_input) != 1)
     return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly one input");
-  int64_t a, d;
+  int64_t a = 0, d = 0;
   kc_status s = axis_of(im, x, int_attr(np, "axis", 0), &a, &d);
   if (s != KC_OK) return s;
   bool last = int_attr(np, "select_last_index", 0) != 0;
@@ -257,7 +257,7 @@ kc_status kc_onnx_import_hardmax(onnx_imp *im, const Onnx__NodeProto *np, const 
     src = node2(im, KC_OP_FLATTEN, 1, &x, "axis", axis < 0 ? axis + r : axis, NULL, 0, &s);
     axis = -1;
   }
-  int64_t a, d;
+  int64_t a = 0, d = 0;
   if (s == KC_OK) s = axis_of(im, src, axis, &a, &d);
   if (s != KC_OK) return s;
   kc_val am = arg_keep(im, KC_OP_REDUCE_MAX, src, a, d, false, &s);
@@ -709,54 +709,258 @@ static kc_val tuple_offsets(onnx_imp *im, kc_val idx, int k, const int64_t *dk, 
   return where3(im, all, off, scalar_i64(im, bad, st), st);
 }
 
+/* ---- GatherND (sizes as run-time values: symbolic dims work) ---- */
+
+/* Elements idx of the 1-D i64 shape value sh ([n] with n > 0); {0} with *st set on error. */
+static kc_val shape_part(onnx_imp *im, kc_val sh, int n, const int64_t *idx, kc_status *st) {
+  int64_t nn = n;
+  kc_val iv = const_i64(im, 1, &nn, idx, st);
+  return *st == KC_OK ? node2(im, KC_OP_GATHER, 2, (kc_val[]){sh, iv}, "axis", 0, NULL, 0, st)
+                      : (kc_val){0};
+}
+
+/* Element i of the shape value sh as an i64 scalar (a number or a symbol's expression). */
+static kc_val shape_dim(onnx_imp *im, kc_val sh, int64_t i, kc_status *st) {
+  kc_val iv = scalar_i64(im, i, st);
+  return *st == KC_OK ? node2(im, KC_OP_GATHER, 2, (kc_val[]){sh, iv}, "axis", 0, NULL, 0, st)
+                      : (kc_val){0};
+}
+
+/* a * b, where a {0} stands for 1 (the empty product). */
+static kc_val times(onnx_imp *im, kc_val a, kc_val b, kc_status *st) {
+  return a.id ? emit(im, KC_OP_MUL, a, b, st) : b;
+}
+
+/* Concatenation of 1-D i64 values parts[0..n) (n > 0). */
+static kc_val concat_1d(onnx_imp *im, int n, const kc_val *parts, kc_status *st) {
+  return *st == KC_OK ? node2(im, KC_OP_CONCAT, (uint32_t)n, parts, "axis", 0, NULL, 0, st)
+                      : (kc_val){0};
+}
+
+/* ---- GatherND at a full index grid: a view of the data ---- */
+
+static const kc_node *producer(const kc_graph *g, kc_val v) {
+  uint32_t d = v.id && v.id < g->nvals ? g->vals[v.id].def : 0;
+  return d ? &g->nodes[d - 1] : NULL;
+}
+
+static bool known1(const kc_graph *g, kc_val v, int64_t *x) {
+  uint32_t n;
+  return v.id && kc_shp_known_ints(g, v, x, 1, &n) && n == 1;
+}
+
 /*
- * GatherND(data, indices [..., k]) {batch_dims b}: data viewed as [B * prod(d[b..b+k)),
- * S...] (B the batch dims' product), gathered on axis 0 at each tuple's offset plus its batch
- * row times prod(d[b..b+k)).
+ * Is v the ramp 0, 1, ..., n-1 along one axis, the same along the others? True with that axis
+ * counted from the end (1 = last) in *axis and n in *n: Range(0, n, 1), seen through integer
+ * casts, unsqueezes, reshapes and squeezes of a tensor whose other axes are all 1, and expands
+ * that keep the ramp's axis.
+ */
+static bool ramp_axis(const kc_graph *g, kc_val v, int depth, int *axis, kc_dim *n) {
+  const kc_node *nd = producer(g, v);
+  if (!nd || depth > 16) return false;
+  const kc_value *y = kc_value_of(g, v);
+  int64_t c;
+  switch (nd->op) {
+  case KC_OP_RANGE:
+    if (!known1(g, nd->in[0], &c) || c != 0 || !known1(g, nd->in[2], &c) || c != 1) return false;
+    *axis = 1;
+    *n = y->dims[0];
+    return true;
+  case KC_OP_CAST: return kc_dtype_is_int(y->dtype) && ramp_axis(g, nd->in[0], depth + 1, axis, n);
+  case KC_OP_EXPAND:
+    return ramp_axis(g, nd->in[0], depth + 1, axis, n) && y->rank >= *axis &&
+           y->dims[y->rank - *axis] == *n;
+  case KC_OP_UNSQUEEZE: { /* the ramp's axis moves past the unit axes inserted before it */
+    int64_t ax[KC_MAX_RANK];
+    uint32_t na;
+    if (!ramp_axis(g, nd->in[0], depth + 1, axis, n) || nd->nin < 2 ||
+        !kc_shp_known_ints(g, nd->in[1], ax, KC_MAX_RANK, &na))
+      return false;
+    bool ins[KC_MAX_RANK] = {false};
+    for (uint32_t i = 0; i < na; i++) {
+      int64_t a = ax[i] < 0 ? ax[i] + y->rank : ax[i];
+      if (a < 0 || a >= y->rank) return false;
+      ins[a] = true;
+    }
+    int src = kc_value_of(g, nd->in[0])->rank - *axis, seen = 0;
+    for (int i = 0; i < y->rank; i++)
+      if (!ins[i] && seen++ == src) {
+        *axis = y->rank - i;
+        return true;
+      }
+    return false;
+  }
+  case KC_OP_RESHAPE:
+  case KC_OP_SQUEEZE: {
+    const kc_value *x = kc_value_of(g, nd->in[0]);
+    if (!ramp_axis(g, nd->in[0], depth + 1, axis, n)) return false;
+    for (int i = 0; i < x->rank; i++)
+      if (i != x->rank - *axis && x->dims[i] != 1) return false;
+    int found = -1;
+    for (int i = 0; i < y->rank; i++) {
+      if (y->dims[i] == 1) continue;
+      if (found >= 0 || y->dims[i] != *n) return false;
+      found = i;
+    }
+    if (found < 0) return false;
+    *axis = y->rank - found;
+    return true;
+  }
+  default: return false;
+  }
+}
+
+/*
+ * GatherND(data [d0.., rest...], indices [q..., k]) with batch_dims 0 where component j of the
+ * index tuples is the ramp 0..d_j-1 along its own axis p_j of q (indices built from Range,
+ * Expand and Concat: the dynamo exporter's padding_mask[batch_idx, kv_idx]): the result is
+ * data[t_p0, t_p1, ...] at each position t, i.e. data with axes 0..k-1 in the order of their
+ * p_j, unit axes inserted at the other positions of q, and expanded to q. Every index is in
+ * range by construction, so no check is needed. *done is false when the indices are no such grid.
+ */
+static kc_status gather_nd_grid(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, kc_val ind,
+                                int k, bool *done) {
+  const kc_graph *g = im->g;
+  const kc_value *xv = kc_value_of(g, x), *iv = kc_value_of(g, ind);
+  int r = xv->rank, q = iv->rank, pos[KC_MAX_RANK];
+  kc_val part[KC_MAX_RANK];
+  *done = false;
+  const kc_node *cat = producer(g, ind);
+  if (k == 1) {
+    part[0] = ind;
+  } else {
+    if (!cat || cat->op != KC_OP_CONCAT || cat->nin != (uint32_t)k) return KC_OK;
+    int64_t ax = kc_node_int(cat, "axis", 0);
+    if ((ax < 0 ? ax + q : ax) != q - 1) return KC_OK;
+    for (int j = 0; j < k; j++)
+      part[j] = cat->in[j];
+  }
+  bool used[KC_MAX_RANK] = {false};
+  for (int j = 0; j < k; j++) {
+    const kc_value *pv = kc_value_of(g, part[j]);
+    int axis;
+    kc_dim n;
+    if (pv->rank != q || pv->dims[q - 1] != 1 || !ramp_axis(g, part[j], 0, &axis, &n) || axis < 2 ||
+        n != xv->dims[j])
+      return KC_OK;
+    pos[j] = q - axis; /* among the indices' q - 1 leading axes */
+    if (used[pos[j]]) return KC_OK;
+    used[pos[j]] = true;
+  }
+  kc_status s = KC_OK;
+  /* data's first k axes in the order of their positions */
+  int64_t perm[KC_MAX_RANK];
+  bool moved = false;
+  int np_ = 0;
+  for (int p = 0; p < q - 1; p++)
+    for (int j = 0; j < k; j++)
+      if (pos[j] == p) {
+        moved |= np_ != j;
+        perm[np_++] = j;
+      }
+  for (int i = k; i < r; i++)
+    perm[i] = i;
+  kc_val y = moved ? transpose(im, x, r, perm, &s) : x;
+  int64_t ua[KC_MAX_RANK], nu = 0;
+  bool expand = false;
+  for (int p = 0; p < q - 1; p++)
+    if (!used[p]) {
+      ua[nu++] = p;
+      expand |= iv->dims[p] != 1;
+    }
+  if (nu > 0) y = emit(im, KC_OP_UNSQUEEZE, y, const_i64(im, 1, &nu, ua, &s), &s);
+  if (expand && s == KC_OK) {
+    int64_t lead[KC_MAX_RANK], ones[KC_MAX_RANK], nr = r - k;
+    for (int p = 0; p < q - 1; p++)
+      lead[p] = p;
+    for (int i = 0; i < nr; i++)
+      ones[i] = 1;
+    kc_val parts[2] = {shape_part(im, emit(im, KC_OP_SHAPE, ind, (kc_val){0}, &s), q - 1, lead, &s),
+                       nr > 0 ? const_i64(im, 1, &nr, ones, &s) : (kc_val){0}};
+    y = emit(im, KC_OP_EXPAND, y, concat_1d(im, nr > 0 ? 2 : 1, parts, &s), &s);
+  }
+  if (s != KC_OK) return s;
+  *done = true;
+  return kc_onnx_bind(im, np, 0, y);
+}
+
+/*
+ * GatherND(data, indices [q..., k]) {batch_dims b}, with data's dims d: data viewed as
+ * [nb * m, d[b+k]...] (nb = d[0] * ... * d[b-1], m = d[b] * ... * d[b+k-1]) and gathered on
+ * axis 0 at each tuple's row-major offset (Horner: ((i0 * d[b+1] + i1) * d[b+2] + i2)...) plus
+ * its batch row times m. The sizes are values read from Shape(data), so symbolic dims (the
+ * dynamo exporter's padding_mask[batch_idx, kv_idx]) work as well as numbers; a tuple with a
+ * component outside [-d, d) gets offset nb * m, which the gather rejects as an index error.
  */
 kc_status kc_onnx_import_gather_nd(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
   (void)row;
   kc_val x = kc_onnx_input(im, np, 0), ind = kc_onnx_input(im, np, 1);
   if (!x.id || !ind.id || count_of(np->input, np->n_input) != 2)
     return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly two inputs");
-  int r, q;
-  int64_t d[KC_MAX_RANK], id[KC_MAX_RANK];
-  kc_status s = static_dims(im, x, "data", &r, d);
-  if (s == KC_OK) s = static_dims(im, ind, "indices", &q, id);
-  if (s != KC_OK) return s;
+  const kc_value *xv = kc_value_of(im->g, x), *iv = kc_value_of(im->g, ind);
+  int r = xv->rank, q = iv->rank;
   int64_t b = int_attr(np, "batch_dims", 0);
   if (q < 1 || b < 0 || b >= q || b >= r)
     return kc_errorf(im->ctx, KC_ERR_SHAPE, "batch_dims %lld for ranks %d and %d", (long long)b, r,
                      q);
-  int k = (int)id[q - 1];
+  if (iv->dims[q - 1] < 0)
+    return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED,
+                     "indices has a symbolic last dim (needs its size)");
+  int k = (int)iv->dims[q - 1];
   if (k < 1 || b + k > r)
     return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "index tuples of %d for rank %d", k, r);
-  int64_t nb = 1, m = 1;
-  for (int i = 0; i < b; i++) {
-    if (id[i] != d[i]) return kc_errorf(im->ctx, KC_ERR_SHAPE, "batch dim %d differs", i);
-    nb *= d[i];
+  for (int i = 0; i < b; i++)
+    if (xv->dims[i] >= 0 && iv->dims[i] >= 0 && xv->dims[i] != iv->dims[i])
+      return kc_errorf(im->ctx, KC_ERR_SHAPE, "batch dim %d differs", i);
+  bool done = false;
+  kc_status s = b == 0 ? gather_nd_grid(im, np, x, ind, k, &done) : KC_OK;
+  if (s != KC_OK || done) return s;
+  kc_val sh = emit(im, KC_OP_SHAPE, x, (kc_val){0}, &s);
+  kc_val idx = cast_to(im, ind, KC_I64, &s), zero = scalar_i64(im, 0, &s);
+  kc_val off = {0}, ok = {0}, m = {0}, nb = {0};
+  for (int j = 0; j < k && s == KC_OK; j++) {
+    kc_val dj = shape_dim(im, sh, b + j, &s), jv = scalar_i64(im, j, &s);
+    kc_val ij = s == KC_OK
+                    ? node2(im, KC_OP_GATHER, 2, (kc_val[]){idx, jv}, "axis", q - 1, NULL, 0, &s)
+                    : (kc_val){0};
+    ij = where3(im, emit(im, KC_OP_LESS, ij, zero, &s), emit(im, KC_OP_ADD, ij, dj, &s), ij, &s);
+    kc_val in = emit(im, KC_OP_AND,
+                     emit(im, KC_OP_NOT, emit(im, KC_OP_LESS, ij, zero, &s), (kc_val){0}, &s),
+                     emit(im, KC_OP_LESS, ij, dj, &s), &s);
+    ok = ok.id ? emit(im, KC_OP_AND, ok, in, &s) : in;
+    off = off.id ? emit(im, KC_OP_ADD, emit(im, KC_OP_MUL, off, dj, &s), ij, &s) : ij;
+    m = times(im, m, dj, &s);
   }
-  for (int j = 0; j < k; j++)
-    m *= d[b + j];
-  kc_val base = {0};
-  if (b > 0) {
-    /* [batch dims..., 1 ...] (rank q - 1): the batch row times m */
-    int64_t bd[KC_MAX_RANK];
-    for (int i = 0; i < q - 1; i++)
-      bd[i] = i < b ? id[i] : 1;
-    int64_t *v = i64_buf(im, nb, &s);
-    for (int64_t i = 0; s == KC_OK && i < nb; i++)
-      v[i] = i * m;
-    base = const_i64(im, q - 1, bd, v, &s);
+  for (int i = 0; i < b && s == KC_OK; i++)
+    nb = times(im, nb, shape_dim(im, sh, i, &s), &s);
+  kc_val rows = nb.id ? emit(im, KC_OP_MUL, nb, m, &s) : m;
+  if (b > 0 && s == KC_OK) {
+    /* the batch row times m, as [indices' batch dims..., 1 ...] (rank q - 1) */
+    kc_val one = scalar_i64(im, 1, &s);
+    kc_val ramp = s == KC_OK
+                      ? node2(im, KC_OP_RANGE, 3, (kc_val[]){zero, nb, one}, NULL, 0, NULL, 0, &s)
+                      : (kc_val){0};
+    int64_t bi[KC_MAX_RANK], ones[KC_MAX_RANK], no = q - 1 - b;
+    for (int i = 0; i < b; i++)
+      bi[i] = i;
+    for (int i = 0; i < no; i++)
+      ones[i] = 1;
+    kc_val parts[2] = {shape_part(im, emit(im, KC_OP_SHAPE, ind, (kc_val){0}, &s), (int)b, bi, &s),
+                       no > 0 ? const_i64(im, 1, &no, ones, &s) : (kc_val){0}};
+    kc_val bshape = concat_1d(im, no > 0 ? 2 : 1, parts, &s);
+    kc_val base = emit(im, KC_OP_RESHAPE, emit(im, KC_OP_MUL, ramp, m, &s), bshape, &s);
+    off = emit(im, KC_OP_ADD, off, base, &s);
   }
-  kc_val off = tuple_offsets(im, ind, k, d + b, base, nb * m, &s);
-  int64_t vd[KC_MAX_RANK];
-  int nv = 0;
-  vd[nv++] = nb * m;
+  off = where3(im, ok, off, rows, &s);
+  /* data viewed as [rows, d[b+k]...] */
+  int64_t one1 = 1, ti[KC_MAX_RANK];
+  int nt = 0;
   for (int i = (int)b + k; i < r; i++)
-    vd[nv++] = d[i];
-  kc_val xv = reshape_to(im, x, nv, vd, &s);
-  kc_val y = s == KC_OK ? node2(im, KC_OP_GATHER, 2, (kc_val[]){xv, off}, "axis", 0, NULL, 0, &s)
+    ti[nt++] = i;
+  kc_val vparts[2] = {emit(im, KC_OP_RESHAPE, rows, const_i64(im, 1, &one1, &one1, &s), &s),
+                      nt > 0 ? shape_part(im, sh, nt, ti, &s) : (kc_val){0}};
+  kc_val xr = emit(im, KC_OP_RESHAPE, x, concat_1d(im, nt > 0 ? 2 : 1, vparts, &s), &s);
+  kc_val y = s == KC_OK ? node2(im, KC_OP_GATHER, 2, (kc_val[]){xr, off}, "axis", 0, NULL, 0, &s)
                         : (kc_val){0};
   return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
 }

@@ -2,6 +2,7 @@
  * passes/canonicalize.c - rewrite the many spellings exporters use for the same math into one
  * form, so later passes (folding, fusion) match few patterns: constant divisors become
  * multipliers, squares become products, view chains become one reshape with a constant shape,
+ * one-element weights become constants,
  * shape computations whose result is known become constants, no-ops disappear.
  *
  * Every rule is a declarative pattern run by the matcher (passes/match.h) to a fixpoint, so the
@@ -371,7 +372,35 @@ static kc_status const_expand(kc_rewriter *rw, const kc_match *m) {
   return replace_root(rw, m, in[1].id ? kc_rw_op(rw, KC_OP_EXPAND, 2, in) : in[1]);
 }
 
+/* weight w holding one element  ->  constant: exporters that keep their scalars as initializers
+ * (PyTorch 2's dynamo exporter: GELU's sqrt(2), 0.5, 1) then match the rules that read constants,
+ * as those that write Constant nodes do. (Weights a training step varies are graph inputs by
+ * then, kc_graph_weights_to_inputs; fold reads any weight with data as a constant already.) */
+static bool scalar_weight(const kc_graph *g, const kc_node *n, char *why, size_t size) {
+  const kc_tensor *t = kc_source_tensor(g, n->out[0]);
+  if (t && kc_tensor_numel(t) == 1) return true;
+  snprintf(why, size, "%s", t ? "more than one element" : "no data");
+  return false;
+}
+
+static const kc_pat weight_scalar[] = {
+    P_OPIF(WEIGHT, scalar_weight),
+};
+
+static kc_status weight_to_const(kc_rewriter *rw, const kc_match *m) {
+  kc_graph *g = kc_rw_graph(rw);
+  kc_val y = kc_rw_out(rw, m, 0, 0);
+  const kc_tensor *t = kc_source_tensor(g, y);
+  const kc_value *v = kc_value_of(g, y);
+  int64_t dims[KC_MAX_RANK];
+  for (int i = 0; i < v->rank; i++)
+    dims[i] = v->dims[i];
+  kc_val c = kc_rw_const(rw, v->dtype, v->rank, dims, t->data);
+  return c.id ? replace_root(rw, m, c) : KC_OK;
+}
+
 static const kc_rule rules[] = {
+    KC_RULE("scalar-weight", weight_scalar, weight_to_const),
     KC_RULE("known-shape", known_const, make_known_const),
     KC_RULE("identity", identity, to_x),
     KC_RULE("dropout-inference", dropout, drop_dropout),

@@ -4,7 +4,8 @@
  * materializes the [S, T] scores.
  *
  * One rule, run by the matcher to a fixpoint, finds matmul(softmax(scores), v) with the softmax
- * over the last axis and used once; the scores must then be one of the forms below (declarative
+ * over the last axis and used once (or matmul(where(is_nan(p), 0, p), v) of such a softmax p: the
+ * dynamo exporter's guard, which gives what the kernel gives a fully masked row); the scores must then be one of the forms below (declarative
  * patterns too, matched at the scores' producer, longest first). From there the rewrite looks
  * through, without consuming (a view or repeat that something else reads stays for it):
  *   - head splits: q = transpose(reshape(x [B,S,H*D], [B,S,H,D]), [0,2,1,3]) reads x, and
@@ -87,7 +88,7 @@ bool kc_fa_same_dim(const kc_graph *g, kc_val a, int ia, kc_val b, int ib) {
 
 /* ---- patterns ------------------------------------------------------------------------------- */
 
-enum { Q, KT, V, SC, SCALE, MASK, COND, FILL, FILLI, K };
+enum { Q, KT, V, SC, SCALE, MASK, COND, FILL, FILLI, K, ZERO };
 
 static bool softmax_last(const kc_graph *g, const kc_node *n, char *why, size_t size) {
   int r = kc_value_of(g, n->in[0])->rank;
@@ -101,6 +102,16 @@ static bool softmax_last(const kc_graph *g, const kc_node *n, char *why, size_t 
  * scale, mask}, scores one of the forms below */
 static const kc_pat attn[] = {
     P_OP(MATMUL, P_SUB(1), P_CAP(V)),
+    P_OPIF(SOFTMAX, softmax_last, P_CAP(SC)),
+};
+
+/* matmul(where(is_nan(p), 0, p), v) with p = softmax(scores): the dynamo exporter's guard for
+ * rows whose keys are all masked (-inf everywhere gives nan), which the fused kernel already
+ * gives 0 (it differs only where the scores themselves hold a nan) */
+static const kc_pat attn_guarded[] = {
+    P_OP(MATMUL, P_SUB(1), P_CAP(V)),
+    P_OP(WHERE, P_SUB(2), P_CAP(ZERO), P_SUB(3)),
+    P_OP(IS_NAN, P_SUB(3)),
     P_OPIF(SOFTMAX, softmax_last, P_CAP(SC)),
 };
 
@@ -503,6 +514,14 @@ static kc_status fuse(kc_rewriter *rw, const kc_match *m) {
   return s;
 }
 
+/* The guard's fill must be 0 (a constant or a weight with data). */
+static kc_status fuse_guarded(kc_rewriter *rw, const kc_match *m) {
+  double z;
+  if (!kc_fa_scalar(kc_rw_graph(rw), m->cap[ZERO], &z) || z != 0)
+    return kc_rw_decline(rw, "the nan guard's fill %%%u is not the constant 0", m->cap[ZERO].id);
+  return fuse(rw, m);
+}
+
 /* ---- attention ops made elsewhere (the ONNX Attention import, or a fusion above) ------------ */
 
 enum { A_Q, A_K, A_V, A_MASK, A_PAST_K, A_PAST_V, A_COS, A_SIN };
@@ -674,6 +693,7 @@ static kc_status fold_rotary(kc_rewriter *rw, const kc_match *m) {
 
 static const kc_rule rules[] = {
     KC_RULE("attention", attn, fuse),
+    KC_RULE("attention-nan-guard", attn_guarded, fuse_guarded),
     KC_RULE("attention-mask", op_mask, refine_mask),
     KC_RULE("attention-rotary", op_rot, fold_rotary),
 };

@@ -202,6 +202,52 @@ static bool eval_ramps(const kc_graph *g, const kc_node *n, tv *out) {
   return true;
 }
 
+/* A comparison of an index ramp with a constant that holds (or fails) for every index: the
+ * ramp's least value off decides it (key >= 0, the dynamo exporter's bidirectional term). */
+static bool eval_ramp_bound(const kc_graph *g, const kc_node *n, tv *out) {
+  ramp r;
+  double c;
+  for (int k = 0; k < 2; k++) {
+    if (!kc_fa_scalar(g, n->in[1 - k], &c) || !ramp_of(g, n->in[k], 0, &r)) continue;
+    kc_op op = n->op; /* as "ramp op c" */
+    if (k == 1)
+      op = op == KC_OP_LESS            ? KC_OP_GREATER
+           : op == KC_OP_GREATER       ? KC_OP_LESS
+           : op == KC_OP_LESS_EQUAL    ? KC_OP_GREATER_EQUAL
+           : op == KC_OP_GREATER_EQUAL ? KC_OP_LESS_EQUAL
+                                       : op;
+    double lo = (double)r.off;
+    switch (op) {
+    case KC_OP_GREATER_EQUAL:
+      if (lo >= c) {
+        *out = uniform(1);
+        return true;
+      }
+      break;
+    case KC_OP_GREATER:
+      if (lo > c) {
+        *out = uniform(1);
+        return true;
+      }
+      break;
+    case KC_OP_LESS:
+      if (lo >= c) {
+        *out = uniform(0);
+        return true;
+      }
+      break;
+    case KC_OP_LESS_EQUAL:
+      if (lo > c) {
+        *out = uniform(0);
+        return true;
+      }
+      break;
+    default: break;
+    }
+  }
+  return false;
+}
+
 /* ---- ops ---------------------------------------------------------------------------------- */
 
 /* Combine operands' two-valued functions: the same predicate (or a uniform value), aligned. */
@@ -231,6 +277,8 @@ static double apply2(kc_op op, double a, double b) {
   case KC_OP_EQUAL: return a == b;
   case KC_OP_LESS: return a < b;
   case KC_OP_GREATER: return a > b;
+  case KC_OP_LESS_EQUAL: return a <= b;
+  case KC_OP_GREATER_EQUAL: return a >= b;
   default: return NAN;
   }
 }
@@ -413,7 +461,9 @@ static bool eval_node(const kc_graph *g, kc_val v, int *left, tv *out) {
     return true;
   case KC_OP_LESS:
   case KC_OP_GREATER: /* index ramps, else masks compared with values */
-    return eval_ramps(g, n, out) || eval_binary(g, n, left, out);
+    return eval_ramps(g, n, out) || eval_ramp_bound(g, n, out) || eval_binary(g, n, left, out);
+  case KC_OP_LESS_EQUAL:
+  case KC_OP_GREATER_EQUAL: return eval_ramp_bound(g, n, out) || eval_binary(g, n, left, out);
   case KC_OP_ADD:
   case KC_OP_SUB:
   case KC_OP_MUL:

@@ -8,7 +8,8 @@
  * tests/models/make_opset23.py; bert_tiny_qdyn, bert_tiny_qop and bert_tiny_qdq, bert_tiny
  * quantized by ONNX Runtime's tools with ORT's outputs as references, by
  * tests/models/make_quant_models.py; vit_tiny, a Dinov2-style encoder, by
- * tests/models/make_vit_model.py)
+ * tests/models/make_vit_model.py; bert_dynamo_tiny, bert_tiny in the op patterns of PyTorch 2's
+ * dynamo exporter, by tests/models/make_dynamo_models.py)
  * must PASS, not SKIP, both with the default pipeline and with `--passes=` (nothing fused), so
  * fused and unfused graphs are held to the same reference outputs. One negative test copies a model
  * with one reference value moved by 1% and expects FAIL, so a check that stopped comparing values
@@ -119,6 +120,12 @@ static const fusion_expect fusions[] = {
      {"= attention(=2", "= layer_norm(=5", "= qlinear_matmul(=12"},
      {"= softmax(", "= erf("}},
     {"bert_tiny_qdq", {"= attention(=2", "= layer_norm(=5"}, {"= softmax(", "= erf("}},
+    /* the dynamo exporter's forms (make_dynamo_models.py): the padding mask from Range /
+     * GatherND / GreaterOrEqual / And on a bool cast, filled with -inf by where, and each
+     * softmax guarded by where(is_nan(p), 0, p), fold into mask=padding */
+    {"bert_dynamo_tiny",
+     {"= attention(=2", "mask=padding=2", "= layer_norm(=5"},
+     {"= softmax(", "= is_nan(", "= greater_equal(", "= erf("}},
     /* Conv patches, bicubic position embeddings (make_vit_model.py); q, k, v merged */
     {"vit_tiny",
      {"= attention(=2", "= layer_norm(=5", "= split(=2"},
