@@ -18,9 +18,11 @@
  *   indices (reduction none clears the written positions first; add adds; mul/max/min and
  *   non-float data are unsupported, scatter_add being float only); Einsum = transposes and
  *   unsqueezes onto one letter order, mul, reduce_sum over the summed letters.
- *   Index ops check every index at run time: an index outside its axis becomes an offset past
- *   the flattened axis, which the gather or scatter_add rejects as an index error naming the
- *   ONNX node (its message gives that flat offset, not the original index).
+ *   Index ops check every index at run time. GatherElements, ScatterElements and ScatterND
+ *   check the user's indices themselves (checked_index: a gather from range(size) along the
+ *   data axis), so the error names the ONNX node, the index, its position in the user's index
+ *   tensor and the axis; GatherND's out-of-range tuple becomes an offset past the flattened
+ *   data, which its gather rejects naming the node (the message gives that flat offset).
  *
  * Invariants:
  *   - Axes follow the reduce ops' ONNX forms: an `axes` attribute before row->newer (18; 13 for
