@@ -27,11 +27,12 @@ typedef struct topk_line {
   LLVMValueRef base, inner; /* slot s of the line is element base + s * inner */
 } topk_line;
 
-/* Does (av, ai) rank before (bv, bi)? */
+/* Does (av, ai) rank before (bv, bi)? ai NULL: a's index is known to be the higher one (a
+ * later element of the line against a kept one), so only a strictly better value ranks first. */
 static LLVMValueRef better(const topk_line *h, LLVMValueRef av, LLVMValueRef ai, LLVMValueRef bv,
                            LLVMValueRef bi) {
   LLVMBuilderRef b = h->e->ir->b;
-  LLVMValueRef first = LLVMBuildICmp(b, LLVMIntSLT, ai, bi, ""), strict, eq;
+  LLVMValueRef strict, eq;
   if (h->fl) {
     LLVMValueRef an = LLVMBuildFCmp(b, LLVMRealUNO, av, av, "");
     LLVMValueRef bn = LLVMBuildFCmp(b, LLVMRealUNO, bv, bv, "");
@@ -39,13 +40,16 @@ static LLVMValueRef better(const topk_line *h, LLVMValueRef av, LLVMValueRef ai,
     LLVMValueRef nan_first = h->largest ? LLVMBuildAnd(b, an, LLVMBuildNot(b, bn, ""), "")
                                         : LLVMBuildAnd(b, bn, LLVMBuildNot(b, an, ""), "");
     strict = LLVMBuildOr(b, strict, nan_first, "");
+    if (!ai) return strict;
     eq = LLVMBuildOr(b, LLVMBuildFCmp(b, LLVMRealOEQ, av, bv, ""), LLVMBuildAnd(b, an, bn, ""), "");
   } else {
     LLVMIntPredicate p =
         h->largest ? (h->uns ? LLVMIntUGT : LLVMIntSGT) : (h->uns ? LLVMIntULT : LLVMIntSLT);
     strict = LLVMBuildICmp(b, p, av, bv, "");
+    if (!ai) return strict;
     eq = LLVMBuildICmp(b, LLVMIntEQ, av, bv, "");
   }
+  LLVMValueRef first = LLVMBuildICmp(b, LLVMIntSLT, ai, bi, "");
   return LLVMBuildOr(b, strict, LLVMBuildAnd(b, eq, first, ""), "");
 }
 
@@ -145,10 +149,9 @@ kc_status kc_lower_topk(kc_cpu_emit *e) {
   kc_loop l3;
   j = kc_loop_begin(ir, &l3, k, len, one, 0, NULL);
   LLVMValueRef v = kc_emit_load(e, h.t, src, kc_ir_add(ir, in_base, kc_ir_mul(ir, j, h.inner)), 1);
-  LLVMValueRef rv, ri;
-  load_slot(&h, zero, &rv, &ri);
+  LLVMValueRef rv = kc_emit_load(e, h.t, h.vals, h.base, 1), ri;
   kc_if in;
-  kc_if_begin(ir, &in, better(&h, v, j, rv, ri));
+  kc_if_begin(ir, &in, better(&h, v, NULL, rv, NULL));
   sift_down(&h, zero, k, v, j);
   kc_if_end(ir, &in);
   kc_loop_end(ir, &l3, NULL);
