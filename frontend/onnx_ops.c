@@ -126,6 +126,23 @@ static kc_status import_axes(onnx_imp *im, const Onnx__NodeProto *np, const onnx
   return s != KC_OK ? s : finish(im, np, ni);
 }
 
+/* TopK before 10: k was an attribute; it is the second input (a one-element i64 tensor) now. */
+static kc_status import_topk(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  if (im->opset >= row->newer) return import_generic(im, np, row);
+  const Onnx__AttributeProto *a = kc_onnx_attr(np, "k");
+  if (!a || trimmed(np->input, np->n_input) != 1)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes one input and 'k' at opset %lld",
+                     (long long)im->opset);
+  kc_status s;
+  kc_val k = kc_onnx_const_i64s(im, 1, &a->i, &s);
+  if (s != KC_OK) return s;
+  static const char *const skip[] = {"k", NULL};
+  emit_spec sp = {.op = row->op, .skip = skip, .at = 1, .nextra = 1, .extra = &k};
+  uint32_t ni;
+  s = emit_node(im, np, &sp, &ni);
+  return s != KC_OK ? s : finish(im, np, ni);
+}
+
 /* Slice before 10: starts, ends and axes were attributes. */
 static kc_status import_slice(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
   if (im->opset >= row->newer) return import_generic(im, np, row);
@@ -461,6 +478,7 @@ static const onnx_op table[] = {
     {"Tanh", KC_OP_TANH, 7, 0, NULL},
     {"ThresholdedRelu", KC_OP_THRESHOLDED_RELU, 10, 0, NULL},
     {"Tile", KC_OP_NOP, 6, 0, kc_onnx_import_tile}, /* onnx_reduce_index.c */
+    {"TopK", KC_OP_TOPK, 1, 10, import_topk},
     {"Transpose", KC_OP_TRANSPOSE, 7, 0, NULL},
     {"Trilu", KC_OP_TRILU, 14, 0, NULL},
     {"Unsqueeze", KC_OP_UNSQUEEZE, 7, 13, import_axes},

@@ -18,9 +18,11 @@
  *   indices (reduction none clears the written positions first; add adds; mul/max/min and
  *   non-float data are unsupported, scatter_add being float only); Einsum = transposes and
  *   unsqueezes onto one letter order, mul, reduce_sum over the summed letters.
- *   Index ops check every index at run time: an index outside its axis becomes an offset past
- *   the flattened axis, which the gather or scatter_add rejects as an index error naming the
- *   ONNX node (its message gives that flat offset, not the original index).
+ *   Index ops check every index at run time. GatherElements, ScatterElements and ScatterND
+ *   check the user's indices themselves (checked_index: a gather from range(size) along the
+ *   data axis), so the error names the ONNX node, the index, its position in the user's index
+ *   tensor and the axis; GatherND's out-of-range tuple becomes an offset past the flattened
+ *   data, which its gather rejects naming the node (the message gives that flat offset).
  *
  * Invariants:
  *   - Axes follow the reduce ops' ONNX forms: an `axes` attribute before row->newer (18; 13 for
@@ -44,6 +46,15 @@ static uint32_t count_of(char **names, size_t n) {
   while (n > 0 && (!names[n - 1] || !names[n - 1][0]))
     n--;
   return (uint32_t)n;
+}
+
+/* The node's inputs in[0..n), all present and no more: KC_OK, else the arity error. */
+static kc_status exact_inputs(onnx_imp *im, const Onnx__NodeProto *np, uint32_t n, kc_val *in) {
+  static const char *const words[] = {"no inputs", "one input", "two inputs", "three inputs"};
+  bool ok = count_of(np->input, np->n_input) == n;
+  for (uint32_t i = 0; i < n; i++)
+    ok = (in[i] = kc_onnx_input(im, np, i)).id && ok;
+  return ok ? KC_OK : kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly %s", words[n]);
 }
 
 static int64_t int_attr(const Onnx__NodeProto *np, const char *name, int64_t dflt) {
@@ -222,11 +233,11 @@ static kc_val arg_keep(onnx_imp *im, kc_op op, kc_val x, int64_t a, int64_t d, b
 
 /* ArgMax (row op REDUCE_MAX) / ArgMin (REDUCE_MIN): axis, keepdims, select_last_index. */
 kc_status kc_onnx_import_arg(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
-  kc_val x = kc_onnx_input(im, np, 0);
-  if (!x.id || count_of(np->input, np->n_input) != 1)
-    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly one input");
+  kc_val x;
+  kc_status s = exact_inputs(im, np, 1, &x);
+  if (s != KC_OK) return s;
   int64_t a = 0, d = 0;
-  kc_status s = axis_of(im, x, int_attr(np, "axis", 0), &a, &d);
+  s = axis_of(im, x, int_attr(np, "axis", 0), &a, &d);
   if (s != KC_OK) return s;
   bool last = int_attr(np, "select_last_index", 0) != 0;
   kc_val y = arg_keep(im, row->op, x, a, d, last, &s);
@@ -242,12 +253,11 @@ kc_status kc_onnx_import_arg(onnx_imp *im, const Onnx__NodeProto *np, const onnx
  * input is coerced to 2-D at axis (default 1): flatten -> hardmax(-1) -> reshape, as Softmax.
  */
 kc_status kc_onnx_import_hardmax(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
-  kc_val x = kc_onnx_input(im, np, 0);
-  if (!x.id || count_of(np->input, np->n_input) != 1)
-    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly one input");
+  kc_val x;
+  kc_status s = exact_inputs(im, np, 1, &x);
+  if (s != KC_OK) return s;
   bool old = im->opset < row->newer;
   int64_t axis = int_attr(np, "axis", old ? 1 : -1);
-  kc_status s = KC_OK;
   kc_val src = x;
   int r = kc_value_of(im->g, x)->rank;
   if (old) {
@@ -280,16 +290,15 @@ kc_status kc_onnx_import_hardmax(onnx_imp *im, const Onnx__NodeProto *np, const 
  * 2). */
 kc_status kc_onnx_import_lp_norm(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
   (void)row;
-  kc_val x = kc_onnx_input(im, np, 0);
-  if (!x.id || count_of(np->input, np->n_input) != 1)
-    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly one input");
+  kc_val x;
+  kc_status s = exact_inputs(im, np, 1, &x);
+  if (s != KC_OK) return s;
   int64_t p = int_attr(np, "p", 2), axis = int_attr(np, "axis", -1);
   if (p != 1 && p != 2) return kc_errorf(im->ctx, KC_ERR_VERIFY, "p is %lld; 1 or 2", (long long)p);
   int r = kc_value_of(im->g, x)->rank;
   if (axis < -r || axis >= r)
     return kc_errorf(im->ctx, KC_ERR_SHAPE, "axis %lld is out of range for rank %d",
                      (long long)axis, r);
-  kc_status s;
   red_args ra = {.axes = kc_onnx_const_i64s(im, 1, &axis, &s), .keep = 1, .noop = 0};
   if (s != KC_OK) return s;
   kc_val n;
@@ -363,65 +372,105 @@ static int64_t *i64_buf(onnx_imp *im, int64_t n, kc_status *st) {
 }
 
 /*
- * GatherElements(data, indices, axis): y[j] = data[j with its axis coordinate replaced by
- * indices[j]], built as one gather from the flattened data at flat offsets base[j] + i *
- * stride (base, the offset of j's other coordinates, a constant). An index outside [-d, d)
- * becomes the flat offset numel(data), which gather rejects at run time (an index error naming
- * the node), so no index reads outside data or a neighbouring row.
+ * Indices ind (any integer dtype and shape) checked against size d and made non-negative, as
+ * the user wrote them: a gather along `axis` from range(d) laid out as [1, ..., 1, d] at the
+ * flattened indices. An index outside [-d, d) fails there at run time, and the error names the
+ * ONNX node, the index's value, its position in the user's index tensor, the data axis and its
+ * size (runtime/index_error.c), where a check on computed offsets could only give an offset.
+ * Gives i64 of ind's shape. The gather node answers to the ONNX node's name, or to its op type
+ * when the node has none.
  */
-kc_status kc_onnx_import_gather_elements(onnx_imp *im, const Onnx__NodeProto *np,
-                                         const onnx_op *row) {
-  (void)row;
-  kc_val x = kc_onnx_input(im, np, 0), ind = kc_onnx_input(im, np, 1);
-  if (!x.id || !ind.id || count_of(np->input, np->n_input) != 2)
-    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly two inputs");
-  int r, ri;
-  int64_t xd[KC_MAX_RANK], id[KC_MAX_RANK], stride[KC_MAX_RANK];
-  kc_status s = static_dims(im, x, "data", &r, xd);
-  if (s == KC_OK) s = static_dims(im, ind, "indices", &ri, id);
-  if (s != KC_OK) return s;
-  if (ri != r || r == 0)
-    return kc_errorf(im->ctx, KC_ERR_SHAPE, "indices have rank %d, data %d", ri, r);
+static kc_val checked_index(onnx_imp *im, const Onnx__NodeProto *np, kc_val ind, int64_t d,
+                            int axis, kc_status *st) {
+  if (*st != KC_OK) return (kc_val){0};
+  const kc_value *iv = kc_value_of(im->g, ind);
+  int r = iv->rank;
+  int64_t id[KC_MAX_RANK], n = 1, zd[KC_MAX_RANK];
+  for (int i = 0; i < r; i++)
+    n *= id[i] = iv->dims[i];
+  for (int i = 0; i < axis; i++)
+    zd[i] = 1;
+  zd[axis] = d;
+  kc_val zero = scalar_i64(im, 0, st), one = scalar_i64(im, 1, st), dv = scalar_i64(im, d, st);
+  kc_val rg = *st == KC_OK
+                  ? node2(im, KC_OP_RANGE, 3, (kc_val[]){zero, dv, one}, NULL, 0, NULL, 0, st)
+                  : (kc_val){0};
+  kc_val z = reshape_to(im, rg, axis + 1, zd, st), flat = reshape_to(im, ind, 1, &n, st);
+  if (*st != KC_OK) return (kc_val){0};
+  uint32_t ni = kc_onnx_add(im, KC_OP_GATHER, 2, (kc_val[]){z, flat}, 1, NULL);
+  if (ni == UINT32_MAX) {
+    *st = kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
+    return (kc_val){0};
+  }
+  kc_node_set_int(im->g, ni, "axis", axis);
+  if (!im->g->nodes[ni].loc) im->g->nodes[ni].loc = kc_arena_strdup(&im->g->arena, np->op_type);
+  if ((*st = kc_onnx_infer(im, ni)) != KC_OK) return (kc_val){0};
+  return reshape_to(im, im->g->nodes[ni].out[0], r, id, st);
+}
+
+/*
+ * The flat offsets into data x that GatherElements and ScatterElements (data, indices) {axis}
+ * address: base[j] + checked(indices[j]) * stride, base (a constant) the offset of j's other
+ * coordinates. Writes data's rank and dims; *st set on error.
+ */
+static kc_val element_offsets(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, kc_val ind, int *r,
+                              int64_t *xd, kc_status *st) {
+  int ri;
+  int64_t id[KC_MAX_RANK], stride[KC_MAX_RANK];
+  if ((*st = static_dims(im, x, "data", r, xd)) != KC_OK ||
+      (*st = static_dims(im, ind, "indices", &ri, id)) != KC_OK)
+    return (kc_val){0};
+  if (ri != *r || ri == 0) {
+    *st = kc_errorf(im->ctx, KC_ERR_SHAPE, "indices have rank %d, data %d", ri, *r);
+    return (kc_val){0};
+  }
   int64_t axis = int_attr(np, "axis", 0);
-  if (axis < -r || axis >= r)
-    return kc_errorf(im->ctx, KC_ERR_SHAPE, "axis %lld is out of range for rank %d",
-                     (long long)axis, r);
-  int a = (int)(axis < 0 ? axis + r : axis);
+  if (axis < -ri || axis >= ri) {
+    *st = kc_errorf(im->ctx, KC_ERR_SHAPE, "axis %lld is out of range for rank %d", (long long)axis,
+                    ri);
+    return (kc_val){0};
+  }
+  int a = (int)(axis < 0 ? axis + ri : axis);
   int64_t numel = 1, ni = 1;
-  for (int k = r - 1; k >= 0; k--) {
-    if (k != a && id[k] > xd[k])
-      return kc_errorf(im->ctx, KC_ERR_SHAPE, "indices dim %d is %lld, data's %lld", k,
-                       (long long)id[k], (long long)xd[k]);
+  for (int k = ri - 1; k >= 0; k--) {
+    if (k != a && id[k] > xd[k]) {
+      *st = kc_errorf(im->ctx, KC_ERR_SHAPE, "indices dim %d is %lld, data's %lld", k,
+                      (long long)id[k], (long long)xd[k]);
+      return (kc_val){0};
+    }
     stride[k] = numel;
     numel *= xd[k];
     ni *= id[k];
   }
-  int64_t *base = i64_buf(im, ni, &s);
-  if (s != KC_OK) return s;
+  int64_t *base = i64_buf(im, ni, st);
+  if (*st != KC_OK) return (kc_val){0};
   for (int64_t j = 0; j < ni; j++) {
     int64_t rem = j, off = 0;
-    for (int k = r - 1; k >= 0; k--) {
+    for (int k = ri - 1; k >= 0; k--) {
       if (k != a) off += (rem % id[k]) * stride[k];
       rem /= id[k];
     }
     base[j] = off;
   }
-  kc_val b = const_i64(im, r, id, base, &s);
-  kc_val i = cast_to(im, ind, KC_I64, &s);
-  kc_val zero = s == KC_OK ? kc_onnx_const_scalar(im, KC_I64, 0, &s) : (kc_val){0};
-  kc_val dlen = s == KC_OK ? kc_onnx_const_scalar(im, KC_I64, (double)xd[a], &s) : (kc_val){0};
-  kc_val neg = emit(im, KC_OP_LESS, i, zero, &s);
-  i = s == KC_OK ? node2(im, KC_OP_WHERE, 3, (kc_val[]){neg, emit(im, KC_OP_ADD, i, dlen, &s), i},
-                         NULL, 0, NULL, 0, &s)
-                 : i;
-  kc_val ok =
-      emit(im, KC_OP_AND, emit(im, KC_OP_NOT, emit(im, KC_OP_LESS, i, zero, &s), (kc_val){0}, &s),
-           emit(im, KC_OP_LESS, i, dlen, &s), &s);
-  kc_val st = s == KC_OK ? kc_onnx_const_scalar(im, KC_I64, (double)stride[a], &s) : (kc_val){0};
-  kc_val flat = emit(im, KC_OP_ADD, b, emit(im, KC_OP_MUL, i, st, &s), &s);
-  kc_val bad = s == KC_OK ? kc_onnx_const_scalar(im, KC_I64, (double)numel, &s) : (kc_val){0};
-  flat = s == KC_OK ? node2(im, KC_OP_WHERE, 3, (kc_val[]){ok, flat, bad}, NULL, 0, NULL, 0, &s)
-                    : flat;
+  kc_val i = checked_index(im, np, ind, xd[a], a, st);
+  return emit(im, KC_OP_ADD, const_i64(im, ri, id, base, st),
+              emit(im, KC_OP_MUL, i, scalar_i64(im, stride[a], st), st), st);
+}
+
+/* GatherElements(data, indices, axis): y[j] = data[j with its axis coordinate replaced by
+ * indices[j]], one gather from the flattened data at element_offsets. */
+kc_status kc_onnx_import_gather_elements(onnx_imp *im, const Onnx__NodeProto *np,
+                                         const onnx_op *row) {
+  (void)row;
+  kc_val in[2];
+  kc_status s = exact_inputs(im, np, 2, in);
+  if (s != KC_OK) return s;
+  kc_val x = in[0], ind = in[1];
+  int r;
+  int64_t xd[KC_MAX_RANK], numel = 1;
+  kc_val flat = element_offsets(im, np, x, ind, &r, xd, &s);
+  for (int k = 0; s == KC_OK && k < r; k++)
+    numel *= xd[k];
   kc_val xf = reshape_to(im, x, 1, &numel, &s);
   kc_val y = s == KC_OK ? node2(im, KC_OP_GATHER, 2, (kc_val[]){xf, flat}, "axis", 0, NULL, 0, &s)
                         : (kc_val){0};
@@ -435,12 +484,12 @@ kc_status kc_onnx_import_gather_elements(onnx_imp *im, const Onnx__NodeProto *np
  * result's shape.
  */
 kc_status kc_onnx_import_space_depth(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
-  kc_val x = kc_onnx_input(im, np, 0);
-  if (!x.id || count_of(np->input, np->n_input) != 1)
-    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly one input");
+  kc_val x;
+  kc_status s = exact_inputs(im, np, 1, &x);
+  if (s != KC_OK) return s;
   int r;
   int64_t d[KC_MAX_RANK];
-  kc_status s = static_dims(im, x, "the input", &r, d);
+  s = static_dims(im, x, "the input", &r, d);
   if (s != KC_OK) return s;
   if (r != 4) return kc_errorf(im->ctx, KC_ERR_SHAPE, "input has rank %d; needs 4", r);
   int64_t b = int_attr(np, "blocksize", 0);
@@ -490,17 +539,16 @@ kc_status kc_onnx_import_space_depth(onnx_imp *im, const Onnx__NodeProto *np, co
  */
 kc_status kc_onnx_import_one_hot(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
   (void)row;
-  kc_val ind = kc_onnx_input(im, np, 0), depth = kc_onnx_input(im, np, 1),
-         vals = kc_onnx_input(im, np, 2);
-  if (!ind.id || !depth.id || !vals.id || count_of(np->input, np->n_input) != 3)
-    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly three inputs");
+  kc_val in[3];
+  kc_status s = exact_inputs(im, np, 3, in);
+  if (s != KC_OK) return s;
+  kc_val ind = in[0], depth = in[1], vals = in[2];
   int r = kc_value_of(im->g, ind)->rank;
   int64_t axis = int_attr(np, "axis", -1);
   if (axis < -(r + 1) || axis > r)
     return kc_errorf(im->ctx, KC_ERR_SHAPE, "axis %lld is out of range for rank %d",
                      (long long)axis, r + 1);
   int64_t a = axis < 0 ? axis + r + 1 : axis;
-  kc_status s = KC_OK;
   /* depth: a scalar or one element, of any numeric type */
   int64_t one = 1;
   kc_val dep = reshape_to(im, cast_to(im, depth, KC_I64, &s), 0, &one, &s);
@@ -537,12 +585,12 @@ kc_status kc_onnx_import_one_hot(onnx_imp *im, const Onnx__NodeProto *np, const 
 /* EyeLike(x) {dtype?, k}: ones on diagonal k of x's 2-D shape, a constant cast to dtype. */
 kc_status kc_onnx_import_eye_like(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
   (void)row;
-  kc_val x = kc_onnx_input(im, np, 0);
-  if (!x.id || count_of(np->input, np->n_input) != 1)
-    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly one input");
+  kc_val x;
+  kc_status s = exact_inputs(im, np, 1, &x);
+  if (s != KC_OK) return s;
   int r;
   int64_t d[KC_MAX_RANK];
-  kc_status s = static_dims(im, x, "the input", &r, d);
+  s = static_dims(im, x, "the input", &r, d);
   if (s != KC_OK) return s;
   if (r != 2) return kc_errorf(im->ctx, KC_ERR_SHAPE, "input has rank %d; needs 2", r);
   kc_dtype t = kc_value_of(im->g, x)->dtype;
@@ -1012,16 +1060,48 @@ static kc_val scatter_rows(onnx_imp *im, kc_val xv, kc_val off, kc_val upd, bool
              : (kc_val){0};
 }
 
+/*
+ * The flat offsets of index tuples ind [q..., k] into the first k dims d of the data (row
+ * major): component j is checked against d[j] as data axis j by checked_index on the whole
+ * index tensor with the other components zeroed, so an error gives the user's value and its
+ * position in the user's tensor. i64 [q...].
+ */
+static kc_val checked_tuple_offsets(onnx_imp *im, const Onnx__NodeProto *np, kc_val ind, int k,
+                                    const int64_t *d, kc_status *st) {
+  int64_t stride[KC_MAX_RANK], acc = 1, kk = k, last = -1;
+  for (int j = k - 1; j >= 0; j--) {
+    stride[j] = acc;
+    acc *= d[j];
+  }
+  kc_dtype it = *st == KC_OK ? kc_value_of(im->g, ind)->dtype : KC_I64;
+  kc_val zero = *st == KC_OK ? kc_onnx_const_scalar(im, it, 0, st) : (kc_val){0}, norm = {0};
+  for (int j = 0; j < k && *st == KC_OK; j++) {
+    bool *pick = kc_arena_alloc(&im->g->arena, (size_t)k);
+    if (!pick) {
+      *st = kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
+      return (kc_val){0};
+    }
+    for (int c = 0; c < k; c++)
+      pick[c] = c == j;
+    kc_val mask = kc_onnx_const(im, KC_BOOL, 1, &kk, pick, st);
+    kc_val cj = checked_index(im, np, where3(im, mask, ind, zero, st), d[j], j, st);
+    norm = norm.id ? emit(im, KC_OP_ADD, norm, cj, st) : cj;
+  }
+  red_args ra = {.axes = const_i64(im, 1, (int64_t[]){1}, &last, st), .keep = 0, .noop = 0};
+  return reduce(im, KC_OP_REDUCE_SUM,
+                emit(im, KC_OP_MUL, norm, const_i64(im, 1, &kk, stride, st), st), &ra, 0, st);
+}
+
 /* ScatterND(data, indices [..., k], updates) {reduction none/add}. */
 kc_status kc_onnx_import_scatter_nd(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
   (void)row;
-  kc_val x = kc_onnx_input(im, np, 0), ind = kc_onnx_input(im, np, 1),
-         upd = kc_onnx_input(im, np, 2);
-  if (!x.id || !ind.id || !upd.id || count_of(np->input, np->n_input) != 3)
-    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly three inputs");
+  kc_val in[3];
+  kc_status s = exact_inputs(im, np, 3, in);
+  if (s != KC_OK) return s;
+  kc_val x = in[0], ind = in[1], upd = in[2];
   int r, q;
   int64_t d[KC_MAX_RANK], id[KC_MAX_RANK];
-  kc_status s = static_dims(im, x, "data", &r, d);
+  s = static_dims(im, x, "data", &r, d);
   if (s == KC_OK) s = static_dims(im, ind, "indices", &q, id);
   int red = s == KC_OK ? reduction_of(im, np, x, &s) : -1;
   if (s != KC_OK) return s;
@@ -1037,7 +1117,7 @@ kc_status kc_onnx_import_scatter_nd(onnx_imp *im, const Onnx__NodeProto *np, con
     ud[nu++] = id[i];
   for (int i = k; i < r; i++)
     vd[nv++] = d[i], ud[nu++] = d[i];
-  kc_val off = tuple_offsets(im, ind, k, d, (kc_val){0}, m, &s);
+  kc_val off = checked_tuple_offsets(im, np, ind, k, d, &s);
   kc_val xv = reshape_to(im, x, nv, vd, &s), uv = reshape_to(im, upd, nu, ud, &s);
   kc_val y = scatter_rows(im, xv, off, uv, red == 1, m, q - 1, id, &s);
   y = reshape_to(im, y, r, d, &s);
@@ -1051,57 +1131,22 @@ kc_status kc_onnx_import_scatter_nd(onnx_imp *im, const Onnx__NodeProto *np, con
 kc_status kc_onnx_import_scatter_elements(onnx_imp *im, const Onnx__NodeProto *np,
                                           const onnx_op *row) {
   (void)row;
-  kc_val x = kc_onnx_input(im, np, 0), ind = kc_onnx_input(im, np, 1),
-         upd = kc_onnx_input(im, np, 2);
-  if (!x.id || !ind.id || !upd.id || count_of(np->input, np->n_input) != 3)
-    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly three inputs");
-  int r, ri;
-  int64_t xd[KC_MAX_RANK], id[KC_MAX_RANK], stride[KC_MAX_RANK];
-  kc_status s = static_dims(im, x, "data", &r, xd);
-  if (s == KC_OK) s = static_dims(im, ind, "indices", &ri, id);
-  int red = s == KC_OK ? reduction_of(im, np, x, &s) : -1;
+  kc_val in[3];
+  kc_status s = exact_inputs(im, np, 3, in);
   if (s != KC_OK) return s;
-  if (ri != r || r == 0)
-    return kc_errorf(im->ctx, KC_ERR_SHAPE, "indices have rank %d, data %d", ri, r);
-  int64_t axis = int_attr(np, "axis", 0);
-  if (axis < -r || axis >= r)
-    return kc_errorf(im->ctx, KC_ERR_SHAPE, "axis %lld is out of range for rank %d",
-                     (long long)axis, r);
-  int a = (int)(axis < 0 ? axis + r : axis);
-  int64_t numel = 1, ni = 1;
-  for (int k = r - 1; k >= 0; k--) {
-    if (k != a && id[k] > xd[k])
-      return kc_errorf(im->ctx, KC_ERR_SHAPE, "indices dim %d is %lld, data's %lld", k,
-                       (long long)id[k], (long long)xd[k]);
-    stride[k] = numel;
+  kc_val x = in[0], ind = in[1], upd = in[2];
+  int red = reduction_of(im, np, x, &s), r;
+  int64_t xd[KC_MAX_RANK], numel = 1;
+  kc_val flat = s == KC_OK ? element_offsets(im, np, x, ind, &r, xd, &s) : (kc_val){0};
+  if (s != KC_OK) return s;
+  const kc_value *iv = kc_value_of(im->g, ind);
+  int64_t id[KC_MAX_RANK];
+  for (int k = 0; k < r; k++) {
     numel *= xd[k];
-    ni *= id[k];
+    id[k] = iv->dims[k];
   }
-  int64_t *base = i64_buf(im, ni, &s);
-  if (s != KC_OK) return s;
-  for (int64_t j = 0; j < ni; j++) {
-    int64_t rem = j, o = 0;
-    for (int k = r - 1; k >= 0; k--) {
-      if (k != a) o += (rem % id[k]) * stride[k];
-      rem /= id[k];
-    }
-    base[j] = o;
-  }
-  /* one index component per element: the tuple offset over [d_a] scaled by the stride */
-  int64_t one = 1, ud[KC_MAX_RANK + 1];
-  for (int i = 0; i < r; i++)
-    ud[i] = id[i];
-  ud[r] = 1;
-  kc_val i1 = reshape_to(im, ind, r + 1, ud, &s);
-  kc_val off = tuple_offsets(im, i1, 1, &xd[a], (kc_val){0}, numel, &s);
-  /* bad stays numel: scale only the good offsets */
-  kc_val good = emit(im, KC_OP_LESS, off, scalar_i64(im, xd[a], &s), &s);
-  kc_val flat = emit(im, KC_OP_ADD, emit(im, KC_OP_MUL, off, scalar_i64(im, stride[a], &s), &s),
-                     const_i64(im, r, id, base, &s), &s);
-  flat = where3(im, good, flat, scalar_i64(im, numel, &s), &s);
   kc_val xf = reshape_to(im, x, 1, &numel, &s);
   kc_val y = scatter_rows(im, xf, flat, upd, red == 1, numel, r, id, &s);
-  (void)one;
   y = reshape_to(im, y, r, xd, &s);
   return s != KC_OK ? s : kc_onnx_bind(im, np, 0, y);
 }
@@ -1212,12 +1257,13 @@ kc_status kc_onnx_import_einsum(onnx_imp *im, const Onnx__NodeProto *np, const o
  */
 kc_status kc_onnx_import_tile(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
   (void)row;
-  kc_val x = kc_onnx_input(im, np, 0), rep = kc_onnx_input(im, np, 1);
-  if (!x.id || !rep.id || count_of(np->input, np->n_input) != 2)
-    return kc_errorf(im->ctx, KC_ERR_VERIFY, "takes exactly two inputs (input, repeats)");
+  kc_val in[2];
+  kc_status s = exact_inputs(im, np, 2, in);
+  if (s != KC_OK) return s;
+  kc_val x = in[0], rep = in[1];
   int r;
   int64_t d[KC_MAX_RANK];
-  kc_status s = static_dims(im, x, "the input", &r, d);
+  s = static_dims(im, x, "the input", &r, d);
   if (s != KC_OK) return s;
   if (2 * r > KC_MAX_RANK)
     return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "input of rank %d: tiling goes through rank %d",

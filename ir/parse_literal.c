@@ -170,7 +170,7 @@ bool kc_skip_dense(kc_lexer *lx) {
 /* A `dense<...>` literal of type t, as a new anonymous tensor. */
 bool kc_parse_dense(kc_lexer *lx, kc_graph *g, const kc_ptype *t, uint32_t *ti) {
   int64_t dims[KC_MAX_RANK];
-  size_t numel, es = kc_dtype_size(t->dt);
+  size_t numel = 0, es = kc_dtype_size(t->dt);
   if (!tensor_dims(lx, t, dims, &numel)) return false;
   if (!kc_lex_accept_word(lx, "dense") || !kc_lex_expect(lx, '<', "'<' after dense")) return false;
   unsigned char *data = NULL;

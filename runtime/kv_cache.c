@@ -208,7 +208,7 @@ kc_status kc_kv_seq_fork(kc_kv_cache *c, int32_t src, int32_t *dst) {
   if (!seq_ok(c, src))
     return kc_errorf(c->ctx, KC_ERR_INVALID_ARG,
                      "kc_kv_seq_fork: %d is not a live sequence of the KV cache", (int)src);
-  int32_t d;
+  int32_t d = -1;
   kc_status st = new_id(c, "kc_kv_seq_fork", &d);
   if (st != KC_OK) return st;
   c->tail[d] = c->tail[src];
