@@ -30,13 +30,13 @@ typedef struct kc_cpu kc_cpu;
 
 /* What the emitters size their kernels by. */
 typedef struct kc_cpu_info {
-  char name[64];   /* LLVM's name of the host CPU ("sapphirerapids") */
-  int f32_lanes;   /* f32 lanes of the widest usable vector: 16 AVX-512, 8 AVX2, 4 SSE */
-  int vec_regs;    /* architectural vector registers: 32 with AVX-512, else 16 */
-  int has_fma;     /* fused multiply-add in hardware */
-  int has_vnni512; /* AVX-512 VNNI (vpdpbusd: u8 x s8 dot products of 4 into i32 lanes) */
-  long l1d_bytes;  /* per core; a guess when the OS does not say */
-  long l2_bytes;   /* per core; a guess when the OS does not say */
+  char name[64];  /* LLVM's name of the host CPU ("sapphirerapids") */
+  int f32_lanes;  /* f32 lanes of the widest usable vector: 16 AVX-512, 8 AVX2, 4 SSE */
+  int vec_regs;   /* architectural vector registers: 32 with AVX-512, else 16 */
+  int has_fma;    /* fused multiply-add in hardware */
+  int has_vnni;   /* AVX-512 VNNI: vpdpbusd, 4 u8 x s8 products summed into each i32 lane */
+  long l1d_bytes; /* per core; a guess when the OS does not say */
+  long l2_bytes;  /* per core; a guess when the OS does not say */
 } kc_cpu_info;
 
 /* Create the host target: initializes LLVM's native target, builds the LLJIT. */

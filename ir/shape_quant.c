@@ -1,7 +1,8 @@
 /*
  * ir/shape_quant.c - shape functions of the quantization ops (ONNX QuantizeLinear,
- * DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, QLinearMatMul), and kc_quant_mode,
- * the one place that decides how a scale (and zero point) maps onto x's elements.
+ * DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, QLinearMatMul; kernc's fused int8
+ * matmul, matmul_q8), and kc_quant_mode, the one place that decides how a scale (and zero
+ * point) maps onto x's elements.
  *
  * Quantized integers are int8, uint8, int16 and uint16 (int32 too as DequantizeLinear's input);
  * float8 and int4/int2 types do not exist in kernc, so the frontend refuses them by dtype.

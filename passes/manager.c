@@ -18,13 +18,20 @@
 
 /* Every pass kc_pipeline_parse can name, in --list-passes order. */
 static const kc_pass *const registry[] = {
-    &kc_pass_infer,         &kc_pass_canonicalize,
-    &kc_pass_fold,          &kc_pass_cse,
-    &kc_pass_dce,           &kc_pass_merge_matmul,
-    &kc_pass_fuse_quant,    &kc_pass_fuse_norm,
-    &kc_pass_fuse_gelu,     &kc_pass_fuse_attention,
-    &kc_pass_fuse_epilogue, &kc_pass_fuse_elementwise,
-    &kc_pass_derive_decode, NULL,
+    &kc_pass_infer,
+    &kc_pass_canonicalize,
+    &kc_pass_fold,
+    &kc_pass_cse,
+    &kc_pass_dce,
+    &kc_pass_merge_matmul,
+    &kc_pass_fuse_quant,
+    &kc_pass_fuse_norm,
+    &kc_pass_fuse_gelu,
+    &kc_pass_fuse_attention,
+    &kc_pass_fuse_epilogue,
+    &kc_pass_fuse_elementwise,
+    &kc_pass_derive_decode,
+    NULL,
 };
 
 /* Named pipelines; a name here may also appear inside --passes and expands in place. */
@@ -40,8 +47,7 @@ static const struct {
      * elementwise one (fuse-attention goes after fuse-gelu, before fuse-epilogue), then drop
      * what nothing reads */
     {"default", "infer,canonicalize,fold,canonicalize,cse,merge-matmul,fuse-quant,fuse-norm,"
-                "fuse-gelu,"
-                "fuse-attention,fuse-epilogue,fuse-elementwise,dce"},
+                "fuse-gelu,fuse-attention,fuse-epilogue,fuse-elementwise,dce"},
     {"cpu", "default"},
     {NULL, NULL},
 };

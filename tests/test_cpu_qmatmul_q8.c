@@ -105,12 +105,12 @@ static void run_case(th_cpu *f, const qcase *c, bool fast) {
              at, (long long)c->b, (long long)c->m, (long long)c->k, (long long)G, (long long)c->n,
              (long long)c->n, (long long)c->b, (long long)c->m, (long long)c->n);
   kc_graph *g = th_parse(f->ctx, text);
-  int had = f->cpu->info.has_vnni512;
-  f->cpu->info.has_vnni512 = fast ? had : 0;
+  int had = f->cpu->info.has_vnni;
+  f->cpu->info.has_vnni = fast ? had : 0;
   void *full_bufs[7] = {a, w4, ws, s, &zp, bias, y};
   void *min_bufs[5] = {a, w4, ws, s, y};
   th_run_last(f, g, NULL, NULL, 0, c->full ? full_bufs : min_bufs);
-  f->cpu->info.has_vnni512 = had;
+  f->cpu->info.has_vnni = had;
   for (int64_t i = 0; i < rows * c->n; i++)
     if (memcmp(&y[i], &want[i], 4) != 0)
       fail_msg("%s path, b %lld m %lld k %lld n %lld %s%s: y[%lld] = %.9g, want %.9g",
@@ -146,7 +146,7 @@ static void t_plain(void **st) { t_sweep(st, false); }
 
 static void t_fast(void **st) {
   th_cpu *f = *st;
-  if (!f->cpu->info.has_vnni512) skip();
+  if (!f->cpu->info.has_vnni) skip();
   t_sweep(st, true);
 }
 

@@ -49,7 +49,7 @@ static bool present(const kc_cpu_emit *e, uint32_t i) {
 
 static int rank_a(const kc_cpu_emit *e) { return kc_value_of(e->g, e->n->in[IA])->rank; }
 
-static bool fast(const kc_cpu_emit *e) { return kc_cpu_host(e->cpu)->has_vnni512 != 0; }
+static bool fast(const kc_cpu_emit *e) { return kc_cpu_host(e->cpu)->has_vnni != 0; }
 
 static LLVMValueRef rows(kc_cpu_emit *e, LLVMValueRef dims) {
   return kc_emit_numel(e, dims, false, IA, 0, rank_a(e) - 1);
