@@ -88,6 +88,13 @@ def quantize_minilm(models):
 # models made here from an exported one, before the rows that need them run
 DERIVED = {"minilm_int8.onnx": quantize_minilm}
 
+# Agreement with ORT, relative to max(1, max |ORT output|); 1e-3 unless listed. int8: a float
+# difference of 1e-6 that moves one activation across a quantization step changes its product
+# by a whole step, and six layers amplify it: ORT itself, ORT_ENABLE_ALL (its fused int8
+# kernels) against ORT_DISABLE_ALL, differs by 0.005 (1x128) and 0.036 (8x128) on this model,
+# up to 0.5% of the largest output.
+TOLERANCE = {"minilm_int8.onnx": 1e-2}
+
 
 # ---- engines -----------------------------------------------------------------------------------
 
@@ -494,7 +501,7 @@ def main():
                     r["ratio_p10"] = r["kernc"]["p10_ms"] / r["ORT"]["p10_ms"]
                     d, ref, why = compare(r["kernc_outputs"], r["ORT_outputs"])
                     r["max_abs_diff"], r["max_abs_ref"] = d, ref
-                    tol = 1e-3 * max(1.0, ref)
+                    tol = TOLERANCE.get(model, 1e-3) * max(1.0, ref)
                     r["agree"] = why is None and d <= tol
                     log("    ratio kernc/ORT %.2f; outputs: max |kernc - ORT| %.3g (max |ORT| %.3g,"
                         " tolerance %.3g) %s" % (r["ratio"], d, ref, tol,
