@@ -34,6 +34,7 @@ typedef struct kc_cpu_info {
   int f32_lanes;  /* f32 lanes of the widest usable vector: 16 AVX-512, 8 AVX2, 4 SSE */
   int vec_regs;   /* architectural vector registers: 32 with AVX-512, else 16 */
   int has_fma;    /* fused multiply-add in hardware */
+  int has_vnni;   /* AVX-512 VNNI: vpdpbusd, 4 u8 x s8 products summed into each i32 lane */
   long l1d_bytes; /* per core; a guess when the OS does not say */
   long l2_bytes;  /* per core; a guess when the OS does not say */
 } kc_cpu_info;

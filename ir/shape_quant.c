@@ -1,7 +1,8 @@
 /*
  * ir/shape_quant.c - shape functions of the quantization ops (ONNX QuantizeLinear,
- * DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, QLinearMatMul), and kc_quant_mode,
- * the one place that decides how a scale (and zero point) maps onto x's elements.
+ * DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, QLinearMatMul; kernc's fused int8
+ * matmul, matmul_q8), and kc_quant_mode, the one place that decides how a scale (and zero
+ * point) maps onto x's elements.
  *
  * Quantized integers are int8, uint8, int16 and uint16 (int32 too as DequantizeLinear's input);
  * float8 and int4/int2 types do not exist in kernc, so the frontend refuses them by dtype.
@@ -197,5 +198,42 @@ kc_status shape_qlinear_matmul(kc_graph *g, kc_node *n) {
     return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "output %s; kernc gives int8/uint8",
                           kc_dtype_name(yzp->dtype));
   kc_shp_set(g, n, 0, yzp->dtype, rank, dims);
+  return KC_OK;
+}
+
+/* matmul_q8(a, w, wsum, scale, a_zp?, bias?) (ir/ops.def): a [..., M, K] int8/uint8, w int8
+ * [ceil(K/4), N, 4], wsum i32 [N], scale f32 (one element or [N]), bias f32 [N] -> f32. */
+kc_status shape_matmul_q8(kc_graph *g, kc_node *n) {
+  kc_status s = kc_shp_arity(g, n);
+  if (s == KC_OK) s = kc_shp_need_dtype(g, n, 1, KC_I8);
+  if (s == KC_OK) s = kc_shp_need_rank(g, n, 1, 3, 3);
+  if (s == KC_OK) s = kc_shp_need_dtype(g, n, 2, KC_I32);
+  if (s == KC_OK) s = kc_shp_need_rank(g, n, 2, 1, 1);
+  if (s == KC_OK) s = kc_shp_need_dtype(g, n, 3, KC_F32);
+  if (s == KC_OK && kc_shp_in(g, n, 4)) s = kc_shp_same_dtype(g, n, 0, 4);
+  if (s == KC_OK && kc_shp_in(g, n, 5)) s = kc_shp_need_dtype(g, n, 5, KC_F32);
+  if (s != KC_OK) return s;
+  const kc_value *a = kc_value_of(g, n->in[0]), *w = kc_value_of(g, n->in[1]);
+  if (!is_q8(a->dtype) || a->rank < 2)
+    return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "a is %s of rank %d; int8/uint8, rank >= 2",
+                          kc_dtype_name(a->dtype), a->rank);
+  kc_dim k = a->dims[a->rank - 1], nn = w->dims[1];
+  if (w->dims[2] != 4) return kc_node_errorf(g, n, KC_ERR_SHAPE, "w's last dim must be 4");
+  if (!KC_DIM_IS_SYM(k) && !KC_DIM_IS_SYM(w->dims[0]) && w->dims[0] != (k + 3) / 4)
+    return kc_node_errorf(g, n, KC_ERR_SHAPE, "w has %lld groups of 4 for K = %lld",
+                          (long long)w->dims[0], (long long)k);
+  if (!kc_shp_dims_match(g, kc_value_of(g, n->in[2])->dims[0], nn))
+    return kc_node_errorf(g, n, KC_ERR_SHAPE, "wsum's length differs from N");
+  if ((s = check_vec(g, n, 3, nn, "N")) != KC_OK) return s;
+  if (kc_shp_in(g, n, 4) && kc_value_numel(g, n->in[4]) != 1)
+    return kc_node_errorf(g, n, KC_ERR_SHAPE, "a_zp must have one element");
+  const kc_value *bias = kc_shp_in(g, n, 5);
+  if (bias && (bias->rank != 1 || !kc_shp_dims_match(g, bias->dims[0], nn)))
+    return kc_node_errorf(g, n, KC_ERR_SHAPE, "bias must be 1-D [N]");
+  kc_dim dims[KC_MAX_RANK];
+  for (int i = 0; i + 1 < a->rank; i++)
+    dims[i] = a->dims[i];
+  dims[a->rank - 1] = nn;
+  kc_shp_set(g, n, 0, KC_F32, a->rank, dims);
   return KC_OK;
 }

@@ -24,6 +24,7 @@ static const kc_pass *const registry[] = {
     &kc_pass_cse,
     &kc_pass_dce,
     &kc_pass_merge_matmul,
+    &kc_pass_fuse_quant,
     &kc_pass_fuse_norm,
     &kc_pass_fuse_gelu,
     &kc_pass_fuse_attention,
@@ -41,11 +42,12 @@ static const struct {
      * constant), canonical forms again for the constants folding made (an exported scale
      * 1/sqrt(cast(shape)) is only a constant after fold, and only then does div become mul),
      * then merge what is now equal, and matmuls of one input by constant weights (q, k, v);
+     * then int8 matmuls (fuse-quant, before the generic fusions take their cast, mul, add);
      * then the fusions, specific patterns before the generic
      * elementwise one (fuse-attention goes after fuse-gelu, before fuse-epilogue), then drop
      * what nothing reads */
-    {"default", "infer,canonicalize,fold,canonicalize,cse,merge-matmul,fuse-norm,fuse-gelu,"
-                "fuse-attention,fuse-epilogue,fuse-elementwise,dce"},
+    {"default", "infer,canonicalize,fold,canonicalize,cse,merge-matmul,fuse-quant,fuse-norm,"
+                "fuse-gelu,fuse-attention,fuse-epilogue,fuse-elementwise,dce"},
     {"cpu", "default"},
     {NULL, NULL},
 };

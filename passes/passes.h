@@ -110,6 +110,7 @@ extern const kc_pass kc_pass_cse;
 extern const kc_pass kc_pass_canonicalize;
 extern const kc_pass kc_pass_fold;
 extern const kc_pass kc_pass_merge_matmul;
+extern const kc_pass kc_pass_fuse_quant;
 extern const kc_pass kc_pass_fuse_norm;
 extern const kc_pass kc_pass_fuse_gelu;
 extern const kc_pass kc_pass_fuse_attention;

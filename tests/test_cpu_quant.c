@@ -3,7 +3,8 @@
  * dynamic_quantize_linear, matmul_integer, qlinear_matmul) on cases the ONNX node tests leave
  * out: ties rounding half to even and saturation at both ends, a negative axis, a blocked scale
  * whose last block is short, an all-zero input to dynamic quantization, per-row / per-column
- * zero points, broadcast batch dims.
+ * zero points, broadcast batch dims; dynamic quantization over sizes around its vector width
+ * (against ONNX's formula computed in the test).
  *
  * Expected values come from onnx.reference 1.22 (QuantizeLinear, DequantizeLinear,
  * DynamicQuantizeLinear, QLinearMatMul at opset 21/11) and, for matmul_integer with per-row
@@ -19,7 +20,9 @@
 
 #include "tests/harness.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Compile text, run it on x (dtype xt, dims xd), compare output 0 with want (nbytes). */
@@ -144,6 +147,57 @@ static void t_dynamic_zeros(void **st) {
   check(text, KC_F32, 1, d, x, &zp, sizeof zp);
 }
 
+/*
+ * dynamic_quantize_linear over sizes around its 16-wide vectors (1, 15, 16, 17, 1000, 4099),
+ * the min or the max anywhere (in the vector part or the scalar tail), against ONNX's formula
+ * computed here one float step at a time.
+ */
+static void t_dynamic_sizes(void **st) {
+  (void)st;
+  static const int64_t sizes[] = {1, 15, 16, 17, 1000, 4099};
+  uint32_t seed = 7;
+  for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++) {
+    int64_t n = sizes[c];
+    float *x = malloc((size_t)n * 4);
+    uint8_t *want = malloc((size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+      seed = seed * 1664525u + 1013904223u;
+      x[i] = ((float)(seed >> 9) / 8388608.0f - 0.3f) * 7.0f;
+    }
+    x[(c * 7919) % (size_t)n] = -9.5f; /* the min, somewhere */
+    x[n - 1] = 11.25f;                 /* the max in the last element (the tail when n % 16) */
+    float mn = 0, mx = 0;
+    for (int64_t i = 0; i < n; i++) {
+      mn = x[i] < mn ? x[i] : mn;
+      mx = x[i] > mx ? x[i] : mx;
+    }
+    volatile float scale = (mx - mn) / 255.0f;
+    volatile float zq = 0.0f - mn / scale;
+    float zp = rintf(zq < 0 ? 0 : zq > 255 ? 255 : zq);
+    for (int64_t i = 0; i < n; i++) {
+      volatile float q = x[i] / scale;
+      q = rintf(q) + zp;
+      want[i] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+    }
+    char text[512];
+    snprintf(text, sizeof text,
+             "# kir 1\ngraph @q(%%1: f32[%lld] \"x\") {\n"
+             "  %%2, %%3, %%4 = dynamic_quantize_linear(%%1) : u8[%lld], f32[], u8[]\n"
+             "  return %%2 \"y\"\n}\n",
+             (long long)n, (long long)n);
+    check(text, KC_F32, 1, &n, x, want, (size_t)n);
+    float sc = scale;
+    snprintf(text, sizeof text,
+             "# kir 1\ngraph @q(%%1: f32[%lld] \"x\") {\n"
+             "  %%2, %%3, %%4 = dynamic_quantize_linear(%%1) : u8[%lld], f32[], u8[]\n"
+             "  return %%3 \"y\"\n}\n",
+             (long long)n, (long long)n);
+    check(text, KC_F32, 1, &n, x, &sc, sizeof sc);
+    free(x);
+    free(want);
+  }
+}
+
 static void t_matmul_integer_rows_cols(void **st) {
   (void)st;
   int64_t d[4] = {2, 1, 3, 4};
@@ -194,6 +248,7 @@ int main(void) {
       cmocka_unit_test(t_quantize_axis_block),
       cmocka_unit_test(t_dequantize_axis),
       cmocka_unit_test(t_dynamic_zeros),
+      cmocka_unit_test(t_dynamic_sizes),
       cmocka_unit_test(t_matmul_integer_rows_cols),
       cmocka_unit_test(t_qlinear_matmul_broadcast),
   };

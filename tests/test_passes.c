@@ -1126,6 +1126,80 @@ static void t_fold_evaluator(void **state) {
   kc_context_free(ctx);
 }
 
+/*
+ * fuse-quant keeps the bits: ONNX Runtime's dynamically quantized matmul (per-column scales,
+ * a bias, K = 37 not a multiple of 4, N = 70 past one 64-column panel, weights over all of
+ * int8) run unfused and as matmul_q8 give the same f32 outputs, compared byte for byte.
+ */
+static void t_fuse_quant_exact(void **state) {
+  (void)state;
+  static const char text[] =
+      "# kir 1\n"
+      "graph @q(%1: f32[2,7,37] \"x\") {\n"
+      "  %2, %3, %4 = dynamic_quantize_linear(%1) : u8[2,7,37], f32[], u8[]\n"
+      "  %5 = weight \"w\" : i8[37,70]\n"
+      "  %6 = weight \"ws\" : f32[70]\n"
+      "  %7 = mul(%3, %6) : f32[70]\n"
+      "  %8 = matmul_integer(%2, %5, %4) : i32[2,7,70]\n"
+      "  %9 = cast(%8) {to=f32} : f32[2,7,70]\n"
+      "  %10 = mul(%9, %7) : f32[2,7,70]\n"
+      "  %11 = weight \"b\" : f32[70]\n"
+      "  %12 = add(%11, %10) : f32[2,7,70]\n"
+      "  return %12 \"y\"\n"
+      "}\n";
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = th_parse(ctx, text);
+  uint64_t seed = 99;
+  for (uint32_t i = 0; i < g->ntensors; i++) {
+    kc_tensor *t = &g->tensors[i];
+    if (t->data || !t->nbytes) continue;
+    void *d = kc_arena_alloc(&g->arena, t->nbytes);
+    assert_non_null(d);
+    size_t n = t->nbytes / kc_dtype_size(t->dtype);
+    for (size_t k = 0; k < n; k++)
+      put(t->dtype, d, k,
+          t->dtype == KC_I8            ? (double)((int)(rng_next(&seed) % 256) - 128)
+          : strcmp(t->name, "ws") == 0 ? rng_unit(&seed) * 0.01 + 1e-4
+                                       : rng_unit(&seed) * 2 - 1);
+    t->data = d;
+  }
+  kc_graph *h = kc_graph_clone(g, true);
+  kc_pipeline p;
+  kc_pass_options o = {.no_print_on_fail = true};
+  assert_int_equal(kc_pipeline_parse(ctx, "fuse-quant", &p), KC_OK);
+  assert_int_equal(kc_pipeline_run(&p, h, &o), KC_OK);
+  char *after = kc_graph_print_str(h);
+  assert_non_null(strstr(after, "matmul_q8("));
+  assert_null(strstr(after, "matmul_integer("));
+  free(after);
+  kc_compile_options co = {.target = "cpu", .passes = "", .threads = 2};
+  kc_module *m[2];
+  assert_int_equal(kc_compile(ctx, g, &co, &m[0]), KC_OK);
+  assert_int_equal(kc_compile(ctx, h, &co, &m[1]), KC_OK);
+  float x[2 * 7 * 37], y[2][2 * 7 * 70];
+  for (int round = 0; round < 3; round++) {
+    for (size_t i = 0; i < KC_LEN(x); i++)
+      x[i] = (float)(rng_unit(&seed) * 6 - 2);
+    if (round == 1) x[5] = 1e4f; /* one outlier: most values quantize to the zero point */
+    if (round == 2)
+      for (size_t i = 0; i < KC_LEN(x); i++)
+        x[i] = fabsf(x[i]); /* min 0: zero point 0 */
+    int64_t d[3] = {2, 7, 37};
+    for (int k = 0; k < 2; k++) {
+      kc_tensor_desc in = th_desc("x", KC_F32, 3, d, x), out;
+      th_run(ctx, m[k], &in, 1, &out, 1);
+      assert_int_equal(th_nbytes(&out), sizeof y[k]);
+      memcpy(y[k], out.data, sizeof y[k]);
+    }
+    assert_memory_equal(y[0], y[1], sizeof y[0]);
+  }
+  kc_module_free(m[0]);
+  kc_module_free(m[1]);
+  kc_graph_free(h);
+  kc_graph_free(g);
+  kc_context_free(ctx);
+}
+
 /* kc_compile: NULL runs the default pipeline (the div becomes a mul), "" runs none. */
 static void t_compile_pipeline(void **state) {
   (void)state;
@@ -1282,7 +1356,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(t_fold_evaluator),    cmocka_unit_test(t_compile_pipeline),
       cmocka_unit_test(t_explain_cli),       cmocka_unit_test(t_lit_files),
       cmocka_unit_test(t_lit_numbers),       cmocka_unit_test(t_default_pipeline_on_golden),
-      cmocka_unit_test(t_runtime_error_loc),
+      cmocka_unit_test(t_runtime_error_loc), cmocka_unit_test(t_fuse_quant_exact),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

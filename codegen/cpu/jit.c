@@ -81,6 +81,7 @@ static void host_info(kc_cpu *cpu, const char *name) {
   in->f32_lanes = avx512 ? 16 : avx ? 8 : 4;
   in->vec_regs = avx512 ? 32 : 16;
   in->has_fma = has_feature(cpu->features, "fma");
+  in->has_vnni = avx512 && has_feature(cpu->features, "avx512vnni");
   in->l1d_bytes = sysfs_cache_bytes(1);
   in->l2_bytes = sysfs_cache_bytes(2);
   if (in->l1d_bytes <= 0) in->l1d_bytes = 32 * 1024;

@@ -64,6 +64,16 @@ inline unsigned long long atomicCAS(unsigned long long *p, unsigned long long cm
   return old;
 }
 
+/* products and sums rounded on their own (kernels use them where NVRTC would contract) */
+inline float __fmul_rn(float a, float b) {
+  volatile float r = a * b;
+  return r;
+}
+inline float __fadd_rn(float a, float b) {
+  volatile float r = a + b;
+  return r;
+}
+
 inline float __int_as_float(int i) {
   float f;
   memcpy(&f, &i, 4);
