@@ -729,34 +729,6 @@ static kc_val filled(onnx_imp *im, kc_dtype t, double v, int rank, const int64_t
   return emit(im, KC_OP_EXPAND, c, const_i64(im, 1, &n, dims, st), st);
 }
 
-/*
- * The flat offsets of index tuples idx [q..., k] (any int dtype) into dims dk[k] (row major,
- * negative components counted from the end): [q...] i64, plus base (when base.id) added; a
- * tuple with a component outside [-dk, dk) becomes `bad`, an offset the gather or scatter that
- * uses it rejects at run time as an index error.
- */
-static kc_val tuple_offsets(onnx_imp *im, kc_val idx, int k, const int64_t *dk, kc_val base,
-                            int64_t bad, kc_status *st) {
-  int64_t stride[KC_MAX_RANK], acc = 1, kk = k, last = -1;
-  for (int j = k - 1; j >= 0; j--) {
-    stride[j] = acc;
-    acc *= dk[j];
-  }
-  kc_val i = cast_to(im, idx, KC_I64, st);
-  kc_val dv = const_i64(im, 1, &kk, dk, st), zero = scalar_i64(im, 0, st);
-  kc_val neg = emit(im, KC_OP_LESS, i, zero, st);
-  i = where3(im, neg, emit(im, KC_OP_ADD, i, dv, st), i, st);
-  kc_val ok =
-      emit(im, KC_OP_AND, emit(im, KC_OP_NOT, emit(im, KC_OP_LESS, i, zero, st), (kc_val){0}, st),
-           emit(im, KC_OP_LESS, i, dv, st), st);
-  red_args ra = {.axes = const_i64(im, 1, (int64_t[]){1}, &last, st), .keep = 0, .noop = 0};
-  kc_val all = reduce(im, KC_OP_REDUCE_MIN, ok, &ra, 0, st);
-  kc_val off = reduce(im, KC_OP_REDUCE_SUM,
-                      emit(im, KC_OP_MUL, i, const_i64(im, 1, &kk, stride, st), st), &ra, 0, st);
-  if (base.id) off = emit(im, KC_OP_ADD, off, base, st);
-  return where3(im, all, off, scalar_i64(im, bad, st), st);
-}
-
 /* ---- GatherND (sizes as run-time values: symbolic dims work) ---- */
 
 /* Elements idx of the 1-D i64 shape value sh ([n] with n > 0); {0} with *st set on error. */
