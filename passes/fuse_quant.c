@@ -1,8 +1,9 @@
 /*
  * passes/fuse_quant.c - the fuse-quant pass: ONNX Runtime's dynamically quantized matmul
  * (quantize_dynamic: DynamicQuantizeLinear on the activations, MatMulInteger by int8 weights,
- * Cast to float, Mul by the product of the two scales, Add of the bias) becomes one matmul_q8
- * (ir/ops.def), whose CPU kernel uses the int8 dot-product instructions.
+ * Cast to float, Mul by the product of the two scales, Add of the bias) and its static
+ * QOperator form (QLinearMatMul) become matmul_q8 (ir/ops.def), whose CPU kernel uses the int8
+ * dot-product instructions.
  *
  * The rewrite keeps the graph's numbers bit for bit: the integer sums are exact (mod 2^32, as
  * MatMulInteger's), the weight zero point is subtracted here at compile time (w - wzp must fit
@@ -18,9 +19,11 @@
  * w4 and wsum are new named weights (the original's name + ".q8" / ".q8sum"): w - wzp in the
  * [ceil(K/4), N, 4] layout (zero past K) and its column sums.
  *
- * QLinearMatMul (quantize_static's QOperator form) and the QDQ form are not rewritten: their
- * requantization (QOperator) or float matmul of dequantized values (QDQ) are not what an
- * int8 product with a float epilogue computes, so the result would change.
+ * QLinearMatMul (quantize_static's QOperator form) with constant int8 weights and f32 scales
+ * becomes matmul_q8 by the multiplier as * ws / ys followed by quantize_linear by 1 and y's zero
+ * point, which is the qlinear kernel's requantization step for step (from_qlinear says why).
+ * The QDQ form is not rewritten: its float matmul of dequantized values rounds differently from
+ * an integer product scaled once.
  */
 #include "passes/internal.h"
 #include "passes/match.h"
@@ -30,7 +33,7 @@
 #include <string.h>
 
 /* Capture slots. */
-enum { A, W, S, BIAS };
+enum { A, W, S, BIAS, AS, AZP, WS, WZP, YS, YZP };
 
 static bool to_f32(const kc_graph *g, const kc_node *n, char *why, size_t size) {
   if (kc_value_of(g, n->out[0])->dtype == KC_F32) return true;
@@ -69,15 +72,15 @@ typedef struct packed {
   int64_t k, n;
 } packed;
 
-static bool pack(const kc_graph *g, const kc_node *mi, packed *p, const char **why) {
-  const kc_tensor *w = kc_source_tensor(g, mi->in[1]);
+static bool pack(const kc_graph *g, kc_val wv, kc_val zv, packed *p, const char **why) {
+  const kc_tensor *w = kc_source_tensor(g, wv);
   memset(p, 0, sizeof *p);
   if (!w || w->rank != 2) {
     *why = "the weights are not a constant matrix";
     return false;
   }
-  const kc_tensor *z = mi->nin > 3 && mi->in[3].id ? kc_source_tensor(g, mi->in[3]) : NULL;
-  if (mi->nin > 3 && mi->in[3].id && !z) {
+  const kc_tensor *z = zv.id ? kc_source_tensor(g, zv) : NULL;
+  if (zv.id && !z) {
     *why = "the weights' zero point is not a constant";
     return false;
   }
@@ -128,7 +131,7 @@ static kc_status from_dyn(kc_rewriter *rw, const kc_match *m) {
   packed p;
   const char *why = "";
   kc_val out = {0};
-  if (pack(g, mi, &p, &why)) {
+  if (pack(g, mi->in[1], mi->nin > 3 ? mi->in[3] : (kc_val){0}, &p, &why)) {
     const kc_tensor *w = kc_source_tensor(g, m->cap[W]);
     char base[400];
     snprintf(base, sizeof base, "%s", w->name ? w->name : "const");
@@ -165,8 +168,81 @@ static kc_status take_bias(kc_rewriter *rw, const kc_match *m) {
   return KC_OK;
 }
 
+/* ---- qlinear_matmul ------------------------------------------------------------------------- */
+
+/*
+ * qlinear_matmul(a, as, azp, w, ws, wzp, ys, yzp)  ->  quantize_linear(matmul_q8(a, w4, wsum, m,
+ * azp), 1, yzp) with m = as * ws / ys: the requantization as the qlinear kernel does it
+ * (codegen/cpu/qmatmul.c, ONNX Runtime's): the multiplier in f32, (as * ws) then / ys, then
+ * roundeven(f32(acc) * m) + yzp clamped to yzp's type, which is what quantize_linear by a
+ * scale of 1 computes from matmul_q8's f32(acc) * m (x / 1 is x). The scales must be f32
+ * constants (as, ys one element, ws one or one per column), azp one element, w 2-D constant.
+ */
+static const kc_pat qlinear[] = {
+    P_OP(QLINEAR_MATMUL, P_CAP(A), P_CAP(AS), P_CAP(AZP), P_CAP(W), P_CAP(WS), P_CAP(WZP),
+         P_CAP(YS), P_CAP(YZP)),
+};
+
+/* The f32 constant v's elements (at most max) into out; their count, or 0 when v is no such
+ * constant. */
+static size_t f32_consts(const kc_graph *g, kc_val v, float *out, size_t max) {
+  const kc_tensor *t = kc_source_tensor(g, v);
+  size_t n = t ? kc_tensor_numel(t) : 0;
+  if (!t || t->dtype != KC_F32 || n == 0 || n > max) return 0;
+  for (size_t i = 0; i < n; i++)
+    out[i] = (float)kc_tensor_get(t, i);
+  return n;
+}
+
+static kc_status from_qlinear(kc_rewriter *rw, const kc_match *m) {
+  kc_graph *g = kc_rw_graph(rw);
+  const kc_value *a = kc_value_of(g, m->cap[A]), *w = kc_value_of(g, m->cap[W]);
+  if (a->rank < 2 || w->rank != 2 || w->dims[1] < 0)
+    return kc_rw_decline(rw, "a is not [..., M, K] or w not a [K, N] constant");
+  if (kc_value_numel(g, m->cap[AZP]) != 1) return kc_rw_decline(rw, "a's zero point is per row");
+  size_t n = (size_t)w->dims[1];
+  float as, ys, *ws = calloc(n + 1, sizeof *ws), *mult = calloc(n + 1, sizeof *mult);
+  size_t nws = ws ? f32_consts(g, m->cap[WS], ws, n) : 0;
+  kc_val out = {0};
+  const char *why = "";
+  packed p = {0};
+  if (!ws || !mult) {
+    why = "out of memory";
+  } else if (f32_consts(g, m->cap[AS], &as, 1) != 1 || f32_consts(g, m->cap[YS], &ys, 1) != 1 ||
+             (nws != 1 && nws != n)) {
+    why = "the scales are not f32 constants (a's and y's one value, w's one or one per column)";
+  } else if (pack(g, m->cap[W], m->cap[WZP], &p, &why)) {
+    for (size_t j = 0; j < nws; j++) {
+      volatile float t = as * ws[j]; /* rounded to f32 before the division, as the kernel does */
+      mult[j] = t / ys;
+    }
+    const kc_tensor *wt = kc_source_tensor(g, m->cap[W]);
+    char base[400];
+    snprintf(base, sizeof base, "%s", wt->name ? wt->name : "const");
+    int64_t d4[3] = {(p.k + 3) / 4, p.n, 4}, dn = p.n, dm = (int64_t)nws;
+    static const float one = 1.0f;
+    kc_val in[5] = {m->cap[A], new_weight(rw, base, ".q8", KC_I8, 3, d4, p.w4),
+                    new_weight(rw, base, ".q8sum", KC_I32, 1, &dn, p.sum),
+                    nws == 1 ? kc_rw_const(rw, KC_F32, 0, NULL, mult)
+                             : new_weight(rw, base, ".q8mult", KC_F32, 1, &dm, mult),
+                    m->cap[AZP]};
+    kc_val q8 =
+        in[1].id && in[2].id && in[3].id ? kc_rw_op(rw, KC_OP_MATMUL_Q8, 5, in) : (kc_val){0};
+    kc_val qin[3] = {q8, kc_rw_const(rw, KC_F32, 0, NULL, &one), m->cap[YZP]};
+    out = q8.id && qin[1].id ? kc_rw_op(rw, KC_OP_QUANTIZE_LINEAR, 3, qin) : (kc_val){0};
+  }
+  free(ws);
+  free(mult);
+  free(p.w4);
+  free(p.sum);
+  if (*why) return kc_rw_decline(rw, "%s", why);
+  if (out.id) kc_rw_replace(rw, kc_rw_out(rw, m, 0, 0), out);
+  return KC_OK;
+}
+
 static const kc_rule rules[] = {
     KC_RULE("quant-dynamic-matmul", dyn, from_dyn),
+    KC_RULE("quant-qlinear-matmul", qlinear, from_qlinear),
     KC_RULE("quant-bias", bias, take_bias),
 };
 
