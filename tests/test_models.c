@@ -119,10 +119,12 @@ static const fusion_expect fusions[] = {
      {"= attention(=2", "= layer_norm(=5", "= qlinear_matmul(=12"},
      {"= softmax(", "= erf("}},
     {"bert_tiny_qdq", {"= attention(=2", "= layer_norm(=5"}, {"= softmax(", "= erf("}},
-    /* Conv patches, bicubic position embeddings (make_vit_model.py); q, k, v merged */
+    /* Conv patches, bicubic position embeddings (make_vit_model.py); q, k, v merged; layer
+     * scale and its residual in the epilogue of the projection before it (no mul, no fused
+     * region left: the one add is the position embeddings') */
     {"vit_tiny",
-     {"= attention(=2", "= layer_norm(=5", "= split(=2"},
-     {"= softmax(", "= erf(", "= layer_normalization("}},
+     {"= attention(=2", "= layer_norm(=5", "= split(=2", "= matmul_ep(=9", "= add(=1"},
+     {"= softmax(", "= erf(", "= layer_normalization(", "= mul(", "= fused("}},
     /* masked_fill of an expanded tril(ones) * padding mask is not matched as attention yet */
     {"hf_positions_tiny", {"= rms_norm(=5", "= cumsum(=1"}, {"= reduce_mean(", "= sqrt("}},
 };
