@@ -327,10 +327,5 @@ kc_status kc_onnx_import_resize(onnx_imp *im, const Onnx__NodeProto *np, const o
     y = resize_axis(g, &z, y, (int)axes[i], L[axes[i]], scale[i], out[i], r0, r1);
   }
   if (z.mode != NEAREST && t != KC_F64) y = kc_cast(g, y, t);
-  s = kc_graph_status(g);
-  if (s != KC_OK) return s;
-  const char *name = np->name && *np->name ? kc_arena_strdup(&g->arena, np->name) : NULL;
-  for (uint32_t ni = first; name && ni < g->nnodes; ni++)
-    if (!g->nodes[ni].loc) g->nodes[ni].loc = name;
-  return kc_onnx_bind(im, np, 0, y);
+  return kc_onnx_finish(im, np, first, y);
 }

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""tests/models/make_conv_models.py - conv_tiny: the Conv forms kernc imports differently, in one
+graph written with onnx.helper, with ONNX Runtime's outputs as references, for
+`kernc check tests/models/conv_tiny/` (tests/test_models.c runs it).
+
+Run with the pyenv Python (onnx 1.22, onnxruntime, numpy):
+
+    python3 tests/models/make_conv_models.py [--out DIR]
+
+Input x [N, 4, 10, 11] (N dynamic; data sets N = 1 and N = 2). Outputs:
+  patch     Conv 3x3, strides 3, bias: windows tile the input (frontend/onnx_vision.c's patch
+            path), the input cropped to 9 x 9 first;
+  tokens    a ViT patch embedding: Conv 2x2 strides 2 without bias, then flatten(2) and
+            transpose(1, 2) as the exporters write them (Reshape, Transpose) [N, 25, 5];
+  grouped   Conv 3x3, group 2, pads 1, bias (the general im2col path, batched over groups);
+  depthwise Conv 3x3, group 4, 2 filters per channel, dilations 2, pads 2, strides 2;
+  conv1d    Conv over x viewed as [N, 4, 110], kernel 5 = stride 5 (the patch path in 1-D).
+Weights: standard normal, seeded. Opset 17.
+"""
+import argparse
+import os
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Export tests/models/conv_tiny with ORT references.")
+    ap.add_argument("--out", default=HERE, metavar="DIR")
+    out_dir = os.path.join(ap.parse_args().out, "conv_tiny")
+    rng = np.random.default_rng(15)
+
+    def w(name, *shape):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+    inits = [w("Wp", 6, 4, 3, 3), w("Bp", 6), w("Wt", 5, 4, 2, 2), w("Wg", 6, 2, 3, 3), w("Bg", 6),
+             w("Wd", 8, 1, 3, 3), w("W1", 3, 4, 5), w("B1", 3),
+             numpy_helper.from_array(np.array([0, 5, -1], np.int64), "tok_shape"),
+             numpy_helper.from_array(np.array([0, 4, -1], np.int64), "flat_shape")]
+    nodes = [
+        helper.make_node("Conv", ["x", "Wp", "Bp"], ["patch"], kernel_shape=[3, 3], strides=[3, 3]),
+        helper.make_node("Conv", ["x", "Wt"], ["t_conv"], strides=[2, 2]),
+        helper.make_node("Reshape", ["t_conv", "tok_shape"], ["t_flat"]),
+        helper.make_node("Transpose", ["t_flat"], ["tokens"], perm=[0, 2, 1]),
+        helper.make_node("Conv", ["x", "Wg", "Bg"], ["grouped"], group=2, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "Wd"], ["depthwise"], group=4, dilations=[2, 2],
+                         pads=[2, 2, 2, 2], strides=[2, 2]),
+        helper.make_node("Reshape", ["x", "flat_shape"], ["x1d"]),
+        helper.make_node("Conv", ["x1d", "W1", "B1"], ["conv1d"], strides=[5]),
+    ]
+    shapes = {"patch": ["N", 6, 3, 3], "tokens": ["N", 25, 5], "grouped": ["N", 6, 10, 11],
+              "depthwise": ["N", 8, 5, 6], "conv1d": ["N", 3, 22]}
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes.items()]
+    graph = helper.make_graph(nodes, "conv_tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 10, 11])],
+                              outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    path = os.path.join(out_dir, "model.onnx")
+    onnx.save(model, path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for i, n in enumerate((1, 2)):
+        d = os.path.join(out_dir, "test_data_set_%d" % i)
+        os.makedirs(d)
+        x = rng.standard_normal((n, 4, 10, 11)).astype(np.float32)
+        with open(os.path.join(d, "input_0.pb"), "wb") as f:
+            f.write(numpy_helper.from_array(x, "x").SerializeToString())
+        for j, y in enumerate(sess.run(None, {"x": x})):
+            with open(os.path.join(d, "output_%d.pb" % j), "wb") as f:
+                f.write(numpy_helper.from_array(y, outs[j].name).SerializeToString())
+            print("  conv_tiny set %d %s %s" % (i, outs[j].name, list(y.shape)))
+
+
+if __name__ == "__main__":
+    main()
