@@ -147,6 +147,8 @@ kc_status kc_onnx_import_swish(onnx_imp *im, const Onnx__NodeProto *np, const on
 
 /* Convolution, pooling and normalization as builder compositions (onnx_vision.c). */
 kc_status kc_onnx_import_conv(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_conv_integer(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_qlinear_conv(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
                                         const onnx_op *row);
 kc_status kc_onnx_import_max_pool(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);

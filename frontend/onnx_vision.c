@@ -1,8 +1,9 @@
 /*
- * frontend/onnx_vision.c - ONNX Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool,
- * GlobalMaxPool, BatchNormalization (inference) and InstanceNormalization as builder
- * compositions at import: every piece (gather, where, matmul, reduce, elementwise) already has
- * a CPU and a CUDA kernel, so these ops need no kernel family of their own.
+ * frontend/onnx_vision.c - ONNX Conv, ConvInteger, QLinearConv, ConvTranspose, MaxPool,
+ * AveragePool, GlobalAveragePool, GlobalMaxPool, BatchNormalization (inference) and
+ * InstanceNormalization as builder compositions at import: every piece (gather, where, matmul,
+ * reduce, elementwise) already has a CPU and a CUDA kernel, so these ops need no kernel family
+ * of their own.
  *
  * Sliding windows are an im2col by gather: x [N, C, D1..Dn] is viewed as [N, C, D1*..*Dn] and
  * gathered along its last axis with an i64 table [K, P] (K = the kernel's taps, P = the output
@@ -14,6 +15,10 @@
  *                  Windows that tile the input (stride = kernel, no padding, dilation 1, one
  *                  group: a ViT's patch embedding) take no table: the patches are a reshape
  *                  and a transpose of x, multiplied as [N, P, C*K] @ W^T (patch_conv).
+ *   ConvInteger / QLinearConv: the same im2col (taps in the padding read x's zero point) with
+ *                  matmul_integer / qlinear_matmul for the matmul; w's per-channel scale and
+ *                  zero point are per-row operands (one group only). QLinearConv's int32 bias
+ *                  goes between matmul_integer and a quantize_linear of the rescaled sums.
  *   ConvTranspose: the same with the transposed window (output o reads input i where
  *                  i * s = o + pad - k * d) and W [C, M/G, k..] regrouped to [G, M/G, C/G*K].
  *   MaxPool / AveragePool: reduce_max / reduce_sum over K; the average divides by a per-position
@@ -265,22 +270,64 @@ static kc_val per_channel(kc_graph *g, kc_val v, int r) {
   return r > 2 ? kc_unsqueeze(g, v, r - 2, axes) : v;
 }
 
-/* group-major weight wg [G, M/G, Cg*K] (or [M, Cg*K] when G == 1) times patches -> [N, M, O..] */
-static kc_val conv_matmul(onnx_imp *im, kc_val wg, kc_val pt, kc_val bias, int64_t G, int64_t M,
-                          int64_t Cg, const win *w) {
+/*
+ * How a conv multiplies: op KC_OP_MATMUL (float), KC_OP_MATMUL_INTEGER (ConvInteger: int32
+ * result) or KC_OP_QLINEAR_MATMUL (QLinearConv); the quantization operands as ONNX names them
+ * ({0} when absent or not used by op).
+ */
+typedef struct conv_q {
+  kc_op op;
+  kc_val x_scale, x_zp, w_scale, w_zp, y_scale, y_zp;
+} conv_q;
+
+/* wg @ p with q's product; wg's rows are the output channels, so w's per-channel scale and zero
+ * point ([M]) are per-row operands and x's per-tensor ones per-column. */
+static kc_val product(onnx_imp *im, const conv_q *q, kc_op op, kc_val wg, kc_val p) {
+  kc_status st = KC_OK;
+  kc_val y = {0};
+  if (op == KC_OP_MATMUL) return kc_matmul(im->g, wg, p);
+  if (op == KC_OP_MATMUL_INTEGER) {
+    kc_val in[4] = {wg, p, q->w_zp, q->x_zp};
+    y = kc_onnx_emit1(im, op, 4, in, &st);
+  } else {
+    kc_val in[8] = {wg, q->w_scale, q->w_zp, p, q->x_scale, q->x_zp, q->y_scale, q->y_zp};
+    y = kc_onnx_emit1(im, op, 8, in, &st);
+  }
+  if (st != KC_OK) kc_graph_fail(im->g, st);
+  return y;
+}
+
+/*
+ * group-major weight wg [G, M/G, Cg*K] (or [M, Cg*K] when G == 1) times patches -> [N, M, O..],
+ * plus bias [M]. QLinearConv with a bias (int32, added to the integer sums before they are
+ * scaled) multiplies with matmul_integer, adds it, then requantizes:
+ * quantize_linear((sum + B) * x_scale * w_scale, y_scale, y_zero_point).
+ */
+static kc_val conv_matmul(onnx_imp *im, const conv_q *q, kc_val wg, kc_val pt, kc_val bias,
+                          int64_t G, int64_t M, int64_t Cg, const win *w) {
   kc_graph *g = im->g;
+  bool requant = q->op == KC_OP_QLINEAR_MATMUL && bias.id;
+  kc_op op = requant ? KC_OP_MATMUL_INTEGER : q->op;
   kc_val y;
   if (G == 1) {
     int64_t ps[3] = {0, Cg * w->K, w->P};
-    y = kc_matmul(g, wg, kc_reshape(g, pt, kc_const_i64s(g, 3, ps)));
+    y = product(im, q, op, wg, kc_reshape(g, pt, kc_const_i64s(g, 3, ps)));
   } else {
     int64_t ps[4] = {0, G, Cg * w->K, w->P}, ys[3] = {0, M, w->P};
-    y = kc_matmul(g, wg, kc_reshape(g, pt, kc_const_i64s(g, 4, ps)));
+    y = product(im, q, op, wg, kc_reshape(g, pt, kc_const_i64s(g, 4, ps)));
     y = kc_reshape(g, y, kc_const_i64s(g, 3, ys));
   }
-  if (bias.id) {
-    int64_t one = 1;
-    y = kc_add(g, y, kc_unsqueeze(g, bias, 1, &one));
+  int64_t one = 1, col[2] = {-1, 1};
+  if (bias.id) y = kc_add(g, y, kc_unsqueeze(g, bias, 1, &one));
+  if (requant) {
+    kc_val ws = kc_reshape(g, q->w_scale, kc_const_i64s(g, 2, col)), st;
+    kc_val v =
+        kc_mul(g, kc_cast(g, y, kc_value_of(g, q->x_scale)->dtype), kc_mul(g, q->x_scale, ws));
+    kc_status s = KC_OK;
+    kc_val in[3] = {v, q->y_scale, q->y_zp};
+    st = kc_onnx_emit1(im, KC_OP_QUANTIZE_LINEAR, q->y_zp.id ? 3 : 2, in, &s);
+    if (s != KC_OK) kc_graph_fail(g, s);
+    y = st;
   }
   return unflatten(g, y, M, w);
 }
@@ -293,10 +340,12 @@ typedef struct conv {
   win w; /* transposed: strides, dilations and kernel only */
 } conv;
 
-static kc_status conv_head(onnx_imp *im, const Onnx__NodeProto *np, bool transposed, conv *c) {
+/* iw, ib: the input indices of W and B (ib < 0: none); X is input 0. */
+static kc_status conv_head(onnx_imp *im, const Onnx__NodeProto *np, bool transposed, int iw, int ib,
+                           conv *c) {
   c->x = kc_onnx_input(im, np, 0);
-  c->wt = kc_onnx_input(im, np, 1);
-  c->b = np->n_input > 2 ? kc_onnx_input(im, np, 2) : (kc_val){0};
+  c->wt = kc_onnx_input(im, np, (size_t)iw);
+  c->b = ib >= 0 ? kc_onnx_input(im, np, (size_t)ib) : (kc_val){0};
   if (!c->x.id || !c->wt.id) return kc_errorf(im->ctx, KC_ERR_VERIFY, "needs X and W");
   int r = kc_value_of(im->g, c->x)->rank;
   if (kc_value_of(im->g, c->wt)->rank != r)
@@ -391,27 +440,62 @@ static kc_val patch_conv(onnx_imp *im, const Onnx__NodeProto *np, const conv *c,
   return unflatten(g, kc_transpose(g, y, 3, back), M, w);
 }
 
-kc_status kc_onnx_import_conv(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
-  (void)row;
+/* Conv, ConvInteger and QLinearConv (q says which). */
+static kc_status import_conv(onnx_imp *im, const Onnx__NodeProto *np, conv_q *q) {
   kc_graph *g = im->g;
   uint32_t first = g->nnodes;
+  bool qlinear = q->op == KC_OP_QLINEAR_MATMUL, integer = q->op == KC_OP_MATMUL_INTEGER;
   conv c;
-  kc_status s = conv_head(im, np, false, &c);
+  kc_status s = conv_head(im, np, false, qlinear ? 3 : 1, qlinear ? 8 : integer ? -1 : 2, &c);
   if (s != KC_OK) return s;
   int64_t M = c.w0, Cg = c.w1, G = c.G, C = static_dim(im, c.x, 1);
   if (C >= 0 && C != Cg * G)
     return kc_errorf(im->ctx, KC_ERR_SHAPE, "X has %lld channels, W and group say %lld",
                      (long long)C, (long long)(Cg * G));
-  kc_val y = patch_conv(im, np, &c, C, &s);
-  if (s != KC_OK) return s;
+  kc_val y = {0};
+  if (q->op == KC_OP_MATMUL && (y = patch_conv(im, np, &c, C, &s), s != KC_OK)) return s;
   if (y.id) return kc_onnx_finish(im, np, first, y);
-  kc_val zero = kc_onnx_const_scalar(im, kc_value_of(g, c.x)->dtype, 0, &s);
+  if (G > 1 && ((q->w_zp.id && kc_value_numel(g, q->w_zp) != 1) ||
+                (q->w_scale.id && kc_value_numel(g, q->w_scale) != 1)))
+    return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "per-channel weight quantization with group %lld",
+                     (long long)G);
+  /* taps in the padding read x's zero point: they add nothing once it is subtracted */
+  kc_val pad = q->x_zp;
+  if (!pad.id) pad = kc_onnx_const_scalar(im, kc_value_of(g, c.x)->dtype, 0, &s);
   if (s != KC_OK) return s;
-  kc_val pt = patches(im, np, c.x, &c.w, false, zero, NULL, false, NULL, &s);
+  kc_val pt = patches(im, np, c.x, &c.w, false, pad, NULL, false, NULL, &s);
   if (s != KC_OK) return s;
   int64_t ws3[3] = {G, M / G, Cg * c.w.K};
   kc_val wg = kc_reshape(g, c.wt, kc_const_i64s(g, G == 1 ? 2 : 3, G == 1 ? ws3 + 1 : ws3));
-  return kc_onnx_finish(im, np, first, conv_matmul(im, wg, pt, c.b, G, M, Cg, &c.w));
+  return kc_onnx_finish(im, np, first, conv_matmul(im, q, wg, pt, c.b, G, M, Cg, &c.w));
+}
+
+kc_status kc_onnx_import_conv(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  conv_q q = {.op = KC_OP_MATMUL};
+  return import_conv(im, np, &q);
+}
+
+/* ConvInteger(x, w, x_zero_point?, w_zero_point?) -> int32 */
+kc_status kc_onnx_import_conv_integer(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  conv_q q = {.op = KC_OP_MATMUL_INTEGER,
+              .x_zp = kc_onnx_input(im, np, 2),
+              .w_zp = kc_onnx_input(im, np, 3)};
+  return import_conv(im, np, &q);
+}
+
+/* QLinearConv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, B?) */
+kc_status kc_onnx_import_qlinear_conv(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  conv_q q = {.op = KC_OP_QLINEAR_MATMUL};
+  kc_val *in[6] = {NULL, &q.x_scale, &q.x_zp, NULL, &q.w_scale, &q.w_zp};
+  for (size_t i = 0; i < 6; i++)
+    if (in[i] && !(*in[i] = kc_onnx_input(im, np, i)).id)
+      return kc_errorf(im->ctx, KC_ERR_VERIFY, "needs input %zu", i);
+  if (!(q.y_scale = kc_onnx_input(im, np, 6)).id || !(q.y_zp = kc_onnx_input(im, np, 7)).id)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "needs y_scale and y_zero_point");
+  return import_conv(im, np, &q);
 }
 
 kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
@@ -420,7 +504,7 @@ kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
   kc_graph *g = im->g;
   uint32_t first = g->nnodes;
   conv c;
-  kc_status s = conv_head(im, np, true, &c);
+  kc_status s = conv_head(im, np, true, 1, 2, &c);
   if (s != KC_OK) return s;
   int64_t C = c.w0, Mg = c.w1, G = c.G;
   win w = c.w; /* strides, dilations, kernel; pads and out are the transposed ones below */
@@ -458,10 +542,11 @@ kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
   kc_val pt = patches(im, np, c.x, &w, true, zero, NULL, false, NULL, &s);
   if (s != KC_OK) return s;
   /* W [C, Mg, k..] = [G, Cg, Mg, K] -> [G, Mg, Cg, K] -> [G, Mg, Cg*K] */
+  conv_q flt = {.op = KC_OP_MATMUL};
   int64_t Cg = C / G, w4[4] = {G, Cg, Mg, w.K}, perm[4] = {0, 2, 1, 3}, w3[3] = {G, Mg, Cg * w.K};
   kc_val wg = kc_transpose(g, kc_reshape(g, c.wt, kc_const_i64s(g, 4, w4)), 4, perm);
   wg = kc_reshape(g, wg, kc_const_i64s(g, G == 1 ? 2 : 3, G == 1 ? w3 + 1 : w3));
-  return kc_onnx_finish(im, np, first, conv_matmul(im, wg, pt, c.b, G, Mg * G, Cg, &w));
+  return kc_onnx_finish(im, np, first, conv_matmul(im, &flt, wg, pt, c.b, G, Mg * G, Cg, &w));
 }
 
 /* The lowest value of dtype t (max pooling's padding). */

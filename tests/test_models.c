@@ -8,8 +8,9 @@
  * tests/models/make_opset23.py; bert_tiny_qdyn, bert_tiny_qop and bert_tiny_qdq, bert_tiny
  * quantized by ONNX Runtime's tools with ORT's outputs as references, by
  * tests/models/make_quant_models.py; vit_tiny, a Dinov2-style encoder, by
- * tests/models/make_vit_model.py; conv_tiny, the Conv forms (patch, grouped, depthwise, 1-D) with
- * ONNX Runtime's outputs, by tests/models/make_conv_models.py)
+ * tests/models/make_vit_model.py; conv_tiny, the Conv forms (patch, grouped, depthwise, 1-D), and
+ * qconv_tiny, QLinearConv (bias, per-channel scales) and grouped ConvInteger, with ONNX Runtime's
+ * outputs, by tests/models/make_conv_models.py)
  * must PASS, not SKIP, both with the default pipeline and with `--passes=` (nothing fused), so
  * fused and unfused graphs are held to the same reference outputs. One negative test copies a model
  * with one reference value moved by 1% and expects FAIL, so a check that stopped comparing values

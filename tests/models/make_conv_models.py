@@ -16,6 +16,12 @@ Input x [N, 4, 10, 11] (N dynamic; data sets N = 1 and N = 2). Outputs:
   depthwise Conv 3x3, group 4, 2 filters per channel, dilations 2, pads 2, strides 2;
   conv1d    Conv over x viewed as [N, 4, 110], kernel 5 = stride 5 (the patch path in 1-D).
 Weights: standard normal, seeded. Opset 17.
+
+qconv_tiny: the integer convs on a uint8 input xq [N, 4, 9, 9] (data sets N = 1, 2):
+  qlinear   QLinearConv 3x3, pads 1, int8 weights with per-channel scales and an int32 bias
+            (summed before the requantization), uint8 output;
+  qnobias   QLinearConv 2x2 strides 2 without bias, per-tensor uint8 weights;
+  integer   ConvInteger 3x3, group 2, pads 1, uint8 weights, x and w zero points (int32 out).
 """
 import argparse
 import os
@@ -32,7 +38,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main():
     ap = argparse.ArgumentParser(description="Export tests/models/conv_tiny with ORT references.")
     ap.add_argument("--out", default=HERE, metavar="DIR")
-    out_dir = os.path.join(ap.parse_args().out, "conv_tiny")
+    out = ap.parse_args().out
+    out_dir = os.path.join(out, "conv_tiny")
     rng = np.random.default_rng(15)
 
     def w(name, *shape):
@@ -77,6 +84,65 @@ def main():
             with open(os.path.join(d, "output_%d.pb" % j), "wb") as f:
                 f.write(numpy_helper.from_array(y, outs[j].name).SerializeToString())
             print("  conv_tiny set %d %s %s" % (i, outs[j].name, list(y.shape)))
+    quantized(out)
+
+
+def save_sets(out_dir, path, names, make_inputs):
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for i, n in enumerate((1, 2)):
+        d = os.path.join(out_dir, "test_data_set_%d" % i)
+        os.makedirs(d)
+        feeds = make_inputs(n)
+        for j, (k, v) in enumerate(feeds.items()):
+            with open(os.path.join(d, "input_%d.pb" % j), "wb") as f:
+                f.write(numpy_helper.from_array(v, k).SerializeToString())
+        for j, y in enumerate(sess.run(None, feeds)):
+            with open(os.path.join(d, "output_%d.pb" % j), "wb") as f:
+                f.write(numpy_helper.from_array(y, names[j]).SerializeToString())
+            print("  %s set %d %s %s" % (os.path.basename(out_dir), i, names[j], list(y.shape)))
+
+
+def quantized(out):
+    out_dir = os.path.join(out, "qconv_tiny")
+    rng = np.random.default_rng(16)
+    A = numpy_helper.from_array
+
+    def f32(v, name):
+        return A(np.array(v, np.float32), name)
+
+    inits = [f32(0.02, "xs"), A(np.array(120, np.uint8), "xz"),
+             A(rng.integers(-60, 60, (6, 4, 3, 3)).astype(np.int8), "Wq"),
+             f32(rng.uniform(0.005, 0.02, 6), "ws"), A(np.zeros(6, np.int8), "wz"),
+             f32(0.05, "ys"), A(np.array(128, np.uint8), "yz"),
+             A(rng.integers(-3000, 3000, 6).astype(np.int32), "Bq"),
+             A(rng.integers(0, 255, (5, 4, 2, 2)).astype(np.uint8), "Wu"), f32(0.01, "wus"),
+             A(np.array(130, np.uint8), "wuz"), f32(0.2, "y2s"), A(np.array(100, np.uint8), "y2z"),
+             A(rng.integers(0, 255, (6, 2, 3, 3)).astype(np.uint8), "Wi"),
+             A(np.array(125, np.uint8), "wiz")]
+    nodes = [
+        helper.make_node("QLinearConv", ["xq", "xs", "xz", "Wq", "ws", "wz", "ys", "yz", "Bq"],
+                         ["qlinear"], pads=[1, 1, 1, 1]),
+        helper.make_node("QLinearConv", ["xq", "xs", "xz", "Wu", "wus", "wuz", "y2s", "y2z"],
+                         ["qnobias"], strides=[2, 2]),
+        helper.make_node("ConvInteger", ["xq", "Wi", "xz", "wiz"], ["integer"], group=2,
+                         pads=[1, 1, 1, 1]),
+    ]
+    shapes = {"qlinear": (TensorProto.UINT8, ["N", 6, 9, 9]),
+              "qnobias": (TensorProto.UINT8, ["N", 5, 4, 4]),
+              "integer": (TensorProto.INT32, ["N", 6, 9, 9])}
+    outs = [helper.make_tensor_value_info(n, t, sh) for n, (t, sh) in shapes.items()]
+    graph = helper.make_graph(nodes, "qconv_tiny",
+                              [helper.make_tensor_value_info("xq", TensorProto.UINT8, ["N", 4, 9, 9])],
+                              outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    path = os.path.join(out_dir, "model.onnx")
+    onnx.save(model, path)
+    save_sets(out_dir, path, list(shapes),
+              lambda n: {"xq": rng.integers(0, 255, (n, 4, 9, 9)).astype(np.uint8)})
 
 
 if __name__ == "__main__":
