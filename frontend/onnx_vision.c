@@ -7,9 +7,10 @@
  *
  * Sliding windows are an im2col by gather: x [N, C, D1..Dn] is viewed as [N, C, D1*..*Dn] and
  * gathered along its last axis with an i64 table [K, P] (K = the kernel's taps, P = the output
- * positions) computed here from the attributes, giving patches [N, C, K, P]; taps that fall in
- * the padding read element 0 and a bool mask [K, P] (absent when no tap is out of range)
- * replaces them by the op's pad value (0 for conv and average, the dtype's lowest for max).
+ * positions) computed here from the attributes, giving patches [N, C, K, P]; when a tap falls
+ * in the padding, x gets one more column [N, C, IN + 1] holding the op's pad value (0 for conv
+ * and average, x's zero point for the integer convs, the dtype's lowest for max), which such
+ * taps read: the padding costs a copy of x, not a pass over the K times larger patches.
  *   Conv:          W [M, C/G, k..] -> [G, M/G, C/G*K]; patches -> [N, G, C/G*K, P]; one
  *                  batched matmul (the packed matmul core) gives [N, G, M/G, P] -> [N, M, O..].
  *                  Windows that tile the input (stride = kernel, no padding, dilation 1, one
@@ -195,8 +196,7 @@ static kc_val patches(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, const w
   }
   size_t cells = (size_t)(w->K * w->P);
   int64_t *idx = kc_arena_alloc(&g->arena, cells * sizeof *idx);
-  bool *ok = kc_arena_alloc(&g->arena, cells * sizeof *ok);
-  if (!idx || !ok) {
+  if (!idx) {
     *st = kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
     return (kc_val){0};
   }
@@ -235,23 +235,27 @@ static kc_val patches(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, const w
           flat = flat * w->in[i] + c;
         if (!valid) flat = 0;
       }
-      if (!valid) flat = 0;
+      if (!valid) flat = w->IN; /* the pad column appended to x below */
       size_t cell = (size_t)(kk * w->P + p);
       idx[cell] = flat;
-      ok[cell] = valid;
       masked |= !valid;
       if (counts && (incl ? inside : valid)) counts[p] += 1;
     }
   }
   if (table_out) *table_out = idx;
-  int64_t dims[2] = {w->K, w->P}, flat3[3] = {0, 0, -1};
+  int64_t dims[2] = {w->K, w->P}, flat3[3] = {0, 0, -1}, zero = 0, two = 2, one = 1;
   kc_val iv = table(im, np, "im2col", KC_I64, 2, dims, idx, st);
   if (*st != KC_OK) return (kc_val){0};
-  kc_val y = kc_gather(g, kc_reshape(g, x, kc_const_i64s(g, 3, flat3)), iv, 2);
-  if (!masked) return y;
-  kc_val mv = table(im, np, "im2col_mask", KC_BOOL, 2, dims, ok, st);
-  if (*st != KC_OK) return (kc_val){0};
-  return kc_where(g, mv, y, pad);
+  kc_val xf = kc_reshape(g, x, kc_const_i64s(g, 3, flat3));
+  if (masked) { /* x [N, C, IN] -> [N, C, IN + 1] with pad in the last column, which the taps
+                   in the padding read: no mask pass over the patches */
+    kc_val nc1[2] = {kc_slice(g, kc_shape(g, x), kc_const_i64s(g, 1, &zero),
+                              kc_const_i64s(g, 1, &two), (kc_val){0}, (kc_val){0}),
+                     kc_const_i64s(g, 1, &one)};
+    kc_val parts[2] = {xf, kc_expand(g, pad, kc_concat(g, 2, nc1, 0))};
+    xf = kc_concat(g, 2, parts, 2);
+  }
+  return kc_gather(g, xf, iv, 2);
 }
 
 /* y [N, C', P] or with more leading dims -> [N, c, out...] */
@@ -518,7 +522,7 @@ kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
     return kc_errorf(im->ctx, KC_ERR_SHAPE, "output_shape has %zu values", osa->n_ints);
   int ap = auto_pad(np);
   bool same = ap >= 2 && !kc_onnx_attr(np, "pads");
-  w.K = w.P = 1;
+  w.K = w.P = w.IN = 1;
   for (int i = 0; i < n; i++) {
     int64_t ek = (w.k[i] - 1) * w.d[i] + 1, full = w.s[i] * (w.in[i] - 1) + op[i] + ek;
     if (osa) oshape[i] = osa->ints[osa->n_ints - (size_t)n + (size_t)i];
@@ -536,6 +540,7 @@ kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
       return kc_errorf(im->ctx, KC_ERR_SHAPE, "spatial dim %d gives no output positions", i);
     w.K *= w.k[i];
     w.P *= w.out[i];
+    w.IN *= w.in[i];
   }
   kc_val zero = kc_onnx_const_scalar(im, kc_value_of(g, c.x)->dtype, 0, &s);
   if (s != KC_OK) return s;
@@ -582,14 +587,14 @@ static kc_val argmax_indices(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, 
     return (kc_val){0};
   }
   for (int64_t c = 0; c < KP; c++) {
-    int64_t f = cells[c], co[MAXSP], o = 0;
+    int64_t f = cells[c] == w->IN ? 0 : cells[c], co[MAXSP], o = 0; /* a tap in the padding */
     for (int i = w->n - 1; i >= 0; i--) {
       co[i] = f % w->in[i];
       f /= w->in[i];
     }
     for (int i = w->n - 1; i >= 0; i--)
       o = o * w->in[i] + co[i];
-    sp[c] = colmajor ? o : cells[c];
+    sp[c] = colmajor ? o : cells[c] == w->IN ? 0 : cells[c];
   }
   for (int64_t k = 0; k < K; k++)
     rank[k] = K - k;
