@@ -60,12 +60,21 @@ def main():
         helper.make_node("Reshape", ["x", "flat_shape"], ["x1d"]),
         helper.make_node("Conv", ["x1d", "W1", "B1"], ["conv1d"], strides=[5]),
     ]
-    shapes = {"patch": ["N", 6, 3, 3], "tokens": ["N", 25, 5], "grouped": ["N", 6, 10, 11],
-              "depthwise": ["N", 8, 5, 6], "conv1d": ["N", 3, 22]}
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes.items()]
-    graph = helper.make_graph(nodes, "conv_tiny",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 10, 11])],
-                              outs, inits)
+    f = TensorProto.FLOAT
+    outs = {"patch": (f, ["N", 6, 3, 3]), "tokens": (f, ["N", 25, 5]),
+            "grouped": (f, ["N", 6, 10, 11]), "depthwise": (f, ["N", 8, 5, 6]),
+            "conv1d": (f, ["N", 3, 22])}
+    write_model(out_dir, nodes, ("x", f, ["N", 4, 10, 11]), outs, inits,
+                lambda n: {"x": rng.standard_normal((n, 4, 10, 11)).astype(np.float32)})
+    quantized(out)
+
+
+def write_model(out_dir, nodes, x, outs, inits, make_inputs):
+    """out_dir/model.onnx: one input x (name, type, shape), outputs {name: (type, shape)};
+    then test_data_set_0 and _1 (make_inputs(N) for N = 1, 2) with ORT's outputs."""
+    graph = helper.make_graph(nodes, os.path.basename(out_dir), [helper.make_tensor_value_info(*x)],
+                              [helper.make_tensor_value_info(n, t, sh) for n, (t, sh) in outs.items()],
+                              inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
@@ -73,21 +82,7 @@ def main():
     os.makedirs(out_dir)
     path = os.path.join(out_dir, "model.onnx")
     onnx.save(model, path)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    for i, n in enumerate((1, 2)):
-        d = os.path.join(out_dir, "test_data_set_%d" % i)
-        os.makedirs(d)
-        x = rng.standard_normal((n, 4, 10, 11)).astype(np.float32)
-        with open(os.path.join(d, "input_0.pb"), "wb") as f:
-            f.write(numpy_helper.from_array(x, "x").SerializeToString())
-        for j, y in enumerate(sess.run(None, {"x": x})):
-            with open(os.path.join(d, "output_%d.pb" % j), "wb") as f:
-                f.write(numpy_helper.from_array(y, outs[j].name).SerializeToString())
-            print("  conv_tiny set %d %s %s" % (i, outs[j].name, list(y.shape)))
-    quantized(out)
-
-
-def save_sets(out_dir, path, names, make_inputs):
+    names = list(outs)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     for i, n in enumerate((1, 2)):
         d = os.path.join(out_dir, "test_data_set_%d" % i)
@@ -127,22 +122,11 @@ def quantized(out):
         helper.make_node("ConvInteger", ["xq", "Wi", "xz", "wiz"], ["integer"], group=2,
                          pads=[1, 1, 1, 1]),
     ]
-    shapes = {"qlinear": (TensorProto.UINT8, ["N", 6, 9, 9]),
-              "qnobias": (TensorProto.UINT8, ["N", 5, 4, 4]),
-              "integer": (TensorProto.INT32, ["N", 6, 9, 9])}
-    outs = [helper.make_tensor_value_info(n, t, sh) for n, (t, sh) in shapes.items()]
-    graph = helper.make_graph(nodes, "qconv_tiny",
-                              [helper.make_tensor_value_info("xq", TensorProto.UINT8, ["N", 4, 9, 9])],
-                              outs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.makedirs(out_dir)
-    path = os.path.join(out_dir, "model.onnx")
-    onnx.save(model, path)
-    save_sets(out_dir, path, list(shapes),
-              lambda n: {"xq": rng.integers(0, 255, (n, 4, 9, 9)).astype(np.uint8)})
+    outs = {"qlinear": (TensorProto.UINT8, ["N", 6, 9, 9]),
+            "qnobias": (TensorProto.UINT8, ["N", 5, 4, 4]),
+            "integer": (TensorProto.INT32, ["N", 6, 9, 9])}
+    write_model(out_dir, nodes, ("xq", TensorProto.UINT8, ["N", 4, 9, 9]), outs, inits,
+                lambda n: {"xq": rng.integers(0, 255, (n, 4, 9, 9)).astype(np.uint8)})
 
 
 if __name__ == "__main__":
