@@ -4,7 +4,7 @@ bench/decode_bench.py run, with random weights, from PyTorch, as Hugging Face's 
 them. Run by bench/run.sh with Debian's Python (python3-torch 1.13 CPU); the models are written
 at bench time and not committed:
 
-    /usr/bin/python3 bench/export_models.py OUT_DIR   # writes OUT_DIR/{minilm,gpt2,gpt2_past}.onnx
+    /usr/bin/python3 bench/export_models.py OUT_DIR   # writes OUT_DIR/{minilm,gpt2,gpt2_past,vit_s}.onnx
 
   minilm  MiniLM-L6-shaped BERT encoder (sentence-transformers/all-MiniLM-L6-v2's config): 6 layers,
           hidden 384, 12 heads, FFN 1536, vocab 30522, 512 positions, 2 token types, LayerNorm eps
@@ -30,6 +30,14 @@ at bench time and not committed:
           present.N.key/value [B, 12, P + S, 64] out), for bench/decode_bench.py. Its export
           comes after gpt2's and draws from the generator after it, so gpt2.onnx and minilm.onnx
           stay byte-for-byte what they were before it existed.
+  vit_s   ViT-S/16-shaped encoder (DINOv2 ViT-S's width at 224x224, patch 16): 12 layers, hidden
+          384, 6 heads, MLP 1536, LayerNorm eps 1e-6, written as Dinov2Model (hf_modules.VitModel):
+          Conv2d patch embedding (kernel = stride = 16), class token, position embeddings for a
+          14x14 grid resized bicubically to the image's grid in the graph (Resize mode=cubic),
+          separate q/k/v projections, layer scale before each residual add, erf GELU. Input
+          pixel_values [batch, 3, 224, 224] (dynamic batch); outputs last_hidden_state
+          [batch, 197, 384] and pooler_output [batch, 384]. Opset 17. Exported last, from its own
+          seed, so the other models stay byte-for-byte what they were.
 
 The modules are tests/models/hf_modules.py's (shared with tests/models/make_models.py); the
 configs are here. Both have dynamic batch and seq axes. Weights: PyTorch's default init (Linear,
@@ -46,7 +54,7 @@ import torch
 # the modules are shared with tests/models/make_models.py
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "models"))
-from hf_modules import BertModel, Gpt2Model, randomize_norms  # noqa: E402
+from hf_modules import BertModel, Gpt2Model, VitModel, randomize_norms  # noqa: E402
 
 
 class MiniLMCfg:
@@ -68,6 +76,11 @@ class Gpt2Cfg:
     @staticmethod
     def conv_std(nx):
         return 0.02
+
+
+class VitSCfg:
+    image, patch, channels, hidden, heads, layers, inter, eps = 224, 16, 3, 384, 6, 12, 1536, 1e-6
+    native_grid, layer_scale_init = 14, 1.0
 
 
 class Gpt2Past(torch.nn.Module):
@@ -136,6 +149,14 @@ def main():
     past = tuple(0.1 * torch.randn(1, H, 5, D, generator=gen) for _ in past_names)
     export(Gpt2Past(gpt2), (ids[:, :3],) + past, os.path.join(out, "gpt2_past.onnx"),
            ["input_ids"] + past_names, ["logits"] + present_names, 13, axes)
+
+    torch.manual_seed(3)
+    vit = VitModel(VitSCfg)
+    randomize_norms(vit, gen)
+    pixels = torch.randn(1, 3, VitSCfg.image, VitSCfg.image, generator=gen)
+    axes = {n: {0: "batch"} for n in ("pixel_values", "last_hidden_state", "pooler_output")}
+    export(vit, (pixels,), os.path.join(out, "vit_s.onnx"), ["pixel_values"],
+           ["last_hidden_state", "pooler_output"], 17, axes)
 
 
 if __name__ == "__main__":

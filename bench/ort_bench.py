@@ -6,7 +6,8 @@ exporting the models (bench/export_models.py); run it by hand as
     python3 bench/ort_bench.py --lib build-bench/libkernc.so --models bench/models [--threads 2]
 
 For each row (MiniLM encoder 1x128 and 8x128, GPT-2 decoder full forward on 1x128 tokens, the
-MiniLM encoder dynamically quantized to int8 by ORT's quantize_dynamic at 1x128 and 8x128):
+MiniLM encoder dynamically quantized to int8 by ORT's quantize_dynamic at 1x128 and 8x128, ViT-S/16
+encoder on 1 and 8 images of 224x224):
   - latency: both engines loaded in this process, taking turns by blocks: one untimed run, then
     --block-runs timed runs back to back, then a wait until the engine's worker threads are idle
     (no CPU used for --settle-ms, read from /proc/self/task/*/schedstat) before the other engine
@@ -63,6 +64,12 @@ def decoder_inputs(batch, seq, vocab=50257, seed=1):
     return {"input_ids": rng.integers(0, vocab, (batch, seq), dtype=np.int64)}
 
 
+def image_inputs(batch, size=224, seed=2):
+    """Pixel values as a normalized image batch would have them (about N(0, 1))."""
+    rng = np.random.default_rng(seed)
+    return {"pixel_values": rng.standard_normal((batch, 3, size, size), dtype=np.float32)}
+
+
 # name, model file, shape label, inputs
 ROWS = [
     ("MiniLM-L6 encoder", "minilm.onnx", "1x128", lambda: encoder_inputs(1, 128)),
@@ -70,6 +77,8 @@ ROWS = [
     ("GPT-2 small decoder", "gpt2.onnx", "1x128", lambda: decoder_inputs(1, 128)),
     ("MiniLM-L6 int8 (dynamic)", "minilm_int8.onnx", "1x128", lambda: encoder_inputs(1, 128)),
     ("MiniLM-L6 int8 (dynamic)", "minilm_int8.onnx", "8x128", lambda: encoder_inputs(8, 128)),
+    ("ViT-S/16 encoder", "vit_s.onnx", "1x3x224x224", lambda: image_inputs(1)),
+    ("ViT-S/16 encoder", "vit_s.onnx", "8x3x224x224", lambda: image_inputs(8)),
 ]
 
 

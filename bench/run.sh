@@ -78,13 +78,14 @@ else
   mkdir -p "$MODELS"
   stamp=$(cat "$ROOT/bench/export_models.py" "$ROOT/tests/models/hf_modules.py" | sha256sum | cut -c1-16)
   if [ -f "$MODELS/minilm.onnx" ] && [ -f "$MODELS/gpt2.onnx" ] && [ -f "$MODELS/gpt2_past.onnx" ] &&
-     [ "$(cat "$MODELS/.stamp" 2>/dev/null)" = "$stamp" ]; then
+     [ -f "$MODELS/vit_s.onnx" ] && [ "$(cat "$MODELS/.stamp" 2>/dev/null)" = "$stamp" ]; then
     echo "models up to date (delete $MODELS to export again)"
   else
     rm -f "$MODELS/.stamp"
     "$TORCH_PY" -W ignore "$ROOT/bench/export_models.py" "$MODELS" 2>&1 | grep -v -i warn ||
       true
-    [ -f "$MODELS/minilm.onnx" ] && [ -f "$MODELS/gpt2.onnx" ] && [ -f "$MODELS/gpt2_past.onnx" ] ||
+    [ -f "$MODELS/minilm.onnx" ] && [ -f "$MODELS/gpt2.onnx" ] && [ -f "$MODELS/gpt2_past.onnx" ] &&
+      [ -f "$MODELS/vit_s.onnx" ] ||
       die "exporting the models failed"
     echo "$stamp" >"$MODELS/.stamp"
   fi

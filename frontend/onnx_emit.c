@@ -220,6 +220,26 @@ const Onnx__AttributeProto *kc_onnx_attr(const Onnx__NodeProto *np, const char *
   return NULL;
 }
 
+int64_t kc_onnx_attr_int(const Onnx__NodeProto *np, const char *name, int64_t def) {
+  const Onnx__AttributeProto *a = kc_onnx_attr(np, name);
+  return a ? a->i : def;
+}
+
+float kc_onnx_attr_float(const Onnx__NodeProto *np, const char *name, float def) {
+  const Onnx__AttributeProto *a = kc_onnx_attr(np, name);
+  return a ? a->f : def;
+}
+
+kc_status kc_onnx_finish(onnx_imp *im, const Onnx__NodeProto *np, uint32_t first, kc_val y) {
+  kc_graph *g = im->g;
+  kc_status s = kc_graph_status(g);
+  if (s != KC_OK) return s;
+  const char *name = np->name && *np->name ? kc_arena_strdup(&g->arena, np->name) : NULL;
+  for (uint32_t ni = first; name && ni < g->nnodes; ni++)
+    if (!g->nodes[ni].loc) g->nodes[ni].loc = name;
+  return kc_onnx_bind(im, np, 0, y);
+}
+
 kc_status kc_onnx_attr_tensor(onnx_imp *im, const Onnx__AttributeProto *a, uint32_t *tensor) {
   if (!a->t) return kc_errorf(im->ctx, KC_ERR_PARSE, "attribute '%s' holds no tensor", a->name);
   char what[300];

@@ -122,6 +122,15 @@ kc_status kc_onnx_copy_attrs(onnx_imp *im, const Onnx__NodeProto *np, uint32_t n
                              const char *const *skip);
 /* The attribute called name on np, or NULL. */
 const Onnx__AttributeProto *kc_onnx_attr(const Onnx__NodeProto *np, const char *name);
+/* Integer / float attribute name of np, or def when absent. */
+int64_t kc_onnx_attr_int(const Onnx__NodeProto *np, const char *name, int64_t def);
+float kc_onnx_attr_float(const Onnx__NodeProto *np, const char *name, float def);
+/*
+ * The end of an import composition: the nodes made from index first on answer to np's name in
+ * messages (those without a loc of their own), then np's output 0 is bound to y. Returns the
+ * graph's sticky status first, so a failed builder call anywhere in the composition shows.
+ */
+kc_status kc_onnx_finish(onnx_imp *im, const Onnx__NodeProto *np, uint32_t first, kc_val y);
 /* Decode the tensor held by attribute a into a new anonymous entry of g->tensors. */
 kc_status kc_onnx_attr_tensor(onnx_imp *im, const Onnx__AttributeProto *a, uint32_t *tensor);
 
@@ -138,6 +147,8 @@ kc_status kc_onnx_import_swish(onnx_imp *im, const Onnx__NodeProto *np, const on
 
 /* Convolution, pooling and normalization as builder compositions (onnx_vision.c). */
 kc_status kc_onnx_import_conv(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_conv_integer(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
+kc_status kc_onnx_import_qlinear_conv(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);
 kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
                                         const onnx_op *row);
 kc_status kc_onnx_import_max_pool(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row);

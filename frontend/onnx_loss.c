@@ -24,18 +24,6 @@
 #include <stdint.h>
 #include <string.h>
 
-/* The loss y of np built from nodes [first, nnodes): names them after np, binds output 0. */
-static kc_status finish(onnx_imp *im, const Onnx__NodeProto *np, uint32_t first, kc_val y) {
-  kc_graph *g = im->g;
-  kc_status s = kc_graph_status(g);
-  if (s != KC_OK) return s;
-  /* the nodes answer to the ONNX node's name in messages, as kc_onnx_add's do */
-  const char *name = np->name && *np->name ? kc_arena_strdup(&g->arena, np->name) : NULL;
-  for (uint32_t ni = first; name && ni < g->nnodes; ni++)
-    if (!g->nodes[ni].loc) g->nodes[ni].loc = name;
-  return kc_onnx_bind(im, np, 0, y);
-}
-
 /* SCE without weights on softmax_xent: scores [N, C, D...] -> [N, D..., C]; reduction red. */
 static kc_val fused(kc_graph *g, kc_val x, kc_val labels, int64_t ignore, const char *red) {
   int r = kc_value_of(g, x)->rank;
@@ -92,7 +80,7 @@ static kc_status build(onnx_imp *im, const Onnx__NodeProto *np, bool softmax) {
   if (lv->dtype != KC_I64) labels = kc_cast(g, labels, KC_I64);
   bool log_prob = np->n_output > 1 && np->output[1] && *np->output[1];
   if (softmax && !weight.id && !log_prob)
-    return finish(im, np, first, fused(g, x, labels, ia ? ia->i : INT64_MIN, red));
+    return kc_onnx_finish(im, np, first, fused(g, x, labels, ia ? ia->i : INT64_MIN, red));
   kc_val lp = softmax ? kc_log_softmax(g, x, 1) : x;
   /* range(C) shaped [C, 1, .., 1] (k ones), against labels [N, 1, D1..Dk] */
   kc_val ncls = kc_gather(g, kc_shape(g, x), kc_const_i64(g, 1), 0);
@@ -125,7 +113,7 @@ static kc_status build(onnx_imp *im, const Onnx__NodeProto *np, bool softmax) {
     }
     y = kc_div(g, y, den);
   }
-  kc_status s = finish(im, np, first, y);
+  kc_status s = kc_onnx_finish(im, np, first, y);
   if (s == KC_OK && softmax && log_prob) s = kc_onnx_bind(im, np, 1, lp);
   return s;
 }

@@ -17,8 +17,10 @@
  * The result's size along an axis is range's length: a size that depends on data, which the
  * runtime settles when the range runs. Coordinates are f64 (the reference computes in f64, and
  * a floor near an integer must agree); linear and cubic interpolate in f64 and cast back;
- * nearest only gathers, so any dtype works. Axes are resized even when their scale is 1: the
- * taps then reproduce the input exactly.
+ * nearest only gathers, so any dtype works. Axes are resized even when their scale is 1 (the
+ * taps then reproduce the input exactly), unless scales or sizes are known at import (constants,
+ * or sizes whose contents shape inference knows) and keep an axis's size: then it is skipped,
+ * and a Resize that keeps every size is its input.
  * Not done: antialias (refused as unsupported); keep_aspect_ratio_policy rounds
  * round-half-up as the reference does.
  */
@@ -195,7 +197,20 @@ static bool const_values(const kc_graph *g, kc_val v, int n, double *out) {
     const kc_attr *a = kc_node_attr(d, "value");
     if (a && a->kind == KC_ATTR_TENSOR && a->u.tensor < g->ntensors) t = &g->tensors[a->u.tensor];
   }
-  if (!t || !t->data || t->nbytes != (size_t)n * kc_dtype_size(t->dtype)) return false;
+  if (!t) {
+    /* integer contents shape inference knows (sizes computed from static dims, as exporters
+     * write F.interpolate(size=(h // p, w // p))) */
+    uint32_t nk;
+    const kc_dim *k = kc_value_known(g, v, &nk);
+    if (!k || nk != (uint32_t)n || !kc_dtype_is_int(vv->dtype)) return false;
+    for (int i = 0; i < n; i++) {
+      int64_t c;
+      if (!kc_dim_const(g, k[i], &c)) return false;
+      out[i] = (double)c;
+    }
+    return true;
+  }
+  if (!t->data || t->nbytes != (size_t)n * kc_dtype_size(t->dtype)) return false;
   for (int i = 0; i < n; i++)
     switch (t->dtype) {
     case KC_F32: out[i] = ((const float *)t->data)[i]; break;
@@ -312,6 +327,10 @@ kc_status kc_onnx_import_resize(onnx_imp *im, const Onnx__NodeProto *np, const o
       scale[i] = keep;
       out[i] = kc_cast(g, kc_add(g, kc_mul(g, keep, F(g, (double)L[axes[i]])), F(g, 0.5)), KC_I64);
     }
+  bool all_same = known;
+  for (int i = 0; i < na; i++)
+    all_same = all_same && same[i];
+  if (all_same) return kc_onnx_finish(im, np, first, x); /* no f64 round trip either */
   kc_val y = z.mode == NEAREST || t == KC_F64 ? x : kc_cast(g, x, KC_F64);
   if (z.mode != NEAREST && !kc_dtype_is_float(t))
     return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "%s interpolation of %s",
@@ -327,10 +346,5 @@ kc_status kc_onnx_import_resize(onnx_imp *im, const Onnx__NodeProto *np, const o
     y = resize_axis(g, &z, y, (int)axes[i], L[axes[i]], scale[i], out[i], r0, r1);
   }
   if (z.mode != NEAREST && t != KC_F64) y = kc_cast(g, y, t);
-  s = kc_graph_status(g);
-  if (s != KC_OK) return s;
-  const char *name = np->name && *np->name ? kc_arena_strdup(&g->arena, np->name) : NULL;
-  for (uint32_t ni = first; name && ni < g->nnodes; ni++)
-    if (!g->nodes[ni].loc) g->nodes[ni].loc = name;
-  return kc_onnx_bind(im, np, 0, y);
+  return kc_onnx_finish(im, np, first, y);
 }

@@ -1,16 +1,25 @@
 /*
- * frontend/onnx_vision.c - ONNX Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool,
- * GlobalMaxPool, BatchNormalization (inference) and InstanceNormalization as builder
- * compositions at import: every piece (gather, where, matmul, reduce, elementwise) already has
- * a CPU and a CUDA kernel, so these ops need no kernel family of their own.
+ * frontend/onnx_vision.c - ONNX Conv, ConvInteger, QLinearConv, ConvTranspose, MaxPool,
+ * AveragePool, GlobalAveragePool, GlobalMaxPool, BatchNormalization (inference) and
+ * InstanceNormalization as builder compositions at import: every piece (gather, where, matmul,
+ * reduce, elementwise) already has a CPU and a CUDA kernel, so these ops need no kernel family
+ * of their own.
  *
  * Sliding windows are an im2col by gather: x [N, C, D1..Dn] is viewed as [N, C, D1*..*Dn] and
  * gathered along its last axis with an i64 table [K, P] (K = the kernel's taps, P = the output
- * positions) computed here from the attributes, giving patches [N, C, K, P]; taps that fall in
- * the padding read element 0 and a bool mask [K, P] (absent when no tap is out of range)
- * replaces them by the op's pad value (0 for conv and average, the dtype's lowest for max).
+ * positions) computed here from the attributes, giving patches [N, C, K, P]; when a tap falls
+ * in the padding, x gets one more column [N, C, IN + 1] holding the op's pad value (0 for conv
+ * and average, x's zero point for the integer convs, the dtype's lowest for max), which such
+ * taps read: the padding costs a copy of x, not a pass over the K times larger patches.
  *   Conv:          W [M, C/G, k..] -> [G, M/G, C/G*K]; patches -> [N, G, C/G*K, P]; one
  *                  batched matmul (the packed matmul core) gives [N, G, M/G, P] -> [N, M, O..].
+ *                  Windows that tile the input (stride = kernel, no padding, dilation 1, one
+ *                  group: a ViT's patch embedding) take no table: the patches are a reshape
+ *                  and a transpose of x, multiplied as gemm(patches, W) {transB} (patch_conv).
+ *   ConvInteger / QLinearConv: the same im2col (taps in the padding read x's zero point) with
+ *                  matmul_integer / qlinear_matmul for the matmul; w's per-channel scale and
+ *                  zero point are per-row operands (one group only). QLinearConv's int32 bias
+ *                  goes between matmul_integer and a quantize_linear of the rescaled sums.
  *   ConvTranspose: the same with the transposed window (output o reads input i where
  *                  i * s = o + pad - k * d) and W [C, M/G, k..] regrouped to [G, M/G, C/G*K].
  *   MaxPool / AveragePool: reduce_max / reduce_sum over K; the average divides by a per-position
@@ -40,17 +49,6 @@ typedef struct win {
   int64_t K, P, IN;  /* products of k, out, in */
 } win;
 
-/* The nodes made from nodes [first, nnodes) answer to np's name; binds output 0 to y. */
-static kc_status finish(onnx_imp *im, const Onnx__NodeProto *np, uint32_t first, kc_val y) {
-  kc_graph *g = im->g;
-  kc_status s = kc_graph_status(g);
-  if (s != KC_OK) return s;
-  const char *name = np->name && *np->name ? kc_arena_strdup(&g->arena, np->name) : NULL;
-  for (uint32_t ni = first; name && ni < g->nnodes; ni++)
-    if (!g->nodes[ni].loc) g->nodes[ni].loc = name;
-  return kc_onnx_bind(im, np, 0, y);
-}
-
 /* ints attribute name into v (count n), or def in every entry when absent. */
 static kc_status ints_attr(onnx_imp *im, const Onnx__NodeProto *np, const char *name, int n,
                            int64_t def, int64_t *v) {
@@ -63,16 +61,6 @@ static kc_status ints_attr(onnx_imp *im, const Onnx__NodeProto *np, const char *
                      a->n_ints, n);
   memcpy(v, a->ints, (size_t)n * sizeof *v);
   return KC_OK;
-}
-
-static int64_t int_attr(const Onnx__NodeProto *np, const char *name, int64_t def) {
-  const Onnx__AttributeProto *a = kc_onnx_attr(np, name);
-  return a ? a->i : def;
-}
-
-static float float_attr(const Onnx__NodeProto *np, const char *name, float def) {
-  const Onnx__AttributeProto *a = kc_onnx_attr(np, name);
-  return a ? a->f : def;
 }
 
 /* auto_pad: 0 NOTSET, 1 VALID, 2 SAME_UPPER, 3 SAME_LOWER; -1 unknown. */
@@ -127,7 +115,7 @@ static kc_status window(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, const
     if (w->k[i] < 1 || w->s[i] < 1 || w->d[i] < 1)
       return kc_errorf(im->ctx, KC_ERR_SHAPE, "kernel, strides and dilations must be positive");
   if (!fwd) return KC_OK;
-  bool ceil = ceil_ok && int_attr(np, "ceil_mode", 0) != 0;
+  bool ceil = ceil_ok && kc_onnx_attr_int(np, "ceil_mode", 0) != 0;
   w->K = w->P = w->IN = 1;
   for (int i = 0; i < n; i++) {
     int64_t ek = (w->k[i] - 1) * w->d[i] + 1, in = w->in[i];
@@ -208,8 +196,7 @@ static kc_val patches(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, const w
   }
   size_t cells = (size_t)(w->K * w->P);
   int64_t *idx = kc_arena_alloc(&g->arena, cells * sizeof *idx);
-  bool *ok = kc_arena_alloc(&g->arena, cells * sizeof *ok);
-  if (!idx || !ok) {
+  if (!idx) {
     *st = kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
     return (kc_val){0};
   }
@@ -248,23 +235,27 @@ static kc_val patches(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, const w
           flat = flat * w->in[i] + c;
         if (!valid) flat = 0;
       }
-      if (!valid) flat = 0;
+      if (!valid) flat = w->IN; /* the pad column appended to x below */
       size_t cell = (size_t)(kk * w->P + p);
       idx[cell] = flat;
-      ok[cell] = valid;
       masked |= !valid;
       if (counts && (incl ? inside : valid)) counts[p] += 1;
     }
   }
   if (table_out) *table_out = idx;
-  int64_t dims[2] = {w->K, w->P}, flat3[3] = {0, 0, -1};
+  int64_t dims[2] = {w->K, w->P}, flat3[3] = {0, 0, -1}, zero = 0, two = 2, one = 1;
   kc_val iv = table(im, np, "im2col", KC_I64, 2, dims, idx, st);
   if (*st != KC_OK) return (kc_val){0};
-  kc_val y = kc_gather(g, kc_reshape(g, x, kc_const_i64s(g, 3, flat3)), iv, 2);
-  if (!masked) return y;
-  kc_val mv = table(im, np, "im2col_mask", KC_BOOL, 2, dims, ok, st);
-  if (*st != KC_OK) return (kc_val){0};
-  return kc_where(g, mv, y, pad);
+  kc_val xf = kc_reshape(g, x, kc_const_i64s(g, 3, flat3));
+  if (masked) { /* x [N, C, IN] -> [N, C, IN + 1] with pad in the last column, which the taps
+                   in the padding read: no mask pass over the patches */
+    kc_val nc1[2] = {kc_slice(g, kc_shape(g, x), kc_const_i64s(g, 1, &zero),
+                              kc_const_i64s(g, 1, &two), (kc_val){0}, (kc_val){0}),
+                     kc_const_i64s(g, 1, &one)};
+    kc_val parts[2] = {xf, kc_expand(g, pad, kc_concat(g, 2, nc1, 0))};
+    xf = kc_concat(g, 2, parts, 2);
+  }
+  return kc_gather(g, xf, iv, 2);
 }
 
 /* y [N, C', P] or with more leading dims -> [N, c, out...] */
@@ -283,71 +274,209 @@ static kc_val per_channel(kc_graph *g, kc_val v, int r) {
   return r > 2 ? kc_unsqueeze(g, v, r - 2, axes) : v;
 }
 
-/* group-major weight wg [G, M/G, Cg*K] (or [M, Cg*K] when G == 1) times patches -> [N, M, O..] */
-static kc_val conv_matmul(onnx_imp *im, kc_val wg, kc_val pt, kc_val bias, int64_t G, int64_t M,
-                          int64_t Cg, const win *w) {
+/*
+ * How a conv multiplies: op KC_OP_MATMUL (float), KC_OP_MATMUL_INTEGER (ConvInteger: int32
+ * result) or KC_OP_QLINEAR_MATMUL (QLinearConv); the quantization operands as ONNX names them
+ * ({0} when absent or not used by op).
+ */
+typedef struct conv_q {
+  kc_op op;
+  kc_val x_scale, x_zp, w_scale, w_zp, y_scale, y_zp;
+} conv_q;
+
+/* wg @ p with q's product; wg's rows are the output channels, so w's per-channel scale and zero
+ * point ([M]) are per-row operands and x's per-tensor ones per-column. */
+static kc_val product(onnx_imp *im, const conv_q *q, kc_op op, kc_val wg, kc_val p) {
+  kc_status st = KC_OK;
+  kc_val y = {0};
+  if (op == KC_OP_MATMUL) return kc_matmul(im->g, wg, p);
+  if (op == KC_OP_MATMUL_INTEGER) {
+    kc_val in[4] = {wg, p, q->w_zp, q->x_zp};
+    y = kc_onnx_emit1(im, op, 4, in, &st);
+  } else {
+    kc_val in[8] = {wg, q->w_scale, q->w_zp, p, q->x_scale, q->x_zp, q->y_scale, q->y_zp};
+    y = kc_onnx_emit1(im, op, 8, in, &st);
+  }
+  if (st != KC_OK) kc_graph_fail(im->g, st);
+  return y;
+}
+
+/*
+ * group-major weight wg [G, M/G, Cg*K] (or [M, Cg*K] when G == 1) times patches -> [N, M, O..],
+ * plus bias [M]. QLinearConv with a bias (int32, added to the integer sums before they are
+ * scaled) multiplies with matmul_integer, adds it, then requantizes:
+ * quantize_linear((sum + B) * x_scale * w_scale, y_scale, y_zero_point).
+ */
+static kc_val conv_matmul(onnx_imp *im, const conv_q *q, kc_val wg, kc_val pt, kc_val bias,
+                          int64_t G, int64_t M, int64_t Cg, const win *w) {
   kc_graph *g = im->g;
+  bool requant = q->op == KC_OP_QLINEAR_MATMUL && bias.id;
+  kc_op op = requant ? KC_OP_MATMUL_INTEGER : q->op;
   kc_val y;
   if (G == 1) {
     int64_t ps[3] = {0, Cg * w->K, w->P};
-    y = kc_matmul(g, wg, kc_reshape(g, pt, kc_const_i64s(g, 3, ps)));
+    y = product(im, q, op, wg, kc_reshape(g, pt, kc_const_i64s(g, 3, ps)));
   } else {
     int64_t ps[4] = {0, G, Cg * w->K, w->P}, ys[3] = {0, M, w->P};
-    y = kc_matmul(g, wg, kc_reshape(g, pt, kc_const_i64s(g, 4, ps)));
+    y = product(im, q, op, wg, kc_reshape(g, pt, kc_const_i64s(g, 4, ps)));
     y = kc_reshape(g, y, kc_const_i64s(g, 3, ys));
   }
-  if (bias.id) {
-    int64_t one = 1;
-    y = kc_add(g, y, kc_unsqueeze(g, bias, 1, &one));
+  int64_t one = 1, col[2] = {-1, 1};
+  if (bias.id) y = kc_add(g, y, kc_unsqueeze(g, bias, 1, &one));
+  if (requant) {
+    kc_val ws = kc_reshape(g, q->w_scale, kc_const_i64s(g, 2, col)), st;
+    kc_val v =
+        kc_mul(g, kc_cast(g, y, kc_value_of(g, q->x_scale)->dtype), kc_mul(g, q->x_scale, ws));
+    kc_status s = KC_OK;
+    kc_val in[3] = {v, q->y_scale, q->y_zp};
+    st = kc_onnx_emit1(im, KC_OP_QUANTIZE_LINEAR, q->y_zp.id ? 3 : 2, in, &s);
+    if (s != KC_OK) kc_graph_fail(g, s);
+    y = st;
   }
   return unflatten(g, y, M, w);
 }
 
-static kc_status conv_inputs(onnx_imp *im, const Onnx__NodeProto *np, kc_val *x, kc_val *wt,
-                             kc_val *b) {
-  *x = kc_onnx_input(im, np, 0);
-  *wt = kc_onnx_input(im, np, 1);
-  *b = np->n_input > 2 ? kc_onnx_input(im, np, 2) : (kc_val){0};
-  if (!x->id || !wt->id) return kc_errorf(im->ctx, KC_ERR_VERIFY, "needs X and W");
-  int r = kc_value_of(im->g, *x)->rank;
-  if (kc_value_of(im->g, *wt)->rank != r)
+/* What Conv and ConvTranspose share: X, W (static dims), B, the group and the window. */
+typedef struct conv {
+  kc_val x, wt, b;
+  int64_t w0, w1; /* W's dims 0 and 1: M and C/G (Conv), C and M/G (ConvTranspose) */
+  int64_t G;
+  win w; /* transposed: strides, dilations and kernel only */
+} conv;
+
+/* iw, ib: the input indices of W and B (ib < 0: none); X is input 0. */
+static kc_status conv_head(onnx_imp *im, const Onnx__NodeProto *np, bool transposed, int iw, int ib,
+                           conv *c) {
+  c->x = kc_onnx_input(im, np, 0);
+  c->wt = kc_onnx_input(im, np, (size_t)iw);
+  c->b = ib >= 0 ? kc_onnx_input(im, np, (size_t)ib) : (kc_val){0};
+  if (!c->x.id || !c->wt.id) return kc_errorf(im->ctx, KC_ERR_VERIFY, "needs X and W");
+  int r = kc_value_of(im->g, c->x)->rank;
+  if (kc_value_of(im->g, c->wt)->rank != r)
     return kc_errorf(im->ctx, KC_ERR_SHAPE, "W must have X's rank %d", r);
-  for (int i = 0; i < r; i++)
-    if (static_dim(im, *wt, i) < 0)
+  int64_t ks[MAXSP] = {0};
+  for (int i = 0; i < r; i++) {
+    int64_t d = static_dim(im, c->wt, i);
+    if (d < 0)
       return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "W's dim %d is not known at import", i);
+    if (i >= 2 && i - 2 < MAXSP) ks[i - 2] = d;
+  }
+  c->w0 = static_dim(im, c->wt, 0);
+  c->w1 = static_dim(im, c->wt, 1);
+  c->G = kc_onnx_attr_int(np, "group", 1);
+  kc_status s = window(im, np, c->x, ks, false, !transposed, &c->w);
+  if (s != KC_OK) return s;
+  for (int i = 0; i < c->w.n; i++)
+    if (c->w.k[i] != ks[i])
+      return kc_errorf(im->ctx, KC_ERR_SHAPE, "kernel_shape does not match W");
+  if (c->G < 1 || c->w0 % c->G != 0)
+    return kc_errorf(im->ctx, KC_ERR_SHAPE, "group %lld does not divide %s = %lld", (long long)c->G,
+                     transposed ? "C" : "M", (long long)c->w0);
   return KC_OK;
+}
+
+/*
+ * A Conv whose windows tile the input (stride = kernel, no padding, dilation 1, one group), as
+ * a ViT's patch embedding: the im2col is a view, x [N, C, o1 k1, ..] -> [N, C, o1, k1, ..] ->
+ * [N, o1, .., C, k1, ..] -> patches [N*P, C*K] (one transpose, no index table), and the product
+ * is gemm(patches, W [M, C*K], B) {transB}: activations times the weight, the packed core's
+ * fast orientation (W @ patches, the general path's, measured 1.3x slower at 1 thread and 2.4x
+ * at 2 for ViT-S's 196 x 384 x 768), with W read transposed in place (fuse-epilogue makes a
+ * transposed copy at compile time when W is a weight). The result [N, P, M] is transposed to
+ * [N, M, o..], which cancels against the flatten + transpose a ViT applies next. {0} when the
+ * form does not apply.
+ */
+static kc_val patch_conv(onnx_imp *im, const conv *c, int64_t C) {
+  kc_graph *g = im->g;
+  const win *w = &c->w;
+  if (c->G != 1 || C < 0) return (kc_val){0};
+  bool crop = false;
+  for (int i = 0; i < w->n; i++) {
+    if (w->s[i] != w->k[i] || w->d[i] != 1 || w->pb[i] || w->pe[i]) return (kc_val){0};
+    crop |= w->out[i] * w->k[i] != w->in[i];
+  }
+  int n = w->n, r6 = 2 + 2 * n;
+  int64_t M = c->w0, CK = C * w->K, split[KC_MAX_RANK] = {0, C}, perm[KC_MAX_RANK] = {0};
+  for (int i = 0; i < n; i++) {
+    split[2 + 2 * i] = w->out[i];
+    split[3 + 2 * i] = w->k[i];
+    perm[1 + i] = 2 + 2 * i;
+    perm[1 + n + 1 + i] = 3 + 2 * i;
+  }
+  perm[1 + n] = 1;
+  kc_val x = c->x;
+  if (crop) {
+    int64_t zero[MAXSP] = {0}, ends[MAXSP], axes[MAXSP];
+    for (int i = 0; i < n; i++) {
+      ends[i] = w->out[i] * w->k[i];
+      axes[i] = 2 + i;
+    }
+    x = kc_slice(g, x, kc_const_i64s(g, n, zero), kc_const_i64s(g, n, ends),
+                 kc_const_i64s(g, n, axes), (kc_val){0});
+  }
+  int64_t rows[2] = {-1, CK}, wshape[2] = {M, CK}, tokens[3] = {-1, w->P, M}, back[3] = {0, 2, 1};
+  x = kc_transpose(g, kc_reshape(g, x, kc_const_i64s(g, r6, split)), r6, perm);
+  kc_val y = kc_gemm(g, kc_reshape(g, x, kc_const_i64s(g, 2, rows)),
+                     kc_reshape(g, c->wt, kc_const_i64s(g, 2, wshape)), c->b, 1, 1, 0, 1);
+  y = kc_reshape(g, y, kc_const_i64s(g, 3, tokens));
+  return unflatten(g, kc_transpose(g, y, 3, back), M, w);
+}
+
+/* Conv, ConvInteger and QLinearConv (q says which). */
+static kc_status import_conv(onnx_imp *im, const Onnx__NodeProto *np, conv_q *q) {
+  kc_graph *g = im->g;
+  uint32_t first = g->nnodes;
+  bool qlinear = q->op == KC_OP_QLINEAR_MATMUL, integer = q->op == KC_OP_MATMUL_INTEGER;
+  conv c;
+  kc_status s = conv_head(im, np, false, qlinear ? 3 : 1, qlinear ? 8 : integer ? -1 : 2, &c);
+  if (s != KC_OK) return s;
+  int64_t M = c.w0, Cg = c.w1, G = c.G, C = static_dim(im, c.x, 1);
+  if (C >= 0 && C != Cg * G)
+    return kc_errorf(im->ctx, KC_ERR_SHAPE, "X has %lld channels, W and group say %lld",
+                     (long long)C, (long long)(Cg * G));
+  kc_val y = q->op == KC_OP_MATMUL ? patch_conv(im, &c, C) : (kc_val){0};
+  if (y.id) return kc_onnx_finish(im, np, first, y);
+  if (G > 1 && ((q->w_zp.id && kc_value_numel(g, q->w_zp) != 1) ||
+                (q->w_scale.id && kc_value_numel(g, q->w_scale) != 1)))
+    return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "per-channel weight quantization with group %lld",
+                     (long long)G);
+  /* taps in the padding read x's zero point: they add nothing once it is subtracted */
+  kc_val pad = q->x_zp;
+  if (!pad.id) pad = kc_onnx_const_scalar(im, kc_value_of(g, c.x)->dtype, 0, &s);
+  if (s != KC_OK) return s;
+  kc_val pt = patches(im, np, c.x, &c.w, false, pad, NULL, false, NULL, &s);
+  if (s != KC_OK) return s;
+  int64_t ws3[3] = {G, M / G, Cg * c.w.K};
+  kc_val wg = kc_reshape(g, c.wt, kc_const_i64s(g, G == 1 ? 2 : 3, G == 1 ? ws3 + 1 : ws3));
+  return kc_onnx_finish(im, np, first, conv_matmul(im, q, wg, pt, c.b, G, M, Cg, &c.w));
 }
 
 kc_status kc_onnx_import_conv(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
   (void)row;
-  kc_graph *g = im->g;
-  uint32_t first = g->nnodes;
-  kc_val x, wt, b;
-  kc_status s = conv_inputs(im, np, &x, &wt, &b);
-  if (s != KC_OK) return s;
-  int r = kc_value_of(g, x)->rank;
-  int64_t ks[MAXSP] = {0}, M = static_dim(im, wt, 0), Cg = static_dim(im, wt, 1);
-  for (int i = 2; i < r && i - 2 < MAXSP; i++)
-    ks[i - 2] = static_dim(im, wt, i);
-  int64_t G = int_attr(np, "group", 1);
-  win w;
-  if ((s = window(im, np, x, ks, false, true, &w)) != KC_OK) return s;
-  for (int i = 0; i < w.n; i++)
-    if (w.k[i] != ks[i]) return kc_errorf(im->ctx, KC_ERR_SHAPE, "kernel_shape does not match W");
-  if (G < 1 || M % G != 0)
-    return kc_errorf(im->ctx, KC_ERR_SHAPE, "group %lld does not divide M = %lld", (long long)G,
-                     (long long)M);
-  int64_t C = static_dim(im, x, 1);
-  if (C >= 0 && C != Cg * G)
-    return kc_errorf(im->ctx, KC_ERR_SHAPE, "X has %lld channels, W and group say %lld",
-                     (long long)C, (long long)(Cg * G));
-  kc_val zero = kc_onnx_const_scalar(im, kc_value_of(g, x)->dtype, 0, &s);
-  if (s != KC_OK) return s;
-  kc_val pt = patches(im, np, x, &w, false, zero, NULL, false, NULL, &s);
-  if (s != KC_OK) return s;
-  int64_t ws3[3] = {G, M / G, Cg * w.K};
-  kc_val wg = kc_reshape(g, wt, kc_const_i64s(g, G == 1 ? 2 : 3, G == 1 ? ws3 + 1 : ws3));
-  return finish(im, np, first, conv_matmul(im, wg, pt, b, G, M, Cg, &w));
+  conv_q q = {.op = KC_OP_MATMUL};
+  return import_conv(im, np, &q);
+}
+
+/* ConvInteger(x, w, x_zero_point?, w_zero_point?) -> int32 */
+kc_status kc_onnx_import_conv_integer(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  conv_q q = {.op = KC_OP_MATMUL_INTEGER,
+              .x_zp = kc_onnx_input(im, np, 2),
+              .w_zp = kc_onnx_input(im, np, 3)};
+  return import_conv(im, np, &q);
+}
+
+/* QLinearConv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, B?) */
+kc_status kc_onnx_import_qlinear_conv(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
+  (void)row;
+  conv_q q = {.op = KC_OP_QLINEAR_MATMUL};
+  kc_val *in[6] = {NULL, &q.x_scale, &q.x_zp, NULL, &q.w_scale, &q.w_zp};
+  for (size_t i = 0; i < 6; i++)
+    if (in[i] && !(*in[i] = kc_onnx_input(im, np, i)).id)
+      return kc_errorf(im->ctx, KC_ERR_VERIFY, "needs input %zu", i);
+  if (!(q.y_scale = kc_onnx_input(im, np, 6)).id || !(q.y_zp = kc_onnx_input(im, np, 7)).id)
+    return kc_errorf(im->ctx, KC_ERR_VERIFY, "needs y_scale and y_zero_point");
+  return import_conv(im, np, &q);
 }
 
 kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
@@ -355,23 +484,12 @@ kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
   (void)row;
   kc_graph *g = im->g;
   uint32_t first = g->nnodes;
-  kc_val x, wt, b;
-  kc_status s = conv_inputs(im, np, &x, &wt, &b);
+  conv c;
+  kc_status s = conv_head(im, np, true, 1, 2, &c);
   if (s != KC_OK) return s;
-  int r = kc_value_of(g, x)->rank;
-  int64_t ks[MAXSP] = {0}, C = static_dim(im, wt, 0), Mg = static_dim(im, wt, 1);
-  for (int i = 2; i < r && i - 2 < MAXSP; i++)
-    ks[i - 2] = static_dim(im, wt, i);
-  int64_t G = int_attr(np, "group", 1);
-  if (G < 1 || C % G != 0)
-    return kc_errorf(im->ctx, KC_ERR_SHAPE, "group %lld does not divide C = %lld", (long long)G,
-                     (long long)C);
-  win w;
-  /* strides, dilations, kernel; pads and out are the transposed ones below */
-  if ((s = window(im, np, x, ks, false, false, &w)) != KC_OK) return s;
-  for (int i = 0; i < w.n; i++)
-    if (w.k[i] != ks[i]) return kc_errorf(im->ctx, KC_ERR_SHAPE, "kernel_shape does not match W");
-  int n = r - 2;
+  int64_t C = c.w0, Mg = c.w1, G = c.G;
+  win w = c.w; /* strides, dilations, kernel; pads and out are the transposed ones below */
+  int n = w.n;
   int64_t op[MAXSP], pads[2 * MAXSP], oshape[MAXSP];
   if ((s = ints_attr(im, np, "output_padding", n, 0, op)) != KC_OK ||
       (s = ints_attr(im, np, "pads", 2 * n, 0, pads)) != KC_OK)
@@ -381,7 +499,7 @@ kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
     return kc_errorf(im->ctx, KC_ERR_SHAPE, "output_shape has %zu values", osa->n_ints);
   int ap = auto_pad(np);
   bool same = ap >= 2 && !kc_onnx_attr(np, "pads");
-  w.K = w.P = 1;
+  w.K = w.P = w.IN = 1;
   for (int i = 0; i < n; i++) {
     int64_t ek = (w.k[i] - 1) * w.d[i] + 1, full = w.s[i] * (w.in[i] - 1) + op[i] + ek;
     if (osa) oshape[i] = osa->ints[osa->n_ints - (size_t)n + (size_t)i];
@@ -399,16 +517,18 @@ kc_status kc_onnx_import_conv_transpose(onnx_imp *im, const Onnx__NodeProto *np,
       return kc_errorf(im->ctx, KC_ERR_SHAPE, "spatial dim %d gives no output positions", i);
     w.K *= w.k[i];
     w.P *= w.out[i];
+    w.IN *= w.in[i];
   }
-  kc_val zero = kc_onnx_const_scalar(im, kc_value_of(g, x)->dtype, 0, &s);
+  kc_val zero = kc_onnx_const_scalar(im, kc_value_of(g, c.x)->dtype, 0, &s);
   if (s != KC_OK) return s;
-  kc_val pt = patches(im, np, x, &w, true, zero, NULL, false, NULL, &s);
+  kc_val pt = patches(im, np, c.x, &w, true, zero, NULL, false, NULL, &s);
   if (s != KC_OK) return s;
   /* W [C, Mg, k..] = [G, Cg, Mg, K] -> [G, Mg, Cg, K] -> [G, Mg, Cg*K] */
+  conv_q flt = {.op = KC_OP_MATMUL};
   int64_t Cg = C / G, w4[4] = {G, Cg, Mg, w.K}, perm[4] = {0, 2, 1, 3}, w3[3] = {G, Mg, Cg * w.K};
-  kc_val wg = kc_transpose(g, kc_reshape(g, wt, kc_const_i64s(g, 4, w4)), 4, perm);
+  kc_val wg = kc_transpose(g, kc_reshape(g, c.wt, kc_const_i64s(g, 4, w4)), 4, perm);
   wg = kc_reshape(g, wg, kc_const_i64s(g, G == 1 ? 2 : 3, G == 1 ? w3 + 1 : w3));
-  return finish(im, np, first, conv_matmul(im, wg, pt, b, G, Mg * G, Cg, &w));
+  return kc_onnx_finish(im, np, first, conv_matmul(im, &flt, wg, pt, c.b, G, Mg * G, Cg, &w));
 }
 
 /* The lowest value of dtype t (max pooling's padding). */
@@ -435,7 +555,7 @@ static kc_val argmax_indices(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, 
                              kc_val pt, const int64_t *cells, kc_status *st) {
   kc_graph *g = im->g;
   int64_t K = w->K, P = w->P, KP = K * P, two = 2;
-  bool colmajor = int_attr(np, "storage_order", 0) != 0;
+  bool colmajor = kc_onnx_attr_int(np, "storage_order", 0) != 0;
   int64_t *sp = kc_arena_alloc(&g->arena, (size_t)KP * sizeof *sp);
   int64_t *rank = kc_arena_alloc(&g->arena, (size_t)K * sizeof *rank);
   int64_t *pos = kc_arena_alloc(&g->arena, (size_t)P * sizeof *pos);
@@ -444,14 +564,14 @@ static kc_val argmax_indices(onnx_imp *im, const Onnx__NodeProto *np, kc_val x, 
     return (kc_val){0};
   }
   for (int64_t c = 0; c < KP; c++) {
-    int64_t f = cells[c], co[MAXSP], o = 0;
+    int64_t f = cells[c] == w->IN ? 0 : cells[c], co[MAXSP], o = 0; /* a tap in the padding */
     for (int i = w->n - 1; i >= 0; i--) {
       co[i] = f % w->in[i];
       f /= w->in[i];
     }
     for (int i = w->n - 1; i >= 0; i--)
       o = o * w->in[i] + co[i];
-    sp[c] = colmajor ? o : cells[c];
+    sp[c] = colmajor ? o : cells[c] == w->IN ? 0 : cells[c];
   }
   for (int64_t k = 0; k < K; k++)
     rank[k] = K - k;
@@ -496,7 +616,7 @@ static kc_status import_pool(onnx_imp *im, const Onnx__NodeProto *np, bool max) 
   if (s != KC_OK) return s;
   float *counts = max ? NULL : kc_arena_alloc(&g->arena, (size_t)w.P * sizeof *counts);
   if (!max && !counts) return kc_errorf(im->ctx, KC_ERR_NOMEM, "out of memory");
-  bool incl = int_attr(np, "count_include_pad", 0) != 0;
+  bool incl = kc_onnx_attr_int(np, "count_include_pad", 0) != 0;
   const int64_t *cells = NULL;
   kc_val pt = patches(im, np, x, &w, false, pad, counts, incl, &cells, &s);
   if (s != KC_OK) return s;
@@ -517,7 +637,7 @@ static kc_status import_pool(onnx_imp *im, const Onnx__NodeProto *np, bool max) 
     if (t != KC_F32) cnt = kc_cast(g, cnt, t);
     y = kc_div(g, y, cnt);
   }
-  return finish(im, np, first, unflatten(g, y, 0, &w));
+  return kc_onnx_finish(im, np, first, unflatten(g, y, 0, &w));
 }
 
 kc_status kc_onnx_import_max_pool(onnx_imp *im, const Onnx__NodeProto *np, const onnx_op *row) {
@@ -543,12 +663,12 @@ kc_status kc_onnx_import_global_pool(onnx_imp *im, const Onnx__NodeProto *np, co
     axes[i - 2] = i;
   kc_val y = row->op == KC_OP_REDUCE_MAX ? kc_reduce_max(g, x, r - 2, axes, 1)
                                          : kc_reduce_mean(g, x, r - 2, axes, 1);
-  return finish(im, np, first, y);
+  return kc_onnx_finish(im, np, first, y);
 }
 
 /* eps as a scalar of dtype t */
 static kc_val eps_of(onnx_imp *im, const Onnx__NodeProto *np, kc_dtype t, kc_status *st) {
-  return kc_onnx_const_scalar(im, t, float_attr(np, "epsilon", 1e-5f), st);
+  return kc_onnx_const_scalar(im, t, kc_onnx_attr_float(np, "epsilon", 1e-5f), st);
 }
 
 /*
@@ -559,7 +679,7 @@ kc_status kc_onnx_import_batch_norm(onnx_imp *im, const Onnx__NodeProto *np, con
   (void)row;
   kc_graph *g = im->g;
   uint32_t first = g->nnodes;
-  if (int_attr(np, "training_mode", 0) != 0)
+  if (kc_onnx_attr_int(np, "training_mode", 0) != 0)
     return kc_errorf(im->ctx, KC_ERR_UNSUPPORTED, "training_mode is not supported");
   for (size_t i = 1; i < np->n_output; i++)
     if (np->output[i] && np->output[i][0])
@@ -576,7 +696,7 @@ kc_status kc_onnx_import_batch_norm(onnx_imp *im, const Onnx__NodeProto *np, con
   if (s != KC_OK) return s;
   kc_val k = kc_div(g, in[1], kc_sqrt(g, kc_add(g, in[4], eps)));
   kc_val y = kc_mul(g, kc_sub(g, in[0], per_channel(g, in[3], r)), per_channel(g, k, r));
-  return finish(im, np, first, kc_add(g, y, per_channel(g, in[2], r)));
+  return kc_onnx_finish(im, np, first, kc_add(g, y, per_channel(g, in[2], r)));
 }
 
 /* InstanceNormalization: per (n, c), normalize over the spatial axes; then scale and B. */
@@ -599,5 +719,5 @@ kc_status kc_onnx_import_instance_norm(onnx_imp *im, const Onnx__NodeProto *np,
   kc_val var = kc_reduce_mean(g, kc_mul(g, xc, xc), r - 2, axes, 1);
   kc_val y = kc_div(g, xc, kc_sqrt(g, kc_add(g, var, eps)));
   y = kc_add(g, kc_mul(g, y, per_channel(g, sc, r)), per_channel(g, b, r));
-  return finish(im, np, first, y);
+  return kc_onnx_finish(im, np, first, y);
 }

@@ -1,7 +1,7 @@
 /*
  * ir/shape_matmul.c - shape functions of contractions: matmul (numpy semantics, batch dims
  * broadcast, 1-D operands promoted and their unit dim dropped), gemm, and matmul_ep
- * (matmul with a bias / activation / residual epilogue).
+ * (matmul with a bias / activation / scale / residual epilogue).
  *
  * Inner dims must agree; two different integers are an error, a symbol is trusted to match.
  */

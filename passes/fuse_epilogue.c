@@ -1,8 +1,9 @@
 /*
  * passes/fuse_epilogue.c - the fuse-epilogue pass: what follows a matrix product elementwise
- * (a bias per output column, an activation, a residual) moves into the product's epilogue,
- * matmul_ep(a, b, bias?, residual?) {act} = act(a @ b + bias) + residual, so the output is
- * written once instead of read and written by every following op.
+ * (a bias per output column, an activation, a per-column scale, a residual) moves into the
+ * product's epilogue, matmul_ep(a, b, bias?, residual?, scale?) {act} =
+ * act(a @ b + bias) * scale + residual, so the output is written once instead of read and
+ * written by every following op.
  *
  * The rules grow the epilogue one step at a time, each a small declarative pattern run to a
  * fixpoint, so the optional parts need no pattern per combination:
@@ -13,10 +14,16 @@
  *     Conv1D exports) becomes the product of x itself, so what follows the reshape is adjacent;
  *   - add(product, r): r is the bias when it is one value per column (shape [N], [1, N], a
  *     scalar) and the product has no bias and no activation yet, else the residual;
- *   - relu / gelu / gelu {tanh} of a product without activation and residual becomes its act.
+ *   - relu / gelu / gelu {tanh} of a product without activation, scale and residual becomes its
+ *     act;
+ *   - mul(product, s) with s one value per output column (a vector of N: ViT / DINOv2's layer
+ *     scale, x + gamma * (h @ W + b)) of a product without scale and residual becomes its scale;
+ *     then an add after it is the residual (never the bias, which comes before the scale).
  *
- * Invariants: a product keeps one bias, one activation and one residual, applied in the order
- * the op defines (bias, act, residual), so a rule never moves an op past another; the driver
+ * Invariants: a product keeps one bias, one activation, one scale and one residual, applied in
+ * the order the op defines (bias, act, scale, residual), each step rounded as the separate op
+ * rounds it, so fused and unfused graphs agree to the bit; a rule never moves an op past
+ * another; the driver
  * rejects a replacement whose type differs (an add that broadcasts the product to a larger
  * shape, a bias that does not fit), so those stay unfused.
  */
@@ -27,7 +34,7 @@
 #include <string.h>
 
 /* Capture slots. */
-enum { A, W, R, X };
+enum { A, W, R, X, S };
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -43,25 +50,29 @@ static bool per_column(const kc_graph *g, kc_val r, kc_val y) {
 
 /* The epilogue a product node already has. */
 typedef struct epi {
-  kc_val bias, res;
+  kc_val bias, res, scale;
   const char *act;
 } epi;
 
+#define NO_EPI ((epi){{0}, {0}, {0}, "none"})
+
 static epi epilogue_of(const kc_node *n) {
-  epi e = {{0}, {0}, "none"};
+  epi e = NO_EPI;
   if (n->op != KC_OP_MATMUL_EP) return e;
   if (n->nin > 2) e.bias = n->in[2];
   if (n->nin > 3) e.res = n->in[3];
+  if (n->nin > 4) e.scale = n->in[4];
   e.act = kc_node_string(n, "act", "none");
   return e;
 }
 
-/* matmul(a, b) when the epilogue is empty, else matmul_ep(a, b, bias?, residual?) {act}. */
+/* matmul(a, b) when the epilogue is empty, else matmul_ep(a, b, bias?, residual?, scale?)
+ * {act}. */
 static kc_val product(kc_rewriter *rw, kc_val a, kc_val b, epi e) {
   kc_graph *g = kc_rw_graph(rw);
   bool none = strcmp(e.act, "none") == 0;
-  kc_val in[4] = {a, b, e.bias, e.res}, out;
-  uint32_t nin = e.res.id ? 4 : e.bias.id ? 3 : 2;
+  kc_val in[5] = {a, b, e.bias, e.res, e.scale}, out;
+  uint32_t nin = e.scale.id ? 5 : e.res.id ? 4 : e.bias.id ? 3 : 2;
   kc_op op = nin == 2 && none ? KC_OP_MATMUL : KC_OP_MATMUL_EP;
   uint32_t ni = kc_rw_node(rw, op, nin, in, 1, &out);
   if (ni == UINT32_MAX) return (kc_val){0};
@@ -157,7 +168,7 @@ static kc_status from_gemm(kc_rewriter *rw, const kc_match *m) {
     const char *why = "";
     if (!(b = transposed(rw, b, &why)).id) return kc_rw_decline(rw, "%s", why);
   }
-  epi e = {{0}, {0}, "none"};
+  epi e = NO_EPI;
   if (c.id && per_column(g, c, y))
     e.bias = c;
   else
@@ -168,11 +179,11 @@ static kc_status from_gemm(kc_rewriter *rw, const kc_match *m) {
 
 /* ---- flattened rows ------------------------------------------------------------------------- */
 
-/* reshape(matmul|matmul_ep(reshape(x, [M, K]), b [K, N], bias?) {act}, [..., N]) giving x's
- * leading dims  ->  matmul|matmul_ep(x, b, bias?) {act} */
+/* reshape(matmul|matmul_ep(reshape(x, [M, K]), b [K, N], bias?, -, scale?) {act}, [..., N])
+ * giving x's leading dims  ->  matmul|matmul_ep(x, b, bias?, -, scale?) {act} */
 static const kc_pat unflatten[] = {
     P_OP(RESHAPE, P_SUB(1), P_ANY),
-    P_OP2(MATMUL, MATMUL_EP, P_SUB(2), P_CAP(W), P_ANY, P_ANY),
+    P_OP2(MATMUL, MATMUL_EP, P_SUB(2), P_CAP(W), P_REST),
     P_OP(RESHAPE, P_CAP(X), P_ANY),
 };
 
@@ -193,11 +204,12 @@ static kc_status to_rows(kc_rewriter *rw, const kc_match *m) {
 
 /* ---- bias and residual ---------------------------------------------------------------------- */
 
-/* add(matmul|matmul_ep(a, b, bias?) {act}, r)  ->  matmul_ep(a, b, r) when r is one value per
- * column and the product has no bias and no act yet, else matmul_ep(a, b, bias?, r) {act} */
+/* add(matmul|matmul_ep(a, b, bias?, -, scale?) {act}, r)  ->  matmul_ep(a, b, r) when r is
+ * one value per column and the product has no bias, act or scale yet, else
+ * matmul_ep(a, b, bias?, r, scale?) {act} */
 static const kc_pat add[] = {
     P_OP(ADD, P_SUB(1), P_CAP(R)),
-    P_OP2(MATMUL, MATMUL_EP, P_CAP(A), P_CAP(W), P_ANY, P_ANY),
+    P_OP2(MATMUL, MATMUL_EP, P_CAP(A), P_CAP(W), P_REST),
 };
 
 static kc_status take_add(kc_rewriter *rw, const kc_match *m) {
@@ -205,7 +217,7 @@ static kc_status take_add(kc_rewriter *rw, const kc_match *m) {
   epi e = epilogue_of(&g->nodes[m->node[1]]);
   if (e.res.id) return kc_rw_decline(rw, "the product has a residual already");
   kc_val y = kc_rw_out(rw, m, 0, 0);
-  if (!e.bias.id && strcmp(e.act, "none") == 0 && per_column(g, m->cap[R], y))
+  if (!e.bias.id && !e.scale.id && strcmp(e.act, "none") == 0 && per_column(g, m->cap[R], y))
     e.bias = m->cap[R];
   else
     e.res = m->cap[R];
@@ -218,7 +230,7 @@ static kc_status take_add(kc_rewriter *rw, const kc_match *m) {
 /* relu|gelu(matmul|matmul_ep(a, b, bias?))  ->  matmul_ep(a, b, bias?) {act=relu|gelu|gelu_tanh} */
 static const kc_pat act[] = {
     P_OP2(RELU, GELU, P_SUB(1)),
-    P_OP2(MATMUL, MATMUL_EP, P_CAP(A), P_CAP(W), P_ANY, P_ANY),
+    P_OP2(MATMUL, MATMUL_EP, P_CAP(A), P_CAP(W), P_REST),
 };
 
 static kc_status take_act(kc_rewriter *rw, const kc_match *m) {
@@ -227,6 +239,7 @@ static kc_status take_act(kc_rewriter *rw, const kc_match *m) {
   epi e = epilogue_of(&g->nodes[m->node[1]]);
   if (strcmp(e.act, "none") != 0) return kc_rw_decline(rw, "the product has act=%s already", e.act);
   if (e.res.id) return kc_rw_decline(rw, "the product adds a residual before it");
+  if (e.scale.id) return kc_rw_decline(rw, "the product scales before it");
   if (n->op == KC_OP_RELU) {
     e.act = "relu";
   } else {
@@ -239,11 +252,34 @@ static kc_status take_act(kc_rewriter *rw, const kc_match *m) {
   return KC_OK;
 }
 
+/* ---- scale ---------------------------------------------------------------------------------- */
+
+/* mul(matmul|matmul_ep(a, b, bias?) {act}, s) with s a vector of N (one value per output column,
+ * not a splat)  ->  matmul_ep(a, b, bias?, -, s) {act} */
+static const kc_pat scale[] = {
+    P_OP(MUL, P_SUB(1), P_CAP(S)),
+    P_OP2(MATMUL, MATMUL_EP, P_CAP(A), P_CAP(W), P_REST),
+};
+
+static kc_status take_scale(kc_rewriter *rw, const kc_match *m) {
+  const kc_graph *g = kc_rw_graph(rw);
+  epi e = epilogue_of(&g->nodes[m->node[1]]);
+  if (e.res.id) return kc_rw_decline(rw, "the product adds a residual before it");
+  if (e.scale.id) return kc_rw_decline(rw, "the product has a scale already");
+  kc_val y = kc_rw_out(rw, m, 0, 0), s = m->cap[S];
+  const kc_value *vs = kc_value_of(g, s);
+  /* a scalar factor is not a layer scale: attention's and others' patterns expect it as a mul */
+  if (!per_column(g, s, y) || vs->rank < 1 || vs->dims[vs->rank - 1] == 1)
+    return kc_rw_decline(rw, "the factor is not a vector of one value per output column");
+  e.scale = s;
+  kc_rw_replace(rw, y, product(rw, m->cap[A], m->cap[W], e));
+  return KC_OK;
+}
+
 static const kc_rule rules[] = {
-    KC_RULE("epilogue-gemm", gemm, from_gemm),
-    KC_RULE("epilogue-unflatten", unflatten, to_rows),
-    KC_RULE("epilogue-add", add, take_add),
-    KC_RULE("epilogue-act", act, take_act),
+    KC_RULE("epilogue-gemm", gemm, from_gemm),    KC_RULE("epilogue-unflatten", unflatten, to_rows),
+    KC_RULE("epilogue-add", add, take_add),       KC_RULE("epilogue-act", act, take_act),
+    KC_RULE("epilogue-scale", scale, take_scale),
 };
 
 static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
@@ -252,4 +288,5 @@ static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
 
 const kc_pass kc_pass_fuse_epilogue = {
     "fuse-epilogue", run,
-    "matmul_ep: bias, relu/gelu and residual after a matmul or gemm join its epilogue"};
+    "matmul_ep: bias, relu/gelu, per-column scale and residual after a matmul or gemm join its "
+    "epilogue"};

@@ -1,7 +1,7 @@
 /*
  * passes/grad_rules_matmul.c - gradient rules (ir/ops.def GRAD column) of the contractions:
  * matmul (numpy semantics: 1-D operands, broadcast batch dims), gemm, and the fused matmul_ep
- * (differentiated as its composition matmul + bias, activation, + residual).
+ * (differentiated as its composition matmul + bias, activation, * scale, + residual).
  *
  * For y = a @ b: da = dy @ b^T and db = a^T @ dy, each summed over the batch dims the operand
  * was broadcast along; a 1-D operand is made 2-D (as numpy does) and squeezed back.
@@ -62,12 +62,13 @@ kc_status kc_grad_gemm(kc_grad_call *c) {
   return KC_OK;
 }
 
-/* matmul_ep(a, b, bias?, residual?) = act(a @ b + bias) + residual, rebuilt from primitives and
- * differentiated through them (the recomputed a @ b + bias is what the activation needs). */
+/* matmul_ep(a, b, bias?, residual?, scale?) = act(a @ b + bias) * scale + residual, rebuilt
+ * from primitives and differentiated through them (the recomputed a @ b + bias is what the
+ * activation needs; the scale's adjoint needs act(...) too). */
 kc_status kc_grad_matmul_ep(kc_grad_call *c) {
   uint32_t first = G->nnodes;
-  kc_val in[4] = {0};
-  for (uint32_t i = 0; i < c->n.nin && i < 4; i++)
+  kc_val in[5] = {0};
+  for (uint32_t i = 0; i < c->n.nin && i < 5; i++)
     in[i] = c->n.in[i];
   kc_val z = kc_matmul(G, in[0], in[1]);
   if (in[2].id) z = kc_add(G, z, in[2]);
@@ -76,6 +77,7 @@ kc_status kc_grad_matmul_ep(kc_grad_call *c) {
     z = kc_relu(G, z);
   else if (act[0] == 'g')
     z = kc_gelu(G, z, act[4] == '_');
+  if (in[4].id) z = kc_mul(G, z, in[4]);
   if (in[3].id) z = kc_add(G, z, in[3]);
   if (G->sticky != KC_OK) return G->sticky;
   return kc_grad_local(G, first, 1, &z, &DY, c->n.nin, c->n.in, c->want, c->din);

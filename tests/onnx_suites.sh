@@ -56,11 +56,11 @@ run() {
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 (
-  run "libonnx-testdata" "$debian" 767 >"$tmp/1"
+  run "libonnx-testdata" "$debian" 771 >"$tmp/1"
   echo $status >"$tmp/1.status"
 ) &
 (
-  run "onnx-1.22" "$pypi" 1277 >"$tmp/2"
+  run "onnx-1.22" "$pypi" 1280 >"$tmp/2"
   echo $status >"$tmp/2.status"
 ) &
 wait

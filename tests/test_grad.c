@@ -212,6 +212,19 @@ static kc_val c_matmul_ep(kc_graph *g, kc_act act) {
 static kc_val c_matmul_ep_relu(kc_graph *g) { return c_matmul_ep(g, KC_ACT_RELU); }
 static kc_val c_matmul_ep_gelu(kc_graph *g) { return c_matmul_ep(g, KC_ACT_GELU); }
 static kc_val c_matmul_ep_gelu_tanh(kc_graph *g) { return c_matmul_ep(g, KC_ACT_GELU_TANH); }
+/* the layer-scale form: gelu(a @ b + bias) * scale + residual (no builder call has a scale) */
+static kc_val c_matmul_ep_scale(kc_graph *g) {
+  kc_val in[5], y = {0};
+  in[0] = IN("x0", 2, 3, 4);
+  in[1] = IN("x1", 4, 5);
+  in[2] = IN("x2", 5);
+  in[3] = IN("x3", 2, 3, 5);
+  in[4] = IN("x4", 5);
+  uint32_t ni = kc_graph_add_node(g, KC_OP_MATMUL_EP, 5, in, 1, &y);
+  if (ni == UINT32_MAX) return (kc_val){0};
+  kc_node_set_string(g, ni, "act", "gelu");
+  return kc_node_infer(g, ni) == KC_OK ? y : (kc_val){0};
+}
 
 static kc_val c_reshape(kc_graph *g) {
   return kc_reshape(g, IN("x0", 2, 3, 4), kc_const_i64s(g, 2, (int64_t[]){4, 6}));
@@ -411,6 +424,7 @@ static const gcase cases[] = {
     {KC_OP_MATMUL_EP, "matmul_ep_relu", c_matmul_ep_relu, DATA_ANY, 0, 0, NULL},
     {KC_OP_MATMUL_EP, "matmul_ep_gelu", c_matmul_ep_gelu, DATA_ANY, 0, 0, NULL},
     {KC_OP_MATMUL_EP, "matmul_ep_gelu_tanh", c_matmul_ep_gelu_tanh, DATA_ANY, 0, 0, NULL},
+    {KC_OP_MATMUL_EP, "matmul_ep_scale", c_matmul_ep_scale, DATA_ANY, 0, 0, NULL},
     {KC_OP_RESHAPE, "reshape", c_reshape, DATA_ANY, 0, 0, NULL},
     {KC_OP_FLATTEN, "flatten", c_flatten, DATA_ANY, 0, 0, NULL},
     {KC_OP_SQUEEZE, "squeeze", c_squeeze, DATA_ANY, 0, 0, NULL},

@@ -9,7 +9,9 @@
  * quantized by ONNX Runtime's tools with ORT's outputs as references, by
  * tests/models/make_quant_models.py; vit_tiny, a Dinov2-style encoder, by
  * tests/models/make_vit_model.py; bert_dynamo_tiny, bert_tiny in the op patterns of PyTorch 2's
- * dynamo exporter, by tests/models/make_dynamo_models.py)
+ * dynamo exporter, by tests/models/make_dynamo_models.py; conv_tiny, the Conv forms (patch,
+ * grouped, depthwise, 1-D), and qconv_tiny, QLinearConv (bias, per-channel scales) and grouped
+ * ConvInteger, with ONNX Runtime's outputs, by tests/models/make_conv_models.py)
  * must PASS, not SKIP, both with the default pipeline and with `--passes=` (nothing fused), so
  * fused and unfused graphs are held to the same reference outputs. One negative test copies a model
  * with one reference value moved by 1% and expects FAIL, so a check that stopped comparing values
@@ -127,10 +129,12 @@ static const fusion_expect fusions[] = {
     {"bert_dynamo_tiny",
      {"= attention(=2", "mask=padding=2", "= layer_norm(=5"},
      {"= softmax(", "= is_nan(", "= greater_equal(", "= erf("}},
-    /* Conv patches, bicubic position embeddings (make_vit_model.py); q, k, v merged */
+    /* Conv patches, bicubic position embeddings (make_vit_model.py); q, k, v merged; layer
+     * scale and its residual in the epilogue of the projection before it (no mul, no fused
+     * region left: the one add is the position embeddings') */
     {"vit_tiny",
-     {"= attention(=2", "= layer_norm(=5", "= split(=2"},
-     {"= softmax(", "= erf(", "= layer_normalization("}},
+     {"= attention(=2", "= layer_norm(=5", "= split(=2", "= matmul_ep(=9", "= add(=1"},
+     {"= softmax(", "= erf(", "= layer_normalization(", "= mul(", "= fused("}},
     /* masked_fill of an expanded tril(ones) * padding mask is not matched as attention yet */
     {"hf_positions_tiny", {"= rms_norm(=5", "= cumsum(=1"}, {"= reduce_mean(", "= sqrt("}},
 };

@@ -108,7 +108,8 @@ static kc_status plan(kc_cpu_emit *e, mm_plan *p) {
   const kc_node *n = e->n;
   kc_graph *g = (kc_graph *)e->g;
   memset(p, 0, sizeof *p);
-  p->x[0].in = p->x[1].in = -1;
+  for (int i = 0; i < MM_EP_NX; i++)
+    p->x[i].in = -1;
   p->dt = in_val(e, 0)->dtype;
   p->ra = in_val(e, 0)->rank;
   p->rb = in_val(e, 1)->rank;
@@ -145,9 +146,12 @@ static kc_status plan(kc_cpu_emit *e, mm_plan *p) {
       if (!fp && (p->act == MM_ACT_GELU || p->act == MM_ACT_GELU_TANH))
         return kc_node_errorf(g, n, KC_ERR_UNSUPPORTED, "matmul_ep act=%s on %s", a,
                               kc_dtype_name(p->dt));
-      for (int i = 0; i < 2; i++)
-        if (n->nin > (uint32_t)(2 + i) && n->in[2 + i].id) p->x[i].in = 2 + i;
-      p->ep = p->act != MM_ACT_NONE || p->x[0].in >= 0 || p->x[1].in >= 0;
+      p->ep = p->act != MM_ACT_NONE;
+      for (int i = 0; i < MM_EP_NX; i++)
+        if (n->nin > (uint32_t)(2 + i) && n->in[2 + i].id) {
+          p->x[i].in = 2 + i;
+          p->ep = true;
+        }
     }
   }
   if (p->nb < 0)

@@ -10,7 +10,7 @@
  * Epilogue, applied in registers before the output is written (generic path) or by a hook the
  * f32 core calls on each register tile once it is final (still in L1):
  *   gemm:       y = alpha * y + beta * C      (C broadcast to [M, N])
- *   matmul_ep:  y = act(y + bias) + residual  (both broadcast to the output)
+ *   matmul_ep:  y = act(y + bias) * scale + residual  (each broadcast to the output)
  * Operands are addressed by an output row R (the output viewed as [rows, N]) and a column j:
  * element offset = row offset of R (per operand) + j * column stride.
  *
@@ -26,6 +26,8 @@ enum { MM_ACT_NONE, MM_ACT_RELU, MM_ACT_GELU, MM_ACT_GELU_TANH };
 /* How an epilogue operand is addressed along output rows / along N. */
 enum { MM_ROWS_ZERO, MM_ROWS_SAME, MM_ROWS_GENERAL };
 enum { MM_COLS_SPLAT, MM_COLS_UNIT, MM_COLS_RUNTIME };
+/* Epilogue operands: gemm's C; matmul_ep's bias, residual and scale (its inputs 2, 3, 4). */
+enum { MM_EP_BIAS, MM_EP_RES, MM_EP_SCALE, MM_EP_NX };
 
 typedef struct mm_ep_in {
   int in;   /* node input index; -1: absent */
@@ -55,7 +57,7 @@ typedef struct mm_plan {
   bool ep;
   int act;
   double alpha, beta;
-  mm_ep_in x[2]; /* gemm: x[0] = C; matmul_ep: x[0] = bias, x[1] = residual */
+  mm_ep_in x[MM_EP_NX]; /* gemm: x[0] = C; matmul_ep: x[MM_EP_*] = input 2 + MM_EP_* */
 } mm_plan;
 
 /* Run-time facts of the epilogue, built once in the kernel's entry block. */
@@ -63,9 +65,9 @@ typedef struct mm_ep_rt {
   int nrow;                       /* output axes that make up a row index */
   LLVMValueRef rdim[KC_MAX_RANK]; /* their extents */
   LLVMValueRef n;                 /* row length of the output (1 without an N axis) */
-  LLVMValueRef ptr[2];
-  LLVMValueRef rstr[2][KC_MAX_RANK]; /* MM_ROWS_GENERAL: element stride per row axis */
-  LLVMValueRef cstr[2];              /* MM_COLS_RUNTIME: stride along N (0 or 1) */
+  LLVMValueRef ptr[MM_EP_NX];
+  LLVMValueRef rstr[MM_EP_NX][KC_MAX_RANK]; /* MM_ROWS_GENERAL: element stride per row axis */
+  LLVMValueRef cstr[MM_EP_NX];              /* MM_COLS_RUNTIME: stride along N (0 or 1) */
 } mm_ep_rt;
 
 /* ---- lower_matmul_ep.c ------------------------------------------------------------------- */
@@ -74,7 +76,7 @@ typedef struct mm_ep_rt {
 void mm_ep_plan(const kc_cpu_emit *e, mm_plan *p);
 /* Build the run-time facts in the current function (dims: its dims pointer). */
 void mm_ep_init(kc_cpu_emit *e, const mm_plan *p, LLVMValueRef dims, mm_ep_rt *rt);
-/* Row offsets of the operands for output row r (i64). */
+/* Row offsets of the operands for output row r (i64; offs has MM_EP_NX entries). */
 void mm_ep_row(kc_cpu_emit *e, const mm_plan *p, const mm_ep_rt *rt, LLVMValueRef r,
                LLVMValueRef *offs);
 /* The epilogue on v (compute type, `lanes` lanes) at columns j.. of the row; mask: NULL or

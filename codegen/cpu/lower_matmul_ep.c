@@ -1,6 +1,6 @@
 /*
  * codegen/cpu/lower_matmul_ep.c - the epilogue of the matmul family (see lower_matmul.h):
- * gemm's alpha / beta * C and matmul_ep's bias, activation and residual, on vectors of the
+ * gemm's alpha / beta * C and matmul_ep's bias, activation, scale and residual, on vectors of the
  * compute type, with each operand broadcast to the output by strides.
  *
  * Invariants: operands are addressed by (output row, column); an operand whose shape makes
@@ -20,7 +20,7 @@
 void mm_ep_plan(const kc_cpu_emit *e, mm_plan *p) {
   const kc_value *o = kc_value_of(e->g, e->n->out[0]);
   int nrow = p->has_n ? o->rank - 1 : o->rank;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < MM_EP_NX; i++) {
     mm_ep_in *x = &p->x[i];
     if (x->in < 0) continue;
     const kc_value *v = kc_value_of(e->g, e->n->in[x->in]);
@@ -50,7 +50,7 @@ void mm_ep_init(kc_cpu_emit *e, const mm_plan *p, LLVMValueRef dims, mm_ep_rt *r
   for (int d = 0; d < rt->nrow; d++)
     rt->rdim[d] = kc_emit_dim(e, dims, true, 0, d);
   rt->n = p->has_n ? kc_emit_dim(e, dims, true, 0, o->rank - 1) : kc_ir_i64(ir, 1);
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < MM_EP_NX; i++) {
     const mm_ep_in *x = &p->x[i];
     if (x->in < 0) continue;
     const kc_value *v = kc_value_of(e->g, e->n->in[x->in]);
@@ -86,7 +86,7 @@ void mm_ep_row(kc_cpu_emit *e, const mm_plan *p, const mm_ep_rt *rt, LLVMValueRe
   kc_ir *ir = e->ir;
   LLVMValueRef idx[KC_MAX_RANK];
   bool unravelled = false;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < MM_EP_NX; i++) {
     const mm_ep_in *x = &p->x[i];
     offs[i] = kc_ir_i64(ir, 0);
     if (x->in < 0 || x->rows == MM_ROWS_ZERO) continue;
@@ -209,9 +209,16 @@ LLVMValueRef mm_ep_apply(kc_cpu_emit *e, const mm_plan *p, const mm_ep_rt *rt,
     }
     return v;
   }
-  if (p->x[0].in >= 0) v = add(ir, fp, v, load_x(e, p, rt, 0, offs[0], j, lanes, mask));
+  /* act(v + bias) * scale + residual, one rounding per step as the unfused ops round */
+  if (p->x[MM_EP_BIAS].in >= 0)
+    v = add(ir, fp, v, load_x(e, p, rt, MM_EP_BIAS, offs[MM_EP_BIAS], j, lanes, mask));
   v = act(e, p, v);
-  if (p->x[1].in >= 0) v = add(ir, fp, v, load_x(e, p, rt, 1, offs[1], j, lanes, mask));
+  if (p->x[MM_EP_SCALE].in >= 0) {
+    LLVMValueRef s = load_x(e, p, rt, MM_EP_SCALE, offs[MM_EP_SCALE], j, lanes, mask);
+    v = fp ? LLVMBuildFMul(ir->b, v, s, "") : LLVMBuildMul(ir->b, v, s, "");
+  }
+  if (p->x[MM_EP_RES].in >= 0)
+    v = add(ir, fp, v, load_x(e, p, rt, MM_EP_RES, offs[MM_EP_RES], j, lanes, mask));
   return v;
 }
 
@@ -246,7 +253,7 @@ LLVMValueRef mm_ep_hook_emit(kc_cpu_emit *e, const mm_plan *p, int nr_max) {
     masks[v] = kc_ir_lane_mask(ir, w, (int64_t)v * w, nr);
   kc_loop l;
   LLVMValueRef i = kc_loop_begin(ir, &l, kc_ir_i64(ir, 0), mr, kc_ir_i64(ir, 1), 0, NULL);
-  LLVMValueRef offs[2];
+  LLVMValueRef offs[MM_EP_NX];
   mm_ep_row(e, p, &rt, kc_ir_add(ir, r0, i), offs);
   LLVMValueRef crow = kc_ir_gepf(ir, c, kc_ir_mul(ir, i, ldc));
   for (int v = 0; v < nv; v++) {

@@ -33,7 +33,7 @@ typedef struct gen {
   LLVMValueRef crow;    /* offset of C[row][0] */
   LLVMValueRef k, csa, rsb, csb, j0;
   mm_ep_rt rt;
-  LLVMValueRef offs[2];
+  LLVMValueRef offs[MM_EP_NX];
 } gen;
 
 static LLVMValueRef units_value(kc_cpu_emit *e, const mm_plan *p, LLVMValueRef dims, unsigned cb) {

@@ -46,7 +46,7 @@ static void store_block(kc_cpu_emit *e, const mm_plan *p, const mm_ep_rt *rt, co
   unsigned w = (unsigned)kc_cpu_host(e->cpu)->f32_lanes;
   kc_loop li, lj;
   LLVMValueRef i = kc_loop_begin(ir, &li, kc_ir_i64(ir, 0), rows, kc_ir_i64(ir, 1), 0, NULL);
-  LLVMValueRef r = kc_ir_add(ir, rbase, i), offs[2];
+  LLVMValueRef r = kc_ir_add(ir, rbase, i), offs[MM_EP_NX];
   if (p->ep) mm_ep_row(e, p, rt, r, offs);
   LLVMValueRef srow = kc_ir_gepf(ir, scratch, kc_ir_mul(ir, i, kc_ir_i64(ir, h->cc)));
   LLVMValueRef orow = kc_ir_add(ir, kc_ir_mul(ir, r, n), c0);

@@ -11,8 +11,8 @@
  * ceil(N / 64)); kc_mm_tile stages 64 x 16 slices of A and 16 x 64 of B in shared memory,
  * converted to the accumulator type (f32 for f32/f16/bf16, f64, integers in their own type,
  * wrapping), and each thread keeps a 4 x 4 register tile. The epilogue runs on the registers
- * before the one store: gemm y = alpha * y + beta * C, matmul_ep y = act(y + bias) + residual,
- * with C, bias and residual broadcast to the output by strides.
+ * before the one store: gemm y = alpha * y + beta * C, matmul_ep y = act(y + bias) * scale +
+ * residual, with C, bias, scale and residual broadcast to the output by strides.
  * Not yet: tensor cores (WMMA / mma.sync) for f16 / bf16; they take the f32 path.
  */
 #include "codegen/cuda/emit.h"
@@ -170,6 +170,7 @@ static kc_status epilogue(kc_cuda_emit *e, const mm *p, const int *ops, int nops
                  relu   ? "kc_relu"
                  : gelu ? "kc_gelu"
                         : "kc_gelu_tanh");
+  if (kc_cu_present(e, false, 4)) kc_cu_puts(e->t, "        v = kc_mul(v, c4);\n");
   if (kc_cu_present(e, false, 3)) kc_cu_puts(e->t, "        v = kc_add(v, c3);\n");
   return KC_OK;
 }
@@ -186,14 +187,14 @@ kc_status kc_cuda_lower_matmul(kc_cuda_emit *e) {
   if (p.has_n) kc_cu_units_dims(e, true, 0, p.ro - 1, p.ro, MM_TILE);
   kc_cu_begin(e, MM_BLOCK);
   sizes(e, &p);
-  /* epilogue operands: gemm's C (input 2), matmul_ep's bias and residual (2, 3) */
-  int ops[2], nops = 0;
-  for (uint32_t i = 2; i < e->n->nin && i < 4; i++)
+  /* epilogue operands: gemm's C (input 2), matmul_ep's bias, residual and scale (2, 3, 4) */
+  int ops[3], nops = 0;
+  for (uint32_t i = 2; i < e->n->nin && i < 5; i++)
     if (kc_cu_present(e, false, i)) ops[nops++] = (int)i;
   batch_strides(e, &p, 0, "ba");
   batch_strides(e, &p, 1, "bb");
-  const char *sn[4] = {"ba", "bb"}, *on[4] = {"oa", "ob"};
-  char names[2][2][16];
+  const char *sn[5] = {"ba", "bb"}, *on[5] = {"oa", "ob"};
+  char names[3][2][16];
   for (int j = 0; j < nops; j++) {
     snprintf(names[j][0], sizeof names[j][0], "e%d", ops[j]);
     snprintf(names[j][1], sizeof names[j][1], "oe%d", ops[j]);

@@ -1,0 +1,1 @@
+BqnobiasJPiZ_h’AUkwrRVhubpB?KhXybžX‚q|fq‚jl@{a`_Dr3jAFej‰Za[ŠKLPWvKZXGUoggiOOyYUSiWxL@RZ

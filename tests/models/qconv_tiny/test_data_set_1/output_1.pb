@@ -1,0 +1,1 @@
+BqnobiasJ†svB[}dXjiIOdon`ê~äÇ`b]LhfNrp~u=+f\om\å}].mUQLNgmH9<_[LàsKWcsgbzZZÅhmsesJ[lWàjNvwjhl.RnHPBätpF2sxïNLLBRZ~_k\}XFW1Rxx^àâ[bXjX{gvL5sóFrefTl]yV^IpYyhzeOngIÇ?kegçe
