@@ -162,7 +162,7 @@ static kc_status cache_shape(kc_cuda_emit *e, uint32_t ci, int64_t *kvh, int64_t
 kc_status kc_cuda_lower_kv_store(kc_cuda_emit *e) {
   const kc_node *n = e->n;
   const kc_value *k = kc_cu_val(e, false, KS);
-  int64_t kvh, D;
+  int64_t kvh = 0, D = 0;
   kc_status s = cache_shape(e, CACHE, &kvh, &D);
   if (s != KC_OK) return s;
   int rank = k->rank;
