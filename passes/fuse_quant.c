@@ -5,10 +5,10 @@
  * QOperator form (QLinearMatMul) become matmul_q8 (ir/ops.def), whose CPU kernel uses the int8
  * dot-product instructions.
  *
- * The rewrite keeps the graph's numbers bit for bit: the integer sums are exact (mod 2^32, as
- * MatMulInteger's), the weight zero point is subtracted here at compile time (w - wzp must fit
- * int8, else the pattern stays unfused), the activation zero point goes through the weights'
- * column sums (sum (a - azp) w = sum a w - azp sum w), and matmul_q8's float steps are the
+ * The dynamic and QOperator rewrites keep the graph's numbers bit for bit: the integer sums are
+ * exact (mod 2^32, as MatMulInteger's), the weight zero point is subtracted here at compile time (w
+ * - wzp must fit int8, else the pattern stays unfused), the activation zero point goes through the
+ * weights' column sums (sum (a - azp) w = sum a w - azp sum w), and matmul_q8's float steps are the
  * unfused ones in their order: f32(acc) * scale, then + bias. The dynamic_quantize_linear node
  * stays (its global min/max must be known before any row is quantized); its u8 result, scale
  * and zero point feed the fused node, and the scale product stays the graph's own mul.
@@ -22,8 +22,8 @@
  * QLinearMatMul (quantize_static's QOperator form) with constant int8 weights and f32 scales
  * becomes matmul_q8 by the multiplier as * ws / ys followed by quantize_linear by 1 and y's zero
  * point, which is the qlinear kernel's requantization step for step (from_qlinear says why).
- * The QDQ form is not rewritten: its float matmul of dequantized values rounds differently from
- * an integer product scaled once.
+ * The QDQ form (matmul of two dequantize_linear) becomes matmul_q8 too, equal up to float
+ * rounding only (from_qdq says why); the pass runs before fold for it.
  */
 #include "passes/internal.h"
 #include "passes/match.h"
@@ -240,9 +240,78 @@ static kc_status from_qlinear(kc_rewriter *rw, const kc_match *m) {
   return KC_OK;
 }
 
+/* ---- QDQ ------------------------------------------------------------------------------------ */
+
+/*
+ * matmul(dequantize_linear(q, sx, zx?), dequantize_linear(wq, sw, zw?))  ->  matmul_q8(q, w4,
+ * wsum, sx * sw, zx?): quantize_static's QDQ form, as ONNX Runtime runs it (its own QDQ fusion
+ * gives the integer product too). q int8/uint8 with one f32 scale and one zero point; wq a 2-D
+ * constant with f32 scale and zero point per tensor or per column (axis 1). Not bit-identical:
+ * the graph's f32 matmul of dequantized values rounds every product and partial sum (in an
+ * order the matmul kernel chooses), matmul_q8 sums exactly and rounds once, f32(acc) * (sx *
+ * sw). Runs before fold, which would turn the weights' dequantization into f32 weights. The
+ * dequantize nodes stay for their other readers, if any.
+ */
+static const kc_pat qdq[] = {
+    P_OP(MATMUL, P_CAP(A), P_CAP(W)),
+};
+
+/* v = dequantize_linear(x, s, z?): its node, or NULL. */
+static const kc_node *dequantized(const kc_graph *g, kc_val v) {
+  uint32_t d = g->vals[v.id].def;
+  const kc_node *n = d ? &g->nodes[d - 1] : NULL;
+  return n && n->op == KC_OP_DEQUANTIZE_LINEAR ? n : NULL;
+}
+
+static kc_status from_qdq(kc_rewriter *rw, const kc_match *m) {
+  kc_graph *g = kc_rw_graph(rw);
+  const kc_node *da = dequantized(g, m->cap[A]), *dw = dequantized(g, m->cap[W]);
+  if (!da || !dw) return kc_rw_decline(rw, "the operands are not both dequantize_linear");
+  kc_val q = da->in[0], azp = da->nin > 2 ? da->in[2] : (kc_val){0};
+  kc_val wzp = dw->nin > 2 ? dw->in[2] : (kc_val){0};
+  const kc_value *qv = kc_value_of(g, q), *wv = kc_value_of(g, dw->in[0]);
+  if (qv->rank < 2 || (qv->dtype != KC_U8 && qv->dtype != KC_I8) || wv->rank != 2 ||
+      wv->dims[1] < 0 || (azp.id && kc_value_numel(g, azp) != 1))
+    return kc_rw_decline(rw,
+                         "not int8 activations [..., M, K] (one zero point) by a [K, N] matrix");
+  int64_t axis = kc_node_int(dw, "axis", 1);
+  size_t n = (size_t)wv->dims[1];
+  float sx, *sw = calloc(n + 1, sizeof *sw);
+  size_t nsw = sw ? f32_consts(g, dw->in[1], sw, n) : 0;
+  kc_val out = {0};
+  const char *why = "";
+  packed p = {0};
+  if (!sw) {
+    why = "out of memory";
+  } else if (f32_consts(g, da->in[1], &sx, 1) != 1 ||
+             (nsw != 1 && !(nsw == n && (axis == 1 || axis == -1)))) {
+    why = "the scales are not f32 constants (the activations' one, the weights' one or per column)";
+  } else if (pack(g, dw->in[0], wzp, &p, &why)) {
+    for (size_t j = 0; j < nsw; j++)
+      sw[j] = sx * sw[j];
+    const kc_tensor *wt = kc_source_tensor(g, dw->in[0]);
+    char base[400];
+    snprintf(base, sizeof base, "%s", wt->name ? wt->name : "const");
+    int64_t d4[3] = {(p.k + 3) / 4, p.n, 4}, dn = p.n, dm = (int64_t)nsw;
+    kc_val in[5] = {q, new_weight(rw, base, ".q8", KC_I8, 3, d4, p.w4),
+                    new_weight(rw, base, ".q8sum", KC_I32, 1, &dn, p.sum),
+                    nsw == 1 ? kc_rw_const(rw, KC_F32, 0, NULL, sw)
+                             : new_weight(rw, base, ".q8scale", KC_F32, 1, &dm, sw),
+                    azp};
+    if (in[1].id && in[2].id && in[3].id) out = kc_rw_op(rw, KC_OP_MATMUL_Q8, azp.id ? 5 : 4, in);
+  }
+  free(sw);
+  free(p.w4);
+  free(p.sum);
+  if (*why) return kc_rw_decline(rw, "%s", why);
+  if (out.id) kc_rw_replace(rw, kc_rw_out(rw, m, 0, 0), out);
+  return KC_OK;
+}
+
 static const kc_rule rules[] = {
     KC_RULE("quant-dynamic-matmul", dyn, from_dyn),
     KC_RULE("quant-qlinear-matmul", qlinear, from_qlinear),
+    KC_RULE("quant-qdq-matmul", qdq, from_qdq),
     KC_RULE("quant-bias", bias, take_bias),
 };
 

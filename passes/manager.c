@@ -18,20 +18,13 @@
 
 /* Every pass kc_pipeline_parse can name, in --list-passes order. */
 static const kc_pass *const registry[] = {
-    &kc_pass_infer,
-    &kc_pass_canonicalize,
-    &kc_pass_fold,
-    &kc_pass_cse,
-    &kc_pass_dce,
-    &kc_pass_merge_matmul,
-    &kc_pass_fuse_quant,
-    &kc_pass_fuse_norm,
-    &kc_pass_fuse_gelu,
-    &kc_pass_fuse_attention,
-    &kc_pass_fuse_epilogue,
-    &kc_pass_fuse_elementwise,
-    &kc_pass_derive_decode,
-    NULL,
+    &kc_pass_infer,         &kc_pass_canonicalize,
+    &kc_pass_fold,          &kc_pass_cse,
+    &kc_pass_dce,           &kc_pass_merge_matmul,
+    &kc_pass_fuse_quant,    &kc_pass_fuse_norm,
+    &kc_pass_fuse_gelu,     &kc_pass_fuse_attention,
+    &kc_pass_fuse_epilogue, &kc_pass_fuse_elementwise,
+    &kc_pass_derive_decode, NULL,
 };
 
 /* Named pipelines; a name here may also appear inside --passes and expands in place. */
@@ -42,11 +35,12 @@ static const struct {
      * constant), canonical forms again for the constants folding made (an exported scale
      * 1/sqrt(cast(shape)) is only a constant after fold, and only then does div become mul),
      * then merge what is now equal, and matmuls of one input by constant weights (q, k, v);
-     * then int8 matmuls (fuse-quant, before the generic fusions take their cast, mul, add);
+     * int8 matmuls (fuse-quant) go before fold (which would dequantize a QDQ model's weights
+     * into f32 ones) and before the generic fusions take their cast, mul, add;
      * then the fusions, specific patterns before the generic
      * elementwise one (fuse-attention goes after fuse-gelu, before fuse-epilogue), then drop
      * what nothing reads */
-    {"default", "infer,canonicalize,fold,canonicalize,cse,merge-matmul,fuse-quant,fuse-norm,"
+    {"default", "infer,canonicalize,fuse-quant,fold,canonicalize,cse,merge-matmul,fuse-norm,"
                 "fuse-gelu,fuse-attention,fuse-epilogue,fuse-elementwise,dce"},
     {"cpu", "default"},
     {NULL, NULL},

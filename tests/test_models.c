@@ -115,14 +115,17 @@ static const fusion_expect fusions[] = {
     /* ONNX Runtime's int8 versions (make_quant_models.py): the float attention between the
      * quantized projections still fuses; the dynamically quantized matmuls become matmul_q8
      * with their dequantization and bias, the QLinearMatMuls matmul_q8 with their
-     * requantization (quantize_linear by 1); the QDQ form's float matmuls are not fused */
+     * requantization (quantize_linear by 1), the QDQ form's matmuls of two dequantize_linear
+     * matmul_q8 by the product of the scales */
     {"bert_tiny_qdyn",
      {"= attention(=2", "= layer_norm(=5", "= matmul_q8(=13"},
      {"= softmax(", "= erf(", "= matmul_integer("}},
     {"bert_tiny_qop",
      {"= attention(=2", "= layer_norm(=5", "= matmul_q8(=12"},
      {"= softmax(", "= erf(", "= qlinear_matmul("}},
-    {"bert_tiny_qdq", {"= attention(=2", "= layer_norm(=5"}, {"= softmax(", "= erf("}},
+    {"bert_tiny_qdq",
+     {"= attention(=2", "= layer_norm(=5", "= matmul_q8(=12"},
+     {"= softmax(", "= erf(", "= matmul("}},
     /* the dynamo exporter's forms (make_dynamo_models.py): the padding mask from Range /
      * GatherND / GreaterOrEqual / And on a bool cast, filled with -inf by where, and each
      * softmax guarded by where(is_nan(p), 0, p), fold into mask=padding */
