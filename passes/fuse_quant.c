@@ -194,6 +194,26 @@ static size_t f32_consts(const kc_graph *g, kc_val v, float *out, size_t max) {
   return n;
 }
 
+/*
+ * matmul_q8(a, w4, wsum, scale, azp?) from the packed weights p of the constant wv and the
+ * compile-time f32 scales sc[0..nsc) (one, or one per column: a new weight named after wv's
+ * with `suffix`); {0} when a node could not be made.
+ */
+static kc_val q8_node(kc_rewriter *rw, kc_val a, kc_val wv, const packed *p, const float *sc,
+                      size_t nsc, const char *suffix, kc_val azp) {
+  const kc_tensor *wt = kc_source_tensor(kc_rw_graph(rw), wv);
+  char base[400];
+  snprintf(base, sizeof base, "%s", wt && wt->name ? wt->name : "const");
+  int64_t d4[3] = {(p->k + 3) / 4, p->n, 4}, dn = p->n, dm = (int64_t)nsc;
+  kc_val in[5] = {a, new_weight(rw, base, ".q8", KC_I8, 3, d4, p->w4),
+                  new_weight(rw, base, ".q8sum", KC_I32, 1, &dn, p->sum),
+                  nsc == 1 ? kc_rw_const(rw, KC_F32, 0, NULL, sc)
+                           : new_weight(rw, base, suffix, KC_F32, 1, &dm, sc),
+                  azp};
+  return in[1].id && in[2].id && in[3].id ? kc_rw_op(rw, KC_OP_MATMUL_Q8, azp.id ? 5 : 4, in)
+                                          : (kc_val){0};
+}
+
 static kc_status from_qlinear(kc_rewriter *rw, const kc_match *m) {
   kc_graph *g = kc_rw_graph(rw);
   const kc_value *a = kc_value_of(g, m->cap[A]), *w = kc_value_of(g, m->cap[W]);
@@ -216,18 +236,8 @@ static kc_status from_qlinear(kc_rewriter *rw, const kc_match *m) {
       volatile float t = as * ws[j]; /* rounded to f32 before the division, as the kernel does */
       mult[j] = t / ys;
     }
-    const kc_tensor *wt = kc_source_tensor(g, m->cap[W]);
-    char base[400];
-    snprintf(base, sizeof base, "%s", wt->name ? wt->name : "const");
-    int64_t d4[3] = {(p.k + 3) / 4, p.n, 4}, dn = p.n, dm = (int64_t)nws;
+    kc_val q8 = q8_node(rw, m->cap[A], m->cap[W], &p, mult, nws, ".q8mult", m->cap[AZP]);
     static const float one = 1.0f;
-    kc_val in[5] = {m->cap[A], new_weight(rw, base, ".q8", KC_I8, 3, d4, p.w4),
-                    new_weight(rw, base, ".q8sum", KC_I32, 1, &dn, p.sum),
-                    nws == 1 ? kc_rw_const(rw, KC_F32, 0, NULL, mult)
-                             : new_weight(rw, base, ".q8mult", KC_F32, 1, &dm, mult),
-                    m->cap[AZP]};
-    kc_val q8 =
-        in[1].id && in[2].id && in[3].id ? kc_rw_op(rw, KC_OP_MATMUL_Q8, 5, in) : (kc_val){0};
     kc_val qin[3] = {q8, kc_rw_const(rw, KC_F32, 0, NULL, &one), m->cap[YZP]};
     out = q8.id && qin[1].id ? kc_rw_op(rw, KC_OP_QUANTIZE_LINEAR, 3, qin) : (kc_val){0};
   }
@@ -289,16 +299,7 @@ static kc_status from_qdq(kc_rewriter *rw, const kc_match *m) {
   } else if (pack(g, dw->in[0], wzp, &p, &why)) {
     for (size_t j = 0; j < nsw; j++)
       sw[j] = sx * sw[j];
-    const kc_tensor *wt = kc_source_tensor(g, dw->in[0]);
-    char base[400];
-    snprintf(base, sizeof base, "%s", wt->name ? wt->name : "const");
-    int64_t d4[3] = {(p.k + 3) / 4, p.n, 4}, dn = p.n, dm = (int64_t)nsw;
-    kc_val in[5] = {q, new_weight(rw, base, ".q8", KC_I8, 3, d4, p.w4),
-                    new_weight(rw, base, ".q8sum", KC_I32, 1, &dn, p.sum),
-                    nsw == 1 ? kc_rw_const(rw, KC_F32, 0, NULL, sw)
-                             : new_weight(rw, base, ".q8scale", KC_F32, 1, &dm, sw),
-                    azp};
-    if (in[1].id && in[2].id && in[3].id) out = kc_rw_op(rw, KC_OP_MATMUL_Q8, azp.id ? 5 : 4, in);
+    out = q8_node(rw, q, dw->in[0], &p, sw, nsw, ".q8scale", azp);
   }
   free(sw);
   free(p.w4);
@@ -321,5 +322,5 @@ static kc_status run(kc_graph *g, kc_pass_ctx *pc) {
 
 const kc_pass kc_pass_fuse_quant = {
     "fuse-quant", run,
-    "matmul_q8: a dynamically quantized matmul (matmul_integer, cast, mul by the scales, add "
-    "bias) with constant int8 weights becomes one int8 kernel"};
+    "matmul_q8: int8 matmuls by constant weights (ORT's dynamic quantization, qlinear_matmul, "
+    "QDQ) become one int8 kernel"};
