@@ -5,9 +5,10 @@
  *
  * One rule, run by the matcher to a fixpoint, finds matmul(softmax(scores), v) with the softmax
  * over the last axis and used once (or matmul(where(is_nan(p), 0, p), v) of such a softmax p: the
- * dynamo exporter's guard, which gives what the kernel gives a fully masked row); the scores must then be one of the forms below (declarative
- * patterns too, matched at the scores' producer, longest first). From there the rewrite looks
- * through, without consuming (a view or repeat that something else reads stays for it):
+ * dynamo exporter's guard, which gives what the kernel gives a fully masked row); the scores must
+ * then be one of the forms below (declarative patterns too, matched at the scores' producer,
+ * longest first). From there the rewrite looks through, without consuming (a view or repeat that
+ * something else reads stays for it):
  *   - head splits: q = transpose(reshape(x [B,S,H*D], [B,S,H,D]), [0,2,1,3]) reads x, and
  *     kT = transpose(reshape(k), [0,2,3,1]) (or a transpose(0,1,3,2) of a split k) reads k;
  *   - a scalar constant multiplying q or k (the scale folded into them) joins the scale;

@@ -218,7 +218,8 @@ kc_status kc_cuda_lower_attention_cache(kc_cuda_emit *e) {
   const kc_node *n = e->n;
   const kc_value *q = kc_cu_val(e, false, Q);
   int rank = q->rank;
-  int64_t heads = kc_node_int(n, "heads", 0), kvh = kc_node_int(n, "kv_heads", heads), ckvh = 0, D = 0;
+  int64_t heads = kc_node_int(n, "heads", 0), kvh = kc_node_int(n, "kv_heads", heads), ckvh = 0,
+          D = 0;
   kc_status s = cache_shape(e, AC_CACHE, &ckvh, &D);
   if (s != KC_OK) return s;
   if (heads <= 0 || kvh <= 0 || heads % kvh || ckvh != kvh || (rank != 3 && rank != 4))
