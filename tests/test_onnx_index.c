@@ -46,7 +46,8 @@ static void t_topk_cases(void **st) {
 static void t_index_values(void **st) {
   (void)st;
   int failed = check_dir("index_errors/gather_elements") +
-               check_dir("index_errors/scatter_elements") + check_dir("index_errors/scatter_nd");
+               check_dir("index_errors/scatter_elements") + check_dir("index_errors/scatter_nd") +
+               check_dir("index_errors/gather_nd");
   assert_int_equal(failed, 0);
 }
 
@@ -117,6 +118,20 @@ static void t_scatter_nd_error(void **st) {
                (const char *const[]){"'snd'", "index 4 at position 4", "axis 0 of size 4"}, 3);
 }
 
+/* GatherND's import computes flat offsets from the run's sizes: an index past its axis is an
+ * error naming the node (its message gives the flat offset, not the user's index). */
+static void t_gather_nd_error(void **st) {
+  (void)st;
+  float data[30] = {0};
+  int64_t ind[8] = {0, 4, -1, 2, 1, -5, 5, 0}; /* 5 at [1, 2], axis 1 of size 5 */
+  kc_tensor_desc in[2] = {
+      {.name = "data", .dtype = KC_F32, .rank = 3, .dims = {2, 5, 3}, .data = data},
+      {.name = "indices", .dtype = KC_I64, .rank = 3, .dims = {2, 4, 1}, .data = ind}};
+  expect_error("gather_nd", in, 2, (const char *const[]){"'gnd'", "out of range"}, 2);
+  ind[6] = -6;
+  expect_error("gather_nd", in, 2, (const char *const[]){"'gnd'", "out of range"}, 2);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: test_onnx_index KERNC_PROGRAM TESTS_DIR\n");
@@ -129,6 +144,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(t_gather_elements_error),
       cmocka_unit_test(t_scatter_elements_error),
       cmocka_unit_test(t_scatter_nd_error),
+      cmocka_unit_test(t_gather_nd_error),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,8 @@
 """tests/onnx/index_errors/gen.py - writes the node-test-like folders test_onnx_index.c runs:
 gather_elements/ (GatherElements 'ge', axis 1, data f32[3, 4], indices i64[3, 5]),
 scatter_elements/ (ScatterElements 'se', axis 0, data f32[4, 3], indices i32[2, 3]) and
-scatter_nd/ (ScatterND 'snd', data f32[4, 5, 2], indices i64[3, 2], updates f32[3, 2]), each with
+scatter_nd/ (ScatterND 'snd', data f32[4, 5, 2], indices i64[3, 2], updates f32[3, 2]) and
+gather_nd/ (GatherND 'gnd', batch_dims 1, data f32[B, N, 3], indices i64[B, 4, 1]), each with
 indices that include negative ones within range, and the expected outputs from ONNX Runtime
 (onnx's reference implementation must agree). The C test then runs the same models with one
 index out of range and checks the error names the node, the index, its position and the axis.
@@ -20,13 +21,14 @@ T = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.IN
      np.dtype(np.int32): TensorProto.INT32}
 
 
-def write(folder, op, name, inputs, out_shape, **attrs):
+def write(folder, op, name, inputs, out_shape, dims=None, **attrs):
     if os.path.isdir(folder):
         shutil.rmtree(folder)
     os.makedirs(os.path.join(folder, "test_data_set_0"))
     node = helper.make_node(op, [n for n, _ in inputs], ["y"], name=name, **attrs)
     graph = helper.make_graph(
-        [node], folder, [helper.make_tensor_value_info(n, T[a.dtype], a.shape) for n, a in inputs],
+        [node], folder, [helper.make_tensor_value_info(n, T[a.dtype], (dims or {}).get(n, a.shape))
+                         for n, a in inputs],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
@@ -59,6 +61,11 @@ def main():
     upd = np.array([[1, 2], [3, 4], [5, 6]], np.float32)
     write("scatter_nd", "ScatterND", "snd", [("data", data), ("indices", ind), ("updates", upd)],
           [4, 5, 2])
+    # GatherND with batch_dims 1 on symbolic dims: the import reads sizes from Shape(data)
+    data = np.arange(30, dtype=np.float32).reshape(2, 5, 3)
+    ind = np.array([[[0], [4], [-1], [2]], [[1], [-5], [3], [0]]], np.int64)
+    write("gather_nd", "GatherND", "gnd", [("data", data), ("indices", ind)], ["B", 4, 3],
+          dims={"data": ["B", "N", 3], "indices": ["B", 4, 1]}, batch_dims=1)
 
 
 if __name__ == "__main__":
