@@ -29,6 +29,22 @@
 extern "C" {
 #endif
 
+/* ---- version ----------------------------------------------------------------------------- */
+
+/* The version of this header; CMake's project version and the shared library's soname
+ * (libkernc.so.KC_VERSION_MAJOR) are read from these lines. */
+#define KC_VERSION_MAJOR 0
+#define KC_VERSION_MINOR 1
+#define KC_VERSION_PATCH 0
+/* One number that orders versions: 10000 * major + 100 * minor + patch. */
+#define KC_VERSION (KC_VERSION_MAJOR * 10000 + KC_VERSION_MINOR * 100 + KC_VERSION_PATCH)
+
+/* The version of the library that is running, as "MAJOR.MINOR.PATCH" (static). A program built
+ * against one header may load another libkernc.so.0: compare with KC_VERSION_* to find out. */
+const char *kc_version(void);
+/* The same as one number, as KC_VERSION. */
+int kc_version_number(void);
+
 /* ---- status and context ------------------------------------------------------------------ */
 
 typedef enum kc_status {

@@ -8,9 +8,14 @@
  *     runtime's thread-local create error): the archive is linked whole into it with its symbols
  *     kept local (--exclude-libs), so two models, or a model and libkernc, load side by side.
  *   - A failing compiler's command line and output end up in the error message, whole.
+ *   - The archive is looked for beside the binary this code is in (libkernc.so, or a program
+ *     linked with libkernc.a) as an install lays it out (LIBDIR/kernc/libkernc_rt.a) before the
+ *     build tree's, so an installed kernc needs nothing outside its prefix.
  */
+#define _GNU_SOURCE /* dladdr: the file this code was loaded from */
 #include "runtime/export.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +25,9 @@
 
 #ifndef KERNC_RT_ARCHIVE
 #define KERNC_RT_ARCHIVE ""
+#endif
+#ifndef KERNC_INSTALL_BIN_TO_LIB
+#define KERNC_INSTALL_BIN_TO_LIB "../lib"
 #endif
 
 #define CMD_MAX 16384
@@ -52,26 +60,37 @@ kc_status kc_export_find_runtime(kc_context *ctx, const char *given, char *buf, 
     snprintf(buf, size, "%s", given);
     return KC_OK;
   }
-  if (readable(KERNC_RT_ARCHIVE)) {
+  /* installed: this code is in LIBDIR/libkernc.so (dladdr names it) or in BINDIR/kernc, a
+   * program linked with libkernc.a (dladdr gives argv[0] there: /proc/self/exe is the file) */
+  char dirs[2][4096] = {"", ""};
+  Dl_info info;
+  if (dladdr((void *)kc_export_find_runtime, &info) && info.dli_fname)
+    snprintf(dirs[0], sizeof dirs[0], "%s", info.dli_fname);
+  ssize_t n = readlink("/proc/self/exe", dirs[1], sizeof dirs[1] - 1);
+  dirs[1][n > 0 ? n : 0] = 0;
+  for (int d = 0; d < 2; d++) {
+    char *slash = strrchr(dirs[d], '/');
+    if (!slash) continue;
+    *slash = 0;
+    const char *tries[] = {"%s/kernc/libkernc_rt.a",
+                           "%s/" KERNC_INSTALL_BIN_TO_LIB "/kernc/libkernc_rt.a"};
+    for (size_t i = 0; i < sizeof tries / sizeof *tries; i++) {
+      char path[8192], *real;
+      snprintf(path, sizeof path, tries[i], dirs[d]);
+      if (readable(path) && (real = realpath(path, NULL))) { /* without the bin/../ */
+        snprintf(buf, size, "%s", real);
+        free(real);
+        return KC_OK;
+      }
+    }
+  }
+  if (readable(KERNC_RT_ARCHIVE)) { /* a build tree's */
     snprintf(buf, size, "%s", KERNC_RT_ARCHIVE);
     return KC_OK;
   }
-  /* an installed kernc: the archive next to the program, or in ../lib */
-  char exe[4096];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = 0;
-    const char *tries[] = {"%s/libkernc_rt.a", "%s/../lib/libkernc_rt.a"};
-    for (size_t i = 0; i < sizeof tries / sizeof *tries; i++) {
-      snprintf(buf, size, tries[i], exe);
-      if (readable(buf)) return KC_OK;
-    }
-  }
   return kc_errorf(ctx, KC_ERR_IO,
-                   "kernc's runtime archive libkernc_rt.a was not found (not at '%s', nor next to "
-                   "the running program); give its path in $KERNC_RT",
+                   "kernc's runtime archive libkernc_rt.a was not found (not in kernc/ beside "
+                   "libkernc, nor at '%s'); give its path in $KERNC_RT",
                    KERNC_RT_ARCHIVE);
 }
 

@@ -4,14 +4,11 @@
  *
  * Exit codes everywhere: 0 ok, 1 failure, 2 bad usage.
  */
+#include "kernc.h"
 #include "tools/commands.h"
 
 #include <stdio.h>
 #include <string.h>
-
-#ifndef KERNC_VERSION
-#define KERNC_VERSION "0.1.0"
-#endif
 
 typedef struct command {
   const char *name;
@@ -60,7 +57,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
-    printf("kernc %s\n", KERNC_VERSION);
+    printf("kernc %s\n", kc_version());
     return 0;
   }
   if (strcmp(a, "help") == 0) { /* `kernc help opt` = `kernc opt --help` */

@@ -102,6 +102,15 @@ void kc_cuda_kernel_name(char *buf, size_t size, uint32_t ni, const char *op);
 
 /* ---- NVRTC ---------------------------------------------------------------------------------- */
 
+/* An entry point of a library opened with dlopen: its name and the offset of its function
+ * pointer in a table of them. */
+typedef struct kc_dl_sym {
+  const char *name;
+  size_t off;
+} kc_dl_sym;
+/* Fill table's function pointers from lib; the name of the first missing symbol, or NULL. */
+const char *kc_dl_resolve(void *lib, const kc_dl_sym *syms, size_t n, void *table);
+
 typedef struct kc_nvrtc kc_nvrtc;
 
 /* A compiled program: cubin, or PTX text (NUL-terminated) when ptx. Owned by the kc_nvrtc. */
@@ -112,6 +121,8 @@ typedef struct kc_cuda_image {
   int arch; /* 80 = sm_80 / compute_80 */
 } kc_cuda_image;
 
+/* Open NVRTC (dlopen of libnvrtc.so.<toolkit major>, then the build's toolkit copy): without it,
+ * KC_ERR_UNSUPPORTED "CUDA target unavailable: cannot load NVRTC ...". */
 kc_status kc_nvrtc_new(kc_context *ctx, kc_nvrtc **out);
 void kc_nvrtc_free(kc_nvrtc *nv);
 /* Also keep images as files in dir (NULL: memory only); read back before compiling. */

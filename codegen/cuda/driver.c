@@ -2,7 +2,7 @@
  * codegen/cuda/driver.c - the CUDA driver API, opened at run time: dlopen("libcuda.so.1") and
  * the entry points kernc uses, resolved into a table owned by the kc_cuda_dev (no globals, no
  * link-time dependency), so kernc builds and runs where no GPU or driver is and the CUDA target
- * then reports why it is unavailable.
+ * then reports why it is unavailable. kc_dl_resolve, the table filler, serves NVRTC too.
  *
  * The device's primary context is retained on open and made current before every call, so a
  * module compiled on one thread may run on another. Versioned entry points (_v2) are the ones
@@ -82,12 +82,19 @@ static kc_status unavailable(kc_context *ctx, const char *fmt, const char *detai
   return kc_errorf(ctx, KC_ERR_UNSUPPORTED, "CUDA target unavailable: %s", why);
 }
 
+const char *kc_dl_resolve(void *lib, const kc_dl_sym *syms, size_t n, void *table) {
+  for (size_t i = 0; i < n; i++) {
+    void *p = dlsym(lib, syms[i].name);
+    if (!p) return syms[i].name;
+    /* dlsym hands out code addresses as data; store them in the function pointer's slot */
+    memcpy((char *)table + syms[i].off, &p, sizeof p);
+  }
+  return NULL;
+}
+
 /* Resolve every entry point; the name of the first missing one, or NULL. */
 static const char *resolve(kc_cuda_dev *d) {
-  static const struct {
-    const char *sym;
-    size_t off;
-  } syms[] = {
+  static const kc_dl_sym syms[] = {
 #define SYM(field, name) {name, offsetof(cu_api, field)}
       SYM(Init, "cuInit"),
       SYM(DeviceGetCount, "cuDeviceGetCount"),
@@ -110,13 +117,7 @@ static const char *resolve(kc_cuda_dev *d) {
       SYM(GetErrorName, "cuGetErrorName"),
 #undef SYM
   };
-  for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
-    void *p = dlsym(d->lib, syms[i].sym);
-    if (!p) return syms[i].sym;
-    /* dlsym hands out code addresses as data; store them in the function pointer's slot */
-    memcpy((char *)&d->api + syms[i].off, &p, sizeof p);
-  }
-  return NULL;
+  return kc_dl_resolve(d->lib, syms, sizeof syms / sizeof *syms, &d->api);
 }
 
 static kc_status open_device(kc_cuda_dev *d, int ordinal) {

@@ -9,17 +9,30 @@
  * cuda_bf16.h from the toolkit's include folder (KERNC_CUDA_INCLUDE_DIR at build time, or
  * $KERNC_CUDA_INCLUDE), since NVRTC does not ship them built in.
  *
+ * NVRTC is opened with dlopen when a kc_nvrtc is made, as the driver is (driver.c): libkernc has
+ * no link-time dependency on the toolkit, loads where it is missing, and the CUDA target then
+ * says it is unavailable. nvrtc.h is read only for its types. The library is found by its soname
+ * (libnvrtc.so.<major of the toolkit kernc was built with>, so LD_LIBRARY_PATH can point at
+ * another copy), then at the build's toolkit path.
+ *
  * Invariants: images are owned here and live until kc_nvrtc_free; a failed compile leaves the
  * cache unchanged and puts NVRTC's log into the error buffer.
  */
 #include "codegen/cuda/cuda.h"
 #include "ir/internal.h"
 
+#include <dlfcn.h>
 #include <nvrtc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef KERNC_NVRTC_SONAME
+#define KERNC_NVRTC_SONAME "libnvrtc.so"
+#endif
+#ifndef KERNC_NVRTC_PATH
+#define KERNC_NVRTC_PATH KERNC_NVRTC_SONAME
+#endif
 #ifndef KERNC_CUDA_INCLUDE_DIR
 #define KERNC_CUDA_INCLUDE_DIR "/usr/local/cuda/include"
 #endif
@@ -33,8 +46,28 @@ typedef struct entry {
   size_t size;
 } entry;
 
+/* The NVRTC entry points kernc calls, resolved from the opened library. */
+typedef struct nvrtc_api {
+  const char *(*GetErrorString)(nvrtcResult);
+  nvrtcResult (*Version)(int *, int *);
+  nvrtcResult (*GetNumSupportedArchs)(int *);
+  nvrtcResult (*GetSupportedArchs)(int *);
+  nvrtcResult (*CreateProgram)(nvrtcProgram *, const char *, const char *, int, const char *const *,
+                               const char *const *);
+  nvrtcResult (*DestroyProgram)(nvrtcProgram *);
+  nvrtcResult (*CompileProgram)(nvrtcProgram, int, const char *const *);
+  nvrtcResult (*GetProgramLogSize)(nvrtcProgram, size_t *);
+  nvrtcResult (*GetProgramLog)(nvrtcProgram, char *);
+  nvrtcResult (*GetPTXSize)(nvrtcProgram, size_t *);
+  nvrtcResult (*GetPTX)(nvrtcProgram, char *);
+  nvrtcResult (*GetCUBINSize)(nvrtcProgram, size_t *);
+  nvrtcResult (*GetCUBIN)(nvrtcProgram, char *);
+} nvrtc_api;
+
 struct kc_nvrtc {
   kc_context *ctx;
+  void *lib;
+  nvrtc_api api;
   entry *e;
   size_t n, cap;
   char *dir;
@@ -44,15 +77,63 @@ struct kc_nvrtc {
   uint64_t hits, compiles;
 };
 
+static const kc_dl_sym nvrtc_syms[] = {
+#define SYM(field)                                                                                 \
+  { "nvrtc" #field, offsetof(nvrtc_api, field) }
+    SYM(GetErrorString),
+    SYM(Version),
+    SYM(GetNumSupportedArchs),
+    SYM(GetSupportedArchs),
+    SYM(CreateProgram),
+    SYM(DestroyProgram),
+    SYM(CompileProgram),
+    SYM(GetProgramLogSize),
+    SYM(GetProgramLog),
+    SYM(GetPTXSize),
+    SYM(GetPTX),
+    SYM(GetCUBINSize),
+    SYM(GetCUBIN),
+#undef SYM
+};
+
+/* dlopen NVRTC: by soname, then at the build's toolkit path; the reason when neither loads. */
+static kc_status open_nvrtc(kc_nvrtc *nv) {
+  const char *tries[] = {KERNC_NVRTC_SONAME, KERNC_NVRTC_PATH};
+  char why[1024] = "";
+  for (size_t i = 0; i < sizeof tries / sizeof *tries && !nv->lib; i++) {
+    nv->lib = dlopen(tries[i], RTLD_NOW | RTLD_LOCAL);
+    const char *e = nv->lib ? NULL : dlerror();
+    if (e && !*why) snprintf(why, sizeof why, "%s", e);
+  }
+  if (!nv->lib)
+    return kc_errorf(nv->ctx, KC_ERR_UNSUPPORTED,
+                     "CUDA target unavailable: cannot load NVRTC (%s); install the CUDA toolkit "
+                     "or put its lib64 folder on LD_LIBRARY_PATH",
+                     why);
+  const char *missing =
+      kc_dl_resolve(nv->lib, nvrtc_syms, sizeof nvrtc_syms / sizeof *nvrtc_syms, &nv->api);
+  if (missing)
+    return kc_errorf(nv->ctx, KC_ERR_UNSUPPORTED, "CUDA target unavailable: NVRTC lacks %s",
+                     missing);
+  return KC_OK;
+}
+
 kc_status kc_nvrtc_new(kc_context *ctx, kc_nvrtc **out) {
+  *out = NULL;
   kc_nvrtc *nv = calloc(1, sizeof *nv);
   if (!nv) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory");
   nv->ctx = ctx;
+  kc_status s = open_nvrtc(nv);
+  if (s != KC_OK) {
+    kc_nvrtc_free(nv);
+    return s;
+  }
+  const nvrtc_api *a = &nv->api;
   int n = 0, major = 0, minor = 0;
-  if (nvrtcVersion(&major, &minor) == NVRTC_SUCCESS) nv->version = major * 100 + minor;
-  if (nvrtcGetNumSupportedArchs(&n) == NVRTC_SUCCESS && n > 0) {
+  if (a->Version(&major, &minor) == NVRTC_SUCCESS) nv->version = major * 100 + minor;
+  if (a->GetNumSupportedArchs(&n) == NVRTC_SUCCESS && n > 0) {
     nv->archs = calloc((size_t)n, sizeof *nv->archs);
-    if (nv->archs && nvrtcGetSupportedArchs(nv->archs) == NVRTC_SUCCESS) nv->narchs = n;
+    if (nv->archs && a->GetSupportedArchs(nv->archs) == NVRTC_SUCCESS) nv->narchs = n;
   }
   *out = nv;
   return KC_OK;
@@ -65,6 +146,7 @@ void kc_nvrtc_free(kc_nvrtc *nv) {
   free(nv->e);
   free(nv->dir);
   free(nv->archs);
+  if (nv->lib) dlclose(nv->lib);
   free(nv);
 }
 
@@ -170,11 +252,11 @@ static kc_status fail(kc_nvrtc *nv, nvrtcProgram p, nvrtcResult r, const char *n
                       const entry *k) {
   kc_status s = kc_errorf(nv->ctx, r == NVRTC_ERROR_OUT_OF_MEMORY ? KC_ERR_NOMEM : KC_ERR_INTERNAL,
                           "NVRTC could not compile %s for %s_%d: %s", name,
-                          k->ptx ? "compute" : "sm", k->arch, nvrtcGetErrorString(r));
+                          k->ptx ? "compute" : "sm", k->arch, nv->api.GetErrorString(r));
   size_t len = 0;
-  if (p && nvrtcGetProgramLogSize(p, &len) == NVRTC_SUCCESS && len > 1) {
+  if (p && nv->api.GetProgramLogSize(p, &len) == NVRTC_SUCCESS && len > 1) {
     char *log = malloc(len);
-    if (log && nvrtcGetProgramLog(p, log) == NVRTC_SUCCESS) kc_error_append(nv->ctx, "%s", log);
+    if (log && nv->api.GetProgramLog(p, log) == NVRTC_SUCCESS) kc_error_append(nv->ctx, "%s", log);
     free(log);
   }
   return s;
@@ -189,18 +271,19 @@ static kc_status run_nvrtc(kc_nvrtc *nv, const char *src, const char *name, cons
   snprintf(inc, sizeof inc, "-I%s", dir && *dir ? dir : KERNC_CUDA_INCLUDE_DIR);
   /* -w: generated code declares strides it may not use; a log is for errors */
   const char *opts[] = {arch, inc, "--std=c++17", "-w"};
+  const nvrtc_api *a = &nv->api;
   nvrtcProgram p = NULL;
-  nvrtcResult r = nvrtcCreateProgram(&p, src, name, 0, NULL, NULL);
-  if (r == NVRTC_SUCCESS) r = nvrtcCompileProgram(p, (int)(sizeof opts / sizeof *opts), opts);
-  if (r == NVRTC_SUCCESS) r = k->ptx ? nvrtcGetPTXSize(p, size) : nvrtcGetCUBINSize(p, size);
+  nvrtcResult r = a->CreateProgram(&p, src, name, 0, NULL, NULL);
+  if (r == NVRTC_SUCCESS) r = a->CompileProgram(p, (int)(sizeof opts / sizeof *opts), opts);
+  if (r == NVRTC_SUCCESS) r = k->ptx ? a->GetPTXSize(p, size) : a->GetCUBINSize(p, size);
   if (r == NVRTC_SUCCESS && !(*data = malloc(*size + 1))) r = NVRTC_ERROR_OUT_OF_MEMORY;
   if (r == NVRTC_SUCCESS) {
-    r = k->ptx ? nvrtcGetPTX(p, *data) : nvrtcGetCUBIN(p, *data);
+    r = k->ptx ? a->GetPTX(p, *data) : a->GetCUBIN(p, *data);
     ((char *)*data)[*size] = 0;
     if (r != NVRTC_SUCCESS) free(*data);
   }
   kc_status s = r == NVRTC_SUCCESS ? KC_OK : fail(nv, p, r, name, k);
-  nvrtcDestroyProgram(&p);
+  a->DestroyProgram(&p);
   return s;
 }
 
