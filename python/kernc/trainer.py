@@ -1,14 +1,13 @@
 """kernc/trainer.py - kernc.Trainer: training steps (kc_trainer_*) on a model whose loss is one of
 its scalar outputs, or a cross-entropy kernc adds: loss="xent:LOGITS:LABELS" makes an i64 input
 LABELS shaped like output LOGITS without its last axis and minimizes the mean cross-entropy of
-LOGITS against it (kc_cross_entropy, labels equal to ignore_index skipped).
+LOGITS against it (kc_cross_entropy, labels equal to ignore_index skipped); labels_shape fixes
+LABELS' shape (ints) instead.
 
 The trainer owns the parameters (the float weights matching `params`), their gradient sums and
 the optimizer state; step() is one forward + backward + update. One thread at a time uses it.
 """
 import ctypes as C
-
-import numpy as np
 
 from . import _graph, _lib
 from ._lib import KernCError
@@ -17,9 +16,9 @@ _OPTIMIZERS = {"adamw": _lib.KC_OPTIM_ADAMW, "sgd": _lib.KC_OPTIM_SGD}
 _CHECKPOINTS = {"none": _lib.KC_CKPT_NONE, "sqrt": _lib.KC_CKPT_SQRT}
 
 
-def _add_xent(L, g, spec, ignore_index):
+def _add_xent(L, g, spec, ignore_index, labels_shape):
     """Add labels input and "loss" output to g for loss spec "xent:LOGITS:LABELS"; the loss's
-    output name."""
+    output name. The labels are shaped labels_shape, or None: as LOGITS without its last axis."""
     parts = spec.split(":")
     if len(parts) != 3 or not parts[1] or not parts[2]:
         raise ValueError("loss %r: expected an output name or 'xent:LOGITS:LABELS'" % spec)
@@ -29,10 +28,14 @@ def _add_xent(L, g, spec, ignore_index):
         raise KernCError("loss %r: the model has no output %r (outputs: %s)"
                          % (spec, logits_name, ", ".join(names)))
     logits = L.kc_graph_output(g, names.index(logits_name))
-    rank = L.kc_val_rank(g, logits)
-    dims = (C.c_int64 * max(rank, 1))()
-    L.kc_val_dims(g, logits, dims)
-    labels = L.kc_input(g, labels_name.encode(), _lib.KC_I64, rank - 1, dims)
+    if labels_shape is None:
+        rank = L.kc_val_rank(g, logits) - 1
+        dims = (C.c_int64 * (rank + 1))()
+        L.kc_val_dims(g, logits, dims)
+    else:
+        rank = len(labels_shape)
+        dims = (C.c_int64 * max(rank, 1))(*labels_shape)
+    labels = L.kc_input(g, labels_name.encode(), _lib.KC_I64, rank, dims)
     loss = "loss" if "loss" not in names else "xent_loss"
     L.kc_output(g, L.kc_cross_entropy(g, logits, labels, ignore_index), loss.encode())
     return loss
@@ -44,11 +47,13 @@ class Trainer:
     all). optimizer "adamw" (betas, eps, weight_decay as torch.optim.AdamW; kernc's defaults
     0.9/0.999, 1e-8, 0.01) or "sgd" (momentum, weight_decay as torch.optim.SGD); lr the
     learning rate of step(); clip_norm > 0 clips by the global gradient norm; checkpoint "none"
-    or "sqrt" (gradient checkpointing)."""
+    or "sqrt" (gradient checkpointing). labels_shape: the shape of the labels input "xent:"
+    adds (None: LOGITS' without its last axis, symbolic dims included)."""
 
     def __init__(self, model, loss, params=("*",), optimizer="adamw", lr=1e-3, threads=0,
                  betas=None, eps=None, weight_decay=None, momentum=0.0, clip_norm=0.0,
-                 checkpoint="none", ignore_index=-100, target=None, opt_level=None):
+                 checkpoint="none", ignore_index=-100, labels_shape=None, target=None,
+                 opt_level=None):
         if isinstance(params, str):
             params = (params,)
         if optimizer not in _OPTIMIZERS:
@@ -72,7 +77,8 @@ class Trainer:
                 o.weight_decay = weight_decay
             pats = (C.c_char_p * len(params))(*[p.encode() for p in params])
             with _graph.Loaded(self._ctx, model) as g:
-                name = _add_xent(L, g, loss, ignore_index) if loss.startswith("xent:") else loss
+                name = (_add_xent(L, g, loss, ignore_index, labels_shape)
+                        if loss.startswith("xent:") else loss)
                 self._ctx.check(L.kc_graph_status(g), "loss %r" % loss)
                 t = C.c_void_p()
                 self._ctx.check(L.kc_trainer_new(self._ctx.ptr, g, name.encode(), len(params),

@@ -17,7 +17,7 @@ def test_dump_after_default_pipeline():
 
 def test_dump_after_all():
     text = kernc.dump(GPT2_TINY, after_all=True)
-    headers = [line for line in text.splitlines() if line.startswith("# kir 1") and "after=" in line]
+    headers = [ln for ln in text.splitlines() if ln.startswith("# kir 1") and "after=" in ln]
     assert len(headers) >= 5
     assert any("after=infer" in h for h in headers)
     assert any("after=fuse-attention" in h for h in headers)

@@ -82,3 +82,16 @@ def test_named_loss_adamw(tmp_path):
         kernc.Trainer(linear_model(tmp_path, w), loss="xent:nope:labels")
     with pytest.raises(kernc.KernCError):
         kernc.Trainer(linear_model(tmp_path, w), loss="xent:logits:labels", params="nothing*")
+
+
+def test_fixed_labels_shape(tmp_path):
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 5).astype(np.int64)
+    with kernc.Trainer(linear_model(tmp_path, w), loss="xent:logits:labels", labels_shape=(5,),
+                       optimizer="sgd", lr=0.1) as t:
+        assert t.step({"x": x, "labels": y}) == pytest.approx(xent(x.astype(np.float64) @ w, y)[0],
+                                                             rel=1e-5)
+        with pytest.raises(kernc.KernCError, match="labels"):
+            t.step({"x": x[:4], "labels": y[:4]})
