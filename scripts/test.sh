@@ -56,7 +56,11 @@ run_python() { # build dir
   "$PY" -m venv --system-site-packages "$venv" &&
     "$venv/bin/python" -m pip install -q --no-build-isolation --no-index ./python >"$dir.python.log" 2>&1 &&
     (cd /tmp && KERNC_LIBRARY=$lib "$venv/bin/python" -c "import kernc; print('kernc', kernc.__version__, 'library', kernc.library_path())") ||
-    { cat "$dir.python.log"; return 1; }
+    {
+      cat "$dir.python.log"
+      echo "pytest: 1 error (pip install ./python or import kernc failed)" | tee "$dir.pytest.log"
+      return 1
+    }
   KERNC_LIBRARY=$lib KERNC_OPT_LEVEL=0 "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests >>"$dir.python.log" 2>&1 || rc=1
   grep -E '^(=+ )?[0-9]+ (passed|failed|errors?|skipped)|^(=+ )?no tests ran' "$dir.python.log" | tail -1 |
     sed -E 's/^=* */pytest: /; s/ *=*$//' | tee "$dir.pytest.log"
