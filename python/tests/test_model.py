@@ -159,3 +159,14 @@ def test_library_not_found_says_what_to_set(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("KERNC_LIBRARY", "LD_LIBRARY_PATH")}
     p = _import_in_child(env)  # found only where kernc is installed for the loader
     assert p.returncode == 0 or ("KERNC_LIBRARY" in p.stderr and "libkernc.so.0" in p.stderr)
+
+
+def test_runs_from_many_threads(gpt2_tiny, rng):
+    from concurrent.futures import ThreadPoolExecutor
+    feeds = [rng.integers(0, 100, (1, 3 + i), dtype=np.int64) for i in range(4)]
+    want = [gpt2_tiny.run({"input_ids": f})["logits"] for f in feeds]
+    with ThreadPoolExecutor(4) as ex:
+        for _ in range(3):
+            got = list(ex.map(lambda f: gpt2_tiny.run({"input_ids": f})["logits"], feeds))
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
