@@ -47,8 +47,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import kernc_ctypes as K  # noqa: E402
-import ort_bench as OB  # noqa: E402  (settle, CpuMeter, wait_quiet, machine, pct)
+import ort_bench as OB  # noqa: E402  (settle, CpuMeter, wait_quiet, machine, pct, import_kernc)
 
 
 def log(msg):
@@ -77,14 +76,14 @@ class KerncRow:
         sequence holds ids[:cached0] and step j decodes steps[j]."""
         self.s, self.prefill = sess, prefill
         self.seq = sess.seq_new()
-        v = sess.vocab()
+        v = sess.vocab
         self.out = np.zeros((len(steps), v), np.float32)
         if prefill:
             self.ids = np.ascontiguousarray(ids, np.int64)
             self.entries = [sess.entry(self.seq, self.ids, self.out[j]) for j in range(len(steps))]
         else:
             self.cached0 = cached0
-            sess.decode(self.seq, ids[:cached0])
+            sess.decode(self.seq, ids[:cached0], logits=False)
             self.toks = [np.array([t], np.int64) for t in steps]
             self.entries = [sess.entry(self.seq, self.toks[j], self.out[j])
                             for j in range(len(steps))]
@@ -210,7 +209,7 @@ def check_sequence(args, ort_past, kernc_sess, ids):
         return np.concatenate(got)
 
     def kernc_decode(pre, upto):
-        v = kernc_sess.vocab()
+        v = kernc_sess.vocab
         got = np.zeros((upto, v), np.float32)
         seq = kernc_sess.seq_new()
         try:
@@ -310,11 +309,10 @@ def weights_of_kernels(graph_text):
 
 def profile_decode(sess, ids, C, steps, args):
     """kernc's kernels over `steps` decode steps whose caches hold C - steps .. C - 1 tokens."""
-    import ctypes
     seq = sess.seq_new()
-    out = np.zeros(sess.vocab(), np.float32)
+    out = np.zeros(sess.vocab, np.float32)
     try:
-        sess.decode(seq, ids[:C - steps - 1])
+        sess.decode(seq, ids[:C - steps - 1], logits=False)
         sess.decode(seq, ids[C - steps - 1:C - steps], out)
         sess.set_profile(True)
         t = []
@@ -326,10 +324,7 @@ def profile_decode(sess, ids, C, steps, args):
         sess.set_profile(False)
     finally:
         sess.seq_free(seq)
-    m = sess.module()
-    p = sess.lib.kc_graph_print_str(sess.lib.kc_module_graph(m))
-    text = ctypes.string_at(p).decode()
-    K._libc.free(ctypes.c_void_p(p))
+    text = sess.graph_text()
     info = weights_of_kernels(text)
     step_ms = float(np.mean(t)) * 1e3
     kern_ms = sum(x["ns"] for x in prof) / steps / 1e6
@@ -427,15 +422,16 @@ def main():
     t0 = time.perf_counter()
     ort_past = ort_session(os.path.join(args.models, "gpt2_past.onnx"), args.threads)
     ort_init = time.perf_counter() - t0
-    lib = K.load(args.lib)
+    kernc = OB.import_kernc(args.lib)
+    kernc.library_path()  # open the library outside the timed session creation
     t0 = time.perf_counter()
     most = max(contexts + [args.prefill, args.check_len])
-    kern = K.Session.from_onnx(lib, os.path.join(args.models, "gpt2.onnx"), threads=args.threads,
-                               max_len=most, max_seqs=2)
+    kern = kernc.Session(os.path.join(args.models, "gpt2.onnx"), threads=args.threads,
+                         max_len=most, max_seqs=2)
     kern_init = time.perf_counter() - t0
     log("ORT session (gpt2_past.onnx) %.2f s; kernc load + session (gpt2.onnx, contiguous cache "
         "of %d tokens x 2 sequences, %d bytes per token) %.2f s"
-        % (ort_init, most, kern.cache_bytes_per_token(), kern_init))
+        % (ort_init, most, kern.cache_bytes_per_token, kern_init))
 
     res = {"machine": OB.machine(), "versions": versions, "threads": args.threads,
            "block_runs": B, "loadavg_start": load0, "rows": []}
@@ -526,7 +522,7 @@ def main():
             if r["kind"] == "decode" and "kernc" in r:
                 r["kernc_fraction"] = bound_ms / r["kernc"]["median_ms"]
                 r["ORT_fraction"] = bound_ms / r["ORT"]["median_ms"]
-                kv = kern.cache_bytes_per_token() * r["context"]
+                kv = kern.cache_bytes_per_token * r["context"]
                 r["bound_with_cache_ms"] = (wbytes + kv) / (bw * 1e9) * 1e3
                 log("  %s: kernc at %.2f of the bound, ORT at %.2f (with the KV cache's %.1f MB "
                     "read too, the bound is %.2f ms)" % (r["row"], r["kernc_fraction"],

@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """bench/train_bench.py - one training step (forward, cross-entropy loss, backward, AdamW update)
 of the GPT-2-small-shaped model (bench/models/gpt2.onnx, bench/export_models.py) at batch 4 x 64
-tokens, the setting of llm.c's CPU reference: kernc's trainer (kc_trainer_*, through ctypes)
-beside PyTorch CPU (Debian's torch 1.13, the same module and weights the ONNX file was exported
-from, hf_modules.Gpt2Model) on the same threads. bench/run.sh calls it; by hand:
+tokens, the setting of llm.c's CPU reference: kernc's trainer (kc_trainer_*, through the kernc
+package of python/) beside PyTorch CPU (Debian's torch 1.13, the same module and weights the ONNX
+file was exported from, hf_modules.Gpt2Model) on the same threads. bench/run.sh calls it; by hand:
 
     /usr/bin/python3 bench/train_bench.py --lib build-bench/libkernc.so --models bench/models \\
         [--threads 2] [--steps 8] [--rounds 2]
@@ -19,7 +19,6 @@ own) is printed beside it. The losses of step 1 must agree (same weights, same t
 script exits 1 when they do not or an engine fails.
 """
 import argparse
-import ctypes as C
 import json
 import os
 import statistics
@@ -79,81 +78,22 @@ def torch_engine(args):
     return step, {}
 
 
-class kc_tensor_desc(C.Structure):
-    _fields_ = [("name", C.c_char_p), ("dtype", C.c_int), ("rank", C.c_int),
-                ("dims", C.c_int64 * 8), ("data", C.c_void_p)]
-
-
-class kc_val(C.Structure):
-    _fields_ = [("id", C.c_uint32)]
-
-
-class kc_train_options(C.Structure):
-    _fields_ = [("target", C.c_char_p), ("threads", C.c_int), ("optimizer", C.c_int),
-                ("beta1", C.c_double), ("beta2", C.c_double), ("eps", C.c_double),
-                ("weight_decay", C.c_double), ("momentum", C.c_double), ("clip_norm", C.c_double),
-                ("checkpoint", C.c_int), ("marked", C.c_void_p), ("nmarked", C.c_int)]
-
-
 def kernc_engine(args, checkpoint):
-    import numpy as np
-    lib = C.CDLL(args.lib)
-    lib.kc_context_new.restype = C.c_void_p
-    lib.kc_last_error.restype = C.c_char_p
-    lib.kc_last_error.argtypes = [C.c_void_p]
-    ctx = lib.kc_context_new()
-
-    def check(s, what):
-        if s != 0:
-            raise RuntimeError("%s: %s" % (what, lib.kc_last_error(ctx).decode()))
-    g = C.c_void_p()
-    check(lib.kc_onnx_load(C.c_void_p(ctx), os.path.join(args.models, "gpt2.onnx").encode(),
-                           C.byref(g)), "kc_onnx_load")
-    lib.kc_graph_output.restype = kc_val
-    lib.kc_graph_output.argtypes = [C.c_void_p, C.c_uint32]
-    lib.kc_input.restype = kc_val
-    lib.kc_input.argtypes = [C.c_void_p, C.c_char_p, C.c_int, C.c_int, C.POINTER(C.c_int64)]
-    lib.kc_sym.restype = C.c_int64
-    lib.kc_sym.argtypes = [C.c_void_p, C.c_char_p]
-    lib.kc_cross_entropy.restype = kc_val
-    lib.kc_cross_entropy.argtypes = [C.c_void_p, kc_val, kc_val, C.c_int64]
-    lib.kc_output.argtypes = [C.c_void_p, kc_val, C.c_char_p]
-    logits = lib.kc_graph_output(g, 0)
-    dims = (C.c_int64 * 2)(args.batch, args.seq)
-    labels = lib.kc_input(g, b"labels", 5, 2, dims)  # KC_I64
-    lib.kc_output(g, lib.kc_cross_entropy(g, logits, labels, -100), b"loss")
-    o = kc_train_options()
-    lib.kc_train_defaults(C.byref(o))
-    o.threads, o.weight_decay, o.checkpoint = args.threads, 0.01, checkpoint
-    params = (C.c_char_p * 1)(b"*")
-    tr = C.c_void_p()
-    lib.kc_trainer_new.argtypes = [C.c_void_p, C.c_void_p, C.c_char_p, C.c_int,
-                                   C.POINTER(C.c_char_p), C.POINTER(kc_train_options),
-                                   C.POINTER(C.c_void_p)]
-    check(lib.kc_trainer_new(ctx, g, b"loss", 1, params, C.byref(o), C.byref(tr)), "kc_trainer_new")
-    lib.kc_graph_free(g)
+    import ort_bench as OB
+    kernc = OB.import_kernc(args.lib)
+    t = kernc.Trainer(os.path.join(args.models, "gpt2.onnx"), loss="xent:logits:labels",
+                      labels_shape=(args.batch, args.seq), params="*", lr=args.lr,
+                      threads=args.threads, weight_decay=0.01,
+                      checkpoint="sqrt" if checkpoint else "none")
     ids, lab = batch(args, 50257)
-    ins = (kc_tensor_desc * 2)()
-    for d, (name, a) in zip(ins, ((b"input_ids", ids), (b"labels", lab))):
-        d.name, d.dtype, d.rank = name, 5, 2
-        d.dims[0], d.dims[1] = a.shape
-        d.data = a.ctypes.data
-    lib.kc_trainer_step.argtypes = [C.c_void_p, C.POINTER(kc_tensor_desc), C.c_uint32,
-                                    C.c_double, C.c_int64, C.POINTER(C.c_double)]
-    lib.kc_trainer_module.restype = C.c_void_p
-    lib.kc_module_peak_bytes.restype = C.c_size_t
-    lib.kc_module_peak_bytes.argtypes = [C.c_void_p]
-    n = [0]
+    feeds = {"input_ids": ids, "labels": lab}
 
     def step():
-        n[0] += 1
-        loss = C.c_double()
-        check(lib.kc_trainer_step(tr, ins, 2, args.lr, n[0], C.byref(loss)), "kc_trainer_step")
-        return loss.value
+        return t.step(feeds)
 
     def extra():
-        return {"arena_bytes": lib.kc_module_peak_bytes(lib.kc_trainer_module(tr))}
-    return step, {"extra": extra, "keep": (ids, lab, ins)}
+        return {"arena_bytes": t.peak_bytes}
+    return step, {"extra": extra, "keep": t}
 
 
 def child_main(args):
@@ -164,7 +104,7 @@ def child_main(args):
         if args.child == "pytorch":
             step, aux = torch_engine(args)
         else:
-            step, aux = kernc_engine(args, 1 if args.child == "kernc-sqrt" else 0)
+            step, aux = kernc_engine(args, args.child == "kernc-sqrt")
         res["init_s"] = time.perf_counter() - t0
         losses, ms = [], []
         for _ in range(args.warmup):

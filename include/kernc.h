@@ -407,6 +407,15 @@ kc_status kc_graph_parse_file(kc_context *ctx, const char *path, kc_graph **out)
 kc_status kc_graph_verify(kc_graph *g);
 /* Write g in graphviz dot syntax. */
 kc_status kc_graph_dot(const kc_graph *g, FILE *f);
+/*
+ * The IR of g after a pass pipeline as a malloc'd string in *out (caller frees; NULL on failure):
+ * passes as kc_compile_options.passes (NULL: target's default pipeline, target as there; "":
+ * none) run on a copy of g, which is verified first and not changed; after_all writes the text IR
+ * after every pass ahead of the result (`kernc dump --print-after-all`); dot: the result as
+ * graphviz dot instead of text IR. Errors go to g's context.
+ */
+kc_status kc_graph_dump(const kc_graph *g, const char *target, const char *passes, int after_all,
+                        int dot, char **out);
 
 /* ---- compile and run ------------------------------------------------------------------------ */
 

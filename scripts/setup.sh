@@ -26,3 +26,11 @@ if ! "$PY" -c 'import onnx, numpy, sys; sys.exit(0 if onnx.__version__.startswit
   echo "setup: pip installing onnx==1.22.* numpy"
   "$PY" -m pip install -q "onnx==1.22.*" numpy
 fi
+
+# pytest: the Python package's tests (python/tests, run by test.sh in a venv that sees these);
+# wheel: pip install --no-build-isolation ./python in that venv builds a wheel with the venv's
+# setuptools 65 (Python 3.11's), which needs the wheel package's bdist_wheel (gone from 0.45 on)
+if ! "$PY" -c 'import pytest, wheel' 2>/dev/null; then
+  echo "setup: pip installing pytest wheel<0.45"
+  "$PY" -m pip install -q pytest "wheel<0.45"
+fi

@@ -12,7 +12,7 @@ source scripts/setup.sh
 
 jobs=$(nproc)
 status=0
-rm -f build*.ctest.log build*.suites.log
+rm -f build*.ctest.log build*.suites.log build*.pytest.log
 
 run_suite() { # build dir, cmake flags...; SUITES=0 skips the ONNX node test suites; ONLY=REGEX
   # runs only those tests, EXCEPT=REGEX all but those
@@ -44,6 +44,30 @@ run_suite() { # build dir, cmake flags...; SUITES=0 skips the ONNX node test sui
 }
 
 run_suite build || status=1
+
+# The Python package (python/): installed into a fresh venv that sees the interpreter's numpy,
+# onnx, onnxruntime and pytest, run on the plain build's library (KERNC_LIB: one variable, to
+# point it at an installed prefix instead). pytest's summary line goes to build.pytest.log.
+run_python() { # build dir
+  local dir=$1 venv=$PWD/$1/pyvenv rc=0
+  local lib=${KERNC_LIB:-$PWD/$dir/libkernc.so}
+  echo "=== $dir: Python package (pip install ./python, pytest, at ${SECONDS} s)"
+  rm -rf "$venv"
+  "$PY" -m venv --system-site-packages "$venv" &&
+    "$venv/bin/python" -m pip install -q --no-build-isolation --no-index ./python >"$dir.python.log" 2>&1 &&
+    (cd /tmp && KERNC_LIBRARY=$lib "$venv/bin/python" -c "import kernc; print('kernc', kernc.__version__, 'library', kernc.library_path())") ||
+    {
+      cat "$dir.python.log"
+      echo "pytest: 1 error (pip install ./python or import kernc failed)" | tee "$dir.pytest.log"
+      return 1
+    }
+  KERNC_LIBRARY=$lib KERNC_OPT_LEVEL=0 "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests >>"$dir.python.log" 2>&1 || rc=1
+  grep -E '^(=+ )?[0-9]+ (passed|failed|errors?|skipped)|^(=+ )?no tests ran' "$dir.python.log" | tail -1 |
+    sed -E 's/^=* */pytest: /; s/ *=*$//' | tee "$dir.pytest.log"
+  ((rc == 0)) || tail -n 60 "$dir.python.log"
+  return $rc
+}
+run_python build || status=1
 # The builds below JIT at LLVM -O0 (KERNC_OPT_LEVEL=0, many times faster to compile): they test
 # kernc's own code (the sanitizers watch it, not the JIT'd kernels; the no-CUDA build checks the
 # build and the target choice), and the plain build above tests the -O3 kernels users get.
@@ -64,7 +88,7 @@ KERNC_OPT_LEVEL=0 TSAN_OPTIONS=halt_on_error=1 SUITES=0 \
   ONLY="test_threads|test_runtime|test_attention|test_kv_attention|test_cpu_movement|test_verify|test_builder" \
   run_suite build-tsan -DKERNC_TSAN=ON || status=1
 
-# one closing line over every build: cmocka test cases plus ONNX node tests
+# one closing line over every build: cmocka test cases, ONNX node tests and the Python tests
 sum() { # extended regex with one number group, files...
   local re=$1
   shift
@@ -72,9 +96,13 @@ sum() { # extended regex with one number group, files...
 }
 logs=(build*.ctest.log)
 suites=(build*.suites.log)
-passed=$(($(sum '\[  PASSED  \] ([0-9]+) test' "${logs[@]}") + $(sum ': ([0-9]+) passed,' "${suites[@]}")))
-failed=$(($(sum '\[  FAILED  \] ([0-9]+) test' "${logs[@]}") + $(sum ' ([0-9]+) failed,' "${suites[@]}")))
-skipped=$(($(sum '\[  SKIPPED \] ([0-9]+) test' "${logs[@]}") + $(sum ' ([0-9]+) skipped' "${suites[@]}")))
+pytests=(build*.pytest.log)
+passed=$(($(sum '\[  PASSED  \] ([0-9]+) test' "${logs[@]}") + $(sum ': ([0-9]+) passed,' "${suites[@]}") +
+  $(sum ' ([0-9]+) passed' "${pytests[@]}")))
+failed=$(($(sum '\[  FAILED  \] ([0-9]+) test' "${logs[@]}") + $(sum ' ([0-9]+) failed,' "${suites[@]}") +
+  $(sum ' ([0-9]+) failed' "${pytests[@]}") + $(sum ' ([0-9]+) errors?' "${pytests[@]}")))
+skipped=$(($(sum '\[  SKIPPED \] ([0-9]+) test' "${logs[@]}") + $(sum ' ([0-9]+) skipped' "${suites[@]}") +
+  $(sum ' ([0-9]+) skipped' "${pytests[@]}")))
 if ((status)); then echo "test.sh: FAILED"; else echo "test.sh: all passed"; fi
 echo "total: $passed passed, $failed failed, $skipped skipped (test.sh took ${SECONDS} s)"
 exit $status
