@@ -45,23 +45,25 @@ run_suite() { # build dir, cmake flags...; SUITES=0 skips the ONNX node test sui
 
 run_suite build || status=1
 
-# The Python package (python/): installed into a fresh venv that sees the interpreter's numpy,
-# onnx, onnxruntime and pytest, run on the plain build's library (KERNC_LIB: one variable, to
-# point it at an installed prefix instead). pytest's summary line goes to build.pytest.log.
+# The Python package (python/) as its users get it: kernc installed into a prefix
+# (cmake --install), the package pip-installed into a fresh venv that sees the interpreter's
+# numpy, onnx, onnxruntime and pytest, and libkernc found through the loader path
+# (LD_LIBRARY_PATH=PREFIX/lib, no KERNC_LIBRARY). pytest's summary line goes to build.pytest.log.
 run_python() { # build dir
-  local dir=$1 venv=$PWD/$1/pyvenv rc=0
-  local lib=${KERNC_LIB:-$PWD/$dir/libkernc.so}
-  echo "=== $dir: Python package (pip install ./python, pytest, at ${SECONDS} s)"
-  rm -rf "$venv"
-  "$PY" -m venv --system-site-packages "$venv" &&
-    "$venv/bin/python" -m pip install -q --no-build-isolation --no-index ./python >"$dir.python.log" 2>&1 &&
-    (cd /tmp && KERNC_LIBRARY=$lib "$venv/bin/python" -c "import kernc; print('kernc', kernc.__version__, 'library', kernc.library_path())") ||
+  local dir=$1 venv=$PWD/$1/pyvenv prefix=$PWD/$1/py-prefix rc=0
+  echo "=== $dir: Python package (install, pip install ./python, pytest, at ${SECONDS} s)"
+  rm -rf "$venv" "$prefix"
+  local env=(env -u KERNC_LIBRARY LD_LIBRARY_PATH="$prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+  cmake --install "$dir" --prefix "$prefix" >"$dir.python.log" 2>&1 &&
+    "$PY" -m venv --system-site-packages "$venv" &&
+    "$venv/bin/python" -m pip install -q --no-build-isolation --no-index ./python >>"$dir.python.log" 2>&1 &&
+    (cd /tmp && "${env[@]}" "$venv/bin/python" -c "import kernc; print('kernc', kernc.__version__, 'library', kernc.library_path(), kernc.library_version())") ||
     {
       cat "$dir.python.log"
-      echo "pytest: 1 error (pip install ./python or import kernc failed)" | tee "$dir.pytest.log"
+      echo "pytest: 1 error (install, pip install ./python or import kernc failed)" | tee "$dir.pytest.log"
       return 1
     }
-  KERNC_LIBRARY=$lib KERNC_OPT_LEVEL=0 "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests >>"$dir.python.log" 2>&1 || rc=1
+  "${env[@]}" KERNC_OPT_LEVEL=0 "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests >>"$dir.python.log" 2>&1 || rc=1
   grep -E '^(=+ )?[0-9]+ (passed|failed|errors?|skipped)|^(=+ )?no tests ran' "$dir.python.log" | tail -1 |
     sed -E 's/^=* */pytest: /; s/ *=*$//' | tee "$dir.pytest.log"
   ((rc == 0)) || tail -n 60 "$dir.python.log"
