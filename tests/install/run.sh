@@ -34,16 +34,21 @@ no_cuda_needed() { # the DT_NEEDED entries of libkernc.so name no CUDA library
   ! readelf -d "$prefix/lib/libkernc.so" | grep NEEDED | grep -Ei 'cuda|nvrtc'
 }
 soname_is() { readelf -d "$prefix/lib/libkernc.so" | grep -F "Library soname: [$1]"; }
-run_consumer() { LD_LIBRARY_PATH=$prefix/lib "$1" "$work"; }
+run_consumer() { # program: run it (and show that a static one needs no libkernc.so)
+  ldd "$1" | grep -E 'kernc|LLVM'
+  LD_LIBRARY_PATH=$prefix/lib "$1" "$work"
+}
 cmake_consumer() { # build dir, kernc target
   cmake -S "$src/tests/install" -B "$work/$1" -DCMAKE_PREFIX_PATH="$prefix" \
     -DKERNC_TARGET="$2" -DCMAKE_BUILD_TYPE=Release && cmake --build "$work/$1" &&
     run_consumer "$work/$1/consumer"
 }
-pkgconfig_consumer() {
+pkgconfig_consumer() { # extra pkg-config flag (--static: libkernc.a)
   local flags
-  flags=$(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs kernc) || return 1
-  echo "pkg-config --cflags --libs kernc: $flags"
+  flags=$(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config "$@" --cflags --libs kernc) || return 1
+  # the linker takes libkernc.so over libkernc.a for -lkernc: name the archive for --static
+  [ "${1:-}" = --static ] && flags=${flags/-lkernc /-l:libkernc.a }
+  echo "pkg-config $* --cflags --libs kernc: $flags"
   # shellcheck disable=SC2086
   cc -std=c11 -O1 -o "$work/consumer_pc" "$src/tests/install/consumer.c" $flags \
     $(pkg-config --cflags --libs cmocka) -lm && run_consumer "$work/consumer_pc"
@@ -83,6 +88,7 @@ check "find_package(kernc), kernc::kernc (shared): JIT a graph and an ONNX model
 check "find_package(kernc), kernc::kernc_static: JIT a graph and an ONNX model" \
   cmake_consumer cmake-static kernc::kernc_static
 check "pkg-config --cflags --libs kernc: JIT a graph and an ONNX model" pkgconfig_consumer
+check "pkg-config --static --cflags --libs kernc (libkernc.a): the same" pkgconfig_consumer --static
 check "the installed kernc compile (its own runtime archive), then the .so by value" installed_compile
 check "cpack -G DEB: a .deb with the same files under /usr" deb_package
 echo "test_install: $passed passed, $failed failed"
