@@ -297,7 +297,7 @@ static LLVMValueRef additive(kc_att *A, LLVMValueRef kpos) {
     LLVMValueRef k = in ? LLVMBuildSelect(ir->b, in, kpos, kc_att_i64(A, 0), "") : kpos;
     LLVMValueRef at = kc_ir_add(ir, kc_ir_mul(ir, A->b, A->ms[0]), kc_ir_mul(ir, k, A->ms[3]));
     LLVMValueRef v = kc_emit_load(A->e, A->mt, A->m, at, 1);
-    if (A->mt == KC_F64) v = LLVMBuildFPTrunc(ir->b, v, ir->t_f32, "");
+    if (A->mt == KC_F64) v = kc_ir_fptrunc(ir->b, v, ir->t_f32, "");
     if (in) v = LLVMBuildSelect(ir->b, in, v, LLVMConstReal(ir->t_f32, -INFINITY), "");
     return kc_ir_splat(ir, v, A->W);
   }
@@ -315,7 +315,7 @@ static LLVMValueRef additive(kc_att *A, LLVMValueRef kpos) {
       kc_ir_masked_gather(ir, vt, ptrs, (unsigned)kc_dtype_size(A->mt), mask, LLVMConstNull(vt));
   LLVMTypeRef ft = kc_emit_vec_type(ir->t_f32, A->W);
   if (A->mt == KC_F64)
-    v = LLVMBuildFPTrunc(ir->b, v, ft, "");
+    v = kc_ir_fptrunc(ir->b, v, ft, "");
   else if (A->mt != KC_F32)
     v = LLVMBuildFPExt(ir->b, v, ft, "");
   if (in) v = LLVMBuildSelect(ir->b, in, v, fconst(A, -INFINITY, A->W), "");

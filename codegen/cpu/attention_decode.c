@@ -379,7 +379,7 @@ static void key_block(void *user, LLVMValueRef j0, LLVMValueRef tail, LLVMValueR
     LLVMValueRef mv =
         kc_ir_masked_gather(ir, vt, ptrs, (unsigned)kc_dtype_size(A->mt), keep, LLVMConstNull(vt));
     if (A->mt == KC_F64)
-      mv = LLVMBuildFPTrunc(b, mv, vf(A), "");
+      mv = kc_ir_fptrunc(b, mv, vf(A), "");
     else if (A->mt != KC_F32)
       mv = LLVMBuildFPExt(b, mv, vf(A), "");
     s = LLVMBuildFAdd(b, s, mv, "");

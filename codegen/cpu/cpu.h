@@ -94,6 +94,10 @@ LLVMValueRef kc_ir_gepf(kc_ir *ir, LLVMValueRef p, LLVMValueRef idx);
 LLVMValueRef kc_ir_gepi64(kc_ir *ir, LLVMValueRef p, LLVMValueRef idx);
 LLVMValueRef kc_ir_load(kc_ir *ir, LLVMTypeRef t, LLVMValueRef p, unsigned align);
 void kc_ir_store(kc_ir *ir, LLVMValueRef v, LLVMValueRef p, unsigned align);
+/* LLVMBuildFPTrunc, but to bf16 (or a vector of it) by integer rounding (nearest even, NaN kept
+ * quiet): LLVM lowers a float -> bfloat fptrunc to the libcall __truncsfbf2 on CPUs without
+ * AVX512_BF16, which neither the JIT's process nor libgcc 12 (the AOT link) provides. */
+LLVMValueRef kc_ir_fptrunc(LLVMBuilderRef b, LLVMValueRef v, LLVMTypeRef to, const char *name);
 
 /* Integer helpers on i64 (signed). */
 LLVMValueRef kc_ir_add(kc_ir *ir, LLVMValueRef a, LLVMValueRef b);

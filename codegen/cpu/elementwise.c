@@ -263,7 +263,7 @@ static void store(ew *w, uint32_t k, LLVMValueRef idx, LLVMValueRef v, unsigned 
   kc_ir *ir = w->ir;
   LLVMTypeRef st = kc_emit_storage_type(ir, t), vt = kc_emit_vec_type(st, lanes);
   if (t == KC_BOOL) v = LLVMBuildZExt(ir->b, v, vt, "");
-  if (t == KC_F16 || t == KC_BF16) v = LLVMBuildFPTrunc(ir->b, v, vt, "");
+  if (t == KC_F16 || t == KC_BF16) v = kc_ir_fptrunc(ir->b, v, vt, "");
   LLVMValueRef addr = LLVMBuildGEP2(ir->b, st, w->out_ptr[k], &idx, 1, "");
   kc_ir_masked_store(ir, v, addr, (unsigned)kc_dtype_size(t), mask);
 }

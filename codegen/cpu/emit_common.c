@@ -139,7 +139,7 @@ void kc_emit_store(kc_cpu_emit *e, kc_dtype t, LLVMValueRef ptr, LLVMValueRef id
   LLVMTypeRef st = kc_emit_storage_type(ir, t);
   LLVMTypeRef vt = kc_emit_vec_type(st, lanes);
   if (t == KC_BOOL) v = LLVMBuildZExt(ir->b, v, vt, "b8");
-  if (t == KC_F16 || t == KC_BF16) v = LLVMBuildFPTrunc(ir->b, v, vt, "h");
+  if (t == KC_F16 || t == KC_BF16) v = kc_ir_fptrunc(ir->b, v, vt, "h");
   LLVMValueRef addr = LLVMBuildGEP2(ir->b, st, ptr, &idx, 1, "ep");
   kc_ir_store(ir, v, addr, (unsigned)kc_dtype_size(t));
 }
@@ -158,7 +158,7 @@ LLVMValueRef kc_emit_convert(kc_ir *ir, LLVMValueRef v, kc_dtype from, kc_dtype 
     return ff ? LLVMBuildFCmp(ir->b, LLVMRealUNE, v, LLVMConstNull(vt), "tob")
               : LLVMBuildICmp(ir->b, LLVMIntNE, v, LLVMConstNull(vt), "tob");
   if (ff && ft) /* only f32 <-> f64 remain: f16/bf16 compute as f32 */
-    return to == KC_F64 ? LLVMBuildFPExt(ir->b, v, ct, "cv") : LLVMBuildFPTrunc(ir->b, v, ct, "cv");
+    return to == KC_F64 ? LLVMBuildFPExt(ir->b, v, ct, "cv") : kc_ir_fptrunc(ir->b, v, ct, "cv");
   if (ff)
     return is_unsigned(to) ? LLVMBuildFPToUI(ir->b, v, ct, "cv")
                            : LLVMBuildFPToSI(ir->b, v, ct, "cv");

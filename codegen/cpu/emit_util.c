@@ -82,6 +82,38 @@ LLVMValueRef kc_ir_load(kc_ir *ir, LLVMTypeRef t, LLVMValueRef p, unsigned align
   return v;
 }
 
+/* A constant of integer (vector) type t with every element v. */
+static LLVMValueRef splat_int(LLVMTypeRef t, unsigned long long v) {
+  if (LLVMGetTypeKind(t) != LLVMVectorTypeKind) return LLVMConstInt(t, v, 0);
+  unsigned n = LLVMGetVectorSize(t);
+  LLVMValueRef e = LLVMConstInt(LLVMGetElementType(t), v, 0), es[64];
+  for (unsigned i = 0; i < n && i < 64; i++)
+    es[i] = e;
+  return LLVMConstVector(es, n);
+}
+
+LLVMValueRef kc_ir_fptrunc(LLVMBuilderRef b, LLVMValueRef v, LLVMTypeRef to, const char *name) {
+  bool vec = LLVMGetTypeKind(to) == LLVMVectorTypeKind;
+  LLVMTypeRef et = vec ? LLVMGetElementType(to) : to;
+  if (LLVMGetTypeKind(et) != LLVMBFloatTypeKind) return LLVMBuildFPTrunc(b, v, to, name);
+  LLVMContextRef c = LLVMGetTypeContext(to);
+  unsigned n = vec ? LLVMGetVectorSize(to) : 1;
+  LLVMTypeRef f32 = LLVMFloatTypeInContext(c), i32 = LLVMInt32TypeInContext(c);
+  LLVMTypeRef ft = vec ? LLVMVectorType(f32, n) : f32, it = vec ? LLVMVectorType(i32, n) : i32;
+  LLVMTypeRef ht = vec ? LLVMVectorType(LLVMInt16TypeInContext(c), n) : LLVMInt16TypeInContext(c);
+  if (LLVMTypeOf(v) != ft) v = LLVMBuildFPTrunc(b, v, ft, ""); /* f64: callers round to odd first */
+  /* round to nearest even on the bits; a NaN keeps its sign and top payload, made quiet */
+  LLVMValueRef bits = LLVMBuildBitCast(b, v, it, "");
+  LLVMValueRef hi = LLVMBuildLShr(b, bits, splat_int(it, 16), "");
+  LLVMValueRef odd = LLVMBuildAnd(b, hi, splat_int(it, 1), "");
+  LLVMValueRef up = LLVMBuildAdd(b, LLVMBuildAdd(b, bits, splat_int(it, 0x7fff), ""), odd, "");
+  LLVMValueRef rounded = LLVMBuildLShr(b, up, splat_int(it, 16), "");
+  LLVMValueRef nan = LLVMBuildOr(b, hi, splat_int(it, 0x40), "");
+  LLVMValueRef isnan = LLVMBuildFCmp(b, LLVMRealUNO, v, v, "");
+  LLVMValueRef r = LLVMBuildTrunc(b, LLVMBuildSelect(b, isnan, nan, rounded, ""), ht, "");
+  return LLVMBuildBitCast(b, r, to, name);
+}
+
 void kc_ir_store(kc_ir *ir, LLVMValueRef v, LLVMValueRef p, unsigned align) {
   LLVMValueRef s = LLVMBuildStore(ir->b, v, p);
   LLVMSetAlignment(s, align);
@@ -167,25 +199,43 @@ LLVMValueRef kc_ir_fmuladd(kc_ir *ir, LLVMValueRef a, LLVMValueRef b, LLVMValueR
   return kc_ir_intrinsic(ir, "llvm.fmuladd", &t, 1, args, 3);
 }
 
+/* The integer vector type a masked load / store / gather of vt moves when vt holds 16-bit floats
+ * (vt itself otherwise): LLVM legalizes the select of a masked bfloat (or, without F16C, half)
+ * vector op through fptrunc, a libcall (__truncsfbf2) where the CPU lacks AVX512_BF16, which
+ * the JIT's process and libgcc 12 do not have. Bits move the same either way. */
+static LLVMTypeRef masked_bits_type(kc_ir *ir, LLVMTypeRef vt) {
+  LLVMTypeKind k = LLVMGetTypeKind(LLVMGetElementType(vt));
+  if (k != LLVMBFloatTypeKind && k != LLVMHalfTypeKind) return vt;
+  return LLVMVectorType(LLVMInt16TypeInContext(ir->ctx), LLVMGetVectorSize(vt));
+}
+
 LLVMValueRef kc_ir_masked_load(kc_ir *ir, LLVMTypeRef vt, LLVMValueRef p, unsigned align,
                                LLVMValueRef mask, LLVMValueRef passthru) {
-  LLVMTypeRef types[2] = {vt, ir->t_ptr};
-  LLVMValueRef args[4] = {p, kc_ir_i32(ir, (int32_t)align), mask, passthru};
-  return kc_ir_intrinsic(ir, "llvm.masked.load", types, 2, args, 4);
+  LLVMTypeRef bt = masked_bits_type(ir, vt);
+  LLVMTypeRef types[2] = {bt, ir->t_ptr};
+  LLVMValueRef args[4] = {p, kc_ir_i32(ir, (int32_t)align), mask,
+                          bt == vt ? passthru : LLVMBuildBitCast(ir->b, passthru, bt, "")};
+  LLVMValueRef v = kc_ir_intrinsic(ir, "llvm.masked.load", types, 2, args, 4);
+  return bt == vt ? v : LLVMBuildBitCast(ir->b, v, vt, "");
 }
 
 void kc_ir_masked_store(kc_ir *ir, LLVMValueRef v, LLVMValueRef p, unsigned align,
                         LLVMValueRef mask) {
-  LLVMTypeRef types[2] = {LLVMTypeOf(v), ir->t_ptr};
+  LLVMTypeRef bt = masked_bits_type(ir, LLVMTypeOf(v));
+  if (bt != LLVMTypeOf(v)) v = LLVMBuildBitCast(ir->b, v, bt, "");
+  LLVMTypeRef types[2] = {bt, ir->t_ptr};
   LLVMValueRef args[4] = {v, p, kc_ir_i32(ir, (int32_t)align), mask};
   kc_ir_intrinsic(ir, "llvm.masked.store", types, 2, args, 4);
 }
 
 LLVMValueRef kc_ir_masked_gather(kc_ir *ir, LLVMTypeRef vt, LLVMValueRef ptrs, unsigned align,
                                  LLVMValueRef mask, LLVMValueRef passthru) {
-  LLVMTypeRef types[2] = {vt, LLVMTypeOf(ptrs)};
-  LLVMValueRef args[4] = {ptrs, kc_ir_i32(ir, (int32_t)align), mask, passthru};
-  return kc_ir_intrinsic(ir, "llvm.masked.gather", types, 2, args, 4);
+  LLVMTypeRef bt = masked_bits_type(ir, vt);
+  LLVMTypeRef types[2] = {bt, LLVMTypeOf(ptrs)};
+  LLVMValueRef args[4] = {ptrs, kc_ir_i32(ir, (int32_t)align), mask,
+                          bt == vt ? passthru : LLVMBuildBitCast(ir->b, passthru, bt, "")};
+  LLVMValueRef v = kc_ir_intrinsic(ir, "llvm.masked.gather", types, 2, args, 4);
+  return bt == vt ? v : LLVMBuildBitCast(ir->b, v, vt, "");
 }
 
 void kc_ir_prefetch(kc_ir *ir, LLVMValueRef p, int rw) {

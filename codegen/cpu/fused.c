@@ -38,7 +38,7 @@ static LLVMValueRef round_to(kc_ir *ir, LLVMValueRef v, kc_dtype t) {
   LLVMTypeRef vt = LLVMTypeOf(v);
   unsigned lanes = LLVMGetTypeKind(vt) == LLVMVectorTypeKind ? LLVMGetVectorSize(vt) : 1;
   LLVMValueRef h =
-      LLVMBuildFPTrunc(ir->b, v, kc_emit_vec_type(kc_emit_storage_type(ir, t), lanes), "");
+      kc_ir_fptrunc(ir->b, v, kc_emit_vec_type(kc_emit_storage_type(ir, t), lanes), "");
   return LLVMBuildFPExt(ir->b, h, vt, "");
 }
 

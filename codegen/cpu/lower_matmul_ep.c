@@ -133,7 +133,7 @@ void mm_store(kc_cpu_emit *e, kc_dtype t, LLVMValueRef p, LLVMValueRef idx, LLVM
   }
   kc_ir *ir = e->ir;
   LLVMTypeRef st = kc_emit_storage_type(ir, t), vt = kc_emit_vec_type(st, lanes);
-  if (t == KC_F16 || t == KC_BF16) v = LLVMBuildFPTrunc(ir->b, v, vt, "");
+  if (t == KC_F16 || t == KC_BF16) v = kc_ir_fptrunc(ir->b, v, vt, "");
   LLVMValueRef addr = LLVMBuildGEP2(ir->b, st, p, &idx, 1, "");
   kc_ir_masked_store(ir, v, addr, (unsigned)kc_dtype_size(t), mask);
 }

@@ -28,7 +28,7 @@ static LLVMValueRef fcall(kc_ir *ir, const char *name, LLVMValueRef a, LLVMValue
 /* A compute value of a float dtype t rounded to t's precision (f16/bf16 compute in f32). */
 static LLVMValueRef round_to(kc_ir *ir, LLVMValueRef v, kc_dtype t) {
   if (t != KC_F16 && t != KC_BF16) return v;
-  LLVMValueRef h = LLVMBuildFPTrunc(ir->b, v, kc_emit_storage_type(ir, t), "");
+  LLVMValueRef h = kc_ir_fptrunc(ir->b, v, kc_emit_storage_type(ir, t), "");
   return LLVMBuildFPExt(ir->b, h, LLVMTypeOf(v), "");
 }
 

@@ -50,7 +50,7 @@ void kc_rv_store(kc_cpu_emit *e, kc_dtype t, LLVMValueRef ptr, LLVMValueRef idx,
   kc_ir *ir = e->ir;
   LLVMTypeRef st = kc_emit_vec_type(kc_emit_storage_type(ir, t), lanes);
   if (t == KC_BOOL) v = LLVMBuildZExt(ir->b, v, st, "b8");
-  if (t == KC_F16 || t == KC_BF16) v = LLVMBuildFPTrunc(ir->b, v, st, "h");
+  if (t == KC_F16 || t == KC_BF16) v = kc_ir_fptrunc(ir->b, v, st, "h");
   LLVMValueRef addr = LLVMBuildGEP2(ir->b, kc_emit_storage_type(ir, t), ptr, &idx, 1, "mp");
   kc_ir_masked_store(ir, v, addr, (unsigned)kc_dtype_size(t), mask);
 }

@@ -39,7 +39,7 @@ static LLVMValueRef f64_to_f32_odd(kc_ir *ir, LLVMValueRef d) {
   LLVMBuilderRef b = ir->b;
   unsigned n = lanes(d);
   LLVMTypeRef ft = kc_emit_vec_type(ir->t_f32, n), it = kc_emit_vec_type(ir->t_i32, n);
-  LLVMValueRef f = LLVMBuildFPTrunc(b, d, ft, "");
+  LLVMValueRef f = kc_ir_fptrunc(b, d, ft, "");
   LLVMValueRef back = LLVMBuildFPExt(b, f, LLVMTypeOf(d), "");
   LLVMValueRef inexact = LLVMBuildFCmp(b, LLVMRealONE, back, d, "");
   LLVMValueRef away = LLVMBuildFCmp(b, LLVMRealOGT, kc_vm_call1(ir, "llvm.fabs", back),
@@ -58,7 +58,7 @@ static LLVMValueRef to_half(kc_ir *ir, LLVMValueRef v, kc_dtype from, kc_dtype t
   /* integers via f64, exact for every integer up to 2^53, so the one rounding is the last */
   if (!kc_dtype_is_float(from)) v = kc_emit_convert(ir, v, from, KC_F64);
   if (to == KC_BF16 && (from == KC_F64 || !kc_dtype_is_float(from))) v = f64_to_f32_odd(ir, v);
-  LLVMValueRef h = LLVMBuildFPTrunc(ir->b, v, ht, "");
+  LLVMValueRef h = kc_ir_fptrunc(ir->b, v, ht, "");
   return LLVMBuildFPExt(ir->b, h, ft, "");
 }
 

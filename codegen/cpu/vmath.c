@@ -152,7 +152,7 @@ LLVMValueRef kc_vmath_libm(kc_ir *ir, const char *name, LLVMValueRef x) {
   LLVMTypeRef t = LLVMTypeOf(x), d = LLVMDoubleTypeInContext(ir->ctx);
   if (LLVMGetTypeKind(t) == LLVMVectorTypeKind) d = LLVMVectorType(d, lanes_of(t));
   LLVMValueRef y = libm_f64(ir, name, LLVMBuildFPExt(B, x, d, ""));
-  return LLVMBuildFPTrunc(B, y, t, "");
+  return kc_ir_fptrunc(B, y, t, "");
 }
 
 /* ---- exp ------------------------------------------------------------------------------------- */
