@@ -295,6 +295,10 @@ struct kc_graph {
   uint32_t nbodies, capbodies;
 
   kc_status sticky; /* first builder error */
+  /* The safetensors file holding the weights' data, as the text IR names it on its "# kir"
+   * line (weights="w.safetensors", relative to the .kir's folder); NULL for none. ir/ only
+   * records the name: the program loads the file (tools/kir_weights.c). */
+  const char *weights_file;
 
   /* Assumptions of shape inference (ir/shape.h kc_shp_assume): sizes it could not prove equal
    * and relied on, reported here when set (the plan builder turns them into run-time checks).
