@@ -177,6 +177,8 @@ static bool parse_node(kc_lexer *lx, scope *sc) {
   kc_graph *g = sc->g;
   valvec outs = {0}, in = {0};
   bool ok = true;
+  kc_lex_skip(lx);
+  size_t stmt = (size_t)(lx->p - lx->src); /* the node's position, for the verifier */
   do {
     kc_lex_skip(lx);
     const char *at = lx->p;
@@ -201,6 +203,7 @@ static bool parse_node(kc_lexer *lx, scope *sc) {
   free(in.v);
   free(outs.v);
   if (!ok) return false;
+  g->nodes[ni].src = stmt < UINT32_MAX ? (uint32_t)stmt + 1 : 0;
   /* the special attribute goes first, so its stored position matches a printed generic form */
   if (sp.name && op == KC_OP_WEIGHT) kc_node_set_string(g, ni, "name", sp.name);
   if (op == KC_OP_CONSTANT && (sp.name || sp.lit)) kc_node_set_tensor(g, ni, "value", 0);
@@ -359,6 +362,21 @@ static bool check_version(kc_lexer *lx, char *weights, size_t size) {
   }
 }
 
+/* g and its body graphs keep the text they were parsed from (see kc_graph.src_text). */
+static void share_source(kc_graph *g, const char *text, const char *file) {
+  g->src_text = text;
+  g->src_file = file;
+  for (uint32_t i = 0; i < g->nbodies; i++)
+    share_source(g->bodies[i], text, file);
+}
+
+static bool keep_source(kc_graph *g, const char *text, const char *file) {
+  const char *t = kc_arena_strdup(&g->arena, text), *f = kc_arena_strdup(&g->arena, file);
+  if (!t || !f) return false;
+  share_source(g, t, f);
+  return true;
+}
+
 kc_status kc_graph_parse(kc_context *ctx, const char *text, const char *filename, kc_graph **out) {
   kc_clear_error(ctx);
   *out = NULL;
@@ -374,7 +392,8 @@ kc_status kc_graph_parse(kc_context *ctx, const char *text, const char *filename
     kc_graph_free(g);
     return lx.nomem ? KC_ERR_NOMEM : KC_ERR_PARSE;
   }
-  if (weights[0] && !(g->weights_file = kc_arena_strdup(&g->arena, weights))) {
+  if (!keep_source(g, text, lx.file) ||
+      (weights[0] && !(g->weights_file = kc_arena_strdup(&g->arena, weights)))) {
     kc_graph_free(g);
     return kc_errorf(ctx, KC_ERR_NOMEM, "%s: out of memory", lx.file);
   }

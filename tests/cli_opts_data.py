@@ -4,8 +4,9 @@ numpy (expected values from numpy, never from kernc):
   OUT/data/node/test_add/          Add, expected exact                     (passes by default)
   OUT/data/node/test_add_off/      Add, expected off by 1% relative        (fails by default)
   OUT/data/model/test_whole/       Add, one small element off by 1e-3      (relative passes)
-  OUT/s.npz, OUT/c.npz, OUT/t.npz  x [3,4] f32 (0..11) and y i64 [1,2]: np.savez, np.savez_compressed,
-                                   c.npz truncated to half
+  OUT/s.npz, OUT/c.npz             x [3,4] f32 (0..11) and y i64 [1,2]: np.savez, np.savez_compressed
+  OUT/t.npz, OUT/bad.npz           c.npz truncated to half; c.npz with its first entry's deflate
+                                   data overwritten
   OUT/lin.onnx                     y = x * W + c (W an initializer [4], c a Constant 2.0)
   OUT/lin_x.npy, OUT/lin_want3.txt x, and x * W + 3.0 printed as kernc run prints f32 values
 """
@@ -51,6 +52,12 @@ with open(os.path.join(out, "c.npz"), "rb") as f:
     data = f.read()
 with open(os.path.join(out, "t.npz"), "wb") as f:
     f.write(data[: len(data) // 2])
+assert data[:4] == b"PK\x03\x04"
+start = 30 + int.from_bytes(data[26:28], "little") + int.from_bytes(data[28:30], "little")
+bad = bytearray(data)
+bad[start:start + 16] = b"\xff" * 16
+with open(os.path.join(out, "bad.npz"), "wb") as f:
+    f.write(bytes(bad))
 
 w = np.array([0.5, -1.0, 2.0, 0.25], dtype=np.float32)
 nodes = [

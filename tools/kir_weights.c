@@ -1,8 +1,8 @@
 /*
  * tools/kir_weights.c - the safetensors file of a .kir's weights (see kir_weights.h).
  *
- * Invariants: the name recorded is relative to the .kir's folder (absolute only when the
- * weights path was), so the pair can move together; a name the text could not carry (a
+ * Invariants: the name recorded is relative to the .kir's folder (also when the paths given
+ * were absolute), so the pair can move together; a name the text could not carry (a
  * control character) is refused. Loading copies the data into the graph's arena, so the
  * graph owns it as it owns an ONNX model's initializers, and checks dtype and shape first.
  */
@@ -58,9 +58,7 @@ int kir_weights_save(kc_context *ctx, kc_graph *g, const char *path, const char 
   if (s != KC_OK) return cli_fail(ctx, s, NULL);
   char dir[PATH_MAX], rel[PATH_MAX];
   folder_of(kir_path, dir, sizeof dir);
-  if (path[0] == '/')
-    snprintf(rel, sizeof rel, "%s", path);
-  else if (!relative_to(path, dir, rel, sizeof rel)) {
+  if (!relative_to(path, dir, rel, sizeof rel)) {
     fprintf(stderr, "kernc: cannot name %s relative to %s: %s\n", path, dir, strerror(errno));
     return 1;
   }
