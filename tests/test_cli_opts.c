@@ -10,7 +10,8 @@
  *   - the verifier's errors on text IR at file:line:col with the line and a caret;
  *   - --explain-fusion on stderr under dump and opt, with the printed IR's ids and ONNX names;
  *   - dump --format=svg and --dump-dir in the dump's format;
- *   - dump --weights: the .kir names its safetensors file, a hand edit of the text runs.
+ *   - dump --weights: the .kir names its safetensors file, a hand edit of the text runs, and
+ *     opt -o into another folder names the file from there.
  * Commands go through /bin/sh; paths are single-quoted.
  */
 #include <setjmp.h>
@@ -279,6 +280,19 @@ static void t_dump_weights(void **state) {
   assert_non_null(want);
   assert_int_equal(
       kernc(e, &out, &err, "run '%s/k/m.kir' -i x='%s/lin_x.npy' --print-all", e->tmp, e->tmp), 0);
+  assert_string_equal(out, want);
+  free(out), free(err);
+  /* opt -o elsewhere names the same file from there */
+  assert_int_equal(
+      kernc(e, &out, &err, "opt '%s/k/m.kir' --passes= -o '%s/m2.kir'", e->tmp, e->tmp), 0);
+  free(out), free(err);
+  snprintf(path, sizeof path, "%s/m2.kir", e->tmp);
+  kir = th_read_file(path, NULL);
+  assert_non_null(kir);
+  has("m2.kir", kir, "# kir 1 weights=\"w.safetensors\"\n");
+  free(kir);
+  assert_int_equal(kernc(e, &out, &err, "run '%s' -i x='%s/lin_x.npy' --print-all", path, e->tmp),
+                   0);
   assert_string_equal(out, want);
   free(out), free(err);
   /* from another folder: the path is the .kir's, not the current folder's */

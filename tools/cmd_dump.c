@@ -113,7 +113,10 @@ int cmd_dump(int argc, char **argv) {
     rc = cli_run_passes(ctx, g, &pf, (dot || svg) && to_stdout ? stderr : stdout);
   }
   if (rc == 0 && svg && pf.dump_dir) rc = dump_dir_svg(pf.dump_dir);
-  if (rc == 0 && weights) rc = kir_weights_save(ctx, g, weights, out_path);
+  if (rc == 0 && weights)
+    rc = kir_weights_save(ctx, g, weights, out_path);
+  else if (rc == 0 && !dot && !svg)
+    rc = kir_weights_rebase(g, pos[0], out_path);
   if (rc == 0 && svg) {
     rc = write_svg(ctx, g, out_path);
   } else if (rc == 0) {

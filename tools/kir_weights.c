@@ -71,14 +71,33 @@ int kir_weights_save(kc_context *ctx, kc_graph *g, const char *path, const char 
   return g->weights_file ? 0 : (fprintf(stderr, "kernc: out of memory\n"), 1);
 }
 
-kc_status kir_weights_load(kc_context *ctx, kc_graph *g, const char *kir_path) {
-  if (!g->weights_file) return KC_OK;
-  char dir[PATH_MAX], path[2 * PATH_MAX];
+/* The weights file g names, as a path from the current folder, into buf. */
+static void weights_path(const kc_graph *g, const char *kir_path, char *buf, size_t size) {
+  char dir[PATH_MAX];
   folder_of(kir_path, dir, sizeof dir);
   if (g->weights_file[0] == '/')
-    snprintf(path, sizeof path, "%s", g->weights_file);
+    snprintf(buf, size, "%s", g->weights_file);
   else
-    snprintf(path, sizeof path, "%s/%s", dir, g->weights_file);
+    snprintf(buf, size, "%s/%s", dir, g->weights_file);
+}
+
+int kir_weights_rebase(kc_graph *g, const char *in_path, const char *out_path) {
+  if (!g->weights_file || !out_path || strcmp(out_path, "-") == 0) return 0;
+  char path[2 * PATH_MAX], dir[PATH_MAX], rel[PATH_MAX];
+  weights_path(g, in_path, path, sizeof path);
+  folder_of(out_path, dir, sizeof dir);
+  if (!relative_to(path, dir, rel, sizeof rel)) {
+    fprintf(stderr, "kernc: cannot name %s relative to %s: %s\n", path, dir, strerror(errno));
+    return 1;
+  }
+  g->weights_file = kc_arena_strdup(&g->arena, rel);
+  return g->weights_file ? 0 : (fprintf(stderr, "kernc: out of memory\n"), 1);
+}
+
+kc_status kir_weights_load(kc_context *ctx, kc_graph *g, const char *kir_path) {
+  if (!g->weights_file) return KC_OK;
+  char path[2 * PATH_MAX];
+  weights_path(g, kir_path, path, sizeof path);
   kc_st_file f;
   kc_status s = kc_st_read(ctx, path, &f);
   if (s != KC_OK) return s;
