@@ -97,6 +97,9 @@ static void t_check_tolerances(void **state) {
   assert_int_equal(kernc(e, &out, &err, "check '%s/data'", e->tmp), 0);
   has("check with .tol", out, "3 passed, 0 failed, 0 skipped");
   free(out), free(err);
+  assert_int_equal(kernc(e, &out, &err, "check --suite '%s/data/node'", e->tmp), 0);
+  has("check --suite with .tol", out, "PASS test_add_off\n");
+  free(out), free(err);
   assert_int_equal(kernc(e, &out, &err, "check '%s/data' --rtol=1e-3", e->tmp), 1);
   has("check --rtol over .tol", out, "2 failed");
   free(out), free(err);

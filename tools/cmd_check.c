@@ -4,11 +4,19 @@
  * the model to compare values; one line per test and a summary line
  * "N passed, N failed, N skipped".
  *
+ * Names: a test folder given by itself is named by its last component; the folders of --suite
+ * DIR, or found below a DIR that is no test itself, by their path relative to that DIR
+ * (node/test_add). --exclude lists match that name or its last component.
+ *
  * SKIP (the model uses something kernc does not import) is for folders found under --suite or
  * below a DIR that is no test itself: a conformance suite has tests kernc is not meant to pass
- * yet. A folder the user names is one
- * they want checked, so an unsupported import there is a FAIL (exit 1), as in ONNX Runtime's
- * onnx_test_runner; folders the --exclude list names stay SKIP.
+ * yet. A folder the user names is one they want checked, so an unsupported import there is a
+ * FAIL (exit 1), as in ONNX Runtime's onnx_test_runner; folders the --exclude list names stay
+ * SKIP.
+ *
+ * Tolerance: the command line's when any of --rtol, --atol, --relative is given; else the
+ * nearest kernc-check.tol from the test folder up to the DIR it was found from
+ * (tools/check/check_tol.c); else the default (KC_CHECK_RTOL, KC_CHECK_ATOL).
  *
  * The checking itself is library code (tools/check/check.h, kc_onnx_check_dir); this file only
  * collects folders, prints and picks the exit code: 1 when anything failed, 2 on bad usage.

@@ -1,8 +1,9 @@
 /*
  * tools/cmd_run.c - `kernc run MODEL --input NAME=FILE.npy ...`: load a model (.onnx or text
  * IR), compile it for the CPU (JIT; --target=cuda: the GPU through NVRTC), run it once on .npy
- * inputs, and write each output as DIR/NAME.npy (--output-dir) or print its name, dtype, shape
- * and first values.
+ * inputs (or .npz archives: each array binds the input of its name, tools/npz.c), and write each
+ * output as DIR/NAME.npy (--output-dir) or print its name, dtype, shape and first 8 values (all
+ * with --print-all).
  *
  * --input may repeat, which the shared flag parser does not do: those arguments are taken out
  * of argv here before the rest goes through cli_parse (they still appear in --help).
