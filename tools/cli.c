@@ -143,8 +143,9 @@ void cli_add_pass_opts(cli_cmd *cmd, cli_pass_flags *pf) {
                          &pf->print_after});
   cli_add(cmd, (cli_opt){"print-changed", 0, NULL, "print the IR after passes that changed it",
                          &pf->print_changed, NULL});
-  cli_add(cmd, (cli_opt){"dump-dir", 0, "DIR", "write DIR/00_input.kir and DIR/NN_<pass>.kir", NULL,
-                         &pf->dump_dir});
+  cli_add(cmd, (cli_opt){"dump-dir", 0, "DIR",
+                         "write DIR/00_input.kir and DIR/NN_<pass>.kir (dump: in its --format)",
+                         NULL, &pf->dump_dir});
   cli_add(cmd, (cli_opt){"verify-each", 0, NULL, "run the verifier after every pass",
                          &pf->verify_each, NULL});
   cli_add(cmd, (cli_opt){"explain-fusion", 0, NULL,
