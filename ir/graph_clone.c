@@ -103,6 +103,7 @@ static void clone_tables(cloner *c) {
   }
   for (uint32_t i = 0; i < g->noutputs && c->ok; i++)
     d->outputs[i].name = dupstr(c, d->outputs[i].name);
+  d->weights_file = dupstr(c, g->weights_file);
   for (uint32_t i = 0; i < g->ntensors && c->ok; i++) {
     kc_tensor *t = &d->tensors[i];
     t->name = dupstr(c, t->name);

@@ -262,6 +262,8 @@ typedef struct kc_node {
   kc_attr *attrs;
   const char *loc; /* ONNX node name, for messages; may be NULL */
   kc_graph *body;  /* KC_OPF_BODY ops: the region, owned by this graph */
+  uint32_t src;    /* parsed from text: 1 + the byte offset of its statement in the graph's
+                      src_text (the verifier's file:line:col); 0: not from text */
 } kc_node;
 
 typedef struct kc_graph_output {
@@ -295,6 +297,13 @@ struct kc_graph {
   uint32_t nbodies, capbodies;
 
   kc_status sticky; /* first builder error */
+  /* The safetensors file holding the weights' data, as the text IR names it on its "# kir"
+   * line (weights="w.safetensors", relative to the .kir's folder); NULL for none. ir/ only
+   * records the name: the program loads the file (tools/kir_weights.c). */
+  const char *weights_file;
+  /* A graph parsed from text keeps that text and its file name (its body graphs share them) for
+   * the verifier's file:line:col messages about its nodes (kc_node.src); NULL otherwise. */
+  const char *src_text, *src_file;
 
   /* Assumptions of shape inference (ir/shape.h kc_shp_assume): sizes it could not prove equal
    * and relied on, reported here when set (the plan builder turns them into run-time checks).

@@ -53,14 +53,20 @@ bool kc_lex_error(kc_lexer *lx, const char *at, const char *fmt, ...) {
   if (!*at)
     while (at > lx->src && isspace((unsigned char)at[-1]))
       at--;
+  kc_text_error_at(lx->ctx, KC_ERR_PARSE, lx->file, lx->src, at, msg);
+  return false;
+}
+
+void kc_text_error_at(kc_context *ctx, kc_status s, const char *file, const char *src,
+                      const char *at, const char *msg) {
   const char *ls = at, *le = at;
-  while (ls > lx->src && ls[-1] != '\n')
+  while (ls > src && ls[-1] != '\n')
     ls--;
   while (*le && *le != '\n')
     le++;
   if (le > ls && le[-1] == '\r') le--;
   int line = 1;
-  for (const char *q = lx->src; q < ls; q++)
+  for (const char *q = src; q < ls; q++)
     line += *q == '\n';
 
   /* The caret keeps tabs so it lines up under the same column in a terminal. */
@@ -69,9 +75,8 @@ bool kc_lex_error(kc_lexer *lx, const char *at, const char *fmt, ...) {
   for (const char *q = ls; q < at && n + 2 < sizeof caret; q++)
     if (((unsigned char)*q & 0xc0) != 0x80) caret[n++] = *q == '\t' ? '\t' : ' ';
   caret[n] = 0;
-  kc_errorf(lx->ctx, KC_ERR_PARSE, "%s:%d:%d: error: %s\n%.*s\n%s^", lx->file, line,
-            (int)(at - ls) + 1, msg, (int)(le - ls), ls, caret);
-  return false;
+  kc_errorf(ctx, s, "%s:%d:%d: error: %s\n%.*s\n%s^", file, line, (int)(at - ls) + 1, msg,
+            (int)(le - ls), ls, caret);
 }
 
 void kc_lex_skip(kc_lexer *lx) {

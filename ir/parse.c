@@ -177,6 +177,8 @@ static bool parse_node(kc_lexer *lx, scope *sc) {
   kc_graph *g = sc->g;
   valvec outs = {0}, in = {0};
   bool ok = true;
+  kc_lex_skip(lx);
+  size_t stmt = (size_t)(lx->p - lx->src); /* the node's position, for the verifier */
   do {
     kc_lex_skip(lx);
     const char *at = lx->p;
@@ -201,6 +203,7 @@ static bool parse_node(kc_lexer *lx, scope *sc) {
   free(in.v);
   free(outs.v);
   if (!ok) return false;
+  g->nodes[ni].src = stmt < UINT32_MAX ? (uint32_t)stmt + 1 : 0;
   /* the special attribute goes first, so its stored position matches a printed generic form */
   if (sp.name && op == KC_OP_WEIGHT) kc_node_set_string(g, ni, "name", sp.name);
   if (op == KC_OP_CONSTANT && (sp.name || sp.lit)) kc_node_set_tensor(g, ni, "value", 0);
@@ -317,10 +320,31 @@ static bool parse_graph(kc_lexer *lx, kc_graph *parent, kc_graph **out) {
 }
 
 /*
+ * weights="FILE" on the "# kir" line at q (its end at eol): the name into buf (the printer
+ * escapes only \" and \\ in such names, which are paths); false with an error when malformed.
+ */
+static bool weights_name(kc_lexer *lx, const char *q, const char *eol, char *buf, size_t size) {
+  const char *w = strstr(q, " weights=\"");
+  if (!w || w >= eol) return true;
+  size_t n = 0;
+  for (const char *p = w + 10; p < eol; p++) {
+    if (*p == '"') {
+      buf[n] = 0;
+      return true;
+    }
+    if (*p == '\\' && p + 1 < eol) p++;
+    if (n + 1 >= size) break;
+    buf[n++] = *p;
+  }
+  return kc_lex_error(lx, w + 1, "weights=\"...\" is not closed on the '# kir' line");
+}
+
+/*
  * A "# kir N" line among the leading comments names the version (tests put their own comment
  * lines, such as "# expect:", before it); a file without one is read as the current version.
+ * The line may name the weights' file (weights="..."), copied into weights (size bytes).
  */
-static bool check_version(kc_lexer *lx) {
+static bool check_version(kc_lexer *lx, char *weights, size_t size) {
   for (const char *q = lx->src;;) {
     while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
       q++;
@@ -332,10 +356,25 @@ static bool check_version(kc_lexer *lx) {
       if (v != KC_KIR_VERSION)
         return kc_lex_error(lx, q + 6, "unsupported kir version %ld (this kernc reads %d)", v,
                             KC_KIR_VERSION);
-      return true;
+      return weights_name(lx, q, q + strcspn(q, "\n"), weights, size);
     }
     q += strcspn(q, "\n");
   }
+}
+
+/* g and its body graphs keep the text they were parsed from (see kc_graph.src_text). */
+static void share_source(kc_graph *g, const char *text, const char *file) {
+  g->src_text = text;
+  g->src_file = file;
+  for (uint32_t i = 0; i < g->nbodies; i++)
+    share_source(g->bodies[i], text, file);
+}
+
+static bool keep_source(kc_graph *g, const char *text, const char *file) {
+  const char *t = kc_arena_strdup(&g->arena, text), *f = kc_arena_strdup(&g->arena, file);
+  if (!t || !f) return false;
+  share_source(g, t, f);
+  return true;
 }
 
 kc_status kc_graph_parse(kc_context *ctx, const char *text, const char *filename, kc_graph **out) {
@@ -343,7 +382,8 @@ kc_status kc_graph_parse(kc_context *ctx, const char *text, const char *filename
   *out = NULL;
   kc_lexer lx = {.ctx = ctx, .file = filename ? filename : "<input>", .src = text, .p = text};
   kc_graph *g = NULL;
-  bool ok = check_version(&lx);
+  char weights[4096] = "";
+  bool ok = check_version(&lx, weights, sizeof weights);
   if (ok && !kc_lex_accept_word(&lx, "graph")) ok = kc_lex_error(&lx, lx.p, "expected 'graph'");
   ok = ok && parse_graph(&lx, NULL, &g);
   kc_lex_skip(&lx);
@@ -351,6 +391,11 @@ kc_status kc_graph_parse(kc_context *ctx, const char *text, const char *filename
   if (!ok) {
     kc_graph_free(g);
     return lx.nomem ? KC_ERR_NOMEM : KC_ERR_PARSE;
+  }
+  if (!keep_source(g, text, lx.file) ||
+      (weights[0] && !(g->weights_file = kc_arena_strdup(&g->arena, weights)))) {
+    kc_graph_free(g);
+    return kc_errorf(ctx, KC_ERR_NOMEM, "%s: out of memory", lx.file);
   }
   *out = g;
   return KC_OK;

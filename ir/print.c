@@ -4,7 +4,7 @@
  * Invariant: print(parse(print(g))) == print(g), byte for byte. So everything printed has one
  * spelling only, and nothing is renumbered: %N is the value id N (id 0 is "none", written _).
  *
- *   # kir 1[  HEADER]
+ *   # kir 1[ weights="FILE.safetensors"][  HEADER]
  *   graph @NAME(%1: f32[B,S,768] "x", %2: i64[B,S]) {
  *     %3 = weight "wte" : f32[50257,768]
  *     %4 = constant dense<[0, 0, -1]> : i64[3]
@@ -325,6 +325,10 @@ static void print_graph(const kc_graph *g, FILE *f, int ind) {
 
 kc_status kc_graph_print_header(const kc_graph *g, FILE *f, const char *header) {
   fprintf(f, "# kir %d", KC_KIR_VERSION);
+  if (g->weights_file) {
+    fputs(" weights=", f);
+    kc_text_fprint_string(f, g->weights_file);
+  }
   if (header && *header) {
     fputs("  ", f);
     /* the header is one comment line: a newline in it would start a line of IR */

@@ -49,6 +49,10 @@ typedef struct kc_num {
   const char *at; /* where it starts, for messages */
 } kc_num;
 
+/* Set ctx's error (status s) to "file:line:col: error: msg", the source line of `at` in src and
+ * a caret under it (chibicc style). */
+void kc_text_error_at(kc_context *ctx, kc_status s, const char *file, const char *src,
+                      const char *at, const char *msg);
 /* Report "file:line:col: error: msg", the source line and a caret under `at`; returns false. */
 bool kc_lex_error(kc_lexer *lx, const char *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -19,6 +19,7 @@
  * later nodes' inference needs them, as in kc_graph_infer).
  */
 #include "internal.h"
+#include "text.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,12 @@ typedef struct vctx {
 } vctx;
 
 /* ---- messages ------------------------------------------------------------------------------- */
+
+/* msg already starts with "FILE:" of g's source text (a located message). */
+static bool located(const kc_graph *g, const char *msg) {
+  size_t l = g->src_file ? strlen(g->src_file) : 0;
+  return l && strncmp(msg, g->src_file, l) == 0 && msg[l] == ':';
+}
 
 static kc_status graph_err(kc_graph *g, kc_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -537,6 +544,7 @@ static kc_status check_body(vctx *c, uint32_t ni) {
   if (s != KC_OK) {
     char inner[2048];
     snprintf(inner, sizeof inner, "%s", g->ctx ? kc_last_error(g->ctx) : "");
+    if (located(b, inner)) return s; /* file:line:col of the body's node says where already */
     return node_err(g, ni, s, "in body: %s", inner);
   }
   if (b->ninputs != n->nin)
@@ -601,16 +609,28 @@ static kc_status check_types(vctx *c, uint32_t ni) {
 
 /* ---- driver --------------------------------------------------------------------------------- */
 
+/* The error about node ni, prefixed with its file:line:col and followed by its source line and
+ * a caret when g was parsed from text (chibicc style, as parse errors); else left as it is. */
+static kc_status locate(kc_graph *g, uint32_t ni, kc_status s) {
+  uint32_t at = g->nodes[ni].src;
+  if (s == KC_ERR_NOMEM || !g->ctx || !g->src_text || !at || at - 1 > strlen(g->src_text)) return s;
+  char *msg = strdup(kc_last_error(g->ctx));
+  if (msg && !located(g, msg))
+    kc_text_error_at(g->ctx, s, g->src_file, g->src_text, g->src_text + at - 1, msg);
+  free(msg);
+  return s;
+}
+
 static kc_status verify(vctx *c) {
   kc_graph *g = c->g;
   kc_status s = check_inputs(c);
   if (s != KC_OK) return s;
   collect_defs(c);
   for (uint32_t i = 0; i < g->nnodes; i++)
-    if (g->nodes[i].op != KC_OP_NOP && (s = check_node(c, i)) != KC_OK) return s;
+    if (g->nodes[i].op != KC_OP_NOP && (s = check_node(c, i)) != KC_OK) return locate(g, i, s);
   if ((s = check_outputs(c)) != KC_OK) return s;
   for (uint32_t i = 0; i < g->nnodes; i++)
-    if (g->nodes[i].op != KC_OP_NOP && (s = check_types(c, i)) != KC_OK) return s;
+    if (g->nodes[i].op != KC_OP_NOP && (s = check_types(c, i)) != KC_OK) return locate(g, i, s);
   return KC_OK;
 }
 

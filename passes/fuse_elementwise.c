@@ -391,10 +391,11 @@ static void grow(fz *f, int32_t rid, uint32_t root, region *r) {
     bool extra = false;
     char why[256];
     if (!can_join(f, rid, r, p, &extra, why, sizeof why)) {
+      char a[320], b[320];
       if (why[0])
         note(f, "%%%u (%s) stays out of the region at %%%u (%s): %s", g->nodes[p].out[0].id,
-             kc_ops[g->nodes[p].op].name, g->nodes[root].out[0].id, kc_ops[g->nodes[root].op].name,
-             why);
+             kc_explain_node(g, p, a, sizeof a), g->nodes[root].out[0].id,
+             kc_explain_node(g, root, b, sizeof b), why);
       continue;
     }
     r->ninputs = inputs_with(f, p, r->ninputs);

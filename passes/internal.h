@@ -48,5 +48,8 @@ const char *kc_rewrite_loc(const kc_graph *g, uint32_t root, const uint32_t *nod
 const kc_tensor *kc_source_tensor(const kc_graph *g, kc_val v);
 /* Nodes [first, g->nnodes) without a loc of their own take loc (arena string of g, or NULL). */
 void kc_rewrite_set_loc(kc_graph *g, uint32_t first, const char *loc);
+/* Node ni as --explain-fusion names it: its op, and the ONNX node name when it has one
+ * ("matmul, loc(\"/attn/MatMul\")"), into buf; returns buf. */
+const char *kc_explain_node(const kc_graph *g, uint32_t ni, char *buf, size_t size);
 
 #endif /* KERNC_PASSES_INTERNAL_H */

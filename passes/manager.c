@@ -223,14 +223,23 @@ static kc_status print_ir(FILE *f, kc_graph *g, const char *when, const char *pa
   return KC_OK;
 }
 
-static kc_status dump_file(kc_context *ctx, const char *dir, int i, const char *name,
+/* DIR/NN_name.kir (text, with its header), or DIR/NN_name.dot when o->dump_dot. */
+static kc_status dump_file(const kc_graph *g, const kc_pass_options *o, int i, const char *name,
                            const char *text, int n) {
+  kc_context *ctx = kc_graph_context(g);
   char path[4096];
-  if ((size_t)snprintf(path, sizeof path, "%s/%02d_%s.kir", dir, i, name) >= sizeof path)
+  const char *dir = o->dump_dir;
+  if ((size_t)snprintf(path, sizeof path, "%s/%02d_%s.%s", dir, i, name,
+                       o->dump_dot ? "dot" : "kir") >= sizeof path)
     return kc_errorf(ctx, KC_ERR_IO, "dump-dir path too long: %s", dir);
   FILE *f = fopen(path, "w");
   if (!f) return kc_errorf(ctx, KC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-  emit(f, text, i ? "after" : "input", name, i, i ? n : 0);
+  kc_status s = o->dump_dot ? kc_graph_dot(g, f) : KC_OK;
+  if (s != KC_OK) {
+    fclose(f);
+    return s;
+  }
+  if (!o->dump_dot) emit(f, text, i ? "after" : "input", name, i, i ? n : 0);
   if (fclose(f) != 0)
     return kc_errorf(ctx, KC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
   return KC_OK;
@@ -281,7 +290,7 @@ static kc_status run_one(const kc_pass *pass, kc_graph *g, const kc_pass_options
   char *before = NULL;
   if (o->print_changed && !(before = ir_text(g))) return KC_ERR_NOMEM;
 
-  kc_pass_ctx pc = {ctx, pass->name, i, n, false, o, out};
+  kc_pass_ctx pc = {ctx, pass->name, i, n, false, o, o->explain_out ? o->explain_out : out};
   char prefix[256];
   s = pass->run(g, &pc);
   if (s != KC_OK) {
@@ -299,7 +308,7 @@ static kc_status run_one(const kc_pass *pass, kc_graph *g, const kc_pass_options
     if (!text) s = KC_ERR_NOMEM;
     bool changed = text && before && strcmp(before, text) != 0;
     if (text && (after || changed)) emit(out, text, "after", pass->name, i, n);
-    if (text && o->dump_dir) s = dump_file(ctx, o->dump_dir, i, pass->name, text, n);
+    if (text && o->dump_dir) s = dump_file(g, o, i, pass->name, text, n);
     free(text);
   }
   free(before);
@@ -318,7 +327,7 @@ kc_status kc_pipeline_run(const kc_pipeline *p, kc_graph *g, const kc_pass_optio
     if ((s = make_dir(ctx, o->dump_dir)) != KC_OK) return s;
     char *text = ir_text(g);
     if (!text) return KC_ERR_NOMEM;
-    s = dump_file(ctx, o->dump_dir, 0, "input", text, p->n);
+    s = dump_file(g, o, 0, "input", text, p->n);
     free(text);
     if (s != KC_OK) return s;
   }

@@ -497,12 +497,22 @@ kc_status kc_rw_decline(kc_rewriter *rw, const char *fmt, ...) {
 
 /* ---- the driver ----------------------------------------------------------------------------- */
 
+const char *kc_explain_node(const kc_graph *g, uint32_t ni, char *buf, size_t size) {
+  const kc_node *n = &g->nodes[ni];
+  if (n->loc)
+    snprintf(buf, size, "%s, loc(\"%s\")", kc_ops[n->op].name, n->loc);
+  else
+    snprintf(buf, size, "%s", kc_ops[n->op].name);
+  return buf;
+}
+
 /* Append a line to the sweep's explanations (dropped when out of memory: they are advice). */
 static void explain(kc_rewriter *rw, const kc_rule *r, uint32_t ni, const char *what) {
   const kc_node *n = &rw->g->nodes[ni];
-  char line[1024];
-  int len = snprintf(line, sizeof line, "%s: %s at %%%u (%s): %s\n", rw->pc->name, r->name,
-                     n->nout ? n->out[0].id : 0, kc_ops[n->op].name, what);
+  char line[1024], desc[320];
+  int len =
+      snprintf(line, sizeof line, "%s: %s at %%%u (%s): %s\n", rw->pc->name, r->name,
+               n->nout ? n->out[0].id : 0, kc_explain_node(rw->g, ni, desc, sizeof desc), what);
   if (len < 0) return;
   size_t l = (size_t)len < sizeof line ? (size_t)len : sizeof line - 1;
   if (rw->loglen + l + 1 > rw->logcap) {
@@ -661,12 +671,12 @@ static kc_status try_rule(kc_rewriter *rw, const kc_rule *r, uint32_t ni, bool e
   rw->err = KC_OK;
   rw->why[0] = 0;
   uint32_t out0 = g->nodes[ni].nout ? g->nodes[ni].out[0].id : 0;
-  kc_op op = g->nodes[ni].op;
+  char desc[320];
+  kc_explain_node(g, ni, desc, sizeof desc); /* the rewrite may move or drop the node */
   kc_status s = finish(rw, r->rewrite(rw, &m), done);
   if (s != KC_OK || !explaining) return s;
   if (*done) /* news now, not advice for the fixpoint: printed at once */
-    fprintf(rw->pc->log, "%s: %s at %%%u (%s): rewritten\n", rw->pc->name, r->name, out0,
-            kc_ops[op].name);
+    fprintf(rw->pc->log, "%s: %s at %%%u (%s): rewritten\n", rw->pc->name, r->name, out0, desc);
   else
     explain(rw, r, ni, rw->why);
   return KC_OK;

@@ -67,8 +67,10 @@ typedef struct kc_pass_options {
   const char *print_before; /* comma separated pass names; NULL for none */
   const char *print_after;
   const char *dump_dir;     /* write DIR/00_input.kir, then DIR/NN_<pass>.kir after each pass */
+  bool dump_dot;            /* dump_dir files are graphviz dot instead (NN_<pass>.dot) */
   FILE *out;                /* where printed IR and explanations go; NULL: stderr */
   bool explain_fusion;      /* rewrite passes say, per candidate root, why a pattern did not fire */
+  FILE *explain_out;        /* where those explanations go; NULL: out (the program: stderr) */
   int64_t fold_limit;       /* fold: largest result folded, in elements; 0: KC_FOLD_LIMIT */
   const kc_evaluator *eval; /* computes constants for fold; NULL: nothing is folded */
 } kc_pass_options;

@@ -6,7 +6,7 @@ set -euo pipefail
 # g++: tests/cuda_emu compiles the CUDA target's kernels as host C++ where no GPU is
 # valgrind: test_models runs the pass pipeline under memcheck
 KERNC_DEBS=(cmake make gcc g++ valgrind pkg-config llvm-19-dev libprotobuf-c-dev protobuf-c-compiler
-  libonnx-dev libonnx-testdata libcmocka-dev graphviz libopenblas-dev clang-format clang-19 libclang-rt-19-dev
+  libonnx-dev libonnx-testdata libcmocka-dev graphviz zlib1g-dev libopenblas-dev clang-format clang-19 libclang-rt-19-dev
   python3-onnx python3-numpy)
 
 missing=()

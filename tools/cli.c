@@ -7,8 +7,12 @@
  */
 #include "tools/cli.h"
 #include "runtime/runtime.h"
+#include "tools/kir_weights.h"
+#include "tools/npz.h"
 
 #include <errno.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,8 +143,9 @@ void cli_add_pass_opts(cli_cmd *cmd, cli_pass_flags *pf) {
                          &pf->print_after});
   cli_add(cmd, (cli_opt){"print-changed", 0, NULL, "print the IR after passes that changed it",
                          &pf->print_changed, NULL});
-  cli_add(cmd, (cli_opt){"dump-dir", 0, "DIR", "write DIR/00_input.kir and DIR/NN_<pass>.kir", NULL,
-                         &pf->dump_dir});
+  cli_add(cmd, (cli_opt){"dump-dir", 0, "DIR",
+                         "write DIR/00_input.kir and DIR/NN_<pass>.kir (dump: in its --format)",
+                         NULL, &pf->dump_dir});
   cli_add(cmd, (cli_opt){"verify-each", 0, NULL, "run the verifier after every pass",
                          &pf->verify_each, NULL});
   cli_add(cmd, (cli_opt){"explain-fusion", 0, NULL,
@@ -185,8 +190,10 @@ int cli_run_passes(kc_context *ctx, kc_graph *g, const cli_pass_flags *pf, FILE 
       .print_before = pf->print_before,
       .print_after = pf->print_after,
       .dump_dir = pf->dump_dir,
+      .dump_dot = pf->dump_dot,
       .out = ir_out,
       .explain_fusion = pf->explain_fusion,
+      .explain_out = stderr, /* under dump and opt alike, whatever stream the IR goes to */
       .fold_limit = limit,
       .eval = kc_fold_evaluator(), /* fold computes as kc_compile's does */
   };
@@ -221,10 +228,20 @@ static char *read_stdin(void) {
   return buf;
 }
 
+/* Text IR from path, with the weights of the safetensors file its "# kir" line names. */
+static kc_status load_kir(kc_context *ctx, const char *path, kc_graph **out) {
+  kc_status s = kc_graph_parse_file(ctx, path, out);
+  if (s == KC_OK && (s = kir_weights_load(ctx, *out, path)) != KC_OK) {
+    kc_graph_free(*out);
+    *out = NULL;
+  }
+  return s;
+}
+
 kc_status cli_load(kc_context *ctx, const char *path, bool allow_onnx, kc_graph **out) {
   *out = NULL;
   if (allow_onnx && ends_with(path, ".onnx")) return kc_onnx_load(ctx, path, out);
-  if (strcmp(path, "-") != 0) return kc_graph_parse_file(ctx, path, out);
+  if (strcmp(path, "-") != 0) return load_kir(ctx, path, out);
   char *text = read_stdin();
   if (!text) {
     kc_clear_error(ctx); /* cli_fail then reports the status: "i/o error" */
@@ -252,38 +269,107 @@ int cli_close_out(FILE *f, const char *path) {
   return 0;
 }
 
+/* The index of the graph input called name, or -1 after listing the inputs on stderr. */
+static int input_index(const kc_graph *g, const char *name) {
+  uint32_t n = kc_graph_num_inputs(g);
+  for (uint32_t i = 0; i < n; i++)
+    if (strcmp(kc_graph_input_name(g, i), name) == 0) return (int)i;
+  fprintf(stderr, "kernc: the model has no input '%s'; its inputs are:", name);
+  for (uint32_t i = 0; i < n; i++)
+    fprintf(stderr, " '%s'", kc_graph_input_name(g, i));
+  fprintf(stderr, "\n");
+  return -1;
+}
+
+/* Bind t (its data now owned by in[idx]) to graph input idx; exit code, or -1. */
+static int bind_input(const kc_graph *g, uint32_t idx, kc_tensor_desc *t, kc_tensor_desc *in) {
+  if (in[idx].data) {
+    fprintf(stderr, "kernc: input '%s' is given twice\n", kc_graph_input_name(g, idx));
+    kc_npy_free(t);
+    return 1;
+  }
+  in[idx] = *t;
+  memset(t, 0, sizeof *t);
+  /* old writers store bf16 as u16: take the model's word for it */
+  kc_dtype want = kc_val_dtype(g, kc_graph_input(g, idx));
+  if (want == KC_BF16 && in[idx].dtype == KC_U16) in[idx].dtype = KC_BF16;
+  in[idx].name = kc_graph_input_name(g, idx);
+  return -1;
+}
+
+/* An .npz archive: each array binds the input of its name; with NAME=, the archive's array
+ * NAME (or its only array) binds input NAME. */
+static int read_npz(kc_context *ctx, const kc_graph *g, const char *name, const char *file,
+                    kc_tensor_desc *in) {
+  cli_npz z;
+  kc_status s = cli_npz_read(ctx, file, &z);
+  if (s != KC_OK) return cli_fail(ctx, s, file);
+  int rc = -1, bound = 0;
+  for (size_t i = 0; i < z.n && rc < 0; i++) {
+    if (name && z.n > 1 && strcmp(z.names[i], name) != 0) continue;
+    int idx = input_index(g, name ? name : z.names[i]);
+    rc = idx < 0 ? 1 : bind_input(g, (uint32_t)idx, &z.t[i], in);
+    bound++;
+  }
+  if (rc < 0 && !bound) {
+    fprintf(stderr, "kernc: %s holds no array named '%s'\n", file, name ? name : "");
+    rc = 1;
+  }
+  cli_npz_free(&z);
+  return rc;
+}
+
+extern char **environ; /* the program's environment, passed on to dot */
+
+int cli_dot_to_svg(const char *in, const char *out) {
+  char *argv[] = {"dot", "-Tsvg", (char *)in, "-o", (char *)out, NULL};
+  if (!out) argv[3] = NULL;
+  fflush(stdout);
+  pid_t pid;
+  int err = posix_spawnp(&pid, "dot", NULL, NULL, argv, environ), st = 0;
+  if (err == ENOENT) {
+    fprintf(stderr, "kernc: --format=svg runs graphviz's `dot`, which is not installed "
+                    "(apt-get install graphviz)\n");
+    return 1;
+  }
+  if (err) {
+    fprintf(stderr, "kernc: cannot run dot: %s\n", strerror(err));
+    return 1;
+  }
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    fprintf(stderr, "kernc: dot -Tsvg %s failed\n", in);
+    return 1;
+  }
+  return 0;
+}
+
 int cli_read_inputs(kc_context *ctx, const kc_graph *g, int nargs, const char *const *args,
                     kc_tensor_desc *in) {
   uint32_t n = kc_graph_num_inputs(g);
   for (int k = 0; k < nargs; k++) {
     const char *eq = strchr(args[k], '='), *file = eq ? eq + 1 : args[k];
     char name[256] = "";
-    int idx = eq ? -1 : k;
-    if (eq) {
-      snprintf(name, sizeof name, "%.*s", (int)(eq - args[k]), args[k]);
-      for (uint32_t i = 0; i < n; i++)
-        if (strcmp(kc_graph_input_name(g, i), name) == 0) idx = (int)i;
-    }
-    if (idx < 0 || (uint32_t)idx >= n) {
-      if (eq)
-        fprintf(stderr, "kernc: the model has no input '%s'; its inputs are:", name);
-      else
+    if (eq) snprintf(name, sizeof name, "%.*s", (int)(eq - args[k]), args[k]);
+    int rc = -1;
+    if (ends_with(file, ".npz")) {
+      rc = read_npz(ctx, g, eq ? name : NULL, file, in);
+    } else {
+      int idx = eq ? input_index(g, name) : k;
+      if (!eq && (uint32_t)idx >= n) {
         fprintf(stderr, "kernc: the model has only %u inputs; they are:", n);
-      for (uint32_t i = 0; i < n; i++)
-        fprintf(stderr, " '%s'", kc_graph_input_name(g, i));
-      fprintf(stderr, "\n");
-      return 1;
+        for (uint32_t i = 0; i < n; i++)
+          fprintf(stderr, " '%s'", kc_graph_input_name(g, i));
+        fprintf(stderr, "\n");
+      }
+      if (idx < 0 || (uint32_t)idx >= n) return 1;
+      kc_tensor_desc t;
+      kc_status s = kc_npy_read(ctx, file, &t);
+      if (s != KC_OK) return cli_fail(ctx, s, file);
+      rc = bind_input(g, (uint32_t)idx, &t, in);
     }
-    if (in[idx].data) {
-      fprintf(stderr, "kernc: input '%s' is given twice\n", kc_graph_input_name(g, (uint32_t)idx));
-      return 1;
-    }
-    kc_status s = kc_npy_read(ctx, file, &in[idx]);
-    if (s != KC_OK) return cli_fail(ctx, s, file);
-    /* old writers store bf16 as u16: take the model's word for it */
-    kc_dtype want = kc_val_dtype(g, kc_graph_input(g, (uint32_t)idx));
-    if (want == KC_BF16 && in[idx].dtype == KC_U16) in[idx].dtype = KC_BF16;
-    in[idx].name = kc_graph_input_name(g, (uint32_t)idx);
+    if (rc >= 0) return rc;
   }
   return -1;
 }

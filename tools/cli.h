@@ -81,6 +81,7 @@ typedef struct cli_pass_flags {
   const char *fold_limit; /* --fold-limit=N; NULL: the default */
   bool print_before_all, print_after_all, print_changed, verify_each, list_passes;
   bool explain_fusion;
+  bool dump_dot; /* --dump-dir writes graphviz dot (set by dump's --format) */
 } cli_pass_flags;
 
 /* Add --passes, --print-*, --dump-dir, --verify-each, --explain-fusion, --fold-limit and
@@ -93,11 +94,14 @@ void cli_list_passes(FILE *f);
 int cli_run_passes(kc_context *ctx, kc_graph *g, const cli_pass_flags *pf, FILE *ir_out);
 
 /* Load FILE: text IR (.kir, or "-" for stdin) or, when allow_onnx and FILE ends in .onnx, an ONNX
- * model. */
+ * model. A .kir naming a weights file (weights="W.safetensors") gets its weights from it. */
 kc_status cli_load(kc_context *ctx, const char *path, bool allow_onnx, kc_graph **out);
 /* Open path for writing ("-" or NULL: stdout); NULL after printing an error. */
 FILE *cli_open_out(const char *path);
 /* Close what cli_open_out opened; returns an exit code (1 when the write failed). */
 int cli_close_out(FILE *f, const char *path);
+/* Run graphviz `dot -Tsvg IN` into OUT (NULL: stdout); an exit code, 1 after saying why (and,
+ * when dot is not installed, to install graphviz). */
+int cli_dot_to_svg(const char *in, const char *out);
 
 #endif /* KERNC_TOOLS_CLI_H */

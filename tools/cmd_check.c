@@ -4,10 +4,19 @@
  * the model to compare values; one line per test and a summary line
  * "N passed, N failed, N skipped".
  *
- * SKIP (the model uses something kernc does not import) is for folders found under --suite: a
- * conformance suite has tests kernc is not meant to pass yet. A folder the user names is one
- * they want checked, so an unsupported import there is a FAIL (exit 1), as in ONNX Runtime's
- * onnx_test_runner; folders the --exclude list names stay SKIP.
+ * Names: a test folder given by itself is named by its last component; the folders of --suite
+ * DIR, or found below a DIR that is no test itself, by their path relative to that DIR
+ * (node/test_add). --exclude lists match that name or its last component.
+ *
+ * SKIP (the model uses something kernc does not import) is for folders found under --suite or
+ * below a DIR that is no test itself: a conformance suite has tests kernc is not meant to pass
+ * yet. A folder the user names is one they want checked, so an unsupported import there is a
+ * FAIL (exit 1), as in ONNX Runtime's onnx_test_runner; folders the --exclude list names stay
+ * SKIP.
+ *
+ * Tolerance: the command line's when any of --rtol, --atol, --relative is given; else the
+ * nearest kernc-check.tol from the test folder up to the DIR it was found from
+ * (tools/check/check_tol.c); else the default (KC_CHECK_RTOL, KC_CHECK_ATOL).
  *
  * The checking itself is library code (tools/check/check.h, kc_onnx_check_dir); this file only
  * collects folders, prints and picks the exit code: 1 when anything failed, 2 on bad usage.
@@ -17,24 +26,36 @@
 #include "tools/commands.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-/* A growable list of folder paths. */
+/*
+ * A growable list of test folders. Each path's name, as printed and looked up in --exclude,
+ * starts at name_off (relative to the folder the user gave); tolerance files are looked for
+ * from the folder up to its first root_len characters (that given folder).
+ */
 typedef struct path_list {
   char **v;
+  size_t *name_off, *root_len;
   size_t n, cap;
 } path_list;
 
-static bool list_add(path_list *l, const char *p) {
+static bool list_add(path_list *l, const char *p, size_t name_off, size_t root_len) {
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 64;
     char **v = realloc(l->v, cap * sizeof *v);
-    if (!v) return false;
-    l->v = v;
+    if (v) l->v = v;
+    size_t *o = v ? realloc(l->name_off, cap * sizeof *o) : NULL;
+    if (o) l->name_off = o;
+    size_t *r = o ? realloc(l->root_len, cap * sizeof *r) : NULL;
+    if (!r) return false;
+    l->root_len = r;
     l->cap = cap;
   }
+  l->name_off[l->n] = name_off;
+  l->root_len[l->n] = root_len;
   return (l->v[l->n] = strdup(p)) ? (l->n++, true) : false;
 }
 
@@ -42,38 +63,117 @@ static void list_free(path_list *l) {
   for (size_t i = 0; i < l->n; i++)
     free(l->v[i]);
   free(l->v);
+  free(l->name_off);
+  free(l->root_len);
 }
 
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Every subdirectory of dir, sorted by name. */
-static bool add_suite(path_list *l, const char *dir) {
+static bool is_dir(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static bool has_model(const char *dir) {
+  char model[4200];
+  struct stat st;
+  snprintf(model, sizeof model, "%s/model.onnx", dir);
+  return stat(model, &st) == 0;
+}
+
+/* The subdirectories of dir as paths, sorted (NULL when unreadable); *n their count. */
+static char **subdirs(const char *dir, size_t *n) {
   DIR *d = opendir(dir);
-  if (!d) return false;
-  size_t first = l->n;
+  *n = 0;
+  if (!d) return NULL;
+  char **v = NULL;
+  size_t cap = 0;
   struct dirent *e;
-  bool ok = true;
-  while (ok && (e = readdir(d))) {
-    if (e->d_name[0] == '.') continue;
+  while ((e = readdir(d))) {
     char path[4096];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) ok = list_add(l, path);
+    if (e->d_name[0] == '.' ||
+        (size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path ||
+        !is_dir(path))
+      continue;
+    if (*n == cap) {
+      char **nv = realloc(v, (cap = cap ? cap * 2 : 16) * sizeof *v);
+      if (!nv) break;
+      v = nv;
+    }
+    if (!(v[*n] = strdup(path))) break;
+    (*n)++;
   }
   closedir(d);
-  qsort(l->v + first, l->n - first, sizeof *l->v, cmp_str);
+  if (*n) qsort(v, *n, sizeof *v, cmp_str);
+  return v ? v : calloc(1, sizeof *v);
+}
+
+/* Every subdirectory of dir, sorted by name. */
+static bool add_suite(path_list *l, const char *dir) {
+  size_t n;
+  char **v = subdirs(dir, &n);
+  bool ok = v != NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (ok) ok = list_add(l, v[i], strlen(dir) + 1, strlen(dir));
+    free(v[i]);
+  }
+  free(v);
   return ok;
 }
 
-/* The test's name: the folder's last component. */
-static const char *test_name(char *path) {
-  size_t len = strlen(path);
-  while (len > 1 && path[len - 1] == '/')
-    path[--len] = 0;
-  const char *s = strrchr(path, '/');
-  return s ? s + 1 : path;
+/* The test folders (holding model.onnx) at or under dir, in name order, named relative to the
+ * root (the path's first root_len characters). */
+static bool add_tree(path_list *l, const char *dir, size_t root_len, int depth) {
+  if (has_model(dir) || depth > 16) return list_add(l, dir, root_len + 1, root_len);
+  size_t n;
+  char **v = subdirs(dir, &n);
+  bool ok = v != NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (ok) ok = add_tree(l, v[i], root_len, depth + 1);
+    free(v[i]);
+  }
+  free(v);
+  return ok;
+}
+
+/* A folder the user named: a test itself (named by its last component), or one holding tests
+ * somewhere below (each named relative to it, e.g. node/test_add). */
+static bool add_named(path_list *l, char *dir) {
+  size_t len = strlen(dir);
+  while (len > 1 && dir[len - 1] == '/')
+    dir[--len] = 0;
+  size_t before = l->n;
+  if (!has_model(dir) && is_dir(dir) && !add_tree(l, dir, len, 0)) return false;
+  if (l->n > before) return true;
+  const char *s = strrchr(dir, '/');
+  return list_add(l, dir, s ? (size_t)(s - dir) + 1 : 0, len);
+}
+
+/* The tolerance of test folder i: the nearest kernc-check.tol from the folder up to its root,
+ * else the defaults. False with msg when that file is bad. */
+static bool folder_tol(const path_list *l, size_t i, kc_check_tol *tol, char *msg, size_t size) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", l->v[i]);
+  for (;;) {
+    char path[4200];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/kernc-check.tol", dir);
+    if (stat(path, &st) == 0) return kc_check_tol_read(path, tol, msg, size);
+    char *slash = strrchr(dir, '/');
+    if (!slash || (size_t)(slash - dir) < l->root_len[i]) break;
+    *slash = 0;
+  }
+  *tol = (kc_check_tol){KC_CHECK_RTOL, KC_CHECK_ATOL, 0};
+  return true;
+}
+
+/* A tolerance flag's value: a finite number >= 0, else false. */
+static bool parse_tol(const char *s, double *v) {
+  char *end;
+  *v = strtod(s, &end);
+  return end != s && !*end && isfinite(*v) && *v >= 0;
 }
 
 /*
@@ -119,6 +219,7 @@ static void one_line(char *s) {
 int cmd_check(int argc, char **argv) {
   bool quiet = false, shapes_only = false;
   const char *suite = NULL, *threads = NULL, *exclude = NULL, *target = "cpu", *passes = NULL;
+  const char *rtol = NULL, *atol = NULL, *relative = NULL;
   cli_cmd cmd = {
       .name = "kernc check",
       .args = "DIR...",
@@ -126,7 +227,13 @@ int cmd_check(int argc, char **argv) {
                "input_N.pb, output_N.pb. The model is imported and verified, input dims bind\n"
                "its symbols, and the inferred output dtypes and shapes must match the expected\n"
                "outputs; then the model is compiled, run on the inputs, and the outputs must\n"
-               "match (floats: |got-want| <= 1e-7 + 1e-3*|want|; integers and bool exactly).\n"
+               "match (floats: |got-want| <= atol + rtol*|want|, by default 1e-7 + 1e-3*|want|;\n"
+               "integers and bool exactly). A DIR without model.onnx is searched for test\n"
+               "folders, named relative to it (node/test_add). A file kernc-check.tol in a test\n"
+               "folder or a parent up to DIR (or --suite DIR) sets that folder's tolerance:\n"
+               "words rtol=X atol=Y, or relative=X, and # comments; --rtol, --atol or --relative\n"
+               "on the command line replace every file's. A failure names the first and the\n"
+               "worst element (index, computed, expected) and the bound used.\n"
                "Prints PASS, FAIL or SKIP (unsupported import) per test and a summary line.\n"
                "Exit status: 1 when a test failed, 2 on bad usage, else 0.",
       .max_pos = argc,
@@ -144,6 +251,13 @@ int cmd_check(int argc, char **argv) {
                           "passes run before code generation (default: the target's pipeline; "
                           "empty: none)",
                           NULL, &passes});
+  cli_add(&cmd, (cli_opt){"rtol", 0, "X", "float outputs: |got-want| <= atol + X*|want| (1e-3)",
+                          NULL, &rtol});
+  cli_add(&cmd, (cli_opt){"atol", 0, "Y", "float outputs: |got-want| <= Y + rtol*|want| (1e-7)",
+                          NULL, &atol});
+  cli_add(&cmd,
+          (cli_opt){"relative", 0, "TOL",
+                    "per output max|got-want| <= TOL*max|want| (whole models)", NULL, &relative});
   cli_add(&cmd, (cli_opt){"exclude", 0, "FILE",
                           "skip the tests FILE lists (\"NAME reason\" lines), printing the reason",
                           NULL, &exclude});
@@ -170,11 +284,24 @@ int cmd_check(int argc, char **argv) {
     }
     opts.threads = (int)n;
   }
+  kc_check_tol cmd_tol = {KC_CHECK_RTOL, KC_CHECK_ATOL, 0};
+  bool cmd_tol_set = rtol || atol || relative;
+  const char *bad_tol = rtol && !parse_tol(rtol, &cmd_tol.rtol)               ? "rtol"
+                        : atol && !parse_tol(atol, &cmd_tol.atol)             ? "atol"
+                        : relative && !parse_tol(relative, &cmd_tol.relative) ? "relative"
+                                                                              : NULL;
+  if (bad_tol) {
+    free(pos);
+    return cli_usage_error(&cmd, "--%s needs a number >= 0", bad_tol);
+  }
+  if (relative && (rtol || atol)) {
+    free(pos);
+    return cli_usage_error(&cmd, "--relative replaces --rtol/--atol: give one or the other");
+  }
   path_list dirs = {0};
   bool ok = true;
   for (int i = 0; i < npos && ok; i++)
-    ok = list_add(&dirs, pos[i]);
-  size_t named = dirs.n; /* dirs[0, named) come from the command line, the rest from --suite */
+    ok = add_named(&dirs, (char *)pos[i]);
   free(pos);
   if (ok && suite && !add_suite(&dirs, suite)) {
     list_free(&dirs);
@@ -196,11 +323,17 @@ int cmd_check(int argc, char **argv) {
   char msg[KC_ERRBUF_SIZE];
   for (size_t i = 0; i < dirs.n; i++) {
     kc_clear_error(ctx);
-    const char *name = test_name(dirs.v[i]);
-    bool ex = excluded(exclude, name, msg, sizeof msg);
-    kc_check_result r =
-        ex ? KC_CHECK_SKIP : kc_onnx_check_dir_opts(ctx, dirs.v[i], &opts, msg, sizeof msg);
-    if (r == KC_CHECK_SKIP && i < named && !ex && import_unsupported(ctx, dirs.v[i]))
+    const char *name = dirs.v[i] + dirs.name_off[i], *last = strrchr(name, '/');
+    bool ex = excluded(exclude, name, msg, sizeof msg) ||
+              (last && excluded(exclude, last + 1, msg, sizeof msg));
+    kc_check_tol tol = cmd_tol;
+    bool tol_ok = ex || cmd_tol_set || folder_tol(&dirs, i, &tol, msg, sizeof msg);
+    opts.tol = &tol;
+    kc_check_result r = ex        ? KC_CHECK_SKIP
+                        : !tol_ok ? KC_CHECK_FAIL
+                                  : kc_onnx_check_dir_opts(ctx, dirs.v[i], &opts, msg, sizeof msg);
+    bool named = dirs.root_len[i] == strlen(dirs.v[i]); /* a test folder the user gave */
+    if (r == KC_CHECK_SKIP && named && !ex && import_unsupported(ctx, dirs.v[i]))
       r = KC_CHECK_FAIL; /* a folder the user named must run: "unsupported" is its failure */
     counts[r]++;
     one_line(msg);

@@ -7,6 +7,7 @@
  */
 #include "tools/cli.h"
 #include "tools/commands.h"
+#include "tools/kir_weights.h"
 
 int cmd_opt(int argc, char **argv) {
   cli_pass_flags pf = {0};
@@ -42,6 +43,7 @@ int cmd_opt(int argc, char **argv) {
     rc = cli_fail(ctx, s, pos[0]);
   else
     rc = cli_run_passes(ctx, g, &pf, stderr);
+  if (rc == 0) rc = kir_weights_rebase(g, pos[0], out_path); /* the text moves to out_path */
   if (rc == 0) {
     FILE *f = cli_open_out(out_path);
     rc = 1;

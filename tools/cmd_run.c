@@ -1,8 +1,9 @@
 /*
  * tools/cmd_run.c - `kernc run MODEL --input NAME=FILE.npy ...`: load a model (.onnx or text
  * IR), compile it for the CPU (JIT; --target=cuda: the GPU through NVRTC), run it once on .npy
- * inputs, and write each output as DIR/NAME.npy (--output-dir) or print its name, dtype, shape
- * and first values.
+ * inputs (or .npz archives: each array binds the input of its name, tools/npz.c), and write each
+ * output as DIR/NAME.npy (--output-dir) or print its name, dtype, shape and first 8 values (all
+ * with --print-all).
  *
  * --input may repeat, which the shared flag parser does not do: those arguments are taken out
  * of argv here before the rest goes through cli_parse (they still appear in --help).
@@ -57,7 +58,8 @@ static void print_value(const kc_tensor_desc *t, size_t i) {
   }
 }
 
-static void print_output(const kc_tensor_desc *t, const char *name) {
+/* name: DTYPE[SHAPE] = values: the first SHOW_VALUES, or all of them when all is set. */
+static void print_output(const kc_tensor_desc *t, const char *name, bool all) {
   size_t n = 1;
   printf("%s: %s[", name, kc_dtype_name(t->dtype));
   for (int d = 0; d < t->rank; d++) {
@@ -65,11 +67,12 @@ static void print_output(const kc_tensor_desc *t, const char *name) {
     n *= (size_t)t->dims[d];
   }
   printf("] =");
-  for (size_t i = 0; i < n && i < SHOW_VALUES; i++) {
+  size_t shown = all || n < SHOW_VALUES ? n : SHOW_VALUES;
+  for (size_t i = 0; i < shown; i++) {
     putchar(' ');
     print_value(t, i);
   }
-  printf("%s\n", n > SHOW_VALUES ? " ..." : "");
+  printf("%s\n", shown < n ? " ..." : "");
 }
 
 /* DIR/NAME.npy, with characters a file name cannot hold replaced. */
@@ -90,7 +93,7 @@ static int write_output(kc_context *ctx, const char *dir, const char *name,
 }
 
 static int run_model(kc_context *ctx, const kc_graph *g, const run_args *a, int threads,
-                     const char *out_dir, const char *passes, const char *target) {
+                     const char *out_dir, const char *passes, const char *target, bool all) {
   uint32_t nin = kc_graph_num_inputs(g), nout = kc_graph_num_outputs(g);
   kc_tensor_desc *in = calloc(nin + 1, sizeof *in), *out = calloc(nout + 1, sizeof *out);
   kc_module *m = NULL;
@@ -113,7 +116,7 @@ static int run_model(kc_context *ctx, const kc_graph *g, const run_args *a, int 
     if (out_dir)
       rc = write_output(ctx, out_dir, name, &out[k]) ? 1 : -1;
     else
-      print_output(&out[k], name);
+      print_output(&out[k], name, all);
   }
   kc_module_free(m);
   for (uint32_t i = 0; in && i < nin; i++)
@@ -126,19 +129,25 @@ static int run_model(kc_context *ctx, const kc_graph *g, const run_args *a, int 
 int cmd_run(int argc, char **argv) {
   const char *out_dir = NULL, *threads = NULL, *passes = NULL, *target = "cpu";
   const char *unused = NULL; /* --input is taken out of argv before parsing (it repeats) */
+  bool print_all = false;
   cli_cmd cmd = {
       .name = "kernc run",
       .args = "MODEL",
       .about = "Compile MODEL (.onnx, or text IR .kir) for this CPU (or --target=cuda: the GPU),\n"
                "run it once on the given inputs and write or print its outputs. Without\n"
-               "--output-dir each output is printed as NAME: DTYPE[SHAPE] = first values.",
+               "--output-dir each output is printed as NAME: DTYPE[SHAPE] = its first 8 values\n"
+               "(all of them with --print-all).",
       .min_pos = 1,
       .max_pos = 1,
   };
   cli_add(&cmd, (cli_opt){"input", 'i', "NAME=FILE.npy",
-                          "an input as a .npy file (repeat for each input)", NULL, &unused});
+                          "an input as a .npy file (repeat for each input); FILE.npz binds "
+                          "each array to the input of its name",
+                          NULL, &unused});
   cli_add(&cmd,
           (cli_opt){"output-dir", 'o', "DIR", "write each output as DIR/NAME.npy", NULL, &out_dir});
+  cli_add(&cmd, (cli_opt){"print-all", 0, NULL, "print every value of each output, not the first 8",
+                          &print_all, NULL});
   cli_add(&cmd, (cli_opt){"threads", 0, "N", "threads to run on (default: one per core)", NULL,
                           &threads});
   cli_add(&cmd, (cli_opt){"passes", 0, "LIST",
@@ -165,7 +174,7 @@ int cmd_run(int argc, char **argv) {
   if (rc < 0 && !ctx) rc = (fprintf(stderr, "kernc: out of memory\n"), 1);
   kc_status s;
   if (rc < 0 && (s = cli_load(ctx, pos[0], true, &g)) != KC_OK) rc = cli_fail(ctx, s, pos[0]);
-  if (rc < 0) rc = run_model(ctx, g, &a, (int)nthreads, out_dir, passes, target);
+  if (rc < 0) rc = run_model(ctx, g, &a, (int)nthreads, out_dir, passes, target, print_all);
   kc_graph_free(g);
   kc_context_free(ctx);
   free(a.input);

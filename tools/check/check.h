@@ -14,11 +14,18 @@
 
 typedef enum kc_check_result { KC_CHECK_PASS, KC_CHECK_FAIL, KC_CHECK_SKIP } kc_check_result;
 
+/* How close float outputs must be. */
+typedef struct kc_check_tol {
+  double rtol, atol; /* elementwise: |got - want| <= atol + rtol*|want| (numpy's allclose) */
+  double relative;   /* > 0: per output, max|got - want| <= relative * max|want| instead */
+} kc_check_tol;
+
 typedef struct kc_check_options {
-  bool shapes_only;   /* compare inferred shapes and dtypes only, run nothing */
-  int threads;        /* threads running the compiled model; 0: the context's default */
-  const char *target; /* kc_compile_options.target: NULL or "cpu", "cuda" */
-  const char *passes; /* pass list for kc_compile; NULL: the target's default pipeline */
+  bool shapes_only;        /* compare inferred shapes and dtypes only, run nothing */
+  int threads;             /* threads running the compiled model; 0: the context's default */
+  const char *target;      /* kc_compile_options.target: NULL or "cpu", "cuda" */
+  const char *passes;      /* pass list for kc_compile; NULL: the target's default pipeline */
+  const kc_check_tol *tol; /* NULL: KC_CHECK_RTOL and KC_CHECK_ATOL */
 } kc_check_options;
 
 /*
@@ -44,5 +51,13 @@ kc_check_result kc_onnx_check_dir(kc_context *ctx, const char *dir, char *msg, s
  */
 bool kc_check_compare(const char *name, const kc_tensor_desc *got, const kc_tensor *want,
                       double rtol, double atol, char *msg, size_t size);
+/* kc_check_compare with a tolerance that may be relative (kc_check_tol.relative). */
+bool kc_check_compare_tol(const char *name, const kc_tensor_desc *got, const kc_tensor *want,
+                          const kc_check_tol *tol, char *msg, size_t size);
+/*
+ * Read a tolerance file (kernc-check.tol: "rtol=X atol=Y" or "relative=X" words, '#' comments)
+ * into *tol, starting from the defaults. False with a message (file:line) on a bad word.
+ */
+bool kc_check_tol_read(const char *path, kc_check_tol *tol, char *msg, size_t size);
 
 #endif /* KERNC_CHECK_H */

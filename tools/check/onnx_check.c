@@ -199,9 +199,10 @@ static kc_check_result check_values(checker *c, kc_pb_tensor *ins, uint32_t nin,
     goto done;
   }
   r = KC_CHECK_PASS;
+  const kc_check_tol def = {KC_CHECK_RTOL, KC_CHECK_ATOL, 0};
+  const kc_check_tol *tol = c->opts->tol ? c->opts->tol : &def;
   for (uint32_t i = 0; i < nout && r == KC_CHECK_PASS; i++)
-    if (!kc_check_compare(kc_graph_output_name(c->g, i), &out[i], &outs[i].t, KC_CHECK_RTOL,
-                          KC_CHECK_ATOL, msg, size))
+    if (!kc_check_compare_tol(kc_graph_output_name(c->g, i), &out[i], &outs[i].t, tol, msg, size))
       r = KC_CHECK_FAIL;
   /*
    * A random op (Dropout in training mode) draws from kernc's generator, the expected values

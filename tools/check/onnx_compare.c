@@ -6,8 +6,11 @@
  *
  * f16, bf16 and f64 are compared after conversion to double with the same rule. Expected data
  * stored as u16 for a bf16 output (older test generators) is read as bf16 bits.
+ * The relative mode (kc_check_tol.relative > 0, for whole models whose outputs differ from the
+ * reference by accumulated rounding) bounds each float output as a whole instead:
+ * max|got - want| <= relative * max|want| over its finite elements.
  * Invariant: the message of a mismatch names the output, the largest absolute and relative
- * errors, and the first mismatching index with both values.
+ * errors, the first mismatching index and the worst one with both values, and the bound used.
  */
 #include "tools/check/check.h"
 
@@ -78,9 +81,9 @@ static void fmt_elem(char *buf, size_t size, kc_dtype t, const void *p, size_t i
     snprintf(buf, size, kc_dtype_is_float(t) ? "%.9g" : "%.17g", elem(t, p, i));
 }
 
-bool kc_check_compare(const char *name, const kc_tensor_desc *got, const kc_tensor *want,
-                      double rtol, double atol, char *msg, size_t size) {
-  kc_dtype wt = want->dtype == KC_U16 && got->dtype == KC_BF16 ? KC_BF16 : want->dtype;
+/* Same dtype and dims; else false with a message naming both. */
+static bool same_shape(const char *name, kc_dtype wt, const kc_tensor_desc *got,
+                       const kc_tensor *want, char *msg, size_t size) {
   bool same = wt == got->dtype && want->rank == got->rank;
   for (int d = 0; same && d < got->rank; d++)
     same = got->dims[d] == want->dims[d];
@@ -89,14 +92,66 @@ bool kc_check_compare(const char *name, const kc_tensor_desc *got, const kc_tens
     fmt_shape(a, sizeof a, want->dtype, want->rank, want->dims);
     fmt_shape(b, sizeof b, got->dtype, got->rank, got->dims);
     snprintf(msg, size, "output '%s': expected %s, computed %s", name, a, b);
+  }
+  return same;
+}
+
+/* "at [1,2]: computed 5.5, expected 5" for element i. */
+static void fmt_at(char *buf, size_t size, kc_dtype t, const kc_tensor_desc *got, const void *want,
+                   size_t i) {
+  char idx[128], gv[64], wv[64];
+  fmt_index(idx, sizeof idx, got->rank, got->dims, i);
+  fmt_elem(gv, sizeof gv, t, got->data, i);
+  fmt_elem(wv, sizeof wv, t, want, i);
+  snprintf(buf, size, "at %s: computed %s, expected %s", idx, gv, wv);
+}
+
+/* Per output: max|got - want| over the finite pairs <= relative * max|want|; a NaN or infinity
+ * must be matched by the same one. Integers and bool stay exact (elementwise). */
+static bool compare_relative(const char *name, kc_dtype wt, const kc_tensor_desc *got,
+                             const kc_tensor *want, double relative, size_t n, char *msg,
+                             size_t size) {
+  double max_want = 0, max_err = 0;
+  size_t worst = 0, bad_special = 0, first_special = 0;
+  for (size_t i = 0; i < n; i++) {
+    double g = elem(wt, got->data, i), w = elem(wt, want->data, i);
+    if (!isfinite(g) || !isfinite(w)) {
+      if (!close_enough(g, w, 0, 0) && bad_special++ == 0) first_special = i;
+      continue;
+    }
+    if (fabs(w) > max_want) max_want = fabs(w);
+    if (fabs(g - w) > max_err) max_err = fabs(g - w), worst = i;
+  }
+  double bound = relative * max_want;
+  if (!bad_special && max_err <= bound) return true;
+  char at[320];
+  if (bad_special) {
+    fmt_at(at, sizeof at, wt, got, want->data, first_special);
+    snprintf(msg, size, "output '%s': %zu non-finite values differ; first %s", name, bad_special,
+             at);
     return false;
   }
+  fmt_at(at, sizeof at, wt, got, want->data, worst);
+  snprintf(
+      msg, size,
+      "output '%s': max abs err %.3g > bound %.3g (relative %g * max|expected| %.6g); worst %s",
+      name, max_err, bound, relative, max_want, at);
+  return false;
+}
+
+bool kc_check_compare_tol(const char *name, const kc_tensor_desc *got, const kc_tensor *want,
+                          const kc_check_tol *tol, char *msg, size_t size) {
+  kc_dtype wt = want->dtype == KC_U16 && got->dtype == KC_BF16 ? KC_BF16 : want->dtype;
+  if (!same_shape(name, wt, got, want, msg, size)) return false;
   size_t n = 1;
   for (int d = 0; d < got->rank; d++)
     n *= (size_t)got->dims[d];
   bool is_float = kc_dtype_is_float(wt);
-  size_t bad = 0, first = 0;
-  double max_abs = 0, max_rel = 0;
+  if (is_float && tol->relative > 0)
+    return compare_relative(name, wt, got, want, tol->relative, n, msg, size);
+  double rtol = tol->rtol, atol = tol->atol;
+  size_t bad = 0, first = 0, worst = 0;
+  double max_abs = 0, max_rel = 0, max_excess = -INFINITY;
   for (size_t i = 0; i < n; i++) {
     double g = elem(wt, got->data, i), w = elem(wt, want->data, i);
     bool ok = is_float ? close_enough(g, w, rtol, atol) : int_equal(wt, got->data, want->data, i);
@@ -105,15 +160,25 @@ bool kc_check_compare(const char *name, const kc_tensor_desc *got, const kc_tens
     if (isnan(err)) err = ok ? 0 : INFINITY;
     if (err > max_abs) max_abs = err;
     if (w != 0 && err / fabs(w) > max_rel) max_rel = err / fabs(w);
+    double excess = ok ? -INFINITY : err - (atol + rtol * fabs(w));
+    if (!ok && (bad == 1 || excess > max_excess)) max_excess = excess, worst = i;
   }
   if (!bad) return true;
-  char idx[128], gv[64], wv[64];
-  fmt_index(idx, sizeof idx, got->rank, got->dims, first);
-  fmt_elem(gv, sizeof gv, wt, got->data, first);
-  fmt_elem(wv, sizeof wv, wt, want->data, first);
+  char first_at[320], worst_at[320], bound[128] = "exact";
+  fmt_at(first_at, sizeof first_at, wt, got, want->data, first);
+  fmt_at(worst_at, sizeof worst_at, wt, got, want->data, worst);
+  if (is_float)
+    snprintf(bound, sizeof bound, "|got-want| <= %g + %g*|want| = %.3g", atol, rtol,
+             atol + rtol * fabs(elem(wt, want->data, worst)));
   snprintf(msg, size,
-           "output '%s': %zu of %zu values differ (max abs err %.3g, max rel err %.3g); first at "
-           "%s: computed %s, expected %s",
-           name, bad, n, max_abs, max_rel, idx, gv, wv);
+           "output '%s': %zu of %zu values differ (max abs err %.3g, max rel err %.3g); first %s; "
+           "worst %s (bound %s)",
+           name, bad, n, max_abs, max_rel, first_at, worst_at, bound);
   return false;
+}
+
+bool kc_check_compare(const char *name, const kc_tensor_desc *got, const kc_tensor *want,
+                      double rtol, double atol, char *msg, size_t size) {
+  kc_check_tol tol = {.rtol = rtol, .atol = atol, .relative = 0};
+  return kc_check_compare_tol(name, got, want, &tol, msg, size);
 }
