@@ -1,7 +1,8 @@
 /*
  * codegen/aot.h - the entry points of a model compiled ahead of time: the object kc_export
  * writes (codegen/cpu/aot_object.c) holds the plan of codegen/plan.h as constant data and
- * defines NAME_create / NAME_run / NAME_free / NAME_error, which call the functions below in
+ * defines NAME_create / NAME_run / NAME_free / NAME_error / NAME_target (a CPU library may hold
+ * its kernels for several CPUs: kc_aot_targets below), which call the functions below in
  * the runtime archive linked beside it (runtime/aot_entry.c over the one executor,
  * runtime/executor.c, that kc_compile's modules use too). A causal decoder's object also holds
  * its decode step (kc_plan_decode) and the session entry points NAME_session_new / _free /
@@ -97,6 +98,42 @@ int kc_aot_train_load(kc_aot_train *t, const char *path);
 const char *kc_aot_train_error(const kc_aot_train *t);
 
 /* ---- the CPU check (runtime/aot_cpu_check.c) ------------------------------------------------ */
+
+/*
+ * The CPU variants of a library on the CPU target (kc_export_options.cpu): n >= 1 plans of the
+ * same model (same inputs, outputs and weights symbol), v[i]'s compiled for the CPU its target
+ * string records ("kernc-target triple=... cpu=... features=+a,+b"), most portable first; its
+ * decode step (NULL: none, for every variant alike) and LLVM's name of its CPU. NAME_create,
+ * NAME_session_new and NAME_target use the last variant this CPU has every feature of. Written
+ * as constant data by codegen/cpu/aot_object.c, field by field (variant 0's object holds the
+ * table, each other object its kc_aot_variant).
+ */
+typedef struct kc_aot_variant {
+  const kc_plan *plan;
+  const kc_plan_decode *decode;
+  const char *target;
+  const char *cpu;
+} kc_aot_variant;
+#define KC_AOT_VARIANT_WORDS 4
+
+typedef struct kc_aot_targets {
+  int64_t n;
+  const kc_aot_variant *const *v;
+} kc_aot_targets;
+#define KC_AOT_TARGETS_WORDS 2
+
+/* The index of the last variant of t this CPU can run; -1 when none. */
+int64_t kc_aot_pick(const kc_aot_targets *t);
+/* kc_aot_create_checked with the variant kc_aot_pick chooses (none: the first, whose check then
+ * fails saying what this CPU lacks). NAME_create. */
+kc_exec *kc_aot_create_best(const kc_aot_targets *t, int threads);
+/* LLVM's name of the CPU of the variant kc_aot_pick chooses ("x86-64-v4"); NULL when this CPU
+ * can run none. NAME_target. */
+const char *kc_aot_target(const kc_aot_targets *t);
+/* kc_aot_session_new over the decode step of the variant kc_aot_pick chooses (as
+ * kc_aot_create_best). NAME_session_new. */
+kc_session *kc_aot_session_best(const kc_aot_targets *t, int threads, int paged, int64_t size,
+                                int64_t count);
 
 /* kc_aot_create after checking this CPU against `target` (the object's recorded string); NULL
  * when a feature is missing or memory is out, kc_aot_error(NULL) then says why. */

@@ -660,6 +660,14 @@ typedef struct kc_export_options {
                              embedded; the library then needs only the CUDA driver to run */
   const char *cuda_archs; /* "cuda": "80,86,90" (cubins; "compute_80": PTX, else PTX for the
                              lowest is added); NULL: "80,90" and PTX for compute_80 */
+  const char *cpu; /* "cpu" target: the CPU the kernels are for. NULL or "native": this one (its
+                      LLVM name and features; the library refuses CPUs lacking one); an LLVM 19
+                      x86-64 CPU name: "x86-64-v2", "-v3", "-v4" (the psABI levels),
+                      "skylake-avx512", "znver3"... (its features only); a comma-separated list
+                      of up to 8, most portable first, or "multi" (= "x86-64-v2,x86-64-v3,
+                      x86-64-v4"): kernels for each in one library, weights stored once, and
+                      NAME_create picks the last one this CPU has every feature of (NAME_target
+                      says which). Unknown names are KC_ERR_INVALID_ARG. */
 } kc_export_options;
 
 /*
