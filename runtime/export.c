@@ -284,6 +284,20 @@ static void path_in(const job *j, char *buf, const char *file) {
   fmt_path(buf, PATH_LEN, "%s/%s", j->tmp, file);
 }
 
+/* Free what a job lowered: the object before the module (its kc_cpu made the LLVM module), the
+ * decode step's before the model's (its graph shares that one's data). */
+static void release(job *j) {
+  kc_cpu_obj_free(j->obj);
+  if (j->target && j->target->export_free) j->target->export_free(j->state);
+  kc_module_free(j->dm);
+  kc_module_free(j->m);
+  free(j->weights);
+  j->obj = NULL;
+  j->state = NULL;
+  j->dm = j->m = NULL;
+  j->weights = NULL;
+}
+
 /* The same weights file (the same weights at the same offsets) as the first variant's. */
 static bool same_weights(const job *a, const job *b) {
   if (a->nweights != b->nweights || a->weights_bytes != b->weights_bytes) return false;
@@ -318,8 +332,10 @@ static kc_status build_variant(job *j, int v, const char *weights, const char *o
                      "its kernels",
                      x->cpu, j->cpu);
   const kc_rt_plan *plan = &x->m->plan;
-  return kc_cpu_obj_write(x->obj, &plan->model, plan->slot_dims,
-                          j->weights_bytes > 0 ? weights : NULL, v, j->nvariants, obj);
+  s = kc_cpu_obj_write(x->obj, &plan->model, plan->slot_dims, j->weights_bytes > 0 ? weights : NULL,
+                       v, j->nvariants, obj);
+  release(x); /* written: one variant's LLVM modules at a time beside the first's */
+  return s;
 }
 
 /* What the header says the kernels are built for: the target's description of the first
@@ -448,19 +464,10 @@ static kc_status export_job(kc_context *ctx, const kc_graph *g, const kc_export_
                   j.target->name);
   if (s == KC_OK) s = build(&j, g);
   cleanup(&j);
-  for (int v = 0; j.variants && v < j.nvariants - 1; v++) {
-    job *x = &j.variants[v]; /* as the first, below */
-    kc_cpu_obj_free(x->obj);
-    kc_module_free(x->dm);
-    kc_module_free(x->m);
-    free(x->weights);
-  }
+  for (int v = 0; j.variants && v < j.nvariants - 1; v++)
+    release(&j.variants[v]); /* before the first's: their graphs share its data */
   free(j.variants);
-  kc_cpu_obj_free(j.obj); /* before the module: its kc_cpu made the LLVM module */
-  if (j.target && j.target->export_free) j.target->export_free(j.state);
-  kc_module_free(j.dm); /* before the model's: its graph shares that one's data */
-  kc_module_free(j.m);
-  free(j.weights);
+  release(&j);
   return s;
 }
 
