@@ -291,7 +291,8 @@ kc_exec *kc_aot_create_checked(const kc_plan *d, const char *target, int threads
     }
     snprintf(create_error, sizeof create_error,
              "%s was compiled for %s CPU '%s' with %s; this CPU lacks %s (compile the model "
-             "with kernc on a machine with this CPU)",
+             "for a CPU this one has all features of: kernc compile --cpu=x86-64-v2 or "
+             "--cpu=multi for any recent x86-64, or on a machine with this CPU)",
              lib, triple, cpu, list, lacks);
     return NULL;
   }

@@ -7,7 +7,9 @@
  * expected outputs are computed here in double: the x86-64-v2 library runs here and matches;
  * NAME_target says "x86-64-v2"; its recorded target ("kernc-target ... cpu=x86-64-v2
  * features=...") has SSE4.2 and no AVX feature, and its machine code (objdump) uses no ymm or
- * zmm register, while a native library's record names this CPU; a multi library runs, matches,
+ * zmm register, while a native library's record names this CPU; a sapphirerapids library (AVX-512
+ * VNNI, AMX) refuses to create on a CPU lacking one of its features, naming it, NAME_target NULL
+ * (or runs and matches where the CPU has them all); a multi library runs, matches,
  * holds three records and its weights once (the library grows by less than half the weights'
  * size over the x86-64-v2 one), has AVX-512 code (the v4 kernels), and on this machine picks the
  * best level cpuid allows (x86-64-v4 on an AVX-512 CPU); a multi training step (kc_export_train)
@@ -237,6 +239,40 @@ static void t_v2(void **state) {
   dlclose(n.so);
 }
 
+/* A library for a CPU with more than this one (sapphirerapids: AVX-512, VNNI, AMX...) runs where
+ * the CPU has every recorded feature, else refuses to create, naming the CPU and what is missing,
+ * and NAME_target is NULL. */
+static void t_named(void **state) {
+  (void)state;
+  char so[256];
+  assert_int_equal(export_mlp("sapphirerapids", "spr", so), KC_OK);
+  char *r = records(so), lacks[4096];
+  assert_non_null(strstr(r, " cpu=sapphirerapids "));
+  assert_non_null(strstr(r, "+avx512vnni"));
+  assert_non_null(strstr(r, "+amx-tile"));
+  const char *f = strstr(r, " features=");
+  r[strcspn(r, "\n")] = 0;
+  int missing = kc_aot_cpu_lacks(f + 10, lacks, sizeof lacks, NULL, 0);
+  lib l;
+  lib_open(&l, so, "spr");
+  if (missing) {
+    print_message("this CPU lacks %s\n", lacks);
+    assert_null(l.target());
+    assert_null(l.create(1));
+    const char *why = l.error(NULL);
+    print_message("%s\n", why);
+    assert_non_null(strstr(why, "'sapphirerapids'"));
+    char first[64];
+    snprintf(first, sizeof first, "%.*s", (int)strcspn(lacks, ","), lacks);
+    assert_non_null(strstr(strstr(why, "lacks"), first));
+  } else {
+    assert_string_equal(l.target(), "sapphirerapids");
+    check_runs(&l);
+  }
+  dlclose(l.so);
+  free(r);
+}
+
 static void t_multi(void **state) {
   (void)state;
   char so[256], v2so[256];
@@ -392,10 +428,8 @@ int main(int argc, char **argv) {
   snprintf(dir, sizeof dir, "/tmp/kc_aot_cpu_XXXXXX");
   if (!mkdtemp(dir)) return 1;
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_v2),
-      cmocka_unit_test(t_multi),
-      cmocka_unit_test(t_multi_train),
-      cmocka_unit_test(t_cli),
+      cmocka_unit_test(t_v2),          cmocka_unit_test(t_named), cmocka_unit_test(t_multi),
+      cmocka_unit_test(t_multi_train), cmocka_unit_test(t_cli),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   char cmd[128];

@@ -85,22 +85,21 @@ int cmd_compile(int argc, char **argv) {
   cli_cmd cmd = {
       .name = "kernc compile",
       .args = "MODEL",
-      .about =
-          "Compile MODEL (.onnx, or text IR .kir) ahead of time for this CPU into a shared\n"
-          "library that needs neither kernc nor LLVM (weights included), and write its C\n"
-          "header: NAME_create, NAME_run, NAME_free, NAME_error and the inputs and outputs\n"
-          "with dtypes and shapes. Every size must follow from the input shapes. --cpu builds\n"
-          "for another CPU (x86-64-v2 runs on any x86-64 CPU since 2009) or for several in\n"
-          "one library (--cpu=multi: x86-64-v2, -v3 and -v4), NAME_create picking the best\n"
-          "this CPU runs (NAME_target says which). The C\n"
-          "compiler that links the library is $CC, else cc. With --target=cuda the kernels\n"
-          "are compiled by NVRTC for GPUs (--cuda-arch) and embedded: the library needs\n"
-          "only the CUDA driver at run time, and has the same header and entry points.\n"
-          "With --train --loss LOSS (as `kernc train`: xent:OUTPUT:LABELS, mse:OUTPUT:TARGET\n"
-          "or sum:OUTPUT) the library holds the training step instead: NAME_train_new,\n"
-          "NAME_train_step (forward, backward, optimizer update; lr and step at run time),\n"
-          "parameter access and safetensors save/load, the parameters (--params globs,\n"
-          "default all float initializers) starting at the model's values.",
+      .about = "Compile MODEL (.onnx, or text IR .kir) ahead of time for this CPU into a shared\n"
+               "library that needs neither kernc nor LLVM (weights included), and write its C\n"
+               "header: NAME_create, NAME_run, NAME_free, NAME_error and the inputs and outputs\n"
+               "with dtypes and shapes. Every size must follow from the input shapes. --cpu\n"
+               "builds for another CPU (x86-64-v2 runs on any x86-64 CPU since 2009) or for\n"
+               "several in one library (--cpu=multi: x86-64-v2, -v3 and -v4, NAME_create\n"
+               "picking the best this CPU runs, NAME_target saying which). The C compiler\n"
+               "that links the library is $CC, else cc. With --target=cuda the kernels\n"
+               "are compiled by NVRTC for GPUs (--cuda-arch) and embedded: the library needs\n"
+               "only the CUDA driver at run time, and has the same header and entry points.\n"
+               "With --train --loss LOSS (as `kernc train`: xent:OUTPUT:LABELS, mse:OUTPUT:TARGET\n"
+               "or sum:OUTPUT) the library holds the training step instead: NAME_train_new,\n"
+               "NAME_train_step (forward, backward, optimizer update; lr and step at run time),\n"
+               "parameter access and safetensors save/load, the parameters (--params globs,\n"
+               "default all float initializers) starting at the model's values.",
       .min_pos = 1,
       .max_pos = 1,
   };
