@@ -9,7 +9,8 @@
  * features=...") has SSE4.2 and no AVX feature, and its machine code (objdump) uses no ymm or
  * zmm register, while a native library's record names this CPU; a sapphirerapids library (AVX-512
  * VNNI, AMX) refuses to create on a CPU lacking one of its features, naming it, NAME_target NULL
- * (or runs and matches where the CPU has them all); a multi library runs, matches,
+ * (or runs and matches where the CPU has them all); f32 -> bf16 -> f32 casts in an x86-64-v2
+ * library (a libcall there) round to nearest even, bit for bit; a multi library runs, matches,
  * holds three records and its weights once (the library grows by less than half the weights'
  * size over the x86-64-v2 one), has AVX-512 code (the v4 kernels), and on this machine picks the
  * best level cpuid allows (x86-64-v4 on an AVX-512 CPU); a multi training step (kc_export_train)
@@ -273,6 +274,44 @@ static void t_named(void **state) {
   free(r);
 }
 
+/* f32 -> bf16 -> f32 in an x86-64-v2 library: no AVX512-BF16, so LLVM calls __truncsfbf2, which
+ * the library must carry (libgcc before GCC 13 has none); rounding to nearest even, by hand. */
+static void t_bf16(void **state) {
+  (void)state;
+  kc_context *ctx = kc_context_new();
+  kc_graph *g = kc_graph_new(ctx, "bf");
+  kc_val x = kc_input(g, "x", KC_F32, 1, (kc_dim[]){kc_sym(g, "n")});
+  kc_output(g, kc_cast(g, kc_cast(g, x, KC_BF16), KC_F32), "y");
+  char so[256];
+  snprintf(so, sizeof so, "%s/libbf.so", dir);
+  kc_export_options o = {.cpu = "x86-64-v2"};
+  if (kc_export(ctx, g, &o, so, NULL) != KC_OK) fail_msg("%s", kc_last_error(ctx));
+  kc_graph_free(g);
+  kc_context_free(ctx);
+  /* bits in, bits out: exact, a tie to even down (0x3f80) and up (0x3f82), above a tie, a
+   * carry into the exponent, the largest finite rounding to inf, -0, inf, a NaN staying NaN */
+  static const uint32_t in[] = {0x3f800000, 0x3f808000, 0x3f818000, 0x3f808001, 0x3fffffff,
+                                0x7f7fffff, 0x80000000, 0x7f800000, 0x7fc00001, 0xc0490fdb};
+  static const uint32_t want[] = {0x3f800000, 0x3f800000, 0x3f820000, 0x3f810000, 0x40000000,
+                                  0x7f800000, 0x80000000, 0x7f800000, 0x7fc00000, 0xc0490000};
+  enum { N = sizeof in / sizeof *in };
+  float xs[N];
+  memcpy(xs, in, sizeof xs);
+  lib l;
+  lib_open(&l, so, "bf");
+  void *m = l.create(1);
+  if (!m) fail_msg("create: %s", l.error(NULL));
+  kc_tensor_desc ti = {"x", KC_F32, 1, {N}, xs}, to;
+  if (l.run(m, &ti, &to) != 0) fail_msg("run: %s", l.error(m));
+  for (int i = 0; i < N; i++) {
+    uint32_t got;
+    memcpy(&got, (const float *)to.data + i, sizeof got);
+    if (got != want[i]) fail_msg("bf16(0x%08x) = 0x%08x, want 0x%08x", in[i], got, want[i]);
+  }
+  l.free(m);
+  dlclose(l.so);
+}
+
 static void t_multi(void **state) {
   (void)state;
   char so[256], v2so[256];
@@ -428,8 +467,8 @@ int main(int argc, char **argv) {
   snprintf(dir, sizeof dir, "/tmp/kc_aot_cpu_XXXXXX");
   if (!mkdtemp(dir)) return 1;
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_v2),          cmocka_unit_test(t_named), cmocka_unit_test(t_multi),
-      cmocka_unit_test(t_multi_train), cmocka_unit_test(t_cli),
+      cmocka_unit_test(t_v2),    cmocka_unit_test(t_named),       cmocka_unit_test(t_bf16),
+      cmocka_unit_test(t_multi), cmocka_unit_test(t_multi_train), cmocka_unit_test(t_cli),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   char cmd[128];
