@@ -18,6 +18,8 @@
 #include "codegen/plan.h"
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 typedef struct kc_exec kc_exec;
 
@@ -146,5 +148,21 @@ int kc_aot_cpu_lacks(const char *features, char *lacks, size_t lsize, char *unkn
 void kc_aot_create_failed(const char *msg);
 /* Why the last create on this thread failed ("" when none did). */
 const char *kc_aot_create_error(void);
+
+/* ---- builtins the kernels may call ------------------------------------------------------------
+ * LLVM lowers a float -> bfloat conversion to a call of __truncsfbf2 on CPUs without AVX512-BF16
+ * (every x86-64-vN level, znver3...). compiler-rt has it, libgcc only since GCC 13, so kernc
+ * brings its own: the runtime archive defines __truncsfbf2 (runtime/aot_entry.c), the JIT maps
+ * the name to it (codegen/cpu/jit.c). The bfloat result comes back in the low 16 bits of xmm0,
+ * as a float's would: this returns the float whose bits those are. Rounding as compiler-rt's:
+ * to nearest even; NaNs stay (quiet) NaNs. */
+static inline float kc_truncsfbf2(float x) {
+  uint32_t u, h;
+  float r;
+  memcpy(&u, &x, sizeof u);
+  h = (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  memcpy(&r, &h, sizeof r);
+  return r;
+}
 
 #endif /* KERNC_CODEGEN_AOT_H */

@@ -32,24 +32,9 @@ const char *kc_aot_error(const kc_exec *x) {
 
 void kc_aot_free(kc_exec *x) { kc_exec_free(x); }
 
-/* ---- compiler builtins the kernels may call ------------------------------------------------
- * LLVM lowers a float -> bfloat conversion to a call of __truncsfbf2 on CPUs without AVX512-BF16
- * (every x86-64-vN level, znver3...). compiler-rt has it, libgcc only since GCC 13, so the
- * library carries its own (hidden, local to the library like the whole archive). The bfloat
- * result comes back in the low 16 bits of xmm0, as a float's would: it is returned as the float
- * whose bits those are. Rounding as compiler-rt's: to nearest even, NaNs stay (quiet) NaNs. */
+/* The f32 -> bf16 libcall of kernels for CPUs without AVX512-BF16 (codegen/aot.h); hidden, and
+ * local to the library like the whole archive. */
 #if defined(__x86_64__)
-#include <stdint.h>
-#include <string.h>
-
 __attribute__((visibility("hidden"))) float __truncsfbf2(float x);
-float __truncsfbf2(float x) {
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  uint32_t h = (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u /* NaN: quiet */
-                                               : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  float r;
-  memcpy(&r, &h, sizeof r);
-  return r;
-}
+float __truncsfbf2(float x) { return kc_truncsfbf2(x); }
 #endif

@@ -10,11 +10,13 @@
  *     by the JIT's target machine builder, cpu->tm runs the pass pipeline, so the IR is
  *     optimized for exactly the machine code generator that compiles it.
  *   - Process symbols (libm, later libmvec when linked in) are visible to JIT'd code through a
- *     process search generator, so emitters may call them by name.
+ *     process search generator, so emitters may call them by name; the libcalls LLVM itself may
+ *     emit that the process may lack (__truncsfbf2) are defined by address.
  *   - Every LLVM error message ends in the context's error buffer; none is printed.
  *   - cpu->features is the one feature list of the chosen CPU: the target machines get it, the
  *     emitters' facts are derived from it, and an AOT object records it.
  */
+#include "codegen/aot.h" /* kc_truncsfbf2 */
 #include "cpu.h"
 
 #include <llvm-c/Analysis.h>
@@ -131,6 +133,19 @@ static kc_status choose_cpu(kc_cpu *cpu, const char *want, char **name) {
   return KC_OK;
 }
 
+static float truncsfbf2(float x) { return kc_truncsfbf2(x); }
+
+/* The libcalls kernels may need that the process may lack (codegen/aot.h), by address: they
+ * take precedence over the process's own. */
+static LLVMErrorRef define_builtins(kc_cpu *cpu) {
+  LLVMJITSymbolFlags flags = {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable,
+                              0};
+  LLVMOrcCSymbolMapPair sym = {LLVMOrcLLJITMangleAndIntern(cpu->jit, "__truncsfbf2"),
+                               {(LLVMOrcExecutorAddress)(uintptr_t)truncsfbf2, flags}};
+  LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(&sym, 1);
+  return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(cpu->jit), mu);
+}
+
 static LLVMTargetMachineRef host_tm(kc_cpu *cpu, LLVMTargetRef target) {
   static const LLVMCodeGenOptLevel levels[] = {LLVMCodeGenLevelNone, LLVMCodeGenLevelLess,
                                                LLVMCodeGenLevelDefault, LLVMCodeGenLevelAggressive};
@@ -196,6 +211,11 @@ kc_status kc_cpu_new_for(kc_context *ctx, const char *cpu_name, kc_cpu **out) {
     return s;
   }
   LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(cpu->jit), gen);
+  if ((err = define_builtins(cpu)) != NULL) {
+    kc_status s = kc_cpu_llvm_error(cpu, err, "defining the JIT's builtins");
+    kc_cpu_free(cpu);
+    return s;
+  }
   cpu->tsc = LLVMOrcCreateNewThreadSafeContext();
   *out = cpu;
   return KC_OK;
