@@ -681,7 +681,9 @@ kc_status kc_export_check_name(kc_context *ctx, const char *name);
 /*
  * Compile g ahead of time into the shared library so_path, which needs neither libkernc nor LLVM
  * (weights included), and write its C header to header_path (NULL: NAME.h next to so_path),
- * declaring NAME_create/_run/_free/_error and listing inputs and outputs with dtypes and shapes.
+ * declaring NAME_create/_run/_free/_error (and, target "cpu", NAME_target: the CPU whose kernels
+ * NAME_create runs, see kc_export_options.cpu) and listing inputs and outputs with dtypes and
+ * shapes.
  * Sizes must follow from the input shapes; a graph whose sizes depend on computed data is
  * KC_ERR_UNSUPPORTED naming the node (kc_compile runs those). Target "cuda" writes the same entry
  * points and header; without the CUDA toolkit it is KC_ERR_UNSUPPORTED.
