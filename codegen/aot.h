@@ -1,7 +1,8 @@
 /*
  * codegen/aot.h - the entry points of a model compiled ahead of time: the object kc_export
  * writes (codegen/cpu/aot_object.c) holds the plan of codegen/plan.h as constant data and
- * defines NAME_create / NAME_run / NAME_free / NAME_error, which call the functions below in
+ * defines NAME_create / NAME_run / NAME_free / NAME_error / NAME_target (a CPU library may hold
+ * its kernels for several CPUs: kc_aot_targets below), which call the functions below in
  * the runtime archive linked beside it (runtime/aot_entry.c over the one executor,
  * runtime/executor.c, that kc_compile's modules use too). A causal decoder's object also holds
  * its decode step (kc_plan_decode) and the session entry points NAME_session_new / _free /
@@ -17,6 +18,8 @@
 #include "codegen/plan.h"
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 typedef struct kc_exec kc_exec;
 
@@ -98,6 +101,42 @@ const char *kc_aot_train_error(const kc_aot_train *t);
 
 /* ---- the CPU check (runtime/aot_cpu_check.c) ------------------------------------------------ */
 
+/*
+ * The CPU variants of a library on the CPU target (kc_export_options.cpu): n >= 1 plans of the
+ * same model (same inputs, outputs and weights symbol), v[i]'s compiled for the CPU its target
+ * string records ("kernc-target triple=... cpu=... features=+a,+b"), most portable first; its
+ * decode step (NULL: none, for every variant alike) and LLVM's name of its CPU. NAME_create,
+ * NAME_session_new and NAME_target use the last variant this CPU has every feature of. Written
+ * as constant data by codegen/cpu/aot_object.c, field by field (variant 0's object holds the
+ * table, each other object its kc_aot_variant).
+ */
+typedef struct kc_aot_variant {
+  const kc_plan *plan;
+  const kc_plan_decode *decode;
+  const char *target;
+  const char *cpu;
+} kc_aot_variant;
+#define KC_AOT_VARIANT_WORDS 4
+
+typedef struct kc_aot_targets {
+  int64_t n;
+  const kc_aot_variant *const *v;
+} kc_aot_targets;
+#define KC_AOT_TARGETS_WORDS 2
+
+/* The index of the last variant of t this CPU can run; -1 when none. */
+int64_t kc_aot_pick(const kc_aot_targets *t);
+/* kc_aot_create_checked with the variant kc_aot_pick chooses (none: the first, whose check then
+ * fails saying what this CPU lacks). NAME_create. */
+kc_exec *kc_aot_create_best(const kc_aot_targets *t, int threads);
+/* LLVM's name of the CPU of the variant kc_aot_pick chooses ("x86-64-v4"); NULL when this CPU
+ * can run none. NAME_target. */
+const char *kc_aot_target(const kc_aot_targets *t);
+/* kc_aot_session_new over the decode step of the variant kc_aot_pick chooses (as
+ * kc_aot_create_best). NAME_session_new. */
+kc_session *kc_aot_session_best(const kc_aot_targets *t, int threads, int paged, int64_t size,
+                                int64_t count);
+
 /* kc_aot_create after checking this CPU against `target` (the object's recorded string); NULL
  * when a feature is missing or memory is out, kc_aot_error(NULL) then says why. */
 kc_exec *kc_aot_create_checked(const kc_plan *d, const char *target, int threads);
@@ -109,5 +148,21 @@ int kc_aot_cpu_lacks(const char *features, char *lacks, size_t lsize, char *unkn
 void kc_aot_create_failed(const char *msg);
 /* Why the last create on this thread failed ("" when none did). */
 const char *kc_aot_create_error(void);
+
+/* ---- builtins the kernels may call ------------------------------------------------------------
+ * LLVM lowers a float -> bfloat conversion to a call of __truncsfbf2 on CPUs without AVX512-BF16
+ * (every x86-64-vN level, znver3...). compiler-rt has it, libgcc only since GCC 13, so kernc
+ * brings its own: the runtime archive defines __truncsfbf2 (runtime/aot_entry.c), the JIT maps
+ * the name to it (codegen/cpu/jit.c). The bfloat result comes back in the low 16 bits of xmm0,
+ * as a float's would: this returns the float whose bits those are. Rounding as compiler-rt's:
+ * to nearest even; NaNs stay (quiet) NaNs. */
+static inline float kc_truncsfbf2(float x) {
+  uint32_t u, h;
+  float r;
+  memcpy(&u, &x, sizeof u);
+  h = (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  memcpy(&r, &h, sizeof r);
+  return r;
+}
 
 #endif /* KERNC_CODEGEN_AOT_H */

@@ -30,7 +30,7 @@ typedef struct kc_cpu kc_cpu;
 
 /* What the emitters size their kernels by. */
 typedef struct kc_cpu_info {
-  char name[64];  /* LLVM's name of the host CPU ("sapphirerapids") */
+  char name[64];  /* LLVM's name of the CPU ("sapphirerapids"; kc_cpu_new_for's when named) */
   int f32_lanes;  /* f32 lanes of the widest usable vector: 16 AVX-512, 8 AVX2, 4 SSE */
   int vec_regs;   /* architectural vector registers: 32 with AVX-512, else 16 */
   int has_fma;    /* fused multiply-add in hardware */
@@ -41,9 +41,15 @@ typedef struct kc_cpu_info {
 
 /* Create the host target: initializes LLVM's native target, builds the LLJIT. */
 kc_status kc_cpu_new(kc_context *ctx, kc_cpu **out);
+/* kc_cpu_new for CPU cpu_name (NULL or "native": the host; else kc_cpu_check_name's names): code,
+ * kc_cpu_host's facts (but the caches) and an AOT object's recorded features are that CPU's. */
+kc_status kc_cpu_new_for(kc_context *ctx, const char *cpu_name, kc_cpu **out);
+/* KC_OK when kc_cpu_new_for knows name: native, or an LLVM 19 x86-64 CPU name on x86-64
+ * (x86-64-v2...v4, skylake-avx512, znver3, ...); else KC_ERR_INVALID_ARG saying what is. */
+kc_status kc_cpu_check_name(kc_context *ctx, const char *name);
 /* Free the target and all code it compiled. NULL is fine. */
 void kc_cpu_free(kc_cpu *cpu);
-/* Facts about the host CPU. */
+/* Facts about the CPU the kernels are for (the host, or kc_cpu_new_for's). */
 const kc_cpu_info *kc_cpu_host(const kc_cpu *cpu);
 /* Write NAME.ll (optimized IR) and NAME.s of every later module into dir (NULL: stop). */
 kc_status kc_cpu_set_dump_dir(kc_cpu *cpu, const char *dir);
@@ -172,16 +178,22 @@ struct kc_plan;
 /* Lower every node of g (as kc_cpu_compile_graph does); kernels[] gets the static facts only. */
 kc_status kc_cpu_obj_lower(kc_cpu *cpu, const struct kc_graph *g, kc_cpu_kernel *kernels,
                            kc_cpu_obj **out);
+/* The most CPU variants one library holds (kc_export_options.cpu). */
+#define KC_AOT_MAX_VARIANTS 8
 /*
  * Add the tables of model (codegen/aot.h; its pointers are the caller's, its fn/units/weights/
  * eval_dims fields are ignored: the object gets the kernels of each step's node, the weights
  * file, and a dims function computing slot i as slot_dims[i] of g from the symbols
- * model->syms[]), entry points NAME_create/_run/_free/_error, optimize for the host CPU and write
- * a position-independent object to obj_path. weights_path (NULL when there are none) is pulled
- * in by the assembler (.incbin), so weights never pass through LLVM constants.
+ * model->syms[]), optimize for the kc_cpu's CPU and write a position-independent object to
+ * obj_path. weights_path (NULL when there are none) is pulled in by the assembler (.incbin), so
+ * weights never pass through LLVM constants. The object is CPU variant `variant` of
+ * `nvariants` (kc_aot_targets; 0 of 1 for one CPU): variant 0's holds the weights and the
+ * entry points NAME_create/_run/_free/_error/_target over all variants; the others' only their
+ * kernels and tables (weights_path only says whether there are weights: variant 0's are used).
  */
 kc_status kc_cpu_obj_write(kc_cpu_obj *o, const struct kc_plan *model, const kc_dim *slot_dims,
-                           const char *weights_path, const char *obj_path);
+                           const char *weights_path, int variant, int nvariants,
+                           const char *obj_path);
 /* Free the object's module. NULL is fine. */
 void kc_cpu_obj_free(kc_cpu_obj *o);
 /*

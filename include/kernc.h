@@ -685,6 +685,14 @@ typedef struct kc_export_options {
                              embedded; the library then needs only the CUDA driver to run */
   const char *cuda_archs; /* "cuda": "80,86,90" (cubins; "compute_80": PTX, else PTX for the
                              lowest is added); NULL: "80,90" and PTX for compute_80 */
+  const char *cpu; /* "cpu" target: the CPU the kernels are for. NULL or "native": this one (its
+                      LLVM name and features; the library refuses CPUs lacking one); an LLVM 19
+                      x86-64 CPU name: "x86-64-v2", "-v3", "-v4" (the psABI levels),
+                      "skylake-avx512", "znver3"... (its features only); a comma-separated list
+                      of up to 8, most portable first, or "multi" (= "x86-64-v2,x86-64-v3,
+                      x86-64-v4"): kernels for each in one library, weights stored once, and
+                      NAME_create picks the last one this CPU has every feature of (NAME_target
+                      says which). Unknown names are KC_ERR_INVALID_ARG. */
 } kc_export_options;
 
 /*
@@ -698,7 +706,9 @@ kc_status kc_export_check_name(kc_context *ctx, const char *name);
 /*
  * Compile g ahead of time into the shared library so_path, which needs neither libkernc nor LLVM
  * (weights included), and write its C header to header_path (NULL: NAME.h next to so_path),
- * declaring NAME_create/_run/_free/_error and listing inputs and outputs with dtypes and shapes.
+ * declaring NAME_create/_run/_free/_error (and, target "cpu", NAME_target: the CPU whose kernels
+ * NAME_create runs, see kc_export_options.cpu) and listing inputs and outputs with dtypes and
+ * shapes.
  * Sizes must follow from the input shapes; a graph whose sizes depend on computed data is
  * KC_ERR_UNSUPPORTED naming the node (kc_compile runs those). Target "cuda" writes the same entry
  * points and header; without the CUDA toolkit it is KC_ERR_UNSUPPORTED.

@@ -8,6 +8,8 @@
  * follow LLVM 19's host detection (lib/TargetParser/Host.cpp), including the OS register-state
  * checks for AVX, AVX-512 and AMX; features it does not know are not checked; on other
  * architectures nothing is checked.
+ * A library may hold its kernels for several CPUs (kc_aot_targets): NAME_create takes the last
+ * variant whose features this CPU has, with the same check.
  * Invariants: the message of a failed create is per thread (as dlerror's), since no instance
  * exists to hold it.
  */
@@ -289,11 +291,33 @@ kc_exec *kc_aot_create_checked(const kc_plan *d, const char *target, int threads
     }
     snprintf(create_error, sizeof create_error,
              "%s was compiled for %s CPU '%s' with %s; this CPU lacks %s (compile the model "
-             "with kernc on a machine with this CPU)",
+             "for a CPU this one has all features of: kernc compile --cpu=x86-64-v2 or "
+             "--cpu=multi for any recent x86-64, or on a machine with this CPU)",
              lib, triple, cpu, list, lacks);
     return NULL;
   }
   kc_exec *m = kc_aot_create(d, threads);
   if (!m) snprintf(create_error, sizeof create_error, "out of memory creating model %s", d->name);
   return m;
+}
+
+/* ---- the variants of a library (kc_aot_targets) ------------------------------------------- */
+
+int64_t kc_aot_pick(const kc_aot_targets *t) {
+  for (int64_t i = t->n - 1; i >= 0; i--) {
+    const char *features = t->v[i]->target ? strstr(t->v[i]->target, " features=") : NULL;
+    if (!features || kc_aot_cpu_lacks(features + 10, NULL, 0, NULL, 0) == 0) return i;
+  }
+  return -1;
+}
+
+kc_exec *kc_aot_create_best(const kc_aot_targets *t, int threads) {
+  int64_t i = kc_aot_pick(t);
+  if (i < 0) i = 0;
+  return kc_aot_create_checked(t->v[i]->plan, t->v[i]->target, threads);
+}
+
+const char *kc_aot_target(const kc_aot_targets *t) {
+  int64_t i = kc_aot_pick(t);
+  return i < 0 ? NULL : t->v[i]->cpu;
 }

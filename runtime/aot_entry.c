@@ -31,3 +31,10 @@ const char *kc_aot_error(const kc_exec *x) {
 }
 
 void kc_aot_free(kc_exec *x) { kc_exec_free(x); }
+
+/* The f32 -> bf16 libcall of kernels for CPUs without AVX512-BF16 (codegen/aot.h); hidden, and
+ * local to the library like the whole archive. */
+#if defined(__x86_64__)
+__attribute__((visibility("hidden"))) float __truncsfbf2(float x);
+float __truncsfbf2(float x) { return kc_truncsfbf2(x); }
+#endif

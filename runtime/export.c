@@ -16,6 +16,12 @@
  * target (sessions run on the CPU only for now), simply has no session entry points, and the
  * header says why.
  *
+ * kc_export_options.cpu may name several CPUs (or "multi": the x86-64-v2, v3 and v4 levels):
+ * the first is lowered as above; each other one lowers a copy of the compiled graph (sharing its
+ * data, no passes: the same graph, so the same plan layout and weights) with a kc_cpu for its
+ * CPU into an object of its own (kc_cpu_obj_write's CPU variants), and NAME_create picks one at
+ * run time. The weights file is written once, from the first; the others' must be the same.
+ *
  * kc_export_train exports a training step instead: the graph kc_trainer_new compiles
  * (kc_rt_train_graph: parameters as inputs, forward + backward) is the library's plan, and
  * runtime/export_train.c adds the parameters' initial values and the NAME_train_* entry points
@@ -93,10 +99,19 @@ static void dir_of(const char *path, char *buf, size_t size) {
     fmt_path(buf, size, "%.*s", (int)(slash - path), path);
 }
 
-typedef struct job {
+/* kc_export_options.cpu = "multi" */
+#define MULTI_CPUS "x86-64-v2,x86-64-v3,x86-64-v4"
+#define CPU_LIST_LEN 1024
+
+typedef struct job job;
+struct job {
   kc_context *ctx;
-  kc_module *dm;         /* the decode step; NULL: none */
-  kc_plan_decode decode; /* its facts, decode.plan = &dm->plan.model */
+  const char *cpu;         /* this CPU variant's (kc_cpu_new_for); NULL: the host */
+  job *variants;           /* the first job only: the other CPU variants, nvariants - 1 of them */
+  int nvariants;           /* 1 + those */
+  char cpus[CPU_LIST_LEN]; /* the first job only: opts->cpu as a list, names NUL-separated */
+  kc_module *dm;           /* the decode step; NULL: none */
+  kc_plan_decode decode;   /* its facts, decode.plan = &dm->plan.model */
   char decode_name[NAME_LEN + 16];
   char no_session[1024]; /* why there is no decode step ("" when there is) */
   kc_rt_weight *weights; /* the weights file: the model's, then the step's own */
@@ -111,7 +126,7 @@ typedef struct job {
   kc_module *m;
   kc_cpu_obj *obj;
   void *state; /* the target's export state (CUDA: NVRTC images) */
-} job;
+};
 
 static kc_status check_paths(job *j) {
   char dir[PATH_LEN];
@@ -131,13 +146,61 @@ static kc_status check_paths(job *j) {
   return KC_OK;
 }
 
-/* kc_compile's preparation, lowering into an object's module instead of the JIT. */
-static kc_status lower(job *j, const kc_graph *g) {
+/* kc_compile's preparation, lowering into an object's module instead of the JIT, for j's CPU. */
+static kc_status lower(job *j, const kc_graph *g, const char *passes) {
   /* g outlives the call: its weights are not copied */
-  kc_status s =
-      kc_rt_module_new(j->ctx, g, j->target, true, j->opts ? j->opts->passes : NULL, false, &j->m);
-  if (s == KC_OK) s = j->target->export_lower(j->m, j->opts, &j->obj, &j->state);
+  kc_status s = kc_rt_module_new(j->ctx, g, j->target, true, passes, false, &j->m);
+  kc_export_options o = j->opts ? *j->opts : (kc_export_options){0};
+  o.cpu = j->cpu;
+  if (s == KC_OK) s = j->target->export_lower(j->m, &o, &j->obj, &j->state);
   return s == KC_OK ? kc_rt_analyze(j->m) : s;
+}
+
+/*
+ * opts->cpu into j->cpus (the names, NUL-separated) and j->nvariants: "multi" is MULTI_CPUS;
+ * every name must be known (kc_cpu_check_name), none twice, at most KC_AOT_MAX_VARIANTS; only
+ * the CPU target has a choice.
+ */
+static kc_status parse_cpus(job *j) {
+  const char *list = j->opts ? j->opts->cpu : NULL;
+  j->nvariants = 1;
+  if (!list) return KC_OK;
+  if (j->target->takes_archs)
+    return kc_errorf(j->ctx, KC_ERR_INVALID_ARG,
+                     "a CPU was given for target '%s', whose host code runs on any CPU of the "
+                     "architecture; the CPU is for the cpu target",
+                     j->target->name);
+  if (strcmp(list, "multi") == 0) list = MULTI_CPUS;
+  if (!*list || strlen(list) >= sizeof j->cpus)
+    return kc_errorf(j->ctx, KC_ERR_INVALID_ARG, "CPU list '%.100s' is %s", list,
+                     *list ? "too long" : "empty");
+  strcpy(j->cpus, list);
+  int n = 0;
+  const char *names[KC_AOT_MAX_VARIANTS];
+  for (char *p = j->cpus, *next; p; p = next) {
+    next = strchr(p, ',');
+    if (next) *next++ = 0;
+    kc_status s = kc_cpu_check_name(j->ctx, p);
+    if (s != KC_OK) return s;
+    if (n == KC_AOT_MAX_VARIANTS)
+      return kc_errorf(j->ctx, KC_ERR_INVALID_ARG, "more than %d CPUs in '%.200s'",
+                       KC_AOT_MAX_VARIANTS, list);
+    for (int i = 0; i < n; i++)
+      if (strcmp(names[i], p) == 0)
+        return kc_errorf(j->ctx, KC_ERR_INVALID_ARG, "CPU '%s' is twice in '%.200s'", p, list);
+    names[n++] = p;
+  }
+  j->nvariants = n;
+  j->cpu = j->cpus; /* the first name */
+  return KC_OK;
+}
+
+/* Name i of j->cpus. */
+static const char *cpu_name(const job *j, int i) {
+  const char *p = j->cpus;
+  while (i-- > 0)
+    p += strlen(p) + 1;
+  return p;
 }
 
 /* The weights file: the model plan's weights, then those of the decode step that the model does
@@ -221,13 +284,91 @@ static void path_in(const job *j, char *buf, const char *file) {
   fmt_path(buf, PATH_LEN, "%s/%s", j->tmp, file);
 }
 
+/* Free what a job lowered: the object before the module (its kc_cpu made the LLVM module), the
+ * decode step's before the model's (its graph shares that one's data). */
+static void release(job *j) {
+  kc_cpu_obj_free(j->obj);
+  if (j->target && j->target->export_free) j->target->export_free(j->state);
+  kc_module_free(j->dm);
+  kc_module_free(j->m);
+  free(j->weights);
+  j->obj = NULL;
+  j->state = NULL;
+  j->dm = j->m = NULL;
+  j->weights = NULL;
+}
+
+/* The same weights file (the same weights at the same offsets) as the first variant's. */
+static bool same_weights(const job *a, const job *b) {
+  if (a->nweights != b->nweights || a->weights_bytes != b->weights_bytes) return false;
+  for (int64_t w = 0; w < a->nweights; w++)
+    if (a->weights[w].off != b->weights[w].off || a->weights[w].bytes != b->weights[w].bytes ||
+        (a->weights[w].data != b->weights[w].data &&
+         memcmp(a->weights[w].data, b->weights[w].data, a->weights[w].bytes) != 0))
+      return false;
+  return true;
+}
+
+/* CPU variant v (>= 1) of the first job j: a copy of j's compiled graph lowered for its CPU, with
+ * its plan, decode step and weights, which must be j's; its object written to obj. */
+static kc_status build_variant(job *j, int v, const char *weights, const char *obj) {
+  job *x = &j->variants[v - 1];
+  *x = (job){.ctx = j->ctx,
+             .cpu = cpu_name(j, v),
+             .opts = j->opts,
+             .train = j->train,
+             .target = j->target};
+  strcpy(x->name, j->name);
+  kc_status s = lower(x, j->m->g, ""); /* the passes ran */
+  if (s == KC_OK) s = kc_rt_plan_build(x->m, x->name, false, &x->m->plan);
+  if (s == KC_OK) s = add_decode(x);
+  if (s == KC_OK) s = merge_weights(x);
+  if (s != KC_OK) return s;
+  if (!same_weights(j, x) || !x->dm != !j->dm ||
+      x->m->plan.model.ninputs != j->m->plan.model.ninputs ||
+      x->m->plan.model.noutputs != j->m->plan.model.noutputs)
+    return kc_errorf(j->ctx, KC_ERR_INTERNAL,
+                     "AOT: the variant for CPU '%s' differs from the one for '%s' in more than "
+                     "its kernels",
+                     x->cpu, j->cpu);
+  const kc_rt_plan *plan = &x->m->plan;
+  s = kc_cpu_obj_write(x->obj, &plan->model, plan->slot_dims, j->weights_bytes > 0 ? weights : NULL,
+                       v, j->nvariants, obj);
+  release(x); /* written: one variant's LLVM modules at a time beside the first's */
+  return s;
+}
+
+/* What the header says the kernels are built for: the target's description of the first
+ * variant, or every variant's CPU name. */
+static void describe(job *j, char *buf, size_t size) {
+  if (j->nvariants <= 1) {
+    j->target->export_describe(j->m, j->state, buf, size);
+    return;
+  }
+  size_t l = 0;
+  buf[0] = 0;
+  for (int i = 0; i < j->nvariants && l < size; i++)
+    l += (size_t)snprintf(buf + l, size - l, "%s%s", i ? "," : "", cpu_name(j, i));
+}
+
+/* Path of the object of variant v into buf. */
+static void object_path(const job *j, int v, char *buf) {
+  char file[32];
+  snprintf(file, sizeof file, v ? "model_%d.o" : "model.o", v);
+  path_in(j, buf, file);
+}
+
 static kc_status build(job *j, const kc_graph *g) {
   kc_status s = check_paths(j);
+  if (s == KC_OK) s = parse_cpus(j);
+  if (s == KC_OK && j->nvariants > 1 &&
+      !(j->variants = calloc((size_t)j->nvariants - 1, sizeof *j->variants)))
+    s = kc_errorf(j->ctx, KC_ERR_NOMEM, "out of memory");
   if (s == KC_OK) s = model_name(j->ctx, j->opts ? j->opts->name : NULL, j->so_path, j->name);
   if (s == KC_OK)
     s = kc_export_find_runtime(j->ctx, j->opts ? j->opts->runtime : NULL, j->runtime,
                                sizeof j->runtime);
-  if (s == KC_OK) s = lower(j, g);
+  if (s == KC_OK) s = lower(j, g, j->opts ? j->opts->passes : NULL);
   if (s == KC_OK) s = kc_rt_plan_build(j->m, j->name, false, &j->m->plan);
   if (s == KC_OK) s = add_decode(j);
   if (s == KC_OK) s = merge_weights(j);
@@ -235,7 +376,9 @@ static kc_status build(job *j, const kc_graph *g) {
   if (s != KC_OK) return s;
   const kc_rt_plan *plan = &j->m->plan;
 
-  char dir[PATH_LEN], weights[PATH_LEN], obj[PATH_LEN], so[PATH_LEN], header[PATH_LEN];
+  char dir[PATH_LEN], weights[PATH_LEN], so[PATH_LEN], header[PATH_LEN];
+  char objs[KC_AOT_MAX_VARIANTS][PATH_LEN];
+  const char *obj_list[KC_AOT_MAX_VARIANTS];
   char params[PATH_LEN], train_c[PATH_LEN];
   dir_of(j->so_path, dir, sizeof dir);
   fmt_path(j->tmp, sizeof j->tmp, "%s/.kernc-%s-XXXXXX", dir, j->name);
@@ -245,7 +388,10 @@ static kc_status build(job *j, const kc_graph *g) {
     return s;
   }
   path_in(j, weights, "weights.bin");
-  path_in(j, obj, "model.o");
+  for (int v = 0; v < j->nvariants; v++) {
+    object_path(j, v, objs[v]);
+    obj_list[v] = objs[v];
+  }
   path_in(j, so, "model.so");
   path_in(j, params, "params.bin");
   path_in(j, train_c, "train.c");
@@ -258,10 +404,13 @@ static kc_status build(job *j, const kc_graph *g) {
     return s;
   if (j->target->export_write && (s = j->target->export_write(j->state, plan, j->obj, j->tmp)))
     return s;
-  s = kc_cpu_obj_write(j->obj, &plan->model, plan->slot_dims, has_weights ? weights : NULL, obj);
+  s = kc_cpu_obj_write(j->obj, &plan->model, plan->slot_dims, has_weights ? weights : NULL, 0,
+                       j->nvariants, objs[0]);
+  for (int v = 1; v < j->nvariants && s == KC_OK; v++)
+    s = build_variant(j, v, weights, objs[v]);
   if (s == KC_OK)
-    s = kc_export_link(j->ctx, j->opts ? j->opts->cc : NULL, obj, j->train ? train_c : NULL,
-                       j->runtime, so);
+    s = kc_export_link(j->ctx, j->opts ? j->opts->cc : NULL, obj_list, j->nvariants,
+                       j->train ? train_c : NULL, j->runtime, so);
   if (s != KC_OK) return s;
   if (rename(so, j->so_path) != 0)
     return kc_errorf(j->ctx, KC_ERR_IO, "cannot write %s: %s", j->so_path, strerror(errno));
@@ -269,8 +418,8 @@ static kc_status build(job *j, const kc_graph *g) {
     fmt_path(header, sizeof header, "%s/%s.h", dir, j->name);
     j->header_path = header;
   }
-  char built_for[256];
-  j->target->export_describe(j->m, j->state, built_for, sizeof built_for);
+  char built_for[CPU_LIST_LEN];
+  describe(j, built_for, sizeof built_for);
   kc_export_session hs = {
       .decode = j->dm ? &j->decode : NULL, .why_not = j->no_session, .train = j->train};
   s = kc_export_header(j->ctx, j->m->g, plan, &hs, j->opts ? j->opts->source : NULL, built_for,
@@ -282,10 +431,14 @@ static kc_status build(job *j, const kc_graph *g) {
 /* Remove the intermediate files and their folder (best effort: the error, if any, stays). */
 static void cleanup(job *j) {
   if (!j->tmp[0]) return;
-  const char *files[] = {"weights.bin", "cuda.bin", "model.o", "model.so", "params.bin", "train.c"};
+  const char *files[] = {"weights.bin", "cuda.bin", "model.so", "params.bin", "train.c"};
   char path[PATH_LEN];
   for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
     path_in(j, path, files[i]);
+    unlink(path);
+  }
+  for (int v = 0; v < KC_AOT_MAX_VARIANTS; v++) {
+    object_path(j, v, path);
     unlink(path);
   }
   rmdir(j->tmp);
@@ -311,11 +464,10 @@ static kc_status export_job(kc_context *ctx, const kc_graph *g, const kc_export_
                   j.target->name);
   if (s == KC_OK) s = build(&j, g);
   cleanup(&j);
-  kc_cpu_obj_free(j.obj); /* before the module: its kc_cpu made the LLVM module */
-  if (j.target && j.target->export_free) j.target->export_free(j.state);
-  kc_module_free(j.dm); /* before the model's: its graph shares that one's data */
-  kc_module_free(j.m);
-  free(j.weights);
+  for (int v = 0; j.variants && v < j.nvariants - 1; v++)
+    release(&j.variants[v]); /* before the first's: their graphs share its data */
+  free(j.variants);
+  release(&j);
   return s;
 }
 

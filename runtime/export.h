@@ -19,11 +19,12 @@ kc_status kc_export_write_weights(kc_context *ctx, const kc_rt_weight *w, int64_
 /* export_link.c: the runtime archive to link (opts->runtime, the build's, or next to the
  * running program), into buf. */
 kc_status kc_export_find_runtime(kc_context *ctx, const char *given, char *buf, size_t size);
-/* export_link.c: link obj_path and the runtime archive into the shared library so_path with the
- * C compiler cc (NULL: "cc", with lld when it is on $PATH); its output is in the error when it
- * fails. extra_c (NULL: none) is a C file compiled into the library too (position independent). */
-kc_status kc_export_link(kc_context *ctx, const char *cc, const char *obj_path, const char *extra_c,
-                         const char *runtime, const char *so_path);
+/* export_link.c: link the nobjs objects objs and the runtime archive into the shared library
+ * so_path with the C compiler cc (NULL: "cc", with lld when it is on $PATH); its output is in the
+ * error when it fails. extra_c (NULL: none) is a C file compiled into the library too (position
+ * independent). */
+kc_status kc_export_link(kc_context *ctx, const char *cc, const char *const *objs, int nobjs,
+                         const char *extra_c, const char *runtime, const char *so_path);
 
 /* A training step's export (kc_export_train; runtime/export_train.c): the trainer core holding the
  * parameters (their initial values, their grad_out and the loss_out among the step plan's
@@ -55,7 +56,8 @@ kc_status kc_export_train_write(kc_context *ctx, const kc_export_train_spec *spe
 void kc_export_train_header(FILE *f, const char *N, const kc_export_train_spec *spec);
 
 /* export_header.c: the C header of the model (see kc_export in kernc.h); cpu is LLVM's name of
- * the CPU the kernels were built for. */
+ * the CPU the kernels were built for, or the names of a library's CPU variants, comma-separated
+ * ("CUDA <images>" for the CUDA target). */
 kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_rt_plan *p,
                            const kc_export_session *session, const char *source, const char *cpu,
                            const char *so_path, const char *path);

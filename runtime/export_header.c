@@ -100,6 +100,15 @@ static void list_syms(FILE *f, const kc_rt_plan *p) {
     }
 }
 
+/* KC_MODEL_OK, KC_MODEL_ERR_SHAPE...: kernc.h's kc_status names with KC_MODEL_ for KC_. */
+static void status_macro(kc_status s, char *buf, size_t size) {
+  static const char *const names[] = {
+      "OK",     "ERR_PARSE", "ERR_SHAPE",       "ERR_TYPE",    "ERR_VERIFY",  "ERR_UNSUPPORTED",
+      "ERR_IO", "ERR_NOMEM", "ERR_INVALID_ARG", "ERR_RUNTIME", "ERR_INTERNAL"};
+  _Static_assert(sizeof names / sizeof *names == KC_ERR_INTERNAL + 1, "one name per kc_status");
+  snprintf(buf, size, "KC_MODEL_%s", names[s]);
+}
+
 static void common_types(FILE *f) {
   fprintf(f, "#ifndef KERNC_MODEL_TYPES\n#define KERNC_MODEL_TYPES\n"
              "/* Element types: the same codes in every kernc model header. */\n"
@@ -109,9 +118,19 @@ static void common_types(FILE *f) {
     dtype_macro((kc_dtype)t, up, sizeof up);
     fprintf(f, "  %s = %d,\n", up, t);
   }
+  fprintf(f,
+          "} kc_model_dtype;\n\n"
+          "/* What the int-returning functions return: 0 on success, else one of these codes (the\n"
+          " * same in every kernc model header); the model's _error function says more. */\n"
+          "typedef enum kc_model_status {\n");
+  for (int c = KC_OK; c <= KC_ERR_INTERNAL; c++) {
+    char up[48];
+    status_macro((kc_status)c, up, sizeof up);
+    fprintf(f, "  %s = %d, /* %s */\n", up, c, kc_status_str((kc_status)c));
+  }
   fprintf(
       f,
-      "} kc_model_dtype;\n\n"
+      "} kc_model_status;\n\n"
       "/* A tensor, row-major and contiguous. An input is matched by name, or by position when\n"
       " * name is NULL; for an output, the run fills in every field. */\n"
       "typedef struct kc_model_tensor {\n"
@@ -405,8 +424,8 @@ static void session_api(FILE *f, const char *N, const kc_plan_decode *d) {
       " * lengths at once. The cache is contiguous (one max_len buffer per sequence, written in\n"
       " * place) or paged (blocks of block_size tokens, a block table per sequence, forks\n"
       " * share blocks, a write into a shared one copies it first). One thread at a time uses\n"
-      " * a session. Functions returning int return 0 or an error code (kc_status of kernc.h),\n"
-      " * and %s_session_error says what is wrong.\n"
+      " * a session. Functions returning int return 0 (KC_MODEL_OK) or an error code\n"
+      " * (KC_MODEL_ERR_*), and %s_session_error says what is wrong.\n"
       " *\n * Use:\n"
       " *   %s_session_t *s = %s_session_new(0, 0, 512, 1);  (all cores; contiguous cache:\n"
       " *                             512 tokens per sequence, 1 sequence)\n"
@@ -476,9 +495,12 @@ static void session_api(FILE *f, const char *N, const kc_plan_decode *d) {
       N, N);
 }
 
-/* What the library needs of the machine; cpu is "CUDA <images>" for the CUDA target. */
+static bool is_cuda(const char *cpu) { return strncmp(cpu, "CUDA ", 5) == 0; }
+
+/* What the library needs of the machine; cpu is "CUDA <images>" for the CUDA target, a list
+ * "a,b,c" for CPU variants. */
 static const char *target_text(const char *cpu, const char *N, char *buf, size_t size) {
-  if (strncmp(cpu, "CUDA ", 5) == 0)
+  if (is_cuda(cpu))
     snprintf(
         buf, size,
         " * Its kernels run on a CUDA GPU, compiled for: %s\n"
@@ -486,12 +508,19 @@ static const char *target_text(const char *cpu, const char *N, char *buf, size_t
         " * %s_create; without a driver, or a GPU that none of these fits, %s_create returns\n"
         " * NULL and %s_error(NULL) says why.\n",
         cpu + 5, N, N, N);
+  else if (strchr(cpu, ','))
+    snprintf(buf, size,
+             " * It holds its kernels for each of these CPUs (LLVM's names, most portable first):\n"
+             " * %s. %s_create runs those of the last one whose features this CPU\n"
+             " * has (%s_target says which); on a CPU that lacks a feature of each, %s_create\n"
+             " * returns NULL and %s_error(NULL) names what is missing.\n",
+             cpu, N, N, N, N);
   else
     snprintf(
         buf, size,
-        " * Its kernels are built for the CPU it was compiled on (LLVM's '%s') and use its\n"
-        " * features, which the library records; on a CPU that lacks one, %s_create returns NULL\n"
-        " * and %s_error(NULL) names what is missing.\n",
+        " * Its kernels are built for LLVM's CPU '%s' and use its features, which the library\n"
+        " * records; on a CPU that lacks one, %s_create returns NULL and %s_error(NULL) names\n"
+        " * what is missing.\n",
         cpu, N, N);
   return buf;
 }
@@ -550,13 +579,20 @@ kc_status kc_export_header(kc_context *ctx, const kc_graph *g, const kc_rt_plan 
       "a\n * feature the kernels use, or out of memory: %s_error(NULL) says which. */\n"
       "%s_t *%s_create(int threads);\n"
       "/* Run on %s_NUM_INPUTS inputs; fills %s_NUM_OUTPUTS outputs. 0 on success, else an\n"
-      " * error code (a kc_status of kernc.h) and %s_error says what is wrong. */\n"
+      " * error code (KC_MODEL_ERR_*) and %s_error says what is wrong. */\n"
       "int %s_run(%s_t *model, const %s_tensor *inputs, %s_tensor *outputs);\n"
       "/* The message of this thread's last failed %s_run (\"\" after a success); with NULL, "
       "why the\n * last %s_create of this thread returned NULL. */\n"
       "const char *%s_error(const %s_t *model);\n"
       "/* Free the model and its outputs. NULL is fine. */\nvoid %s_free(%s_t *model);\n",
       N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N);
+  if (!is_cuda(cpu_name))
+    fprintf(
+        f,
+        "/* LLVM's name of the CPU whose kernels %s_create runs on this CPU (\"x86-64-v4\"; one\n"
+        " * of those above); NULL when this CPU lacks a feature of each. */\n"
+        "const char *%s_target(void);\n",
+        N, N);
   if (session && session->decode) {
     session_api(f, N, session->decode);
   } else {

@@ -133,15 +133,16 @@ static bool on_path(const char *name) {
 }
 
 /* The command line linking the library into cmd (CMD_MAX bytes); false when it does not fit. */
-static bool link_command(char *cmd, const char *cc, bool lld, const char *obj_path,
+static bool link_command(char *cmd, const char *cc, bool lld, const char *const *objs, int nobjs,
                          const char *extra_c, const char *runtime, const char *so_path) {
   /* $CC may carry its own flags ("ccache gcc"), so it goes to the shell as it is */
   snprintf(cmd, CMD_MAX, "%s%s -shared%s -o", cc, lld ? " -fuse-ld=lld" : "",
            extra_c ? " -fPIC -O2" : "");
-  bool fits = strlen(cc) + 64 < CMD_MAX && append_quoted(cmd, CMD_MAX, so_path) &&
-              append_quoted(cmd, CMD_MAX, obj_path) &&
-              (!extra_c || append_quoted(cmd, CMD_MAX, extra_c)) &&
-              append_quoted(cmd, CMD_MAX, runtime);
+  bool fits = strlen(cc) + 64 < CMD_MAX && append_quoted(cmd, CMD_MAX, so_path);
+  for (int i = 0; i < nobjs && fits; i++)
+    fits = append_quoted(cmd, CMD_MAX, objs[i]);
+  fits = fits && (!extra_c || append_quoted(cmd, CMD_MAX, extra_c)) &&
+         append_quoted(cmd, CMD_MAX, runtime);
   size_t l = strlen(cmd);
   const char *tail = " -Wl,--exclude-libs,ALL -Wl,-z,noexecstack -lm -lpthread";
   if (!fits || l + strlen(tail) + 1 > CMD_MAX) return false;
@@ -166,8 +167,8 @@ static int run(const char *cmd, char *out, size_t size) {
   return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-kc_status kc_export_link(kc_context *ctx, const char *cc, const char *obj_path, const char *extra_c,
-                         const char *runtime, const char *so_path) {
+kc_status kc_export_link(kc_context *ctx, const char *cc, const char *const *objs, int nobjs,
+                         const char *extra_c, const char *runtime, const char *so_path) {
   /* With the default compiler, lld when it is there: it links a 500 MB weights section in a
    * fraction of GNU ld's time; a compiler that cannot use it falls back to its own linker. */
   bool lld = !cc && on_path("ld.lld");
@@ -176,7 +177,7 @@ kc_status kc_export_link(kc_context *ctx, const char *cc, const char *obj_path, 
   if (!cmd) return kc_errorf(ctx, KC_ERR_NOMEM, "out of memory linking %s", so_path);
   int code = -1;
   for (int attempt = lld ? 0 : 1; attempt < 2 && code != 0; attempt++) {
-    if (!link_command(cmd, cc, attempt == 0, obj_path, extra_c, runtime, so_path)) {
+    if (!link_command(cmd, cc, attempt == 0, objs, nobjs, extra_c, runtime, so_path)) {
       free(cmd);
       return kc_errorf(ctx, KC_ERR_INVALID_ARG, "paths too long to link %s", so_path);
     }

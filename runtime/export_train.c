@@ -211,7 +211,7 @@ void kc_export_train_header(FILE *f, const char *N, const kc_export_train_spec *
       " * and run whole steps: the same step as kernc's JIT trainer (kc_trainer_*), the same\n"
       " * checkpoints (safetensors: NAME, NAME.exp_avg, NAME.exp_avg_sq or\n"
       " * NAME.momentum_buffer; optimizer and step in __metadata__). One thread at a time uses a\n"
-      " * trainer. Functions returning int return 0 or an error code (kc_status of kernc.h), and\n"
+      " * trainer. Functions returning int return 0 or an error code (KC_MODEL_ERR_*), and\n"
       " * %s_train_error says what is wrong.\n"
       " *\n * Use:\n"
       " *   %s_train_t *t = %s_train_new(0, NULL);  (all cores; the compile-time options)\n"

@@ -1,9 +1,9 @@
 /*
  * runtime/session_aot.c - what the session entry points of a model compiled ahead of time call
  * (codegen/aot.h): NAME_session_new makes an instance of the decode step's plan that the object
- * holds (after the same CPU check as NAME_create) and a session over it (runtime/session.c); the
- * other entry points (NAME_decode, NAME_generate, NAME_seq_*...) call kernc.h's kc_session_* and
- * kc_generate_* directly, from this archive.
+ * holds (of the CPU variant NAME_create would pick, after the same CPU check) and a session over it
+ * (runtime/session.c); the other entry points (NAME_decode, NAME_generate, NAME_seq_*...) call
+ * kernc.h's kc_session_* and kc_generate_* directly, from this archive.
  *
  * Part of the runtime archive kernc_rt: no graph, no LLVM. Each session has its own context for
  * its errors (the instance's: one message per thread); a failed NAME_session_new leaves its
@@ -34,6 +34,13 @@ kc_session *kc_aot_session_new(const kc_plan_decode *d, const char *target, int 
     return NULL;
   }
   return s;
+}
+
+kc_session *kc_aot_session_best(const kc_aot_targets *t, int threads, int paged, int64_t size,
+                                int64_t count) {
+  int64_t i = kc_aot_pick(t);
+  if (i < 0) i = 0; /* its check fails, saying what this CPU lacks */
+  return kc_aot_session_new(t->v[i]->decode, t->v[i]->target, threads, paged, size, count);
 }
 
 const char *kc_aot_session_error(const kc_session *s) {

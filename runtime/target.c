@@ -22,7 +22,7 @@ static kc_status cpu_open(kc_module *m, int threads) {
 
 static kc_status cpu_export_lower(kc_module *m, const kc_export_options *opts, kc_cpu_obj **obj,
                                   void **state) {
-  kc_status s = kc_cpu_new(m->ctx, &m->cpu);
+  kc_status s = kc_cpu_new_for(m->ctx, opts ? opts->cpu : NULL, &m->cpu);
   return s == KC_OK ? kc_cpu_obj_lower(m->cpu, m->g, m->kernels, obj) : s;
 }
 

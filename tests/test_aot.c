@@ -7,7 +7,7 @@
  * to the JIT's (kc_compile/kc_run) and to values computed here; an output that is a copy of an
  * input; input errors (static dim, dtype, name) reported through NAME_error; dims that are
  * expressions of symbols (checked on inputs, computed for outputs); `ldd` showing no
- * libkernc and no libLLVM; only the four entry points exported; graphs whose sizes depend on
+ * libkernc and no libLLVM; only the five entry points exported; graphs whose sizes depend on
  * computed data refused by node; a missing folder and a missing C compiler reported; the
  * `kernc compile` program (argv[1]); and ONNX backend node tests (found through python3's onnx,
  * else Debian's libonnx-testdata; a failure when neither is there) compiled to .so, dlopen'ed,

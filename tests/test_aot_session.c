@@ -4,7 +4,9 @@
  * points NAME_session_new ... NAME_generate_beams) against PyTorch and against the C API
  * (argv[1]: the kernc binary, argv[2]: tests/).
  *
- * For tests/models/gpt2_tiny and llama_tiny (GQA + RoPE), each compiled to a .so and dlopen'ed:
+ * For tests/models/gpt2_tiny and llama_tiny (GQA + RoPE), each compiled to a .so and dlopen'ed
+ * (llama_tiny's with --cpu=multi: kernels for x86-64-v2, v3 and v4, the session entry points
+ * running the decode step of the level NAME_session_new picks):
  *   - logits: data set 1 holds two rows of 12 token ids and PyTorch's logits of the full forward;
  *     two sequences are prefilled with 5 and 9 tokens in one NAME_decode, then decoded one token
  *     at a time (together, then alone), and every position's logits must equal PyTorch's (the
@@ -103,6 +105,7 @@ static void lib_close(lib *l) {
 
 typedef struct ref {
   const char *model; /* tests/models/NAME */
+  const char *cpu;   /* kc_export_options.cpu */
   char sym[32];      /* its C prefix in the library */
   char so[256], header[256];
   int64_t layers, kv_heads, head_dim; /* make_models.py's configuration */
@@ -135,7 +138,7 @@ static void load(const env *e, ref *r) {
   snprintf(r->sym, sizeof r->sym, "s_%s", r->model);
   snprintf(r->so, sizeof r->so, "%s/lib%s.so", e->dir, r->sym);
   snprintf(r->header, sizeof r->header, "%s/%s.h", e->dir, r->sym);
-  kc_export_options o = {.name = r->sym, .source = r->model};
+  kc_export_options o = {.name = r->sym, .source = r->model, .cpu = r->cpu};
   if (kc_export(r->ctx, r->g, &o, r->so, r->header) != KC_OK)
     fail_msg("export %s: %s", r->model, kc_last_error(r->ctx));
   lib_open(&r->l, r->so, r->sym);
@@ -493,7 +496,8 @@ static void only_entry_points(const char *so, const char *name) {
                                          "session_error",
                                          "session_free",
                                          "session_new",
-                                         "session_vocab"};
+                                         "session_vocab",
+                                         "target"};
   char cmd[512], *out = NULL, want[4096] = "";
   snprintf(cmd, sizeof cmd, "nm -D --defined-only '%s' | awk '{print $3}' | sort", so);
   assert_int_equal(th_exec(cmd, &out, NULL), 0);
@@ -694,7 +698,8 @@ static env *the_env;
 static int setup(void **state) {
   env *e = the_env;
   e->models[0] = (ref){.model = "gpt2_tiny", .layers = 2, .kv_heads = 4, .head_dim = 64 / 4};
-  e->models[1] = (ref){.model = "llama_tiny", .layers = 2, .kv_heads = 2, .head_dim = 64 / 4};
+  e->models[1] =
+      (ref){.model = "llama_tiny", .cpu = "multi", .layers = 2, .kv_heads = 2, .head_dim = 64 / 4};
   for (int i = 0; i < 2; i++)
     load(e, &e->models[i]);
   *state = e;

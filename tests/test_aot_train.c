@@ -205,10 +205,11 @@ static void only_libc(const char *so) {
 
 /* nm -D of so defines exactly the entry points of a training library named g. */
 static void only_entry_points(const char *so) {
-  static const char *const want[] = {
-      "g_create",           "g_error",       "g_free",       "g_run",        "g_train_accumulate",
-      "g_train_apply",      "g_train_error", "g_train_free", "g_train_load", "g_train_new",
-      "g_train_num_params", "g_train_param", "g_train_save", "g_train_step"};
+  static const char *const want[] = {"g_create",      "g_error",       "g_free",
+                                     "g_run",         "g_target",      "g_train_accumulate",
+                                     "g_train_apply", "g_train_error", "g_train_free",
+                                     "g_train_load",  "g_train_new",   "g_train_num_params",
+                                     "g_train_param", "g_train_save",  "g_train_step"};
   char cmd[512], *out = NULL;
   snprintf(cmd, sizeof cmd, "nm -D --defined-only '%s' | awk '{print $3}' | sort", so);
   assert_int_equal(th_exec(cmd, &out, NULL), 0);

@@ -3,7 +3,8 @@
  * kc_export into a shared library that needs neither kernc nor LLVM, plus its C header (NAME.h
  * next to the library unless --header says where). Silent on success, like the C compilers.
  * --target=cuda embeds kernels NVRTC compiles now (--cuda-arch) and the library then needs only
- * the CUDA driver; the header and entry points are the CPU target's.
+ * the CUDA driver; the header and entry points are the CPU target's. --cpu chooses the CPU the
+ * kernels are for (kc_export_options.cpu): native, an LLVM CPU name, or several of them (multi).
  * --train --loss LOSS (tools/cli_loss.h's specs, as `kernc train`) exports the training step
  * instead (kc_export_train): NAME_train_* with the optimizer options given here as defaults.
  */
@@ -80,15 +81,18 @@ static int export_train(kc_context *ctx, kc_graph *g, const cli_loss *l, const t
 
 int cmd_compile(int argc, char **argv) {
   const char *out = NULL, *name = NULL, *header = NULL, *passes = NULL, *target = "cpu";
-  const char *archs = NULL;
+  const char *archs = NULL, *cpu = NULL;
   cli_cmd cmd = {
       .name = "kernc compile",
       .args = "MODEL",
       .about = "Compile MODEL (.onnx, or text IR .kir) ahead of time for this CPU into a shared\n"
                "library that needs neither kernc nor LLVM (weights included), and write its C\n"
                "header: NAME_create, NAME_run, NAME_free, NAME_error and the inputs and outputs\n"
-               "with dtypes and shapes. Every size must follow from the input shapes. The C\n"
-               "compiler that links the library is $CC, else cc. With --target=cuda the kernels\n"
+               "with dtypes and shapes. Every size must follow from the input shapes. --cpu\n"
+               "builds for another CPU (x86-64-v2 runs on any x86-64 CPU since 2009) or for\n"
+               "several in one library (--cpu=multi: x86-64-v2, -v3 and -v4, NAME_create\n"
+               "picking the best this CPU runs, NAME_target saying which). The C compiler\n"
+               "that links the library is $CC, else cc. With --target=cuda the kernels\n"
                "are compiled by NVRTC for GPUs (--cuda-arch) and embedded: the library needs\n"
                "only the CUDA driver at run time, and has the same header and entry points.\n"
                "With --train --loss LOSS (as `kernc train`: xent:OUTPUT:LABELS, mse:OUTPUT:TARGET\n"
@@ -109,6 +113,11 @@ int cmd_compile(int argc, char **argv) {
   cli_add(&cmd,
           (cli_opt){"passes", 0, "LIST", "passes to run before code generation", NULL, &passes});
   cli_add(&cmd, (cli_opt){"target", 0, "cpu|cuda", "the target (default cpu)", NULL, &target});
+  cli_add(&cmd, (cli_opt){"cpu", 0, "CPU[,CPU...]",
+                          "cpu: native (default: this CPU), x86-64-v2, x86-64-v3, x86-64-v4, an "
+                          "LLVM CPU name (skylake-avx512, znver3...), a list (most portable "
+                          "first) or multi (= x86-64-v2,x86-64-v3,x86-64-v4)",
+                          NULL, &cpu});
   cli_add(&cmd, (cli_opt){"cuda-arch", 0, "LIST",
                           "cuda: cubins for these archs, e.g. 80,86,90; compute_NN for PTX, else "
                           "PTX for the lowest is added (default 80,90)",
@@ -160,6 +169,7 @@ int cmd_compile(int argc, char **argv) {
                            .source = pos[0],
                            .target = target,
                            .cuda_archs = archs,
+                           .cpu = cpu,
                            .cc = cc && *cc ? cc : NULL,
                            .runtime = rt && *rt ? rt : NULL};
     if (tf.train) {

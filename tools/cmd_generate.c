@@ -98,6 +98,7 @@ typedef struct backend {
                int64_t *out, int64_t *nout, double *score);
   int64_t (*bytes_per_token)(const void *s);
   void (*free)(void *s);
+  const char *cpu; /* a library's NAME_target(): the CPU its kernels here are for; else NULL */
 } backend;
 
 static int jit_generate(void *s, int32_t count, const int64_t *const *prompts,
@@ -183,6 +184,11 @@ static int open_library(backend *b, const char *path, const char *given,
               path, name, name, missing);
     return 1;
   }
+  const char *(*target)(void); /* absent in libraries older than kernc compile --cpu */
+  char tsym[sizeof name + 16];
+  snprintf(tsym, sizeof tsym, "%s_target", name);
+  *(void **)&target = dlsym(b->so, tsym);
+  b->cpu = target ? target() : NULL;
   b->s = so->paged ? session_new(so->threads, 1, 16, so->max_tokens)
                    : session_new(so->threads, 0, so->max_len, so->max_seqs);
   if (!b->s) {
@@ -343,10 +349,10 @@ int cmd_generate(int argc, char **argv) {
     fflush(stdout); /* the tokens before the timing line when both go to one terminal or file */
     fprintf(stderr,
             "kernc: session %s in %.0f ms; %lld prompt tokens, %lld generated in %.1f ms "
-            "(%.2f ms per token, prefill included); cache %lld bytes per token, %s\n",
+            "(%.2f ms per token, prefill included); cache %lld bytes per token, %s%s%s\n",
             lib ? "loaded" : "compiled", t1 - t0, (long long)n, (long long)nout, t2 - t1,
             nout ? (t2 - t1) / (double)nout : 0, (long long)b.bytes_per_token(b.s),
-            paged ? "paged" : "contiguous");
+            paged ? "paged" : "contiguous", b.cpu ? "; kernels for CPU " : "", b.cpu ? b.cpu : "");
     rc = 0;
   }
   close_backend(&b);

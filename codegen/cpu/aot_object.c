@@ -13,6 +13,13 @@
  * name and every "+feature" of the very feature list the target machine gets), which NAME_create
  * hands to the runtime: it checks the features with cpuid before anything of the model runs.
  *
+ * A library may hold the kernels for several CPUs (kc_export_options.cpu): one object per CPU
+ * variant, each lowered by a kc_cpu for its CPU. Variant 0's object defines the weights, the
+ * entry points (for every variant: NAME_create takes kc_aot_targets, a table of the variants,
+ * and runs the last one the CPU can) and the table; variant i > 0's object defines its kernels
+ * and plans, internal as ever, and one hidden kc_aot_variant NAME_variant_<i> the table refers
+ * to, and refers to variant 0's weights symbol: the weights are stored once.
+ *
  * The CUDA target (kc_cpu_obj_new + kc_cpu_obj_set_cuda) writes the same tables and entry points
  * without CPU kernels: the steps' fn/units are NULL, the device blob of codegen/aot_cuda.h is
  * pulled in like the weights, and NAME_create is kc_aot_cuda_create.
@@ -24,10 +31,11 @@
  * session entry points (NAME_session_new ... NAME_generate_beams, codegen/aot.h).
  *
  * Invariants:
- *   - Only the entry points are exported (the four, and the session ones of a decoder): every
- *     other definition is made internal (kernels, tables) or hidden (the weights, the runtime's
- *     functions), so two models link side by side.
- *   - The object is position independent (for -shared) and built for the host CPU, like the JIT.
+ *   - Only the entry points are exported (the five, and the session ones of a decoder): every
+ *     other definition is made internal (kernels, tables) or hidden (the weights, the variants,
+ *     the runtime's functions), so two models link side by side.
+ *   - The object is position independent (for -shared) and built for its kc_cpu's CPU (the
+ *     host's unless kc_cpu_new_for named one), as the kernels were lowered.
  *   - The entry points are built for the architecture's baseline CPU, not the host's: NAME_create
  *     runs before the feature check, so it must not itself use an instruction a CPU may lack.
  *   - The recorded features are the "+" entries of cpu->features, the string emit_object gives
@@ -55,6 +63,8 @@ _Static_assert(sizeof(kc_plan_idim) == KC_PLAN_IDIM_WORDS * 8, "kc_plan_idim lay
 _Static_assert(sizeof(kc_plan_req) == KC_PLAN_REQ_WORDS * 8, "kc_plan_req layout");
 _Static_assert(sizeof(kc_plan) == KC_PLAN_WORDS * 8, "kc_plan layout");
 _Static_assert(sizeof(kc_plan_decode) == KC_PLAN_DECODE_WORDS * 8, "kc_plan_decode layout");
+_Static_assert(sizeof(kc_aot_variant) == KC_AOT_VARIANT_WORDS * 8, "kc_aot_variant layout");
+_Static_assert(sizeof(kc_aot_targets) == KC_AOT_TARGETS_WORDS * 8, "kc_aot_targets layout");
 
 #define NAME_MAX_LEN 160
 /* The decode step's definitions: no kernel of lower.c ("k<N>_op") and no helper starts so. */
@@ -337,13 +347,20 @@ static bool asm_quote(const char *path, char *buf, size_t size) {
   return true;
 }
 
-/* The hidden symbol NAME_<what>: the bytes of weights_path, 64-byte aligned, read-only. */
+/* The hidden symbol NAME_<what>: the bytes of weights_path, 64-byte aligned, read-only; defined
+ * here, or only declared (another object of the library defines it) when define is false. */
 static kc_status weights_symbol(kc_cpu_obj *o, kc_ir *ir, const char *prefix, const char *what,
-                                const char *weights_path, LLVMValueRef *out) {
+                                const char *weights_path, bool define, LLVMValueRef *out) {
   *out = nullp(ir);
   if (!weights_path) return KC_OK;
   char sym[NAME_MAX_LEN], quoted[4096], text[sizeof quoted + 4 * NAME_MAX_LEN + 128];
   snprintf(sym, sizeof sym, "%s_%s", prefix, what);
+  if (!define) {
+    *out = LLVMAddGlobal(o->mod, LLVMInt8TypeInContext(ir->ctx), sym);
+    LLVMSetVisibility(*out, LLVMHiddenVisibility);
+    LLVMSetGlobalConstant(*out, 1);
+    return KC_OK;
+  }
   if (!asm_quote(weights_path, quoted, sizeof quoted))
     return kc_errorf(o->cpu->ctx, KC_ERR_INVALID_ARG, "weights path is too long: %s", weights_path);
   bool x86_64 = strncmp(o->cpu->triple, "x86_64", 6) == 0;
@@ -400,26 +417,34 @@ static void entry(kc_ir *ir, const char *triple, const char *prefix, const char 
     LLVMBuildRet(ir->b, r);
 }
 
-/* NAME_create checks the CPU against target (kc_aot_create_checked) before creating; for the
- * CUDA target it is kc_aot_cuda_create(model, device blob, threads). */
-static void entry_points(kc_ir *ir, const char *triple, const char *prefix, LLVMValueRef model,
-                         LLVMValueRef target, bool cuda) {
+/* NAME_create picks the variant of the table `variants` (kc_aot_targets) this CPU runs best and
+ * checks the CPU (kc_aot_create_best), NAME_target says which; for the CUDA target (variants
+ * NULL) NAME_create is kc_aot_cuda_create(model, device blob, threads) and there is no
+ * NAME_target. */
+static void entry_points(kc_ir *ir, const char *triple, const char *prefix, LLVMValueRef variants,
+                         LLVMValueRef model, LLVMValueRef blob) {
   LLVMTypeRef p = ir->t_ptr, i32 = ir->t_i32;
-  LLVMTypeRef create_p[3] = {p, p, i32}, run_p[3] = {p, p, p};
-  LLVMValueRef create =
-      runtime_fn(ir, cuda ? "kc_aot_cuda_create" : "kc_aot_create_checked", p, create_p, 3);
+  LLVMTypeRef create_p[3] = {p, p, i32}, best_p[2] = {p, i32}, run_p[3] = {p, p, p};
+  LLVMValueRef create = variants ? runtime_fn(ir, "kc_aot_create_best", p, best_p, 2)
+                                 : runtime_fn(ir, "kc_aot_cuda_create", p, create_p, 3);
   LLVMValueRef run = runtime_fn(ir, "kc_aot_run", i32, run_p, 3);
   LLVMValueRef fr = runtime_fn(ir, "kc_aot_free", ir->t_void, &p, 1);
   LLVMValueRef err = runtime_fn(ir, "kc_aot_error", p, &p, 1);
-  entry(ir, triple, prefix, "create", create, p, &i32, 1, model, target);
+  if (variants)
+    entry(ir, triple, prefix, "create", create, p, &i32, 1, variants, NULL);
+  else
+    entry(ir, triple, prefix, "create", create, p, &i32, 1, model, blob);
   entry(ir, triple, prefix, "run", run, i32, run_p, 3, NULL, NULL);
   entry(ir, triple, prefix, "free", fr, ir->t_void, &p, 1, NULL, NULL);
   entry(ir, triple, prefix, "error", err, p, &p, 1, NULL, NULL);
+  if (variants)
+    entry(ir, triple, prefix, "target", runtime_fn(ir, "kc_aot_target", p, &p, 1), p, NULL, 0,
+          variants, NULL);
 }
 
 /* One session entry point: its type as letters (return, then parameters: p pointer, i int32,
- * l int64, v void) and the runtime function it calls; kc_aot_session_new also gets the
- * kc_plan_decode and the target string first. The letters must match kernc.h's prototype
+ * l int64, v void) and the runtime function it calls; kc_aot_session_best also gets the
+ * variants (kc_aot_targets) first. The letters must match kernc.h's prototype
  * argument for argument: a missing last argument still worked at -O3, where the entry became a
  * jump that left the caller's stack argument in place, and broke at -O0. */
 typedef struct session_entry {
@@ -427,7 +452,7 @@ typedef struct session_entry {
 } session_entry;
 
 static const session_entry session_entries[] = {
-    {"session_new", "kc_aot_session_new", "piill"},
+    {"session_new", "kc_aot_session_best", "piill"},
     {"session_free", "kc_session_free", "vp"},
     {"session_error", "kc_aot_session_error", "pp"},
     {"session_vocab", "kc_session_vocab", "lp"},
@@ -452,27 +477,23 @@ static LLVMTypeRef type_of(kc_ir *ir, char c) {
   }
 }
 
-/* The session entry points over decode (a kc_plan_decode global); session_new checks the CPU
- * against target first, as NAME_create does. */
+/* The session entry points over the decode steps of variants (kc_aot_targets); session_new picks
+ * and checks the CPU first, as NAME_create does. */
 static void session_entry_points(kc_ir *ir, const char *triple, const char *prefix,
-                                 LLVMValueRef decode, LLVMValueRef target) {
+                                 LLVMValueRef variants) {
   for (size_t i = 0; i < sizeof session_entries / sizeof *session_entries; i++) {
     const session_entry *e = &session_entries[i];
     bool first = i == 0; /* session_new */
     LLVMTypeRef params[10], rt_params[12];
     unsigned n = 0, nr = 0;
-    if (first) {
-      rt_params[nr++] = ir->t_ptr;
-      rt_params[nr++] = ir->t_ptr;
-    }
+    if (first) rt_params[nr++] = ir->t_ptr;
     for (const char *c = e->type + 1; *c; c++) {
       params[n++] = type_of(ir, *c);
       rt_params[nr++] = type_of(ir, *c);
     }
     LLVMTypeRef ret = type_of(ir, e->type[0]);
     LLVMValueRef rt = runtime_fn(ir, e->rt, ret, rt_params, nr);
-    entry(ir, triple, prefix, e->suffix, rt, ret, params, n, first ? decode : NULL,
-          first ? target : NULL);
+    entry(ir, triple, prefix, e->suffix, rt, ret, params, n, first ? variants : NULL, NULL);
   }
 }
 
@@ -522,7 +543,7 @@ static void internalize(LLVMModuleRef mod, const char *prefix) {
     if (LLVMIsDeclaration(f)) continue;
     size_t len;
     const char *name = LLVMGetValueName2(f, &len);
-    static const char *const model_api[] = {"create", "run", "free", "error"};
+    static const char *const model_api[] = {"create", "run", "free", "error", "target"};
     bool api = false;
     const char *suffix = name + plen + 1;
     if (len > plen + 1 && strncmp(name, prefix, plen) == 0 && name[plen] == '_') {
@@ -643,8 +664,42 @@ static kc_status decode_global(kc_cpu_obj *o, kc_ir *ir, const char *prefix, LLV
   return KC_OK;
 }
 
+/* This object's kc_aot_variant NAME_variant_<variant> (internal; kc_cpu_obj_write exports
+ * variant i > 0's as a hidden symbol): the plan, the decode step (or NULL), the target string. */
+static LLVMValueRef variant_global(kc_cpu_obj *o, kc_ir *ir, const char *prefix, int variant,
+                                   LLVMValueRef model, LLVMValueRef decode, const char *target) {
+  LLVMValueRef f[KC_AOT_VARIANT_WORDS] = {model, decode ? decode : nullp(ir), cstr(ir, target),
+                                          cstr(ir, o->cpu->info.name)};
+  char name[NAME_MAX_LEN];
+  snprintf(name, sizeof name, "%s_variant_%d", prefix, variant);
+  LLVMValueRef gv = private_const(ir, name, cstruct(ir, f, KC_AOT_VARIANT_WORDS));
+  LLVMSetLinkage(gv, LLVMInternalLinkage);
+  return gv;
+}
+
+/* The kc_aot_targets of the library: this object's variant 0, then the other objects' hidden
+ * NAME_variant_<i>, i < nvariants. */
+static LLVMValueRef targets_global(kc_ir *ir, const char *prefix, LLVMValueRef v0, int nvariants) {
+  LLVMValueRef e[KC_AOT_MAX_VARIANTS];
+  char name[NAME_MAX_LEN];
+  e[0] = v0;
+  for (int i = 1; i < nvariants && i < KC_AOT_MAX_VARIANTS; i++) {
+    snprintf(name, sizeof name, "%s_variant_%d", prefix, i);
+    e[i] = LLVMAddGlobal(ir->mod, LLVMGlobalGetValueType(v0), name);
+    LLVMSetVisibility(e[i], LLVMHiddenVisibility);
+    LLVMSetGlobalConstant(e[i], 1);
+  }
+  LLVMValueRef f[KC_AOT_TARGETS_WORDS] = {i64c(ir, nvariants),
+                                          carray(ir, "kc_variants", e, nvariants)};
+  snprintf(name, sizeof name, "%s_targets", prefix);
+  LLVMValueRef gv = private_const(ir, name, cstruct(ir, f, KC_AOT_TARGETS_WORDS));
+  LLVMSetLinkage(gv, LLVMInternalLinkage);
+  return gv;
+}
+
 kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_plan *m, const kc_dim *slot_dims,
-                           const char *weights_path, const char *obj_path) {
+                           const char *weights_path, int variant, int nvariants,
+                           const char *obj_path) {
   /* module assembly (the weights' .incbin) goes through the target's assembly parser, which
    * the JIT never needs; without it LLVM aborts instead of reporting */
   if (LLVMInitializeNativeAsmParser())
@@ -652,26 +707,34 @@ kc_status kc_cpu_obj_write(kc_cpu_obj *o, const kc_plan *m, const kc_dim *slot_d
                      o->cpu->triple);
   if (o->dg && (!o->decode || o->cuda))
     return kc_errorf(o->cpu->ctx, KC_ERR_INTERNAL, "AOT: a decode step without its plan");
+  if (nvariants < 1 || nvariants > KC_AOT_MAX_VARIANTS || variant < 0 || variant >= nvariants ||
+      (o->cuda && nvariants > 1))
+    return kc_errorf(o->cpu->ctx, KC_ERR_INTERNAL, "AOT: CPU variant %d of %d", variant, nvariants);
   kc_ir ir;
   kc_ir_init(&ir, o->mod);
-  LLVMValueRef weights, model = NULL, decode = NULL;
-  kc_status s = weights_symbol(o, &ir, m->name, "weights", weights_path, &weights);
+  LLVMValueRef weights, model = NULL, decode = NULL, var = NULL;
+  kc_status s = weights_symbol(o, &ir, m->name, "weights", weights_path, variant == 0, &weights);
   LLVMValueRef blob = nullp(&ir);
-  if (s == KC_OK && o->cuda) s = weights_symbol(o, &ir, m->name, "cuda", o->cuda, &blob);
+  if (s == KC_OK && o->cuda) s = weights_symbol(o, &ir, m->name, "cuda", o->cuda, true, &blob);
   if (s == KC_OK) s = plan_global(o, &ir, m, o->g, slot_dims, "", weights, &model);
   if (s == KC_OK && o->dg) s = decode_global(o, &ir, m->name, weights, &decode);
   char *target = s == KC_OK ? target_string(o->cpu) : NULL;
   if (s == KC_OK && !target)
     s = kc_errorf(o->cpu->ctx, KC_ERR_NOMEM, "out of memory writing the model tables");
-  if (s == KC_OK) {
-    LLVMValueRef tstr = cstr(&ir, target);
-    entry_points(&ir, o->cpu->triple, m->name, model, o->cuda ? blob : tstr, o->cuda != NULL);
-    if (decode) session_entry_points(&ir, o->cpu->triple, m->name, decode, tstr);
+  if (s == KC_OK && !o->cuda) var = variant_global(o, &ir, m->name, variant, model, decode, target);
+  if (s == KC_OK && variant == 0) {
+    LLVMValueRef table = var ? targets_global(&ir, m->name, var, nvariants) : NULL;
+    entry_points(&ir, o->cpu->triple, m->name, table, model, blob);
+    if (decode) session_entry_points(&ir, o->cpu->triple, m->name, table);
   }
   free(target);
   kc_ir_dispose(&ir);
   if (s != KC_OK) return s;
   internalize(o->mod, m->name);
+  if (variant > 0) { /* what variant 0's table refers to */
+    LLVMSetLinkage(var, LLVMExternalLinkage);
+    LLVMSetVisibility(var, LLVMHiddenVisibility);
+  }
   s = kc_cpu_module_optimize(o->cpu, o->mod, 0);
   return s == KC_OK ? emit_object(o, obj_path) : s;
 }

@@ -1,17 +1,22 @@
 /*
- * codegen/cpu/jit.c - the host CPU target: LLVM native target, a target machine for the
- * host CPU name and features, an ORC LLJIT with a thread-safe context, the O3 pipeline (after
- * merging identical functions; kc_options.opt_level may ask for less), and symbol lookup. Also the
- * host facts (vector width, caches) the emitters size kernels by.
+ * codegen/cpu/jit.c - the CPU target: LLVM native target, a target machine for the host CPU
+ * name and features (or, for kc_export --cpu, a named CPU and the features of x86_cpus.def), an
+ * ORC LLJIT with a thread-safe context, the O3 pipeline (after merging identical functions;
+ * kc_options.opt_level may ask for less), and symbol lookup. Also the facts (vector width, FMA,
+ * VNNI from the chosen CPU's features; caches from the host) the emitters size kernels by.
  *
  * Invariants:
  *   - Two target machines exist with the same triple/CPU/features/-O level: one was consumed
  *     by the JIT's target machine builder, cpu->tm runs the pass pipeline, so the IR is
  *     optimized for exactly the machine code generator that compiles it.
  *   - Process symbols (libm, later libmvec when linked in) are visible to JIT'd code through a
- *     process search generator, so emitters may call them by name.
+ *     process search generator, so emitters may call them by name; the libcalls LLVM itself may
+ *     emit that the process may lack (__truncsfbf2) are defined by address.
  *   - Every LLVM error message ends in the context's error buffer; none is printed.
+ *   - cpu->features is the one feature list of the chosen CPU: the target machines get it, the
+ *     emitters' facts are derived from it, and an AOT object records it.
  */
+#include "codegen/aot.h" /* kc_truncsfbf2 */
 #include "cpu.h"
 
 #include <llvm-c/Analysis.h>
@@ -88,6 +93,59 @@ static void host_info(kc_cpu *cpu, const char *name) {
   if (in->l2_bytes <= 0) in->l2_bytes = 1024 * 1024;
 }
 
+typedef struct named_cpu {
+  const char *name, *features;
+} named_cpu;
+
+static const named_cpu x86_cpus[] = {
+#define X86_CPU(name, features) {name, features},
+#include "codegen/cpu/x86_cpus.def"
+#undef X86_CPU
+};
+
+/* The entry of x86_cpus.def named name; NULL when there is none or the host is no x86-64. */
+static const named_cpu *find_cpu(const char *name) {
+  char *triple = LLVMGetDefaultTargetTriple();
+  bool x86_64 = strncmp(triple, "x86_64", 6) == 0;
+  LLVMDisposeMessage(triple);
+  for (size_t i = 0; x86_64 && i < sizeof x86_cpus / sizeof *x86_cpus; i++)
+    if (strcmp(x86_cpus[i].name, name) == 0) return &x86_cpus[i];
+  return NULL;
+}
+
+kc_status kc_cpu_check_name(kc_context *ctx, const char *name) {
+  if (!name || strcmp(name, "native") == 0 || find_cpu(name)) return KC_OK;
+  return kc_errorf(ctx, KC_ERR_INVALID_ARG,
+                   "unknown CPU '%.100s' (use native, x86-64-v2, x86-64-v3, x86-64-v4, or an LLVM "
+                   "x86-64 CPU name such as skylake-avx512 or znver3; other architectures: native)",
+                   name);
+}
+
+/* Name and features of the CPU asked for (NULL or "native": the host's) into *name and
+ * cpu->features (LLVM-owned strings). */
+static kc_status choose_cpu(kc_cpu *cpu, const char *want, char **name) {
+  *name = NULL;
+  kc_status s = kc_cpu_check_name(cpu->ctx, want);
+  if (s != KC_OK) return s;
+  const named_cpu *c = want && strcmp(want, "native") != 0 ? find_cpu(want) : NULL;
+  cpu->features = c ? LLVMCreateMessage(c->features) : LLVMGetHostCPUFeatures();
+  *name = c ? LLVMCreateMessage(c->name) : LLVMGetHostCPUName();
+  return KC_OK;
+}
+
+static float truncsfbf2(float x) { return kc_truncsfbf2(x); }
+
+/* The libcalls kernels may need that the process may lack (codegen/aot.h), by address: they
+ * take precedence over the process's own. */
+static LLVMErrorRef define_builtins(kc_cpu *cpu) {
+  LLVMJITSymbolFlags flags = {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable,
+                              0};
+  LLVMOrcCSymbolMapPair sym = {LLVMOrcLLJITMangleAndIntern(cpu->jit, "__truncsfbf2"),
+                               {(LLVMOrcExecutorAddress)(uintptr_t)truncsfbf2, flags}};
+  LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(&sym, 1);
+  return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(cpu->jit), mu);
+}
+
 static LLVMTargetMachineRef host_tm(kc_cpu *cpu, LLVMTargetRef target) {
   static const LLVMCodeGenOptLevel levels[] = {LLVMCodeGenLevelNone, LLVMCodeGenLevelLess,
                                                LLVMCodeGenLevelDefault, LLVMCodeGenLevelAggressive};
@@ -95,7 +153,9 @@ static LLVMTargetMachineRef host_tm(kc_cpu *cpu, LLVMTargetRef target) {
                                  levels[cpu->opt_level], LLVMRelocDefault, LLVMCodeModelJITDefault);
 }
 
-kc_status kc_cpu_new(kc_context *ctx, kc_cpu **out) {
+kc_status kc_cpu_new(kc_context *ctx, kc_cpu **out) { return kc_cpu_new_for(ctx, NULL, out); }
+
+kc_status kc_cpu_new_for(kc_context *ctx, const char *cpu_name, kc_cpu **out) {
   *out = NULL;
   if (LLVMInitializeNativeTarget() || LLVMInitializeNativeAsmPrinter())
     return kc_errorf(ctx, KC_ERR_UNSUPPORTED, "LLVM has no native target for this host");
@@ -105,8 +165,12 @@ kc_status kc_cpu_new(kc_context *ctx, kc_cpu **out) {
   int level = kc_context_options(ctx)->opt_level;
   cpu->opt_level = level >= 1 && level <= 3 ? level : level == -1 ? 0 : 3;
   cpu->triple = LLVMGetDefaultTargetTriple();
-  cpu->features = LLVMGetHostCPUFeatures();
-  char *name = LLVMGetHostCPUName();
+  char *name;
+  kc_status cs = choose_cpu(cpu, cpu_name, &name);
+  if (cs != KC_OK) {
+    kc_cpu_free(cpu);
+    return cs;
+  }
   host_info(cpu, name);
   LLVMDisposeMessage(name);
 
@@ -124,7 +188,8 @@ kc_status kc_cpu_new(kc_context *ctx, kc_cpu **out) {
   if (!cpu->tm || !jit_tm) {
     if (jit_tm) LLVMDisposeTargetMachine(jit_tm);
     kc_cpu_free(cpu);
-    return kc_errorf(ctx, KC_ERR_INTERNAL, "LLVM: cannot create a target machine for the host");
+    return kc_errorf(ctx, KC_ERR_INTERNAL, "LLVM: cannot create a target machine for CPU '%s'",
+                     cpu_name ? cpu_name : "native");
   }
 
   LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
@@ -146,6 +211,11 @@ kc_status kc_cpu_new(kc_context *ctx, kc_cpu **out) {
     return s;
   }
   LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(cpu->jit), gen);
+  if ((err = define_builtins(cpu)) != NULL) {
+    kc_status s = kc_cpu_llvm_error(cpu, err, "defining the JIT's builtins");
+    kc_cpu_free(cpu);
+    return s;
+  }
   cpu->tsc = LLVMOrcCreateNewThreadSafeContext();
   *out = cpu;
   return KC_OK;
