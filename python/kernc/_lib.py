@@ -109,7 +109,7 @@ class kc_train_options(C.Structure):
 class kc_export_options(C.Structure):
     _fields_ = [("name", C.c_char_p), ("passes", C.c_char_p), ("cc", C.c_char_p),
                 ("runtime", C.c_char_p), ("source", C.c_char_p), ("target", C.c_char_p),
-                ("cuda_archs", C.c_char_p)]
+                ("cuda_archs", C.c_char_p), ("cpu", C.c_char_p)]
 
 
 # ---- functions ------------------------------------------------------------------------------

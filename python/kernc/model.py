@@ -80,16 +80,18 @@ class Model:
         return _lib.graph_text(self._ctx.lib.kc_module_graph(self._live()))
 
     def export(self, path, name=None, header=None, target=None, passes=None, cc=None,
-               runtime=None):
+               runtime=None, cpu=None):
         """Compile the model ahead of time into the shared library path (which needs neither
         libkernc nor LLVM) and its C header (header; None: NAME.h next to path); returns the
         header's path. target and passes default to the model's own. cc (None: $CC, else "cc")
         links the library; runtime is kernc's runtime archive (None: $KERNC_RT, else the
-        library's own choice)."""
+        library's own choice). cpu: the CPU the kernels are for (None or "native": this one;
+        "x86-64-v2", "x86-64-v3", "x86-64-v4" or an LLVM CPU name; a comma list or "multi":
+        kernels for each level in one library, NAME_create picking the best this CPU runs)."""
         return export(self._source, path, name=name, header=header,
                       target=target if target is not None else self._target,
                       passes=passes if passes is not None else self._passes, cc=cc,
-                      runtime=runtime)
+                      runtime=runtime, cpu=cpu)
 
     def close(self):
         if self._mod:
@@ -119,7 +121,8 @@ def compile(model, threads=0, target="cpu", passes=None, opt_level=None):
     return Model(model, threads=threads, target=target, passes=passes, opt_level=opt_level)
 
 
-def export(model, path, name=None, header=None, target=None, passes=None, cc=None, runtime=None):
+def export(model, path, name=None, header=None, target=None, passes=None, cc=None, runtime=None,
+           cpu=None):
     """kc_export of model (as kernc.compile takes it) to the shared library path and its header;
     returns the header's path. See Model.export."""
     ctx = _lib.Context()
@@ -128,7 +131,8 @@ def export(model, path, name=None, header=None, target=None, passes=None, cc=Non
         runtime = runtime if runtime is not None else os.environ.get("KERNC_RT")
         src = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
         opts = _lib.kc_export_options(_lib.enc(name), _lib.enc(passes), _lib.enc(cc),
-                                      _lib.enc(runtime), _lib.enc(src), _lib.enc(target), None)
+                                      _lib.enc(runtime), _lib.enc(src), _lib.enc(target), None,
+                                      _lib.enc(cpu))
         t0 = time.time()
         with _graph.Loaded(ctx, model) as g:
             ctx.check(ctx.lib.kc_export(ctx.ptr, g, C.byref(opts), _lib.enc(path),

@@ -56,3 +56,38 @@ def test_export_named_with_header_path(tmp_path):
     os.mkdir(tmp_path / "inc")
     assert kernc.export(GPT2_TINY, so, name="my_model", header=h) == h
     assert os.path.exists(so) and "my_model_run(" in open(h).read()
+
+
+def test_export_multi_cpu_picks_a_level(tmp_path):
+    """cpu="multi": kernels for x86-64-v2, -v3 and -v4 in one library; NAME_target names the one
+    NAME_create picked (one this CPU runs), and the outputs are ONNX Runtime's."""
+    so = str(tmp_path / "libmulti.so")
+    kernc.export(GPT2_TINY, so, cpu="multi")
+    lib = C.CDLL(so)
+    lib.multi_target.restype = C.c_char_p
+    lib.multi_create.restype = C.c_void_p
+    lib.multi_create.argtypes = [C.c_int]
+    lib.multi_run.argtypes = [C.c_void_p, C.POINTER(tensor), C.POINTER(tensor)]
+    lib.multi_free.argtypes = [C.c_void_p]
+    m = lib.multi_create(1)
+    assert m
+    try:
+        assert lib.multi_target().decode() in ("x86-64-v2", "x86-64-v3", "x86-64-v4")
+        ids = np.array([[3, 1, 4, 1, 5]], np.int64)
+        inp = tensor(b"input_ids", 5, 2, (C.c_int64 * 8)(1, 5), ids.ctypes.data)
+        out = tensor()
+        assert lib.multi_run(m, C.byref(inp), C.byref(out)) == 0
+        got = np.ctypeslib.as_array(C.cast(out.data, C.POINTER(C.c_float)), (1, 5, 100)).copy()
+        np.testing.assert_allclose(got, ort_run(GPT2_TINY, {"input_ids": ids})["logits"],
+                                   rtol=1e-4, atol=1e-4)
+    finally:
+        lib.multi_free(m)
+
+
+def test_export_unknown_cpu_is_an_error(tmp_path):
+    try:
+        kernc.export(GPT2_TINY, str(tmp_path / "libx.so"), cpu="pentium-9000")
+    except kernc.KernCError as e:
+        assert "pentium-9000" in str(e)
+    else:
+        raise AssertionError("an unknown cpu name was accepted")
