@@ -57,7 +57,7 @@ run_python() { # build dir
   cmake --install "$dir" --prefix "$prefix" >"$dir.python.log" 2>&1 &&
     "$PY" -m venv --system-site-packages "$venv" &&
     "$venv/bin/python" -m pip install -q --no-build-isolation --no-index ./python >>"$dir.python.log" 2>&1 &&
-    (cd /tmp && "${env[@]}" "$venv/bin/python" -c "import kernc; print('kernc', kernc.__version__, 'library', kernc.library_path(), kernc.library_version())") ||
+    (cd /tmp && "${env[@]}" "$venv/bin/python" -c "import kernc; print('kernc', kernc.__version__, 'library', kernc.library_path(), kernc.library_version()); assert kernc.library_path() == 'libkernc.so.0'") ||
     {
       cat "$dir.python.log"
       echo "pytest: 1 error (install, pip install ./python or import kernc failed)" | tee "$dir.pytest.log"

@@ -291,6 +291,33 @@ class Context:
             self.ptr = None
 
 
+class Owner:
+    """Base of Model, Session and Trainer: each owns a Context (self._ctx) and one kernc handle,
+    freed by its _release(). close(), leaving a with block or garbage collection frees the
+    handle, then the context; closing twice is fine."""
+    _ctx = None
+
+    def _release(self):
+        raise NotImplementedError
+
+    def close(self):
+        self._release()
+        if self._ctx:
+            self._ctx.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: ctypes or the library may be gone already
+            pass
+
+
 def np_dtype(kc):
     """The numpy dtype of a kc_dtype code; None where numpy has none (bf16)."""
     t = NP_OF.get(kc)

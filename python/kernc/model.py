@@ -14,7 +14,7 @@ from . import _graph, _lib
 from ._lib import KernCError
 
 
-class Model:
+class Model(_lib.Owner):
     """A compiled model; make one with kernc.compile."""
 
     def __init__(self, model, threads=0, target=None, passes=None, opt_level=None):
@@ -93,24 +93,10 @@ class Model:
                       passes=passes if passes is not None else self._passes, cc=cc,
                       runtime=runtime, cpu=cpu)
 
-    def close(self):
-        if self._mod:
+    def _release(self):
+        if getattr(self, "_mod", None):
             self._ctx.lib.kc_module_free(self._mod)
             self._mod = None
-        if self._ctx:
-            self._ctx.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: ctypes or the library may be gone already
-            pass
 
 
 def compile(model, threads=0, target="cpu", passes=None, opt_level=None):

@@ -16,7 +16,7 @@ from . import _graph, _lib
 I64P = C.POINTER(C.c_int64)
 
 
-class Session:
+class Session(_lib.Owner):
     """A decoding session over the causal model at model (a path, as kernc.compile takes).
     Contiguous cache (paged=False): max_len tokens for each of max_seqs sequences; paged: a pool
     of max_tokens tokens in blocks of block_size. 0 means kernc's default."""
@@ -164,21 +164,7 @@ class Session:
         """The text IR of the compiled decode step."""
         return _lib.graph_text(self._lib.kc_module_graph(self._module()))
 
-    def close(self):
-        if self._s:
+    def _release(self):
+        if getattr(self, "_s", None):
             self._lib.kc_session_free(self._s)
             self._s = None
-        if self._ctx:
-            self._ctx.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass

@@ -41,7 +41,7 @@ def _add_xent(L, g, spec, ignore_index, labels_shape):
     return loss
 
 
-class Trainer:
+class Trainer(_lib.Owner):
     """Train model (a path, as kernc.compile takes) to minimize loss (a scalar output's name, or
     "xent:LOGITS:LABELS") over the float weights matching the fnmatch globs params (default:
     all). optimizer "adamw" (betas, eps, weight_decay as torch.optim.AdamW; kernc's defaults
@@ -150,21 +150,7 @@ class Trainer:
         """The step's intermediate arena at its largest so far."""
         return self._lib.kc_module_peak_bytes(self._lib.kc_trainer_module(self._t))
 
-    def close(self):
-        if self._t:
+    def _release(self):
+        if getattr(self, "_t", None):
             self._lib.kc_trainer_free(self._t)
             self._t = None
-        if self._ctx:
-            self._ctx.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass

@@ -1,10 +1,11 @@
 """python/tests/conftest.py - shared fixtures of the kernc package's tests: the repository's
 models, and defaults for running from a checkout (KERNC_LIBRARY: the build tree's
-build/libkernc.so when it exists and nothing else is set; KERNC_OPT_LEVEL=0: -O0 JIT, which
+build/libkernc.so when it exists and neither KERNC_LIBRARY nor the loader path gives one; KERNC_OPT_LEVEL=0: -O0 JIT, which
 compiles much faster and is exact enough for the tolerances here).
 
 Expected values come from ONNX Runtime or numpy, never from kernc.
 """
+import ctypes
 import os
 
 import numpy as np
@@ -12,7 +13,18 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 _built = os.path.join(ROOT, "build", "libkernc.so")
-if "KERNC_LIBRARY" not in os.environ and os.path.exists(_built):
+
+
+def _on_loader_path():
+    try:
+        ctypes.CDLL("libkernc.so.0")
+        return True
+    except OSError:
+        return False
+
+
+# an installed kernc on the loader path (test.sh: LD_LIBRARY_PATH=PREFIX/lib) is used as is
+if "KERNC_LIBRARY" not in os.environ and not _on_loader_path() and os.path.exists(_built):
     os.environ["KERNC_LIBRARY"] = _built
 os.environ.setdefault("KERNC_OPT_LEVEL", "0")
 
