@@ -531,7 +531,9 @@ static void device_node_tests(void **state) {
   size_t pass = 0, fail = 0, cpu_fail = 0;
   char msg[KC_ERRBUF_SIZE];
   for (size_t i = 0; i < e->ndirs; i++) {
-    kc_check_options cpu = {.target = "cpu"}, gpu = {.target = "cuda"};
+    kc_check_tol tol; /* the folder's kernc-check.tol, as `kernc check` reads it */
+    if (kc_check_tol_of_dir(e->dirs[i], &tol, msg, sizeof msg) < 0) fail_msg("%s", msg);
+    kc_check_options cpu = {.target = "cpu", .tol = &tol}, gpu = {.target = "cuda", .tol = &tol};
     kc_clear_error(ctx);
     if (kc_onnx_check_dir_opts(ctx, e->dirs[i], &cpu, msg, sizeof msg) != KC_CHECK_PASS) {
       cpu_fail++; /* out of scope here: the CPU does not pass it either */

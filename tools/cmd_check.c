@@ -157,10 +157,8 @@ static bool folder_tol(const path_list *l, size_t i, kc_check_tol *tol, char *ms
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", l->v[i]);
   for (;;) {
-    char path[4200];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/kernc-check.tol", dir);
-    if (stat(path, &st) == 0) return kc_check_tol_read(path, tol, msg, size);
+    int got = kc_check_tol_of_dir(dir, tol, msg, size);
+    if (got) return got > 0;
     char *slash = strrchr(dir, '/');
     if (!slash || (size_t)(slash - dir) < l->root_len[i]) break;
     *slash = 0;

@@ -59,5 +59,8 @@ bool kc_check_compare_tol(const char *name, const kc_tensor_desc *got, const kc_
  * into *tol, starting from the defaults. False with a message (file:line) on a bad word.
  */
 bool kc_check_tol_read(const char *path, kc_check_tol *tol, char *msg, size_t size);
+/* DIR's own kernc-check.tol into *tol: 1 when read, 0 when DIR has none (*tol: the defaults),
+ * -1 with a message when it is bad. */
+int kc_check_tol_of_dir(const char *dir, kc_check_tol *tol, char *msg, size_t size);
 
 #endif /* KERNC_CHECK_H */

@@ -8,8 +8,10 @@
 #include "tools/check/check.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Parse "KEY=NUMBER" into tol; false when the key is unknown or the number bad. */
 static bool set_word(kc_check_tol *tol, const char *w) {
@@ -48,4 +50,15 @@ bool kc_check_tol_read(const char *path, kc_check_tol *tol, char *msg, size_t si
   }
   fclose(f);
   return ok;
+}
+
+int kc_check_tol_of_dir(const char *dir, kc_check_tol *tol, char *msg, size_t size) {
+  char path[4200];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/kernc-check.tol", dir);
+  if (stat(path, &st) != 0) {
+    *tol = (kc_check_tol){KC_CHECK_RTOL, KC_CHECK_ATOL, 0};
+    return 0;
+  }
+  return kc_check_tol_read(path, tol, msg, size) ? 1 : -1;
 }
