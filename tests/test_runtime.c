@@ -418,6 +418,50 @@ static void t_add_relu_weight(void **st) {
   }
 }
 
+/* The text of g as kc_graph_print writes it (malloc'd). */
+static char *printed(const kc_graph *g) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  assert_non_null(f);
+  assert_int_equal(kc_graph_print(g, f), KC_OK);
+  fclose(f);
+  return buf;
+}
+
+/* kc_graph_dump (the Python package's dump): no passes, the default pipeline, after every pass,
+ * dot; a bad pass list is an error with no text; the caller's graph is never changed. */
+static void t_graph_dump(void **st) {
+  env *e = *st;
+  float w[4] = {0.5f, -1.0f, 2.0f, -0.25f};
+  kc_val x = kc_input(e->g, "x", KC_F32, 2, (kc_dim[]){kc_sym(e->g, "B"), 4});
+  kc_val wv = kc_weight(e->g, "w", KC_F32, 1, (int64_t[]){4}, w);
+  kc_output(e->g, kc_relu(e->g, kc_add(e->g, x, wv)), "y");
+  char *before = printed(e->g), *text = NULL;
+  assert_int_equal(kc_graph_dump(e->g, NULL, "", 0, 0, &text), KC_OK);
+  assert_non_null(strstr(text, "add("));
+  assert_non_null(strstr(text, "relu("));
+  free(text);
+  assert_int_equal(kc_graph_dump(e->g, NULL, NULL, 0, 0, &text), KC_OK);
+  assert_non_null(strstr(text, "= fused(")); /* the default pipeline fuses add and relu */
+  free(text);
+  assert_int_equal(kc_graph_dump(e->g, NULL, "cse,dce", 1, 0, &text), KC_OK);
+  assert_non_null(strstr(text, "after=cse"));
+  assert_non_null(strstr(text, "after=dce"));
+  free(text);
+  assert_int_equal(kc_graph_dump(e->g, NULL, "", 0, 1, &text), KC_OK);
+  assert_non_null(strstr(text, "digraph"));
+  free(text);
+  text = (char *)"unchanged";
+  assert_int_not_equal(kc_graph_dump(e->g, NULL, "no-such-pass", 0, 0, &text), KC_OK);
+  assert_null(text);
+  assert_non_null(strstr(kc_last_error(e->ctx), "no-such-pass"));
+  char *after = printed(e->g);
+  assert_string_equal(before, after);
+  free(before);
+  free(after);
+}
+
 /* reshape to a constant shape: a view that needs no kernel; its output is copied. */
 static void t_views(void **st) {
   env *e = *st;
@@ -757,6 +801,7 @@ int main(int argc, char **argv) {
   if (c.kernc) th_rmtree(c.dir);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_chain_and_batches, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_graph_dump, setup, teardown),
       cmocka_unit_test_setup_teardown(t_threads_identical, setup, teardown),
       cmocka_unit_test_setup_teardown(t_output_is_input, setup, teardown),
       cmocka_unit_test_setup_teardown(t_size_from_input_contents, setup, teardown),
