@@ -10,6 +10,7 @@
 #include "ir/internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,4 +39,34 @@ FILE *kc_fopen_regular(kc_context *ctx, const char *path) {
     close(fd);
   }
   return f;
+}
+
+kc_status kc_read_regular(kc_context *ctx, const char *path, unsigned char **buf, size_t *len) {
+  *buf = NULL;
+  *len = 0;
+  FILE *f = kc_fopen_regular(ctx, path);
+  if (!f) return KC_ERR_IO; /* the message is set */
+  unsigned char *b = NULL;
+  size_t n = 0, cap = 0, got = 1;
+  while (got) {
+    if (n == cap) {
+      unsigned char *nb = realloc(b, cap = cap ? cap * 2 : 1 << 16);
+      if (!nb) {
+        free(b);
+        fclose(f);
+        return kc_errorf(ctx, KC_ERR_NOMEM, "%s: out of memory", path);
+      }
+      b = nb;
+    }
+    n += got = fread(b + n, 1, cap - n, f);
+  }
+  bool err = ferror(f);
+  fclose(f);
+  if (err) {
+    free(b);
+    return kc_errorf(ctx, KC_ERR_IO, "%s: read error", path);
+  }
+  *buf = b;
+  *len = n;
+  return KC_OK;
 }

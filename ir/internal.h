@@ -59,6 +59,8 @@ void kc_logf(kc_context *ctx, int level, const char *fmt, ...)
  * (ir/file.c). kc_open_regular also fills st. */
 int kc_open_regular(kc_context *ctx, const char *path, struct stat *st);
 FILE *kc_fopen_regular(kc_context *ctx, const char *path);
+/* The whole of a regular file, as kc_fopen_regular opens it, into *buf (malloc'd) and *len. */
+kc_status kc_read_regular(kc_context *ctx, const char *path, unsigned char **buf, size_t *len);
 
 /* ---- arena ---------------------------------------------------------------------------------- */
 

@@ -171,30 +171,10 @@ kc_status kc_npy_read_mem(kc_context *ctx, const void *buf, size_t len, const ch
 
 kc_status kc_npy_read(kc_context *ctx, const char *path, kc_tensor_desc *out) {
   memset(out, 0, sizeof *out);
-  FILE *f = kc_fopen_regular(ctx, path);
-  if (!f) return KC_ERR_IO; /* the message is set */
-  unsigned char *buf = NULL;
-  size_t len = 0, cap = 0;
-  for (;;) {
-    if (len == cap) {
-      size_t ncap = cap ? cap * 2 : 1 << 16;
-      unsigned char *nb = realloc(buf, ncap);
-      if (!nb) {
-        free(buf);
-        fclose(f);
-        return kc_errorf(ctx, KC_ERR_NOMEM, "%s: out of memory", path);
-      }
-      buf = nb;
-      cap = ncap;
-    }
-    size_t got = fread(buf + len, 1, cap - len, f);
-    len += got;
-    if (got == 0) break;
-  }
-  bool err = ferror(f);
-  fclose(f);
-  kc_status s = err ? kc_errorf(ctx, KC_ERR_IO, "%s: read error", path)
-                    : kc_npy_read_mem(ctx, buf, len, path, out);
+  unsigned char *buf;
+  size_t len;
+  kc_status s = kc_read_regular(ctx, path, &buf, &len);
+  if (s == KC_OK) s = kc_npy_read_mem(ctx, buf, len, path, out);
   free(buf);
   return s;
 }

@@ -187,26 +187,10 @@ kc_status cli_npz_read_mem(kc_context *ctx, const unsigned char *buf, size_t len
 
 kc_status cli_npz_read(kc_context *ctx, const char *path, cli_npz *z) {
   memset(z, 0, sizeof *z);
-  FILE *f = kc_fopen_regular(ctx, path);
-  if (!f) return KC_ERR_IO;
-  unsigned char *buf = NULL;
-  size_t len = 0, cap = 0, got = 1;
-  while (got) {
-    if (len == cap) {
-      unsigned char *nb = realloc(buf, cap = cap ? cap * 2 : 1 << 16);
-      if (!nb) {
-        free(buf);
-        fclose(f);
-        return kc_errorf(ctx, KC_ERR_NOMEM, "%s: out of memory", path);
-      }
-      buf = nb;
-    }
-    len += got = fread(buf + len, 1, cap - len, f);
-  }
-  bool err = ferror(f);
-  fclose(f);
-  kc_status s = err ? kc_errorf(ctx, KC_ERR_IO, "%s: read error", path)
-                    : cli_npz_read_mem(ctx, buf, len, path, z);
+  unsigned char *buf;
+  size_t len;
+  kc_status s = kc_read_regular(ctx, path, &buf, &len);
+  if (s == KC_OK) s = cli_npz_read_mem(ctx, buf, len, path, z);
   free(buf);
   return s;
 }
